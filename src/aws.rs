@@ -1,0 +1,307 @@
+//! Every AWS call the function makes, behind small adapters that speak the
+//! domain's types. Errors are classified here, once: what to retry, what is
+//! a missing permission (named, never retried), what means the instance is gone.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_sdk_ec2::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_ec2::types::{
+    Filter, HttpTokensState, InstanceMetadataEndpointState, InstanceMetadataProtocolState,
+    InstanceMetadataTagsState, Tag,
+};
+use aws_sdk_sns::types::MessageAttributeValue;
+
+use crate::event::{MetadataOptions, Observed};
+use crate::notify::Notification;
+use crate::policy::Remedy;
+
+/// Instance ids per `DescribeInstances` / `CreateTags` call.
+const IDS_PER_CALL: usize = 200;
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AwsError {
+    /// The function's role lacks a permission: retrying cannot help.
+    #[error("{code}: the function's role is not allowed {permission} ({message})")]
+    Unauthorized {
+        code: String,
+        permission: &'static str,
+        message: String,
+    },
+    /// A service error, after the SDK's own retries.
+    #[error("{code}: {message}")]
+    Api { code: String, message: String },
+    /// No answer: connection refused or reset, timeout.
+    #[error("no answer from {service}: {message}")]
+    Transport {
+        service: &'static str,
+        message: String,
+    },
+}
+
+impl AwsError {
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            AwsError::Unauthorized { code, .. } | AwsError::Api { code, .. } => Some(code),
+            AwsError::Transport { .. } => None,
+        }
+    }
+
+    /// EC2 does not show the instance yet (eventual consistency), or any more.
+    pub fn is_not_found(&self) -> bool {
+        self.code() == Some("InvalidInstanceID.NotFound")
+    }
+
+    /// The instance is not in a state that accepts the change (`pending`).
+    pub fn is_incorrect_state(&self) -> bool {
+        self.code() == Some("IncorrectInstanceState")
+    }
+
+    fn classify<E, R>(err: SdkError<E, R>, service: &'static str, permission: &'static str) -> Self
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+        R: std::fmt::Debug,
+    {
+        let code = err.code().map(str::to_string);
+        let message = err
+            .message()
+            .map(|m| crate::event::clean(m, 300))
+            .unwrap_or_else(|| crate::event::clean(&DisplayErrorContext(&err).to_string(), 300));
+        match code {
+            Some(code)
+                if code.contains("UnauthorizedOperation")
+                    || code == "AccessDenied"
+                    || code == "AuthorizationError"
+                    || code == "AccessDeniedException" =>
+            {
+                // The encoded authorization message is long and opaque; keep
+                // only its start, the permission is named for the reader.
+                AwsError::Unauthorized {
+                    code,
+                    permission,
+                    message: crate::event::clean(&message, 120),
+                }
+            }
+            Some(code) => AwsError::Api { code, message },
+            None => AwsError::Transport { service, message },
+        }
+    }
+}
+
+/// Shared SDK settings: the SDK retries throttling and 5xx with backoff
+/// (standard mode), and no call may hang past the function's timeout.
+pub fn sdk_retry() -> RetryConfig {
+    RetryConfig::standard()
+        .with_max_attempts(5)
+        .with_initial_backoff(Duration::from_millis(200))
+}
+
+pub fn sdk_timeouts() -> TimeoutConfig {
+    TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(3))
+        .operation_attempt_timeout(Duration::from_secs(10))
+        .operation_timeout(Duration::from_secs(30))
+        .build()
+}
+
+/// Loads the SDK configuration once (credentials chain, `AWS_ENDPOINT_URL`).
+pub async fn load_sdk_config() -> SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
+        .retry_config(sdk_retry())
+        .timeout_config(sdk_timeouts())
+        .load()
+        .await
+}
+
+/// Hands out clients by region.
+pub trait Clients: Send + Sync {
+    fn ec2(&self, region: &str) -> Ec2;
+    fn sns(&self, region: &str) -> Sns;
+}
+
+/// One client per service and region, built on first use and kept for the
+/// life of the process (warm invocations reuse connections and credentials).
+pub struct RegionalClients {
+    base: SdkConfig,
+    ec2: Mutex<HashMap<String, aws_sdk_ec2::Client>>,
+    sns: Mutex<HashMap<String, aws_sdk_sns::Client>>,
+}
+
+impl RegionalClients {
+    pub fn new(base: SdkConfig) -> Self {
+        RegionalClients {
+            base,
+            ec2: Mutex::new(HashMap::new()),
+            sns: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+fn cached<C: Clone>(map: &Mutex<HashMap<String, C>>, region: &str, build: impl FnOnce() -> C) -> C {
+    // A poisoned lock only means another thread panicked while inserting;
+    // the map itself is still a valid cache.
+    let mut map = map.lock().unwrap_or_else(|p| p.into_inner());
+    map.entry(region.to_string()).or_insert_with(build).clone()
+}
+
+impl Clients for RegionalClients {
+    fn ec2(&self, region: &str) -> Ec2 {
+        Ec2(cached(&self.ec2, region, || {
+            let conf = aws_sdk_ec2::config::Builder::from(&self.base)
+                .region(Region::new(region.to_string()))
+                .build();
+            aws_sdk_ec2::Client::from_conf(conf)
+        }))
+    }
+
+    fn sns(&self, region: &str) -> Sns {
+        Sns(cached(&self.sns, region, || {
+            let conf = aws_sdk_sns::config::Builder::from(&self.base)
+                .region(Region::new(region.to_string()))
+                .build();
+            aws_sdk_sns::Client::from_conf(conf)
+        }))
+    }
+}
+
+/// The same clients for every region: for tests with mocked clients.
+pub struct FixedClients {
+    pub ec2: aws_sdk_ec2::Client,
+    pub sns: aws_sdk_sns::Client,
+}
+
+impl Clients for FixedClients {
+    fn ec2(&self, _region: &str) -> Ec2 {
+        Ec2(self.ec2.clone())
+    }
+    fn sns(&self, _region: &str) -> Sns {
+        Sns(self.sns.clone())
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Ec2(pub aws_sdk_ec2::Client);
+
+impl Ec2 {
+    /// The instances among `ids` that EC2 shows now. Uses an `instance-id`
+    /// filter rather than `InstanceIds`, so one id EC2 does not show yet
+    /// cannot fail the call for the others: it is simply absent.
+    pub async fn describe(&self, ids: &[String]) -> Result<Vec<Observed>, AwsError> {
+        let mut found = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(IDS_PER_CALL) {
+            let mut token: Option<String> = None;
+            loop {
+                let out = self
+                    .0
+                    .describe_instances()
+                    .filters(Filter::builder().name("instance-id").set_values(Some(chunk.to_vec())).build())
+                    .set_next_token(token.take())
+                    .send()
+                    .await
+                    .map_err(|e| AwsError::classify(e, "ec2", "ec2:DescribeInstances"))?;
+                for r in out.reservations() {
+                    found.extend(r.instances().iter().filter_map(observe));
+                }
+                match out.next_token() {
+                    Some(t) if !t.is_empty() => token = Some(t.to_string()),
+                    _ => break,
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// Writes every metadata option explicitly (tokens required, endpoint on,
+    /// hop limit as decided, the rest as they were).
+    pub async fn modify(&self, instance_id: &str, remedy: &Remedy) -> Result<(), AwsError> {
+        self.0
+            .modify_instance_metadata_options()
+            .instance_id(instance_id)
+            .http_tokens(HttpTokensState::from(remedy.http_tokens))
+            .http_endpoint(InstanceMetadataEndpointState::from(remedy.http_endpoint))
+            .http_put_response_hop_limit(remedy.http_put_response_hop_limit)
+            .set_http_protocol_ipv6(remedy.http_protocol_ipv6.as_deref().map(InstanceMetadataProtocolState::from))
+            .set_instance_metadata_tags(remedy.instance_metadata_tags.as_deref().map(InstanceMetadataTagsState::from))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| AwsError::classify(e, "ec2", "ec2:ModifyInstanceMetadataOptions"))
+    }
+
+    /// One `CreateTags` call for many instances (idempotent: same key, same value).
+    pub async fn tag(&self, ids: &[String], key: &str, value: &str) -> Result<(), AwsError> {
+        for chunk in ids.chunks(IDS_PER_CALL) {
+            self.0
+                .create_tags()
+                .set_resources(Some(chunk.to_vec()))
+                .tags(Tag::builder().key(key).value(value).build())
+                .send()
+                .await
+                .map_err(|e| AwsError::classify(e, "ec2", "ec2:CreateTags"))?;
+        }
+        Ok(())
+    }
+}
+
+fn observe(i: &aws_sdk_ec2::types::Instance) -> Option<Observed> {
+    let id = i.instance_id()?.to_string();
+    let mo = i.metadata_options();
+    Some(Observed {
+        instance_id: id,
+        image_id: i.image_id().map(str::to_string),
+        state: i.state().and_then(|s| s.name()).map(|n| n.as_str().to_string()),
+        options: MetadataOptions {
+            http_tokens: mo.and_then(|m| m.http_tokens()).map(|v| v.as_str().to_string()),
+            http_endpoint: mo.and_then(|m| m.http_endpoint()).map(|v| v.as_str().to_string()),
+            http_put_response_hop_limit: mo.and_then(|m| m.http_put_response_hop_limit()),
+            http_protocol_ipv6: mo.and_then(|m| m.http_protocol_ipv6()).map(|v| v.as_str().to_string()),
+            instance_metadata_tags: mo
+                .and_then(|m| m.instance_metadata_tags())
+                .map(|v| v.as_str().to_string()),
+        },
+        tags: Some(
+            i.tags()
+                .iter()
+                .filter_map(|t| Some((t.key()?.to_string(), t.value().unwrap_or("").to_string())))
+                .collect(),
+        ),
+    })
+}
+
+#[derive(Clone, Debug)]
+pub struct Sns(pub aws_sdk_sns::Client);
+
+impl Sns {
+    /// Publishes; returns the message id.
+    pub async fn publish(&self, topic_arn: &str, n: &Notification) -> Result<String, AwsError> {
+        let mut req = self
+            .0
+            .publish()
+            .topic_arn(topic_arn)
+            .subject(&n.subject)
+            .message(&n.body);
+        let outcomes = serde_json::to_string(&n.outcomes).unwrap_or_else(|_| "[]".into());
+        let attrs = std::iter::once(("outcome", "String.Array", outcomes))
+            .chain(n.attributes.iter().map(|(k, v)| (*k, "String", v.clone())));
+        for (name, data_type, value) in attrs {
+            let attr = MessageAttributeValue::builder()
+                .data_type(data_type)
+                .string_value(value)
+                .build()
+                .map_err(|e| AwsError::Api {
+                    code: "InvalidMessageAttribute".into(),
+                    message: e.to_string(),
+                })?;
+            req = req.message_attributes(name, attr);
+        }
+        let out = req
+            .send()
+            .await
+            .map_err(|e| AwsError::classify(e, "sns", "sns:Publish"))?;
+        Ok(out.message_id().unwrap_or("").to_string())
+    }
+}

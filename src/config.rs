@@ -1,0 +1,326 @@
+//! The function's configuration: one typed struct, read from the environment
+//! once at start and validated there, so a bad deployment fails at init with
+//! a message naming the variable instead of misbehaving on the first launch.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::glob::Glob;
+
+/// What the guardrail does with a noncompliant instance.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Set `HttpTokens=required`, tag, notify.
+    Enforce,
+    /// Tag and notify; change nothing else.
+    Notify,
+    /// Write nothing to any instance; notify what enforce would have done.
+    Audit,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Enforce => "enforce",
+            Mode::Notify => "notify",
+            Mode::Audit => "audit",
+        }
+    }
+
+    pub fn parse(value: &str) -> Option<Mode> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "enforce" => Some(Mode::Enforce),
+            "notify" => Some(Mode::Notify),
+            "audit" => Some(Mode::Audit),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Who and what is exempt from enforcement.
+#[derive(Clone, Debug, Default)]
+pub struct Exemptions {
+    /// An instance whose tag `key` has the value `true` is exempt.
+    pub tag_key: Option<String>,
+    /// Launches (or changes) by a principal matching one of these are exempt.
+    pub principals: Vec<Glob>,
+    /// Instances launched from these AMIs are exempt.
+    pub image_ids: Vec<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub mode: Mode,
+    pub topic_arn: Option<String>,
+    pub status_tag_key: String,
+    pub exemptions: Exemptions,
+    /// In enforce mode, a higher `HttpPutResponseHopLimit` is lowered to this.
+    pub max_hop_limit: Option<i32>,
+    /// How long one invocation keeps retrying an instance that EC2 does not
+    /// show yet or that is still `pending`. Must fit the function's timeout.
+    pub retry_budget: Duration,
+}
+
+pub const DEFAULT_STATUS_TAG_KEY: &str = "imds-guard:status";
+pub const DEFAULT_RETRY_BUDGET_SECS: u64 = 60;
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            mode: Mode::Enforce,
+            topic_arn: None,
+            status_tag_key: DEFAULT_STATUS_TAG_KEY.to_string(),
+            exemptions: Exemptions::default(),
+            max_hop_limit: None,
+            retry_budget: Duration::from_secs(DEFAULT_RETRY_BUDGET_SECS),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("invalid {variable}={value:?}: {reason}")]
+pub struct ConfigError {
+    pub variable: &'static str,
+    pub value: String,
+    pub reason: String,
+}
+
+impl Config {
+    /// Reads the process environment. Call once, at init.
+    pub fn from_env() -> Result<Config, ConfigError> {
+        Config::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads configuration through `lookup`. An empty value counts as unset,
+    /// because CloudFormation passes optional parameters as empty strings.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+        let err = |variable: &'static str, value: &str, reason: &str| ConfigError {
+            variable,
+            value: value.to_string(),
+            reason: reason.to_string(),
+        };
+        let mut cfg = Config::default();
+
+        if let Some(v) = get("GUARD_MODE") {
+            cfg.mode = Mode::parse(&v)
+                .ok_or_else(|| err("GUARD_MODE", &v, "expected enforce, notify or audit"))?;
+        }
+        if let Some(v) = get("NOTIFY_TOPIC_ARN") {
+            let v = v.trim().to_string();
+            if sns_topic_region(&v).is_none() {
+                return Err(err(
+                    "NOTIFY_TOPIC_ARN",
+                    &v,
+                    "expected an SNS topic ARN, arn:<partition>:sns:<region>:<account>:<name>",
+                ));
+            }
+            cfg.topic_arn = Some(v);
+        }
+        if let Some(v) = get("STATUS_TAG_KEY") {
+            cfg.status_tag_key = valid_tag_key(&v).map_err(|r| err("STATUS_TAG_KEY", &v, r))?;
+        }
+        if let Some(v) = get("EXEMPT_TAG_KEY") {
+            let key = valid_tag_key(&v).map_err(|r| err("EXEMPT_TAG_KEY", &v, r))?;
+            if key == cfg.status_tag_key {
+                return Err(err(
+                    "EXEMPT_TAG_KEY",
+                    &v,
+                    "must differ from STATUS_TAG_KEY, or the function could exempt what it tags",
+                ));
+            }
+            cfg.exemptions.tag_key = Some(key);
+        }
+        if let Some(v) = get("EXEMPT_PRINCIPAL_ARNS") {
+            for item in list(&v) {
+                if !item.starts_with("arn:") {
+                    return Err(err(
+                        "EXEMPT_PRINCIPAL_ARNS",
+                        &v,
+                        &format!("{item:?} is not an ARN glob (it must start with arn:)"),
+                    ));
+                }
+                if item.chars().all(|c| c == '*' || c == ':' || c == 'a' || c == 'r' || c == 'n')
+                {
+                    return Err(err(
+                        "EXEMPT_PRINCIPAL_ARNS",
+                        &v,
+                        &format!("{item:?} would exempt every principal"),
+                    ));
+                }
+                cfg.exemptions.principals.push(Glob::new(item));
+            }
+        }
+        if let Some(v) = get("EXEMPT_IMAGE_IDS") {
+            for item in list(&v) {
+                if !is_image_id(item) {
+                    return Err(err(
+                        "EXEMPT_IMAGE_IDS",
+                        &v,
+                        &format!("{item:?} is not an AMI id (ami- and 8 or 17 hex digits)"),
+                    ));
+                }
+                cfg.exemptions.image_ids.push(item.to_string());
+            }
+        }
+        if let Some(v) = get("MAX_HOP_LIMIT") {
+            let n: i32 = v
+                .trim()
+                .parse()
+                .map_err(|_| err("MAX_HOP_LIMIT", &v, "expected a whole number from 1 to 64"))?;
+            if !(1..=64).contains(&n) {
+                return Err(err("MAX_HOP_LIMIT", &v, "expected a whole number from 1 to 64"));
+            }
+            cfg.max_hop_limit = Some(n);
+        }
+        if let Some(v) = get("RETRY_BUDGET_SECONDS") {
+            let n: u64 = v.trim().parse().map_err(|_| {
+                err("RETRY_BUDGET_SECONDS", &v, "expected a whole number of seconds from 1 to 600")
+            })?;
+            if !(1..=600).contains(&n) {
+                return Err(err(
+                    "RETRY_BUDGET_SECONDS",
+                    &v,
+                    "expected a whole number of seconds from 1 to 600",
+                ));
+            }
+            cfg.retry_budget = Duration::from_secs(n);
+        }
+        Ok(cfg)
+    }
+}
+
+fn list(value: &str) -> impl Iterator<Item = &str> {
+    value.split(',').map(str::trim).filter(|s| !s.is_empty())
+}
+
+/// EC2 tag keys: 1 to 128 characters, and the `aws:` prefix is AWS's own.
+fn valid_tag_key(value: &str) -> Result<String, &'static str> {
+    let key = value.trim();
+    if key.is_empty() || key.chars().count() > 128 {
+        return Err("a tag key has 1 to 128 characters");
+    }
+    if key.to_ascii_lowercase().starts_with("aws:") {
+        return Err("tag keys starting with aws: are reserved by AWS");
+    }
+    if key.chars().any(char::is_control) {
+        return Err("a tag key cannot hold control characters");
+    }
+    Ok(key.to_string())
+}
+
+pub fn is_image_id(value: &str) -> bool {
+    value
+        .strip_prefix("ami-")
+        .is_some_and(|hex| matches!(hex.len(), 8 | 17) && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// The region of an SNS topic ARN, or `None` when `arn` is not one.
+/// Notifications are published in the topic's region, whatever the event's.
+pub fn sns_topic_region(arn: &str) -> Option<&str> {
+    let parts: Vec<&str> = arn.splitn(6, ':').collect();
+    match parts.as_slice() {
+        ["arn", partition, "sns", region, account, name]
+            if partition.starts_with("aws")
+                && crate::event::is_region(region)
+                && crate::event::is_account_id(account)
+                && !name.is_empty()
+                && name.len() <= 256 =>
+        {
+            Some(region)
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn from(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> =
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_enforce_with_standard_tag_and_no_exemptions() {
+        let cfg = from(&[]).unwrap();
+        assert_eq!(cfg.mode, Mode::Enforce);
+        assert_eq!(cfg.status_tag_key, "imds-guard:status");
+        assert!(cfg.topic_arn.is_none());
+        assert!(cfg.exemptions.tag_key.is_none());
+        assert!(cfg.exemptions.principals.is_empty());
+        assert!(cfg.max_hop_limit.is_none());
+    }
+
+    #[test]
+    fn empty_values_count_as_unset() {
+        let cfg = from(&[("GUARD_MODE", ""), ("NOTIFY_TOPIC_ARN", " "), ("MAX_HOP_LIMIT", "")]).unwrap();
+        assert_eq!(cfg.mode, Mode::Enforce);
+        assert!(cfg.topic_arn.is_none());
+    }
+
+    #[test]
+    fn reads_every_variable() {
+        let cfg = from(&[
+            ("GUARD_MODE", "Audit"),
+            ("NOTIFY_TOPIC_ARN", "arn:aws:sns:eu-west-1:123456789012:guard"),
+            ("STATUS_TAG_KEY", "sec:imds"),
+            ("EXEMPT_TAG_KEY", "sec:imds-exempt"),
+            ("EXEMPT_PRINCIPAL_ARNS", "arn:aws:iam::*:role/packer-*, arn:aws:sts::123456789012:assumed-role/Legacy/*"),
+            ("EXEMPT_IMAGE_IDS", "ami-0abcdef1234567890,ami-12345678"),
+            ("MAX_HOP_LIMIT", "2"),
+            ("RETRY_BUDGET_SECONDS", "30"),
+        ])
+        .unwrap();
+        assert_eq!(cfg.mode, Mode::Audit);
+        assert_eq!(cfg.topic_arn.as_deref(), Some("arn:aws:sns:eu-west-1:123456789012:guard"));
+        assert_eq!(cfg.status_tag_key, "sec:imds");
+        assert_eq!(cfg.exemptions.tag_key.as_deref(), Some("sec:imds-exempt"));
+        assert_eq!(cfg.exemptions.principals.len(), 2);
+        assert_eq!(cfg.exemptions.image_ids, vec!["ami-0abcdef1234567890", "ami-12345678"]);
+        assert_eq!(cfg.max_hop_limit, Some(2));
+        assert_eq!(cfg.retry_budget, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn every_invalid_value_names_its_variable() {
+        let cases = [
+            ("GUARD_MODE", "fix"),
+            ("NOTIFY_TOPIC_ARN", "arn:aws:sqs:us-east-1:123456789012:q"),
+            ("NOTIFY_TOPIC_ARN", "my-topic"),
+            ("STATUS_TAG_KEY", "aws:thing"),
+            ("EXEMPT_TAG_KEY", "imds-guard:status"),
+            ("EXEMPT_PRINCIPAL_ARNS", "packer"),
+            ("EXEMPT_PRINCIPAL_ARNS", "arn:*"),
+            ("EXEMPT_IMAGE_IDS", "ami-xyz"),
+            ("MAX_HOP_LIMIT", "0"),
+            ("MAX_HOP_LIMIT", "65"),
+            ("MAX_HOP_LIMIT", "two"),
+            ("RETRY_BUDGET_SECONDS", "0"),
+            ("RETRY_BUDGET_SECONDS", "601"),
+        ];
+        for (var, value) in cases {
+            let e = from(&[(var, value)]).expect_err(&format!("{var}={value} should be refused"));
+            assert_eq!(e.variable, var);
+            assert!(e.to_string().starts_with(&format!("invalid {var}=")), "{e}");
+        }
+    }
+
+    #[test]
+    fn topic_region_is_read_from_the_arn() {
+        assert_eq!(sns_topic_region("arn:aws:sns:ap-south-1:123456789012:t"), Some("ap-south-1"));
+        assert_eq!(sns_topic_region("arn:aws-us-gov:sns:us-gov-west-1:123456789012:t"), Some("us-gov-west-1"));
+        assert_eq!(sns_topic_region("arn:aws:sns:ap-south-1:12345:t"), None);
+        assert_eq!(sns_topic_region("arn:aws:sns:../x:123456789012:t"), None);
+    }
+}

@@ -1,0 +1,485 @@
+//! The guardrail, one way through: event → decision → actions → report.
+//!
+//! Invariant: every instance an event names ends in exactly one outcome, or
+//! the invocation fails and names it (so the asynchronous retry and the
+//! failure destination keep the event). Writes are idempotent, so a repeated
+//! delivery changes nothing twice.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use futures_util::stream::{self, StreamExt};
+use lambda_runtime::Diagnostic;
+use serde_json::Value;
+use tokio::time::Instant;
+use tracing::{error, info, warn};
+
+use crate::aws::{AwsError, Clients, Ec2};
+use crate::config::{sns_topic_region, Config, Mode};
+use crate::event::{self, EventContext, EventError, GuardEvent, Observed, Trigger};
+use crate::notify;
+use crate::policy::{Policy, Remedy, Verdict};
+use crate::report::{InstanceReport, Outcome, Report, Status};
+
+/// Modify calls in flight at once for one event.
+const MODIFY_CONCURRENCY: usize = 8;
+const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+const MAX_BACKOFF: Duration = Duration::from_secs(8);
+
+#[derive(Debug, thiserror::Error)]
+pub enum GuardError {
+    /// An EC2 call event we could not read: kept for a person to look at.
+    #[error(transparent)]
+    Malformed(#[from] EventError),
+    /// Some instances (or the notification) could not be handled.
+    #[error("{summary}")]
+    Unhandled {
+        summary: String,
+        report: Box<Report>,
+    },
+}
+
+impl From<GuardError> for Diagnostic {
+    fn from(e: GuardError) -> Diagnostic {
+        let error_type = match e {
+            GuardError::Malformed(_) => "ImdsGuard.MalformedEvent",
+            GuardError::Unhandled { .. } => "ImdsGuard.Unhandled",
+        };
+        Diagnostic {
+            error_type: error_type.into(),
+            error_message: e.to_string(),
+        }
+    }
+}
+
+pub struct Guard<C> {
+    cfg: Config,
+    clients: C,
+}
+
+impl<C: Clients> Guard<C> {
+    pub fn new(cfg: Config, clients: C) -> Self {
+        Guard { cfg, clients }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// Handles one Lambda payload.
+    pub async fn handle(&self, payload: &Value) -> Result<Report, GuardError> {
+        let parsed = event::parse(payload).inspect_err(|e| error!(error = %e, "malformed event"))?;
+        match parsed {
+            GuardEvent::Ignored { reason } => {
+                info!(%reason, "event ignored");
+                Ok(Report::ignored(self.cfg.mode, reason))
+            }
+            GuardEvent::FailedCall { ctx, error_code } => {
+                info!(
+                    event_name = %ctx.event_name,
+                    event_id = ctx.event_id.as_deref().unwrap_or(""),
+                    %error_code,
+                    "the API call failed; nothing was launched or changed"
+                );
+                Ok(Report {
+                    status: Status::FailedCall,
+                    mode: self.cfg.mode,
+                    reason: Some(format!("{} failed with {error_code}", ctx.event_name)),
+                    event: Some(ctx),
+                    instances: Vec::new(),
+                    unreadable: Vec::new(),
+                    notification: "not needed".into(),
+                })
+            }
+            GuardEvent::Instances {
+                ctx,
+                trigger,
+                instances,
+                unreadable,
+            } => self.handle_instances(ctx, trigger, instances, unreadable).await,
+        }
+    }
+
+    async fn handle_instances(
+        &self,
+        ctx: EventContext,
+        trigger: Trigger,
+        from_event: Vec<Observed>,
+        unreadable: Vec<String>,
+    ) -> Result<Report, GuardError> {
+        let deadline = Instant::now() + self.cfg.retry_budget;
+        let policy = Policy {
+            exemptions: &self.cfg.exemptions,
+            max_hop_limit: self.cfg.max_hop_limit,
+        };
+        let ec2 = self.clients.ec2(&ctx.region);
+
+        // A compliant launch whose event carries complete options costs no
+        // call. Anything else is looked at as EC2 shows it now: one call.
+        let to_look: Vec<String> = from_event
+            .iter()
+            .filter(|o| {
+                trigger == Trigger::MetadataChange
+                    || policy.decide(o, &ctx.principal) != Verdict::Compliant
+            })
+            .map(|o| o.instance_id.clone())
+            .collect();
+        let (mut seen, lookup_failures) = if to_look.is_empty() {
+            (HashMap::new(), HashMap::new())
+        } else {
+            look(&ec2, &to_look, deadline, self.cfg.retry_budget).await
+        };
+
+        // Decide.
+        let mut reports: Vec<InstanceReport> = Vec::with_capacity(from_event.len());
+        let mut to_modify: Vec<(usize, Remedy)> = Vec::new();
+        for launched in &from_event {
+            let id = &launched.instance_id;
+            if let Some(err) = lookup_failures.get(id) {
+                reports.push(InstanceReport::failed(id, err.clone()));
+                continue;
+            }
+            let current = seen.remove(id).unwrap_or_else(|| launched.clone());
+            let mut r = plan(&self.cfg, &policy, &current, &ctx, trigger);
+            if let Some(remedy) = r.1.take() {
+                to_modify.push((reports.len(), remedy));
+            }
+            r.0.before = Some(current.options.clone());
+            r.0.image_id = current.image_id.clone();
+            reports.push(r.0);
+        }
+
+        // Act: enforce modifies, a few at a time.
+        let results: Vec<(usize, Result<(), Failure>)> = stream::iter(to_modify)
+            .map(|(idx, remedy)| {
+                let ec2 = &ec2;
+                let id = reports[idx].instance_id.clone();
+                async move { (idx, modify(ec2, &id, &remedy, deadline).await) }
+            })
+            .buffer_unordered(MODIFY_CONCURRENCY)
+            .collect()
+            .await;
+        for (idx, result) in results {
+            let r = &mut reports[idx];
+            match result {
+                Ok(()) => {}
+                Err(Failure::Gone(state)) => {
+                    r.outcome = Outcome::Gone;
+                    r.action = format!("none: instance is {state}");
+                    r.notify = false;
+                }
+                Err(Failure::Error(e)) => {
+                    r.outcome = Outcome::Failed;
+                    r.action = "none".into();
+                    r.would = None;
+                    r.error = Some(e);
+                    r.notify = true;
+                }
+            }
+        }
+
+        // Tag what was acted on, in one call.
+        let status_value = match self.cfg.mode {
+            Mode::Enforce => Some("remediated"),
+            Mode::Notify => Some("noncompliant"),
+            Mode::Audit => None,
+        };
+        if let Some(value) = status_value {
+            let wanted = if self.cfg.mode == Mode::Enforce {
+                Outcome::Remediated
+            } else {
+                Outcome::Flagged
+            };
+            let ids: Vec<String> = reports
+                .iter()
+                .filter(|r| r.outcome == wanted && r.notify)
+                .map(|r| r.instance_id.clone())
+                .collect();
+            if !ids.is_empty() {
+                let key = &self.cfg.status_tag_key;
+                match ec2.tag(&ids, key, value).await {
+                    Ok(()) => {
+                        for r in reports.iter_mut().filter(|r| ids.contains(&r.instance_id)) {
+                            r.action = join(&r.action, &format!("tagged {key}={value}"));
+                        }
+                    }
+                    Err(e) => {
+                        for r in reports.iter_mut().filter(|r| ids.contains(&r.instance_id)) {
+                            r.error = Some(format!("tagging failed: {e}"));
+                            if self.cfg.mode == Mode::Notify {
+                                // Tagging was the whole action.
+                                r.outcome = Outcome::Failed;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+
+        for r in &reports {
+            log_decision(&ctx, self.cfg.mode, r);
+        }
+
+        let mut report = Report {
+            status: Status::Handled,
+            mode: self.cfg.mode,
+            reason: None,
+            event: Some(ctx),
+            instances: reports,
+            unreadable,
+            notification: String::new(),
+        };
+        for item in &report.unreadable {
+            error!(%item, "event item could not be read");
+        }
+
+        // Tell people, once per event.
+        let mut notify_error = None;
+        report.notification = match (&self.cfg.topic_arn, notify::needed(&report)) {
+            (_, false) => "not needed".into(),
+            (None, true) => "no topic configured".into(),
+            (Some(topic), true) => {
+                let region = sns_topic_region(topic).unwrap_or(
+                    report.event.as_ref().map(|c| c.region.as_str()).unwrap_or("us-east-1"),
+                );
+                let message = notify::build(&report);
+                match self.clients.sns(region).publish(topic, &message).await {
+                    Ok(id) => format!("sent {id}"),
+                    Err(e) => {
+                        notify_error = Some(e.to_string());
+                        format!("failed: {e}")
+                    }
+                }
+            }
+        };
+
+        let unhandled = report.unhandled();
+        info!(
+            tally = %report.tally(),
+            notification = %report.notification,
+            "event handled"
+        );
+        if unhandled.is_empty() && notify_error.is_none() {
+            return Ok(report);
+        }
+        let mut summary = String::new();
+        if !unhandled.is_empty() {
+            summary = format!(
+                "{} of {} not handled: {}",
+                unhandled.len(),
+                report.instances.len() + report.unreadable.len(),
+                unhandled.join("; ")
+            );
+        }
+        if let Some(e) = notify_error {
+            let done = report.tally();
+            summary = join_sentence(&summary, &format!("notification failed ({e}); done: {done}"));
+        }
+        let summary = event::clean(&summary, 4000);
+        error!(report = %serde_json::to_string(&report).unwrap_or_default(), "{summary}");
+        Err(GuardError::Unhandled {
+            summary,
+            report: Box::new(report),
+        })
+    }
+}
+
+/// The report for one instance as the policy and mode decide it, and the
+/// remedy to apply if enforcing. Shared by the function and `check`.
+pub fn plan(
+    cfg: &Config,
+    policy: &Policy<'_>,
+    current: &Observed,
+    ctx: &EventContext,
+    trigger: Trigger,
+) -> (InstanceReport, Option<Remedy>) {
+    let id = &current.instance_id;
+    match policy.decide(current, &ctx.principal) {
+        Verdict::Compliant => (InstanceReport::new(id, Outcome::Compliant, "none"), None),
+        Verdict::Gone { state } => (
+            InstanceReport::new(id, Outcome::Gone, format!("none: instance is {state}")),
+            None,
+        ),
+        Verdict::Undecided => (
+            InstanceReport::failed(
+                id,
+                "EC2 did not report the instance's HttpTokens, HttpEndpoint and hop limit",
+            ),
+            None,
+        ),
+        Verdict::Exempt {
+            exemption,
+            findings,
+        } => {
+            let mut r = InstanceReport::new(id, Outcome::Exempt, "none: exempt");
+            r.would = Some("set HttpTokens=required (enforce mode, without the exemption)".into());
+            r.findings = findings.iter().map(ToString::to_string).collect();
+            r.exemption = Some(exemption.to_string());
+            r.notify = true;
+            (r, None)
+        }
+        Verdict::Noncompliant { findings, remedy } => {
+            let findings: Vec<String> = findings.iter().map(ToString::to_string).collect();
+            let mut r = match cfg.mode {
+                // Remediated once the modify call succeeds; failed otherwise.
+                Mode::Enforce => InstanceReport::new(id, Outcome::Remediated, remedy.to_string()),
+                Mode::Notify => InstanceReport::new(id, Outcome::Flagged, "none"),
+                Mode::Audit => {
+                    let mut r = InstanceReport::new(id, Outcome::Flagged, "none (audit mode)");
+                    r.would = Some(remedy.to_string());
+                    r
+                }
+            };
+            r.notify = true;
+            if cfg.mode == Mode::Notify && current.tag(&cfg.status_tag_key) == Some("noncompliant") {
+                r.action = "none: already tagged noncompliant".into();
+                // A repeated launch event for an instance we already flagged
+                // is not news (and is not tagged again); a revert of its
+                // options is.
+                r.notify = trigger == Trigger::MetadataChange;
+            }
+            r.findings = findings;
+            let remedy = (cfg.mode == Mode::Enforce).then_some(remedy);
+            (r, remedy)
+        }
+    }
+}
+
+fn join(a: &str, b: &str) -> String {
+    if a.is_empty() || a == "none" {
+        b.to_string()
+    } else {
+        format!("{a}; {b}")
+    }
+}
+
+fn join_sentence(a: &str, b: &str) -> String {
+    if a.is_empty() {
+        b.to_string()
+    } else {
+        format!("{a}; {b}")
+    }
+}
+
+fn log_decision(ctx: &EventContext, mode: Mode, r: &InstanceReport) {
+    let findings = r.findings.join(", ");
+    let fields = (
+        r.instance_id.as_str(),
+        r.outcome.as_str(),
+        r.action.as_str(),
+        r.error.as_deref().unwrap_or(""),
+    );
+    if r.outcome == Outcome::Failed || r.error.is_some() {
+        warn!(
+            instance_id = fields.0, outcome = fields.1, action = fields.2, error = fields.3,
+            %findings, mode = mode.as_str(), region = %ctx.region,
+            account = ctx.account.as_deref().unwrap_or(""),
+            event_id = ctx.event_id.as_deref().unwrap_or(""),
+            "decision"
+        );
+    } else {
+        info!(
+            instance_id = fields.0, outcome = fields.1, action = fields.2,
+            %findings, exemption = r.exemption.as_deref().unwrap_or(""),
+            mode = mode.as_str(), region = %ctx.region,
+            account = ctx.account.as_deref().unwrap_or(""),
+            event_id = ctx.event_id.as_deref().unwrap_or(""),
+            "decision"
+        );
+    }
+}
+
+fn backoff(attempt: u32) -> Duration {
+    FIRST_BACKOFF
+        .saturating_mul(2u32.saturating_pow(attempt))
+        .min(MAX_BACKOFF)
+}
+
+/// Sleeps before the next attempt; false when the budget does not allow one.
+async fn wait_for_retry(attempt: u32, deadline: Instant) -> bool {
+    let now = Instant::now();
+    if now >= deadline {
+        return false;
+    }
+    tokio::time::sleep(backoff(attempt).min(deadline - now)).await;
+    true
+}
+
+/// Describes `ids`, retrying those EC2 does not show yet until the budget is
+/// spent. Returns what was seen and, per id, why it could not be seen.
+async fn look(
+    ec2: &Ec2,
+    ids: &[String],
+    deadline: Instant,
+    budget: Duration,
+) -> (HashMap<String, Observed>, HashMap<String, String>) {
+    let mut seen = HashMap::new();
+    let mut missing: Vec<String> = ids.to_vec();
+    let mut attempt = 0;
+    loop {
+        match ec2.describe(&missing).await {
+            Ok(found) => {
+                for o in found {
+                    missing.retain(|id| id != &o.instance_id);
+                    seen.insert(o.instance_id.clone(), o);
+                }
+                if missing.is_empty() {
+                    return (seen, HashMap::new());
+                }
+            }
+            // An InstanceIds-style lookup answers NotFound for new ids: retry.
+            Err(e) if e.is_not_found() => {}
+            Err(e) => {
+                let why = e.to_string();
+                return (seen, missing.into_iter().map(|id| (id, why.clone())).collect());
+            }
+        }
+        if !wait_for_retry(attempt, deadline).await {
+            let why = format!(
+                "EC2 did not show the instance within {}s (DescribeInstances)",
+                budget.as_secs()
+            );
+            return (seen, missing.into_iter().map(|id| (id, why.clone())).collect());
+        }
+        attempt += 1;
+    }
+}
+
+enum Failure {
+    Gone(String),
+    Error(String),
+}
+
+/// Applies the remedy, retrying while the instance is not visible yet or
+/// still `pending`, within the budget.
+async fn modify(ec2: &Ec2, id: &str, remedy: &Remedy, deadline: Instant) -> Result<(), Failure> {
+    let mut attempt = 0;
+    loop {
+        let err = match ec2.modify(id, remedy).await {
+            Ok(()) => return Ok(()),
+            Err(e) => e,
+        };
+        let retryable = err.is_not_found() || err.is_incorrect_state();
+        if !retryable {
+            return Err(Failure::Error(err.to_string()));
+        }
+        if err.is_incorrect_state() {
+            // Refused: still pending, or already on its way out?
+            if let Ok(found) = ec2.describe(&[id.to_string()]).await {
+                if let Some(state) = found.first().and_then(|o| o.state.clone()) {
+                    if matches!(state.as_str(), "shutting-down" | "terminated") {
+                        return Err(Failure::Gone(state));
+                    }
+                }
+            }
+        }
+        if !wait_for_retry(attempt, deadline).await {
+            return Err(Failure::Error(format!("still {} when the retry budget ran out", describe_code(&err))));
+        }
+        attempt += 1;
+    }
+}
+
+fn describe_code(e: &AwsError) -> String {
+    e.code().unwrap_or("unanswered").to_string()
+}

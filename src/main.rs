@@ -1,0 +1,57 @@
+//! One binary, two doors: the Lambda function when the runtime starts it,
+//! the command line when a person does.
+
+use std::process::ExitCode;
+
+use imds_guard::aws::{load_sdk_config, RegionalClients};
+use imds_guard::config::Config;
+use imds_guard::guard::Guard;
+use lambda_runtime::{service_fn, LambdaEvent};
+use serde_json::Value;
+
+fn main() -> ExitCode {
+    if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some() {
+        function()
+    } else {
+        imds_guard::cli::run(std::env::args().skip(1).collect())
+    }
+}
+
+fn function() -> ExitCode {
+    lambda_runtime::tracing::init_default_subscriber();
+    // Read and check the configuration once; a bad value fails init, naming
+    // the variable, before any event is taken.
+    let cfg = match Config::from_env() {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            tracing::error!(variable = e.variable, "{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // One thread: a 128 MB function has a fraction of a vCPU, and the work
+    // is waiting on EC2, not computing.
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        // Credentials and endpoints are resolved once; clients per region
+        // are built on first use and reused across invocations.
+        let guard = Guard::new(cfg, RegionalClients::new(load_sdk_config().await));
+        let guard = &guard;
+        lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
+            guard.handle(&event.payload).await
+        }))
+        .await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("runtime stopped: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

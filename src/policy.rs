@@ -1,0 +1,292 @@
+//! The policy, in one place: is an instance compliant, is it exempt, and what
+//! would make it compliant. Pure functions of what we observed; what to do
+//! with a verdict (modify, tag, or only report) is the mode's business.
+
+use serde::Serialize;
+
+use crate::config::Exemptions;
+use crate::event::{Observed, Principal};
+
+/// Why an instance is not compliant.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "finding")]
+pub enum Finding {
+    /// `HttpTokens` is not `required` while the endpoint is on: IMDSv1 is open.
+    TokensNotRequired { http_tokens: String },
+    /// The hop limit is above the configured `MAX_HOP_LIMIT`.
+    HopLimitAboveMax { current: i32, max: i32 },
+}
+
+impl std::fmt::Display for Finding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Finding::TokensNotRequired { http_tokens } => {
+                write!(f, "HttpTokens={http_tokens} (IMDSv1 open)")
+            }
+            Finding::HopLimitAboveMax { current, max } => {
+                write!(f, "HttpPutResponseHopLimit={current} above {max}")
+            }
+        }
+    }
+}
+
+/// The options enforce writes. Every field is sent explicitly: tokens
+/// required, endpoint kept on (turning it off could break a workload), hop
+/// limit kept unless above the maximum, the rest as they were.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Remedy {
+    pub http_tokens: &'static str,
+    pub http_endpoint: &'static str,
+    pub http_put_response_hop_limit: i32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_protocol_ipv6: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instance_metadata_tags: Option<String>,
+}
+
+impl std::fmt::Display for Remedy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "set HttpTokens={}, HttpEndpoint={}, HttpPutResponseHopLimit={}",
+            self.http_tokens, self.http_endpoint, self.http_put_response_hop_limit
+        )
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "by", content = "value")]
+pub enum Exemption {
+    Tag(String),
+    Principal(String),
+    Image(String),
+}
+
+impl std::fmt::Display for Exemption {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Exemption::Tag(k) => write!(f, "tag {k}=true"),
+            Exemption::Principal(p) => write!(f, "principal matches {p}"),
+            Exemption::Image(i) => write!(f, "image {i} is exempt"),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Compliant,
+    /// Shutting down or terminated: nothing to protect.
+    Gone { state: String },
+    /// Not enough is known to decide (options missing): look again.
+    Undecided,
+    /// Noncompliant, but an exemption applies: nothing is written.
+    Exempt {
+        exemption: Exemption,
+        findings: Vec<Finding>,
+    },
+    /// Noncompliant: the mode decides whether to apply `remedy`, flag, or report.
+    Noncompliant {
+        findings: Vec<Finding>,
+        remedy: Remedy,
+    },
+}
+
+/// What the policy needs to know about the deployment.
+#[derive(Clone, Copy, Debug)]
+pub struct Policy<'a> {
+    pub exemptions: &'a Exemptions,
+    pub max_hop_limit: Option<i32>,
+}
+
+impl Policy<'_> {
+    pub fn decide(&self, instance: &Observed, principal: &Principal) -> Verdict {
+        if let Some(state) = instance.state.as_deref() {
+            if matches!(state, "shutting-down" | "terminated") {
+                return Verdict::Gone {
+                    state: state.to_string(),
+                };
+            }
+        }
+        let o = &instance.options;
+        let Some(endpoint) = o.http_endpoint.as_deref() else {
+            return Verdict::Undecided;
+        };
+        if endpoint == "disabled" {
+            // No metadata service at all: nothing to steal over IMDSv1.
+            return Verdict::Compliant;
+        }
+        let Some(tokens) = o.http_tokens.as_deref() else {
+            return Verdict::Undecided;
+        };
+        let mut findings = Vec::new();
+        if tokens != "required" {
+            findings.push(Finding::TokensNotRequired {
+                http_tokens: tokens.to_string(),
+            });
+        }
+        let hop = o.http_put_response_hop_limit;
+        if let Some(max) = self.max_hop_limit {
+            match hop {
+                Some(current) if current > max => {
+                    findings.push(Finding::HopLimitAboveMax { current, max })
+                }
+                Some(_) => {}
+                None => return Verdict::Undecided,
+            }
+        }
+        if findings.is_empty() {
+            return Verdict::Compliant;
+        }
+        if let Some(exemption) = self.exemption(instance, principal) {
+            return Verdict::Exempt {
+                exemption,
+                findings,
+            };
+        }
+        let Some(hop) = hop else {
+            // We never guess a hop limit: lowering it can break containers.
+            return Verdict::Undecided;
+        };
+        let remedy = Remedy {
+            http_tokens: "required",
+            http_endpoint: "enabled",
+            http_put_response_hop_limit: self.max_hop_limit.map_or(hop, |max| hop.min(max)),
+            http_protocol_ipv6: o.http_protocol_ipv6.clone(),
+            instance_metadata_tags: o.instance_metadata_tags.clone(),
+        };
+        Verdict::Noncompliant { findings, remedy }
+    }
+
+    fn exemption(&self, instance: &Observed, principal: &Principal) -> Option<Exemption> {
+        let ex = self.exemptions;
+        if let Some(key) = &ex.tag_key {
+            if instance
+                .tag(key)
+                .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
+            {
+                return Some(Exemption::Tag(key.clone()));
+            }
+        }
+        if let Some(image) = &instance.image_id {
+            if ex.image_ids.iter().any(|i| i == image) {
+                return Some(Exemption::Image(image.clone()));
+            }
+        }
+        for glob in &ex.principals {
+            if principal.arns().any(|arn| glob.matches(arn)) {
+                return Some(Exemption::Principal(glob.as_str().to_string()));
+            }
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::MetadataOptions;
+    use crate::glob::Glob;
+
+    fn inst(tokens: &str, endpoint: &str, hop: i32) -> Observed {
+        Observed {
+            instance_id: "i-0123456789abcdef0".into(),
+            image_id: Some("ami-0123456789abcdef0".into()),
+            state: Some("running".into()),
+            options: MetadataOptions {
+                http_tokens: Some(tokens.into()),
+                http_endpoint: Some(endpoint.into()),
+                http_put_response_hop_limit: Some(hop),
+                http_protocol_ipv6: Some("disabled".into()),
+                instance_metadata_tags: Some("enabled".into()),
+            },
+            tags: Some(vec![]),
+        }
+    }
+
+    fn policy(ex: &Exemptions, max: Option<i32>) -> Policy<'_> {
+        Policy {
+            exemptions: ex,
+            max_hop_limit: max,
+        }
+    }
+
+    #[test]
+    fn required_or_disabled_is_compliant() {
+        let ex = Exemptions::default();
+        let p = policy(&ex, None);
+        assert_eq!(p.decide(&inst("required", "enabled", 1), &Principal::default()), Verdict::Compliant);
+        assert_eq!(p.decide(&inst("optional", "disabled", 1), &Principal::default()), Verdict::Compliant);
+    }
+
+    #[test]
+    fn optional_tokens_get_a_remedy_that_keeps_everything_else() {
+        let ex = Exemptions::default();
+        let v = policy(&ex, None).decide(&inst("optional", "enabled", 3), &Principal::default());
+        let Verdict::Noncompliant { findings, remedy } = v else { panic!("{v:?}") };
+        assert_eq!(findings, vec![Finding::TokensNotRequired { http_tokens: "optional".into() }]);
+        assert_eq!(remedy.http_tokens, "required");
+        assert_eq!(remedy.http_endpoint, "enabled");
+        assert_eq!(remedy.http_put_response_hop_limit, 3);
+        assert_eq!(remedy.http_protocol_ipv6.as_deref(), Some("disabled"));
+        assert_eq!(remedy.instance_metadata_tags.as_deref(), Some("enabled"));
+    }
+
+    #[test]
+    fn hop_limit_is_lowered_only_above_the_maximum() {
+        let ex = Exemptions::default();
+        let p = policy(&ex, Some(2));
+        let Verdict::Noncompliant { remedy, findings } = p.decide(&inst("optional", "enabled", 5), &Principal::default()) else { panic!() };
+        assert_eq!(remedy.http_put_response_hop_limit, 2);
+        assert_eq!(findings.len(), 2);
+        let Verdict::Noncompliant { remedy, .. } = p.decide(&inst("optional", "enabled", 1), &Principal::default()) else { panic!() };
+        assert_eq!(remedy.http_put_response_hop_limit, 1, "never raised");
+        // tokens fine, hop limit too high: still a finding
+        let Verdict::Noncompliant { findings, .. } = p.decide(&inst("required", "enabled", 9), &Principal::default()) else { panic!() };
+        assert_eq!(findings, vec![Finding::HopLimitAboveMax { current: 9, max: 2 }]);
+    }
+
+    #[test]
+    fn gone_and_unknown() {
+        let ex = Exemptions::default();
+        let p = policy(&ex, None);
+        let mut i = inst("optional", "enabled", 1);
+        i.state = Some("terminated".into());
+        assert!(matches!(p.decide(&i, &Principal::default()), Verdict::Gone { .. }));
+        let mut i = inst("optional", "enabled", 1);
+        i.options.http_tokens = None;
+        assert_eq!(p.decide(&i, &Principal::default()), Verdict::Undecided);
+        let mut i = inst("optional", "enabled", 1);
+        i.options.http_put_response_hop_limit = None;
+        assert_eq!(p.decide(&i, &Principal::default()), Verdict::Undecided);
+    }
+
+    #[test]
+    fn each_exemption_kind_applies_and_names_itself() {
+        let ex = Exemptions {
+            tag_key: Some("imds-exempt".into()),
+            principals: vec![Glob::new("arn:aws:iam::*:role/packer")],
+            image_ids: vec!["ami-0123456789abcdef0".into()],
+        };
+        let p = policy(&ex, None);
+        let mut tagged = inst("optional", "enabled", 1);
+        tagged.image_id = None;
+        tagged.tags = Some(vec![("imds-exempt".into(), "True".into())]);
+        assert!(matches!(p.decide(&tagged, &Principal::default()), Verdict::Exempt { exemption: Exemption::Tag(_), .. }));
+        tagged.tags = Some(vec![("imds-exempt".into(), "false".into())]);
+        assert!(matches!(p.decide(&tagged, &Principal::default()), Verdict::Noncompliant { .. }));
+
+        let by_image = inst("optional", "enabled", 1);
+        assert!(matches!(p.decide(&by_image, &Principal::default()), Verdict::Exempt { exemption: Exemption::Image(_), .. }));
+
+        let mut by_role = inst("optional", "enabled", 1);
+        by_role.image_id = None;
+        let principal = Principal {
+            arn: Some("arn:aws:sts::111122223333:assumed-role/packer/session".into()),
+            role_arn: Some("arn:aws:iam::111122223333:role/packer".into()),
+            ..Principal::default()
+        };
+        assert!(matches!(p.decide(&by_role, &principal), Verdict::Exempt { exemption: Exemption::Principal(_), .. }));
+        // a compliant instance is compliant, exempt or not
+        assert_eq!(p.decide(&inst("required", "enabled", 1), &principal), Verdict::Compliant);
+    }
+}

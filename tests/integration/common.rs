@@ -1,0 +1,97 @@
+//! Shared test helpers: fixtures, mocked clients, the emulator's endpoint.
+
+#![allow(dead_code)]
+
+use aws_config::BehaviorVersion;
+use aws_sdk_ec2::config::{Credentials, Region};
+use aws_smithy_mocks::{create_mock_http_client, MockResponseInterceptor, Rule, RuleMode};
+use imds_guard::aws::{sdk_retry, FixedClients};
+use imds_guard::config::Config;
+use imds_guard::guard::Guard;
+use serde_json::Value;
+
+pub fn fixture(name: &str) -> Value {
+    let path = format!("{}/events/{name}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// A launch event from `name` whose instance items carry `ids` (the first
+/// item is copied as needed) and, when given, the launch `region`.
+pub fn launch_event(name: &str, ids: &[String], region: Option<&str>) -> Value {
+    let mut ev = fixture(name);
+    let items = ev["detail"]["responseElements"]["instancesSet"]["items"]
+        .as_array_mut()
+        .expect("fixture has items");
+    let template = items[0].clone();
+    let mut out = Vec::new();
+    for (n, id) in ids.iter().enumerate() {
+        let mut item = items.get(n).cloned().unwrap_or_else(|| template.clone());
+        item["instanceId"] = Value::String(id.clone());
+        out.push(item);
+    }
+    *items = out;
+    if let Some(r) = region {
+        ev["region"] = r.into();
+        ev["detail"]["awsRegion"] = r.into();
+    }
+    ev
+}
+
+pub fn config(pairs: &[(&str, &str)]) -> Config {
+    let map: std::collections::HashMap<String, String> =
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    Config::from_lookup(|k| map.get(k).cloned()).expect("valid test config")
+}
+
+fn interceptor(rules: &[&Rule]) -> MockResponseInterceptor {
+    let mut i = MockResponseInterceptor::new().rule_mode(RuleMode::MatchAny);
+    for r in rules {
+        i = i.with_rule(r);
+    }
+    i
+}
+
+/// An EC2 client answered by `rules` (first matching rule wins), with the
+/// product's own retry settings so SDK-level retries are what ship.
+pub fn ec2(rules: &[&Rule]) -> aws_sdk_ec2::Client {
+    let conf = aws_sdk_ec2::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("AKIDTEST", "secret", None, None, "test"))
+        .http_client(create_mock_http_client())
+        .interceptor(interceptor(rules))
+        .retry_config(sdk_retry())
+        .build();
+    aws_sdk_ec2::Client::from_conf(conf)
+}
+
+pub fn sns(rules: &[&Rule]) -> aws_sdk_sns::Client {
+    let conf = aws_sdk_sns::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("AKIDTEST", "secret", None, None, "test"))
+        .http_client(create_mock_http_client())
+        .interceptor(interceptor(rules))
+        .retry_config(sdk_retry())
+        .build();
+    aws_sdk_sns::Client::from_conf(conf)
+}
+
+pub fn guard(cfg: Config, ec2_rules: &[&Rule], sns_rules: &[&Rule]) -> Guard<FixedClients> {
+    Guard::new(
+        cfg,
+        FixedClients {
+            ec2: ec2(ec2_rules),
+            sns: sns(sns_rules),
+        },
+    )
+}
+
+/// The emulator's endpoint, set by `tools/with-moto.sh` (which `make test` uses).
+pub fn moto_endpoint() -> String {
+    std::env::var("MOTO_ENDPOINT").expect(
+        "MOTO_ENDPOINT is not set: run the emulator tests with `make test` \
+         (or tools/with-moto.sh cargo test)",
+    )
+}
