@@ -198,7 +198,12 @@ impl Ec2 {
                 let out = self
                     .0
                     .describe_instances()
-                    .filters(Filter::builder().name("instance-id").set_values(Some(chunk.to_vec())).build())
+                    .filters(
+                        Filter::builder()
+                            .name("instance-id")
+                            .set_values(Some(chunk.to_vec()))
+                            .build(),
+                    )
                     .set_next_token(token.take())
                     .send()
                     .await
@@ -224,8 +229,18 @@ impl Ec2 {
             .http_tokens(HttpTokensState::from(remedy.http_tokens))
             .http_endpoint(InstanceMetadataEndpointState::from(remedy.http_endpoint))
             .http_put_response_hop_limit(remedy.http_put_response_hop_limit)
-            .set_http_protocol_ipv6(remedy.http_protocol_ipv6.as_deref().map(InstanceMetadataProtocolState::from))
-            .set_instance_metadata_tags(remedy.instance_metadata_tags.as_deref().map(InstanceMetadataTagsState::from))
+            .set_http_protocol_ipv6(
+                remedy
+                    .http_protocol_ipv6
+                    .as_deref()
+                    .map(InstanceMetadataProtocolState::from),
+            )
+            .set_instance_metadata_tags(
+                remedy
+                    .instance_metadata_tags
+                    .as_deref()
+                    .map(InstanceMetadataTagsState::from),
+            )
             .send()
             .await
             .map(|_| ())
@@ -253,12 +268,21 @@ fn observe(i: &aws_sdk_ec2::types::Instance) -> Option<Observed> {
     Some(Observed {
         instance_id: id,
         image_id: i.image_id().map(str::to_string),
-        state: i.state().and_then(|s| s.name()).map(|n| n.as_str().to_string()),
+        state: i
+            .state()
+            .and_then(|s| s.name())
+            .map(|n| n.as_str().to_string()),
         options: MetadataOptions {
-            http_tokens: mo.and_then(|m| m.http_tokens()).map(|v| v.as_str().to_string()),
-            http_endpoint: mo.and_then(|m| m.http_endpoint()).map(|v| v.as_str().to_string()),
+            http_tokens: mo
+                .and_then(|m| m.http_tokens())
+                .map(|v| v.as_str().to_string()),
+            http_endpoint: mo
+                .and_then(|m| m.http_endpoint())
+                .map(|v| v.as_str().to_string()),
             http_put_response_hop_limit: mo.and_then(|m| m.http_put_response_hop_limit()),
-            http_protocol_ipv6: mo.and_then(|m| m.http_protocol_ipv6()).map(|v| v.as_str().to_string()),
+            http_protocol_ipv6: mo
+                .and_then(|m| m.http_protocol_ipv6())
+                .map(|v| v.as_str().to_string()),
             instance_metadata_tags: mo
                 .and_then(|m| m.instance_metadata_tags())
                 .map(|v| v.as_str().to_string()),

@@ -61,7 +61,10 @@ fn check(args: &[String]) -> Result<ExitCode, String> {
         match a.as_str() {
             "--mode" => {
                 let v = it.next().ok_or("--mode needs a value")?;
-                mode = Some(Mode::parse(v).ok_or(format!("--mode {v:?}: expected enforce, notify or audit"))?);
+                mode = Some(
+                    Mode::parse(v)
+                        .ok_or(format!("--mode {v:?}: expected enforce, notify or audit"))?,
+                );
             }
             "--output" => match it.next().map(String::as_str) {
                 Some("json") => json = true,
@@ -83,14 +86,24 @@ fn check(args: &[String]) -> Result<ExitCode, String> {
     let report = evaluate(&cfg, &payload).map_err(|e| e.to_string())?;
 
     if json {
-        println!("{}", serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?
+        );
     } else {
         print!("{}", render(&cfg, &report));
     }
     let needs_work = report.instances.iter().any(|i| {
-        matches!(i.outcome, Outcome::Remediated | Outcome::Flagged | Outcome::Failed)
+        matches!(
+            i.outcome,
+            Outcome::Remediated | Outcome::Flagged | Outcome::Failed
+        )
     }) || !report.unreadable.is_empty();
-    Ok(if needs_work { ExitCode::from(1) } else { ExitCode::SUCCESS })
+    Ok(if needs_work {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// Decides an event on what it carries alone.
@@ -104,13 +117,21 @@ pub fn evaluate(cfg: &Config, payload: &serde_json::Value) -> Result<Report, eve
         GuardEvent::FailedCall { ctx, error_code } => Report {
             status: Status::FailedCall,
             mode: cfg.mode,
-            reason: Some(format!("{} failed with {error_code}: nothing to do", ctx.event_name)),
+            reason: Some(format!(
+                "{} failed with {error_code}: nothing to do",
+                ctx.event_name
+            )),
             event: Some(ctx),
             instances: vec![],
             unreadable: vec![],
             notification: "not needed".into(),
         },
-        GuardEvent::Instances { ctx, trigger, instances, unreadable } => {
+        GuardEvent::Instances {
+            ctx,
+            trigger,
+            instances,
+            unreadable,
+        } => {
             let instances = instances
                 .iter()
                 .map(|o| {
@@ -156,7 +177,10 @@ fn render(cfg: &Config, r: &Report) -> String {
     out.push_str(&format!("by         {}\n", ctx.principal.display()));
     out.push_str(&format!("mode       {}\n", cfg.mode));
     if r.status == Status::FailedCall {
-        out.push_str(&format!("result     {}\n", r.reason.as_deref().unwrap_or("")));
+        out.push_str(&format!(
+            "result     {}\n",
+            r.reason.as_deref().unwrap_or("")
+        ));
         return out;
     }
     for i in &r.instances {
@@ -177,9 +201,15 @@ fn render(cfg: &Config, r: &Report) -> String {
             out.push_str(&format!("    exempt   {e}\n"));
         }
         if i.outcome == Outcome::Remediated {
-            out.push_str(&format!("    would    {}; tag {}=remediated\n", i.action, cfg.status_tag_key));
+            out.push_str(&format!(
+                "    would    {}; tag {}=remediated\n",
+                i.action, cfg.status_tag_key
+            ));
         } else if i.outcome == Outcome::Flagged && cfg.mode == Mode::Notify {
-            out.push_str(&format!("    would    tag {}=noncompliant\n", cfg.status_tag_key));
+            out.push_str(&format!(
+                "    would    tag {}=noncompliant\n",
+                cfg.status_tag_key
+            ));
         } else if let Some(w) = &i.would {
             out.push_str(&format!("    enforce  would {w}\n"));
         }

@@ -147,7 +147,9 @@ impl Config {
                         &format!("{item:?} is not an ARN glob (it must start with arn:)"),
                     ));
                 }
-                if item.chars().all(|c| c == '*' || c == ':' || c == 'a' || c == 'r' || c == 'n')
+                if item
+                    .chars()
+                    .all(|c| c == '*' || c == ':' || c == 'a' || c == 'r' || c == 'n')
                 {
                     return Err(err(
                         "EXEMPT_PRINCIPAL_ARNS",
@@ -176,13 +178,21 @@ impl Config {
                 .parse()
                 .map_err(|_| err("MAX_HOP_LIMIT", &v, "expected a whole number from 1 to 64"))?;
             if !(1..=64).contains(&n) {
-                return Err(err("MAX_HOP_LIMIT", &v, "expected a whole number from 1 to 64"));
+                return Err(err(
+                    "MAX_HOP_LIMIT",
+                    &v,
+                    "expected a whole number from 1 to 64",
+                ));
             }
             cfg.max_hop_limit = Some(n);
         }
         if let Some(v) = get("RETRY_BUDGET_SECONDS") {
             let n: u64 = v.trim().parse().map_err(|_| {
-                err("RETRY_BUDGET_SECONDS", &v, "expected a whole number of seconds from 1 to 600")
+                err(
+                    "RETRY_BUDGET_SECONDS",
+                    &v,
+                    "expected a whole number of seconds from 1 to 600",
+                )
             })?;
             if !(1..=600).contains(&n) {
                 return Err(err(
@@ -217,9 +227,9 @@ fn valid_tag_key(value: &str) -> Result<String, &'static str> {
 }
 
 pub fn is_image_id(value: &str) -> bool {
-    value
-        .strip_prefix("ami-")
-        .is_some_and(|hex| matches!(hex.len(), 8 | 17) && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+    value.strip_prefix("ami-").is_some_and(|hex| {
+        matches!(hex.len(), 8 | 17) && hex.bytes().all(|b| b.is_ascii_hexdigit())
+    })
 }
 
 /// The region of an SNS topic ARN, or `None` when `arn` is not one.
@@ -246,8 +256,10 @@ mod tests {
     use std::collections::HashMap;
 
     fn from(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let map: HashMap<String, String> =
-            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         Config::from_lookup(|k| map.get(k).cloned())
     }
 
@@ -264,7 +276,12 @@ mod tests {
 
     #[test]
     fn empty_values_count_as_unset() {
-        let cfg = from(&[("GUARD_MODE", ""), ("NOTIFY_TOPIC_ARN", " "), ("MAX_HOP_LIMIT", "")]).unwrap();
+        let cfg = from(&[
+            ("GUARD_MODE", ""),
+            ("NOTIFY_TOPIC_ARN", " "),
+            ("MAX_HOP_LIMIT", ""),
+        ])
+        .unwrap();
         assert_eq!(cfg.mode, Mode::Enforce);
         assert!(cfg.topic_arn.is_none());
     }
@@ -273,21 +290,33 @@ mod tests {
     fn reads_every_variable() {
         let cfg = from(&[
             ("GUARD_MODE", "Audit"),
-            ("NOTIFY_TOPIC_ARN", "arn:aws:sns:eu-west-1:123456789012:guard"),
+            (
+                "NOTIFY_TOPIC_ARN",
+                "arn:aws:sns:eu-west-1:123456789012:guard",
+            ),
             ("STATUS_TAG_KEY", "sec:imds"),
             ("EXEMPT_TAG_KEY", "sec:imds-exempt"),
-            ("EXEMPT_PRINCIPAL_ARNS", "arn:aws:iam::*:role/packer-*, arn:aws:sts::123456789012:assumed-role/Legacy/*"),
+            (
+                "EXEMPT_PRINCIPAL_ARNS",
+                "arn:aws:iam::*:role/packer-*, arn:aws:sts::123456789012:assumed-role/Legacy/*",
+            ),
             ("EXEMPT_IMAGE_IDS", "ami-0abcdef1234567890,ami-12345678"),
             ("MAX_HOP_LIMIT", "2"),
             ("RETRY_BUDGET_SECONDS", "30"),
         ])
         .unwrap();
         assert_eq!(cfg.mode, Mode::Audit);
-        assert_eq!(cfg.topic_arn.as_deref(), Some("arn:aws:sns:eu-west-1:123456789012:guard"));
+        assert_eq!(
+            cfg.topic_arn.as_deref(),
+            Some("arn:aws:sns:eu-west-1:123456789012:guard")
+        );
         assert_eq!(cfg.status_tag_key, "sec:imds");
         assert_eq!(cfg.exemptions.tag_key.as_deref(), Some("sec:imds-exempt"));
         assert_eq!(cfg.exemptions.principals.len(), 2);
-        assert_eq!(cfg.exemptions.image_ids, vec!["ami-0abcdef1234567890", "ami-12345678"]);
+        assert_eq!(
+            cfg.exemptions.image_ids,
+            vec!["ami-0abcdef1234567890", "ami-12345678"]
+        );
         assert_eq!(cfg.max_hop_limit, Some(2));
         assert_eq!(cfg.retry_budget, Duration::from_secs(30));
     }
@@ -318,8 +347,14 @@ mod tests {
 
     #[test]
     fn topic_region_is_read_from_the_arn() {
-        assert_eq!(sns_topic_region("arn:aws:sns:ap-south-1:123456789012:t"), Some("ap-south-1"));
-        assert_eq!(sns_topic_region("arn:aws-us-gov:sns:us-gov-west-1:123456789012:t"), Some("us-gov-west-1"));
+        assert_eq!(
+            sns_topic_region("arn:aws:sns:ap-south-1:123456789012:t"),
+            Some("ap-south-1")
+        );
+        assert_eq!(
+            sns_topic_region("arn:aws-us-gov:sns:us-gov-west-1:123456789012:t"),
+            Some("us-gov-west-1")
+        );
         assert_eq!(sns_topic_region("arn:aws:sns:ap-south-1:12345:t"), None);
         assert_eq!(sns_topic_region("arn:aws:sns:../x:123456789012:t"), None);
     }

@@ -44,7 +44,10 @@ impl Principal {
 
     /// The ARNs an exemption glob is matched against.
     pub fn arns(&self) -> impl Iterator<Item = &str> {
-        self.arn.iter().chain(self.role_arn.iter()).map(String::as_str)
+        self.arn
+            .iter()
+            .chain(self.role_arn.iter())
+            .map(String::as_str)
     }
 }
 
@@ -105,7 +108,11 @@ pub struct Observed {
 
 impl Observed {
     pub fn tag(&self, key: &str) -> Option<&str> {
-        self.tags.as_ref()?.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.tags
+            .as_ref()?
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -197,7 +204,10 @@ pub fn parse(payload: &Value) -> Result<GuardEvent, EventError> {
         .or_else(|| envelope.region.clone())
         .ok_or_else(|| malformed("no awsRegion".into()))?;
     if !is_region(&region) {
-        return Err(malformed(format!("awsRegion {:?} is not a region", clean(&region, 64))));
+        return Err(malformed(format!(
+            "awsRegion {:?} is not a region",
+            clean(&region, 64)
+        )));
     }
     let account = text(detail, &["recipientAccountId"])
         .or_else(|| envelope.account.clone())
@@ -205,13 +215,15 @@ pub fn parse(payload: &Value) -> Result<GuardEvent, EventError> {
     let ctx = EventContext {
         event_name: event_name.to_string(),
         event_id: event_id.clone(),
-        event_time: text(detail, &["eventTime"])
-            .or_else(|| envelope.time.map(|t| t.to_rfc3339())),
+        event_time: text(detail, &["eventTime"]).or_else(|| envelope.time.map(|t| t.to_rfc3339())),
         account,
         region,
         principal: Principal {
             arn: text(detail, &["userIdentity", "arn"]),
-            role_arn: text(detail, &["userIdentity", "sessionContext", "sessionIssuer", "arn"]),
+            role_arn: text(
+                detail,
+                &["userIdentity", "sessionContext", "sessionIssuer", "arn"],
+            ),
             invoked_by: text(detail, &["userIdentity", "invokedBy"]),
             identity_type: text(detail, &["userIdentity", "type"]),
         },
@@ -248,7 +260,9 @@ pub fn parse(payload: &Value) -> Result<GuardEvent, EventError> {
         }
         dedup_by_id(&mut instances);
         if instances.is_empty() && unreadable.is_empty() {
-            return Err(malformed("responseElements.instancesSet.items is empty".into()));
+            return Err(malformed(
+                "responseElements.instancesSet.items is empty".into(),
+            ));
         }
         return Ok(GuardEvent::Instances {
             ctx,
@@ -261,10 +275,22 @@ pub fn parse(payload: &Value) -> Result<GuardEvent, EventError> {
     // ModifyInstanceMetadataOptions: CloudTrail writes the request in
     // PascalCase inside `ModifyInstanceMetadataOptionsRequest`.
     let candidates = [
-        &["requestParameters", "ModifyInstanceMetadataOptionsRequest", "InstanceId"][..],
-        &["requestParameters", "ModifyInstanceMetadataOptionsRequest", "instanceId"][..],
+        &[
+            "requestParameters",
+            "ModifyInstanceMetadataOptionsRequest",
+            "InstanceId",
+        ][..],
+        &[
+            "requestParameters",
+            "ModifyInstanceMetadataOptionsRequest",
+            "instanceId",
+        ][..],
         &["requestParameters", "instanceId"][..],
-        &["responseElements", "ModifyInstanceMetadataOptionsResponse", "instanceId"][..],
+        &[
+            "responseElements",
+            "ModifyInstanceMetadataOptionsResponse",
+            "instanceId",
+        ][..],
     ];
     let raw = candidates.iter().find_map(|path| at(detail, path));
     let instance_id = match raw {
@@ -301,7 +327,10 @@ fn launched_instance(item: &Value) -> Result<Observed, String> {
     let id = match item.get("instanceId") {
         Some(Value::String(s)) if is_instance_id(s) => s.clone(),
         Some(Value::String(s)) => {
-            return Err(format!("instanceId {:?} is not an instance id", clean(s, 64)))
+            return Err(format!(
+                "instanceId {:?} is not an instance id",
+                clean(s, 64)
+            ))
         }
         Some(v) => return Err(format!("instanceId is {}, not a string", kind(v))),
         None => return Err("no instanceId".into()),
@@ -402,7 +431,10 @@ pub fn clean(s: &str, max: usize) -> String {
 /// `i-` and 8 or 17 lowercase hex digits.
 pub fn is_instance_id(s: &str) -> bool {
     s.strip_prefix("i-").is_some_and(|hex| {
-        matches!(hex.len(), 8 | 17) && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        matches!(hex.len(), 8 | 17)
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
     })
 }
 
@@ -435,8 +467,12 @@ mod tests {
 
     #[test]
     fn console_launch_reads_effective_options_and_principal() {
-        let GuardEvent::Instances { ctx, trigger, instances, unreadable } =
-            parse(&fixture("run-instances-console.json")).unwrap()
+        let GuardEvent::Instances {
+            ctx,
+            trigger,
+            instances,
+            unreadable,
+        } = parse(&fixture("run-instances-console.json")).unwrap()
         else {
             panic!("expected instances")
         };
@@ -444,7 +480,10 @@ mod tests {
         assert!(unreadable.is_empty());
         assert_eq!(ctx.region, "us-east-1");
         assert_eq!(ctx.account.as_deref(), Some("111122223333"));
-        assert_eq!(ctx.principal.arn.as_deref(), Some("arn:aws:iam::111122223333:user/alice"));
+        assert_eq!(
+            ctx.principal.arn.as_deref(),
+            Some("arn:aws:iam::111122223333:user/alice")
+        );
         assert_eq!(instances.len(), 1);
         let i = &instances[0];
         assert_eq!(i.instance_id, "i-0a1b2c3d4e5f60718");
@@ -462,7 +501,14 @@ mod tests {
             panic!("expected instances")
         };
         let ids: Vec<_> = instances.iter().map(|i| i.instance_id.as_str()).collect();
-        assert_eq!(ids, ["i-0aaaaaaaaaaaaaaa1", "i-0aaaaaaaaaaaaaaa2", "i-0aaaaaaaaaaaaaaa3"]);
+        assert_eq!(
+            ids,
+            [
+                "i-0aaaaaaaaaaaaaaa1",
+                "i-0aaaaaaaaaaaaaaa2",
+                "i-0aaaaaaaaaaaaaaa3"
+            ]
+        );
     }
 
     #[test]
@@ -472,13 +518,13 @@ mod tests {
         else {
             panic!("expected instances")
         };
-        assert_eq!(ctx.principal.invoked_by.as_deref(), Some("autoscaling.amazonaws.com"));
-        assert!(ctx
-            .principal
-            .role_arn
-            .as_deref()
-            .unwrap()
-            .ends_with("role/aws-service-role/autoscaling.amazonaws.com/AWSServiceRoleForAutoScaling"));
+        assert_eq!(
+            ctx.principal.invoked_by.as_deref(),
+            Some("autoscaling.amazonaws.com")
+        );
+        assert!(ctx.principal.role_arn.as_deref().unwrap().ends_with(
+            "role/aws-service-role/autoscaling.amazonaws.com/AWSServiceRoleForAutoScaling"
+        ));
     }
 
     #[test]
@@ -493,8 +539,12 @@ mod tests {
 
     #[test]
     fn metadata_revert_names_its_instance() {
-        let GuardEvent::Instances { trigger, instances, ctx, .. } =
-            parse(&fixture("modify-metadata-options-revert.json")).unwrap()
+        let GuardEvent::Instances {
+            trigger,
+            instances,
+            ctx,
+            ..
+        } = parse(&fixture("modify-metadata-options-revert.json")).unwrap()
         else {
             panic!("expected instances")
         };
@@ -512,8 +562,14 @@ mod tests {
                 other => panic!("{f}: expected ignore, got {other:?}"),
             }
         }
-        assert!(matches!(parse(&json!({})).unwrap(), GuardEvent::Ignored { .. }));
-        assert!(matches!(parse(&json!("x")).unwrap(), GuardEvent::Ignored { .. }));
+        assert!(matches!(
+            parse(&json!({})).unwrap(),
+            GuardEvent::Ignored { .. }
+        ));
+        assert!(matches!(
+            parse(&json!("x")).unwrap(),
+            GuardEvent::Ignored { .. }
+        ));
     }
 
     #[test]
@@ -524,7 +580,9 @@ mod tests {
             "sessionContext": {"sessionIssuer": {}, "webIdFederationData": {"attributes": {}}}
         });
         ev["detail"].as_object_mut().unwrap().remove("userAgent");
-        let GuardEvent::Instances { ctx, .. } = parse(&ev).unwrap() else { panic!() };
+        let GuardEvent::Instances { ctx, .. } = parse(&ev).unwrap() else {
+            panic!()
+        };
         assert_eq!(ctx.principal.display(), "unknown");
         assert!(ctx.user_agent.is_none());
     }
@@ -532,14 +590,29 @@ mod tests {
     #[test]
     fn bad_items_are_named_and_good_ones_kept() {
         let mut ev = fixture("run-instances-cli-multi.json");
-        let items = ev["detail"]["responseElements"]["instancesSet"]["items"].as_array_mut().unwrap();
+        let items = ev["detail"]["responseElements"]["instancesSet"]["items"]
+            .as_array_mut()
+            .unwrap();
         items[1]["instanceId"] = json!(42);
         items.push(json!("not an object"));
-        let GuardEvent::Instances { instances, unreadable, .. } = parse(&ev).unwrap() else { panic!() };
+        let GuardEvent::Instances {
+            instances,
+            unreadable,
+            ..
+        } = parse(&ev).unwrap()
+        else {
+            panic!()
+        };
         assert_eq!(instances.len(), 2);
         assert_eq!(unreadable.len(), 2);
-        assert!(unreadable[0].starts_with("instancesSet.items[1]"), "{unreadable:?}");
-        assert!(unreadable[1].starts_with("instancesSet.items[3]"), "{unreadable:?}");
+        assert!(
+            unreadable[0].starts_with("instancesSet.items[1]"),
+            "{unreadable:?}"
+        );
+        assert!(
+            unreadable[1].starts_with("instancesSet.items[3]"),
+            "{unreadable:?}"
+        );
     }
 
     #[test]
@@ -559,7 +632,9 @@ mod tests {
     fn event_text_is_cleaned_and_capped() {
         let mut ev = fixture("run-instances-console.json");
         ev["detail"]["userAgent"] = json!(format!("evil\r\nSubject: x{}", "A".repeat(100_000)));
-        let GuardEvent::Instances { ctx, .. } = parse(&ev).unwrap() else { panic!() };
+        let GuardEvent::Instances { ctx, .. } = parse(&ev).unwrap() else {
+            panic!()
+        };
         let ua = ctx.user_agent.unwrap();
         assert!(!ua.chars().any(char::is_control));
         assert!(ua.chars().count() <= MAX_TEXT + 1);
@@ -571,7 +646,9 @@ mod tests {
         assert!(is_instance_id("i-12345678"));
         assert!(!is_instance_id("i-0123456789ABCDEF0"));
         assert!(!is_instance_id("i-123"));
-        assert!(is_region("us-east-1") && is_region("us-gov-west-1") && is_region("ap-southeast-4"));
+        assert!(
+            is_region("us-east-1") && is_region("us-gov-west-1") && is_region("ap-southeast-4")
+        );
         assert!(!is_region("us-east") && !is_region("US-EAST-1") && !is_region("x"));
         assert!(is_account_id("111122223333") && !is_account_id("11112222333a"));
     }

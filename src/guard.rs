@@ -68,7 +68,8 @@ impl<C: Clients> Guard<C> {
 
     /// Handles one Lambda payload.
     pub async fn handle(&self, payload: &Value) -> Result<Report, GuardError> {
-        let parsed = event::parse(payload).inspect_err(|e| error!(error = %e, "malformed event"))?;
+        let parsed =
+            event::parse(payload).inspect_err(|e| error!(error = %e, "malformed event"))?;
         match parsed {
             GuardEvent::Ignored { reason } => {
                 info!(%reason, "event ignored");
@@ -96,7 +97,10 @@ impl<C: Clients> Guard<C> {
                 trigger,
                 instances,
                 unreadable,
-            } => self.handle_instances(ctx, trigger, instances, unreadable).await,
+            } => {
+                self.handle_instances(ctx, trigger, instances, unreadable)
+                    .await
+            }
         }
     }
 
@@ -240,7 +244,11 @@ impl<C: Clients> Guard<C> {
             (None, true) => "no topic configured".into(),
             (Some(topic), true) => {
                 let region = sns_topic_region(topic).unwrap_or(
-                    report.event.as_ref().map(|c| c.region.as_str()).unwrap_or("us-east-1"),
+                    report
+                        .event
+                        .as_ref()
+                        .map(|c| c.region.as_str())
+                        .unwrap_or("us-east-1"),
                 );
                 let message = notify::build(&report);
                 match self.clients.sns(region).publish(topic, &message).await {
@@ -273,7 +281,10 @@ impl<C: Clients> Guard<C> {
         }
         if let Some(e) = notify_error {
             let done = report.tally();
-            summary = join_sentence(&summary, &format!("notification failed ({e}); done: {done}"));
+            summary = join_sentence(
+                &summary,
+                &format!("notification failed ({e}); done: {done}"),
+            );
         }
         let summary = event::clean(&summary, 4000);
         error!(report = %serde_json::to_string(&report).unwrap_or_default(), "{summary}");
@@ -331,7 +342,8 @@ pub fn plan(
                 }
             };
             r.notify = true;
-            if cfg.mode == Mode::Notify && current.tag(&cfg.status_tag_key) == Some("noncompliant") {
+            if cfg.mode == Mode::Notify && current.tag(&cfg.status_tag_key) == Some("noncompliant")
+            {
                 r.action = "none: already tagged noncompliant".into();
                 // A repeated launch event for an instance we already flagged
                 // is not news (and is not tagged again); a revert of its
@@ -431,7 +443,10 @@ async fn look(
             Err(e) if e.is_not_found() => {}
             Err(e) => {
                 let why = e.to_string();
-                return (seen, missing.into_iter().map(|id| (id, why.clone())).collect());
+                return (
+                    seen,
+                    missing.into_iter().map(|id| (id, why.clone())).collect(),
+                );
             }
         }
         if !wait_for_retry(attempt, deadline).await {
@@ -439,7 +454,10 @@ async fn look(
                 "EC2 did not show the instance within {}s (DescribeInstances)",
                 budget.as_secs()
             );
-            return (seen, missing.into_iter().map(|id| (id, why.clone())).collect());
+            return (
+                seen,
+                missing.into_iter().map(|id| (id, why.clone())).collect(),
+            );
         }
         attempt += 1;
     }
@@ -474,7 +492,10 @@ async fn modify(ec2: &Ec2, id: &str, remedy: &Remedy, deadline: Instant) -> Resu
             }
         }
         if !wait_for_retry(attempt, deadline).await {
-            return Err(Failure::Error(format!("still {} when the retry budget ran out", describe_code(&err))));
+            return Err(Failure::Error(format!(
+                "still {} when the retry budget ran out",
+                describe_code(&err)
+            )));
         }
         attempt += 1;
     }

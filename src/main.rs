@@ -30,7 +30,10 @@ fn function() -> ExitCode {
     };
     // One thread: a 128 MB function has a fraction of a vCPU, and the work
     // is waiting on EC2, not computing.
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             tracing::error!("cannot start the async runtime: {e}");

@@ -119,7 +119,11 @@ pub fn build(report: &Report) -> Notification {
         let text = serde_json::to_string_pretty(&b).unwrap_or_else(|e| {
             // Serializing plain strings and numbers cannot fail; if it ever
             // did, a short message still tells the reader what happened.
-            format!("{{\"summary\": {:?}, \"error\": {:?}}}", summary, e.to_string())
+            format!(
+                "{{\"summary\": {:?}, \"error\": {:?}}}",
+                summary,
+                e.to_string()
+            )
         });
         if text.len() <= MAX_BODY || shown == 0 {
             break text;
@@ -148,7 +152,13 @@ pub fn build(report: &Report) -> Notification {
 pub fn subject(raw: &str) -> String {
     let mut s: String = raw
         .chars()
-        .map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { '?' })
+        .map(|c| {
+            if c.is_ascii_graphic() || c == ' ' {
+                c
+            } else {
+                '?'
+            }
+        })
         .collect();
     if s.len() > MAX_SUBJECT {
         s.truncate(MAX_SUBJECT - 3);
@@ -184,7 +194,11 @@ mod tests {
             }),
             instances: (0..n)
                 .map(|i| {
-                    let mut r = InstanceReport::new(&format!("i-{i:017x}"), Outcome::Remediated, "set HttpTokens=required; tagged");
+                    let mut r = InstanceReport::new(
+                        &format!("i-{i:017x}"),
+                        Outcome::Remediated,
+                        "set HttpTokens=required; tagged",
+                    );
                     r.findings = vec!["HttpTokens=optional (IMDSv1 open)".into()];
                     r.notify = true;
                     r
@@ -208,7 +222,10 @@ mod tests {
         assert_eq!(v["counts"]["remediated"], 2);
         assert_eq!(v["instances"][1]["instance_id"], "i-00000000000000001");
         assert_eq!(v["instances"][1]["outcome"], "remediated");
-        assert!(v["summary"].as_str().unwrap().starts_with("2 remediated after RunInstances"));
+        assert!(v["summary"]
+            .as_str()
+            .unwrap()
+            .starts_with("2 remediated after RunInstances"));
         assert_eq!(n.outcomes, vec!["remediated"]);
         assert!(n.attributes.contains(&("account", "111122223333".into())));
     }
@@ -216,7 +233,10 @@ mod tests {
     #[test]
     fn subject_is_short_and_plain() {
         let n = build(&report(3));
-        assert_eq!(n.subject, "imds-guard enforce: 3 remediated in 111122223333/us-east-1 (RunInstances)");
+        assert_eq!(
+            n.subject,
+            "imds-guard enforce: 3 remediated in 111122223333/us-east-1 (RunInstances)"
+        );
         let s = subject(&format!("a\r\nb\u{7}{}", "é".repeat(200)));
         assert!(s.len() <= MAX_SUBJECT);
         assert!(s.chars().all(|c| c.is_ascii_graphic() || c == ' '), "{s:?}");
@@ -229,8 +249,14 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&n.body).unwrap();
         let shown = v["instances"].as_array().unwrap().len();
         assert!(shown > 0);
-        assert_eq!(v["omitted_instances"].as_u64().unwrap() as usize + shown, 5_000);
-        assert_eq!(v["counts"]["remediated"], 5_000, "counts cover every instance");
+        assert_eq!(
+            v["omitted_instances"].as_u64().unwrap() as usize + shown,
+            5_000
+        );
+        assert_eq!(
+            v["counts"]["remediated"], 5_000,
+            "counts cover every instance"
+        );
     }
 
     #[test]
@@ -239,7 +265,8 @@ mod tests {
         assert!(needed(&r));
         r.instances[0].notify = false;
         assert!(!needed(&r));
-        r.unreadable.push("instancesSet.items[0]: no instanceId".into());
+        r.unreadable
+            .push("instancesSet.items[0]: no instanceId".into());
         assert!(needed(&r));
     }
 }

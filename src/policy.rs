@@ -76,7 +76,9 @@ impl std::fmt::Display for Exemption {
 pub enum Verdict {
     Compliant,
     /// Shutting down or terminated: nothing to protect.
-    Gone { state: String },
+    Gone {
+        state: String,
+    },
     /// Not enough is known to decide (options missing): look again.
     Undecided,
     /// Noncompliant, but an exemption applies: nothing is written.
@@ -214,16 +216,29 @@ mod tests {
     fn required_or_disabled_is_compliant() {
         let ex = Exemptions::default();
         let p = policy(&ex, None);
-        assert_eq!(p.decide(&inst("required", "enabled", 1), &Principal::default()), Verdict::Compliant);
-        assert_eq!(p.decide(&inst("optional", "disabled", 1), &Principal::default()), Verdict::Compliant);
+        assert_eq!(
+            p.decide(&inst("required", "enabled", 1), &Principal::default()),
+            Verdict::Compliant
+        );
+        assert_eq!(
+            p.decide(&inst("optional", "disabled", 1), &Principal::default()),
+            Verdict::Compliant
+        );
     }
 
     #[test]
     fn optional_tokens_get_a_remedy_that_keeps_everything_else() {
         let ex = Exemptions::default();
         let v = policy(&ex, None).decide(&inst("optional", "enabled", 3), &Principal::default());
-        let Verdict::Noncompliant { findings, remedy } = v else { panic!("{v:?}") };
-        assert_eq!(findings, vec![Finding::TokensNotRequired { http_tokens: "optional".into() }]);
+        let Verdict::Noncompliant { findings, remedy } = v else {
+            panic!("{v:?}")
+        };
+        assert_eq!(
+            findings,
+            vec![Finding::TokensNotRequired {
+                http_tokens: "optional".into()
+            }]
+        );
         assert_eq!(remedy.http_tokens, "required");
         assert_eq!(remedy.http_endpoint, "enabled");
         assert_eq!(remedy.http_put_response_hop_limit, 3);
@@ -235,14 +250,29 @@ mod tests {
     fn hop_limit_is_lowered_only_above_the_maximum() {
         let ex = Exemptions::default();
         let p = policy(&ex, Some(2));
-        let Verdict::Noncompliant { remedy, findings } = p.decide(&inst("optional", "enabled", 5), &Principal::default()) else { panic!() };
+        let Verdict::Noncompliant { remedy, findings } =
+            p.decide(&inst("optional", "enabled", 5), &Principal::default())
+        else {
+            panic!()
+        };
         assert_eq!(remedy.http_put_response_hop_limit, 2);
         assert_eq!(findings.len(), 2);
-        let Verdict::Noncompliant { remedy, .. } = p.decide(&inst("optional", "enabled", 1), &Principal::default()) else { panic!() };
+        let Verdict::Noncompliant { remedy, .. } =
+            p.decide(&inst("optional", "enabled", 1), &Principal::default())
+        else {
+            panic!()
+        };
         assert_eq!(remedy.http_put_response_hop_limit, 1, "never raised");
         // tokens fine, hop limit too high: still a finding
-        let Verdict::Noncompliant { findings, .. } = p.decide(&inst("required", "enabled", 9), &Principal::default()) else { panic!() };
-        assert_eq!(findings, vec![Finding::HopLimitAboveMax { current: 9, max: 2 }]);
+        let Verdict::Noncompliant { findings, .. } =
+            p.decide(&inst("required", "enabled", 9), &Principal::default())
+        else {
+            panic!()
+        };
+        assert_eq!(
+            findings,
+            vec![Finding::HopLimitAboveMax { current: 9, max: 2 }]
+        );
     }
 
     #[test]
@@ -251,7 +281,10 @@ mod tests {
         let p = policy(&ex, None);
         let mut i = inst("optional", "enabled", 1);
         i.state = Some("terminated".into());
-        assert!(matches!(p.decide(&i, &Principal::default()), Verdict::Gone { .. }));
+        assert!(matches!(
+            p.decide(&i, &Principal::default()),
+            Verdict::Gone { .. }
+        ));
         let mut i = inst("optional", "enabled", 1);
         i.options.http_tokens = None;
         assert_eq!(p.decide(&i, &Principal::default()), Verdict::Undecided);
@@ -271,12 +304,27 @@ mod tests {
         let mut tagged = inst("optional", "enabled", 1);
         tagged.image_id = None;
         tagged.tags = Some(vec![("imds-exempt".into(), "True".into())]);
-        assert!(matches!(p.decide(&tagged, &Principal::default()), Verdict::Exempt { exemption: Exemption::Tag(_), .. }));
+        assert!(matches!(
+            p.decide(&tagged, &Principal::default()),
+            Verdict::Exempt {
+                exemption: Exemption::Tag(_),
+                ..
+            }
+        ));
         tagged.tags = Some(vec![("imds-exempt".into(), "false".into())]);
-        assert!(matches!(p.decide(&tagged, &Principal::default()), Verdict::Noncompliant { .. }));
+        assert!(matches!(
+            p.decide(&tagged, &Principal::default()),
+            Verdict::Noncompliant { .. }
+        ));
 
         let by_image = inst("optional", "enabled", 1);
-        assert!(matches!(p.decide(&by_image, &Principal::default()), Verdict::Exempt { exemption: Exemption::Image(_), .. }));
+        assert!(matches!(
+            p.decide(&by_image, &Principal::default()),
+            Verdict::Exempt {
+                exemption: Exemption::Image(_),
+                ..
+            }
+        ));
 
         let mut by_role = inst("optional", "enabled", 1);
         by_role.image_id = None;
@@ -285,8 +333,17 @@ mod tests {
             role_arn: Some("arn:aws:iam::111122223333:role/packer".into()),
             ..Principal::default()
         };
-        assert!(matches!(p.decide(&by_role, &principal), Verdict::Exempt { exemption: Exemption::Principal(_), .. }));
+        assert!(matches!(
+            p.decide(&by_role, &principal),
+            Verdict::Exempt {
+                exemption: Exemption::Principal(_),
+                ..
+            }
+        ));
         // a compliant instance is compliant, exempt or not
-        assert_eq!(p.decide(&inst("required", "enabled", 1), &principal), Verdict::Compliant);
+        assert_eq!(
+            p.decide(&inst("required", "enabled", 1), &principal),
+            Verdict::Compliant
+        );
     }
 }

@@ -127,7 +127,10 @@ impl Report {
     }
 
     pub fn count(&self, outcome: Outcome) -> usize {
-        self.instances.iter().filter(|i| i.outcome == outcome).count()
+        self.instances
+            .iter()
+            .filter(|i| i.outcome == outcome)
+            .count()
     }
 
     /// Instances and items that could not be handled, with why.
@@ -137,7 +140,11 @@ impl Report {
             .filter(|i| i.outcome == Outcome::Failed || i.error.is_some())
             .map(|i| match i.outcome {
                 Outcome::Failed => {
-                    format!("{} ({})", i.instance_id, i.error.as_deref().unwrap_or("failed"))
+                    format!(
+                        "{} ({})",
+                        i.instance_id,
+                        i.error.as_deref().unwrap_or("failed")
+                    )
                 }
                 done => format!(
                     "{} ({}, but {})",

@@ -1,0 +1,137 @@
+//! The binary as a person runs it: `imds-guard check EVENT.json`, offline.
+
+use std::process::{Command, Output};
+
+fn check(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_imds-guard"));
+    cmd.current_dir(env!("CARGO_MANIFEST_DIR"))
+        .arg("check")
+        .args(args);
+    // Offline means offline: no endpoint, no credentials, nothing to reach.
+    for var in [
+        "AWS_ENDPOINT_URL",
+        "MOTO_ENDPOINT",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_LAMBDA_RUNTIME_API",
+        "GUARD_MODE",
+        "NOTIFY_TOPIC_ARN",
+        "EXEMPT_TAG_KEY",
+        "EXEMPT_PRINCIPAL_ARNS",
+        "EXEMPT_IMAGE_IDS",
+        "MAX_HOP_LIMIT",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd.envs(env.iter().copied());
+    cmd.output().expect("binary runs")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn noncompliant_launch_prints_the_plan_and_exits_1() {
+    let o = check(&["events/run-instances-cli-multi.json"], &[]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(
+        out.contains("by         arn:aws:sts::111122223333:assumed-role/DevOps/bob"),
+        "{out}"
+    );
+    assert!(
+        out.contains("i-0aaaaaaaaaaaaaaa1  noncompliant → would remediate"),
+        "{out}"
+    );
+    assert!(out.contains("would    set HttpTokens=required, HttpEndpoint=enabled, HttpPutResponseHopLimit=2; tag imds-guard:status=remediated"), "{out}");
+    assert!(out.contains("i-0aaaaaaaaaaaaaaa3  compliant"), "{out}");
+    assert!(
+        out.contains("would, but NOTIFY_TOPIC_ARN is not set"),
+        "{out}"
+    );
+}
+
+#[test]
+fn compliant_and_failed_launches_exit_0() {
+    for f in [
+        "events/run-instances-compliant.json",
+        "events/run-instances-failed.json",
+        "events/unrelated-create-tags.json",
+    ] {
+        let o = check(&[f], &[]);
+        assert_eq!(o.status.code(), Some(0), "{f}: {}", stdout(&o));
+    }
+    let o = check(&["events/run-instances-failed.json"], &[]);
+    assert!(stdout(&o).contains("RunInstances failed with Client.UnauthorizedOperation"));
+}
+
+#[test]
+fn mode_flag_and_environment_shape_the_plan() {
+    let o = check(
+        &["events/run-instances-console.json", "--mode", "audit"],
+        &[],
+    );
+    assert!(
+        stdout(&o).contains("noncompliant → would report (audit)"),
+        "{}",
+        stdout(&o)
+    );
+    let o = check(
+        &["events/run-instances-console.json"],
+        &[("GUARD_MODE", "notify")],
+    );
+    assert!(
+        stdout(&o).contains("would    tag imds-guard:status=noncompliant"),
+        "{}",
+        stdout(&o)
+    );
+    let o = check(
+        &["events/run-instances-autoscaling.json"],
+        &[(
+            "EXEMPT_PRINCIPAL_ARNS",
+            "arn:aws:iam::*:role/aws-service-role/autoscaling.amazonaws.com/*",
+        )],
+    );
+    assert_eq!(o.status.code(), Some(0));
+    assert!(stdout(&o).contains("exempt   principal matches arn:aws:iam::*:role/aws-service-role/autoscaling.amazonaws.com/*"), "{}", stdout(&o));
+}
+
+#[test]
+fn json_output_is_the_report() {
+    let o = check(
+        &["events/run-instances-console.json", "--output", "json"],
+        &[],
+    );
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON on stdout");
+    assert_eq!(v["instances"][0]["instance_id"], "i-0a1b2c3d4e5f60718");
+    assert_eq!(v["instances"][0]["outcome"], "remediated");
+    assert_eq!(v["mode"], "enforce");
+}
+
+#[test]
+fn revert_event_needs_a_lookup_and_says_so() {
+    let o = check(&["events/modify-metadata-options-revert.json"], &[]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stdout(&o).contains("the function would describe it first"),
+        "{}",
+        stdout(&o)
+    );
+}
+
+#[test]
+fn errors_exit_2_with_a_clear_message() {
+    let o = check(&["events/does-not-exist.json"], &[]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("does-not-exist.json"));
+    let o = check(
+        &["events/run-instances-console.json"],
+        &[("GUARD_MODE", "fix-it")],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("invalid GUARD_MODE=\"fix-it\""));
+    let o = check(&["Cargo.toml"], &[]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not JSON"));
+}

@@ -39,8 +39,10 @@ pub fn launch_event(name: &str, ids: &[String], region: Option<&str>) -> Value {
 }
 
 pub fn config(pairs: &[(&str, &str)]) -> Config {
-    let map: std::collections::HashMap<String, String> =
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let map: std::collections::HashMap<String, String> = pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     Config::from_lookup(|k| map.get(k).cloned()).expect("valid test config")
 }
 

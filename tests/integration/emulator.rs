@@ -23,16 +23,27 @@ async fn ec2(region: &str) -> aws_sdk_ec2::Client {
     moto_endpoint();
     let base = load_sdk_config().await;
     aws_sdk_ec2::Client::from_conf(
-        aws_sdk_ec2::config::Builder::from(&base).region(Region::new(region.to_string())).build(),
+        aws_sdk_ec2::config::Builder::from(&base)
+            .region(Region::new(region.to_string()))
+            .build(),
     )
 }
 
 async fn topic(name: &str) -> String {
     let base = load_sdk_config().await;
     let sns = aws_sdk_sns::Client::from_conf(
-        aws_sdk_sns::config::Builder::from(&base).region(Region::new("us-east-1")).build(),
+        aws_sdk_sns::config::Builder::from(&base)
+            .region(Region::new("us-east-1"))
+            .build(),
     );
-    sns.create_topic().name(name).send().await.unwrap().topic_arn().unwrap().to_string()
+    sns.create_topic()
+        .name(name)
+        .send()
+        .await
+        .unwrap()
+        .topic_arn()
+        .unwrap()
+        .to_string()
 }
 
 struct Launch<'a> {
@@ -45,7 +56,13 @@ struct Launch<'a> {
 
 impl Default for Launch<'_> {
     fn default() -> Self {
-        Launch { count: 1, tokens: "optional", hop: 1, image: AMI, tags: &[] }
+        Launch {
+            count: 1,
+            tokens: "optional",
+            hop: 1,
+            image: AMI,
+            tags: &[],
+        }
     }
 }
 
@@ -66,12 +83,20 @@ async fn launch(ec2: &aws_sdk_ec2::Client, l: Launch<'_>) -> Vec<String> {
         req = req.tag_specifications(
             TagSpecification::builder()
                 .resource_type(ResourceType::Instance)
-                .set_tags(Some(l.tags.iter().map(|(k, v)| Tag::builder().key(*k).value(*v).build()).collect()))
+                .set_tags(Some(
+                    l.tags
+                        .iter()
+                        .map(|(k, v)| Tag::builder().key(*k).value(*v).build())
+                        .collect(),
+                ))
                 .build(),
         );
     }
     let out = req.send().await.expect("emulator launches");
-    out.instances().iter().map(|i| i.instance_id().unwrap().to_string()).collect()
+    out.instances()
+        .iter()
+        .map(|i| i.instance_id().unwrap().to_string())
+        .collect()
 }
 
 #[derive(Debug)]
@@ -83,14 +108,27 @@ struct Seen {
 }
 
 async fn seen(ec2: &aws_sdk_ec2::Client, id: &str) -> Seen {
-    let out = ec2.describe_instances().instance_ids(id).send().await.unwrap();
+    let out = ec2
+        .describe_instances()
+        .instance_ids(id)
+        .send()
+        .await
+        .unwrap();
     let i = &out.reservations()[0].instances()[0];
     let mo = i.metadata_options().unwrap();
     Seen {
         tokens: mo.http_tokens().unwrap().as_str().to_string(),
-        endpoint: mo.http_endpoint().map(|e| e.as_str().to_string()).unwrap_or_default(),
+        endpoint: mo
+            .http_endpoint()
+            .map(|e| e.as_str().to_string())
+            .unwrap_or_default(),
         hop: mo.http_put_response_hop_limit().unwrap(),
-        status_tag: i.tags().iter().find(|t| t.key() == Some("imds-guard:status")).and_then(|t| t.value()).map(str::to_string),
+        status_tag: i
+            .tags()
+            .iter()
+            .find(|t| t.key() == Some("imds-guard:status"))
+            .and_then(|t| t.value())
+            .map(str::to_string),
     }
 }
 
@@ -99,7 +137,11 @@ fn sent(topic_arn: &str) -> Vec<(String, Value, Value)> {
     let endpoint = moto_endpoint();
     let host = endpoint.trim_start_matches("http://");
     let mut s = std::net::TcpStream::connect(host).unwrap();
-    write!(s, "GET /moto-api/data.json HTTP/1.0\r\nHost: {host}\r\n\r\n").unwrap();
+    write!(
+        s,
+        "GET /moto-api/data.json HTTP/1.0\r\nHost: {host}\r\n\r\n"
+    )
+    .unwrap();
     let mut raw = String::new();
     s.read_to_string(&mut raw).unwrap();
     let body = raw.split_once("\r\n\r\n").unwrap().1;
@@ -110,25 +152,43 @@ fn sent(topic_arn: &str) -> Vec<(String, Value, Value)> {
         .iter()
         .filter(|t| t["arn"] == topic_arn)
         .flat_map(|t| t["sent_notifications"].as_array().unwrap().clone())
-        .map(|n| (n[2].as_str().unwrap().to_string(), serde_json::from_str(n[1].as_str().unwrap()).unwrap(), n[3].clone()))
+        .map(|n| {
+            (
+                n[2].as_str().unwrap().to_string(),
+                serde_json::from_str(n[1].as_str().unwrap()).unwrap(),
+                n[3].clone(),
+            )
+        })
         .collect()
 }
-
 
 /// The launch event CloudTrail would write for `ids`: the fixture's envelope
 /// and principal, each item carrying the instance's real effective options,
 /// image and tags as the emulator reports them.
-async fn event_for(ec2: &aws_sdk_ec2::Client, fixture: &str, ids: &[String], region: Option<&str>) -> Value {
+async fn event_for(
+    ec2: &aws_sdk_ec2::Client,
+    fixture: &str,
+    ids: &[String],
+    region: Option<&str>,
+) -> Value {
     let mut ev = launch_event(fixture, ids, region);
-    let items = ev["detail"]["responseElements"]["instancesSet"]["items"].as_array_mut().unwrap();
+    let items = ev["detail"]["responseElements"]["instancesSet"]["items"]
+        .as_array_mut()
+        .unwrap();
     for item in items.iter_mut() {
         let id = item["instanceId"].as_str().unwrap().to_string();
-        let out = ec2.describe_instances().instance_ids(&id).send().await.unwrap();
+        let out = ec2
+            .describe_instances()
+            .instance_ids(&id)
+            .send()
+            .await
+            .unwrap();
         let i = &out.reservations()[0].instances()[0];
         let mo = i.metadata_options().unwrap();
         item["imageId"] = i.image_id().unwrap().into();
         item["metadataOptions"]["httpTokens"] = mo.http_tokens().unwrap().as_str().into();
-        item["metadataOptions"]["httpPutResponseHopLimit"] = mo.http_put_response_hop_limit().unwrap().into();
+        item["metadataOptions"]["httpPutResponseHopLimit"] =
+            mo.http_put_response_hop_limit().unwrap().into();
         item["metadataOptions"]["httpEndpoint"] = mo.http_endpoint().unwrap().as_str().into();
         let tags: Vec<Value> = i
             .tags()
@@ -151,9 +211,35 @@ async fn guard(pairs: &[(&str, &str)]) -> Guard<RegionalClients> {
 #[tokio::test]
 async fn enforce_fixes_every_optional_instance_of_a_launch_and_notifies_once() {
     let ec2 = ec2("us-east-1").await;
-    let mut ids = launch(&ec2, Launch { hop: 1, ..Default::default() }).await;
-    ids.extend(launch(&ec2, Launch { hop: 3, ..Default::default() }).await);
-    ids.extend(launch(&ec2, Launch { tokens: "required", hop: 2, ..Default::default() }).await);
+    let mut ids = launch(
+        &ec2,
+        Launch {
+            hop: 1,
+            ..Default::default()
+        },
+    )
+    .await;
+    ids.extend(
+        launch(
+            &ec2,
+            Launch {
+                hop: 3,
+                ..Default::default()
+            },
+        )
+        .await,
+    );
+    ids.extend(
+        launch(
+            &ec2,
+            Launch {
+                tokens: "required",
+                hop: 2,
+                ..Default::default()
+            },
+        )
+        .await,
+    );
     let topic = topic("enforce-multi").await;
     let g = guard(&[("NOTIFY_TOPIC_ARN", &topic)]).await;
     let event = event_for(&ec2, "run-instances-cli-multi.json", &ids, None).await;
@@ -161,10 +247,24 @@ async fn enforce_fixes_every_optional_instance_of_a_launch_and_notifies_once() {
     let report = g.handle(&event).await.unwrap();
 
     let outcomes: Vec<_> = report.instances.iter().map(|i| i.outcome).collect();
-    assert_eq!(outcomes, [Outcome::Remediated, Outcome::Remediated, Outcome::Compliant]);
-    let (a, b, c) = (seen(&ec2, &ids[0]).await, seen(&ec2, &ids[1]).await, seen(&ec2, &ids[2]).await);
-    assert_eq!((a.tokens.as_str(), a.hop, a.endpoint.as_str()), ("required", 1, "enabled"));
-    assert_eq!((b.tokens.as_str(), b.hop), ("required", 3), "hop limit kept");
+    assert_eq!(
+        outcomes,
+        [Outcome::Remediated, Outcome::Remediated, Outcome::Compliant]
+    );
+    let (a, b, c) = (
+        seen(&ec2, &ids[0]).await,
+        seen(&ec2, &ids[1]).await,
+        seen(&ec2, &ids[2]).await,
+    );
+    assert_eq!(
+        (a.tokens.as_str(), a.hop, a.endpoint.as_str()),
+        ("required", 1, "enabled")
+    );
+    assert_eq!(
+        (b.tokens.as_str(), b.hop),
+        ("required", 3),
+        "hop limit kept"
+    );
     assert_eq!(a.status_tag.as_deref(), Some("remediated"));
     assert_eq!(b.status_tag.as_deref(), Some("remediated"));
     assert_eq!(c.status_tag, None, "compliant instance untouched");
@@ -172,15 +272,24 @@ async fn enforce_fixes_every_optional_instance_of_a_launch_and_notifies_once() {
     let msgs = sent(&topic);
     assert_eq!(msgs.len(), 1, "one message per event");
     let (subject, body, attrs) = &msgs[0];
-    assert!(subject.starts_with("imds-guard enforce: 2 remediated, 1 compliant"), "{subject}");
+    assert!(
+        subject.starts_with("imds-guard enforce: 2 remediated, 1 compliant"),
+        "{subject}"
+    );
     assert_eq!(body["instances"][0]["instance_id"], ids[0].as_str());
     assert_eq!(body["instances"][0]["before"]["http_tokens"], "optional");
-    assert_eq!(body["principal"], "arn:aws:sts::111122223333:assumed-role/DevOps/bob");
+    assert_eq!(
+        body["principal"],
+        "arn:aws:sts::111122223333:assumed-role/DevOps/bob"
+    );
     assert_eq!(attrs["outcome"]["Value"], "[\"compliant\",\"remediated\"]");
 
     // Duplicate delivery: nothing changes, nobody is told twice.
     let again = g.handle(&event).await.unwrap();
-    assert!(again.instances.iter().all(|i| i.outcome == Outcome::Compliant));
+    assert!(again
+        .instances
+        .iter()
+        .all(|i| i.outcome == Outcome::Compliant));
     assert_eq!(sent(&topic).len(), 1);
 }
 
@@ -190,7 +299,10 @@ async fn notify_tags_and_tells_but_leaves_tokens_alone() {
     let ids = launch(&ec2, Launch::default()).await;
     let topic = topic("notify-mode").await;
     let g = guard(&[("GUARD_MODE", "notify"), ("NOTIFY_TOPIC_ARN", &topic)]).await;
-    let report = g.handle(&event_for(&ec2, "run-instances-console.json", &ids, None).await).await.unwrap();
+    let report = g
+        .handle(&event_for(&ec2, "run-instances-console.json", &ids, None).await)
+        .await
+        .unwrap();
     assert_eq!(report.instances[0].outcome, Outcome::Flagged);
     let s = seen(&ec2, &ids[0]).await;
     assert_eq!(s.tokens, "optional");
@@ -203,23 +315,49 @@ async fn notify_tags_and_tells_but_leaves_tokens_alone() {
 #[tokio::test]
 async fn audit_writes_nothing_and_reports_what_enforce_would_do() {
     let ec2 = ec2("us-east-1").await;
-    let ids = launch(&ec2, Launch { hop: 2, ..Default::default() }).await;
+    let ids = launch(
+        &ec2,
+        Launch {
+            hop: 2,
+            ..Default::default()
+        },
+    )
+    .await;
     let topic = topic("audit-mode").await;
     let g = guard(&[("GUARD_MODE", "audit"), ("NOTIFY_TOPIC_ARN", &topic)]).await;
-    g.handle(&event_for(&ec2, "run-instances-console.json", &ids, None).await).await.unwrap();
+    g.handle(&event_for(&ec2, "run-instances-console.json", &ids, None).await)
+        .await
+        .unwrap();
     let s = seen(&ec2, &ids[0]).await;
     assert_eq!((s.tokens.as_str(), s.status_tag), ("optional", None));
     let msgs = sent(&topic);
     assert_eq!(msgs.len(), 1);
     let would = msgs[0].1["instances"][0]["would"].as_str().unwrap();
-    assert_eq!(would, "set HttpTokens=required, HttpEndpoint=enabled, HttpPutResponseHopLimit=2");
+    assert_eq!(
+        would,
+        "set HttpTokens=required, HttpEndpoint=enabled, HttpPutResponseHopLimit=2"
+    );
 }
 
 #[tokio::test]
 async fn each_exemption_kind_leaves_its_instance_alone() {
     let ec2 = ec2("us-east-1").await;
-    let by_tag = launch(&ec2, Launch { tags: &[("legacy-imds", "true")], ..Default::default() }).await;
-    let by_image = launch(&ec2, Launch { image: OTHER_AMI, ..Default::default() }).await;
+    let by_tag = launch(
+        &ec2,
+        Launch {
+            tags: &[("legacy-imds", "true")],
+            ..Default::default()
+        },
+    )
+    .await;
+    let by_image = launch(
+        &ec2,
+        Launch {
+            image: OTHER_AMI,
+            ..Default::default()
+        },
+    )
+    .await;
     let plain = launch(&ec2, Launch::default()).await;
     let ids = [by_tag[0].clone(), by_image[0].clone(), plain[0].clone()];
     let event = event_for(&ec2, "run-instances-cli-multi.json", &ids, None).await;
@@ -232,18 +370,27 @@ async fn each_exemption_kind_leaves_its_instance_alone() {
     .await;
     let report = g.handle(&event).await.unwrap();
     let outcomes: Vec<_> = report.instances.iter().map(|i| i.outcome).collect();
-    assert_eq!(outcomes, [Outcome::Exempt, Outcome::Exempt, Outcome::Remediated]);
+    assert_eq!(
+        outcomes,
+        [Outcome::Exempt, Outcome::Exempt, Outcome::Remediated]
+    );
     assert_eq!(seen(&ec2, &ids[0]).await.tokens, "optional");
     assert_eq!(seen(&ec2, &ids[1]).await.tokens, "optional");
     assert_eq!(seen(&ec2, &ids[2]).await.tokens, "required");
     let body = &sent(&topic)[0].1;
     assert_eq!(body["instances"][0]["exemption"], "tag legacy-imds=true");
-    assert_eq!(body["instances"][1]["exemption"], format!("image {OTHER_AMI} is exempt"));
+    assert_eq!(
+        body["instances"][1]["exemption"],
+        format!("image {OTHER_AMI} is exempt")
+    );
 
     // The principal kind: the same launch by an exempt role changes nothing.
     let more = launch(&ec2, Launch::default()).await;
     let g = guard(&[("EXEMPT_PRINCIPAL_ARNS", "arn:aws:iam::*:role/DevOps")]).await;
-    let r = g.handle(&event_for(&ec2, "run-instances-cli-multi.json", &more, None).await).await.unwrap();
+    let r = g
+        .handle(&event_for(&ec2, "run-instances-cli-multi.json", &more, None).await)
+        .await
+        .unwrap();
     assert_eq!(r.instances[0].outcome, Outcome::Exempt);
     assert_eq!(seen(&ec2, &more[0]).await.tokens, "optional");
 }
@@ -255,7 +402,10 @@ async fn acts_in_the_region_of_the_event() {
     // The same launch stamped with another region: nothing of it is there.
     let elsewhere = event_for(&west, "run-instances-console.json", &ids, Some("us-west-2")).await;
     let g = guard(&[]).await;
-    let report = g.handle(&event_for(&west, "run-instances-console.json", &ids, Some("eu-west-1")).await).await.unwrap();
+    let report = g
+        .handle(&event_for(&west, "run-instances-console.json", &ids, Some("eu-west-1")).await)
+        .await
+        .unwrap();
     assert_eq!(report.instances[0].outcome, Outcome::Remediated);
     assert_eq!(seen(&west, &ids[0]).await.tokens, "required");
     let g = guard(&[("RETRY_BUDGET_SECONDS", "1")]).await;
@@ -266,7 +416,15 @@ async fn acts_in_the_region_of_the_event() {
 #[tokio::test]
 async fn a_revert_to_optional_is_undone() {
     let ec2 = ec2("eu-west-1").await;
-    let ids = launch(&ec2, Launch { tokens: "required", hop: 2, ..Default::default() }).await;
+    let ids = launch(
+        &ec2,
+        Launch {
+            tokens: "required",
+            hop: 2,
+            ..Default::default()
+        },
+    )
+    .await;
     // Someone turns IMDSv1 back on.
     ec2.modify_instance_metadata_options()
         .instance_id(&ids[0])
@@ -278,7 +436,8 @@ async fn a_revert_to_optional_is_undone() {
         .unwrap();
     assert_eq!(seen(&ec2, &ids[0]).await.tokens, "optional");
     let mut event = crate::common::fixture("modify-metadata-options-revert.json");
-    event["detail"]["requestParameters"]["ModifyInstanceMetadataOptionsRequest"]["InstanceId"] = ids[0].clone().into();
+    event["detail"]["requestParameters"]["ModifyInstanceMetadataOptionsRequest"]["InstanceId"] =
+        ids[0].clone().into();
     let report = guard(&[]).await.handle(&event).await.unwrap();
     assert_eq!(report.instances[0].outcome, Outcome::Remediated);
     let s = seen(&ec2, &ids[0]).await;

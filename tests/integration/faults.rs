@@ -23,7 +23,13 @@ use crate::common::{config, fixture, guard, launch_event};
 
 const TOPIC: &str = "arn:aws:sns:us-east-1:111122223333:imds-guard";
 
-fn inst(id: &str, tokens: &str, hop: i32, state: InstanceStateName, tags: &[(&str, &str)]) -> Instance {
+fn inst(
+    id: &str,
+    tokens: &str,
+    hop: i32,
+    state: InstanceStateName,
+    tags: &[(&str, &str)],
+) -> Instance {
     Instance::builder()
         .instance_id(id)
         .image_id("ami-0c02fb55956c7d316")
@@ -35,13 +41,21 @@ fn inst(id: &str, tokens: &str, hop: i32, state: InstanceStateName, tags: &[(&st
                 .http_put_response_hop_limit(hop)
                 .build(),
         )
-        .set_tags(Some(tags.iter().map(|(k, v)| Tag::builder().key(*k).value(*v).build()).collect()))
+        .set_tags(Some(
+            tags.iter()
+                .map(|(k, v)| Tag::builder().key(*k).value(*v).build())
+                .collect(),
+        ))
         .build()
 }
 
 fn described(instances: Vec<Instance>) -> DescribeInstancesOutput {
     DescribeInstancesOutput::builder()
-        .reservations(Reservation::builder().set_instances(Some(instances)).build())
+        .reservations(
+            Reservation::builder()
+                .set_instances(Some(instances))
+                .build(),
+        )
         .build()
 }
 
@@ -50,7 +64,10 @@ fn running(id: &str, tokens: &str, hop: i32) -> Instance {
 }
 
 fn meta(code: &str) -> ErrorMetadata {
-    ErrorMetadata::builder().code(code).message(format!("mocked {code}")).build()
+    ErrorMetadata::builder()
+        .code(code)
+        .message(format!("mocked {code}"))
+        .build()
 }
 
 fn modify_ok() -> Rule {
@@ -66,14 +83,25 @@ fn publish_ok() -> Rule {
     mock!(SnsClient::publish).then_output(|| PublishOutput::builder().message_id("m-1").build())
 }
 
-const MULTI: [&str; 3] = ["i-0aaaaaaaaaaaaaaa1", "i-0aaaaaaaaaaaaaaa2", "i-0aaaaaaaaaaaaaaa3"];
+const MULTI: [&str; 3] = [
+    "i-0aaaaaaaaaaaaaaa1",
+    "i-0aaaaaaaaaaaaaaa2",
+    "i-0aaaaaaaaaaaaaaa3",
+];
 
 #[tokio::test]
 async fn compliant_launch_with_options_in_the_event_makes_no_call() {
     let describe = mock!(Ec2Client::describe_instances).then_output(|| described(vec![]));
     let (modify, tag, publish) = (modify_ok(), tag_ok(), publish_ok());
-    let g = guard(config(&[("NOTIFY_TOPIC_ARN", TOPIC)]), &[&describe, &modify, &tag], &[&publish]);
-    let report = g.handle(&fixture("run-instances-compliant.json")).await.unwrap();
+    let g = guard(
+        config(&[("NOTIFY_TOPIC_ARN", TOPIC)]),
+        &[&describe, &modify, &tag],
+        &[&publish],
+    );
+    let report = g
+        .handle(&fixture("run-instances-compliant.json"))
+        .await
+        .unwrap();
     assert_eq!(report.instances[0].outcome, Outcome::Compliant);
     assert_eq!(report.notification, "not needed");
     let calls = describe.num_calls() + modify.num_calls() + tag.num_calls() + publish.num_calls();
@@ -99,7 +127,9 @@ async fn launch_of_three_costs_one_describe_k_modifies_one_tag_one_publish() {
         })
         .then_output(|| ModifyInstanceMetadataOptionsOutput::builder().build());
     let modify2 = mock!(Ec2Client::modify_instance_metadata_options)
-        .match_requests(|r| r.instance_id() == Some(MULTI[1]) && r.http_put_response_hop_limit() == Some(2))
+        .match_requests(|r| {
+            r.instance_id() == Some(MULTI[1]) && r.http_put_response_hop_limit() == Some(2)
+        })
         .then_output(|| ModifyInstanceMetadataOptionsOutput::builder().build());
     let tag = mock!(Ec2Client::create_tags)
         .match_requests(|r| {
@@ -122,11 +152,23 @@ async fn launch_of_three_costs_one_describe_k_modifies_one_tag_one_publish() {
         &[&describe, &modify1, &modify2, &tag],
         &[&publish],
     );
-    let report = g.handle(&fixture("run-instances-cli-multi.json")).await.unwrap();
+    let report = g
+        .handle(&fixture("run-instances-cli-multi.json"))
+        .await
+        .unwrap();
     let outcomes: Vec<_> = report.instances.iter().map(|i| i.outcome).collect();
-    assert_eq!(outcomes, [Outcome::Remediated, Outcome::Remediated, Outcome::Compliant]);
     assert_eq!(
-        (describe.num_calls(), modify1.num_calls(), modify2.num_calls(), tag.num_calls(), publish.num_calls()),
+        outcomes,
+        [Outcome::Remediated, Outcome::Remediated, Outcome::Compliant]
+    );
+    assert_eq!(
+        (
+            describe.num_calls(),
+            modify1.num_calls(),
+            modify2.num_calls(),
+            tag.num_calls(),
+            publish.num_calls()
+        ),
         (1, 1, 1, 1, 1)
     );
     assert_eq!(report.notification, "sent m-1");
@@ -143,8 +185,15 @@ async fn new_instance_not_yet_visible_is_retried_until_it_appears() {
         .repeatedly()
         .build();
     let (modify, tag) = (modify_ok(), tag_ok());
-    let g = guard(config(&[("RETRY_BUDGET_SECONDS", "10")]), &[&describe, &modify, &tag], &[]);
-    let report = g.handle(&fixture("run-instances-console.json")).await.unwrap();
+    let g = guard(
+        config(&[("RETRY_BUDGET_SECONDS", "10")]),
+        &[&describe, &modify, &tag],
+        &[],
+    );
+    let report = g
+        .handle(&fixture("run-instances-console.json"))
+        .await
+        .unwrap();
     assert_eq!(report.instances[0].outcome, Outcome::Remediated);
     assert_eq!(describe.num_calls(), 3);
     assert_eq!(report.notification, "no topic configured");
@@ -153,8 +202,15 @@ async fn new_instance_not_yet_visible_is_retried_until_it_appears() {
 #[tokio::test]
 async fn modify_answering_not_found_then_pending_is_retried() {
     let id = "i-0a1b2c3d4e5f60718";
-    let describe = mock!(Ec2Client::describe_instances)
-        .then_output(move || described(vec![inst(id, "optional", 1, InstanceStateName::Pending, &[])]));
+    let describe = mock!(Ec2Client::describe_instances).then_output(move || {
+        described(vec![inst(
+            id,
+            "optional",
+            1,
+            InstanceStateName::Pending,
+            &[],
+        )])
+    });
     let modify = mock!(Ec2Client::modify_instance_metadata_options)
         .sequence()
         .error(|| ModifyInstanceMetadataOptionsError::generic(meta("InvalidInstanceID.NotFound")))
@@ -162,8 +218,15 @@ async fn modify_answering_not_found_then_pending_is_retried() {
         .output(|| ModifyInstanceMetadataOptionsOutput::builder().build())
         .build();
     let tag = tag_ok();
-    let g = guard(config(&[("RETRY_BUDGET_SECONDS", "10")]), &[&describe, &modify, &tag], &[]);
-    let report = g.handle(&fixture("run-instances-console.json")).await.unwrap();
+    let g = guard(
+        config(&[("RETRY_BUDGET_SECONDS", "10")]),
+        &[&describe, &modify, &tag],
+        &[],
+    );
+    let report = g
+        .handle(&fixture("run-instances-console.json"))
+        .await
+        .unwrap();
     assert_eq!(report.instances[0].outcome, Outcome::Remediated);
     assert_eq!(modify.num_calls(), 3);
     assert_eq!(tag.num_calls(), 1);
@@ -172,16 +235,35 @@ async fn modify_answering_not_found_then_pending_is_retried() {
 #[tokio::test]
 async fn instance_that_never_leaves_pending_fails_the_invocation_by_name() {
     let id = "i-0a1b2c3d4e5f60718";
-    let describe = mock!(Ec2Client::describe_instances)
-        .then_output(move || described(vec![inst(id, "optional", 1, InstanceStateName::Pending, &[])]));
+    let describe = mock!(Ec2Client::describe_instances).then_output(move || {
+        described(vec![inst(
+            id,
+            "optional",
+            1,
+            InstanceStateName::Pending,
+            &[],
+        )])
+    });
     let modify = mock!(Ec2Client::modify_instance_metadata_options)
         .then_error(|| ModifyInstanceMetadataOptionsError::generic(meta("IncorrectInstanceState")));
     let tag = tag_ok();
-    let g = guard(config(&[("RETRY_BUDGET_SECONDS", "1")]), &[&describe, &modify, &tag], &[]);
-    let err = g.handle(&fixture("run-instances-console.json")).await.unwrap_err();
+    let g = guard(
+        config(&[("RETRY_BUDGET_SECONDS", "1")]),
+        &[&describe, &modify, &tag],
+        &[],
+    );
+    let err = g
+        .handle(&fixture("run-instances-console.json"))
+        .await
+        .unwrap_err();
     let msg = err.to_string();
-    assert!(msg.contains(id) && msg.contains("IncorrectInstanceState"), "{msg}");
-    let GuardError::Unhandled { report, .. } = err else { panic!() };
+    assert!(
+        msg.contains(id) && msg.contains("IncorrectInstanceState"),
+        "{msg}"
+    );
+    let GuardError::Unhandled { report, .. } = err else {
+        panic!()
+    };
     assert_eq!(report.instances[0].outcome, Outcome::Failed);
     assert_eq!(tag.num_calls(), 0, "nothing to tag when nothing changed");
 }
@@ -191,13 +273,36 @@ async fn instance_terminating_during_retry_is_gone_not_an_error() {
     let id = "i-0a1b2c3d4e5f60718";
     let describe = mock!(Ec2Client::describe_instances)
         .sequence()
-        .output(move || described(vec![inst(id, "optional", 1, InstanceStateName::Pending, &[])]))
-        .output(move || described(vec![inst(id, "optional", 1, InstanceStateName::ShuttingDown, &[])]))
+        .output(move || {
+            described(vec![inst(
+                id,
+                "optional",
+                1,
+                InstanceStateName::Pending,
+                &[],
+            )])
+        })
+        .output(move || {
+            described(vec![inst(
+                id,
+                "optional",
+                1,
+                InstanceStateName::ShuttingDown,
+                &[],
+            )])
+        })
         .build();
     let modify = mock!(Ec2Client::modify_instance_metadata_options)
         .then_error(|| ModifyInstanceMetadataOptionsError::generic(meta("IncorrectInstanceState")));
-    let g = guard(config(&[("RETRY_BUDGET_SECONDS", "10")]), &[&describe, &modify], &[]);
-    let report = g.handle(&fixture("run-instances-console.json")).await.unwrap();
+    let g = guard(
+        config(&[("RETRY_BUDGET_SECONDS", "10")]),
+        &[&describe, &modify],
+        &[],
+    );
+    let report = g
+        .handle(&fixture("run-instances-console.json"))
+        .await
+        .unwrap();
     assert_eq!(report.instances[0].outcome, Outcome::Gone);
     assert_eq!(modify.num_calls(), 1);
 }
@@ -205,11 +310,21 @@ async fn instance_terminating_during_retry_is_gone_not_an_error() {
 #[tokio::test]
 async fn terminated_instance_is_gone_without_a_write() {
     let id = "i-0a1b2c3d4e5f60718";
-    let describe = mock!(Ec2Client::describe_instances)
-        .then_output(move || described(vec![inst(id, "optional", 1, InstanceStateName::Terminated, &[])]));
+    let describe = mock!(Ec2Client::describe_instances).then_output(move || {
+        described(vec![inst(
+            id,
+            "optional",
+            1,
+            InstanceStateName::Terminated,
+            &[],
+        )])
+    });
     let (modify, tag) = (modify_ok(), tag_ok());
     let g = guard(config(&[]), &[&describe, &modify, &tag], &[]);
-    let report = g.handle(&fixture("run-instances-console.json")).await.unwrap();
+    let report = g
+        .handle(&fixture("run-instances-console.json"))
+        .await
+        .unwrap();
     assert_eq!(report.instances[0].outcome, Outcome::Gone);
     assert_eq!(modify.num_calls() + tag.num_calls(), 0);
 }
@@ -233,7 +348,10 @@ async fn throttling_and_5xx_are_retried_by_the_sdk() {
         .build();
     let tag = tag_ok();
     let g = guard(config(&[]), &[&describe, &modify, &tag], &[]);
-    let report = g.handle(&fixture("run-instances-console.json")).await.unwrap();
+    let report = g
+        .handle(&fixture("run-instances-console.json"))
+        .await
+        .unwrap();
     assert_eq!(report.instances[0].outcome, Outcome::Remediated);
     assert_eq!((describe.num_calls(), modify.num_calls()), (2, 3));
 }
@@ -248,7 +366,10 @@ async fn persistent_throttling_fails_the_instance_after_the_sdk_gives_up() {
         .repeatedly()
         .build();
     let g = guard(config(&[]), &[&describe, &modify], &[]);
-    let err = g.handle(&fixture("run-instances-console.json")).await.unwrap_err();
+    let err = g
+        .handle(&fixture("run-instances-console.json"))
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("RequestLimitExceeded"), "{err}");
     assert_eq!(modify.num_calls(), 5, "the SDK's 5 attempts, no more");
 }
@@ -256,7 +377,11 @@ async fn persistent_throttling_fails_the_instance_after_the_sdk_gives_up() {
 #[tokio::test]
 async fn missing_permission_is_named_not_retried_and_others_still_handled() {
     let describe = mock!(Ec2Client::describe_instances).then_output(|| {
-        described(vec![running(MULTI[0], "optional", 1), running(MULTI[1], "optional", 2), running(MULTI[2], "required", 2)])
+        described(vec![
+            running(MULTI[0], "optional", 1),
+            running(MULTI[1], "optional", 2),
+            running(MULTI[2], "required", 2),
+        ])
     });
     let denied = mock!(Ec2Client::modify_instance_metadata_options)
         .match_requests(|r| r.instance_id() == Some(MULTI[0]))
@@ -273,17 +398,38 @@ async fn missing_permission_is_named_not_retried_and_others_still_handled() {
         .match_requests(|r| r.resources() == [MULTI[1]])
         .then_output(|| CreateTagsOutput::builder().build());
     let publish = publish_ok();
-    let g = guard(config(&[("NOTIFY_TOPIC_ARN", TOPIC)]), &[&describe, &denied, &modify, &tag], &[&publish]);
-    let err = g.handle(&fixture("run-instances-cli-multi.json")).await.unwrap_err();
+    let g = guard(
+        config(&[("NOTIFY_TOPIC_ARN", TOPIC)]),
+        &[&describe, &denied, &modify, &tag],
+        &[&publish],
+    );
+    let err = g
+        .handle(&fixture("run-instances-cli-multi.json"))
+        .await
+        .unwrap_err();
     let msg = err.to_string();
     assert!(msg.starts_with("1 of 3 not handled"), "{msg}");
-    assert!(msg.contains(MULTI[0]) && msg.contains("ec2:ModifyInstanceMetadataOptions"), "{msg}");
-    assert!(!msg.contains(MULTI[1]), "the remediated one is not named: {msg}");
+    assert!(
+        msg.contains(MULTI[0]) && msg.contains("ec2:ModifyInstanceMetadataOptions"),
+        "{msg}"
+    );
+    assert!(
+        !msg.contains(MULTI[1]),
+        "the remediated one is not named: {msg}"
+    );
     assert_eq!(denied.num_calls(), 1, "a missing permission is not retried");
-    assert_eq!((modify.num_calls(), tag.num_calls(), publish.num_calls()), (1, 1, 1));
-    let GuardError::Unhandled { report, .. } = err else { panic!() };
+    assert_eq!(
+        (modify.num_calls(), tag.num_calls(), publish.num_calls()),
+        (1, 1, 1)
+    );
+    let GuardError::Unhandled { report, .. } = err else {
+        panic!()
+    };
     let outcomes: Vec<_> = report.instances.iter().map(|i| i.outcome).collect();
-    assert_eq!(outcomes, [Outcome::Failed, Outcome::Remediated, Outcome::Compliant]);
+    assert_eq!(
+        outcomes,
+        [Outcome::Failed, Outcome::Remediated, Outcome::Compliant]
+    );
 }
 
 #[tokio::test]
@@ -293,23 +439,49 @@ async fn notification_failure_keeps_the_remediation_and_a_retry_doubles_nothing(
     let describe = mock!(Ec2Client::describe_instances)
         .sequence()
         .output(move || described(vec![running(id, "optional", 1)]))
-        .output(move || described(vec![inst(id, "required", 1, InstanceStateName::Running, &[("imds-guard:status", "remediated")])]))
+        .output(move || {
+            described(vec![inst(
+                id,
+                "required",
+                1,
+                InstanceStateName::Running,
+                &[("imds-guard:status", "remediated")],
+            )])
+        })
         .repeatedly()
         .build();
     let (modify, tag) = (modify_ok(), tag_ok());
-    let publish = mock!(SnsClient::publish)
-        .then_error(|| PublishError::generic(ErrorMetadata::builder().code("InternalError").message("boom").build()));
-    let g = guard(config(&[("NOTIFY_TOPIC_ARN", TOPIC)]), &[&describe, &modify, &tag], &[&publish]);
+    let publish = mock!(SnsClient::publish).then_error(|| {
+        PublishError::generic(
+            ErrorMetadata::builder()
+                .code("InternalError")
+                .message("boom")
+                .build(),
+        )
+    });
+    let g = guard(
+        config(&[("NOTIFY_TOPIC_ARN", TOPIC)]),
+        &[&describe, &modify, &tag],
+        &[&publish],
+    );
     let event = fixture("run-instances-console.json");
     let err = g.handle(&event).await.unwrap_err();
     assert!(err.to_string().contains("notification failed"), "{err}");
     assert!(err.to_string().contains("1 remediated"), "{err}");
-    assert_eq!((modify.num_calls(), tag.num_calls()), (1, 1), "remediation done despite SNS");
+    assert_eq!(
+        (modify.num_calls(), tag.num_calls()),
+        (1, 1),
+        "remediation done despite SNS"
+    );
 
     // The asynchronous retry of the same event.
     let report = g.handle(&event).await.unwrap();
     assert_eq!(report.instances[0].outcome, Outcome::Compliant);
-    assert_eq!((modify.num_calls(), tag.num_calls()), (1, 1), "nothing written twice");
+    assert_eq!(
+        (modify.num_calls(), tag.num_calls()),
+        (1, 1),
+        "nothing written twice"
+    );
 }
 
 #[tokio::test]
@@ -317,18 +489,28 @@ async fn tag_failure_after_remediation_fails_the_invocation() {
     let describe = mock!(Ec2Client::describe_instances)
         .then_output(|| described(vec![running("i-0a1b2c3d4e5f60718", "optional", 1)]));
     let modify = modify_ok();
-    let tag = mock!(Ec2Client::create_tags).then_error(|| CreateTagsError::generic(meta("UnauthorizedOperation")));
+    let tag = mock!(Ec2Client::create_tags)
+        .then_error(|| CreateTagsError::generic(meta("UnauthorizedOperation")));
     let g = guard(config(&[]), &[&describe, &modify, &tag], &[]);
-    let err = g.handle(&fixture("run-instances-console.json")).await.unwrap_err();
+    let err = g
+        .handle(&fixture("run-instances-console.json"))
+        .await
+        .unwrap_err();
     let msg = err.to_string();
-    assert!(msg.contains("remediated, but tagging failed") && msg.contains("ec2:CreateTags"), "{msg}");
+    assert!(
+        msg.contains("remediated, but tagging failed") && msg.contains("ec2:CreateTags"),
+        "{msg}"
+    );
 }
 
 #[tokio::test]
 async fn failed_launch_and_unrelated_events_make_no_call() {
     let describe = mock!(Ec2Client::describe_instances).then_output(|| described(vec![]));
     let g = guard(config(&[]), &[&describe], &[]);
-    let r = g.handle(&fixture("run-instances-failed.json")).await.unwrap();
+    let r = g
+        .handle(&fixture("run-instances-failed.json"))
+        .await
+        .unwrap();
     assert_eq!(r.status, Status::FailedCall);
     assert!(r.reason.unwrap().contains("Client.UnauthorizedOperation"));
     for f in ["unrelated-create-tags.json", "scheduled-event.json"] {
@@ -346,39 +528,70 @@ async fn malformed_ec2_event_is_an_error_naming_the_event() {
     ev["detail"]["responseElements"]["instancesSet"]["items"] = "nope".into();
     let err = g.handle(&ev).await.unwrap_err();
     assert!(matches!(err, GuardError::Malformed(_)));
-    assert!(err.to_string().contains("d3c2b1a0-9f8e-4d7c-b6a5-0f1e2d3c4b5a"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("d3c2b1a0-9f8e-4d7c-b6a5-0f1e2d3c4b5a"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
 async fn unreadable_items_fail_the_invocation_after_the_rest_is_done() {
-    let ids = ["i-0aaaaaaaaaaaaaaa1".to_string(), "i-0aaaaaaaaaaaaaaa2".to_string()];
+    let ids = [
+        "i-0aaaaaaaaaaaaaaa1".to_string(),
+        "i-0aaaaaaaaaaaaaaa2".to_string(),
+    ];
     let mut ev = launch_event("run-instances-cli-multi.json", &ids, None);
     ev["detail"]["responseElements"]["instancesSet"]["items"][1]["instanceId"] = 7.into();
-    let describe = mock!(Ec2Client::describe_instances).then_output(|| described(vec![running(MULTI[0], "optional", 1)]));
+    let describe = mock!(Ec2Client::describe_instances)
+        .then_output(|| described(vec![running(MULTI[0], "optional", 1)]));
     let (modify, tag) = (modify_ok(), tag_ok());
     let g = guard(config(&[]), &[&describe, &modify, &tag], &[]);
     let err = g.handle(&ev).await.unwrap_err();
     assert!(err.to_string().contains("instancesSet.items[1]"), "{err}");
-    assert_eq!(modify.num_calls(), 1, "the readable instance was remediated");
+    assert_eq!(
+        modify.num_calls(),
+        1,
+        "the readable instance was remediated"
+    );
 }
 
 #[tokio::test]
 async fn exempt_by_tag_is_reported_and_untouched() {
     let describe = mock!(Ec2Client::describe_instances).then_output(|| {
-        described(vec![inst("i-0a1b2c3d4e5f60718", "optional", 1, InstanceStateName::Running, &[("legacy-imds", "true")])])
+        described(vec![inst(
+            "i-0a1b2c3d4e5f60718",
+            "optional",
+            1,
+            InstanceStateName::Running,
+            &[("legacy-imds", "true")],
+        )])
     });
     let (modify, tag) = (modify_ok(), tag_ok());
     let publish = mock!(SnsClient::publish)
-        .match_requests(|r| r.message().unwrap().contains("\"exemption\": \"tag legacy-imds=true\""))
+        .match_requests(|r| {
+            r.message()
+                .unwrap()
+                .contains("\"exemption\": \"tag legacy-imds=true\"")
+        })
         .then_output(|| PublishOutput::builder().message_id("m-2").build());
     let g = guard(
-        config(&[("EXEMPT_TAG_KEY", "legacy-imds"), ("NOTIFY_TOPIC_ARN", TOPIC)]),
+        config(&[
+            ("EXEMPT_TAG_KEY", "legacy-imds"),
+            ("NOTIFY_TOPIC_ARN", TOPIC),
+        ]),
         &[&describe, &modify, &tag],
         &[&publish],
     );
-    let report = g.handle(&fixture("run-instances-console.json")).await.unwrap();
+    let report = g
+        .handle(&fixture("run-instances-console.json"))
+        .await
+        .unwrap();
     assert_eq!(report.instances[0].outcome, Outcome::Exempt);
-    assert_eq!((modify.num_calls(), tag.num_calls(), publish.num_calls()), (0, 0, 1));
+    assert_eq!(
+        (modify.num_calls(), tag.num_calls(), publish.num_calls()),
+        (0, 0, 1)
+    );
 }
 
 #[tokio::test]
@@ -389,13 +602,26 @@ async fn audit_writes_nothing_and_says_what_enforce_would_do() {
     let publish = mock!(SnsClient::publish)
         .match_requests(|r| {
             let m = r.message().unwrap();
-            m.contains("\"would\": \"set HttpTokens=required") && r.subject().unwrap().starts_with("imds-guard audit: 1 flagged")
+            m.contains("\"would\": \"set HttpTokens=required")
+                && r.subject()
+                    .unwrap()
+                    .starts_with("imds-guard audit: 1 flagged")
         })
         .then_output(|| PublishOutput::builder().message_id("m-3").build());
-    let g = guard(config(&[("GUARD_MODE", "audit"), ("NOTIFY_TOPIC_ARN", TOPIC)]), &[&describe, &modify, &tag], &[&publish]);
-    let report = g.handle(&fixture("run-instances-console.json")).await.unwrap();
+    let g = guard(
+        config(&[("GUARD_MODE", "audit"), ("NOTIFY_TOPIC_ARN", TOPIC)]),
+        &[&describe, &modify, &tag],
+        &[&publish],
+    );
+    let report = g
+        .handle(&fixture("run-instances-console.json"))
+        .await
+        .unwrap();
     assert_eq!(report.instances[0].outcome, Outcome::Flagged);
-    assert_eq!((modify.num_calls(), tag.num_calls(), publish.num_calls()), (0, 0, 1));
+    assert_eq!(
+        (modify.num_calls(), tag.num_calls(), publish.num_calls()),
+        (0, 0, 1)
+    );
 }
 
 #[tokio::test]
@@ -404,7 +630,15 @@ async fn notify_tags_once_and_a_repeated_launch_event_is_quiet() {
     let describe = mock!(Ec2Client::describe_instances)
         .sequence()
         .output(move || described(vec![running(id, "optional", 1)]))
-        .output(move || described(vec![inst(id, "optional", 1, InstanceStateName::Running, &[("imds-guard:status", "noncompliant")])]))
+        .output(move || {
+            described(vec![inst(
+                id,
+                "optional",
+                1,
+                InstanceStateName::Running,
+                &[("imds-guard:status", "noncompliant")],
+            )])
+        })
         .repeatedly()
         .build();
     let modify = modify_ok();
@@ -412,30 +646,52 @@ async fn notify_tags_once_and_a_repeated_launch_event_is_quiet() {
         .match_requests(|r| r.tags()[0].value() == Some("noncompliant"))
         .then_output(|| CreateTagsOutput::builder().build());
     let publish = publish_ok();
-    let g = guard(config(&[("GUARD_MODE", "notify"), ("NOTIFY_TOPIC_ARN", TOPIC)]), &[&describe, &modify, &tag], &[&publish]);
+    let g = guard(
+        config(&[("GUARD_MODE", "notify"), ("NOTIFY_TOPIC_ARN", TOPIC)]),
+        &[&describe, &modify, &tag],
+        &[&publish],
+    );
     let event = fixture("run-instances-console.json");
     let first = g.handle(&event).await.unwrap();
     assert_eq!(first.instances[0].outcome, Outcome::Flagged);
     let again = g.handle(&event).await.unwrap();
     assert_eq!(again.instances[0].outcome, Outcome::Flagged);
     assert_eq!(again.notification, "not needed");
-    assert_eq!((modify.num_calls(), tag.num_calls(), publish.num_calls()), (0, 1, 1));
+    assert_eq!(
+        (modify.num_calls(), tag.num_calls(), publish.num_calls()),
+        (0, 1, 1)
+    );
 }
 
 #[tokio::test]
 async fn hop_limit_above_the_maximum_is_lowered_never_raised() {
     let describe = mock!(Ec2Client::describe_instances).then_output(|| {
-        described(vec![running(MULTI[0], "optional", 1), running(MULTI[1], "optional", 8), running(MULTI[2], "required", 2)])
+        described(vec![
+            running(MULTI[0], "optional", 1),
+            running(MULTI[1], "optional", 8),
+            running(MULTI[2], "required", 2),
+        ])
     });
     let low = mock!(Ec2Client::modify_instance_metadata_options)
-        .match_requests(|r| r.instance_id() == Some(MULTI[0]) && r.http_put_response_hop_limit() == Some(1))
+        .match_requests(|r| {
+            r.instance_id() == Some(MULTI[0]) && r.http_put_response_hop_limit() == Some(1)
+        })
         .then_output(|| ModifyInstanceMetadataOptionsOutput::builder().build());
     let lowered = mock!(Ec2Client::modify_instance_metadata_options)
-        .match_requests(|r| r.instance_id() == Some(MULTI[1]) && r.http_put_response_hop_limit() == Some(2))
+        .match_requests(|r| {
+            r.instance_id() == Some(MULTI[1]) && r.http_put_response_hop_limit() == Some(2)
+        })
         .then_output(|| ModifyInstanceMetadataOptionsOutput::builder().build());
     let tag = tag_ok();
-    let g = guard(config(&[("MAX_HOP_LIMIT", "2")]), &[&describe, &low, &lowered, &tag], &[]);
-    let report = g.handle(&fixture("run-instances-cli-multi.json")).await.unwrap();
+    let g = guard(
+        config(&[("MAX_HOP_LIMIT", "2")]),
+        &[&describe, &low, &lowered, &tag],
+        &[],
+    );
+    let report = g
+        .handle(&fixture("run-instances-cli-multi.json"))
+        .await
+        .unwrap();
     assert_eq!((low.num_calls(), lowered.num_calls()), (1, 1));
     assert_eq!(report.instances[2].outcome, Outcome::Compliant);
 }
@@ -443,13 +699,17 @@ async fn hop_limit_above_the_maximum_is_lowered_never_raised() {
 #[tokio::test]
 async fn metadata_revert_is_looked_up_and_fixed() {
     let id = "i-0fedcba9876543210";
-    let describe = mock!(Ec2Client::describe_instances).then_output(move || described(vec![running(id, "optional", 1)]));
+    let describe = mock!(Ec2Client::describe_instances)
+        .then_output(move || described(vec![running(id, "optional", 1)]));
     let modify = mock!(Ec2Client::modify_instance_metadata_options)
         .match_requests(move |r| r.instance_id() == Some(id))
         .then_output(|| ModifyInstanceMetadataOptionsOutput::builder().build());
     let tag = tag_ok();
     let g = guard(config(&[]), &[&describe, &modify, &tag], &[]);
-    let report = g.handle(&fixture("modify-metadata-options-revert.json")).await.unwrap();
+    let report = g
+        .handle(&fixture("modify-metadata-options-revert.json"))
+        .await
+        .unwrap();
     assert_eq!(report.instances[0].outcome, Outcome::Remediated);
     assert_eq!(report.event.unwrap().region, "eu-west-1");
     assert_eq!((describe.num_calls(), modify.num_calls()), (1, 1));
@@ -458,11 +718,25 @@ async fn metadata_revert_is_looked_up_and_fixed() {
 #[tokio::test]
 async fn principal_exemption_matches_the_role_behind_a_session() {
     let describe = mock!(Ec2Client::describe_instances).then_output(|| {
-        described(vec![running(MULTI[0], "optional", 1), running(MULTI[1], "optional", 2), running(MULTI[2], "required", 2)])
+        described(vec![
+            running(MULTI[0], "optional", 1),
+            running(MULTI[1], "optional", 2),
+            running(MULTI[2], "required", 2),
+        ])
     });
     let modify = modify_ok();
-    let g = guard(config(&[("EXEMPT_PRINCIPAL_ARNS", "arn:aws:iam::111122223333:role/DevOps")]), &[&describe, &modify], &[]);
-    let report = g.handle(&fixture("run-instances-cli-multi.json")).await.unwrap();
+    let g = guard(
+        config(&[(
+            "EXEMPT_PRINCIPAL_ARNS",
+            "arn:aws:iam::111122223333:role/DevOps",
+        )]),
+        &[&describe, &modify],
+        &[],
+    );
+    let report = g
+        .handle(&fixture("run-instances-cli-multi.json"))
+        .await
+        .unwrap();
     assert_eq!(report.count(Outcome::Exempt), 2);
     assert_eq!(modify.num_calls(), 0);
 }
