@@ -9,3 +9,4 @@ mod cli;
 mod common;
 mod emulator;
 mod faults;
+mod runtime;

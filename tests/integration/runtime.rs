@@ -1,0 +1,300 @@
+//! The real binary under the real Lambda runtime loop, fed by a small
+//! Runtime API on loopback: hostile input gets an error or an ignore, never
+//! a crash, and the process goes on to serve the next event.
+
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub request_id: String,
+    pub kind: &'static str, // "response" or "error"
+    pub body: String,
+}
+
+#[derive(Default)]
+struct State {
+    queue: VecDeque<(String, Vec<u8>)>,
+    answers: Vec<Answer>,
+    init_errors: Vec<String>,
+}
+
+/// A minimal Lambda Runtime API: hands out queued events on
+/// `/invocation/next` and records what the function answers.
+pub struct RuntimeApi {
+    pub addr: String,
+    state: Arc<Mutex<State>>,
+}
+
+impl RuntimeApi {
+    pub fn start(events: Vec<Vec<u8>>) -> RuntimeApi {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let state = Arc::new(Mutex::new(State {
+            queue: events
+                .into_iter()
+                .enumerate()
+                .map(|(i, e)| (format!("req-{i}"), e))
+                .collect(),
+            ..State::default()
+        }));
+        let st = state.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let st = st.clone();
+                std::thread::spawn(move || serve(conn, st));
+            }
+        });
+        RuntimeApi { addr, state }
+    }
+
+    /// Waits until `n` invocations have been answered (or `limit` passes).
+    pub fn answers(&self, n: usize, limit: Duration) -> Vec<Answer> {
+        let start = Instant::now();
+        loop {
+            let got = self.state.lock().unwrap().answers.clone();
+            if got.len() >= n || start.elapsed() > limit {
+                return got;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+fn serve(conn: TcpStream, state: Arc<Mutex<State>>) {
+    let mut reader = BufReader::new(conn.try_clone().unwrap());
+    let mut out = conn;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        let mut parts = line.split_whitespace();
+        let (method, path) = (
+            parts.next().unwrap_or("").to_string(),
+            parts.next().unwrap_or("").to_string(),
+        );
+        let (mut length, mut chunked) = (0usize, false);
+        loop {
+            let mut h = String::new();
+            if reader.read_line(&mut h).unwrap_or(0) == 0 {
+                return;
+            }
+            let h = h.trim_end();
+            if h.is_empty() {
+                break;
+            }
+            let lower = h.to_ascii_lowercase();
+            if let Some(v) = lower.strip_prefix("content-length:") {
+                length = v.trim().parse().unwrap_or(0);
+            }
+            if lower.starts_with("transfer-encoding:") && lower.contains("chunked") {
+                chunked = true;
+            }
+        }
+        let body = if chunked {
+            read_chunked(&mut reader)
+        } else {
+            let mut b = vec![0; length];
+            reader.read_exact(&mut b).unwrap();
+            b
+        };
+        let body = String::from_utf8_lossy(&body).into_owned();
+
+        if method == "GET" && path.ends_with("/runtime/invocation/next") {
+            // Hand out the next event; with none left, hold the call open
+            // as Lambda does between invocations.
+            let next = loop {
+                if let Some(e) = state.lock().unwrap().queue.pop_front() {
+                    break e;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            };
+            let deadline = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis()
+                + 60_000;
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nLambda-Runtime-Aws-Request-Id: {}\r\n\
+                 Lambda-Runtime-Deadline-Ms: {deadline}\r\nLambda-Runtime-Invoked-Function-Arn: arn:aws:lambda:us-east-1:111122223333:function:imds-guard\r\n\
+                 Lambda-Runtime-Trace-Id: Root=1-00000000-000000000000000000000000\r\nContent-Length: {}\r\n\r\n",
+                next.0,
+                next.1.len()
+            );
+            out.write_all(head.as_bytes()).unwrap();
+            out.write_all(&next.1).unwrap();
+        } else {
+            let mut s = state.lock().unwrap();
+            let segs: Vec<&str> = path.split('/').collect();
+            if path.ends_with("/response") || path.ends_with("/error") {
+                let kind = if path.ends_with("/response") {
+                    "response"
+                } else {
+                    "error"
+                };
+                let id = segs[segs.len() - 2].to_string();
+                s.answers.push(Answer {
+                    request_id: id,
+                    kind,
+                    body,
+                });
+            } else if path.ends_with("/init/error") {
+                s.init_errors.push(body);
+            }
+            out.write_all(
+                b"HTTP/1.1 202 Accepted\r\nContent-Length: 16\r\n\r\n{\"status\":\"OK\"}\n",
+            )
+            .unwrap();
+        }
+        out.flush().unwrap();
+    }
+}
+
+fn read_chunked(r: &mut impl BufRead) -> Vec<u8> {
+    let mut body = Vec::new();
+    loop {
+        let mut size = String::new();
+        r.read_line(&mut size).unwrap();
+        let n =
+            usize::from_str_radix(size.trim().split(';').next().unwrap_or("0"), 16).unwrap_or(0);
+        let mut chunk = vec![0; n + 2];
+        r.read_exact(&mut chunk).unwrap();
+        if n == 0 {
+            return body;
+        }
+        body.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// Starts the release of this build (the test profile's binary) as the
+/// function, against `api`, with `env` on top of a safe base: dummy
+/// credentials and an endpoint on loopback where nothing listens.
+pub fn start_function(api: &RuntimeApi, env: &[(&str, &str)]) -> Child {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_imds-guard"));
+    cmd.env_clear()
+        .env("AWS_LAMBDA_RUNTIME_API", &api.addr)
+        .env("AWS_LAMBDA_FUNCTION_NAME", "imds-guard")
+        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
+        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+        .env("AWS_LAMBDA_LOG_FORMAT", "JSON")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .envs(env.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd.spawn().expect("function starts")
+}
+
+fn fixture_bytes(name: &str) -> Vec<u8> {
+    std::fs::read(format!("{}/events/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+}
+
+#[test]
+fn hostile_input_never_stops_the_function() {
+    let mut malformed_ec2 = crate::common::fixture("run-instances-console.json");
+    malformed_ec2["detail"]["responseElements"]["instancesSet"] =
+        serde_json::json!({"items": {"not": "a list"}});
+    let events: Vec<Vec<u8>> = vec![
+        b"{}".to_vec(),
+        b"\"just a string\"".to_vec(),
+        b"{\"source\": \"aws.ec2\", \"detail-type\": \"AWS API Call via CloudTrail\", \"detail\": nul".to_vec(),
+        serde_json::to_vec(&malformed_ec2).unwrap(),
+        fixture_bytes("run-instances-failed.json"),
+        fixture_bytes("unrelated-create-tags.json"),
+        fixture_bytes("run-instances-compliant.json"),
+    ];
+    let n = events.len();
+    let api = RuntimeApi::start(events);
+    let mut child = start_function(&api, &[]);
+    let answers = api.answers(n, Duration::from_secs(30));
+    let alive = child.try_wait().unwrap().is_none();
+    child.kill().ok();
+    let out = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stdout);
+    assert!(alive, "the function must still be serving; log:\n{log}");
+    assert_eq!(answers.len(), n, "every event answered; log:\n{log}");
+    let kinds: Vec<&str> = answers.iter().map(|a| a.kind).collect();
+    assert_eq!(
+        kinds,
+        ["response", "response", "error", "error", "response", "response", "response"]
+    );
+    assert!(
+        answers[0].body.contains("\"status\":\"ignored\""),
+        "{}",
+        answers[0].body
+    );
+    assert!(
+        answers[3].body.contains("ImdsGuard.MalformedEvent"),
+        "{}",
+        answers[3].body
+    );
+    assert!(
+        answers[3]
+            .body
+            .contains("instancesSet.items is an object, not a list"),
+        "{}",
+        answers[3].body
+    );
+    assert!(
+        answers[6].body.contains("\"outcome\":\"compliant\""),
+        "{}",
+        answers[6].body
+    );
+    let ids: Vec<&str> = answers.iter().map(|a| a.request_id.as_str()).collect();
+    assert_eq!(
+        ids,
+        (0..n).map(|i| format!("req-{i}")).collect::<Vec<_>>(),
+        "answered in order, each once"
+    );
+    assert!(!log.contains("panicked"), "{log}");
+    // No full event body in the logs.
+    assert!(
+        !log.contains("tlsDetails") && !log.contains("ASIAEXAMPLEKEY"),
+        "{log}"
+    );
+}
+
+#[test]
+fn bad_configuration_fails_init_naming_the_variable() {
+    let api = RuntimeApi::start(vec![]);
+    let child = start_function(&api, &[("MAX_HOP_LIMIT", "99")]);
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    let log = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        log.contains("invalid MAX_HOP_LIMIT=\\\"99\\\"")
+            || log.contains("invalid MAX_HOP_LIMIT=\"99\""),
+        "{log}"
+    );
+}
+
+#[test]
+fn an_unhandled_instance_is_reported_as_a_named_error() {
+    // EC2 is unreachable here (port 9 on loopback): the noncompliant launch
+    // cannot be looked up, and the invocation fails naming the instance.
+    let api = RuntimeApi::start(vec![fixture_bytes("run-instances-console.json")]);
+    let mut child = start_function(&api, &[("RETRY_BUDGET_SECONDS", "1")]);
+    let answers = api.answers(1, Duration::from_secs(60));
+    child.kill().ok();
+    let _ = child.wait();
+    assert_eq!(answers.len(), 1);
+    assert_eq!(answers[0].kind, "error");
+    assert!(
+        answers[0].body.contains("ImdsGuard.Unhandled"),
+        "{}",
+        answers[0].body
+    );
+    assert!(
+        answers[0].body.contains("i-0a1b2c3d4e5f60718"),
+        "{}",
+        answers[0].body
+    );
+}
