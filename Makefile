@@ -3,8 +3,9 @@ SHELL := bash
 .SHELLFLAGS := -eu -o pipefail -c
 PYTHON ?= python3
 VENV := .venv
+SAM_VENV := .venv-sam
 
-.PHONY: test demo lint unit venv clean
+.PHONY: test demo lint unit venv sam-venv template clean
 
 # Every test: format, lints, unit tests, the fault matrix on mocked AWS, the
 # end-to-end tests against the local emulator, and the CLI.
@@ -29,7 +30,24 @@ venv: $(VENV)/.installed
 $(VENV)/.installed: tools/requirements-test.txt
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r tools/requirements-test.txt
+	# cargo-lambda cross-compiles with zig, which the ziglang wheel ships.
+	ln -sf "$$($(VENV)/bin/python -c 'import ziglang, os; print(os.path.dirname(ziglang.__file__))')/zig" $(VENV)/bin/zig
+	touch $@
+
+# The SAM template: cfn-lint, sam validate --lint, and sam build (arm64,
+# through cargo-lambda), offline. CI runs it after `make test`.
+template: venv sam-venv
+	rustup target add aarch64-unknown-linux-gnu
+	tools/sam.sh cfn-lint template.yaml
+	tools/sam.sh sam validate --lint --region us-east-1
+	tools/sam.sh sam build --beta-features --region us-east-1
+
+# SAM CLI and cfn-lint, in a virtualenv of their own (their pins clash with moto's).
+sam-venv: $(SAM_VENV)/.installed
+$(SAM_VENV)/.installed: tools/requirements-sam.txt
+	$(PYTHON) -m venv $(SAM_VENV)
+	$(SAM_VENV)/bin/pip install --quiet --disable-pip-version-check -r tools/requirements-sam.txt
 	touch $@
 
 clean:
-	rm -rf target $(VENV)
+	rm -rf target .aws-sam $(VENV) $(SAM_VENV)

@@ -329,3 +329,65 @@ impl Sns {
         Ok(out.message_id().unwrap_or("").to_string())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_ec2::config::Credentials;
+
+    fn offline_base() -> SdkConfig {
+        SdkConfig::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .credentials_provider(aws_sdk_ec2::config::SharedCredentialsProvider::new(
+                Credentials::new("AKID", "secret", None, None, "test"),
+            ))
+            .build()
+    }
+
+    #[test]
+    fn one_client_per_region_built_once_and_in_that_region() {
+        let clients = RegionalClients::new(offline_base());
+        let west = clients.ec2("eu-west-1");
+        let again = clients.ec2("eu-west-1");
+        let east = clients.ec2("us-east-2");
+        assert_eq!(west.0.config().region().unwrap().as_ref(), "eu-west-1");
+        assert_eq!(again.0.config().region().unwrap().as_ref(), "eu-west-1");
+        assert_eq!(east.0.config().region().unwrap().as_ref(), "us-east-2");
+        assert_eq!(
+            clients.ec2.lock().unwrap().len(),
+            2,
+            "cached, not rebuilt per call"
+        );
+        assert_eq!(
+            clients
+                .sns("ap-south-1")
+                .0
+                .config()
+                .region()
+                .unwrap()
+                .as_ref(),
+            "ap-south-1"
+        );
+    }
+
+    #[test]
+    fn unauthorized_is_told_apart_from_other_errors() {
+        let e = AwsError::Unauthorized {
+            code: "UnauthorizedOperation".into(),
+            permission: "ec2:CreateTags",
+            message: "no".into(),
+        };
+        assert!(e.to_string().contains("not allowed ec2:CreateTags"));
+        let nf = AwsError::Api {
+            code: "InvalidInstanceID.NotFound".into(),
+            message: String::new(),
+        };
+        assert!(nf.is_not_found() && !nf.is_incorrect_state());
+        let t = AwsError::Transport {
+            service: "ec2",
+            message: "connection refused".into(),
+        };
+        assert_eq!(t.code(), None);
+    }
+}

@@ -156,6 +156,18 @@ pub enum EventError {
 pub fn parse(payload: &Value) -> Result<GuardEvent, EventError> {
     let envelope = match EventBridgeEvent::<Value>::deserialize(payload) {
         Ok(e) => e,
+        // Something claiming to be an EC2 event that we cannot read could
+        // hide a launch: keep it (an error), do not drop it (an ignore).
+        Err(e) if payload.get("source").and_then(Value::as_str) == Some("aws.ec2") => {
+            return Err(EventError::Malformed {
+                event_name: "aws.ec2".into(),
+                event_id: text(payload, &["id"]).unwrap_or_else(|| "without id".into()),
+                reason: format!(
+                    "unreadable EventBridge envelope ({})",
+                    clean(&e.to_string(), 120)
+                ),
+            })
+        }
         Err(e) => {
             return Ok(ignored(format!(
                 "not an EventBridge event ({})",
@@ -163,6 +175,11 @@ pub fn parse(payload: &Value) -> Result<GuardEvent, EventError> {
             )))
         }
     };
+    if envelope.source == "aws.events" && envelope.detail_type == "Scheduled Event" {
+        return Ok(ignored(
+            "scheduled event: the fleet sweep is not part of this release, nothing to do".into(),
+        ));
+    }
     if envelope.source != "aws.ec2" {
         return Ok(ignored(format!(
             "source {:?} is not aws.ec2",

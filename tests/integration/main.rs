@@ -7,6 +7,8 @@
 
 mod cli;
 mod common;
+mod corpus;
 mod emulator;
 mod faults;
 mod runtime;
+mod template;

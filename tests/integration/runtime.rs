@@ -171,10 +171,38 @@ fn read_chunked(r: &mut impl BufRead) -> Vec<u8> {
     }
 }
 
-/// Starts the release of this build (the test profile's binary) as the
-/// function, against `api`, with `env` on top of a safe base: dummy
-/// credentials and an endpoint on loopback where nothing listens.
-pub fn start_function(api: &RuntimeApi, env: &[(&str, &str)]) -> Child {
+/// The function as a child process, its output drained as it comes (a
+/// full pipe would block the function's logging and stall it).
+pub struct Function {
+    child: Child,
+    log: Arc<Mutex<String>>,
+}
+
+impl Function {
+    pub fn alive(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// Stops the function (if still running) and returns its output.
+    pub fn stop(mut self) -> (std::process::ExitStatus, String) {
+        self.child.kill().ok();
+        self.finish()
+    }
+
+    /// Waits for the function to exit by itself and returns its output.
+    pub fn finish(mut self) -> (std::process::ExitStatus, String) {
+        let status = self.child.wait().unwrap();
+        // Give the drain threads a moment to take the last lines.
+        std::thread::sleep(Duration::from_millis(50));
+        let log = self.log.lock().unwrap().clone();
+        (status, log)
+    }
+}
+
+/// Starts this build's binary as the function, against `api`, with `env` on
+/// top of a safe base: dummy credentials and an endpoint on loopback where
+/// nothing listens.
+pub fn start_function(api: &RuntimeApi, env: &[(&str, &str)]) -> Function {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_imds-guard"));
     cmd.env_clear()
         .env("AWS_LAMBDA_RUNTIME_API", &api.addr)
@@ -190,7 +218,22 @@ pub fn start_function(api: &RuntimeApi, env: &[(&str, &str)]) -> Child {
         .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    cmd.spawn().expect("function starts")
+    let mut child = cmd.spawn().expect("function starts");
+    let log = Arc::new(Mutex::new(String::new()));
+    for stream in [
+        Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
+        Box::new(child.stderr.take().unwrap()),
+    ] {
+        let log = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                let mut l = log.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+    }
+    Function { child, log }
 }
 
 fn fixture_bytes(name: &str) -> Vec<u8> {
@@ -213,12 +256,10 @@ fn hostile_input_never_stops_the_function() {
     ];
     let n = events.len();
     let api = RuntimeApi::start(events);
-    let mut child = start_function(&api, &[]);
+    let mut function = start_function(&api, &[]);
     let answers = api.answers(n, Duration::from_secs(30));
-    let alive = child.try_wait().unwrap().is_none();
-    child.kill().ok();
-    let out = child.wait_with_output().unwrap();
-    let log = String::from_utf8_lossy(&out.stdout);
+    let alive = function.alive();
+    let (_, log) = function.stop();
     assert!(alive, "the function must still be serving; log:\n{log}");
     assert_eq!(answers.len(), n, "every event answered; log:\n{log}");
     let kinds: Vec<&str> = answers.iter().map(|a| a.kind).collect();
@@ -265,10 +306,8 @@ fn hostile_input_never_stops_the_function() {
 #[test]
 fn bad_configuration_fails_init_naming_the_variable() {
     let api = RuntimeApi::start(vec![]);
-    let child = start_function(&api, &[("MAX_HOP_LIMIT", "99")]);
-    let out = child.wait_with_output().unwrap();
-    assert!(!out.status.success());
-    let log = String::from_utf8_lossy(&out.stdout);
+    let (status, log) = start_function(&api, &[("MAX_HOP_LIMIT", "99")]).finish();
+    assert!(!status.success());
     assert!(
         log.contains("invalid MAX_HOP_LIMIT=\\\"99\\\"")
             || log.contains("invalid MAX_HOP_LIMIT=\"99\""),
@@ -281,10 +320,9 @@ fn an_unhandled_instance_is_reported_as_a_named_error() {
     // EC2 is unreachable here (port 9 on loopback): the noncompliant launch
     // cannot be looked up, and the invocation fails naming the instance.
     let api = RuntimeApi::start(vec![fixture_bytes("run-instances-console.json")]);
-    let mut child = start_function(&api, &[("RETRY_BUDGET_SECONDS", "1")]);
+    let function = start_function(&api, &[("RETRY_BUDGET_SECONDS", "1")]);
     let answers = api.answers(1, Duration::from_secs(60));
-    child.kill().ok();
-    let _ = child.wait();
+    function.stop();
     assert_eq!(answers.len(), 1);
     assert_eq!(answers[0].kind, "error");
     assert!(

@@ -1,0 +1,422 @@
+//! The SAM template is the product as much as the code: these checks fail if
+//! it regresses on least privilege, failure handling, encryption or triggers.
+//! Each check is also run against a deliberately broken copy, so it is known
+//! to fail when it should.
+
+use serde_norway::{Mapping, Value};
+
+pub fn load(path: &str) -> Value {
+    let full = format!("{}/{path}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("{full}: {e}"));
+    serde_norway::from_str(&text).unwrap_or_else(|e| panic!("{full}: {e}"))
+}
+
+fn get<'a>(v: &'a Value, path: &[&str]) -> Option<&'a Value> {
+    path.iter().try_fold(v, |v, k| v.get(*k))
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    match v {
+        Value::String(s) => vec![s.clone()],
+        Value::Sequence(items) => items.iter().flat_map(strings).collect(),
+        Value::Tagged(t) => vec![format!(
+            "{} {}",
+            t.tag,
+            serde_norway::to_string(&t.value).unwrap_or_default().trim()
+        )],
+        _ => vec![],
+    }
+}
+
+fn resources_of<'a>(t: &'a Value, kind: &str) -> Vec<(&'a str, &'a Value)> {
+    let Some(Value::Mapping(res)) = t.get("Resources") else {
+        return vec![];
+    };
+    res.iter()
+        .filter(|(_, r)| r.get("Type").and_then(Value::as_str) == Some(kind))
+        .map(|(k, r)| (k.as_str().unwrap_or("?"), r))
+        .collect()
+}
+
+/// Statements, with both branches of any `!If` (a conditional statement is
+/// still a permission the role may hold).
+fn statements(doc: &Value) -> Vec<&Value> {
+    fn walk<'a>(v: &'a Value, out: &mut Vec<&'a Value>) {
+        match v {
+            Value::Sequence(items) => items.iter().for_each(|i| walk(i, out)),
+            Value::Tagged(t) if t.tag == "!If" => {
+                if let Value::Sequence(parts) = &t.value {
+                    parts.iter().skip(1).for_each(|p| walk(p, out));
+                }
+            }
+            Value::Mapping(m) if m.contains_key("Effect") => out.push(v),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    if let Some(s) = doc.get("Statement") {
+        walk(s, &mut out);
+    }
+    out
+}
+
+const ALLOWED_ACTIONS: &[&str] = &[
+    "ec2:DescribeInstances",
+    "ec2:ModifyInstanceMetadataOptions",
+    "ec2:CreateTags",
+    "sns:Publish",
+    "kms:GenerateDataKey",
+    "kms:Decrypt",
+    "sqs:SendMessage",
+    "logs:CreateLogStream",
+    "logs:PutLogEvents",
+];
+
+/// Everything wrong with the guard's template; empty when it is right.
+pub fn problems(t: &Value) -> Vec<String> {
+    let mut p = Vec::new();
+
+    // Least privilege, for every role the template creates.
+    for (name, role) in resources_of(t, "AWS::IAM::Role") {
+        let docs = get(role, &["Properties", "Policies"])
+            .and_then(Value::as_sequence)
+            .cloned()
+            .unwrap_or_default();
+        if get(role, &["Properties", "ManagedPolicyArns"]).is_some() {
+            p.push(format!(
+                "{name}: managed policies are broader than this function needs"
+            ));
+        }
+        for doc in &docs {
+            for st in statements(doc.get("PolicyDocument").unwrap_or(&Value::Null)) {
+                if st.get("Effect").and_then(Value::as_str) != Some("Allow") {
+                    continue;
+                }
+                let actions = strings(st.get("Action").unwrap_or(&Value::Null));
+                let resource = strings(st.get("Resource").unwrap_or(&Value::Null));
+                let sid = st.get("Sid").and_then(Value::as_str).unwrap_or("?");
+                for a in &actions {
+                    if a.contains('*') {
+                        p.push(format!("{name}/{sid}: wildcard action {a}"));
+                    } else if !ALLOWED_ACTIONS.contains(&a.as_str()) {
+                        p.push(format!("{name}/{sid}: unexpected permission {a}"));
+                    }
+                }
+                if resource.iter().any(|r| r == "*") && actions != ["ec2:DescribeInstances"] {
+                    p.push(format!("{name}/{sid}: {actions:?} on every resource"));
+                }
+                let on_instances = resource.iter().all(|r| r.contains(":instance/*"));
+                if actions
+                    .iter()
+                    .any(|a| a == "ec2:ModifyInstanceMetadataOptions" || a == "ec2:CreateTags")
+                    && !on_instances
+                {
+                    p.push(format!("{name}/{sid}: instance writes must be limited to instance ARNs, got {resource:?}"));
+                }
+                if actions.iter().any(|a| a == "ec2:CreateTags") {
+                    let keys = get(
+                        st,
+                        &["Condition", "ForAllValues:StringEquals", "aws:TagKeys"],
+                    )
+                    .map(strings)
+                    .unwrap_or_default();
+                    if keys.len() != 1 || !keys[0].contains("StatusTagKey") {
+                        p.push(format!("{name}/{sid}: CreateTags must be conditioned on the status tag key alone, got {keys:?}"));
+                    }
+                }
+            }
+        }
+    }
+
+    // The function.
+    let functions = resources_of(t, "AWS::Serverless::Function");
+    if functions.len() != 1 {
+        p.push(format!("expected one function, found {}", functions.len()));
+    }
+    for (name, f) in functions {
+        let prop = |k: &str| get(f, &["Properties", k]);
+        let expect = |k: &str, want: &str, p: &mut Vec<String>| {
+            let got = prop(k).map(strings).unwrap_or_default();
+            if got != [want] {
+                p.push(format!("{name}: {k} should be {want}, got {got:?}"));
+            }
+        };
+        expect("Runtime", "provided.al2023", &mut p);
+        expect("Handler", "bootstrap", &mut p);
+        expect("Architectures", "arm64", &mut p);
+        if prop("MemorySize").and_then(Value::as_u64) != Some(128) {
+            p.push(format!("{name}: MemorySize should be 128"));
+        }
+        if get(f, &["Metadata", "BuildMethod"]).and_then(Value::as_str) != Some("rust-cargolambda")
+        {
+            p.push(format!(
+                "{name}: Metadata.BuildMethod should be rust-cargolambda"
+            ));
+        }
+        if get(f, &["Properties", "LoggingConfig", "LogFormat"]).and_then(Value::as_str)
+            != Some("JSON")
+        {
+            p.push(format!("{name}: LoggingConfig.LogFormat should be JSON"));
+        }
+        let budget_max = get(t, &["Parameters", "RetryBudgetSeconds", "MaxValue"])
+            .and_then(Value::as_u64)
+            .unwrap_or(u64::MAX);
+        let timeout = prop("Timeout").and_then(Value::as_u64).unwrap_or(0);
+        if timeout < budget_max.saturating_add(30) {
+            p.push(format!("{name}: Timeout {timeout}s does not cover the retry budget's maximum {budget_max}s"));
+        }
+        if get(
+            f,
+            &[
+                "Properties",
+                "EventInvokeConfig",
+                "DestinationConfig",
+                "OnFailure",
+                "Type",
+            ],
+        )
+        .and_then(Value::as_str)
+            != Some("SQS")
+        {
+            p.push(format!(
+                "{name}: no OnFailure SQS destination for failed events"
+            ));
+        }
+        if prop("Events").is_some() {
+            p.push(format!(
+                "{name}: triggers belong in explicit rules with retry and dead-letter settings"
+            ));
+        }
+    }
+
+    // The trigger.
+    let rules = resources_of(t, "AWS::Events::Rule");
+    let launch = rules.iter().find(|(_, r)| {
+        let names = get(r, &["Properties", "EventPattern", "detail", "eventName"])
+            .map(strings)
+            .unwrap_or_default();
+        names.iter().any(|n| n == "RunInstances")
+    });
+    match launch {
+        None => p.push("no rule on RunInstances".into()),
+        Some((name, r)) => {
+            let pat = |k: &[&str]| {
+                get(r, &[&["Properties", "EventPattern"][..], k].concat())
+                    .map(strings)
+                    .unwrap_or_default()
+            };
+            if pat(&["source"]) != ["aws.ec2"] {
+                p.push(format!("{name}: source should be aws.ec2"));
+            }
+            if pat(&["detail-type"]) != ["AWS API Call via CloudTrail"] {
+                p.push(format!(
+                    "{name}: detail-type should be the CloudTrail API call"
+                ));
+            }
+            if !pat(&["detail", "eventName"])
+                .iter()
+                .any(|n| n == "ModifyInstanceMetadataOptions")
+            {
+                p.push(format!(
+                    "{name}: ModifyInstanceMetadataOptions is not watched"
+                ));
+            }
+            let skip_failed = get(r, &["Properties", "EventPattern", "detail", "errorCode"])
+                .and_then(Value::as_sequence)
+                .and_then(|s| s.first())
+                .and_then(|m| m.get("exists"))
+                .and_then(Value::as_bool);
+            if skip_failed != Some(false) {
+                p.push(format!("{name}: failed calls should be dropped in the pattern (errorCode exists false)"));
+            }
+        }
+    }
+    for (name, r) in &rules {
+        for target in get(r, &["Properties", "Targets"])
+            .and_then(Value::as_sequence)
+            .into_iter()
+            .flatten()
+        {
+            if get(target, &["DeadLetterConfig", "Arn"]).is_none() {
+                p.push(format!("{name}: target without a dead-letter queue"));
+            }
+            if target.get("RetryPolicy").is_none() {
+                p.push(format!("{name}: target without a retry policy"));
+            }
+        }
+    }
+
+    // Encryption at rest.
+    for (name, q) in resources_of(t, "AWS::SQS::Queue") {
+        let sse = get(q, &["Properties", "SqsManagedSseEnabled"]).and_then(Value::as_bool)
+            == Some(true)
+            || get(q, &["Properties", "KmsMasterKeyId"]).is_some();
+        if !sse {
+            p.push(format!("{name}: queue not encrypted"));
+        }
+    }
+    for (name, topic) in resources_of(t, "AWS::SNS::Topic") {
+        if get(topic, &["Properties", "KmsMasterKeyId"]).is_none() {
+            p.push(format!("{name}: topic not encrypted"));
+        }
+    }
+
+    // Alarms on errors and on both queues.
+    let alarmed: Vec<String> = resources_of(t, "AWS::CloudWatch::Alarm")
+        .iter()
+        .filter(|(_, a)| get(a, &["Properties", "AlarmActions"]).is_some())
+        .map(|(_, a)| {
+            let metric = get(a, &["Properties", "MetricName"])
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            let dims = serde_norway::to_string(
+                get(a, &["Properties", "Dimensions"]).unwrap_or(&Value::Null),
+            )
+            .unwrap_or_default();
+            format!("{metric} {dims}")
+        })
+        .collect();
+    let watched = |needle: &str| alarmed.iter().any(|a| a.contains(needle));
+    if !watched("Errors") {
+        p.push("no alarm on function errors".into());
+    }
+    for (name, _) in resources_of(t, "AWS::SQS::Queue") {
+        if !watched(name) {
+            p.push(format!("no alarm on messages in {name}"));
+        }
+    }
+
+    // Parameters constrain what they configure.
+    let params = t
+        .get("Parameters")
+        .and_then(Value::as_mapping)
+        .cloned()
+        .unwrap_or_else(Mapping::new);
+    for (k, v) in &params {
+        let constrained = ["AllowedValues", "AllowedPattern", "MinValue"]
+            .iter()
+            .any(|c| v.get(*c).is_some());
+        if !constrained {
+            p.push(format!(
+                "parameter {} accepts any value",
+                k.as_str().unwrap_or("?")
+            ));
+        }
+    }
+    for out in [
+        "FunctionArn",
+        "TopicArn",
+        "FailedEventsQueueArn",
+        "UndeliveredEventsQueueArn",
+    ] {
+        if get(t, &["Outputs", out]).is_none() {
+            p.push(format!("output {out} missing"));
+        }
+    }
+    p
+}
+
+#[test]
+fn the_template_holds() {
+    let problems = problems(&load("template.yaml"));
+    assert!(
+        problems.is_empty(),
+        "template.yaml:\n  {}",
+        problems.join("\n  ")
+    );
+}
+
+fn role_statements(t: &mut Value) -> &mut Vec<Value> {
+    let seq = t["Resources"]["GuardRole"]["Properties"]["Policies"][0]["PolicyDocument"]
+        ["Statement"]
+        .as_sequence_mut()
+        .expect("role statements");
+    seq
+}
+
+fn sid_mut<'a>(t: &'a mut Value, sid: &str) -> &'a mut Value {
+    role_statements(t)
+        .iter_mut()
+        .find(|s| s.get("Sid").and_then(Value::as_str) == Some(sid))
+        .unwrap_or_else(|| panic!("no statement {sid}"))
+}
+
+fn expect_problem(t: &Value, needle: &str) {
+    let found = problems(t);
+    assert!(
+        found.iter().any(|p| p.contains(needle)),
+        "expected a problem with {needle:?}, got {found:?}"
+    );
+}
+
+#[test]
+fn a_wildcard_action_is_caught() {
+    let mut t = load("template.yaml");
+    sid_mut(&mut t, "RequireImdsV2")["Action"] = Value::String("ec2:*".into());
+    expect_problem(&t, "wildcard action ec2:*");
+    let mut t = load("template.yaml");
+    role_statements(&mut t).push(
+        serde_norway::from_str("{Effect: Allow, Action: iam:PassRole, Resource: '*'}").unwrap(),
+    );
+    expect_problem(&t, "unexpected permission iam:PassRole");
+}
+
+#[test]
+fn an_unconditioned_create_tags_is_caught() {
+    let mut t = load("template.yaml");
+    sid_mut(&mut t, "TagStatusOnly")
+        .as_mapping_mut()
+        .unwrap()
+        .remove("Condition");
+    expect_problem(&t, "CreateTags must be conditioned");
+    let mut t = load("template.yaml");
+    sid_mut(&mut t, "TagStatusOnly")["Resource"] = Value::String("*".into());
+    expect_problem(&t, "on every resource");
+}
+
+#[test]
+fn a_missing_dead_letter_queue_is_caught() {
+    let mut t = load("template.yaml");
+    t["Resources"]["LaunchRule"]["Properties"]["Targets"][0]
+        .as_mapping_mut()
+        .unwrap()
+        .remove("DeadLetterConfig");
+    expect_problem(&t, "target without a dead-letter queue");
+    let mut t = load("template.yaml");
+    t["Resources"]["GuardFunction"]["Properties"]
+        .as_mapping_mut()
+        .unwrap()
+        .remove("EventInvokeConfig");
+    expect_problem(&t, "no OnFailure SQS destination");
+}
+
+#[test]
+fn a_missing_run_instances_pattern_is_caught() {
+    let mut t = load("template.yaml");
+    t["Resources"]["LaunchRule"]["Properties"]["EventPattern"]["detail"]["eventName"] =
+        serde_norway::from_str("[ModifyInstanceMetadataOptions]").unwrap();
+    expect_problem(&t, "no rule on RunInstances");
+    let mut t = load("template.yaml");
+    t["Resources"]["LaunchRule"]["Properties"]["EventPattern"]["detail"]
+        .as_mapping_mut()
+        .unwrap()
+        .remove("errorCode");
+    expect_problem(&t, "failed calls should be dropped");
+}
+
+#[test]
+fn unencrypted_storage_and_short_timeouts_are_caught() {
+    let mut t = load("template.yaml");
+    t["Resources"]["FailedEventsQueue"]["Properties"]
+        .as_mapping_mut()
+        .unwrap()
+        .remove("SqsManagedSseEnabled");
+    t["Resources"]["NotificationTopic"]["Properties"]
+        .as_mapping_mut()
+        .unwrap()
+        .remove("KmsMasterKeyId");
+    t["Resources"]["GuardFunction"]["Properties"]["Timeout"] = Value::Number(60.into());
+    expect_problem(&t, "FailedEventsQueue: queue not encrypted");
+    expect_problem(&t, "NotificationTopic: topic not encrypted");
+    expect_problem(&t, "does not cover the retry budget");
+}
