@@ -10,5 +10,7 @@ mod common;
 mod corpus;
 mod emulator;
 mod faults;
+mod netfaults;
+mod properties;
 mod runtime;
 mod template;
