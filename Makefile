@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 SAM_VENV := .venv-sam
 
-.PHONY: test demo lint unit venv sam-venv template clean
+.PHONY: test demo lint unit venv sam-venv template fuzz load clean
 
 # Every test: format, lints, unit tests, the fault matrix on mocked AWS, the
 # end-to-end tests against the local emulator, and the CLI.
@@ -15,6 +15,8 @@ test: venv lint
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --all-targets -- -D warnings
+	# The fuzz target compiles the domain modules on their own: keep it building.
+	cargo check --quiet --manifest-path fuzz/Cargo.toml
 
 # The tests that need no emulator.
 unit:
@@ -33,6 +35,22 @@ $(VENV)/.installed: tools/requirements-test.txt
 	# cargo-lambda cross-compiles with zig, which the ziglang wheel ships.
 	ln -sf "$$($(VENV)/bin/python -c 'import ziglang, os; print(os.path.dirname(ziglang.__file__))')/zig" $(VENV)/bin/zig
 	touch $@
+
+# Fuzz event parsing and the policy (cargo-fuzz; libFuzzer needs the
+# sanitizer flags of a nightly compiler, which RUSTC_BOOTSTRAP allows here).
+FUZZ_SECONDS ?= 600
+fuzz:
+	command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+	mkdir -p fuzz/corpus/event && cp events/*.json fuzz/corpus/event/
+	cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run event -- -max_total_time=$(FUZZ_SECONDS) -max_len=262144
+
+# The load benchmark: 500 launch events x 10 instances, 4 function processes,
+# against the emulator; prints events/s and peak memory per process. Uses the
+# release build of the function.
+load: venv
+	cargo build --release --bin imds-guard
+	IMDS_GUARD_BIN=$(CURDIR)/target/release/imds-guard tools/with-moto.sh \
+	  cargo test --test integration -- --ignored load --nocapture
 
 # The SAM template: cfn-lint, sam validate --lint, and sam build (arm64,
 # through cargo-lambda), offline. CI runs it after `make test`.

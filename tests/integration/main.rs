@@ -10,6 +10,7 @@ mod common;
 mod corpus;
 mod emulator;
 mod faults;
+mod load;
 mod netfaults;
 mod properties;
 mod runtime;

@@ -179,6 +179,13 @@ pub struct Function {
 }
 
 impl Function {
+    /// Peak resident memory so far (VmHWM), in KiB.
+    pub fn peak_rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    }
+
     pub fn alive(&mut self) -> bool {
         self.child.try_wait().unwrap().is_none()
     }
@@ -203,7 +210,13 @@ impl Function {
 /// top of a safe base: dummy credentials and an endpoint on loopback where
 /// nothing listens.
 pub fn start_function(api: &RuntimeApi, env: &[(&str, &str)]) -> Function {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_imds-guard"));
+    start_binary(env!("CARGO_BIN_EXE_imds-guard"), api, env)
+}
+
+/// As `start_function`, for a given build of the binary (the load benchmark
+/// runs the release build).
+pub fn start_binary(bin: &str, api: &RuntimeApi, env: &[(&str, &str)]) -> Function {
+    let mut cmd = Command::new(bin);
     cmd.env_clear()
         .env("AWS_LAMBDA_RUNTIME_API", &api.addr)
         .env("AWS_LAMBDA_FUNCTION_NAME", "imds-guard")

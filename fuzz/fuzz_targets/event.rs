@@ -1,0 +1,69 @@
+//! Any bytes as a Lambda payload: parsing never panics, and whatever it
+//! reads, the policy and the notification keep their promises.
+#![no_main]
+
+use imds_guard_fuzz::config::{Config, Exemptions, Mode};
+use imds_guard_fuzz::event::{self, GuardEvent};
+use imds_guard_fuzz::glob::Glob;
+use imds_guard_fuzz::notify;
+use imds_guard_fuzz::policy::{Policy, Verdict};
+use imds_guard_fuzz::report::{InstanceReport, Outcome, Report, Status};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(payload) = serde_json::from_slice::<serde_json::Value>(data) else {
+        return;
+    };
+    let Ok(GuardEvent::Instances { ctx, instances, .. }) = event::parse(&payload) else {
+        return;
+    };
+    assert!(event::is_region(&ctx.region));
+    let exemptions = Exemptions {
+        tag_key: Some("legacy-imds".into()),
+        principals: vec![Glob::new("arn:aws:iam::*:role/legacy*")],
+        image_ids: vec!["ami-0c02fb55956c7d316".into()],
+    };
+    let none = Exemptions::default();
+    let mut reports = Vec::new();
+    for o in &instances {
+        assert!(event::is_instance_id(&o.instance_id));
+        for (ex, max) in [(&exemptions, Some(2)), (&none, None)] {
+            match (Policy { exemptions: ex, max_hop_limit: max }).decide(o, &ctx.principal) {
+                Verdict::Noncompliant { remedy, .. } => {
+                    let hop = o.options.http_put_response_hop_limit.expect("a remedy needs a known hop limit");
+                    assert_eq!(remedy.http_endpoint, "enabled");
+                    assert_eq!(remedy.http_tokens, "required");
+                    assert!(remedy.http_put_response_hop_limit <= hop);
+                    assert!(remedy.http_put_response_hop_limit >= 1);
+                }
+                Verdict::Compliant => {
+                    assert!(
+                        o.options.http_endpoint.as_deref() == Some("disabled")
+                            || o.options.http_tokens.as_deref() == Some("required")
+                    );
+                }
+                _ => {}
+            }
+        }
+        let mut r = InstanceReport::new(&o.instance_id, Outcome::Remediated, "fuzz");
+        r.before = Some(o.options.clone());
+        r.notify = true;
+        reports.push(r);
+    }
+    let report = Report {
+        status: Status::Handled,
+        mode: Config::default().mode,
+        reason: None,
+        event: Some(ctx),
+        instances: reports,
+        unreadable: vec![],
+        notification: String::new(),
+    };
+    let _ = Mode::Audit;
+    let n = notify::build(&report);
+    assert!(n.subject.len() <= notify::MAX_SUBJECT);
+    assert!(n.subject.chars().all(|c| c.is_ascii_graphic() || c == ' '));
+    assert!(n.body.len() <= notify::MAX_BODY || report.instances.is_empty());
+    let body: serde_json::Value = serde_json::from_str(&n.body).expect("the body is JSON");
+    assert!(body.get("summary").is_some());
+});
