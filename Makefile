@@ -42,7 +42,7 @@ FUZZ_SECONDS ?= 600
 fuzz:
 	command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 	mkdir -p fuzz/corpus/event && cp events/*.json fuzz/corpus/event/
-	cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run event -- -max_total_time=$(FUZZ_SECONDS) -max_len=262144
+	cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run event -- -max_total_time=$(FUZZ_SECONDS) -max_len=262144 -dict=$(CURDIR)/fuzz/event.dict
 
 # The load benchmark: 500 launch events x 10 instances, 4 function processes,
 # against the emulator; prints events/s and peak memory per process. Uses the

@@ -740,3 +740,143 @@ async fn principal_exemption_matches_the_role_behind_a_session() {
     assert_eq!(report.count(Outcome::Exempt), 2);
     assert_eq!(modify.num_calls(), 0);
 }
+
+/// How an operation misbehaves before (or instead of) answering.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Fault {
+    /// Throttled twice (HTTP 503 RequestLimitExceeded / 400 Throttling), then fine.
+    Throttled,
+    /// One HTTP 500, then fine.
+    ServerError,
+    /// Refused for lack of permission, every time.
+    Denied,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Op {
+    Describe,
+    Modify,
+    Tag,
+    Publish,
+}
+
+fn ec2_error(code: &str) -> String {
+    format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors><Error><Code>{code}</Code><Message>mocked</Message></Error></Errors><RequestID>r</RequestID></Response>")
+}
+
+fn sns_error(code: &str) -> String {
+    format!("<ErrorResponse xmlns=\"http://sns.amazonaws.com/doc/2010-03-31/\"><Error><Type>Sender</Type><Code>{code}</Code><Message>mocked</Message></Error><RequestId>r</RequestId></ErrorResponse>")
+}
+
+/// (status, body) of each failing answer for `op`, and whether it then succeeds.
+fn failures(op: Op, fault: Fault) -> (Vec<(u16, String)>, bool) {
+    let sns = op == Op::Publish;
+    match fault {
+        Fault::Throttled if sns => (vec![(400, sns_error("Throttling")); 2], true),
+        Fault::Throttled => (vec![(503, ec2_error("RequestLimitExceeded")); 2], true),
+        Fault::ServerError if sns => (vec![(500, sns_error("InternalError"))], true),
+        Fault::ServerError => (vec![(500, ec2_error("InternalError"))], true),
+        Fault::Denied if sns => (vec![(403, sns_error("AuthorizationError"))], false),
+        Fault::Denied => (vec![(403, ec2_error("UnauthorizedOperation"))], false),
+    }
+}
+
+macro_rules! faulty {
+    ($client:ty, $method:ident, $fails:expr, $recovers:expr, $ok:expr) => {{
+        let mut seq = mock!(<$client>::$method).sequence();
+        for (status, body) in $fails.iter().cloned() {
+            seq = seq.http_status(status, Some(body));
+        }
+        if $recovers {
+            seq.output($ok).repeatedly().build()
+        } else {
+            let (status, body) = $fails[0].clone();
+            seq.http_status(status, Some(body)).repeatedly().build()
+        }
+    }};
+}
+
+#[tokio::test]
+async fn fault_matrix_every_call_every_fault() {
+    let id = "i-0a1b2c3d4e5f60718";
+    for op in [Op::Describe, Op::Modify, Op::Tag, Op::Publish] {
+        for fault in [Fault::Throttled, Fault::ServerError, Fault::Denied] {
+            let (fails, recovers) = failures(op, fault);
+            let ok_describe = move || described(vec![running(id, "optional", 1)]);
+            let describe = if op == Op::Describe {
+                faulty!(Ec2Client, describe_instances, fails, recovers, ok_describe)
+            } else {
+                mock!(Ec2Client::describe_instances).then_output(ok_describe)
+            };
+            let modify = if op == Op::Modify {
+                faulty!(
+                    Ec2Client,
+                    modify_instance_metadata_options,
+                    fails,
+                    recovers,
+                    || ModifyInstanceMetadataOptionsOutput::builder().build()
+                )
+            } else {
+                modify_ok()
+            };
+            let tag = if op == Op::Tag {
+                faulty!(Ec2Client, create_tags, fails, recovers, || {
+                    CreateTagsOutput::builder().build()
+                })
+            } else {
+                tag_ok()
+            };
+            let publish = if op == Op::Publish {
+                faulty!(SnsClient, publish, fails, recovers, || {
+                    PublishOutput::builder().message_id("m").build()
+                })
+            } else {
+                publish_ok()
+            };
+            let g = guard(
+                config(&[("NOTIFY_TOPIC_ARN", TOPIC)]),
+                &[&describe, &modify, &tag],
+                &[&publish],
+            );
+            let result = g.handle(&fixture("run-instances-console.json")).await;
+            let calls = match op {
+                Op::Describe => describe.num_calls(),
+                Op::Modify => modify.num_calls(),
+                Op::Tag => tag.num_calls(),
+                Op::Publish => publish.num_calls(),
+            };
+            let case = format!("{op:?} {fault:?}");
+            if recovers {
+                let report = result.unwrap_or_else(|e| panic!("{case}: {e}"));
+                assert_eq!(report.instances[0].outcome, Outcome::Remediated, "{case}");
+                assert_eq!(calls, fails.len() + 1, "{case}: retried until it answered");
+                let sent = if op == Op::Publish {
+                    "sent m"
+                } else {
+                    "sent m-1"
+                };
+                assert_eq!(report.notification, sent, "{case}");
+            } else {
+                let msg = result.expect_err(&case).to_string();
+                assert_eq!(calls, 1, "{case}: a missing permission is not retried");
+                let permission = match op {
+                    Op::Describe => "ec2:DescribeInstances",
+                    Op::Modify => "ec2:ModifyInstanceMetadataOptions",
+                    Op::Tag => "ec2:CreateTags",
+                    Op::Publish => "sns:Publish",
+                };
+                assert!(msg.contains(permission), "{case}: {msg}");
+                if op == Op::Publish {
+                    assert!(
+                        msg.contains("notification failed") && msg.contains("1 remediated"),
+                        "{case}: {msg}"
+                    );
+                } else {
+                    assert!(msg.contains(id), "{case}: {msg}");
+                }
+                // Whatever failed, nothing was done twice and no write was skipped that could be done.
+                assert!(modify.num_calls() <= 1, "{case}");
+            }
+        }
+    }
+}
