@@ -153,10 +153,39 @@ impl<C: Clients> Guard<C> {
             reports.push(r.0);
         }
 
-        // Act: enforce modifies, a few at a time.
+        self.remediate(&ec2, &mut reports, to_modify, deadline)
+            .await;
+        self.tag_acted_on(&ec2, &mut reports).await;
+        for r in &reports {
+            log_decision(&ctx, self.cfg.mode, r);
+        }
+        for item in &unreadable {
+            error!(%item, "event item could not be read");
+        }
+        let mut report = Report {
+            status: Status::Handled,
+            mode: self.cfg.mode,
+            reason: None,
+            event: Some(ctx),
+            instances: reports,
+            unreadable,
+            notification: String::new(),
+        };
+        let notify_error = self.tell(&mut report).await;
+        conclude(report, notify_error)
+    }
+
+    /// Enforce: applies each remedy, a few at a time; what could not be
+    /// applied becomes `gone` or `failed`.
+    async fn remediate(
+        &self,
+        ec2: &Ec2,
+        reports: &mut [InstanceReport],
+        to_modify: Vec<(usize, Remedy)>,
+        deadline: Instant,
+    ) {
         let results: Vec<(usize, Result<(), Failure>)> = stream::iter(to_modify)
             .map(|(idx, remedy)| {
-                let ec2 = &ec2;
                 let id = reports[idx].instance_id.clone();
                 async move { (idx, modify(ec2, &id, &remedy, deadline).await) }
             })
@@ -181,118 +210,94 @@ impl<C: Clients> Guard<C> {
                 }
             }
         }
+    }
 
-        // Tag what was acted on, in one call.
-        let status_value = match self.cfg.mode {
-            Mode::Enforce => Some("remediated"),
-            Mode::Notify => Some("noncompliant"),
-            Mode::Audit => None,
+    /// Tags what this invocation acted on, in one call: `remediated` in
+    /// enforce mode, `noncompliant` in notify mode (not again when already
+    /// tagged), nothing in audit mode.
+    async fn tag_acted_on(&self, ec2: &Ec2, reports: &mut [InstanceReport]) {
+        let (acted, value) = match self.cfg.mode {
+            Mode::Enforce => (Outcome::Remediated, "remediated"),
+            Mode::Notify => (Outcome::Flagged, "noncompliant"),
+            Mode::Audit => return,
         };
-        if let Some(value) = status_value {
-            let wanted = if self.cfg.mode == Mode::Enforce {
-                Outcome::Remediated
-            } else {
-                Outcome::Flagged
-            };
-            let ids: Vec<String> = reports
-                .iter()
-                .filter(|r| r.outcome == wanted && r.notify)
-                .map(|r| r.instance_id.clone())
-                .collect();
-            if !ids.is_empty() {
-                let key = &self.cfg.status_tag_key;
-                match ec2.tag(&ids, key, value).await {
-                    Ok(()) => {
-                        for r in reports.iter_mut().filter(|r| ids.contains(&r.instance_id)) {
-                            r.action = join(&r.action, &format!("tagged {key}={value}"));
-                        }
-                    }
-                    Err(e) => {
-                        for r in reports.iter_mut().filter(|r| ids.contains(&r.instance_id)) {
-                            r.error = Some(format!("tagging failed: {e}"));
-                            if self.cfg.mode == Mode::Notify {
-                                // Tagging was the whole action.
-                                r.outcome = Outcome::Failed;
-                            }
-                        }
+        let ids: Vec<String> = reports
+            .iter()
+            .filter(|r| r.outcome == acted && r.notify)
+            .map(|r| r.instance_id.clone())
+            .collect();
+        if ids.is_empty() {
+            return;
+        }
+        let key = &self.cfg.status_tag_key;
+        let result = ec2.tag(&ids, key, value).await;
+        for r in reports.iter_mut().filter(|r| ids.contains(&r.instance_id)) {
+            match &result {
+                Ok(()) => r.action = join(&r.action, &format!("tagged {key}={value}")),
+                Err(e) => {
+                    r.error = Some(format!("tagging failed: {e}"));
+                    if self.cfg.mode == Mode::Notify {
+                        // Tagging was the whole action.
+                        r.outcome = Outcome::Failed;
                     }
                 }
             }
         }
+    }
 
-        for r in &reports {
-            log_decision(&ctx, self.cfg.mode, r);
-        }
-
-        let mut report = Report {
-            status: Status::Handled,
-            mode: self.cfg.mode,
-            reason: None,
-            event: Some(ctx),
-            instances: reports,
-            unreadable,
-            notification: String::new(),
-        };
-        for item in &report.unreadable {
-            error!(%item, "event item could not be read");
-        }
-
-        // Tell people, once per event.
-        let mut notify_error = None;
-        report.notification = match (&self.cfg.topic_arn, notify::needed(&report)) {
+    /// Publishes one message for the event when it holds news. Records what
+    /// happened in the report; returns the error if publishing failed.
+    async fn tell(&self, report: &mut Report) -> Option<String> {
+        let mut failed = None;
+        report.notification = match (&self.cfg.topic_arn, notify::needed(report)) {
             (_, false) => "not needed".into(),
             (None, true) => "no topic configured".into(),
             (Some(topic), true) => {
-                let region = sns_topic_region(topic).unwrap_or(
-                    report
-                        .event
-                        .as_ref()
-                        .map(|c| c.region.as_str())
-                        .unwrap_or("us-east-1"),
-                );
-                let message = notify::build(&report);
+                // The topic lives in its own region, whatever the event's.
+                let region = sns_topic_region(topic).unwrap_or("us-east-1");
+                let message = notify::build(report);
                 match self.clients.sns(region).publish(topic, &message).await {
                     Ok(id) => format!("sent {id}"),
                     Err(e) => {
-                        notify_error = Some(e.to_string());
+                        failed = Some(e.to_string());
                         format!("failed: {e}")
                     }
                 }
             }
         };
-
-        let unhandled = report.unhandled();
-        info!(
-            tally = %report.tally(),
-            notification = %report.notification,
-            "event handled"
-        );
-        if unhandled.is_empty() && notify_error.is_none() {
-            return Ok(report);
-        }
-        let mut summary = String::new();
-        if !unhandled.is_empty() {
-            summary = format!(
-                "{} of {} not handled: {}",
-                unhandled.len(),
-                report.instances.len() + report.unreadable.len(),
-                unhandled.join("; ")
-            );
-        }
-        if let Some(e) = notify_error {
-            let done = report.tally();
-            summary = join_sentence(
-                &summary,
-                &format!("notification failed ({e}); done: {done}"),
-            );
-        }
-        let summary = event::clean(&summary, 4000);
-        error!(report = %serde_json::to_string(&report).unwrap_or_default(), "{summary}");
-        Err(GuardError::Unhandled {
-            summary,
-            report: Box::new(report),
-        })
+        failed
     }
+}
+
+/// The invocation's result: the report, or an error that names every
+/// instance (and the notification) that could not be handled.
+fn conclude(report: Report, notify_error: Option<String>) -> Result<Report, GuardError> {
+    info!(tally = %report.tally(), notification = %report.notification, "event handled");
+    let unhandled = report.unhandled();
+    if unhandled.is_empty() && notify_error.is_none() {
+        return Ok(report);
+    }
+    let mut parts = Vec::new();
+    if !unhandled.is_empty() {
+        parts.push(format!(
+            "{} of {} not handled: {}",
+            unhandled.len(),
+            report.instances.len() + report.unreadable.len(),
+            unhandled.join("; ")
+        ));
+    }
+    if let Some(e) = notify_error {
+        parts.push(format!(
+            "notification failed ({e}); done: {}",
+            report.tally()
+        ));
+    }
+    let summary = event::clean(&parts.join("; "), 4000);
+    error!(report = %serde_json::to_string(&report).unwrap_or_default(), "{summary}");
+    Err(GuardError::Unhandled {
+        summary,
+        report: Box::new(report),
+    })
 }
 
 /// The report for one instance as the policy and mode decide it, and the
@@ -359,14 +364,6 @@ pub fn plan(
 
 fn join(a: &str, b: &str) -> String {
     if a.is_empty() || a == "none" {
-        b.to_string()
-    } else {
-        format!("{a}; {b}")
-    }
-}
-
-fn join_sentence(a: &str, b: &str) -> String {
-    if a.is_empty() {
         b.to_string()
     } else {
         format!("{a}; {b}")
