@@ -114,18 +114,9 @@ pub fn evaluate(cfg: &Config, payload: &serde_json::Value) -> Result<Report, eve
     };
     Ok(match event::parse(payload)? {
         GuardEvent::Ignored { reason } => Report::ignored(cfg.mode, reason),
-        GuardEvent::FailedCall { ctx, error_code } => Report {
-            status: Status::FailedCall,
-            mode: cfg.mode,
-            reason: Some(format!(
-                "{} failed with {error_code}: nothing to do",
-                ctx.event_name
-            )),
-            event: Some(ctx),
-            instances: vec![],
-            unreadable: vec![],
-            notification: "not needed".into(),
-        },
+        GuardEvent::FailedCall { ctx, error_code } => {
+            Report::failed_call(cfg.mode, ctx, &error_code)
+        }
         GuardEvent::Instances {
             ctx,
             trigger,

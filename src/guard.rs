@@ -82,15 +82,7 @@ impl<C: Clients> Guard<C> {
                     %error_code,
                     "the API call failed; nothing was launched or changed"
                 );
-                Ok(Report {
-                    status: Status::FailedCall,
-                    mode: self.cfg.mode,
-                    reason: Some(format!("{} failed with {error_code}", ctx.event_name)),
-                    event: Some(ctx),
-                    instances: Vec::new(),
-                    unreadable: Vec::new(),
-                    notification: "not needed".into(),
-                })
+                Ok(Report::failed_call(self.cfg.mode, ctx, &error_code))
             }
             GuardEvent::Instances {
                 ctx,

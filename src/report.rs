@@ -126,6 +126,22 @@ impl Report {
         }
     }
 
+    /// The API call itself failed: nothing was launched or changed.
+    pub fn failed_call(mode: Mode, ctx: EventContext, error_code: &str) -> Report {
+        Report {
+            status: Status::FailedCall,
+            mode,
+            reason: Some(format!(
+                "{} failed with {error_code}: nothing was launched or changed",
+                ctx.event_name
+            )),
+            event: Some(ctx),
+            instances: Vec::new(),
+            unreadable: Vec::new(),
+            notification: "not needed".into(),
+        }
+    }
+
     pub fn count(&self, outcome: Outcome) -> usize {
         self.instances
             .iter()

@@ -2,8 +2,8 @@
 
 #![allow(dead_code)]
 
-use aws_config::BehaviorVersion;
-use aws_sdk_ec2::config::{Credentials, Region};
+use aws_config::{BehaviorVersion, SdkConfig};
+use aws_sdk_ec2::config::{Credentials, Region, SharedCredentialsProvider};
 use aws_smithy_mocks::{create_mock_http_client, MockResponseInterceptor, Rule, RuleMode};
 use imds_guard::aws::{sdk_retry, FixedClients};
 use imds_guard::config::Config;
@@ -54,30 +54,30 @@ fn interceptor(rules: &[&Rule]) -> MockResponseInterceptor {
     i
 }
 
-/// An EC2 client answered by `rules` (first matching rule wins), with the
-/// product's own retry settings so SDK-level retries are what ship.
-pub fn ec2(rules: &[&Rule]) -> aws_sdk_ec2::Client {
-    let conf = aws_sdk_ec2::Config::builder()
+/// What every mocked client shares: a region, test credentials, no network,
+/// and the product's own retry settings, so SDK-level retries are what ship.
+fn mock_base() -> SdkConfig {
+    SdkConfig::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new("AKIDTEST", "secret", None, None, "test"))
+        .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
+            "AKIDTEST", "secret", None, None, "test",
+        )))
         .http_client(create_mock_http_client())
-        .interceptor(interceptor(rules))
         .retry_config(sdk_retry())
-        .build();
-    aws_sdk_ec2::Client::from_conf(conf)
+        .build()
 }
 
+/// An EC2 client answered by `rules` (first matching rule wins).
+pub fn ec2(rules: &[&Rule]) -> aws_sdk_ec2::Client {
+    let conf = aws_sdk_ec2::config::Builder::from(&mock_base()).interceptor(interceptor(rules));
+    aws_sdk_ec2::Client::from_conf(conf.build())
+}
+
+/// An SNS client answered by `rules`.
 pub fn sns(rules: &[&Rule]) -> aws_sdk_sns::Client {
-    let conf = aws_sdk_sns::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new("AKIDTEST", "secret", None, None, "test"))
-        .http_client(create_mock_http_client())
-        .interceptor(interceptor(rules))
-        .retry_config(sdk_retry())
-        .build();
-    aws_sdk_sns::Client::from_conf(conf)
+    let conf = aws_sdk_sns::config::Builder::from(&mock_base()).interceptor(interceptor(rules));
+    aws_sdk_sns::Client::from_conf(conf.build())
 }
 
 pub fn guard(cfg: Config, ec2_rules: &[&Rule], sns_rules: &[&Rule]) -> Guard<FixedClients> {
