@@ -483,13 +483,13 @@ async fn modify(ec2: &Ec2, id: &str, remedy: &Remedy, deadline: Instant) -> Resu
         if !wait_for_retry(attempt, deadline).await {
             return Err(Failure::Error(format!(
                 "still {} when the retry budget ran out",
-                describe_code(&err)
+                error_code(&err)
             )));
         }
         attempt += 1;
     }
 }
 
-fn describe_code(e: &AwsError) -> String {
+fn error_code(e: &AwsError) -> String {
     e.code().unwrap_or("unanswered").to_string()
 }
