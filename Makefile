@@ -10,7 +10,7 @@ SAM_VENV := .venv-sam
 # Every test: format, lints, unit tests, the fault matrix on mocked AWS, the
 # end-to-end tests against the local emulator, and the CLI.
 test: venv lint
-	tools/with-moto.sh cargo test --all-targets
+	tools/with-moto.sh cargo test --tests
 
 lint:
 	cargo fmt --all -- --check
