@@ -28,6 +28,7 @@ emu event events/run-instances-console.json "$id" > "$work/event.json"
 echo "  $(grep -c '' "$work/event.json") lines; principal arn:aws:iam::111122223333:user/alice"
 
 step "3. What the function would do, offline (imds-guard check)"
+echo "  (building the function; the first build on a fresh machine takes several minutes)"
 cargo build --quiet --bin imds-guard
 NOTIFY_TOPIC_ARN="$topic" target/debug/imds-guard check "$work/event.json" || true
 
