@@ -6,7 +6,6 @@ use std::process::ExitCode;
 use crate::config::{Config, Mode};
 use crate::event::{self, GuardEvent};
 use crate::guard::plan;
-use crate::policy::Policy;
 use crate::report::{Outcome, Report, Status};
 
 const USAGE: &str = "\
@@ -108,10 +107,6 @@ fn check(args: &[String]) -> Result<ExitCode, String> {
 
 /// Decides an event on what it carries alone.
 pub fn evaluate(cfg: &Config, payload: &serde_json::Value) -> Result<Report, event::EventError> {
-    let policy = Policy {
-        exemptions: &cfg.exemptions,
-        max_hop_limit: cfg.max_hop_limit,
-    };
     Ok(match event::parse(payload)? {
         GuardEvent::Ignored { reason } => Report::ignored(cfg.mode, reason),
         GuardEvent::FailedCall { ctx, error_code } => {
@@ -126,9 +121,7 @@ pub fn evaluate(cfg: &Config, payload: &serde_json::Value) -> Result<Report, eve
             let instances = instances
                 .iter()
                 .map(|o| {
-                    let (mut r, _) = plan(cfg, &policy, o, &ctx, trigger);
-                    r.before = Some(o.options.clone());
-                    r.image_id = o.image_id.clone();
+                    let (mut r, _) = plan(cfg, o, &ctx, trigger);
                     if r.outcome == Outcome::Failed {
                         r.error = Some("the event does not carry this instance's metadata options; the function would describe it first".into());
                     }

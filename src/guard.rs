@@ -104,10 +104,7 @@ impl<C: Clients> Guard<C> {
         unreadable: Vec<String>,
     ) -> Result<Report, GuardError> {
         let deadline = Instant::now() + self.cfg.retry_budget;
-        let policy = Policy {
-            exemptions: &self.cfg.exemptions,
-            max_hop_limit: self.cfg.max_hop_limit,
-        };
+        let policy = Policy::of(&self.cfg);
         let ec2 = self.clients.ec2(&ctx.region);
 
         // A compliant launch whose event carries complete options costs no
@@ -136,13 +133,11 @@ impl<C: Clients> Guard<C> {
                 continue;
             }
             let current = seen.remove(id).unwrap_or_else(|| launched.clone());
-            let mut r = plan(&self.cfg, &policy, &current, &ctx, trigger);
-            if let Some(remedy) = r.1.take() {
+            let (report, remedy) = plan(&self.cfg, &current, &ctx, trigger);
+            if let Some(remedy) = remedy {
                 to_modify.push((reports.len(), remedy));
             }
-            r.0.before = Some(current.options.clone());
-            r.0.image_id = current.image_id.clone();
-            reports.push(r.0);
+            reports.push(report);
         }
 
         self.remediate(&ec2, &mut reports, to_modify, deadline)
@@ -296,13 +291,24 @@ fn conclude(report: Report, notify_error: Option<String>) -> Result<Report, Guar
 /// remedy to apply if enforcing. Shared by the function and `check`.
 pub fn plan(
     cfg: &Config,
-    policy: &Policy<'_>,
+    current: &Observed,
+    ctx: &EventContext,
+    trigger: Trigger,
+) -> (InstanceReport, Option<Remedy>) {
+    let (mut report, remedy) = verdict_to_report(cfg, current, ctx, trigger);
+    report.before = Some(current.options.clone());
+    report.image_id = current.image_id.clone();
+    (report, remedy)
+}
+
+fn verdict_to_report(
+    cfg: &Config,
     current: &Observed,
     ctx: &EventContext,
     trigger: Trigger,
 ) -> (InstanceReport, Option<Remedy>) {
     let id = &current.instance_id;
-    match policy.decide(current, &ctx.principal) {
+    match Policy::of(cfg).decide(current, &ctx.principal) {
         Verdict::Compliant => (InstanceReport::new(id, Outcome::Compliant, "none"), None),
         Verdict::Gone { state } => (
             InstanceReport::new(id, Outcome::Gone, format!("none: instance is {state}")),

@@ -4,7 +4,7 @@
 
 use serde::Serialize;
 
-use crate::config::Exemptions;
+use crate::config::{Config, Exemptions};
 use crate::event::{Observed, Principal};
 
 /// Why an instance is not compliant.
@@ -100,7 +100,15 @@ pub struct Policy<'a> {
     pub max_hop_limit: Option<i32>,
 }
 
-impl Policy<'_> {
+impl<'a> Policy<'a> {
+    /// The policy a configuration sets.
+    pub fn of(cfg: &'a Config) -> Self {
+        Policy {
+            exemptions: &cfg.exemptions,
+            max_hop_limit: cfg.max_hop_limit,
+        }
+    }
+
     pub fn decide(&self, instance: &Observed, principal: &Principal) -> Verdict {
         if let Some(state) = instance.state.as_deref() {
             if matches!(state, "shutting-down" | "terminated") {

@@ -20,7 +20,6 @@ use imds_guard::config::{Config, Exemptions, Mode};
 use imds_guard::event::{EventContext, MetadataOptions, Observed, Principal, Trigger};
 use imds_guard::glob::Glob;
 use imds_guard::guard::{plan, GuardError};
-use imds_guard::policy::Policy;
 use imds_guard::report::Outcome;
 use proptest::prelude::*;
 
@@ -115,9 +114,8 @@ proptest! {
 
     #[test]
     fn decisions_are_safe(cfg in arb_config(), o in arb_observed("i-0123456789abcdef0".into()), exempt_principal in any::<bool>()) {
-        let policy = Policy { exemptions: &cfg.exemptions, max_hop_limit: cfg.max_hop_limit };
         let ctx = EventContext { principal: principal(exempt_principal), region: "us-east-1".into(), ..EventContext::default() };
-        let (report, remedy) = plan(&cfg, &policy, &o, &ctx, Trigger::Launch);
+        let (report, remedy) = plan(&cfg, &o, &ctx, Trigger::Launch);
 
         // Only enforce ever writes options.
         if cfg.mode != Mode::Enforce {
