@@ -19,7 +19,7 @@ use crate::common::{config, launch_event, moto_endpoint};
 const AMI: &str = "ami-0c02fb55956c7d316";
 const OTHER_AMI: &str = "ami-0123456789abcdef0";
 
-async fn ec2(region: &str) -> aws_sdk_ec2::Client {
+pub(crate) async fn ec2(region: &str) -> aws_sdk_ec2::Client {
     moto_endpoint();
     let base = load_sdk_config().await;
     aws_sdk_ec2::Client::from_conf(
@@ -46,7 +46,7 @@ async fn topic(name: &str) -> String {
         .to_string()
 }
 
-struct Launch<'a> {
+pub(crate) struct Launch<'a> {
     count: i32,
     tokens: &'a str,
     hop: i32,
@@ -66,7 +66,7 @@ impl Default for Launch<'_> {
     }
 }
 
-async fn launch(ec2: &aws_sdk_ec2::Client, l: Launch<'_>) -> Vec<String> {
+pub(crate) async fn launch(ec2: &aws_sdk_ec2::Client, l: Launch<'_>) -> Vec<String> {
     let mut req = ec2
         .run_instances()
         .image_id(l.image)
@@ -100,14 +100,14 @@ async fn launch(ec2: &aws_sdk_ec2::Client, l: Launch<'_>) -> Vec<String> {
 }
 
 #[derive(Debug)]
-struct Seen {
-    tokens: String,
+pub(crate) struct Seen {
+    pub(crate) tokens: String,
     endpoint: String,
     hop: i32,
     status_tag: Option<String>,
 }
 
-async fn seen(ec2: &aws_sdk_ec2::Client, id: &str) -> Seen {
+pub(crate) async fn seen(ec2: &aws_sdk_ec2::Client, id: &str) -> Seen {
     let out = ec2
         .describe_instances()
         .instance_ids(id)

@@ -11,12 +11,12 @@ use std::time::Duration;
 
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region};
-use aws_sdk_ec2::types::{HttpTokensState, InstanceMetadataOptionsRequest};
 use imds_guard::aws::{sdk_retry, RegionalClients};
 use imds_guard::guard::Guard;
 use imds_guard::report::Outcome;
 
 use crate::common::{config, launch_event, moto_endpoint};
+use crate::emulator::{ec2, launch, seen, Launch};
 
 #[derive(Clone, Copy, Debug)]
 enum Fault {
@@ -151,45 +151,15 @@ async fn guard_via(proxy: &Proxy, pairs: &[(&str, &str)]) -> Guard<RegionalClien
     Guard::new(config(pairs), RegionalClients::new(base))
 }
 
+/// An instance in the emulator with IMDSv1 open, and a client to look at it.
 async fn optional_instance() -> (aws_sdk_ec2::Client, String) {
-    let base = aws_config::defaults(BehaviorVersion::latest())
-        .endpoint_url(moto_endpoint())
-        .region(Region::new("us-east-1"))
-        .load()
-        .await;
-    let ec2 = aws_sdk_ec2::Client::new(&base);
-    let out = ec2
-        .run_instances()
-        .image_id("ami-0c02fb55956c7d316")
-        .min_count(1)
-        .max_count(1)
-        .metadata_options(
-            InstanceMetadataOptionsRequest::builder()
-                .http_tokens(HttpTokensState::Optional)
-                .http_put_response_hop_limit(1)
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
-    let id = out.instances()[0].instance_id().unwrap().to_string();
+    let ec2 = ec2("us-east-1").await;
+    let id = launch(&ec2, Launch::default()).await.remove(0);
     (ec2, id)
 }
 
 async fn tokens(ec2: &aws_sdk_ec2::Client, id: &str) -> String {
-    let out = ec2
-        .describe_instances()
-        .instance_ids(id)
-        .send()
-        .await
-        .unwrap();
-    out.reservations()[0].instances()[0]
-        .metadata_options()
-        .unwrap()
-        .http_tokens()
-        .unwrap()
-        .as_str()
-        .to_string()
+    seen(ec2, id).await.tokens
 }
 
 #[tokio::test]
