@@ -2,26 +2,37 @@
 //! domain's types. Errors are classified here, once: what to retry, what is
 //! a missing permission (named, never retried), what means the instance is gone.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::Duration;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_sdk_ec2::config::{ConfigBag, RuntimeComponents};
 use aws_sdk_ec2::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_ec2::types::{
     Filter, HttpTokensState, InstanceMetadataEndpointState, InstanceMetadataProtocolState,
     InstanceMetadataTagsState, Tag,
 };
 use aws_sdk_sns::types::MessageAttributeValue;
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef;
+use aws_smithy_runtime_api::client::interceptors::Intercept;
+use aws_smithy_runtime_api::client::orchestrator::{HttpResponse, Metadata};
 
 use crate::event::{MetadataOptions, Observed};
 use crate::notify::Notification;
-use crate::policy::Remedy;
+use crate::policy::{AccountDefaults, Remedy};
 
 /// Instance ids per `DescribeInstances` / `CreateTags` call.
 const IDS_PER_CALL: usize = 200;
+/// Instances per page when sweeping: `DescribeInstances` allows up to 1,000.
+pub const SWEEP_PAGE_SIZE: i32 = 1000;
+/// `GetMetricData` takes at most 500 queries per call.
+const QUERIES_PER_CALL: usize = 500;
+/// The states a sweep looks at: everything that can still serve IMDS.
+const LIVE_STATES: [&str; 4] = ["pending", "running", "stopping", "stopped"];
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum AwsError {
@@ -61,11 +72,40 @@ impl AwsError {
         self.code() == Some("IncorrectInstanceState")
     }
 
-    fn classify<E, R>(err: SdkError<E, R>, service: &'static str, permission: &'static str) -> Self
+    /// EC2 (or another service) asks us to slow down, after the SDK's retries.
+    pub fn is_throttle(&self) -> bool {
+        matches!(
+            self.code(),
+            Some(
+                "RequestLimitExceeded"
+                    | "Throttling"
+                    | "ThrottlingException"
+                    | "RequestThrottled"
+                    | "RequestThrottledException"
+                    | "TooManyRequestsException"
+            )
+        )
+    }
+
+    pub fn is_unauthorized(&self) -> bool {
+        matches!(self, AwsError::Unauthorized { .. })
+    }
+
+    fn classify<E>(err: SdkError<E, HttpResponse>, service: &'static str, permission: &'static str) -> Self
     where
         E: ProvideErrorMetadata + std::error::Error + 'static,
-        R: std::fmt::Debug,
     {
+        // A service answer EC2 could not explain (an HTML 500 from a proxy
+        // or an emulator) is still an answer: name its status, not the
+        // parser's complaint.
+        if err.code().is_none() {
+            if let SdkError::ServiceError(se) = &err {
+                return AwsError::Api {
+                    code: format!("HTTP{}", se.raw().status().as_u16()),
+                    message: format!("{service} answered with an unreadable error response"),
+                };
+            }
+        }
         let code = err.code().map(str::to_string);
         let message = err
             .message()
@@ -121,6 +161,11 @@ pub async fn load_sdk_config() -> SdkConfig {
 pub trait Clients: Send + Sync {
     fn ec2(&self, region: &str) -> Ec2;
     fn sns(&self, region: &str) -> Sns;
+    fn metrics(&self, region: &str) -> Metrics;
+    /// Requests sent so far (every attempt, retries included), by operation.
+    fn calls(&self) -> BTreeMap<String, u64> {
+        BTreeMap::new()
+    }
 }
 
 /// One client per service and region, built on first use and kept for the
@@ -129,6 +174,8 @@ pub struct RegionalClients {
     base: SdkConfig,
     ec2: Mutex<HashMap<String, aws_sdk_ec2::Client>>,
     sns: Mutex<HashMap<String, aws_sdk_sns::Client>>,
+    metrics: Mutex<HashMap<String, aws_sdk_cloudwatch::Client>>,
+    counter: CallCounter,
 }
 
 impl RegionalClients {
@@ -137,7 +184,46 @@ impl RegionalClients {
             base,
             ec2: Mutex::new(HashMap::new()),
             sns: Mutex::new(HashMap::new()),
+            metrics: Mutex::new(HashMap::new()),
+            counter: CallCounter::default(),
         }
+    }
+}
+
+/// Counts the requests each client sends, by operation: the figure behind
+/// "AWS calls per instance", measured where the SDK transmits (so retries
+/// count), not where our code asks.
+#[derive(Clone, Debug, Default)]
+pub struct CallCounter(Arc<Mutex<BTreeMap<String, u64>>>);
+
+impl CallCounter {
+    pub fn snapshot(&self) -> BTreeMap<String, u64> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+impl Intercept for CallCounter {
+    fn name(&self) -> &'static str {
+        "imds-guard call counter"
+    }
+
+    fn read_before_transmit(
+        &self,
+        _context: &BeforeTransmitInterceptorContextRef<'_>,
+        _components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let name = cfg
+            .load::<Metadata>()
+            .map_or("unknown", Metadata::name)
+            .to_string();
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(name)
+            .or_insert(0) += 1;
+        Ok(())
     }
 }
 
@@ -153,6 +239,7 @@ impl Clients for RegionalClients {
         Ec2(cached(&self.ec2, region, || {
             let conf = aws_sdk_ec2::config::Builder::from(&self.base)
                 .region(Region::new(region.to_string()))
+                .interceptor(self.counter.clone())
                 .build();
             aws_sdk_ec2::Client::from_conf(conf)
         }))
@@ -162,9 +249,24 @@ impl Clients for RegionalClients {
         Sns(cached(&self.sns, region, || {
             let conf = aws_sdk_sns::config::Builder::from(&self.base)
                 .region(Region::new(region.to_string()))
+                .interceptor(self.counter.clone())
                 .build();
             aws_sdk_sns::Client::from_conf(conf)
         }))
+    }
+
+    fn metrics(&self, region: &str) -> Metrics {
+        Metrics(cached(&self.metrics, region, || {
+            let conf = aws_sdk_cloudwatch::config::Builder::from(&self.base)
+                .region(Region::new(region.to_string()))
+                .interceptor(self.counter.clone())
+                .build();
+            aws_sdk_cloudwatch::Client::from_conf(conf)
+        }))
+    }
+
+    fn calls(&self) -> BTreeMap<String, u64> {
+        self.counter.snapshot()
     }
 }
 
@@ -172,6 +274,7 @@ impl Clients for RegionalClients {
 pub struct FixedClients {
     pub ec2: aws_sdk_ec2::Client,
     pub sns: aws_sdk_sns::Client,
+    pub metrics: aws_sdk_cloudwatch::Client,
 }
 
 impl Clients for FixedClients {
@@ -180,6 +283,9 @@ impl Clients for FixedClients {
     }
     fn sns(&self, _region: &str) -> Sns {
         Sns(self.sns.clone())
+    }
+    fn metrics(&self, _region: &str) -> Metrics {
+        Metrics(self.metrics.clone())
     }
 }
 
@@ -260,6 +366,106 @@ impl Ec2 {
         }
         Ok(())
     }
+
+    /// One page of the instances a sweep looks at (pending, running,
+    /// stopping, stopped). With `only_optional`, EC2 itself leaves out
+    /// instances already at `HttpTokens=required`; a refusal of that filter
+    /// is the caller's cue to list everything and decide here.
+    pub async fn list_page(
+        &self,
+        only_optional: bool,
+        token: Option<String>,
+    ) -> Result<Page, AwsError> {
+        let mut req = self
+            .0
+            .describe_instances()
+            .filters(
+                Filter::builder()
+                    .name("instance-state-name")
+                    .set_values(Some(LIVE_STATES.iter().map(|s| s.to_string()).collect()))
+                    .build(),
+            )
+            .max_results(SWEEP_PAGE_SIZE)
+            .set_next_token(token.clone());
+        let probe = only_optional && token.is_none();
+        if only_optional {
+            req = req.filters(
+                Filter::builder()
+                    .name("metadata-options.http-tokens")
+                    .values("optional")
+                    .build(),
+            );
+        }
+        let out = if probe {
+            // The first filtered page doubles as the probe for the filter:
+            // a refusal should not cost the full retry schedule.
+            req.customize()
+                .config_override(
+                    aws_sdk_ec2::config::Builder::default()
+                        .retry_config(sdk_retry().with_max_attempts(2)),
+                )
+                .send()
+                .await
+        } else {
+            req.send().await
+        };
+        let out = out.map_err(|e| AwsError::classify(e, "ec2", "ec2:DescribeInstances"))?;
+        let instances = out
+            .reservations()
+            .iter()
+            .flat_map(|r| r.instances().iter().filter_map(observe))
+            .collect();
+        Ok(Page {
+            instances,
+            next_token: out
+                .next_token()
+                .filter(|t| !t.is_empty())
+                .map(str::to_string),
+        })
+    }
+
+    /// The account's IMDS defaults for new launches in this region.
+    pub async fn metadata_defaults(&self) -> Result<AccountDefaults, AwsError> {
+        let out = self
+            .0
+            .get_instance_metadata_defaults()
+            .send()
+            .await
+            .map_err(|e| AwsError::classify(e, "ec2", "ec2:GetInstanceMetadataDefaults"))?;
+        let level = out.account_level();
+        Ok(AccountDefaults {
+            http_tokens: level
+                .and_then(|l| l.http_tokens())
+                .map(|v| v.as_str().to_string()),
+            http_tokens_enforced: level
+                .and_then(|l| l.http_tokens_enforced())
+                .map(|v| v.as_str().to_string()),
+            http_put_response_hop_limit: level.and_then(|l| l.http_put_response_hop_limit()),
+            managed_by: level
+                .and_then(|l| l.managed_by())
+                .map(|v| v.as_str().to_string()),
+        })
+    }
+
+    /// Sets the account default to `HttpTokens=required` and nothing else:
+    /// every other default is left as it is, and `HttpTokensEnforced`, which
+    /// refuses launches, is never touched.
+    pub async fn require_tokens_by_default(&self) -> Result<(), AwsError> {
+        self.0
+            .modify_instance_metadata_defaults()
+            .http_tokens(aws_sdk_ec2::types::MetadataDefaultHttpTokensState::Required)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| AwsError::classify(e, "ec2", "ec2:ModifyInstanceMetadataDefaults"))
+    }
+}
+
+/// One page of a sweep's listing.
+#[derive(Debug, Default)]
+pub struct Page {
+    pub instances: Vec<Observed>,
+    pub next_token: Option<String>,
 }
 
 fn observe(i: &aws_sdk_ec2::types::Instance) -> Option<Observed> {
@@ -294,6 +500,96 @@ fn observe(i: &aws_sdk_ec2::types::Instance) -> Option<Observed> {
                 .collect(),
         ),
     })
+}
+
+/// CloudWatch, for the `MetadataNoToken` metric: IMDSv1 calls an instance
+/// still at `optional` answered.
+#[derive(Clone, Debug)]
+pub struct Metrics(pub aws_sdk_cloudwatch::Client);
+
+impl Metrics {
+    /// IMDSv1 calls each instance answered in the last `lookback`, summed.
+    /// Instances with no data points are absent (no call, or no metric yet).
+    /// Batches 500 queries per `GetMetricData` call.
+    pub async fn no_token_calls(
+        &self,
+        ids: &[String],
+        lookback: Duration,
+    ) -> Result<HashMap<String, f64>, AwsError> {
+        use aws_sdk_cloudwatch::primitives::DateTime;
+        use aws_sdk_cloudwatch::types::{Dimension, Metric, MetricDataQuery, MetricStat};
+
+        let end = SystemTime::now();
+        let start = end.checked_sub(lookback).unwrap_or(SystemTime::UNIX_EPOCH);
+        // One data point per instance: the period is the whole lookback,
+        // rounded up to the hour (CloudWatch wants multiples of 60 s, and of
+        // 3,600 s for data older than 15 days).
+        let period =
+            i32::try_from(lookback.as_secs().div_ceil(3600).max(1) * 3600).unwrap_or(i32::MAX);
+        let mut calls = HashMap::new();
+        for chunk in ids.chunks(QUERIES_PER_CALL) {
+            let queries: Vec<MetricDataQuery> = chunk
+                .iter()
+                .enumerate()
+                .map(|(n, id)| {
+                    MetricDataQuery::builder()
+                        .id(format!("q{n}"))
+                        .return_data(true)
+                        .metric_stat(
+                            MetricStat::builder()
+                                .metric(
+                                    Metric::builder()
+                                        .namespace("AWS/EC2")
+                                        .metric_name("MetadataNoToken")
+                                        .dimensions(
+                                            Dimension::builder()
+                                                .name("InstanceId")
+                                                .value(id)
+                                                .build(),
+                                        )
+                                        .build(),
+                                )
+                                .period(period)
+                                .stat("Sum")
+                                .build(),
+                        )
+                        .build()
+                })
+                .collect();
+            let mut token: Option<String> = None;
+            loop {
+                let out = self
+                    .0
+                    .get_metric_data()
+                    .set_metric_data_queries(Some(queries.clone()))
+                    .start_time(DateTime::from(start))
+                    .end_time(DateTime::from(end))
+                    .set_next_token(token.take())
+                    .send()
+                    .await
+                    .map_err(|e| AwsError::classify(e, "monitoring", "cloudwatch:GetMetricData"))?;
+                for r in out.metric_data_results() {
+                    let Some(n) = r
+                        .id()
+                        .and_then(|q| q.strip_prefix('q'))
+                        .and_then(|n| n.parse::<usize>().ok())
+                    else {
+                        continue;
+                    };
+                    let Some(id) = chunk.get(n) else { continue };
+                    let sum: f64 = r.values().iter().sum();
+                    if !r.values().is_empty() {
+                        *calls.entry(id.clone()).or_insert(0.0) += sum;
+                    }
+                }
+                match out.next_token() {
+                    Some(t) if !t.is_empty() => token = Some(t.to_string()),
+                    _ => break,
+                }
+            }
+        }
+        Ok(calls)
+    }
 }
 
 #[derive(Clone, Debug)]

@@ -1,12 +1,16 @@
 //! The command line: `imds-guard check EVENT.json` evaluates an event file
-//! offline, with no AWS call, and prints what the function would do.
+//! offline, with no AWS call, and prints what the function would do;
+//! `imds-guard sweep` sweeps regions exactly as the scheduled function does.
 
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
+use crate::aws::{load_sdk_config, RegionalClients};
 use crate::config::{Config, Mode};
-use crate::event::{self, GuardEvent};
-use crate::guard::plan;
-use crate::report::{Outcome, Report, Status};
+use crate::event::{self, EventContext, GuardEvent};
+use crate::guard::{plan, Guard, GuardError};
+use crate::report::{DefaultsReport, Outcome, Report, Status};
+use crate::sweep::Progress;
 
 const USAGE: &str = "\
 imds-guard: keeps EC2 instances on IMDSv2 (HttpTokens=required)
@@ -21,6 +25,17 @@ From a shell:
       flags override them. Exit status: 0 nothing to fix, 1 something
       noncompliant (or undecidable offline), 2 error.
 
+  imds-guard sweep [--region R]... [--mode enforce|notify|audit] [--output table|json]
+      Sweep the instances of each region (pending, running, stopping,
+      stopped) as the scheduled function does: same decision, exemptions,
+      actions and notification, with the same environment configuration
+      (SWEEP_REGIONS, SET_ACCOUNT_DEFAULT, CHECK_METADATA_NO_TOKEN, ...);
+      flags override it. Regions: --region, else SWEEP_REGIONS, else the
+      SDK's region (AWS_REGION or the profile). Credentials and endpoints
+      come from the SDK's usual chain. Exit status: 0 nothing noncompliant
+      left (exempt instances aside), 1 some left, 2 error (a region could
+      not be swept to the end).
+
   imds-guard --version | --help";
 
 pub fn run(args: Vec<String>) -> ExitCode {
@@ -29,6 +44,13 @@ pub fn run(args: Vec<String>) -> ExitCode {
             Ok(code) => code,
             Err(e) => {
                 eprintln!("imds-guard check: {e}");
+                ExitCode::from(2)
+            }
+        },
+        Some("sweep") => match sweep(&args[1..]) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("imds-guard sweep: {e}");
                 ExitCode::from(2)
             }
         },
@@ -85,24 +107,221 @@ fn check(args: &[String]) -> Result<ExitCode, String> {
     let report = evaluate(&cfg, &payload).map_err(|e| e.to_string())?;
 
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?
-        );
+        emit(&serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?);
+        emit("\n");
     } else {
-        print!("{}", render(&cfg, &report));
+        emit(&render(&cfg, &report));
     }
     let needs_work = report.instances.iter().any(|i| {
         matches!(
             i.outcome,
             Outcome::Remediated | Outcome::Flagged | Outcome::Failed
         )
-    }) || !report.unreadable.is_empty();
+    }) || !report.unreadable.is_empty()
+        || report
+            .account_defaults
+            .as_ref()
+            .is_some_and(|d| !d.weakenings.is_empty());
     Ok(if needs_work {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
     })
+}
+
+fn sweep(args: &[String]) -> Result<ExitCode, String> {
+    let mut regions: Vec<String> = Vec::new();
+    let mut mode = None;
+    let mut json = false;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--region" => {
+                let v = it.next().ok_or("--region needs a value")?;
+                if !event::is_region(v) {
+                    return Err(format!("--region {v:?} is not a region"));
+                }
+                if !regions.contains(v) {
+                    regions.push(v.clone());
+                }
+            }
+            "--mode" => {
+                let v = it.next().ok_or("--mode needs a value")?;
+                mode = Some(
+                    Mode::parse(v)
+                        .ok_or(format!("--mode {v:?}: expected enforce, notify or audit"))?,
+                );
+            }
+            "--output" => match it.next().map(String::as_str) {
+                Some("json") => json = true,
+                Some("table") => json = false,
+                other => return Err(format!("--output {other:?}: expected table or json")),
+            },
+            other => return Err(format!("unexpected argument {other:?} (see --help)")),
+        }
+    }
+    let mut cfg = Config::from_env().map_err(|e| e.to_string())?;
+    if let Some(m) = mode {
+        cfg.mode = m;
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    let result = runtime.block_on(async {
+        let sdk = load_sdk_config().await;
+        if regions.is_empty() {
+            regions = cfg.sweep_regions.clone();
+        }
+        if regions.is_empty() {
+            if let Some(r) = sdk.region() {
+                regions.push(r.to_string());
+            }
+        }
+        if regions.is_empty() {
+            return Err(
+                "which region? Pass --region, or set SWEEP_REGIONS or AWS_REGION".to_string(),
+            );
+        }
+        let ctx = EventContext {
+            event_name: event::SWEEP.into(),
+            region: regions[0].clone(),
+            ..EventContext::default()
+        };
+        let guard = Guard::new(cfg.clone(), RegionalClients::new(sdk));
+        let tty = std::io::stderr().is_terminal();
+        let show = |p: Progress<'_>| {
+            if tty {
+                eprint!(
+                    "\r\x1b[K{}: page {}, {} instances examined, {} acted on",
+                    p.region, p.pages, p.examined, p.acted
+                );
+                let _ = std::io::stderr().flush();
+            }
+        };
+        let result = guard.sweep(ctx, regions, None, &show).await;
+        if tty {
+            eprintln!();
+        }
+        Ok(result)
+    })?;
+    let (report, failed) = match result {
+        Ok(r) => (r, None),
+        Err(GuardError::Unhandled { summary, report }) => (*report, Some(summary)),
+        Err(e) => return Err(e.to_string()),
+    };
+    if json {
+        emit(&serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?);
+        emit("\n");
+    } else {
+        emit(&render_sweep(&report));
+    }
+    let region_errors = report
+        .sweep
+        .as_ref()
+        .is_some_and(|s| s.regions.iter().any(|r| !r.errors.is_empty()))
+        || !report.unreadable.is_empty();
+    if let Some(summary) = &failed {
+        eprintln!("imds-guard sweep: {summary}");
+    }
+    let left = report.count(Outcome::Flagged) + report.count(Outcome::Failed);
+    Ok(if region_errors {
+        ExitCode::from(2)
+    } else if left > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// The sweep as a table: one row per region, then the instances with news.
+pub fn render_sweep(r: &Report) -> String {
+    let mut out = String::new();
+    let Some(sweep) = &r.sweep else {
+        return out;
+    };
+    out.push_str(&format!(
+        "{:<15} {:>8} {:>9} {:>10} {:>7} {:>6} {:>6} {:>9}  {:<13} {:<8} {}\n",
+        "REGION",
+        "EXAMINED",
+        "COMPLIANT",
+        "REMEDIATED",
+        "FLAGGED",
+        "EXEMPT",
+        "FAILED",
+        "V1-IN-USE",
+        "DEFAULT",
+        "ENFORCED",
+        "READY FOR HttpTokensEnforced"
+    ));
+    for g in &sweep.regions {
+        let d = g.account_defaults.as_ref();
+        out.push_str(&format!(
+            "{:<15} {:>8} {:>9} {:>10} {:>7} {:>6} {:>6} {:>9}  {:<13} {:<8} {}\n",
+            g.region,
+            g.examined,
+            g.count(Outcome::Compliant),
+            g.count(Outcome::Remediated),
+            g.count(Outcome::Flagged),
+            g.count(Outcome::Exempt),
+            g.count(Outcome::Failed),
+            g.v1_in_use,
+            d.and_then(|d| d.http_tokens.as_deref())
+                .unwrap_or("unknown"),
+            d.and_then(|d| d.http_tokens_enforced.as_deref())
+                .unwrap_or("unknown"),
+            g.readiness.verdict,
+        ));
+    }
+    out.push('\n');
+    for g in &sweep.regions {
+        out.push_str(&format!("{}: listed {}\n", g.region, g.listing));
+        out.push_str(&format!(
+            "{}: account default: {}\n",
+            g.region, g.account_default_action
+        ));
+        for reason in &g.readiness.reasons {
+            out.push_str(&format!(
+                "{}: {} because {reason}\n",
+                g.region, g.readiness.verdict
+            ));
+        }
+        for e in &g.errors {
+            out.push_str(&format!("{}: ERROR {e}\n", g.region));
+        }
+    }
+    if !r.instances.is_empty() {
+        out.push('\n');
+    }
+    for i in &r.instances {
+        out.push_str(&format!(
+            "{} {}  {}  {}{}\n",
+            i.region.as_deref().unwrap_or(""),
+            i.instance_id,
+            i.outcome.as_str(),
+            i.action,
+            i.error
+                .as_deref()
+                .map(|e| format!(" ({e})"))
+                .unwrap_or_default()
+        ));
+    }
+    if sweep.omitted_instances > 0 {
+        out.push_str(&format!(
+            "... and {} more (counts above cover every instance)\n",
+            sweep.omitted_instances
+        ));
+    }
+    for u in &r.unreadable {
+        out.push_str(&format!("ERROR {u}\n"));
+    }
+    out.push_str(&format!("notify     {}\n", r.notification));
+    out
+}
+
+/// Writes to stdout; a reader that went away (`| head`) is not an error.
+fn emit(text: &str) {
+    let _ = std::io::stdout().write_all(text.as_bytes());
 }
 
 /// Decides an event on what it carries alone.
@@ -111,6 +330,23 @@ pub fn evaluate(cfg: &Config, payload: &serde_json::Value) -> Result<Report, eve
         GuardEvent::Ignored { reason } => Report::ignored(cfg.mode, reason),
         GuardEvent::FailedCall { ctx, error_code } => {
             Report::failed_call(cfg.mode, ctx, &error_code)
+        }
+        GuardEvent::Sweep { .. } => Report::ignored(
+            cfg.mode,
+            "a scheduled event starts a fleet sweep, which needs EC2: run `imds-guard sweep`"
+                .into(),
+        ),
+        GuardEvent::DefaultsChanged { ctx, change } => {
+            let mut r = Report::handled(Status::DefaultsChanged, cfg.mode, ctx);
+            r.account_defaults = Some(DefaultsReport {
+                weakenings: change.weakenings(),
+                requested: change,
+                current: None,
+                action: "none (offline check)".into(),
+                error: None,
+            });
+            r.notification = "not sent (offline check)".into();
+            r
         }
         GuardEvent::Instances {
             ctx,
@@ -136,6 +372,8 @@ pub fn evaluate(cfg: &Config, payload: &serde_json::Value) -> Result<Report, eve
                 instances,
                 unreadable,
                 notification: "not sent (offline check)".into(),
+                sweep: None,
+                account_defaults: None,
             }
         }
     })
@@ -160,6 +398,15 @@ fn render(cfg: &Config, r: &Report) -> String {
     ));
     out.push_str(&format!("by         {}\n", ctx.principal.display()));
     out.push_str(&format!("mode       {}\n", cfg.mode));
+    if let Some(d) = &r.account_defaults {
+        if d.weakenings.is_empty() {
+            out.push_str("result     the account's IMDS defaults changed without weakening them\n");
+        }
+        for w in &d.weakenings {
+            out.push_str(&format!("weakened   {w}\n"));
+        }
+        return out;
+    }
     if r.status == Status::FailedCall {
         out.push_str(&format!(
             "result     {}\n",

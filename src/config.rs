@@ -66,10 +66,21 @@ pub struct Config {
     /// How long one invocation keeps retrying an instance that EC2 does not
     /// show yet or that is still `pending`. Must fit the function's timeout.
     pub retry_budget: Duration,
+    /// Regions a scheduled sweep covers; empty means the function's own.
+    pub sweep_regions: Vec<String>,
+    /// Enforce mode sets the account default to `HttpTokens=required` (never
+    /// `HttpTokensEnforced`, which refuses launches: a person's decision).
+    pub set_account_default: bool,
+    /// Consult CloudWatch `MetadataNoToken` before changing an instance; one
+    /// that answered IMDSv1 calls recently is flagged instead of changed.
+    pub check_metadata_no_token: bool,
+    pub no_token_lookback: Duration,
 }
 
 pub const DEFAULT_STATUS_TAG_KEY: &str = "imds-guard:status";
 pub const DEFAULT_RETRY_BUDGET_SECS: u64 = 60;
+/// A week: long enough to see weekly jobs that still call IMDSv1.
+pub const DEFAULT_NO_TOKEN_LOOKBACK_HOURS: u64 = 168;
 
 impl Default for Config {
     fn default() -> Self {
@@ -80,6 +91,10 @@ impl Default for Config {
             exemptions: Exemptions::default(),
             max_hop_limit: None,
             retry_budget: Duration::from_secs(DEFAULT_RETRY_BUDGET_SECS),
+            sweep_regions: Vec::new(),
+            set_account_default: false,
+            check_metadata_no_token: false,
+            no_token_lookback: Duration::from_secs(DEFAULT_NO_TOKEN_LOOKBACK_HOURS * 3600),
         }
     }
 }
@@ -203,7 +218,50 @@ impl Config {
             }
             cfg.retry_budget = Duration::from_secs(n);
         }
+        if let Some(v) = get("SWEEP_REGIONS") {
+            for item in list(&v) {
+                if !crate::event::is_region(item) {
+                    return Err(err(
+                        "SWEEP_REGIONS",
+                        &v,
+                        &format!(
+                            "{item:?} is not a region (comma-separated, e.g. us-east-1,eu-west-1)"
+                        ),
+                    ));
+                }
+                if !cfg.sweep_regions.iter().any(|r| r == item) {
+                    cfg.sweep_regions.push(item.to_string());
+                }
+            }
+        }
+        if let Some(v) = get("SET_ACCOUNT_DEFAULT") {
+            cfg.set_account_default =
+                flag(&v).ok_or_else(|| err("SET_ACCOUNT_DEFAULT", &v, "expected true or false"))?;
+        }
+        if let Some(v) = get("CHECK_METADATA_NO_TOKEN") {
+            cfg.check_metadata_no_token = flag(&v)
+                .ok_or_else(|| err("CHECK_METADATA_NO_TOKEN", &v, "expected true or false"))?;
+        }
+        if let Some(v) = get("NO_TOKEN_LOOKBACK_HOURS") {
+            let why = "expected a whole number of hours from 1 to 2160 (90 days)";
+            let n: u64 = v
+                .trim()
+                .parse()
+                .map_err(|_| err("NO_TOKEN_LOOKBACK_HOURS", &v, why))?;
+            if !(1..=2160).contains(&n) {
+                return Err(err("NO_TOKEN_LOOKBACK_HOURS", &v, why));
+            }
+            cfg.no_token_lookback = Duration::from_secs(n * 3600);
+        }
         Ok(cfg)
+    }
+}
+
+fn flag(value: &str) -> Option<bool> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" | "yes" | "1" => Some(true),
+        "false" | "no" | "0" => Some(false),
+        _ => None,
     }
 }
 
@@ -303,6 +361,10 @@ mod tests {
             ("EXEMPT_IMAGE_IDS", "ami-0abcdef1234567890,ami-12345678"),
             ("MAX_HOP_LIMIT", "2"),
             ("RETRY_BUDGET_SECONDS", "30"),
+            ("SWEEP_REGIONS", "us-east-1, eu-west-1,us-east-1"),
+            ("SET_ACCOUNT_DEFAULT", "True"),
+            ("CHECK_METADATA_NO_TOKEN", "yes"),
+            ("NO_TOKEN_LOOKBACK_HOURS", "48"),
         ])
         .unwrap();
         assert_eq!(cfg.mode, Mode::Audit);
@@ -319,6 +381,21 @@ mod tests {
         );
         assert_eq!(cfg.max_hop_limit, Some(2));
         assert_eq!(cfg.retry_budget, Duration::from_secs(30));
+        assert_eq!(
+            cfg.sweep_regions,
+            vec!["us-east-1", "eu-west-1"],
+            "deduplicated"
+        );
+        assert!(cfg.set_account_default && cfg.check_metadata_no_token);
+        assert_eq!(cfg.no_token_lookback, Duration::from_secs(48 * 3600));
+    }
+
+    #[test]
+    fn sweep_settings_default_to_off_and_a_week() {
+        let cfg = from(&[]).unwrap();
+        assert!(cfg.sweep_regions.is_empty());
+        assert!(!cfg.set_account_default && !cfg.check_metadata_no_token);
+        assert_eq!(cfg.no_token_lookback, Duration::from_secs(168 * 3600));
     }
 
     #[test]
@@ -337,6 +414,11 @@ mod tests {
             ("MAX_HOP_LIMIT", "two"),
             ("RETRY_BUDGET_SECONDS", "0"),
             ("RETRY_BUDGET_SECONDS", "601"),
+            ("SWEEP_REGIONS", "us-east-1,Mars"),
+            ("SET_ACCOUNT_DEFAULT", "maybe"),
+            ("CHECK_METADATA_NO_TOKEN", "on-ish"),
+            ("NO_TOKEN_LOOKBACK_HOURS", "0"),
+            ("NO_TOKEN_LOOKBACK_HOURS", "2161"),
         ];
         for (var, value) in cases {
             let e = from(&[(var, value)]).expect_err(&format!("{var}={value} should be refused"));

@@ -11,8 +11,13 @@ use aws_lambda_events::eventbridge::EventBridgeEvent;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::policy::DefaultsChange;
+
 pub const RUN_INSTANCES: &str = "RunInstances";
 pub const MODIFY_METADATA_OPTIONS: &str = "ModifyInstanceMetadataOptions";
+pub const MODIFY_METADATA_DEFAULTS: &str = "ModifyInstanceMetadataDefaults";
+/// The event name a sweep's report and notification carry.
+pub const SWEEP: &str = "Sweep";
 const CLOUDTRAIL_DETAIL_TYPE: &str = "AWS API Call via CloudTrail";
 
 /// Longest piece of event text we keep (user agents can be kilobytes).
@@ -120,6 +125,8 @@ impl Observed {
 pub enum Trigger {
     Launch,
     MetadataChange,
+    /// Found by a sweep, not named by an event.
+    Sweep,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -136,6 +143,13 @@ pub enum GuardEvent {
     FailedCall {
         ctx: EventContext,
         error_code: String,
+    },
+    /// A scheduled event: sweep the fleet. `ctx.region` is the rule's region.
+    Sweep { ctx: EventContext },
+    /// Someone changed the account's IMDS defaults in `ctx.region`.
+    DefaultsChanged {
+        ctx: EventContext,
+        change: DefaultsChange,
     },
     /// Not ours to act on.
     Ignored { reason: String },
@@ -176,9 +190,19 @@ pub fn parse(payload: &Value) -> Result<GuardEvent, EventError> {
         }
     };
     if envelope.source == "aws.events" && envelope.detail_type == "Scheduled Event" {
-        return Ok(ignored(
-            "scheduled event: the fleet sweep is not part of this release, nothing to do".into(),
-        ));
+        let region = envelope.region.clone().filter(|r| is_region(r));
+        return Ok(GuardEvent::Sweep {
+            ctx: EventContext {
+                event_name: SWEEP.to_string(),
+                event_id: envelope.id.as_deref().map(|s| clean(s, 64)),
+                event_time: envelope.time.map(|t| t.to_rfc3339()),
+                account: envelope.account.clone().filter(|a| is_account_id(a)),
+                // Empty when the event names no region: the sweep then needs
+                // SWEEP_REGIONS, and says so.
+                region: region.unwrap_or_default(),
+                ..EventContext::default()
+            },
+        });
     }
     if envelope.source != "aws.ec2" {
         return Ok(ignored(format!(
@@ -204,7 +228,10 @@ pub fn parse(payload: &Value) -> Result<GuardEvent, EventError> {
     let Some(event_name) = detail_obj.get("eventName").and_then(Value::as_str) else {
         return Ok(ignored("CloudTrail event without eventName".into()));
     };
-    if event_name != RUN_INSTANCES && event_name != MODIFY_METADATA_OPTIONS {
+    if event_name != RUN_INSTANCES
+        && event_name != MODIFY_METADATA_OPTIONS
+        && event_name != MODIFY_METADATA_DEFAULTS
+    {
         return Ok(ignored(format!(
             "event {:?} is not one imds-guard acts on",
             clean(event_name, 64)
@@ -254,6 +281,13 @@ pub fn parse(payload: &Value) -> Result<GuardEvent, EventError> {
             .map(|s| clean(s, 128))
             .unwrap_or_else(|| clean(&code.to_string(), 128));
         return Ok(GuardEvent::FailedCall { ctx, error_code });
+    }
+
+    if event_name == MODIFY_METADATA_DEFAULTS {
+        return Ok(GuardEvent::DefaultsChanged {
+            change: defaults_change(detail),
+            ctx,
+        });
     }
 
     if event_name == RUN_INSTANCES {
@@ -329,6 +363,34 @@ pub fn parse(payload: &Value) -> Result<GuardEvent, EventError> {
         }],
         unreadable: Vec::new(),
     })
+}
+
+/// What a `ModifyInstanceMetadataDefaults` call asked for. CloudTrail
+/// writes EC2's newer requests in PascalCase inside a `...Request` object
+/// (as for `ModifyInstanceMetadataOptions`); the flat camelCase form is read
+/// too. Fields it does not name stay `None`: the handler reads the current
+/// defaults from EC2 either way.
+fn defaults_change(detail: &Value) -> DefaultsChange {
+    let params = detail.get("requestParameters");
+    let inner = params.and_then(|p| p.get("ModifyInstanceMetadataDefaultsRequest"));
+    let field = |pascal: &str, camel: &str| {
+        [inner, params]
+            .into_iter()
+            .flatten()
+            .find_map(|obj| obj.get(pascal).or_else(|| obj.get(camel)))
+    };
+    let word_at = |pascal: &str, camel: &str| {
+        field(pascal, camel)
+            .and_then(Value::as_str)
+            .map(|s| clean(s, 32).to_ascii_lowercase())
+    };
+    DefaultsChange {
+        http_tokens: word_at("HttpTokens", "httpTokens"),
+        http_tokens_enforced: word_at("HttpTokensEnforced", "httpTokensEnforced"),
+        http_endpoint: word_at("HttpEndpoint", "httpEndpoint"),
+        http_put_response_hop_limit: field("HttpPutResponseHopLimit", "httpPutResponseHopLimit")
+            .and_then(hop_limit),
+    }
 }
 
 fn ignored(reason: String) -> GuardEvent {
@@ -573,7 +635,7 @@ mod tests {
 
     #[test]
     fn unrelated_events_are_ignored_with_a_reason() {
-        for f in ["unrelated-create-tags.json", "scheduled-event.json"] {
+        for f in ["unrelated-create-tags.json"] {
             match parse(&fixture(f)).unwrap() {
                 GuardEvent::Ignored { reason } => assert!(!reason.is_empty()),
                 other => panic!("{f}: expected ignore, got {other:?}"),
@@ -587,6 +649,58 @@ mod tests {
             parse(&json!("x")).unwrap(),
             GuardEvent::Ignored { .. }
         ));
+    }
+
+    #[test]
+    fn a_scheduled_event_asks_for_a_sweep_of_its_region_and_account() {
+        let GuardEvent::Sweep { ctx } = parse(&fixture("scheduled-event.json")).unwrap() else {
+            panic!("expected a sweep")
+        };
+        assert_eq!(ctx.event_name, SWEEP);
+        assert_eq!(ctx.region, "us-east-1");
+        assert_eq!(ctx.account.as_deref(), Some("111122223333"));
+        assert_eq!(
+            ctx.event_id.as_deref(),
+            Some("89d1a02d-5ec7-412e-82f5-13505f849b41")
+        );
+        // A region that is not one is dropped, not trusted.
+        let mut ev = fixture("scheduled-event.json");
+        ev["region"] = json!("../etc");
+        let GuardEvent::Sweep { ctx } = parse(&ev).unwrap() else {
+            panic!("expected a sweep")
+        };
+        assert_eq!(ctx.region, "");
+    }
+
+    #[test]
+    fn a_defaults_change_reads_what_was_asked_in_either_shape() {
+        let GuardEvent::DefaultsChanged { ctx, change } =
+            parse(&fixture("modify-metadata-defaults-weaken.json")).unwrap()
+        else {
+            panic!("expected a defaults change")
+        };
+        assert_eq!(ctx.region, "us-east-1");
+        assert_eq!(change.http_tokens.as_deref(), Some("optional"));
+        assert_eq!(change.http_tokens_enforced.as_deref(), Some("disabled"));
+        assert_eq!(change.weakenings().len(), 2);
+
+        let mut flat = fixture("modify-metadata-defaults-weaken.json");
+        flat["detail"]["requestParameters"] =
+            json!({"httpTokens": "No-Preference", "httpPutResponseHopLimit": "2"});
+        let GuardEvent::DefaultsChanged { change, .. } = parse(&flat).unwrap() else {
+            panic!("expected a defaults change")
+        };
+        assert_eq!(change.http_tokens.as_deref(), Some("no-preference"));
+        assert_eq!(change.http_put_response_hop_limit, Some(2));
+        assert!(change.weakens_tokens());
+
+        let mut strengthen = fixture("modify-metadata-defaults-weaken.json");
+        strengthen["detail"]["requestParameters"] =
+            json!({"ModifyInstanceMetadataDefaultsRequest": {"HttpTokens": "required"}});
+        let GuardEvent::DefaultsChanged { change, .. } = parse(&strengthen).unwrap() else {
+            panic!("expected a defaults change")
+        };
+        assert!(change.weakenings().is_empty() && !change.weakens_tokens());
     }
 
     #[test]

@@ -18,12 +18,12 @@ use crate::aws::{AwsError, Clients, Ec2};
 use crate::config::{sns_topic_region, Config, Mode};
 use crate::event::{self, EventContext, EventError, GuardEvent, Observed, Trigger};
 use crate::notify;
-use crate::policy::{Policy, Remedy, Verdict};
-use crate::report::{InstanceReport, Outcome, Report, Status};
+use crate::policy::{DefaultsChange, Policy, Remedy, Verdict};
+use crate::report::{DefaultsReport, InstanceReport, Outcome, Report, Status};
 
 /// Modify calls in flight at once for one event.
 const MODIFY_CONCURRENCY: usize = 8;
-const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+pub(crate) const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(8);
 
 #[derive(Debug, thiserror::Error)]
@@ -53,8 +53,8 @@ impl From<GuardError> for Diagnostic {
 }
 
 pub struct Guard<C> {
-    cfg: Config,
-    clients: C,
+    pub(crate) cfg: Config,
+    pub(crate) clients: C,
 }
 
 impl<C: Clients> Guard<C> {
@@ -68,9 +68,30 @@ impl<C: Clients> Guard<C> {
 
     /// Handles one Lambda payload.
     pub async fn handle(&self, payload: &Value) -> Result<Report, GuardError> {
+        self.handle_until(payload, None).await
+    }
+
+    /// Handles one Lambda payload; a sweep stops taking new pages in time to
+    /// report before `deadline` (the function's timeout).
+    pub async fn handle_until(
+        &self,
+        payload: &Value,
+        deadline: Option<Instant>,
+    ) -> Result<Report, GuardError> {
         let parsed =
             event::parse(payload).inspect_err(|e| error!(error = %e, "malformed event"))?;
         match parsed {
+            GuardEvent::Sweep { ctx } => {
+                let regions = if self.cfg.sweep_regions.is_empty() {
+                    vec![ctx.region.clone()]
+                } else {
+                    self.cfg.sweep_regions.clone()
+                };
+                self.sweep(ctx, regions, deadline, &|_| {}).await
+            }
+            GuardEvent::DefaultsChanged { ctx, change } => {
+                self.handle_defaults_change(ctx, change).await
+            }
             GuardEvent::Ignored { reason } => {
                 info!(%reason, "event ignored");
                 Ok(Report::ignored(self.cfg.mode, reason))
@@ -157,7 +178,75 @@ impl<C: Clients> Guard<C> {
             instances: reports,
             unreadable,
             notification: String::new(),
+            sweep: None,
+            account_defaults: None,
         };
+        let notify_error = self.tell(&mut report).await;
+        conclude(report, notify_error)
+    }
+
+    /// Someone changed the account's IMDS defaults: say so when it weakens
+    /// them, and, in enforce mode with `SET_ACCOUNT_DEFAULT`, put
+    /// `HttpTokens=required` back. `HttpTokensEnforced` is never touched.
+    async fn handle_defaults_change(
+        &self,
+        ctx: EventContext,
+        change: DefaultsChange,
+    ) -> Result<Report, GuardError> {
+        let ec2 = self.clients.ec2(&ctx.region);
+        let current = match ec2.metadata_defaults().await {
+            Ok(d) => Some(d),
+            Err(e) => {
+                warn!(error = %e, region = %ctx.region, "account IMDS defaults could not be read");
+                None
+            }
+        };
+        let mut weakenings = change.weakenings();
+        let mut tokens_weak = change.weakens_tokens();
+        if change == DefaultsChange::default() {
+            // The request could not be read: judge by what EC2 shows now.
+            if let Some(d) = current.as_ref().filter(|d| !d.requires_tokens()) {
+                weakenings.push(format!(
+                    "account default HttpTokens is now {}",
+                    d.http_tokens.as_deref().unwrap_or("unset (no-preference)")
+                ));
+                tokens_weak = true;
+            }
+        }
+        let mut error = None;
+        let action = if !tokens_weak {
+            "none".to_string()
+        } else if !self.cfg.set_account_default {
+            "none: SET_ACCOUNT_DEFAULT is off".to_string()
+        } else if self.cfg.mode != Mode::Enforce {
+            format!(
+                "none ({} mode): enforce would set the account default back to HttpTokens=required",
+                self.cfg.mode
+            )
+        } else if current.as_ref().is_some_and(|d| !d.settable()) {
+            "none: a declarative policy manages the account defaults".to_string()
+        } else {
+            match ec2.require_tokens_by_default().await {
+                Ok(()) => "set the account default back to HttpTokens=required".to_string(),
+                Err(e) => {
+                    error = Some(format!("could not set the account default: {e}"));
+                    "none".to_string()
+                }
+            }
+        };
+        if weakenings.is_empty() {
+            info!(region = %ctx.region, "account IMDS defaults changed without weakening them");
+        } else {
+            warn!(region = %ctx.region, by = %ctx.principal.display(), weakened = %weakenings.join("; "), %action, "account IMDS defaults weakened");
+        }
+        let mut report = Report::handled(Status::DefaultsChanged, self.cfg.mode, ctx);
+        report.account_defaults = Some(DefaultsReport {
+            requested: change,
+            weakenings,
+            current,
+            action,
+            error,
+        });
         let notify_error = self.tell(&mut report).await;
         conclude(report, notify_error)
     }
@@ -234,7 +323,7 @@ impl<C: Clients> Guard<C> {
 
     /// Publishes one message for the event when it holds news. Records what
     /// happened in the report; returns the error if publishing failed.
-    async fn tell(&self, report: &mut Report) -> Option<String> {
+    pub(crate) async fn tell(&self, report: &mut Report) -> Option<String> {
         let mut failed = None;
         report.notification = match (&self.cfg.topic_arn, notify::needed(report)) {
             (_, false) => "not needed".into(),
@@ -258,7 +347,7 @@ impl<C: Clients> Guard<C> {
 
 /// The invocation's result: the report, or an error that names every
 /// instance (and the notification) that could not be handled.
-fn conclude(report: Report, notify_error: Option<String>) -> Result<Report, GuardError> {
+pub(crate) fn conclude(report: Report, notify_error: Option<String>) -> Result<Report, GuardError> {
     info!(tally = %report.tally(), notification = %report.notification, "event handled");
     let unhandled = report.unhandled();
     if unhandled.is_empty() && notify_error.is_none() {
@@ -360,7 +449,7 @@ fn verdict_to_report(
     }
 }
 
-fn join(a: &str, b: &str) -> String {
+pub(crate) fn join(a: &str, b: &str) -> String {
     if a.is_empty() || a == "none" {
         b.to_string()
     } else {
@@ -368,7 +457,7 @@ fn join(a: &str, b: &str) -> String {
     }
 }
 
-fn log_decision(ctx: &EventContext, mode: Mode, r: &InstanceReport) {
+pub(crate) fn log_decision(ctx: &EventContext, mode: Mode, r: &InstanceReport) {
     let findings = r.findings.join(", ");
     let fields = (
         r.instance_id.as_str(),
@@ -396,7 +485,7 @@ fn log_decision(ctx: &EventContext, mode: Mode, r: &InstanceReport) {
     }
 }
 
-fn backoff(attempt: u32) -> Duration {
+pub(crate) fn backoff(attempt: u32) -> Duration {
     FIRST_BACKOFF
         .saturating_mul(2u32.saturating_pow(attempt))
         .min(MAX_BACKOFF)

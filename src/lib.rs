@@ -13,3 +13,4 @@ pub mod guard;
 pub mod notify;
 pub mod policy;
 pub mod report;
+pub mod sweep;

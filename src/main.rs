@@ -46,7 +46,10 @@ fn function() -> ExitCode {
         let guard = Guard::new(cfg, RegionalClients::new(load_sdk_config().await));
         let guard = &guard;
         lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
-            guard.handle(&event.payload).await
+            // A sweep stops in time to report before the function's timeout.
+            let deadline =
+                remaining(event.context.deadline).map(|left| tokio::time::Instant::now() + left);
+            guard.handle_until(&event.payload, deadline).await
         }))
         .await
     });
@@ -57,4 +60,12 @@ fn function() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Time left until the invocation's deadline (milliseconds since the epoch).
+fn remaining(deadline_ms: u64) -> Option<std::time::Duration> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?;
+    std::time::Duration::from_millis(deadline_ms).checked_sub(now)
 }

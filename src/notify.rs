@@ -8,12 +8,14 @@
 
 use serde::Serialize;
 
-use crate::report::{InstanceReport, Outcome, Report};
+use crate::report::{DefaultsReport, InstanceReport, Outcome, Report, Status, SweepSummary};
 
 /// SNS allows 100 characters of subject.
 pub const MAX_SUBJECT: usize = 100;
 /// Well under SNS's 256 KB message limit, leaving room for attributes.
 pub const MAX_BODY: usize = 64 * 1024;
+/// The `outcome` attribute of a message about weakened account defaults.
+pub const DEFAULTS_WEAKENED: &str = "account_defaults_weakened";
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Notification {
@@ -48,7 +50,11 @@ struct Body<'a> {
     source_ip: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     user_agent: Option<&'a str>,
-    counts: std::collections::BTreeMap<&'static str, usize>,
+    counts: std::collections::BTreeMap<Outcome, u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sweep: Option<&'a SweepSummary>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    account_defaults: Option<&'a DefaultsReport>,
     instances: &'a [InstanceReport],
     #[serde(skip_serializing_if = "is_zero")]
     omitted_instances: usize,
@@ -62,38 +68,111 @@ fn is_zero(n: &usize) -> bool {
 
 /// Whether the report holds news: anything changed, flagged anew, exempted
 /// or failed. A compliant launch, and a repeat of an already flagged one,
-/// notify no one.
+/// notify no one. A sweep always sends its one summary (it is also the
+/// region's standing and readiness); a change to the account defaults only
+/// when it weakened them or could not be handled.
 pub fn needed(report: &Report) -> bool {
-    report.instances.iter().any(|i| i.notify) || !report.unreadable.is_empty()
+    match report.status {
+        Status::Swept => true,
+        Status::DefaultsChanged => report
+            .account_defaults
+            .as_ref()
+            .is_some_and(|d| !d.weakenings.is_empty() || d.error.is_some()),
+        _ => report.instances.iter().any(|i| i.notify) || !report.unreadable.is_empty(),
+    }
 }
 
-/// Builds the message for a handled event's report.
+/// The subject's and summary's headline, by kind of report.
+fn headline(report: &Report, ctx: &crate::event::EventContext) -> (String, String) {
+    let mode = report.mode.as_str();
+    let account = ctx.account.as_deref().unwrap_or("unknown-account");
+    let tally = report.tally();
+    match (&report.sweep, &report.account_defaults) {
+        (Some(sweep), _) => {
+            let regions = sweep.regions.len();
+            let ready = sweep
+                .regions
+                .iter()
+                .filter(|r| r.readiness.is_ready() || r.readiness.verdict == "already enforced")
+                .count();
+            let tally = if tally == "no instances" {
+                "nothing noncompliant".to_string()
+            } else {
+                tally
+            };
+            (
+                format!(
+                    "imds-guard {mode} sweep: {tally} in {account} ({ready}/{regions} regions ready)"
+                ),
+                format!(
+                    "sweep of account {account}, {regions} region(s): {tally}; {ready} of {regions} ready for HttpTokensEnforced (mode {mode})"
+                ),
+            )
+        }
+        (None, Some(d)) => {
+            let what = if d.weakenings.is_empty() {
+                "could not be checked"
+            } else {
+                "weakened"
+            };
+            (
+                format!(
+                    "imds-guard: IMDS account defaults {what} in {account}/{}",
+                    ctx.region
+                ),
+                format!(
+                    "{}; by {} in account {account} region {}; {} (mode {mode})",
+                    if d.weakenings.is_empty() {
+                        "the account's IMDS defaults were changed and could not be checked"
+                            .to_string()
+                    } else {
+                        d.weakenings.join("; ")
+                    },
+                    ctx.principal.display(),
+                    ctx.region,
+                    d.action
+                ),
+            )
+        }
+        (None, None) => (
+            format!(
+                "imds-guard {mode}: {tally} in {account}/{} ({})",
+                ctx.region, ctx.event_name
+            ),
+            format!(
+                "{tally} after {} by {} in account {account} region {} (mode {mode})",
+                ctx.event_name,
+                ctx.principal.display(),
+                ctx.region
+            ),
+        ),
+    }
+}
+
+/// Builds the message for a handled event's, a sweep's, or a defaults
+/// change's report.
 pub fn build(report: &Report) -> Notification {
     let ctx = report.event.clone().unwrap_or_default();
     let mode = report.mode.as_str();
     let account = ctx.account.as_deref();
-    let where_ = format!("{}/{}", account.unwrap_or("unknown-account"), ctx.region);
-    let tally = report.tally();
-    let subject = subject(&format!(
-        "imds-guard {mode}: {tally} in {where_} ({})",
-        ctx.event_name
-    ));
+    let (headline, summary) = headline(report, &ctx);
+    let subject = subject(&headline);
 
-    let mut counts = std::collections::BTreeMap::new();
-    for i in &report.instances {
-        *counts.entry(i.outcome.as_str()).or_insert(0) += 1;
+    let counts = report.counts();
+    let mut outcomes: Vec<&'static str> = counts.keys().map(|o| o.as_str()).collect();
+    if report
+        .account_defaults
+        .as_ref()
+        .is_some_and(|d| !d.weakenings.is_empty())
+    {
+        outcomes.push(DEFAULTS_WEAKENED);
     }
-    let mut outcomes: Vec<&'static str> = counts.keys().copied().collect();
-    if !report.unreadable.is_empty() && !outcomes.contains(&Outcome::Failed.as_str()) {
+    if (!report.unreadable.is_empty() || !report.unhandled().is_empty())
+        && !outcomes.contains(&Outcome::Failed.as_str())
+    {
         outcomes.push(Outcome::Failed.as_str());
     }
     let principal = ctx.principal.display();
-    let summary = format!(
-        "{tally} after {} by {principal} in account {} region {} (mode {mode})",
-        ctx.event_name,
-        account.unwrap_or("unknown"),
-        ctx.region
-    );
 
     let mut shown = report.instances.len();
     let body = loop {
@@ -112,8 +191,14 @@ pub fn build(report: &Report) -> Notification {
             source_ip: ctx.source_ip.as_deref(),
             user_agent: ctx.user_agent.as_deref(),
             counts: counts.clone(),
+            sweep: report.sweep.as_ref(),
+            account_defaults: report.account_defaults.as_ref(),
             instances: &report.instances[..shown],
-            omitted_instances: report.instances.len() - shown,
+            omitted_instances: report.instances.len() - shown
+                + report
+                    .sweep
+                    .as_ref()
+                    .map_or(0, |s| s.omitted_instances as usize),
             unreadable: &report.unreadable[..report.unreadable.len().min(20)],
         };
         let text = serde_json::to_string_pretty(&b).unwrap_or_else(|e| {
@@ -206,6 +291,8 @@ mod tests {
                 .collect(),
             unreadable: vec![],
             notification: String::new(),
+            sweep: None,
+            account_defaults: None,
         }
     }
 

@@ -191,6 +191,179 @@ impl<'a> Policy<'a> {
     }
 }
 
+/// The account's IMDS defaults for new launches, in one region, as
+/// `GetInstanceMetadataDefaults` reports them (absent: no account default).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct AccountDefaults {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_tokens: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_tokens_enforced: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_put_response_hop_limit: Option<i32>,
+    /// `account`, or `declarative-policy` when the organization sets it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub managed_by: Option<String>,
+}
+
+impl AccountDefaults {
+    /// New launches that do not ask otherwise get `HttpTokens=required`.
+    pub fn requires_tokens(&self) -> bool {
+        self.http_tokens.as_deref() == Some("required")
+    }
+
+    /// AWS's own switch, which refuses IMDSv1 launches outright.
+    pub fn enforced(&self) -> bool {
+        self.http_tokens_enforced.as_deref() == Some("enabled")
+    }
+
+    /// Whether setting the default is ours to do: a declarative policy
+    /// owns it otherwise, and EC2 would refuse the change.
+    pub fn settable(&self) -> bool {
+        self.managed_by.as_deref() != Some("declarative-policy")
+    }
+}
+
+/// What a `ModifyInstanceMetadataDefaults` call asked for (only the fields
+/// it named).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct DefaultsChange {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_tokens: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_tokens_enforced: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_endpoint: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_put_response_hop_limit: Option<i32>,
+}
+
+impl DefaultsChange {
+    /// How the change weakens the account's protection, in words; empty
+    /// when it does not. `no-preference` clears the default, so launches
+    /// fall back to the AMI, which usually means `optional`.
+    pub fn weakenings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        match self.http_tokens.as_deref() {
+            Some("optional") => {
+                out.push("account default HttpTokens set to optional: new launches get IMDSv1 unless they ask for tokens".to_string())
+            }
+            Some("no-preference") => out.push(
+                "account default HttpTokens cleared (no-preference): new launches fall back to the AMI's setting, usually optional".to_string(),
+            ),
+            _ => {}
+        }
+        if self.http_tokens_enforced.as_deref() == Some("disabled") {
+            out.push(
+                "HttpTokensEnforced turned off: IMDSv1 launches are accepted again".to_string(),
+            );
+        }
+        out
+    }
+
+    /// The change weakened the tokens default itself (what
+    /// `SET_ACCOUNT_DEFAULT` puts back; never the enforcement switch).
+    pub fn weakens_tokens(&self) -> bool {
+        matches!(
+            self.http_tokens.as_deref(),
+            Some("optional" | "no-preference")
+        )
+    }
+}
+
+/// What a region's sweep found, as the readiness check needs it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SweepFacts {
+    /// Every page was listed and every instance ended in an outcome.
+    pub complete: bool,
+    /// Instances left at `optional` (flagged, held back, failed).
+    pub noncompliant_left: u64,
+    /// Instances left at `optional` because an exemption applies.
+    pub exempt: u64,
+    /// Of those left at `optional`, the ones that answered IMDSv1 calls in
+    /// the lookback (only known when the metric check is on).
+    pub v1_in_use: u64,
+    pub defaults: Option<AccountDefaults>,
+}
+
+/// Is the region ready for AWS's `HttpTokensEnforced`?
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Readiness {
+    /// `ready`, `not ready`, `already enforced`, or `unknown`.
+    pub verdict: &'static str,
+    /// What stands in the way, or what was not checked.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub reasons: Vec<String>,
+}
+
+impl Readiness {
+    pub fn is_ready(&self) -> bool {
+        self.verdict == "ready"
+    }
+}
+
+/// Readiness for `HttpTokensEnforced`, AWS's last step of the migration:
+/// nothing may still need IMDSv1, or turning it on breaks it. Switching it
+/// on stays a person's decision; this only says whether it is safe.
+pub fn readiness(f: &SweepFacts) -> Readiness {
+    if f.defaults.as_ref().is_some_and(AccountDefaults::enforced) && f.noncompliant_left == 0 {
+        return Readiness {
+            verdict: "already enforced",
+            reasons: Vec::new(),
+        };
+    }
+    let mut reasons = Vec::new();
+    if f.noncompliant_left > 0 {
+        reasons.push(format!(
+            "{} instance(s) still at HttpTokens=optional",
+            f.noncompliant_left
+        ));
+    }
+    if f.exempt > 0 {
+        reasons.push(format!(
+            "{} exempt instance(s) still at HttpTokens=optional (enforcement has no exemptions)",
+            f.exempt
+        ));
+    }
+    if f.v1_in_use > 0 {
+        reasons.push(format!(
+            "{} of them answered IMDSv1 calls recently (MetadataNoToken)",
+            f.v1_in_use
+        ));
+    }
+    match &f.defaults {
+        Some(d) if !d.requires_tokens() => reasons.push(format!(
+            "account default HttpTokens is {}: set it to required first",
+            d.http_tokens.as_deref().unwrap_or("unset")
+        )),
+        _ => {}
+    }
+    if !reasons.is_empty() {
+        return Readiness {
+            verdict: "not ready",
+            reasons,
+        };
+    }
+    let mut unknown = Vec::new();
+    if !f.complete {
+        unknown.push("the sweep did not finish".to_string());
+    }
+    if f.defaults.is_none() {
+        unknown.push("the account defaults could not be read".to_string());
+    }
+    if !unknown.is_empty() {
+        return Readiness {
+            verdict: "unknown",
+            reasons: unknown,
+        };
+    }
+    // No instance is left at `optional`, so none can still be using IMDSv1.
+    Readiness {
+        verdict: "ready",
+        reasons: Vec::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,13 +1,16 @@
 //! What happened: one outcome per instance, and the invocation's report
 //! (the function's response, the CLI's output and the notification's source).
 
+use std::collections::BTreeMap;
+
 use serde::Serialize;
 
 use crate::config::Mode;
 use crate::event::{EventContext, MetadataOptions};
+use crate::policy::{AccountDefaults, DefaultsChange, Readiness};
 
 /// Every instance an event names ends in exactly one of these.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     /// Already `HttpTokens=required` (or the endpoint is off).
@@ -40,6 +43,9 @@ impl Outcome {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct InstanceReport {
     pub instance_id: String,
+    /// Set by a sweep, which spans regions.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
     pub outcome: Outcome,
     /// What this invocation did, in words.
     pub action: String,
@@ -66,6 +72,7 @@ impl InstanceReport {
     pub fn new(instance_id: &str, outcome: Outcome, action: impl Into<String>) -> Self {
         InstanceReport {
             instance_id: instance_id.to_string(),
+            region: None,
             outcome,
             action: action.into(),
             would: None,
@@ -95,6 +102,95 @@ pub enum Status {
     FailedCall,
     /// Not an event imds-guard acts on.
     Ignored,
+    /// A sweep of the fleet: see `sweep`.
+    Swept,
+    /// The account's IMDS defaults were changed: see `account_defaults`.
+    DefaultsChanged,
+}
+
+/// One region of a sweep.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RegionSweep {
+    pub region: String,
+    /// `server-side filter`, or why the listing was filtered here instead.
+    pub listing: String,
+    pub pages: u64,
+    /// Instances listed (with a server-side filter, only those at `optional`).
+    pub examined: u64,
+    pub counts: BTreeMap<Outcome, u64>,
+    /// Noncompliant instances flagged instead of changed because they
+    /// answered IMDSv1 calls in the lookback (`MetadataNoToken`).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub v1_in_use: u64,
+    /// Modify calls EC2 throttled even after the SDK's retries, and that
+    /// the sweep slowed down for and retried.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub throttled: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub account_defaults: Option<AccountDefaults>,
+    /// What was done about the account default.
+    pub account_default_action: String,
+    pub readiness: Readiness,
+    /// What could not be done: the listing stopped or failed, or the
+    /// account default could not be set. Each fails the invocation.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
+}
+
+impl RegionSweep {
+    pub fn new(region: &str) -> Self {
+        RegionSweep {
+            region: region.to_string(),
+            listing: String::new(),
+            pages: 0,
+            examined: 0,
+            counts: BTreeMap::new(),
+            v1_in_use: 0,
+            throttled: 0,
+            account_defaults: None,
+            account_default_action: "none".into(),
+            readiness: Readiness {
+                verdict: "unknown",
+                reasons: Vec::new(),
+            },
+            errors: Vec::new(),
+        }
+    }
+
+    pub fn count(&self, outcome: Outcome) -> u64 {
+        self.counts.get(&outcome).copied().unwrap_or(0)
+    }
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SweepSummary {
+    pub regions: Vec<RegionSweep>,
+    /// Instances with news (changed, flagged, exempt, failed) that the
+    /// report's `instances` leaves out to stay bounded; failed ones are
+    /// always listed.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub omitted_instances: u64,
+    /// Requests sent, by operation (retries included), where counted.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub aws_calls: BTreeMap<String, u64>,
+}
+
+/// A change to the account's IMDS defaults, judged.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct DefaultsReport {
+    pub requested: DefaultsChange,
+    /// How the change weakens protection; empty when it does not.
+    pub weakenings: Vec<String>,
+    /// The defaults as EC2 reports them now, when they could be read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub current: Option<AccountDefaults>,
+    pub action: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -111,6 +207,10 @@ pub struct Report {
     pub unreadable: Vec<String>,
     /// `sent <message id>`, `not needed`, `no topic configured`, `failed: ...`.
     pub notification: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sweep: Option<SweepSummary>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub account_defaults: Option<DefaultsReport>,
 }
 
 impl Report {
@@ -123,6 +223,23 @@ impl Report {
             instances: Vec::new(),
             unreadable: Vec::new(),
             notification: "not needed".into(),
+            sweep: None,
+            account_defaults: None,
+        }
+    }
+
+    /// A report for `ctx` with nothing in it yet.
+    pub fn handled(status: Status, mode: Mode, ctx: EventContext) -> Report {
+        Report {
+            status,
+            mode,
+            reason: None,
+            event: Some(ctx),
+            instances: Vec::new(),
+            unreadable: Vec::new(),
+            notification: String::new(),
+            sweep: None,
+            account_defaults: None,
         }
     }
 
@@ -139,14 +256,34 @@ impl Report {
             instances: Vec::new(),
             unreadable: Vec::new(),
             notification: "not needed".into(),
+            sweep: None,
+            account_defaults: None,
         }
     }
 
-    pub fn count(&self, outcome: Outcome) -> usize {
-        self.instances
-            .iter()
-            .filter(|i| i.outcome == outcome)
-            .count()
+    /// Instances by outcome: a sweep's full counts (its `instances` list is
+    /// capped), else the event's instances.
+    pub fn counts(&self) -> BTreeMap<Outcome, u64> {
+        let mut counts = BTreeMap::new();
+        match &self.sweep {
+            Some(sweep) => {
+                for r in &sweep.regions {
+                    for (o, n) in &r.counts {
+                        *counts.entry(*o).or_insert(0) += n;
+                    }
+                }
+            }
+            None => {
+                for i in &self.instances {
+                    *counts.entry(i.outcome).or_insert(0) += 1;
+                }
+            }
+        }
+        counts
+    }
+
+    pub fn count(&self, outcome: Outcome) -> u64 {
+        self.counts().get(&outcome).copied().unwrap_or(0)
     }
 
     /// Instances and items that could not be handled, with why.
@@ -170,6 +307,18 @@ impl Report {
                 ),
             })
             .chain(self.unreadable.iter().cloned())
+            .chain(self.sweep.iter().flat_map(|s| {
+                s.regions.iter().flat_map(|r| {
+                    r.errors
+                        .iter()
+                        .map(move |e| format!("region {} ({e})", r.region))
+                })
+            }))
+            .chain(
+                self.account_defaults
+                    .iter()
+                    .filter_map(|d| Some(format!("account defaults ({})", d.error.as_ref()?))),
+            )
             .collect()
     }
 
@@ -183,9 +332,10 @@ impl Report {
             Outcome::Compliant,
             Outcome::Gone,
         ];
+        let counts = self.counts();
         let parts: Vec<String> = order
             .iter()
-            .filter_map(|&o| match self.count(o) {
+            .filter_map(|&o| match counts.get(&o).copied().unwrap_or(0) {
                 0 => None,
                 n => Some(format!("{n} {}", o.as_str())),
             })

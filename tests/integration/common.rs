@@ -74,6 +74,13 @@ pub fn ec2(rules: &[&Rule]) -> aws_sdk_ec2::Client {
     aws_sdk_ec2::Client::from_conf(conf.build())
 }
 
+/// A CloudWatch client answered by `rules`.
+pub fn metrics(rules: &[&Rule]) -> aws_sdk_cloudwatch::Client {
+    let conf =
+        aws_sdk_cloudwatch::config::Builder::from(&mock_base()).interceptor(interceptor(rules));
+    aws_sdk_cloudwatch::Client::from_conf(conf.build())
+}
+
 /// An SNS client answered by `rules`.
 pub fn sns(rules: &[&Rule]) -> aws_sdk_sns::Client {
     let conf = aws_sdk_sns::config::Builder::from(&mock_base()).interceptor(interceptor(rules));
@@ -86,6 +93,7 @@ pub fn guard(cfg: Config, ec2_rules: &[&Rule], sns_rules: &[&Rule]) -> Guard<Fix
         FixedClients {
             ec2: ec2(ec2_rules),
             sns: sns(sns_rules),
+            metrics: metrics(&[]),
         },
     )
 }

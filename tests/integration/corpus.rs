@@ -123,10 +123,14 @@ fn corpus() -> Vec<Case> {
             "detail-type",
         ),
         case(
-            "scheduled event",
-            js(&fixture("scheduled-event.json")),
-            false,
-            "fleet sweep",
+            "scheduled event naming no usable region",
+            js(&{
+                let mut v = fixture("scheduled-event.json");
+                v["region"] = json!("not/a-region");
+                v
+            }),
+            true,
+            "names no region",
         ),
         case(
             "unknown event name",

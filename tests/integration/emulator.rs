@@ -29,7 +29,7 @@ pub(crate) async fn ec2(region: &str) -> aws_sdk_ec2::Client {
     )
 }
 
-async fn topic(name: &str) -> String {
+pub(crate) async fn topic(name: &str) -> String {
     let base = load_sdk_config().await;
     let sns = aws_sdk_sns::Client::from_conf(
         aws_sdk_sns::config::Builder::from(&base)
@@ -47,11 +47,11 @@ async fn topic(name: &str) -> String {
 }
 
 pub(crate) struct Launch<'a> {
-    count: i32,
-    tokens: &'a str,
-    hop: i32,
-    image: &'a str,
-    tags: &'a [(&'a str, &'a str)],
+    pub(crate) count: i32,
+    pub(crate) tokens: &'a str,
+    pub(crate) hop: i32,
+    pub(crate) image: &'a str,
+    pub(crate) tags: &'a [(&'a str, &'a str)],
 }
 
 impl Default for Launch<'_> {
@@ -103,8 +103,8 @@ pub(crate) async fn launch(ec2: &aws_sdk_ec2::Client, l: Launch<'_>) -> Vec<Stri
 pub(crate) struct Seen {
     pub(crate) tokens: String,
     endpoint: String,
-    hop: i32,
-    status_tag: Option<String>,
+    pub(crate) hop: i32,
+    pub(crate) status_tag: Option<String>,
 }
 
 pub(crate) async fn seen(ec2: &aws_sdk_ec2::Client, id: &str) -> Seen {
@@ -133,7 +133,7 @@ pub(crate) async fn seen(ec2: &aws_sdk_ec2::Client, id: &str) -> Seen {
 }
 
 /// Messages moto recorded as published to `topic_arn`: (subject, body JSON, attributes).
-fn sent(topic_arn: &str) -> Vec<(String, Value, Value)> {
+pub(crate) fn sent(topic_arn: &str) -> Vec<(String, Value, Value)> {
     let endpoint = moto_endpoint();
     let host = endpoint.trim_start_matches("http://");
     let mut s = std::net::TcpStream::connect(host).unwrap();

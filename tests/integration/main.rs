@@ -3,6 +3,8 @@
 //!   AWS behaviour the emulator lacks: eventual consistency, pending
 //!   instances, throttling, missing permissions, partial failure.
 //! - `emulator`: end to end against moto's server (started by `make test`).
+//! - `sweep_emulator`, `sweep_faults`: the fleet sweep against the emulator,
+//!   and against mocks for what the emulator lacks.
 //! - `cli`: the binary's `check` command.
 
 mod cli;
@@ -14,4 +16,6 @@ mod load;
 mod netfaults;
 mod properties;
 mod runtime;
+mod sweep_emulator;
+mod sweep_faults;
 mod template;

@@ -1,0 +1,497 @@
+//! The fleet sweep: catches what events miss (instances launched before the
+//! guardrail, events EventBridge never delivered). Each region is listed page
+//! by page, so memory stays bounded by a page and the instances with news;
+//! every instance is decided by the same policy as the event path and acted
+//! on as the mode says; one report and one notification sum the sweep up,
+//! with each region's account defaults and its readiness for AWS's own
+//! `HttpTokensEnforced`.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use futures_util::stream::{self, StreamExt};
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use crate::aws::{AwsError, Clients, Ec2};
+use crate::config::Mode;
+use crate::event::{EventContext, Observed, Trigger};
+use crate::guard::{backoff, conclude, join, log_decision, plan, Guard, GuardError};
+use crate::policy::{readiness, Remedy, SweepFacts};
+use crate::report::{InstanceReport, Outcome, RegionSweep, Report, Status, SweepSummary};
+
+/// Instances with news kept in the report, across regions; beyond this only
+/// counts grow (failed instances are always kept: they must be named).
+pub const MAX_LISTED: usize = 1000;
+/// Modify calls in flight at once in one region, at most; halved whenever
+/// EC2 throttles, grown back by one per calm round.
+pub const MAX_MODIFY_CONCURRENCY: usize = 8;
+/// Regions swept at once.
+const REGION_CONCURRENCY: usize = 4;
+/// A sweep stops taking new pages this long before the function's timeout,
+/// so it can still tag, notify and report what it did.
+pub const STOP_MARGIN: Duration = Duration::from_secs(30);
+
+/// Where a sweep is, for a progress line.
+#[derive(Clone, Debug)]
+pub struct Progress<'a> {
+    pub region: &'a str,
+    pub pages: u64,
+    pub examined: u64,
+    pub acted: u64,
+}
+
+/// One region's outcome: its summary and the instances with news.
+struct RegionResult {
+    summary: RegionSweep,
+    listed: Vec<InstanceReport>,
+    omitted: u64,
+}
+
+impl<C: Clients> Guard<C> {
+    /// Sweeps `regions`. The report holds each region's counts, account
+    /// defaults and readiness, and the instances with news; the invocation
+    /// fails, naming them, when an instance or a region could not be handled.
+    pub async fn sweep(
+        &self,
+        ctx: EventContext,
+        regions: Vec<String>,
+        deadline: Option<Instant>,
+        progress: &(dyn Fn(Progress<'_>) + Sync),
+    ) -> Result<Report, GuardError> {
+        let calls_before = self.clients.calls();
+        let mut report = Report::handled(Status::Swept, self.cfg.mode, ctx);
+        let regions: Vec<String> = regions.into_iter().filter(|r| !r.is_empty()).collect();
+        if regions.is_empty() {
+            report.unreadable.push(
+                "the scheduled event names no region and SWEEP_REGIONS is not set: nothing swept"
+                    .into(),
+            );
+        }
+        let per_region = MAX_LISTED / regions.len().max(1);
+        let results: Vec<RegionResult> = stream::iter(regions)
+            .map(|region| async move {
+                self.sweep_region(&region, per_region, deadline, progress)
+                    .await
+            })
+            .buffered(REGION_CONCURRENCY)
+            .collect()
+            .await;
+
+        let mut sweep = SweepSummary {
+            regions: Vec::with_capacity(results.len()),
+            omitted_instances: 0,
+            aws_calls: Default::default(),
+        };
+        for r in results {
+            report.instances.extend(r.listed);
+            sweep.omitted_instances += r.omitted;
+            sweep.regions.push(r.summary);
+        }
+        // Calls this sweep sent: the counter is shared by the process.
+        for (op, n) in self.clients.calls() {
+            let before = calls_before.get(&op).copied().unwrap_or(0);
+            if n > before {
+                sweep.aws_calls.insert(op, n - before);
+            }
+        }
+        report.sweep = Some(sweep);
+        let notify_error = self.tell(&mut report).await;
+        conclude(report, notify_error)
+    }
+
+    async fn sweep_region(
+        &self,
+        region: &str,
+        max_listed: usize,
+        deadline: Option<Instant>,
+        progress: &(dyn Fn(Progress<'_>) + Sync),
+    ) -> RegionResult {
+        let ec2 = self.clients.ec2(region);
+        let mut out = RegionResult {
+            summary: RegionSweep::new(region),
+            listed: Vec::new(),
+            omitted: 0,
+        };
+        self.account_defaults(&ec2, &mut out.summary).await;
+
+        // EC2 can leave out the instances already at `required` itself; a
+        // hop-limit maximum needs every instance's options, though.
+        let mut only_optional = self.cfg.max_hop_limit.is_none();
+        out.summary.listing = if only_optional {
+            "server-side filter (metadata-options.http-tokens=optional)".into()
+        } else {
+            "every instance (MAX_HOP_LIMIT needs each hop limit)".into()
+        };
+        let mut token: Option<String> = None;
+        let mut concurrency = MAX_MODIFY_CONCURRENCY;
+        let stop_at = deadline.map(|d| d.checked_sub(STOP_MARGIN).unwrap_or(d));
+        loop {
+            if stop_at.is_some_and(|t| Instant::now() >= t) {
+                out.summary.errors.push(format!(
+                    "stopped after {} page(s) to report before the function's timeout; the next sweep continues",
+                    out.summary.pages
+                ));
+                break;
+            }
+            let page = match ec2.list_page(only_optional, token.clone()).await {
+                Ok(page) => page,
+                // The emulator (and any EC2 that does not know the filter)
+                // refuses it: list everything and decide here instead.
+                Err(e) if only_optional && out.summary.pages == 0 && !e.is_unauthorized() => {
+                    warn!(%region, error = %e, "the metadata-options filter was refused; filtering here");
+                    only_optional = false;
+                    out.summary.listing =
+                        format!("every instance (EC2 refused the metadata-options filter: {e})");
+                    continue;
+                }
+                Err(e) => {
+                    out.summary.errors.push(format!(
+                        "listing stopped after {} page(s): {e}",
+                        out.summary.pages
+                    ));
+                    break;
+                }
+            };
+            out.summary.pages += 1;
+            out.summary.examined += page.instances.len() as u64;
+            self.sweep_page(
+                &ec2,
+                page.instances,
+                &mut out,
+                max_listed,
+                &mut concurrency,
+                stop_at,
+            )
+            .await;
+            progress(Progress {
+                region,
+                pages: out.summary.pages,
+                examined: out.summary.examined,
+                acted: out.summary.count(Outcome::Remediated) + out.summary.count(Outcome::Flagged),
+            });
+            match page.next_token {
+                Some(t) => token = Some(t),
+                None => break,
+            }
+        }
+
+        let s = &mut out.summary;
+        s.readiness = readiness(&SweepFacts {
+            complete: s.errors.is_empty(),
+            noncompliant_left: s.count(Outcome::Flagged) + s.count(Outcome::Failed),
+            exempt: s.count(Outcome::Exempt),
+            v1_in_use: s.v1_in_use,
+            defaults: s.account_defaults.clone(),
+        });
+        info!(
+            %region, pages = s.pages, examined = s.examined, listing = %s.listing,
+            counts = %serde_json::to_string(&s.counts).unwrap_or_default(),
+            readiness = s.readiness.verdict, errors = %s.errors.join("; "),
+            "region swept"
+        );
+        out
+    }
+
+    /// Reads the account's defaults, and sets `HttpTokens=required` when
+    /// configured to (enforce mode only; never `HttpTokensEnforced`).
+    async fn account_defaults(&self, ec2: &Ec2, s: &mut RegionSweep) {
+        let defaults = match ec2.metadata_defaults().await {
+            Ok(d) => d,
+            Err(e) => {
+                s.account_default_action = format!("could not read the account defaults: {e}");
+                if self.cfg.set_account_default && self.cfg.mode == Mode::Enforce {
+                    s.errors.push(format!(
+                        "SET_ACCOUNT_DEFAULT: could not read the defaults: {e}"
+                    ));
+                }
+                return;
+            }
+        };
+        let mut defaults = defaults;
+        s.account_default_action = if defaults.requires_tokens() {
+            "none: already HttpTokens=required".into()
+        } else if !self.cfg.set_account_default {
+            "none: SET_ACCOUNT_DEFAULT is off".into()
+        } else if self.cfg.mode != Mode::Enforce {
+            format!(
+                "none ({} mode): enforce would set the account default to HttpTokens=required",
+                self.cfg.mode
+            )
+        } else if !defaults.settable() {
+            "none: a declarative policy manages the account defaults".into()
+        } else {
+            match ec2.require_tokens_by_default().await {
+                Ok(()) => {
+                    defaults.http_tokens = Some("required".into());
+                    "set the account default to HttpTokens=required".into()
+                }
+                Err(e) => {
+                    s.errors
+                        .push(format!("could not set the account default: {e}"));
+                    "none: setting it failed".into()
+                }
+            }
+        };
+        s.account_defaults = Some(defaults);
+    }
+
+    /// Decides one page, acts on it and records the outcomes.
+    async fn sweep_page(
+        &self,
+        ec2: &Ec2,
+        instances: Vec<Observed>,
+        out: &mut RegionResult,
+        max_listed: usize,
+        concurrency: &mut usize,
+        stop_at: Option<Instant>,
+    ) {
+        let region = out.summary.region.clone();
+        let ctx = EventContext {
+            event_name: crate::event::SWEEP.into(),
+            region: region.clone(),
+            ..EventContext::default()
+        };
+        // Decide. Compliant and gone instances are only counted.
+        let mut reports: Vec<InstanceReport> = Vec::new();
+        let mut remedies: Vec<Option<Remedy>> = Vec::new();
+        for o in &instances {
+            let (report, remedy) = plan(&self.cfg, o, &ctx, Trigger::Sweep);
+            if matches!(report.outcome, Outcome::Compliant | Outcome::Gone) {
+                *out.summary.counts.entry(report.outcome).or_insert(0) += 1;
+                continue;
+            }
+            reports.push(report);
+            remedies.push(remedy);
+        }
+        drop(instances);
+
+        if self.cfg.check_metadata_no_token {
+            self.hold_back_v1_users(&region, &mut reports, &mut remedies, &mut out.summary)
+                .await;
+        }
+
+        // Act: enforce modifies, with concurrency that yields to throttling.
+        let to_modify: Vec<(usize, Remedy)> = remedies
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, r)| Some((i, r?)))
+            .collect();
+        let budget_end = Instant::now() + self.cfg.retry_budget;
+        let deadline = stop_at.map_or(budget_end, |s| s.min(budget_end));
+        out.summary.throttled +=
+            remediate_adaptive(ec2, &mut reports, to_modify, concurrency, deadline).await;
+        self.tag_sweep(ec2, &mut reports).await;
+
+        // Record.
+        for mut r in reports {
+            log_decision(&ctx, self.cfg.mode, &r);
+            *out.summary.counts.entry(r.outcome).or_insert(0) += 1;
+            let news = r.notify || r.outcome == Outcome::Failed || r.error.is_some();
+            if !news {
+                continue;
+            }
+            if out.listed.len() < max_listed || r.outcome == Outcome::Failed || r.error.is_some() {
+                r.region = Some(region.clone());
+                out.listed.push(r);
+            } else {
+                out.omitted += 1;
+            }
+        }
+    }
+
+    /// With `CHECK_METADATA_NO_TOKEN`, an instance that answered IMDSv1
+    /// calls in the lookback is flagged instead of changed: requiring tokens
+    /// would break the software that still makes those calls. If the metric
+    /// cannot be read, nothing is changed blind: those instances fail.
+    async fn hold_back_v1_users(
+        &self,
+        region: &str,
+        reports: &mut [InstanceReport],
+        remedies: &mut [Option<Remedy>],
+        s: &mut RegionSweep,
+    ) {
+        let ids: Vec<String> = reports
+            .iter()
+            .filter(|r| {
+                matches!(
+                    r.outcome,
+                    Outcome::Remediated | Outcome::Flagged | Outcome::Exempt
+                )
+            })
+            .map(|r| r.instance_id.clone())
+            .collect();
+        if ids.is_empty() {
+            return;
+        }
+        let hours = self.cfg.no_token_lookback.as_secs() / 3600;
+        let calls: HashMap<String, f64> = match self
+            .clients
+            .metrics(region)
+            .no_token_calls(&ids, self.cfg.no_token_lookback)
+            .await
+        {
+            Ok(c) => c,
+            Err(e) => {
+                for (r, remedy) in reports.iter_mut().zip(remedies.iter_mut()) {
+                    if remedy.take().is_some() {
+                        *r = failed_like(
+                            r,
+                            format!(
+                                "MetadataNoToken could not be read, so nothing was changed: {e}"
+                            ),
+                        );
+                    }
+                }
+                return;
+            }
+        };
+        for (r, remedy) in reports.iter_mut().zip(remedies.iter_mut()) {
+            let Some(&n) = calls.get(&r.instance_id).filter(|n| **n > 0.0) else {
+                continue;
+            };
+            s.v1_in_use += 1;
+            r.findings.push(format!(
+                "answered {n:.0} IMDSv1 call(s) in the last {hours}h (MetadataNoToken)"
+            ));
+            if let Some(remedy) = remedy.take() {
+                r.outcome = Outcome::Flagged;
+                r.action = "none: held back, IMDSv1 still in use".into();
+                r.would = Some(remedy.to_string());
+            }
+        }
+    }
+
+    /// Tags what the sweep acted on, one `CreateTags` call per value:
+    /// `remediated`, and `noncompliant` for what notify mode flags and for
+    /// what enforce held back (not again when already tagged so).
+    async fn tag_sweep(&self, ec2: &Ec2, reports: &mut [InstanceReport]) {
+        let key = self.cfg.status_tag_key.clone();
+        let mode = self.cfg.mode;
+        for value in ["remediated", "noncompliant"] {
+            let selects = |r: &InstanceReport| match value {
+                "remediated" => r.outcome == Outcome::Remediated,
+                _ => r.outcome == Outcome::Flagged && r.notify && mode != Mode::Audit,
+            };
+            let ids: Vec<String> = reports
+                .iter()
+                .filter(|r| selects(r) && r.error.is_none())
+                .map(|r| r.instance_id.clone())
+                .collect();
+            if ids.is_empty() {
+                continue;
+            }
+            let result = ec2.tag(&ids, &key, value).await;
+            let ids: std::collections::HashSet<String> = ids.into_iter().collect();
+            for r in reports.iter_mut().filter(|r| ids.contains(&r.instance_id)) {
+                match &result {
+                    Ok(()) => r.action = join(&r.action, &format!("tagged {key}={value}")),
+                    Err(e) => {
+                        r.error = Some(format!("tagging failed: {e}"));
+                        if r.outcome == Outcome::Flagged && self.cfg.mode == Mode::Notify {
+                            // Tagging was the whole action.
+                            r.outcome = Outcome::Failed;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn failed_like(r: &InstanceReport, error: String) -> InstanceReport {
+    let mut f = InstanceReport::failed(&r.instance_id, error);
+    f.findings = r.findings.clone();
+    f.before = r.before.clone();
+    f.image_id = r.image_id.clone();
+    f
+}
+
+/// Applies remedies in rounds of at most `concurrency` calls. A round EC2
+/// throttled (after the SDK's own retries) halves the concurrency and waits
+/// before retrying the throttled calls; a calm round grows it back by one.
+/// Instances still `pending` are retried, ones terminated meanwhile end
+/// `gone`, and nothing is retried past `deadline`. Returns the throttled calls.
+async fn remediate_adaptive(
+    ec2: &Ec2,
+    reports: &mut [InstanceReport],
+    to_modify: Vec<(usize, Remedy)>,
+    concurrency: &mut usize,
+    deadline: Instant,
+) -> u64 {
+    let mut queue: VecDeque<(usize, Remedy)> = to_modify.into();
+    let mut throttled_calls = 0;
+    let mut waits = 0;
+    while !queue.is_empty() {
+        let n = (*concurrency)
+            .clamp(1, MAX_MODIFY_CONCURRENCY)
+            .min(queue.len());
+        let round: Vec<(usize, Remedy)> = queue.drain(..n).collect();
+        let results = join_all(
+            round
+                .iter()
+                .map(|(idx, remedy)| ec2.modify(&reports[*idx].instance_id, remedy)),
+        )
+        .await;
+        let mut throttled = false;
+        let mut retry_later = false;
+        for ((idx, remedy), result) in round.into_iter().zip(results) {
+            let r = &mut reports[idx];
+            let Err(e) = result else { continue };
+            let still_there = if e.is_incorrect_state() {
+                match ec2.describe(std::slice::from_ref(&r.instance_id)).await {
+                    Ok(found) => found.first().and_then(|o| o.state.clone()),
+                    Err(_) => Some("unknown".into()),
+                }
+            } else {
+                None
+            };
+            if let Some(state @ ("shutting-down" | "terminated")) = still_there.as_deref() {
+                gone(r, state);
+                continue;
+            }
+            if e.is_not_found() {
+                // Listed a moment ago, unknown now: terminated and purged.
+                gone(r, "no longer there");
+            } else if e.is_throttle() || e.is_incorrect_state() {
+                throttled |= e.is_throttle();
+                throttled_calls += u64::from(e.is_throttle());
+                if Instant::now() < deadline {
+                    retry_later = true;
+                    queue.push_back((idx, remedy));
+                } else {
+                    fail(r, &e, "still refused when the retry budget ran out: ");
+                }
+            } else {
+                fail(r, &e, "");
+            }
+        }
+        if throttled {
+            *concurrency = (*concurrency / 2).max(1);
+        } else {
+            *concurrency = (*concurrency + 1).min(MAX_MODIFY_CONCURRENCY);
+        }
+        if retry_later {
+            let now = Instant::now();
+            tokio::time::sleep(backoff(waits).min(deadline.saturating_duration_since(now))).await;
+            waits += 1;
+        }
+    }
+    throttled_calls
+}
+
+fn gone(r: &mut InstanceReport, state: &str) {
+    r.outcome = Outcome::Gone;
+    r.action = format!("none: instance is {state}");
+    r.would = None;
+    r.notify = false;
+}
+
+fn fail(r: &mut InstanceReport, e: &AwsError, prefix: &str) {
+    r.outcome = Outcome::Failed;
+    r.action = "none".into();
+    r.would = None;
+    r.error = Some(format!("{prefix}{e}"));
+    r.notify = true;
+}

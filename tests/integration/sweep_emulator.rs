@@ -1,0 +1,262 @@
+//! The sweep end to end against moto's server, through both doors: the
+//! function's scheduled event and the `imds-guard sweep` command. Each test
+//! owns a region, so the emulator's shared state does not mix them up.
+
+use std::process::Command;
+
+use imds_guard::aws::{load_sdk_config, RegionalClients};
+use imds_guard::guard::Guard;
+use imds_guard::report::{Outcome, Status};
+use serde_json::Value;
+
+use crate::common::{config, fixture, moto_endpoint};
+use crate::emulator::{ec2, launch, seen, sent, topic, Launch};
+
+/// A region's mixed fleet: what a sweep must fix, leave, skip and ignore.
+struct Fleet {
+    optional_running: Vec<String>,
+    optional_stopped: Vec<String>,
+    required: Vec<String>,
+    exempt: Vec<String>,
+    terminated: Vec<String>,
+}
+
+async fn seed(region: &str, scale: i32) -> Fleet {
+    let ec2 = ec2(region).await;
+    let optional_running = launch(
+        &ec2,
+        Launch {
+            count: scale,
+            hop: 2,
+            ..Launch::default()
+        },
+    )
+    .await;
+    let mut optional_stopped = launch(
+        &ec2,
+        Launch {
+            count: scale / 4 + 1,
+            ..Launch::default()
+        },
+    )
+    .await;
+    ec2.stop_instances()
+        .set_instance_ids(Some(optional_stopped.clone()))
+        .send()
+        .await
+        .unwrap();
+    let required = launch(
+        &ec2,
+        Launch {
+            count: scale / 2 + 1,
+            tokens: "required",
+            ..Launch::default()
+        },
+    )
+    .await;
+    let exempt = launch(
+        &ec2,
+        Launch {
+            count: 3,
+            tags: &[("legacy-imds", "true")],
+            ..Launch::default()
+        },
+    )
+    .await;
+    let terminated = launch(
+        &ec2,
+        Launch {
+            count: 5,
+            ..Launch::default()
+        },
+    )
+    .await;
+    ec2.terminate_instances()
+        .set_instance_ids(Some(terminated.clone()))
+        .send()
+        .await
+        .unwrap();
+    optional_stopped.sort();
+    Fleet {
+        optional_running,
+        optional_stopped,
+        required,
+        exempt,
+        terminated,
+    }
+}
+
+fn scheduled(region: &str) -> Value {
+    let mut ev = fixture("scheduled-event.json");
+    ev["region"] = region.into();
+    ev
+}
+
+#[tokio::test]
+async fn the_scheduled_event_sweeps_a_mixed_region_to_zero_noncompliant() {
+    let region = "ap-southeast-2";
+    let fleet = seed(region, 200).await;
+    let topic = topic("imds-guard-sweep").await;
+    let g = Guard::new(
+        config(&[
+            ("NOTIFY_TOPIC_ARN", &topic),
+            ("EXEMPT_TAG_KEY", "legacy-imds"),
+        ]),
+        RegionalClients::new(load_sdk_config().await),
+    );
+
+    let report = g.handle(&scheduled(region)).await.unwrap();
+    assert_eq!(report.status, Status::Swept);
+    let sweep = report.sweep.as_ref().unwrap();
+    let r = &sweep.regions[0];
+    let to_fix = fleet.optional_running.len() + fleet.optional_stopped.len();
+    assert_eq!(r.count(Outcome::Remediated), to_fix as u64);
+    assert_eq!(r.count(Outcome::Exempt), 3);
+    assert_eq!(r.count(Outcome::Flagged) + r.count(Outcome::Failed), 0);
+    // The emulator refuses the server-side filter, so every live instance
+    // was listed and decided here; terminated ones were never listed.
+    assert!(r.listing.contains("refused"), "{}", r.listing);
+    assert_eq!(
+        r.examined as usize,
+        to_fix + fleet.required.len() + fleet.exempt.len()
+    );
+    assert_eq!(r.count(Outcome::Compliant) as usize, fleet.required.len());
+    assert_eq!(r.readiness.verdict, "not ready");
+    assert!(r.readiness.reasons.iter().any(|x| x.contains("3 exempt")));
+    assert!(sweep.aws_calls["DescribeInstances"] >= 2, "{:?}", sweep.aws_calls);
+    assert_eq!(
+        sweep.aws_calls["ModifyInstanceMetadataOptions"] as usize,
+        to_fix
+    );
+
+    let ec2 = ec2(region).await;
+    for id in fleet.optional_running.iter().chain(&fleet.optional_stopped) {
+        let s = seen(&ec2, id).await;
+        assert_eq!(s.tokens, "required", "{id}");
+        assert_eq!(s.status_tag.as_deref(), Some("remediated"), "{id}");
+    }
+    // The hop limit each had is kept (moto resets fields a modify omits,
+    // so this also proves every field is written back).
+    assert_eq!(seen(&ec2, &fleet.optional_running[0]).await.hop, 2);
+    for id in &fleet.exempt {
+        assert_eq!(seen(&ec2, id).await.tokens, "optional", "exempt {id} untouched");
+    }
+    for id in &fleet.terminated {
+        assert_eq!(seen(&ec2, id).await.status_tag, None, "terminated {id} untouched");
+    }
+
+    // One summary for the whole sweep, with the full counts.
+    let msgs = sent(&topic);
+    assert_eq!(msgs.len(), 1, "one notification per sweep");
+    let (subject, body, attrs) = &msgs[0];
+    assert!(
+        subject.starts_with(&format!("imds-guard enforce sweep: {to_fix} remediated, 3 exempt")),
+        "{subject}"
+    );
+    assert_eq!(body["counts"]["remediated"], to_fix as u64);
+    assert_eq!(body["sweep"]["regions"][0]["region"], region);
+    assert!(attrs["outcome"]["Value"]
+        .as_str()
+        .unwrap()
+        .contains("remediated"));
+
+    // A second sweep finds nothing left to do.
+    let again = g.handle(&scheduled(region)).await.unwrap();
+    let r = &again.sweep.as_ref().unwrap().regions[0];
+    assert_eq!(r.count(Outcome::Remediated), 0);
+    assert_eq!(r.count(Outcome::Compliant) as usize, to_fix + fleet.required.len());
+}
+
+fn cli(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    moto_endpoint();
+    let out = Command::new(env!("CARGO_BIN_EXE_imds-guard"))
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .expect("binary runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn the_cli_audits_then_enforces_and_its_exit_status_gates_a_pipeline() {
+    let region = "ca-central-1";
+    let fleet = seed(region, 40).await;
+    let to_fix = (fleet.optional_running.len() + fleet.optional_stopped.len()) as u64;
+    let env = [("EXEMPT_TAG_KEY", "legacy-imds"), ("NOTIFY_TOPIC_ARN", "")];
+
+    // Audit writes nothing and exits 1: noncompliant instances are left.
+    let (code, out, err) = cli(
+        &["sweep", "--region", region, "--mode", "audit", "--output", "json"],
+        &env,
+    );
+    assert_eq!(code, 1, "{err}");
+    let report: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["sweep"]["regions"][0]["counts"]["flagged"], to_fix);
+    let ec2 = ec2(region).await;
+    assert_eq!(seen(&ec2, &fleet.optional_running[0]).await.tokens, "optional");
+
+    // Enforce fixes them all and exits 0 (exempt instances are policy).
+    let (code, out, err) = cli(&["sweep", "--region", region, "--mode", "enforce"], &env);
+    assert_eq!(code, 0, "{out}{err}");
+    let header = out.lines().next().unwrap();
+    assert!(header.starts_with("REGION") && header.contains("REMEDIATED"), "{out}");
+    let row = out.lines().nth(1).unwrap();
+    assert!(row.starts_with(region), "{out}");
+    assert!(row.contains(&format!(" {to_fix} ")), "{row}");
+    for id in fleet.optional_running.iter().chain(&fleet.optional_stopped) {
+        assert_eq!(seen(&ec2, id).await.tokens, "required", "{id}");
+    }
+
+    // Nothing left: a pipeline gate passes, in any mode.
+    let (code, _, err) = cli(&["sweep", "--region", region, "--mode", "audit"], &env);
+    assert_eq!(code, 0, "{err}");
+
+    // Errors exit 2 and say what is wrong.
+    let (code, _, err) = cli(&["sweep", "--region", "Mars"], &env);
+    assert_eq!(code, 2);
+    assert!(err.contains("not a region"), "{err}");
+    let (code, _, err) = cli(&["sweep", "--region", region], &[("GUARD_MODE", "fix-it")]);
+    assert_eq!(code, 2);
+    assert!(err.contains("GUARD_MODE"), "{err}");
+}
+
+#[tokio::test]
+async fn sweep_regions_covers_each_region_in_one_report() {
+    let (a, b) = ("sa-east-1", "ap-northeast-1");
+    let fa = seed(a, 6).await;
+    let fb = seed(b, 10).await;
+    let g = Guard::new(
+        config(&[
+            ("SWEEP_REGIONS", &format!("{a},{b}")),
+            ("GUARD_MODE", "notify"),
+        ]),
+        RegionalClients::new(load_sdk_config().await),
+    );
+    // The rule's own region is not in the list: only the listed ones count.
+    let report = g.handle(&scheduled("us-west-2")).await.unwrap();
+    let regions = &report.sweep.as_ref().unwrap().regions;
+    assert_eq!(
+        regions.iter().map(|r| r.region.as_str()).collect::<Vec<_>>(),
+        vec![a, b]
+    );
+    // Notify mode tags and leaves the tokens alone.
+    let expect = |f: &Fleet| (f.optional_running.len() + f.optional_stopped.len() + f.exempt.len()) as u64;
+    assert_eq!(regions[0].count(Outcome::Flagged), expect(&fa));
+    assert_eq!(regions[1].count(Outcome::Flagged), expect(&fb));
+    let ec2b = ec2(b).await;
+    let s = seen(&ec2b, &fb.optional_running[0]).await;
+    assert_eq!((s.tokens.as_str(), s.status_tag.as_deref()), ("optional", Some("noncompliant")));
+
+    // A second notify sweep does not tag again or list them as news.
+    let again = g.handle(&scheduled("us-west-2")).await.unwrap();
+    assert!(again.instances.is_empty(), "{:?}", again.instances);
+    assert_eq!(
+        again.sweep.as_ref().unwrap().regions[1].count(Outcome::Flagged),
+        expect(&fb),
+        "still counted as left"
+    );
+}
