@@ -91,7 +91,11 @@ impl AwsError {
         matches!(self, AwsError::Unauthorized { .. })
     }
 
-    fn classify<E>(err: SdkError<E, HttpResponse>, service: &'static str, permission: &'static str) -> Self
+    fn classify<E>(
+        err: SdkError<E, HttpResponse>,
+        service: &'static str,
+        permission: &'static str,
+    ) -> Self
     where
         E: ProvideErrorMetadata + std::error::Error + 'static,
     {

@@ -123,7 +123,11 @@ async fn the_scheduled_event_sweeps_a_mixed_region_to_zero_noncompliant() {
     assert_eq!(r.count(Outcome::Compliant) as usize, fleet.required.len());
     assert_eq!(r.readiness.verdict, "not ready");
     assert!(r.readiness.reasons.iter().any(|x| x.contains("3 exempt")));
-    assert!(sweep.aws_calls["DescribeInstances"] >= 2, "{:?}", sweep.aws_calls);
+    assert!(
+        sweep.aws_calls["DescribeInstances"] >= 2,
+        "{:?}",
+        sweep.aws_calls
+    );
     assert_eq!(
         sweep.aws_calls["ModifyInstanceMetadataOptions"] as usize,
         to_fix
@@ -139,10 +143,18 @@ async fn the_scheduled_event_sweeps_a_mixed_region_to_zero_noncompliant() {
     // so this also proves every field is written back).
     assert_eq!(seen(&ec2, &fleet.optional_running[0]).await.hop, 2);
     for id in &fleet.exempt {
-        assert_eq!(seen(&ec2, id).await.tokens, "optional", "exempt {id} untouched");
+        assert_eq!(
+            seen(&ec2, id).await.tokens,
+            "optional",
+            "exempt {id} untouched"
+        );
     }
     for id in &fleet.terminated {
-        assert_eq!(seen(&ec2, id).await.status_tag, None, "terminated {id} untouched");
+        assert_eq!(
+            seen(&ec2, id).await.status_tag,
+            None,
+            "terminated {id} untouched"
+        );
     }
 
     // One summary for the whole sweep, with the full counts.
@@ -150,7 +162,9 @@ async fn the_scheduled_event_sweeps_a_mixed_region_to_zero_noncompliant() {
     assert_eq!(msgs.len(), 1, "one notification per sweep");
     let (subject, body, attrs) = &msgs[0];
     assert!(
-        subject.starts_with(&format!("imds-guard enforce sweep: {to_fix} remediated, 3 exempt")),
+        subject.starts_with(&format!(
+            "imds-guard enforce sweep: {to_fix} remediated, 3 exempt"
+        )),
         "{subject}"
     );
     assert_eq!(body["counts"]["remediated"], to_fix as u64);
@@ -164,7 +178,10 @@ async fn the_scheduled_event_sweeps_a_mixed_region_to_zero_noncompliant() {
     let again = g.handle(&scheduled(region)).await.unwrap();
     let r = &again.sweep.as_ref().unwrap().regions[0];
     assert_eq!(r.count(Outcome::Remediated), 0);
-    assert_eq!(r.count(Outcome::Compliant) as usize, to_fix + fleet.required.len());
+    assert_eq!(
+        r.count(Outcome::Compliant) as usize,
+        to_fix + fleet.required.len()
+    );
 }
 
 fn cli(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
@@ -190,20 +207,28 @@ async fn the_cli_audits_then_enforces_and_its_exit_status_gates_a_pipeline() {
 
     // Audit writes nothing and exits 1: noncompliant instances are left.
     let (code, out, err) = cli(
-        &["sweep", "--region", region, "--mode", "audit", "--output", "json"],
+        &[
+            "sweep", "--region", region, "--mode", "audit", "--output", "json",
+        ],
         &env,
     );
     assert_eq!(code, 1, "{err}");
     let report: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(report["sweep"]["regions"][0]["counts"]["flagged"], to_fix);
     let ec2 = ec2(region).await;
-    assert_eq!(seen(&ec2, &fleet.optional_running[0]).await.tokens, "optional");
+    assert_eq!(
+        seen(&ec2, &fleet.optional_running[0]).await.tokens,
+        "optional"
+    );
 
     // Enforce fixes them all and exits 0 (exempt instances are policy).
     let (code, out, err) = cli(&["sweep", "--region", region, "--mode", "enforce"], &env);
     assert_eq!(code, 0, "{out}{err}");
     let header = out.lines().next().unwrap();
-    assert!(header.starts_with("REGION") && header.contains("REMEDIATED"), "{out}");
+    assert!(
+        header.starts_with("REGION") && header.contains("REMEDIATED"),
+        "{out}"
+    );
     let row = out.lines().nth(1).unwrap();
     assert!(row.starts_with(region), "{out}");
     assert!(row.contains(&format!(" {to_fix} ")), "{row}");
@@ -240,16 +265,23 @@ async fn sweep_regions_covers_each_region_in_one_report() {
     let report = g.handle(&scheduled("us-west-2")).await.unwrap();
     let regions = &report.sweep.as_ref().unwrap().regions;
     assert_eq!(
-        regions.iter().map(|r| r.region.as_str()).collect::<Vec<_>>(),
+        regions
+            .iter()
+            .map(|r| r.region.as_str())
+            .collect::<Vec<_>>(),
         vec![a, b]
     );
     // Notify mode tags and leaves the tokens alone.
-    let expect = |f: &Fleet| (f.optional_running.len() + f.optional_stopped.len() + f.exempt.len()) as u64;
+    let expect =
+        |f: &Fleet| (f.optional_running.len() + f.optional_stopped.len() + f.exempt.len()) as u64;
     assert_eq!(regions[0].count(Outcome::Flagged), expect(&fa));
     assert_eq!(regions[1].count(Outcome::Flagged), expect(&fb));
     let ec2b = ec2(b).await;
     let s = seen(&ec2b, &fb.optional_running[0]).await;
-    assert_eq!((s.tokens.as_str(), s.status_tag.as_deref()), ("optional", Some("noncompliant")));
+    assert_eq!(
+        (s.tokens.as_str(), s.status_tag.as_deref()),
+        ("optional", Some("noncompliant"))
+    );
 
     // A second notify sweep does not tag again or list them as news.
     let again = g.handle(&scheduled("us-west-2")).await.unwrap();

@@ -202,7 +202,11 @@ async fn throttling_in_the_middle_of_a_sweep_slows_it_down_and_it_still_finishes
     let r = &report.sweep.as_ref().unwrap().regions[0];
     assert_eq!(r.count(Outcome::Remediated), 24, "{:?}", report.instances);
     assert!(r.throttled >= 1, "the sweep saw the throttling: {r:?}");
-    assert_eq!(modify.num_calls(), 24 + 14, "each throttled attempt retried");
+    assert_eq!(
+        modify.num_calls(),
+        24 + 14,
+        "each throttled attempt retried"
+    );
 }
 
 #[tokio::test]
@@ -216,7 +220,11 @@ async fn enforce_sets_the_account_default_when_asked_and_never_the_enforcement_s
                 && i.http_endpoint().is_none()
                 && i.http_put_response_hop_limit().is_none()
         })
-        .then_output(|| ModifyInstanceMetadataDefaultsOutput::builder().r#return(true).build());
+        .then_output(|| {
+            ModifyInstanceMetadataDefaultsOutput::builder()
+                .r#return(true)
+                .build()
+        });
 
     let g = guard_with(
         &[("SET_ACCOUNT_DEFAULT", "true")],
@@ -227,7 +235,9 @@ async fn enforce_sets_the_account_default_when_asked_and_never_the_enforcement_s
     let report = g.handle(&scheduled()).await.unwrap();
     let r = &report.sweep.as_ref().unwrap().regions[0];
     assert_eq!(set.num_calls(), 1);
-    assert!(r.account_default_action.starts_with("set the account default"));
+    assert!(r
+        .account_default_action
+        .starts_with("set the account default"));
     assert_eq!(
         r.account_defaults.as_ref().unwrap().http_tokens.as_deref(),
         Some("required")
@@ -245,7 +255,11 @@ async fn enforce_sets_the_account_default_when_asked_and_never_the_enforcement_s
         let report = g.handle(&scheduled()).await.unwrap();
         let r = &report.sweep.as_ref().unwrap().regions[0];
         assert_eq!(set.num_calls(), 0, "{pairs:?}");
-        assert!(r.account_default_action.starts_with("none"), "{}", r.account_default_action);
+        assert!(
+            r.account_default_action.starts_with("none"),
+            "{}",
+            r.account_default_action
+        );
         assert_eq!(r.readiness.verdict, "not ready");
         assert!(r.readiness.reasons[0].contains("account default HttpTokens is optional"));
     }
@@ -314,7 +328,10 @@ async fn an_instance_still_using_imdsv1_is_flagged_not_changed() {
     let metric = no_token_metric(user, 5.0);
     let get = no_defaults_api();
     let g = guard_with(
-        &[("CHECK_METADATA_NO_TOKEN", "true"), ("NO_TOKEN_LOOKBACK_HOURS", "24")],
+        &[
+            ("CHECK_METADATA_NO_TOKEN", "true"),
+            ("NO_TOKEN_LOOKBACK_HOURS", "24"),
+        ],
         &[&describe, &get, &modify, &tag_remediated, &tag_flagged],
         &[],
         &[&metric],
@@ -323,7 +340,10 @@ async fn an_instance_still_using_imdsv1_is_flagged_not_changed() {
     let r = &report.sweep.as_ref().unwrap().regions[0];
     assert_eq!(metric.num_calls(), 1, "one batched GetMetricData");
     assert_eq!(modify.num_calls(), 2);
-    assert_eq!((tag_remediated.num_calls(), tag_flagged.num_calls()), (1, 1));
+    assert_eq!(
+        (tag_remediated.num_calls(), tag_flagged.num_calls()),
+        (1, 1)
+    );
     assert_eq!(r.count(Outcome::Remediated), 2);
     assert_eq!(r.count(Outcome::Flagged), 1);
     assert_eq!(r.v1_in_use, 1);
@@ -332,7 +352,11 @@ async fn an_instance_still_using_imdsv1_is_flagged_not_changed() {
         .iter()
         .find(|i| i.instance_id == user)
         .unwrap();
-    assert!(held.action.starts_with("none: held back"), "{}", held.action);
+    assert!(
+        held.action.starts_with("none: held back"),
+        "{}",
+        held.action
+    );
     assert!(
         held.findings
             .iter()
@@ -388,7 +412,11 @@ async fn a_region_that_cannot_be_listed_fails_the_invocation_and_is_named() {
     };
     assert!(summary.contains("region eu-central-1"), "{summary}");
     assert!(summary.contains("ec2:DescribeInstances"), "{summary}");
-    assert_eq!(describe.num_calls(), 1, "a missing permission is not retried or probed around");
+    assert_eq!(
+        describe.num_calls(),
+        1,
+        "a missing permission is not retried or probed around"
+    );
 }
 
 #[tokio::test]
@@ -404,7 +432,10 @@ async fn a_sweep_near_the_function_timeout_stops_and_says_so() {
     else {
         panic!("expected unhandled")
     };
-    assert!(summary.contains("before the function's timeout"), "{summary}");
+    assert!(
+        summary.contains("before the function's timeout"),
+        "{summary}"
+    );
     assert_eq!(describe.num_calls(), 0);
 }
 
@@ -449,7 +480,9 @@ async fn weakening_the_account_default_is_told_and_put_back_in_enforce() {
         .match_requests(|p| {
             p.subject().unwrap()
                 == "imds-guard: IMDS account defaults weakened in 111122223333/us-east-1"
-                && p.message().unwrap().contains("HttpTokensEnforced turned off")
+                && p.message()
+                    .unwrap()
+                    .contains("HttpTokensEnforced turned off")
         })
         .then_output(|| PublishOutput::builder().message_id("m-1").build());
     let g = guard_with(
@@ -465,7 +498,11 @@ async fn weakening_the_account_default_is_told_and_put_back_in_enforce() {
     assert_eq!(report.status, Status::DefaultsChanged);
     let d = report.account_defaults.as_ref().unwrap();
     assert_eq!(d.weakenings.len(), 2);
-    assert!(d.action.starts_with("set the account default back"), "{}", d.action);
+    assert!(
+        d.action.starts_with("set the account default back"),
+        "{}",
+        d.action
+    );
     assert_eq!((set.num_calls(), publish.num_calls()), (1, 1));
 
     // Strengthening it is not news, and nothing is written.

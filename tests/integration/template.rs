@@ -62,6 +62,9 @@ fn statements(doc: &Value) -> Vec<&Value> {
 
 const ALLOWED_ACTIONS: &[&str] = &[
     "ec2:DescribeInstances",
+    "ec2:GetInstanceMetadataDefaults",
+    "ec2:ModifyInstanceMetadataDefaults",
+    "cloudwatch:GetMetricData",
     "ec2:ModifyInstanceMetadataOptions",
     "ec2:CreateTags",
     "sns:Publish",
@@ -71,6 +74,23 @@ const ALLOWED_ACTIONS: &[&str] = &[
     "logs:CreateLogStream",
     "logs:PutLogEvents",
 ];
+
+/// Actions that support no resource-level permissions: `*` is their only
+/// resource.
+const NO_RESOURCE_LEVEL: &[&str] = &[
+    "ec2:DescribeInstances",
+    "ec2:GetInstanceMetadataDefaults",
+    "ec2:ModifyInstanceMetadataDefaults",
+    "cloudwatch:GetMetricData",
+];
+
+/// Statements the role holds whatever the parameters say (outside any `!If`).
+fn unconditional(doc: &Value) -> Vec<&Value> {
+    doc.get("Statement")
+        .and_then(Value::as_sequence)
+        .map(|s| s.iter().filter(|v| v.get("Effect").is_some()).collect())
+        .unwrap_or_default()
+}
 
 /// Everything wrong with the guard's template; empty when it is right.
 pub fn problems(t: &Value) -> Vec<String> {
@@ -102,7 +122,11 @@ pub fn problems(t: &Value) -> Vec<String> {
                         p.push(format!("{name}/{sid}: unexpected permission {a}"));
                     }
                 }
-                if resource.iter().any(|r| r == "*") && actions != ["ec2:DescribeInstances"] {
+                if resource.iter().any(|r| r == "*")
+                    && !actions
+                        .iter()
+                        .all(|a| NO_RESOURCE_LEVEL.contains(&a.as_str()))
+                {
                     p.push(format!("{name}/{sid}: {actions:?} on every resource"));
                 }
                 let on_instances = resource.iter().all(|r| r.contains(":instance/*"));
@@ -112,6 +136,15 @@ pub fn problems(t: &Value) -> Vec<String> {
                     && !on_instances
                 {
                     p.push(format!("{name}/{sid}: instance writes must be limited to instance ARNs, got {resource:?}"));
+                }
+                if actions
+                    .iter()
+                    .any(|a| a == "ec2:ModifyInstanceMetadataDefaults")
+                    && unconditional(doc.get("PolicyDocument").unwrap_or(&Value::Null))
+                        .iter()
+                        .any(|u| std::ptr::eq(*u, st))
+                {
+                    p.push(format!("{name}/{sid}: changing the account defaults must depend on SetAccountDefault"));
                 }
                 if actions.iter().any(|a| a == "ec2:CreateTags") {
                     let keys = get(
@@ -213,13 +246,13 @@ pub fn problems(t: &Value) -> Vec<String> {
                     "{name}: detail-type should be the CloudTrail API call"
                 ));
             }
-            if !pat(&["detail", "eventName"])
-                .iter()
-                .any(|n| n == "ModifyInstanceMetadataOptions")
-            {
-                p.push(format!(
-                    "{name}: ModifyInstanceMetadataOptions is not watched"
-                ));
+            for watched in [
+                "ModifyInstanceMetadataOptions",
+                "ModifyInstanceMetadataDefaults",
+            ] {
+                if !pat(&["detail", "eventName"]).iter().any(|n| n == watched) {
+                    p.push(format!("{name}: {watched} is not watched"));
+                }
             }
             let skip_failed = get(r, &["Properties", "EventPattern", "detail", "errorCode"])
                 .and_then(Value::as_sequence)
@@ -372,6 +405,18 @@ fn an_unconditioned_create_tags_is_caught() {
     let mut t = load("template.yaml");
     sid_mut(&mut t, "TagStatusOnly")["Resource"] = Value::String("*".into());
     expect_problem(&t, "on every resource");
+}
+
+#[test]
+fn an_unconditional_account_default_write_is_caught() {
+    let mut t = load("template.yaml");
+    role_statements(&mut t).push(
+        serde_norway::from_str(
+            "{Sid: Always, Effect: Allow, Action: ec2:ModifyInstanceMetadataDefaults, Resource: '*'}",
+        )
+        .unwrap(),
+    );
+    expect_problem(&t, "must depend on SetAccountDefault");
 }
 
 #[test]
