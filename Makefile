@@ -4,8 +4,9 @@ SHELL := bash
 PYTHON ?= python3
 VENV := .venv
 SAM_VENV := .venv-sam
+BENCH_VENV := .venv-bench
 
-.PHONY: test demo lint unit venv sam-venv template fuzz fuzz-check load clean
+.PHONY: test demo lint unit venv sam-venv bench-venv template fuzz fuzz-check load bench clean
 
 # Every test: format, lints, unit tests, the fault matrix on mocked AWS, the
 # end-to-end tests against the local emulator, and the CLI.
@@ -50,6 +51,19 @@ fuzz-check:
 # The load benchmark: 500 launch events x 10 instances, 4 function processes,
 # against the emulator; prints events/s and peak memory per process. Uses the
 # release build of the function.
+# The sweep benchmark: 1,000 and 10,000 seeded instances, swept by the
+# release build and by Cloud Custodian's `custodian run` on the same fleet.
+bench: venv bench-venv
+	cargo build --release --bin imds-guard
+	tools/with-moto.sh $(VENV)/bin/python tools/bench_sweep.py
+
+# Cloud Custodian, for comparison only, in a virtualenv of its own.
+bench-venv: $(BENCH_VENV)/.installed
+$(BENCH_VENV)/.installed: tools/requirements-bench.txt
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/pip install --quiet --disable-pip-version-check -r tools/requirements-bench.txt
+	touch $@
+
 load: venv
 	cargo build --release --bin imds-guard
 	IMDS_GUARD_BIN=$(CURDIR)/target/release/imds-guard tools/with-moto.sh \
@@ -71,4 +85,4 @@ $(SAM_VENV)/.installed: tools/requirements-sam.txt
 	touch $@
 
 clean:
-	rm -rf target .aws-sam $(VENV) $(SAM_VENV)
+	rm -rf target .aws-sam $(VENV) $(SAM_VENV) $(BENCH_VENV)

@@ -114,8 +114,45 @@ impl<C: Clients> Guard<C> {
             listed: Vec::new(),
             omitted: 0,
         };
-        self.account_defaults(&ec2, &mut out.summary).await;
+        // The account defaults are read while the instances are listed.
+        let mut defaults = RegionSweep::new(region);
+        let (_, ()) = tokio::join!(
+            self.account_defaults(&ec2, &mut defaults),
+            self.list_and_act(&ec2, &mut out, max_listed, deadline, progress)
+        );
+        out.summary.account_defaults = defaults.account_defaults;
+        out.summary.account_default_action = defaults.account_default_action;
+        out.summary.errors.extend(defaults.errors);
 
+        let s = &mut out.summary;
+        s.readiness = readiness(&SweepFacts {
+            complete: s.errors.is_empty(),
+            noncompliant_left: s.count(Outcome::Flagged) + s.count(Outcome::Failed),
+            exempt: s.count(Outcome::Exempt),
+            v1_in_use: s.v1_in_use,
+            defaults: s.account_defaults.clone(),
+        });
+        info!(
+            %region, pages = s.pages, examined = s.examined, listing = %s.listing,
+            counts = %serde_json::to_string(&s.counts).unwrap_or_default(),
+            readiness = s.readiness.verdict, errors = %s.errors.join("; "),
+            "region swept"
+        );
+        out
+    }
+
+    /// Lists the region page by page, deciding and acting on each page
+    /// before the next is fetched.
+    async fn list_and_act(
+        &self,
+        ec2: &Ec2,
+        out: &mut RegionResult,
+        max_listed: usize,
+        deadline: Option<Instant>,
+        progress: &(dyn Fn(Progress<'_>) + Sync),
+    ) {
+        let region = out.summary.region.clone();
+        let region = region.as_str();
         // EC2 can leave out the instances already at `required` itself; a
         // hop-limit maximum needs every instance's options, though.
         let mut only_optional = self.cfg.max_hop_limit.is_none();
@@ -157,9 +194,9 @@ impl<C: Clients> Guard<C> {
             out.summary.pages += 1;
             out.summary.examined += page.instances.len() as u64;
             self.sweep_page(
-                &ec2,
+                ec2,
                 page.instances,
-                &mut out,
+                out,
                 max_listed,
                 &mut concurrency,
                 stop_at,
@@ -176,22 +213,6 @@ impl<C: Clients> Guard<C> {
                 None => break,
             }
         }
-
-        let s = &mut out.summary;
-        s.readiness = readiness(&SweepFacts {
-            complete: s.errors.is_empty(),
-            noncompliant_left: s.count(Outcome::Flagged) + s.count(Outcome::Failed),
-            exempt: s.count(Outcome::Exempt),
-            v1_in_use: s.v1_in_use,
-            defaults: s.account_defaults.clone(),
-        });
-        info!(
-            %region, pages = s.pages, examined = s.examined, listing = %s.listing,
-            counts = %serde_json::to_string(&s.counts).unwrap_or_default(),
-            readiness = s.readiness.verdict, errors = %s.errors.join("; "),
-            "region swept"
-        );
-        out
     }
 
     /// Reads the account's defaults, and sets `HttpTokens=required` when

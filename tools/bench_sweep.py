@@ -1,0 +1,175 @@
+"""The sweep benchmark (`make bench`): seeds the emulator with a fleet, sweeps
+it with `imds-guard sweep` (the release build) and, when Cloud Custodian is
+installed (`make bench` installs it in .venv-bench), with `custodian run` and
+an equivalent `set-metadata-access` policy on the same seeded fleet.
+
+Reports wall time, peak memory and AWS calls per instance; writes the table
+to target/bench/sweep.md. Run under tools/with-moto.sh: every address is the
+loopback emulator's.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+import boto3
+
+ENDPOINT = os.environ["MOTO_ENDPOINT"]
+REGION = "us-east-1"
+HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+GUARD = os.environ.get("IMDS_GUARD_BIN", os.path.join(HERE, "target/release/imds-guard"))
+CUSTODIAN = os.environ.get("CUSTODIAN_BIN", os.path.join(HERE, ".venv-bench/bin/custodian"))
+SIZES = [int(n) for n in os.environ.get("BENCH_SIZES", "1000,10000").split(",")]
+
+POLICY = """\
+policies:
+  - name: require-imdsv2
+    resource: ec2
+    filters:
+      - type: value
+        key: MetadataOptions.HttpTokens
+        value: optional
+      - type: value
+        key: State.Name
+        op: in
+        value: [pending, running, stopping, stopped]
+    actions:
+      - type: set-metadata-access
+        tokens: required
+"""
+
+
+def reset():
+    req = urllib.request.Request(ENDPOINT + "/moto-api/reset", method="POST")
+    urllib.request.urlopen(req).read()
+
+
+def seed(n):
+    """n instances: 80% at HttpTokens=optional (a quarter of them stopped),
+    20% already required."""
+    ec2 = boto3.client("ec2", region_name=REGION, endpoint_url=ENDPOINT)
+    optional = n * 8 // 10
+    batches = [(optional, "optional"), (n - optional, "required")]
+    stopped = []
+    for count, tokens in batches:
+        left = count
+        while left > 0:
+            k = min(left, 500)
+            out = ec2.run_instances(
+                ImageId="ami-0c02fb55956c7d316",
+                MinCount=k,
+                MaxCount=k,
+                InstanceType="t3.micro",
+                MetadataOptions={"HttpTokens": tokens, "HttpEndpoint": "enabled", "HttpPutResponseHopLimit": 2},
+            )
+            if tokens == "optional" and len(stopped) < optional // 4:
+                stopped += [i["InstanceId"] for i in out["Instances"]][: optional // 4 - len(stopped)]
+            left -= k
+    for i in range(0, len(stopped), 500):
+        ec2.stop_instances(InstanceIds=stopped[i : i + 500])
+    return optional
+
+
+def still_optional():
+    ec2 = boto3.client("ec2", region_name=REGION, endpoint_url=ENDPOINT)
+    out = ec2.describe_instances()
+    return sum(
+        1
+        for r in out["Reservations"]
+        for i in r["Instances"]
+        if i["MetadataOptions"]["HttpTokens"] == "optional" and i["State"]["Name"] != "terminated"
+    )
+
+
+def run(cmd, env=None, cwd=None):
+    """Runs cmd; returns (wall seconds, peak RSS in MiB, stdout)."""
+    start = time.monotonic()
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=cwd)
+    out = p.stdout.read()
+    err = p.stderr.read()
+    _, status, usage = os.wait4(p.pid, 0)
+    wall = time.monotonic() - start
+    code = os.waitstatus_to_exitcode(status)
+    if code not in (0, 1):
+        sys.stderr.write(err.decode(errors="replace")[-3000:])
+        raise SystemExit(f"{cmd[0]} exited {code}")
+    return wall, usage.ru_maxrss / 1024, out
+
+
+def bench_guard(n):
+    reset()
+    to_fix = seed(n)
+    env = dict(os.environ, GUARD_MODE="enforce", NOTIFY_TOPIC_ARN="", AWS_REGION=REGION)
+    wall, rss, out = run([GUARD, "sweep", "--region", REGION, "--output", "json"], env=env)
+    report = json.loads(out)
+    region = report["sweep"]["regions"][0]
+    fixed = region["counts"].get("remediated", 0)
+    calls = report["sweep"].get("aws_calls", {})
+    left = still_optional()
+    assert fixed == to_fix and left == 0, (fixed, to_fix, left)
+    return {"wall": wall, "rss": rss, "calls": calls, "fixed": fixed, "left": left}
+
+
+def bench_custodian(n):
+    reset()
+    to_fix = seed(n)
+    with tempfile.TemporaryDirectory() as tmp:
+        policy = os.path.join(tmp, "policy.yml")
+        with open(policy, "w") as f:
+            f.write(POLICY)
+        env = dict(os.environ, AWS_DEFAULT_REGION=REGION)
+        wall, rss, _ = run(
+            [CUSTODIAN, "run", "-s", os.path.join(tmp, "out"), "--region", REGION, "--cache-period", "0", policy],
+            env=env,
+            cwd=tmp,
+        )
+    left = still_optional()
+    return {"wall": wall, "rss": rss, "fixed": to_fix - left, "left": left}
+
+
+def main():
+    rows = []
+    have_custodian = os.path.exists(CUSTODIAN)
+    for n in SIZES:
+        g = bench_guard(n)
+        total_calls = sum(g["calls"].values())
+        row = {
+            "n": n,
+            "guard": g,
+            "calls_per_instance": total_calls / n,
+        }
+        if have_custodian:
+            row["custodian"] = bench_custodian(n)
+        rows.append(row)
+        print(json.dumps(row), file=sys.stderr)
+
+    lines = [
+        "| instances | imds-guard sweep | peak RSS | AWS calls per instance | Cloud Custodian `custodian run` | its peak RSS | speed-up |",
+        "|---:|---:|---:|---|---:|---:|---:|",
+    ]
+    for r in rows:
+        g = r["guard"]
+        calls = ", ".join(f"{k} {v}" for k, v in sorted(g["calls"].items()))
+        c = r.get("custodian")
+        lines.append(
+            f"| {r['n']:,} | {g['wall']:.1f} s ({g['fixed']:,} fixed) | {g['rss']:.1f} MiB "
+            f"| {r['calls_per_instance']:.3f} ({calls}) "
+            + (
+                f"| {c['wall']:.1f} s ({c['fixed']:,} fixed) | {c['rss']:.1f} MiB | {c['wall'] / g['wall']:.1f}x |"
+                if c
+                else "| not installed | | |"
+            )
+        )
+    table = "\n".join(lines)
+    os.makedirs(os.path.join(HERE, "target/bench"), exist_ok=True)
+    with open(os.path.join(HERE, "target/bench/sweep.md"), "w") as f:
+        f.write(table + "\n")
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
