@@ -18,7 +18,7 @@ use crate::aws::{AwsError, Clients, Ec2};
 use crate::config::{sns_topic_region, Config, Mode};
 use crate::event::{self, EventContext, EventError, GuardEvent, Observed, Trigger};
 use crate::notify;
-use crate::policy::{DefaultsChange, Policy, Remedy, Verdict};
+use crate::policy::{DefaultsChange, Policy, Remedy, Verdict, EXEMPT_STATUS};
 use crate::report::{DefaultsReport, InstanceReport, Outcome, Report, Status};
 
 /// Modify calls in flight at once for one event.
@@ -290,18 +290,36 @@ impl<C: Clients> Guard<C> {
 
     /// Tags what this invocation acted on, in one call: `remediated` in
     /// enforce mode, `noncompliant` in notify mode (not again when already
-    /// tagged), nothing in audit mode.
+    /// tagged), nothing in audit mode. An instance exempt by its launching
+    /// principal is tagged `exempt`, so a later sweep, which cannot know the
+    /// principal, leaves it alone too. (A principal exemption covers every
+    /// noncompliant instance of its event that no other exemption covers,
+    /// so an event has one kind or the other: still one call.)
     async fn tag_acted_on(&self, ec2: &Ec2, reports: &mut [InstanceReport]) {
         let (acted, value) = match self.cfg.mode {
             Mode::Enforce => (Outcome::Remediated, "remediated"),
             Mode::Notify => (Outcome::Flagged, "noncompliant"),
             Mode::Audit => return,
         };
-        let ids: Vec<String> = reports
+        let mut ids: Vec<String> = reports
             .iter()
             .filter(|r| r.outcome == acted && r.notify)
             .map(|r| r.instance_id.clone())
             .collect();
+        let mut value = value;
+        if ids.is_empty() {
+            ids = reports
+                .iter()
+                .filter(|r| {
+                    r.outcome == Outcome::Exempt
+                        && r.exemption
+                            .as_deref()
+                            .is_some_and(|e| e.starts_with("principal"))
+                })
+                .map(|r| r.instance_id.clone())
+                .collect();
+            value = EXEMPT_STATUS;
+        }
         if ids.is_empty() {
             return;
         }
@@ -312,7 +330,7 @@ impl<C: Clients> Guard<C> {
                 Ok(()) => r.action = join(&r.action, &format!("tagged {key}={value}")),
                 Err(e) => {
                     r.error = Some(format!("tagging failed: {e}"));
-                    if self.cfg.mode == Mode::Notify {
+                    if r.outcome == Outcome::Flagged {
                         // Tagging was the whole action.
                         r.outcome = Outcome::Failed;
                     }

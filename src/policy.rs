@@ -60,6 +60,10 @@ pub enum Exemption {
     Tag(String),
     Principal(String),
     Image(String),
+    /// A principal exemption recorded at launch in the status tag
+    /// (`<STATUS_TAG_KEY>=exempt`): how a sweep, which cannot know who
+    /// launched an instance, honours it.
+    Recorded(String),
 }
 
 impl std::fmt::Display for Exemption {
@@ -68,6 +72,12 @@ impl std::fmt::Display for Exemption {
             Exemption::Tag(k) => write!(f, "tag {k}=true"),
             Exemption::Principal(p) => write!(f, "principal matches {p}"),
             Exemption::Image(i) => write!(f, "image {i} is exempt"),
+            Exemption::Recorded(k) => {
+                write!(
+                    f,
+                    "launched by an exempt principal (recorded as {k}={EXEMPT_STATUS})"
+                )
+            }
         }
     }
 }
@@ -93,11 +103,16 @@ pub enum Verdict {
     },
 }
 
+/// The status tag value that records a principal exemption at launch.
+pub const EXEMPT_STATUS: &str = "exempt";
+
 /// What the policy needs to know about the deployment.
 #[derive(Clone, Copy, Debug)]
 pub struct Policy<'a> {
     pub exemptions: &'a Exemptions,
     pub max_hop_limit: Option<i32>,
+    /// Where a principal exemption is recorded (`STATUS_TAG_KEY`).
+    pub status_tag_key: Option<&'a str>,
 }
 
 impl<'a> Policy<'a> {
@@ -106,6 +121,7 @@ impl<'a> Policy<'a> {
         Policy {
             exemptions: &cfg.exemptions,
             max_hop_limit: cfg.max_hop_limit,
+            status_tag_key: Some(&cfg.status_tag_key),
         }
     }
 
@@ -185,6 +201,13 @@ impl<'a> Policy<'a> {
         for glob in &ex.principals {
             if principal.arns().any(|arn| glob.matches(arn)) {
                 return Some(Exemption::Principal(glob.as_str().to_string()));
+            }
+        }
+        // Honoured only while principal exemptions are configured: removing
+        // them all lets every recorded one lapse.
+        if let Some(key) = self.status_tag_key {
+            if !ex.principals.is_empty() && instance.tag(key) == Some(EXEMPT_STATUS) {
+                return Some(Exemption::Recorded(key.to_string()));
             }
         }
         None
@@ -390,6 +413,7 @@ mod tests {
         Policy {
             exemptions: ex,
             max_hop_limit: max,
+            status_tag_key: Some("imds-guard:status"),
         }
     }
 
@@ -526,5 +550,22 @@ mod tests {
             p.decide(&inst("required", "enabled", 1), &principal),
             Verdict::Compliant
         );
+
+        // A principal exemption recorded at launch holds for whoever looks
+        // later (a sweep knows no principal)...
+        by_role.tags = Some(vec![("imds-guard:status".into(), "exempt".into())]);
+        assert!(matches!(
+            p.decide(&by_role, &Principal::default()),
+            Verdict::Exempt {
+                exemption: Exemption::Recorded(_),
+                ..
+            }
+        ));
+        // ...but only while principal exemptions are configured at all.
+        let none = Exemptions::default();
+        assert!(matches!(
+            policy(&none, None).decide(&by_role, &Principal::default()),
+            Verdict::Noncompliant { .. }
+        ));
     }
 }

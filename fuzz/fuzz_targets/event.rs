@@ -28,7 +28,7 @@ fuzz_target!(|data: &[u8]| {
     for o in &instances {
         assert!(event::is_instance_id(&o.instance_id));
         for (ex, max) in [(&exemptions, Some(2)), (&none, None)] {
-            match (Policy { exemptions: ex, max_hop_limit: max }).decide(o, &ctx.principal) {
+            match (Policy { exemptions: ex, max_hop_limit: max, status_tag_key: Some("imds-guard:status") }).decide(o, &ctx.principal) {
                 Verdict::Noncompliant { remedy, .. } => {
                     let hop = o.options.http_put_response_hop_limit.expect("a remedy needs a known hop limit");
                     assert_eq!(remedy.http_endpoint, "enabled");
@@ -58,6 +58,8 @@ fuzz_target!(|data: &[u8]| {
         instances: reports,
         unreadable: vec![],
         notification: String::new(),
+        sweep: None,
+        account_defaults: None,
     };
     let _ = Mode::Audit;
     let n = notify::build(&report);

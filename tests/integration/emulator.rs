@@ -165,7 +165,7 @@ pub(crate) fn sent(topic_arn: &str) -> Vec<(String, Value, Value)> {
 /// The launch event CloudTrail would write for `ids`: the fixture's envelope
 /// and principal, each item carrying the instance's real effective options,
 /// image and tags as the emulator reports them.
-async fn event_for(
+pub(crate) async fn event_for(
     ec2: &aws_sdk_ec2::Client,
     fixture: &str,
     ids: &[String],
@@ -392,7 +392,13 @@ async fn each_exemption_kind_leaves_its_instance_alone() {
         .await
         .unwrap();
     assert_eq!(r.instances[0].outcome, Outcome::Exempt);
-    assert_eq!(seen(&ec2, &more[0]).await.tokens, "optional");
+    let s = seen(&ec2, &more[0]).await;
+    assert_eq!(s.tokens, "optional");
+    assert_eq!(
+        s.status_tag.as_deref(),
+        Some("exempt"),
+        "recorded for the sweep"
+    );
 }
 
 #[tokio::test]

@@ -725,12 +725,20 @@ async fn principal_exemption_matches_the_role_behind_a_session() {
         ])
     });
     let modify = modify_ok();
+    // Recorded on the instances, so a sweep (which knows no principal)
+    // leaves them alone too: one call for both.
+    let recorded = mock!(Ec2Client::create_tags)
+        .match_requests(|i| {
+            i.tags()[0].value() == Some("exempt")
+                && i.resources() == [MULTI[0].to_string(), MULTI[1].to_string()]
+        })
+        .then_output(|| CreateTagsOutput::builder().build());
     let g = guard(
         config(&[(
             "EXEMPT_PRINCIPAL_ARNS",
             "arn:aws:iam::111122223333:role/DevOps",
         )]),
-        &[&describe, &modify],
+        &[&describe, &modify, &recorded],
         &[],
     );
     let report = g
@@ -739,6 +747,7 @@ async fn principal_exemption_matches_the_role_behind_a_session() {
         .unwrap();
     assert_eq!(report.count(Outcome::Exempt), 2);
     assert_eq!(modify.num_calls(), 0);
+    assert_eq!(recorded.num_calls(), 1);
 }
 
 /// How an operation misbehaves before (or instead of) answering.

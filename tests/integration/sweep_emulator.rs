@@ -292,3 +292,50 @@ async fn sweep_regions_covers_each_region_in_one_report() {
         "still counted as left"
     );
 }
+
+#[tokio::test]
+async fn a_principal_exemption_granted_at_launch_holds_in_the_sweep() {
+    let region = "eu-north-1";
+    let ec2 = ec2(region).await;
+    let by_exempt_role = launch(&ec2, Launch::default()).await;
+    let other = launch(&ec2, Launch::default()).await;
+    let pairs = [("EXEMPT_PRINCIPAL_ARNS", "arn:aws:iam::*:role/DevOps")];
+    let g = Guard::new(
+        config(&pairs),
+        RegionalClients::new(load_sdk_config().await),
+    );
+
+    // The launch event: DevOps launched it, so it is exempt and recorded.
+    let event = crate::emulator::event_for(
+        &ec2,
+        "run-instances-cli-multi.json",
+        &by_exempt_role,
+        Some(region),
+    )
+    .await;
+    let r = g.handle(&event).await.unwrap();
+    assert_eq!(r.instances[0].outcome, Outcome::Exempt);
+
+    // The sweep cannot know who launched either instance; the record tells.
+    let report = g.handle(&scheduled(region)).await.unwrap();
+    let r = &report.sweep.as_ref().unwrap().regions[0];
+    assert_eq!(
+        (r.count(Outcome::Exempt), r.count(Outcome::Remediated)),
+        (1, 1)
+    );
+    assert_eq!(seen(&ec2, &by_exempt_role[0]).await.tokens, "optional");
+    assert_eq!(seen(&ec2, &other[0]).await.tokens, "required");
+    let exempt = report
+        .instances
+        .iter()
+        .find(|i| i.instance_id == by_exempt_role[0])
+        .unwrap();
+    assert!(
+        exempt
+            .exemption
+            .as_deref()
+            .unwrap()
+            .contains("exempt principal"),
+        "{exempt:?}"
+    );
+}
