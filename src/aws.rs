@@ -425,6 +425,11 @@ impl Ec2 {
                 .next_token()
                 .filter(|t| !t.is_empty())
                 .map(str::to_string),
+            owner: out
+                .reservations()
+                .iter()
+                .find_map(|r| r.owner_id())
+                .map(str::to_string),
         })
     }
 
@@ -470,6 +475,9 @@ impl Ec2 {
 pub struct Page {
     pub instances: Vec<Observed>,
     pub next_token: Option<String>,
+    /// The account that owns the instances (so a sweep from the command
+    /// line can name its account without another call).
+    pub owner: Option<String>,
 }
 
 fn observe(i: &aws_sdk_ec2::types::Instance) -> Option<Observed> {

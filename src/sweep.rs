@@ -47,6 +47,8 @@ struct RegionResult {
     summary: RegionSweep,
     listed: Vec<InstanceReport>,
     omitted: u64,
+    /// The account EC2 says owns the instances listed.
+    owner: Option<String>,
 }
 
 impl<C: Clients> Guard<C> {
@@ -85,6 +87,9 @@ impl<C: Clients> Guard<C> {
             aws_calls: Default::default(),
         };
         for r in results {
+            if let Some(ctx) = report.event.as_mut().filter(|c| c.account.is_none()) {
+                ctx.account = r.owner;
+            }
             report.instances.extend(r.listed);
             sweep.omitted_instances += r.omitted;
             sweep.regions.push(r.summary);
@@ -113,6 +118,7 @@ impl<C: Clients> Guard<C> {
             summary: RegionSweep::new(region),
             listed: Vec::new(),
             omitted: 0,
+            owner: None,
         };
         // The account defaults are read while the instances are listed.
         let mut defaults = RegionSweep::new(region);
@@ -192,6 +198,9 @@ impl<C: Clients> Guard<C> {
                 }
             };
             out.summary.pages += 1;
+            if out.owner.is_none() {
+                out.owner = page.owner.filter(|o| crate::event::is_account_id(o));
+            }
             out.summary.examined += page.instances.len() as u64;
             self.sweep_page(
                 ec2,

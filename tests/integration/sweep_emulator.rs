@@ -215,6 +215,10 @@ async fn the_cli_audits_then_enforces_and_its_exit_status_gates_a_pipeline() {
     assert_eq!(code, 1, "{err}");
     let report: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(report["sweep"]["regions"][0]["counts"]["flagged"], to_fix);
+    assert_eq!(
+        report["event"]["account"], "123456789012",
+        "named from the instances' owner, without another call"
+    );
     let ec2 = ec2(region).await;
     assert_eq!(
         seen(&ec2, &fleet.optional_running[0]).await.tokens,
