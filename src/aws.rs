@@ -152,6 +152,15 @@ pub fn sdk_timeouts() -> TimeoutConfig {
         .build()
 }
 
+/// A sweep's listing pages: large responses, so longer than `sdk_timeouts`.
+pub fn page_timeouts() -> TimeoutConfig {
+    TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(3))
+        .operation_attempt_timeout(Duration::from_secs(90))
+        .operation_timeout(Duration::from_secs(240))
+        .build()
+}
+
 /// Loads the SDK configuration once (credentials chain, `AWS_ENDPOINT_URL`).
 pub async fn load_sdk_config() -> SdkConfig {
     aws_config::defaults(BehaviorVersion::latest())
@@ -400,19 +409,24 @@ impl Ec2 {
                     .build(),
             );
         }
-        let out = if probe {
-            // The first filtered page doubles as the probe for the filter:
-            // a refusal should not cost the full retry schedule.
-            req.customize()
-                .config_override(
-                    aws_sdk_ec2::config::Builder::default()
-                        .retry_config(sdk_retry().with_max_attempts(2)),
-                )
-                .send()
-                .await
+        // A page of up to 1,000 instances is megabytes of XML: give it time
+        // rather than abandon it at the small calls' 10 s and pay for it
+        // again. The first filtered page doubles as the probe for the
+        // filter, and a refusal should not cost the full retry schedule.
+        let retry = if probe {
+            sdk_retry().with_max_attempts(2)
         } else {
-            req.send().await
+            sdk_retry()
         };
+        let out = req
+            .customize()
+            .config_override(
+                aws_sdk_ec2::config::Builder::default()
+                    .retry_config(retry)
+                    .timeout_config(page_timeouts()),
+            )
+            .send()
+            .await;
         let out = out.map_err(|e| AwsError::classify(e, "ec2", "ec2:DescribeInstances"))?;
         let instances = out
             .reservations()

@@ -58,4 +58,36 @@ grep -E '"decision"|decision|event handled' "$work/watch.log" | tail -5 | sed 's
 
 tokens_after="$(emu show "$id" | grep -o 'HttpTokens=[a-z]*')"
 [ "$tokens_after" = "HttpTokens=required" ] || { echo "demo: expected HttpTokens=required, got $tokens_after" >&2; exit 1; }
-printf '\n\033[1mDone:\033[0m the IMDSv1 instance was switched to IMDSv2 (HttpTokens=required), tagged, and the team notified.\n'
+
+step "7. Three instances whose launch events never arrived (launched before the guardrail, say)"
+old_ids=()
+for _ in 1 2 3; do old_ids+=("$(emu launch --tokens optional --hop 1)"); done
+for i in "${old_ids[@]}"; do emu show "$i"; done
+
+step "8. How far is the region from IMDSv2 everywhere? (imds-guard sweep --mode audit: writes nothing, exits 1 when something is left)"
+set +e
+AWS_REGION=us-east-1 NOTIFY_TOPIC_ARN= target/debug/imds-guard sweep --mode audit
+echo "  exit status $?"
+set -e
+
+step "9. The scheduled sweep, delivered to the function (events/scheduled-event.json)"
+cargo lambda invoke --invoke-address 127.0.0.1 --invoke-port "$port" --data-file events/scheduled-event.json imds-guard \
+  > "$work/sweep.json" || { echo "invoke failed; function log:"; tail -20 "$work/watch.log"; exit 1; }
+"$here/.venv/bin/python" - "$work/sweep.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+for g in r["sweep"]["regions"]:
+    print(f"  {g['region']}: examined {g['examined']}, counts {g['counts']}, listing: {g['listing']}")
+    print(f"  readiness for HttpTokensEnforced: {g['readiness']['verdict']} {g['readiness'].get('reasons', [])}")
+print(f"  AWS calls: {r['sweep'].get('aws_calls', {})}")
+print(f"  notification: {r['notification']}")
+PY
+for i in "${old_ids[@]}"; do emu show "$i"; done
+echo "  summary on the topic:"
+emu messages "$topic" | grep -i 'subject' | tail -1
+
+for i in "${old_ids[@]}"; do
+  t="$(emu show "$i" | grep -o 'HttpTokens=[a-z]*')"
+  [ "$t" = "HttpTokens=required" ] || { echo "demo: the sweep left $i at $t" >&2; exit 1; }
+done
+printf '\n\033[1mDone:\033[0m the launch was switched to IMDSv2 (HttpTokens=required) within its event, the instances no event named were found and fixed by the sweep, and the team notified each time.\n'
