@@ -18,7 +18,7 @@ use crate::aws::{AwsError, Clients, Ec2};
 use crate::config::{sns_topic_region, Config, Mode};
 use crate::event::{self, EventContext, EventError, GuardEvent, Observed, Trigger};
 use crate::notify;
-use crate::policy::{DefaultsChange, Policy, Remedy, Verdict, EXEMPT_STATUS};
+use crate::policy::{why_not_set_default, DefaultsChange, Policy, Remedy, Verdict, EXEMPT_STATUS};
 use crate::report::{DefaultsReport, InstanceReport, Outcome, Report, Status};
 
 /// Modify calls in flight at once for one event.
@@ -216,15 +216,8 @@ impl<C: Clients> Guard<C> {
         let mut error = None;
         let action = if !tokens_weak {
             "none".to_string()
-        } else if !self.cfg.set_account_default {
-            "none: SET_ACCOUNT_DEFAULT is off".to_string()
-        } else if self.cfg.mode != Mode::Enforce {
-            format!(
-                "none ({} mode): enforce would set the account default back to HttpTokens=required",
-                self.cfg.mode
-            )
-        } else if current.as_ref().is_some_and(|d| !d.settable()) {
-            "none: a declarative policy manages the account defaults".to_string()
+        } else if let Some(why) = why_not_set_default(&self.cfg, current.as_ref()) {
+            why
         } else {
             match ec2.require_tokens_by_default().await {
                 Ok(()) => "set the account default back to HttpTokens=required".to_string(),

@@ -247,6 +247,24 @@ impl AccountDefaults {
     }
 }
 
+/// Why the account default may not be set to `HttpTokens=required` now, or
+/// `None` when it may: only with `SET_ACCOUNT_DEFAULT`, only in enforce mode,
+/// and not where a declarative policy owns the defaults.
+pub fn why_not_set_default(cfg: &Config, defaults: Option<&AccountDefaults>) -> Option<String> {
+    if !cfg.set_account_default {
+        Some("none: SET_ACCOUNT_DEFAULT is off".into())
+    } else if cfg.mode != crate::config::Mode::Enforce {
+        Some(format!(
+            "none ({} mode): enforce would set the account default to HttpTokens=required",
+            cfg.mode
+        ))
+    } else if defaults.is_some_and(|d| !d.settable()) {
+        Some("none: a declarative policy manages the account defaults".into())
+    } else {
+        None
+    }
+}
+
 /// What a `ModifyInstanceMetadataDefaults` call asked for (only the fields
 /// it named).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]

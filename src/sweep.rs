@@ -18,7 +18,7 @@ use crate::aws::{AwsError, Clients, Ec2};
 use crate::config::Mode;
 use crate::event::{EventContext, Observed, Trigger};
 use crate::guard::{backoff, conclude, join, log_decision, plan, Guard, GuardError};
-use crate::policy::{readiness, Remedy, SweepFacts};
+use crate::policy::{readiness, why_not_set_default, Remedy, SweepFacts};
 use crate::report::{InstanceReport, Outcome, RegionSweep, Report, Status, SweepSummary};
 
 /// Instances with news kept in the report, across regions; beyond this only
@@ -242,15 +242,8 @@ impl<C: Clients> Guard<C> {
         let mut defaults = defaults;
         s.account_default_action = if defaults.requires_tokens() {
             "none: already HttpTokens=required".into()
-        } else if !self.cfg.set_account_default {
-            "none: SET_ACCOUNT_DEFAULT is off".into()
-        } else if self.cfg.mode != Mode::Enforce {
-            format!(
-                "none ({} mode): enforce would set the account default to HttpTokens=required",
-                self.cfg.mode
-            )
-        } else if !defaults.settable() {
-            "none: a declarative policy manages the account defaults".into()
+        } else if let Some(why) = why_not_set_default(&self.cfg, Some(&defaults)) {
+            why
         } else {
             match ec2.require_tokens_by_default().await {
                 Ok(()) => {
