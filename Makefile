@@ -6,7 +6,7 @@ VENV := .venv
 SAM_VENV := .venv-sam
 BENCH_VENV := .venv-bench
 
-.PHONY: test demo lint unit venv sam-venv bench-venv template fuzz fuzz-check load bench clean
+.PHONY: test demo lint unit venv sam-venv bench-venv template fuzz fuzz-check load bench bench-function bench-sweep clean
 
 # Every test: format, lints, unit tests, the fault matrix on mocked AWS, the
 # end-to-end tests against the local emulator, and the CLI.
@@ -43,19 +43,32 @@ fuzz:
 	mkdir -p fuzz/corpus/event && cp events/*.json fuzz/corpus/event/
 	cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run event -- -max_total_time=$(FUZZ_SECONDS) -max_len=262144 -dict=$(CURDIR)/fuzz/event.dict
 
-# The fuzz target compiles the domain modules on their own (a copy of no
-# code): CI checks that it still builds, outside `make test` to keep that fast.
+# The fuzz target uses the domain modules compiled on their own (domain/, a
+# copy of no code): CI checks that it still builds, outside `make test` to keep that fast.
 fuzz-check:
 	cargo check --quiet --manifest-path fuzz/Cargo.toml
+
+# The benchmarks (not part of `make test`), each printing its table:
+# - the function: init time (and a bare Rust function's), first and warm
+#   event latency, peak memory, AWS calls per event, the arm64 bootstrap's
+#   size and zip, parse+decide per event (criterion);
+# - the sweep: 1,000 and 10,000 seeded instances (BENCH_SIZES), swept by the
+#   release build and by Cloud Custodian's `custodian run` on the same fleet.
+bench: bench-function bench-sweep
+
+bench-function: venv
+	rustup target add aarch64-unknown-linux-gnu
+	cargo build --release --bin imds-guard --example bare_function
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" cargo lambda build --release --arm64 --bin imds-guard
+	tools/with-moto.sh $(VENV)/bin/python tools/bench_function.py
+
+bench-sweep: venv bench-venv
+	cargo build --release --bin imds-guard
+	tools/with-moto.sh $(VENV)/bin/python tools/bench_sweep.py
 
 # The load benchmark: 500 launch events x 10 instances, 4 function processes,
 # against the emulator; prints events/s and peak memory per process. Uses the
 # release build of the function.
-# The sweep benchmark: 1,000 and 10,000 seeded instances, swept by the
-# release build and by Cloud Custodian's `custodian run` on the same fleet.
-bench: venv bench-venv
-	cargo build --release --bin imds-guard
-	tools/with-moto.sh $(VENV)/bin/python tools/bench_sweep.py
 
 # Cloud Custodian, for comparison only, in a virtualenv of its own.
 bench-venv: $(BENCH_VENV)/.installed
@@ -85,4 +98,4 @@ $(SAM_VENV)/.installed: tools/requirements-sam.txt
 	touch $@
 
 clean:
-	rm -rf target .aws-sam $(VENV) $(SAM_VENV) $(BENCH_VENV)
+	rm -rf target domain/target fuzz/target .aws-sam $(VENV) $(SAM_VENV) $(BENCH_VENV)

@@ -199,7 +199,9 @@ fn sweep(args: &[String]) -> Result<ExitCode, String> {
                 let _ = std::io::stderr().flush();
             }
         };
-        let result = guard.sweep(ctx, regions, None, &show).await;
+        let result = guard
+            .counting_calls(guard.sweep(ctx, regions, None, &show))
+            .await;
         if tty {
             eprintln!();
         }
@@ -374,6 +376,7 @@ pub fn evaluate(cfg: &Config, payload: &serde_json::Value) -> Result<Report, eve
                 notification: "not sent (offline check)".into(),
                 sweep: None,
                 account_defaults: None,
+                aws_calls: Default::default(),
             }
         }
     })

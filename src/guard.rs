@@ -5,7 +5,7 @@
 //! failure destination keep the event). Writes are idempotent, so a repeated
 //! delivery changes nothing twice.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use futures_util::stream::{self, StreamExt};
@@ -74,6 +74,34 @@ impl<C: Clients> Guard<C> {
     /// Handles one Lambda payload; a sweep stops taking new pages in time to
     /// report before `deadline` (the function's timeout).
     pub async fn handle_until(
+        &self,
+        payload: &Value,
+        deadline: Option<Instant>,
+    ) -> Result<Report, GuardError> {
+        self.counting_calls(self.dispatch(payload, deadline)).await
+    }
+
+    /// Runs `work` and records in its report the AWS requests it sent. The
+    /// counter is the process's: Lambda hands a process one event at a time,
+    /// and the CLI runs one sweep, so the difference is this work's calls.
+    pub(crate) async fn counting_calls(
+        &self,
+        work: impl std::future::Future<Output = Result<Report, GuardError>>,
+    ) -> Result<Report, GuardError> {
+        let before = self.clients.calls();
+        // Boxed: the sweep's future is deep, and the runtime's future that
+        // holds it would otherwise exceed the compiler's layout depth limit.
+        let mut result = Box::pin(work).await;
+        let report = match &mut result {
+            Ok(report) => report,
+            Err(GuardError::Unhandled { report, .. }) => report,
+            Err(GuardError::Malformed(_)) => return result,
+        };
+        report.aws_calls = calls_since(&before, self.clients.calls());
+        result
+    }
+
+    async fn dispatch(
         &self,
         payload: &Value,
         deadline: Option<Instant>,
@@ -170,17 +198,9 @@ impl<C: Clients> Guard<C> {
         for item in &unreadable {
             error!(%item, "event item could not be read");
         }
-        let mut report = Report {
-            status: Status::Handled,
-            mode: self.cfg.mode,
-            reason: None,
-            event: Some(ctx),
-            instances: reports,
-            unreadable,
-            notification: String::new(),
-            sweep: None,
-            account_defaults: None,
-        };
+        let mut report = Report::handled(Status::Handled, self.cfg.mode, ctx);
+        report.instances = reports;
+        report.unreadable = unreadable;
         let notify_error = self.tell(&mut report).await;
         conclude(report, notify_error)
     }
@@ -458,6 +478,19 @@ fn verdict_to_report(
             (r, remedy)
         }
     }
+}
+
+/// Requests sent between two readings of the call counter, by operation.
+fn calls_since(
+    before: &BTreeMap<String, u64>,
+    now: BTreeMap<String, u64>,
+) -> BTreeMap<String, u64> {
+    now.into_iter()
+        .filter_map(|(op, n)| {
+            let sent = n - before.get(&op).copied().unwrap_or(0).min(n);
+            (sent > 0).then_some((op, sent))
+        })
+        .collect()
 }
 
 pub(crate) fn join(a: &str, b: &str) -> String {

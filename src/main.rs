@@ -9,6 +9,14 @@ use imds_guard::guard::Guard;
 use lambda_runtime::{service_fn, LambdaEvent};
 use serde_json::Value;
 
+// lambda_runtime reports a panic in the handler as that invocation's error
+// (so the event is retried) only when panics unwind; with "abort" the process
+// dies mid-invocation. Refuse to build a bootstrap that would.
+#[cfg(panic = "abort")]
+compile_error!(
+    "imds-guard must be built with panic = \"unwind\" (see [profile.release] in Cargo.toml)"
+);
+
 fn main() -> ExitCode {
     if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some() {
         function()

@@ -293,6 +293,7 @@ mod tests {
             notification: String::new(),
             sweep: None,
             account_defaults: None,
+            aws_calls: Default::default(),
         }
     }
 

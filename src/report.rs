@@ -174,9 +174,6 @@ pub struct SweepSummary {
     /// always listed.
     #[serde(skip_serializing_if = "is_zero")]
     pub omitted_instances: u64,
-    /// Requests sent, by operation (retries included), where counted.
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    pub aws_calls: BTreeMap<String, u64>,
 }
 
 /// A change to the account's IMDS defaults, judged.
@@ -211,6 +208,10 @@ pub struct Report {
     pub sweep: Option<SweepSummary>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub account_defaults: Option<DefaultsReport>,
+    /// Requests this invocation sent, by operation (every attempt, the
+    /// notification included), where the clients count them.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub aws_calls: BTreeMap<String, u64>,
 }
 
 impl Report {
@@ -225,6 +226,7 @@ impl Report {
             notification: "not needed".into(),
             sweep: None,
             account_defaults: None,
+            aws_calls: BTreeMap::new(),
         }
     }
 
@@ -240,6 +242,7 @@ impl Report {
             notification: String::new(),
             sweep: None,
             account_defaults: None,
+            aws_calls: BTreeMap::new(),
         }
     }
 
@@ -258,6 +261,7 @@ impl Report {
             notification: "not needed".into(),
             sweep: None,
             account_defaults: None,
+            aws_calls: BTreeMap::new(),
         }
     }
 

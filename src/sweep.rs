@@ -62,7 +62,6 @@ impl<C: Clients> Guard<C> {
         deadline: Option<Instant>,
         progress: &(dyn Fn(Progress<'_>) + Sync),
     ) -> Result<Report, GuardError> {
-        let calls_before = self.clients.calls();
         let mut report = Report::handled(Status::Swept, self.cfg.mode, ctx);
         let regions: Vec<String> = regions.into_iter().filter(|r| !r.is_empty()).collect();
         if regions.is_empty() {
@@ -84,7 +83,6 @@ impl<C: Clients> Guard<C> {
         let mut sweep = SweepSummary {
             regions: Vec::with_capacity(results.len()),
             omitted_instances: 0,
-            aws_calls: Default::default(),
         };
         for r in results {
             if let Some(ctx) = report.event.as_mut().filter(|c| c.account.is_none()) {
@@ -93,13 +91,6 @@ impl<C: Clients> Guard<C> {
             report.instances.extend(r.listed);
             sweep.omitted_instances += r.omitted;
             sweep.regions.push(r.summary);
-        }
-        // Calls this sweep sent: the counter is shared by the process.
-        for (op, n) in self.clients.calls() {
-            let before = calls_before.get(&op).copied().unwrap_or(0);
-            if n > before {
-                sweep.aws_calls.insert(op, n - before);
-            }
         }
         report.sweep = Some(sweep);
         let notify_error = self.tell(&mut report).await;

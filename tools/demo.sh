@@ -79,7 +79,7 @@ r = json.load(open(sys.argv[1]))
 for g in r["sweep"]["regions"]:
     print(f"  {g['region']}: examined {g['examined']}, counts {g['counts']}, listing: {g['listing']}")
     print(f"  readiness for HttpTokensEnforced: {g['readiness']['verdict']} {g['readiness'].get('reasons', [])}")
-print(f"  AWS calls: {r['sweep'].get('aws_calls', {})}")
+print(f"  AWS calls: {r.get('aws_calls', {})}")
 print(f"  notification: {r['notification']}")
 PY
 for i in "${old_ids[@]}"; do emu show "$i"; done

@@ -2,12 +2,12 @@
 //! reads, the policy and the notification keep their promises.
 #![no_main]
 
-use imds_guard_fuzz::config::{Config, Exemptions, Mode};
-use imds_guard_fuzz::event::{self, GuardEvent};
-use imds_guard_fuzz::glob::Glob;
-use imds_guard_fuzz::notify;
-use imds_guard_fuzz::policy::{Policy, Verdict};
-use imds_guard_fuzz::report::{InstanceReport, Outcome, Report, Status};
+use imds_guard_domain::config::{Config, Exemptions, Mode};
+use imds_guard_domain::event::{self, GuardEvent};
+use imds_guard_domain::glob::Glob;
+use imds_guard_domain::notify;
+use imds_guard_domain::policy::{Policy, Verdict};
+use imds_guard_domain::report::{InstanceReport, Outcome, Report, Status};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -60,6 +60,7 @@ fuzz_target!(|data: &[u8]| {
         notification: String::new(),
         sweep: None,
         account_defaults: None,
+        aws_calls: Default::default(),
     };
     let _ = Mode::Audit;
     let n = notify::build(&report);

@@ -209,6 +209,58 @@ async fn guard(pairs: &[(&str, &str)]) -> Guard<RegionalClients> {
 }
 
 #[tokio::test]
+async fn a_launch_costs_k_plus_3_calls_and_a_compliant_one_none() {
+    // Counted where the SDK transmits (the product's own counter), on real
+    // requests to the emulator: n = 10 instances, k = 4 at optional.
+    let ec2 = ec2("us-west-1").await;
+    let mut ids = launch(
+        &ec2,
+        Launch {
+            count: 4,
+            hop: 2,
+            ..Default::default()
+        },
+    )
+    .await;
+    let compliant = launch(
+        &ec2,
+        Launch {
+            count: 6,
+            tokens: "required",
+            hop: 2,
+            ..Default::default()
+        },
+    )
+    .await;
+    ids.extend(compliant.iter().cloned());
+    let topic = topic("calls").await;
+    let g = guard(&[("NOTIFY_TOPIC_ARN", &topic)]).await;
+    let region = Some("us-west-1");
+
+    let event = event_for(&ec2, "run-instances-cli-multi.json", &ids, region).await;
+    let report = g.handle(&event).await.unwrap();
+    assert_eq!(report.counts().get(&Outcome::Remediated), Some(&4));
+    let expected: std::collections::BTreeMap<String, u64> = [
+        ("CreateTags", 1),
+        ("DescribeInstances", 1),
+        ("ModifyInstanceMetadataOptions", 4),
+        ("Publish", 1),
+    ]
+    .into_iter()
+    .map(|(op, n)| (op.to_string(), n))
+    .collect();
+    assert_eq!(
+        report.aws_calls, expected,
+        "describe 1 + modify k + tag 1 + publish 1"
+    );
+
+    let event = event_for(&ec2, "run-instances-cli-multi.json", &compliant, region).await;
+    let report = g.handle(&event).await.unwrap();
+    assert_eq!(report.counts().get(&Outcome::Compliant), Some(&6));
+    assert!(report.aws_calls.is_empty(), "{:?}", report.aws_calls);
+}
+
+#[tokio::test]
 async fn enforce_fixes_every_optional_instance_of_a_launch_and_notifies_once() {
     let ec2 = ec2("us-east-1").await;
     let mut ids = launch(

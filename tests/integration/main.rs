@@ -6,12 +6,15 @@
 //! - `sweep_emulator`, `sweep_faults`: the fleet sweep against the emulator,
 //!   and against mocks for what the emulator lacks.
 //! - `cli`: the binary's `check` command.
+//! - `load`, `function_bench`: benchmarks, ignored by `make test` (`make
+//!   load`, `make bench`).
 
 mod cli;
 mod common;
 mod corpus;
 mod emulator;
 mod faults;
+mod function_bench;
 mod load;
 mod netfaults;
 mod properties;

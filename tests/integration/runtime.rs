@@ -14,6 +14,9 @@ pub struct Answer {
     pub request_id: String,
     pub kind: &'static str, // "response" or "error"
     pub body: String,
+    /// From handing the event out to receiving this answer (the benchmark's
+    /// event latency, as the Runtime API sees it).
+    pub took: Duration,
 }
 
 #[derive(Default)]
@@ -21,6 +24,9 @@ struct State {
     queue: VecDeque<(String, Vec<u8>)>,
     answers: Vec<Answer>,
     init_errors: Vec<String>,
+    /// When the function first asked for an event: the end of its init.
+    first_poll: Option<Instant>,
+    handed: Vec<(String, Instant)>,
 }
 
 /// A minimal Lambda Runtime API: hands out queued events on
@@ -52,6 +58,20 @@ impl RuntimeApi {
         RuntimeApi { addr, state }
     }
 
+    /// Waits for the function's first `/invocation/next` (or `limit`).
+    pub fn first_poll(&self, limit: Duration) -> Option<Instant> {
+        let start = Instant::now();
+        loop {
+            if let Some(at) = self.state.lock().unwrap().first_poll {
+                return Some(at);
+            }
+            if start.elapsed() > limit {
+                return None;
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+
     /// Waits until `n` invocations have been answered (or `limit` passes).
     pub fn answers(&self, n: usize, limit: Duration) -> Vec<Answer> {
         let start = Instant::now();
@@ -66,6 +86,10 @@ impl RuntimeApi {
 }
 
 fn serve(conn: TcpStream, state: Arc<Mutex<State>>) {
+    // Each answer goes out in one write with Nagle off: a head and a body in
+    // two writes would wait on the client's delayed ACK (about 40 ms on
+    // Linux) and the benchmark would time this harness, not the function.
+    conn.set_nodelay(true).ok();
     let mut reader = BufReader::new(conn.try_clone().unwrap());
     let mut out = conn;
     loop {
@@ -106,12 +130,20 @@ fn serve(conn: TcpStream, state: Arc<Mutex<State>>) {
         let body = String::from_utf8_lossy(&body).into_owned();
 
         if method == "GET" && path.ends_with("/runtime/invocation/next") {
+            state
+                .lock()
+                .unwrap()
+                .first_poll
+                .get_or_insert_with(Instant::now);
             // Hand out the next event; with none left, hold the call open
             // as Lambda does between invocations.
             let next = loop {
-                if let Some(e) = state.lock().unwrap().queue.pop_front() {
+                let mut s = state.lock().unwrap();
+                if let Some(e) = s.queue.pop_front() {
+                    s.handed.push((e.0.clone(), Instant::now()));
                     break e;
                 }
+                drop(s);
                 std::thread::sleep(Duration::from_millis(20));
             };
             let deadline = std::time::SystemTime::now()
@@ -126,8 +158,9 @@ fn serve(conn: TcpStream, state: Arc<Mutex<State>>) {
                 next.0,
                 next.1.len()
             );
-            out.write_all(head.as_bytes()).unwrap();
-            out.write_all(&next.1).unwrap();
+            let mut answer = head.into_bytes();
+            answer.extend_from_slice(&next.1);
+            out.write_all(&answer).unwrap();
         } else {
             let mut s = state.lock().unwrap();
             let segs: Vec<&str> = path.split('/').collect();
@@ -138,7 +171,9 @@ fn serve(conn: TcpStream, state: Arc<Mutex<State>>) {
                     "error"
                 };
                 let id = segs[segs.len() - 2].to_string();
+                let handed = s.handed.iter().find(|(h, _)| *h == id).map(|(_, at)| *at);
                 s.answers.push(Answer {
+                    took: handed.map_or(Duration::ZERO, |at| at.elapsed()),
                     request_id: id,
                     kind,
                     body,

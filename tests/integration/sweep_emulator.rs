@@ -123,15 +123,10 @@ async fn the_scheduled_event_sweeps_a_mixed_region_to_zero_noncompliant() {
     assert_eq!(r.count(Outcome::Compliant) as usize, fleet.required.len());
     assert_eq!(r.readiness.verdict, "not ready");
     assert!(r.readiness.reasons.iter().any(|x| x.contains("3 exempt")));
-    assert!(
-        sweep.aws_calls["DescribeInstances"] >= 2,
-        "{:?}",
-        sweep.aws_calls
-    );
-    assert_eq!(
-        sweep.aws_calls["ModifyInstanceMetadataOptions"] as usize,
-        to_fix
-    );
+    let calls = &report.aws_calls;
+    assert!(calls["DescribeInstances"] >= 2, "{calls:?}");
+    assert_eq!(calls["ModifyInstanceMetadataOptions"] as usize, to_fix);
+    assert_eq!(calls["Publish"], 1, "one summary, counted: {calls:?}");
 
     let ec2 = ec2(region).await;
     for id in fleet.optional_running.iter().chain(&fleet.optional_stopped) {

@@ -1,6 +1,6 @@
 //! The domain modules of imds-guard, compiled on their own: what an event
 //! means, the policy, the report and the notification. They hold no AWS
-//! types, which is what lets them be fuzzed without the SDK.
+//! types, which is what lets them be fuzzed and benchmarked without the SDK.
 #![allow(dead_code)]
 
 #[path = "../../src/config.rs"]
