@@ -58,7 +58,10 @@ bench: bench-function bench-sweep
 
 bench-function: venv
 	rustup target add aarch64-unknown-linux-gnu
-	cargo build --release --bin imds-guard --example bare_function
+	# Two builds, not one: built together, the example's dev-dependency
+	# features would change the function's own build (and bench-sweep's).
+	cargo build --release --bin imds-guard
+	cargo build --release --example bare_function
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" cargo lambda build --release --arm64 --bin imds-guard
 	tools/with-moto.sh $(VENV)/bin/python tools/bench_function.py
 

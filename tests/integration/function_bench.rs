@@ -18,14 +18,8 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::emulator::{ec2, event_for, launch, topic, Launch};
+use crate::load::setting;
 use crate::runtime::{start_binary, RuntimeApi};
-
-fn setting(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0

@@ -14,7 +14,8 @@ use aws_sdk_ec2::types::{HttpTokensState, InstanceMetadataOptionsRequest};
 use crate::common::{launch_event, moto_endpoint};
 use crate::runtime::{start_binary, RuntimeApi};
 
-fn setting(name: &str, default: usize) -> usize {
+/// A benchmark's knob from the environment, or its default.
+pub(crate) fn setting(name: &str, default: usize) -> usize {
     std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
