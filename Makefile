@@ -44,7 +44,8 @@ fuzz:
 	cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run event -- -max_total_time=$(FUZZ_SECONDS) -max_len=262144 -dict=$(CURDIR)/fuzz/event.dict
 
 # The fuzz target uses the domain modules compiled on their own (domain/, a
-# copy of no code): CI checks that it still builds, outside `make test` to keep that fast.
+# copy of no code): CI checks that it still builds, outside `make test` to
+# keep that fast.
 fuzz-check:
 	cargo check --quiet --manifest-path fuzz/Cargo.toml
 
@@ -53,7 +54,8 @@ fuzz-check:
 #   event latency, peak memory, AWS calls per event, the arm64 bootstrap's
 #   size and zip, parse+decide per event (criterion);
 # - the sweep: 1,000 and 10,000 seeded instances (BENCH_SIZES), swept by the
-#   release build and by Cloud Custodian's `custodian run` on the same fleet.
+#   release build, by a bare boto3 loop (the emulator's floor) and by Cloud
+#   Custodian's `custodian run`, each on a freshly seeded fleet.
 bench: bench-function bench-sweep
 
 bench-function: venv
@@ -69,10 +71,6 @@ bench-sweep: venv bench-venv
 	cargo build --release --bin imds-guard
 	tools/with-moto.sh $(VENV)/bin/python tools/bench_sweep.py
 
-# The load benchmark: 500 launch events x 10 instances, 4 function processes,
-# against the emulator; prints events/s and peak memory per process. Uses the
-# release build of the function.
-
 # Cloud Custodian, for comparison only, in a virtualenv of its own.
 bench-venv: $(BENCH_VENV)/.installed
 $(BENCH_VENV)/.installed: tools/requirements-bench.txt
@@ -80,6 +78,9 @@ $(BENCH_VENV)/.installed: tools/requirements-bench.txt
 	$(BENCH_VENV)/bin/pip install --quiet --disable-pip-version-check -r tools/requirements-bench.txt
 	touch $@
 
+# The load benchmark: 500 launch events x 10 instances, 4 function processes,
+# against the emulator; prints events/s and peak memory per process. Uses the
+# release build of the function.
 load: venv
 	cargo build --release --bin imds-guard
 	IMDS_GUARD_BIN=$(CURDIR)/target/release/imds-guard tools/with-moto.sh \
