@@ -86,12 +86,15 @@ load: venv
 	IMDS_GUARD_BIN=$(CURDIR)/target/release/imds-guard tools/with-moto.sh \
 	  cargo test --test integration -- --ignored load --nocapture
 
-# The SAM template: cfn-lint, sam validate --lint, and sam build (arm64,
-# through cargo-lambda), offline. CI runs it after `make test`.
+# The SAM templates: cfn-lint and sam validate --lint for the central stack
+# (template.yaml) and the member stack (member/template.yaml, for StackSets),
+# and sam build of the function (arm64, through cargo-lambda), offline. CI
+# runs it after `make test`.
 template: venv sam-venv
 	rustup target add aarch64-unknown-linux-gnu
-	tools/sam.sh cfn-lint template.yaml
+	tools/sam.sh cfn-lint template.yaml member/template.yaml
 	tools/sam.sh sam validate --lint --region us-east-1
+	tools/sam.sh sam validate --lint --region us-east-1 --template member/template.yaml
 	tools/sam.sh sam build --beta-features --region us-east-1
 
 # SAM CLI and cfn-lint, in a virtualenv of their own (their pins clash with moto's).

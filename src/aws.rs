@@ -21,7 +21,10 @@ use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterce
 use aws_smithy_runtime_api::client::interceptors::Intercept;
 use aws_smithy_runtime_api::client::orchestrator::{HttpResponse, Metadata};
 
+use crate::config::MemberRole;
 use crate::event::{MetadataOptions, Observed};
+pub use crate::member_roles::Account;
+use crate::member_roles::{MemberCredentials, MemberRoles};
 use crate::notify::Notification;
 use crate::policy::{AccountDefaults, Remedy};
 
@@ -52,6 +55,12 @@ pub enum AwsError {
         service: &'static str,
         message: String,
     },
+    /// The member role could not be assumed (central mode).
+    #[error("could not assume {role_arn}: {cause}{}", .cause.member_hint())]
+    MemberRole {
+        role_arn: String,
+        cause: Box<AwsError>,
+    },
 }
 
 impl AwsError {
@@ -59,6 +68,24 @@ impl AwsError {
         match self {
             AwsError::Unauthorized { code, .. } | AwsError::Api { code, .. } => Some(code),
             AwsError::Transport { .. } => None,
+            AwsError::MemberRole { cause, .. } => cause.code(),
+        }
+    }
+
+    /// This error, as met while assuming `role_arn`.
+    pub fn assuming(self, role_arn: &str) -> AwsError {
+        AwsError::MemberRole {
+            role_arn: role_arn.to_string(),
+            cause: Box::new(self),
+        }
+    }
+
+    /// What a refused AssumeRole most often means, for the reader.
+    fn member_hint(&self) -> &'static str {
+        if self.is_unauthorized() {
+            "; is the member stack deployed in that account, trusting this function's role (and external id)?"
+        } else {
+            ""
         }
     }
 
@@ -88,10 +115,14 @@ impl AwsError {
     }
 
     pub fn is_unauthorized(&self) -> bool {
-        matches!(self, AwsError::Unauthorized { .. })
+        match self {
+            AwsError::Unauthorized { .. } => true,
+            AwsError::MemberRole { cause, .. } => cause.is_unauthorized(),
+            _ => false,
+        }
     }
 
-    fn classify<E>(
+    pub(crate) fn classify<E>(
         err: SdkError<E, HttpResponse>,
         service: &'static str,
         permission: &'static str,
@@ -109,6 +140,15 @@ impl AwsError {
                     message: format!("{service} answered with an unreadable error response"),
                 };
             }
+        }
+        // A member role's credentials that could not be had: say so, not
+        // "no answer from ec2" (the provider's error is deep in the chain).
+        let mut source = std::error::Error::source(&err);
+        while let Some(e) = source {
+            if let Some(e) = e.downcast_ref::<AwsError>() {
+                return e.clone();
+            }
+            source = e.source();
         }
         let code = err.code().map(str::to_string);
         let message = err
@@ -170,25 +210,52 @@ pub async fn load_sdk_config() -> SdkConfig {
         .await
 }
 
-/// Hands out clients by region.
+/// Hands out clients by account and region.
 pub trait Clients: Send + Sync {
-    fn ec2(&self, region: &str) -> Ec2;
+    fn ec2(&self, account: &Account, region: &str) -> Ec2;
+    /// Notifications go out from the function's own account.
     fn sns(&self, region: &str) -> Sns;
-    fn metrics(&self, region: &str) -> Metrics;
+    fn metrics(&self, account: &Account, region: &str) -> Metrics;
     /// Requests sent so far (every attempt, retries included), by operation.
     fn calls(&self) -> BTreeMap<String, u64> {
         BTreeMap::new()
     }
+    /// Which credentials act in `account` (`None`: the function's own): in
+    /// central mode, a member account's role, assumed here (and cached).
+    fn enter(
+        &self,
+        account: Option<&str>,
+        region: &str,
+    ) -> impl std::future::Future<Output = Result<Account, AwsError>> + Send {
+        let _ = (account, region);
+        async { Ok(Account::Home) }
+    }
+    /// Every active account of the organization.
+    fn organization_accounts(
+        &self,
+    ) -> impl std::future::Future<Output = Result<Vec<String>, AwsError>> + Send {
+        async {
+            Err(AwsError::Api {
+                code: "NotConfigured".into(),
+                message: "these clients cannot list the organization's accounts".into(),
+            })
+        }
+    }
 }
 
-/// One client per service and region, built on first use and kept for the
-/// life of the process (warm invocations reuse connections and credentials).
+type Key = (Account, String);
+
+/// One client per service, account and region, built on first use and kept
+/// for the life of the process (warm invocations reuse connections and
+/// credentials).
 pub struct RegionalClients {
     base: SdkConfig,
-    ec2: Mutex<HashMap<String, aws_sdk_ec2::Client>>,
-    sns: Mutex<HashMap<String, aws_sdk_sns::Client>>,
-    metrics: Mutex<HashMap<String, aws_sdk_cloudwatch::Client>>,
+    ec2: Mutex<HashMap<Key, aws_sdk_ec2::Client>>,
+    sns: Mutex<HashMap<Key, aws_sdk_sns::Client>>,
+    metrics: Mutex<HashMap<Key, aws_sdk_cloudwatch::Client>>,
     counter: CallCounter,
+    /// Central mode: the member role, assumed per account and region.
+    members: Option<Arc<MemberRoles>>,
 }
 
 impl RegionalClients {
@@ -199,9 +266,63 @@ impl RegionalClients {
             sns: Mutex::new(HashMap::new()),
             metrics: Mutex::new(HashMap::new()),
             counter: CallCounter::default(),
+            members: None,
+        }
+    }
+
+    /// Central mode: act in member accounts through `role`.
+    pub fn with_member_role(mut self, role: Option<MemberRole>) -> Self {
+        self.members = role.map(|role| {
+            Arc::new(MemberRoles::new(
+                role,
+                self.base.clone(),
+                self.counter.clone(),
+            ))
+        });
+        self
+    }
+
+    /// A client's configuration: the function's own credentials, or the
+    /// member role's for a member account (cached by `MemberRoles`, which
+    /// renews them, so the SDK's own identity cache is left out).
+    fn layer<B>(&self, account: &Account, region: &str, builder: B) -> B
+    where
+        B: ConfigFor,
+    {
+        let b = builder
+            .region(Region::new(region.to_string()))
+            .interceptor(self.counter.clone());
+        match (account, &self.members) {
+            (Account::Member(id), Some(members)) => b.member(members.provider(id, region)),
+            _ => b,
         }
     }
 }
+
+/// What `layer` needs of each service's config builder.
+trait ConfigFor: Sized {
+    fn region(self, region: Region) -> Self;
+    fn interceptor(self, counter: CallCounter) -> Self;
+    fn member(self, provider: MemberCredentials) -> Self;
+}
+
+macro_rules! config_for {
+    ($($krate:ident),*) => {$(
+        impl ConfigFor for $krate::config::Builder {
+            fn region(self, region: Region) -> Self {
+                $krate::config::Builder::region(self, region)
+            }
+            fn interceptor(self, counter: CallCounter) -> Self {
+                $krate::config::Builder::interceptor(self, counter)
+            }
+            fn member(self, provider: MemberCredentials) -> Self {
+                self.credentials_provider(provider)
+                    .identity_cache($krate::config::IdentityCache::no_cache())
+            }
+        }
+    )*};
+}
+config_for!(aws_sdk_ec2, aws_sdk_sns, aws_sdk_cloudwatch);
 
 /// Counts the requests each client sends, by operation: the figure behind
 /// "AWS calls per instance", measured where the SDK transmits (so retries
@@ -240,65 +361,96 @@ impl Intercept for CallCounter {
     }
 }
 
-fn cached<C: Clone>(map: &Mutex<HashMap<String, C>>, region: &str, build: impl FnOnce() -> C) -> C {
+fn cached<C: Clone>(
+    map: &Mutex<HashMap<Key, C>>,
+    account: &Account,
+    region: &str,
+    build: impl FnOnce() -> C,
+) -> C {
     // A poisoned lock only means another thread panicked while inserting;
     // the map itself is still a valid cache.
     let mut map = map.lock().unwrap_or_else(|p| p.into_inner());
-    map.entry(region.to_string()).or_insert_with(build).clone()
+    map.entry((account.clone(), region.to_string()))
+        .or_insert_with(build)
+        .clone()
 }
 
 impl Clients for RegionalClients {
-    fn ec2(&self, region: &str) -> Ec2 {
-        Ec2(cached(&self.ec2, region, || {
-            let conf = aws_sdk_ec2::config::Builder::from(&self.base)
-                .region(Region::new(region.to_string()))
-                .interceptor(self.counter.clone())
-                .build();
-            aws_sdk_ec2::Client::from_conf(conf)
+    fn ec2(&self, account: &Account, region: &str) -> Ec2 {
+        Ec2(cached(&self.ec2, account, region, || {
+            let b = aws_sdk_ec2::config::Builder::from(&self.base);
+            aws_sdk_ec2::Client::from_conf(self.layer(account, region, b).build())
         }))
     }
 
     fn sns(&self, region: &str) -> Sns {
-        Sns(cached(&self.sns, region, || {
-            let conf = aws_sdk_sns::config::Builder::from(&self.base)
-                .region(Region::new(region.to_string()))
-                .interceptor(self.counter.clone())
-                .build();
-            aws_sdk_sns::Client::from_conf(conf)
+        Sns(cached(&self.sns, &Account::Home, region, || {
+            let b = aws_sdk_sns::config::Builder::from(&self.base);
+            aws_sdk_sns::Client::from_conf(self.layer(&Account::Home, region, b).build())
         }))
     }
 
-    fn metrics(&self, region: &str) -> Metrics {
-        Metrics(cached(&self.metrics, region, || {
-            let conf = aws_sdk_cloudwatch::config::Builder::from(&self.base)
-                .region(Region::new(region.to_string()))
-                .interceptor(self.counter.clone())
-                .build();
-            aws_sdk_cloudwatch::Client::from_conf(conf)
+    fn metrics(&self, account: &Account, region: &str) -> Metrics {
+        Metrics(cached(&self.metrics, account, region, || {
+            let b = aws_sdk_cloudwatch::config::Builder::from(&self.base);
+            aws_sdk_cloudwatch::Client::from_conf(self.layer(account, region, b).build())
         }))
     }
 
     fn calls(&self) -> BTreeMap<String, u64> {
         self.counter.snapshot()
     }
+
+    async fn enter(&self, account: Option<&str>, region: &str) -> Result<Account, AwsError> {
+        match &self.members {
+            Some(members) => members.enter(account, region).await,
+            // One account: the function's own role acts, whatever the event.
+            None => Ok(Account::Home),
+        }
+    }
+
+    async fn organization_accounts(&self) -> Result<Vec<String>, AwsError> {
+        // Organizations answers in one region per partition; us-east-1 for
+        // the commercial one (the endpoint resolver knows the others).
+        let region = match self.base.region().map(|r| r.as_ref()) {
+            Some(r) if r.starts_with("cn-") => "cn-northwest-1",
+            Some(r) if r.starts_with("us-gov-") => "us-gov-west-1",
+            _ => "us-east-1",
+        };
+        let conf = aws_sdk_organizations::config::Builder::from(&self.base)
+            .region(Region::new(region))
+            .interceptor(self.counter.clone())
+            .build();
+        crate::member_roles::organization_accounts(&aws_sdk_organizations::Client::from_conf(conf))
+            .await
+    }
 }
 
-/// The same clients for every region: for tests with mocked clients.
+/// The same clients for every account and region: for tests with mocked
+/// clients. With `members`, accounts are entered as in central mode (the
+/// clients stay the same).
 pub struct FixedClients {
     pub ec2: aws_sdk_ec2::Client,
     pub sns: aws_sdk_sns::Client,
     pub metrics: aws_sdk_cloudwatch::Client,
+    pub members: Option<Arc<MemberRoles>>,
 }
 
 impl Clients for FixedClients {
-    fn ec2(&self, _region: &str) -> Ec2 {
+    fn ec2(&self, _account: &Account, _region: &str) -> Ec2 {
         Ec2(self.ec2.clone())
     }
     fn sns(&self, _region: &str) -> Sns {
         Sns(self.sns.clone())
     }
-    fn metrics(&self, _region: &str) -> Metrics {
+    fn metrics(&self, _account: &Account, _region: &str) -> Metrics {
         Metrics(self.metrics.clone())
+    }
+    async fn enter(&self, account: Option<&str>, region: &str) -> Result<Account, AwsError> {
+        match &self.members {
+            Some(members) => members.enter(account, region).await,
+            None => Ok(Account::Home),
+        }
     }
 }
 
@@ -670,9 +822,9 @@ mod tests {
     #[test]
     fn one_client_per_region_built_once_and_in_that_region() {
         let clients = RegionalClients::new(offline_base());
-        let west = clients.ec2("eu-west-1");
-        let again = clients.ec2("eu-west-1");
-        let east = clients.ec2("us-east-2");
+        let west = clients.ec2(&Account::Home, "eu-west-1");
+        let again = clients.ec2(&Account::Home, "eu-west-1");
+        let east = clients.ec2(&Account::Home, "us-east-2");
         assert_eq!(west.0.config().region().unwrap().as_ref(), "eu-west-1");
         assert_eq!(again.0.config().region().unwrap().as_ref(), "eu-west-1");
         assert_eq!(east.0.config().region().unwrap().as_ref(), "us-east-2");

@@ -6,7 +6,7 @@ use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
 use crate::aws::{load_sdk_config, RegionalClients};
-use crate::config::{Config, Mode};
+use crate::config::{Config, Mode, SweepAccounts};
 use crate::event::{self, EventContext, GuardEvent};
 use crate::guard::{plan, Guard, GuardError};
 use crate::report::{DefaultsReport, Outcome, Report, Status};
@@ -25,14 +25,17 @@ From a shell:
       flags override them. Exit status: 0 nothing to fix, 1 something
       noncompliant (or undecidable offline), 2 error.
 
-  imds-guard sweep [--region R]... [--mode enforce|notify|audit] [--output table|json]
+  imds-guard sweep [--region R]... [--account ID... | --organization]
+                   [--mode enforce|notify|audit] [--output table|json]
       Sweep the instances of each region (pending, running, stopping,
       stopped) as the scheduled function does: same decision, exemptions,
       actions and notification, with the same environment configuration
       (SWEEP_REGIONS, SET_ACCOUNT_DEFAULT, CHECK_METADATA_NO_TOKEN, ...);
       flags override it. Regions: --region, else SWEEP_REGIONS, else the
-      SDK's region (AWS_REGION or the profile). Credentials and endpoints
-      come from the SDK's usual chain. Exit status: 0 nothing noncompliant
+      SDK's region (AWS_REGION or the profile). Accounts (central mode,
+      MEMBER_ROLE_NAME set): --account, or --organization for every active
+      account of the organization, else SWEEP_ACCOUNTS, else the caller's
+      own. Credentials and endpoints come from the SDK's usual chain. Exit status: 0 nothing noncompliant
       left (exempt instances aside), 1 some left, 2 error (a region could
       not be swept to the end).
 
@@ -131,6 +134,8 @@ fn check(args: &[String]) -> Result<ExitCode, String> {
 
 fn sweep(args: &[String]) -> Result<ExitCode, String> {
     let mut regions: Vec<String> = Vec::new();
+    let mut accounts: Vec<String> = Vec::new();
+    let mut organization = false;
     let mut mode = None;
     let mut json = false;
     let mut it = args.iter();
@@ -145,6 +150,18 @@ fn sweep(args: &[String]) -> Result<ExitCode, String> {
                     regions.push(v.clone());
                 }
             }
+            "--account" => {
+                let v = it.next().ok_or("--account needs a value")?;
+                if !event::is_account_id(v) {
+                    return Err(format!(
+                        "--account {v:?} is not an account id (twelve digits)"
+                    ));
+                }
+                if !accounts.contains(v) {
+                    accounts.push(v.clone());
+                }
+            }
+            "--organization" => organization = true,
             "--mode" => {
                 let v = it.next().ok_or("--mode needs a value")?;
                 mode = Some(
@@ -163,6 +180,24 @@ fn sweep(args: &[String]) -> Result<ExitCode, String> {
     let mut cfg = Config::from_env().map_err(|e| e.to_string())?;
     if let Some(m) = mode {
         cfg.mode = m;
+    }
+    if organization || !accounts.is_empty() {
+        if cfg.member_role.is_none() {
+            return Err(
+                "sweeping other accounts needs MEMBER_ROLE_NAME, the role to assume in them".into(),
+            );
+        }
+        if organization && !accounts.is_empty() {
+            return Err("--account and --organization exclude each other".into());
+        }
+        if let Some(a) = accounts.iter().find(|a| cfg.refusal(Some(a)).is_some()) {
+            return Err(format!("--account {a} is not in ALLOWED_ACCOUNT_IDS"));
+        }
+        cfg.sweep_accounts = if organization {
+            SweepAccounts::Organization
+        } else {
+            SweepAccounts::Listed(accounts)
+        };
     }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -188,13 +223,18 @@ fn sweep(args: &[String]) -> Result<ExitCode, String> {
             region: regions[0].clone(),
             ..EventContext::default()
         };
-        let guard = Guard::new(cfg.clone(), RegionalClients::new(sdk));
+        let clients = RegionalClients::new(sdk).with_member_role(cfg.member_role.clone());
+        let guard = Guard::new(cfg.clone(), clients);
         let tty = std::io::stderr().is_terminal();
         let show = |p: Progress<'_>| {
             if tty {
+                let place = match p.account {
+                    Some(a) => format!("{a}/{}", p.region),
+                    None => p.region.to_string(),
+                };
                 eprint!(
-                    "\r\x1b[K{}: page {}, {} instances examined, {} acted on",
-                    p.region, p.pages, p.examined, p.acted
+                    "\r\x1b[K{place}: page {}, {} instances examined, {} acted on",
+                    p.pages, p.examined, p.acted
                 );
                 let _ = std::io::stderr().flush();
             }
@@ -242,8 +282,19 @@ pub fn render_sweep(r: &Report) -> String {
     let Some(sweep) = &r.sweep else {
         return out;
     };
+    let place = |g: &crate::report::RegionSweep| match &g.account {
+        Some(a) => format!("{a}/{}", g.region),
+        None => g.region.clone(),
+    };
+    let w = sweep
+        .regions
+        .iter()
+        .map(|g| place(g).len())
+        .max()
+        .unwrap_or(0)
+        .max(15);
     out.push_str(&format!(
-        "{:<15} {:>8} {:>9} {:>10} {:>7} {:>6} {:>6} {:>9}  {:<13} {:<8} {}\n",
+        "{:<w$} {:>8} {:>9} {:>10} {:>7} {:>6} {:>6} {:>9}  {:<13} {:<8} {}\n",
         "REGION",
         "EXAMINED",
         "COMPLIANT",
@@ -259,8 +310,8 @@ pub fn render_sweep(r: &Report) -> String {
     for g in &sweep.regions {
         let d = g.account_defaults.as_ref();
         out.push_str(&format!(
-            "{:<15} {:>8} {:>9} {:>10} {:>7} {:>6} {:>6} {:>9}  {:<13} {:<8} {}\n",
-            g.region,
+            "{:<w$} {:>8} {:>9} {:>10} {:>7} {:>6} {:>6} {:>9}  {:<13} {:<8} {}\n",
+            place(g),
             g.examined,
             g.count(Outcome::Compliant),
             g.count(Outcome::Remediated),
@@ -275,21 +326,44 @@ pub fn render_sweep(r: &Report) -> String {
             g.readiness.verdict,
         ));
     }
-    out.push('\n');
-    for g in &sweep.regions {
-        out.push_str(&format!("{}: listed {}\n", g.region, g.listing));
+    if !sweep.accounts.is_empty() {
+        out.push('\n');
         out.push_str(&format!(
-            "{}: account default: {}\n",
-            g.region, g.account_default_action
+            "{:<12}  {:>7}  {:<40}  {}\n",
+            "ACCOUNT", "REGIONS", "ACCESS", "COUNTS"
         ));
-        for reason in &g.readiness.reasons {
+        for a in &sweep.accounts {
+            let counts: Vec<String> = a
+                .counts
+                .iter()
+                .map(|(o, n)| format!("{n} {}", o.as_str()))
+                .collect();
             out.push_str(&format!(
-                "{}: {} because {reason}\n",
-                g.region, g.readiness.verdict
+                "{:<12}  {:>7}  {:<40}  {}\n",
+                a.account,
+                a.regions,
+                a.access,
+                if counts.is_empty() {
+                    "-".to_string()
+                } else {
+                    counts.join(", ")
+                }
             ));
         }
+    }
+    out.push('\n');
+    for g in &sweep.regions {
+        let p = place(g);
+        out.push_str(&format!("{p}: listed {}\n", g.listing));
+        out.push_str(&format!(
+            "{p}: account default: {}\n",
+            g.account_default_action
+        ));
+        for reason in &g.readiness.reasons {
+            out.push_str(&format!("{p}: {} because {reason}\n", g.readiness.verdict));
+        }
         for e in &g.errors {
-            out.push_str(&format!("{}: ERROR {e}\n", g.region));
+            out.push_str(&format!("{p}: ERROR {e}\n"));
         }
     }
     if !r.instances.is_empty() {
@@ -297,7 +371,11 @@ pub fn render_sweep(r: &Report) -> String {
     }
     for i in &r.instances {
         out.push_str(&format!(
-            "{} {}  {}  {}{}\n",
+            "{}{} {}  {}  {}{}\n",
+            i.account
+                .as_deref()
+                .map(|a| format!("{a}/"))
+                .unwrap_or_default(),
             i.region.as_deref().unwrap_or(""),
             i.instance_id,
             i.outcome.as_str(),
@@ -426,6 +504,7 @@ fn render(cfg: &Config, r: &Report) -> String {
             Outcome::Compliant => "compliant",
             Outcome::Gone => "gone",
             Outcome::Failed => "undecided offline",
+            Outcome::Refused => "refused: the account is not allowed",
         };
         out.push_str(&format!("{}  {verdict}\n", i.instance_id));
         if !i.findings.is_empty() {

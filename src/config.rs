@@ -75,6 +75,46 @@ pub struct Config {
     /// that answered IMDSv1 calls recently is flagged instead of changed.
     pub check_metadata_no_token: bool,
     pub no_token_lookback: Duration,
+    /// Central mode: the role, in every member account, that the function
+    /// assumes to act there. Unset: the function acts with its own role only.
+    pub member_role: Option<MemberRole>,
+    /// When set, the only accounts the function acts in; an event from any
+    /// other is refused and reported, and not retried.
+    pub allowed_accounts: Vec<String>,
+    /// The accounts a scheduled sweep covers.
+    pub sweep_accounts: SweepAccounts,
+}
+
+/// The role assumed in a member account: `arn:<partition>:iam::<account>:role/<name>`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberRole {
+    /// The role's name, with its path if it has one (`security/imds-guard`).
+    pub name: String,
+    /// Passed to `sts:AssumeRole` when the member role's trust policy asks for one.
+    pub external_id: Option<String>,
+}
+
+impl MemberRole {
+    pub fn arn(&self, account: &str, region: &str) -> String {
+        format!(
+            "arn:{}:iam::{account}:role/{}",
+            crate::event::partition(region),
+            self.name
+        )
+    }
+}
+
+/// Which accounts a scheduled sweep covers.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum SweepAccounts {
+    /// The function's own account (the default).
+    #[default]
+    Own,
+    /// These accounts (the own one needs no role if listed).
+    Listed(Vec<String>),
+    /// Every active account of the organization (`organizations:ListAccounts`,
+    /// which only the management account or a delegated administrator may call).
+    Organization,
 }
 
 pub const DEFAULT_STATUS_TAG_KEY: &str = "imds-guard:status";
@@ -95,6 +135,9 @@ impl Default for Config {
             set_account_default: false,
             check_metadata_no_token: false,
             no_token_lookback: Duration::from_secs(DEFAULT_NO_TOKEN_LOOKBACK_HOURS * 3600),
+            member_role: None,
+            allowed_accounts: Vec::new(),
+            sweep_accounts: SweepAccounts::Own,
         }
     }
 }
@@ -253,8 +296,123 @@ impl Config {
             }
             cfg.no_token_lookback = Duration::from_secs(n * 3600);
         }
+        if let Some(v) = get("MEMBER_ROLE_NAME") {
+            let name = valid_role_name(&v).map_err(|r| err("MEMBER_ROLE_NAME", &v, r))?;
+            cfg.member_role = Some(MemberRole {
+                name,
+                external_id: None,
+            });
+        }
+        if let Some(v) = get("MEMBER_ROLE_EXTERNAL_ID") {
+            let id = valid_external_id(&v).map_err(|r| err("MEMBER_ROLE_EXTERNAL_ID", &v, r))?;
+            let Some(role) = cfg.member_role.as_mut() else {
+                return Err(err(
+                    "MEMBER_ROLE_EXTERNAL_ID",
+                    &v,
+                    "is only used with MEMBER_ROLE_NAME, which is not set",
+                ));
+            };
+            role.external_id = Some(id);
+        }
+        if let Some(v) = get("ALLOWED_ACCOUNT_IDS") {
+            cfg.allowed_accounts =
+                account_list(&v).map_err(|r| err("ALLOWED_ACCOUNT_IDS", &v, &r))?;
+        }
+        if let Some(v) = get("SWEEP_ACCOUNTS") {
+            cfg.sweep_accounts = if v.trim().eq_ignore_ascii_case("ORGANIZATION") {
+                SweepAccounts::Organization
+            } else {
+                let accounts = account_list(&v).map_err(|r| {
+                    err(
+                        "SWEEP_ACCOUNTS",
+                        &v,
+                        &format!("{r}, or ORGANIZATION for every account of the organization"),
+                    )
+                })?;
+                if let Some(out) = accounts
+                    .iter()
+                    .find(|a| !cfg.allowed_accounts.is_empty() && !cfg.allowed_accounts.contains(a))
+                {
+                    return Err(err(
+                        "SWEEP_ACCOUNTS",
+                        &v,
+                        &format!("{out} is not in ALLOWED_ACCOUNT_IDS, so it would be refused"),
+                    ));
+                }
+                SweepAccounts::Listed(accounts)
+            };
+            if cfg.member_role.is_none() {
+                return Err(err(
+                    "SWEEP_ACCOUNTS",
+                    &v,
+                    "sweeping other accounts needs MEMBER_ROLE_NAME, the role to assume in them",
+                ));
+            }
+        }
         Ok(cfg)
     }
+
+    /// Why the function may not act in `account`, or `None` when it may.
+    /// An event that names no account is the function's own account's.
+    pub fn refusal(&self, account: Option<&str>) -> Option<String> {
+        let account = account?;
+        if self.allowed_accounts.is_empty() || self.allowed_accounts.iter().any(|a| a == account) {
+            return None;
+        }
+        Some(format!(
+            "account {account} is not in ALLOWED_ACCOUNT_IDS: nothing was looked at or changed there"
+        ))
+    }
+}
+
+/// Account ids, comma-separated, twelve digits each; duplicates dropped.
+fn account_list(value: &str) -> Result<Vec<String>, String> {
+    let mut accounts: Vec<String> = Vec::new();
+    for item in list(value) {
+        if !crate::event::is_account_id(item) {
+            return Err(format!(
+                "{item:?} is not an account id (twelve digits, comma-separated)"
+            ));
+        }
+        if !accounts.iter().any(|a| a == item) {
+            accounts.push(item.to_string());
+        }
+    }
+    if accounts.is_empty() {
+        return Err("no account id given".into());
+    }
+    Ok(accounts)
+}
+
+/// IAM role names: 1 to 64 of `A-Za-z0-9+=,.@_-`, optionally after a path
+/// (`team/name`), as IAM itself allows.
+fn valid_role_name(value: &str) -> Result<String, &'static str> {
+    let v = value.trim().trim_start_matches('/');
+    if v.starts_with("arn:") {
+        return Err("expected the role's name (the same in every member account), not an ARN");
+    }
+    let name = v.rsplit('/').next().unwrap_or("");
+    let ok = |c: char| c.is_ascii_alphanumeric() || "+=,.@_-".contains(c);
+    if name.is_empty() || name.len() > 64 || !name.chars().all(ok) {
+        return Err("a role name has 1 to 64 letters, digits or +=,.@_-");
+    }
+    if v.len() > 512
+        || v.split('/')
+            .any(|seg| seg.is_empty() || !seg.chars().all(ok))
+    {
+        return Err("a role path is segments of letters, digits or +=,.@_- separated by /");
+    }
+    Ok(v.to_string())
+}
+
+/// STS external ids: 2 to 1,224 of `A-Za-z0-9+=,.@:/_-`.
+fn valid_external_id(value: &str) -> Result<String, &'static str> {
+    let v = value.trim();
+    let ok = |c: char| c.is_ascii_alphanumeric() || "+=,.@:/_-".contains(c);
+    if !(2..=1224).contains(&v.len()) || !v.chars().all(ok) {
+        return Err("an external id has 2 to 1,224 letters, digits or +=,.@:/_-");
+    }
+    Ok(v.to_string())
 }
 
 fn flag(value: &str) -> Option<bool> {
@@ -419,12 +577,76 @@ mod tests {
             ("CHECK_METADATA_NO_TOKEN", "on-ish"),
             ("NO_TOKEN_LOOKBACK_HOURS", "0"),
             ("NO_TOKEN_LOOKBACK_HOURS", "2161"),
+            (
+                "MEMBER_ROLE_NAME",
+                "arn:aws:iam::111111111111:role/imds-guard",
+            ),
+            ("MEMBER_ROLE_NAME", "imds guard"),
+            ("MEMBER_ROLE_NAME", "team//imds-guard"),
+            ("MEMBER_ROLE_EXTERNAL_ID", "orphan-id"),
+            ("ALLOWED_ACCOUNT_IDS", "111111111111,2222"),
+            ("SWEEP_ACCOUNTS", "111111111111"),
         ];
         for (var, value) in cases {
             let e = from(&[(var, value)]).expect_err(&format!("{var}={value} should be refused"));
             assert_eq!(e.variable, var);
             assert!(e.to_string().starts_with(&format!("invalid {var}=")), "{e}");
         }
+    }
+
+    #[test]
+    fn central_mode_settings_are_read_and_checked_together() {
+        let cfg = from(&[
+            ("MEMBER_ROLE_NAME", "security/imds-guard-member"),
+            ("MEMBER_ROLE_EXTERNAL_ID", "o-abc123def4"),
+            (
+                "ALLOWED_ACCOUNT_IDS",
+                "111111111111, 222222222222,111111111111",
+            ),
+            ("SWEEP_ACCOUNTS", "222222222222"),
+        ])
+        .unwrap();
+        let role = cfg.member_role.as_ref().unwrap();
+        assert_eq!(
+            role.arn("333333333333", "eu-west-1"),
+            "arn:aws:iam::333333333333:role/security/imds-guard-member"
+        );
+        assert_eq!(
+            role.arn("333333333333", "cn-north-1"),
+            "arn:aws-cn:iam::333333333333:role/security/imds-guard-member"
+        );
+        assert_eq!(role.external_id.as_deref(), Some("o-abc123def4"));
+        assert_eq!(cfg.allowed_accounts, vec!["111111111111", "222222222222"]);
+        assert_eq!(
+            cfg.sweep_accounts,
+            SweepAccounts::Listed(vec!["222222222222".into()])
+        );
+        assert_eq!(cfg.refusal(Some("111111111111")), None);
+        assert_eq!(cfg.refusal(None), None, "no account: the function's own");
+        let why = cfg.refusal(Some("999999999999")).unwrap();
+        assert!(why.contains("999999999999") && why.contains("ALLOWED_ACCOUNT_IDS"));
+
+        // Without an allow list every account is allowed (the central bus's
+        // policy admits the organization only).
+        let open = from(&[("MEMBER_ROLE_NAME", "imds-guard-member")]).unwrap();
+        assert_eq!(open.refusal(Some("999999999999")), None);
+        assert_eq!(open.sweep_accounts, SweepAccounts::Own);
+        let org = from(&[
+            ("MEMBER_ROLE_NAME", "imds-guard-member"),
+            ("SWEEP_ACCOUNTS", "organization"),
+        ])
+        .unwrap();
+        assert_eq!(org.sweep_accounts, SweepAccounts::Organization);
+
+        // A sweep list with an account the allow list refuses is a mistake.
+        let e = from(&[
+            ("MEMBER_ROLE_NAME", "imds-guard-member"),
+            ("ALLOWED_ACCOUNT_IDS", "111111111111"),
+            ("SWEEP_ACCOUNTS", "111111111111,222222222222"),
+        ])
+        .unwrap_err();
+        assert_eq!(e.variable, "SWEEP_ACCOUNTS");
+        assert!(e.reason.contains("222222222222"), "{e}");
     }
 
     #[test]

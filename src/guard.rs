@@ -154,7 +154,31 @@ impl<C: Clients> Guard<C> {
     ) -> Result<Report, GuardError> {
         let deadline = Instant::now() + self.cfg.retry_budget;
         let policy = Policy::of(&self.cfg);
-        let ec2 = self.clients.ec2(&ctx.region);
+        if let Some(why) = self.cfg.refusal(ctx.account.as_deref()) {
+            return self.refuse(ctx, &from_event, unreadable, why).await;
+        }
+        let account = match self
+            .clients
+            .enter(ctx.account.as_deref(), &ctx.region)
+            .await
+        {
+            Ok(account) => account,
+            Err(e) => {
+                // Not one instance can be looked at: each is named, and the
+                // invocation fails so the event is retried (a member stack
+                // deployed late, a throttled STS) and kept if it never works.
+                let why = e.to_string();
+                let mut report = Report::handled(Status::Handled, self.cfg.mode, ctx);
+                report.instances = from_event
+                    .iter()
+                    .map(|o| InstanceReport::failed(&o.instance_id, why.clone()))
+                    .collect();
+                report.unreadable = unreadable;
+                let notify_error = self.tell(&mut report).await;
+                return conclude(report, notify_error);
+            }
+        };
+        let ec2 = self.clients.ec2(&account, &ctx.region);
 
         // A compliant launch whose event carries complete options costs no
         // call. Anything else is looked at as EC2 shows it now: one call.
@@ -213,7 +237,28 @@ impl<C: Clients> Guard<C> {
         ctx: EventContext,
         change: DefaultsChange,
     ) -> Result<Report, GuardError> {
-        let ec2 = self.clients.ec2(&ctx.region);
+        if let Some(why) = self.cfg.refusal(ctx.account.as_deref()) {
+            return self.refuse(ctx, &[], Vec::new(), why).await;
+        }
+        let ec2 = match self
+            .clients
+            .enter(ctx.account.as_deref(), &ctx.region)
+            .await
+        {
+            Ok(account) => self.clients.ec2(&account, &ctx.region),
+            Err(e) => {
+                let mut report = Report::handled(Status::DefaultsChanged, self.cfg.mode, ctx);
+                report.account_defaults = Some(DefaultsReport {
+                    weakenings: change.weakenings(),
+                    requested: change,
+                    current: None,
+                    action: "none".into(),
+                    error: Some(e.to_string()),
+                });
+                let notify_error = self.tell(&mut report).await;
+                return conclude(report, notify_error);
+            }
+        };
         let current = match ec2.metadata_defaults().await {
             Ok(d) => Some(d),
             Err(e) => {
@@ -260,6 +305,41 @@ impl<C: Clients> Guard<C> {
             action,
             error,
         });
+        let notify_error = self.tell(&mut report).await;
+        conclude(report, notify_error)
+    }
+
+    /// The event's account is not one this function may act in: nothing is
+    /// looked at or written there. Each instance the event names is
+    /// reported `refused`, and a person is told; the invocation succeeds,
+    /// since a retry would be refused the same way.
+    async fn refuse(
+        &self,
+        ctx: EventContext,
+        instances: &[Observed],
+        unreadable: Vec<String>,
+        why: String,
+    ) -> Result<Report, GuardError> {
+        warn!(
+            account = ctx.account.as_deref().unwrap_or(""), region = %ctx.region,
+            event_name = %ctx.event_name, event_id = ctx.event_id.as_deref().unwrap_or(""),
+            "event refused: {why}"
+        );
+        let mut report = Report::handled(Status::Refused, self.cfg.mode, ctx);
+        report.instances = instances
+            .iter()
+            .map(|o| {
+                let mut r = InstanceReport::new(
+                    &o.instance_id,
+                    Outcome::Refused,
+                    "none: the account is not allowed",
+                );
+                r.notify = true;
+                r
+            })
+            .collect();
+        report.unreadable = unreadable;
+        report.reason = Some(why);
         let notify_error = self.tell(&mut report).await;
         conclude(report, notify_error)
     }

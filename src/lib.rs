@@ -10,6 +10,7 @@ pub mod config;
 pub mod event;
 pub mod glob;
 pub mod guard;
+pub mod member_roles;
 pub mod notify;
 pub mod policy;
 pub mod report;

@@ -51,7 +51,9 @@ fn function() -> ExitCode {
     let result = runtime.block_on(async {
         // Credentials and endpoints are resolved once; clients per region
         // are built on first use and reused across invocations.
-        let guard = Guard::new(cfg, RegionalClients::new(load_sdk_config().await));
+        let clients =
+            RegionalClients::new(load_sdk_config().await).with_member_role(cfg.member_role.clone());
+        let guard = Guard::new(cfg, clients);
         let guard = &guard;
         lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
             // A sweep stops in time to report before the function's timeout.

@@ -73,7 +73,7 @@ fn is_zero(n: &usize) -> bool {
 /// when it weakened them or could not be handled.
 pub fn needed(report: &Report) -> bool {
     match report.status {
-        Status::Swept => true,
+        Status::Swept | Status::Refused => true,
         Status::DefaultsChanged => report
             .account_defaults
             .as_ref()
@@ -85,8 +85,33 @@ pub fn needed(report: &Report) -> bool {
 /// The subject's and summary's headline, by kind of report.
 fn headline(report: &Report, ctx: &crate::event::EventContext) -> (String, String) {
     let mode = report.mode.as_str();
-    let account = ctx.account.as_deref().unwrap_or("unknown-account");
+    let mut account = ctx
+        .account
+        .as_deref()
+        .unwrap_or("unknown-account")
+        .to_string();
     let tally = report.tally();
+    if report.status == Status::Refused {
+        return (
+            format!(
+                "imds-guard: refused {} from {account}/{} (account not allowed)",
+                ctx.event_name, ctx.region
+            ),
+            format!(
+                "{} by {} in account {account} region {} was not acted on: {} (mode {mode})",
+                ctx.event_name,
+                ctx.principal.display(),
+                ctx.region,
+                report
+                    .reason
+                    .as_deref()
+                    .unwrap_or("the account is not allowed")
+            ),
+        );
+    }
+    if let Some(sweep) = report.sweep.as_ref().filter(|s| !s.accounts.is_empty()) {
+        account = format!("{} accounts", sweep.accounts.len());
+    }
     match (&report.sweep, &report.account_defaults) {
         (Some(sweep), _) => {
             let regions = sweep.regions.len();
@@ -104,9 +129,15 @@ fn headline(report: &Report, ctx: &crate::event::EventContext) -> (String, Strin
                 format!(
                     "imds-guard {mode} sweep: {tally} in {account} ({ready}/{regions} regions ready)"
                 ),
-                format!(
-                    "sweep of account {account}, {regions} region(s): {tally}; {ready} of {regions} ready for HttpTokensEnforced (mode {mode})"
-                ),
+                if sweep.accounts.is_empty() {
+                    format!(
+                        "sweep of account {account}, {regions} region(s): {tally}; {ready} of {regions} ready for HttpTokensEnforced (mode {mode})"
+                    )
+                } else {
+                    format!(
+                        "sweep of {account}, {regions} account-region(s): {tally}; {ready} of {regions} ready for HttpTokensEnforced (mode {mode})"
+                    )
+                },
             )
         }
         (None, Some(d)) => {

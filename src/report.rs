@@ -25,6 +25,9 @@ pub enum Outcome {
     Gone,
     /// Could not be handled; the invocation fails and names it.
     Failed,
+    /// Not looked at: the event's account is not one the function may act
+    /// in (`ALLOWED_ACCOUNT_IDS`).
+    Refused,
 }
 
 impl Outcome {
@@ -36,6 +39,7 @@ impl Outcome {
             Outcome::Exempt => "exempt",
             Outcome::Gone => "gone",
             Outcome::Failed => "failed",
+            Outcome::Refused => "refused",
         }
     }
 }
@@ -43,6 +47,9 @@ impl Outcome {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct InstanceReport {
     pub instance_id: String,
+    /// Set by a sweep that covers a list of accounts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
     /// Set by a sweep, which spans regions.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
@@ -72,6 +79,7 @@ impl InstanceReport {
     pub fn new(instance_id: &str, outcome: Outcome, action: impl Into<String>) -> Self {
         InstanceReport {
             instance_id: instance_id.to_string(),
+            account: None,
             region: None,
             outcome,
             action: action.into(),
@@ -106,11 +114,16 @@ pub enum Status {
     Swept,
     /// The account's IMDS defaults were changed: see `account_defaults`.
     DefaultsChanged,
+    /// The event's account is not one the function may act in: see `reason`.
+    Refused,
 }
 
 /// One region of a sweep.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct RegionSweep {
+    /// Set when the sweep covers a list of accounts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
     pub region: String,
     /// `server-side filter`, or why the listing was filtered here instead.
     pub listing: String,
@@ -140,6 +153,7 @@ pub struct RegionSweep {
 impl RegionSweep {
     pub fn new(region: &str) -> Self {
         RegionSweep {
+            account: None,
             region: region.to_string(),
             listing: String::new(),
             pages: 0,
@@ -166,9 +180,59 @@ fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
+/// One account of a sweep that covers a list of accounts.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct AccountSweep {
+    pub account: String,
+    /// `own account`, `member role`, or why it was not swept.
+    pub access: String,
+    pub counts: BTreeMap<Outcome, u64>,
+    pub regions: u64,
+    /// Regions of this account that were not swept completely (each named
+    /// in `regions` with its errors).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub regions_incomplete: u64,
+}
+
+impl AccountSweep {
+    pub fn new(account: &str) -> Self {
+        AccountSweep {
+            account: account.to_string(),
+            access: String::new(),
+            counts: BTreeMap::new(),
+            regions: 0,
+            regions_incomplete: 0,
+        }
+    }
+
+    /// Adds one region's counts; `own` says the function's own role acted
+    /// there, not a member role.
+    pub fn add(&mut self, region: &RegionSweep, own: bool) {
+        self.regions += 1;
+        self.regions_incomplete += u64::from(!region.errors.is_empty());
+        for (o, n) in &region.counts {
+            *self.counts.entry(*o).or_insert(0) += n;
+        }
+        let access = if region.pages == 0 && !region.errors.is_empty() {
+            "not swept (see its regions' errors)"
+        } else if own {
+            "own account"
+        } else {
+            "member role"
+        };
+        // Any region reached wins over one that was not.
+        if self.access.is_empty() || self.access.starts_with("not swept") {
+            self.access = access.to_string();
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct SweepSummary {
     pub regions: Vec<RegionSweep>,
+    /// One line per account, when the sweep covers a list of accounts.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub accounts: Vec<AccountSweep>,
     /// Instances with news (changed, flagged, exempt, failed) that the
     /// report's `instances` leaves out to stay bounded; failed ones are
     /// always listed.
@@ -313,9 +377,11 @@ impl Report {
             .chain(self.unreadable.iter().cloned())
             .chain(self.sweep.iter().flat_map(|s| {
                 s.regions.iter().flat_map(|r| {
-                    r.errors
-                        .iter()
-                        .map(move |e| format!("region {} ({e})", r.region))
+                    let place = match &r.account {
+                        Some(a) => format!("account {a} region {}", r.region),
+                        None => format!("region {}", r.region),
+                    };
+                    r.errors.iter().map(move |e| format!("{place} ({e})"))
                 })
             }))
             .chain(
@@ -333,6 +399,7 @@ impl Report {
             Outcome::Flagged,
             Outcome::Exempt,
             Outcome::Failed,
+            Outcome::Refused,
             Outcome::Compliant,
             Outcome::Gone,
         ];

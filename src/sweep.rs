@@ -14,12 +14,14 @@ use futures_util::stream::{self, StreamExt};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use crate::aws::{AwsError, Clients, Ec2};
-use crate::config::Mode;
+use crate::aws::{Account, AwsError, Clients, Ec2};
+use crate::config::{Mode, SweepAccounts};
 use crate::event::{EventContext, Observed, Trigger};
 use crate::guard::{backoff, conclude, join, log_decision, plan, Guard, GuardError};
 use crate::policy::{readiness, why_not_set_default, Remedy, SweepFacts};
-use crate::report::{InstanceReport, Outcome, RegionSweep, Report, Status, SweepSummary};
+use crate::report::{
+    AccountSweep, InstanceReport, Outcome, RegionSweep, Report, Status, SweepSummary,
+};
 
 /// Instances with news kept in the report, across regions; beyond this only
 /// counts grow (failed instances are always kept: they must be named).
@@ -27,8 +29,9 @@ pub const MAX_LISTED: usize = 1000;
 /// Modify calls in flight at once in one region, at most; halved whenever
 /// EC2 throttles, grown back by one per calm round.
 pub const MAX_MODIFY_CONCURRENCY: usize = 8;
-/// Regions swept at once.
-const REGION_CONCURRENCY: usize = 4;
+/// Account-region pairs swept at once (a pair holds at most one page of
+/// instances in memory; the function has 128 MB).
+const SWEEP_CONCURRENCY: usize = 4;
 /// A sweep stops taking new pages this long before the function's timeout,
 /// so it can still tag, notify and report what it did.
 pub const STOP_MARGIN: Duration = Duration::from_secs(30);
@@ -36,25 +39,32 @@ pub const STOP_MARGIN: Duration = Duration::from_secs(30);
 /// Where a sweep is, for a progress line.
 #[derive(Clone, Debug)]
 pub struct Progress<'a> {
+    /// Set when the sweep covers a list of accounts.
+    pub account: Option<&'a str>,
     pub region: &'a str,
     pub pages: u64,
     pub examined: u64,
     pub acted: u64,
 }
 
-/// One region's outcome: its summary and the instances with news.
+/// One region of one account: its summary and the instances with news.
 struct RegionResult {
     summary: RegionSweep,
     listed: Vec<InstanceReport>,
     omitted: u64,
     /// The account EC2 says owns the instances listed.
     owner: Option<String>,
+    /// Whose credentials acted here.
+    who: Account,
 }
 
 impl<C: Clients> Guard<C> {
-    /// Sweeps `regions`. The report holds each region's counts, account
-    /// defaults and readiness, and the instances with news; the invocation
-    /// fails, naming them, when an instance or a region could not be handled.
+    /// Sweeps `regions` of the accounts configured (`SWEEP_ACCOUNTS`; the
+    /// function's own by default), a few account-region pairs at a time. The
+    /// report holds each pair's counts, account defaults and readiness, one
+    /// line per account, and the instances with news; the invocation fails,
+    /// naming them, when an instance, a region or an account could not be
+    /// handled.
     pub async fn sweep(
         &self,
         ctx: EventContext,
@@ -70,28 +80,72 @@ impl<C: Clients> Guard<C> {
                     .into(),
             );
         }
-        let per_region = MAX_LISTED / regions.len().max(1);
-        let results: Vec<RegionResult> = stream::iter(regions)
-            .map(|region| async move {
-                self.sweep_region(&region, per_region, deadline, progress)
+        let mut accounts: Vec<AccountSweep> = Vec::new();
+        let targets: Vec<Option<String>> = match &self.cfg.sweep_accounts {
+            SweepAccounts::Own => vec![None],
+            SweepAccounts::Listed(list) => list.iter().cloned().map(Some).collect(),
+            SweepAccounts::Organization => match self.clients.organization_accounts().await {
+                Ok(list) => {
+                    let (allowed, refused): (Vec<String>, Vec<String>) = list
+                        .into_iter()
+                        .partition(|a| self.cfg.refusal(Some(a)).is_none());
+                    // Accounts of the organization left out of the allow
+                    // list are out of scope, by choice: counted, not errors.
+                    accounts.extend(refused.into_iter().map(|a| AccountSweep {
+                        access: "not swept: not in ALLOWED_ACCOUNT_IDS".into(),
+                        ..AccountSweep::new(&a)
+                    }));
+                    allowed.into_iter().map(Some).collect()
+                }
+                Err(e) => {
+                    report.unreadable.push(format!(
+                        "the organization's accounts could not be listed: {e}"
+                    ));
+                    Vec::new()
+                }
+            },
+        };
+        let pairs: Vec<(Option<String>, String)> = targets
+            .iter()
+            .flat_map(|a| regions.iter().map(move |r| (a.clone(), r.clone())))
+            .collect();
+        let per_pair = MAX_LISTED / pairs.len().max(1);
+        let results: Vec<RegionResult> = stream::iter(pairs)
+            .map(|(account, region)| async move {
+                self.sweep_region(account.as_deref(), &region, per_pair, deadline, progress)
                     .await
             })
-            .buffered(REGION_CONCURRENCY)
+            .buffered(SWEEP_CONCURRENCY)
             .collect()
             .await;
 
         let mut sweep = SweepSummary {
             regions: Vec::with_capacity(results.len()),
+            accounts: Vec::new(),
             omitted_instances: 0,
         };
+        let listed_accounts = self.cfg.sweep_accounts != SweepAccounts::Own;
         for r in results {
             if let Some(ctx) = report.event.as_mut().filter(|c| c.account.is_none()) {
-                ctx.account = r.owner;
+                ctx.account = r.owner.clone();
+            }
+            if listed_accounts {
+                let id = r.summary.account.clone().unwrap_or_default();
+                let pos = accounts
+                    .iter()
+                    .position(|a| a.account == id)
+                    .unwrap_or_else(|| {
+                        accounts.push(AccountSweep::new(&id));
+                        accounts.len() - 1
+                    });
+                accounts[pos].add(&r.summary, r.who == Account::Home);
             }
             report.instances.extend(r.listed);
             sweep.omitted_instances += r.omitted;
             sweep.regions.push(r.summary);
         }
+        accounts.sort_by(|a, b| a.account.cmp(&b.account));
+        sweep.accounts = accounts;
         report.sweep = Some(sweep);
         let notify_error = self.tell(&mut report).await;
         conclude(report, notify_error)
@@ -99,18 +153,34 @@ impl<C: Clients> Guard<C> {
 
     async fn sweep_region(
         &self,
+        account: Option<&str>,
         region: &str,
         max_listed: usize,
         deadline: Option<Instant>,
         progress: &(dyn Fn(Progress<'_>) + Sync),
     ) -> RegionResult {
-        let ec2 = self.clients.ec2(region);
         let mut out = RegionResult {
             summary: RegionSweep::new(region),
             listed: Vec::new(),
             omitted: 0,
             owner: None,
+            who: Account::Home,
         };
+        out.summary.account = account.map(str::to_string);
+        if stop_time(deadline).is_some_and(|t| Instant::now() >= t) {
+            out.summary.errors.push(
+                "not swept: stopped before the function's timeout, to report in time; the next sweep covers it".into(),
+            );
+            return out;
+        }
+        match self.clients.enter(account, region).await {
+            Ok(who) => out.who = who,
+            Err(e) => {
+                out.summary.errors.push(format!("not swept: {e}"));
+                return out;
+            }
+        }
+        let ec2 = self.clients.ec2(&out.who, region);
         // The account defaults are read while the instances are listed.
         let mut defaults = RegionSweep::new(region);
         let (_, ()) = tokio::join!(
@@ -130,6 +200,7 @@ impl<C: Clients> Guard<C> {
             defaults: s.account_defaults.clone(),
         });
         info!(
+            account = s.account.as_deref().unwrap_or(""),
             %region, pages = s.pages, examined = s.examined, listing = %s.listing,
             counts = %serde_json::to_string(&s.counts).unwrap_or_default(),
             readiness = s.readiness.verdict, errors = %s.errors.join("; "),
@@ -160,7 +231,7 @@ impl<C: Clients> Guard<C> {
         };
         let mut token: Option<String> = None;
         let mut concurrency = MAX_MODIFY_CONCURRENCY;
-        let stop_at = deadline.map(|d| d.checked_sub(STOP_MARGIN).unwrap_or(d));
+        let stop_at = stop_time(deadline);
         loop {
             if stop_at.is_some_and(|t| Instant::now() >= t) {
                 out.summary.errors.push(format!(
@@ -203,6 +274,7 @@ impl<C: Clients> Guard<C> {
             )
             .await;
             progress(Progress {
+                account: out.summary.account.as_deref(),
                 region,
                 pages: out.summary.pages,
                 examined: out.summary.examined,
@@ -282,8 +354,14 @@ impl<C: Clients> Guard<C> {
         drop(instances);
 
         if self.cfg.check_metadata_no_token {
-            self.hold_back_v1_users(&region, &mut reports, &mut remedies, &mut out.summary)
-                .await;
+            self.hold_back_v1_users(
+                &out.who,
+                &region,
+                &mut reports,
+                &mut remedies,
+                &mut out.summary,
+            )
+            .await;
         }
 
         // Act: enforce modifies, with concurrency that yields to throttling.
@@ -308,6 +386,7 @@ impl<C: Clients> Guard<C> {
             }
             if out.listed.len() < max_listed || r.outcome == Outcome::Failed || r.error.is_some() {
                 r.region = Some(region.clone());
+                r.account.clone_from(&out.summary.account);
                 out.listed.push(r);
             } else {
                 out.omitted += 1;
@@ -321,6 +400,7 @@ impl<C: Clients> Guard<C> {
     /// cannot be read, nothing is changed blind: those instances fail.
     async fn hold_back_v1_users(
         &self,
+        who: &Account,
         region: &str,
         reports: &mut [InstanceReport],
         remedies: &mut [Option<Remedy>],
@@ -342,7 +422,7 @@ impl<C: Clients> Guard<C> {
         let hours = self.cfg.no_token_lookback.as_secs() / 3600;
         let calls: HashMap<String, f64> = match self
             .clients
-            .metrics(region)
+            .metrics(who, region)
             .no_token_calls(&ids, self.cfg.no_token_lookback)
             .await
         {
@@ -412,6 +492,11 @@ impl<C: Clients> Guard<C> {
             }
         }
     }
+}
+
+/// When a sweep stops taking new work: `STOP_MARGIN` before the deadline.
+fn stop_time(deadline: Option<Instant>) -> Option<Instant> {
+    deadline.map(|d| d.checked_sub(STOP_MARGIN).unwrap_or(d))
 }
 
 fn failed_like(r: &InstanceReport, error: String) -> InstanceReport {

@@ -87,6 +87,12 @@ pub fn sns(rules: &[&Rule]) -> aws_sdk_sns::Client {
     aws_sdk_sns::Client::from_conf(conf.build())
 }
 
+/// An STS client answered by `rules`.
+pub fn sts(rules: &[&Rule]) -> aws_sdk_sts::Client {
+    let conf = aws_sdk_sts::config::Builder::from(&mock_base()).interceptor(interceptor(rules));
+    aws_sdk_sts::Client::from_conf(conf.build())
+}
+
 pub fn guard(cfg: Config, ec2_rules: &[&Rule], sns_rules: &[&Rule]) -> Guard<FixedClients> {
     Guard::new(
         cfg,
@@ -94,6 +100,7 @@ pub fn guard(cfg: Config, ec2_rules: &[&Rule], sns_rules: &[&Rule]) -> Guard<Fix
             ec2: ec2(ec2_rules),
             sns: sns(sns_rules),
             metrics: metrics(&[]),
+            members: None,
         },
     )
 }

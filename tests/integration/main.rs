@@ -5,6 +5,8 @@
 //! - `emulator`: end to end against moto's server (started by `make test`).
 //! - `sweep_emulator`, `sweep_faults`: the fleet sweep against the emulator,
 //!   and against mocks for what the emulator lacks.
+//! - `org_emulator`: central mode, one function for several accounts (the
+//!   emulator models accounts), and a refused assume role (mocked).
 //! - `cli`: the binary's `check` command.
 //! - `load`, `function_bench`: benchmarks, ignored by `make test` (`make
 //!   load`, `make bench`).
@@ -17,6 +19,7 @@ mod faults;
 mod function_bench;
 mod load;
 mod netfaults;
+mod org_emulator;
 mod properties;
 mod runtime;
 mod sweep_emulator;

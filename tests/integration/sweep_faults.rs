@@ -76,6 +76,7 @@ fn guard_with(
             ec2: common::ec2(ec2),
             sns: common::sns(sns),
             metrics: common::metrics(metrics),
+            members: None,
         },
     )
 }

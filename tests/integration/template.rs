@@ -73,6 +73,11 @@ const ALLOWED_ACTIONS: &[&str] = &[
     "sqs:SendMessage",
     "logs:CreateLogStream",
     "logs:PutLogEvents",
+    // Central mode: the member role; the organization's accounts for a sweep.
+    "sts:AssumeRole",
+    "organizations:ListAccounts",
+    // The member stack: forwarding to the central bus.
+    "events:PutEvents",
 ];
 
 /// Actions that support no resource-level permissions: `*` is their only
@@ -82,6 +87,7 @@ const NO_RESOURCE_LEVEL: &[&str] = &[
     "ec2:GetInstanceMetadataDefaults",
     "ec2:ModifyInstanceMetadataDefaults",
     "cloudwatch:GetMetricData",
+    "organizations:ListAccounts",
 ];
 
 /// Statements the role holds whatever the parameters say (outside any `!If`).
@@ -95,71 +101,8 @@ fn unconditional(doc: &Value) -> Vec<&Value> {
 /// Everything wrong with the guard's template; empty when it is right.
 pub fn problems(t: &Value) -> Vec<String> {
     let mut p = Vec::new();
-
-    // Least privilege, for every role the template creates.
-    for (name, role) in resources_of(t, "AWS::IAM::Role") {
-        let docs = get(role, &["Properties", "Policies"])
-            .and_then(Value::as_sequence)
-            .cloned()
-            .unwrap_or_default();
-        if get(role, &["Properties", "ManagedPolicyArns"]).is_some() {
-            p.push(format!(
-                "{name}: managed policies are broader than this function needs"
-            ));
-        }
-        for doc in &docs {
-            for st in statements(doc.get("PolicyDocument").unwrap_or(&Value::Null)) {
-                if st.get("Effect").and_then(Value::as_str) != Some("Allow") {
-                    continue;
-                }
-                let actions = strings(st.get("Action").unwrap_or(&Value::Null));
-                let resource = strings(st.get("Resource").unwrap_or(&Value::Null));
-                let sid = st.get("Sid").and_then(Value::as_str).unwrap_or("?");
-                for a in &actions {
-                    if a.contains('*') {
-                        p.push(format!("{name}/{sid}: wildcard action {a}"));
-                    } else if !ALLOWED_ACTIONS.contains(&a.as_str()) {
-                        p.push(format!("{name}/{sid}: unexpected permission {a}"));
-                    }
-                }
-                if resource.iter().any(|r| r == "*")
-                    && !actions
-                        .iter()
-                        .all(|a| NO_RESOURCE_LEVEL.contains(&a.as_str()))
-                {
-                    p.push(format!("{name}/{sid}: {actions:?} on every resource"));
-                }
-                let on_instances = resource.iter().all(|r| r.contains(":instance/*"));
-                if actions
-                    .iter()
-                    .any(|a| a == "ec2:ModifyInstanceMetadataOptions" || a == "ec2:CreateTags")
-                    && !on_instances
-                {
-                    p.push(format!("{name}/{sid}: instance writes must be limited to instance ARNs, got {resource:?}"));
-                }
-                if actions
-                    .iter()
-                    .any(|a| a == "ec2:ModifyInstanceMetadataDefaults")
-                    && unconditional(doc.get("PolicyDocument").unwrap_or(&Value::Null))
-                        .iter()
-                        .any(|u| std::ptr::eq(*u, st))
-                {
-                    p.push(format!("{name}/{sid}: changing the account defaults must depend on SetAccountDefault"));
-                }
-                if actions.iter().any(|a| a == "ec2:CreateTags") {
-                    let keys = get(
-                        st,
-                        &["Condition", "ForAllValues:StringEquals", "aws:TagKeys"],
-                    )
-                    .map(strings)
-                    .unwrap_or_default();
-                    if keys.len() != 1 || !keys[0].contains("StatusTagKey") {
-                        p.push(format!("{name}/{sid}: CreateTags must be conditioned on the status tag key alone, got {keys:?}"));
-                    }
-                }
-            }
-        }
-    }
+    role_problems(t, &mut p);
+    central_problems(t, &mut p);
 
     // The function.
     let functions = resources_of(t, "AWS::Serverless::Function");
@@ -222,17 +165,132 @@ pub fn problems(t: &Value) -> Vec<String> {
         }
     }
 
-    // The trigger.
-    let rules = resources_of(t, "AWS::Events::Rule");
-    let launch = rules.iter().find(|(_, r)| {
-        let names = get(r, &["Properties", "EventPattern", "detail", "eventName"])
-            .map(strings)
+    rule_problems(t, &mut p);
+
+    storage_problems(t, &mut p);
+
+    // Alarms on errors and on both queues.
+    let alarmed: Vec<String> = resources_of(t, "AWS::CloudWatch::Alarm")
+        .iter()
+        .filter(|(_, a)| get(a, &["Properties", "AlarmActions"]).is_some())
+        .map(|(_, a)| {
+            let metric = get(a, &["Properties", "MetricName"])
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            let dims = serde_norway::to_string(
+                get(a, &["Properties", "Dimensions"]).unwrap_or(&Value::Null),
+            )
             .unwrap_or_default();
-        names.iter().any(|n| n == "RunInstances")
-    });
-    match launch {
-        None => p.push("no rule on RunInstances".into()),
-        Some((name, r)) => {
+            format!("{metric} {dims}")
+        })
+        .collect();
+    let watched = |needle: &str| alarmed.iter().any(|a| a.contains(needle));
+    if !watched("Errors") {
+        p.push("no alarm on function errors".into());
+    }
+    for (name, _) in resources_of(t, "AWS::SQS::Queue") {
+        if !watched(name) {
+            p.push(format!("no alarm on messages in {name}"));
+        }
+    }
+
+    parameter_problems(t, &mut p);
+    for out in [
+        "FunctionArn",
+        "TopicArn",
+        "FailedEventsQueueArn",
+        "UndeliveredEventsQueueArn",
+    ] {
+        if get(t, &["Outputs", out]).is_none() {
+            p.push(format!("output {out} missing"));
+        }
+    }
+    p
+}
+
+/// Least privilege, for every role a template creates: its permissions,
+/// and whom it trusts.
+fn role_problems(t: &Value, p: &mut Vec<String>) {
+    for (name, role) in resources_of(t, "AWS::IAM::Role") {
+        trust_problems(name, role, p);
+        let docs = get(role, &["Properties", "Policies"])
+            .and_then(Value::as_sequence)
+            .cloned()
+            .unwrap_or_default();
+        if get(role, &["Properties", "ManagedPolicyArns"]).is_some() {
+            p.push(format!(
+                "{name}: managed policies are broader than this function needs"
+            ));
+        }
+        for doc in &docs {
+            for st in statements(doc.get("PolicyDocument").unwrap_or(&Value::Null)) {
+                if st.get("Effect").and_then(Value::as_str) != Some("Allow") {
+                    continue;
+                }
+                let actions = strings(st.get("Action").unwrap_or(&Value::Null));
+                let resource = strings(st.get("Resource").unwrap_or(&Value::Null));
+                let sid = st.get("Sid").and_then(Value::as_str).unwrap_or("?");
+                for a in &actions {
+                    if a.contains('*') {
+                        p.push(format!("{name}/{sid}: wildcard action {a}"));
+                    } else if !ALLOWED_ACTIONS.contains(&a.as_str()) {
+                        p.push(format!("{name}/{sid}: unexpected permission {a}"));
+                    }
+                }
+                if resource.iter().any(|r| r == "*")
+                    && !actions
+                        .iter()
+                        .all(|a| NO_RESOURCE_LEVEL.contains(&a.as_str()))
+                {
+                    p.push(format!("{name}/{sid}: {actions:?} on every resource"));
+                }
+                let on_instances = resource.iter().all(|r| r.contains(":instance/*"));
+                if actions
+                    .iter()
+                    .any(|a| a == "ec2:ModifyInstanceMetadataOptions" || a == "ec2:CreateTags")
+                    && !on_instances
+                {
+                    p.push(format!("{name}/{sid}: instance writes must be limited to instance ARNs, got {resource:?}"));
+                }
+                if actions
+                    .iter()
+                    .any(|a| a == "ec2:ModifyInstanceMetadataDefaults")
+                    && unconditional(doc.get("PolicyDocument").unwrap_or(&Value::Null))
+                        .iter()
+                        .any(|u| std::ptr::eq(*u, st))
+                {
+                    p.push(format!("{name}/{sid}: changing the account defaults must depend on SetAccountDefault"));
+                }
+                if actions.iter().any(|a| a == "ec2:CreateTags") {
+                    let keys = get(
+                        st,
+                        &["Condition", "ForAllValues:StringEquals", "aws:TagKeys"],
+                    )
+                    .map(strings)
+                    .unwrap_or_default();
+                    if keys.len() != 1 || !keys[0].contains("StatusTagKey") {
+                        p.push(format!("{name}/{sid}: CreateTags must be conditioned on the status tag key alone, got {keys:?}"));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Every rule that watches launches watches all three calls and drops failed
+/// ones; every target has a retry policy and a dead-letter queue.
+fn rule_problems(t: &Value, p: &mut Vec<String>) {
+    let rules = resources_of(t, "AWS::Events::Rule");
+    // Every rule on events (not on a schedule) is a launch rule.
+    let launch: Vec<&(&str, &Value)> = rules
+        .iter()
+        .filter(|(_, r)| get(r, &["Properties", "EventPattern"]).is_some())
+        .collect();
+    if launch.is_empty() {
+        p.push("no rule on RunInstances".into());
+    }
+    for (name, r) in launch {
+        {
             let pat = |k: &[&str]| {
                 get(r, &[&["Properties", "EventPattern"][..], k].concat())
                     .map(strings)
@@ -247,6 +305,7 @@ pub fn problems(t: &Value) -> Vec<String> {
                 ));
             }
             for watched in [
+                "RunInstances",
                 "ModifyInstanceMetadataOptions",
                 "ModifyInstanceMetadataDefaults",
             ] {
@@ -278,7 +337,95 @@ pub fn problems(t: &Value) -> Vec<String> {
             }
         }
     }
+}
 
+/// Whom a role trusts: a service with `aws:SourceAccount`, or an AWS
+/// principal narrowed to one role by `aws:PrincipalArn`; never anyone.
+fn trust_problems(name: &str, role: &Value, p: &mut Vec<String>) {
+    let doc = get(role, &["Properties", "AssumeRolePolicyDocument"]).unwrap_or(&Value::Null);
+    for st in statements(doc) {
+        if st.get("Effect").and_then(Value::as_str) != Some("Allow") {
+            continue;
+        }
+        let principal = st.get("Principal").unwrap_or(&Value::Null);
+        let cond = |op: &str, key: &str| get(st, &["Condition", op, key]).is_some();
+        if principal.as_str() == Some("*") {
+            p.push(format!("{name}: trusts any principal"));
+        } else if principal.get("Service").is_some() {
+            if !cond("StringEquals", "aws:SourceAccount") {
+                p.push(format!(
+                    "{name}: a service may assume it for any account (no aws:SourceAccount)"
+                ));
+            }
+        } else if principal.get("AWS").is_some() && !cond("ArnEquals", "aws:PrincipalArn") {
+            p.push(format!(
+                "{name}: trusts a whole account, not one role (no aws:PrincipalArn)"
+            ));
+        }
+    }
+}
+
+/// Central mode: the central bus admits the organization only, its rule
+/// hands launches to the function, and the function may assume the member
+/// role only in the organization's accounts, only in central mode.
+fn central_problems(t: &Value, p: &mut Vec<String>) {
+    let Some(bus) = get(t, &["Resources", "CentralEventBus"]) else {
+        p.push("no central event bus (central mode)".into());
+        return;
+    };
+    if bus.get("Condition").and_then(Value::as_str) != Some("Central") {
+        p.push("CentralEventBus: must exist only in central mode".into());
+    }
+    for (name, policy) in resources_of(t, "AWS::Events::EventBusPolicy") {
+        let st = get(policy, &["Properties", "Statement"]).unwrap_or(&Value::Null);
+        let org = get(st, &["Condition", "StringEquals", "aws:PrincipalOrgID"])
+            .map(strings)
+            .unwrap_or_default();
+        if org != ["!Ref OrganizationId"] {
+            p.push(format!("{name}: the central bus must admit the organization only (aws:PrincipalOrgID), got {org:?}"));
+        }
+        if strings(st.get("Action").unwrap_or(&Value::Null)) != ["events:PutEvents"] {
+            p.push(format!("{name}: members may only put events"));
+        }
+    }
+    let on_bus = resources_of(t, "AWS::Events::Rule")
+        .into_iter()
+        .any(|(_, r)| {
+            get(r, &["Properties", "EventBusName"]).map(strings)
+                == Some(vec!["!Ref CentralEventBus".into()])
+        });
+    if !on_bus {
+        p.push("no rule on the central bus".into());
+    }
+    let role = get(t, &["Resources", "GuardRole", "Properties", "Policies"])
+        .and_then(Value::as_sequence)
+        .and_then(|s| s.first())
+        .and_then(|d| d.get("PolicyDocument"))
+        .unwrap_or(&Value::Null);
+    let unconditional = unconditional(role);
+    for st in statements(role) {
+        let actions = strings(st.get("Action").unwrap_or(&Value::Null));
+        let sid = st.get("Sid").and_then(Value::as_str).unwrap_or("?");
+        if actions.iter().any(|a| a == "sts:AssumeRole") {
+            if unconditional.iter().any(|u| std::ptr::eq(*u, st)) {
+                p.push(format!(
+                    "GuardRole/{sid}: assuming roles must depend on central mode"
+                ));
+            }
+            let resource = strings(st.get("Resource").unwrap_or(&Value::Null));
+            if resource.len() != 1 || !resource[0].ends_with(":role/${MemberRoleName}") {
+                p.push(format!(
+                    "GuardRole/{sid}: may assume only the member role, got {resource:?}"
+                ));
+            }
+            if get(st, &["Condition", "StringEquals", "aws:ResourceOrgID"]).is_none() {
+                p.push(format!("GuardRole/{sid}: the member role must be the organization's (aws:ResourceOrgID)"));
+            }
+        }
+    }
+}
+
+fn storage_problems(t: &Value, p: &mut Vec<String>) {
     // Encryption at rest.
     for (name, q) in resources_of(t, "AWS::SQS::Queue") {
         let sse = get(q, &["Properties", "SqsManagedSseEnabled"]).and_then(Value::as_bool)
@@ -293,32 +440,9 @@ pub fn problems(t: &Value) -> Vec<String> {
             p.push(format!("{name}: topic not encrypted"));
         }
     }
+}
 
-    // Alarms on errors and on both queues.
-    let alarmed: Vec<String> = resources_of(t, "AWS::CloudWatch::Alarm")
-        .iter()
-        .filter(|(_, a)| get(a, &["Properties", "AlarmActions"]).is_some())
-        .map(|(_, a)| {
-            let metric = get(a, &["Properties", "MetricName"])
-                .and_then(Value::as_str)
-                .unwrap_or("");
-            let dims = serde_norway::to_string(
-                get(a, &["Properties", "Dimensions"]).unwrap_or(&Value::Null),
-            )
-            .unwrap_or_default();
-            format!("{metric} {dims}")
-        })
-        .collect();
-    let watched = |needle: &str| alarmed.iter().any(|a| a.contains(needle));
-    if !watched("Errors") {
-        p.push("no alarm on function errors".into());
-    }
-    for (name, _) in resources_of(t, "AWS::SQS::Queue") {
-        if !watched(name) {
-            p.push(format!("no alarm on messages in {name}"));
-        }
-    }
-
+fn parameter_problems(t: &Value, p: &mut Vec<String>) {
     // Parameters constrain what they configure.
     let params = t
         .get("Parameters")
@@ -336,17 +460,6 @@ pub fn problems(t: &Value) -> Vec<String> {
             ));
         }
     }
-    for out in [
-        "FunctionArn",
-        "TopicArn",
-        "FailedEventsQueueArn",
-        "UndeliveredEventsQueueArn",
-    ] {
-        if get(t, &["Outputs", out]).is_none() {
-            p.push(format!("output {out} missing"));
-        }
-    }
-    p
 }
 
 #[test]
@@ -440,7 +553,7 @@ fn a_missing_run_instances_pattern_is_caught() {
     let mut t = load("template.yaml");
     t["Resources"]["LaunchRule"]["Properties"]["EventPattern"]["detail"]["eventName"] =
         serde_norway::from_str("[ModifyInstanceMetadataOptions]").unwrap();
-    expect_problem(&t, "no rule on RunInstances");
+    expect_problem(&t, "LaunchRule: RunInstances is not watched");
     let mut t = load("template.yaml");
     t["Resources"]["LaunchRule"]["Properties"]["EventPattern"]["detail"]
         .as_mapping_mut()
@@ -464,4 +577,197 @@ fn unencrypted_storage_and_short_timeouts_are_caught() {
     expect_problem(&t, "FailedEventsQueue: queue not encrypted");
     expect_problem(&t, "NotificationTopic: topic not encrypted");
     expect_problem(&t, "does not cover the retry budget");
+}
+
+/// The actions a role's inline policies grant (both branches of any `!If`).
+fn actions_of(t: &Value, role: &str) -> std::collections::BTreeSet<String> {
+    get(t, &["Resources", role, "Properties", "Policies"])
+        .and_then(Value::as_sequence)
+        .into_iter()
+        .flatten()
+        .flat_map(|d| statements(d.get("PolicyDocument").unwrap_or(&Value::Null)))
+        .flat_map(|st| strings(st.get("Action").unwrap_or(&Value::Null)))
+        .collect()
+}
+
+/// Everything wrong with the member stack; empty when it is right. Its role
+/// may do in the member exactly what the function's own role may do in EC2
+/// and CloudWatch, and trusts the central function's role only.
+pub fn member_problems(t: &Value, central: &Value) -> Vec<String> {
+    let mut p = Vec::new();
+    role_problems(t, &mut p);
+    rule_problems(t, &mut p);
+    storage_problems(t, &mut p);
+    parameter_problems(t, &mut p);
+    if t.get("Transform").is_some() {
+        p.push(
+            "StackSets with service-managed permissions refuse templates with a transform".into(),
+        );
+    }
+    for (name, r) in resources_of(t, "AWS::Events::Rule") {
+        if get(r, &["Properties", "EventBusName"]).and_then(Value::as_str) != Some("default") {
+            p.push(format!(
+                "{name}: CloudTrail's events arrive on the default bus"
+            ));
+        }
+        for target in get(r, &["Properties", "Targets"])
+            .and_then(Value::as_sequence)
+            .into_iter()
+            .flatten()
+        {
+            if target.get("Arn").map(strings) != Some(vec!["!Ref CentralEventBusArn".into()]) {
+                p.push(format!(
+                    "{name}: forwards somewhere other than the central bus"
+                ));
+            }
+            if target.get("RoleArn").is_none() {
+                p.push(format!("{name}: a cross-account bus target needs a role"));
+            }
+        }
+    }
+    let Some(role) = get(t, &["Resources", "MemberRole"]) else {
+        p.push("no MemberRole".into());
+        return p;
+    };
+    if role.get("Condition").and_then(Value::as_str) != Some("CreateRole") {
+        p.push("MemberRole: IAM is global; create it in one region only (CreateRole)".into());
+    }
+    if get(role, &["Properties", "RoleName"]).map(strings)
+        != Some(vec!["!Ref MemberRoleName".into()])
+    {
+        p.push("MemberRole: its name must be MemberRoleName, which the function assumes".into());
+    }
+    let trusted = get(
+        role,
+        &["Properties", "AssumeRolePolicyDocument", "Statement"],
+    )
+    .and_then(Value::as_sequence)
+    .into_iter()
+    .flatten()
+    .filter_map(|st| get(st, &["Condition", "ArnEquals", "aws:PrincipalArn"]))
+    .flat_map(strings)
+    .collect::<Vec<_>>();
+    if trusted != ["!Ref CentralRoleArn"] {
+        p.push(format!(
+            "MemberRole: must trust the central function's role only, got {trusted:?}"
+        ));
+    }
+    let function: std::collections::BTreeSet<String> = actions_of(central, "GuardRole")
+        .into_iter()
+        .filter(|a| a.starts_with("ec2:") || a.starts_with("cloudwatch:"))
+        .collect();
+    let member = actions_of(t, "MemberRole");
+    if member != function {
+        p.push(format!(
+            "MemberRole: permissions {member:?} differ from the function's own {function:?}"
+        ));
+    }
+    let forward = actions_of(t, "ForwardRole");
+    if forward.iter().collect::<Vec<_>>() != ["events:PutEvents"] {
+        p.push(format!("ForwardRole: may only put events, got {forward:?}"));
+    }
+    p
+}
+
+#[test]
+fn the_member_template_holds() {
+    let problems = member_problems(&load("member/template.yaml"), &load("template.yaml"));
+    assert!(
+        problems.is_empty(),
+        "member/template.yaml:\n  {}",
+        problems.join("\n  ")
+    );
+}
+
+fn member_statements(t: &mut Value) -> &mut Vec<Value> {
+    t["Resources"]["MemberRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+        .as_sequence_mut()
+        .expect("member role statements")
+}
+
+fn expect_member_problem(t: &Value, needle: &str) {
+    let found = member_problems(t, &load("template.yaml"));
+    assert!(
+        found.iter().any(|p| p.contains(needle)),
+        "expected a problem with {needle:?}, got {found:?}"
+    );
+}
+
+#[test]
+fn a_member_role_trusting_more_than_the_function_is_caught() {
+    let mut t = load("member/template.yaml");
+    t["Resources"]["MemberRole"]["Properties"]["AssumeRolePolicyDocument"]["Statement"][0]
+        .as_mapping_mut()
+        .unwrap()
+        .remove("Condition");
+    expect_member_problem(&t, "trusts a whole account");
+    expect_member_problem(&t, "must trust the central function's role only");
+    let mut t = load("member/template.yaml");
+    t["Resources"]["MemberRole"]["Properties"]["AssumeRolePolicyDocument"]["Statement"][0]
+        ["Principal"] = Value::String("*".into());
+    expect_member_problem(&t, "trusts any principal");
+}
+
+#[test]
+fn a_member_role_allowed_more_or_less_than_the_function_is_caught() {
+    let mut t = load("member/template.yaml");
+    member_statements(&mut t).push(
+        serde_norway::from_str(
+            "{Sid: Extra, Effect: Allow, Action: ec2:TerminateInstances, Resource: '*'}",
+        )
+        .unwrap(),
+    );
+    expect_member_problem(&t, "unexpected permission ec2:TerminateInstances");
+    expect_member_problem(&t, "differ from the function's own");
+    let mut t = load("member/template.yaml");
+    member_statements(&mut t)
+        .retain(|s| s.get("Sid").and_then(Value::as_str) != Some("TagStatusOnly"));
+    expect_member_problem(&t, "differ from the function's own");
+}
+
+#[test]
+fn a_member_stack_that_forwards_elsewhere_or_in_every_region_makes_its_role_is_caught() {
+    let mut t = load("member/template.yaml");
+    t["Resources"]["ForwardRule"]["Properties"]["Targets"][0]["Arn"] =
+        Value::String("arn:aws:events:us-east-1:444455556666:event-bus/other".into());
+    expect_member_problem(&t, "forwards somewhere other than the central bus");
+    let mut t = load("member/template.yaml");
+    t["Resources"]["MemberRole"]
+        .as_mapping_mut()
+        .unwrap()
+        .remove("Condition");
+    expect_member_problem(&t, "create it in one region only");
+    let mut t = load("member/template.yaml");
+    t["Transform"] = Value::String("AWS::Serverless-2016-10-31".into());
+    expect_member_problem(&t, "refuse templates with a transform");
+}
+
+#[test]
+fn a_central_bus_open_beyond_the_organization_is_caught() {
+    let mut t = load("template.yaml");
+    t["Resources"]["CentralEventBusPolicy"]["Properties"]["Statement"]
+        .as_mapping_mut()
+        .unwrap()
+        .remove("Condition");
+    expect_problem(&t, "must admit the organization only");
+}
+
+#[test]
+fn assuming_roles_outside_central_mode_or_the_organization_is_caught() {
+    let mut t = load("template.yaml");
+    role_statements(&mut t).push(
+        serde_norway::from_str(
+            "{Sid: AnyRole, Effect: Allow, Action: sts:AssumeRole, Resource: 'arn:aws:iam::*:role/*'}",
+        )
+        .unwrap(),
+    );
+    expect_problem(
+        &t,
+        "GuardRole/AnyRole: assuming roles must depend on central mode",
+    );
+    expect_problem(&t, "GuardRole/AnyRole: may assume only the member role");
+    expect_problem(
+        &t,
+        "GuardRole/AnyRole: the member role must be the organization's",
+    );
 }

@@ -1,0 +1,462 @@
+//! Central mode end to end against moto's server, which models accounts:
+//! credentials from a role assumed in another account act in that account.
+//! The function runs in the central account (moto's own, 123456789012) and
+//! acts in two members through their role; a third account is refused.
+//! Regions here (ap-south-1, eu-west-3) are this file's alone, so the other
+//! emulator tests' sweeps never meet these instances.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use aws_config::Region;
+use aws_sdk_ec2::config::{Credentials, SharedCredentialsProvider};
+use aws_smithy_async::time::TimeSource;
+use imds_guard::aws::{load_sdk_config, FixedClients, RegionalClients};
+use imds_guard::config::MemberRole;
+use imds_guard::guard::{Guard, GuardError};
+use imds_guard::member_roles::MemberRoles;
+use imds_guard::report::{Outcome, Report, Status};
+use serde_json::Value;
+
+use crate::common::{config, moto_endpoint};
+use crate::emulator::{event_for, launch, seen, topic, Launch};
+
+const CENTRAL: &str = "123456789012";
+const MEMBER_A: &str = "111111111111";
+const MEMBER_B: &str = "222222222222";
+const OUTSIDER: &str = "333333333333";
+const R1: &str = "ap-south-1";
+const R2: &str = "eu-west-3";
+const ROLE: &str = "imds-guard-member";
+const EXTERNAL_ID: &str = "o-exampleorg1";
+
+/// The SDK's clock, offset by hand: moves the function's idea of "now" past
+/// its credentials' expiry without waiting an hour.
+#[derive(Debug, Clone, Default)]
+struct Clock(Arc<Mutex<Duration>>);
+
+impl Clock {
+    fn jump(&self, by: Duration) {
+        *self.0.lock().unwrap() = by;
+    }
+}
+
+impl TimeSource for Clock {
+    fn now(&self) -> SystemTime {
+        SystemTime::now() + *self.0.lock().unwrap()
+    }
+}
+
+/// An EC2 client acting in `account`, as that account's own people would:
+/// through a role assumed there (the emulator's way of modelling accounts).
+async fn ec2_in(account: &str, region: &str) -> aws_sdk_ec2::Client {
+    moto_endpoint();
+    let base = load_sdk_config().await;
+    let base_ec2 =
+        aws_sdk_ec2::config::Builder::from(&base).region(Region::new(region.to_string()));
+    if account == CENTRAL {
+        return aws_sdk_ec2::Client::from_conf(base_ec2.build());
+    }
+    let sts = aws_sdk_sts::Client::from_conf(
+        aws_sdk_sts::config::Builder::from(&base)
+            .region(Region::new(region.to_string()))
+            .build(),
+    );
+    let c = sts
+        .assume_role()
+        .role_arn(format!("arn:aws:iam::{account}:role/workload-admin"))
+        .role_session_name("workload")
+        .send()
+        .await
+        .unwrap();
+    let c = c.credentials().unwrap();
+    aws_sdk_ec2::Client::from_conf(
+        base_ec2
+            .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
+                c.access_key_id(),
+                c.secret_access_key(),
+                Some(c.session_token().to_string()),
+                None,
+                "test member",
+            )))
+            .build(),
+    )
+}
+
+/// The launch event as the member's default bus forwards it to the central
+/// bus: the envelope's and CloudTrail's account are the member's.
+async fn launch_event_in(
+    ec2: &aws_sdk_ec2::Client,
+    account: &str,
+    region: &str,
+    ids: &[String],
+) -> Value {
+    let mut ev = event_for(ec2, "run-instances-cli-multi.json", ids, Some(region)).await;
+    ev["account"] = account.into();
+    ev["detail"]["recipientAccountId"] = account.into();
+    ev["detail"]["userIdentity"]["accountId"] = account.into();
+    ev
+}
+
+fn calls(report: &Report, op: &str) -> u64 {
+    report.aws_calls.get(op).copied().unwrap_or(0)
+}
+
+async fn central_guard(pairs: &[(&str, &str)], clock: &Clock) -> Guard<RegionalClients> {
+    let cfg = config(pairs);
+    let sdk = load_sdk_config()
+        .await
+        .into_builder()
+        .time_source(clock.clone())
+        .build();
+    let clients = RegionalClients::new(sdk).with_member_role(cfg.member_role.clone());
+    Guard::new(cfg, clients)
+}
+
+#[tokio::test]
+async fn one_central_function_fixes_each_members_instance_in_that_member_only() {
+    let topic = topic("org-central").await;
+    let allowed = format!("{CENTRAL},{MEMBER_A},{MEMBER_B}");
+    let clock = Clock::default();
+    let guard = central_guard(
+        &[
+            ("MEMBER_ROLE_NAME", ROLE),
+            ("MEMBER_ROLE_EXTERNAL_ID", EXTERNAL_ID),
+            ("ALLOWED_ACCOUNT_IDS", &allowed),
+            ("NOTIFY_TOPIC_ARN", &topic),
+            ("RETRY_BUDGET_SECONDS", "5"),
+        ],
+        &clock,
+    )
+    .await;
+
+    let (a1, b1, c1, x1) = (
+        ec2_in(MEMBER_A, R1).await,
+        ec2_in(MEMBER_B, R1).await,
+        ec2_in(CENTRAL, R1).await,
+        ec2_in(OUTSIDER, R1).await,
+    );
+    let in_a = launch(
+        &a1,
+        Launch {
+            count: 3,
+            ..Launch::default()
+        },
+    )
+    .await;
+    let in_b = launch(&b1, Launch::default()).await;
+    let in_c = launch(&c1, Launch::default()).await;
+    let in_x = launch(&x1, Launch::default()).await;
+
+    // Member A: the event's instance is fixed in A, through A's role.
+    let r = guard
+        .handle(&launch_event_in(&a1, MEMBER_A, R1, &in_a[..1]).await)
+        .await
+        .unwrap();
+    assert_eq!(r.instances[0].outcome, Outcome::Remediated, "{r:?}");
+    assert_eq!(calls(&r, "AssumeRole"), 1, "{:?}", r.aws_calls);
+    assert_eq!(seen(&a1, &in_a[0]).await.tokens, "required");
+    assert_eq!(
+        seen(&a1, &in_a[0]).await.status_tag.as_deref(),
+        Some("remediated")
+    );
+    assert_eq!(
+        seen(&a1, &in_a[1]).await.tokens,
+        "optional",
+        "only the event's instance"
+    );
+    // The instance is A's: the central account does not even see it.
+    let central_view = c1.describe_instances().instance_ids(&in_a[0]).send().await;
+    assert!(
+        central_view.is_err() || central_view.unwrap().reservations().is_empty(),
+        "acted in A, not in the central account"
+    );
+
+    // Member B: its own role, its own instance; A's others untouched.
+    let r = guard
+        .handle(&launch_event_in(&b1, MEMBER_B, R1, &in_b).await)
+        .await
+        .unwrap();
+    assert_eq!(r.instances[0].outcome, Outcome::Remediated);
+    assert_eq!(calls(&r, "AssumeRole"), 1);
+    assert_eq!(seen(&b1, &in_b[0]).await.tokens, "required");
+    assert_eq!(seen(&a1, &in_a[1]).await.tokens, "optional");
+
+    // The central account's own launch needs no role.
+    let r = guard
+        .handle(&launch_event_in(&c1, CENTRAL, R1, &in_c).await)
+        .await
+        .unwrap();
+    assert_eq!(r.instances[0].outcome, Outcome::Remediated);
+    assert_eq!(calls(&r, "AssumeRole"), 0, "{:?}", r.aws_calls);
+    assert_eq!(seen(&c1, &in_c[0]).await.tokens, "required");
+
+    // An account outside ALLOWED_ACCOUNT_IDS: refused, reported, told, and
+    // not one call made in it.
+    let r = guard
+        .handle(&launch_event_in(&x1, OUTSIDER, R1, &in_x).await)
+        .await
+        .expect("a refusal is an answer, not an error to retry");
+    assert_eq!(r.status, Status::Refused);
+    assert_eq!(r.instances[0].instance_id, in_x[0]);
+    assert_eq!(r.instances[0].outcome, Outcome::Refused);
+    assert!(r.reason.as_deref().unwrap().contains(OUTSIDER));
+    assert_eq!(
+        r.aws_calls.keys().collect::<Vec<_>>(),
+        vec!["Publish"],
+        "only the notification: {:?}",
+        r.aws_calls
+    );
+    assert_eq!(seen(&x1, &in_x[0]).await.tokens, "optional");
+    assert!(r.notification.starts_with("sent "), "{}", r.notification);
+    // (The message as built; reading it back from the emulator's state dump
+    // costs seconds once it holds several accounts.)
+    let told = imds_guard::notify::build(&r);
+    assert!(
+        told.subject.contains("refused") && told.subject.contains(OUTSIDER),
+        "{}",
+        told.subject
+    );
+    let body: Value = serde_json::from_str(&told.body).unwrap();
+    assert_eq!(body["counts"]["refused"], 1);
+
+    // A's credentials are reused while fresh...
+    let r = guard
+        .handle(&launch_event_in(&a1, MEMBER_A, R1, &in_a[1..2]).await)
+        .await
+        .unwrap();
+    assert_eq!(r.instances[0].outcome, Outcome::Remediated);
+    assert_eq!(calls(&r, "AssumeRole"), 0, "cached: {:?}", r.aws_calls);
+    // ...and renewed once expired (two hours on; they last one).
+    clock.jump(Duration::from_secs(2 * 3600));
+    let r = guard
+        .handle(&launch_event_in(&a1, MEMBER_A, R1, &in_a[2..]).await)
+        .await
+        .unwrap();
+    assert_eq!(r.instances[0].outcome, Outcome::Remediated, "{r:?}");
+    assert_eq!(calls(&r, "AssumeRole"), 1, "renewed: {:?}", r.aws_calls);
+    assert_eq!(seen(&a1, &in_a[2]).await.tokens, "required");
+}
+
+#[tokio::test]
+async fn a_central_sweep_covers_each_listed_account_and_region_and_counts_per_account() {
+    let clock = Clock::default();
+    let (a2, b2, c2) = (
+        ec2_in(MEMBER_A, R2).await,
+        ec2_in(MEMBER_B, R2).await,
+        ec2_in(CENTRAL, R2).await,
+    );
+    let a_open = launch(
+        &a2,
+        Launch {
+            count: 2,
+            ..Launch::default()
+        },
+    )
+    .await;
+    let b_open = launch(&b2, Launch::default()).await;
+    let b_done = launch(
+        &b2,
+        Launch {
+            tokens: "required",
+            ..Launch::default()
+        },
+    )
+    .await;
+    let c_open = launch(&c2, Launch::default()).await;
+    let accounts = format!("{CENTRAL},{MEMBER_A},{MEMBER_B}");
+    let guard = central_guard(
+        &[
+            ("MEMBER_ROLE_NAME", ROLE),
+            ("SWEEP_ACCOUNTS", &accounts),
+            ("SWEEP_REGIONS", R2),
+        ],
+        &clock,
+    )
+    .await;
+    let r = guard
+        .handle(&crate::common::fixture("scheduled-event.json"))
+        .await
+        .unwrap();
+    assert_eq!(r.status, Status::Swept);
+    let sweep = r.sweep.as_ref().unwrap();
+    let per: Vec<(&str, &str, u64, u64)> = sweep
+        .accounts
+        .iter()
+        .map(|a| {
+            (
+                a.account.as_str(),
+                a.access.as_str(),
+                a.counts.get(&Outcome::Remediated).copied().unwrap_or(0),
+                a.counts.get(&Outcome::Compliant).copied().unwrap_or(0),
+            )
+        })
+        .collect();
+    assert_eq!(
+        per,
+        vec![
+            (MEMBER_A, "member role", 2, 0),
+            (CENTRAL, "own account", 1, 0),
+            (MEMBER_B, "member role", 1, 1),
+        ],
+        "{sweep:?}"
+    );
+    for id in &a_open {
+        assert_eq!(seen(&a2, id).await.tokens, "required");
+    }
+    assert_eq!(seen(&b2, &b_open[0]).await.tokens, "required");
+    assert_eq!(seen(&b2, &b_done[0]).await.tokens, "required");
+    assert_eq!(seen(&c2, &c_open[0]).await.tokens, "required");
+    assert_eq!(
+        calls(&r, "AssumeRole"),
+        2,
+        "one per member: {:?}",
+        r.aws_calls
+    );
+    // Each instance with news names its account.
+    let named: Vec<(&str, &str)> = r
+        .instances
+        .iter()
+        .map(|i| (i.account.as_deref().unwrap(), i.instance_id.as_str()))
+        .collect();
+    assert!(named.contains(&(MEMBER_B, b_open[0].as_str())), "{named:?}");
+    assert!(named.contains(&(CENTRAL, c_open[0].as_str())), "{named:?}");
+}
+
+#[tokio::test]
+async fn an_organization_sweep_lists_the_accounts_and_leaves_out_the_not_allowed() {
+    let clock = Clock::default();
+    let base = load_sdk_config().await;
+    let org = aws_sdk_organizations::Client::from_conf(
+        aws_sdk_organizations::config::Builder::from(&base)
+            .region(Region::new("us-east-1"))
+            .build(),
+    );
+    org.create_organization().send().await.unwrap();
+    let mut created = Vec::new();
+    for n in 1..=2 {
+        let out = org
+            .create_account()
+            .account_name(format!("workload-{n}"))
+            .email(format!("workload-{n}@example.com"))
+            .send()
+            .await
+            .unwrap();
+        created.push(
+            out.create_account_status()
+                .unwrap()
+                .account_id()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    let (in_scope, out_of_scope) = (&created[0], &created[1]);
+    let ec2 = ec2_in(in_scope, R1).await;
+    let open = launch(&ec2, Launch::default()).await;
+    let outside = ec2_in(out_of_scope, R1).await;
+    let untouched = launch(&outside, Launch::default()).await;
+
+    let allowed = format!("{CENTRAL},{in_scope}");
+    let guard = central_guard(
+        &[
+            ("MEMBER_ROLE_NAME", ROLE),
+            ("ALLOWED_ACCOUNT_IDS", &allowed),
+            ("SWEEP_ACCOUNTS", "ORGANIZATION"),
+            ("SWEEP_REGIONS", R1),
+            ("GUARD_MODE", "enforce"),
+        ],
+        &clock,
+    )
+    .await;
+    let r = guard
+        .handle(&crate::common::fixture("scheduled-event.json"))
+        .await
+        .unwrap();
+    let sweep = r.sweep.as_ref().unwrap();
+    let access = |id: &str| {
+        sweep
+            .accounts
+            .iter()
+            .find(|a| a.account == id)
+            .map(|a| a.access.clone())
+    };
+    assert_eq!(
+        access(in_scope).as_deref(),
+        Some("member role"),
+        "{sweep:?}"
+    );
+    assert_eq!(access(CENTRAL).as_deref(), Some("own account"));
+    assert_eq!(
+        access(out_of_scope).as_deref(),
+        Some("not swept: not in ALLOWED_ACCOUNT_IDS")
+    );
+    assert_eq!(calls(&r, "ListAccounts"), 1);
+    assert_eq!(seen(&ec2, &open[0]).await.tokens, "required");
+    assert_eq!(seen(&outside, &untouched[0]).await.tokens, "optional");
+}
+
+/// Real STS refuses a role that does not trust the caller; the emulator
+/// never does, so this one is mocked: every instance is named, the
+/// invocation fails (to be retried, and kept if it never works).
+#[tokio::test]
+async fn a_member_role_that_cannot_be_assumed_fails_the_event_and_names_it() {
+    use aws_sdk_sts::error::ErrorMetadata;
+    use aws_sdk_sts::operation::assume_role::AssumeRoleError;
+    use aws_sdk_sts::operation::get_caller_identity::GetCallerIdentityOutput;
+    use aws_smithy_mocks::mock;
+
+    let denied = mock!(aws_sdk_sts::Client::assume_role).then_error(|| {
+        AssumeRoleError::generic(
+            ErrorMetadata::builder()
+                .code("AccessDenied")
+                .message("not authorized to perform: sts:AssumeRole")
+                .build(),
+        )
+    });
+    let whoami = mock!(aws_sdk_sts::Client::get_caller_identity)
+        .then_output(|| GetCallerIdentityOutput::builder().account(CENTRAL).build());
+    let roles = MemberRoles::with_client(
+        MemberRole {
+            name: ROLE.into(),
+            external_id: None,
+        },
+        crate::common::sts(&[&denied, &whoami]),
+        None,
+    );
+    let ec2_untouched = mock!(aws_sdk_ec2::Client::describe_instances)
+        .then_output(|| unreachable!("no EC2 call without the member's credentials"));
+    let guard = Guard::new(
+        config(&[("MEMBER_ROLE_NAME", ROLE)]),
+        FixedClients {
+            ec2: crate::common::ec2(&[&ec2_untouched]),
+            sns: crate::common::sns(&[]),
+            metrics: crate::common::metrics(&[]),
+            members: Some(Arc::new(roles)),
+        },
+    );
+    let mut ev = crate::common::launch_event(
+        "run-instances-cli-multi.json",
+        &[
+            "i-0aaaaaaaaaaaaaaa1".to_string(),
+            "i-0aaaaaaaaaaaaaaa2".to_string(),
+        ],
+        Some(R1),
+    );
+    ev["account"] = MEMBER_A.into();
+    ev["detail"]["recipientAccountId"] = MEMBER_A.into();
+    let Err(GuardError::Unhandled { summary, report }) = guard.handle(&ev).await else {
+        panic!("the invocation must fail");
+    };
+    assert!(summary.contains("2 of 2 not handled"), "{summary}");
+    assert!(summary.contains("i-0aaaaaaaaaaaaaaa1") && summary.contains("i-0aaaaaaaaaaaaaaa2"));
+    assert!(
+        summary.contains("could not assume arn:aws:iam::111111111111:role/imds-guard-member"),
+        "{summary}"
+    );
+    assert!(report
+        .instances
+        .iter()
+        .all(|i| i.outcome == Outcome::Failed));
+    assert_eq!(ec2_untouched.num_calls(), 0);
+    assert_eq!(denied.num_calls(), 1, "AccessDenied is not retried");
+}
