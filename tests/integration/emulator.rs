@@ -114,7 +114,32 @@ pub(crate) async fn seen(ec2: &aws_sdk_ec2::Client, id: &str) -> Seen {
         .send()
         .await
         .unwrap();
-    let i = &out.reservations()[0].instances()[0];
+    seen_in(&out.reservations()[0].instances()[0])
+}
+
+/// Many instances in one call: the emulator scans every instance it holds
+/// per describe, so one call instead of hundreds keeps the tests fast.
+pub(crate) async fn seen_all(
+    ec2: &aws_sdk_ec2::Client,
+    ids: &[String],
+) -> std::collections::HashMap<String, Seen> {
+    let out = ec2
+        .describe_instances()
+        .set_instance_ids(Some(ids.to_vec()))
+        .send()
+        .await
+        .unwrap();
+    let all: std::collections::HashMap<String, Seen> = out
+        .reservations()
+        .iter()
+        .flat_map(|r| r.instances())
+        .map(|i| (i.instance_id().unwrap().to_string(), seen_in(i)))
+        .collect();
+    assert_eq!(all.len(), ids.len(), "every instance described");
+    all
+}
+
+fn seen_in(i: &aws_sdk_ec2::types::Instance) -> Seen {
     let mo = i.metadata_options().unwrap();
     Seen {
         tokens: mo.http_tokens().unwrap().as_str().to_string(),

@@ -460,3 +460,81 @@ async fn a_member_role_that_cannot_be_assumed_fails_the_event_and_names_it() {
     assert_eq!(ec2_untouched.num_calls(), 0);
     assert_eq!(denied.num_calls(), 1, "AccessDenied is not retried");
 }
+
+/// The command line sweeps other accounts the same way, and says which.
+#[tokio::test]
+async fn the_cli_sweeps_listed_accounts_and_prints_a_line_per_account() {
+    const R: &str = "ap-southeast-1";
+    let (a, c) = (ec2_in(MEMBER_A, R).await, ec2_in(CENTRAL, R).await);
+    let open = launch(&a, Launch::default()).await;
+    launch(
+        &c,
+        Launch {
+            tokens: "required",
+            ..Launch::default()
+        },
+    )
+    .await;
+    let run = |args: &[&str], env: &[(&str, &str)]| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_imds-guard"));
+        cmd.args(args)
+            .env_remove("AWS_LAMBDA_RUNTIME_API")
+            .env_remove("SWEEP_ACCOUNTS")
+            .env_remove("ALLOWED_ACCOUNT_IDS")
+            .env_remove("MEMBER_ROLE_NAME")
+            .envs(env.iter().copied());
+        cmd.output().expect("binary runs")
+    };
+    let accounts = [
+        "sweep",
+        "--region",
+        R,
+        "--account",
+        MEMBER_A,
+        "--account",
+        CENTRAL,
+    ];
+
+    let o = run(&accounts, &[]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("needs MEMBER_ROLE_NAME"), "{err}");
+
+    let o = run(
+        &accounts,
+        &[("MEMBER_ROLE_NAME", ROLE), ("GUARD_MODE", "enforce")],
+    );
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{out}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let line = |needle: &str| {
+        out.lines()
+            .find(|l| l.starts_with(needle))
+            .map(str::to_string)
+    };
+    let a_row = line(&format!("{MEMBER_A}/{R}")).expect("a row for A's region");
+    assert_eq!(
+        a_row.split_whitespace().take(4).collect::<Vec<_>>(),
+        vec![format!("{MEMBER_A}/{R}").as_str(), "1", "0", "1"],
+        "examined 1, compliant 0, remediated 1: {out}"
+    );
+    let a_line = line(&format!("{MEMBER_A} ")).expect("a line for A");
+    assert!(
+        a_line.contains("member role") && a_line.contains("1 remediated"),
+        "{a_line}"
+    );
+    let c_line = line(&format!("{CENTRAL} ")).expect("a line for the central account");
+    assert!(
+        c_line.contains("own account") && c_line.contains("1 compliant"),
+        "{c_line}"
+    );
+    assert!(
+        out.contains(&format!("{MEMBER_A}/{R} {}  remediated", open[0])),
+        "{out}"
+    );
+    assert_eq!(seen(&a, &open[0]).await.tokens, "required");
+}

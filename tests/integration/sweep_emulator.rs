@@ -10,7 +10,7 @@ use imds_guard::report::{Outcome, Status};
 use serde_json::Value;
 
 use crate::common::{config, fixture, moto_endpoint};
-use crate::emulator::{ec2, launch, seen, sent, topic, Launch};
+use crate::emulator::{ec2, launch, seen, seen_all, sent, topic, Launch};
 
 /// A region's mixed fleet: what a sweep must fix, leave, skip and ignore.
 struct Fleet {
@@ -129,8 +129,13 @@ async fn the_scheduled_event_sweeps_a_mixed_region_to_zero_noncompliant() {
     assert_eq!(calls["Publish"], 1, "one summary, counted: {calls:?}");
 
     let ec2 = ec2(region).await;
-    for id in fleet.optional_running.iter().chain(&fleet.optional_stopped) {
-        let s = seen(&ec2, id).await;
+    let fixed: Vec<String> = fleet
+        .optional_running
+        .iter()
+        .chain(&fleet.optional_stopped)
+        .cloned()
+        .collect();
+    for (id, s) in seen_all(&ec2, &fixed).await {
         assert_eq!(s.tokens, "required", "{id}");
         assert_eq!(s.status_tag.as_deref(), Some("remediated"), "{id}");
     }
@@ -231,8 +236,14 @@ async fn the_cli_audits_then_enforces_and_its_exit_status_gates_a_pipeline() {
     let row = out.lines().nth(1).unwrap();
     assert!(row.starts_with(region), "{out}");
     assert!(row.contains(&format!(" {to_fix} ")), "{row}");
-    for id in fleet.optional_running.iter().chain(&fleet.optional_stopped) {
-        assert_eq!(seen(&ec2, id).await.tokens, "required", "{id}");
+    let fixed: Vec<String> = fleet
+        .optional_running
+        .iter()
+        .chain(&fleet.optional_stopped)
+        .cloned()
+        .collect();
+    for (id, s) in seen_all(&ec2, &fixed).await {
+        assert_eq!(s.tokens, "required", "{id}");
     }
 
     // Nothing left: a pipeline gate passes, in any mode.
