@@ -538,3 +538,74 @@ async fn the_cli_sweeps_listed_accounts_and_prints_a_line_per_account() {
     );
     assert_eq!(seen(&a, &open[0]).await.tokens, "required");
 }
+
+/// A sweep that cannot enter one account still sweeps the others, and names
+/// the one it could not.
+#[tokio::test]
+async fn a_sweep_names_the_account_whose_role_cannot_be_assumed() {
+    use aws_sdk_ec2::operation::describe_instances::DescribeInstancesOutput;
+    use aws_sdk_sts::error::ErrorMetadata;
+    use aws_sdk_sts::operation::assume_role::AssumeRoleError;
+    use aws_sdk_sts::operation::get_caller_identity::GetCallerIdentityOutput;
+    use aws_smithy_mocks::mock;
+
+    let denied = mock!(aws_sdk_sts::Client::assume_role).then_error(|| {
+        AssumeRoleError::generic(ErrorMetadata::builder().code("AccessDenied").build())
+    });
+    let whoami = mock!(aws_sdk_sts::Client::get_caller_identity)
+        .then_output(|| GetCallerIdentityOutput::builder().account(CENTRAL).build());
+    let roles = MemberRoles::with_client(
+        MemberRole {
+            name: ROLE.into(),
+            external_id: None,
+        },
+        crate::common::sts(&[&denied, &whoami]),
+        None,
+    );
+    let listing = mock!(aws_sdk_ec2::Client::describe_instances)
+        .then_output(|| DescribeInstancesOutput::builder().build());
+    let defaults = mock!(aws_sdk_ec2::Client::get_instance_metadata_defaults).then_output(|| {
+        aws_sdk_ec2::operation::get_instance_metadata_defaults::GetInstanceMetadataDefaultsOutput::builder().build()
+    });
+    let accounts = format!("{CENTRAL},{MEMBER_A}");
+    let guard = Guard::new(
+        config(&[
+            ("MEMBER_ROLE_NAME", ROLE),
+            ("SWEEP_ACCOUNTS", &accounts),
+            ("SWEEP_REGIONS", "us-east-1"),
+        ]),
+        FixedClients {
+            ec2: crate::common::ec2(&[&listing, &defaults]),
+            sns: crate::common::sns(&[]),
+            metrics: crate::common::metrics(&[]),
+            members: Some(Arc::new(roles)),
+        },
+    );
+    let Err(GuardError::Unhandled { summary, report }) = guard
+        .handle(&crate::common::fixture("scheduled-event.json"))
+        .await
+    else {
+        panic!("the sweep must fail for the account it could not enter");
+    };
+    assert!(
+        summary.contains("account 111111111111 region us-east-1 (not swept: could not assume arn:aws:iam::111111111111:role/imds-guard-member"),
+        "{summary}"
+    );
+    let sweep = report.sweep.unwrap();
+    let lines: Vec<(&str, &str)> = sweep
+        .accounts
+        .iter()
+        .map(|a| (a.account.as_str(), a.access.as_str()))
+        .collect();
+    assert_eq!(
+        lines,
+        vec![
+            (MEMBER_A, "not swept (see its regions' errors)"),
+            (CENTRAL, "own account"),
+        ]
+    );
+    assert!(
+        listing.num_calls() >= 1,
+        "the central account was still swept"
+    );
+}
