@@ -1,7 +1,7 @@
 //! imds-guard: a Lambda guardrail that keeps EC2 instances on IMDSv2.
 //!
 //! The domain (`event`, `policy`, `report`, `notify`) is plain Rust with no
-//! AWS types; `aws` holds every AWS call; `guard` runs one event through
+//! AWS types; `aws` and `member_roles` hold every AWS call; `guard` runs one event through
 //! event → decision → actions → report; `cli` and `main` are the two doors.
 
 pub mod aws;
