@@ -332,8 +332,19 @@ fn rule_problems(t: &Value, p: &mut Vec<String>) {
             if get(target, &["DeadLetterConfig", "Arn"]).is_none() {
                 p.push(format!("{name}: target without a dead-letter queue"));
             }
-            if target.get("RetryPolicy").is_none() {
-                p.push(format!("{name}: target without a retry policy"));
+            // EventBridge refuses a retry policy on an event-bus target.
+            let to_bus = target
+                .get("Arn")
+                .map(strings)
+                .unwrap_or_default()
+                .iter()
+                .any(|a| a.contains("EventBusArn") || a.contains(":event-bus/"));
+            match (to_bus, target.get("RetryPolicy").is_some()) {
+                (false, false) => p.push(format!("{name}: target without a retry policy")),
+                (true, true) => p.push(format!(
+                    "{name}: EventBridge refuses a retry policy on an event-bus target"
+                )),
+                _ => {}
             }
         }
     }
@@ -740,6 +751,10 @@ fn a_member_stack_that_forwards_elsewhere_or_in_every_region_makes_its_role_is_c
     let mut t = load("member/template.yaml");
     t["Transform"] = Value::String("AWS::Serverless-2016-10-31".into());
     expect_member_problem(&t, "refuse templates with a transform");
+    let mut t = load("member/template.yaml");
+    t["Resources"]["ForwardRule"]["Properties"]["Targets"][0]["RetryPolicy"] =
+        serde_norway::from_str("{MaximumRetryAttempts: 185}").unwrap();
+    expect_member_problem(&t, "refuses a retry policy on an event-bus target");
 }
 
 #[test]
