@@ -220,15 +220,24 @@ pub trait Clients: Send + Sync {
     fn calls(&self) -> BTreeMap<String, u64> {
         BTreeMap::new()
     }
+    /// Central mode's member roles, when configured.
+    fn member_roles(&self) -> Option<&MemberRoles> {
+        None
+    }
     /// Which credentials act in `account` (`None`: the function's own): in
-    /// central mode, a member account's role, assumed here (and cached).
+    /// central mode, a member account's role, assumed here (and cached);
+    /// otherwise the function's own role acts, whatever the event.
     fn enter(
         &self,
         account: Option<&str>,
         region: &str,
     ) -> impl std::future::Future<Output = Result<Account, AwsError>> + Send {
-        let _ = (account, region);
-        async { Ok(Account::Home) }
+        async move {
+            match self.member_roles() {
+                Some(members) => members.enter(account, region).await,
+                None => Ok(Account::Home),
+            }
+        }
     }
     /// Every active account of the organization.
     fn organization_accounts(
@@ -401,12 +410,8 @@ impl Clients for RegionalClients {
         self.counter.snapshot()
     }
 
-    async fn enter(&self, account: Option<&str>, region: &str) -> Result<Account, AwsError> {
-        match &self.members {
-            Some(members) => members.enter(account, region).await,
-            // One account: the function's own role acts, whatever the event.
-            None => Ok(Account::Home),
-        }
+    fn member_roles(&self) -> Option<&MemberRoles> {
+        self.members.as_deref()
     }
 
     async fn organization_accounts(&self) -> Result<Vec<String>, AwsError> {
@@ -446,11 +451,8 @@ impl Clients for FixedClients {
     fn metrics(&self, _account: &Account, _region: &str) -> Metrics {
         Metrics(self.metrics.clone())
     }
-    async fn enter(&self, account: Option<&str>, region: &str) -> Result<Account, AwsError> {
-        match &self.members {
-            Some(members) => members.enter(account, region).await,
-            None => Ok(Account::Home),
-        }
+    fn member_roles(&self) -> Option<&MemberRoles> {
+        self.members.as_deref()
     }
 }
 

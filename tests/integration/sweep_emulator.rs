@@ -21,6 +21,17 @@ struct Fleet {
     terminated: Vec<String>,
 }
 
+impl Fleet {
+    /// Every instance seeded at `optional`, running or stopped: what a sweep fixes.
+    fn optional(&self) -> Vec<String> {
+        self.optional_running
+            .iter()
+            .chain(&self.optional_stopped)
+            .cloned()
+            .collect()
+    }
+}
+
 async fn seed(region: &str, scale: i32) -> Fleet {
     let ec2 = ec2(region).await;
     let optional_running = launch(
@@ -129,13 +140,7 @@ async fn the_scheduled_event_sweeps_a_mixed_region_to_zero_noncompliant() {
     assert_eq!(calls["Publish"], 1, "one summary, counted: {calls:?}");
 
     let ec2 = ec2(region).await;
-    let fixed: Vec<String> = fleet
-        .optional_running
-        .iter()
-        .chain(&fleet.optional_stopped)
-        .cloned()
-        .collect();
-    for (id, s) in seen_all(&ec2, &fixed).await {
+    for (id, s) in seen_all(&ec2, &fleet.optional()).await {
         assert_eq!(s.tokens, "required", "{id}");
         assert_eq!(s.status_tag.as_deref(), Some("remediated"), "{id}");
     }
@@ -236,13 +241,7 @@ async fn the_cli_audits_then_enforces_and_its_exit_status_gates_a_pipeline() {
     let row = out.lines().nth(1).unwrap();
     assert!(row.starts_with(region), "{out}");
     assert!(row.contains(&format!(" {to_fix} ")), "{row}");
-    let fixed: Vec<String> = fleet
-        .optional_running
-        .iter()
-        .chain(&fleet.optional_stopped)
-        .cloned()
-        .collect();
-    for (id, s) in seen_all(&ec2, &fixed).await {
+    for (id, s) in seen_all(&ec2, &fleet.optional()).await {
         assert_eq!(s.tokens, "required", "{id}");
     }
 

@@ -483,12 +483,15 @@ fn the_template_holds() {
     );
 }
 
-fn role_statements(t: &mut Value) -> &mut Vec<Value> {
-    let seq = t["Resources"]["GuardRole"]["Properties"]["Policies"][0]["PolicyDocument"]
-        ["Statement"]
+/// The statements of `role`'s first inline policy, to break a copy with.
+fn statements_mut<'a>(t: &'a mut Value, role: &str) -> &'a mut Vec<Value> {
+    t["Resources"][role]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
         .as_sequence_mut()
-        .expect("role statements");
-    seq
+        .unwrap_or_else(|| panic!("{role} statements"))
+}
+
+fn role_statements(t: &mut Value) -> &mut Vec<Value> {
+    statements_mut(t, "GuardRole")
 }
 
 fn sid_mut<'a>(t: &'a mut Value, sid: &str) -> &'a mut Value {
@@ -499,7 +502,10 @@ fn sid_mut<'a>(t: &'a mut Value, sid: &str) -> &'a mut Value {
 }
 
 fn expect_problem(t: &Value, needle: &str) {
-    let found = problems(t);
+    expect_among(problems(t), needle);
+}
+
+fn expect_among(found: Vec<String>, needle: &str) {
     assert!(
         found.iter().any(|p| p.contains(needle)),
         "expected a problem with {needle:?}, got {found:?}"
@@ -691,17 +697,11 @@ fn the_member_template_holds() {
 }
 
 fn member_statements(t: &mut Value) -> &mut Vec<Value> {
-    t["Resources"]["MemberRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
-        .as_sequence_mut()
-        .expect("member role statements")
+    statements_mut(t, "MemberRole")
 }
 
 fn expect_member_problem(t: &Value, needle: &str) {
-    let found = member_problems(t, &load("template.yaml"));
-    assert!(
-        found.iter().any(|p| p.contains(needle)),
-        "expected a problem with {needle:?}, got {found:?}"
-    );
+    expect_among(member_problems(t, &load("template.yaml")), needle);
 }
 
 #[test]
