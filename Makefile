@@ -16,20 +16,20 @@ BENCH_VENV := .venv-bench
 test: venv
 	cargo fmt --all -- --check
 	mkdir -p target
-	{ CARGO_TARGET_DIR=target/lint cargo clippy --all-targets -- -D warnings >target/lint.log 2>&1; \
+	{ CARGO_TARGET_DIR=target/lint cargo clippy --workspace --all-targets -- -D warnings >target/lint.log 2>&1; \
 	  echo $$? >target/lint.rc; } & \
-	tests=0; tools/with-moto.sh cargo test --tests || tests=$$?; wait; \
-	echo "== cargo clippy --all-targets -- -D warnings"; cat target/lint.log; \
+	tests=0; tools/with-moto.sh cargo test --workspace --tests || tests=$$?; wait; \
+	echo "== cargo clippy --workspace --all-targets -- -D warnings"; cat target/lint.log; \
 	lint=$$(cat target/lint.rc); [ "$$lint" = 0 ] || { echo "make test: clippy failed" >&2; exit 1; }; \
 	exit $$tests
 
 lint:
 	cargo fmt --all -- --check
-	cargo clippy --all-targets -- -D warnings
+	cargo clippy --workspace --all-targets -- -D warnings
 
 # The tests that need no emulator.
 unit:
-	cargo test --lib
+	cargo test --workspace --lib
 
 # The guardrail end to end on this machine: emulator, IMDSv1 launch, event
 # through a local Lambda runtime, before/after and the notification.
@@ -53,9 +53,8 @@ fuzz:
 	mkdir -p fuzz/corpus/event && cp events/*.json fuzz/corpus/event/
 	cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run event -- -max_total_time=$(FUZZ_SECONDS) -max_len=262144 -dict=$(CURDIR)/fuzz/event.dict
 
-# The fuzz target uses the domain modules compiled on their own (domain/, a
-# copy of no code): CI checks that it still builds, outside `make test` to
-# keep that fast.
+# The fuzz target uses the domain crate (crates/domain, no AWS SDK): CI checks
+# that it still builds, outside `make test` to keep that fast.
 fuzz-check:
 	cargo check --quiet --manifest-path fuzz/Cargo.toml
 
@@ -115,4 +114,4 @@ $(SAM_VENV)/.installed: tools/requirements-sam.txt
 	touch $@
 
 clean:
-	rm -rf target domain/target fuzz/target .aws-sam $(VENV) $(SAM_VENV) $(BENCH_VENV)
+	rm -rf target fuzz/target .aws-sam $(VENV) $(SAM_VENV) $(BENCH_VENV)

@@ -2,7 +2,7 @@
 peak memory and AWS calls per event of the release build (the ignored test
 `function_bench`, under the local Runtime API, against the emulator), the
 size of the arm64 bootstrap and its zip, and parsing+deciding one event
-(criterion, in domain/). Compares each figure with its target and writes the
+(criterion, in crates/domain/). Compares each figure with its target and writes the
 table to target/bench/function.md.
 
 Run under tools/with-moto.sh, after the builds `make bench` does. Targets use
@@ -19,7 +19,7 @@ HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GUARD = os.path.join(HERE, "target/release/imds-guard")
 BARE = os.path.join(HERE, "target/release/examples/bare_function")
 BOOTSTRAP = os.path.join(HERE, "target/lambda/imds-guard/bootstrap")
-CRITERION = os.path.join(HERE, "domain/target/criterion")
+CRITERION = os.path.join(HERE, "target/criterion")
 MB = 1_000_000
 
 
@@ -38,7 +38,7 @@ def function_figures():
 
 def decide_figures():
     subprocess.run(
-        ["cargo", "bench", "--quiet", "--manifest-path", os.path.join(HERE, "domain/Cargo.toml"), "--bench", "decide"],
+        ["cargo", "bench", "--quiet", "-p", "imds-guard-domain", "--bench", "decide"],
         cwd=HERE, check=True,
     )
     def medians(group):

@@ -574,7 +574,7 @@ mod tests {
     use serde_json::json;
 
     fn fixture(name: &str) -> Value {
-        let path = format!("{}/events/{name}", env!("CARGO_MANIFEST_DIR"));
+        let path = format!("{}/../../events/{name}", env!("CARGO_MANIFEST_DIR"));
         serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
     }
 

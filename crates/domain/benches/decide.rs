@@ -22,9 +22,7 @@ fn parse_and_decide(cfg: &Config, bytes: &[u8]) -> usize {
 /// share of the work.
 fn decide(cfg: &Config, payload: &serde_json::Value) -> usize {
     match event::parse(payload) {
-        Ok(GuardEvent::Instances {
-            ctx, instances, ..
-        }) => {
+        Ok(GuardEvent::Instances { ctx, instances, .. }) => {
             let policy = Policy::of(cfg);
             instances
                 .iter()
@@ -42,7 +40,9 @@ fn bench(c: &mut Criterion) {
         match name {
             "GUARD_MODE" => Some("enforce"),
             "EXEMPT_TAG_KEY" => Some("legacy-imds"),
-            "EXEMPT_PRINCIPAL_ARNS" => Some("arn:aws:iam::*:role/legacy-*,arn:aws:iam::111122223333:role/batch"),
+            "EXEMPT_PRINCIPAL_ARNS" => {
+                Some("arn:aws:iam::*:role/legacy-*,arn:aws:iam::111122223333:role/batch")
+            }
             "EXEMPT_IMAGE_IDS" => Some("ami-0123456789abcdef0"),
             "MAX_HOP_LIMIT" => Some("2"),
             _ => None,
@@ -59,7 +59,7 @@ fn bench(c: &mut Criterion) {
         "modify-metadata-options-revert.json",
         "run-instances-compliant.json",
     ] {
-        let path = format!("{}/../events/{name}", env!("CARGO_MANIFEST_DIR"));
+        let path = format!("{}/../../events/{name}", env!("CARGO_MANIFEST_DIR"));
         let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
         // A fixture that decides nothing would measure nothing.
         assert!(
@@ -70,7 +70,10 @@ fn bench(c: &mut Criterion) {
         group.bench_function(name.trim_end_matches(".json"), |b| {
             b.iter(|| parse_and_decide(black_box(&cfg), black_box(&bytes)))
         });
-        values.push((name, serde_json::from_slice::<serde_json::Value>(&bytes).unwrap()));
+        values.push((
+            name,
+            serde_json::from_slice::<serde_json::Value>(&bytes).unwrap(),
+        ));
     }
     group.finish();
 

@@ -1,0 +1,12 @@
+//! The domain of imds-guard, in plain Rust: what an event means (`event`),
+//! the one typed configuration (`config`), the policy (`policy`), what
+//! happened (`report`) and what a person is told (`notify`). No AWS SDK type
+//! appears here, and this crate does not depend on one: the compiler keeps
+//! the policy free of I/O.
+
+pub mod config;
+pub mod event;
+pub mod glob;
+pub mod notify;
+pub mod policy;
+pub mod report;
