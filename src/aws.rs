@@ -153,8 +153,8 @@ impl AwsError {
         let code = err.code().map(str::to_string);
         let message = err
             .message()
-            .map(|m| crate::event::clean(m, 300))
-            .unwrap_or_else(|| crate::event::clean(&DisplayErrorContext(&err).to_string(), 300));
+            .map(|m| crate::validate::clean(m, 300))
+            .unwrap_or_else(|| crate::validate::clean(&DisplayErrorContext(&err).to_string(), 300));
         match code {
             Some(code)
                 if code.contains("UnauthorizedOperation")
@@ -167,7 +167,7 @@ impl AwsError {
                 AwsError::Unauthorized {
                     code,
                     permission,
-                    message: crate::event::clean(&message, 120),
+                    message: crate::validate::clean(&message, 120),
                 }
             }
             Some(code) => AwsError::Api { code, message },

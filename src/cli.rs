@@ -143,7 +143,7 @@ fn sweep(args: &[String]) -> Result<ExitCode, String> {
         match a.as_str() {
             "--region" => {
                 let v = it.next().ok_or("--region needs a value")?;
-                if !event::is_region(v) {
+                if !crate::validate::is_region(v) {
                     return Err(format!("--region {v:?} is not a region"));
                 }
                 if !regions.contains(v) {
@@ -152,7 +152,7 @@ fn sweep(args: &[String]) -> Result<ExitCode, String> {
             }
             "--account" => {
                 let v = it.next().ok_or("--account needs a value")?;
-                if !event::is_account_id(v) {
+                if !crate::validate::is_account_id(v) {
                     return Err(format!(
                         "--account {v:?} is not an account id (twelve digits)"
                     ));

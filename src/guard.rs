@@ -15,11 +15,13 @@ use tokio::time::Instant;
 use tracing::{error, info, warn};
 
 use crate::aws::{AwsError, Clients, Ec2};
-use crate::config::{sns_topic_region, Config, Mode};
+use crate::config::{Config, Mode};
+use crate::event::DefaultsChange;
 use crate::event::{self, EventContext, EventError, GuardEvent, Observed, Trigger};
 use crate::notify;
-use crate::policy::{why_not_set_default, DefaultsChange, Policy, Remedy, Verdict, EXEMPT_STATUS};
+use crate::policy::{why_not_set_default, Policy, Remedy, Verdict, EXEMPT_STATUS};
 use crate::report::{DefaultsReport, InstanceReport, Outcome, Report, Status};
+use crate::validate::sns_topic_region;
 
 /// Modify calls in flight at once for one event.
 const MODIFY_CONCURRENCY: usize = 8;
@@ -479,7 +481,7 @@ pub(crate) fn conclude(report: Report, notify_error: Option<String>) -> Result<R
             report.tally()
         ));
     }
-    let summary = event::clean(&parts.join("; "), 4000);
+    let summary = crate::validate::clean(&parts.join("; "), 4000);
     error!(report = %serde_json::to_string(&report).unwrap_or_default(), "{summary}");
     Err(GuardError::Unhandled {
         summary,

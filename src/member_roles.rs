@@ -149,7 +149,7 @@ impl MemberRoles {
                     .await
                     .map_err(|e| AwsError::classify(e, "sts", "sts:GetCallerIdentity"))?;
                 out.account()
-                    .filter(|a| crate::event::is_account_id(a))
+                    .filter(|a| crate::validate::is_account_id(a))
                     .map(str::to_string)
                     .ok_or_else(|| AwsError::Api {
                         code: "NoAccount".into(),
@@ -292,7 +292,7 @@ pub async fn organization_accounts(
             };
             if let Some(id) = a
                 .id()
-                .filter(|id| active && crate::event::is_account_id(id))
+                .filter(|id| active && crate::validate::is_account_id(id))
             {
                 accounts.push(id.to_string());
             }

@@ -261,7 +261,7 @@ impl<C: Clients> Guard<C> {
             };
             out.summary.pages += 1;
             if out.owner.is_none() {
-                out.owner = page.owner.filter(|o| crate::event::is_account_id(o));
+                out.owner = page.owner.filter(|o| crate::validate::is_account_id(o));
             }
             out.summary.examined += page.instances.len() as u64;
             self.sweep_page(

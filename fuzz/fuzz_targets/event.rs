@@ -17,7 +17,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(GuardEvent::Instances { ctx, instances, .. }) = event::parse(&payload) else {
         return;
     };
-    assert!(event::is_region(&ctx.region));
+    assert!(imds_guard_domain::validate::is_region(&ctx.region));
     let exemptions = Exemptions {
         tag_key: Some("legacy-imds".into()),
         principals: vec![Glob::new("arn:aws:iam::*:role/legacy*")],
@@ -26,7 +26,7 @@ fuzz_target!(|data: &[u8]| {
     let none = Exemptions::default();
     let mut reports = Vec::new();
     for o in &instances {
-        assert!(event::is_instance_id(&o.instance_id));
+        assert!(imds_guard_domain::validate::is_instance_id(&o.instance_id));
         for (ex, max) in [(&exemptions, Some(2)), (&none, None)] {
             match (Policy { exemptions: ex, max_hop_limit: max, status_tag_key: Some("imds-guard:status") }).decide(o, &ctx.principal) {
                 Verdict::Noncompliant { remedy, .. } => {

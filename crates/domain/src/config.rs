@@ -6,6 +6,7 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::glob::Glob;
+use crate::validate::{is_account_id, is_image_id, is_region, partition, sns_topic_region};
 
 /// What the guardrail does with a noncompliant instance.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -98,7 +99,7 @@ impl MemberRole {
     pub fn arn(&self, account: &str, region: &str) -> String {
         format!(
             "arn:{}:iam::{account}:role/{}",
-            crate::event::partition(region),
+            partition(region),
             self.name
         )
     }
@@ -263,7 +264,7 @@ impl Config {
         }
         if let Some(v) = get("SWEEP_REGIONS") {
             for item in list(&v) {
-                if !crate::event::is_region(item) {
+                if !is_region(item) {
                     return Err(err(
                         "SWEEP_REGIONS",
                         &v,
@@ -369,7 +370,7 @@ impl Config {
 fn account_list(value: &str) -> Result<Vec<String>, String> {
     let mut accounts: Vec<String> = Vec::new();
     for item in list(value) {
-        if !crate::event::is_account_id(item) {
+        if !is_account_id(item) {
             return Err(format!(
                 "{item:?} is not an account id (twelve digits, comma-separated)"
             ));
@@ -440,30 +441,6 @@ fn valid_tag_key(value: &str) -> Result<String, &'static str> {
         return Err("a tag key cannot hold control characters");
     }
     Ok(key.to_string())
-}
-
-pub fn is_image_id(value: &str) -> bool {
-    value.strip_prefix("ami-").is_some_and(|hex| {
-        matches!(hex.len(), 8 | 17) && hex.bytes().all(|b| b.is_ascii_hexdigit())
-    })
-}
-
-/// The region of an SNS topic ARN, or `None` when `arn` is not one.
-/// Notifications are published in the topic's region, whatever the event's.
-pub fn sns_topic_region(arn: &str) -> Option<&str> {
-    let parts: Vec<&str> = arn.splitn(6, ':').collect();
-    match parts.as_slice() {
-        ["arn", partition, "sns", region, account, name]
-            if partition.starts_with("aws")
-                && crate::event::is_region(region)
-                && crate::event::is_account_id(account)
-                && !name.is_empty()
-                && name.len() <= 256 =>
-        {
-            Some(region)
-        }
-        _ => None,
-    }
 }
 
 #[cfg(test)]
@@ -647,19 +624,5 @@ mod tests {
         .unwrap_err();
         assert_eq!(e.variable, "SWEEP_ACCOUNTS");
         assert!(e.reason.contains("222222222222"), "{e}");
-    }
-
-    #[test]
-    fn topic_region_is_read_from_the_arn() {
-        assert_eq!(
-            sns_topic_region("arn:aws:sns:ap-south-1:123456789012:t"),
-            Some("ap-south-1")
-        );
-        assert_eq!(
-            sns_topic_region("arn:aws-us-gov:sns:us-gov-west-1:123456789012:t"),
-            Some("us-gov-west-1")
-        );
-        assert_eq!(sns_topic_region("arn:aws:sns:ap-south-1:12345:t"), None);
-        assert_eq!(sns_topic_region("arn:aws:sns:../x:123456789012:t"), None);
     }
 }

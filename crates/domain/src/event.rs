@@ -11,7 +11,7 @@ use aws_lambda_events::eventbridge::EventBridgeEvent;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::policy::DefaultsChange;
+use crate::validate::{clean, is_account_id, is_image_id, is_instance_id, is_region};
 
 pub const RUN_INSTANCES: &str = "RunInstances";
 pub const MODIFY_METADATA_OPTIONS: &str = "ModifyInstanceMetadataOptions";
@@ -119,6 +119,20 @@ impl Observed {
             .find(|(k, _)| k == key)
             .map(|(_, v)| v.as_str())
     }
+}
+
+/// What a `ModifyInstanceMetadataDefaults` call asked for (only the fields
+/// it named).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct DefaultsChange {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_tokens: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_tokens_enforced: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_endpoint: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_put_response_hop_limit: Option<i32>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -460,7 +474,7 @@ fn launched_instance(item: &Value) -> Result<Observed, String> {
     });
     Ok(Observed {
         instance_id: id,
-        image_id: text(item, &["imageId"]).filter(|s| crate::config::is_image_id(s)),
+        image_id: text(item, &["imageId"]).filter(|s| is_image_id(s)),
         state: text(item, &["instanceState", "name"]),
         options,
         tags,
@@ -509,63 +523,6 @@ fn kind(v: &Value) -> &'static str {
         Value::Array(_) => "a list",
         Value::Object(_) => "an object",
     }
-}
-
-/// Untrusted text made safe to log and to show: control characters become
-/// spaces, and anything past `max` characters is cut with a marker.
-pub fn clean(s: &str, max: usize) -> String {
-    // Almost all event text is short and clean: copy it as it is.
-    if s.len() <= max && !s.chars().any(char::is_control) {
-        return s.to_string();
-    }
-    let mut out: String = s
-        .chars()
-        .take(max)
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    if s.chars().nth(max).is_some() {
-        out.push('…');
-    }
-    out
-}
-
-/// `i-` and 8 or 17 lowercase hex digits.
-pub fn is_instance_id(s: &str) -> bool {
-    s.strip_prefix("i-").is_some_and(|hex| {
-        matches!(hex.len(), 8 | 17)
-            && hex
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    })
-}
-
-/// Region names as AWS writes them: `us-east-1`, `us-gov-west-1`, `eu-central-2`.
-pub fn is_region(s: &str) -> bool {
-    let parts: Vec<&str> = s.split('-').collect();
-    s.len() <= 32
-        && parts.len() >= 3
-        && parts[..parts.len() - 1]
-            .iter()
-            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase()))
-        && parts
-            .last()
-            .is_some_and(|p| !p.is_empty() && p.len() <= 2 && p.bytes().all(|b| b.is_ascii_digit()))
-}
-
-/// The ARN partition of a region: `aws-cn` for China, `aws-us-gov` for
-/// GovCloud, `aws` elsewhere.
-pub fn partition(region: &str) -> &'static str {
-    if region.starts_with("cn-") {
-        "aws-cn"
-    } else if region.starts_with("us-gov-") {
-        "aws-us-gov"
-    } else {
-        "aws"
-    }
-}
-
-pub fn is_account_id(s: &str) -> bool {
-    s.len() == 12 && s.bytes().all(|b| b.is_ascii_digit())
 }
 
 #[cfg(test)]
@@ -803,18 +760,5 @@ mod tests {
         let ua = ctx.user_agent.unwrap();
         assert!(!ua.chars().any(char::is_control));
         assert!(ua.chars().count() <= MAX_TEXT + 1);
-    }
-
-    #[test]
-    fn validators() {
-        assert!(is_instance_id("i-0123456789abcdef0"));
-        assert!(is_instance_id("i-12345678"));
-        assert!(!is_instance_id("i-0123456789ABCDEF0"));
-        assert!(!is_instance_id("i-123"));
-        assert!(
-            is_region("us-east-1") && is_region("us-gov-west-1") && is_region("ap-southeast-4")
-        );
-        assert!(!is_region("us-east") && !is_region("US-EAST-1") && !is_region("x"));
-        assert!(is_account_id("111122223333") && !is_account_id("11112222333a"));
     }
 }

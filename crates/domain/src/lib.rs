@@ -10,3 +10,4 @@ pub mod glob;
 pub mod notify;
 pub mod policy;
 pub mod report;
+pub mod validate;

@@ -5,7 +5,7 @@
 use serde::Serialize;
 
 use crate::config::{Config, Exemptions};
-use crate::event::{Observed, Principal};
+use crate::event::{DefaultsChange, Observed, Principal};
 
 /// Why an instance is not compliant.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -263,20 +263,6 @@ pub fn why_not_set_default(cfg: &Config, defaults: Option<&AccountDefaults>) -> 
     } else {
         None
     }
-}
-
-/// What a `ModifyInstanceMetadataDefaults` call asked for (only the fields
-/// it named).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct DefaultsChange {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub http_tokens: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub http_tokens_enforced: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub http_endpoint: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub http_put_response_hop_limit: Option<i32>,
 }
 
 impl DefaultsChange {

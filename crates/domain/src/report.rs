@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::config::Mode;
-use crate::event::{EventContext, MetadataOptions};
-use crate::policy::{AccountDefaults, DefaultsChange, Readiness};
+use crate::event::{DefaultsChange, EventContext, MetadataOptions};
+use crate::policy::{AccountDefaults, Readiness};
 
 /// Every instance an event names ends in exactly one of these.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]

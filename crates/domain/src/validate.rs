@@ -1,0 +1,117 @@
+//! Validators and cleaning for values that come from outside (events,
+//! environment, EC2's answers): ids, regions, ARNs, free text. Shared by
+//! `config` and `event`, so neither depends on the other for them.
+
+/// Untrusted text made safe to log and to show: control characters become
+/// spaces, and anything past `max` characters is cut with a marker.
+pub fn clean(s: &str, max: usize) -> String {
+    // Almost all event text is short and clean: copy it as it is.
+    if s.len() <= max && !s.chars().any(char::is_control) {
+        return s.to_string();
+    }
+    let mut out: String = s
+        .chars()
+        .take(max)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if s.chars().nth(max).is_some() {
+        out.push('…');
+    }
+    out
+}
+
+/// `i-` and 8 or 17 lowercase hex digits.
+pub fn is_instance_id(s: &str) -> bool {
+    s.strip_prefix("i-").is_some_and(|hex| {
+        matches!(hex.len(), 8 | 17)
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
+}
+
+/// Region names as AWS writes them: `us-east-1`, `us-gov-west-1`, `eu-central-2`.
+pub fn is_region(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('-').collect();
+    s.len() <= 32
+        && parts.len() >= 3
+        && parts[..parts.len() - 1]
+            .iter()
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase()))
+        && parts
+            .last()
+            .is_some_and(|p| !p.is_empty() && p.len() <= 2 && p.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// The ARN partition of a region: `aws-cn` for China, `aws-us-gov` for
+/// GovCloud, `aws` elsewhere.
+pub fn partition(region: &str) -> &'static str {
+    if region.starts_with("cn-") {
+        "aws-cn"
+    } else if region.starts_with("us-gov-") {
+        "aws-us-gov"
+    } else {
+        "aws"
+    }
+}
+
+pub fn is_account_id(s: &str) -> bool {
+    s.len() == 12 && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// `ami-` and 8 or 17 hex digits.
+pub fn is_image_id(value: &str) -> bool {
+    value.strip_prefix("ami-").is_some_and(|hex| {
+        matches!(hex.len(), 8 | 17) && hex.bytes().all(|b| b.is_ascii_hexdigit())
+    })
+}
+
+/// The region of an SNS topic ARN, or `None` when `arn` is not one.
+/// Notifications are published in the topic's region, whatever the event's.
+pub fn sns_topic_region(arn: &str) -> Option<&str> {
+    let parts: Vec<&str> = arn.splitn(6, ':').collect();
+    match parts.as_slice() {
+        ["arn", partition, "sns", region, account, name]
+            if partition.starts_with("aws")
+                && is_region(region)
+                && is_account_id(account)
+                && !name.is_empty()
+                && name.len() <= 256 =>
+        {
+            Some(region)
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validators() {
+        assert!(is_instance_id("i-0123456789abcdef0"));
+        assert!(is_instance_id("i-12345678"));
+        assert!(!is_instance_id("i-0123456789ABCDEF0"));
+        assert!(!is_instance_id("i-123"));
+        assert!(
+            is_region("us-east-1") && is_region("us-gov-west-1") && is_region("ap-southeast-4")
+        );
+        assert!(!is_region("us-east") && !is_region("US-EAST-1") && !is_region("x"));
+        assert!(is_account_id("111122223333") && !is_account_id("11112222333a"));
+    }
+
+    #[test]
+    fn topic_region_is_read_from_the_arn() {
+        assert_eq!(
+            sns_topic_region("arn:aws:sns:ap-south-1:123456789012:t"),
+            Some("ap-south-1")
+        );
+        assert_eq!(
+            sns_topic_region("arn:aws-us-gov:sns:us-gov-west-1:123456789012:t"),
+            Some("us-gov-west-1")
+        );
+        assert_eq!(sns_topic_region("arn:aws:sns:ap-south-1:12345:t"), None);
+        assert_eq!(sns_topic_region("arn:aws:sns:../x:123456789012:t"), None);
+    }
+}
