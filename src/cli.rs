@@ -8,7 +8,8 @@ use std::process::ExitCode;
 use crate::aws::{load_sdk_config, RegionalClients};
 use crate::config::{Config, Mode, SweepAccounts};
 use crate::event::{self, EventContext, GuardEvent};
-use crate::guard::{plan, Guard, GuardError};
+use crate::guard::{Guard, GuardError};
+use crate::plan::plan;
 use crate::report::{DefaultsReport, Outcome, Report, Status};
 use crate::sweep::Progress;
 
@@ -422,7 +423,7 @@ pub fn evaluate(cfg: &Config, payload: &serde_json::Value) -> Result<Report, eve
                 weakenings: change.weakenings(),
                 requested: change,
                 current: None,
-                action: "none (offline check)".into(),
+                action: crate::report::DefaultsAction::Offline,
                 error: None,
             });
             r.notification = "not sent (offline check)".into();

@@ -16,11 +16,13 @@ use tracing::{error, info, warn};
 
 use crate::aws::{AwsError, Clients, Ec2};
 use crate::config::{Config, Mode};
-use crate::event::DefaultsChange;
-use crate::event::{self, EventContext, EventError, GuardEvent, Observed, Trigger};
+use crate::event::{self, DefaultsChange, EventContext, EventError, GuardEvent, Observed, Trigger};
 use crate::notify;
-use crate::policy::{why_not_set_default, Policy, Remedy, Verdict, EXEMPT_STATUS};
-use crate::report::{DefaultsReport, InstanceReport, Outcome, Report, Status};
+use crate::plan::{failure_summary, judge_defaults_change, plan, tag_batches};
+use crate::policy::{Policy, Remedy, Verdict};
+use crate::report::{
+    DefaultsAction, DefaultsReport, Idle, InstanceReport, Outcome, Report, Status, Step,
+};
 use crate::validate::sns_topic_region;
 
 /// Modify calls in flight at once for one event.
@@ -254,7 +256,7 @@ impl<C: Clients> Guard<C> {
                     weakenings: change.weakenings(),
                     requested: change,
                     current: None,
-                    action: "none".into(),
+                    action: DefaultsAction::None,
                     error: Some(e.to_string()),
                 });
                 let notify_error = self.tell(&mut report).await;
@@ -268,31 +270,18 @@ impl<C: Clients> Guard<C> {
                 None
             }
         };
-        let mut weakenings = change.weakenings();
-        let mut tokens_weak = change.weakens_tokens();
-        if change == DefaultsChange::default() {
-            // The request could not be read: judge by what EC2 shows now.
-            if let Some(d) = current.as_ref().filter(|d| !d.requires_tokens()) {
-                weakenings.push(format!(
-                    "account default HttpTokens is now {}",
-                    d.http_tokens.as_deref().unwrap_or("unset (no-preference)")
-                ));
-                tokens_weak = true;
-            }
-        }
+        let judged = judge_defaults_change(&self.cfg, &change, current.as_ref());
+        let weakenings = judged.weakenings;
         let mut error = None;
-        let action = if !tokens_weak {
-            "none".to_string()
-        } else if let Some(why) = why_not_set_default(&self.cfg, current.as_ref()) {
-            why
-        } else {
-            match ec2.require_tokens_by_default().await {
-                Ok(()) => "set the account default back to HttpTokens=required".to_string(),
+        let action = match judged.restore {
+            Err(action) => action,
+            Ok(()) => match ec2.require_tokens_by_default().await {
+                Ok(()) => DefaultsAction::SetBack,
                 Err(e) => {
                     error = Some(format!("could not set the account default: {e}"));
-                    "none".to_string()
+                    DefaultsAction::None
                 }
-            }
+            },
         };
         if weakenings.is_empty() {
             info!(region = %ctx.region, "account IMDS defaults changed without weakening them");
@@ -331,11 +320,7 @@ impl<C: Clients> Guard<C> {
         report.instances = instances
             .iter()
             .map(|o| {
-                let mut r = InstanceReport::new(
-                    &o.instance_id,
-                    Outcome::Refused,
-                    "none: the account is not allowed",
-                );
+                let mut r = InstanceReport::new(&o.instance_id, Outcome::Refused, Idle::NotAllowed);
                 r.notify = true;
                 r
             })
@@ -367,71 +352,14 @@ impl<C: Clients> Guard<C> {
             let r = &mut reports[idx];
             match result {
                 Ok(()) => {}
-                Err(Failure::Gone(state)) => {
-                    r.outcome = Outcome::Gone;
-                    r.action = format!("none: instance is {state}");
-                    r.notify = false;
-                }
-                Err(Failure::Error(e)) => {
-                    r.outcome = Outcome::Failed;
-                    r.action = "none".into();
-                    r.would = None;
-                    r.error = Some(e);
-                    r.notify = true;
-                }
+                Err(Failure::Gone(state)) => r.mark_gone(&state),
+                Err(Failure::Error(e)) => r.mark_failed(e),
             }
         }
     }
 
-    /// Tags what this invocation acted on, in one call: `remediated` in
-    /// enforce mode, `noncompliant` in notify mode (not again when already
-    /// tagged), nothing in audit mode. An instance exempt by its launching
-    /// principal is tagged `exempt`, so a later sweep, which cannot know the
-    /// principal, leaves it alone too. (A principal exemption covers every
-    /// noncompliant instance of its event that no other exemption covers,
-    /// so an event has one kind or the other: still one call.)
     async fn tag_acted_on(&self, ec2: &Ec2, reports: &mut [InstanceReport]) {
-        let (acted, value) = match self.cfg.mode {
-            Mode::Enforce => (Outcome::Remediated, "remediated"),
-            Mode::Notify => (Outcome::Flagged, "noncompliant"),
-            Mode::Audit => return,
-        };
-        let mut ids: Vec<String> = reports
-            .iter()
-            .filter(|r| r.outcome == acted && r.notify)
-            .map(|r| r.instance_id.clone())
-            .collect();
-        let mut value = value;
-        if ids.is_empty() {
-            ids = reports
-                .iter()
-                .filter(|r| {
-                    r.outcome == Outcome::Exempt
-                        && r.exemption
-                            .as_deref()
-                            .is_some_and(|e| e.starts_with("principal"))
-                })
-                .map(|r| r.instance_id.clone())
-                .collect();
-            value = EXEMPT_STATUS;
-        }
-        if ids.is_empty() {
-            return;
-        }
-        let key = &self.cfg.status_tag_key;
-        let result = ec2.tag(&ids, key, value).await;
-        for r in reports.iter_mut().filter(|r| ids.contains(&r.instance_id)) {
-            match &result {
-                Ok(()) => r.action = join(&r.action, &format!("tagged {key}={value}")),
-                Err(e) => {
-                    r.error = Some(format!("tagging failed: {e}"));
-                    if r.outcome == Outcome::Flagged {
-                        // Tagging was the whole action.
-                        r.outcome = Outcome::Failed;
-                    }
-                }
-            }
-        }
+        write_tags(ec2, &self.cfg.status_tag_key, self.cfg.mode, reports).await;
     }
 
     /// Publishes one message for the event when it holds news. Records what
@@ -462,26 +390,9 @@ impl<C: Clients> Guard<C> {
 /// instance (and the notification) that could not be handled.
 pub(crate) fn conclude(report: Report, notify_error: Option<String>) -> Result<Report, GuardError> {
     info!(tally = %report.tally(), notification = %report.notification, "event handled");
-    let unhandled = report.unhandled();
-    if unhandled.is_empty() && notify_error.is_none() {
+    let Some(summary) = failure_summary(&report, notify_error.as_deref()) else {
         return Ok(report);
-    }
-    let mut parts = Vec::new();
-    if !unhandled.is_empty() {
-        parts.push(format!(
-            "{} of {} not handled: {}",
-            unhandled.len(),
-            report.instances.len() + report.unreadable.len(),
-            unhandled.join("; ")
-        ));
-    }
-    if let Some(e) = notify_error {
-        parts.push(format!(
-            "notification failed ({e}); done: {}",
-            report.tally()
-        ));
-    }
-    let summary = crate::validate::clean(&parts.join("; "), 4000);
+    };
     error!(report = %serde_json::to_string(&report).unwrap_or_default(), "{summary}");
     Err(GuardError::Unhandled {
         summary,
@@ -489,75 +400,26 @@ pub(crate) fn conclude(report: Report, notify_error: Option<String>) -> Result<R
     })
 }
 
-/// The report for one instance as the policy and mode decide it, and the
-/// remedy to apply if enforcing. Shared by the function and `check`.
-pub fn plan(
-    cfg: &Config,
-    current: &Observed,
-    ctx: &EventContext,
-    trigger: Trigger,
-) -> (InstanceReport, Option<Remedy>) {
-    let (mut report, remedy) = verdict_to_report(cfg, current, ctx, trigger);
-    report.before = Some(current.options.clone());
-    report.image_id = current.image_id.clone();
-    (report, remedy)
-}
-
-fn verdict_to_report(
-    cfg: &Config,
-    current: &Observed,
-    ctx: &EventContext,
-    trigger: Trigger,
-) -> (InstanceReport, Option<Remedy>) {
-    let id = &current.instance_id;
-    match Policy::of(cfg).decide(current, &ctx.principal) {
-        Verdict::Compliant => (InstanceReport::new(id, Outcome::Compliant, "none"), None),
-        Verdict::Gone { state } => (
-            InstanceReport::new(id, Outcome::Gone, format!("none: instance is {state}")),
-            None,
-        ),
-        Verdict::Undecided => (
-            InstanceReport::failed(
-                id,
-                "EC2 did not report the instance's HttpTokens, HttpEndpoint and hop limit",
-            ),
-            None,
-        ),
-        Verdict::Exempt {
-            exemption,
-            findings,
-        } => {
-            let mut r = InstanceReport::new(id, Outcome::Exempt, "none: exempt");
-            r.would = Some("set HttpTokens=required (enforce mode, without the exemption)".into());
-            r.findings = findings.iter().map(ToString::to_string).collect();
-            r.exemption = Some(exemption.to_string());
-            r.notify = true;
-            (r, None)
-        }
-        Verdict::Noncompliant { findings, remedy } => {
-            let findings: Vec<String> = findings.iter().map(ToString::to_string).collect();
-            let mut r = match cfg.mode {
-                // Remediated once the modify call succeeds; failed otherwise.
-                Mode::Enforce => InstanceReport::new(id, Outcome::Remediated, remedy.to_string()),
-                Mode::Notify => InstanceReport::new(id, Outcome::Flagged, "none"),
-                Mode::Audit => {
-                    let mut r = InstanceReport::new(id, Outcome::Flagged, "none (audit mode)");
-                    r.would = Some(remedy.to_string());
-                    r
+/// Tags what was acted on, one `CreateTags` call per value (see
+/// `plan::tag_batches`). A failed tag is an error on each instance; in
+/// notify mode, where tagging was the whole action, the instance fails.
+pub(crate) async fn write_tags(ec2: &Ec2, key: &str, mode: Mode, reports: &mut [InstanceReport]) {
+    for batch in tag_batches(mode, reports) {
+        let result = ec2.tag(&batch.ids, key, batch.value).await;
+        let ids: std::collections::HashSet<&String> = batch.ids.iter().collect();
+        for r in reports.iter_mut().filter(|r| ids.contains(&r.instance_id)) {
+            match &result {
+                Ok(()) => r.action.push(Step::Tagged {
+                    key: key.to_string(),
+                    value: batch.value.to_string(),
+                }),
+                Err(e) => {
+                    r.error = Some(format!("tagging failed: {e}"));
+                    if r.outcome == Outcome::Flagged && mode == Mode::Notify {
+                        r.outcome = Outcome::Failed;
+                    }
                 }
-            };
-            r.notify = true;
-            if cfg.mode == Mode::Notify && current.tag(&cfg.status_tag_key) == Some("noncompliant")
-            {
-                r.action = "none: already tagged noncompliant".into();
-                // A repeated launch event for an instance we already flagged
-                // is not news (and is not tagged again); a revert of its
-                // options is.
-                r.notify = trigger == Trigger::MetadataChange;
             }
-            r.findings = findings;
-            let remedy = (cfg.mode == Mode::Enforce).then_some(remedy);
-            (r, remedy)
         }
     }
 }
@@ -575,20 +437,13 @@ fn calls_since(
         .collect()
 }
 
-pub(crate) fn join(a: &str, b: &str) -> String {
-    if a.is_empty() || a == "none" {
-        b.to_string()
-    } else {
-        format!("{a}; {b}")
-    }
-}
-
 pub(crate) fn log_decision(ctx: &EventContext, mode: Mode, r: &InstanceReport) {
     let findings = r.findings.join(", ");
+    let action = r.action.to_string();
     let fields = (
         r.instance_id.as_str(),
         r.outcome.as_str(),
-        r.action.as_str(),
+        action.as_str(),
         r.error.as_deref().unwrap_or(""),
     );
     if r.outcome == Outcome::Failed || r.error.is_some() {
@@ -602,7 +457,7 @@ pub(crate) fn log_decision(ctx: &EventContext, mode: Mode, r: &InstanceReport) {
     } else {
         info!(
             instance_id = fields.0, outcome = fields.1, action = fields.2,
-            %findings, exemption = r.exemption.as_deref().unwrap_or(""),
+            %findings, exemption = r.exemption.as_ref().map(ToString::to_string).unwrap_or_default(),
             mode = mode.as_str(), region = %ctx.region,
             account = ctx.account.as_deref().unwrap_or(""),
             event_id = ctx.event_id.as_deref().unwrap_or(""),

@@ -5,7 +5,7 @@
 //! `aws` and `member_roles` hold every AWS call; `guard` runs one event through
 //! event → decision → actions → report; `cli` and `main` are the two doors.
 
-pub use imds_guard_domain::{config, event, glob, notify, policy, report, validate};
+pub use imds_guard_domain::{config, event, glob, notify, plan, policy, report, validate};
 
 pub mod aws;
 pub mod cli;

@@ -17,10 +17,12 @@ use tracing::{info, warn};
 use crate::aws::{Account, AwsError, Clients, Ec2};
 use crate::config::{Mode, SweepAccounts};
 use crate::event::{EventContext, Observed, Trigger};
-use crate::guard::{backoff, conclude, join, log_decision, plan, Guard, GuardError};
-use crate::policy::{readiness, why_not_set_default, Remedy, SweepFacts};
+use crate::guard::{backoff, conclude, log_decision, write_tags, Guard, GuardError};
+use crate::plan::{plan, sweep_default_action};
+use crate::policy::{readiness, Remedy, SweepFacts};
 use crate::report::{
-    AccountSweep, InstanceReport, Outcome, RegionSweep, Report, Status, SweepSummary,
+    Access, AccountSweep, DefaultsAction, Idle, InstanceReport, Outcome, RegionSweep, Report,
+    Status, SweepSummary,
 };
 
 /// Instances with news kept in the report, across regions; beyond this only
@@ -92,7 +94,7 @@ impl<C: Clients> Guard<C> {
                     // Accounts of the organization left out of the allow
                     // list are out of scope, by choice: counted, not errors.
                     accounts.extend(refused.into_iter().map(|a| AccountSweep {
-                        access: "not swept: not in ALLOWED_ACCOUNT_IDS".into(),
+                        access: Access::NotAllowed,
                         ..AccountSweep::new(&a)
                     }));
                     allowed.into_iter().map(Some).collect()
@@ -203,7 +205,7 @@ impl<C: Clients> Guard<C> {
             account = s.account.as_deref().unwrap_or(""),
             %region, pages = s.pages, examined = s.examined, listing = %s.listing,
             counts = %serde_json::to_string(&s.counts).unwrap_or_default(),
-            readiness = s.readiness.verdict, errors = %s.errors.join("; "),
+            readiness = %s.readiness.verdict, errors = %s.errors.join("; "),
             "region swept"
         );
         out
@@ -293,7 +295,7 @@ impl<C: Clients> Guard<C> {
         let defaults = match ec2.metadata_defaults().await {
             Ok(d) => d,
             Err(e) => {
-                s.account_default_action = format!("could not read the account defaults: {e}");
+                s.account_default_action = DefaultsAction::Unreadable(e.to_string());
                 if self.cfg.set_account_default && self.cfg.mode == Mode::Enforce {
                     s.errors.push(format!(
                         "SET_ACCOUNT_DEFAULT: could not read the defaults: {e}"
@@ -303,22 +305,19 @@ impl<C: Clients> Guard<C> {
             }
         };
         let mut defaults = defaults;
-        s.account_default_action = if defaults.requires_tokens() {
-            "none: already HttpTokens=required".into()
-        } else if let Some(why) = why_not_set_default(&self.cfg, Some(&defaults)) {
-            why
-        } else {
-            match ec2.require_tokens_by_default().await {
+        s.account_default_action = match sweep_default_action(&self.cfg, &defaults) {
+            Err(action) => action,
+            Ok(()) => match ec2.require_tokens_by_default().await {
                 Ok(()) => {
                     defaults.http_tokens = Some("required".into());
-                    "set the account default to HttpTokens=required".into()
+                    DefaultsAction::Set
                 }
                 Err(e) => {
                     s.errors
                         .push(format!("could not set the account default: {e}"));
-                    "none: setting it failed".into()
+                    DefaultsAction::SetFailed
                 }
-            }
+            },
         };
         s.account_defaults = Some(defaults);
     }
@@ -451,46 +450,15 @@ impl<C: Clients> Guard<C> {
             ));
             if let Some(remedy) = remedy.take() {
                 r.outcome = Outcome::Flagged;
-                r.action = "none: held back, IMDSv1 still in use".into();
+                r.action = Idle::HeldBack.into();
                 r.would = Some(remedy.to_string());
             }
         }
     }
 
-    /// Tags what the sweep acted on, one `CreateTags` call per value:
-    /// `remediated`, and `noncompliant` for what notify mode flags and for
-    /// what enforce held back (not again when already tagged so).
+    /// Tags what the sweep acted on, one `CreateTags` call per value.
     async fn tag_sweep(&self, ec2: &Ec2, reports: &mut [InstanceReport]) {
-        let key = self.cfg.status_tag_key.clone();
-        let mode = self.cfg.mode;
-        for value in ["remediated", "noncompliant"] {
-            let selects = |r: &InstanceReport| match value {
-                "remediated" => r.outcome == Outcome::Remediated,
-                _ => r.outcome == Outcome::Flagged && r.notify && mode != Mode::Audit,
-            };
-            let ids: Vec<String> = reports
-                .iter()
-                .filter(|r| selects(r) && r.error.is_none())
-                .map(|r| r.instance_id.clone())
-                .collect();
-            if ids.is_empty() {
-                continue;
-            }
-            let result = ec2.tag(&ids, &key, value).await;
-            let ids: std::collections::HashSet<String> = ids.into_iter().collect();
-            for r in reports.iter_mut().filter(|r| ids.contains(&r.instance_id)) {
-                match &result {
-                    Ok(()) => r.action = join(&r.action, &format!("tagged {key}={value}")),
-                    Err(e) => {
-                        r.error = Some(format!("tagging failed: {e}"));
-                        if r.outcome == Outcome::Flagged && self.cfg.mode == Mode::Notify {
-                            // Tagging was the whole action.
-                            r.outcome = Outcome::Failed;
-                        }
-                    }
-                }
-            }
-        }
+        write_tags(ec2, &self.cfg.status_tag_key, self.cfg.mode, reports).await;
     }
 }
 
@@ -581,16 +549,9 @@ async fn remediate_adaptive(
 }
 
 fn gone(r: &mut InstanceReport, state: &str) {
-    r.outcome = Outcome::Gone;
-    r.action = format!("none: instance is {state}");
-    r.would = None;
-    r.notify = false;
+    r.mark_gone(state);
 }
 
 fn fail(r: &mut InstanceReport, e: &AwsError, prefix: &str) {
-    r.outcome = Outcome::Failed;
-    r.action = "none".into();
-    r.would = None;
-    r.error = Some(format!("{prefix}{e}"));
-    r.notify = true;
+    r.mark_failed(format!("{prefix}{e}"));
 }

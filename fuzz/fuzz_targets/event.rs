@@ -3,11 +3,12 @@
 #![no_main]
 
 use imds_guard_domain::config::{Config, Exemptions, Mode};
-use imds_guard_domain::event::{self, GuardEvent};
+use imds_guard_domain::event::{self, GuardEvent, Trigger};
 use imds_guard_domain::glob::Glob;
 use imds_guard_domain::notify;
+use imds_guard_domain::plan::plan;
 use imds_guard_domain::policy::{Policy, Verdict};
-use imds_guard_domain::report::{InstanceReport, Outcome, Report, Status};
+use imds_guard_domain::report::{Outcome, Report, Status};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -28,9 +29,18 @@ fuzz_target!(|data: &[u8]| {
     for o in &instances {
         assert!(imds_guard_domain::validate::is_instance_id(&o.instance_id));
         for (ex, max) in [(&exemptions, Some(2)), (&none, None)] {
-            match (Policy { exemptions: ex, max_hop_limit: max, status_tag_key: Some("imds-guard:status") }).decide(o, &ctx.principal) {
+            match (Policy {
+                exemptions: ex,
+                max_hop_limit: max,
+                status_tag_key: Some("imds-guard:status"),
+            })
+            .decide(o, &ctx.principal)
+            {
                 Verdict::Noncompliant { remedy, .. } => {
-                    let hop = o.options.http_put_response_hop_limit.expect("a remedy needs a known hop limit");
+                    let hop = o
+                        .options
+                        .http_put_response_hop_limit
+                        .expect("a remedy needs a known hop limit");
                     assert_eq!(remedy.http_endpoint, "enabled");
                     assert_eq!(remedy.http_tokens, "required");
                     assert!(remedy.http_put_response_hop_limit <= hop);
@@ -45,8 +55,13 @@ fuzz_target!(|data: &[u8]| {
                 _ => {}
             }
         }
-        let mut r = InstanceReport::new(&o.instance_id, Outcome::Remediated, "fuzz");
-        r.before = Some(o.options.clone());
+        // The plan the function would act on: one report per instance, a
+        // write planned only with a remedy, and a remedy only in enforce.
+        let cfg = Config::default();
+        let (mut r, remedy) = plan(&cfg, o, &ctx, Trigger::Launch);
+        assert_eq!(r.instance_id, o.instance_id);
+        assert_eq!(r.action.wrote(), remedy.is_some());
+        assert_eq!(r.outcome == Outcome::Remediated, remedy.is_some());
         r.notify = true;
         reports.push(r);
     }

@@ -15,7 +15,7 @@ use imds_guard::aws::{load_sdk_config, FixedClients, RegionalClients};
 use imds_guard::config::MemberRole;
 use imds_guard::guard::{Guard, GuardError};
 use imds_guard::member_roles::MemberRoles;
-use imds_guard::report::{Outcome, Report, Status};
+use imds_guard::report::{Access, Outcome, Report, Status};
 use serde_json::Value;
 
 use crate::common::{config, moto_endpoint};
@@ -280,13 +280,13 @@ async fn a_central_sweep_covers_each_listed_account_and_region_and_counts_per_ac
         .unwrap();
     assert_eq!(r.status, Status::Swept);
     let sweep = r.sweep.as_ref().unwrap();
-    let per: Vec<(&str, &str, u64, u64)> = sweep
+    let per: Vec<(&str, &Access, u64, u64)> = sweep
         .accounts
         .iter()
         .map(|a| {
             (
                 a.account.as_str(),
-                a.access.as_str(),
+                &a.access,
                 a.counts.get(&Outcome::Remediated).copied().unwrap_or(0),
                 a.counts.get(&Outcome::Compliant).copied().unwrap_or(0),
             )
@@ -295,9 +295,9 @@ async fn a_central_sweep_covers_each_listed_account_and_region_and_counts_per_ac
     assert_eq!(
         per,
         vec![
-            (MEMBER_A, "member role", 2, 0),
-            (CENTRAL, "own account", 1, 0),
-            (MEMBER_B, "member role", 1, 1),
+            (MEMBER_A, &Access::MemberRole, 2, 0),
+            (CENTRAL, &Access::Own, 1, 0),
+            (MEMBER_B, &Access::MemberRole, 1, 1),
         ],
         "{sweep:?}"
     );
@@ -380,16 +380,9 @@ async fn an_organization_sweep_lists_the_accounts_and_leaves_out_the_not_allowed
             .find(|a| a.account == id)
             .map(|a| a.access.clone())
     };
-    assert_eq!(
-        access(in_scope).as_deref(),
-        Some("member role"),
-        "{sweep:?}"
-    );
-    assert_eq!(access(CENTRAL).as_deref(), Some("own account"));
-    assert_eq!(
-        access(out_of_scope).as_deref(),
-        Some("not swept: not in ALLOWED_ACCOUNT_IDS")
-    );
+    assert_eq!(access(in_scope), Some(Access::MemberRole), "{sweep:?}");
+    assert_eq!(access(CENTRAL), Some(Access::Own));
+    assert_eq!(access(out_of_scope), Some(Access::NotAllowed));
     assert_eq!(calls(&r, "ListAccounts"), 1);
     assert_eq!(seen(&ec2, &open[0]).await.tokens, "required");
     assert_eq!(seen(&outside, &untouched[0]).await.tokens, "optional");
@@ -592,17 +585,14 @@ async fn a_sweep_names_the_account_whose_role_cannot_be_assumed() {
         "{summary}"
     );
     let sweep = report.sweep.unwrap();
-    let lines: Vec<(&str, &str)> = sweep
+    let lines: Vec<(&str, &Access)> = sweep
         .accounts
         .iter()
-        .map(|a| (a.account.as_str(), a.access.as_str()))
+        .map(|a| (a.account.as_str(), &a.access))
         .collect();
     assert_eq!(
         lines,
-        vec![
-            (MEMBER_A, "not swept (see its regions' errors)"),
-            (CENTRAL, "own account"),
-        ]
+        vec![(MEMBER_A, &Access::NotReached), (CENTRAL, &Access::Own),]
     );
     assert!(
         listing.num_calls() >= 1,

@@ -19,7 +19,8 @@ use aws_smithy_mocks::mock;
 use imds_guard::config::{Config, Exemptions, Mode};
 use imds_guard::event::{EventContext, MetadataOptions, Observed, Principal, Trigger};
 use imds_guard::glob::Glob;
-use imds_guard::guard::{plan, GuardError};
+use imds_guard::guard::GuardError;
+use imds_guard::plan::plan;
 use imds_guard::report::Outcome;
 use proptest::prelude::*;
 

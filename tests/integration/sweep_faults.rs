@@ -22,7 +22,8 @@ use aws_sdk_sns::Client as SnsClient;
 use aws_smithy_mocks::{mock, Rule};
 use imds_guard::aws::FixedClients;
 use imds_guard::guard::{Guard, GuardError};
-use imds_guard::report::{Outcome, Status};
+use imds_guard::policy::ReadinessVerdict;
+use imds_guard::report::{DefaultsAction, Idle, Outcome, Status};
 use serde_json::Value;
 
 use crate::common::{self, config, fixture};
@@ -130,7 +131,7 @@ async fn pages_are_followed_with_the_server_side_filter_and_acted_on_page_by_pag
     assert_eq!(modify.num_calls(), 6);
     assert_eq!(tag.num_calls(), 3, "one tag call per page");
     assert_eq!(publish.num_calls(), 1, "one summary per sweep");
-    assert_eq!(r.readiness.verdict, "ready");
+    assert_eq!(r.readiness.verdict, ReadinessVerdict::Ready);
 }
 
 #[tokio::test]
@@ -155,7 +156,7 @@ async fn a_refused_filter_falls_back_to_listing_everything_and_deciding_here() {
     assert_eq!(r.count(Outcome::Remediated), 1);
     assert_eq!(modify.num_calls(), 1);
     // The defaults could not be read: readiness cannot be claimed.
-    assert_eq!(r.readiness.verdict, "unknown");
+    assert_eq!(r.readiness.verdict, ReadinessVerdict::Unknown);
 }
 
 #[tokio::test]
@@ -236,14 +237,17 @@ async fn enforce_sets_the_account_default_when_asked_and_never_the_enforcement_s
     let report = g.handle(&scheduled()).await.unwrap();
     let r = &report.sweep.as_ref().unwrap().regions[0];
     assert_eq!(set.num_calls(), 1);
-    assert!(r
-        .account_default_action
-        .starts_with("set the account default"));
+    assert_eq!(r.account_default_action, DefaultsAction::Set);
     assert_eq!(
         r.account_defaults.as_ref().unwrap().http_tokens.as_deref(),
         Some("required")
     );
-    assert_eq!(r.readiness.verdict, "ready", "{:?}", r.readiness);
+    assert_eq!(
+        r.readiness.verdict,
+        ReadinessVerdict::Ready,
+        "{:?}",
+        r.readiness
+    );
 
     // Audit mode, or the flag off: read and report, never write.
     for pairs in [
@@ -257,11 +261,11 @@ async fn enforce_sets_the_account_default_when_asked_and_never_the_enforcement_s
         let r = &report.sweep.as_ref().unwrap().regions[0];
         assert_eq!(set.num_calls(), 0, "{pairs:?}");
         assert!(
-            r.account_default_action.starts_with("none"),
+            matches!(r.account_default_action, DefaultsAction::NotOurs(_)),
             "{}",
             r.account_default_action
         );
-        assert_eq!(r.readiness.verdict, "not ready");
+        assert_eq!(r.readiness.verdict, ReadinessVerdict::NotReady);
         assert!(r.readiness.reasons[0].contains("account default HttpTokens is optional"));
     }
 }
@@ -273,7 +277,7 @@ async fn readiness_says_already_enforced_when_aws_enforces_and_nothing_is_left()
     let g = guard_with(&[], &[&empty, &get], &[], &[]);
     let report = g.handle(&scheduled()).await.unwrap();
     let r = &report.sweep.as_ref().unwrap().regions[0];
-    assert_eq!(r.readiness.verdict, "already enforced");
+    assert_eq!(r.readiness.verdict, ReadinessVerdict::AlreadyEnforced);
 }
 
 /// Answers `MetadataNoToken` queries: `calls` IMDSv1 calls for `user`, no
@@ -353,11 +357,7 @@ async fn an_instance_still_using_imdsv1_is_flagged_not_changed() {
         .iter()
         .find(|i| i.instance_id == user)
         .unwrap();
-    assert!(
-        held.action.starts_with("none: held back"),
-        "{}",
-        held.action
-    );
+    assert_eq!(held.action.idle, Idle::HeldBack, "{}", held.action);
     assert!(
         held.findings
             .iter()
@@ -365,7 +365,7 @@ async fn an_instance_still_using_imdsv1_is_flagged_not_changed() {
         "{:?}",
         held.findings
     );
-    assert_eq!(r.readiness.verdict, "not ready");
+    assert_eq!(r.readiness.verdict, ReadinessVerdict::NotReady);
 }
 
 #[tokio::test]
@@ -499,11 +499,7 @@ async fn weakening_the_account_default_is_told_and_put_back_in_enforce() {
     assert_eq!(report.status, Status::DefaultsChanged);
     let d = report.account_defaults.as_ref().unwrap();
     assert_eq!(d.weakenings.len(), 2);
-    assert!(
-        d.action.starts_with("set the account default back"),
-        "{}",
-        d.action
-    );
+    assert_eq!(d.action, DefaultsAction::SetBack, "{}", d.action);
     assert_eq!((set.num_calls(), publish.num_calls()), (1, 1));
 
     // Strengthening it is not news, and nothing is written.

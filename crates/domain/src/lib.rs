@@ -8,6 +8,7 @@ pub mod config;
 pub mod event;
 pub mod glob;
 pub mod notify;
+pub mod plan;
 pub mod policy;
 pub mod report;
 pub mod validate;

@@ -118,7 +118,7 @@ fn headline(report: &Report, ctx: &crate::event::EventContext) -> (String, Strin
             let ready = sweep
                 .regions
                 .iter()
-                .filter(|r| r.readiness.is_ready() || r.readiness.verdict == "already enforced")
+                .filter(|r| r.readiness.needs_nothing())
                 .count();
             let tally = if tally == "no instances" {
                 "nothing noncompliant".to_string()
@@ -288,7 +288,7 @@ mod tests {
     use super::*;
     use crate::config::Mode;
     use crate::event::{EventContext, Principal};
-    use crate::report::Status;
+    use crate::report::{Status, Step};
 
     fn report(n: usize) -> Report {
         Report {
@@ -313,7 +313,10 @@ mod tests {
                     let mut r = InstanceReport::new(
                         &format!("i-{i:017x}"),
                         Outcome::Remediated,
-                        "set HttpTokens=required; tagged",
+                        Step::Tagged {
+                            key: "imds-guard:status".into(),
+                            value: "remediated".into(),
+                        },
                     );
                     r.findings = vec!["HttpTokens=optional (IMDSv1 open)".into()];
                     r.notify = true;

@@ -54,8 +54,9 @@ impl std::fmt::Display for Remedy {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case", tag = "by", content = "value")]
+/// Why a noncompliant instance is left as it is. Reports and notifications
+/// carry it as its sentence (`tag imds-exempt=true`).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Exemption {
     Tag(String),
     Principal(String),
@@ -64,6 +65,12 @@ pub enum Exemption {
     /// (`<STATUS_TAG_KEY>=exempt`): how a sweep, which cannot know who
     /// launched an instance, honours it.
     Recorded(String),
+}
+
+impl Serialize for Exemption {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
 }
 
 impl std::fmt::Display for Exemption {
@@ -247,19 +254,27 @@ impl AccountDefaults {
     }
 }
 
+/// Why the guard does not set the account default.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NotOurs {
+    /// `SET_ACCOUNT_DEFAULT` is off.
+    SettingOff,
+    /// Only enforce mode writes it.
+    Mode(crate::config::Mode),
+    /// A declarative policy of the organization owns the defaults.
+    DeclarativePolicy,
+}
+
 /// Why the account default may not be set to `HttpTokens=required` now, or
 /// `None` when it may: only with `SET_ACCOUNT_DEFAULT`, only in enforce mode,
 /// and not where a declarative policy owns the defaults.
-pub fn why_not_set_default(cfg: &Config, defaults: Option<&AccountDefaults>) -> Option<String> {
+pub fn why_not_set_default(cfg: &Config, defaults: Option<&AccountDefaults>) -> Option<NotOurs> {
     if !cfg.set_account_default {
-        Some("none: SET_ACCOUNT_DEFAULT is off".into())
+        Some(NotOurs::SettingOff)
     } else if cfg.mode != crate::config::Mode::Enforce {
-        Some(format!(
-            "none ({} mode): enforce would set the account default to HttpTokens=required",
-            cfg.mode
-        ))
+        Some(NotOurs::Mode(cfg.mode))
     } else if defaults.is_some_and(|d| !d.settable()) {
-        Some("none: a declarative policy manages the account defaults".into())
+        Some(NotOurs::DeclarativePolicy)
     } else {
         None
     }
@@ -313,19 +328,64 @@ pub struct SweepFacts {
     pub defaults: Option<AccountDefaults>,
 }
 
+/// Whether a region may switch on `HttpTokensEnforced`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum ReadinessVerdict {
+    #[serde(rename = "ready")]
+    Ready,
+    #[serde(rename = "not ready")]
+    NotReady,
+    #[serde(rename = "already enforced")]
+    AlreadyEnforced,
+    #[serde(rename = "unknown")]
+    Unknown,
+}
+
+impl ReadinessVerdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReadinessVerdict::Ready => "ready",
+            ReadinessVerdict::NotReady => "not ready",
+            ReadinessVerdict::AlreadyEnforced => "already enforced",
+            ReadinessVerdict::Unknown => "unknown",
+        }
+    }
+}
+
+impl std::fmt::Display for ReadinessVerdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Is the region ready for AWS's `HttpTokensEnforced`?
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Readiness {
-    /// `ready`, `not ready`, `already enforced`, or `unknown`.
-    pub verdict: &'static str,
+    pub verdict: ReadinessVerdict,
     /// What stands in the way, or what was not checked.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub reasons: Vec<String>,
 }
 
 impl Readiness {
+    /// Not known yet: the sweep has not judged the region.
+    pub fn unknown() -> Self {
+        Readiness {
+            verdict: ReadinessVerdict::Unknown,
+            reasons: Vec::new(),
+        }
+    }
+
     pub fn is_ready(&self) -> bool {
-        self.verdict == "ready"
+        self.verdict == ReadinessVerdict::Ready
+    }
+
+    /// Nothing stands in the way of AWS's switch: ready, or already on.
+    pub fn needs_nothing(&self) -> bool {
+        matches!(
+            self.verdict,
+            ReadinessVerdict::Ready | ReadinessVerdict::AlreadyEnforced
+        )
     }
 }
 
@@ -335,7 +395,7 @@ impl Readiness {
 pub fn readiness(f: &SweepFacts) -> Readiness {
     if f.defaults.as_ref().is_some_and(AccountDefaults::enforced) && f.noncompliant_left == 0 {
         return Readiness {
-            verdict: "already enforced",
+            verdict: ReadinessVerdict::AlreadyEnforced,
             reasons: Vec::new(),
         };
     }
@@ -367,7 +427,7 @@ pub fn readiness(f: &SweepFacts) -> Readiness {
     }
     if !reasons.is_empty() {
         return Readiness {
-            verdict: "not ready",
+            verdict: ReadinessVerdict::NotReady,
             reasons,
         };
     }
@@ -380,13 +440,13 @@ pub fn readiness(f: &SweepFacts) -> Readiness {
     }
     if !unknown.is_empty() {
         return Readiness {
-            verdict: "unknown",
+            verdict: ReadinessVerdict::Unknown,
             reasons: unknown,
         };
     }
     // No instance is left at `optional`, so none can still be using IMDSv1.
     Readiness {
-        verdict: "ready",
+        verdict: ReadinessVerdict::Ready,
         reasons: Vec::new(),
     }
 }

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::config::Mode;
 use crate::event::{DefaultsChange, EventContext, MetadataOptions};
-use crate::policy::{AccountDefaults, Readiness};
+use crate::policy::{AccountDefaults, Exemption, NotOurs, Readiness, Remedy};
 
 /// Every instance an event names ends in exactly one of these.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -54,15 +54,15 @@ pub struct InstanceReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
     pub outcome: Outcome,
-    /// What this invocation did, in words.
-    pub action: String,
+    /// What this invocation did (serialized in words).
+    pub action: Action,
     /// What enforce would have done, where nothing was done (audit, exempt).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub would: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub findings: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub exemption: Option<String>,
+    pub exemption: Option<Exemption>,
     /// The metadata options as found, before any change.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub before: Option<MetadataOptions>,
@@ -76,7 +76,7 @@ pub struct InstanceReport {
 }
 
 impl InstanceReport {
-    pub fn new(instance_id: &str, outcome: Outcome, action: impl Into<String>) -> Self {
+    pub fn new(instance_id: &str, outcome: Outcome, action: impl Into<Action>) -> Self {
         InstanceReport {
             instance_id: instance_id.to_string(),
             account: None,
@@ -94,10 +94,143 @@ impl InstanceReport {
     }
 
     pub fn failed(instance_id: &str, error: impl Into<String>) -> Self {
-        let mut r = InstanceReport::new(instance_id, Outcome::Failed, "none");
+        let mut r = InstanceReport::new(instance_id, Outcome::Failed, Idle::None);
         r.error = Some(error.into());
         r.notify = true;
         r
+    }
+
+    /// Worth listing: news for a person, a failure, or an error.
+    pub fn is_news(&self) -> bool {
+        self.notify || self.outcome == Outcome::Failed || self.error.is_some()
+    }
+
+    /// The instance was gone (shutting down, terminated, purged) when acted on.
+    pub fn mark_gone(&mut self, state: &str) {
+        self.outcome = Outcome::Gone;
+        self.action = Action::from(Idle::Gone(state.to_string()));
+        self.would = None;
+        self.notify = false;
+    }
+
+    /// Nothing could be done: the instance fails, and is named.
+    pub fn mark_failed(&mut self, error: String) {
+        self.outcome = Outcome::Failed;
+        self.action = Action::from(Idle::None);
+        self.would = None;
+        self.error = Some(error);
+        self.notify = true;
+    }
+}
+
+/// A write this invocation made to an instance.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// The metadata options were set (`ModifyInstanceMetadataOptions`).
+    Set(Remedy),
+    /// The status tag was written.
+    Tagged { key: String, value: String },
+}
+
+impl std::fmt::Display for Step {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Step::Set(remedy) => write!(f, "{remedy}"),
+            Step::Tagged { key, value } => write!(f, "tagged {key}={value}"),
+        }
+    }
+}
+
+/// Why nothing (else) was written to an instance.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Idle {
+    /// Nothing to do, or nothing could be done.
+    None,
+    /// Audit mode writes nothing.
+    Audit,
+    Exempt,
+    /// Shutting down, terminated, or no longer there.
+    Gone(String),
+    /// Notify mode: already flagged by the guard, so not tagged again.
+    AlreadyTagged,
+    /// Enforce held back: the instance still answers IMDSv1 calls.
+    HeldBack,
+    /// The event's account is not one the function may act in.
+    NotAllowed,
+}
+
+impl std::fmt::Display for Idle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Idle::None => f.write_str("none"),
+            Idle::Audit => f.write_str("none (audit mode)"),
+            Idle::Exempt => f.write_str("none: exempt"),
+            Idle::Gone(state) => write!(f, "none: instance is {state}"),
+            Idle::AlreadyTagged => f.write_str("none: already tagged noncompliant"),
+            Idle::HeldBack => f.write_str("none: held back, IMDSv1 still in use"),
+            Idle::NotAllowed => f.write_str("none: the account is not allowed"),
+        }
+    }
+}
+
+/// What was done to an instance: its writes, in order, and why nothing (else)
+/// was. Serialized as one sentence, `set HttpTokens=required, ...; tagged
+/// imds-guard:status=remediated`, or `none: exempt`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Action {
+    pub steps: Vec<Step>,
+    pub idle: Idle,
+}
+
+impl Action {
+    pub fn push(&mut self, step: Step) {
+        self.steps.push(step);
+    }
+
+    pub fn wrote(&self) -> bool {
+        !self.steps.is_empty()
+    }
+}
+
+impl From<Idle> for Action {
+    fn from(idle: Idle) -> Self {
+        Action {
+            steps: Vec::new(),
+            idle,
+        }
+    }
+}
+
+impl From<Step> for Action {
+    fn from(step: Step) -> Self {
+        Action {
+            steps: vec![step],
+            idle: Idle::None,
+        }
+    }
+}
+
+impl std::fmt::Display for Action {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut first = true;
+        if self.idle != Idle::None || self.steps.is_empty() {
+            write!(f, "{}", self.idle)?;
+            first = false;
+        }
+        for step in &self.steps {
+            if !first {
+                f.write_str("; ")?;
+            }
+            write!(f, "{step}")?;
+            first = false;
+        }
+        Ok(())
+    }
+}
+
+impl Serialize for Action {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
     }
 }
 
@@ -142,7 +275,7 @@ pub struct RegionSweep {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub account_defaults: Option<AccountDefaults>,
     /// What was done about the account default.
-    pub account_default_action: String,
+    pub account_default_action: DefaultsAction,
     pub readiness: Readiness,
     /// What could not be done: the listing stopped or failed, or the
     /// account default could not be set. Each fails the invocation.
@@ -162,11 +295,8 @@ impl RegionSweep {
             v1_in_use: 0,
             throttled: 0,
             account_defaults: None,
-            account_default_action: "none".into(),
-            readiness: Readiness {
-                verdict: "unknown",
-                reasons: Vec::new(),
-            },
+            account_default_action: DefaultsAction::None,
+            readiness: Readiness::unknown(),
             errors: Vec::new(),
         }
     }
@@ -180,12 +310,52 @@ fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
+/// How a sweep reached an account.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Access {
+    /// Not yet known (no region of the account recorded).
+    #[default]
+    Unknown,
+    /// The function's own role acted there.
+    Own,
+    /// Through the member role.
+    MemberRole,
+    /// Not swept: no region of the account could be (see their errors).
+    NotReached,
+    /// Not swept: the account is outside `ALLOWED_ACCOUNT_IDS`.
+    NotAllowed,
+}
+
+impl Access {
+    pub fn swept(&self) -> bool {
+        matches!(self, Access::Own | Access::MemberRole)
+    }
+}
+
+impl std::fmt::Display for Access {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Access::Unknown => Ok(()),
+            Access::Own => f.write_str("own account"),
+            Access::MemberRole => f.write_str("member role"),
+            Access::NotReached => f.write_str("not swept (see its regions' errors)"),
+            Access::NotAllowed => f.write_str("not swept: not in ALLOWED_ACCOUNT_IDS"),
+        }
+    }
+}
+
+impl Serialize for Access {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 /// One account of a sweep that covers a list of accounts.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct AccountSweep {
     pub account: String,
     /// `own account`, `member role`, or why it was not swept.
-    pub access: String,
+    pub access: Access,
     pub counts: BTreeMap<Outcome, u64>,
     pub regions: u64,
     /// Regions of this account that were not swept completely (each named
@@ -198,7 +368,7 @@ impl AccountSweep {
     pub fn new(account: &str) -> Self {
         AccountSweep {
             account: account.to_string(),
-            access: String::new(),
+            access: Access::Unknown,
             counts: BTreeMap::new(),
             regions: 0,
             regions_incomplete: 0,
@@ -214,15 +384,15 @@ impl AccountSweep {
             *self.counts.entry(*o).or_insert(0) += n;
         }
         let access = if region.pages == 0 && !region.errors.is_empty() {
-            "not swept (see its regions' errors)"
+            Access::NotReached
         } else if own {
-            "own account"
+            Access::Own
         } else {
-            "member role"
+            Access::MemberRole
         };
         // Any region reached wins over one that was not.
-        if self.access.is_empty() || self.access.starts_with("not swept") {
-            self.access = access.to_string();
+        if !self.access.swept() {
+            self.access = access;
         }
     }
 }
@@ -240,6 +410,59 @@ pub struct SweepSummary {
     pub omitted_instances: u64,
 }
 
+/// What was done about an account's IMDS default for new launches.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DefaultsAction {
+    /// Nothing to do (or nothing done).
+    None,
+    /// The default already requires tokens.
+    AlreadyRequired,
+    /// Setting it is not the guard's to do here, and why.
+    NotOurs(NotOurs),
+    /// Set to `HttpTokens=required` by a sweep.
+    Set,
+    /// Set back to `HttpTokens=required` after someone weakened it.
+    SetBack,
+    /// Setting it was tried and failed (the error is reported beside).
+    SetFailed,
+    /// The defaults could not be read.
+    Unreadable(String),
+    /// An offline check does not look.
+    Offline,
+}
+
+impl std::fmt::Display for DefaultsAction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DefaultsAction::None => f.write_str("none"),
+            DefaultsAction::AlreadyRequired => f.write_str("none: already HttpTokens=required"),
+            DefaultsAction::NotOurs(NotOurs::SettingOff) => {
+                f.write_str("none: SET_ACCOUNT_DEFAULT is off")
+            }
+            DefaultsAction::NotOurs(NotOurs::Mode(mode)) => write!(
+                f,
+                "none ({mode} mode): enforce would set the account default to HttpTokens=required"
+            ),
+            DefaultsAction::NotOurs(NotOurs::DeclarativePolicy) => {
+                f.write_str("none: a declarative policy manages the account defaults")
+            }
+            DefaultsAction::Set => f.write_str("set the account default to HttpTokens=required"),
+            DefaultsAction::SetBack => {
+                f.write_str("set the account default back to HttpTokens=required")
+            }
+            DefaultsAction::SetFailed => f.write_str("none: setting it failed"),
+            DefaultsAction::Unreadable(e) => write!(f, "could not read the account defaults: {e}"),
+            DefaultsAction::Offline => f.write_str("none (offline check)"),
+        }
+    }
+}
+
+impl Serialize for DefaultsAction {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 /// A change to the account's IMDS defaults, judged.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct DefaultsReport {
@@ -249,7 +472,7 @@ pub struct DefaultsReport {
     /// The defaults as EC2 reports them now, when they could be read.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub current: Option<AccountDefaults>,
-    pub action: String,
+    pub action: DefaultsAction,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }

@@ -1,0 +1,430 @@
+//! What to do, decided before anything is done: the policy's verdicts turned
+//! into per-instance reports and the writes each needs, which instances get
+//! which status tag, whether an account default is the guard's to set, and
+//! how a failed invocation names what it could not handle. Pure functions:
+//! the event path, the sweep and the offline `check` all call them, and the
+//! I/O code only carries out what they return.
+
+use crate::config::{Config, Mode};
+use crate::event::{DefaultsChange, EventContext, Observed, Trigger};
+use crate::policy::{why_not_set_default, AccountDefaults, Exemption, Policy, Remedy, Verdict};
+use crate::report::{DefaultsAction, Idle, InstanceReport, Outcome, Report, Step};
+use crate::validate::clean;
+
+/// The status tag values the guard writes.
+pub const REMEDIATED: &str = "remediated";
+pub const NONCOMPLIANT: &str = "noncompliant";
+/// Records a principal exemption at launch (see `Exemption::Recorded`).
+pub const EXEMPT: &str = crate::policy::EXEMPT_STATUS;
+
+/// The report for one instance as the policy and mode decide it, and the
+/// remedy to apply if enforcing. Shared by the event path, the sweep and
+/// `check`. In enforce mode the report already names the write
+/// (`Step::Set`): it stands once the remedy is applied, and is taken back
+/// (`InstanceReport::mark_failed`, `mark_gone`) if it cannot be.
+pub fn plan(
+    cfg: &Config,
+    current: &Observed,
+    ctx: &EventContext,
+    trigger: Trigger,
+) -> (InstanceReport, Option<Remedy>) {
+    let (mut report, remedy) = verdict_to_report(cfg, current, ctx, trigger);
+    report.before = Some(current.options.clone());
+    report.image_id = current.image_id.clone();
+    (report, remedy)
+}
+
+fn verdict_to_report(
+    cfg: &Config,
+    current: &Observed,
+    ctx: &EventContext,
+    trigger: Trigger,
+) -> (InstanceReport, Option<Remedy>) {
+    let id = &current.instance_id;
+    match Policy::of(cfg).decide(current, &ctx.principal) {
+        Verdict::Compliant => (
+            InstanceReport::new(id, Outcome::Compliant, Idle::None),
+            None,
+        ),
+        Verdict::Gone { state } => (
+            InstanceReport::new(id, Outcome::Gone, Idle::Gone(state)),
+            None,
+        ),
+        Verdict::Undecided => (
+            InstanceReport::failed(
+                id,
+                "EC2 did not report the instance's HttpTokens, HttpEndpoint and hop limit",
+            ),
+            None,
+        ),
+        Verdict::Exempt {
+            exemption,
+            findings,
+        } => {
+            let mut r = InstanceReport::new(id, Outcome::Exempt, Idle::Exempt);
+            r.would = Some("set HttpTokens=required (enforce mode, without the exemption)".into());
+            r.findings = findings.iter().map(ToString::to_string).collect();
+            r.exemption = Some(exemption);
+            r.notify = true;
+            (r, None)
+        }
+        Verdict::Noncompliant { findings, remedy } => {
+            let findings: Vec<String> = findings.iter().map(ToString::to_string).collect();
+            let mut r = match cfg.mode {
+                // Remediated once the modify call succeeds; failed otherwise.
+                Mode::Enforce => {
+                    InstanceReport::new(id, Outcome::Remediated, Step::Set(remedy.clone()))
+                }
+                Mode::Notify => InstanceReport::new(id, Outcome::Flagged, Idle::None),
+                Mode::Audit => {
+                    let mut r = InstanceReport::new(id, Outcome::Flagged, Idle::Audit);
+                    r.would = Some(remedy.to_string());
+                    r
+                }
+            };
+            r.notify = true;
+            if cfg.mode == Mode::Notify && current.tag(&cfg.status_tag_key) == Some(NONCOMPLIANT) {
+                r.action = Idle::AlreadyTagged.into();
+                // A repeated launch event for an instance we already flagged
+                // is not news (and is not tagged again); a revert of its
+                // options is.
+                r.notify = trigger == Trigger::MetadataChange;
+            }
+            r.findings = findings;
+            let remedy = (cfg.mode == Mode::Enforce).then_some(remedy);
+            (r, remedy)
+        }
+    }
+}
+
+/// One `CreateTags` call's worth: the status tag value and the instances
+/// that get it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TagBatch {
+    pub value: &'static str,
+    pub ids: Vec<String>,
+}
+
+/// Which instances get which status tag, one batch per value:
+/// `remediated` for what enforce changed; `noncompliant` for what notify
+/// flags anew, and for what enforce held back (not in audit mode, which
+/// writes nothing, nor again for what is already tagged so); `exempt` for a
+/// launch exempt by its principal, so a later sweep, which cannot know the
+/// principal, honours it too. Instances with an error are left alone.
+pub fn tag_batches(mode: Mode, reports: &[InstanceReport]) -> Vec<TagBatch> {
+    if mode == Mode::Audit {
+        return Vec::new();
+    }
+    let select = |value: &'static str, pick: &dyn Fn(&InstanceReport) -> bool| TagBatch {
+        value,
+        ids: reports
+            .iter()
+            .filter(|r| r.error.is_none() && pick(r))
+            .map(|r| r.instance_id.clone())
+            .collect(),
+    };
+    [
+        select(REMEDIATED, &|r| r.outcome == Outcome::Remediated),
+        select(NONCOMPLIANT, &|r| r.outcome == Outcome::Flagged && r.notify),
+        select(EXEMPT, &|r| {
+            r.outcome == Outcome::Exempt && matches!(r.exemption, Some(Exemption::Principal(_)))
+        }),
+    ]
+    .into_iter()
+    .filter(|b| !b.ids.is_empty())
+    .collect()
+}
+
+/// What a change to the account's IMDS defaults means, and what to do about
+/// it: `weakenings` in words (empty when it did not weaken anything), and
+/// `restore`, whether to set `HttpTokens=required` back (`Ok`) or why not
+/// (`Err`, the action to report). When the request could not be read, the
+/// defaults as EC2 shows them now are judged instead; when neither can be
+/// read, `unjudged` is set and the invocation must fail rather than pass as
+/// harmless.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DefaultsJudgement {
+    pub weakenings: Vec<String>,
+    pub restore: Result<(), DefaultsAction>,
+    pub unjudged: bool,
+}
+
+pub fn judge_defaults_change(
+    cfg: &Config,
+    change: &DefaultsChange,
+    current: Option<&AccountDefaults>,
+) -> DefaultsJudgement {
+    let mut weakenings = change.weakenings();
+    let mut tokens_weak = change.weakens_tokens();
+    let unread = *change == DefaultsChange::default();
+    if unread {
+        // The request could not be read: judge by what EC2 shows now.
+        if let Some(d) = current.filter(|d| !d.requires_tokens()) {
+            weakenings.push(format!(
+                "account default HttpTokens is now {}",
+                d.http_tokens.as_deref().unwrap_or("unset (no-preference)")
+            ));
+            tokens_weak = true;
+        }
+    }
+    let restore = if !tokens_weak {
+        Err(DefaultsAction::None)
+    } else if let Some(why) = why_not_set_default(cfg, current) {
+        Err(DefaultsAction::NotOurs(why))
+    } else {
+        Ok(())
+    };
+    DefaultsJudgement {
+        weakenings,
+        restore,
+        unjudged: unread && current.is_none(),
+    }
+}
+
+/// What a sweep does about a region's account default, once read: nothing
+/// (`Err`, with why) or set it to `HttpTokens=required` (`Ok`).
+pub fn sweep_default_action(
+    cfg: &Config,
+    defaults: &AccountDefaults,
+) -> Result<(), DefaultsAction> {
+    if defaults.requires_tokens() {
+        Err(DefaultsAction::AlreadyRequired)
+    } else if let Some(why) = why_not_set_default(cfg, Some(defaults)) {
+        Err(DefaultsAction::NotOurs(why))
+    } else {
+        Ok(())
+    }
+}
+
+/// Why an invocation fails, naming every instance (and the notification)
+/// it could not handle; `None` when it did not fail.
+pub fn failure_summary(report: &Report, notify_error: Option<&str>) -> Option<String> {
+    let unhandled = report.unhandled();
+    if unhandled.is_empty() && notify_error.is_none() {
+        return None;
+    }
+    let mut parts = Vec::new();
+    if !unhandled.is_empty() {
+        parts.push(format!(
+            "{} of {} not handled: {}",
+            unhandled.len(),
+            report.instances.len() + report.unreadable.len(),
+            unhandled.join("; ")
+        ));
+    }
+    if let Some(e) = notify_error {
+        parts.push(format!(
+            "notification failed ({e}); done: {}",
+            report.tally()
+        ));
+    }
+    Some(clean(&parts.join("; "), 4000))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::MetadataOptions;
+    use crate::policy::NotOurs;
+    use crate::report::Status;
+
+    fn cfg(mode: Mode) -> Config {
+        Config {
+            mode,
+            ..Config::default()
+        }
+    }
+
+    fn optional(id: &str) -> Observed {
+        Observed {
+            instance_id: id.into(),
+            image_id: None,
+            state: Some("running".into()),
+            options: MetadataOptions {
+                http_tokens: Some("optional".into()),
+                http_endpoint: Some("enabled".into()),
+                http_put_response_hop_limit: Some(2),
+                ..MetadataOptions::default()
+            },
+            tags: Some(vec![]),
+        }
+    }
+
+    fn launch() -> EventContext {
+        EventContext {
+            event_name: "RunInstances".into(),
+            region: "us-east-1".into(),
+            ..EventContext::default()
+        }
+    }
+
+    #[test]
+    fn enforce_plans_the_write_and_the_remedy_keeps_the_hop_limit() {
+        let (r, remedy) = plan(
+            &cfg(Mode::Enforce),
+            &optional("i-00000001"),
+            &launch(),
+            Trigger::Launch,
+        );
+        assert_eq!(r.outcome, Outcome::Remediated);
+        let remedy = remedy.expect("enforce applies a remedy");
+        assert_eq!(remedy.http_put_response_hop_limit, 2);
+        assert_eq!(r.action.steps, vec![Step::Set(remedy)]);
+        assert!(r.notify);
+        assert_eq!(r.before.unwrap().http_tokens.as_deref(), Some("optional"));
+    }
+
+    #[test]
+    fn notify_and_audit_plan_no_write() {
+        for (mode, idle) in [(Mode::Notify, Idle::None), (Mode::Audit, Idle::Audit)] {
+            let (r, remedy) = plan(
+                &cfg(mode),
+                &optional("i-00000001"),
+                &launch(),
+                Trigger::Launch,
+            );
+            assert_eq!(r.outcome, Outcome::Flagged);
+            assert!(remedy.is_none());
+            assert!(!r.action.wrote());
+            assert_eq!(r.action.idle, idle);
+            assert_eq!(r.would.is_some(), mode == Mode::Audit);
+        }
+    }
+
+    #[test]
+    fn a_repeated_launch_already_flagged_is_not_news_but_a_revert_is() {
+        let mut o = optional("i-00000001");
+        o.tags = Some(vec![("imds-guard:status".into(), NONCOMPLIANT.into())]);
+        let (r, _) = plan(&cfg(Mode::Notify), &o, &launch(), Trigger::Launch);
+        assert_eq!(r.action.idle, Idle::AlreadyTagged);
+        assert!(!r.notify);
+        let (r, _) = plan(&cfg(Mode::Notify), &o, &launch(), Trigger::MetadataChange);
+        assert!(r.notify);
+    }
+
+    fn report(id: &str, outcome: Outcome, notify: bool) -> InstanceReport {
+        let mut r = InstanceReport::new(id, outcome, Idle::None);
+        r.notify = notify;
+        r
+    }
+
+    #[test]
+    fn tags_follow_the_outcome_and_never_in_audit() {
+        let mut by_principal = report("i-4", Outcome::Exempt, true);
+        by_principal.exemption = Some(Exemption::Principal("arn:aws:iam::*:role/ci".into()));
+        let mut by_tag = report("i-5", Outcome::Exempt, true);
+        by_tag.exemption = Some(Exemption::Tag("legacy".into()));
+        let mut errored = report("i-6", Outcome::Remediated, true);
+        errored.error = Some("tagging failed".into());
+        let reports = vec![
+            report("i-1", Outcome::Remediated, true),
+            report("i-2", Outcome::Flagged, true),
+            report("i-3", Outcome::Flagged, false),
+            by_principal,
+            by_tag,
+            errored,
+            report("i-7", Outcome::Compliant, false),
+        ];
+        assert_eq!(
+            tag_batches(Mode::Enforce, &reports),
+            vec![
+                TagBatch {
+                    value: REMEDIATED,
+                    ids: vec!["i-1".into()]
+                },
+                TagBatch {
+                    value: NONCOMPLIANT,
+                    ids: vec!["i-2".into()]
+                },
+                TagBatch {
+                    value: EXEMPT,
+                    ids: vec!["i-4".into()]
+                },
+            ]
+        );
+        assert!(tag_batches(Mode::Audit, &reports).is_empty());
+    }
+
+    #[test]
+    fn a_weakened_default_is_set_back_only_where_it_is_ours() {
+        let weak = DefaultsChange {
+            http_tokens: Some("optional".into()),
+            ..DefaultsChange::default()
+        };
+        let mut c = cfg(Mode::Enforce);
+        let j = judge_defaults_change(&c, &weak, None);
+        assert_eq!(j.weakenings.len(), 1);
+        assert_eq!(j.restore, Err(DefaultsAction::NotOurs(NotOurs::SettingOff)));
+        c.set_account_default = true;
+        assert_eq!(judge_defaults_change(&c, &weak, None).restore, Ok(()));
+        let declarative = AccountDefaults {
+            managed_by: Some("declarative-policy".into()),
+            ..AccountDefaults::default()
+        };
+        assert_eq!(
+            judge_defaults_change(&c, &weak, Some(&declarative)).restore,
+            Err(DefaultsAction::NotOurs(NotOurs::DeclarativePolicy))
+        );
+        c.mode = Mode::Audit;
+        assert_eq!(
+            judge_defaults_change(&c, &weak, None).restore,
+            Err(DefaultsAction::NotOurs(NotOurs::Mode(Mode::Audit)))
+        );
+    }
+
+    #[test]
+    fn an_unread_request_is_judged_by_the_current_defaults_or_not_at_all() {
+        let c = Config {
+            set_account_default: true,
+            ..cfg(Mode::Enforce)
+        };
+        let unread = DefaultsChange::default();
+        let optional = AccountDefaults {
+            http_tokens: Some("optional".into()),
+            ..AccountDefaults::default()
+        };
+        let j = judge_defaults_change(&c, &unread, Some(&optional));
+        assert_eq!(j.restore, Ok(()));
+        assert!(!j.unjudged && j.weakenings[0].contains("optional"));
+        let j = judge_defaults_change(&c, &unread, None);
+        assert!(
+            j.unjudged,
+            "neither the request nor the defaults: not harmless"
+        );
+        assert_eq!(j.restore, Err(DefaultsAction::None));
+    }
+
+    #[test]
+    fn a_sweep_sets_the_default_only_when_missing_and_ours() {
+        let mut c = cfg(Mode::Enforce);
+        c.set_account_default = true;
+        let required = AccountDefaults {
+            http_tokens: Some("required".into()),
+            ..AccountDefaults::default()
+        };
+        assert_eq!(
+            sweep_default_action(&c, &required),
+            Err(DefaultsAction::AlreadyRequired)
+        );
+        assert_eq!(
+            sweep_default_action(&c, &AccountDefaults::default()),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn a_failure_names_each_unhandled_instance_and_the_notification() {
+        let mut r = Report::handled(Status::Handled, Mode::Enforce, launch());
+        assert_eq!(failure_summary(&r, None), None);
+        r.instances = vec![
+            InstanceReport::failed("i-1", "UnauthorizedOperation"),
+            InstanceReport::new("i-2", Outcome::Compliant, Idle::None),
+        ];
+        let s = failure_summary(&r, Some("SNS down")).unwrap();
+        assert!(
+            s.starts_with("1 of 2 not handled: i-1 (UnauthorizedOperation)"),
+            "{s}"
+        );
+        assert!(s.contains("notification failed (SNS down)"), "{s}");
+    }
+}
