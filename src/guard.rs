@@ -14,7 +14,7 @@ use serde_json::Value;
 use tokio::time::Instant;
 use tracing::{error, info, warn};
 
-use crate::aws::{AwsError, Clients, Ec2};
+use crate::aws::{AwsError, Clients, Ec2Api, Publisher};
 use crate::config::{Config, Mode};
 use crate::event::{self, DefaultsChange, EventContext, EventError, GuardEvent, Observed, Trigger};
 use crate::notify;
@@ -335,7 +335,7 @@ impl<C: Clients> Guard<C> {
     /// applied becomes `gone` or `failed`.
     async fn remediate(
         &self,
-        ec2: &Ec2,
+        ec2: &impl Ec2Api,
         reports: &mut [InstanceReport],
         to_modify: Vec<(usize, Remedy)>,
         deadline: Instant,
@@ -358,7 +358,7 @@ impl<C: Clients> Guard<C> {
         }
     }
 
-    async fn tag_acted_on(&self, ec2: &Ec2, reports: &mut [InstanceReport]) {
+    async fn tag_acted_on(&self, ec2: &impl Ec2Api, reports: &mut [InstanceReport]) {
         write_tags(ec2, &self.cfg.status_tag_key, self.cfg.mode, reports).await;
     }
 
@@ -403,7 +403,12 @@ pub(crate) fn conclude(report: Report, notify_error: Option<String>) -> Result<R
 /// Tags what was acted on, one `CreateTags` call per value (see
 /// `plan::tag_batches`). A failed tag is an error on each instance; in
 /// notify mode, where tagging was the whole action, the instance fails.
-pub(crate) async fn write_tags(ec2: &Ec2, key: &str, mode: Mode, reports: &mut [InstanceReport]) {
+pub(crate) async fn write_tags(
+    ec2: &impl Ec2Api,
+    key: &str,
+    mode: Mode,
+    reports: &mut [InstanceReport],
+) {
     for batch in tag_batches(mode, reports) {
         let result = ec2.tag(&batch.ids, key, batch.value).await;
         let ids: std::collections::HashSet<&String> = batch.ids.iter().collect();
@@ -485,7 +490,7 @@ async fn wait_for_retry(attempt: u32, deadline: Instant) -> bool {
 /// Describes `ids`, retrying those EC2 does not show yet until the budget is
 /// spent. Returns what was seen and, per id, why it could not be seen.
 async fn look(
-    ec2: &Ec2,
+    ec2: &impl Ec2Api,
     ids: &[String],
     deadline: Instant,
     budget: Duration,
@@ -535,7 +540,12 @@ enum Failure {
 
 /// Applies the remedy, retrying while the instance is not visible yet or
 /// still `pending`, within the budget.
-async fn modify(ec2: &Ec2, id: &str, remedy: &Remedy, deadline: Instant) -> Result<(), Failure> {
+async fn modify(
+    ec2: &impl Ec2Api,
+    id: &str,
+    remedy: &Remedy,
+    deadline: Instant,
+) -> Result<(), Failure> {
     let mut attempt = 0;
     loop {
         let err = match ec2.modify(id, remedy).await {

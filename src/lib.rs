@@ -2,7 +2,7 @@
 //!
 //! The domain (`event`, `config`, `policy`, `report`, `notify`) is the
 //! `imds-guard-domain` crate, plain Rust with no AWS types, re-exported here;
-//! `aws` and `member_roles` hold every AWS call; `guard` runs one event through
+//! `aws` holds every AWS call; `guard` runs one event through
 //! event → decision → actions → report; `cli` and `main` are the two doors.
 
 pub use imds_guard_domain::{config, event, glob, notify, plan, policy, report, validate};
@@ -10,5 +10,4 @@ pub use imds_guard_domain::{config, event, glob, notify, plan, policy, report, v
 pub mod aws;
 pub mod cli;
 pub mod guard;
-pub mod member_roles;
 pub mod sweep;

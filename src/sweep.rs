@@ -14,7 +14,7 @@ use futures_util::stream::{self, StreamExt};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use crate::aws::{Account, AwsError, Clients, Ec2};
+use crate::aws::{Account, AwsError, Clients, Ec2Api, MetricsApi};
 use crate::config::{Mode, SweepAccounts};
 use crate::event::{EventContext, Observed, Trigger};
 use crate::guard::{backoff, conclude, log_decision, write_tags, Guard, GuardError};
@@ -215,7 +215,7 @@ impl<C: Clients> Guard<C> {
     /// before the next is fetched.
     async fn list_and_act(
         &self,
-        ec2: &Ec2,
+        ec2: &impl Ec2Api,
         out: &mut RegionResult,
         max_listed: usize,
         deadline: Option<Instant>,
@@ -291,7 +291,7 @@ impl<C: Clients> Guard<C> {
 
     /// Reads the account's defaults, and sets `HttpTokens=required` when
     /// configured to (enforce mode only; never `HttpTokensEnforced`).
-    async fn account_defaults(&self, ec2: &Ec2, s: &mut RegionSweep) {
+    async fn account_defaults(&self, ec2: &impl Ec2Api, s: &mut RegionSweep) {
         let defaults = match ec2.metadata_defaults().await {
             Ok(d) => d,
             Err(e) => {
@@ -325,7 +325,7 @@ impl<C: Clients> Guard<C> {
     /// Decides one page, acts on it and records the outcomes.
     async fn sweep_page(
         &self,
-        ec2: &Ec2,
+        ec2: &impl Ec2Api,
         instances: Vec<Observed>,
         out: &mut RegionResult,
         max_listed: usize,
@@ -457,7 +457,7 @@ impl<C: Clients> Guard<C> {
     }
 
     /// Tags what the sweep acted on, one `CreateTags` call per value.
-    async fn tag_sweep(&self, ec2: &Ec2, reports: &mut [InstanceReport]) {
+    async fn tag_sweep(&self, ec2: &impl Ec2Api, reports: &mut [InstanceReport]) {
         write_tags(ec2, &self.cfg.status_tag_key, self.cfg.mode, reports).await;
     }
 }
@@ -481,7 +481,7 @@ fn failed_like(r: &InstanceReport, error: String) -> InstanceReport {
 /// Instances still `pending` are retried, ones terminated meanwhile end
 /// `gone`, and nothing is retried past `deadline`. Returns the throttled calls.
 async fn remediate_adaptive(
-    ec2: &Ec2,
+    ec2: &impl Ec2Api,
     reports: &mut [InstanceReport],
     to_modify: Vec<(usize, Remedy)>,
     concurrency: &mut usize,

@@ -5,7 +5,12 @@
 use aws_config::{BehaviorVersion, SdkConfig};
 use aws_sdk_ec2::config::{Credentials, Region, SharedCredentialsProvider};
 use aws_smithy_mocks::{create_mock_http_client, MockResponseInterceptor, Rule, RuleMode};
-use imds_guard::aws::{sdk_retry, FixedClients};
+use std::sync::Arc;
+
+use imds_guard::aws::cloudwatch::Metrics;
+use imds_guard::aws::ec2::Ec2;
+use imds_guard::aws::sns::Sns;
+use imds_guard::aws::{sdk_retry, Account, Clients, MemberRoles};
 use imds_guard::config::Config;
 use imds_guard::guard::Guard;
 use serde_json::Value;
@@ -91,6 +96,35 @@ pub fn sns(rules: &[&Rule]) -> aws_sdk_sns::Client {
 pub fn sts(rules: &[&Rule]) -> aws_sdk_sts::Client {
     let conf = aws_sdk_sts::config::Builder::from(&mock_base()).interceptor(interceptor(rules));
     aws_sdk_sts::Client::from_conf(conf.build())
+}
+
+/// The same mocked clients for every account and region. With `members`,
+/// accounts are entered as in central mode (the clients stay the same).
+/// Test-only: the release binary has no such client set.
+pub struct FixedClients {
+    pub ec2: aws_sdk_ec2::Client,
+    pub sns: aws_sdk_sns::Client,
+    pub metrics: aws_sdk_cloudwatch::Client,
+    pub members: Option<Arc<MemberRoles>>,
+}
+
+impl Clients for FixedClients {
+    type Ec2 = Ec2;
+    type Sns = Sns;
+    type Metrics = Metrics;
+
+    fn ec2(&self, _account: &Account, _region: &str) -> Ec2 {
+        Ec2(self.ec2.clone())
+    }
+    fn sns(&self, _region: &str) -> Sns {
+        Sns(self.sns.clone())
+    }
+    fn metrics(&self, _account: &Account, _region: &str) -> Metrics {
+        Metrics(self.metrics.clone())
+    }
+    fn member_roles(&self) -> Option<&MemberRoles> {
+        self.members.as_deref()
+    }
 }
 
 pub fn guard(cfg: Config, ec2_rules: &[&Rule], sns_rules: &[&Rule]) -> Guard<FixedClients> {

@@ -11,14 +11,13 @@ use std::time::{Duration, SystemTime};
 use aws_config::Region;
 use aws_sdk_ec2::config::{Credentials, SharedCredentialsProvider};
 use aws_smithy_async::time::TimeSource;
-use imds_guard::aws::{load_sdk_config, FixedClients, RegionalClients};
+use imds_guard::aws::{load_sdk_config, MemberRoles, RegionalClients};
 use imds_guard::config::MemberRole;
 use imds_guard::guard::{Guard, GuardError};
-use imds_guard::member_roles::MemberRoles;
 use imds_guard::report::{Access, Outcome, Report, Status};
 use serde_json::Value;
 
-use crate::common::{config, moto_endpoint};
+use crate::common::{config, moto_endpoint, FixedClients};
 use crate::emulator::{event_for, launch, seen, topic, Launch};
 
 const CENTRAL: &str = "123456789012";

@@ -20,13 +20,13 @@ use aws_sdk_ec2::Client as Ec2Client;
 use aws_sdk_sns::operation::publish::PublishOutput;
 use aws_sdk_sns::Client as SnsClient;
 use aws_smithy_mocks::{mock, Rule};
-use imds_guard::aws::FixedClients;
+
 use imds_guard::guard::{Guard, GuardError};
 use imds_guard::policy::ReadinessVerdict;
 use imds_guard::report::{DefaultsAction, Idle, Outcome, Status};
 use serde_json::Value;
 
-use crate::common::{self, config, fixture};
+use crate::common::{self, config, fixture, FixedClients};
 use crate::faults::{described, meta, modify_ok, running, tag_ok};
 
 const TOPIC: &str = "arn:aws:sns:us-east-1:111122223333:imds-guard";

@@ -1,8 +1,7 @@
 //! Central mode: acting in member accounts. The function assumes the member
 //! role (`arn:<partition>:iam::<account>:role/<MEMBER_ROLE_NAME>`) with STS
 //! and keeps the credentials per account and region until shortly before
-//! they expire; events of its own account need no role. The organization's
-//! account list, for a sweep of every account, is read here too.
+//! they expire; events of its own account need no role.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -13,7 +12,8 @@ use aws_credential_types::provider::{self, error::CredentialsError, ProvideCrede
 use aws_credential_types::Credentials;
 use tracing::info;
 
-use crate::aws::{AwsError, CallCounter};
+use super::counter::CallCounter;
+use super::error::AwsError;
 use crate::config::MemberRole;
 
 /// Credentials are renewed when less than this is left of them: more than
@@ -266,45 +266,6 @@ impl ProvideCredentials for MemberCredentials {
                 .map_err(CredentialsError::provider_error)
         })
     }
-}
-
-/// Every active account of the organization (`organizations:ListAccounts`:
-/// the management account, or a delegated administrator, may call it).
-pub async fn organization_accounts(
-    client: &aws_sdk_organizations::Client,
-) -> Result<Vec<String>, AwsError> {
-    let mut accounts = Vec::new();
-    let mut token: Option<String> = None;
-    loop {
-        let out = client
-            .list_accounts()
-            .set_next_token(token.take())
-            .send()
-            .await
-            .map_err(|e| AwsError::classify(e, "organizations", "organizations:ListAccounts"))?;
-        for a in out.accounts() {
-            // `State` replaced `Status` (retired 2026-09-09); read either.
-            use aws_sdk_organizations::types::{AccountState, AccountStatus};
-            let active = match (a.state(), a.status()) {
-                (Some(state), _) => *state == AccountState::Active,
-                (None, Some(status)) => *status == AccountStatus::Active,
-                (None, None) => true,
-            };
-            if let Some(id) = a
-                .id()
-                .filter(|id| active && crate::validate::is_account_id(id))
-            {
-                accounts.push(id.to_string());
-            }
-        }
-        match out.next_token() {
-            Some(t) if !t.is_empty() => token = Some(t.to_string()),
-            _ => break,
-        }
-    }
-    accounts.sort();
-    accounts.dedup();
-    Ok(accounts)
 }
 
 #[cfg(test)]

@@ -1,0 +1,125 @@
+//! The seams between the flows and AWS: the few operations the event path
+//! and the sweep use, in the domain's types. The SDK adapters (`ec2`, `sns`,
+//! `cloudwatch`) implement them for real; tests implement them with mocked
+//! SDK clients (request building and error classification) or with an
+//! in-memory fake (flow logic).
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::time::Duration;
+
+use crate::event::Observed;
+use crate::notify::Notification;
+use crate::policy::{AccountDefaults, Remedy};
+
+use super::error::AwsError;
+use super::roles::{Account, MemberRoles};
+
+/// One page of a sweep's listing.
+#[derive(Debug, Default)]
+pub struct Page {
+    pub instances: Vec<Observed>,
+    pub next_token: Option<String>,
+    /// The account that owns the instances (so a sweep from the command
+    /// line can name its account without another call).
+    pub owner: Option<String>,
+}
+
+/// EC2, as the guard uses it in one account and region.
+pub trait Ec2Api: Send + Sync {
+    /// The instances among `ids` that EC2 shows now (absent: not shown yet,
+    /// or no longer).
+    fn describe(
+        &self,
+        ids: &[String],
+    ) -> impl Future<Output = Result<Vec<Observed>, AwsError>> + Send;
+    /// Sets every metadata option the remedy names, explicitly.
+    fn modify(
+        &self,
+        instance_id: &str,
+        remedy: &Remedy,
+    ) -> impl Future<Output = Result<(), AwsError>> + Send;
+    /// Sets one tag on many instances.
+    fn tag(
+        &self,
+        ids: &[String],
+        key: &str,
+        value: &str,
+    ) -> impl Future<Output = Result<(), AwsError>> + Send;
+    /// One page of the instances that can still serve IMDS; with
+    /// `only_optional`, EC2 leaves out those already at `required`.
+    fn list_page(
+        &self,
+        only_optional: bool,
+        token: Option<String>,
+    ) -> impl Future<Output = Result<Page, AwsError>> + Send;
+    /// The account's IMDS defaults for new launches.
+    fn metadata_defaults(&self) -> impl Future<Output = Result<AccountDefaults, AwsError>> + Send;
+    /// Sets the account default to `HttpTokens=required`, and nothing else.
+    fn require_tokens_by_default(&self) -> impl Future<Output = Result<(), AwsError>> + Send;
+}
+
+/// SNS: one message to one topic.
+pub trait Publisher: Send + Sync {
+    /// Publishes; returns the message id.
+    fn publish(
+        &self,
+        topic_arn: &str,
+        n: &Notification,
+    ) -> impl Future<Output = Result<String, AwsError>> + Send;
+}
+
+/// CloudWatch, for `MetadataNoToken`.
+pub trait MetricsApi: Send + Sync {
+    /// IMDSv1 calls each instance answered in the last `lookback`, summed;
+    /// instances with no data points are absent.
+    fn no_token_calls(
+        &self,
+        ids: &[String],
+        lookback: Duration,
+    ) -> impl Future<Output = Result<HashMap<String, f64>, AwsError>> + Send;
+}
+
+/// Hands out clients by account and region.
+pub trait Clients: Send + Sync {
+    type Ec2: Ec2Api;
+    type Sns: Publisher;
+    type Metrics: MetricsApi;
+
+    fn ec2(&self, account: &Account, region: &str) -> Self::Ec2;
+    /// Notifications go out from the function's own account.
+    fn sns(&self, region: &str) -> Self::Sns;
+    fn metrics(&self, account: &Account, region: &str) -> Self::Metrics;
+    /// Requests sent so far (every attempt, retries included), by operation.
+    fn calls(&self) -> BTreeMap<String, u64> {
+        BTreeMap::new()
+    }
+    /// Central mode's member roles, when configured.
+    fn member_roles(&self) -> Option<&MemberRoles> {
+        None
+    }
+    /// Which credentials act in `account` (`None`: the function's own): in
+    /// central mode, a member account's role, assumed here (and cached);
+    /// otherwise the function's own role acts, whatever the event.
+    fn enter(
+        &self,
+        account: Option<&str>,
+        region: &str,
+    ) -> impl Future<Output = Result<Account, AwsError>> + Send {
+        async move {
+            match self.member_roles() {
+                Some(members) => members.enter(account, region).await,
+                None => Ok(Account::Home),
+            }
+        }
+    }
+    /// Every active account of the organization.
+    fn organization_accounts(&self) -> impl Future<Output = Result<Vec<String>, AwsError>> + Send {
+        async {
+            Err(AwsError::Api {
+                code: "NotConfigured".into(),
+                message: "these clients cannot list the organization's accounts".into(),
+            })
+        }
+    }
+}

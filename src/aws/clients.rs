@@ -1,0 +1,206 @@
+//! The clients the function uses for real: one per service, account and
+//! region, built on first use.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use aws_config::{Region, SdkConfig};
+
+use crate::config::MemberRole;
+
+use super::api::Clients;
+use super::cloudwatch::Metrics;
+use super::counter::CallCounter;
+use super::ec2::Ec2;
+use super::error::AwsError;
+use super::roles::{Account, MemberCredentials, MemberRoles};
+use super::sns::Sns;
+
+type Key = (Account, String);
+
+/// One client per service, account and region, built on first use and kept
+/// for the life of the process (warm invocations reuse connections and
+/// credentials).
+pub struct RegionalClients {
+    base: SdkConfig,
+    ec2: Mutex<HashMap<Key, aws_sdk_ec2::Client>>,
+    sns: Mutex<HashMap<Key, aws_sdk_sns::Client>>,
+    metrics: Mutex<HashMap<Key, aws_sdk_cloudwatch::Client>>,
+    counter: CallCounter,
+    /// Central mode: the member role, assumed per account and region.
+    members: Option<Arc<MemberRoles>>,
+}
+
+impl RegionalClients {
+    pub fn new(base: SdkConfig) -> Self {
+        RegionalClients {
+            base,
+            ec2: Mutex::new(HashMap::new()),
+            sns: Mutex::new(HashMap::new()),
+            metrics: Mutex::new(HashMap::new()),
+            counter: CallCounter::default(),
+            members: None,
+        }
+    }
+
+    /// Central mode: act in member accounts through `role`.
+    pub fn with_member_role(mut self, role: Option<MemberRole>) -> Self {
+        self.members = role.map(|role| {
+            Arc::new(MemberRoles::new(
+                role,
+                self.base.clone(),
+                self.counter.clone(),
+            ))
+        });
+        self
+    }
+
+    /// A client's configuration: the function's own credentials, or the
+    /// member role's for a member account (cached by `MemberRoles`, which
+    /// renews them, so the SDK's own identity cache is left out).
+    fn layer<B>(&self, account: &Account, region: &str, builder: B) -> B
+    where
+        B: ConfigFor,
+    {
+        let b = builder
+            .region(Region::new(region.to_string()))
+            .interceptor(self.counter.clone());
+        match (account, &self.members) {
+            (Account::Member(id), Some(members)) => b.member(members.provider(id, region)),
+            _ => b,
+        }
+    }
+}
+
+/// What `layer` needs of each service's config builder.
+trait ConfigFor: Sized {
+    fn region(self, region: Region) -> Self;
+    fn interceptor(self, counter: CallCounter) -> Self;
+    fn member(self, provider: MemberCredentials) -> Self;
+}
+
+macro_rules! config_for {
+    ($($krate:ident),*) => {$(
+        impl ConfigFor for $krate::config::Builder {
+            fn region(self, region: Region) -> Self {
+                $krate::config::Builder::region(self, region)
+            }
+            fn interceptor(self, counter: CallCounter) -> Self {
+                $krate::config::Builder::interceptor(self, counter)
+            }
+            fn member(self, provider: MemberCredentials) -> Self {
+                self.credentials_provider(provider)
+                    .identity_cache($krate::config::IdentityCache::no_cache())
+            }
+        }
+    )*};
+}
+config_for!(aws_sdk_ec2, aws_sdk_sns, aws_sdk_cloudwatch);
+
+fn cached<C: Clone>(
+    map: &Mutex<HashMap<Key, C>>,
+    account: &Account,
+    region: &str,
+    build: impl FnOnce() -> C,
+) -> C {
+    // A poisoned lock only means another thread panicked while inserting;
+    // the map itself is still a valid cache.
+    let mut map = map.lock().unwrap_or_else(|p| p.into_inner());
+    map.entry((account.clone(), region.to_string()))
+        .or_insert_with(build)
+        .clone()
+}
+
+impl Clients for RegionalClients {
+    type Ec2 = Ec2;
+    type Sns = Sns;
+    type Metrics = Metrics;
+
+    fn ec2(&self, account: &Account, region: &str) -> Ec2 {
+        Ec2(cached(&self.ec2, account, region, || {
+            let b = aws_sdk_ec2::config::Builder::from(&self.base);
+            aws_sdk_ec2::Client::from_conf(self.layer(account, region, b).build())
+        }))
+    }
+
+    fn sns(&self, region: &str) -> Sns {
+        Sns(cached(&self.sns, &Account::Home, region, || {
+            let b = aws_sdk_sns::config::Builder::from(&self.base);
+            aws_sdk_sns::Client::from_conf(self.layer(&Account::Home, region, b).build())
+        }))
+    }
+
+    fn metrics(&self, account: &Account, region: &str) -> Metrics {
+        Metrics(cached(&self.metrics, account, region, || {
+            let b = aws_sdk_cloudwatch::config::Builder::from(&self.base);
+            aws_sdk_cloudwatch::Client::from_conf(self.layer(account, region, b).build())
+        }))
+    }
+
+    fn calls(&self) -> BTreeMap<String, u64> {
+        self.counter.snapshot()
+    }
+
+    fn member_roles(&self) -> Option<&MemberRoles> {
+        self.members.as_deref()
+    }
+
+    async fn organization_accounts(&self) -> Result<Vec<String>, AwsError> {
+        // Organizations answers in one region per partition; us-east-1 for
+        // the commercial one (the endpoint resolver knows the others).
+        let region = match self.base.region().map(|r| r.as_ref()) {
+            Some(r) if r.starts_with("cn-") => "cn-northwest-1",
+            Some(r) if r.starts_with("us-gov-") => "us-gov-west-1",
+            _ => "us-east-1",
+        };
+        let conf = aws_sdk_organizations::config::Builder::from(&self.base)
+            .region(Region::new(region))
+            .interceptor(self.counter.clone())
+            .build();
+        super::organizations::organization_accounts(&aws_sdk_organizations::Client::from_conf(conf))
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_config::BehaviorVersion;
+    use aws_sdk_ec2::config::Credentials;
+
+    fn offline_base() -> SdkConfig {
+        SdkConfig::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .credentials_provider(aws_sdk_ec2::config::SharedCredentialsProvider::new(
+                Credentials::new("AKID", "secret", None, None, "test"),
+            ))
+            .build()
+    }
+
+    #[test]
+    fn one_client_per_region_built_once_and_in_that_region() {
+        let clients = RegionalClients::new(offline_base());
+        let west = clients.ec2(&Account::Home, "eu-west-1");
+        let again = clients.ec2(&Account::Home, "eu-west-1");
+        let east = clients.ec2(&Account::Home, "us-east-2");
+        assert_eq!(west.0.config().region().unwrap().as_ref(), "eu-west-1");
+        assert_eq!(again.0.config().region().unwrap().as_ref(), "eu-west-1");
+        assert_eq!(east.0.config().region().unwrap().as_ref(), "us-east-2");
+        assert_eq!(
+            clients.ec2.lock().unwrap().len(),
+            2,
+            "cached, not rebuilt per call"
+        );
+        assert_eq!(
+            clients
+                .sns("ap-south-1")
+                .0
+                .config()
+                .region()
+                .unwrap()
+                .as_ref(),
+            "ap-south-1"
+        );
+    }
+}

@@ -1,0 +1,26 @@
+//! Every AWS call the function makes, behind small adapters that speak the
+//! domain's types. The flows see only the traits of `api`; the SDK adapters
+//! (`ec2`, `sns`, `cloudwatch`, `roles`, `organizations`) implement them, and
+//! `clients` hands them out per account and region. Errors are classified
+//! once, in `error`.
+//!
+//! Dependencies run one way: `api` and the adapters use `error` (and
+//! `roles` the call `counter`); `clients` uses them all; none uses `clients`.
+
+pub mod api;
+pub mod clients;
+pub mod cloudwatch;
+pub mod counter;
+pub mod ec2;
+pub mod error;
+pub mod organizations;
+pub mod roles;
+pub mod sdk;
+pub mod sns;
+
+pub use api::{Clients, Ec2Api, MetricsApi, Page, Publisher};
+pub use clients::RegionalClients;
+pub use counter::CallCounter;
+pub use error::AwsError;
+pub use roles::{Account, MemberRoles};
+pub use sdk::{load_sdk_config, page_timeouts, sdk_retry, sdk_timeouts};
