@@ -240,9 +240,7 @@ fn sweep(args: &[String]) -> Result<ExitCode, String> {
                 let _ = std::io::stderr().flush();
             }
         };
-        let result = guard
-            .counting_calls(guard.sweep(ctx, regions, None, &show))
-            .await;
+        let result = guard.sweep(ctx, regions, None, &show).await;
         if tty {
             eprintln!();
         }

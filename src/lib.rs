@@ -2,12 +2,17 @@
 //!
 //! The domain (`event`, `config`, `policy`, `report`, `notify`) is the
 //! `imds-guard-domain` crate, plain Rust with no AWS types, re-exported here;
-//! `aws` holds every AWS call; `guard` runs one event through
-//! event → decision → actions → report; `cli` and `main` are the two doors.
+//! `aws` holds every AWS call behind small traits; `guard` reads a payload
+//! and hands it to its flow, `event_path` (event → decision → actions →
+//! report) or `sweep`; both act through `act`, the one way to act, and
+//! report through `outputs`; `cli` and `main` are the two doors.
 
 pub use imds_guard_domain::{config, event, glob, notify, plan, policy, report, validate};
 
+pub mod act;
 pub mod aws;
 pub mod cli;
+pub mod event_path;
 pub mod guard;
+pub mod outputs;
 pub mod sweep;

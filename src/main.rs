@@ -5,8 +5,8 @@ use std::process::ExitCode;
 
 use imds_guard::aws::{load_sdk_config, RegionalClients};
 use imds_guard::config::Config;
-use imds_guard::guard::Guard;
-use lambda_runtime::{service_fn, LambdaEvent};
+use imds_guard::guard::{Guard, GuardError};
+use lambda_runtime::{service_fn, Diagnostic, LambdaEvent};
 use serde_json::Value;
 
 // lambda_runtime reports a panic in the handler as that invocation's error
@@ -59,7 +59,10 @@ fn function() -> ExitCode {
             // A sweep stops in time to report before the function's timeout.
             let deadline =
                 remaining(event.context.deadline).map(|left| tokio::time::Instant::now() + left);
-            guard.handle_until(&event.payload, deadline).await
+            guard
+                .handle_until(&event.payload, deadline)
+                .await
+                .map_err(diagnostic)
         }))
         .await
     });
@@ -69,6 +72,19 @@ fn function() -> ExitCode {
             tracing::error!("runtime stopped: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The invocation's error as Lambda records it: a type a person (or a
+/// metric filter) can match, and the message naming what was not handled.
+fn diagnostic(e: GuardError) -> Diagnostic {
+    let error_type = match e {
+        GuardError::Malformed(_) => "ImdsGuard.MalformedEvent",
+        GuardError::Unhandled { .. } => "ImdsGuard.Unhandled",
+    };
+    Diagnostic {
+        error_type: error_type.into(),
+        error_message: e.to_string(),
     }
 }
 

@@ -1,36 +1,34 @@
 //! The fleet sweep: catches what events miss (instances launched before the
 //! guardrail, events EventBridge never delivered). Each region is listed page
 //! by page, so memory stays bounded by a page and the instances with news;
-//! every instance is decided by the same policy as the event path and acted
-//! on as the mode says; one report and one notification sum the sweep up,
-//! with each region's account defaults and its readiness for AWS's own
-//! `HttpTokensEnforced`.
+//! every instance is decided by the same plan as the event path and acted on
+//! through the same layer (`act`, at the sweep's pace); one report and one
+//! notification sum the sweep up, with each region's account defaults and
+//! its readiness for AWS's own `HttpTokensEnforced`.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::time::Duration;
 
-use futures_util::future::join_all;
 use futures_util::stream::{self, StreamExt};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
+use crate::act::{apply_default, write_tags, Pacer, Pacing};
 use crate::aws::{Account, AwsError, Clients, Ec2Api, MetricsApi};
-use crate::config::{Mode, SweepAccounts};
+use crate::config::{Config, Mode, SweepAccounts};
 use crate::event::{EventContext, Observed, Trigger};
-use crate::guard::{backoff, conclude, log_decision, write_tags, Guard, GuardError};
-use crate::plan::{plan, sweep_default_action};
+use crate::outputs::{conclude, log_decision, tell, GuardError};
+use crate::plan::{hold_back, plan, sweep_default_action, unread_metric};
 use crate::policy::{readiness, Remedy, SweepFacts};
 use crate::report::{
-    Access, AccountSweep, DefaultsAction, Idle, InstanceReport, Outcome, RegionSweep, Report,
-    Status, SweepSummary,
+    Access, AccountSweep, DefaultsAction, InstanceReport, Outcome, RegionSweep, Report, Status,
+    SweepSummary,
 };
+use crate::validate::is_account_id;
 
 /// Instances with news kept in the report, across regions; beyond this only
 /// counts grow (failed instances are always kept: they must be named).
 pub const MAX_LISTED: usize = 1000;
-/// Modify calls in flight at once in one region, at most; halved whenever
-/// EC2 throttles, grown back by one per calm round.
-pub const MAX_MODIFY_CONCURRENCY: usize = 8;
 /// Account-region pairs swept at once (a pair holds at most one page of
 /// instances in memory; the function has 128 MB).
 const SWEEP_CONCURRENCY: usize = 4;
@@ -60,14 +58,25 @@ struct RegionResult {
     who: Account,
 }
 
-impl<C: Clients> Guard<C> {
+/// A sweep of regions, in the accounts configured, with the configuration
+/// and clients it acts with.
+pub struct Sweep<'a, C> {
+    cfg: &'a Config,
+    clients: &'a C,
+}
+
+impl<'a, C: Clients> Sweep<'a, C> {
+    pub fn new(cfg: &'a Config, clients: &'a C) -> Self {
+        Sweep { cfg, clients }
+    }
+
     /// Sweeps `regions` of the accounts configured (`SWEEP_ACCOUNTS`; the
     /// function's own by default), a few account-region pairs at a time. The
     /// report holds each pair's counts, account defaults and readiness, one
     /// line per account, and the instances with news; the invocation fails,
     /// naming them, when an instance, a region or an account could not be
     /// handled.
-    pub async fn sweep(
+    pub async fn run(
         &self,
         ctx: EventContext,
         regions: Vec<String>,
@@ -114,7 +123,7 @@ impl<C: Clients> Guard<C> {
         let per_pair = MAX_LISTED / pairs.len().max(1);
         let results: Vec<RegionResult> = stream::iter(pairs)
             .map(|(account, region)| async move {
-                self.sweep_region(account.as_deref(), &region, per_pair, deadline, progress)
+                self.region(account.as_deref(), &region, per_pair, deadline, progress)
                     .await
             })
             .buffered(SWEEP_CONCURRENCY)
@@ -149,11 +158,13 @@ impl<C: Clients> Guard<C> {
         accounts.sort_by(|a, b| a.account.cmp(&b.account));
         sweep.accounts = accounts;
         report.sweep = Some(sweep);
-        let notify_error = self.tell(&mut report).await;
+        let notify_error = tell(self.cfg, self.clients, &mut report).await;
         conclude(report, notify_error)
     }
 
-    async fn sweep_region(
+    /// One account-region: its instances listed and acted on while its
+    /// account defaults are read (and set, when configured), then judged.
+    async fn region(
         &self,
         account: Option<&str>,
         region: &str,
@@ -232,7 +243,9 @@ impl<C: Clients> Guard<C> {
             "every instance (MAX_HOP_LIMIT needs each hop limit)".into()
         };
         let mut token: Option<String> = None;
-        let mut concurrency = MAX_MODIFY_CONCURRENCY;
+        // One pace for the whole region: what EC2 throttled on one page
+        // slows the next.
+        let mut pacer = Pacer::new(Pacing::SWEEP);
         let stop_at = stop_time(deadline);
         loop {
             if stop_at.is_some_and(|t| Instant::now() >= t) {
@@ -263,18 +276,11 @@ impl<C: Clients> Guard<C> {
             };
             out.summary.pages += 1;
             if out.owner.is_none() {
-                out.owner = page.owner.filter(|o| crate::validate::is_account_id(o));
+                out.owner = page.owner.filter(|o| is_account_id(o));
             }
             out.summary.examined += page.instances.len() as u64;
-            self.sweep_page(
-                ec2,
-                page.instances,
-                out,
-                max_listed,
-                &mut concurrency,
-                stop_at,
-            )
-            .await;
+            self.page(ec2, page.instances, out, max_listed, &mut pacer, stop_at)
+                .await;
             progress(Progress {
                 account: out.summary.account.as_deref(),
                 region,
@@ -287,12 +293,13 @@ impl<C: Clients> Guard<C> {
                 None => break,
             }
         }
+        out.summary.throttled = pacer.throttled;
     }
 
     /// Reads the account's defaults, and sets `HttpTokens=required` when
     /// configured to (enforce mode only; never `HttpTokensEnforced`).
     async fn account_defaults(&self, ec2: &impl Ec2Api, s: &mut RegionSweep) {
-        let defaults = match ec2.metadata_defaults().await {
+        let mut defaults = match ec2.metadata_defaults().await {
             Ok(d) => d,
             Err(e) => {
                 s.account_default_action = DefaultsAction::Unreadable(e.to_string());
@@ -304,32 +311,28 @@ impl<C: Clients> Guard<C> {
                 return;
             }
         };
-        let mut defaults = defaults;
-        s.account_default_action = match sweep_default_action(&self.cfg, &defaults) {
-            Err(action) => action,
-            Ok(()) => match ec2.require_tokens_by_default().await {
-                Ok(()) => {
-                    defaults.http_tokens = Some("required".into());
-                    DefaultsAction::Set
-                }
-                Err(e) => {
-                    s.errors
-                        .push(format!("could not set the account default: {e}"));
-                    DefaultsAction::SetFailed
-                }
-            },
-        };
+        let decision = sweep_default_action(self.cfg, &defaults);
+        let (action, error) = apply_default(
+            ec2,
+            decision,
+            DefaultsAction::Set,
+            DefaultsAction::SetFailed,
+            Some(&mut defaults),
+        )
+        .await;
+        s.account_default_action = action;
+        s.errors.extend(error);
         s.account_defaults = Some(defaults);
     }
 
     /// Decides one page, acts on it and records the outcomes.
-    async fn sweep_page(
+    async fn page(
         &self,
         ec2: &impl Ec2Api,
         instances: Vec<Observed>,
         out: &mut RegionResult,
         max_listed: usize,
-        concurrency: &mut usize,
+        pacer: &mut Pacer,
         stop_at: Option<Instant>,
     ) {
         let region = out.summary.region.clone();
@@ -342,7 +345,7 @@ impl<C: Clients> Guard<C> {
         let mut reports: Vec<InstanceReport> = Vec::new();
         let mut remedies: Vec<Option<Remedy>> = Vec::new();
         for o in &instances {
-            let (report, remedy) = plan(&self.cfg, o, &ctx, Trigger::Sweep);
+            let (report, remedy) = plan(self.cfg, o, &ctx, Trigger::Sweep);
             if matches!(report.outcome, Outcome::Compliant | Outcome::Gone) {
                 *out.summary.counts.entry(report.outcome).or_insert(0) += 1;
                 continue;
@@ -363,7 +366,7 @@ impl<C: Clients> Guard<C> {
             .await;
         }
 
-        // Act: enforce modifies, with concurrency that yields to throttling.
+        // Act, at the sweep's pace.
         let to_modify: Vec<(usize, Remedy)> = remedies
             .into_iter()
             .enumerate()
@@ -371,16 +374,16 @@ impl<C: Clients> Guard<C> {
             .collect();
         let budget_end = Instant::now() + self.cfg.retry_budget;
         let deadline = stop_at.map_or(budget_end, |s| s.min(budget_end));
-        out.summary.throttled +=
-            remediate_adaptive(ec2, &mut reports, to_modify, concurrency, deadline).await;
-        self.tag_sweep(ec2, &mut reports).await;
+        pacer
+            .remediate(ec2, &mut reports, to_modify, deadline)
+            .await;
+        write_tags(ec2, &self.cfg.status_tag_key, self.cfg.mode, &mut reports).await;
 
         // Record.
         for mut r in reports {
             log_decision(&ctx, self.cfg.mode, &r);
             *out.summary.counts.entry(r.outcome).or_insert(0) += 1;
-            let news = r.notify || r.outcome == Outcome::Failed || r.error.is_some();
-            if !news {
+            if !r.is_news() {
                 continue;
             }
             if out.listed.len() < max_listed || r.outcome == Outcome::Failed || r.error.is_some() {
@@ -394,9 +397,8 @@ impl<C: Clients> Guard<C> {
     }
 
     /// With `CHECK_METADATA_NO_TOKEN`, an instance that answered IMDSv1
-    /// calls in the lookback is flagged instead of changed: requiring tokens
-    /// would break the software that still makes those calls. If the metric
-    /// cannot be read, nothing is changed blind: those instances fail.
+    /// calls in the lookback is flagged instead of changed (`plan::hold_back`);
+    /// if the metric cannot be read, nothing is changed blind.
     async fn hold_back_v1_users(
         &self,
         who: &Account,
@@ -419,139 +421,26 @@ impl<C: Clients> Guard<C> {
             return;
         }
         let hours = self.cfg.no_token_lookback.as_secs() / 3600;
-        let calls: HashMap<String, f64> = match self
+        let calls: Result<HashMap<String, f64>, AwsError> = self
             .clients
             .metrics(who, region)
             .no_token_calls(&ids, self.cfg.no_token_lookback)
-            .await
-        {
-            Ok(c) => c,
-            Err(e) => {
-                for (r, remedy) in reports.iter_mut().zip(remedies.iter_mut()) {
-                    if remedy.take().is_some() {
-                        *r = failed_like(
-                            r,
-                            format!(
-                                "MetadataNoToken could not be read, so nothing was changed: {e}"
-                            ),
-                        );
+            .await;
+        for (r, remedy) in reports.iter_mut().zip(remedies.iter_mut()) {
+            match &calls {
+                Err(e) => unread_metric(r, remedy, &e.to_string()),
+                Ok(calls) => {
+                    let n = calls.get(&r.instance_id).copied().unwrap_or(0.0);
+                    if hold_back(r, remedy, n, hours) {
+                        s.v1_in_use += 1;
                     }
                 }
-                return;
-            }
-        };
-        for (r, remedy) in reports.iter_mut().zip(remedies.iter_mut()) {
-            let Some(&n) = calls.get(&r.instance_id).filter(|n| **n > 0.0) else {
-                continue;
-            };
-            s.v1_in_use += 1;
-            r.findings.push(format!(
-                "answered {n:.0} IMDSv1 call(s) in the last {hours}h (MetadataNoToken)"
-            ));
-            if let Some(remedy) = remedy.take() {
-                r.outcome = Outcome::Flagged;
-                r.action = Idle::HeldBack.into();
-                r.would = Some(remedy.to_string());
             }
         }
-    }
-
-    /// Tags what the sweep acted on, one `CreateTags` call per value.
-    async fn tag_sweep(&self, ec2: &impl Ec2Api, reports: &mut [InstanceReport]) {
-        write_tags(ec2, &self.cfg.status_tag_key, self.cfg.mode, reports).await;
     }
 }
 
 /// When a sweep stops taking new work: `STOP_MARGIN` before the deadline.
 fn stop_time(deadline: Option<Instant>) -> Option<Instant> {
     deadline.map(|d| d.checked_sub(STOP_MARGIN).unwrap_or(d))
-}
-
-fn failed_like(r: &InstanceReport, error: String) -> InstanceReport {
-    let mut f = InstanceReport::failed(&r.instance_id, error);
-    f.findings = r.findings.clone();
-    f.before = r.before.clone();
-    f.image_id = r.image_id.clone();
-    f
-}
-
-/// Applies remedies in rounds of at most `concurrency` calls. A round EC2
-/// throttled (after the SDK's own retries) halves the concurrency and waits
-/// before retrying the throttled calls; a calm round grows it back by one.
-/// Instances still `pending` are retried, ones terminated meanwhile end
-/// `gone`, and nothing is retried past `deadline`. Returns the throttled calls.
-async fn remediate_adaptive(
-    ec2: &impl Ec2Api,
-    reports: &mut [InstanceReport],
-    to_modify: Vec<(usize, Remedy)>,
-    concurrency: &mut usize,
-    deadline: Instant,
-) -> u64 {
-    let mut queue: VecDeque<(usize, Remedy)> = to_modify.into();
-    let mut throttled_calls = 0;
-    let mut waits = 0;
-    while !queue.is_empty() {
-        let n = (*concurrency)
-            .clamp(1, MAX_MODIFY_CONCURRENCY)
-            .min(queue.len());
-        let round: Vec<(usize, Remedy)> = queue.drain(..n).collect();
-        let results = join_all(
-            round
-                .iter()
-                .map(|(idx, remedy)| ec2.modify(&reports[*idx].instance_id, remedy)),
-        )
-        .await;
-        let mut throttled = false;
-        let mut retry_later = false;
-        for ((idx, remedy), result) in round.into_iter().zip(results) {
-            let r = &mut reports[idx];
-            let Err(e) = result else { continue };
-            let still_there = if e.is_incorrect_state() {
-                match ec2.describe(std::slice::from_ref(&r.instance_id)).await {
-                    Ok(found) => found.first().and_then(|o| o.state.clone()),
-                    Err(_) => Some("unknown".into()),
-                }
-            } else {
-                None
-            };
-            if let Some(state @ ("shutting-down" | "terminated")) = still_there.as_deref() {
-                gone(r, state);
-                continue;
-            }
-            if e.is_not_found() {
-                // Listed a moment ago, unknown now: terminated and purged.
-                gone(r, "no longer there");
-            } else if e.is_throttle() || e.is_incorrect_state() {
-                throttled |= e.is_throttle();
-                throttled_calls += u64::from(e.is_throttle());
-                if Instant::now() < deadline {
-                    retry_later = true;
-                    queue.push_back((idx, remedy));
-                } else {
-                    fail(r, &e, "still refused when the retry budget ran out: ");
-                }
-            } else {
-                fail(r, &e, "");
-            }
-        }
-        if throttled {
-            *concurrency = (*concurrency / 2).max(1);
-        } else {
-            *concurrency = (*concurrency + 1).min(MAX_MODIFY_CONCURRENCY);
-        }
-        if retry_later {
-            let now = Instant::now();
-            tokio::time::sleep(backoff(waits).min(deadline.saturating_duration_since(now))).await;
-            waits += 1;
-        }
-    }
-    throttled_calls
-}
-
-fn gone(r: &mut InstanceReport, state: &str) {
-    r.mark_gone(state);
-}
-
-fn fail(r: &mut InstanceReport, e: &AwsError, prefix: &str) {
-    r.mark_failed(format!("{prefix}{e}"));
 }

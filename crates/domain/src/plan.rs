@@ -196,6 +196,40 @@ pub fn sweep_default_action(
     }
 }
 
+/// With `CHECK_METADATA_NO_TOKEN`: an instance that answered `calls` IMDSv1
+/// calls in the last `hours` is not changed (requiring tokens would break
+/// the software still making them) but flagged, with the finding. Returns
+/// whether it is still in use.
+pub fn hold_back(
+    r: &mut InstanceReport,
+    remedy: &mut Option<Remedy>,
+    calls: f64,
+    hours: u64,
+) -> bool {
+    if calls <= 0.0 {
+        return false;
+    }
+    r.findings.push(format!(
+        "answered {calls:.0} IMDSv1 call(s) in the last {hours}h (MetadataNoToken)"
+    ));
+    if let Some(remedy) = remedy.take() {
+        r.outcome = Outcome::Flagged;
+        r.action = Idle::HeldBack.into();
+        r.would = Some(remedy.to_string());
+    }
+    true
+}
+
+/// The metric could not be read: nothing is changed blind, and the instance
+/// a remedy was planned for fails, named.
+pub fn unread_metric(r: &mut InstanceReport, remedy: &mut Option<Remedy>, error: &str) {
+    if remedy.take().is_some() {
+        r.mark_failed(format!(
+            "MetadataNoToken could not be read, so nothing was changed: {error}"
+        ));
+    }
+}
+
 /// Why an invocation fails, naming every instance (and the notification)
 /// it could not handle; `None` when it did not fail.
 pub fn failure_summary(report: &Report, notify_error: Option<&str>) -> Option<String> {
@@ -410,6 +444,45 @@ mod tests {
             sweep_default_action(&c, &AccountDefaults::default()),
             Ok(())
         );
+    }
+
+    #[test]
+    fn an_imdsv1_user_is_held_back_and_an_unread_metric_changes_nothing() {
+        let (mut r, mut remedy) = plan(
+            &cfg(Mode::Enforce),
+            &optional("i-00000001"),
+            &launch(),
+            Trigger::Sweep,
+        );
+        assert!(
+            !hold_back(&mut r, &mut remedy, 0.0, 168),
+            "no calls: not held"
+        );
+        assert!(remedy.is_some());
+        assert!(hold_back(&mut r, &mut remedy, 12.0, 168));
+        assert!(remedy.is_none(), "nothing is changed");
+        assert_eq!(
+            (r.outcome, &r.action.idle),
+            (Outcome::Flagged, &Idle::HeldBack)
+        );
+        assert!(r
+            .findings
+            .last()
+            .unwrap()
+            .contains("answered 12 IMDSv1 call(s) in the last 168h"));
+        assert!(r.would.is_some());
+
+        let (mut r, mut remedy) = plan(
+            &cfg(Mode::Enforce),
+            &optional("i-00000002"),
+            &launch(),
+            Trigger::Sweep,
+        );
+        unread_metric(&mut r, &mut remedy, "AccessDenied");
+        assert!(remedy.is_none());
+        assert_eq!(r.outcome, Outcome::Failed);
+        assert!(!r.action.wrote(), "the planned write is taken back");
+        assert!(r.error.unwrap().contains("AccessDenied"));
     }
 
     #[test]

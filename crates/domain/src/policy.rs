@@ -110,6 +110,11 @@ pub enum Verdict {
     },
 }
 
+/// An instance in this state has nothing left to protect.
+pub fn is_gone(state: &str) -> bool {
+    matches!(state, "shutting-down" | "terminated")
+}
+
 /// The status tag value that records a principal exemption at launch.
 pub const EXEMPT_STATUS: &str = "exempt";
 
@@ -133,12 +138,10 @@ impl<'a> Policy<'a> {
     }
 
     pub fn decide(&self, instance: &Observed, principal: &Principal) -> Verdict {
-        if let Some(state) = instance.state.as_deref() {
-            if matches!(state, "shutting-down" | "terminated") {
-                return Verdict::Gone {
-                    state: state.to_string(),
-                };
-            }
+        if let Some(state) = instance.state.as_deref().filter(|s| is_gone(s)) {
+            return Verdict::Gone {
+                state: state.to_string(),
+            };
         }
         let o = &instance.options;
         let Some(endpoint) = o.http_endpoint.as_deref() else {

@@ -1,0 +1,292 @@
+//! One way to act, for the event path and the sweep alike: look at
+//! instances, apply remedies, write the status tag, set the account default,
+//! back off, and record what became of each instance. What differs between
+//! the two paths is a `Pacing`, not a copy of the code:
+//!
+//! | | event path | sweep |
+//! |---|---|---|
+//! | modifies in flight | 8 | 8 at most, halved when EC2 throttles, grown back by one per calm round |
+//! | EC2 throttles (after the SDK's retries) | the instance fails | slow down and retry |
+//! | `InvalidInstanceID.NotFound` | not visible yet: retry | listed a moment ago: gone |
+//!
+//! Both retry an instance still `pending` (`IncorrectInstanceState`) within
+//! the deadline, and end one shutting down or terminated as `gone`.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use tokio::time::Instant;
+
+use crate::aws::{AwsError, Ec2Api};
+use crate::config::Mode;
+use crate::event::Observed;
+use crate::plan::tag_batches;
+use crate::policy::{is_gone, AccountDefaults, Remedy};
+use crate::report::{DefaultsAction, InstanceReport, Outcome, Step};
+
+/// Modify calls in flight at once, at most.
+pub const MAX_MODIFY_CONCURRENCY: usize = 8;
+pub const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+const MAX_BACKOFF: Duration = Duration::from_secs(8);
+
+/// What an instance EC2 does not know (`InvalidInstanceID.NotFound`) means.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NotFound {
+    /// A new instance EC2 does not show yet (eventual consistency): retry.
+    NotYetVisible,
+    /// One that was listed a moment ago: terminated and purged since.
+    Gone,
+}
+
+/// How a flow paces its writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pacing {
+    /// Modifies in flight at once, at most.
+    pub max_concurrency: usize,
+    /// When EC2 throttles after the SDK's own retries: halve the concurrency
+    /// and retry (true), or fail the instance (false).
+    pub adaptive: bool,
+    pub not_found: NotFound,
+}
+
+impl Pacing {
+    /// One event's few instances, new ones among them.
+    pub const EVENT: Pacing = Pacing {
+        max_concurrency: MAX_MODIFY_CONCURRENCY,
+        adaptive: false,
+        not_found: NotFound::NotYetVisible,
+    };
+    /// A region's many instances, at EC2's pace.
+    pub const SWEEP: Pacing = Pacing {
+        max_concurrency: MAX_MODIFY_CONCURRENCY,
+        adaptive: true,
+        not_found: NotFound::Gone,
+    };
+}
+
+/// Applies remedies at a pace, remembering the concurrency from one batch
+/// to the next (a sweep's pages) and counting what EC2 throttled.
+#[derive(Debug)]
+pub struct Pacer {
+    pacing: Pacing,
+    concurrency: usize,
+    /// Modify calls EC2 throttled even after the SDK's retries.
+    pub throttled: u64,
+}
+
+impl Pacer {
+    pub fn new(pacing: Pacing) -> Self {
+        Pacer {
+            pacing,
+            concurrency: pacing.max_concurrency,
+            throttled: 0,
+        }
+    }
+
+    pub fn concurrency(&self) -> usize {
+        self.concurrency
+    }
+
+    /// Applies each remedy (`todo`: index into `reports`, remedy) in rounds
+    /// of at most the current concurrency. What cannot be applied ends
+    /// `gone` or `failed` in its report; nothing is retried past `deadline`.
+    pub async fn remediate(
+        &mut self,
+        ec2: &impl Ec2Api,
+        reports: &mut [InstanceReport],
+        todo: Vec<(usize, Remedy)>,
+        deadline: Instant,
+    ) {
+        let mut queue: VecDeque<(usize, Remedy)> = todo.into();
+        let mut waits = 0;
+        while !queue.is_empty() {
+            let n = self
+                .concurrency
+                .clamp(1, self.pacing.max_concurrency)
+                .min(queue.len());
+            let round: Vec<(usize, Remedy)> = queue.drain(..n).collect();
+            let results = join_all(
+                round
+                    .iter()
+                    .map(|(idx, remedy)| ec2.modify(&reports[*idx].instance_id, remedy)),
+            )
+            .await;
+            let mut throttled = false;
+            let mut retry_later = false;
+            for ((idx, remedy), result) in round.into_iter().zip(results) {
+                let r = &mut reports[idx];
+                let Err(e) = result else { continue };
+                match self.after_refusal(ec2, &r.instance_id, &e).await {
+                    Next::Gone(state) => r.mark_gone(&state),
+                    Next::Fail => r.mark_failed(e.to_string()),
+                    Next::Retry => {
+                        throttled |= e.is_throttle();
+                        self.throttled += u64::from(e.is_throttle());
+                        if Instant::now() < deadline {
+                            retry_later = true;
+                            queue.push_back((idx, remedy));
+                        } else {
+                            r.mark_failed(format!(
+                                "still refused when the retry budget ran out: {e}"
+                            ));
+                        }
+                    }
+                }
+            }
+            if self.pacing.adaptive {
+                self.concurrency = if throttled {
+                    (self.concurrency / 2).max(1)
+                } else {
+                    (self.concurrency + 1).min(self.pacing.max_concurrency)
+                };
+            }
+            if retry_later {
+                sleep_until_retry(waits, deadline).await;
+                waits += 1;
+            }
+        }
+    }
+
+    /// What to do about an instance whose modify EC2 refused.
+    async fn after_refusal(&self, ec2: &impl Ec2Api, id: &str, e: &AwsError) -> Next {
+        if e.is_incorrect_state() {
+            // Refused: still pending, or already on its way out?
+            let state = match ec2.describe(&[id.to_string()]).await {
+                Ok(found) => found.first().and_then(|o| o.state.clone()),
+                Err(_) => None,
+            };
+            return match state {
+                Some(state) if is_gone(&state) => Next::Gone(state),
+                _ => Next::Retry,
+            };
+        }
+        if e.is_not_found() {
+            return match self.pacing.not_found {
+                NotFound::Gone => Next::Gone("no longer there".into()),
+                NotFound::NotYetVisible => Next::Retry,
+            };
+        }
+        if e.is_throttle() && self.pacing.adaptive {
+            return Next::Retry;
+        }
+        Next::Fail
+    }
+}
+
+enum Next {
+    Retry,
+    Gone(String),
+    Fail,
+}
+
+/// The wait before retry number `attempt` (from 0): doubling from half a
+/// second, at most 8 s.
+pub fn backoff(attempt: u32) -> Duration {
+    FIRST_BACKOFF
+        .saturating_mul(2u32.saturating_pow(attempt))
+        .min(MAX_BACKOFF)
+}
+
+async fn sleep_until_retry(attempt: u32, deadline: Instant) {
+    let left = deadline.saturating_duration_since(Instant::now());
+    tokio::time::sleep(backoff(attempt).min(left)).await;
+}
+
+/// Describes `ids`, retrying those EC2 does not show yet (new instances)
+/// until `deadline`. Returns what was seen and, per id, why it could not be.
+pub async fn look(
+    ec2: &impl Ec2Api,
+    ids: &[String],
+    deadline: Instant,
+    budget: Duration,
+) -> (HashMap<String, Observed>, HashMap<String, String>) {
+    let mut seen = HashMap::new();
+    let mut missing: Vec<String> = ids.to_vec();
+    let mut attempt = 0;
+    loop {
+        match ec2.describe(&missing).await {
+            Ok(found) => {
+                for o in found {
+                    missing.retain(|id| id != &o.instance_id);
+                    seen.insert(o.instance_id.clone(), o);
+                }
+                if missing.is_empty() {
+                    return (seen, HashMap::new());
+                }
+            }
+            // An InstanceIds-style lookup answers NotFound for new ids: retry.
+            Err(e) if e.is_not_found() => {}
+            Err(e) => {
+                let why = e.to_string();
+                return (
+                    seen,
+                    missing.into_iter().map(|id| (id, why.clone())).collect(),
+                );
+            }
+        }
+        if Instant::now() >= deadline {
+            let why = format!(
+                "EC2 did not show the instance within {}s (DescribeInstances)",
+                budget.as_secs()
+            );
+            return (
+                seen,
+                missing.into_iter().map(|id| (id, why.clone())).collect(),
+            );
+        }
+        sleep_until_retry(attempt, deadline).await;
+        attempt += 1;
+    }
+}
+
+/// Tags what was acted on, one `CreateTags` call per value (see
+/// `plan::tag_batches`). A failed tag is an error on each instance; in
+/// notify mode, where tagging was the whole action, the instance fails.
+pub async fn write_tags(ec2: &impl Ec2Api, key: &str, mode: Mode, reports: &mut [InstanceReport]) {
+    for batch in tag_batches(mode, reports) {
+        let result = ec2.tag(&batch.ids, key, batch.value).await;
+        let ids: HashSet<&String> = batch.ids.iter().collect();
+        for r in reports.iter_mut().filter(|r| ids.contains(&r.instance_id)) {
+            match &result {
+                Ok(()) => r.action.push(Step::Tagged {
+                    key: key.to_string(),
+                    value: batch.value.to_string(),
+                }),
+                Err(e) => {
+                    r.error = Some(format!("tagging failed: {e}"));
+                    if r.outcome == Outcome::Flagged && mode == Mode::Notify {
+                        r.outcome = Outcome::Failed;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Carries out a decision about the account default (`plan`): `Err` is the
+/// action to report as it is; `Ok` sets `HttpTokens=required` and reports
+/// `done`, or `failed` with the error. `defaults`, when known, is updated.
+pub async fn apply_default(
+    ec2: &impl Ec2Api,
+    decision: Result<(), DefaultsAction>,
+    done: DefaultsAction,
+    failed: DefaultsAction,
+    defaults: Option<&mut AccountDefaults>,
+) -> (DefaultsAction, Option<String>) {
+    match decision {
+        Err(action) => (action, None),
+        Ok(()) => match ec2.require_tokens_by_default().await {
+            Ok(()) => {
+                if let Some(d) = defaults {
+                    d.http_tokens = Some("required".into());
+                }
+                (done, None)
+            }
+            Err(e) => (
+                failed,
+                Some(format!("could not set the account default: {e}")),
+            ),
+        },
+    }
+}
