@@ -7,6 +7,9 @@
 //!   and against mocks for what the emulator lacks.
 //! - `org_emulator`: central mode, one function for several accounts (the
 //!   emulator models accounts), and a refused assume role (mocked).
+//! - `fake`, `flows`: an in-memory AWS (describe, modify, tag, list,
+//!   defaults, publish, the metric) and the flow logic tested on it, with
+//!   time paused.
 //! - `cli`: the binary's `check` command.
 //! - `load`, `function_bench`: benchmarks, ignored by `make test` (`make
 //!   load`, `make bench`).
@@ -15,7 +18,9 @@ mod cli;
 mod common;
 mod corpus;
 mod emulator;
+mod fake;
 mod faults;
+mod flows;
 mod function_bench;
 mod load;
 mod netfaults;

@@ -1,0 +1,297 @@
+//! An in-memory AWS for tests of flow logic: the few operations the event
+//! path and the sweep use (describe, modify, tag, list, defaults, publish,
+//! the metric), kept in plain maps, with faults scripted per operation. It
+//! sits beside the mocked SDK clients (`common`), which test what only the
+//! SDK can show (request building, error classification); this fake tests
+//! what the flows do with the answers, without HTTP.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use imds_guard::aws::{Account, AwsError, Clients, Ec2Api, MetricsApi, Page, Publisher};
+use imds_guard::event::{MetadataOptions, Observed};
+use imds_guard::notify::Notification;
+use imds_guard::policy::{AccountDefaults, Remedy};
+
+/// One fake instance: what EC2 would show, and how it misbehaves.
+#[derive(Clone, Debug)]
+pub struct FakeInstance {
+    pub observed: Observed,
+    /// Describes that still answer without it (eventual consistency).
+    pub invisible_for: u32,
+    /// Modifies still refused with `IncorrectInstanceState` (pending).
+    pub pending_for: u32,
+}
+
+#[derive(Default)]
+struct State {
+    instances: BTreeMap<String, FakeInstance>,
+    /// `None`: the account-defaults API answers an error.
+    defaults: Option<AccountDefaults>,
+    published: Vec<Notification>,
+    /// Scripted failures: the next calls of an operation fail with these.
+    faults: HashMap<&'static str, VecDeque<AwsError>>,
+    no_token: HashMap<String, f64>,
+    calls: BTreeMap<String, u64>,
+    page_size: usize,
+}
+
+/// The fake cloud: one account and region's worth of EC2, a topic, a metric.
+#[derive(Clone, Default)]
+pub struct FakeCloud(Arc<Mutex<State>>);
+
+impl FakeCloud {
+    pub fn new() -> Self {
+        let cloud = FakeCloud::default();
+        cloud.state().page_size = 1000;
+        cloud
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.0.lock().unwrap()
+    }
+
+    /// Adds a running instance with these tokens and hop limit.
+    pub fn add(&self, id: &str, tokens: &str, hop: i32) -> &Self {
+        self.add_instance(FakeInstance {
+            observed: Observed {
+                instance_id: id.into(),
+                image_id: Some("ami-0c02fb55956c7d316".into()),
+                state: Some("running".into()),
+                options: MetadataOptions {
+                    http_tokens: Some(tokens.into()),
+                    http_endpoint: Some("enabled".into()),
+                    http_put_response_hop_limit: Some(hop),
+                    http_protocol_ipv6: Some("disabled".into()),
+                    instance_metadata_tags: Some("disabled".into()),
+                },
+                tags: Some(vec![]),
+            },
+            invisible_for: 0,
+            pending_for: 0,
+        })
+    }
+
+    pub fn add_instance(&self, i: FakeInstance) -> &Self {
+        self.state()
+            .instances
+            .insert(i.observed.instance_id.clone(), i);
+        self
+    }
+
+    pub fn edit(&self, id: &str, f: impl FnOnce(&mut FakeInstance)) {
+        f(self.state().instances.get_mut(id).expect("a fake instance"));
+    }
+
+    pub fn set_defaults(&self, d: Option<AccountDefaults>) {
+        self.state().defaults = d;
+    }
+
+    pub fn set_page_size(&self, n: usize) {
+        self.state().page_size = n;
+    }
+
+    pub fn set_no_token(&self, id: &str, calls: f64) {
+        self.state().no_token.insert(id.into(), calls);
+    }
+
+    /// The next `n` calls of `op` fail with `error`.
+    pub fn fail(&self, op: &'static str, n: usize, error: AwsError) {
+        let mut s = self.state();
+        let q = s.faults.entry(op).or_default();
+        q.extend(std::iter::repeat_n(error, n));
+    }
+
+    pub fn tokens(&self, id: &str) -> String {
+        self.state().instances[id]
+            .observed
+            .options
+            .http_tokens
+            .clone()
+            .unwrap_or_default()
+    }
+
+    pub fn hop(&self, id: &str) -> Option<i32> {
+        self.state().instances[id]
+            .observed
+            .options
+            .http_put_response_hop_limit
+    }
+
+    pub fn tag(&self, id: &str, key: &str) -> Option<String> {
+        self.state().instances[id]
+            .observed
+            .tag(key)
+            .map(str::to_string)
+    }
+
+    pub fn defaults(&self) -> Option<AccountDefaults> {
+        self.state().defaults.clone()
+    }
+
+    pub fn published(&self) -> Vec<Notification> {
+        self.state().published.clone()
+    }
+
+    pub fn count(&self, op: &str) -> u64 {
+        self.state().calls.get(op).copied().unwrap_or(0)
+    }
+
+    /// Counts the call, and answers the scripted fault if one is due.
+    fn call(&self, op: &'static str) -> Result<std::sync::MutexGuard<'_, State>, AwsError> {
+        let mut s = self.state();
+        *s.calls.entry(op.to_string()).or_insert(0) += 1;
+        match s.faults.get_mut(op).and_then(VecDeque::pop_front) {
+            Some(e) => Err(e),
+            None => Ok(s),
+        }
+    }
+
+    pub fn clients(&self) -> FakeClients {
+        FakeClients(self.clone())
+    }
+}
+
+pub fn api_error(code: &str) -> AwsError {
+    AwsError::Api {
+        code: code.into(),
+        message: format!("fake {code}"),
+    }
+}
+
+pub struct FakeClients(FakeCloud);
+
+impl Clients for FakeClients {
+    type Ec2 = FakeCloud;
+    type Sns = FakeCloud;
+    type Metrics = FakeCloud;
+
+    fn ec2(&self, _account: &Account, _region: &str) -> FakeCloud {
+        self.0.clone()
+    }
+    fn sns(&self, _region: &str) -> FakeCloud {
+        self.0.clone()
+    }
+    fn metrics(&self, _account: &Account, _region: &str) -> FakeCloud {
+        self.0.clone()
+    }
+    fn calls(&self) -> BTreeMap<String, u64> {
+        self.0.state().calls.clone()
+    }
+}
+
+const LIVE: [&str; 4] = ["pending", "running", "stopping", "stopped"];
+
+impl Ec2Api for FakeCloud {
+    async fn describe(&self, ids: &[String]) -> Result<Vec<Observed>, AwsError> {
+        let mut s = self.call("DescribeInstances")?;
+        let mut found = Vec::new();
+        for id in ids {
+            let Some(i) = s.instances.get_mut(id) else {
+                continue;
+            };
+            if i.invisible_for > 0 {
+                i.invisible_for -= 1;
+                continue;
+            }
+            found.push(i.observed.clone());
+        }
+        Ok(found)
+    }
+
+    async fn modify(&self, instance_id: &str, remedy: &Remedy) -> Result<(), AwsError> {
+        let mut s = self.call("ModifyInstanceMetadataOptions")?;
+        let Some(i) = s.instances.get_mut(instance_id) else {
+            return Err(api_error("InvalidInstanceID.NotFound"));
+        };
+        if i.pending_for > 0 {
+            i.pending_for -= 1;
+            return Err(api_error("IncorrectInstanceState"));
+        }
+        let o = &mut i.observed.options;
+        o.http_tokens = Some(remedy.http_tokens.into());
+        o.http_endpoint = Some(remedy.http_endpoint.into());
+        o.http_put_response_hop_limit = Some(remedy.http_put_response_hop_limit);
+        Ok(())
+    }
+
+    async fn tag(&self, ids: &[String], key: &str, value: &str) -> Result<(), AwsError> {
+        let mut s = self.call("CreateTags")?;
+        for id in ids {
+            if let Some(tags) = s
+                .instances
+                .get_mut(id)
+                .and_then(|i| i.observed.tags.as_mut())
+            {
+                tags.retain(|(k, _)| k != key);
+                tags.push((key.into(), value.into()));
+            }
+        }
+        Ok(())
+    }
+
+    async fn list_page(
+        &self,
+        only_optional: bool,
+        token: Option<String>,
+    ) -> Result<Page, AwsError> {
+        let s = self.call("DescribeInstances")?;
+        // Pages as a cursor: the next starts after the last id returned.
+        // (EC2's tokens are opaque.)
+        let after = token.unwrap_or_default();
+        let mut matching = s
+            .instances
+            .range::<String, _>((
+                std::ops::Bound::Excluded(&after),
+                std::ops::Bound::Unbounded,
+            ))
+            .map(|(_, i)| &i.observed)
+            .filter(|o| o.state.as_deref().is_some_and(|st| LIVE.contains(&st)))
+            .filter(|o| !only_optional || o.options.http_tokens.as_deref() == Some("optional"));
+        let instances: Vec<Observed> = matching.by_ref().take(s.page_size).cloned().collect();
+        let more = matching.next().is_some();
+        Ok(Page {
+            next_token: more
+                .then(|| instances.last().map(|o| o.instance_id.clone()))
+                .flatten(),
+            instances,
+            owner: Some("111122223333".into()),
+        })
+    }
+
+    async fn metadata_defaults(&self) -> Result<AccountDefaults, AwsError> {
+        let s = self.call("GetInstanceMetadataDefaults")?;
+        s.defaults.clone().ok_or_else(|| api_error("HTTP500"))
+    }
+
+    async fn require_tokens_by_default(&self) -> Result<(), AwsError> {
+        let mut s = self.call("ModifyInstanceMetadataDefaults")?;
+        s.defaults
+            .get_or_insert_with(AccountDefaults::default)
+            .http_tokens = Some("required".into());
+        Ok(())
+    }
+}
+
+impl Publisher for FakeCloud {
+    async fn publish(&self, _topic_arn: &str, n: &Notification) -> Result<String, AwsError> {
+        let mut s = self.call("Publish")?;
+        s.published.push(n.clone());
+        Ok(format!("m-{}", s.published.len()))
+    }
+}
+
+impl MetricsApi for FakeCloud {
+    async fn no_token_calls(
+        &self,
+        ids: &[String],
+        _lookback: Duration,
+    ) -> Result<HashMap<String, f64>, AwsError> {
+        let s = self.call("GetMetricData")?;
+        Ok(ids
+            .iter()
+            .filter_map(|id| Some((id.clone(), *s.no_token.get(id)?)))
+            .collect())
+    }
+}
