@@ -15,6 +15,11 @@ pub use crate::outputs::GuardError;
 use crate::report::Report;
 use crate::sweep::{Progress, Sweep};
 
+/// Reads a payload; an EC2 call event that cannot be read is an error, kept.
+fn parse(payload: &Value) -> Result<GuardEvent, GuardError> {
+    Ok(event::parse(payload).inspect_err(|e| error!(error = %e, "malformed event"))?)
+}
+
 pub struct Guard<C> {
     cfg: Config,
     clients: C,
@@ -42,6 +47,20 @@ impl<C: Clients> Guard<C> {
         deadline: Option<Instant>,
     ) -> Result<Report, GuardError> {
         self.counting_calls(self.dispatch(payload, deadline)).await
+    }
+
+    /// Handles one Lambda payload of the event function: everything but the
+    /// scheduled sweep, which is the sweep function's (and is ignored here,
+    /// with the reason, rather than run in the events' reserved capacity).
+    pub async fn handle_event(
+        &self,
+        payload: &Value,
+        deadline: Option<Instant>,
+    ) -> Result<Report, GuardError> {
+        // The event path keeps to its retry budget, well inside the
+        // function's timeout; only a sweep needs the deadline.
+        let _ = deadline;
+        self.counting_calls(self.dispatch_events(payload)).await
     }
 
     /// Sweeps `regions` (the CLI's door to the same sweep the schedule runs),
@@ -84,10 +103,7 @@ impl<C: Clients> Guard<C> {
         payload: &Value,
         deadline: Option<Instant>,
     ) -> Result<Report, GuardError> {
-        let parsed =
-            event::parse(payload).inspect_err(|e| error!(error = %e, "malformed event"))?;
-        let events = EventPath::new(&self.cfg, &self.clients);
-        match parsed {
+        match parse(payload)? {
             GuardEvent::Sweep { ctx } => {
                 let regions = if self.cfg.sweep_regions.is_empty() {
                     vec![ctx.region.clone()]
@@ -97,6 +113,24 @@ impl<C: Clients> Guard<C> {
                 Sweep::new(&self.cfg, &self.clients)
                     .run(ctx, regions, deadline, &|_| {})
                     .await
+            }
+            other => self.event(other).await,
+        }
+    }
+
+    async fn dispatch_events(&self, payload: &Value) -> Result<Report, GuardError> {
+        self.event(parse(payload)?).await
+    }
+
+    /// Everything but a sweep, which this path ignores with the reason.
+    async fn event(&self, parsed: GuardEvent) -> Result<Report, GuardError> {
+        let events = EventPath::new(&self.cfg, &self.clients);
+        match parsed {
+            GuardEvent::Sweep { .. } => {
+                let reason = "a scheduled event: the sweep function sweeps, not the event function"
+                    .to_string();
+                info!(%reason, "event ignored");
+                Ok(Report::ignored(self.cfg.mode, reason))
             }
             GuardEvent::DefaultsChanged { ctx, change } => {
                 events.defaults_changed(ctx, change).await

@@ -14,5 +14,6 @@ pub mod aws;
 pub mod cli;
 pub mod event_path;
 pub mod guard;
+pub mod lambda;
 pub mod outputs;
 pub mod sweep;

@@ -1,13 +1,14 @@
-//! Hostile and malformed input at the front door, through the real binary
-//! and the real runtime loop: every case gets a clear error or a logged
-//! ignore, never a crash, and the process serves every case that follows.
+//! Hostile and malformed input at the front door, through the real binaries
+//! (the event function and the sweep function) and the real runtime loop:
+//! every case gets a clear error or a logged ignore, never a crash, and the
+//! process serves every case that follows.
 
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
 use crate::common::fixture;
-use crate::runtime::{start_function, RuntimeApi};
+use crate::runtime::{start_function, start_sweep_function, Function, RuntimeApi};
 
 /// What the function must answer: a response (`Ok`) or an error, and a
 /// piece of text the answer must contain.
@@ -321,10 +322,21 @@ fn the_corpus_has_at_least_thirty_cases() {
 }
 
 #[test]
-fn every_hostile_case_gets_an_answer_and_the_function_keeps_serving() {
+fn every_hostile_case_gets_an_answer_and_the_event_function_keeps_serving() {
+    serves_the_corpus(start_function, true);
+}
+
+#[test]
+fn every_hostile_case_gets_an_answer_and_the_sweep_function_keeps_serving() {
+    serves_the_corpus(start_sweep_function, false);
+}
+
+/// Runs the corpus through one binary. The event function takes no
+/// scheduled event: it answers one as ignored, naming the sweep function.
+fn serves_the_corpus(start: fn(&RuntimeApi, &[(&str, &str)]) -> Function, event_function: bool) {
     let cases = corpus();
     let api = RuntimeApi::start(cases.iter().map(|c| c.payload.clone()).collect());
-    let mut function = start_function(&api, &[]);
+    let mut function = start(&api, &[]);
     let answers = api.answers(cases.len(), Duration::from_secs(120));
     let alive = function.alive();
     let (_, log) = function.stop();
@@ -336,8 +348,14 @@ fn every_hostile_case_gets_an_answer_and_the_function_keeps_serving() {
     assert_eq!(answers.len(), cases.len(), "every case answered");
     let mut wrong = Vec::new();
     for (c, a) in cases.iter().zip(&answers) {
-        let kind_ok = (a.kind == "error") == c.error;
-        if !kind_ok || !a.body.contains(c.expect) {
+        let scheduled = String::from_utf8_lossy(&c.payload).contains("Scheduled Event");
+        let (error, expect) = if event_function && scheduled {
+            (false, "the sweep function sweeps")
+        } else {
+            (c.error, c.expect)
+        };
+        let kind_ok = (a.kind == "error") == error;
+        if !kind_ok || !a.body.contains(expect) {
             wrong.push(format!(
                 "{}: got {} {}",
                 c.name,

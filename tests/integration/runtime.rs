@@ -245,6 +245,12 @@ impl Function {
 /// top of a safe base: dummy credentials and an endpoint on loopback where
 /// nothing listens.
 pub fn start_function(api: &RuntimeApi, env: &[(&str, &str)]) -> Function {
+    start_binary(env!("CARGO_BIN_EXE_imds-guard-event"), api, env)
+}
+
+/// As `start_function`, for the sweep function (`imds-guard`, which also
+/// takes every event).
+pub fn start_sweep_function(api: &RuntimeApi, env: &[(&str, &str)]) -> Function {
     start_binary(env!("CARGO_BIN_EXE_imds-guard"), api, env)
 }
 
@@ -348,6 +354,43 @@ fn hostile_input_never_stops_the_function() {
     assert!(
         !log.contains("tlsDetails") && !log.contains("ASIAEXAMPLEKEY"),
         "{log}"
+    );
+}
+
+#[test]
+fn each_function_takes_its_own_events() {
+    // The event function leaves the schedule to the sweep function, with
+    // no AWS call; the sweep function sweeps (EC2 is unreachable here, so
+    // the sweep fails naming the region it could not list).
+    let scheduled = || vec![fixture_bytes("scheduled-event.json")];
+    let api = RuntimeApi::start(scheduled());
+    let function = start_function(&api, &[]);
+    let answers = api.answers(1, Duration::from_secs(30));
+    function.stop();
+    assert_eq!(answers[0].kind, "response", "{}", answers[0].body);
+    assert!(
+        answers[0].body.contains("\"status\":\"ignored\"")
+            && answers[0].body.contains("the sweep function sweeps"),
+        "{}",
+        answers[0].body
+    );
+    assert!(
+        !answers[0].body.contains("aws_calls"),
+        "{}",
+        answers[0].body
+    );
+
+    let api = RuntimeApi::start(scheduled());
+    let function = start_sweep_function(&api, &[("RETRY_BUDGET_SECONDS", "1")]);
+    let answers = api.answers(1, Duration::from_secs(120));
+    function.stop();
+    assert_eq!(answers[0].kind, "error", "{}", answers[0].body);
+    assert!(
+        answers[0]
+            .body
+            .contains("region us-east-1 (listing stopped"),
+        "{}",
+        answers[0].body
     );
 }
 

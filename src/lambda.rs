@@ -1,0 +1,132 @@
+//! The function's edge: what both binaries do when the Lambda runtime starts
+//! them. Tracing set up, the configuration read and checked once, clients
+//! built once (per region on first use), then the runtime loop hands each
+//! event to the guard; a failure becomes a `Diagnostic` whose type a person
+//! or a metric filter can match.
+//!
+//! Two functions are built from this crate (docs/design.md): the event
+//! function (`imds-guard-event`) reaches only the event path, so its
+//! bootstrap carries no sweep client; the sweep function (`imds-guard`)
+//! reaches everything.
+
+use std::future::Future;
+use std::process::ExitCode;
+
+use lambda_runtime::{service_fn, Diagnostic, LambdaEvent};
+use serde_json::Value;
+use tokio::time::Instant;
+
+use crate::aws::{load_sdk_config, RegionalClients};
+use crate::config::Config;
+use crate::guard::{Guard, GuardError};
+use crate::report::Report;
+
+/// Which events a function takes. A type, not a value: each binary's loop is
+/// compiled for its own, so the event function's never reaches the sweep.
+pub trait Serves {
+    fn handle<'a>(
+        guard: &'a Guard<RegionalClients>,
+        payload: &'a Value,
+        deadline: Option<Instant>,
+    ) -> impl Future<Output = Result<Report, GuardError>> + 'a;
+}
+
+/// CloudTrail and EC2 events only; a scheduled event is ignored, with the
+/// reason (the sweep function takes it).
+pub struct Events;
+
+impl Serves for Events {
+    fn handle<'a>(
+        guard: &'a Guard<RegionalClients>,
+        payload: &'a Value,
+        deadline: Option<Instant>,
+    ) -> impl Future<Output = Result<Report, GuardError>> + 'a {
+        guard.handle_event(payload, deadline)
+    }
+}
+
+/// Everything, the scheduled sweep included.
+pub struct All;
+
+impl Serves for All {
+    fn handle<'a>(
+        guard: &'a Guard<RegionalClients>,
+        payload: &'a Value,
+        deadline: Option<Instant>,
+    ) -> impl Future<Output = Result<Report, GuardError>> + 'a {
+        guard.handle_until(payload, deadline)
+    }
+}
+
+/// Runs the Lambda runtime loop until the runtime stops.
+pub fn run<S: Serves>() -> ExitCode {
+    lambda_runtime::tracing::init_default_subscriber();
+    // Read and check the configuration once; a bad value fails init, naming
+    // the variable, before any event is taken.
+    let cfg = match Config::from_env() {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            tracing::error!(variable = e.variable, "{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // One thread: a 128 MB function has a fraction of a vCPU, and the work
+    // is waiting on AWS, not computing.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        // Credentials and endpoints are resolved once; clients per account
+        // and region are built on first use and reused across invocations.
+        let clients =
+            RegionalClients::new(load_sdk_config().await).with_member_role(cfg.member_role.clone());
+        let guard = Guard::new(cfg, clients);
+        let guard = &guard;
+        lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
+            // A sweep stops in time to report before the function's timeout.
+            let deadline = remaining(event.context.deadline).map(|left| Instant::now() + left);
+            // Boxed: the guard's future is deep, and the runtime's future
+            // that holds it would otherwise exceed the compiler's layout
+            // depth limit (one allocation per event).
+            Box::pin(S::handle(guard, &event.payload, deadline))
+                .await
+                .map_err(diagnostic)
+        }))
+        .await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("runtime stopped: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The invocation's error as Lambda records it: a type a person (or a
+/// metric filter) can match, and the message naming what was not handled.
+pub fn diagnostic(e: GuardError) -> Diagnostic {
+    let error_type = match e {
+        GuardError::Malformed(_) => "ImdsGuard.MalformedEvent",
+        GuardError::Unhandled { .. } => "ImdsGuard.Unhandled",
+    };
+    Diagnostic {
+        error_type: error_type.into(),
+        error_message: e.to_string(),
+    }
+}
+
+/// Time left until the invocation's deadline (milliseconds since the epoch).
+fn remaining(deadline_ms: u64) -> Option<std::time::Duration> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?;
+    std::time::Duration::from_millis(deadline_ms).checked_sub(now)
+}
