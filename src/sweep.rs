@@ -257,9 +257,11 @@ impl<'a, C: Clients> Sweep<'a, C> {
             }
             let page = match ec2.list_page(only_optional, token.clone()).await {
                 Ok(page) => page,
-                // The emulator (and any EC2 that does not know the filter)
-                // refuses it: list everything and decide here instead.
-                Err(e) if only_optional && out.summary.pages == 0 && !e.is_unauthorized() => {
+                // An EC2 that does not take the filter (the local emulator
+                // answers it with a 500) refuses it: list everything and
+                // decide here instead. Anything else (no answer, no
+                // credentials, no permission) is an error, not a refusal.
+                Err(e) if only_optional && out.summary.pages == 0 && e.is_refused_request() => {
                     warn!(%region, error = %e, "the metadata-options filter was refused; filtering here");
                     only_optional = false;
                     out.summary.listing =

@@ -81,6 +81,24 @@ impl AwsError {
         )
     }
 
+    /// The service answered that it does not take the request as asked
+    /// (a filter or parameter it does not know, or an error it could not
+    /// explain): an answer, unlike a missing permission, throttling, or no
+    /// answer at all (network, credentials).
+    pub fn is_refused_request(&self) -> bool {
+        let AwsError::Api { code, .. } = self else {
+            return false;
+        };
+        matches!(
+            code.as_str(),
+            "InvalidParameterValue"
+                | "InvalidParameter"
+                | "InvalidParameterCombination"
+                | "InvalidFilter"
+                | "UnknownParameter"
+        ) || (code.starts_with("HTTP5") && code.len() == 7)
+    }
+
     pub fn is_unauthorized(&self) -> bool {
         match self {
             AwsError::Unauthorized { .. } => true,
@@ -165,5 +183,26 @@ mod tests {
             message: "connection refused".into(),
         };
         assert_eq!(t.code(), None);
+    }
+
+    #[test]
+    fn only_an_answer_refusing_the_request_counts_as_a_refusal() {
+        let api = |code: &str| AwsError::Api {
+            code: code.into(),
+            message: String::new(),
+        };
+        assert!(api("InvalidParameterValue").is_refused_request());
+        assert!(api("HTTP500").is_refused_request(), "the emulator's answer");
+        for not in [
+            api("RequestLimitExceeded"),
+            api("UnauthorizedOperation"),
+            api("HTTP5000"),
+            AwsError::Transport {
+                service: "ec2",
+                message: "dispatch failure: no credentials".into(),
+            },
+        ] {
+            assert!(!not.is_refused_request(), "{not:?}");
+        }
     }
 }

@@ -135,3 +135,69 @@ fn errors_exit_2_with_a_clear_message() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("not JSON"));
 }
+
+/// The binary with no AWS anything: no credentials, no profile, no
+/// instance role, and an endpoint on loopback that answers nothing.
+fn bare(args: &[&str]) -> Output {
+    let home = std::env::temp_dir().join("imds-guard-cli-no-home");
+    let _ = std::fs::create_dir_all(&home);
+    Command::new(env!("CARGO_BIN_EXE_imds-guard"))
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", &home)
+        .env("AWS_CONFIG_FILE", home.join("no-config"))
+        .env("AWS_SHARED_CREDENTIALS_FILE", home.join("no-credentials"))
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+        .output()
+        .expect("binary runs")
+}
+
+#[test]
+fn every_command_has_its_help_and_completions_are_printed() {
+    for cmd in ["check", "sweep", "completions"] {
+        let o = bare(&[cmd, "--help"]);
+        assert_eq!(o.status.code(), Some(0), "{cmd}: {}", stdout(&o));
+        assert!(
+            stdout(&o).contains("Usage: imds-guard"),
+            "{cmd}: {}",
+            stdout(&o)
+        );
+    }
+    assert!(stdout(&bare(&["sweep", "--help"])).contains("--region <REGION>"));
+    let o = bare(&["completions", "bash"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(
+        stdout(&o).contains("complete -F _imds__guard"),
+        "{}",
+        stdout(&o)
+    );
+    let o = bare(&["sweep", "--region", "Mars"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not a region"));
+}
+
+#[test]
+fn a_sweep_that_cannot_start_says_why_in_one_line_and_exits_2() {
+    let o = bare(&["sweep"]);
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("which region?"), "{err}");
+    assert!(stdout(&o).is_empty());
+
+    let o = bare(&["sweep", "--region", "us-east-1"]);
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("imds-guard sweep: no AWS credentials") && err.contains("AWS_PROFILE"),
+        "{err}"
+    );
+    assert!(
+        stdout(&o).is_empty(),
+        "no table of unknowns: {}",
+        stdout(&o)
+    );
+}

@@ -231,3 +231,41 @@ async fn an_instance_still_using_imdsv1_is_held_back_by_the_sweep() {
     );
     assert_eq!(r.sweep.unwrap().regions[0].v1_in_use, 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn only_ec2_refusing_the_filter_makes_the_sweep_list_everything() {
+    // No answer at all (network, credentials): the region fails, named;
+    // listing everything instead would only fail again.
+    let cloud = FakeCloud::new();
+    cloud.add("i-0aaaaaaaaaaaaaaa1", "optional", 1);
+    cloud.set_defaults(Some(Default::default()));
+    cloud.fail(
+        "DescribeInstances",
+        1,
+        imds_guard::aws::AwsError::Transport {
+            service: "ec2",
+            message: "dispatch failure".into(),
+        },
+    );
+    let err = guard(&cloud, &[]).handle(&scheduled()).await.unwrap_err();
+    let GuardError::Unhandled { summary, report } = err else {
+        panic!("expected the region to fail")
+    };
+    assert!(
+        summary.starts_with("1 region(s) not swept to the end: region us-east-1"),
+        "{summary}"
+    );
+    assert!(report.sweep.unwrap().regions[0]
+        .listing
+        .starts_with("server-side filter"));
+    assert_eq!(cloud.count("DescribeInstances"), 1);
+
+    // EC2 answering that it does not take the filter: list everything.
+    let cloud = FakeCloud::new();
+    cloud.add("i-0aaaaaaaaaaaaaaa1", "optional", 1);
+    cloud.set_defaults(Some(Default::default()));
+    cloud.fail("DescribeInstances", 1, api_error("InvalidParameterValue"));
+    let r = guard(&cloud, &[]).handle(&scheduled()).await.unwrap();
+    assert!(r.sweep.unwrap().regions[0].listing.contains("refused"));
+    assert_eq!(cloud.tokens("i-0aaaaaaaaaaaaaaa1"), "required");
+}

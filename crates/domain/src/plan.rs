@@ -233,19 +233,29 @@ pub fn unread_metric(r: &mut InstanceReport, remedy: &mut Option<Remedy>, error:
 /// Why an invocation fails, naming every instance (and the notification)
 /// it could not handle; `None` when it did not fail.
 pub fn failure_summary(report: &Report, notify_error: Option<&str>) -> Option<String> {
-    let unhandled = report.unhandled();
-    if unhandled.is_empty() && notify_error.is_none() {
+    let instances = report.unhandled_instances();
+    let regions = report.unfinished_regions();
+    let defaults = report.defaults_error();
+    if instances.is_empty() && regions.is_empty() && defaults.is_none() && notify_error.is_none() {
         return None;
     }
     let mut parts = Vec::new();
-    if !unhandled.is_empty() {
+    if !instances.is_empty() {
         parts.push(format!(
             "{} of {} not handled: {}",
-            unhandled.len(),
-            report.instances.len() + report.unreadable.len(),
-            unhandled.join("; ")
+            instances.len(),
+            report.decided(),
+            instances.join("; ")
         ));
     }
+    if !regions.is_empty() {
+        parts.push(format!(
+            "{} region(s) not swept to the end: {}",
+            regions.len(),
+            regions.join("; ")
+        ));
+    }
+    parts.extend(defaults);
     if let Some(e) = notify_error {
         parts.push(format!(
             "notification failed ({e}); done: {}",
@@ -499,5 +509,33 @@ mod tests {
             "{s}"
         );
         assert!(s.contains("notification failed (SNS down)"), "{s}");
+    }
+
+    #[test]
+    fn a_sweep_that_could_not_list_a_region_says_so_not_0_of_0() {
+        let mut r = Report::handled(Status::Swept, Mode::Audit, launch());
+        let mut region = crate::report::RegionSweep::new("us-east-1");
+        region
+            .errors
+            .push("listing stopped after 0 page(s): no answer from ec2".into());
+        region.counts.insert(Outcome::Compliant, 7);
+        r.sweep = Some(crate::report::SweepSummary {
+            regions: vec![region],
+            accounts: vec![],
+            omitted_instances: 0,
+        });
+        let s = failure_summary(&r, None).unwrap();
+        assert_eq!(
+            s,
+            "1 region(s) not swept to the end: region us-east-1 (listing stopped after 0 page(s): no answer from ec2)"
+        );
+        // A failed instance of a sweep counts against every instance decided.
+        r.instances
+            .push(InstanceReport::failed("i-1", "UnauthorizedOperation"));
+        r.sweep.as_mut().unwrap().regions[0]
+            .counts
+            .insert(Outcome::Failed, 1);
+        let s = failure_summary(&r, None).unwrap();
+        assert!(s.starts_with("1 of 8 not handled: i-1"), "{s}");
     }
 }

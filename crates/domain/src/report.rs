@@ -577,8 +577,18 @@ impl Report {
         self.counts().get(&outcome).copied().unwrap_or(0)
     }
 
-    /// Instances and items that could not be handled, with why.
+    /// Everything that could not be handled, with why: instances and event
+    /// items, regions a sweep did not finish, the account defaults.
     pub fn unhandled(&self) -> Vec<String> {
+        let mut all = self.unhandled_instances();
+        all.extend(self.unfinished_regions());
+        all.extend(self.defaults_error());
+        all
+    }
+
+    /// Instances that failed (or were handled with an error) and event
+    /// items that could not be read, each with why.
+    pub fn unhandled_instances(&self) -> Vec<String> {
         self.instances
             .iter()
             .filter(|i| i.outcome == Outcome::Failed || i.error.is_some())
@@ -598,7 +608,14 @@ impl Report {
                 ),
             })
             .chain(self.unreadable.iter().cloned())
-            .chain(self.sweep.iter().flat_map(|s| {
+            .collect()
+    }
+
+    /// The regions a sweep could not finish, each with why.
+    pub fn unfinished_regions(&self) -> Vec<String> {
+        self.sweep
+            .iter()
+            .flat_map(|s| {
                 s.regions.iter().flat_map(|r| {
                     let place = match &r.account {
                         Some(a) => format!("account {a} region {}", r.region),
@@ -606,13 +623,25 @@ impl Report {
                     };
                     r.errors.iter().map(move |e| format!("{place} ({e})"))
                 })
-            }))
-            .chain(
-                self.account_defaults
-                    .iter()
-                    .filter_map(|d| Some(format!("account defaults ({})", d.error.as_ref()?))),
-            )
+            })
             .collect()
+    }
+
+    /// Why the account defaults could not be handled, if so.
+    pub fn defaults_error(&self) -> Option<String> {
+        self.account_defaults
+            .as_ref()
+            .and_then(|d| Some(format!("account defaults ({})", d.error.as_ref()?)))
+    }
+
+    /// How many instances the report decided: a sweep's full counts, else
+    /// the event's instances; plus the event items that could not be read.
+    pub fn decided(&self) -> u64 {
+        let instances = match &self.sweep {
+            Some(_) => self.counts().values().sum(),
+            None => self.instances.len() as u64,
+        };
+        instances + self.unreadable.len() as u64
     }
 
     /// `2 remediated, 1 exempt`, in a fixed order, zero counts left out.

@@ -1,0 +1,209 @@
+//! `imds-guard check EVENT.json`: an event decided on what it carries alone,
+//! offline (no AWS call), printed as what the function would do.
+
+use std::process::ExitCode;
+
+use clap::{Args, ValueEnum};
+
+use super::{emit, ModeArg};
+use crate::config::{Config, Mode};
+use crate::event::{self, GuardEvent};
+use crate::plan::plan;
+use crate::report::{DefaultsAction, DefaultsReport, Outcome, Report, Status};
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The event: an EventBridge event as the function receives it (see events/).
+    #[arg(value_name = "EVENT.json")]
+    file: std::path::PathBuf,
+    /// Overrides GUARD_MODE.
+    #[arg(long, value_enum)]
+    mode: Option<ModeArg>,
+    /// How to print the result.
+    #[arg(long, value_enum, default_value_t = CheckOutput::Text)]
+    output: CheckOutput,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum CheckOutput {
+    /// What the function would do, for a person.
+    Text,
+    /// The report the function would return.
+    Json,
+}
+
+pub fn run(args: CheckArgs) -> Result<ExitCode, String> {
+    let mut cfg = Config::from_env().map_err(|e| e.to_string())?;
+    if let Some(m) = args.mode {
+        cfg.mode = m.into();
+    }
+    let file = args.file.display().to_string();
+    let text = std::fs::read_to_string(&args.file).map_err(|e| format!("{file}: {e}"))?;
+    let payload: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| format!("{file}: not JSON: {e}"))?;
+    let report = evaluate(&cfg, &payload).map_err(|e| e.to_string())?;
+
+    match args.output {
+        CheckOutput::Json => {
+            emit(&serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?);
+            emit("\n");
+        }
+        CheckOutput::Text => emit(&render(&cfg, &report)),
+    }
+    let needs_work = report.instances.iter().any(|i| {
+        matches!(
+            i.outcome,
+            Outcome::Remediated | Outcome::Flagged | Outcome::Failed
+        )
+    }) || !report.unreadable.is_empty()
+        || report
+            .account_defaults
+            .as_ref()
+            .is_some_and(|d| !d.weakenings.is_empty());
+    Ok(if needs_work {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// Decides an event on what it carries alone.
+pub fn evaluate(cfg: &Config, payload: &serde_json::Value) -> Result<Report, event::EventError> {
+    Ok(match event::parse(payload)? {
+        GuardEvent::Ignored { reason } => Report::ignored(cfg.mode, reason),
+        GuardEvent::FailedCall { ctx, error_code } => {
+            Report::failed_call(cfg.mode, ctx, &error_code)
+        }
+        GuardEvent::Sweep { .. } => Report::ignored(
+            cfg.mode,
+            "a scheduled event starts a fleet sweep, which needs EC2: run `imds-guard sweep`"
+                .into(),
+        ),
+        GuardEvent::DefaultsChanged { ctx, change } => {
+            let mut r = Report::handled(Status::DefaultsChanged, cfg.mode, ctx);
+            r.account_defaults = Some(DefaultsReport {
+                weakenings: change.weakenings(),
+                requested: change,
+                current: None,
+                action: DefaultsAction::Offline,
+                error: None,
+            });
+            r.notification = "not sent (offline check)".into();
+            r
+        }
+        GuardEvent::Instances {
+            ctx,
+            trigger,
+            instances,
+            unreadable,
+        } => {
+            let instances = instances
+                .iter()
+                .map(|o| {
+                    let (mut r, _) = plan(cfg, o, &ctx, trigger);
+                    if r.outcome == Outcome::Failed {
+                        r.error = Some("the event does not carry this instance's metadata options; the function would describe it first".into());
+                    }
+                    r
+                })
+                .collect();
+            Report {
+                status: Status::Handled,
+                mode: cfg.mode,
+                reason: Some("offline check: decided on the options the event carries".into()),
+                event: Some(ctx),
+                instances,
+                unreadable,
+                notification: "not sent (offline check)".into(),
+                sweep: None,
+                account_defaults: None,
+                aws_calls: Default::default(),
+            }
+        }
+    })
+}
+
+fn render(cfg: &Config, r: &Report) -> String {
+    let mut out = String::new();
+    let Some(ctx) = &r.event else {
+        out.push_str(&format!("ignored: {}\n", r.reason.as_deref().unwrap_or("")));
+        return out;
+    };
+    out.push_str(&format!(
+        "event      {} {} at {}\n",
+        ctx.event_name,
+        ctx.event_id.as_deref().unwrap_or("(no id)"),
+        ctx.event_time.as_deref().unwrap_or("(no time)")
+    ));
+    out.push_str(&format!(
+        "where      account {} region {}\n",
+        ctx.account.as_deref().unwrap_or("unknown"),
+        ctx.region
+    ));
+    out.push_str(&format!("by         {}\n", ctx.principal.display()));
+    out.push_str(&format!("mode       {}\n", cfg.mode));
+    if let Some(d) = &r.account_defaults {
+        if d.weakenings.is_empty() {
+            out.push_str("result     the account's IMDS defaults changed without weakening them\n");
+        }
+        for w in &d.weakenings {
+            out.push_str(&format!("weakened   {w}\n"));
+        }
+        return out;
+    }
+    if r.status == Status::FailedCall {
+        out.push_str(&format!(
+            "result     {}\n",
+            r.reason.as_deref().unwrap_or("")
+        ));
+        return out;
+    }
+    for i in &r.instances {
+        let verdict = match i.outcome {
+            Outcome::Remediated => "noncompliant → would remediate",
+            Outcome::Flagged if cfg.mode == Mode::Audit => "noncompliant → would report (audit)",
+            Outcome::Flagged => "noncompliant → would tag and notify",
+            Outcome::Exempt => "noncompliant but exempt",
+            Outcome::Compliant => "compliant",
+            Outcome::Gone => "gone",
+            Outcome::Failed => "undecided offline",
+            Outcome::Refused => "refused: the account is not allowed",
+        };
+        out.push_str(&format!("{}  {verdict}\n", i.instance_id));
+        if !i.findings.is_empty() {
+            out.push_str(&format!("    finding  {}\n", i.findings.join("; ")));
+        }
+        if let Some(e) = &i.exemption {
+            out.push_str(&format!("    exempt   {e}\n"));
+        }
+        if i.outcome == Outcome::Remediated {
+            out.push_str(&format!(
+                "    would    {}; tag {}=remediated\n",
+                i.action, cfg.status_tag_key
+            ));
+        } else if i.outcome == Outcome::Flagged && cfg.mode == Mode::Notify {
+            out.push_str(&format!(
+                "    would    tag {}=noncompliant\n",
+                cfg.status_tag_key
+            ));
+        } else if let Some(w) = &i.would {
+            out.push_str(&format!("    enforce  would {w}\n"));
+        }
+        if let Some(e) = &i.error {
+            out.push_str(&format!("    note     {e}\n"));
+        }
+    }
+    for u in &r.unreadable {
+        out.push_str(&format!("unreadable {u}\n"));
+    }
+    let notify = crate::notify::needed(r);
+    out.push_str(&format!(
+        "notify     {}\n",
+        match (notify, &cfg.topic_arn) {
+            (false, _) => "no (nothing new to tell)".to_string(),
+            (true, Some(t)) => format!("yes, one message to {t}"),
+            (true, None) => "would, but NOTIFY_TOPIC_ARN is not set".to_string(),
+        }
+    ));
+    out
+}

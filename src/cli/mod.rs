@@ -1,0 +1,125 @@
+//! The command line: `imds-guard check EVENT.json` evaluates an event file
+//! offline, with no AWS call, and prints what the function would do;
+//! `imds-guard sweep` sweeps regions exactly as the scheduled function does;
+//! `imds-guard completions SHELL` prints shell completions. Arguments are
+//! parsed by clap (each subcommand has its own `--help`); the configuration
+//! comes from the same environment variables as the function, and flags
+//! override it.
+
+mod check;
+mod sweep;
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
+
+pub use check::evaluate;
+pub use sweep::render_sweep;
+
+use crate::config::Mode;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "imds-guard",
+    version,
+    about = "Keeps EC2 instances on IMDSv2 (HttpTokens=required)",
+    long_about = "Keeps EC2 instances on IMDSv2 (HttpTokens=required).\n\n\
+        Started by the Lambda runtime (AWS_LAMBDA_RUNTIME_API set) it is the \
+        sweep function; from a shell, the commands below. Configuration comes \
+        from the same environment variables as the function (GUARD_MODE, \
+        EXEMPT_*, SWEEP_REGIONS, ...); flags override them.",
+    after_help = "Exit status: 0 nothing to fix, 1 something noncompliant, 2 error."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Evaluate an EventBridge/CloudTrail event file offline (no AWS call)
+    /// and print what the function would do.
+    #[command(
+        after_help = "Exit status: 0 nothing to fix, 1 something noncompliant (or undecidable \
+        offline), 2 error."
+    )]
+    Check(check::CheckArgs),
+    /// Sweep the instances of each region (pending, running, stopping,
+    /// stopped) as the scheduled function does: same decision, exemptions,
+    /// actions and notification.
+    #[command(
+        long_about = "Sweep the instances of each region (pending, running, stopping, stopped) \
+        as the scheduled function does: same decision, exemptions, actions and notification.\n\n\
+        Writes only when asked: without --mode (or GUARD_MODE) it audits. Regions: --region, \
+        else SWEEP_REGIONS, else the SDK's region (AWS_REGION or the profile). Accounts \
+        (central mode, MEMBER_ROLE_NAME set): --account, or --organization for every active \
+        account of the organization, else SWEEP_ACCOUNTS, else the caller's own. Credentials \
+        and endpoints come from the SDK's usual chain.",
+        after_help = "Exit status: 0 nothing noncompliant left (exempt instances aside), 1 some \
+        left, 2 error (the sweep could not start, or a region could not be swept to the end)."
+    )]
+    Sweep(sweep::SweepArgs),
+    /// Print shell completions (e.g. `imds-guard completions bash >
+    /// /etc/bash_completion.d/imds-guard`).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+/// What the guard does with a noncompliant instance.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum ModeArg {
+    /// Set HttpTokens=required, tag, notify.
+    Enforce,
+    /// Tag and notify; change nothing else.
+    Notify,
+    /// Write nothing; report what enforce would do.
+    Audit,
+}
+
+impl From<ModeArg> for Mode {
+    fn from(m: ModeArg) -> Mode {
+        match m {
+            ModeArg::Enforce => Mode::Enforce,
+            ModeArg::Notify => Mode::Notify,
+            ModeArg::Audit => Mode::Audit,
+        }
+    }
+}
+
+/// Runs the command line; `args` excludes the program name.
+pub fn run(args: Vec<String>) -> ExitCode {
+    let cli = match Cli::try_parse_from(std::iter::once("imds-guard".to_string()).chain(args)) {
+        Ok(cli) => cli,
+        Err(e) => {
+            // Help and version go to stdout with status 0; usage errors to
+            // stderr with status 2, as clap prints them.
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    let (name, result) = match cli.command {
+        Command::Check(args) => ("check", check::run(args)),
+        Command::Sweep(args) => ("sweep", sweep::run(args)),
+        Command::Completions { shell } => {
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "imds-guard", &mut out);
+            emit(&String::from_utf8_lossy(&out));
+            return ExitCode::SUCCESS;
+        }
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("imds-guard {name}: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Writes to stdout; a reader that went away (`| head`) is not an error.
+fn emit(text: &str) {
+    let _ = std::io::stdout().write_all(text.as_bytes());
+}

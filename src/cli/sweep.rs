@@ -1,0 +1,344 @@
+//! `imds-guard sweep`: the scheduled function's sweep, from a shell. It
+//! writes only when asked (without `--mode` or `GUARD_MODE` it audits), says
+//! in one line why it cannot start (no region, no credentials), shows its
+//! progress on a terminal, and prints a table or the JSON report.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use aws_credential_types::provider::ProvideCredentials;
+use clap::{Args, ValueEnum};
+use comfy_table::{presets, CellAlignment, Table};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use super::{emit, ModeArg};
+use crate::aws::{load_sdk_config, RegionalClients};
+use crate::config::{Config, Mode, SweepAccounts};
+use crate::event::{self, EventContext};
+use crate::guard::{Guard, GuardError};
+use crate::report::{Outcome, RegionSweep, Report};
+use crate::sweep::Progress;
+use crate::validate::{is_account_id, is_region};
+
+#[derive(Debug, Args)]
+pub struct SweepArgs {
+    /// A region to sweep (repeatable). Default: SWEEP_REGIONS, else the
+    /// SDK's region.
+    #[arg(long = "region", value_name = "REGION", value_parser = region)]
+    regions: Vec<String>,
+    /// An account to sweep through its member role (repeatable; central
+    /// mode, MEMBER_ROLE_NAME set).
+    #[arg(long = "account", value_name = "ID", value_parser = account, conflicts_with = "organization")]
+    accounts: Vec<String>,
+    /// Every active account of the organization (central mode).
+    #[arg(long)]
+    organization: bool,
+    /// What to do with what it finds. Default: GUARD_MODE, else audit
+    /// (nothing written).
+    #[arg(long, value_enum)]
+    mode: Option<ModeArg>,
+    /// How to print the result.
+    #[arg(long, value_enum, default_value_t = SweepOutput::Table)]
+    output: SweepOutput,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum SweepOutput {
+    /// One row per region, then the instances with news.
+    Table,
+    /// The whole report.
+    Json,
+}
+
+fn region(v: &str) -> Result<String, String> {
+    if is_region(v) {
+        Ok(v.to_string())
+    } else {
+        Err(format!("{v:?} is not a region (e.g. us-east-1)"))
+    }
+}
+
+fn account(v: &str) -> Result<String, String> {
+    if is_account_id(v) {
+        Ok(v.to_string())
+    } else {
+        Err(format!("{v:?} is not an account id (twelve digits)"))
+    }
+}
+
+pub fn run(args: SweepArgs) -> Result<ExitCode, String> {
+    let mode_given =
+        args.mode.is_some() || std::env::var("GUARD_MODE").is_ok_and(|v| !v.trim().is_empty());
+    let mut cfg = Config::from_env().map_err(|e| e.to_string())?;
+    match args.mode {
+        Some(m) => cfg.mode = m.into(),
+        // A sweep from a shell writes only when asked.
+        None if !mode_given => cfg.mode = Mode::Audit,
+        None => {}
+    }
+    if args.organization || !args.accounts.is_empty() {
+        if cfg.member_role.is_none() {
+            return Err(
+                "sweeping other accounts needs MEMBER_ROLE_NAME, the role to assume in them".into(),
+            );
+        }
+        if let Some(a) = args
+            .accounts
+            .iter()
+            .find(|a| cfg.refusal(Some(a)).is_some())
+        {
+            return Err(format!("--account {a} is not in ALLOWED_ACCOUNT_IDS"));
+        }
+        cfg.sweep_accounts = if args.organization {
+            SweepAccounts::Organization
+        } else {
+            SweepAccounts::Listed(args.accounts.clone())
+        };
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    let tty = std::io::stderr().is_terminal();
+    let result = runtime.block_on(async {
+        let sdk = load_sdk_config().await;
+        let mut regions = args.regions.clone();
+        if regions.is_empty() {
+            regions = cfg.sweep_regions.clone();
+        }
+        if regions.is_empty() {
+            if let Some(r) = sdk.region() {
+                regions.push(r.to_string());
+            }
+        }
+        if regions.is_empty() {
+            return Err("which region? Pass --region, or set SWEEP_REGIONS or AWS_REGION".to_string());
+        }
+        // Without credentials nothing can be swept: say so once, with the
+        // fix, rather than a table of errors.
+        let Some(provider) = sdk.credentials_provider() else {
+            return Err(no_credentials("no credentials provider is configured"));
+        };
+        if let Err(e) = provider.provide_credentials().await {
+            return Err(no_credentials(&e.to_string()));
+        }
+        if !mode_given {
+            eprintln!(
+                "imds-guard sweep: audit mode, nothing is written; pass --mode enforce (or set GUARD_MODE) to fix what it finds"
+            );
+        }
+        let ctx = EventContext {
+            event_name: event::SWEEP.into(),
+            region: regions[0].clone(),
+            ..EventContext::default()
+        };
+        let clients = RegionalClients::new(sdk).with_member_role(cfg.member_role.clone());
+        let guard = Guard::new(cfg.clone(), clients);
+        let bar = tty.then(|| {
+            let bar = ProgressBar::new_spinner();
+            bar.set_style(
+                ProgressStyle::with_template("{spinner} {elapsed} {msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            );
+            bar.enable_steady_tick(Duration::from_millis(120));
+            bar
+        });
+        let show = |p: Progress<'_>| {
+            if let Some(bar) = &bar {
+                let place = match p.account {
+                    Some(a) => format!("{a}/{}", p.region),
+                    None => p.region.to_string(),
+                };
+                bar.set_message(format!(
+                    "{place}: page {}, {} instances examined, {} acted on",
+                    p.pages, p.examined, p.acted
+                ));
+            }
+        };
+        let result = guard.sweep(ctx, regions, None, &show).await;
+        if let Some(bar) = bar {
+            bar.finish_and_clear();
+        }
+        Ok(result)
+    })?;
+    let (report, failed) = match result {
+        Ok(r) => (r, None),
+        Err(GuardError::Unhandled { summary, report }) => (*report, Some(summary)),
+        Err(e) => return Err(e.to_string()),
+    };
+    match args.output {
+        SweepOutput::Json => {
+            emit(&serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?);
+            emit("\n");
+        }
+        SweepOutput::Table => emit(&render_sweep(&report)),
+    }
+    let region_errors = report
+        .sweep
+        .as_ref()
+        .is_some_and(|s| s.regions.iter().any(|r| !r.errors.is_empty()))
+        || !report.unreadable.is_empty();
+    if let Some(summary) = &failed {
+        eprintln!("imds-guard sweep: {summary}");
+    }
+    let left = report.count(Outcome::Flagged) + report.count(Outcome::Failed);
+    Ok(if region_errors {
+        ExitCode::from(2)
+    } else if left > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn no_credentials(why: &str) -> String {
+    format!(
+        "no AWS credentials ({}); set AWS_PROFILE (or run `aws sso login`), or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or run where a role provides them",
+        crate::validate::clean(why, 200)
+    )
+}
+
+fn place(g: &RegionSweep) -> String {
+    match &g.account {
+        Some(a) => format!("{a}/{}", g.region),
+        None => g.region.clone(),
+    }
+}
+
+/// A table without borders: columns separated by spaces, numbers right-aligned.
+fn table(header: &[&str], right: &[usize]) -> Table {
+    let mut t = Table::new();
+    t.load_preset(presets::NOTHING)
+        .set_content_arrangement(comfy_table::ContentArrangement::Disabled)
+        .set_header(header.iter().copied());
+    for &i in right {
+        if let Some(c) = t.column_mut(i) {
+            c.set_cell_alignment(CellAlignment::Right);
+        }
+    }
+    t
+}
+
+/// Trims the padding the table puts at the start and end of each line.
+fn lines(t: &Table) -> String {
+    let mut out = String::new();
+    for line in t.lines() {
+        out.push_str(line.trim_start_matches(' ').trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// The sweep as a table: one row per region, a line per account, then per
+/// region how it was listed, its account default and readiness, and the
+/// instances with news.
+pub fn render_sweep(r: &Report) -> String {
+    let mut out = String::new();
+    let Some(sweep) = &r.sweep else {
+        return out;
+    };
+    let mut regions = table(
+        &[
+            "REGION",
+            "EXAMINED",
+            "COMPLIANT",
+            "REMEDIATED",
+            "FLAGGED",
+            "EXEMPT",
+            "FAILED",
+            "V1-IN-USE",
+            "DEFAULT",
+            "ENFORCED",
+            "READY FOR HttpTokensEnforced",
+        ],
+        &[1, 2, 3, 4, 5, 6, 7],
+    );
+    for g in &sweep.regions {
+        let d = g.account_defaults.as_ref();
+        regions.add_row(vec![
+            place(g),
+            g.examined.to_string(),
+            g.count(Outcome::Compliant).to_string(),
+            g.count(Outcome::Remediated).to_string(),
+            g.count(Outcome::Flagged).to_string(),
+            g.count(Outcome::Exempt).to_string(),
+            g.count(Outcome::Failed).to_string(),
+            g.v1_in_use.to_string(),
+            d.and_then(|d| d.http_tokens.clone())
+                .unwrap_or_else(|| "unknown".into()),
+            d.and_then(|d| d.http_tokens_enforced.clone())
+                .unwrap_or_else(|| "unknown".into()),
+            g.readiness.verdict.to_string(),
+        ]);
+    }
+    out.push_str(&lines(&regions));
+    if !sweep.accounts.is_empty() {
+        let mut accounts = table(&["ACCOUNT", "REGIONS", "ACCESS", "COUNTS"], &[1]);
+        for a in &sweep.accounts {
+            let counts: Vec<String> = a
+                .counts
+                .iter()
+                .map(|(o, n)| format!("{n} {}", o.as_str()))
+                .collect();
+            accounts.add_row(vec![
+                a.account.clone(),
+                a.regions.to_string(),
+                a.access.to_string(),
+                if counts.is_empty() {
+                    "-".to_string()
+                } else {
+                    counts.join(", ")
+                },
+            ]);
+        }
+        out.push('\n');
+        out.push_str(&lines(&accounts));
+    }
+    out.push('\n');
+    for g in &sweep.regions {
+        let p = place(g);
+        out.push_str(&format!("{p}: listed {}\n", g.listing));
+        out.push_str(&format!(
+            "{p}: account default: {}\n",
+            g.account_default_action
+        ));
+        for reason in &g.readiness.reasons {
+            out.push_str(&format!("{p}: {} because {reason}\n", g.readiness.verdict));
+        }
+        for e in &g.errors {
+            out.push_str(&format!("{p}: ERROR {e}\n"));
+        }
+    }
+    if !r.instances.is_empty() {
+        out.push('\n');
+    }
+    for i in &r.instances {
+        out.push_str(&format!(
+            "{}{} {}  {}  {}{}\n",
+            i.account
+                .as_deref()
+                .map(|a| format!("{a}/"))
+                .unwrap_or_default(),
+            i.region.as_deref().unwrap_or(""),
+            i.instance_id,
+            i.outcome.as_str(),
+            i.action,
+            i.error
+                .as_deref()
+                .map(|e| format!(" ({e})"))
+                .unwrap_or_default()
+        ));
+    }
+    if sweep.omitted_instances > 0 {
+        out.push_str(&format!(
+            "... and {} more (counts above cover every instance)\n",
+            sweep.omitted_instances
+        ));
+    }
+    for u in &r.unreadable {
+        out.push_str(&format!("ERROR {u}\n"));
+    }
+    out.push_str(&format!("notify     {}\n", r.notification));
+    out
+}
