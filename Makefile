@@ -71,9 +71,9 @@ bench-function: venv
 	rustup target add aarch64-unknown-linux-gnu
 	# Two builds, not one: built together, the example's dev-dependency
 	# features would change the function's own build (and bench-sweep's).
-	cargo build --release --bin imds-guard
+	cargo build --release --bin imds-guard --bin imds-guard-event
 	cargo build --release --example bare_function
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" cargo lambda build --release --arm64 --bin imds-guard
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" cargo lambda build --release --arm64 --bin imds-guard --bin imds-guard-event
 	tools/with-moto.sh $(VENV)/bin/python tools/bench_function.py
 
 bench-sweep: venv bench-venv
@@ -89,10 +89,10 @@ $(BENCH_VENV)/.installed: tools/requirements-bench.txt
 
 # The load benchmark: 500 launch events x 10 instances, 4 function processes,
 # against the emulator; prints events/s and peak memory per process. Uses the
-# release build of the function.
+# release build of the event function.
 load: venv
-	cargo build --release --bin imds-guard
-	IMDS_GUARD_BIN=$(CURDIR)/target/release/imds-guard tools/with-moto.sh \
+	cargo build --release --bin imds-guard-event
+	IMDS_GUARD_BIN=$(CURDIR)/target/release/imds-guard-event tools/with-moto.sh \
 	  cargo test --test integration -- --ignored load --nocapture
 
 # The SAM templates: cfn-lint and sam validate --lint for the central stack

@@ -42,7 +42,7 @@ for _ in $(seq 1 150); do
   if "$here/.venv/bin/python" -c "import socket; socket.create_connection(('127.0.0.1', $port), 1)" 2>/dev/null; then break; fi
   sleep 0.2
 done
-cargo lambda invoke --invoke-address 127.0.0.1 --invoke-port "$port" --data-file "$work/event.json" imds-guard \
+cargo lambda invoke --invoke-address 127.0.0.1 --invoke-port "$port" --data-file "$work/event.json" imds-guard-event \
   > "$work/response.json" || { echo "invoke failed; function log:"; cat "$work/watch.log"; exit 1; }
 echo "  function response:"
 "$here/.venv/bin/python" -m json.tool "$work/response.json" | sed 's/^/    /'

@@ -2,8 +2,8 @@
 //! release build under the local Runtime API (`runtime.rs`) against the
 //! emulator. Measures
 //! - init: process start to the function's first `/invocation/next`, over
-//!   repeated starts, for imds-guard and for a bare Rust function
-//!   (`examples/bare_function.rs`) under the same harness;
+//!   repeated starts, for the event function, the sweep function and a bare
+//!   Rust function (`examples/bare_function.rs`) under the same harness;
 //! - first-event and warm-event latency: event handed out to answer received;
 //! - peak resident memory (VmHWM) after every event;
 //! - AWS calls per event, from the function's own report.
@@ -64,8 +64,11 @@ fn calls(report: &Value) -> BTreeMap<String, u64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a benchmark: run with `make bench`"]
 async fn function_init_latency_memory_and_calls() {
+    // The event function takes the events; the sweep function's init is
+    // measured beside it.
     let bin = std::env::var("IMDS_GUARD_BIN")
-        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_imds-guard").to_string());
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_imds-guard-event").to_string());
+    let sweep_bin = std::env::var("SWEEP_FUNCTION_BIN").ok();
     let bare = std::env::var("BARE_FUNCTION_BIN").ok();
     let runs = setting("BENCH_INIT_RUNS", 50);
     let warm = setting("BENCH_WARM_EVENTS", 50);
@@ -82,6 +85,7 @@ async fn function_init_latency_memory_and_calls() {
 
     let (init, init_rss) = init_times(&bin, runs, &env);
     let bare_init = bare.as_deref().map(|b| init_times(b, runs, &env));
+    let sweep_init = sweep_bin.as_deref().map(|b| init_times(b, runs, &env));
 
     // Events: the first and `warm` more, each one launch of one instance at
     // optional (k = 1 of n = 1); then a compliant launch whose event carries
@@ -167,6 +171,7 @@ async fn function_init_latency_memory_and_calls() {
         "init_peak_rss_kib": init_rss,
         "bare_init_ms": bare_init.as_ref().map(|(s, _)| s.clone()),
         "bare_init_peak_rss_kib": bare_init.as_ref().map(|(_, r)| *r),
+        "sweep_init_ms": sweep_init.as_ref().map(|(s, _)| s.clone()),
         "first_event_ms": ms(answers[0].took),
         "warm_event_ms": stats(warm_latency),
         "compliant_event_ms": ms(answers[warm + 1].took),

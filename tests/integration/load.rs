@@ -29,7 +29,7 @@ async fn burst_of_launches_across_processes() {
     let per_event = setting("LOAD_INSTANCES_PER_EVENT", 10);
     let processes = setting("LOAD_PROCESSES", 4);
     let bin = std::env::var("IMDS_GUARD_BIN")
-        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_imds-guard").to_string());
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_imds-guard-event").to_string());
     let endpoint = moto_endpoint();
 
     let base = aws_config::defaults(BehaviorVersion::latest())
