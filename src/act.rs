@@ -18,9 +18,13 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use tokio::time::Instant;
 
-use crate::aws::{AwsError, Ec2Api};
+use tracing::warn;
+
+use crate::aws::{AwsError, Ec2Api, MemoryApi};
 use crate::config::Mode;
-use crate::event::Observed;
+use crate::event::{Lookup, Observed};
+use crate::memory::{Kind, Record};
+use crate::outputs::now_secs;
 use crate::plan::tag_batches;
 use crate::policy::{is_gone, AccountDefaults, Remedy};
 use crate::report::{DefaultsAction, InstanceReport, Outcome, Step};
@@ -237,6 +241,74 @@ pub async fn look(
         }
         sleep_until_retry(attempt, deadline).await;
         attempt += 1;
+    }
+}
+
+/// The instances of a launch whose event did not list them, by its
+/// reservation id or client token, retried while EC2 shows fewer than the
+/// launch asked for at least (a new reservation may take a moment to
+/// appear). `Err` says why they were not all found.
+pub async fn look_launch(
+    ec2: &impl Ec2Api,
+    lookup: &Lookup,
+    deadline: Instant,
+    budget: Duration,
+) -> Result<Vec<Observed>, String> {
+    let by = match (&lookup.reservation_id, &lookup.client_token) {
+        (Some(r), _) => format!("reservation id {r}"),
+        (None, Some(t)) => format!("client token {t}"),
+        (None, None) => return Err("it names neither a reservation id nor a client token".into()),
+    };
+    // At least what the launch asked for at least (one when it does not
+    // say): fewer means EC2 does not show them all yet.
+    let want = lookup.min_count.unwrap_or(1).max(1) as usize;
+    let mut attempt = 0;
+    let mut seen;
+    loop {
+        match ec2.describe_launch(lookup).await {
+            Ok(found) if found.len() >= want => return Ok(found),
+            Ok(found) => seen = found.len(),
+            Err(e) => return Err(format!("looking its instances up by {by} failed: {e}")),
+        }
+        if Instant::now() >= deadline {
+            return Err(if seen == 0 {
+                format!(
+                    "EC2 showed no instance with {by} within {}s (DescribeInstances)",
+                    budget.as_secs()
+                )
+            } else {
+                format!(
+                    "EC2 showed {seen} instance(s) with {by} within {}s, of at least {want} the launch started (DescribeInstances)",
+                    budget.as_secs()
+                )
+            });
+        }
+        sleep_until_retry(attempt, deadline).await;
+        attempt += 1;
+    }
+}
+
+/// Remembers when the guard required tokens on each instance it remediated,
+/// so a sweep can watch what that broke (`MetadataNoTokenRejected` since
+/// then). A failure to remember costs only that watch: it is logged, and the
+/// remediation stands.
+pub async fn remember_remediated(
+    memory: &impl MemoryApi,
+    place: &str,
+    reports: &[InstanceReport],
+    lookback: Duration,
+) {
+    let now = now_secs();
+    let records: Vec<Record> = reports
+        .iter()
+        .filter(|r| r.outcome == Outcome::Remediated)
+        .map(|r| Record::new(Kind::Remediated, place, &r.instance_id, None, now, lookback))
+        .collect();
+    if records.is_empty() {
+        return;
+    }
+    if let Err(e) = memory.put(&records).await {
+        warn!(%place, count = records.len(), error = %e, "remediations could not be remembered; MetadataNoTokenRejected is not watched for them");
     }
 }
 

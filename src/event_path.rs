@@ -1,23 +1,27 @@
-//! The event path: one CloudTrail event (a launch, a change of an instance's
-//! metadata options, a change of the account's defaults) through
-//! decide → act → report.
+//! The event path: one event (a launch, a change of an instance's metadata
+//! options, a change of the account's defaults, an instance starting)
+//! through decide → act → report.
 //!
 //! Invariant: every instance an event names ends in exactly one outcome, or
 //! the invocation fails and names it (so the asynchronous retry and the
 //! failure destination keep the event). Writes are idempotent, so a repeated
-//! delivery changes nothing twice.
+//! delivery changes nothing twice, and the guard's memory keeps a second
+//! event about the same launch from telling a person twice.
 
 use std::collections::HashMap;
 
 use tokio::time::Instant;
 use tracing::{error, info, warn};
 
-use crate::act::{apply_default, look, write_tags, Pacer, Pacing};
-use crate::aws::{Clients, Ec2Api};
+use crate::act::{
+    apply_default, look, look_launch, remember_remediated, write_tags, Pacer, Pacing,
+};
+use crate::aws::{Account, Clients, Ec2Api, MemoryApi};
 use crate::config::Config;
-use crate::event::{DefaultsChange, EventContext, Observed, Trigger};
-use crate::outputs::{conclude, log_decision, tell, GuardError};
-use crate::plan::{judge_defaults_change, plan};
+use crate::event::{DefaultsChange, EventContext, Lookup, Observed, Trigger};
+use crate::memory::{self, Claim, Kind, Record};
+use crate::outputs::{conclude, log_decision, now_secs, tell, GuardError};
+use crate::plan::{judge_defaults_change, needs_claim, plan};
 use crate::policy::{Policy, Remedy, Verdict};
 use crate::report::{
     DefaultsAction, DefaultsReport, Idle, InstanceReport, Outcome, Report, Status,
@@ -34,6 +38,47 @@ impl<'a, C: Clients> EventPath<'a, C> {
         EventPath { cfg, clients }
     }
 
+    /// The account the event acts in (the member role assumed in central
+    /// mode), or the report of an event that cannot act at all.
+    async fn enter(
+        &self,
+        ctx: &EventContext,
+        ids: &[String],
+        unreadable: &[String],
+    ) -> Result<Account, Result<Report, GuardError>> {
+        if let Some(why) = self.cfg.refusal(ctx.account.as_deref()) {
+            return Err(self
+                .refuse(ctx.clone(), ids, unreadable.to_vec(), why)
+                .await);
+        }
+        match self
+            .clients
+            .enter(ctx.account.as_deref(), &ctx.region)
+            .await
+        {
+            Ok(account) => Ok(account),
+            Err(e) => {
+                // Not one instance can be looked at: each is named, and the
+                // invocation fails so the event is retried (a member stack
+                // deployed late, a throttled STS) and kept if it never works.
+                let why = e.to_string();
+                let mut report = Report::handled(Status::Handled, self.cfg.mode, ctx.clone());
+                report.instances = ids
+                    .iter()
+                    .map(|id| InstanceReport::failed(id, why.clone()))
+                    .collect();
+                report.unreadable = unreadable.to_vec();
+                if ids.is_empty() && unreadable.is_empty() {
+                    report
+                        .unreadable
+                        .push(format!("the event could not be acted on: {why}"));
+                }
+                let notify_error = tell(self.cfg, self.clients, &mut report).await;
+                Err(conclude(report, notify_error))
+            }
+        }
+    }
+
     /// The instances an event names: each is decided on what EC2 shows now
     /// (or on the options the event carries, when they are complete and
     /// compliant: no call), acted on as the mode says, tagged, and reported
@@ -46,71 +91,127 @@ impl<'a, C: Clients> EventPath<'a, C> {
         unreadable: Vec<String>,
     ) -> Result<Report, GuardError> {
         let deadline = Instant::now() + self.cfg.retry_budget;
-        let policy = Policy::of(self.cfg);
-        if let Some(why) = self.cfg.refusal(ctx.account.as_deref()) {
-            return self.refuse(ctx, &from_event, unreadable, why).await;
-        }
-        let account = match self
-            .clients
-            .enter(ctx.account.as_deref(), &ctx.region)
-            .await
-        {
+        let ids: Vec<String> = from_event.iter().map(|o| o.instance_id.clone()).collect();
+        let account = match self.enter(&ctx, &ids, &unreadable).await {
             Ok(account) => account,
-            Err(e) => {
-                // Not one instance can be looked at: each is named, and the
-                // invocation fails so the event is retried (a member stack
-                // deployed late, a throttled STS) and kept if it never works.
-                let why = e.to_string();
-                let mut report = Report::handled(Status::Handled, self.cfg.mode, ctx);
-                report.instances = from_event
-                    .iter()
-                    .map(|o| InstanceReport::failed(&o.instance_id, why.clone()))
-                    .collect();
-                report.unreadable = unreadable;
-                let notify_error = tell(self.cfg, self.clients, &mut report).await;
-                return conclude(report, notify_error);
-            }
+            Err(done) => return done,
         };
         let ec2 = self.clients.ec2(&account, &ctx.region);
 
-        // A compliant launch whose event carries complete options costs no
-        // call. Anything else is looked at as EC2 shows it now: one call.
+        // A compliant instance whose event carries complete options (a
+        // launch, or a change such as the guard's own) costs no call.
+        // Anything else is looked at as EC2 shows it now: one call.
+        let policy = Policy::of(self.cfg);
         let to_look: Vec<String> = from_event
             .iter()
-            .filter(|o| {
-                trigger == Trigger::MetadataChange
-                    || policy.decide(o, &ctx.principal) != Verdict::Compliant
-            })
+            .filter(|o| policy.decide(o, &ctx.principal) != Verdict::Compliant)
             .map(|o| o.instance_id.clone())
             .collect();
-        let (mut seen, lookup_failures) = if to_look.is_empty() {
+        let (mut seen, failures) = if to_look.is_empty() {
             (HashMap::new(), HashMap::new())
         } else {
             look(&ec2, &to_look, deadline, self.cfg.retry_budget).await
         };
+        let current = from_event
+            .into_iter()
+            .map(|launched| {
+                let id = &launched.instance_id;
+                match failures.get(id) {
+                    Some(why) => Err((id.clone(), why.clone())),
+                    None => Ok(seen.remove(id).unwrap_or(launched)),
+                }
+            })
+            .collect();
+        self.decide_and_act(ctx, trigger, &account, &ec2, current, unreadable, deadline)
+            .await
+    }
 
-        // Decide.
-        let mut reports: Vec<InstanceReport> = Vec::with_capacity(from_event.len());
-        let mut to_modify: Vec<(usize, Remedy)> = Vec::new();
-        for launched in &from_event {
-            let id = &launched.instance_id;
-            if let Some(err) = lookup_failures.get(id) {
-                reports.push(InstanceReport::failed(id, err.clone()));
-                continue;
+    /// A launch whose event does not list its instances (CloudTrail cut the
+    /// response): they are found by the launch's reservation id or client
+    /// token, and handled like any launch's; if they cannot be found in the
+    /// retry budget, the invocation fails, naming the event and why.
+    pub async fn unlisted(&self, ctx: EventContext, lookup: Lookup) -> Result<Report, GuardError> {
+        let deadline = Instant::now() + self.cfg.retry_budget;
+        let account = match self.enter(&ctx, &[], &[]).await {
+            Ok(account) => account,
+            Err(done) => return done,
+        };
+        let ec2 = self.clients.ec2(&account, &ctx.region);
+        match look_launch(&ec2, &lookup, deadline, self.cfg.retry_budget).await {
+            Ok(found) => {
+                info!(
+                    event_id = ctx.event_id.as_deref().unwrap_or(""), why = %lookup.why,
+                    instances = found.len(), "the launch's instances were found without its list"
+                );
+                let current = found.into_iter().map(Ok).collect();
+                self.decide_and_act(
+                    ctx,
+                    Trigger::Launch,
+                    &account,
+                    &ec2,
+                    current,
+                    Vec::new(),
+                    deadline,
+                )
+                .await
             }
-            let current = seen.remove(id).unwrap_or_else(|| launched.clone());
-            let (report, remedy) = plan(self.cfg, &current, &ctx, trigger);
+            Err(why) => {
+                let event = ctx.event_id.clone().unwrap_or_else(|| "without id".into());
+                let mut report = Report::handled(Status::Handled, self.cfg.mode, ctx);
+                report
+                    .unreadable
+                    .push(format!("launch event {event}: {} and {why}", lookup.why));
+                let notify_error = tell(self.cfg, self.clients, &mut report).await;
+                conclude(report, notify_error)
+            }
+        }
+    }
+
+    /// Decides each instance on what EC2 shows now (or why it could not be
+    /// looked at), acts as the mode says, and reports.
+    #[allow(clippy::too_many_arguments)]
+    async fn decide_and_act(
+        &self,
+        ctx: EventContext,
+        trigger: Trigger,
+        account: &Account,
+        ec2: &C::Ec2,
+        current: Vec<Result<Observed, (String, String)>>,
+        unreadable: Vec<String>,
+        deadline: Instant,
+    ) -> Result<Report, GuardError> {
+        // Decide.
+        let mut reports: Vec<InstanceReport> = Vec::with_capacity(current.len());
+        let mut to_modify: Vec<(usize, Remedy)> = Vec::new();
+        for o in current {
+            let o = match o {
+                Ok(o) => o,
+                Err((id, why)) => {
+                    reports.push(InstanceReport::failed(&id, why));
+                    continue;
+                }
+            };
+            let (report, remedy) = plan(self.cfg, &o, &ctx, trigger);
             if let Some(remedy) = remedy {
                 to_modify.push((reports.len(), remedy));
             }
             reports.push(report);
         }
+        let place = self.place(&ctx, account).await;
+        let claimed = self
+            .claim_news(&ctx, trigger, place.as_deref(), &mut reports)
+            .await;
 
         // Act.
         Pacer::new(Pacing::EVENT)
-            .remediate(&ec2, &mut reports, to_modify, deadline)
+            .remediate(ec2, &mut reports, to_modify, deadline)
             .await;
-        write_tags(&ec2, &self.cfg.status_tag_key, self.cfg.mode, &mut reports).await;
+        write_tags(ec2, &self.cfg.status_tag_key, self.cfg.mode, &mut reports).await;
+        if self.cfg.check_metadata_no_token {
+            if let (Some(memory), Some(place)) = (self.clients.memory(), place.as_deref()) {
+                remember_remediated(&memory, place, &reports, self.cfg.no_token_lookback).await;
+            }
+        }
 
         // Report.
         for r in &reports {
@@ -123,12 +224,91 @@ impl<'a, C: Clients> EventPath<'a, C> {
         report.instances = reports;
         report.unreadable = unreadable;
         let notify_error = tell(self.cfg, self.clients, &mut report).await;
+        if report.notification.starts_with("sent ") {
+            self.mark_told(claimed).await;
+        }
         conclude(report, notify_error)
+    }
+
+    /// Marks what this event claimed as told, once it has been: a
+    /// redelivery of this event is then quiet too.
+    async fn mark_told(&self, claimed: Vec<Record>) {
+        let Some(memory) = self.clients.memory() else {
+            return;
+        };
+        if claimed.is_empty() {
+            return;
+        }
+        let told: Vec<Record> = claimed.into_iter().map(Record::told).collect();
+        if let Err(e) = memory.put(&told).await {
+            warn!(error = %e, "what was told could not be marked so; a redelivery of this event may tell again");
+        }
+    }
+
+    /// The memory partition of the event's account and region, when the
+    /// guard has a memory (the function's own account is asked of STS if
+    /// the event does not name it).
+    async fn place(&self, ctx: &EventContext, account: &Account) -> Option<String> {
+        self.clients.memory()?;
+        let id = match account.id(ctx.account.as_deref()) {
+            Some(id) => id.to_string(),
+            None => match self.clients.home_account().await {
+                Ok(id) => id,
+                Err(e) => {
+                    warn!(error = %e, "the function's own account could not be named; the memory is not used for this event");
+                    return None;
+                }
+            },
+        };
+        Some(memory::place(&id, &ctx.region))
+    }
+
+    /// News of a launch that another event may tell as well (the other
+    /// trigger, a redelivery) is claimed in the guard's memory first; what
+    /// another event claimed is not told (nor tagged) again. Without a
+    /// memory, or when it cannot be reached, every event tells: a person
+    /// may hear twice, never not at all.
+    async fn claim_news(
+        &self,
+        ctx: &EventContext,
+        trigger: Trigger,
+        place: Option<&str>,
+        reports: &mut [InstanceReport],
+    ) -> Vec<Record> {
+        let mut claimed = Vec::new();
+        let (Some(memory), Some(place)) = (self.clients.memory(), place) else {
+            return claimed;
+        };
+        let now = now_secs();
+        for r in reports.iter_mut().filter(|r| needs_claim(trigger, r)) {
+            let record = Record::new(
+                Kind::Noticed,
+                place,
+                &r.instance_id,
+                ctx.event_id.as_deref(),
+                now,
+                self.cfg.no_token_lookback,
+            );
+            match memory.claim(&record, now).await {
+                Ok(Claim::Ours) => claimed.push(record),
+                Ok(Claim::Taken) => {
+                    r.notify = false;
+                    r.action = Idle::AlreadyTold.into();
+                }
+                Err(e) => {
+                    warn!(instance_id = %r.instance_id, error = %e, "the memory could not be asked whether this launch was told of; telling anyway");
+                }
+            }
+        }
+        claimed
     }
 
     /// Someone changed the account's IMDS defaults: say so when it weakens
     /// them, and, in enforce mode with `SET_ACCOUNT_DEFAULT`, put
     /// `HttpTokens=required` back. `HttpTokensEnforced` is never touched.
+    /// A change whose request cannot be read, in an account whose defaults
+    /// cannot be read either, fails the invocation: it may have weakened
+    /// them, and no one would know.
     pub async fn defaults_changed(
         &self,
         ctx: EventContext,
@@ -156,15 +336,15 @@ impl<'a, C: Clients> EventPath<'a, C> {
                 return conclude(report, notify_error);
             }
         };
-        let current = match ec2.metadata_defaults().await {
-            Ok(d) => Some(d),
+        let (current, unread) = match ec2.metadata_defaults().await {
+            Ok(d) => (Some(d), None),
             Err(e) => {
                 warn!(error = %e, region = %ctx.region, "account IMDS defaults could not be read");
-                None
+                (None, Some(e))
             }
         };
         let judged = judge_defaults_change(self.cfg, &change, current.as_ref());
-        let (action, error) = apply_default(
+        let (action, mut error) = apply_default(
             &ec2,
             judged.restore,
             DefaultsAction::SetBack,
@@ -172,6 +352,12 @@ impl<'a, C: Clients> EventPath<'a, C> {
             None,
         )
         .await;
+        if judged.unjudged {
+            error = Some(format!(
+                "the change's request could not be read, nor the account's current defaults ({}): whether it weakened them is unknown",
+                unread.map_or_else(|| "no answer".to_string(), |e| e.to_string())
+            ));
+        }
         let weakenings = judged.weakenings;
         if weakenings.is_empty() {
             info!(region = %ctx.region, "account IMDS defaults changed without weakening them");
@@ -197,7 +383,7 @@ impl<'a, C: Clients> EventPath<'a, C> {
     async fn refuse(
         &self,
         ctx: EventContext,
-        instances: &[Observed],
+        ids: &[String],
         unreadable: Vec<String>,
         why: String,
     ) -> Result<Report, GuardError> {
@@ -207,10 +393,10 @@ impl<'a, C: Clients> EventPath<'a, C> {
             "event refused: {why}"
         );
         let mut report = Report::handled(Status::Refused, self.cfg.mode, ctx);
-        report.instances = instances
+        report.instances = ids
             .iter()
-            .map(|o| {
-                let mut r = InstanceReport::new(&o.instance_id, Outcome::Refused, Idle::NotAllowed);
+            .map(|id| {
+                let mut r = InstanceReport::new(id, Outcome::Refused, Idle::NotAllowed);
                 r.notify = true;
                 r
             })

@@ -135,6 +135,7 @@ impl<C: Clients> Guard<C> {
             GuardEvent::DefaultsChanged { ctx, change } => {
                 events.defaults_changed(ctx, change).await
             }
+            GuardEvent::Unlisted { ctx, lookup } => events.unlisted(ctx, lookup).await,
             GuardEvent::Ignored { reason } => {
                 info!(%reason, "event ignored");
                 Ok(Report::ignored(self.cfg.mode, reason))

@@ -7,7 +7,7 @@
 //! report) or `sweep`; both act through `act`, the one way to act, and
 //! report through `outputs`; `cli` and `main` are the two doors.
 
-pub use imds_guard_domain::{config, event, glob, notify, plan, policy, report, validate};
+pub use imds_guard_domain::{config, event, glob, memory, notify, plan, policy, report, validate};
 
 pub mod act;
 pub mod aws;

@@ -90,6 +90,13 @@ pub fn log_decision(ctx: &EventContext, mode: Mode, r: &InstanceReport) {
     }
 }
 
+/// Seconds since the epoch, by this machine's clock.
+pub fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// Requests sent between two readings of the call counter, by operation.
 pub fn calls_since(
     before: &BTreeMap<String, u64>,

@@ -13,16 +13,17 @@ use futures_util::stream::{self, StreamExt};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use crate::act::{apply_default, write_tags, Pacer, Pacing};
-use crate::aws::{Account, AwsError, Clients, Ec2Api, MetricsApi};
+use crate::act::{apply_default, remember_remediated, write_tags, Pacer, Pacing};
+use crate::aws::{Account, AwsError, Clients, Ec2Api, MemoryApi, MetricsApi};
 use crate::config::{Config, Mode, SweepAccounts};
 use crate::event::{EventContext, Observed, Trigger};
-use crate::outputs::{conclude, log_decision, tell, GuardError};
-use crate::plan::{hold_back, plan, sweep_default_action, unread_metric};
+use crate::memory::{self, Kind, Record};
+use crate::outputs::{conclude, log_decision, now_secs, tell, GuardError};
+use crate::plan::{hold_back, plan, sweep_default_action, unread_metric, V1Use};
 use crate::policy::{readiness, Remedy, SweepFacts};
 use crate::report::{
-    Access, AccountSweep, DefaultsAction, InstanceReport, Outcome, RegionSweep, Report, Status,
-    SweepSummary,
+    Access, AccountSweep, DefaultsAction, InstanceReport, Outcome, Refusing, RegionSweep, Report,
+    Status, SweepSummary, MAX_REFUSING,
 };
 use crate::validate::is_account_id;
 
@@ -32,6 +33,8 @@ pub const MAX_LISTED: usize = 1000;
 /// Account-region pairs swept at once (a pair holds at most one page of
 /// instances in memory; the function has 128 MB).
 const SWEEP_CONCURRENCY: usize = 4;
+/// Passes over a region's filtered listing, at most (see `list_and_act`).
+const MAX_PASSES: u32 = 5;
 /// A sweep stops taking new pages this long before the function's timeout,
 /// so it can still tag, notify and report what it did.
 pub const STOP_MARGIN: Duration = Duration::from_secs(30);
@@ -56,6 +59,20 @@ struct RegionResult {
     owner: Option<String>,
     /// Whose credentials acted here.
     who: Account,
+    /// Instances the guard switched that refuse IMDSv1 calls since.
+    refusing: Vec<Refusing>,
+    /// Every instance decided here (with a server-side filter): a second
+    /// pass over the listing skips them.
+    decided: std::collections::HashSet<String>,
+    /// Whether this sweep changed an instance here (which, with a filter,
+    /// can shift the listing's later pages).
+    changed: bool,
+    /// The instances a person was already told of (the guard's memory),
+    /// read on the first page that needs it.
+    noticed: Option<std::collections::HashSet<String>>,
+    /// What this sweep tells of for the first time, remembered once the
+    /// summary is sent.
+    to_remember: Vec<Record>,
 }
 
 /// A sweep of regions, in the accounts configured, with the configuration
@@ -92,6 +109,7 @@ impl<'a, C: Clients> Sweep<'a, C> {
             );
         }
         let mut accounts: Vec<AccountSweep> = Vec::new();
+        let mut to_remember: Vec<Record> = Vec::new();
         let targets: Vec<Option<String>> = match &self.cfg.sweep_accounts {
             SweepAccounts::Own => vec![None],
             SweepAccounts::Listed(list) => list.iter().cloned().map(Some).collect(),
@@ -131,6 +149,7 @@ impl<'a, C: Clients> Sweep<'a, C> {
             .await;
 
         let mut sweep = SweepSummary {
+            refusing_imdsv1: Vec::new(),
             regions: Vec::with_capacity(results.len()),
             accounts: Vec::new(),
             omitted_instances: 0,
@@ -152,6 +171,11 @@ impl<'a, C: Clients> Sweep<'a, C> {
                 accounts[pos].add(&r.summary, r.who == Account::Home);
             }
             report.instances.extend(r.listed);
+            to_remember.extend(r.to_remember);
+            let room = MAX_REFUSING.saturating_sub(sweep.refusing_imdsv1.len());
+            sweep
+                .refusing_imdsv1
+                .extend(r.refusing.into_iter().take(room));
             sweep.omitted_instances += r.omitted;
             sweep.regions.push(r.summary);
         }
@@ -159,6 +183,13 @@ impl<'a, C: Clients> Sweep<'a, C> {
         sweep.accounts = accounts;
         report.sweep = Some(sweep);
         let notify_error = tell(self.cfg, self.clients, &mut report).await;
+        if report.notification.starts_with("sent ") && !to_remember.is_empty() {
+            if let Some(memory) = self.clients.memory() {
+                if let Err(e) = memory.put(&to_remember).await {
+                    warn!(error = %e, "what the sweep told of could not be remembered; the next sweep lists it again");
+                }
+            }
+        }
         conclude(report, notify_error)
     }
 
@@ -178,6 +209,11 @@ impl<'a, C: Clients> Sweep<'a, C> {
             omitted: 0,
             owner: None,
             who: Account::Home,
+            refusing: Vec::new(),
+            decided: std::collections::HashSet::new(),
+            changed: false,
+            noticed: None,
+            to_remember: Vec::new(),
         };
         out.summary.account = account.map(str::to_string);
         if stop_time(deadline).is_some_and(|t| Instant::now() >= t) {
@@ -203,6 +239,9 @@ impl<'a, C: Clients> Sweep<'a, C> {
         out.summary.account_defaults = defaults.account_defaults;
         out.summary.account_default_action = defaults.account_default_action;
         out.summary.errors.extend(defaults.errors);
+        if self.cfg.check_metadata_no_token {
+            self.watch_refusals(&mut out).await;
+        }
 
         let s = &mut out.summary;
         s.readiness = readiness(&SweepFacts {
@@ -210,6 +249,7 @@ impl<'a, C: Clients> Sweep<'a, C> {
             noncompliant_left: s.count(Outcome::Flagged) + s.count(Outcome::Failed),
             exempt: s.count(Outcome::Exempt),
             v1_in_use: s.v1_in_use,
+            refusing: s.refusing,
             defaults: s.account_defaults.clone(),
         });
         info!(
@@ -232,8 +272,6 @@ impl<'a, C: Clients> Sweep<'a, C> {
         deadline: Option<Instant>,
         progress: &(dyn Fn(Progress<'_>) + Sync),
     ) {
-        let region = out.summary.region.clone();
-        let region = region.as_str();
         // EC2 can leave out the instances already at `required` itself; a
         // hop-limit maximum needs every instance's options, though.
         let mut only_optional = self.cfg.max_hop_limit.is_none();
@@ -242,28 +280,80 @@ impl<'a, C: Clients> Sweep<'a, C> {
         } else {
             "every instance (MAX_HOP_LIMIT needs each hop limit)".into()
         };
-        let mut token: Option<String> = None;
         // One pace for the whole region: what EC2 throttled on one page
         // slows the next.
         let mut pacer = Pacer::new(Pacing::SWEEP);
         let stop_at = stop_time(deadline);
+        let mut passes = 0;
+        loop {
+            passes += 1;
+            out.changed = false;
+            let (complete, pages) = self
+                .list_pass(
+                    ec2,
+                    out,
+                    &mut only_optional,
+                    passes > 1,
+                    max_listed,
+                    &mut pacer,
+                    stop_at,
+                    progress,
+                )
+                .await;
+            // EC2's page tokens are opaque: fixing instances while listing
+            // under the `optional` filter might shift the later pages. So a
+            // filtered pass of more than one page that changed something is
+            // followed by another, for what it may have skipped, until one
+            // changes nothing (a few at most).
+            if !complete || !only_optional || !out.changed || pages <= 1 || passes >= MAX_PASSES {
+                break;
+            }
+        }
+        if passes > 1 {
+            out.summary.listing.push_str(&format!(
+                ", listed {passes} times (fixing under the filter may shift later pages)"
+            ));
+        }
+        out.summary.throttled = pacer.throttled;
+    }
+
+    /// One pass over the region's listing, page by page: whether it reached
+    /// the last page, and how many pages it read.
+    #[allow(clippy::too_many_arguments)]
+    async fn list_pass(
+        &self,
+        ec2: &impl Ec2Api,
+        out: &mut RegionResult,
+        only_optional: &mut bool,
+        second_pass: bool,
+        max_listed: usize,
+        pacer: &mut Pacer,
+        stop_at: Option<Instant>,
+        progress: &(dyn Fn(Progress<'_>) + Sync),
+    ) -> (bool, u64) {
+        let region = out.summary.region.clone();
+        let region = region.as_str();
+        let mut token: Option<String> = None;
+        let mut pages = 0;
         loop {
             if stop_at.is_some_and(|t| Instant::now() >= t) {
                 out.summary.errors.push(format!(
                     "stopped after {} page(s) to report before the function's timeout; the next sweep continues",
                     out.summary.pages
                 ));
-                break;
+                return (false, pages);
             }
-            let page = match ec2.list_page(only_optional, token.clone()).await {
+            let page = match ec2.list_page(*only_optional, token.clone()).await {
                 Ok(page) => page,
                 // An EC2 that does not take the filter (the local emulator
                 // answers it with a 500) refuses it: list everything and
                 // decide here instead. Anything else (no answer, no
                 // credentials, no permission) is an error, not a refusal.
-                Err(e) if only_optional && out.summary.pages == 0 && e.is_refused_request() => {
+                Err(e)
+                    if *only_optional && pages == 0 && !second_pass && e.is_refused_request() =>
+                {
                     warn!(%region, error = %e, "the metadata-options filter was refused; filtering here");
-                    only_optional = false;
+                    *only_optional = false;
                     out.summary.listing =
                         format!("every instance (EC2 refused the metadata-options filter: {e})");
                     continue;
@@ -273,15 +363,28 @@ impl<'a, C: Clients> Sweep<'a, C> {
                         "listing stopped after {} page(s): {e}",
                         out.summary.pages
                     ));
-                    break;
+                    return (false, pages);
                 }
             };
-            out.summary.pages += 1;
+            pages += 1;
             if out.owner.is_none() {
-                out.owner = page.owner.filter(|o| is_account_id(o));
+                out.owner = page.owner.clone().filter(|o| is_account_id(o));
             }
-            out.summary.examined += page.instances.len() as u64;
-            self.page(ec2, page.instances, out, max_listed, &mut pacer, stop_at)
+            let mut instances = page.instances;
+            if second_pass {
+                instances.retain(|o| !out.decided.contains(&o.instance_id));
+            } else {
+                out.summary.pages += 1;
+                out.summary.examined += instances.len() as u64;
+            }
+            if *only_optional {
+                out.decided
+                    .extend(instances.iter().map(|o| o.instance_id.clone()));
+            }
+            if second_pass {
+                out.summary.examined += instances.len() as u64;
+            }
+            self.page(ec2, instances, out, max_listed, pacer, stop_at)
                 .await;
             progress(Progress {
                 account: out.summary.account.as_deref(),
@@ -292,10 +395,9 @@ impl<'a, C: Clients> Sweep<'a, C> {
             });
             match page.next_token {
                 Some(t) => token = Some(t),
-                None => break,
+                None => return (true, pages),
             }
         }
-        out.summary.throttled = pacer.throttled;
     }
 
     /// Reads the account's defaults, and sets `HttpTokens=required` when
@@ -368,6 +470,8 @@ impl<'a, C: Clients> Sweep<'a, C> {
             .await;
         }
 
+        self.skip_told(out, &mut reports).await;
+
         // Act, at the sweep's pace.
         let to_modify: Vec<(usize, Remedy)> = remedies
             .into_iter()
@@ -380,6 +484,12 @@ impl<'a, C: Clients> Sweep<'a, C> {
             .remediate(ec2, &mut reports, to_modify, deadline)
             .await;
         write_tags(ec2, &self.cfg.status_tag_key, self.cfg.mode, &mut reports).await;
+        out.changed |= reports.iter().any(|r| r.action.wrote());
+        if self.cfg.check_metadata_no_token {
+            if let (Some(memory), Some(place)) = (self.clients.memory(), self.place(out).await) {
+                remember_remediated(&memory, &place, &reports, self.cfg.no_token_lookback).await;
+            }
+        }
 
         // Record.
         for mut r in reports {
@@ -429,15 +539,148 @@ impl<'a, C: Clients> Sweep<'a, C> {
             .no_token_calls(&ids, self.cfg.no_token_lookback)
             .await;
         for (r, remedy) in reports.iter_mut().zip(remedies.iter_mut()) {
+            if !ids.contains(&r.instance_id) {
+                continue;
+            }
             match &calls {
                 Err(e) => unread_metric(r, remedy, &e.to_string()),
                 Ok(calls) => {
-                    let n = calls.get(&r.instance_id).copied().unwrap_or(0.0);
-                    if hold_back(r, remedy, n, hours) {
-                        s.v1_in_use += 1;
+                    let n = calls.get(&r.instance_id).copied();
+                    match hold_back(r, remedy, n, hours, self.cfg.no_token_missing_as_zero) {
+                        V1Use::InUse => s.v1_in_use += 1,
+                        V1Use::Unused => s.v1_unused += 1,
+                        V1Use::NoData => s.v1_no_data += 1,
                     }
                 }
             }
+        }
+    }
+
+    /// What a person was already told of is not news again: flagged and
+    /// exempt instances the guard's memory says it told of (a launch event,
+    /// or an earlier sweep, within a week) are counted but not listed or
+    /// tagged again; the others are remembered as told once the summary is
+    /// sent. Without a memory, every sweep lists them all.
+    async fn skip_told(&self, out: &mut RegionResult, reports: &mut [InstanceReport]) {
+        let Some(memory) = self.clients.memory() else {
+            return;
+        };
+        let candidates = |r: &InstanceReport| {
+            r.notify && matches!(r.outcome, Outcome::Flagged | Outcome::Exempt)
+        };
+        if !reports.iter().any(candidates) {
+            return;
+        }
+        let Some(place) = self.place(out).await else {
+            return;
+        };
+        let now = now_secs();
+        if out.noticed.is_none() {
+            let told = match memory.query(&place, Kind::Noticed.prefix(), now).await {
+                Ok(records) => records.iter().map(|r| r.id().to_string()).collect(),
+                Err(e) => {
+                    warn!(%place, error = %e, "the memory could not be read; every flagged instance is listed");
+                    Default::default()
+                }
+            };
+            out.noticed = Some(told);
+        }
+        let told = out.noticed.get_or_insert_with(Default::default);
+        for r in reports.iter_mut().filter(|r| candidates(r)) {
+            if told.contains(&r.instance_id) {
+                r.notify = false;
+                r.action = crate::report::Idle::AlreadyTold.into();
+            } else {
+                told.insert(r.instance_id.clone());
+                out.to_remember.push(
+                    Record::new(
+                        Kind::Noticed,
+                        &place,
+                        &r.instance_id,
+                        None,
+                        now,
+                        self.cfg.no_token_lookback,
+                    )
+                    .told(),
+                );
+            }
+        }
+    }
+
+    /// The memory partition of this account-region: the account swept, or
+    /// the one EC2 says owns the instances, or the function's own.
+    async fn place(&self, out: &RegionResult) -> Option<String> {
+        let account = match out.summary.account.clone().or_else(|| out.owner.clone()) {
+            Some(a) => a,
+            None => self.clients.home_account().await.ok()?,
+        };
+        Some(memory::place(&account, &out.summary.region))
+    }
+
+    /// With `CHECK_METADATA_NO_TOKEN`: every instance the guard switched to
+    /// `required` here (the memory's remediation records; they left the
+    /// `optional` listing) that has refused IMDSv1 calls since, by
+    /// `MetadataNoTokenRejected`: the workloads enforcing broke.
+    async fn watch_refusals(&self, out: &mut RegionResult) {
+        let Some(memory) = self.clients.memory() else {
+            out.summary.warnings.push(
+                "MetadataNoTokenRejected is not watched: MEMORY_TABLE is not set, so which instances the guard switched is not known".into(),
+            );
+            return;
+        };
+        let Some(place) = self.place(out).await else {
+            out.summary.errors.push(
+                "MetadataNoTokenRejected could not be watched: the account could not be named"
+                    .into(),
+            );
+            return;
+        };
+        let remediated = match memory
+            .query(&place, Kind::Remediated.prefix(), now_secs())
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                out.summary.errors.push(format!(
+                    "MetadataNoTokenRejected could not be watched: the memory could not be read: {e}"
+                ));
+                return;
+            }
+        };
+        if remediated.is_empty() {
+            return;
+        }
+        let since: Vec<(String, u64)> = remediated
+            .iter()
+            .map(|r| (r.id().to_string(), r.at))
+            .collect();
+        let refused = match self
+            .clients
+            .metrics(&out.who, &out.summary.region)
+            .rejected_calls(&since, self.cfg.no_token_lookback)
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                out.summary
+                    .errors
+                    .push(format!("MetadataNoTokenRejected could not be read: {e}"));
+                return;
+            }
+        };
+        for (id, at) in since {
+            let Some(&n) = refused.get(&id).filter(|n| **n > 0.0) else {
+                continue;
+            };
+            out.summary.refusing += 1;
+            warn!(instance_id = %id, refused = n, region = %out.summary.region, "an instance the guard switched to required refuses IMDSv1 calls since");
+            out.refusing.push(Refusing {
+                account: out.summary.account.clone(),
+                region: out.summary.region.clone(),
+                instance_id: id,
+                refused_calls: n,
+                remediated_at: at,
+            });
         }
     }
 }

@@ -8,7 +8,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::time::Duration;
 
-use crate::event::Observed;
+use crate::event::{Lookup, Observed};
+use crate::memory::{Claim, Record};
 use crate::notify::Notification;
 use crate::policy::{AccountDefaults, Remedy};
 
@@ -39,6 +40,12 @@ pub trait Ec2Api: Send + Sync {
         instance_id: &str,
         remedy: &Remedy,
     ) -> impl Future<Output = Result<(), AwsError>> + Send;
+    /// The instances of one launch whose event did not list them: by its
+    /// reservation id, else its client token (empty: not shown yet).
+    fn describe_launch(
+        &self,
+        lookup: &Lookup,
+    ) -> impl Future<Output = Result<Vec<Observed>, AwsError>> + Send;
     /// Sets one tag on many instances.
     fn tag(
         &self,
@@ -69,15 +76,44 @@ pub trait Publisher: Send + Sync {
     ) -> impl Future<Output = Result<String, AwsError>> + Send;
 }
 
-/// CloudWatch, for `MetadataNoToken`.
+/// CloudWatch, for `MetadataNoToken` and `MetadataNoTokenRejected`.
 pub trait MetricsApi: Send + Sync {
     /// IMDSv1 calls each instance answered in the last `lookback`, summed;
-    /// instances with no data points are absent.
+    /// instances with no data points at all are absent (no data is not
+    /// zero: a stopped instance reports nothing).
     fn no_token_calls(
         &self,
         ids: &[String],
         lookback: Duration,
     ) -> impl Future<Output = Result<HashMap<String, f64>, AwsError>> + Send;
+    /// IMDSv1 calls each instance refused since its time (seconds since the
+    /// epoch), within the last `lookback`: what requiring tokens broke.
+    /// Instances with none are absent.
+    fn rejected_calls(
+        &self,
+        since: &[(String, u64)],
+        lookback: Duration,
+    ) -> impl Future<Output = Result<HashMap<String, f64>, AwsError>> + Send;
+}
+
+/// The guard's memory (docs/design.md).
+pub trait MemoryApi: Send + Sync {
+    /// Writes `record` unless a live record with its key was written by
+    /// another event.
+    fn claim(
+        &self,
+        record: &Record,
+        now: u64,
+    ) -> impl Future<Output = Result<Claim, AwsError>> + Send;
+    /// Writes every record, replacing any with the same key.
+    fn put(&self, records: &[Record]) -> impl Future<Output = Result<(), AwsError>> + Send;
+    /// The live records of partition `pk` whose sort key starts with `prefix`.
+    fn query(
+        &self,
+        pk: &str,
+        prefix: &str,
+        now: u64,
+    ) -> impl Future<Output = Result<Vec<Record>, AwsError>> + Send;
 }
 
 /// Hands out clients by account and region.
@@ -85,11 +121,24 @@ pub trait Clients: Send + Sync {
     type Ec2: Ec2Api;
     type Sns: Publisher;
     type Metrics: MetricsApi;
+    type Memory: MemoryApi;
 
     fn ec2(&self, account: &Account, region: &str) -> Self::Ec2;
     /// Notifications go out from the function's own account.
     fn sns(&self, region: &str) -> Self::Sns;
     fn metrics(&self, account: &Account, region: &str) -> Self::Metrics;
+    /// The guard's memory, when one is configured (`MEMORY_TABLE`).
+    fn memory(&self) -> Option<Self::Memory>;
+    /// The function's own account, when it must be named (an event that
+    /// names none, a sweep of the own account): asked of STS once.
+    fn home_account(&self) -> impl Future<Output = Result<String, AwsError>> + Send {
+        async {
+            Err(AwsError::Api {
+                code: "NotConfigured".into(),
+                message: "these clients cannot name their account".into(),
+            })
+        }
+    }
     /// Requests sent so far (every attempt, retries included), by operation.
     fn calls(&self) -> BTreeMap<String, u64> {
         BTreeMap::new()

@@ -13,6 +13,7 @@ use super::cloudwatch::Metrics;
 use super::counter::CallCounter;
 use super::ec2::Ec2;
 use super::error::AwsError;
+use super::memory::Memory;
 use super::roles::{Account, MemberCredentials, MemberRoles};
 use super::sns::Sns;
 
@@ -29,6 +30,10 @@ pub struct RegionalClients {
     counter: CallCounter,
     /// Central mode: the member role, assumed per account and region.
     members: Option<Arc<MemberRoles>>,
+    /// The guard's memory, in the function's own account and region.
+    memory: Option<Memory>,
+    /// The function's own account, asked of STS once.
+    home: tokio::sync::OnceCell<String>,
 }
 
 impl RegionalClients {
@@ -40,7 +45,27 @@ impl RegionalClients {
             metrics: Mutex::new(HashMap::new()),
             counter: CallCounter::default(),
             members: None,
+            memory: None,
+            home: tokio::sync::OnceCell::new(),
         }
+    }
+
+    /// The guard's memory: `table` in the function's own account and region.
+    pub fn with_memory(mut self, table: Option<String>) -> Self {
+        self.memory = table.map(|table| {
+            let region = self
+                .base
+                .region()
+                .map_or_else(|| "us-east-1".to_string(), |r| r.to_string());
+            let b = aws_sdk_dynamodb::config::Builder::from(&self.base);
+            Memory {
+                client: aws_sdk_dynamodb::Client::from_conf(
+                    self.layer(&Account::Home, &region, b).build(),
+                ),
+                table,
+            }
+        });
+        self
     }
 
     /// Central mode: act in member accounts through `role`.
@@ -95,7 +120,12 @@ macro_rules! config_for {
         }
     )*};
 }
-config_for!(aws_sdk_ec2, aws_sdk_sns, aws_sdk_cloudwatch);
+config_for!(
+    aws_sdk_ec2,
+    aws_sdk_sns,
+    aws_sdk_cloudwatch,
+    aws_sdk_dynamodb
+);
 
 fn cached<C: Clone>(
     map: &Mutex<HashMap<Key, C>>,
@@ -115,6 +145,7 @@ impl Clients for RegionalClients {
     type Ec2 = Ec2;
     type Sns = Sns;
     type Metrics = Metrics;
+    type Memory = Memory;
 
     fn ec2(&self, account: &Account, region: &str) -> Ec2 {
         Ec2(cached(&self.ec2, account, region, || {
@@ -135,6 +166,36 @@ impl Clients for RegionalClients {
             let b = aws_sdk_cloudwatch::config::Builder::from(&self.base);
             aws_sdk_cloudwatch::Client::from_conf(self.layer(account, region, b).build())
         }))
+    }
+
+    fn memory(&self) -> Option<Memory> {
+        self.memory.clone()
+    }
+
+    async fn home_account(&self) -> Result<String, AwsError> {
+        if let Some(members) = &self.members {
+            return members.home_account().await.map(str::to_string);
+        }
+        self.home
+            .get_or_try_init(|| async {
+                let conf = aws_sdk_sts::config::Builder::from(&self.base)
+                    .interceptor(self.counter.clone())
+                    .build();
+                let out = aws_sdk_sts::Client::from_conf(conf)
+                    .get_caller_identity()
+                    .send()
+                    .await
+                    .map_err(|e| AwsError::classify(e, "sts", "sts:GetCallerIdentity"))?;
+                out.account()
+                    .filter(|a| crate::validate::is_account_id(a))
+                    .map(str::to_string)
+                    .ok_or_else(|| AwsError::Api {
+                        code: "NoAccount".into(),
+                        message: "GetCallerIdentity named no account".into(),
+                    })
+            })
+            .await
+            .cloned()
     }
 
     fn calls(&self) -> BTreeMap<String, u64> {

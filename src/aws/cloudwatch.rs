@@ -1,44 +1,43 @@
-//! CloudWatch through the SDK: the `MetadataNoToken` metric.
+//! CloudWatch through the SDK: `MetadataNoToken` (IMDSv1 calls an instance
+//! at `optional` answered) and `MetadataNoTokenRejected` (IMDSv1 calls it
+//! refused once tokens were required: what enforcing broke).
 
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
+
+use aws_sdk_cloudwatch::primitives::DateTime;
+use aws_sdk_cloudwatch::types::{Dimension, Metric, MetricDataQuery, MetricStat};
 
 use super::api::MetricsApi;
 use super::error::AwsError;
 
 /// `GetMetricData` takes at most 500 queries per call.
 const QUERIES_PER_CALL: usize = 500;
+const HOUR: u64 = 3600;
 
-/// CloudWatch, for the `MetadataNoToken` metric: IMDSv1 calls an instance
-/// still at `optional` answered.
 #[derive(Clone, Debug)]
 pub struct Metrics(pub aws_sdk_cloudwatch::Client);
 
-impl MetricsApi for Metrics {
-    /// IMDSv1 calls each instance answered in the last `lookback`, summed.
-    /// Instances with no data points are absent (no call, or no metric yet).
-    /// Batches 500 queries per `GetMetricData` call.
-    async fn no_token_calls(
-        &self,
-        ids: &[String],
-        lookback: Duration,
-    ) -> Result<HashMap<String, f64>, AwsError> {
-        use aws_sdk_cloudwatch::primitives::DateTime;
-        use aws_sdk_cloudwatch::types::{Dimension, Metric, MetricDataQuery, MetricStat};
+/// A metric's sum per instance, counting only the data points each
+/// instance's `since` (seconds since the epoch) does not exclude.
+struct Sums<'a> {
+    metric: &'static str,
+    since: &'a [(String, u64)],
+    /// The whole window, and the width of one data point.
+    start: SystemTime,
+    period: u64,
+}
 
+impl Metrics {
+    async fn sums(&self, q: Sums<'_>) -> Result<HashMap<String, f64>, AwsError> {
         let end = SystemTime::now();
-        let start = end.checked_sub(lookback).unwrap_or(SystemTime::UNIX_EPOCH);
-        // One data point per instance: the period is the whole lookback,
-        // rounded up to the hour (CloudWatch wants multiples of 60 s, and of
-        // 3,600 s for data older than 15 days).
-        let period =
-            i32::try_from(lookback.as_secs().div_ceil(3600).max(1) * 3600).unwrap_or(i32::MAX);
-        let mut calls = HashMap::new();
-        for chunk in ids.chunks(QUERIES_PER_CALL) {
+        let period = i32::try_from(q.period).unwrap_or(i32::MAX);
+        let mut found = HashMap::new();
+        for chunk in q.since.chunks(QUERIES_PER_CALL) {
             let queries: Vec<MetricDataQuery> = chunk
                 .iter()
                 .enumerate()
-                .map(|(n, id)| {
+                .map(|(n, (id, _))| {
                     MetricDataQuery::builder()
                         .id(format!("q{n}"))
                         .return_data(true)
@@ -47,7 +46,7 @@ impl MetricsApi for Metrics {
                                 .metric(
                                     Metric::builder()
                                         .namespace("AWS/EC2")
-                                        .metric_name("MetadataNoToken")
+                                        .metric_name(q.metric)
                                         .dimensions(
                                             Dimension::builder()
                                                 .name("InstanceId")
@@ -69,24 +68,34 @@ impl MetricsApi for Metrics {
                     .0
                     .get_metric_data()
                     .set_metric_data_queries(Some(queries.clone()))
-                    .start_time(DateTime::from(start))
+                    .start_time(DateTime::from(q.start))
                     .end_time(DateTime::from(end))
                     .set_next_token(token.take())
                     .send()
                     .await
                     .map_err(|e| AwsError::classify(e, "monitoring", "cloudwatch:GetMetricData"))?;
                 for r in out.metric_data_results() {
-                    let Some(n) = r
+                    let Some((id, since)) = r
                         .id()
                         .and_then(|q| q.strip_prefix('q'))
                         .and_then(|n| n.parse::<usize>().ok())
+                        .and_then(|n| chunk.get(n))
                     else {
                         continue;
                     };
-                    let Some(id) = chunk.get(n) else { continue };
-                    let sum: f64 = r.values().iter().sum();
-                    if !r.values().is_empty() {
-                        *calls.entry(id.clone()).or_insert(0.0) += sum;
+                    // A data point covers [timestamp, timestamp + period).
+                    let values: Vec<f64> = r
+                        .values()
+                        .iter()
+                        .zip(r.timestamps())
+                        .filter(|(_, t)| {
+                            u64::try_from(t.secs()).map_or(true, |t| t + q.period > *since)
+                        })
+                        .map(|(v, _)| *v)
+                        .chain(r.values().iter().skip(r.timestamps().len()).copied())
+                        .collect();
+                    if !values.is_empty() {
+                        *found.entry(id.clone()).or_insert(0.0) += values.iter().sum::<f64>();
                     }
                 }
                 match out.next_token() {
@@ -95,6 +104,60 @@ impl MetricsApi for Metrics {
                 }
             }
         }
-        Ok(calls)
+        Ok(found)
+    }
+}
+
+fn secs(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl MetricsApi for Metrics {
+    async fn no_token_calls(
+        &self,
+        ids: &[String],
+        lookback: Duration,
+    ) -> Result<HashMap<String, f64>, AwsError> {
+        let start = SystemTime::now()
+            .checked_sub(lookback)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        let since: Vec<(String, u64)> = ids.iter().map(|id| (id.clone(), 0)).collect();
+        self.sums(Sums {
+            metric: "MetadataNoToken",
+            since: &since,
+            start,
+            // One data point per instance: the whole lookback, rounded up to
+            // the hour (CloudWatch wants multiples of 60 s, and of 3,600 s
+            // for data older than 15 days).
+            period: lookback.as_secs().div_ceil(HOUR).max(1) * HOUR,
+        })
+        .await
+    }
+
+    async fn rejected_calls(
+        &self,
+        since: &[(String, u64)],
+        lookback: Duration,
+    ) -> Result<HashMap<String, f64>, AwsError> {
+        let now = SystemTime::now();
+        let floor = secs(now).saturating_sub(lookback.as_secs());
+        let earliest = since
+            .iter()
+            .map(|(_, t)| *t)
+            .min()
+            .unwrap_or(floor)
+            .max(floor);
+        let start = SystemTime::UNIX_EPOCH + Duration::from_secs(earliest - earliest % HOUR);
+        // Hourly points, widened so one query stays under a few hundred.
+        let span = secs(now).saturating_sub(earliest).max(HOUR);
+        let period = (span / 200).div_ceil(HOUR).max(1) * HOUR;
+        self.sums(Sums {
+            metric: "MetadataNoTokenRejected",
+            since,
+            start,
+            period,
+        })
+        .await
     }
 }

@@ -6,7 +6,7 @@ use aws_sdk_ec2::types::{
     InstanceMetadataTagsState, Tag,
 };
 
-use crate::event::{MetadataOptions, Observed};
+use crate::event::{Lookup, MetadataOptions, Observed};
 use crate::policy::{AccountDefaults, Remedy};
 
 use super::api::{Ec2Api, Page};
@@ -52,6 +52,36 @@ impl Ec2Api for Ec2 {
                     Some(t) if !t.is_empty() => token = Some(t.to_string()),
                     _ => break,
                 }
+            }
+        }
+        Ok(found)
+    }
+
+    /// The instances of one launch, by its reservation id (exact) or else
+    /// its client token (every instance of that request).
+    async fn describe_launch(&self, lookup: &Lookup) -> Result<Vec<Observed>, AwsError> {
+        let (name, value) = match (&lookup.reservation_id, &lookup.client_token) {
+            (Some(r), _) => ("reservation-id", r.clone()),
+            (None, Some(t)) => ("client-token", t.clone()),
+            (None, None) => return Ok(Vec::new()),
+        };
+        let mut found = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let out = self
+                .0
+                .describe_instances()
+                .filters(Filter::builder().name(name).values(value.clone()).build())
+                .set_next_token(token.take())
+                .send()
+                .await
+                .map_err(|e| AwsError::classify(e, "ec2", "ec2:DescribeInstances"))?;
+            for r in out.reservations() {
+                found.extend(r.instances().iter().filter_map(observe));
+            }
+            match out.next_token() {
+                Some(t) if !t.is_empty() => token = Some(t.to_string()),
+                _ => break,
             }
         }
         Ok(found)

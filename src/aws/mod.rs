@@ -1,6 +1,6 @@
 //! Every AWS call the function makes, behind small adapters that speak the
 //! domain's types. The flows see only the traits of `api`; the SDK adapters
-//! (`ec2`, `sns`, `cloudwatch`, `roles`, `organizations`) implement them, and
+//! (`ec2`, `sns`, `cloudwatch`, `memory`, `roles`, `organizations`) implement them, and
 //! `clients` hands them out per account and region. Errors are classified
 //! once, in `error`.
 //!
@@ -13,12 +13,13 @@ pub mod cloudwatch;
 pub mod counter;
 pub mod ec2;
 pub mod error;
+pub mod memory;
 pub mod organizations;
 pub mod roles;
 pub mod sdk;
 pub mod sns;
 
-pub use api::{Clients, Ec2Api, MetricsApi, Page, Publisher};
+pub use api::{Clients, Ec2Api, MemoryApi, MetricsApi, Page, Publisher};
 pub use clients::RegionalClients;
 pub use counter::CallCounter;
 pub use error::AwsError;

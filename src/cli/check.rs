@@ -79,6 +79,21 @@ pub fn evaluate(cfg: &Config, payload: &serde_json::Value) -> Result<Report, eve
             "a scheduled event starts a fleet sweep, which needs EC2: run `imds-guard sweep`"
                 .into(),
         ),
+        GuardEvent::Unlisted { ctx, lookup } => {
+            let by = match (&lookup.reservation_id, &lookup.client_token) {
+                (Some(r), _) => format!("reservation id {r}"),
+                (_, Some(t)) => format!("client token {t}"),
+                _ => "nothing".into(),
+            };
+            let mut r = Report::handled(Status::Handled, cfg.mode, ctx);
+            r.reason = Some("offline check: the event does not list its instances".into());
+            r.unreadable.push(format!(
+                "{}: the function would look the launch's instances up by {by}, then decide each",
+                lookup.why
+            ));
+            r.notification = "not sent (offline check)".into();
+            r
+        }
         GuardEvent::DefaultsChanged { ctx, change } => {
             let mut r = Report::handled(Status::DefaultsChanged, cfg.mode, ctx);
             r.account_defaults = Some(DefaultsReport {

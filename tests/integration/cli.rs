@@ -110,8 +110,32 @@ fn json_output_is_the_report() {
 }
 
 #[test]
-fn revert_event_needs_a_lookup_and_says_so() {
+fn a_revert_is_decided_on_the_options_its_response_carries_else_needs_a_lookup() {
+    // The response of ModifyInstanceMetadataOptions carries the options the
+    // change left: decided offline, as the function does, with no call.
     let o = check(&["events/modify-metadata-options-revert.json"], &[]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stdout(&o).contains("i-0fedcba9876543210  noncompliant → would remediate"),
+        "{}",
+        stdout(&o)
+    );
+    // Without the response, the function would have to look.
+    let mut ev: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(format!(
+            "{}/events/modify-metadata-options-revert.json",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    ev["detail"]
+        .as_object_mut()
+        .unwrap()
+        .remove("responseElements");
+    let path = std::env::temp_dir().join("imds-guard-revert-without-response.json");
+    std::fs::write(&path, serde_json::to_vec(&ev).unwrap()).unwrap();
+    let o = check(&[path.to_str().unwrap()], &[]);
     assert_eq!(o.status.code(), Some(1));
     assert!(
         stdout(&o).contains("the function would describe it first"),

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use imds_guard::aws::cloudwatch::Metrics;
 use imds_guard::aws::ec2::Ec2;
+use imds_guard::aws::memory::Memory;
 use imds_guard::aws::sns::Sns;
 use imds_guard::aws::{sdk_retry, Account, Clients, MemberRoles};
 use imds_guard::config::Config;
@@ -106,12 +107,15 @@ pub struct FixedClients {
     pub sns: aws_sdk_sns::Client,
     pub metrics: aws_sdk_cloudwatch::Client,
     pub members: Option<Arc<MemberRoles>>,
+    /// The guard's memory, on a mocked DynamoDB client.
+    pub memory: Option<Memory>,
 }
 
 impl Clients for FixedClients {
     type Ec2 = Ec2;
     type Sns = Sns;
     type Metrics = Metrics;
+    type Memory = Memory;
 
     fn ec2(&self, _account: &Account, _region: &str) -> Ec2 {
         Ec2(self.ec2.clone())
@@ -122,8 +126,24 @@ impl Clients for FixedClients {
     fn metrics(&self, _account: &Account, _region: &str) -> Metrics {
         Metrics(self.metrics.clone())
     }
+    fn memory(&self) -> Option<Memory> {
+        self.memory.clone()
+    }
     fn member_roles(&self) -> Option<&MemberRoles> {
         self.members.as_deref()
+    }
+    async fn home_account(&self) -> Result<String, imds_guard::aws::AwsError> {
+        Ok("111122223333".into())
+    }
+}
+
+/// A DynamoDB client answered by `rules`, as the guard's memory.
+pub fn memory(rules: &[&Rule]) -> Memory {
+    let conf =
+        aws_sdk_dynamodb::config::Builder::from(&mock_base()).interceptor(interceptor(rules));
+    Memory {
+        client: aws_sdk_dynamodb::Client::from_conf(conf.build()),
+        table: "imds-guard-memory".into(),
     }
 }
 
@@ -135,6 +155,26 @@ pub fn guard(cfg: Config, ec2_rules: &[&Rule], sns_rules: &[&Rule]) -> Guard<Fix
             sns: sns(sns_rules),
             metrics: metrics(&[]),
             members: None,
+            memory: None,
+        },
+    )
+}
+
+/// As `guard`, with the guard's memory on a mocked DynamoDB client.
+pub fn guard_with_memory(
+    cfg: Config,
+    ec2_rules: &[&Rule],
+    sns_rules: &[&Rule],
+    memory_rules: &[&Rule],
+) -> Guard<FixedClients> {
+    Guard::new(
+        cfg,
+        FixedClients {
+            ec2: ec2(ec2_rules),
+            sns: sns(sns_rules),
+            metrics: metrics(&[]),
+            members: None,
+            memory: Some(memory(memory_rules)),
         },
     )
 }

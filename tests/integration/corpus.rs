@@ -116,12 +116,32 @@ fn corpus() -> Vec<Case> {
             "is not aws.ec2",
         ),
         case(
-            "state-change notification",
+            "state-change notification naming no region",
             js(
                 &json!({"source": "aws.ec2", "detail-type": "EC2 Instance State-change Notification", "detail": {"instance-id": "i-0123456789abcdef0", "state": "pending"}}),
             ),
+            true,
+            "names no region",
+        ),
+        case(
+            "state-change notification of an instance stopping",
+            js(&{
+                let mut v = fixture("state-change-pending.json");
+                v["detail"]["state"] = json!("stopping");
+                v
+            }),
             false,
-            "detail-type",
+            "only pending starts one",
+        ),
+        case(
+            "state-change notification with an instance id not one",
+            js(&{
+                let mut v = fixture("state-change-pending.json");
+                v["detail"]["instance-id"] = json!("i-../../etc");
+                v
+            }),
+            true,
+            "is not an instance id",
         ),
         case(
             "scheduled event naming no usable region",
@@ -170,10 +190,23 @@ fn corpus() -> Vec<Case> {
             "unreadable EventBridge envelope",
         ),
         case(
+            // Taken for a response CloudTrail cut: the instances are looked
+            // up by the client token (EC2 is unreachable here).
             "responseElements null, no errorCode",
             edit(|v| v["detail"]["responseElements"] = Value::Null),
             true,
-            "is missing, not a list",
+            "by client token",
+        ),
+        case(
+            "responseElements null, and no client token either",
+            edit(|v| {
+                v["detail"]["responseElements"] = Value::Null;
+                v["detail"]["requestParameters"]
+                    .as_object_mut()
+                    .map(|p| p.remove("clientToken"));
+            }),
+            true,
+            "neither a reservation id nor a client token",
         ),
         case(
             "items an object",

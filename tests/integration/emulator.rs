@@ -46,6 +46,46 @@ pub(crate) async fn topic(name: &str) -> String {
         .to_string()
 }
 
+/// A table for the guard's memory in the emulator (as the stack creates
+/// it: `pk`/`sk` keys, on demand), named `name`; returns the name.
+pub(crate) async fn memory_table(name: &str) -> String {
+    moto_endpoint();
+    let base = load_sdk_config().await;
+    let db = aws_sdk_dynamodb::Client::new(&base);
+    use aws_sdk_dynamodb::types::{
+        AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+    };
+    let key = |name: &str, kind: KeyType| {
+        KeySchemaElement::builder()
+            .attribute_name(name)
+            .key_type(kind)
+            .build()
+            .unwrap()
+    };
+    let attr = |name: &str| {
+        AttributeDefinition::builder()
+            .attribute_name(name)
+            .attribute_type(ScalarAttributeType::S)
+            .build()
+            .unwrap()
+    };
+    let created = db
+        .create_table()
+        .table_name(name)
+        .key_schema(key("pk", KeyType::Hash))
+        .key_schema(key("sk", KeyType::Range))
+        .attribute_definitions(attr("pk"))
+        .attribute_definitions(attr("sk"))
+        .billing_mode(BillingMode::PayPerRequest)
+        .send()
+        .await;
+    if let Err(e) = created {
+        let text = format!("{e:?}");
+        assert!(text.contains("ResourceInUse"), "{text}");
+    }
+    name.to_string()
+}
+
 pub(crate) struct Launch<'a> {
     pub(crate) count: i32,
     pub(crate) tokens: &'a str,

@@ -9,8 +9,9 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use imds_guard::aws::{Account, AwsError, Clients, Ec2Api, MetricsApi, Page, Publisher};
-use imds_guard::event::{MetadataOptions, Observed};
+use imds_guard::aws::{Account, AwsError, Clients, Ec2Api, MemoryApi, MetricsApi, Page, Publisher};
+use imds_guard::event::{Lookup, MetadataOptions, Observed};
+use imds_guard::memory::{Claim, Record};
 use imds_guard::notify::Notification;
 use imds_guard::policy::{AccountDefaults, Remedy};
 
@@ -22,6 +23,9 @@ pub struct FakeInstance {
     pub invisible_for: u32,
     /// Modifies still refused with `IncorrectInstanceState` (pending).
     pub pending_for: u32,
+    /// The launch it came from.
+    pub reservation_id: Option<String>,
+    pub client_token: Option<String>,
 }
 
 #[derive(Default)]
@@ -33,8 +37,14 @@ struct State {
     /// Scripted failures: the next calls of an operation fail with these.
     faults: HashMap<&'static str, VecDeque<AwsError>>,
     no_token: HashMap<String, f64>,
+    rejected: HashMap<String, f64>,
     calls: BTreeMap<String, u64>,
     page_size: usize,
+    /// Pages by offset into the filtered list, rather than by cursor: what
+    /// a token could do if EC2 counted positions.
+    offset_pages: bool,
+    /// The guard's memory, when the fake has one.
+    memory: Option<BTreeMap<(String, String), Record>>,
 }
 
 /// The fake cloud: one account and region's worth of EC2, a topic, a metric.
@@ -70,6 +80,8 @@ impl FakeCloud {
             },
             invisible_for: 0,
             pending_for: 0,
+            reservation_id: None,
+            client_token: None,
         })
     }
 
@@ -94,6 +106,38 @@ impl FakeCloud {
 
     pub fn set_no_token(&self, id: &str, calls: f64) {
         self.state().no_token.insert(id.into(), calls);
+    }
+
+    pub fn set_rejected(&self, id: &str, calls: f64) {
+        self.state().rejected.insert(id.into(), calls);
+    }
+
+    pub fn set_offset_pages(&self) {
+        self.state().offset_pages = true;
+    }
+
+    /// Gives the fake a memory (an empty table).
+    pub fn with_memory(&self) -> &Self {
+        self.state().memory = Some(BTreeMap::new());
+        self
+    }
+
+    /// The live records whose sort key starts with `prefix`, in any partition.
+    pub fn records(&self, prefix: &str) -> Vec<Record> {
+        self.state()
+            .memory
+            .iter()
+            .flat_map(|m| m.values())
+            .filter(|r| r.sk.starts_with(prefix))
+            .cloned()
+            .collect()
+    }
+
+    pub fn put_record(&self, r: Record) {
+        self.state()
+            .memory
+            .get_or_insert_with(BTreeMap::new)
+            .insert((r.pk.clone(), r.sk.clone()), r);
     }
 
     /// The next `n` calls of `op` fail with `error`.
@@ -166,6 +210,7 @@ impl Clients for FakeClients {
     type Ec2 = FakeCloud;
     type Sns = FakeCloud;
     type Metrics = FakeCloud;
+    type Memory = FakeCloud;
 
     fn ec2(&self, _account: &Account, _region: &str) -> FakeCloud {
         self.0.clone()
@@ -175,6 +220,12 @@ impl Clients for FakeClients {
     }
     fn metrics(&self, _account: &Account, _region: &str) -> FakeCloud {
         self.0.clone()
+    }
+    fn memory(&self) -> Option<FakeCloud> {
+        self.0.state().memory.is_some().then(|| self.0.clone())
+    }
+    async fn home_account(&self) -> Result<String, AwsError> {
+        Ok("111122223333".into())
     }
     fn calls(&self) -> BTreeMap<String, u64> {
         self.0.state().calls.clone()
@@ -191,6 +242,27 @@ impl Ec2Api for FakeCloud {
             let Some(i) = s.instances.get_mut(id) else {
                 continue;
             };
+            if i.invisible_for > 0 {
+                i.invisible_for -= 1;
+                continue;
+            }
+            found.push(i.observed.clone());
+        }
+        Ok(found)
+    }
+
+    async fn describe_launch(&self, lookup: &Lookup) -> Result<Vec<Observed>, AwsError> {
+        let mut s = self.call("DescribeInstances")?;
+        let mut found = Vec::new();
+        for i in s.instances.values_mut() {
+            let same = match (&lookup.reservation_id, &lookup.client_token) {
+                (Some(r), _) => i.reservation_id.as_ref() == Some(r),
+                (None, Some(t)) => i.client_token.as_ref() == Some(t),
+                (None, None) => false,
+            };
+            if !same {
+                continue;
+            }
             if i.invisible_for > 0 {
                 i.invisible_for -= 1;
                 continue;
@@ -237,8 +309,28 @@ impl Ec2Api for FakeCloud {
         token: Option<String>,
     ) -> Result<Page, AwsError> {
         let s = self.call("DescribeInstances")?;
-        // Pages as a cursor: the next starts after the last id returned.
-        // (EC2's tokens are opaque.)
+        // Pages as a cursor (the next starts after the last id returned),
+        // or by offset into the filtered list. EC2's tokens are opaque.
+        let live = |o: &&Observed| {
+            o.state.as_deref().is_some_and(|st| LIVE.contains(&st))
+                && (!only_optional || o.options.http_tokens.as_deref() == Some("optional"))
+        };
+        if s.offset_pages {
+            let start: usize = token.as_deref().map_or(0, |t| t.parse().unwrap_or(0));
+            let matching: Vec<Observed> = s
+                .instances
+                .values()
+                .map(|i| &i.observed)
+                .filter(live)
+                .cloned()
+                .collect();
+            let end = (start + s.page_size).min(matching.len());
+            return Ok(Page {
+                instances: matching.get(start..end).unwrap_or_default().to_vec(),
+                next_token: (end < matching.len()).then(|| end.to_string()),
+                owner: Some("111122223333".into()),
+            });
+        }
         let after = token.unwrap_or_default();
         let mut matching = s
             .instances
@@ -247,8 +339,7 @@ impl Ec2Api for FakeCloud {
                 std::ops::Bound::Unbounded,
             ))
             .map(|(_, i)| &i.observed)
-            .filter(|o| o.state.as_deref().is_some_and(|st| LIVE.contains(&st)))
-            .filter(|o| !only_optional || o.options.http_tokens.as_deref() == Some("optional"));
+            .filter(live);
         let instances: Vec<Observed> = matching.by_ref().take(s.page_size).cloned().collect();
         let more = matching.next().is_some();
         Ok(Page {
@@ -282,6 +373,43 @@ impl Publisher for FakeCloud {
     }
 }
 
+impl MemoryApi for FakeCloud {
+    async fn claim(&self, r: &Record, now: u64) -> Result<Claim, AwsError> {
+        let mut s = self.call("PutItem")?;
+        let memory = s.memory.get_or_insert_with(BTreeMap::new);
+        let key = (r.pk.clone(), r.sk.clone());
+        if let Some(old) = memory.get(&key) {
+            if !old.free_for(r.event_id.as_deref(), now) {
+                return Ok(Claim::Taken);
+            }
+        }
+        memory.insert(key, r.clone());
+        Ok(Claim::Ours)
+    }
+
+    async fn put(&self, records: &[Record]) -> Result<(), AwsError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let mut s = self.call("BatchWriteItem")?;
+        let memory = s.memory.get_or_insert_with(BTreeMap::new);
+        for r in records {
+            memory.insert((r.pk.clone(), r.sk.clone()), r.clone());
+        }
+        Ok(())
+    }
+
+    async fn query(&self, pk: &str, prefix: &str, now: u64) -> Result<Vec<Record>, AwsError> {
+        let s = self.call("Query")?;
+        Ok(s.memory
+            .iter()
+            .flat_map(|m| m.values())
+            .filter(|r| r.pk == pk && r.sk.starts_with(prefix) && r.live(now))
+            .cloned()
+            .collect())
+    }
+}
+
 impl MetricsApi for FakeCloud {
     async fn no_token_calls(
         &self,
@@ -292,6 +420,18 @@ impl MetricsApi for FakeCloud {
         Ok(ids
             .iter()
             .filter_map(|id| Some((id.clone(), *s.no_token.get(id)?)))
+            .collect())
+    }
+
+    async fn rejected_calls(
+        &self,
+        since: &[(String, u64)],
+        _lookback: Duration,
+    ) -> Result<HashMap<String, f64>, AwsError> {
+        let s = self.call("GetMetricData")?;
+        Ok(since
+            .iter()
+            .filter_map(|(id, _)| Some((id.clone(), *s.rejected.get(id)?)))
             .collect())
     }
 }

@@ -2,6 +2,10 @@
 //! not model (eventual consistency, pending instances, throttling, 5xx,
 //! missing permissions, partial failure), and the exact calls each event costs.
 
+use aws_sdk_dynamodb::operation::batch_write_item::BatchWriteItemOutput;
+use aws_sdk_dynamodb::operation::put_item::{PutItemError, PutItemOutput};
+use aws_sdk_dynamodb::types::error::ConditionalCheckFailedException;
+use aws_sdk_dynamodb::Client as DynamoClient;
 use aws_sdk_ec2::error::ErrorMetadata;
 use aws_sdk_ec2::operation::create_tags::{CreateTagsError, CreateTagsOutput};
 use aws_sdk_ec2::operation::describe_instances::DescribeInstancesOutput;
@@ -19,7 +23,7 @@ use aws_smithy_mocks::{mock, Rule};
 use imds_guard::guard::GuardError;
 use imds_guard::report::{Outcome, Status};
 
-use crate::common::{config, fixture, guard, launch_event};
+use crate::common::{config, fixture, guard, guard_with_memory, launch_event};
 
 const TOPIC: &str = "arn:aws:sns:us-east-1:111122223333:imds-guard";
 
@@ -627,6 +631,8 @@ async fn audit_writes_nothing_and_says_what_enforce_would_do() {
 #[tokio::test]
 async fn notify_tags_once_and_a_repeated_launch_event_is_quiet() {
     let id = "i-0a1b2c3d4e5f60718";
+    // EC2 shows the tag the first delivery wrote; only the guard's memory,
+    // not that tag, makes the second delivery quiet.
     let describe = mock!(Ec2Client::describe_instances)
         .sequence()
         .output(move || described(vec![running(id, "optional", 1)]))
@@ -646,10 +652,33 @@ async fn notify_tags_once_and_a_repeated_launch_event_is_quiet() {
         .match_requests(|r| r.tags()[0].value() == Some("noncompliant"))
         .then_output(|| CreateTagsOutput::builder().build());
     let publish = publish_ok();
-    let g = guard(
+    // The claim: free the first time, told (ConditionalCheckFailed) after.
+    let claim = mock!(DynamoClient::put_item)
+        .match_requests(|r| {
+            r.item()
+                .and_then(|i| i.get("sk"))
+                .and_then(|v| v.as_s().ok())
+                .is_some_and(|sk| sk == "noticed#i-0a1b2c3d4e5f60718")
+                && r.condition_expression()
+                    .is_some_and(|c| c.contains("attribute_not_exists(told)"))
+        })
+        .sequence()
+        .output(|| PutItemOutput::builder().build())
+        .error(|| {
+            PutItemError::ConditionalCheckFailedException(
+                ConditionalCheckFailedException::builder()
+                    .message("The conditional request failed")
+                    .build(),
+            )
+        })
+        .build();
+    let mark_told = mock!(DynamoClient::batch_write_item)
+        .then_output(|| BatchWriteItemOutput::builder().build());
+    let g = guard_with_memory(
         config(&[("GUARD_MODE", "notify"), ("NOTIFY_TOPIC_ARN", TOPIC)]),
         &[&describe, &modify, &tag],
         &[&publish],
+        &[&claim, &mark_told],
     );
     let event = fixture("run-instances-console.json");
     let first = g.handle(&event).await.unwrap();
@@ -661,6 +690,49 @@ async fn notify_tags_once_and_a_repeated_launch_event_is_quiet() {
         (modify.num_calls(), tag.num_calls(), publish.num_calls()),
         (0, 1, 1)
     );
+    assert_eq!((claim.num_calls(), mark_told.num_calls()), (2, 1));
+}
+
+#[tokio::test]
+async fn a_forged_noncompliant_tag_does_not_silence_the_first_notice() {
+    // Launched with the status tag already set: without the guard's own
+    // record, it is news like any other launch.
+    let id = "i-0a1b2c3d4e5f60718";
+    let describe = mock!(Ec2Client::describe_instances).then_output(move || {
+        described(vec![inst(
+            id,
+            "optional",
+            1,
+            InstanceStateName::Running,
+            &[("imds-guard:status", "noncompliant")],
+        )])
+    });
+    let tag = tag_ok();
+    let publish = publish_ok();
+    let claim = mock!(DynamoClient::put_item).then_output(|| PutItemOutput::builder().build());
+    let mark_told = mock!(DynamoClient::batch_write_item)
+        .then_output(|| BatchWriteItemOutput::builder().build());
+    let mut ev = fixture("run-instances-console.json");
+    ev["detail"]["responseElements"]["instancesSet"]["items"][0]["tagSet"] =
+        serde_json::json!({"items": [{"key": "imds-guard:status", "value": "noncompliant"}]});
+    for g in [
+        guard(
+            config(&[("GUARD_MODE", "notify"), ("NOTIFY_TOPIC_ARN", TOPIC)]),
+            &[&describe, &tag],
+            &[&publish],
+        ),
+        guard_with_memory(
+            config(&[("GUARD_MODE", "notify"), ("NOTIFY_TOPIC_ARN", TOPIC)]),
+            &[&describe, &tag],
+            &[&publish],
+            &[&claim, &mark_told],
+        ),
+    ] {
+        let r = g.handle(&ev).await.unwrap();
+        assert!(r.instances[0].notify, "{:?}", r.instances[0]);
+        assert!(r.notification.starts_with("sent "), "{}", r.notification);
+    }
+    assert_eq!(publish.num_calls(), 2);
 }
 
 #[tokio::test]
@@ -888,4 +960,95 @@ async fn fault_matrix_every_call_every_fault() {
             }
         }
     }
+}
+
+/// A DescribeInstances answered with `ids` when the request filters on
+/// `name` = `value` only.
+fn describe_by_filter(
+    name: &'static str,
+    value: &'static str,
+    ids: &'static [&'static str],
+) -> Rule {
+    mock!(Ec2Client::describe_instances)
+        .match_requests(move |r| {
+            r.filters().len() == 1
+                && r.filters()[0].name() == Some(name)
+                && r.filters()[0].values() == [value.to_string()]
+                && r.instance_ids().is_empty()
+        })
+        .then_output(move || described(ids.iter().map(|id| running(id, "optional", 2)).collect()))
+}
+
+#[tokio::test]
+async fn a_cut_launch_is_looked_up_by_client_token_or_reservation_id() {
+    const IDS: &[&str] = &["i-0aaaaaaaaaaaaaaa1", "i-0aaaaaaaaaaaaaaa2"];
+    // By the client token the request carried (the emulator refuses the
+    // filter; real EC2 takes it).
+    let by_token = describe_by_filter("client-token", "c0ffee00-1234-4abc-9def-0123456789ab", IDS);
+    let (modify, tag, publish) = (modify_ok(), tag_ok(), publish_ok());
+    let mut ev = fixture("run-instances-truncated.json");
+    ev["detail"]["requestParameters"]["instancesSet"]["items"][0]["minCount"] = 2.into();
+    let g = guard(
+        config(&[("NOTIFY_TOPIC_ARN", TOPIC)]),
+        &[&by_token, &modify, &tag],
+        &[&publish],
+    );
+    let r = g.handle(&ev).await.unwrap();
+    assert_eq!(r.count(Outcome::Remediated), 2);
+    assert_eq!((by_token.num_calls(), modify.num_calls()), (1, 2));
+
+    // By the reservation id, when the response kept it.
+    let by_reservation = describe_by_filter("reservation-id", "r-0123456789abcdef0", IDS);
+    ev["detail"]["responseElements"] = serde_json::json!({"reservationId": "r-0123456789abcdef0"});
+    let g = guard(
+        config(&[("NOTIFY_TOPIC_ARN", TOPIC)]),
+        &[&by_reservation, &modify_ok(), &tag_ok()],
+        &[&publish_ok()],
+    );
+    let r = g.handle(&ev).await.unwrap();
+    assert_eq!(r.count(Outcome::Remediated), 2);
+    assert_eq!(by_reservation.num_calls(), 1);
+}
+
+#[tokio::test]
+async fn an_event_the_guard_caused_costs_no_call() {
+    let describe = mock!(Ec2Client::describe_instances).then_output(|| described(vec![]));
+    let (modify, tag, publish) = (modify_ok(), tag_ok(), publish_ok());
+    let g = guard(
+        config(&[("NOTIFY_TOPIC_ARN", TOPIC)]),
+        &[&describe, &modify, &tag],
+        &[&publish],
+    );
+    let r = g
+        .handle(&fixture("modify-metadata-options-by-guard.json"))
+        .await
+        .unwrap();
+    assert_eq!(r.instances[0].outcome, Outcome::Compliant);
+    let calls = describe.num_calls() + modify.num_calls() + tag.num_calls() + publish.num_calls();
+    assert_eq!(calls, 0, "decided from the options its event carries");
+}
+
+#[tokio::test]
+async fn an_event_naming_no_account_is_refused_where_accounts_are_restricted() {
+    let describe = mock!(Ec2Client::describe_instances).then_output(|| described(vec![]));
+    let publish = publish_ok();
+    let mut ev = fixture("run-instances-console.json");
+    ev.as_object_mut().unwrap().remove("account");
+    ev["detail"]
+        .as_object_mut()
+        .unwrap()
+        .remove("recipientAccountId");
+    let g = guard(
+        config(&[
+            ("NOTIFY_TOPIC_ARN", TOPIC),
+            ("ALLOWED_ACCOUNT_IDS", "111122223333"),
+        ]),
+        &[&describe],
+        &[&publish],
+    );
+    let r = g.handle(&ev).await.unwrap();
+    assert_eq!(r.status, Status::Refused);
+    assert_eq!(r.instances[0].outcome, Outcome::Refused);
+    assert_eq!(describe.num_calls(), 0, "nothing looked at");
+    assert_eq!(publish.num_calls(), 1, "a person is told");
 }

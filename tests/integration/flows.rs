@@ -171,9 +171,11 @@ async fn notify_tags_once_and_audit_writes_nothing() {
         0
     );
 
+    cloud.with_memory();
     let g = guard(&cloud, &[("GUARD_MODE", "notify")]);
     g.handle(&launch(&["i-0aaaaaaaaaaaaaaa1"])).await.unwrap();
-    g.handle(&launch(&["i-0aaaaaaaaaaaaaaa1"])).await.unwrap();
+    let again = g.handle(&launch(&["i-0aaaaaaaaaaaaaaa1"])).await.unwrap();
+    assert_eq!(again.notification, "not needed", "a redelivery is quiet");
     assert_eq!(cloud.count("CreateTags"), 1);
     assert_eq!(cloud.tokens("i-0aaaaaaaaaaaaaaa1"), "optional");
     assert_eq!(
@@ -217,6 +219,7 @@ async fn an_instance_still_using_imdsv1_is_held_back_by_the_sweep() {
         .add("i-0aaaaaaaaaaaaaaa2", "optional", 1);
     cloud.set_defaults(Some(Default::default()));
     cloud.set_no_token("i-0aaaaaaaaaaaaaaa1", 42.0);
+    cloud.set_no_token("i-0aaaaaaaaaaaaaaa2", 0.0);
     let r = guard(&cloud, &[("CHECK_METADATA_NO_TOKEN", "true")])
         .handle(&scheduled())
         .await
@@ -268,4 +271,284 @@ async fn only_ec2_refusing_the_filter_makes_the_sweep_list_everything() {
     let r = guard(&cloud, &[]).handle(&scheduled()).await.unwrap();
     assert!(r.sweep.unwrap().regions[0].listing.contains("refused"));
     assert_eq!(cloud.tokens("i-0aaaaaaaaaaaaaaa1"), "required");
+}
+
+fn fixture(name: &str) -> Value {
+    crate::common::fixture(name)
+}
+
+/// An optional instance as a launch of `client_token` left it.
+fn launched(cloud: &FakeCloud, id: &str, client_token: &str) {
+    cloud.add(id, "optional", 2);
+    cloud.edit(id, |i| {
+        i.client_token = Some(client_token.into());
+        i.observed.state = Some("pending".into());
+    });
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_launch_whose_event_was_cut_is_found_by_its_client_token_and_fixed() {
+    let cloud = FakeCloud::new();
+    let token = "c0ffee00-1234-4abc-9def-0123456789ab";
+    for n in 0..40 {
+        launched(&cloud, &format!("i-{n:017x}"), token);
+    }
+    cloud.add("i-0ffffffffffffffff", "optional", 1); // another launch's
+                                                     // A new reservation may take a moment to show.
+    cloud.edit("i-00000000000000000", |i| i.invisible_for = 1);
+    cloud.edit("i-00000000000000001", |i| i.invisible_for = 1);
+    let r = guard(&cloud, &[])
+        .handle(&fixture("run-instances-truncated.json"))
+        .await
+        .unwrap();
+    assert_eq!(
+        r.count(Outcome::Remediated),
+        40,
+        "all 40 the launch asked for"
+    );
+    assert!(r.unreadable.is_empty());
+    for n in 0..40 {
+        assert_eq!(cloud.tokens(&format!("i-{n:017x}")), "required");
+    }
+    assert_eq!(
+        cloud.tokens("i-0ffffffffffffffff"),
+        "optional",
+        "not this launch"
+    );
+
+    // Nothing found in the retry budget: the invocation fails, naming the
+    // event and why.
+    let empty = FakeCloud::new();
+    let err = guard(&empty, &[("RETRY_BUDGET_SECONDS", "5")])
+        .handle(&fixture("run-instances-truncated.json"))
+        .await
+        .unwrap_err();
+    let GuardError::Unhandled { summary, .. } = err else {
+        panic!("expected a failure")
+    };
+    assert!(
+        summary.contains("launch event a1b2c3d4-0000-4000-8000-000000000010")
+            && summary.contains("CloudTrail omitted responseElements")
+            && summary.contains("no instance with client token"),
+        "{summary}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_instant_fleet_is_fixed_and_a_redelivery_writes_nothing_twice() {
+    let cloud = FakeCloud::new();
+    cloud.add("i-0c1d2e3f4a5b6c7d8", "optional", 2);
+    let g = guard(&cloud, &[]);
+    let r = g.handle(&fixture("create-fleet.json")).await.unwrap();
+    assert_eq!(r.instances[0].outcome, Outcome::Remediated);
+    let again = g.handle(&fixture("create-fleet.json")).await.unwrap();
+    assert_eq!(again.instances[0].outcome, Outcome::Compliant);
+    assert_eq!(cloud.count("ModifyInstanceMetadataOptions"), 1);
+    assert_eq!(cloud.count("CreateTags"), 1);
+    assert_eq!(cloud.published().len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_guards_own_change_is_decided_from_its_event_with_no_call() {
+    let cloud = FakeCloud::new();
+    cloud.add("i-0fedcba9876543210", "required", 2);
+    let r = guard(&cloud, &[])
+        .handle(&fixture("modify-metadata-options-by-guard.json"))
+        .await
+        .unwrap();
+    assert_eq!(r.instances[0].outcome, Outcome::Compliant);
+    assert!(r.aws_calls.is_empty(), "{:?}", r.aws_calls);
+    assert_eq!(r.notification, "not needed");
+}
+
+/// The state-change notification and the CloudTrail launch of one instance.
+fn both_events(id: &str) -> (Value, Value) {
+    let mut pending = fixture("state-change-pending.json");
+    pending["detail"]["instance-id"] = id.into();
+    let launch = crate::common::launch_event("run-instances-console.json", &[id.into()], None);
+    (pending, launch)
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_both_triggers_a_launch_is_written_and_told_once_in_every_mode() {
+    let id = "i-0a1b2c3d4e5f60718";
+    for mode in ["enforce", "notify", "audit"] {
+        let cloud = FakeCloud::new();
+        cloud.with_memory();
+        cloud.add(id, "optional", 1);
+        let g = guard(&cloud, &[("GUARD_MODE", mode), ("TRIGGERS", "both")]);
+        let (pending, launch) = both_events(id);
+        let first = g.handle(&pending).await.unwrap();
+        let second = g.handle(&launch).await.unwrap();
+        assert!(
+            first.notification.starts_with("sent "),
+            "{mode}: {}",
+            first.notification
+        );
+        assert_eq!(second.notification, "not needed", "{mode}: {second:?}");
+        assert_eq!(cloud.published().len(), 1, "{mode}");
+        let writes = cloud.count("ModifyInstanceMetadataOptions") + cloud.count("CreateTags");
+        let expected = match mode {
+            "enforce" => 2, // one modify, one tag
+            "notify" => 1,  // one tag
+            _ => 0,
+        };
+        assert_eq!(writes, expected, "{mode}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_exempt_principals_the_state_change_waits_for_the_launcher() {
+    let id = "i-0a1b2c3d4e5f60718";
+    let cloud = FakeCloud::new();
+    cloud.with_memory();
+    cloud.add(id, "optional", 1);
+    let g = guard(
+        &cloud,
+        &[
+            ("TRIGGERS", "both"),
+            (
+                "EXEMPT_PRINCIPAL_ARNS",
+                "arn:aws:iam::111122223333:user/alice",
+            ),
+        ],
+    );
+    let (pending, launch) = both_events(id);
+    let waiting = g.handle(&pending).await.unwrap();
+    assert_eq!(waiting.instances[0].outcome, Outcome::Flagged);
+    assert_eq!(waiting.notification, "not needed");
+    assert_eq!(
+        cloud.count("ModifyInstanceMetadataOptions") + cloud.count("CreateTags"),
+        0
+    );
+    // The launch event names alice, who is exempt: left as it is.
+    let decided = g.handle(&launch).await.unwrap();
+    assert_eq!(decided.instances[0].outcome, Outcome::Exempt);
+    assert_eq!(cloud.tokens(id), "optional");
+    assert_eq!(cloud.published().len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_metric_data_is_not_zero_unless_the_setting_says_so() {
+    for (missing_as_zero, expect) in [("false", "optional"), ("true", "required")] {
+        let cloud = FakeCloud::new();
+        cloud.add("i-0aaaaaaaaaaaaaaa1", "optional", 1);
+        cloud.set_defaults(Some(Default::default()));
+        let r = guard(
+            &cloud,
+            &[
+                ("CHECK_METADATA_NO_TOKEN", "true"),
+                ("NO_TOKEN_MISSING_AS_ZERO", missing_as_zero),
+            ],
+        )
+        .handle(&scheduled())
+        .await
+        .unwrap();
+        assert_eq!(
+            cloud.tokens("i-0aaaaaaaaaaaaaaa1"),
+            expect,
+            "{missing_as_zero}"
+        );
+        let region = &r.sweep.unwrap().regions[0];
+        assert_eq!(region.v1_no_data, 1);
+        assert_eq!(region.v1_in_use + region.v1_unused, 0);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_instance_the_guard_broke_is_reported_first_and_the_region_is_not_ready() {
+    use imds_guard::memory::{place, Kind, Record};
+    let cloud = FakeCloud::new();
+    cloud.with_memory();
+    cloud.set_defaults(Some(imds_guard::policy::AccountDefaults {
+        http_tokens: Some("required".into()),
+        ..Default::default()
+    }));
+    // Switched by the guard a day ago: required now, so outside the sweep's
+    // `optional` listing; its refused IMDSv1 calls since are seeded.
+    let broken = "i-0bbbbbbbbbbbbbbb1";
+    cloud.add(broken, "required", 2);
+    cloud.add("i-0bbbbbbbbbbbbbbb2", "required", 2);
+    let day_ago = imds_guard::outputs::now_secs() - 24 * 3600;
+    for id in [broken, "i-0bbbbbbbbbbbbbbb2"] {
+        cloud.put_record(Record::new(
+            Kind::Remediated,
+            &place("111122223333", "us-east-1"),
+            id,
+            None,
+            day_ago,
+            std::time::Duration::from_secs(168 * 3600),
+        ));
+    }
+    cloud.set_rejected(broken, 17.0);
+    let r = guard(&cloud, &[("CHECK_METADATA_NO_TOKEN", "true")])
+        .handle(&scheduled())
+        .await
+        .unwrap();
+    let sweep = r.sweep.as_ref().unwrap();
+    assert_eq!(sweep.refusing_imdsv1.len(), 1);
+    assert_eq!(sweep.refusing_imdsv1[0].instance_id, broken);
+    assert_eq!(sweep.refusing_imdsv1[0].remediated_at, day_ago);
+    let region = &sweep.regions[0];
+    assert_eq!(region.refusing, 1);
+    assert_eq!(
+        region.readiness.verdict,
+        imds_guard::policy::ReadinessVerdict::NotReady
+    );
+    assert!(region.readiness.reasons[0].contains("refuse IMDSv1 calls"));
+    let told = cloud.published().pop().unwrap();
+    assert!(
+        told.subject.contains("1 REFUSING IMDSv1"),
+        "{}",
+        told.subject
+    );
+    let body: Value = serde_json::from_str(&told.body).unwrap();
+    assert!(body["summary"]
+        .as_str()
+        .unwrap()
+        .starts_with("1 instance(s) switched"));
+    let first_key = told.body.find("refusing_imdsv1").unwrap();
+    assert!(
+        first_key < told.body.find("\"regions\"").unwrap(),
+        "listed first"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_guard_remembers_what_it_switched_when_it_watches_imdsv1() {
+    let cloud = FakeCloud::new();
+    cloud.with_memory();
+    cloud.add("i-0aaaaaaaaaaaaaaa1", "optional", 1);
+    cloud.set_no_token("i-0aaaaaaaaaaaaaaa1", 0.0);
+    cloud.set_defaults(Some(Default::default()));
+    let g = guard(&cloud, &[("CHECK_METADATA_NO_TOKEN", "true")]);
+    g.handle(&launch(&["i-0aaaaaaaaaaaaaaa1"])).await.unwrap();
+    let records = cloud.records("remediated#");
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].pk, "111122223333#us-east-1");
+    assert_eq!(records[0].id(), "i-0aaaaaaaaaaaaaaa1");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_sweep_whose_pages_shift_under_the_filter_still_reaches_every_instance() {
+    // Were EC2's tokens offsets into the filtered list, fixing a page would
+    // shift the next: the sweep lists again until a pass changes nothing.
+    let cloud = FakeCloud::new();
+    for n in 0..10 {
+        cloud.add(&format!("i-{n:017x}"), "optional", 1);
+    }
+    cloud.set_defaults(Some(Default::default()));
+    cloud.set_page_size(3);
+    cloud.set_offset_pages();
+    let r = guard(&cloud, &[]).handle(&scheduled()).await.unwrap();
+    for n in 0..10 {
+        assert_eq!(cloud.tokens(&format!("i-{n:017x}")), "required", "{n}");
+    }
+    let region = &r.sweep.unwrap().regions[0];
+    assert_eq!(region.count(Outcome::Remediated), 10, "each decided once");
+    assert!(
+        region.listing.contains("listed 3 times"),
+        "{}",
+        region.listing
+    );
 }

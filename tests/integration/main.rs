@@ -7,6 +7,8 @@
 //!   and against mocks for what the emulator lacks.
 //! - `org_emulator`: central mode, one function for several accounts (the
 //!   emulator models accounts), and a refused assume role (mocked).
+//! - `rules_emulator`: the templates' event patterns on the emulator's
+//!   EventBridge engine: the guard's own changes never reach it.
 //! - `fake`, `flows`: an in-memory AWS (describe, modify, tag, list,
 //!   defaults, publish, the metric) and the flow logic tested on it, with
 //!   time paused.
@@ -26,6 +28,7 @@ mod load;
 mod netfaults;
 mod org_emulator;
 mod properties;
+mod rules_emulator;
 mod runtime;
 mod sweep_emulator;
 mod sweep_faults;

@@ -424,6 +424,7 @@ async fn a_member_role_that_cannot_be_assumed_fails_the_event_and_names_it() {
             sns: crate::common::sns(&[]),
             metrics: crate::common::metrics(&[]),
             members: Some(Arc::new(roles)),
+            memory: None,
         },
     );
     let mut ev = crate::common::launch_event(
@@ -571,6 +572,7 @@ async fn a_sweep_names_the_account_whose_role_cannot_be_assumed() {
             sns: crate::common::sns(&[]),
             metrics: crate::common::metrics(&[]),
             members: Some(Arc::new(roles)),
+            memory: None,
         },
     );
     let Err(GuardError::Unhandled { summary, report }) = guard

@@ -11,7 +11,7 @@ use imds_guard::report::{Outcome, Status};
 use serde_json::Value;
 
 use crate::common::{config, fixture, moto_endpoint};
-use crate::emulator::{ec2, launch, seen, seen_all, sent, topic, Launch};
+use crate::emulator::{ec2, launch, memory_table, seen, seen_all, sent, topic, Launch};
 
 /// A region's mixed fleet: what a sweep must fix, leave, skip and ignore.
 struct Fleet {
@@ -264,12 +264,15 @@ async fn sweep_regions_covers_each_region_in_one_report() {
     let (a, b) = ("sa-east-1", "ap-northeast-1");
     let fa = seed(a, 6).await;
     let fb = seed(b, 10).await;
+    let table = memory_table("imds-guard-memory-sweep-regions").await;
     let g = Guard::new(
         config(&[
             ("SWEEP_REGIONS", &format!("{a},{b}")),
             ("GUARD_MODE", "notify"),
+            ("MEMORY_TABLE", &table),
+            ("NOTIFY_TOPIC_ARN", &topic("sweep-regions").await),
         ]),
-        RegionalClients::new(load_sdk_config().await),
+        RegionalClients::new(load_sdk_config().await).with_memory(Some(table.clone())),
     );
     // The rule's own region is not in the list: only the listed ones count.
     let report = g.handle(&scheduled("us-west-2")).await.unwrap();
@@ -293,7 +296,8 @@ async fn sweep_regions_covers_each_region_in_one_report() {
         ("optional", Some("noncompliant"))
     );
 
-    // A second notify sweep does not tag again or list them as news.
+    // A second notify sweep does not tag again or list them as news: the
+    // guard's memory says it told of them (a tag, anyone could write).
     let again = g.handle(&scheduled("us-west-2")).await.unwrap();
     assert!(again.instances.is_empty(), "{:?}", again.instances);
     assert_eq!(

@@ -78,6 +78,10 @@ const ALLOWED_ACTIONS: &[&str] = &[
     "organizations:ListAccounts",
     // The member stack: forwarding to the central bus.
     "events:PutEvents",
+    // The guard's memory, its own table only.
+    "dynamodb:PutItem",
+    "dynamodb:BatchWriteItem",
+    "dynamodb:Query",
 ];
 
 /// Actions that support no resource-level permissions: `*` is their only
@@ -98,16 +102,95 @@ fn unconditional(doc: &Value) -> Vec<&Value> {
         .unwrap_or_default()
 }
 
+/// Every string in `v`, at any depth (for targets and intrinsics).
+fn strings_deep(v: &Value) -> Vec<String> {
+    match v {
+        Value::Mapping(m) => m.values().flat_map(strings_deep).collect(),
+        Value::Sequence(items) => items.iter().flat_map(strings_deep).collect(),
+        other => strings(other),
+    }
+}
+
+/// A CloudTrail rule leaves out the guard's own changes (each would invoke
+/// it again): an `$or` of a caller-role field that is `anything-but` the
+/// guard's roles, and the same field missing (IAM users, the root user,
+/// services: `anything-but` does not match a missing field).
+fn self_exclusion_problems(name: &str, r: &Value, p: &mut Vec<String>) {
+    let branches = get(r, &["Properties", "EventPattern", "detail", "$or"])
+        .and_then(Value::as_sequence)
+        .cloned()
+        .unwrap_or_default();
+    let leaf = |b: &Value| -> Option<(String, Value)> {
+        let issuer = get(b, &["userIdentity", "sessionContext", "sessionIssuer"])?;
+        let (field, v) = issuer.as_mapping()?.iter().next()?;
+        Some((
+            field.as_str()?.to_string(),
+            v.as_sequence()?.first()?.clone(),
+        ))
+    };
+    let leaves: Vec<(String, Value)> = branches.iter().filter_map(leaf).collect();
+    let excluded = leaves.iter().find(|(_, m)| m.get("anything-but").is_some());
+    let missing = leaves.iter().any(|(f, m)| {
+        m.get("exists").and_then(Value::as_bool) == Some(false)
+            && Some(f) == excluded.map(|(f, _)| f)
+    });
+    match excluded {
+        None => p.push(format!("{name}: the guard's own changes are not left out (no anything-but on the caller's role)")),
+        Some((_, m)) if strings_deep(m).is_empty() => {
+            p.push(format!("{name}: the anything-but names no role"))
+        }
+        Some(_) if !missing => p.push(format!(
+            "{name}: callers with no role (IAM users, root, services) would be left out too: add the exists-false branch"
+        )),
+        _ => {}
+    }
+}
+
 /// Everything wrong with the guard's template; empty when it is right.
 pub fn problems(t: &Value) -> Vec<String> {
     let mut p = Vec::new();
     role_problems(t, &mut p);
     central_problems(t, &mut p);
 
-    // The function.
+    // The functions: the event function, and the sweep function with its
+    // own retry setting (docs/design.md), each its own binary.
     let functions = resources_of(t, "AWS::Serverless::Function");
-    if functions.len() != 1 {
-        p.push(format!("expected one function, found {}", functions.len()));
+    let binary = |name: &str| {
+        get(
+            t,
+            &["Resources", name, "Metadata", "BuildProperties", "Binary"],
+        )
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string()
+    };
+    if binary("GuardFunction") != "imds-guard-event" {
+        p.push("GuardFunction: should be the event function (Binary imds-guard-event)".into());
+    }
+    if binary("SweepFunction") != "imds-guard" {
+        p.push("SweepFunction: should be the sweep function (Binary imds-guard)".into());
+    }
+    let sweep_retries = get(
+        t,
+        &[
+            "Resources",
+            "SweepFunction",
+            "Properties",
+            "EventInvokeConfig",
+            "MaximumRetryAttempts",
+        ],
+    )
+    .and_then(Value::as_u64);
+    if sweep_retries != Some(0) {
+        p.push(format!(
+            "SweepFunction: a sweep stopped at its deadline must not be re-run whole by Lambda's retries (MaximumRetryAttempts {sweep_retries:?}, want 0)"
+        ));
+    }
+    let sweep_targets: Vec<String> = get(t, &["Resources", "SweepRule", "Properties", "Targets"])
+        .map(strings_deep)
+        .unwrap_or_default();
+    if !sweep_targets.iter().any(|a| a.contains("SweepFunction")) {
+        p.push("SweepRule: the schedule should invoke the sweep function".into());
     }
     for (name, f) in functions {
         let prop = |k: &str| get(f, &["Properties", k]);
@@ -277,51 +360,100 @@ fn role_problems(t: &Value, p: &mut Vec<String>) {
     }
 }
 
-/// Every rule that watches launches watches all three calls and drops failed
-/// ones; every target has a retry policy and a dead-letter queue.
+/// Every rule on CloudTrail calls watches the launches and the changes,
+/// drops failed calls and the guard's own changes; a state-change rule
+/// watches `pending` and depends on the triggers chosen; every target has a
+/// retry policy (but on a bus) and a dead-letter queue.
 fn rule_problems(t: &Value, p: &mut Vec<String>) {
     let rules = resources_of(t, "AWS::Events::Rule");
-    // Every rule on events (not on a schedule) is a launch rule.
-    let launch: Vec<&(&str, &Value)> = rules
+    // Every rule on events (not on a schedule) watches CloudTrail calls or
+    // EC2's state changes.
+    let on_events: Vec<&(&str, &Value)> = rules
         .iter()
         .filter(|(_, r)| get(r, &["Properties", "EventPattern"]).is_some())
         .collect();
-    if launch.is_empty() {
+    if !on_events.iter().any(|(_, r)| {
+        get(r, &["Properties", "EventPattern", "detail-type"])
+            .map(strings)
+            .unwrap_or_default()
+            == ["AWS API Call via CloudTrail"]
+    }) {
         p.push("no rule on RunInstances".into());
     }
-    for (name, r) in launch {
-        {
-            let pat = |k: &[&str]| {
-                get(r, &[&["Properties", "EventPattern"][..], k].concat())
-                    .map(strings)
-                    .unwrap_or_default()
-            };
-            if pat(&["source"]) != ["aws.ec2"] {
-                p.push(format!("{name}: source should be aws.ec2"));
+    for (name, r) in on_events {
+        let pat = |k: &[&str]| {
+            get(r, &[&["Properties", "EventPattern"][..], k].concat())
+                .map(strings)
+                .unwrap_or_default()
+        };
+        if pat(&["source"]) != ["aws.ec2"] {
+            p.push(format!("{name}: source should be aws.ec2"));
+        }
+        if pat(&["detail-type"]) == ["EC2 Instance State-change Notification"] {
+            if pat(&["detail", "state"]) != ["pending"] {
+                p.push(format!("{name}: a state-change rule watches pending only"));
             }
-            if pat(&["detail-type"]) != ["AWS API Call via CloudTrail"] {
+            if r.get("Condition").is_none() {
                 p.push(format!(
-                    "{name}: detail-type should be the CloudTrail API call"
+                    "{name}: the state-change trigger depends on Triggers"
                 ));
             }
-            for watched in [
-                "RunInstances",
-                "ModifyInstanceMetadataOptions",
-                "ModifyInstanceMetadataDefaults",
-            ] {
-                if !pat(&["detail", "eventName"]).iter().any(|n| n == watched) {
-                    p.push(format!("{name}: {watched} is not watched"));
-                }
+            continue;
+        }
+        if pat(&["detail-type"]) != ["AWS API Call via CloudTrail"] {
+            p.push(format!(
+                "{name}: detail-type should be the CloudTrail API call"
+            ));
+        }
+        // The names watched: with launches (both branches of an `!If` on
+        // Triggers), and the changes whatever the triggers.
+        let names = get(r, &["Properties", "EventPattern", "detail", "eventName"]);
+        let (with_launches, without): (Vec<String>, Vec<String>) = match names {
+            Some(Value::Tagged(tagged)) if tagged.tag == "!If" => {
+                let branch = |i: usize| {
+                    tagged
+                        .value
+                        .as_sequence()
+                        .and_then(|s| s.get(i))
+                        .map(strings)
+                        .unwrap_or_default()
+                };
+                (branch(1), branch(2))
             }
-            let skip_failed = get(r, &["Properties", "EventPattern", "detail", "errorCode"])
-                .and_then(Value::as_sequence)
-                .and_then(|s| s.first())
-                .and_then(|m| m.get("exists"))
-                .and_then(Value::as_bool);
-            if skip_failed != Some(false) {
-                p.push(format!("{name}: failed calls should be dropped in the pattern (errorCode exists false)"));
+            Some(v) => (strings(v), strings(v)),
+            None => (vec![], vec![]),
+        };
+        for watched in [
+            "RunInstances",
+            "CreateFleet",
+            "ModifyInstanceMetadataOptions",
+            "ModifyInstanceMetadataDefaults",
+        ] {
+            if !with_launches.iter().any(|n| n == watched) {
+                p.push(format!("{name}: {watched} is not watched"));
             }
         }
+        for watched in [
+            "ModifyInstanceMetadataOptions",
+            "ModifyInstanceMetadataDefaults",
+        ] {
+            if !without.iter().any(|n| n == watched) {
+                p.push(format!(
+                    "{name}: {watched} is not watched whatever the triggers"
+                ));
+            }
+        }
+        let skip_failed = get(r, &["Properties", "EventPattern", "detail", "errorCode"])
+            .and_then(Value::as_sequence)
+            .and_then(|s| s.first())
+            .and_then(|m| m.get("exists"))
+            .and_then(Value::as_bool);
+        if skip_failed != Some(false) {
+            p.push(format!(
+                "{name}: failed calls should be dropped in the pattern (errorCode exists false)"
+            ));
+        }
+        self_exclusion_problems(name, r, p);
     }
     for (name, r) in &rules {
         for target in get(r, &["Properties", "Targets"])
@@ -577,6 +709,41 @@ fn a_missing_run_instances_pattern_is_caught() {
         .unwrap()
         .remove("errorCode");
     expect_problem(&t, "failed calls should be dropped");
+}
+
+#[test]
+fn a_sweep_retried_whole_or_a_rule_that_triggers_itself_is_caught() {
+    let mut t = load("template.yaml");
+    t["Resources"]["SweepFunction"]["Properties"]["EventInvokeConfig"]["MaximumRetryAttempts"] =
+        Value::Number(2.into());
+    expect_problem(&t, "must not be re-run whole");
+    let mut t = load("template.yaml");
+    t["Resources"]["LaunchRule"]["Properties"]["EventPattern"]["detail"]
+        .as_mapping_mut()
+        .unwrap()
+        .remove("$or");
+    expect_problem(&t, "LaunchRule: the guard's own changes are not left out");
+    let mut t = load("template.yaml");
+    t["Resources"]["LaunchRule"]["Properties"]["EventPattern"]["detail"]["$or"]
+        .as_sequence_mut()
+        .unwrap()
+        .pop();
+    expect_problem(&t, "add the exists-false branch");
+    let mut t = load("member/template.yaml");
+    t["Resources"]["ForwardRule"]["Properties"]["EventPattern"]["detail"]
+        .as_mapping_mut()
+        .unwrap()
+        .remove("$or");
+    expect_among(
+        member_problems(&t, &load("template.yaml")),
+        "ForwardRule: the guard's own changes are not left out",
+    );
+    let mut t = load("template.yaml");
+    t["Resources"]["StateChangeRule"]
+        .as_mapping_mut()
+        .unwrap()
+        .remove("Condition");
+    expect_problem(&t, "depends on Triggers");
 }
 
 #[test]

@@ -84,6 +84,30 @@ pub struct Config {
     pub allowed_accounts: Vec<String>,
     /// The accounts a scheduled sweep covers.
     pub sweep_accounts: SweepAccounts,
+    /// The guard's memory (docs/design.md): a DynamoDB table in the
+    /// function's account and region that only the guard writes.
+    pub memory_table: Option<String>,
+    /// The events the stack delivers; with both, two events can name one
+    /// launch and the memory keeps a person from being told twice.
+    pub triggers: Triggers,
+    /// With `CHECK_METADATA_NO_TOKEN`: an instance with no `MetadataNoToken`
+    /// data at all in the lookback (stopped throughout, just launched) counts
+    /// as not using IMDSv1. Off: it is held back like an IMDSv1 user.
+    pub no_token_missing_as_zero: bool,
+}
+
+/// Which events reach the function.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Triggers {
+    /// CloudTrail's `RunInstances` and `CreateFleet` (minutes after a
+    /// launch; needs a trail; names who launched).
+    #[default]
+    Cloudtrail,
+    /// EC2's `pending` state-change notification (seconds; no trail; no
+    /// principal).
+    StateChange,
+    Both,
 }
 
 /// The role assumed in a member account: `arn:<partition>:iam::<account>:role/<name>`.
@@ -139,6 +163,9 @@ impl Default for Config {
             member_role: None,
             allowed_accounts: Vec::new(),
             sweep_accounts: SweepAccounts::Own,
+            memory_table: None,
+            triggers: Triggers::Cloudtrail,
+            no_token_missing_as_zero: false,
         }
     }
 }
@@ -350,13 +377,40 @@ impl Config {
                 ));
             }
         }
+        if let Some(v) = get("MEMORY_TABLE") {
+            cfg.memory_table = Some(valid_table_name(&v).map_err(|r| err("MEMORY_TABLE", &v, r))?);
+        }
+        if let Some(v) = get("TRIGGERS") {
+            cfg.triggers = match v.trim().to_ascii_lowercase().as_str() {
+                "cloudtrail" => Triggers::Cloudtrail,
+                "state-change" => Triggers::StateChange,
+                "both" => Triggers::Both,
+                _ => {
+                    return Err(err(
+                        "TRIGGERS",
+                        &v,
+                        "expected cloudtrail, state-change or both",
+                    ))
+                }
+            };
+        }
+        if let Some(v) = get("NO_TOKEN_MISSING_AS_ZERO") {
+            cfg.no_token_missing_as_zero = flag(&v)
+                .ok_or_else(|| err("NO_TOKEN_MISSING_AS_ZERO", &v, "expected true or false"))?;
+        }
         Ok(cfg)
     }
 
     /// Why the function may not act in `account`, or `None` when it may.
-    /// An event that names no account is the function's own account's.
+    /// An event that names no account (only a direct invoke can send one) is
+    /// the function's own account's, unless accounts are restricted or
+    /// central mode is on: then it is refused, not guessed.
     pub fn refusal(&self, account: Option<&str>) -> Option<String> {
-        let account = account?;
+        let Some(account) = account else {
+            return (!self.allowed_accounts.is_empty() || self.member_role.is_some()).then(|| {
+                "the event names no account, and with ALLOWED_ACCOUNT_IDS or central mode set the guard acts only in an account an event names: nothing was looked at or changed".to_string()
+            });
+        };
         if self.allowed_accounts.is_empty() || self.allowed_accounts.iter().any(|a| a == account) {
             return None;
         }
@@ -402,6 +456,16 @@ fn valid_role_name(value: &str) -> Result<String, &'static str> {
             .any(|seg| seg.is_empty() || !seg.chars().all(ok))
     {
         return Err("a role path is segments of letters, digits or +=,.@_- separated by /");
+    }
+    Ok(v.to_string())
+}
+
+/// DynamoDB table names: 3 to 255 of `A-Za-z0-9_.-`.
+fn valid_table_name(value: &str) -> Result<String, &'static str> {
+    let v = value.trim();
+    let ok = |c: char| c.is_ascii_alphanumeric() || "_.-".contains(c);
+    if !(3..=255).contains(&v.len()) || !v.chars().all(ok) {
+        return Err("a DynamoDB table name has 3 to 255 letters, digits or _.-");
     }
     Ok(v.to_string())
 }
@@ -500,6 +564,9 @@ mod tests {
             ("SET_ACCOUNT_DEFAULT", "True"),
             ("CHECK_METADATA_NO_TOKEN", "yes"),
             ("NO_TOKEN_LOOKBACK_HOURS", "48"),
+            ("MEMORY_TABLE", "imds-guard-memory"),
+            ("TRIGGERS", "Both"),
+            ("NO_TOKEN_MISSING_AS_ZERO", "true"),
         ])
         .unwrap();
         assert_eq!(cfg.mode, Mode::Audit);
@@ -523,6 +590,9 @@ mod tests {
         );
         assert!(cfg.set_account_default && cfg.check_metadata_no_token);
         assert_eq!(cfg.no_token_lookback, Duration::from_secs(48 * 3600));
+        assert_eq!(cfg.memory_table.as_deref(), Some("imds-guard-memory"));
+        assert_eq!(cfg.triggers, Triggers::Both);
+        assert!(cfg.no_token_missing_as_zero);
     }
 
     #[test]
@@ -563,6 +633,10 @@ mod tests {
             ("MEMBER_ROLE_EXTERNAL_ID", "orphan-id"),
             ("ALLOWED_ACCOUNT_IDS", "111111111111,2222"),
             ("SWEEP_ACCOUNTS", "111111111111"),
+            ("MEMORY_TABLE", "no"),
+            ("MEMORY_TABLE", "a table"),
+            ("TRIGGERS", "cloudwatch"),
+            ("NO_TOKEN_MISSING_AS_ZERO", "perhaps"),
         ];
         for (var, value) in cases {
             let e = from(&[(var, value)]).expect_err(&format!("{var}={value} should be refused"));
@@ -599,7 +673,17 @@ mod tests {
             SweepAccounts::Listed(vec!["222222222222".into()])
         );
         assert_eq!(cfg.refusal(Some("111111111111")), None);
-        assert_eq!(cfg.refusal(None), None, "no account: the function's own");
+        assert!(
+            cfg.refusal(None)
+                .is_some_and(|why| why.contains("names no account")),
+            "no account, with an allow list: refused, not taken for the own account"
+        );
+        let single = from(&[]).unwrap();
+        assert_eq!(
+            single.refusal(None),
+            None,
+            "one account: the function's own"
+        );
         let why = cfg.refusal(Some("999999999999")).unwrap();
         assert!(why.contains("999999999999") && why.contains("ALLOWED_ACCOUNT_IDS"));
 
@@ -607,6 +691,10 @@ mod tests {
         // policy admits the organization only).
         let open = from(&[("MEMBER_ROLE_NAME", "imds-guard-member")]).unwrap();
         assert_eq!(open.refusal(Some("999999999999")), None);
+        assert!(
+            open.refusal(None).is_some(),
+            "central mode: no account, no guess"
+        );
         assert_eq!(open.sweep_accounts, SweepAccounts::Own);
         let org = from(&[
             ("MEMBER_ROLE_NAME", "imds-guard-member"),

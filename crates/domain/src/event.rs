@@ -16,6 +16,10 @@ use crate::validate::{clean, is_account_id, is_image_id, is_instance_id, is_regi
 pub const RUN_INSTANCES: &str = "RunInstances";
 pub const MODIFY_METADATA_OPTIONS: &str = "ModifyInstanceMetadataOptions";
 pub const MODIFY_METADATA_DEFAULTS: &str = "ModifyInstanceMetadataDefaults";
+pub const CREATE_FLEET: &str = "CreateFleet";
+/// The event name an EC2 state-change notification's report carries.
+pub const STATE_CHANGE: &str = "InstanceStateChange";
+const STATE_CHANGE_DETAIL_TYPE: &str = "EC2 Instance State-change Notification";
 /// The event name a sweep's report and notification carry.
 pub const SWEEP: &str = "Sweep";
 const CLOUDTRAIL_DETAIL_TYPE: &str = "AWS API Call via CloudTrail";
@@ -137,10 +141,34 @@ pub struct DefaultsChange {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub enum Trigger {
+    /// A CloudTrail launch (`RunInstances`, `CreateFleet`), which names who
+    /// launched.
     Launch,
     MetadataChange,
+    /// EC2's `pending` state-change notification: seconds after a launch,
+    /// with no trail needed, but naming no principal.
+    StateChange,
     /// Found by a sweep, not named by an event.
     Sweep,
+}
+
+/// How to find the instances of a launch whose event does not list them
+/// (CloudTrail cut `responseElements` as too large): by its reservation,
+/// else by the client token the SDKs and the CLI send with every launch.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Lookup {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reservation_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_token: Option<String>,
+    /// How many instances the launch asked for at least
+    /// (`requestParameters.instancesSet.items[].minCount`, summed): a
+    /// successful launch started at least these, so a lookup that finds
+    /// fewer has not seen them all yet.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_count: Option<u32>,
+    /// Why the event did not list them.
+    pub why: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -153,6 +181,9 @@ pub enum GuardEvent {
         instances: Vec<Observed>,
         unreadable: Vec<String>,
     },
+    /// A launch whose event does not list its instances: they are looked
+    /// up (`lookup`) and then handled like any launch's.
+    Unlisted { ctx: EventContext, lookup: Lookup },
     /// The API call itself failed: nothing was launched or changed.
     FailedCall {
         ctx: EventContext,
@@ -242,14 +273,17 @@ pub fn parse(payload: &Value) -> Result<GuardEvent, EventError> {
             clean(&envelope.source, 64)
         )));
     }
+    let detail = payload.get("detail").unwrap_or(&Value::Null);
+    let envelope_id = envelope.id.as_deref().map(|s| clean(s, 64));
+    if envelope.detail_type == STATE_CHANGE_DETAIL_TYPE {
+        return state_change(&envelope, detail, envelope_id);
+    }
     if envelope.detail_type != CLOUDTRAIL_DETAIL_TYPE {
         return Ok(ignored(format!(
-            "detail-type {:?} is not {CLOUDTRAIL_DETAIL_TYPE:?}",
+            "detail-type {:?} is not {CLOUDTRAIL_DETAIL_TYPE:?} or {STATE_CHANGE_DETAIL_TYPE:?}",
             clean(&envelope.detail_type, 64)
         )));
     }
-    let detail = payload.get("detail").unwrap_or(&Value::Null);
-    let envelope_id = envelope.id.as_deref().map(|s| clean(s, 64));
     let Some(detail_obj) = detail.as_object() else {
         return Err(EventError::Malformed {
             event_name: "CloudTrail".into(),
@@ -260,9 +294,13 @@ pub fn parse(payload: &Value) -> Result<GuardEvent, EventError> {
     let Some(event_name) = detail_obj.get("eventName").and_then(Value::as_str) else {
         return Ok(ignored("CloudTrail event without eventName".into()));
     };
-    if event_name != RUN_INSTANCES
-        && event_name != MODIFY_METADATA_OPTIONS
-        && event_name != MODIFY_METADATA_DEFAULTS
+    if ![
+        RUN_INSTANCES,
+        CREATE_FLEET,
+        MODIFY_METADATA_OPTIONS,
+        MODIFY_METADATA_DEFAULTS,
+    ]
+    .contains(&event_name)
     {
         return Ok(ignored(format!(
             "event {:?} is not one imds-guard acts on",
@@ -323,36 +361,10 @@ pub fn parse(payload: &Value) -> Result<GuardEvent, EventError> {
     }
 
     if event_name == RUN_INSTANCES {
-        let items = detail
-            .get("responseElements")
-            .and_then(|r| r.get("instancesSet"))
-            .and_then(|s| s.get("items"));
-        let Some(items) = items.and_then(Value::as_array) else {
-            return Err(malformed(format!(
-                "responseElements.instancesSet.items is {}, not a list",
-                items.map(kind).unwrap_or("missing")
-            )));
-        };
-        let mut instances = Vec::with_capacity(items.len());
-        let mut unreadable = Vec::new();
-        for (i, item) in items.iter().enumerate() {
-            match launched_instance(item) {
-                Ok(obs) => instances.push(obs),
-                Err(reason) => unreadable.push(format!("instancesSet.items[{i}]: {reason}")),
-            }
-        }
-        dedup_by_id(&mut instances);
-        if instances.is_empty() && unreadable.is_empty() {
-            return Err(malformed(
-                "responseElements.instancesSet.items is empty".into(),
-            ));
-        }
-        return Ok(GuardEvent::Instances {
-            ctx,
-            trigger: Trigger::Launch,
-            instances,
-            unreadable,
-        });
+        return run_instances(detail, ctx, &malformed);
+    }
+    if event_name == CREATE_FLEET {
+        return create_fleet(detail, ctx, &malformed);
     }
 
     // ModifyInstanceMetadataOptions: CloudTrail writes the request in
@@ -386,15 +398,260 @@ pub fn parse(payload: &Value) -> Result<GuardEvent, EventError> {
         }
         None => return Err(malformed("requestParameters names no InstanceId".into())),
     };
+    // The response carries the options the change left (`state: pending`
+    // while they are applied): when they are complete, the change is
+    // decided on them, with no call, as a launch is.
+    let response = at(
+        detail,
+        &[
+            "responseElements",
+            "ModifyInstanceMetadataOptionsResponse",
+            "instanceMetadataOptions",
+        ],
+    );
     Ok(GuardEvent::Instances {
         ctx,
         trigger: Trigger::MetadataChange,
         instances: vec![Observed {
             instance_id,
+            options: response.map(metadata_options).unwrap_or_default(),
             ..Observed::default()
         }],
         unreadable: Vec::new(),
     })
+}
+
+/// `RunInstances`: every instance of `responseElements.instancesSet.items`,
+/// or, when CloudTrail cut the response (`omitted`, or no `instancesSet`),
+/// the way to find them.
+fn run_instances(
+    detail: &Value,
+    ctx: EventContext,
+    malformed: &dyn Fn(String) -> EventError,
+) -> Result<GuardEvent, EventError> {
+    let response = detail.get("responseElements").filter(|r| !r.is_null());
+    let items = response
+        .and_then(|r| r.get("instancesSet"))
+        .and_then(|s| s.get("items"));
+    let Some(items) = items else {
+        // Not listed: CloudTrail cuts a response over its size limit (a
+        // launch of a few dozen instances) and marks it `omitted`.
+        let omitted = response
+            .and_then(|r| r.get("omitted"))
+            .is_some_and(|o| o == &Value::Bool(true));
+        let why = if omitted {
+            "CloudTrail omitted responseElements (over its size limit)".to_string()
+        } else if response.is_none() {
+            "the event has no responseElements".to_string()
+        } else {
+            "responseElements has no instancesSet".to_string()
+        };
+        let lookup = Lookup {
+            reservation_id: response
+                .and_then(|r| r.get("reservationId"))
+                .and_then(Value::as_str)
+                .filter(|r| is_reservation_id(r))
+                .map(str::to_string),
+            client_token: text(detail, &["requestParameters", "clientToken"])
+                .filter(|t| is_client_token(t)),
+            min_count: min_count(detail),
+            why,
+        };
+        if lookup.reservation_id.is_none() && lookup.client_token.is_none() {
+            return Err(malformed(format!(
+                "{}, and it names neither a reservation id nor a client token to find the instances by",
+                lookup.why
+            )));
+        }
+        return Ok(GuardEvent::Unlisted { ctx, lookup });
+    };
+    let Some(items) = items.as_array() else {
+        return Err(malformed(format!(
+            "responseElements.instancesSet.items is {}, not a list",
+            kind(items)
+        )));
+    };
+    let mut instances = Vec::with_capacity(items.len());
+    let mut unreadable = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        match launched_instance(item) {
+            Ok(obs) => instances.push(obs),
+            Err(reason) => unreadable.push(format!("instancesSet.items[{i}]: {reason}")),
+        }
+    }
+    dedup_by_id(&mut instances);
+    if instances.is_empty() && unreadable.is_empty() {
+        return Err(malformed(
+            "responseElements.instancesSet.items is empty".into(),
+        ));
+    }
+    Ok(GuardEvent::Instances {
+        ctx,
+        trigger: Trigger::Launch,
+        instances,
+        unreadable,
+    })
+}
+
+/// `CreateFleet`: an `instant` fleet (Karpenter's kind) launches at once
+/// and lists its instances in `fleetInstanceSet` (each set's `instanceIds`,
+/// a single one sometimes as an object rather than a list: every instance id
+/// under the set is read). Other fleets launch later, and no event lists
+/// those instances here.
+fn create_fleet(
+    detail: &Value,
+    ctx: EventContext,
+    malformed: &dyn Fn(String) -> EventError,
+) -> Result<GuardEvent, EventError> {
+    let request = detail
+        .get("requestParameters")
+        .and_then(|p| p.get("CreateFleetRequest").or(Some(p)));
+    let fleet_type = request
+        .and_then(|r| r.get("Type").or_else(|| r.get("type")))
+        .and_then(Value::as_str)
+        .map(|t| clean(t, 16).to_ascii_lowercase());
+    if fleet_type.as_deref().is_some_and(|t| t != "instant") {
+        return Ok(ignored(format!(
+            "a CreateFleet of type {:?} launches its instances later, with no list in this event: the state-change trigger and the sweep cover them",
+            fleet_type.unwrap_or_default()
+        )));
+    }
+    let response = detail.get("responseElements").filter(|r| !r.is_null());
+    let sets = response
+        .map(|r| r.get("CreateFleetResponse").unwrap_or(r))
+        .and_then(|r| r.get("fleetInstanceSet"));
+    let Some(sets) = sets else {
+        let errors = response
+            .map(|r| r.get("CreateFleetResponse").unwrap_or(r))
+            .and_then(|r| r.get("errorSet"));
+        if errors.is_some() {
+            return Ok(ignored(
+                "the instant fleet launched no instance (only errors)".into(),
+            ));
+        }
+        return Err(malformed(
+            "the instant fleet's response lists no fleetInstanceSet (cut by CloudTrail?): the state-change trigger and the sweep cover its instances".into(),
+        ));
+    };
+    let mut ids = Vec::new();
+    collect_instance_ids(sets, &mut ids);
+    let mut instances: Vec<Observed> = ids
+        .into_iter()
+        .map(|instance_id| Observed {
+            instance_id,
+            ..Observed::default()
+        })
+        .collect();
+    dedup_by_id(&mut instances);
+    if instances.is_empty() {
+        return Ok(ignored("the instant fleet launched no instance".into()));
+    }
+    Ok(GuardEvent::Instances {
+        ctx,
+        trigger: Trigger::Launch,
+        instances,
+        unreadable: Vec::new(),
+    })
+}
+
+/// Every instance id in `v`, at any depth (bounded, as hostile input can
+/// nest deeply).
+fn collect_instance_ids(v: &Value, out: &mut Vec<String>) {
+    fn walk(v: &Value, out: &mut Vec<String>, depth: usize) {
+        if depth > 8 || out.len() >= 10_000 {
+            return;
+        }
+        match v {
+            Value::String(s) if is_instance_id(s) => out.push(s.clone()),
+            Value::Array(items) => items.iter().for_each(|i| walk(i, out, depth + 1)),
+            Value::Object(m) => m.values().for_each(|i| walk(i, out, depth + 1)),
+            _ => {}
+        }
+    }
+    walk(v, out, 0);
+}
+
+/// EC2's `pending` notification: an instance is starting (a launch, or a
+/// stopped instance started again). It names no principal.
+fn state_change(
+    envelope: &EventBridgeEvent<Unread>,
+    detail: &Value,
+    event_id: Option<String>,
+) -> Result<GuardEvent, EventError> {
+    let malformed = |reason: String| EventError::Malformed {
+        event_name: STATE_CHANGE.into(),
+        event_id: event_id.clone().unwrap_or_else(|| "without id".into()),
+        reason,
+    };
+    let state = text(detail, &["state"]).unwrap_or_default();
+    if state != "pending" {
+        return Ok(ignored(format!(
+            "an instance entering state {:?}: only pending starts one",
+            clean(&state, 32)
+        )));
+    }
+    let instance_id = match detail.get("instance-id") {
+        Some(Value::String(s)) if is_instance_id(s) => s.clone(),
+        Some(v) => {
+            return Err(malformed(format!(
+                "instance-id {} is not an instance id",
+                clean(&v.to_string(), 64)
+            )))
+        }
+        None => return Err(malformed("no instance-id".into())),
+    };
+    let region = envelope
+        .region
+        .clone()
+        .filter(|r| is_region(r))
+        .ok_or_else(|| malformed("the notification names no region".into()))?;
+    Ok(GuardEvent::Instances {
+        ctx: EventContext {
+            event_name: STATE_CHANGE.into(),
+            event_id,
+            event_time: envelope.time.map(|t| t.to_rfc3339()),
+            account: envelope.account.clone().filter(|a| is_account_id(a)),
+            region,
+            ..EventContext::default()
+        },
+        trigger: Trigger::StateChange,
+        instances: vec![Observed {
+            instance_id,
+            state: Some(state),
+            ..Observed::default()
+        }],
+        unreadable: Vec::new(),
+    })
+}
+
+/// The instances a launch asked for at least, when its request says.
+fn min_count(detail: &Value) -> Option<u32> {
+    let items = at(detail, &["requestParameters", "instancesSet", "items"])?.as_array()?;
+    let counts: Vec<u32> = items
+        .iter()
+        .filter_map(|i| {
+            let n = i.get("minCount")?;
+            n.as_u64()
+                .or_else(|| n.as_str()?.trim().parse().ok())
+                .and_then(|n| u32::try_from(n).ok())
+        })
+        .collect();
+    (!counts.is_empty()).then(|| counts.iter().fold(0u32, |a, n| a.saturating_add(*n)))
+}
+
+/// `r-` and 8 or 17 lowercase hex digits.
+fn is_reservation_id(s: &str) -> bool {
+    s.strip_prefix("r-").is_some_and(|hex| {
+        matches!(hex.len(), 8 | 17)
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
+}
+
+/// A client token as EC2 takes it: up to 64 ASCII characters.
+fn is_client_token(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_graphic())
 }
 
 /// What a `ModifyInstanceMetadataDefaults` call asked for. CloudTrail
@@ -446,16 +703,10 @@ fn launched_instance(item: &Value) -> Result<Observed, String> {
         Some(v) => return Err(format!("instanceId is {}, not a string", kind(v))),
         None => return Err("no instanceId".into()),
     };
-    let mo = item.get("metadataOptions");
-    let options = MetadataOptions {
-        http_tokens: mo.and_then(|m| word(m, "httpTokens")),
-        http_endpoint: mo.and_then(|m| word(m, "httpEndpoint")),
-        http_put_response_hop_limit: mo
-            .and_then(|m| m.get("httpPutResponseHopLimit"))
-            .and_then(hop_limit),
-        http_protocol_ipv6: mo.and_then(|m| word(m, "httpProtocolIpv6")),
-        instance_metadata_tags: mo.and_then(|m| word(m, "instanceMetadataTags")),
-    };
+    let options = item
+        .get("metadataOptions")
+        .map(metadata_options)
+        .unwrap_or_default();
     let tags = item.get("tagSet").map(|ts| {
         ts.get("items")
             .and_then(Value::as_array)
@@ -479,6 +730,17 @@ fn launched_instance(item: &Value) -> Result<Observed, String> {
         options,
         tags,
     })
+}
+
+/// An instance's options as CloudTrail writes them (camelCase).
+fn metadata_options(m: &Value) -> MetadataOptions {
+    MetadataOptions {
+        http_tokens: word(m, "httpTokens"),
+        http_endpoint: word(m, "httpEndpoint"),
+        http_put_response_hop_limit: m.get("httpPutResponseHopLimit").and_then(hop_limit),
+        http_protocol_ipv6: word(m, "httpProtocolIpv6"),
+        instance_metadata_tags: word(m, "instanceMetadataTags"),
+    }
 }
 
 fn dedup_by_id(instances: &mut Vec<Observed>) {
@@ -621,7 +883,12 @@ mod tests {
         assert_eq!(trigger, Trigger::MetadataChange);
         assert_eq!(ctx.region, "eu-west-1");
         assert_eq!(instances[0].instance_id, "i-0fedcba9876543210");
-        assert!(!instances[0].options.is_complete());
+        // The response carries the options the change left.
+        assert!(instances[0].options.is_complete());
+        assert_eq!(
+            instances[0].options.http_tokens.as_deref(),
+            Some("optional")
+        );
     }
 
     #[test]
@@ -692,6 +959,18 @@ mod tests {
             panic!("expected a defaults change")
         };
         assert!(change.weakenings().is_empty() && !change.weakens_tokens());
+
+        // Clearing the enforcement switch switches it off.
+        let mut cleared = fixture("modify-metadata-defaults-weaken.json");
+        cleared["detail"]["requestParameters"] = json!({
+            "ModifyInstanceMetadataDefaultsRequest": {"HttpTokensEnforced": "no-preference"}
+        });
+        let GuardEvent::DefaultsChanged { change, .. } = parse(&cleared).unwrap() else {
+            panic!("expected a defaults change")
+        };
+        let w = change.weakenings();
+        assert_eq!(w.len(), 1);
+        assert!(w[0].contains("HttpTokensEnforced cleared"), "{w:?}");
     }
 
     #[test]
@@ -738,9 +1017,149 @@ mod tests {
     }
 
     #[test]
+    fn a_launch_whose_response_was_cut_is_looked_up_not_dropped() {
+        let GuardEvent::Unlisted { ctx, lookup } =
+            parse(&fixture("run-instances-truncated.json")).unwrap()
+        else {
+            panic!("expected a lookup")
+        };
+        assert_eq!(
+            ctx.event_id.as_deref(),
+            Some("a1b2c3d4-0000-4000-8000-000000000010")
+        );
+        assert_eq!(lookup.reservation_id, None);
+        assert_eq!(
+            lookup.client_token.as_deref(),
+            Some("c0ffee00-1234-4abc-9def-0123456789ab")
+        );
+        assert_eq!(lookup.min_count, Some(40));
+        assert!(lookup.why.contains("omitted"), "{}", lookup.why);
+
+        // A response with its reservation id but no list: found by it.
+        let mut ev = fixture("run-instances-truncated.json");
+        ev["detail"]["responseElements"] = json!({"reservationId": "r-0123456789abcdef0"});
+        let GuardEvent::Unlisted { lookup, .. } = parse(&ev).unwrap() else {
+            panic!("expected a lookup")
+        };
+        assert_eq!(
+            lookup.reservation_id.as_deref(),
+            Some("r-0123456789abcdef0")
+        );
+        assert!(lookup.why.contains("no instancesSet"));
+
+        // Neither: an error naming the event, kept for a person.
+        let mut ev = fixture("run-instances-truncated.json");
+        ev["detail"]["requestParameters"]
+            .as_object_mut()
+            .unwrap()
+            .remove("clientToken");
+        let Err(EventError::Malformed {
+            event_id, reason, ..
+        }) = parse(&ev)
+        else {
+            panic!("expected an error")
+        };
+        assert_eq!(event_id, "a1b2c3d4-0000-4000-8000-000000000010");
+        assert!(
+            reason.contains("neither a reservation id nor a client token"),
+            "{reason}"
+        );
+    }
+
+    #[test]
+    fn an_instant_fleet_names_its_instances_in_either_shape() {
+        let GuardEvent::Instances {
+            ctx,
+            trigger,
+            instances,
+            ..
+        } = parse(&fixture("create-fleet.json")).unwrap()
+        else {
+            panic!("expected instances")
+        };
+        assert_eq!(
+            (ctx.event_name.as_str(), trigger),
+            (CREATE_FLEET, Trigger::Launch)
+        );
+        assert_eq!(
+            ctx.principal.role_arn.as_deref(),
+            Some("arn:aws:iam::111122223333:role/KarpenterControllerRole-prod")
+        );
+        let ids: Vec<&str> = instances.iter().map(|i| i.instance_id.as_str()).collect();
+        assert_eq!(ids, ["i-0c1d2e3f4a5b6c7d8"], "a set of one, as an object");
+
+        let mut ev = fixture("create-fleet.json");
+        ev["detail"]["responseElements"]["CreateFleetResponse"]["fleetInstanceSet"] = json!({
+            "item": [
+                {"instanceIds": {"item": ["i-0000000000000000a", "i-0000000000000000b"]}},
+                {"instanceIds": {"item": "i-0000000000000000c"}},
+                {"instanceIds": {"item": "i-0000000000000000a"}}
+            ]
+        });
+        let GuardEvent::Instances { instances, .. } = parse(&ev).unwrap() else {
+            panic!("expected instances")
+        };
+        let ids: Vec<&str> = instances.iter().map(|i| i.instance_id.as_str()).collect();
+        assert_eq!(
+            ids,
+            [
+                "i-0000000000000000a",
+                "i-0000000000000000b",
+                "i-0000000000000000c"
+            ]
+        );
+
+        let mut ev = fixture("create-fleet.json");
+        ev["detail"]["requestParameters"]["CreateFleetRequest"]["Type"] = json!("maintain");
+        assert!(
+            matches!(parse(&ev).unwrap(), GuardEvent::Ignored { reason } if reason.contains("maintain"))
+        );
+    }
+
+    #[test]
+    fn a_pending_state_change_names_its_instance_and_no_principal() {
+        let GuardEvent::Instances {
+            ctx,
+            trigger,
+            instances,
+            ..
+        } = parse(&fixture("state-change-pending.json")).unwrap()
+        else {
+            panic!("expected instances")
+        };
+        assert_eq!(trigger, Trigger::StateChange);
+        assert_eq!(ctx.event_name, STATE_CHANGE);
+        assert_eq!(
+            (ctx.account.as_deref(), ctx.region.as_str()),
+            (Some("111122223333"), "us-east-1")
+        );
+        assert_eq!(ctx.principal, Principal::default());
+        assert_eq!(instances[0].instance_id, "i-0a1b2c3d4e5f60718");
+        let mut ev = fixture("state-change-pending.json");
+        ev["detail"]["state"] = json!("running");
+        assert!(matches!(parse(&ev).unwrap(), GuardEvent::Ignored { .. }));
+    }
+
+    #[test]
+    fn a_change_carries_the_options_it_left() {
+        let GuardEvent::Instances { instances, .. } =
+            parse(&fixture("modify-metadata-options-by-guard.json")).unwrap()
+        else {
+            panic!("expected instances")
+        };
+        let o = &instances[0].options;
+        assert!(o.is_complete());
+        assert_eq!(o.http_tokens.as_deref(), Some("required"));
+        assert_eq!(o.http_put_response_hop_limit, Some(2));
+    }
+
+    #[test]
     fn unreadable_ec2_call_events_are_errors_not_ignores() {
         let mut ev = fixture("run-instances-console.json");
         ev["detail"]["responseElements"] = Value::Null;
+        ev["detail"]["requestParameters"]
+            .as_object_mut()
+            .map(|p| p.remove("clientToken"));
         assert!(parse(&ev).is_err());
         let mut ev = fixture("run-instances-console.json");
         ev["detail"] = json!("a string");

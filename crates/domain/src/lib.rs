@@ -7,6 +7,7 @@
 pub mod config;
 pub mod event;
 pub mod glob;
+pub mod memory;
 pub mod notify;
 pub mod plan;
 pub mod policy;

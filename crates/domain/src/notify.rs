@@ -125,11 +125,24 @@ fn headline(report: &Report, ctx: &crate::event::EventContext) -> (String, Strin
             } else {
                 tally
             };
+            // Workloads enforcing broke come first, in the subject too.
+            let refusing: u64 = sweep.regions.iter().map(|r| r.refusing).sum();
+            let (broken, broken_long) = if refusing == 0 {
+                (String::new(), String::new())
+            } else {
+                (
+                    format!("{refusing} REFUSING IMDSv1; "),
+                    format!(
+                        "{refusing} instance(s) switched to HttpTokens=required refuse IMDSv1 calls since (MetadataNoTokenRejected): a workload there is broken, see refusing_imdsv1; "
+                    ),
+                )
+            };
             (
                 format!(
-                    "imds-guard {mode} sweep: {tally} in {account} ({ready}/{regions} regions ready)"
+                    "imds-guard {mode} sweep: {broken}{tally} in {account} ({ready}/{regions} regions ready)"
                 ),
-                if sweep.accounts.is_empty() {
+                broken_long
+                    + &if sweep.accounts.is_empty() {
                     format!(
                         "sweep of account {account}, {regions} region(s): {tally}; {ready} of {regions} ready for HttpTokensEnforced (mode {mode})"
                     )

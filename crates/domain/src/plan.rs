@@ -28,9 +28,21 @@ pub fn plan(
     ctx: &EventContext,
     trigger: Trigger,
 ) -> (InstanceReport, Option<Remedy>) {
-    let (mut report, remedy) = verdict_to_report(cfg, current, ctx, trigger);
+    let (mut report, mut remedy) = verdict_to_report(cfg, current, ctx);
     report.before = Some(current.options.clone());
     report.image_id = current.image_id.clone();
+    if trigger == Trigger::StateChange
+        && !cfg.exemptions.principals.is_empty()
+        && matches!(report.outcome, Outcome::Remediated | Outcome::Flagged)
+    {
+        // The notification names no principal, and an exempt one may have
+        // launched it: nothing is written and no one is told yet; the
+        // CloudTrail launch event (or, failing it, the sweep) decides.
+        report.would = remedy.take().map(|r| r.to_string()).or(report.would);
+        report.outcome = Outcome::Flagged;
+        report.action = Idle::AwaitingLauncher.into();
+        report.notify = false;
+    }
     (report, remedy)
 }
 
@@ -38,7 +50,6 @@ fn verdict_to_report(
     cfg: &Config,
     current: &Observed,
     ctx: &EventContext,
-    trigger: Trigger,
 ) -> (InstanceReport, Option<Remedy>) {
     let id = &current.instance_id;
     match Policy::of(cfg).decide(current, &ctx.principal) {
@@ -82,19 +93,25 @@ fn verdict_to_report(
                     r
                 }
             };
+            // News, unless the guard's memory says it already told of this
+            // launch (`needs_claim`): a status tag anyone can write no
+            // longer quiets it.
             r.notify = true;
-            if cfg.mode == Mode::Notify && current.tag(&cfg.status_tag_key) == Some(NONCOMPLIANT) {
-                r.action = Idle::AlreadyTagged.into();
-                // A repeated launch event for an instance we already flagged
-                // is not news (and is not tagged again); a revert of its
-                // options is.
-                r.notify = trigger == Trigger::MetadataChange;
-            }
             r.findings = findings;
             let remedy = (cfg.mode == Mode::Enforce).then_some(remedy);
             (r, remedy)
         }
     }
+}
+
+/// Whether telling of this instance must first be claimed in the guard's
+/// memory: news of a launch that another event (the other trigger, or a
+/// redelivery) may tell as well. A remediation and a failure are always
+/// told; a change of the options is always news.
+pub fn needs_claim(trigger: Trigger, r: &InstanceReport) -> bool {
+    matches!(trigger, Trigger::Launch | Trigger::StateChange)
+        && r.notify
+        && matches!(r.outcome, Outcome::Flagged | Outcome::Exempt)
 }
 
 /// One `CreateTags` call's worth: the status tag value and the instances
@@ -196,28 +213,51 @@ pub fn sweep_default_action(
     }
 }
 
-/// With `CHECK_METADATA_NO_TOKEN`: an instance that answered `calls` IMDSv1
-/// calls in the last `hours` is not changed (requiring tokens would break
-/// the software still making them) but flagged, with the finding. Returns
-/// whether it is still in use.
+/// What `MetadataNoToken` says of an instance over the lookback.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum V1Use {
+    /// It answered IMDSv1 calls.
+    InUse,
+    /// Data points, all zero: nothing called IMDSv1.
+    Unused,
+    /// No data point at all (stopped throughout, or just launched): unknown.
+    NoData,
+}
+
+/// With `CHECK_METADATA_NO_TOKEN`: an instance that answered IMDSv1 calls in
+/// the last `hours` (`calls`: their sum, `None` when there is no data at
+/// all) is not changed, since requiring tokens would break the software
+/// still making them, but flagged with the finding. No data is not zero: it
+/// is held back the same way, unless `missing_as_zero` says to count it as
+/// not in use.
 pub fn hold_back(
     r: &mut InstanceReport,
     remedy: &mut Option<Remedy>,
-    calls: f64,
+    calls: Option<f64>,
     hours: u64,
-) -> bool {
-    if calls <= 0.0 {
-        return false;
-    }
-    r.findings.push(format!(
-        "answered {calls:.0} IMDSv1 call(s) in the last {hours}h (MetadataNoToken)"
-    ));
+    missing_as_zero: bool,
+) -> V1Use {
+    let (used, finding) = match calls {
+        Some(n) if n > 0.0 => (
+            V1Use::InUse,
+            format!("answered {n:.0} IMDSv1 call(s) in the last {hours}h (MetadataNoToken)"),
+        ),
+        Some(_) => return V1Use::Unused,
+        None if missing_as_zero => return V1Use::NoData,
+        None => (
+            V1Use::NoData,
+            format!(
+                "no MetadataNoToken data in the last {hours}h (stopped, or just launched): whether IMDSv1 is still used is unknown (NO_TOKEN_MISSING_AS_ZERO=true counts this as not in use)"
+            ),
+        ),
+    };
+    r.findings.push(finding);
     if let Some(remedy) = remedy.take() {
         r.outcome = Outcome::Flagged;
         r.action = Idle::HeldBack.into();
         r.would = Some(remedy.to_string());
     }
-    true
+    used
 }
 
 /// The metric could not be read: nothing is changed blind, and the instance
@@ -336,14 +376,75 @@ mod tests {
     }
 
     #[test]
-    fn a_repeated_launch_already_flagged_is_not_news_but_a_revert_is() {
+    fn a_state_change_waits_for_the_launcher_only_where_principals_are_exempt() {
+        let state_change = EventContext {
+            event_name: crate::event::STATE_CHANGE.into(),
+            region: "us-east-1".into(),
+            ..EventContext::default()
+        };
+        let (r, remedy) = plan(
+            &cfg(Mode::Enforce),
+            &optional("i-00000001"),
+            &state_change,
+            Trigger::StateChange,
+        );
+        assert_eq!((r.outcome, remedy.is_some()), (Outcome::Remediated, true));
+
+        let mut with_principals = cfg(Mode::Enforce);
+        with_principals
+            .exemptions
+            .principals
+            .push(crate::glob::Glob::new("arn:aws:iam::*:role/packer"));
+        for mode in [Mode::Enforce, Mode::Notify, Mode::Audit] {
+            with_principals.mode = mode;
+            let (r, remedy) = plan(
+                &with_principals,
+                &optional("i-00000001"),
+                &state_change,
+                Trigger::StateChange,
+            );
+            assert!(remedy.is_none(), "{mode}: nothing written");
+            assert_eq!(r.outcome, Outcome::Flagged);
+            assert_eq!(r.action.idle, Idle::AwaitingLauncher);
+            assert!(!r.notify, "{mode}: the CloudTrail event tells");
+            assert!(tag_batches(mode, &[r]).is_empty(), "{mode}: not tagged");
+        }
+        // The CloudTrail launch itself is decided as ever.
+        with_principals.mode = Mode::Enforce;
+        let (_, remedy) = plan(
+            &with_principals,
+            &optional("i-00000001"),
+            &launch(),
+            Trigger::Launch,
+        );
+        assert!(remedy.is_some());
+    }
+
+    #[test]
+    fn a_forged_noncompliant_tag_does_not_quiet_a_launch() {
         let mut o = optional("i-00000001");
         o.tags = Some(vec![("imds-guard:status".into(), NONCOMPLIANT.into())]);
         let (r, _) = plan(&cfg(Mode::Notify), &o, &launch(), Trigger::Launch);
-        assert_eq!(r.action.idle, Idle::AlreadyTagged);
-        assert!(!r.notify);
-        let (r, _) = plan(&cfg(Mode::Notify), &o, &launch(), Trigger::MetadataChange);
-        assert!(r.notify);
+        assert!(r.notify, "only the guard's memory may quiet a repeat");
+        assert!(needs_claim(Trigger::Launch, &r));
+    }
+
+    #[test]
+    fn only_news_another_event_may_also_tell_is_claimed() {
+        let flagged = report("i-1", Outcome::Flagged, true);
+        let exempt = report("i-2", Outcome::Exempt, true);
+        let remediated = report("i-3", Outcome::Remediated, true);
+        let quiet = report("i-4", Outcome::Flagged, false);
+        for trigger in [Trigger::Launch, Trigger::StateChange] {
+            assert!(needs_claim(trigger, &flagged) && needs_claim(trigger, &exempt));
+            assert!(!needs_claim(trigger, &remediated), "a write is told");
+            assert!(!needs_claim(trigger, &quiet));
+        }
+        assert!(
+            !needs_claim(Trigger::MetadataChange, &flagged),
+            "a change is news"
+        );
+        assert!(!needs_claim(Trigger::Sweep, &flagged));
     }
 
     fn report(id: &str, outcome: Outcome, notify: bool) -> InstanceReport {
@@ -458,18 +559,24 @@ mod tests {
 
     #[test]
     fn an_imdsv1_user_is_held_back_and_an_unread_metric_changes_nothing() {
-        let (mut r, mut remedy) = plan(
-            &cfg(Mode::Enforce),
-            &optional("i-00000001"),
-            &launch(),
-            Trigger::Sweep,
+        let planned = || {
+            plan(
+                &cfg(Mode::Enforce),
+                &optional("i-00000001"),
+                &launch(),
+                Trigger::Sweep,
+            )
+        };
+        let (mut r, mut remedy) = planned();
+        assert_eq!(
+            hold_back(&mut r, &mut remedy, Some(0.0), 168, false),
+            V1Use::Unused
         );
-        assert!(
-            !hold_back(&mut r, &mut remedy, 0.0, 168),
-            "no calls: not held"
+        assert!(remedy.is_some(), "no calls: changed");
+        assert_eq!(
+            hold_back(&mut r, &mut remedy, Some(12.0), 168, false),
+            V1Use::InUse
         );
-        assert!(remedy.is_some());
-        assert!(hold_back(&mut r, &mut remedy, 12.0, 168));
         assert!(remedy.is_none(), "nothing is changed");
         assert_eq!(
             (r.outcome, &r.action.idle),
@@ -481,6 +588,28 @@ mod tests {
             .unwrap()
             .contains("answered 12 IMDSv1 call(s) in the last 168h"));
         assert!(r.would.is_some());
+
+        // No data is not zero: held back, unless told to count it as zero.
+        let (mut r, mut remedy) = planned();
+        assert_eq!(
+            hold_back(&mut r, &mut remedy, None, 168, false),
+            V1Use::NoData
+        );
+        assert!(remedy.is_none());
+        assert!(r
+            .findings
+            .last()
+            .unwrap()
+            .contains("no MetadataNoToken data"));
+        let (mut r, mut remedy) = planned();
+        assert_eq!(
+            hold_back(&mut r, &mut remedy, None, 168, true),
+            V1Use::NoData
+        );
+        assert!(
+            remedy.is_some() && r.findings.len() == 1,
+            "no finding added"
+        );
 
         let (mut r, mut remedy) = plan(
             &cfg(Mode::Enforce),
@@ -520,6 +649,7 @@ mod tests {
             .push("listing stopped after 0 page(s): no answer from ec2".into());
         region.counts.insert(Outcome::Compliant, 7);
         r.sweep = Some(crate::report::SweepSummary {
+            refusing_imdsv1: vec![],
             regions: vec![region],
             accounts: vec![],
             omitted_instances: 0,

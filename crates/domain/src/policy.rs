@@ -298,10 +298,15 @@ impl DefaultsChange {
             ),
             _ => {}
         }
-        if self.http_tokens_enforced.as_deref() == Some("disabled") {
-            out.push(
+        match self.http_tokens_enforced.as_deref() {
+            Some("disabled") => out.push(
                 "HttpTokensEnforced turned off: IMDSv1 launches are accepted again".to_string(),
-            );
+            ),
+            // Clearing the switch turns it off as surely as `disabled`.
+            Some("no-preference") => out.push(
+                "HttpTokensEnforced cleared (no-preference): enforcement is off, IMDSv1 launches are accepted again".to_string(),
+            ),
+            _ => {}
         }
         out
     }
@@ -328,6 +333,9 @@ pub struct SweepFacts {
     /// Of those left at `optional`, the ones that answered IMDSv1 calls in
     /// the lookback (only known when the metric check is on).
     pub v1_in_use: u64,
+    /// Instances the guard switched to `required` that have refused IMDSv1
+    /// calls since (`MetadataNoTokenRejected`): workloads enforcing broke.
+    pub refusing: u64,
     pub defaults: Option<AccountDefaults>,
 }
 
@@ -396,7 +404,10 @@ impl Readiness {
 /// nothing may still need IMDSv1, or turning it on breaks it. Switching it
 /// on stays a person's decision; this only says whether it is safe.
 pub fn readiness(f: &SweepFacts) -> Readiness {
-    if f.defaults.as_ref().is_some_and(AccountDefaults::enforced) && f.noncompliant_left == 0 {
+    if f.defaults.as_ref().is_some_and(AccountDefaults::enforced)
+        && f.noncompliant_left == 0
+        && f.refusing == 0
+    {
         return Readiness {
             verdict: ReadinessVerdict::AlreadyEnforced,
             reasons: Vec::new(),
@@ -414,6 +425,16 @@ pub fn readiness(f: &SweepFacts) -> Readiness {
             "{} exempt instance(s) still at HttpTokens=optional (enforcement has no exemptions)",
             f.exempt
         ));
+    }
+    if f.refusing > 0 {
+        // First: these are workloads broken now, not work left to do.
+        reasons.insert(
+            0,
+            format!(
+                "{} instance(s) switched to HttpTokens=required refuse IMDSv1 calls since (MetadataNoTokenRejected): fix those workloads first",
+                f.refusing
+            ),
+        );
     }
     if f.v1_in_use > 0 {
         reasons.push(format!(

@@ -151,12 +151,16 @@ pub enum Idle {
     Exempt,
     /// Shutting down, terminated, or no longer there.
     Gone(String),
-    /// Notify mode: already flagged by the guard, so not tagged again.
-    AlreadyTagged,
+    /// Another event already told of this launch (the guard's memory says
+    /// so): not told, nor tagged, again.
+    AlreadyTold,
     /// Enforce held back: the instance still answers IMDSv1 calls.
     HeldBack,
     /// The event's account is not one the function may act in.
     NotAllowed,
+    /// A state-change notification names no principal: with principal
+    /// exemptions configured, the CloudTrail launch event decides.
+    AwaitingLauncher,
 }
 
 impl std::fmt::Display for Idle {
@@ -166,9 +170,12 @@ impl std::fmt::Display for Idle {
             Idle::Audit => f.write_str("none (audit mode)"),
             Idle::Exempt => f.write_str("none: exempt"),
             Idle::Gone(state) => write!(f, "none: instance is {state}"),
-            Idle::AlreadyTagged => f.write_str("none: already tagged noncompliant"),
+            Idle::AlreadyTold => f.write_str("none: already told of this launch"),
             Idle::HeldBack => f.write_str("none: held back, IMDSv1 still in use"),
             Idle::NotAllowed => f.write_str("none: the account is not allowed"),
+            Idle::AwaitingLauncher => f.write_str(
+                "none yet: the CloudTrail launch event, which names who launched it, decides (principal exemptions are configured)",
+            ),
         }
     }
 }
@@ -268,6 +275,19 @@ pub struct RegionSweep {
     /// answered IMDSv1 calls in the lookback (`MetadataNoToken`).
     #[serde(skip_serializing_if = "is_zero")]
     pub v1_in_use: u64,
+    /// Noncompliant instances whose `MetadataNoToken` data shows no IMDSv1
+    /// call in the lookback.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub v1_unused: u64,
+    /// Noncompliant instances with no `MetadataNoToken` data at all (no data
+    /// is not zero: held back unless `NO_TOKEN_MISSING_AS_ZERO`).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub v1_no_data: u64,
+    /// Instances the guard switched to `required` that have refused IMDSv1
+    /// calls since (`MetadataNoTokenRejected`); listed in the summary's
+    /// `refusing_imdsv1`.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub refusing: u64,
     /// Modify calls EC2 throttled even after the SDK's retries, and that
     /// the sweep slowed down for and retried.
     #[serde(skip_serializing_if = "is_zero")]
@@ -281,6 +301,9 @@ pub struct RegionSweep {
     /// account default could not be set. Each fails the invocation.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<String>,
+    /// What the sweep could not check, by configuration (not a failure).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 impl RegionSweep {
@@ -293,11 +316,15 @@ impl RegionSweep {
             examined: 0,
             counts: BTreeMap::new(),
             v1_in_use: 0,
+            v1_unused: 0,
+            v1_no_data: 0,
+            refusing: 0,
             throttled: 0,
             account_defaults: None,
             account_default_action: DefaultsAction::None,
             readiness: Readiness::unknown(),
             errors: Vec::new(),
+            warnings: Vec::new(),
         }
     }
 
@@ -397,8 +424,28 @@ impl AccountSweep {
     }
 }
 
+/// An instance the guard switched to `required` that has refused IMDSv1
+/// calls since: a workload enforcing broke, for a person to look at first.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Refusing {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
+    pub region: String,
+    pub instance_id: String,
+    /// IMDSv1 calls refused since, summed (`MetadataNoTokenRejected`).
+    pub refused_calls: f64,
+    /// When the guard required tokens, in seconds since the epoch.
+    pub remediated_at: u64,
+}
+
+impl Eq for Refusing {}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct SweepSummary {
+    /// Workloads enforcing broke, first: see `Refusing`. At most
+    /// `MAX_REFUSING` are listed; every one is counted in its region.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub refusing_imdsv1: Vec<Refusing>,
     pub regions: Vec<RegionSweep>,
     /// One line per account, when the sweep covers a list of accounts.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -462,6 +509,9 @@ impl Serialize for DefaultsAction {
         s.collect_str(self)
     }
 }
+
+/// Instances listed in `SweepSummary::refusing_imdsv1`, at most.
+pub const MAX_REFUSING: usize = 200;
 
 /// A change to the account's IMDS defaults, judged.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

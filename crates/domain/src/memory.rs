@@ -1,0 +1,185 @@
+//! The guard's memory, as records (docs/design.md): what each kind of record
+//! says, where it lives and how long it lasts. Pure: the DynamoDB adapter
+//! stores and reads these, and the flows decide with them.
+//!
+//! Every record of one account and region shares a partition
+//! (`pk = <account>#<region>`), so a sweep reads what it needs of that
+//! account-region with one query per kind (`sk` begins with `<kind>#`).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+const DAY: u64 = 24 * 3600;
+
+/// What a record remembers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// News of this instance's launch was claimed for telling by one event
+    /// (`event_id`), and, once told, marked so (`told`): a second event
+    /// naming the same launch is not news, and a redelivery of the one that
+    /// told is not either; a retry of the one that claimed but could not
+    /// tell tells.
+    Noticed,
+    /// The guard set `HttpTokens=required` on this instance, at `at`.
+    Remediated,
+}
+
+impl Kind {
+    pub fn prefix(self) -> &'static str {
+        match self {
+            Kind::Noticed => "noticed#",
+            Kind::Remediated => "remediated#",
+        }
+    }
+
+    fn lifetime(self, lookback: Duration) -> u64 {
+        match self {
+            // Longer than any redelivery of the events of one launch.
+            Kind::Noticed => 7 * DAY,
+            // As long as `MetadataNoTokenRejected` is watched for it.
+            Kind::Remediated => lookback.as_secs() + DAY,
+        }
+    }
+}
+
+/// One remembered fact.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Record {
+    pub pk: String,
+    pub sk: String,
+    /// The event that wrote it (a retry of the same event is not a repeat).
+    pub event_id: Option<String>,
+    /// When it was written, in seconds since the epoch.
+    pub at: u64,
+    /// When it lapses (DynamoDB's TTL attribute; readers check it too, as
+    /// DynamoDB deletes expired items only within days).
+    pub expires_at: u64,
+    /// Anything else the kind keeps, as text.
+    pub data: BTreeMap<String, String>,
+}
+
+/// The partition of one account and region.
+pub fn place(account: &str, region: &str) -> String {
+    format!("{account}#{region}")
+}
+
+impl Record {
+    pub fn new(
+        kind: Kind,
+        place: &str,
+        id: &str,
+        event_id: Option<&str>,
+        now: u64,
+        lookback: Duration,
+    ) -> Record {
+        Record {
+            pk: place.to_string(),
+            sk: format!("{}{id}", kind.prefix()),
+            event_id: event_id.map(str::to_string),
+            at: now,
+            expires_at: now + kind.lifetime(lookback),
+            data: BTreeMap::new(),
+        }
+    }
+
+    /// The instance (or event) the record is about.
+    pub fn id(&self) -> &str {
+        self.sk.split_once('#').map_or("", |(_, id)| id)
+    }
+
+    pub fn is_kind(&self, kind: Kind) -> bool {
+        self.sk.starts_with(kind.prefix())
+    }
+
+    /// Still in force at `now`.
+    pub fn live(&self, now: u64) -> bool {
+        self.expires_at > now
+    }
+}
+
+/// The `data` key marking a `Noticed` record as told.
+pub const TOLD: &str = "told";
+
+impl Record {
+    /// This record, marked as told.
+    pub fn told(mut self) -> Record {
+        self.data.insert(TOLD.into(), "true".into());
+        self
+    }
+
+    pub fn is_told(&self) -> bool {
+        self.data.contains_key(TOLD)
+    }
+
+    /// Whether a claim for `event_id` finds this (existing) record free:
+    /// lapsed, or claimed by that same event and not told yet.
+    pub fn free_for(&self, event_id: Option<&str>, now: u64) -> bool {
+        !self.live(now) || (self.event_id.as_deref() == event_id && !self.is_told())
+    }
+}
+
+/// What a claim found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Claim {
+    /// Ours: written now, or earlier by this same event, which did not get
+    /// to tell (a retry).
+    Ours,
+    /// Told already, or claimed by another event: this one is a repeat.
+    Taken,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_live_in_their_account_regions_partition_for_their_kinds_lifetime() {
+        let week = Duration::from_secs(7 * DAY);
+        let n = Record::new(
+            Kind::Noticed,
+            &place("111122223333", "eu-west-1"),
+            "i-0123456789abcdef0",
+            Some("e-1"),
+            1_000,
+            week,
+        );
+        assert_eq!(n.pk, "111122223333#eu-west-1");
+        assert_eq!(n.sk, "noticed#i-0123456789abcdef0");
+        assert_eq!(n.id(), "i-0123456789abcdef0");
+        assert!(n.is_kind(Kind::Noticed) && !n.is_kind(Kind::Remediated));
+        assert_eq!(n.expires_at, 1_000 + 7 * DAY);
+        assert!(n.live(1_000 + 7 * DAY - 1) && !n.live(1_000 + 7 * DAY));
+
+        let r = Record::new(
+            Kind::Remediated,
+            &place("111122223333", "eu-west-1"),
+            "i-0123456789abcdef0",
+            None,
+            1_000,
+            Duration::from_secs(48 * 3600),
+        );
+        assert_eq!(
+            r.expires_at,
+            1_000 + 48 * 3600 + DAY,
+            "the lookback and a day"
+        );
+    }
+
+    #[test]
+    fn a_claim_is_free_for_a_retry_that_did_not_tell_and_nothing_else() {
+        let week = Duration::from_secs(7 * DAY);
+        let claimed = Record::new(Kind::Noticed, "p", "i-1", Some("e-1"), 1_000, week);
+        assert!(
+            claimed.free_for(Some("e-1"), 2_000),
+            "a retry of the claimer"
+        );
+        assert!(!claimed.free_for(Some("e-2"), 2_000), "another event");
+        let told = claimed.clone().told();
+        assert!(told.is_told());
+        assert!(
+            !told.free_for(Some("e-1"), 2_000),
+            "a redelivery of the teller"
+        );
+        assert!(told.free_for(Some("e-2"), 1_000 + 7 * DAY), "lapsed");
+    }
+}

@@ -1,0 +1,303 @@
+//! The rules' event patterns, taken from the templates and run on the
+//! emulator's own EventBridge engine (a rule with an SQS target shows what
+//! matched; its `TestEventPattern` is a stub): the guard's own changes are
+//! left out, everyone else's launches and changes are not.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use aws_config::Region;
+use imds_guard::aws::load_sdk_config;
+use serde_json::{json, Value};
+
+use crate::common::{fixture, moto_endpoint};
+use crate::template::load;
+
+const CENTRAL: &str = "111122223333";
+const MEMBER: &str = "444455556666";
+const GUARD_ROLE: &str = "imds-guard-GuardRole-1A2B3C4D5E6F";
+const MEMBER_ROLE: &str = "imds-guard-member";
+
+/// A template's YAML value as the JSON pattern CloudFormation would hand
+/// EventBridge, with the intrinsics the patterns use resolved as a deployed
+/// stack would (`account`: the stack's).
+fn resolve(v: &serde_norway::Value, account: &str) -> Value {
+    use serde_norway::Value as Y;
+    match v {
+        Y::Null => Value::Null,
+        Y::Bool(b) => json!(b),
+        Y::Number(n) => serde_json::to_value(n).unwrap(),
+        Y::String(s) => json!(s),
+        Y::Sequence(items) => Value::Array(items.iter().map(|i| resolve(i, account)).collect()),
+        Y::Mapping(m) => Value::Object(
+            m.iter()
+                .map(|(k, v)| (k.as_str().unwrap().to_string(), resolve(v, account)))
+                .collect(),
+        ),
+        Y::Tagged(t) => {
+            let arg = &t.value;
+            match t.tag.to_string().as_str() {
+                "!GetAtt" if arg.as_str() == Some("GuardRole.Arn") => {
+                    json!(format!("arn:aws:iam::{CENTRAL}:role/{GUARD_ROLE}"))
+                }
+                "!Ref" if arg.as_str() == Some("GuardRole") => json!(GUARD_ROLE),
+                "!Ref" if arg.as_str() == Some("MemberRoleName") => json!(MEMBER_ROLE),
+                "!Sub" => json!(arg
+                    .as_str()
+                    .unwrap()
+                    .replace("${AWS::Partition}", "aws")
+                    .replace("${AWS::AccountId}", account)
+                    .replace("${MemberRoleName}", MEMBER_ROLE)),
+                // Triggers=both: the branch with the launches.
+                "!If" => resolve(&arg.as_sequence().unwrap()[1], account),
+                other => panic!("an intrinsic the pattern test does not know: {other} {arg:?}"),
+            }
+        }
+    }
+}
+
+fn pattern(path: &str, rule: &str, account: &str) -> Value {
+    let t = load(path);
+    resolve(&t["Resources"][rule]["Properties"]["EventPattern"], account)
+}
+
+/// Launch events by every kind of caller, and the guard's own changes.
+fn events(account: &str) -> BTreeMap<&'static str, Value> {
+    let mut out = BTreeMap::new();
+    let base = |name: &str| {
+        let mut e = fixture(name);
+        e["account"] = account.into();
+        e["detail"]["recipientAccountId"] = account.into();
+        e
+    };
+    let who = |e: &mut Value, identity: Value| e["detail"]["userIdentity"] = identity;
+
+    let mut e = base("run-instances-console.json");
+    who(
+        &mut e,
+        json!({"type": "IAMUser", "arn": format!("arn:aws:iam::{account}:user/alice"), "accountId": account, "userName": "alice"}),
+    );
+    out.insert("IAM user", e);
+    let mut e = base("run-instances-console.json");
+    who(
+        &mut e,
+        json!({"type": "Root", "arn": format!("arn:aws:iam::{account}:root"), "accountId": account}),
+    );
+    out.insert("root user", e);
+    let mut e = base("run-instances-console.json");
+    who(
+        &mut e,
+        json!({"type": "IAMUser", "arn": format!("arn:aws:iam::{account}:user/bob"), "sessionContext": {"sessionIssuer": {}, "attributes": {"mfaAuthenticated": "true"}}}),
+    );
+    out.insert("console session, empty sessionIssuer", e);
+    out.insert("assumed role", base("run-instances-cli-multi.json"));
+    out.insert("Auto Scaling", base("run-instances-autoscaling.json"));
+    out.insert("EC2 Fleet RunInstances", base("run-instances-fleet.json"));
+    out.insert("CreateFleet (Karpenter)", base("create-fleet.json"));
+    out.insert(
+        "a person's revert",
+        base("modify-metadata-options-revert.json"),
+    );
+    out.insert(
+        "defaults weakened",
+        base("modify-metadata-defaults-weaken.json"),
+    );
+    out.insert("failed call", base("run-instances-failed.json"));
+
+    // The guard's own changes: the function's role in its account, and the
+    // member role in a member.
+    let issued = |arn: String, name: &str| json!({"type": "AssumedRole", "arn": arn, "sessionContext": {"sessionIssuer": {"type": "Role", "arn": format!("arn:aws:iam::{account}:role/{name}"), "userName": name}}});
+    let mut e = base("modify-metadata-options-by-guard.json");
+    who(
+        &mut e,
+        issued(
+            format!("arn:aws:sts::{account}:assumed-role/{GUARD_ROLE}/imds-guard-event"),
+            GUARD_ROLE,
+        ),
+    );
+    out.insert("the guard's own role", e);
+    let mut e = base("modify-metadata-options-by-guard.json");
+    who(
+        &mut e,
+        issued(
+            format!("arn:aws:sts::{account}:assumed-role/{MEMBER_ROLE}/imds-guard"),
+            MEMBER_ROLE,
+        ),
+    );
+    out.insert("the member role", e);
+    let mut e = base("modify-metadata-defaults-weaken.json");
+    e["detail"]["requestParameters"] =
+        json!({"ModifyInstanceMetadataDefaultsRequest": {"HttpTokens": "required"}});
+    who(
+        &mut e,
+        issued(
+            format!("arn:aws:sts::{account}:assumed-role/{GUARD_ROLE}/imds-guard"),
+            GUARD_ROLE,
+        ),
+    );
+    out.insert("the guard setting the default", e);
+
+    let mut e = fixture("state-change-pending.json");
+    e["account"] = account.into();
+    out.insert("instance pending", e.clone());
+    e["detail"]["state"] = "running".into();
+    out.insert("instance running", e);
+    out
+}
+
+/// Which of `events` the emulator's EventBridge routes through a rule with
+/// `pattern`.
+async fn matched(
+    pattern: &Value,
+    events: &BTreeMap<&'static str, Value>,
+    tag: &str,
+) -> BTreeSet<String> {
+    moto_endpoint();
+    let base = load_sdk_config().await;
+    let region = Region::new("us-east-1");
+    let eb = aws_sdk_eventbridge::Client::from_conf(
+        aws_sdk_eventbridge::config::Builder::from(&base)
+            .region(region.clone())
+            .build(),
+    );
+    let sqs = aws_sdk_sqs::Client::from_conf(
+        aws_sdk_sqs::config::Builder::from(&base)
+            .region(region)
+            .build(),
+    );
+    let name = format!("imds-guard-pattern-{tag}");
+    let queue = sqs.create_queue().queue_name(&name).send().await.unwrap();
+    let url = queue.queue_url().unwrap().to_string();
+    let arn = sqs
+        .get_queue_attributes()
+        .queue_url(&url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .unwrap()
+        .attributes()
+        .unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn]
+        .clone();
+    eb.put_rule()
+        .name(&name)
+        .event_pattern(pattern.to_string())
+        .send()
+        .await
+        .unwrap();
+    eb.put_targets()
+        .rule(&name)
+        .targets(
+            aws_sdk_eventbridge::types::Target::builder()
+                .id("q")
+                .arn(arn)
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    for (label, e) in events {
+        let entry = aws_sdk_eventbridge::types::PutEventsRequestEntry::builder()
+            .source(e["source"].as_str().unwrap())
+            .detail_type(e["detail-type"].as_str().unwrap())
+            .detail(e["detail"].to_string())
+            .resources(label.to_string())
+            .build();
+        let out = eb.put_events().entries(entry).send().await.unwrap();
+        assert_eq!(out.failed_entry_count(), 0, "{label}: {out:?}");
+    }
+    let mut seen = BTreeSet::new();
+    loop {
+        let out = sqs
+            .receive_message()
+            .queue_url(&url)
+            .max_number_of_messages(10)
+            .send()
+            .await
+            .unwrap();
+        if out.messages().is_empty() {
+            break;
+        }
+        for m in out.messages() {
+            let delivered: Value = serde_json::from_str(m.body().unwrap()).unwrap();
+            seen.insert(delivered["resources"][0].as_str().unwrap().to_string());
+            sqs.delete_message()
+                .queue_url(&url)
+                .receipt_handle(m.receipt_handle().unwrap())
+                .send()
+                .await
+                .unwrap();
+        }
+    }
+    seen
+}
+
+fn all_but(events: &BTreeMap<&'static str, Value>, left_out: &[&str]) -> BTreeSet<String> {
+    events
+        .keys()
+        .filter(|k| !left_out.contains(k) && !k.starts_with("instance "))
+        .map(|k| k.to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn the_guards_own_changes_never_reach_it_and_everyone_elses_do() {
+    let own = [
+        "failed call",
+        "the guard's own role",
+        "the guard setting the default",
+    ];
+
+    // One account: the function's role is left out, the member role is not
+    // the guard's there (no member stack) and any role of that name is
+    // another caller.
+    let central_events = events(CENTRAL);
+    let got = matched(
+        &pattern("template.yaml", "LaunchRule", CENTRAL),
+        &central_events,
+        "launch",
+    )
+    .await;
+    assert_eq!(got, all_but(&central_events, &own));
+
+    // A member forwards all but the member role's own changes.
+    let member_events = events(MEMBER);
+    let got = matched(
+        &pattern("member/template.yaml", "ForwardRule", MEMBER),
+        &member_events,
+        "forward",
+    )
+    .await;
+    assert_eq!(
+        got,
+        all_but(&member_events, &["failed call", "the member role"])
+    );
+
+    // The central bus leaves out both of the guard's roles, in any account.
+    let got = matched(
+        &pattern("template.yaml", "CentralLaunchRule", CENTRAL),
+        &member_events,
+        "central",
+    )
+    .await;
+    assert_eq!(
+        got,
+        all_but(
+            &member_events,
+            &[
+                "failed call",
+                "the member role",
+                "the guard's own role",
+                "the guard setting the default"
+            ]
+        )
+    );
+
+    // The state-change trigger takes instances entering pending, nothing else.
+    let got = matched(
+        &pattern("template.yaml", "StateChangeRule", CENTRAL),
+        &central_events,
+        "state",
+    )
+    .await;
+    assert_eq!(got, BTreeSet::from(["instance pending".to_string()]));
+}
