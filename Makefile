@@ -6,7 +6,7 @@ VENV := .venv
 SAM_VENV := .venv-sam
 BENCH_VENV := .venv-bench
 
-.PHONY: test demo lint unit venv sam-venv bench-venv template fuzz fuzz-check load bench bench-function bench-sweep clean
+.PHONY: test demo lint unit venv sam-venv bench-venv template fuzz fuzz-check load bench bench-function bench-sweep bench-triggers clean
 
 # Every test: format, lints, unit tests, the fault matrix on mocked AWS, the
 # end-to-end tests against the local emulator, and the CLI.
@@ -65,7 +65,13 @@ fuzz-check:
 # - the sweep: 1,000 and 10,000 seeded instances (BENCH_SIZES), swept by the
 #   release build, by a bare boto3 loop (the emulator's floor) and by Cloud
 #   Custodian's `custodian run`, each on a freshly seeded fleet.
-bench: bench-function bench-sweep
+bench: bench-function bench-sweep bench-triggers
+
+# Seconds from pending to required, by trigger: the event path on the
+# in-memory fake with simulated delivery delays and pending times (paused
+# time; the assumptions are in tests/integration/trigger_sim.rs).
+bench-triggers:
+	cargo test --test integration -- --ignored --exact trigger_sim::seconds_from_pending_to_required_by_trigger --nocapture 2>&1 | grep -E '^\|'
 
 bench-function: venv
 	rustup target add aarch64-unknown-linux-gnu

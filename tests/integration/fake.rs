@@ -23,6 +23,9 @@ pub struct FakeInstance {
     pub invisible_for: u32,
     /// Modifies still refused with `IncorrectInstanceState` (pending).
     pub pending_for: u32,
+    /// Pending until then (paused time): modifies are refused and describes
+    /// say `pending` before it, `running` after.
+    pub pending_until: Option<tokio::time::Instant>,
     /// The launch it came from.
     pub reservation_id: Option<String>,
     pub client_token: Option<String>,
@@ -45,6 +48,7 @@ struct State {
     offset_pages: bool,
     /// The guard's memory, when the fake has one.
     memory: Option<BTreeMap<(String, String), Record>>,
+    required_at: HashMap<String, tokio::time::Instant>,
 }
 
 /// The fake cloud: one account and region's worth of EC2, a topic, a metric.
@@ -80,6 +84,7 @@ impl FakeCloud {
             },
             invisible_for: 0,
             pending_for: 0,
+            pending_until: None,
             reservation_id: None,
             client_token: None,
         })
@@ -145,6 +150,11 @@ impl FakeCloud {
         let mut s = self.state();
         let q = s.faults.entry(op).or_default();
         q.extend(std::iter::repeat_n(error, n));
+    }
+
+    /// When the instance's tokens became `required` (paused time), if they did.
+    pub fn required_at(&self, id: &str) -> Option<tokio::time::Instant> {
+        self.state().required_at.get(id).copied()
     }
 
     pub fn tokens(&self, id: &str) -> String {
@@ -246,6 +256,10 @@ impl Ec2Api for FakeCloud {
                 i.invisible_for -= 1;
                 continue;
             }
+            if let Some(t) = i.pending_until {
+                let now = tokio::time::Instant::now();
+                i.observed.state = Some(if now < t { "pending" } else { "running" }.into());
+            }
             found.push(i.observed.clone());
         }
         Ok(found)
@@ -281,7 +295,21 @@ impl Ec2Api for FakeCloud {
             i.pending_for -= 1;
             return Err(api_error("IncorrectInstanceState"));
         }
+        if i.pending_until
+            .is_some_and(|t| tokio::time::Instant::now() < t)
+        {
+            return Err(api_error("IncorrectInstanceState"));
+        }
         let o = &mut i.observed.options;
+        if o.http_tokens.as_deref() != Some("required") && remedy.http_tokens == "required" {
+            let at = tokio::time::Instant::now();
+            s.required_at.entry(instance_id.to_string()).or_insert(at);
+            let o = &mut s.instances.get_mut(instance_id).unwrap().observed.options;
+            o.http_tokens = Some(remedy.http_tokens.into());
+            o.http_endpoint = Some(remedy.http_endpoint.into());
+            o.http_put_response_hop_limit = Some(remedy.http_put_response_hop_limit);
+            return Ok(());
+        }
         o.http_tokens = Some(remedy.http_tokens.into());
         o.http_endpoint = Some(remedy.http_endpoint.into());
         o.http_put_response_hop_limit = Some(remedy.http_put_response_hop_limit);

@@ -13,8 +13,8 @@
 //!   defaults, publish, the metric) and the flow logic tested on it, with
 //!   time paused.
 //! - `cli`: the binary's `check` command.
-//! - `load`, `function_bench`: benchmarks, ignored by `make test` (`make
-//!   load`, `make bench`).
+//! - `load`, `function_bench`, `trigger_sim`: benchmarks, ignored by `make
+//!   test` (`make load`, `make bench`).
 
 mod cli;
 mod common;
@@ -33,3 +33,4 @@ mod runtime;
 mod sweep_emulator;
 mod sweep_faults;
 mod template;
+mod trigger_sim;

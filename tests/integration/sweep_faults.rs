@@ -535,3 +535,111 @@ async fn weakening_the_account_default_is_told_and_put_back_in_enforce() {
         .unwrap();
     assert_eq!((set2.num_calls(), publish2.num_calls()), (0, 1));
 }
+
+#[tokio::test]
+async fn metadata_no_token_rejected_is_read_since_the_guard_switched_each_instance() {
+    use aws_sdk_cloudwatch::primitives::DateTime;
+    use aws_sdk_dynamodb::operation::query::QueryOutput;
+    use aws_sdk_dynamodb::types::AttributeValue;
+    use aws_sdk_dynamodb::Client as DynamoClient;
+    use std::collections::HashMap;
+
+    let now = imds_guard::outputs::now_secs();
+    let switched = now - 6 * 3600;
+    // Nothing is left at optional; the memory knows two instances the guard
+    // switched six hours ago.
+    let empty = mock!(Ec2Client::describe_instances).then_output(|| described(vec![]));
+    let get = defaults(HttpTokensState::Required, HttpTokensEnforcedState::Disabled);
+    let remembered = mock!(DynamoClient::query)
+        .match_requests(|q| {
+            q.key_condition_expression() == Some("pk = :pk AND begins_with(sk, :prefix)")
+                && q.expression_attribute_values().is_some_and(|v| {
+                    v.get(":prefix")
+                        .and_then(|p| p.as_s().ok())
+                        .map(String::as_str)
+                        == Some("remediated#")
+                })
+        })
+        .then_output(move || {
+            let item = |id: &str| {
+                HashMap::from([
+                    (
+                        "pk".to_string(),
+                        AttributeValue::S("123456789012#us-east-1".into()),
+                    ),
+                    (
+                        "sk".to_string(),
+                        AttributeValue::S(format!("remediated#{id}")),
+                    ),
+                    ("at".to_string(), AttributeValue::N(switched.to_string())),
+                    (
+                        "expires_at".to_string(),
+                        AttributeValue::N((now + 86_400).to_string()),
+                    ),
+                ])
+            };
+            QueryOutput::builder()
+                .items(item("i-0aaaaaaaaaaaaaaa1"))
+                .items(item("i-0aaaaaaaaaaaaaaa2"))
+                .build()
+        });
+    let noticed = mock!(DynamoClient::query).then_output(|| QueryOutput::builder().build());
+    // Refused calls, hourly: one instance refused calls after it was
+    // switched; the other refused none.
+    let rejected = mock!(CwClient::get_metric_data).then_compute_output(move |input| {
+        let results = input
+            .metric_data_queries()
+            .iter()
+            .map(|q| {
+                let stat = q.metric_stat().unwrap();
+                let metric = stat.metric().unwrap();
+                assert_eq!(metric.metric_name(), Some("MetadataNoTokenRejected"));
+                let id = metric.dimensions()[0].value().unwrap();
+                let r = MetricDataResult::builder().set_id(q.id().map(str::to_string));
+                let r = if id == "i-0aaaaaaaaaaaaaaa1" {
+                    let after = (switched + 3600) as i64;
+                    r.values(4.0)
+                        .values(3.0)
+                        .timestamps(DateTime::from_secs(after))
+                        .timestamps(DateTime::from_secs(after + 3600))
+                } else {
+                    r.values(0.0)
+                        .timestamps(DateTime::from_secs(switched as i64 + 3600))
+                };
+                r.build()
+            })
+            .collect();
+        GetMetricDataOutput::builder()
+            .set_metric_data_results(Some(results))
+            .build()
+    });
+    let publish = publish_ok();
+    let g = Guard::new(
+        config(&[
+            ("CHECK_METADATA_NO_TOKEN", "true"),
+            ("NOTIFY_TOPIC_ARN", TOPIC),
+            ("MEMORY_TABLE", "imds-guard-memory"),
+        ]),
+        FixedClients {
+            ec2: common::ec2(&[&empty, &get]),
+            sns: common::sns(&[&publish]),
+            metrics: common::metrics(&[&rejected]),
+            members: None,
+            memory: Some(common::memory(&[&remembered, &noticed])),
+        },
+    );
+    let mut ev = scheduled();
+    ev["account"] = "123456789012".into();
+    let report = g.handle(&ev).await.unwrap();
+    let sweep = report.sweep.as_ref().unwrap();
+    assert_eq!(rejected.num_calls(), 1);
+    assert_eq!(sweep.refusing_imdsv1.len(), 1, "{sweep:?}");
+    let broken = &sweep.refusing_imdsv1[0];
+    assert_eq!(broken.instance_id, "i-0aaaaaaaaaaaaaaa1");
+    assert_eq!(broken.refused_calls, 7.0);
+    assert_eq!(broken.remediated_at, switched);
+    assert_eq!(
+        sweep.regions[0].readiness.verdict,
+        ReadinessVerdict::NotReady
+    );
+}
