@@ -21,7 +21,7 @@ use crate::config::Config;
 use crate::event::{DefaultsChange, EventContext, Lookup, Observed, Trigger};
 use crate::memory::{self, Claim, Kind, Record};
 use crate::outputs::{conclude, log_decision, now_secs, tell, GuardError};
-use crate::plan::{judge_defaults_change, needs_claim, plan};
+use crate::plan::{exemption_records, judge_defaults_change, needs_claim, plan};
 use crate::policy::{Policy, Remedy, Verdict};
 use crate::report::{
     DefaultsAction, DefaultsReport, Idle, InstanceReport, Outcome, Report, Status,
@@ -180,6 +180,14 @@ impl<'a, C: Clients> EventPath<'a, C> {
         unreadable: Vec<String>,
         deadline: Instant,
     ) -> Result<Report, GuardError> {
+        let place = self.place(&ctx, account).await;
+        // A change or a state change names no launcher: the exemption the
+        // instance's launch left in the guard's memory is what counts.
+        let mut current = current;
+        if trigger != Trigger::Launch {
+            self.recall_exemptions(place.as_deref(), &mut current).await;
+        }
+
         // Decide.
         let mut reports: Vec<InstanceReport> = Vec::with_capacity(current.len());
         let mut to_modify: Vec<(usize, Remedy)> = Vec::new();
@@ -197,7 +205,8 @@ impl<'a, C: Clients> EventPath<'a, C> {
             }
             reports.push(report);
         }
-        let place = self.place(&ctx, account).await;
+        self.record_exemptions(&ctx, trigger, place.as_deref(), &mut reports)
+            .await;
         let claimed = self
             .claim_news(&ctx, trigger, place.as_deref(), &mut reports)
             .await;
@@ -228,6 +237,75 @@ impl<'a, C: Clients> EventPath<'a, C> {
             self.mark_told(claimed).await;
         }
         conclude(report, notify_error)
+    }
+
+    /// The exemptions the guard recorded when these instances were launched
+    /// (only with principal exemptions configured, which honour them). An
+    /// instance whose record cannot be read is not decided blind: it fails.
+    async fn recall_exemptions(
+        &self,
+        place: Option<&str>,
+        current: &mut [Result<Observed, (String, String)>],
+    ) {
+        if self.cfg.exemptions.principals.is_empty() {
+            return;
+        }
+        let (Some(memory), Some(place)) = (self.clients.memory(), place) else {
+            return;
+        };
+        let now = now_secs();
+        for slot in current.iter_mut() {
+            let Ok(o) = slot else { continue };
+            let prefix = format!("{}{}", Kind::Exempt.prefix(), o.instance_id);
+            match memory.query(place, &prefix, now).await {
+                Ok(records) => {
+                    o.recorded_exemption = records
+                        .iter()
+                        .find(|r| r.id() == o.instance_id)
+                        .and_then(|r| r.data.get(memory::GLOB).cloned());
+                }
+                Err(e) => {
+                    *slot = Err((
+                        o.instance_id.clone(),
+                        format!("whether its launch was exempt could not be read from the guard's memory: {e}"),
+                    ));
+                }
+            }
+        }
+    }
+
+    /// A launch by an exempt principal is recorded in the guard's memory,
+    /// where only the guard writes, so a later sweep or change honours it.
+    /// If it cannot be, the instance is left as it is now but fails, so the
+    /// event is retried: a sweep that does not know would change it.
+    async fn record_exemptions(
+        &self,
+        ctx: &EventContext,
+        trigger: Trigger,
+        place: Option<&str>,
+        reports: &mut [InstanceReport],
+    ) {
+        let Some(place) = place else {
+            return;
+        };
+        let records =
+            exemption_records(trigger, place, ctx.event_id.as_deref(), reports, now_secs());
+        if records.is_empty() {
+            return;
+        }
+        let Some(memory) = self.clients.memory() else {
+            return;
+        };
+        if let Err(e) = memory.put(&records).await {
+            for r in reports
+                .iter_mut()
+                .filter(|r| records.iter().any(|rec| rec.id() == r.instance_id))
+            {
+                r.error = Some(format!(
+                    "exempt, but the exemption could not be recorded in the guard's memory (a sweep would not know it): {e}"
+                ));
+            }
+        }
     }
 
     /// Marks what this event claimed as told, once it has been: a

@@ -63,7 +63,7 @@ pub fn run<S: Serves>() -> ExitCode {
     lambda_runtime::tracing::init_default_subscriber();
     // Read and check the configuration once; a bad value fails init, naming
     // the variable, before any event is taken.
-    let cfg = match Config::from_env() {
+    let cfg = match Config::from_env().and_then(|cfg| cfg.needs_memory().map(|()| cfg)) {
         Ok(cfg) => cfg,
         Err(e) => {
             tracing::error!(variable = e.variable, "{e}");
@@ -85,8 +85,9 @@ pub fn run<S: Serves>() -> ExitCode {
     let result = runtime.block_on(async {
         // Credentials and endpoints are resolved once; clients per account
         // and region are built on first use and reused across invocations.
-        let clients =
-            RegionalClients::new(load_sdk_config().await).with_member_role(cfg.member_role.clone());
+        let clients = RegionalClients::new(load_sdk_config().await)
+            .with_member_role(cfg.member_role.clone())
+            .with_memory(cfg.memory_table.clone());
         let guard = Guard::new(cfg, clients);
         let guard = &guard;
         lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {

@@ -15,5 +15,6 @@ pub mod cli;
 pub mod event_path;
 pub mod guard;
 pub mod lambda;
+pub mod migrate;
 pub mod outputs;
 pub mod sweep;

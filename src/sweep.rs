@@ -73,6 +73,11 @@ struct RegionResult {
     /// What this sweep tells of for the first time, remembered once the
     /// summary is sent.
     to_remember: Vec<Record>,
+    /// The exemptions the guard recorded at launch here, by instance, read
+    /// on the first page that needs them.
+    exemptions: Option<HashMap<String, Record>>,
+    /// Instances left alone on a legacy record (warned of in the summary).
+    legacy: u64,
 }
 
 /// A sweep of regions, in the accounts configured, with the configuration
@@ -214,6 +219,8 @@ impl<'a, C: Clients> Sweep<'a, C> {
             changed: false,
             noticed: None,
             to_remember: Vec::new(),
+            exemptions: None,
+            legacy: 0,
         };
         out.summary.account = account.map(str::to_string);
         if stop_time(deadline).is_some_and(|t| Instant::now() >= t) {
@@ -241,6 +248,12 @@ impl<'a, C: Clients> Sweep<'a, C> {
         out.summary.errors.extend(defaults.errors);
         if self.cfg.check_metadata_no_token {
             self.watch_refusals(&mut out).await;
+        }
+        if out.legacy > 0 {
+            out.summary.warnings.push(format!(
+                "{} instance(s) left alone on a legacy exempt record (a status tag, honoured for instances launched before LEGACY_EXEMPT_BEFORE): run `imds-guard migrate-exemptions`, then unset LEGACY_EXEMPT_BEFORE",
+                out.legacy
+            ));
         }
 
         let s = &mut out.summary;
@@ -445,11 +458,36 @@ impl<'a, C: Clients> Sweep<'a, C> {
             region: region.clone(),
             ..EventContext::default()
         };
+        let mut instances = instances;
+        if let Err(e) = self.recall_exemptions(out, &mut instances).await {
+            // Deciding without the records would change instances their
+            // owners exempted: this page's noncompliant instances fail.
+            for o in &instances {
+                let (report, _) = plan(self.cfg, o, &ctx, Trigger::Sweep);
+                if matches!(report.outcome, Outcome::Compliant | Outcome::Gone) {
+                    *out.summary.counts.entry(report.outcome).or_insert(0) += 1;
+                    continue;
+                }
+                let mut failed = report;
+                failed.mark_failed(format!(
+                    "whether it was exempt at launch could not be read from the guard's memory: {e}"
+                ));
+                *out.summary.counts.entry(Outcome::Failed).or_insert(0) += 1;
+                failed.region = Some(region.clone());
+                failed.account.clone_from(&out.summary.account);
+                out.listed.push(failed);
+            }
+            return;
+        }
+
         // Decide. Compliant and gone instances are only counted.
         let mut reports: Vec<InstanceReport> = Vec::new();
         let mut remedies: Vec<Option<Remedy>> = Vec::new();
         for o in &instances {
             let (report, remedy) = plan(self.cfg, o, &ctx, Trigger::Sweep);
+            if matches!(report.exemption, Some(crate::policy::Exemption::Legacy(_))) {
+                out.legacy += 1;
+            }
             if matches!(report.outcome, Outcome::Compliant | Outcome::Gone) {
                 *out.summary.counts.entry(report.outcome).or_insert(0) += 1;
                 continue;
@@ -556,6 +594,64 @@ impl<'a, C: Clients> Sweep<'a, C> {
         }
     }
 
+    /// The exemptions the guard recorded when these instances were launched
+    /// (with principal exemptions configured, which honour them), read once
+    /// per region; records more than half through their life are renewed,
+    /// so a long-lived exempt instance keeps its own.
+    async fn recall_exemptions(
+        &self,
+        out: &mut RegionResult,
+        instances: &mut [Observed],
+    ) -> Result<(), AwsError> {
+        if self.cfg.exemptions.principals.is_empty() || instances.is_empty() {
+            return Ok(());
+        }
+        let Some(memory) = self.clients.memory() else {
+            return Ok(());
+        };
+        let Some(place) = self.place(out).await else {
+            return Err(AwsError::Api {
+                code: "NoAccount".into(),
+                message: "the account could not be named".into(),
+            });
+        };
+        let now = now_secs();
+        if out.exemptions.is_none() {
+            let records = memory.query(&place, Kind::Exempt.prefix(), now).await?;
+            out.exemptions = Some(
+                records
+                    .into_iter()
+                    .map(|r| (r.id().to_string(), r))
+                    .collect(),
+            );
+        }
+        let known = out.exemptions.get_or_insert_with(Default::default);
+        let mut renew = Vec::new();
+        for o in instances.iter_mut() {
+            let Some(record) = known.get_mut(&o.instance_id) else {
+                continue;
+            };
+            o.recorded_exemption = record.data.get(memory::GLOB).cloned();
+            if record.due_for_renewal(now) {
+                let glob = o.recorded_exemption.clone().unwrap_or_default();
+                *record = Record::exempt(
+                    &place,
+                    &o.instance_id,
+                    &glob,
+                    record.event_id.as_deref(),
+                    now,
+                );
+                renew.push(record.clone());
+            }
+        }
+        if !renew.is_empty() {
+            if let Err(e) = memory.put(&renew).await {
+                warn!(%place, error = %e, "exemption records could not be renewed; the next sweep tries again");
+            }
+        }
+        Ok(())
+    }
+
     /// What a person was already told of is not news again: flagged and
     /// exempt instances the guard's memory says it told of (a launch event,
     /// or an earlier sweep, within a week) are counted but not listed or
@@ -577,7 +673,12 @@ impl<'a, C: Clients> Sweep<'a, C> {
         let now = now_secs();
         if out.noticed.is_none() {
             let told = match memory.query(&place, Kind::Noticed.prefix(), now).await {
-                Ok(records) => records.iter().map(|r| r.id().to_string()).collect(),
+                // A claim whose telling never happened told no one.
+                Ok(records) => records
+                    .iter()
+                    .filter(|r| r.is_told())
+                    .map(|r| r.id().to_string())
+                    .collect(),
                 Err(e) => {
                     warn!(%place, error = %e, "the memory could not be read; every flagged instance is listed");
                     Default::default()

@@ -60,6 +60,13 @@ pub trait Ec2Api: Send + Sync {
         only_optional: bool,
         token: Option<String>,
     ) -> impl Future<Output = Result<Page, AwsError>> + Send;
+    /// One page of the live instances whose tag `key` is `value`.
+    fn list_tagged(
+        &self,
+        key: &str,
+        value: &str,
+        token: Option<String>,
+    ) -> impl Future<Output = Result<Page, AwsError>> + Send;
     /// The account's IMDS defaults for new launches.
     fn metadata_defaults(&self) -> impl Future<Output = Result<AccountDefaults, AwsError>> + Send;
     /// Sets the account default to `HttpTokens=required`, and nothing else.

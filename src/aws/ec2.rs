@@ -195,6 +195,54 @@ impl Ec2Api for Ec2 {
         })
     }
 
+    async fn list_tagged(
+        &self,
+        key: &str,
+        value: &str,
+        token: Option<String>,
+    ) -> Result<Page, AwsError> {
+        let out = self
+            .0
+            .describe_instances()
+            .filters(
+                Filter::builder()
+                    .name("instance-state-name")
+                    .set_values(Some(LIVE_STATES.iter().map(|s| s.to_string()).collect()))
+                    .build(),
+            )
+            .filters(
+                Filter::builder()
+                    .name(format!("tag:{key}"))
+                    .values(value)
+                    .build(),
+            )
+            .max_results(SWEEP_PAGE_SIZE)
+            .set_next_token(token)
+            .customize()
+            .config_override(
+                aws_sdk_ec2::config::Builder::default().timeout_config(page_timeouts()),
+            )
+            .send()
+            .await
+            .map_err(|e| AwsError::classify(e, "ec2", "ec2:DescribeInstances"))?;
+        Ok(Page {
+            instances: out
+                .reservations()
+                .iter()
+                .flat_map(|r| r.instances().iter().filter_map(observe))
+                .collect(),
+            next_token: out
+                .next_token()
+                .filter(|t| !t.is_empty())
+                .map(str::to_string),
+            owner: out
+                .reservations()
+                .iter()
+                .find_map(|r| r.owner_id())
+                .map(str::to_string),
+        })
+    }
+
     /// The account's IMDS defaults for new launches in this region.
     async fn metadata_defaults(&self) -> Result<AccountDefaults, AwsError> {
         let out = self
@@ -263,5 +311,7 @@ fn observe(i: &aws_sdk_ec2::types::Instance) -> Option<Observed> {
                 .filter_map(|t| Some((t.key()?.to_string(), t.value().unwrap_or("").to_string())))
                 .collect(),
         ),
+        launch_time: i.launch_time().and_then(|t| u64::try_from(t.secs()).ok()),
+        recorded_exemption: None,
     })
 }

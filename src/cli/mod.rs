@@ -7,6 +7,7 @@
 //! override it.
 
 mod check;
+mod migrate;
 mod sweep;
 
 use std::io::Write;
@@ -60,6 +61,19 @@ enum Command {
         left, 2 error (the sweep could not start, or a region could not be swept to the end)."
     )]
     Sweep(sweep::SweepArgs),
+    /// Copy legacy exemption records (a status tag `exempt` on instances
+    /// launched before LEGACY_EXEMPT_BEFORE) into the guard's memory.
+    #[command(
+        long_about = "Copy legacy exemption records into the guard's memory, in one step.\n\n\
+        Versions before the guard's memory recorded a principal exemption as the status tag \
+        (STATUS_TAG_KEY=exempt), which anyone who may tag could write. Set LEGACY_EXEMPT_BEFORE \
+        to the time of the upgrade and MEMORY_TABLE to the stack's table: each such record on an \
+        instance launched before that time is copied into the memory, where only the guard \
+        writes; those on instances launched after are named and left out. Then unset \
+        LEGACY_EXEMPT_BEFORE.",
+        after_help = "Exit status: 0 done, 2 error."
+    )]
+    MigrateExemptions(migrate::MigrateArgs),
     /// Print shell completions (e.g. `imds-guard completions bash >
     /// /etc/bash_completion.d/imds-guard`).
     Completions {
@@ -103,6 +117,7 @@ pub fn run(args: Vec<String>) -> ExitCode {
     let (name, result) = match cli.command {
         Command::Check(args) => ("check", check::run(args)),
         Command::Sweep(args) => ("sweep", sweep::run(args)),
+        Command::MigrateExemptions(args) => ("migrate-exemptions", migrate::run(args)),
         Command::Completions { shell } => {
             let mut out = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "imds-guard", &mut out);

@@ -71,6 +71,7 @@ pub fn run(args: SweepArgs) -> Result<ExitCode, String> {
     let mode_given =
         args.mode.is_some() || std::env::var("GUARD_MODE").is_ok_and(|v| !v.trim().is_empty());
     let mut cfg = Config::from_env().map_err(|e| e.to_string())?;
+    cfg.needs_memory().map_err(|e| e.to_string())?;
     match args.mode {
         Some(m) => cfg.mode = m.into(),
         // A sweep from a shell writes only when asked.
@@ -133,7 +134,9 @@ pub fn run(args: SweepArgs) -> Result<ExitCode, String> {
             region: regions[0].clone(),
             ..EventContext::default()
         };
-        let clients = RegionalClients::new(sdk).with_member_role(cfg.member_role.clone());
+        let clients = RegionalClients::new(sdk)
+            .with_member_role(cfg.member_role.clone())
+            .with_memory(cfg.memory_table.clone());
         let guard = Guard::new(cfg.clone(), clients);
         let bar = tty.then(|| {
             let bar = ProgressBar::new_spinner();

@@ -86,6 +86,19 @@ fn mode_flag_and_environment_shape_the_plan() {
         "{}",
         stdout(&o)
     );
+    let role = "arn:aws:iam::*:role/aws-service-role/autoscaling.amazonaws.com/AWSServiceRoleForAutoScaling";
+    let o = check(
+        &["events/run-instances-autoscaling.json"],
+        &[("EXEMPT_PRINCIPAL_ARNS", role)],
+    );
+    assert_eq!(o.status.code(), Some(0));
+    assert!(
+        stdout(&o).contains(&format!("exempt   principal matches {role}")),
+        "{}",
+        stdout(&o)
+    );
+    // A glob that would exempt every role on the path is refused, saying
+    // how to write it.
     let o = check(
         &["events/run-instances-autoscaling.json"],
         &[(
@@ -93,8 +106,12 @@ fn mode_flag_and_environment_shape_the_plan() {
             "arn:aws:iam::*:role/aws-service-role/autoscaling.amazonaws.com/*",
         )],
     );
-    assert_eq!(o.status.code(), Some(0));
-    assert!(stdout(&o).contains("exempt   principal matches arn:aws:iam::*:role/aws-service-role/autoscaling.amazonaws.com/*"), "{}", stdout(&o));
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("would exempt every role on that path"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 }
 
 #[test]

@@ -501,9 +501,17 @@ async fn each_exemption_kind_leaves_its_instance_alone() {
         format!("image {OTHER_AMI} is exempt")
     );
 
-    // The principal kind: the same launch by an exempt role changes nothing.
+    // The principal kind: the same launch by an exempt role changes nothing,
+    // and is recorded in the guard's memory (not on the instance).
     let more = launch(&ec2, Launch::default()).await;
-    let g = guard(&[("EXEMPT_PRINCIPAL_ARNS", "arn:aws:iam::*:role/DevOps")]).await;
+    let table = memory_table("imds-guard-memory-exemption-kinds").await;
+    let g = Guard::new(
+        config(&[
+            ("EXEMPT_PRINCIPAL_ARNS", "arn:aws:iam::*:role/DevOps"),
+            ("MEMORY_TABLE", &table),
+        ]),
+        RegionalClients::new(load_sdk_config().await).with_memory(Some(table.clone())),
+    );
     let r = g
         .handle(&event_for(&ec2, "run-instances-cli-multi.json", &more, None).await)
         .await
@@ -511,11 +519,34 @@ async fn each_exemption_kind_leaves_its_instance_alone() {
     assert_eq!(r.instances[0].outcome, Outcome::Exempt);
     let s = seen(&ec2, &more[0]).await;
     assert_eq!(s.tokens, "optional");
+    assert_eq!(s.status_tag, None, "nothing written to the instance");
     assert_eq!(
-        s.status_tag.as_deref(),
-        Some("exempt"),
+        recorded_exemption(&table, "111122223333#us-east-1", &more[0])
+            .await
+            .as_deref(),
+        Some("arn:aws:iam::*:role/DevOps"),
         "recorded for the sweep"
     );
+}
+
+/// The glob the guard's memory recorded for `instance`'s launch, if any.
+pub(crate) async fn recorded_exemption(table: &str, place: &str, instance: &str) -> Option<String> {
+    let db = aws_sdk_dynamodb::Client::new(&load_sdk_config().await);
+    let out = db
+        .get_item()
+        .table_name(table)
+        .key(
+            "pk",
+            aws_sdk_dynamodb::types::AttributeValue::S(place.into()),
+        )
+        .key(
+            "sk",
+            aws_sdk_dynamodb::types::AttributeValue::S(format!("exempt#{instance}")),
+        )
+        .send()
+        .await
+        .unwrap();
+    out.item()?.get("glob")?.as_s().ok().cloned()
 }
 
 #[tokio::test]

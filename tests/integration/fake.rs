@@ -81,6 +81,7 @@ impl FakeCloud {
                     instance_metadata_tags: Some("disabled".into()),
                 },
                 tags: Some(vec![]),
+                ..Observed::default()
             },
             invisible_for: 0,
             pending_for: 0,
@@ -375,6 +376,26 @@ impl Ec2Api for FakeCloud {
                 .then(|| instances.last().map(|o| o.instance_id.clone()))
                 .flatten(),
             instances,
+            owner: Some("111122223333".into()),
+        })
+    }
+
+    async fn list_tagged(
+        &self,
+        key: &str,
+        value: &str,
+        _token: Option<String>,
+    ) -> Result<Page, AwsError> {
+        let s = self.call("DescribeInstances")?;
+        Ok(Page {
+            instances: s
+                .instances
+                .values()
+                .map(|i| &i.observed)
+                .filter(|o| o.tag(key) == Some(value))
+                .cloned()
+                .collect(),
+            next_token: None,
             owner: Some("111122223333".into()),
         })
     }

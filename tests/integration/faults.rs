@@ -797,21 +797,38 @@ async fn principal_exemption_matches_the_role_behind_a_session() {
         ])
     });
     let modify = modify_ok();
-    // Recorded on the instances, so a sweep (which knows no principal)
-    // leaves them alone too: one call for both.
-    let recorded = mock!(Ec2Client::create_tags)
+    let tag = tag_ok();
+    // Recorded in the guard's memory, where only it writes, so a sweep
+    // (which knows no principal) leaves them alone too: one call for both.
+    let recorded = mock!(DynamoClient::batch_write_item)
         .match_requests(|i| {
-            i.tags()[0].value() == Some("exempt")
-                && i.resources() == [MULTI[0].to_string(), MULTI[1].to_string()]
+            let items = &i.request_items().unwrap()["imds-guard-memory"];
+            let sk: Vec<&str> = items
+                .iter()
+                .filter_map(|w| {
+                    w.put_request()?
+                        .item()
+                        .get("sk")?
+                        .as_s()
+                        .ok()
+                        .map(String::as_str)
+                })
+                .collect();
+            sk == [
+                format!("exempt#{}", MULTI[0]).as_str(),
+                format!("exempt#{}", MULTI[1]).as_str(),
+            ]
         })
-        .then_output(|| CreateTagsOutput::builder().build());
-    let g = guard(
+        .then_output(|| BatchWriteItemOutput::builder().build());
+    let claim = mock!(DynamoClient::put_item).then_output(|| PutItemOutput::builder().build());
+    let g = guard_with_memory(
         config(&[(
             "EXEMPT_PRINCIPAL_ARNS",
             "arn:aws:iam::111122223333:role/DevOps",
         )]),
-        &[&describe, &modify, &recorded],
+        &[&describe, &modify, &tag],
         &[],
+        &[&recorded, &claim],
     );
     let report = g
         .handle(&fixture("run-instances-cli-multi.json"))
@@ -819,7 +836,50 @@ async fn principal_exemption_matches_the_role_behind_a_session() {
         .unwrap();
     assert_eq!(report.count(Outcome::Exempt), 2);
     assert_eq!(modify.num_calls(), 0);
+    assert_eq!(
+        tag.num_calls(),
+        0,
+        "nothing is written to an exempt instance"
+    );
     assert_eq!(recorded.num_calls(), 1);
+}
+
+#[tokio::test]
+async fn an_exemption_that_cannot_be_recorded_fails_the_event_for_a_retry() {
+    let describe = mock!(Ec2Client::describe_instances)
+        .then_output(|| described(vec![running(MULTI[0], "optional", 1)]));
+    let refused = mock!(DynamoClient::batch_write_item).then_error(|| {
+        aws_sdk_dynamodb::operation::batch_write_item::BatchWriteItemError::generic(
+            aws_sdk_dynamodb::error::ErrorMetadata::builder()
+                .code("AccessDeniedException")
+                .message("not allowed")
+                .build(),
+        )
+    });
+    let claim = mock!(DynamoClient::put_item).then_output(|| PutItemOutput::builder().build());
+    let g = guard_with_memory(
+        config(&[(
+            "EXEMPT_PRINCIPAL_ARNS",
+            "arn:aws:iam::111122223333:role/DevOps",
+        )]),
+        &[&describe],
+        &[],
+        &[&refused, &claim],
+    );
+    let ev = launch_event(
+        "run-instances-cli-multi.json",
+        &[MULTI[0].to_string()],
+        None,
+    );
+    let Err(GuardError::Unhandled { summary, report }) = g.handle(&ev).await else {
+        panic!("expected a failure")
+    };
+    assert_eq!(
+        report.instances[0].outcome,
+        Outcome::Exempt,
+        "left as it is"
+    );
+    assert!(summary.contains("could not be recorded"), "{summary}");
 }
 
 /// How an operation misbehaves before (or instead of) answering.

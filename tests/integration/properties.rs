@@ -69,6 +69,7 @@ fn arb_observed(id: String) -> impl Strategy<Value = Observed> {
                         .map(|v| vec![("legacy-imds".to_string(), v.to_string())])
                         .unwrap_or_default(),
                 ),
+                ..Observed::default()
             },
         )
 }

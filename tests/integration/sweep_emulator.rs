@@ -307,18 +307,42 @@ async fn sweep_regions_covers_each_region_in_one_report() {
     );
 }
 
+/// The account the emulator's resources belong to.
+const EMULATOR_ACCOUNT: &str = "123456789012";
+
 #[tokio::test]
-async fn a_principal_exemption_granted_at_launch_holds_in_the_sweep() {
+async fn a_principal_exemption_recorded_at_launch_holds_and_nothing_forged_does() {
     let region = "eu-north-1";
     let ec2 = ec2(region).await;
     let by_exempt_role = launch(&ec2, Launch::default()).await;
     let other = launch(&ec2, Launch::default()).await;
-    let pairs = [("EXEMPT_PRINCIPAL_ARNS", "arn:aws:iam::*:role/DevOps")];
+    // Launched with the old record on it, by anyone who may tag: forged.
+    let forged = launch(
+        &ec2,
+        Launch {
+            tags: &[("imds-guard:status", "exempt")],
+            ..Default::default()
+        },
+    )
+    .await;
+    // Changed back to optional by the exempt role, but launched by another.
+    let changed_by_exempt = launch(&ec2, Launch::default()).await;
+    let table = memory_table("imds-guard-memory-principal-sweep").await;
+    let pairs = [
+        ("EXEMPT_PRINCIPAL_ARNS", "arn:aws:iam::*:role/DevOps"),
+        ("MEMORY_TABLE", table.as_str()),
+    ];
     let g = Guard::new(
         config(&pairs),
-        RegionalClients::new(load_sdk_config().await),
+        RegionalClients::new(load_sdk_config().await).with_memory(Some(table.clone())),
     );
 
+    // The events name the emulator's account, as AWS's name the instances'.
+    let in_account = |mut e: Value| {
+        e["account"] = EMULATOR_ACCOUNT.into();
+        e["detail"]["recipientAccountId"] = EMULATOR_ACCOUNT.into();
+        e
+    };
     // The launch event: DevOps launched it, so it is exempt and recorded.
     let event = crate::emulator::event_for(
         &ec2,
@@ -327,18 +351,47 @@ async fn a_principal_exemption_granted_at_launch_holds_in_the_sweep() {
         Some(region),
     )
     .await;
-    let r = g.handle(&event).await.unwrap();
+    let r = g.handle(&in_account(event)).await.unwrap();
     assert_eq!(r.instances[0].outcome, Outcome::Exempt);
 
-    // The sweep cannot know who launched either instance; the record tells.
+    // The forged launch, by someone not exempt: the tag counts for nothing.
+    let mut event =
+        crate::emulator::event_for(&ec2, "run-instances-console.json", &forged, Some(region)).await;
+    event["detail"]["userIdentity"]["arn"] = "arn:aws:iam::111122223333:user/mallory".into();
+    let r = g.handle(&in_account(event)).await.unwrap();
+    assert_eq!(r.instances[0].outcome, Outcome::Remediated);
+
+    // DevOps turning another's instance back to optional: not exempt.
+    let mut change = crate::common::fixture("modify-metadata-options-revert.json");
+    change["region"] = region.into();
+    change["detail"]["awsRegion"] = region.into();
+    change["detail"]["requestParameters"]["ModifyInstanceMetadataOptionsRequest"]["InstanceId"] =
+        changed_by_exempt[0].clone().into();
+    change["detail"]["responseElements"]["ModifyInstanceMetadataOptionsResponse"]["instanceId"] =
+        changed_by_exempt[0].clone().into();
+    let r = g.handle(&in_account(change)).await.unwrap();
+    assert_eq!(r.instances[0].outcome, Outcome::Remediated, "{r:?}");
+
+    // The sweep cannot know who launched an instance; the guard's record
+    // tells, and nothing else does: the forged one is fixed too.
+    let forged_again = launch(
+        &ec2,
+        Launch {
+            tags: &[("imds-guard:status", "exempt")],
+            ..Default::default()
+        },
+    )
+    .await;
     let report = g.handle(&scheduled(region)).await.unwrap();
     let r = &report.sweep.as_ref().unwrap().regions[0];
     assert_eq!(
         (r.count(Outcome::Exempt), r.count(Outcome::Remediated)),
-        (1, 1)
+        (1, 2),
+        "{r:?}"
     );
     assert_eq!(seen(&ec2, &by_exempt_role[0]).await.tokens, "optional");
     assert_eq!(seen(&ec2, &other[0]).await.tokens, "required");
+    assert_eq!(seen(&ec2, &forged_again[0]).await.tokens, "required");
     let exempt = report
         .instances
         .iter()
@@ -348,4 +401,117 @@ async fn a_principal_exemption_granted_at_launch_holds_in_the_sweep() {
         matches!(exempt.exemption, Some(Exemption::Recorded(_))),
         "{exempt:?}"
     );
+}
+
+#[tokio::test]
+async fn legacy_records_count_only_before_the_cutoff_and_migrate_in_one_step() {
+    let region = "eu-south-1";
+    let ec2 = ec2(region).await;
+    let legacy = launch(
+        &ec2,
+        Launch {
+            count: 2,
+            tags: &[("imds-guard:status", "exempt")],
+            ..Default::default()
+        },
+    )
+    .await;
+    let table = memory_table("imds-guard-memory-legacy").await;
+    let now = imds_guard::outputs::now_secs();
+    let utc = |secs: u64| {
+        // The cutoff as the operator writes it (UTC).
+        let d = secs / 86_400;
+        let (h, m, s) = (secs % 86_400 / 3600, secs % 3600 / 60, secs % 60);
+        // Days to a civil date (Howard Hinnant's algorithm).
+        let z = d as i64 + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z - era * 146_097;
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = doy - (153 * mp + 2) / 5 + 1;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 };
+        let year = yoe + era * 400 + i64::from(month <= 2);
+        format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}Z")
+    };
+    let after_launch = utc(now + 3600);
+    let before_launch = utc(now - 3600);
+    let base = [
+        ("EXEMPT_PRINCIPAL_ARNS", "arn:aws:iam::*:role/DevOps"),
+        ("MEMORY_TABLE", table.as_str()),
+        ("GUARD_MODE", "audit"),
+    ];
+    let sweep_with = |extra: Vec<(&'static str, String)>| {
+        let mut pairs: Vec<(&str, &str)> = base.to_vec();
+        for (k, v) in &extra {
+            pairs.push((k, v.as_str()));
+        }
+        let cfg = config(&pairs);
+        let table = table.clone();
+        async move {
+            let g = Guard::new(
+                cfg,
+                RegionalClients::new(load_sdk_config().await).with_memory(Some(table)),
+            );
+            g.handle(&scheduled(region)).await.unwrap()
+        }
+    };
+
+    // With the cutoff after their launch, the legacy records count, with a
+    // warning in the summary; without it, they do not.
+    let r = sweep_with(vec![("LEGACY_EXEMPT_BEFORE", after_launch.clone())]).await;
+    let g = &r.sweep.as_ref().unwrap().regions[0];
+    assert_eq!(g.count(Outcome::Exempt), 2, "{g:?}");
+    assert!(
+        g.warnings[0].contains("migrate-exemptions"),
+        "{:?}",
+        g.warnings
+    );
+    let r = sweep_with(vec![]).await;
+    assert_eq!(
+        r.sweep.as_ref().unwrap().regions[0].count(Outcome::Flagged),
+        2
+    );
+
+    // The migration trusts only records older than the cutoff...
+    let env = |before: &str| {
+        vec![
+            ("MEMORY_TABLE", table.clone()),
+            ("LEGACY_EXEMPT_BEFORE", before.to_string()),
+            ("EXEMPT_PRINCIPAL_ARNS", String::new()),
+        ]
+    };
+    let run = |before: &str| {
+        let env = env(before);
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        cli(
+            &["migrate-exemptions", "--region", region, "--output", "json"],
+            &env,
+        )
+    };
+    let (code, out, err) = run(&before_launch);
+    assert_eq!(code, 0, "{err}");
+    let done: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(done[0]["recorded"].as_array().unwrap().len(), 0);
+    assert_eq!(done[0]["refused"].as_array().unwrap().len(), 2);
+    // ...and copies them into the memory in one step.
+    let (code, out, err) = run(&after_launch);
+    assert_eq!(code, 0, "{err}");
+    let done: Value = serde_json::from_str(&out).unwrap();
+    let mut recorded: Vec<String> = done[0]["recorded"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    recorded.sort();
+    let mut expect = legacy.clone();
+    expect.sort();
+    assert_eq!(recorded, expect);
+
+    // Now the guard's own records hold, with no cutoff set.
+    let r = sweep_with(vec![]).await;
+    let g = &r.sweep.as_ref().unwrap().regions[0];
+    assert_eq!(g.count(Outcome::Exempt), 2, "{g:?}");
+    assert!(g.warnings.is_empty());
 }

@@ -90,6 +90,10 @@ pub struct Config {
     /// The events the stack delivers; with both, two events can name one
     /// launch and the memory keeps a person from being told twice.
     pub triggers: Triggers,
+    /// Principal exemptions recorded on instances (`STATUS_TAG_KEY=exempt`)
+    /// by versions before the guard's memory are honoured on instances
+    /// launched before this time (seconds since the epoch); unset, none is.
+    pub legacy_exempt_before: Option<u64>,
     /// With `CHECK_METADATA_NO_TOKEN`: an instance with no `MetadataNoToken`
     /// data at all in the lookback (stopped throughout, just launched) counts
     /// as not using IMDSv1. Off: it is held back like an IMDSv1 user.
@@ -166,6 +170,7 @@ impl Default for Config {
             memory_table: None,
             triggers: Triggers::Cloudtrail,
             no_token_missing_as_zero: false,
+            legacy_exempt_before: None,
         }
     }
 }
@@ -226,24 +231,9 @@ impl Config {
         }
         if let Some(v) = get("EXEMPT_PRINCIPAL_ARNS") {
             for item in list(&v) {
-                if !item.starts_with("arn:") {
-                    return Err(err(
-                        "EXEMPT_PRINCIPAL_ARNS",
-                        &v,
-                        &format!("{item:?} is not an ARN glob (it must start with arn:)"),
-                    ));
-                }
-                if item
-                    .chars()
-                    .all(|c| c == '*' || c == ':' || c == 'a' || c == 'r' || c == 'n')
-                {
-                    return Err(err(
-                        "EXEMPT_PRINCIPAL_ARNS",
-                        &v,
-                        &format!("{item:?} would exempt every principal"),
-                    ));
-                }
-                cfg.exemptions.principals.push(Glob::new(item));
+                let glob =
+                    Glob::parse(item).map_err(|why| err("EXEMPT_PRINCIPAL_ARNS", &v, &why))?;
+                cfg.exemptions.principals.push(glob);
             }
         }
         if let Some(v) = get("EXEMPT_IMAGE_IDS") {
@@ -394,11 +384,41 @@ impl Config {
                 }
             };
         }
+        if let Some(v) = get("LEGACY_EXEMPT_BEFORE") {
+            cfg.legacy_exempt_before = Some(crate::validate::utc_seconds(&v).ok_or_else(|| {
+                err(
+                    "LEGACY_EXEMPT_BEFORE",
+                    &v,
+                    "expected a UTC time such as 2026-11-29T06:00:00Z: the upgrade's, before which legacy exempt records count",
+                )
+            })?);
+        }
         if let Some(v) = get("NO_TOKEN_MISSING_AS_ZERO") {
             cfg.no_token_missing_as_zero = flag(&v)
                 .ok_or_else(|| err("NO_TOKEN_MISSING_AS_ZERO", &v, "expected true or false"))?;
         }
         Ok(cfg)
+    }
+
+    /// Where the guard runs for real (the function, a sweep from a shell),
+    /// what needs its memory must have one: a principal exemption is
+    /// recorded there when its launch is seen, and read there afterwards.
+    /// (`check`, offline, decides without.)
+    pub fn needs_memory(&self) -> Result<(), ConfigError> {
+        if !self.exemptions.principals.is_empty() && self.memory_table.is_none() {
+            return Err(ConfigError {
+                variable: "EXEMPT_PRINCIPAL_ARNS",
+                value: self
+                    .exemptions
+                    .principals
+                    .iter()
+                    .map(|g| g.as_str())
+                    .collect::<Vec<_>>()
+                    .join(","),
+                reason: "needs MEMORY_TABLE: the guard records each principal exemption there when it sees the launch, where nobody else can write one (a tag anyone could)".into(),
+            });
+        }
+        Ok(())
     }
 
     /// Why the function may not act in `account`, or `None` when it may.
@@ -555,7 +575,7 @@ mod tests {
             ("EXEMPT_TAG_KEY", "sec:imds-exempt"),
             (
                 "EXEMPT_PRINCIPAL_ARNS",
-                "arn:aws:iam::*:role/packer-*, arn:aws:sts::123456789012:assumed-role/Legacy/*",
+                "arn:aws:iam::*:role/packer-*, arn:aws:iam::123456789012:role/Legacy",
             ),
             ("EXEMPT_IMAGE_IDS", "ami-0abcdef1234567890,ami-12345678"),
             ("MAX_HOP_LIMIT", "2"),
@@ -593,6 +613,11 @@ mod tests {
         assert_eq!(cfg.memory_table.as_deref(), Some("imds-guard-memory"));
         assert_eq!(cfg.triggers, Triggers::Both);
         assert!(cfg.no_token_missing_as_zero);
+        assert_eq!(cfg.needs_memory(), Ok(()));
+        let without = from(&[("EXEMPT_PRINCIPAL_ARNS", "arn:aws:iam::*:role/packer")]).unwrap();
+        let e = without.needs_memory().unwrap_err();
+        assert_eq!(e.variable, "EXEMPT_PRINCIPAL_ARNS");
+        assert!(e.reason.contains("MEMORY_TABLE"));
     }
 
     #[test]
@@ -613,6 +638,11 @@ mod tests {
             ("EXEMPT_TAG_KEY", "imds-guard:status"),
             ("EXEMPT_PRINCIPAL_ARNS", "packer"),
             ("EXEMPT_PRINCIPAL_ARNS", "arn:*"),
+            ("EXEMPT_PRINCIPAL_ARNS", "arn:aws:iam::*:role/*"),
+            (
+                "EXEMPT_PRINCIPAL_ARNS",
+                "arn:aws:sts::123456789012:assumed-role/Legacy/*",
+            ),
             ("EXEMPT_IMAGE_IDS", "ami-xyz"),
             ("MAX_HOP_LIMIT", "0"),
             ("MAX_HOP_LIMIT", "65"),
@@ -637,6 +667,7 @@ mod tests {
             ("MEMORY_TABLE", "a table"),
             ("TRIGGERS", "cloudwatch"),
             ("NO_TOKEN_MISSING_AS_ZERO", "perhaps"),
+            ("LEGACY_EXEMPT_BEFORE", "last tuesday"),
         ];
         for (var, value) in cases {
             let e = from(&[(var, value)]).expect_err(&format!("{var}={value} should be refused"));

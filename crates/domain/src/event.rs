@@ -50,14 +50,6 @@ impl Principal {
             .or_else(|| self.invoked_by.clone())
             .unwrap_or_else(|| "unknown".to_string())
     }
-
-    /// The ARNs an exemption glob is matched against.
-    pub fn arns(&self) -> impl Iterator<Item = &str> {
-        self.arn
-            .iter()
-            .chain(self.role_arn.iter())
-            .map(String::as_str)
-    }
 }
 
 /// Where and by whom the call was made.
@@ -113,6 +105,12 @@ pub struct Observed {
     pub options: MetadataOptions,
     /// `None` when the source did not say (an event item without `tagSet`).
     pub tags: Option<Vec<(String, String)>>,
+    /// When it was launched, in seconds since the epoch, when known.
+    pub launch_time: Option<u64>,
+    /// The principal exemption the guard recorded when it was launched (the
+    /// glob that matched), read from the guard's memory: only the guard can
+    /// write one, unlike a tag.
+    pub recorded_exemption: Option<String>,
 }
 
 impl Observed {
@@ -729,6 +727,8 @@ fn launched_instance(item: &Value) -> Result<Observed, String> {
         state: text(item, &["instanceState", "name"]),
         options,
         tags,
+        launch_time: item.get("launchTime").and_then(epoch_secs),
+        recorded_exemption: None,
     })
 }
 
@@ -746,6 +746,16 @@ fn metadata_options(m: &Value) -> MetadataOptions {
 fn dedup_by_id(instances: &mut Vec<Observed>) {
     let mut seen = std::collections::HashSet::new();
     instances.retain(|o| seen.insert(o.instance_id.clone()));
+}
+
+/// CloudTrail writes `launchTime` as epoch milliseconds.
+fn epoch_secs(v: &Value) -> Option<u64> {
+    let ms = match v {
+        Value::Number(n) => n.as_u64()?,
+        Value::String(s) => s.trim().parse().ok()?,
+        _ => return None,
+    };
+    Some(ms / 1000)
 }
 
 /// Hop limits arrive as numbers, or as strings from some serializers.

@@ -22,6 +22,11 @@ pub enum Kind {
     Noticed,
     /// The guard set `HttpTokens=required` on this instance, at `at`.
     Remediated,
+    /// The instance was launched by an exempt principal: the glob that
+    /// matched, as the launch event showed (`data["glob"]`). Only the guard
+    /// writes these; a sweep, which cannot know who launched an instance,
+    /// honours them.
+    Exempt,
 }
 
 impl Kind {
@@ -29,6 +34,7 @@ impl Kind {
         match self {
             Kind::Noticed => "noticed#",
             Kind::Remediated => "remediated#",
+            Kind::Exempt => "exempt#",
         }
     }
 
@@ -38,6 +44,9 @@ impl Kind {
             Kind::Noticed => 7 * DAY,
             // As long as `MetadataNoTokenRejected` is watched for it.
             Kind::Remediated => lookback.as_secs() + DAY,
+            // Long-lived instances keep theirs: each sweep that still finds
+            // the instance exempt renews it before half of this has passed.
+            Kind::Exempt => EXEMPT_LIFETIME,
         }
     }
 }
@@ -57,6 +66,11 @@ pub struct Record {
     /// Anything else the kind keeps, as text.
     pub data: BTreeMap<String, String>,
 }
+
+/// How long an exemption record lasts unless a sweep renews it.
+pub const EXEMPT_LIFETIME: u64 = 400 * DAY;
+/// The `data` key of an exemption record: the glob that matched.
+pub const GLOB: &str = "glob";
 
 /// The partition of one account and region.
 pub fn place(account: &str, region: &str) -> String {
@@ -105,6 +119,24 @@ impl Record {
     pub fn told(mut self) -> Record {
         self.data.insert(TOLD.into(), "true".into());
         self
+    }
+
+    /// The exemption record of a launch by a principal matching `glob`.
+    pub fn exempt(
+        place: &str,
+        instance: &str,
+        glob: &str,
+        event_id: Option<&str>,
+        now: u64,
+    ) -> Record {
+        let mut r = Record::new(Kind::Exempt, place, instance, event_id, now, Duration::ZERO);
+        r.data.insert(GLOB.into(), glob.into());
+        r
+    }
+
+    /// Whether a sweep should renew it: more than half its life has passed.
+    pub fn due_for_renewal(&self, now: u64) -> bool {
+        self.expires_at.saturating_sub(now) < EXEMPT_LIFETIME / 2
     }
 
     pub fn is_told(&self) -> bool {

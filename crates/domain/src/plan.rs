@@ -14,8 +14,6 @@ use crate::validate::clean;
 /// The status tag values the guard writes.
 pub const REMEDIATED: &str = "remediated";
 pub const NONCOMPLIANT: &str = "noncompliant";
-/// Records a principal exemption at launch (see `Exemption::Recorded`).
-pub const EXEMPT: &str = crate::policy::EXEMPT_STATUS;
 
 /// The report for one instance as the policy and mode decide it, and the
 /// remedy to apply if enforcing. Shared by the event path, the sweep and
@@ -28,7 +26,7 @@ pub fn plan(
     ctx: &EventContext,
     trigger: Trigger,
 ) -> (InstanceReport, Option<Remedy>) {
-    let (mut report, mut remedy) = verdict_to_report(cfg, current, ctx);
+    let (mut report, mut remedy) = verdict_to_report(cfg, current, ctx, trigger);
     report.before = Some(current.options.clone());
     report.image_id = current.image_id.clone();
     if trigger == Trigger::StateChange
@@ -50,9 +48,18 @@ fn verdict_to_report(
     cfg: &Config,
     current: &Observed,
     ctx: &EventContext,
+    trigger: Trigger,
 ) -> (InstanceReport, Option<Remedy>) {
     let id = &current.instance_id;
-    match Policy::of(cfg).decide(current, &ctx.principal) {
+    // Who launched an instance only counts for its launch: a change of its
+    // options by an exempt principal, or a state change (which names no
+    // one), does not exempt it; the record its launch left does.
+    let nobody = crate::event::Principal::default();
+    let principal = match trigger {
+        Trigger::Launch => &ctx.principal,
+        _ => &nobody,
+    };
+    match Policy::of(cfg).decide(current, principal) {
         Verdict::Compliant => (
             InstanceReport::new(id, Outcome::Compliant, Idle::None),
             None,
@@ -104,6 +111,31 @@ fn verdict_to_report(
     }
 }
 
+/// The exemptions to record in the guard's memory: each instance a launch
+/// event shows exempt because of who launched it (the glob that matched),
+/// so a later sweep or change, which cannot know who launched it, honours
+/// it too. Only a launch records one; a change never does.
+pub fn exemption_records(
+    trigger: Trigger,
+    place: &str,
+    event_id: Option<&str>,
+    reports: &[InstanceReport],
+    now: u64,
+) -> Vec<crate::memory::Record> {
+    if trigger != Trigger::Launch {
+        return Vec::new();
+    }
+    reports
+        .iter()
+        .filter_map(|r| match (&r.outcome, &r.exemption) {
+            (Outcome::Exempt, Some(Exemption::Principal(glob))) => Some(
+                crate::memory::Record::exempt(place, &r.instance_id, glob, event_id, now),
+            ),
+            _ => None,
+        })
+        .collect()
+}
+
 /// Whether telling of this instance must first be claimed in the guard's
 /// memory: news of a launch that another event (the other trigger, or a
 /// redelivery) may tell as well. A remediation and a failure are always
@@ -125,9 +157,9 @@ pub struct TagBatch {
 /// Which instances get which status tag, one batch per value:
 /// `remediated` for what enforce changed; `noncompliant` for what notify
 /// flags anew, and for what enforce held back (not in audit mode, which
-/// writes nothing, nor again for what is already tagged so); `exempt` for a
-/// launch exempt by its principal, so a later sweep, which cannot know the
-/// principal, honours it too. Instances with an error are left alone.
+/// writes nothing). The tag is for people to see: nothing the guard decides
+/// rests on it (a principal exemption is recorded in the guard's memory,
+/// `exemption_records`). Instances with an error are left alone.
 pub fn tag_batches(mode: Mode, reports: &[InstanceReport]) -> Vec<TagBatch> {
     if mode == Mode::Audit {
         return Vec::new();
@@ -143,9 +175,6 @@ pub fn tag_batches(mode: Mode, reports: &[InstanceReport]) -> Vec<TagBatch> {
     [
         select(REMEDIATED, &|r| r.outcome == Outcome::Remediated),
         select(NONCOMPLIANT, &|r| r.outcome == Outcome::Flagged && r.notify),
-        select(EXEMPT, &|r| {
-            r.outcome == Outcome::Exempt && matches!(r.exemption, Some(Exemption::Principal(_)))
-        }),
     ]
     .into_iter()
     .filter(|b| !b.ids.is_empty())
@@ -331,6 +360,7 @@ mod tests {
                 ..MetadataOptions::default()
             },
             tags: Some(vec![]),
+            ..Observed::default()
         }
     }
 
@@ -421,6 +451,32 @@ mod tests {
     }
 
     #[test]
+    fn only_a_launch_by_an_exempt_principal_records_an_exemption() {
+        let mut c = cfg(Mode::Enforce);
+        c.exemptions
+            .principals
+            .push(crate::glob::Glob::new("arn:aws:iam::*:role/packer"));
+        let mut ctx = launch();
+        ctx.principal.role_arn = Some("arn:aws:iam::111122223333:role/packer".into());
+        let o = optional("i-00000001");
+        let (r, remedy) = plan(&c, &o, &ctx, Trigger::Launch);
+        assert_eq!(r.outcome, Outcome::Exempt);
+        assert!(remedy.is_none());
+        let records = exemption_records(Trigger::Launch, "p", Some("e-1"), &[r], 1_000);
+        assert_eq!(records.len(), 1);
+        assert_eq!(records[0].sk, "exempt#i-00000001");
+        assert_eq!(records[0].data["glob"], "arn:aws:iam::*:role/packer");
+
+        // The same principal changing someone else's instance: remediated,
+        // and nothing recorded.
+        ctx.event_name = "ModifyInstanceMetadataOptions".into();
+        let (r, remedy) = plan(&c, &o, &ctx, Trigger::MetadataChange);
+        assert_eq!(r.outcome, Outcome::Remediated);
+        assert!(remedy.is_some());
+        assert!(exemption_records(Trigger::MetadataChange, "p", None, &[r], 1_000).is_empty());
+    }
+
+    #[test]
     fn a_forged_noncompliant_tag_does_not_quiet_a_launch() {
         let mut o = optional("i-00000001");
         o.tags = Some(vec![("imds-guard:status".into(), NONCOMPLIANT.into())]);
@@ -481,11 +537,8 @@ mod tests {
                     value: NONCOMPLIANT,
                     ids: vec!["i-2".into()]
                 },
-                TagBatch {
-                    value: EXEMPT,
-                    ids: vec!["i-4".into()]
-                },
-            ]
+            ],
+            "an exemption is recorded in the memory, not on the instance"
         );
         assert!(tag_batches(Mode::Audit, &reports).is_empty());
     }

@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use crate::config::{Config, Exemptions};
 use crate::event::{DefaultsChange, Observed, Principal};
+use crate::glob::Names;
 
 /// Why an instance is not compliant.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -65,6 +66,10 @@ pub enum Exemption {
     /// (`<STATUS_TAG_KEY>=exempt`): how a sweep, which cannot know who
     /// launched an instance, honours it.
     Recorded(String),
+    /// A principal exemption recorded on the instance itself by a version
+    /// before the guard had a memory (`<STATUS_TAG_KEY>=exempt`), honoured
+    /// only on an instance launched before `LEGACY_EXEMPT_BEFORE`.
+    Legacy(String),
 }
 
 impl Serialize for Exemption {
@@ -79,12 +84,14 @@ impl std::fmt::Display for Exemption {
             Exemption::Tag(k) => write!(f, "tag {k}=true"),
             Exemption::Principal(p) => write!(f, "principal matches {p}"),
             Exemption::Image(i) => write!(f, "image {i} is exempt"),
-            Exemption::Recorded(k) => {
-                write!(
-                    f,
-                    "launched by an exempt principal (recorded as {k}={EXEMPT_STATUS})"
-                )
-            }
+            Exemption::Recorded(glob) => write!(
+                f,
+                "launched by an exempt principal (matching {glob}), as the guard recorded"
+            ),
+            Exemption::Legacy(key) => write!(
+                f,
+                "a legacy record {key}={EXEMPT_STATUS} on an instance launched before LEGACY_EXEMPT_BEFORE (migrate it: imds-guard migrate-exemptions)"
+            ),
         }
     }
 }
@@ -123,8 +130,10 @@ pub const EXEMPT_STATUS: &str = "exempt";
 pub struct Policy<'a> {
     pub exemptions: &'a Exemptions,
     pub max_hop_limit: Option<i32>,
-    /// Where a principal exemption is recorded (`STATUS_TAG_KEY`).
-    pub status_tag_key: Option<&'a str>,
+    /// Where versions before the guard's memory recorded a principal
+    /// exemption (`STATUS_TAG_KEY`), and the launch time before which such a
+    /// legacy record is still honoured (`LEGACY_EXEMPT_BEFORE`).
+    pub legacy: Option<(&'a str, u64)>,
 }
 
 impl<'a> Policy<'a> {
@@ -133,7 +142,9 @@ impl<'a> Policy<'a> {
         Policy {
             exemptions: &cfg.exemptions,
             max_hop_limit: cfg.max_hop_limit,
-            status_tag_key: Some(&cfg.status_tag_key),
+            legacy: cfg
+                .legacy_exempt_before
+                .map(|before| (cfg.status_tag_key.as_str(), before)),
         }
     }
 
@@ -209,15 +220,32 @@ impl<'a> Policy<'a> {
             }
         }
         for glob in &ex.principals {
-            if principal.arns().any(|arn| glob.matches(arn)) {
+            // A role glob is matched against the role behind a session,
+            // never the session's own ARN (its last part is the caller's to
+            // choose); a user glob against the user.
+            let arn = match glob.names() {
+                Names::Role => principal.role_arn.as_deref(),
+                Names::User => principal.arn.as_deref(),
+            };
+            if arn.is_some_and(|arn| glob.matches(arn)) {
                 return Some(Exemption::Principal(glob.as_str().to_string()));
             }
         }
         // Honoured only while principal exemptions are configured: removing
         // them all lets every recorded one lapse.
-        if let Some(key) = self.status_tag_key {
-            if !ex.principals.is_empty() && instance.tag(key) == Some(EXEMPT_STATUS) {
-                return Some(Exemption::Recorded(key.to_string()));
+        if !ex.principals.is_empty() {
+            if let Some(glob) = &instance.recorded_exemption {
+                return Some(Exemption::Recorded(glob.clone()));
+            }
+            // A record from before the memory: anyone who could tag could
+            // have written it, so only instances launched before the
+            // operator's cutoff count.
+            if let Some((key, before)) = self.legacy {
+                if instance.tag(key) == Some(EXEMPT_STATUS)
+                    && instance.launch_time.is_some_and(|t| t < before)
+                {
+                    return Some(Exemption::Legacy(key.to_string()));
+                }
             }
         }
         None
@@ -494,6 +522,7 @@ mod tests {
                 instance_metadata_tags: Some("enabled".into()),
             },
             tags: Some(vec![]),
+            ..Observed::default()
         }
     }
 
@@ -501,7 +530,7 @@ mod tests {
         Policy {
             exemptions: ex,
             max_hop_limit: max,
-            status_tag_key: Some("imds-guard:status"),
+            legacy: Some(("imds-guard:status", 1_000)),
         }
     }
 
@@ -639,9 +668,9 @@ mod tests {
             Verdict::Compliant
         );
 
-        // A principal exemption recorded at launch holds for whoever looks
-        // later (a sweep knows no principal)...
-        by_role.tags = Some(vec![("imds-guard:status".into(), "exempt".into())]);
+        // A principal exemption the guard recorded at launch (its memory)
+        // holds for whoever looks later (a sweep knows no principal)...
+        by_role.recorded_exemption = Some("arn:aws:iam::*:role/packer".into());
         assert!(matches!(
             p.decide(&by_role, &Principal::default()),
             Verdict::Exempt {
@@ -649,6 +678,33 @@ mod tests {
                 ..
             }
         ));
+        // ...a tag anyone can write does not, on an instance launched after
+        // the upgrade's cutoff (1,000 here)...
+        let mut forged = inst("optional", "enabled", 1);
+        forged.image_id = None;
+        forged.tags = Some(vec![("imds-guard:status".into(), "exempt".into())]);
+        forged.launch_time = Some(5_000);
+        assert!(matches!(
+            p.decide(&forged, &Principal::default()),
+            Verdict::Noncompliant { .. }
+        ));
+        // ...while a legacy record on an instance launched before it does.
+        forged.launch_time = Some(999);
+        assert!(matches!(
+            p.decide(&forged, &Principal::default()),
+            Verdict::Exempt {
+                exemption: Exemption::Legacy(_),
+                ..
+            }
+        ));
+        forged.launch_time = None;
+        assert!(
+            matches!(
+                p.decide(&forged, &Principal::default()),
+                Verdict::Noncompliant { .. }
+            ),
+            "no launch time, no legacy"
+        );
         // ...but only while principal exemptions are configured at all.
         let none = Exemptions::default();
         assert!(matches!(

@@ -84,9 +84,74 @@ pub fn sns_topic_region(arn: &str) -> Option<&str> {
     }
 }
 
+/// Seconds since the epoch of a UTC time written `2026-11-29T06:00:00Z` (or
+/// a date, `2026-11-29`, meaning its midnight).
+pub fn utc_seconds(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let (date, time) = match s.split_once('T') {
+        Some((d, t)) => (d, Some(t.strip_suffix('Z')?)),
+        None => (s, None),
+    };
+    let mut d = date.split('-');
+    let (y, m, day): (i64, u32, u32) = (
+        d.next()?.parse().ok()?,
+        d.next()?.parse().ok()?,
+        d.next()?.parse().ok()?,
+    );
+    if d.next().is_some()
+        || !(1970..=9999).contains(&y)
+        || !(1..=12).contains(&m)
+        || !(1..=31).contains(&day)
+    {
+        return None;
+    }
+    let (hh, mm, ss) = match time {
+        None => (0, 0, 0),
+        Some(t) => {
+            let mut t = t.split(':');
+            let v: (u64, u64, u64) = (
+                t.next()?.parse().ok()?,
+                t.next()?.parse().ok()?,
+                t.next()?.split('.').next()?.parse().ok()?,
+            );
+            if t.next().is_some() || v.0 > 23 || v.1 > 59 || v.2 > 60 {
+                return None;
+            }
+            v
+        }
+    };
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (i64::from(m) + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + i64::from(day) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    u64::try_from(days)
+        .ok()
+        .map(|d| d * 86_400 + hh * 3600 + mm * 60 + ss)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn utc_times_are_read_to_the_second() {
+        assert_eq!(utc_seconds("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(utc_seconds("2026-11-29T06:00:00Z"), Some(1_795_932_000));
+        assert_eq!(utc_seconds("2026-11-29"), Some(1_795_910_400));
+        assert_eq!(utc_seconds("2024-02-29T23:59:59.5Z"), Some(1_709_251_199));
+        for bad in [
+            "2026-13-01",
+            "2026-11-29T06:00:00",
+            "yesterday",
+            "2026-11-29T25:00:00Z",
+        ] {
+            assert_eq!(utc_seconds(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn validators() {
