@@ -4,6 +4,7 @@
 //! appears here, and this crate does not depend on one: the compiler keeps
 //! the policy free of I/O.
 
+pub mod cap;
 pub mod config;
 pub mod event;
 pub mod glob;

@@ -4,15 +4,21 @@
 //! region, event name), never from free event text, so nothing a caller put
 //! in a user agent or session name can reach it. The body is JSON: a person
 //! reads its `summary`, a program parses the rest. It is capped well under
-//! SNS's 256 KB, with a count of the instances left out.
+//! SNS's 256 KB ([`crate::cap`]): the lists give way (instances first, then
+//! accounts, regions and refusing instances, the troubled ones kept first),
+//! and the body counts what it left out.
 
 use serde::Serialize;
 
-use crate::report::{DefaultsReport, InstanceReport, Outcome, Report, Status, SweepSummary};
+use crate::cap;
+use crate::report::{
+    AccountSweep, DefaultsReport, InstanceReport, Outcome, Refusing, RegionSweep, Report, Status,
+};
 
 /// SNS allows 100 characters of subject.
 pub const MAX_SUBJECT: usize = 100;
-/// Well under SNS's 256 KB message limit, leaving room for attributes.
+/// Well under SNS's 256 KB message limit ([`cap::MESSAGE_LIMIT`]), leaving
+/// room for the subject and attributes, and readable in an email.
 pub const MAX_BODY: usize = 64 * 1024;
 /// The `outcome` attribute of a message about weakened account defaults.
 pub const DEFAULTS_WEAKENED: &str = "account_defaults_weakened";
@@ -52,7 +58,7 @@ struct Body<'a> {
     user_agent: Option<&'a str>,
     counts: std::collections::BTreeMap<Outcome, u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    sweep: Option<&'a SweepSummary>,
+    sweep: Option<SweepView<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     account_defaults: Option<&'a DefaultsReport>,
     instances: &'a [InstanceReport],
@@ -60,6 +66,46 @@ struct Body<'a> {
     omitted_instances: usize,
     #[serde(skip_serializing_if = "<[String]>::is_empty")]
     unreadable: &'a [String],
+    #[serde(skip_serializing_if = "is_zero")]
+    omitted_unreadable: usize,
+}
+
+/// A sweep's summary as sent: rows ordered troubled first, and cut to fit.
+#[derive(Serialize)]
+struct SweepView<'a> {
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    refusing_imdsv1: &'a [Refusing],
+    #[serde(skip_serializing_if = "is_zero")]
+    omitted_refusing: usize,
+    regions: Vec<&'a RegionSweep>,
+    #[serde(skip_serializing_if = "is_zero")]
+    omitted_regions: usize,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    accounts: Vec<&'a AccountSweep>,
+    #[serde(skip_serializing_if = "is_zero")]
+    omitted_accounts: usize,
+}
+
+/// Rows a reader must see first: a region not swept to the end, with
+/// refusing instances or failures, then one not ready for the switch.
+fn region_rank(r: &RegionSweep) -> u8 {
+    if !r.errors.is_empty() || r.refusing > 0 || r.count(Outcome::Failed) > 0 {
+        0
+    } else if !r.readiness.needs_nothing() {
+        1
+    } else {
+        2
+    }
+}
+
+/// An account not reached or not swept to the end, or with failures, first.
+fn account_rank(a: &AccountSweep) -> u8 {
+    let failed = a.counts.get(&Outcome::Failed).copied().unwrap_or(0);
+    if !a.access.swept() || a.regions_incomplete > 0 || failed > 0 {
+        0
+    } else {
+        1
+    }
 }
 
 fn is_zero(n: &usize) -> bool {
@@ -218,8 +264,37 @@ pub fn build(report: &Report) -> Notification {
     }
     let principal = ctx.principal.display();
 
-    let mut shown = report.instances.len();
-    let body = loop {
+    // The lists that grow with the fleet, split into the rows a reader must
+    // see (failed) and the rest (ordered: not ready first); the sweep's own
+    // order otherwise.
+    let mut regions: Vec<&RegionSweep> = report.sweep.iter().flat_map(|s| &s.regions).collect();
+    regions.sort_by_key(|r| region_rank(r));
+    let (failed_regions, regions) =
+        regions.split_at(regions.iter().filter(|r| region_rank(r) == 0).count());
+    let mut accounts: Vec<&AccountSweep> = report.sweep.iter().flat_map(|s| &s.accounts).collect();
+    accounts.sort_by_key(|a| account_rank(a));
+    let (failed_accounts, accounts) =
+        accounts.split_at(accounts.iter().filter(|a| account_rank(a) == 0).count());
+    let refusing: &[Refusing] = report.sweep.as_ref().map_or(&[], |s| &s.refusing_imdsv1);
+    let unreadable = &report.unreadable[..report.unreadable.len().min(20)];
+    let swept_out = report
+        .sweep
+        .as_ref()
+        .map_or(0, |s| s.omitted_instances as usize);
+
+    // Given way in this order: instances, the regions and accounts that need
+    // nothing, the failed ones, refusing instances, unreadable ids. Every
+    // count (and the summary) is of the whole report.
+    let lens = [
+        report.instances.len(),
+        regions.len(),
+        accounts.len(),
+        failed_regions.len(),
+        failed_accounts.len(),
+        refusing.len(),
+        unreadable.len(),
+    ];
+    let render = |shown: &[usize]| {
         let b = Body {
             summary: summary.clone(),
             source: "imds-guard",
@@ -235,30 +310,43 @@ pub fn build(report: &Report) -> Notification {
             source_ip: ctx.source_ip.as_deref(),
             user_agent: ctx.user_agent.as_deref(),
             counts: counts.clone(),
-            sweep: report.sweep.as_ref(),
+            sweep: report.sweep.as_ref().map(|_| SweepView {
+                refusing_imdsv1: &refusing[..shown[5]],
+                omitted_refusing: refusing.len() - shown[5],
+                regions: failed_regions[..shown[3]]
+                    .iter()
+                    .chain(&regions[..shown[1]])
+                    .copied()
+                    .collect(),
+                omitted_regions: failed_regions.len() + regions.len() - shown[3] - shown[1],
+                accounts: failed_accounts[..shown[4]]
+                    .iter()
+                    .chain(&accounts[..shown[2]])
+                    .copied()
+                    .collect(),
+                omitted_accounts: failed_accounts.len() + accounts.len() - shown[4] - shown[2],
+            }),
             account_defaults: report.account_defaults.as_ref(),
-            instances: &report.instances[..shown],
-            omitted_instances: report.instances.len() - shown
-                + report
-                    .sweep
-                    .as_ref()
-                    .map_or(0, |s| s.omitted_instances as usize),
-            unreadable: &report.unreadable[..report.unreadable.len().min(20)],
+            instances: &report.instances[..shown[0]],
+            omitted_instances: report.instances.len() - shown[0] + swept_out,
+            unreadable: &unreadable[..shown[6]],
+            omitted_unreadable: report.unreadable.len() - shown[6],
         };
-        let text = serde_json::to_string_pretty(&b).unwrap_or_else(|e| {
-            // Serializing plain strings and numbers cannot fail; if it ever
-            // did, a short message still tells the reader what happened.
-            format!(
-                "{{\"summary\": {:?}, \"error\": {:?}}}",
-                summary,
-                e.to_string()
-            )
-        });
-        if text.len() <= MAX_BODY || shown == 0 {
-            break text;
-        }
-        // Shrink geometrically: a 10,000-instance report fits in a few passes.
-        shown = shown * 3 / 4;
+        // Plain strings and numbers: serializing them cannot fail, and if
+        // it ever did the fixed message below says so.
+        serde_json::to_string_pretty(&b).unwrap_or_default()
+    };
+    let body = match cap::fit(MAX_BODY, &lens, render) {
+        Some(f) if !f.text.is_empty() => f.text,
+        // Even the summary alone is over the cap (it cannot be: its parts
+        // are bounded) or it did not serialize: a message of fixed size
+        // still tells the reader what happened.
+        _ => serde_json::json!({
+            "summary": crate::validate::clean(&summary, 2048),
+            "source": "imds-guard",
+            "error": "the full message was too large to send; see the function's log",
+        })
+        .to_string(),
     };
 
     let mut attributes = vec![
@@ -392,6 +480,86 @@ mod tests {
             v["counts"]["remediated"], 5_000,
             "counts cover every instance"
         );
+    }
+
+    /// An organization's sweep: 1,000 accounts × 17 regions, a few of them
+    /// troubled. The message fits SNS's limit, shows every troubled row
+    /// first, and counts the rest.
+    #[test]
+    fn an_organization_sweep_of_17000_account_regions_fits_and_keeps_failures() {
+        use crate::policy::{Readiness, ReadinessVerdict};
+        use crate::report::{Access, AccountSweep, Refusing, RegionSweep, SweepSummary};
+        let mut r = report(3_000);
+        r.status = Status::Swept;
+        let (mut regions, mut accounts) = (Vec::new(), Vec::new());
+        for a in 0..1_000 {
+            let account = format!("{:012}", 100_000_000_000u64 + a);
+            let mut acc = AccountSweep::new(&account);
+            acc.access = Access::MemberRole;
+            for g in 0..17 {
+                let mut rs = RegionSweep::new(&format!("xx-region-{}", g + 1));
+                rs.account = Some(account.clone());
+                rs.listing = "server-side filter".into();
+                rs.counts.insert(Outcome::Remediated, 3);
+                rs.readiness = Readiness {
+                    verdict: ReadinessVerdict::Ready,
+                    reasons: vec!["no instance at HttpTokens=optional".into()],
+                };
+                // Troubled rows deep in the list: the last accounts'.
+                if a >= 995 && g == 16 {
+                    rs.errors
+                        .push(format!("listing stopped in {account}: Throttling"));
+                }
+                acc.add(&rs, false);
+                regions.push(rs);
+            }
+            accounts.push(acc);
+        }
+        let refusing = (0..40)
+            .map(|i| Refusing {
+                account: Some("100000000007".into()),
+                region: "xx-region-1".into(),
+                instance_id: format!("i-{i:017x}"),
+                refused_calls: 12.0,
+                remediated_at: 1_795_932_000,
+            })
+            .collect();
+        r.sweep = Some(SweepSummary {
+            refusing_imdsv1: refusing,
+            regions,
+            accounts,
+            omitted_instances: 0,
+        });
+
+        let n = build(&r);
+        assert!(n.body.len() <= MAX_BODY, "{}", n.body.len());
+        let whole = n.subject.len()
+            + n.body.len()
+            + n.attributes
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .sum::<usize>()
+            + n.outcomes.iter().map(|o| o.len()).sum::<usize>();
+        assert!(whole <= cap::MESSAGE_LIMIT, "{whole}");
+
+        let v: serde_json::Value = serde_json::from_str(&n.body).unwrap();
+        let sweep = &v["sweep"];
+        let shown = |k: &str| sweep[k].as_array().map_or(0, |a| a.len());
+        let omitted = |k: &str| sweep[k].as_u64().unwrap_or(0) as usize;
+        assert_eq!(shown("regions") + omitted("omitted_regions"), 17_000);
+        assert_eq!(shown("accounts") + omitted("omitted_accounts"), 1_000);
+        assert_eq!(shown("refusing_imdsv1") + omitted("omitted_refusing"), 40);
+        assert!(omitted("omitted_regions") > 0, "the cap cut regions");
+        // Every troubled region and account is shown, first.
+        for i in 0..5 {
+            assert!(!sweep["regions"][i]["errors"].as_array().unwrap().is_empty());
+            assert_eq!(sweep["accounts"][i]["regions_incomplete"], 1);
+        }
+        // Instances gave way first; the counts still cover all of them.
+        assert_eq!(v["instances"].as_array().unwrap().len(), 0);
+        assert_eq!(v["omitted_instances"], 3_000);
+        assert_eq!(v["counts"]["remediated"], 17_000 * 3);
+        assert!(n.subject.contains("1000 accounts"), "{}", n.subject);
     }
 
     #[test]

@@ -6,18 +6,55 @@
 /// spaces, and anything past `max` characters is cut with a marker.
 pub fn clean(s: &str, max: usize) -> String {
     // Almost all event text is short and clean: copy it as it is.
-    if s.len() <= max && !s.chars().any(char::is_control) {
+    if s.len() <= max && !s.chars().any(|c| breaks_line(c) || is_format(c)) {
         return s.to_string();
     }
     let mut out: String = s
         .chars()
+        .filter(|&c| !is_format(c))
         .take(max)
-        .map(|c| if c.is_control() { ' ' } else { c })
+        .map(|c| if breaks_line(c) { ' ' } else { c })
         .collect();
-    if s.chars().nth(max).is_some() {
+    if s.chars().filter(|&c| !is_format(c)).nth(max).is_some() {
         out.push('…');
     }
     out
+}
+
+/// Control characters and the line and paragraph separators: each becomes a
+/// space, so a value cannot start a new line of a log or a message.
+fn breaks_line(c: char) -> bool {
+    c.is_control() || c == '\u{2028}' || c == '\u{2029}'
+}
+
+/// Unicode's format characters (general category Cf): bidirectional
+/// overrides and isolates, zero-width spaces and joiners, soft hyphens, tag
+/// characters. They draw nothing, and can make `i-0abc` display as another id
+/// or reorder what a person reads: they are removed. The ranges are Unicode
+/// 15's Cf list, which the standard library does not expose.
+fn is_format(c: char) -> bool {
+    matches!(c as u32,
+        0x00AD
+        | 0x0600..=0x0605
+        | 0x061C
+        | 0x06DD
+        | 0x070F
+        | 0x0890..=0x0891
+        | 0x08E2
+        | 0x180E
+        | 0x200B..=0x200F
+        | 0x202A..=0x202E
+        | 0x2060..=0x2064
+        | 0x2066..=0x206F
+        | 0xFEFF
+        | 0xFFF9..=0xFFFB
+        | 0x110BD
+        | 0x110CD
+        | 0x13430..=0x1343F
+        | 0x1BCA0..=0x1BCA3
+        | 0x1D173..=0x1D17A
+        | 0xE0001
+        | 0xE0020..=0xE007F)
 }
 
 /// `i-` and 8 or 17 lowercase hex digits.
@@ -136,6 +173,24 @@ pub fn utc_seconds(s: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn clean_text_cannot_hide_reorder_or_break_a_line() {
+        // A right-to-left override makes "i-0abc\u{202E}cba" read backwards;
+        // zero-width characters make two ids look alike.
+        assert_eq!(clean("role/\u{202E}nimda\u{202C}", 64), "role/nimda");
+        assert_eq!(clean("a\u{200B}b\u{2060}c\u{FEFF}d\u{E0041}", 64), "abcd");
+        assert_eq!(clean("a\u{2066}b\u{2069}\u{00AD}c", 64), "abc");
+        // Separators become spaces, as newlines do.
+        assert_eq!(
+            clean("one\u{2028}two\u{2029}three\nfour", 64),
+            "one two three four"
+        );
+        // Printable text beyond ASCII stays, and the cut counts what stays.
+        assert_eq!(clean("café 東京", 64), "café 東京");
+        assert_eq!(clean("\u{200B}\u{200B}abc", 2), "ab…");
+        assert_eq!(clean("\u{200B}\u{200B}ab", 2), "ab");
+    }
 
     #[test]
     fn utc_times_are_read_to_the_second() {
