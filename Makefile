@@ -4,9 +4,10 @@ SHELL := bash
 PYTHON ?= python3
 VENV := .venv
 SAM_VENV := .venv-sam
+CHECKOV_VENV := .venv-checkov
 BENCH_VENV := .venv-bench
 
-.PHONY: test demo lint unit venv sam-venv bench-venv template fuzz fuzz-check load bench bench-function bench-sweep bench-triggers clean
+.PHONY: test demo lint unit venv sam-venv checkov-venv bench-venv template fuzz fuzz-check load bench bench-function bench-sweep bench-triggers clean
 
 # Every test: format, lints, unit tests, the fault matrix on mocked AWS, the
 # end-to-end tests against the local emulator, and the CLI.
@@ -105,9 +106,13 @@ load: venv
 # (template.yaml) and the member stack (member/template.yaml, for StackSets),
 # and sam build of the function (arm64, through cargo-lambda), offline. CI
 # runs it after `make test`.
-template: venv sam-venv
+# checkov fails on any failed check; a check declined is declared in the
+# template (Metadata.checkov.skip) with its reason. --skip-download: it asks
+# Prisma Cloud for nothing.
+template: venv sam-venv checkov-venv
 	rustup target add aarch64-unknown-linux-gnu
 	tools/sam.sh cfn-lint template.yaml member/template.yaml
+	$(CHECKOV_VENV)/bin/checkov --framework cloudformation --skip-download --quiet --compact -f template.yaml -f member/template.yaml
 	tools/sam.sh sam validate --lint --region us-east-1
 	tools/sam.sh sam validate --lint --region us-east-1 --template member/template.yaml
 	tools/sam.sh sam build --beta-features --region us-east-1
@@ -119,5 +124,11 @@ $(SAM_VENV)/.installed: tools/requirements-sam.txt
 	$(SAM_VENV)/bin/pip install --quiet --disable-pip-version-check -r tools/requirements-sam.txt
 	touch $@
 
+checkov-venv: $(CHECKOV_VENV)/.installed
+$(CHECKOV_VENV)/.installed: tools/requirements-checkov.txt
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install --quiet --disable-pip-version-check -r tools/requirements-checkov.txt
+	touch $@
+
 clean:
-	rm -rf target fuzz/target .aws-sam $(VENV) $(SAM_VENV) $(BENCH_VENV)
+	rm -rf target fuzz/target .aws-sam $(VENV) $(SAM_VENV) $(CHECKOV_VENV) $(BENCH_VENV)

@@ -73,7 +73,7 @@ impl<'a, C: Clients> EventPath<'a, C> {
                         .unreadable
                         .push(format!("the event could not be acted on: {why}"));
                 }
-                let notify_error = tell(self.cfg, self.clients, &mut report).await;
+                let notify_error = tell(self.cfg, self.clients, &mut report, None).await;
                 Err(conclude(report, notify_error))
             }
         }
@@ -161,7 +161,7 @@ impl<'a, C: Clients> EventPath<'a, C> {
                 report
                     .unreadable
                     .push(format!("launch event {event}: {} and {why}", lookup.why));
-                let notify_error = tell(self.cfg, self.clients, &mut report).await;
+                let notify_error = tell(self.cfg, self.clients, &mut report, None).await;
                 conclude(report, notify_error)
             }
         }
@@ -232,7 +232,7 @@ impl<'a, C: Clients> EventPath<'a, C> {
         let mut report = Report::handled(Status::Handled, self.cfg.mode, ctx);
         report.instances = reports;
         report.unreadable = unreadable;
-        let notify_error = tell(self.cfg, self.clients, &mut report).await;
+        let notify_error = tell(self.cfg, self.clients, &mut report, place.as_deref()).await;
         if report.notification.starts_with("sent ") {
             self.mark_told(claimed).await;
         }
@@ -410,7 +410,7 @@ impl<'a, C: Clients> EventPath<'a, C> {
                     action: DefaultsAction::None,
                     error: Some(e.to_string()),
                 });
-                let notify_error = tell(self.cfg, self.clients, &mut report).await;
+                let notify_error = tell(self.cfg, self.clients, &mut report, None).await;
                 return conclude(report, notify_error);
             }
         };
@@ -450,7 +450,7 @@ impl<'a, C: Clients> EventPath<'a, C> {
             action,
             error,
         });
-        let notify_error = tell(self.cfg, self.clients, &mut report).await;
+        let notify_error = tell(self.cfg, self.clients, &mut report, None).await;
         conclude(report, notify_error)
     }
 
@@ -481,7 +481,7 @@ impl<'a, C: Clients> EventPath<'a, C> {
             .collect();
         report.unreadable = unreadable;
         report.reason = Some(why);
-        let notify_error = tell(self.cfg, self.clients, &mut report).await;
+        let notify_error = tell(self.cfg, self.clients, &mut report, None).await;
         conclude(report, notify_error)
     }
 }

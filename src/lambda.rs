@@ -85,9 +85,7 @@ pub fn run<S: Serves>() -> ExitCode {
     let result = runtime.block_on(async {
         // Credentials and endpoints are resolved once; clients per account
         // and region are built on first use and reused across invocations.
-        let clients = RegionalClients::new(load_sdk_config().await)
-            .with_member_role(cfg.member_role.clone())
-            .with_memory(cfg.memory_table.clone());
+        let clients = RegionalClients::for_config(load_sdk_config().await, &cfg);
         let guard = Guard::new(cfg, clients);
         let guard = &guard;
         lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {

@@ -6,10 +6,11 @@ use std::collections::BTreeMap;
 
 use tracing::{error, info, warn};
 
-use crate::aws::{Clients, Publisher};
+use crate::aws::{Clients, Keeper, MemoryApi, Publisher};
 use crate::config::{Config, Mode};
 use crate::event::{EventContext, EventError};
-use crate::notify;
+use crate::memory::{Kind, Record};
+use crate::notify::{self, Notification};
 use crate::plan::failure_summary;
 use crate::report::{InstanceReport, Outcome, Report};
 use crate::validate::sns_topic_region;
@@ -27,27 +28,138 @@ pub enum GuardError {
     },
 }
 
-/// Publishes one message for the report when it holds news. Records what
-/// happened in the report; returns the error if publishing failed.
-pub async fn tell<C: Clients>(cfg: &Config, clients: &C, report: &mut Report) -> Option<String> {
+/// Publishes one message for the report when it holds news; first, any
+/// message an earlier delivery of the same event could not publish (kept in
+/// the guard's memory at `place`). A message that cannot be published is
+/// kept: in the failed-events queue for a person, and in the memory for the
+/// event's retry, which publishes it once. Records what happened in the
+/// report; returns the error if publishing failed (the invocation fails and
+/// is retried).
+pub async fn tell<C: Clients>(
+    cfg: &Config,
+    clients: &C,
+    report: &mut Report,
+    place: Option<&str>,
+) -> Option<String> {
+    let needed = notify::needed(report);
+    let Some(topic) = &cfg.topic_arn else {
+        report.notification = if needed {
+            "no topic configured"
+        } else {
+            "not needed"
+        }
+        .into();
+        return None;
+    };
+    // The topic lives in its own region, whatever the event's.
+    let sns = clients.sns(sns_topic_region(topic).unwrap_or("us-east-1"));
+    // Only an event with an id can find its earlier delivery's message.
+    let kept_at = report
+        .event
+        .as_ref()
+        .and_then(|e| e.event_id.clone())
+        .zip(place)
+        .zip(clients.memory());
     let mut failed = None;
-    report.notification = match (&cfg.topic_arn, notify::needed(report)) {
-        (_, false) => "not needed".into(),
-        (None, true) => "no topic configured".into(),
-        (Some(topic), true) => {
-            // The topic lives in its own region, whatever the event's.
-            let region = sns_topic_region(topic).unwrap_or("us-east-1");
-            let message = notify::build(report);
-            match clients.sns(region).publish(topic, &message).await {
-                Ok(id) => format!("sent {id}"),
-                Err(e) => {
-                    failed = Some(e.to_string());
-                    format!("failed: {e}")
+
+    let mut earlier = String::new();
+    if let Some(((event_id, place), memory)) = &kept_at {
+        let prefix = format!("{}{event_id}", Kind::Notice.prefix());
+        match memory.query(place, &prefix, now_secs()).await {
+            Ok(records) => {
+                for rec in records
+                    .into_iter()
+                    .filter(|r| r.id() == event_id && !r.is_told())
+                {
+                    let Some(n) = Notification::from_data(&rec.data) else {
+                        continue;
+                    };
+                    match sns.publish(topic, &n).await {
+                        Ok(id) => {
+                            earlier = format!("; an earlier delivery's message: sent {id}");
+                            if let Err(e) = memory.put(&[rec.told()]).await {
+                                warn!(error = %e, "a kept message was published but could not be marked so; a redelivery may publish it again");
+                            }
+                        }
+                        Err(e) => {
+                            earlier = format!("; an earlier delivery's message failed again: {e}");
+                            failed = Some(e.to_string());
+                        }
+                    }
                 }
             }
+            Err(e) => {
+                warn!(error = %e, "the memory could not be asked for a message an earlier delivery kept; if there is one, it is in the failed-events queue")
+            }
         }
+    }
+
+    let now = if needed {
+        let message = notify::build(report);
+        match sns.publish(topic, &message).await {
+            Ok(id) => format!("sent {id}"),
+            Err(e) => {
+                let why = e.to_string();
+                let kept = keep(
+                    clients,
+                    kept_at.as_ref().map(|((e, p), m)| (e.as_str(), *p, m)),
+                    topic,
+                    &message,
+                    &why,
+                )
+                .await;
+                failed = Some(why.clone());
+                format!("failed: {why}; {kept}")
+            }
+        }
+    } else {
+        "not needed".to_string()
     };
+    report.notification = now + &earlier;
     failed
+}
+
+/// Keeps a message that could not be published, so it is not lost: in the
+/// guard's memory for the event's retry (when the event has an id), and in
+/// the failed-events queue for a person. Says where.
+async fn keep<C: Clients>(
+    clients: &C,
+    memory: Option<(&str, &str, &C::Memory)>,
+    topic: &str,
+    message: &Notification,
+    why: &str,
+) -> String {
+    let mut kept = Vec::new();
+    let mut retried = None;
+    if let Some((event_id, place, memory)) = memory {
+        let record = Record::notice(place, event_id, message, now_secs());
+        match memory.put(&[record]).await {
+            Ok(()) => {
+                kept.push("for the event's retry");
+                retried = Some(event_id);
+            }
+            Err(e) => {
+                warn!(error = %e, "a message that could not be published could not be kept for the event's retry either")
+            }
+        }
+    }
+    if let Some(queue) = clients.keeper() {
+        match queue
+            .keep(&message.kept(topic, why, retried), notify::KEPT_KIND)
+            .await
+        {
+            Ok(()) => kept.push("in the failed-events queue"),
+            Err(e) => {
+                warn!(error = %e, "a message that could not be published could not be kept in the failed-events queue")
+            }
+        }
+    }
+    if kept.is_empty() {
+        // The last place left: this log line carries the message whole.
+        error!(subject = %message.subject, message = %message.body, "a message could not be published nor kept anywhere but here");
+        return "kept only in the function's log".into();
+    }
+    format!("kept {}", kept.join(" and "))
 }
 
 /// The invocation's result: the report, or an error that names every

@@ -187,7 +187,7 @@ impl<'a, C: Clients> Sweep<'a, C> {
         accounts.sort_by(|a, b| a.account.cmp(&b.account));
         sweep.accounts = accounts;
         report.sweep = Some(sweep);
-        let notify_error = tell(self.cfg, self.clients, &mut report).await;
+        let notify_error = tell(self.cfg, self.clients, &mut report, None).await;
         if report.notification.starts_with("sent ") && !to_remember.is_empty() {
             if let Some(memory) = self.clients.memory() {
                 if let Err(e) = memory.put(&to_remember).await {

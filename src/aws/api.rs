@@ -83,6 +83,13 @@ pub trait Publisher: Send + Sync {
     ) -> impl Future<Output = Result<String, AwsError>> + Send;
 }
 
+/// Where a message that could not be published is kept for a person.
+pub trait Keeper: Send + Sync {
+    /// Keeps `body`, with a `kind` attribute that tells it from the failed
+    /// invocations beside it.
+    fn keep(&self, body: &str, kind: &str) -> impl Future<Output = Result<(), AwsError>> + Send;
+}
+
 /// CloudWatch, for `MetadataNoToken` and `MetadataNoTokenRejected`.
 pub trait MetricsApi: Send + Sync {
     /// IMDSv1 calls each instance answered in the last `lookback`, summed;
@@ -129,6 +136,7 @@ pub trait Clients: Send + Sync {
     type Sns: Publisher;
     type Metrics: MetricsApi;
     type Memory: MemoryApi;
+    type Keeper: Keeper;
 
     fn ec2(&self, account: &Account, region: &str) -> Self::Ec2;
     /// Notifications go out from the function's own account.
@@ -136,6 +144,9 @@ pub trait Clients: Send + Sync {
     fn metrics(&self, account: &Account, region: &str) -> Self::Metrics;
     /// The guard's memory, when one is configured (`MEMORY_TABLE`).
     fn memory(&self) -> Option<Self::Memory>;
+    /// The failed-events queue, when one is configured
+    /// (`FAILED_EVENTS_QUEUE_URL`).
+    fn keeper(&self) -> Option<Self::Keeper>;
     /// The function's own account, when it must be named (an event that
     /// names none, a sweep of the own account): asked of STS once.
     fn home_account(&self) -> impl Future<Output = Result<String, AwsError>> + Send {

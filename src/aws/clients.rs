@@ -16,6 +16,7 @@ use super::error::AwsError;
 use super::memory::Memory;
 use super::roles::{Account, MemberCredentials, MemberRoles};
 use super::sns::Sns;
+use super::sqs::Queue;
 
 type Key = (Account, String);
 
@@ -32,6 +33,8 @@ pub struct RegionalClients {
     members: Option<Arc<MemberRoles>>,
     /// The guard's memory, in the function's own account and region.
     memory: Option<Memory>,
+    /// The failed-events queue, in the function's own account.
+    keeper: Option<Queue>,
     /// The function's own account, asked of STS once.
     home: tokio::sync::OnceCell<String>,
 }
@@ -46,8 +49,18 @@ impl RegionalClients {
             counter: CallCounter::default(),
             members: None,
             memory: None,
+            keeper: None,
             home: tokio::sync::OnceCell::new(),
         }
+    }
+
+    /// The clients a configuration asks for: its member role, memory and
+    /// failed-events queue.
+    pub fn for_config(base: SdkConfig, cfg: &crate::config::Config) -> Self {
+        RegionalClients::new(base)
+            .with_member_role(cfg.member_role.clone())
+            .with_memory(cfg.memory_table.clone())
+            .with_keeper(cfg.failed_events_queue_url.clone())
     }
 
     /// The guard's memory: `table` in the function's own account and region.
@@ -63,6 +76,29 @@ impl RegionalClients {
                     self.layer(&Account::Home, &region, b).build(),
                 ),
                 table,
+            }
+        });
+        self
+    }
+
+    /// The failed-events queue at `url`, in the region its URL names (the
+    /// function's own otherwise, as for a local endpoint's URL).
+    pub fn with_keeper(mut self, url: Option<String>) -> Self {
+        self.keeper = url.map(|url| {
+            let region = url
+                .split("://")
+                .nth(1)
+                .and_then(|rest| rest.strip_prefix("sqs."))
+                .and_then(|rest| rest.split('.').next())
+                .map(str::to_string)
+                .or_else(|| self.base.region().map(|r| r.to_string()))
+                .unwrap_or_else(|| "us-east-1".to_string());
+            let b = aws_sdk_sqs::config::Builder::from(&self.base);
+            Queue {
+                client: aws_sdk_sqs::Client::from_conf(
+                    self.layer(&Account::Home, &region, b).build(),
+                ),
+                url,
             }
         });
         self
@@ -124,7 +160,8 @@ config_for!(
     aws_sdk_ec2,
     aws_sdk_sns,
     aws_sdk_cloudwatch,
-    aws_sdk_dynamodb
+    aws_sdk_dynamodb,
+    aws_sdk_sqs
 );
 
 fn cached<C: Clone>(
@@ -146,6 +183,7 @@ impl Clients for RegionalClients {
     type Sns = Sns;
     type Metrics = Metrics;
     type Memory = Memory;
+    type Keeper = Queue;
 
     fn ec2(&self, account: &Account, region: &str) -> Ec2 {
         Ec2(cached(&self.ec2, account, region, || {
@@ -170,6 +208,10 @@ impl Clients for RegionalClients {
 
     fn memory(&self) -> Option<Memory> {
         self.memory.clone()
+    }
+
+    fn keeper(&self) -> Option<Queue> {
+        self.keeper.clone()
     }
 
     async fn home_account(&self) -> Result<String, AwsError> {

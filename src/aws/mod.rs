@@ -1,6 +1,7 @@
 //! Every AWS call the function makes, behind small adapters that speak the
 //! domain's types. The flows see only the traits of `api`; the SDK adapters
-//! (`ec2`, `sns`, `cloudwatch`, `memory`, `roles`, `organizations`) implement them, and
+//! (`ec2`, `sns`, `sqs`, `cloudwatch`, `memory`, `roles`, `organizations`)
+//! implement them, and
 //! `clients` hands them out per account and region. Errors are classified
 //! once, in `error`.
 //!
@@ -18,8 +19,9 @@ pub mod organizations;
 pub mod roles;
 pub mod sdk;
 pub mod sns;
+pub mod sqs;
 
-pub use api::{Clients, Ec2Api, MemoryApi, MetricsApi, Page, Publisher};
+pub use api::{Clients, Ec2Api, Keeper, MemoryApi, MetricsApi, Page, Publisher};
 pub use clients::RegionalClients;
 pub use counter::CallCounter;
 pub use error::AwsError;

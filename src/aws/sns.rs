@@ -20,8 +20,11 @@ impl Publisher for Sns {
             .subject(&n.subject)
             .message(&n.body);
         let outcomes = serde_json::to_string(&n.outcomes).unwrap_or_else(|_| "[]".into());
-        let attrs = std::iter::once(("outcome", "String.Array", outcomes))
-            .chain(n.attributes.iter().map(|(k, v)| (*k, "String", v.clone())));
+        let attrs = std::iter::once(("outcome", "String.Array", outcomes)).chain(
+            n.attributes
+                .iter()
+                .map(|(k, v)| (k.as_str(), "String", v.clone())),
+        );
         for (name, data_type, value) in attrs {
             let attr = MessageAttributeValue::builder()
                 .data_type(data_type)

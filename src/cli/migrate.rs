@@ -72,9 +72,7 @@ pub fn run(args: MigrateArgs) -> Result<ExitCode, String> {
                 "which region? Pass --region, or set SWEEP_REGIONS or AWS_REGION".to_string(),
             );
         }
-        let clients = RegionalClients::new(sdk)
-            .with_member_role(cfg.member_role.clone())
-            .with_memory(cfg.memory_table.clone());
+        let clients = RegionalClients::for_config(sdk, &cfg);
         let accounts: Vec<Option<String>> = if args.organization {
             clients
                 .organization_accounts()

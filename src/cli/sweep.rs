@@ -134,9 +134,7 @@ pub fn run(args: SweepArgs) -> Result<ExitCode, String> {
             region: regions[0].clone(),
             ..EventContext::default()
         };
-        let clients = RegionalClients::new(sdk)
-            .with_member_role(cfg.member_role.clone())
-            .with_memory(cfg.memory_table.clone());
+        let clients = RegionalClients::for_config(sdk, &cfg);
         let guard = Guard::new(cfg.clone(), clients);
         let bar = tty.then(|| {
             let bar = ProgressBar::new_spinner();

@@ -11,6 +11,7 @@ use imds_guard::aws::cloudwatch::Metrics;
 use imds_guard::aws::ec2::Ec2;
 use imds_guard::aws::memory::Memory;
 use imds_guard::aws::sns::Sns;
+use imds_guard::aws::sqs::Queue;
 use imds_guard::aws::{sdk_retry, Account, Clients, MemberRoles};
 use imds_guard::config::Config;
 use imds_guard::guard::Guard;
@@ -74,6 +75,18 @@ fn mock_base() -> SdkConfig {
         .build()
 }
 
+/// An EC2 client answered by `rules`, with one more interceptor (to see
+/// the requests as sent).
+pub fn ec2_seen_by(
+    rules: &[&Rule],
+    extra: impl aws_sdk_ec2::config::Intercept + 'static,
+) -> aws_sdk_ec2::Client {
+    let conf = aws_sdk_ec2::config::Builder::from(&mock_base())
+        .interceptor(interceptor(rules))
+        .interceptor(extra);
+    aws_sdk_ec2::Client::from_conf(conf.build())
+}
+
 /// An EC2 client answered by `rules` (first matching rule wins).
 pub fn ec2(rules: &[&Rule]) -> aws_sdk_ec2::Client {
     let conf = aws_sdk_ec2::config::Builder::from(&mock_base()).interceptor(interceptor(rules));
@@ -109,6 +122,8 @@ pub struct FixedClients {
     pub members: Option<Arc<MemberRoles>>,
     /// The guard's memory, on a mocked DynamoDB client.
     pub memory: Option<Memory>,
+    /// The failed-events queue, on a mocked SQS client.
+    pub keeper: Option<Queue>,
 }
 
 impl Clients for FixedClients {
@@ -116,6 +131,7 @@ impl Clients for FixedClients {
     type Sns = Sns;
     type Metrics = Metrics;
     type Memory = Memory;
+    type Keeper = Queue;
 
     fn ec2(&self, _account: &Account, _region: &str) -> Ec2 {
         Ec2(self.ec2.clone())
@@ -129,11 +145,23 @@ impl Clients for FixedClients {
     fn memory(&self) -> Option<Memory> {
         self.memory.clone()
     }
+    fn keeper(&self) -> Option<Queue> {
+        self.keeper.clone()
+    }
     fn member_roles(&self) -> Option<&MemberRoles> {
         self.members.as_deref()
     }
     async fn home_account(&self) -> Result<String, imds_guard::aws::AwsError> {
         Ok("111122223333".into())
+    }
+}
+
+/// An SQS client answered by `rules`, as the failed-events queue.
+pub fn keeper(rules: &[&Rule]) -> Queue {
+    let conf = aws_sdk_sqs::config::Builder::from(&mock_base()).interceptor(interceptor(rules));
+    Queue {
+        client: aws_sdk_sqs::Client::from_conf(conf.build()),
+        url: "https://sqs.us-east-1.amazonaws.com/111122223333/imds-guard-failed-events".into(),
     }
 }
 
@@ -156,6 +184,7 @@ pub fn guard(cfg: Config, ec2_rules: &[&Rule], sns_rules: &[&Rule]) -> Guard<Fix
             metrics: metrics(&[]),
             members: None,
             memory: None,
+            keeper: None,
         },
     )
 }
@@ -175,6 +204,7 @@ pub fn guard_with_memory(
             metrics: metrics(&[]),
             members: None,
             memory: Some(memory(memory_rules)),
+            keeper: None,
         },
     )
 }

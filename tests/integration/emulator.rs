@@ -637,3 +637,78 @@ async fn with_both_triggers_a_launch_is_told_once_by_the_memory_in_dynamodb() {
         Some("noncompliant")
     );
 }
+
+/// SNS refuses the message (its topic does not exist yet): the emulator's
+/// SQS queue keeps it for a person and its DynamoDB for the event's retry;
+/// once the topic exists, the retry publishes it, and a further redelivery
+/// does not again.
+#[tokio::test]
+async fn a_message_sns_refused_lands_in_the_queue_and_a_retry_sends_it_once() {
+    let table = memory_table("imds-guard-memory-kept").await;
+    let base = load_sdk_config().await;
+    let sqs = aws_sdk_sqs::Client::new(&base);
+    let queue = sqs
+        .create_queue()
+        .queue_name("imds-guard-failed-events-kept")
+        .send()
+        .await
+        .unwrap()
+        .queue_url()
+        .unwrap()
+        .to_string();
+    let topic = format!(
+        "arn:aws:sns:us-east-1:{}:kept-later",
+        crate::sweep_emulator::EMULATOR_ACCOUNT
+    );
+    let ec2 = ec2("us-east-1").await;
+    let ids = launch(&ec2, Launch::default()).await;
+    let cfg = config(&[
+        ("NOTIFY_TOPIC_ARN", &topic),
+        ("MEMORY_TABLE", &table),
+        ("FAILED_EVENTS_QUEUE_URL", &queue),
+    ]);
+    let g = Guard::new(cfg.clone(), RegionalClients::for_config(base.clone(), &cfg));
+    let event = event_for(&ec2, "run-instances-console.json", &ids, None).await;
+
+    let Err(imds_guard::guard::GuardError::Unhandled { report, .. }) = g.handle(&event).await
+    else {
+        panic!("a message that could not be published fails the invocation");
+    };
+    assert_eq!(report.instances[0].outcome, Outcome::Remediated);
+    assert!(
+        report
+            .notification
+            .contains("kept for the event's retry and in the failed-events queue"),
+        "{}",
+        report.notification
+    );
+    let got = sqs
+        .receive_message()
+        .queue_url(&queue)
+        .message_attribute_names("All")
+        .max_number_of_messages(10)
+        .send()
+        .await
+        .unwrap();
+    let messages = got.messages();
+    assert_eq!(messages.len(), 1);
+    let kind = messages[0].message_attributes().unwrap()["kind"].string_value();
+    assert_eq!(kind, Some("undelivered-notification"));
+    let kept: Value = serde_json::from_str(messages[0].body().unwrap()).unwrap();
+    assert_eq!(kept["topic_arn"], topic.as_str());
+    assert_eq!(
+        kept["message"]["instances"][0]["instance_id"],
+        ids[0].as_str()
+    );
+
+    // The topic exists now; the event's retry finds the instance fixed and
+    // publishes what the first delivery could not.
+    assert_eq!(crate::emulator::topic("kept-later").await, topic);
+    let retried = g.handle(&event).await.unwrap();
+    assert_eq!(retried.instances[0].outcome, Outcome::Compliant);
+    let told = sent(&topic);
+    assert_eq!(told.len(), 1, "{}", retried.notification);
+    assert_eq!(told[0].1["counts"]["remediated"], 1);
+    g.handle(&event).await.unwrap();
+    assert_eq!(sent(&topic).len(), 1, "once");
+}

@@ -9,7 +9,9 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use imds_guard::aws::{Account, AwsError, Clients, Ec2Api, MemoryApi, MetricsApi, Page, Publisher};
+use imds_guard::aws::{
+    Account, AwsError, Clients, Ec2Api, Keeper, MemoryApi, MetricsApi, Page, Publisher,
+};
 use imds_guard::event::{Lookup, MetadataOptions, Observed};
 use imds_guard::memory::{Claim, Record};
 use imds_guard::notify::Notification;
@@ -49,6 +51,8 @@ struct State {
     /// The guard's memory, when the fake has one.
     memory: Option<BTreeMap<(String, String), Record>>,
     required_at: HashMap<String, tokio::time::Instant>,
+    /// The failed-events queue, when the fake has one: what was kept there.
+    kept: Option<Vec<String>>,
 }
 
 /// The fake cloud: one account and region's worth of EC2, a topic, a metric.
@@ -126,6 +130,17 @@ impl FakeCloud {
     pub fn with_memory(&self) -> &Self {
         self.state().memory = Some(BTreeMap::new());
         self
+    }
+
+    /// Gives the fake a failed-events queue.
+    pub fn with_keeper(&self) -> &Self {
+        self.state().kept = Some(Vec::new());
+        self
+    }
+
+    /// The messages kept in the failed-events queue.
+    pub fn kept(&self) -> Vec<String> {
+        self.state().kept.clone().unwrap_or_default()
     }
 
     /// The live records whose sort key starts with `prefix`, in any partition.
@@ -222,6 +237,7 @@ impl Clients for FakeClients {
     type Sns = FakeCloud;
     type Metrics = FakeCloud;
     type Memory = FakeCloud;
+    type Keeper = FakeCloud;
 
     fn ec2(&self, _account: &Account, _region: &str) -> FakeCloud {
         self.0.clone()
@@ -234,6 +250,9 @@ impl Clients for FakeClients {
     }
     fn memory(&self) -> Option<FakeCloud> {
         self.0.state().memory.is_some().then(|| self.0.clone())
+    }
+    fn keeper(&self) -> Option<FakeCloud> {
+        self.0.state().kept.is_some().then(|| self.0.clone())
     }
     async fn home_account(&self) -> Result<String, AwsError> {
         Ok("111122223333".into())
@@ -419,6 +438,14 @@ impl Publisher for FakeCloud {
         let mut s = self.call("Publish")?;
         s.published.push(n.clone());
         Ok(format!("m-{}", s.published.len()))
+    }
+}
+
+impl Keeper for FakeCloud {
+    async fn keep(&self, body: &str, _kind: &str) -> Result<(), AwsError> {
+        let mut s = self.call("SendMessage")?;
+        s.kept.get_or_insert_with(Vec::new).push(body.to_string());
+        Ok(())
     }
 }
 

@@ -4,6 +4,7 @@
 
 use aws_sdk_dynamodb::operation::batch_write_item::BatchWriteItemOutput;
 use aws_sdk_dynamodb::operation::put_item::{PutItemError, PutItemOutput};
+use aws_sdk_dynamodb::operation::query::QueryOutput;
 use aws_sdk_dynamodb::types::error::ConditionalCheckFailedException;
 use aws_sdk_dynamodb::Client as DynamoClient;
 use aws_sdk_ec2::error::ErrorMetadata;
@@ -81,6 +82,11 @@ pub(crate) fn modify_ok() -> Rule {
 
 pub(crate) fn tag_ok() -> Rule {
     mock!(Ec2Client::create_tags).then_output(|| CreateTagsOutput::builder().build())
+}
+
+/// The guard's memory keeps no message of an earlier delivery.
+fn no_kept_message() -> Rule {
+    mock!(DynamoClient::query).then_output(|| QueryOutput::builder().build())
 }
 
 fn publish_ok() -> Rule {
@@ -678,7 +684,7 @@ async fn notify_tags_once_and_a_repeated_launch_event_is_quiet() {
         config(&[("GUARD_MODE", "notify"), ("NOTIFY_TOPIC_ARN", TOPIC)]),
         &[&describe, &modify, &tag],
         &[&publish],
-        &[&claim, &mark_told],
+        &[&claim, &mark_told, &no_kept_message()],
     );
     let event = fixture("run-instances-console.json");
     let first = g.handle(&event).await.unwrap();
@@ -725,7 +731,7 @@ async fn a_forged_noncompliant_tag_does_not_silence_the_first_notice() {
             config(&[("GUARD_MODE", "notify"), ("NOTIFY_TOPIC_ARN", TOPIC)]),
             &[&describe, &tag],
             &[&publish],
-            &[&claim, &mark_told],
+            &[&claim, &mark_told, &no_kept_message()],
         ),
     ] {
         let r = g.handle(&ev).await.unwrap();

@@ -552,3 +552,100 @@ async fn a_sweep_whose_pages_shift_under_the_filter_still_reaches_every_instance
         region.listing
     );
 }
+
+/// A message SNS refused is not lost: the failed-events queue keeps it for
+/// a person, the memory for the event's retry, which finds the instance
+/// fixed already (nothing new to say) and publishes the kept message, once.
+#[tokio::test(start_paused = true)]
+async fn a_message_sns_refused_is_kept_and_the_retry_publishes_it_once() {
+    let cloud = FakeCloud::new();
+    cloud.with_memory().with_keeper();
+    cloud.add("i-0aaaaaaaaaaaaaaa1", "optional", 2);
+    cloud.fail("Publish", 1, api_error("AuthorizationError"));
+    let g = guard(&cloud, &[]);
+    let event = launch(&["i-0aaaaaaaaaaaaaaa1"]);
+
+    let Err(GuardError::Unhandled { summary, report }) = g.handle(&event).await else {
+        panic!("a message that could not be published fails the invocation");
+    };
+    assert!(summary.contains("notification"), "{summary}");
+    assert_eq!(cloud.tokens("i-0aaaaaaaaaaaaaaa1"), "required");
+    assert!(
+        report
+            .notification
+            .contains("kept for the event's retry and in the failed-events queue"),
+        "{}",
+        report.notification
+    );
+    let kept = cloud.kept();
+    assert_eq!(kept.len(), 1);
+    let kept: Value = serde_json::from_str(&kept[0]).unwrap();
+    assert_eq!(kept["kind"], "undelivered-notification");
+    assert_eq!(kept["message"]["counts"]["remediated"], 1);
+    assert!(kept["error"]
+        .as_str()
+        .unwrap()
+        .contains("AuthorizationError"));
+    assert!(cloud.published().is_empty());
+
+    // The retry: nothing new (the instance is fixed), the kept message sent.
+    let retried = g.handle(&event).await.unwrap();
+    assert_eq!(retried.count(Outcome::Compliant), 1);
+    let published = cloud.published();
+    assert_eq!(published.len(), 1, "{}", retried.notification);
+    assert!(
+        published[0].subject.contains("1 remediated"),
+        "{}",
+        published[0].subject
+    );
+    assert!(retried
+        .notification
+        .contains("an earlier delivery's message: sent"));
+
+    // Another redelivery: sent once, not twice; and nothing more kept.
+    g.handle(&event).await.unwrap();
+    assert_eq!(cloud.published().len(), 1);
+    assert_eq!(cloud.kept().len(), 1);
+}
+
+/// Without the memory, the queue still keeps the message; with neither,
+/// the log line does, and the report says which.
+#[tokio::test(start_paused = true)]
+async fn where_a_refused_message_is_kept_is_said() {
+    for (memory, queue, said) in [
+        (false, true, "kept in the failed-events queue"),
+        (true, false, "kept for the event's retry"),
+        (false, false, "kept only in the function's log"),
+    ] {
+        let cloud = FakeCloud::new();
+        if memory {
+            cloud.with_memory();
+        }
+        if queue {
+            cloud.with_keeper();
+        }
+        cloud.add("i-0aaaaaaaaaaaaaaa1", "optional", 2);
+        cloud.fail("Publish", 1, api_error("AuthorizationError"));
+        let Err(GuardError::Unhandled { report, .. }) = guard(&cloud, &[])
+            .handle(&launch(&["i-0aaaaaaaaaaaaaaa1"]))
+            .await
+        else {
+            panic!("the invocation fails");
+        };
+        assert!(
+            report.notification.ends_with(said),
+            "{}",
+            report.notification
+        );
+        assert_eq!(cloud.kept().len(), usize::from(queue));
+        let kept: Value = cloud
+            .kept()
+            .first()
+            .map_or(Value::Null, |k| serde_json::from_str(k).unwrap());
+        if queue {
+            // Without the memory, no retry will publish it: the queue says so.
+            assert!(!kept["summary"].as_str().unwrap().contains("retry"));
+        }
+        assert_eq!(cloud.records("notice#").len(), usize::from(memory));
+    }
+}

@@ -24,6 +24,7 @@ mod fake;
 mod faults;
 mod flows;
 mod function_bench;
+mod iam_conditions;
 mod load;
 mod netfaults;
 mod org_emulator;

@@ -425,6 +425,7 @@ async fn a_member_role_that_cannot_be_assumed_fails_the_event_and_names_it() {
             metrics: crate::common::metrics(&[]),
             members: Some(Arc::new(roles)),
             memory: None,
+            keeper: None,
         },
     );
     let mut ev = crate::common::launch_event(
@@ -573,6 +574,7 @@ async fn a_sweep_names_the_account_whose_role_cannot_be_assumed() {
             metrics: crate::common::metrics(&[]),
             members: Some(Arc::new(roles)),
             memory: None,
+            keeper: None,
         },
     );
     let Err(GuardError::Unhandled { summary, report }) = guard

@@ -308,7 +308,7 @@ async fn sweep_regions_covers_each_region_in_one_report() {
 }
 
 /// The account the emulator's resources belong to.
-const EMULATOR_ACCOUNT: &str = "123456789012";
+pub(crate) const EMULATOR_ACCOUNT: &str = "123456789012";
 
 #[tokio::test]
 async fn a_principal_exemption_recorded_at_launch_holds_and_nothing_forged_does() {

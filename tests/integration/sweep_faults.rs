@@ -79,6 +79,7 @@ fn guard_with(
             metrics: common::metrics(metrics),
             members: None,
             memory: None,
+            keeper: None,
         },
     )
 }
@@ -626,6 +627,7 @@ async fn metadata_no_token_rejected_is_read_since_the_guard_switched_each_instan
             metrics: common::metrics(&[&rejected]),
             members: None,
             memory: Some(common::memory(&[&remembered, &noticed])),
+            keeper: None,
         },
     );
     let mut ev = scheduled();

@@ -271,6 +271,104 @@ pub fn problems(t: &Value) -> Vec<String> {
     if !watched("Errors") {
         p.push("no alarm on function errors".into());
     }
+    for (name, _) in resources_of(t, "AWS::Serverless::Function") {
+        if !alarmed
+            .iter()
+            .any(|a| a.starts_with("DestinationDeliveryFailures") && a.contains(name))
+        {
+            p.push(format!("no alarm on {name}'s failed events that could not be kept (DestinationDeliveryFailures)"));
+        }
+    }
+    let reserved = get(
+        t,
+        &[
+            "Resources",
+            "GuardFunction",
+            "Properties",
+            "ReservedConcurrentExecutions",
+        ],
+    )
+    .map(strings_deep)
+    .unwrap_or_default();
+    if !reserved.iter().any(|r| r.contains("EventConcurrency")) {
+        p.push(
+            "GuardFunction: its concurrency must be reserved (EventConcurrency), the sweep's not"
+                .into(),
+        );
+    }
+    if get(
+        t,
+        &[
+            "Resources",
+            "SweepFunction",
+            "Properties",
+            "ReservedConcurrentExecutions",
+        ],
+    )
+    .map(strings_deep)
+    .unwrap_or_default()
+    .iter()
+    .any(|r| r.contains("EventConcurrency"))
+    {
+        p.push("SweepFunction: must not share the event function's reservation".into());
+    }
+    if !alarmed
+        .iter()
+        .any(|a| a.starts_with("Throttles") && a.contains("GuardFunction"))
+    {
+        p.push("no alarm on the event function's throttles".into());
+    }
+    let env = |k: &str| {
+        get(t, &["Globals", "Function", "Environment", "Variables", k])
+            .map(strings)
+            .unwrap_or_default()
+    };
+    if env("FAILED_EVENTS_QUEUE_URL") != ["!Ref FailedEventsQueue"] {
+        p.push("the functions must keep a message SNS refused in the failed-events queue (FAILED_EVENTS_QUEUE_URL)".into());
+    }
+    let asserted = get(t, &["Rules"]).map(strings_deep).unwrap_or_default();
+    if !asserted
+        .iter()
+        .any(|a| a.contains("ExemptTagKey") && a.contains("StatusTagKey"))
+    {
+        p.push(
+            "the stack must refuse ExemptTagKey equal to StatusTagKey (a Rules assertion)".into(),
+        );
+    }
+    let memory_policy = get(
+        t,
+        &[
+            "Resources",
+            "MemoryTable",
+            "Properties",
+            "ResourcePolicy",
+            "PolicyDocument",
+        ],
+    )
+    .unwrap_or(&Value::Null);
+    let only_guard = statements(memory_policy).iter().any(|st| {
+        st.get("Effect").and_then(Value::as_str) == Some("Deny")
+            && [
+                "dynamodb:PutItem",
+                "dynamodb:BatchWriteItem",
+                "dynamodb:UpdateItem",
+                "dynamodb:DeleteItem",
+            ]
+            .iter()
+            .all(|w| {
+                strings(st.get("Action").unwrap_or(&Value::Null))
+                    .iter()
+                    .any(|a| a == w)
+            })
+            && get(st, &["Condition", "ArnNotEquals", "aws:PrincipalArn"])
+                .map(strings_deep)
+                .unwrap_or_default()
+                .iter()
+                .any(|a| a.contains("GuardRole.Arn"))
+    });
+    if !only_guard {
+        p.push("MemoryTable: only the guard may write its memory (a resource policy denying everyone else's writes)".into());
+    }
     for (name, _) in resources_of(t, "AWS::SQS::Queue") {
         if !watched(name) {
             p.push(format!("no alarm on messages in {name}"));
@@ -344,6 +442,7 @@ fn role_problems(t: &Value, p: &mut Vec<String>) {
                 {
                     p.push(format!("{name}/{sid}: changing the account defaults must depend on SetAccountDefault"));
                 }
+                imds_write_problems(&format!("{name}/{sid}"), st, &actions, p);
                 if actions.iter().any(|a| a == "ec2:CreateTags") {
                     let keys = get(
                         st,
@@ -356,6 +455,68 @@ fn role_problems(t: &Value, p: &mut Vec<String>) {
                     }
                 }
             }
+        }
+    }
+}
+
+/// A condition's values (`op` → `key`), as strings (`!If`/`!Ref` as text).
+fn condition(st: &Value, op: &str, key: &str) -> Vec<String> {
+    get(st, &["Condition", op, key])
+        .map(|v| match v {
+            Value::Bool(b) => vec![b.to_string()],
+            Value::Number(n) => vec![n.to_string()],
+            other => strings(other),
+        })
+        .unwrap_or_default()
+}
+
+/// The role's writes to IMDS only ever tighten, on the request's values
+/// (`ec2:Attribute/*`, which describe the request; `ec2:MetadataHttp*`
+/// describe the instance and would not stop a loosening), each with a
+/// `Null` guard so a request that leaves a value out cannot slip through.
+fn imds_write_problems(at: &str, st: &Value, actions: &[String], p: &mut Vec<String>) {
+    let want = |op: &str, key: &str, value: &str, p: &mut Vec<String>| {
+        let got = condition(st, op, key);
+        if got != [value] {
+            p.push(format!("{at}: needs {op} {key} = {value}, got {got:?}"));
+        }
+    };
+    if actions
+        .iter()
+        .any(|a| a == "ec2:ModifyInstanceMetadataOptions")
+    {
+        want("StringEquals", "ec2:Attribute/HttpTokens", "required", p);
+        want("StringEquals", "ec2:Attribute/HttpEndpoint", "enabled", p);
+        let hop = condition(
+            st,
+            "NumericLessThanEquals",
+            "ec2:Attribute/HttpPutResponseHopLimit",
+        );
+        if hop.len() != 1 || !(hop[0].contains("MaxHopLimit") && hop[0].contains("64")) {
+            p.push(format!("{at}: the hop limit must be at most MaxHopLimit, or 64 (NumericLessThanEquals ec2:Attribute/HttpPutResponseHopLimit), got {hop:?}"));
+        }
+        for key in ["HttpTokens", "HttpEndpoint", "HttpPutResponseHopLimit"] {
+            want("Null", &format!("ec2:Attribute/{key}"), "false", p);
+        }
+        if get(st, &["Condition", "StringEquals", "ec2:MetadataHttpTokens"]).is_some() {
+            p.push(format!(
+                "{at}: ec2:MetadataHttpTokens describes the instance, not the request"
+            ));
+        }
+    }
+    if actions
+        .iter()
+        .any(|a| a == "ec2:ModifyInstanceMetadataDefaults")
+    {
+        want("StringEquals", "ec2:Attribute/HttpTokens", "required", p);
+        want("Null", "ec2:Attribute/HttpTokens", "false", p);
+        for key in [
+            "HttpTokensEnforced",
+            "HttpEndpoint",
+            "HttpPutResponseHopLimit",
+            "InstanceMetadataTags",
+        ] {
+            want("Null", &format!("ec2:Attribute/{key}"), "true", p);
         }
     }
 }
@@ -386,6 +547,21 @@ fn rule_problems(t: &Value, p: &mut Vec<String>) {
                 .map(strings)
                 .unwrap_or_default()
         };
+        if pat(&["source"]) == ["aws.cloudwatch"] {
+            // The members' alarms, to the central topic: theirs only, and
+            // only when they go off.
+            if pat(&["detail-type"]) != ["CloudWatch Alarm State Change"]
+                || pat(&["detail", "state", "value"]) != ["ALARM"]
+                || !get(r, &["Properties", "EventPattern", "detail", "alarmName"])
+                    .map(strings_deep)
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|n| n.contains("imds-guard-member-"))
+            {
+                p.push(format!("{name}: an alarm rule passes on the member stacks' alarms going off, and nothing else"));
+            }
+            continue;
+        }
         if pat(&["source"]) != ["aws.ec2"] {
             p.push(format!("{name}: source should be aws.ec2"));
         }
@@ -454,6 +630,49 @@ fn rule_problems(t: &Value, p: &mut Vec<String>) {
             ));
         }
         self_exclusion_problems(name, r, p);
+    }
+    // Events neither delivered nor kept would be lost without a word.
+    let lost_alarms: Vec<(String, Option<String>)> = resources_of(t, "AWS::CloudWatch::Alarm")
+        .iter()
+        .filter(|(_, a)| {
+            get(a, &["Properties", "MetricName"]).and_then(Value::as_str)
+                == Some("InvocationsFailedToBeSentToDlq")
+        })
+        .map(|(_, a)| {
+            (
+                get(a, &["Properties", "Dimensions"])
+                    .map(strings_deep)
+                    .unwrap_or_default()
+                    .join(" "),
+                a.get("Condition")
+                    .and_then(Value::as_str)
+                    .map(str::to_string),
+            )
+        })
+        .collect();
+    for (name, r) in &rules {
+        let cond = r
+            .get("Condition")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        // A member's alarm-forwarding rule: an alarm on it could only be
+        // forwarded by the same rule.
+        let forwards_alarms = get(r, &["Properties", "EventPattern", "source"])
+            .map(strings)
+            .unwrap_or_default()
+            == ["aws.cloudwatch"]
+            && get(r, &["Properties", "Targets"])
+                .map(strings_deep)
+                .unwrap_or_default()
+                .iter()
+                .any(|a| a.contains("CentralEventBusArn"));
+        if !forwards_alarms
+            && !lost_alarms
+                .iter()
+                .any(|(dims, c)| dims.contains(&format!("!Ref {name}")) && *c == cond)
+        {
+            p.push(format!("{name}: no alarm on events it could neither deliver nor keep (InvocationsFailedToBeSentToDlq), under the rule's own condition"));
+        }
     }
     for (name, r) in &rules {
         for target in get(r, &["Properties", "Targets"])
@@ -561,8 +780,32 @@ fn central_problems(t: &Value, p: &mut Vec<String>) {
                     "GuardRole/{sid}: may assume only the member role, got {resource:?}"
                 ));
             }
-            if get(st, &["Condition", "StringEquals", "aws:ResourceOrgID"]).is_none() {
+            // Both branches of the `!If` on AllowedAccountIds.
+            let branches: Vec<&Value> = match get(st, &["Condition", "StringEquals"]) {
+                Some(Value::Tagged(t)) if t.tag == "!If" => t
+                    .value
+                    .as_sequence()
+                    .map(|s| s.iter().skip(1).collect())
+                    .unwrap_or_default(),
+                Some(v) => vec![v],
+                None => vec![],
+            };
+            if branches.is_empty()
+                || branches
+                    .iter()
+                    .any(|b| b.get("aws:ResourceOrgID").is_none())
+            {
                 p.push(format!("GuardRole/{sid}: the member role must be the organization's (aws:ResourceOrgID)"));
+            }
+            let limited = branches.iter().any(|b| {
+                b.get("aws:ResourceAccount")
+                    .map(strings_deep)
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|s| s.contains("AllowedAccountIds"))
+            });
+            if !limited {
+                p.push(format!("GuardRole/{sid}: with AllowedAccountIds set, only those accounts' roles may be assumed (aws:ResourceAccount)"));
             }
         }
     }
@@ -846,6 +1089,39 @@ pub fn member_problems(t: &Value, central: &Value) -> Vec<String> {
             "MemberRole: permissions {member:?} differ from the function's own {function:?}"
         ));
     }
+    // Its alarms tell someone: a topic given, or the central stack.
+    for (name, a) in resources_of(t, "AWS::CloudWatch::Alarm") {
+        let named = get(a, &["Properties", "AlarmName"])
+            .map(strings)
+            .unwrap_or_default();
+        if !named
+            .iter()
+            .any(|n| n.contains("imds-guard-member-${AWS::StackName}-"))
+        {
+            p.push(format!(
+                "{name}: named imds-guard-member-<stack>-..., which the forwarding rules watch"
+            ));
+        }
+        let actions = get(a, &["Properties", "AlarmActions"])
+            .map(strings_deep)
+            .unwrap_or_default();
+        if !actions.iter().any(|x| x.contains("AlarmTopicArn")) {
+            p.push(format!(
+                "{name}: tells no one (AlarmActions to AlarmTopicArn)"
+            ));
+        }
+    }
+    let forwarded = get(t, &["Resources", "ForwardAlarmRule"]);
+    if forwarded
+        .and_then(|r| r.get("Condition"))
+        .and_then(Value::as_str)
+        != Some("AlarmToCentral")
+    {
+        p.push(
+            "ForwardAlarmRule: without AlarmTopicArn, the alarms must reach the central stack"
+                .into(),
+        );
+    }
     let forward = actions_of(t, "ForwardRole");
     if forward.iter().collect::<Vec<_>>() != ["events:PutEvents"] {
         p.push(format!("ForwardRole: may only put events, got {forward:?}"));
@@ -951,5 +1227,154 @@ fn assuming_roles_outside_central_mode_or_the_organization_is_caught() {
     expect_problem(
         &t,
         "GuardRole/AnyRole: the member role must be the organization's",
+    );
+}
+
+/// A statement by `sid`, inside an `!If` too.
+fn any_sid_mut<'a>(statements: &'a mut [Value], sid: &str) -> &'a mut Value {
+    fn find<'a>(v: &'a mut Value, sid: &str) -> Option<&'a mut Value> {
+        match v {
+            Value::Tagged(t) => t
+                .value
+                .as_sequence_mut()?
+                .iter_mut()
+                .skip(1)
+                .find_map(|b| find(b, sid)),
+            Value::Mapping(_) if v.get("Sid").and_then(Value::as_str) == Some(sid) => Some(v),
+            _ => None,
+        }
+    }
+    statements
+        .iter_mut()
+        .find_map(|s| find(s, sid))
+        .unwrap_or_else(|| panic!("no statement {sid}"))
+}
+
+#[test]
+fn an_imds_write_that_could_loosen_is_caught_in_both_templates() {
+    for (path, role) in [
+        ("template.yaml", "GuardRole"),
+        ("member/template.yaml", "MemberRole"),
+    ] {
+        let check = |t: &Value| {
+            if path == "template.yaml" {
+                problems(t)
+            } else {
+                member_problems(t, &load("template.yaml"))
+            }
+        };
+        // No condition: the role could set HttpTokens=optional anywhere.
+        let mut t = load(path);
+        any_sid_mut(statements_mut(&mut t, role), "RequireImdsV2")
+            .as_mapping_mut()
+            .unwrap()
+            .remove("Condition");
+        expect_among(
+            check(&t),
+            "RequireImdsV2: needs StringEquals ec2:Attribute/HttpTokens = required",
+        );
+        expect_among(check(&t), "the hop limit must be at most MaxHopLimit");
+        // The instance's key instead of the request's.
+        let mut t = load(path);
+        let cond = &mut any_sid_mut(statements_mut(&mut t, role), "RequireImdsV2")["Condition"];
+        cond["StringEquals"] = serde_norway::from_str(
+            "{ec2:MetadataHttpTokens: required, ec2:Attribute/HttpEndpoint: enabled}",
+        )
+        .unwrap();
+        expect_among(check(&t), "ec2:MetadataHttpTokens describes the instance");
+        // No Null guard: a request without the value would slip through.
+        let mut t = load(path);
+        any_sid_mut(statements_mut(&mut t, role), "RequireImdsV2")["Condition"]
+            .as_mapping_mut()
+            .unwrap()
+            .remove("Null");
+        expect_among(check(&t), "needs Null ec2:Attribute/HttpTokens = false");
+        // The account default: HttpTokensEnforced could be switched.
+        let mut t = load(path);
+        any_sid_mut(statements_mut(&mut t, role), "SetAccountDefault")["Condition"]["Null"]
+            .as_mapping_mut()
+            .unwrap()
+            .remove("ec2:Attribute/HttpTokensEnforced");
+        expect_among(
+            check(&t),
+            "needs Null ec2:Attribute/HttpTokensEnforced = true",
+        );
+    }
+}
+
+#[test]
+fn assuming_a_role_outside_the_allowed_accounts_is_caught() {
+    let mut t = load("template.yaml");
+    let st = any_sid_mut(role_statements(&mut t), "ActInMemberAccounts");
+    st["Condition"]["StringEquals"] =
+        serde_norway::from_str("{aws:ResourceOrgID: !Ref OrganizationId}").unwrap();
+    expect_problem(&t, "only those accounts' roles may be assumed");
+}
+
+#[test]
+fn a_failure_no_one_hears_of_is_caught() {
+    let remove = |t: &mut Value, name: &str| {
+        t["Resources"].as_mapping_mut().unwrap().remove(name);
+    };
+    let mut t = load("template.yaml");
+    remove(&mut t, "EventDestinationFailuresAlarm");
+    expect_problem(
+        &t,
+        "no alarm on GuardFunction's failed events that could not be kept",
+    );
+    let mut t = load("template.yaml");
+    remove(&mut t, "CentralStateChangeRuleDeadLetterFailuresAlarm");
+    expect_problem(
+        &t,
+        "CentralStateChangeRule: no alarm on events it could neither deliver nor keep",
+    );
+    let mut t = load("template.yaml");
+    remove(&mut t, "EventThrottlesAlarm");
+    expect_problem(&t, "no alarm on the event function's throttles");
+    let mut t = load("template.yaml");
+    t["Resources"]["GuardFunction"]["Properties"]
+        .as_mapping_mut()
+        .unwrap()
+        .remove("ReservedConcurrentExecutions");
+    expect_problem(&t, "its concurrency must be reserved");
+    let mut t = load("template.yaml");
+    t["Globals"]["Function"]["Environment"]["Variables"]
+        .as_mapping_mut()
+        .unwrap()
+        .remove("FAILED_EVENTS_QUEUE_URL");
+    expect_problem(&t, "FAILED_EVENTS_QUEUE_URL");
+    let mut t = load("template.yaml");
+    t.as_mapping_mut().unwrap().remove("Rules");
+    expect_problem(&t, "a Rules assertion");
+    let mut t = load("template.yaml");
+    t["Resources"]["MemoryTable"]["Properties"]
+        .as_mapping_mut()
+        .unwrap()
+        .remove("ResourcePolicy");
+    expect_problem(&t, "only the guard may write its memory");
+    let mut t = load("template.yaml");
+    t["Resources"]["CentralAlarmRule"]["Properties"]["EventPattern"]["detail"]
+        .as_mapping_mut()
+        .unwrap()
+        .remove("alarmName");
+    expect_problem(
+        &t,
+        "passes on the member stacks' alarms going off, and nothing else",
+    );
+
+    let mut m = load("member/template.yaml");
+    m["Resources"]["UndeliveredEventsAlarm"]["Properties"]
+        .as_mapping_mut()
+        .unwrap()
+        .remove("AlarmActions");
+    expect_member_problem(&m, "UndeliveredEventsAlarm: tells no one");
+    let mut m = load("member/template.yaml");
+    remove(&mut m, "ForwardAlarmRule");
+    expect_member_problem(&m, "the alarms must reach the central stack");
+    let mut m = load("member/template.yaml");
+    remove(&mut m, "ForwardDeadLetterFailuresAlarm");
+    expect_member_problem(
+        &m,
+        "ForwardRule: no alarm on events it could neither deliver nor keep",
     );
 }

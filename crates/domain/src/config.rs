@@ -87,6 +87,9 @@ pub struct Config {
     /// The guard's memory (docs/design.md): a DynamoDB table in the
     /// function's account and region that only the guard writes.
     pub memory_table: Option<String>,
+    /// Where a message that could not be published is kept for a person
+    /// (the stack's failed-events queue, whose depth alarms).
+    pub failed_events_queue_url: Option<String>,
     /// The events the stack delivers; with both, two events can name one
     /// launch and the memory keeps a person from being told twice.
     pub triggers: Triggers,
@@ -168,6 +171,7 @@ impl Default for Config {
             allowed_accounts: Vec::new(),
             sweep_accounts: SweepAccounts::Own,
             memory_table: None,
+            failed_events_queue_url: None,
             triggers: Triggers::Cloudtrail,
             no_token_missing_as_zero: false,
             legacy_exempt_before: None,
@@ -370,6 +374,10 @@ impl Config {
         if let Some(v) = get("MEMORY_TABLE") {
             cfg.memory_table = Some(valid_table_name(&v).map_err(|r| err("MEMORY_TABLE", &v, r))?);
         }
+        if let Some(v) = get("FAILED_EVENTS_QUEUE_URL") {
+            cfg.failed_events_queue_url =
+                Some(valid_queue_url(&v).map_err(|r| err("FAILED_EVENTS_QUEUE_URL", &v, r))?);
+        }
         if let Some(v) = get("TRIGGERS") {
             cfg.triggers = match v.trim().to_ascii_lowercase().as_str() {
                 "cloudtrail" => Triggers::Cloudtrail,
@@ -490,6 +498,33 @@ fn valid_table_name(value: &str) -> Result<String, &'static str> {
     Ok(v.to_string())
 }
 
+/// An SQS queue URL: `https://sqs.<region>.amazonaws.com/<account>/<name>`
+/// (or an endpoint's own host, as a local emulator answers with).
+fn valid_queue_url(value: &str) -> Result<String, &'static str> {
+    const WHAT: &str =
+        "expected an SQS queue URL, https://sqs.<region>.amazonaws.com/<account>/<name>";
+    let v = value.trim();
+    let rest = v
+        .strip_prefix("https://")
+        .or_else(|| v.strip_prefix("http://"))
+        .ok_or(WHAT)?;
+    let mut parts = rest.split('/');
+    let (host, account, name) = (parts.next(), parts.next(), parts.next());
+    let name_ok = |n: &str| {
+        (1..=80).contains(&n.len())
+            && n.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+    };
+    match (host, account, name, parts.next()) {
+        (Some(h), Some(a), Some(n), None)
+            if !h.is_empty() && crate::validate::is_account_id(a) && name_ok(n) =>
+        {
+            Ok(v.to_string())
+        }
+        _ => Err(WHAT),
+    }
+}
+
 /// STS external ids: 2 to 1,224 of `A-Za-z0-9+=,.@:/_-`.
 fn valid_external_id(value: &str) -> Result<String, &'static str> {
     let v = value.trim();
@@ -585,6 +620,10 @@ mod tests {
             ("CHECK_METADATA_NO_TOKEN", "yes"),
             ("NO_TOKEN_LOOKBACK_HOURS", "48"),
             ("MEMORY_TABLE", "imds-guard-memory"),
+            (
+                "FAILED_EVENTS_QUEUE_URL",
+                "https://sqs.eu-west-1.amazonaws.com/123456789012/guard-failed-events",
+            ),
             ("TRIGGERS", "Both"),
             ("NO_TOKEN_MISSING_AS_ZERO", "true"),
         ])
@@ -611,6 +650,10 @@ mod tests {
         assert!(cfg.set_account_default && cfg.check_metadata_no_token);
         assert_eq!(cfg.no_token_lookback, Duration::from_secs(48 * 3600));
         assert_eq!(cfg.memory_table.as_deref(), Some("imds-guard-memory"));
+        assert_eq!(
+            cfg.failed_events_queue_url.as_deref(),
+            Some("https://sqs.eu-west-1.amazonaws.com/123456789012/guard-failed-events")
+        );
         assert_eq!(cfg.triggers, Triggers::Both);
         assert!(cfg.no_token_missing_as_zero);
         assert_eq!(cfg.needs_memory(), Ok(()));
@@ -663,6 +706,15 @@ mod tests {
             ("MEMBER_ROLE_EXTERNAL_ID", "orphan-id"),
             ("ALLOWED_ACCOUNT_IDS", "111111111111,2222"),
             ("SWEEP_ACCOUNTS", "111111111111"),
+            ("FAILED_EVENTS_QUEUE_URL", "guard-failed-events"),
+            (
+                "FAILED_EVENTS_QUEUE_URL",
+                "https://sqs.eu-west-1.amazonaws.com/guard-failed-events",
+            ),
+            (
+                "FAILED_EVENTS_QUEUE_URL",
+                "https://sqs.eu-west-1.amazonaws.com/123456789012/a/b",
+            ),
             ("MEMORY_TABLE", "no"),
             ("MEMORY_TABLE", "a table"),
             ("TRIGGERS", "cloudwatch"),

@@ -27,6 +27,9 @@ pub enum Kind {
     /// writes these; a sweep, which cannot know who launched an instance,
     /// honours them.
     Exempt,
+    /// A message this event could not publish (`data`: the message), kept
+    /// for the event's retry to publish, and marked `told` once it has.
+    Notice,
 }
 
 impl Kind {
@@ -35,6 +38,7 @@ impl Kind {
             Kind::Noticed => "noticed#",
             Kind::Remediated => "remediated#",
             Kind::Exempt => "exempt#",
+            Kind::Notice => "notice#",
         }
     }
 
@@ -47,6 +51,8 @@ impl Kind {
             // Long-lived instances keep theirs: each sweep that still finds
             // the instance exempt renews it before half of this has passed.
             Kind::Exempt => EXEMPT_LIFETIME,
+            // Lambda retries an event for up to six hours.
+            Kind::Notice => DAY,
         }
     }
 }
@@ -131,6 +137,25 @@ impl Record {
     ) -> Record {
         let mut r = Record::new(Kind::Exempt, place, instance, event_id, now, Duration::ZERO);
         r.data.insert(GLOB.into(), glob.into());
+        r
+    }
+
+    /// The message event `event_id` could not publish, kept for its retry.
+    pub fn notice(
+        place: &str,
+        event_id: &str,
+        n: &crate::notify::Notification,
+        now: u64,
+    ) -> Record {
+        let mut r = Record::new(
+            Kind::Notice,
+            place,
+            event_id,
+            Some(event_id),
+            now,
+            Duration::ZERO,
+        );
+        r.data = n.to_data();
         r
     }
 

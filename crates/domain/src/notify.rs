@@ -30,9 +30,79 @@ pub struct Notification {
     /// Message attributes for subscription filter policies: (name, value).
     /// `outcome` is a `String.Array` (every outcome in the message); the rest
     /// are `String`.
-    pub outcomes: Vec<&'static str>,
-    pub attributes: Vec<(&'static str, String)>,
+    pub outcomes: Vec<String>,
+    pub attributes: Vec<(String, String)>,
 }
+
+/// The `data` keys of a notice kept in the guard's memory.
+const SUBJECT: &str = "subject";
+const BODY: &str = "body";
+const OUTCOMES: &str = "outcomes";
+const ATTRIBUTE: &str = "attribute.";
+
+impl Notification {
+    /// The message as a memory record's data, to be published again by a
+    /// retry of the event when publishing it failed.
+    pub fn to_data(&self) -> std::collections::BTreeMap<String, String> {
+        let mut d = std::collections::BTreeMap::from([
+            (SUBJECT.to_string(), self.subject.clone()),
+            (BODY.to_string(), self.body.clone()),
+            (OUTCOMES.to_string(), self.outcomes.join(",")),
+        ]);
+        for (k, v) in &self.attributes {
+            d.insert(format!("{ATTRIBUTE}{k}"), v.clone());
+        }
+        d
+    }
+
+    /// The message a record's data keeps; `None` if it keeps none.
+    pub fn from_data(d: &std::collections::BTreeMap<String, String>) -> Option<Notification> {
+        Some(Notification {
+            subject: d.get(SUBJECT)?.clone(),
+            body: d.get(BODY)?.clone(),
+            outcomes: d
+                .get(OUTCOMES)?
+                .split(',')
+                .filter(|o| !o.is_empty())
+                .map(str::to_string)
+                .collect(),
+            attributes: d
+                .iter()
+                .filter_map(|(k, v)| Some((k.strip_prefix(ATTRIBUTE)?.to_string(), v.clone())))
+                .collect(),
+        })
+    }
+
+    /// What the failed-events queue keeps of a message that could not be
+    /// published: the message whole, where it was going, and why it did
+    /// not get there. A person reads it there (the queue's depth alarms).
+    pub fn kept(&self, topic_arn: &str, why: &str, event_id: Option<&str>) -> String {
+        serde_json::json!({
+            "kind": KEPT_KIND,
+            "summary": format!(
+                "imds-guard could not publish this message to {topic_arn} ({why}); it is kept here so it is not lost{}",
+                if event_id.is_some() {
+                    ", and a retry of the event publishes it again"
+                } else {
+                    ""
+                }
+            ),
+            "topic_arn": topic_arn,
+            "error": why,
+            "event_id": event_id,
+            "subject": self.subject,
+            // The body is JSON: kept as a value, so a reader sees it whole.
+            "message": serde_json::from_str::<serde_json::Value>(&self.body)
+                .unwrap_or_else(|_| serde_json::Value::String(self.body.clone())),
+            "outcomes": self.outcomes,
+        })
+        .to_string()
+    }
+}
+
+/// The `kind` of a kept message (also a message attribute), beside the
+/// failed invocations Lambda sends to the same queue.
+pub const KEPT_KIND: &str = "undelivered-notification";
 
 #[derive(Serialize)]
 struct Body<'a> {
@@ -249,18 +319,19 @@ pub fn build(report: &Report) -> Notification {
     let subject = subject(&headline);
 
     let counts = report.counts();
-    let mut outcomes: Vec<&'static str> = counts.keys().map(|o| o.as_str()).collect();
+    let mut outcomes: Vec<String> = counts.keys().map(|o| o.as_str().to_string()).collect();
     if report
         .account_defaults
         .as_ref()
         .is_some_and(|d| !d.weakenings.is_empty())
     {
-        outcomes.push(DEFAULTS_WEAKENED);
+        outcomes.push(DEFAULTS_WEAKENED.to_string());
     }
+    let failed = Outcome::Failed.as_str();
     if (!report.unreadable.is_empty() || !report.unhandled().is_empty())
-        && !outcomes.contains(&Outcome::Failed.as_str())
+        && !outcomes.iter().any(|o| o == failed)
     {
-        outcomes.push(Outcome::Failed.as_str());
+        outcomes.push(failed.to_string());
     }
     let principal = ctx.principal.display();
 
@@ -350,13 +421,14 @@ pub fn build(report: &Report) -> Notification {
     };
 
     let mut attributes = vec![
-        ("mode", mode.to_string()),
-        ("region", ctx.region.clone()),
-        ("event_name", ctx.event_name.clone()),
+        ("mode".to_string(), mode.to_string()),
+        ("region".to_string(), ctx.region.clone()),
+        ("event_name".to_string(), ctx.event_name.clone()),
     ];
     if let Some(a) = account {
-        attributes.push(("account", a.to_string()));
+        attributes.push(("account".to_string(), a.to_string()));
     }
+    attributes.sort();
     Notification {
         subject,
         body,
@@ -450,7 +522,9 @@ mod tests {
             .unwrap()
             .starts_with("2 remediated after RunInstances"));
         assert_eq!(n.outcomes, vec!["remediated"]);
-        assert!(n.attributes.contains(&("account", "111122223333".into())));
+        assert!(n
+            .attributes
+            .contains(&("account".into(), "111122223333".into())));
     }
 
     #[test]
@@ -560,6 +634,35 @@ mod tests {
         assert_eq!(v["omitted_instances"], 3_000);
         assert_eq!(v["counts"]["remediated"], 17_000 * 3);
         assert!(n.subject.contains("1000 accounts"), "{}", n.subject);
+    }
+
+    #[test]
+    fn a_kept_message_comes_back_whole_and_reads_in_the_queue() {
+        let mut r = report(2);
+        r.account_defaults = None;
+        r.unreadable
+            .push("instancesSet.items[3]: no instanceId".into());
+        let n = build(&r);
+        assert_eq!(Notification::from_data(&n.to_data()), Some(n.clone()));
+        assert_eq!(Notification::from_data(&Default::default()), None);
+
+        let kept: serde_json::Value = serde_json::from_str(&n.kept(
+            "arn:aws:sns:us-east-1:111122223333:t",
+            "sns:Publish: AuthorizationError",
+            Some("e-1"),
+        ))
+        .unwrap();
+        assert_eq!(kept["kind"], KEPT_KIND);
+        assert_eq!(kept["subject"], n.subject);
+        assert_eq!(
+            kept["message"]["counts"]["remediated"], 2,
+            "the body as JSON"
+        );
+        assert_eq!(kept["event_id"], "e-1");
+        assert!(kept["summary"]
+            .as_str()
+            .unwrap()
+            .contains("a retry of the event publishes it again"));
     }
 
     #[test]
