@@ -67,6 +67,7 @@ pub fn run<S: Serves>() -> ExitCode {
         Ok(cfg) => cfg,
         Err(e) => {
             tracing::error!(variable = e.variable, "{e}");
+            report_init_error("ImdsGuard.Config", &e.to_string());
             return ExitCode::FAILURE;
         }
     };
@@ -128,4 +129,34 @@ fn remaining(deadline_ms: u64) -> Option<std::time::Duration> {
         .duration_since(std::time::UNIX_EPOCH)
         .ok()?;
     std::time::Duration::from_millis(deadline_ms).checked_sub(now)
+}
+
+/// Tells the Lambda Runtime API why init failed, so the invocation's error
+/// (and the console) names the variable, not only "Runtime.ExitError". Best
+/// effort: the log line above says it too. A plain HTTP/1.1 request to the
+/// runtime's own endpoint (`AWS_LAMBDA_RUNTIME_API`, on the sandbox's
+/// loopback); lambda_runtime has no call for it.
+fn report_init_error(kind: &str, message: &str) {
+    use std::io::{Read, Write};
+    let Ok(api) = std::env::var("AWS_LAMBDA_RUNTIME_API") else {
+        return;
+    };
+    let body = serde_json::json!({"errorType": kind, "errorMessage": message}).to_string();
+    let request = format!(
+        "POST /2018-06-01/runtime/init/error HTTP/1.1\r\nHost: {api}\r\n\
+         Lambda-Runtime-Function-Error-Type: {kind}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let sent = std::net::TcpStream::connect(&api).and_then(|mut c| {
+        c.set_read_timeout(Some(std::time::Duration::from_secs(2)))?;
+        c.write_all(request.as_bytes())?;
+        // The runtime answers 202; read it so the request is not cut off.
+        let mut answer = [0u8; 256];
+        let _ = c.read(&mut answer)?;
+        Ok(())
+    });
+    if let Err(e) = sent {
+        tracing::warn!(error = %e, "the init error could not be reported to the Runtime API");
+    }
 }

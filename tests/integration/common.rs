@@ -209,10 +209,81 @@ pub fn guard_with_memory(
     )
 }
 
+/// Whether `url` names this machine (`127.0.0.0/8`, `localhost`, `[::1]`).
+pub fn is_loopback(url: &str) -> bool {
+    let Some(rest) = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+    else {
+        return false;
+    };
+    let authority = rest.split('/').next().unwrap_or("");
+    let host = if let Some(v6) = authority.strip_prefix('[') {
+        v6.split(']').next().unwrap_or("")
+    } else {
+        authority.split(':').next().unwrap_or("")
+    };
+    host == "localhost"
+        || host == "::1"
+        || host.strip_prefix("127.").is_some_and(|r| {
+            r.split('.').count() == 3 && r.split('.').all(|o| o.parse::<u8>().is_ok())
+        })
+}
+
+/// The SDK configuration of a test that sends AWS calls: the emulator's,
+/// and nothing else. It refuses to run (naming why) unless the endpoint
+/// every client will use is on loopback, and no service has an endpoint
+/// of its own elsewhere: run without the emulator, such a test stops here
+/// instead of reaching AWS with whatever credentials the machine has.
+pub async fn emulator_sdk() -> SdkConfig {
+    let sdk = imds_guard::aws::load_sdk_config().await;
+    let endpoint = sdk.endpoint_url().unwrap_or("");
+    assert!(
+        is_loopback(endpoint),
+        "this test sends AWS calls and runs only against the local emulator: \
+         AWS_ENDPOINT_URL is {endpoint:?}, not on loopback (run it with `make test`)"
+    );
+    for (k, v) in std::env::vars() {
+        assert!(
+            !k.starts_with("AWS_ENDPOINT_URL_") || is_loopback(&v),
+            "{k}={v} would send that service's calls off this machine"
+        );
+    }
+    sdk
+}
+
 /// The emulator's endpoint, set by `tools/with-moto.sh` (which `make test` uses).
 pub fn moto_endpoint() -> String {
-    std::env::var("MOTO_ENDPOINT").expect(
+    let endpoint = std::env::var("MOTO_ENDPOINT").expect(
         "MOTO_ENDPOINT is not set: run the emulator tests with `make test` \
          (or tools/with-moto.sh cargo test)",
-    )
+    );
+    assert!(
+        is_loopback(&endpoint),
+        "MOTO_ENDPOINT {endpoint} is not on loopback"
+    );
+    endpoint
+}
+
+#[test]
+fn only_this_machine_is_loopback() {
+    for yes in [
+        "http://127.0.0.1:5000",
+        "http://localhost:1/x",
+        "http://[::1]:80",
+        "https://127.1.2.3",
+    ] {
+        assert!(is_loopback(yes), "{yes}");
+    }
+    for no in [
+        "",
+        "https://ec2.us-east-1.amazonaws.com",
+        "http://127.0.0.1.evil.example:80",
+        "http://10.0.0.1:5000",
+        "127.0.0.1:5000",
+        "http://localhost.example",
+        "http://[::2]:80",
+    ] {
+        assert!(!is_loopback(no), "{no}");
+    }
 }

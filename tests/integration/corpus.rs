@@ -349,9 +349,24 @@ fn corpus() -> Vec<Case> {
     ]
 }
 
+/// Thirty cases that differ: no name, and no payload, twice (a copied case
+/// would count without testing anything new), and both answers, an error
+/// and a logged ignore, among them.
 #[test]
-fn the_corpus_has_at_least_thirty_cases() {
-    assert!(corpus().len() >= 30, "{}", corpus().len());
+fn the_corpus_has_thirty_distinct_cases_of_both_kinds() {
+    let cases = corpus();
+    let names: std::collections::BTreeSet<&str> = cases.iter().map(|c| c.name).collect();
+    let payloads: std::collections::BTreeSet<&[u8]> =
+        cases.iter().map(|c| c.payload.as_slice()).collect();
+    assert_eq!(names.len(), cases.len(), "a name is used twice");
+    assert_eq!(payloads.len(), cases.len(), "a payload is used twice");
+    assert!(cases.len() >= 30, "{} cases", cases.len());
+    let errors = cases.iter().filter(|c| c.error).count();
+    assert!(
+        errors >= 5 && cases.len() - errors >= 5,
+        "{errors} errors of {}",
+        cases.len()
+    );
 }
 
 #[test]

@@ -9,7 +9,7 @@ use aws_config::Region;
 use aws_sdk_ec2::types::{
     HttpTokensState, InstanceMetadataOptionsRequest, ResourceType, Tag, TagSpecification,
 };
-use imds_guard::aws::{load_sdk_config, RegionalClients};
+use imds_guard::aws::RegionalClients;
 use imds_guard::guard::Guard;
 use imds_guard::report::Outcome;
 use serde_json::Value;
@@ -21,7 +21,7 @@ const OTHER_AMI: &str = "ami-0123456789abcdef0";
 
 pub(crate) async fn ec2(region: &str) -> aws_sdk_ec2::Client {
     moto_endpoint();
-    let base = load_sdk_config().await;
+    let base = crate::common::emulator_sdk().await;
     aws_sdk_ec2::Client::from_conf(
         aws_sdk_ec2::config::Builder::from(&base)
             .region(Region::new(region.to_string()))
@@ -30,7 +30,7 @@ pub(crate) async fn ec2(region: &str) -> aws_sdk_ec2::Client {
 }
 
 pub(crate) async fn topic(name: &str) -> String {
-    let base = load_sdk_config().await;
+    let base = crate::common::emulator_sdk().await;
     let sns = aws_sdk_sns::Client::from_conf(
         aws_sdk_sns::config::Builder::from(&base)
             .region(Region::new("us-east-1"))
@@ -50,7 +50,7 @@ pub(crate) async fn topic(name: &str) -> String {
 /// it: `pk`/`sk` keys, on demand), named `name`; returns the name.
 pub(crate) async fn memory_table(name: &str) -> String {
     moto_endpoint();
-    let base = load_sdk_config().await;
+    let base = crate::common::emulator_sdk().await;
     let db = aws_sdk_dynamodb::Client::new(&base);
     use aws_sdk_dynamodb::types::{
         AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
@@ -270,7 +270,10 @@ pub(crate) async fn event_for(
 }
 
 async fn guard(pairs: &[(&str, &str)]) -> Guard<RegionalClients> {
-    Guard::new(config(pairs), RegionalClients::new(load_sdk_config().await))
+    Guard::new(
+        config(pairs),
+        RegionalClients::new(crate::common::emulator_sdk().await),
+    )
 }
 
 #[tokio::test]
@@ -510,7 +513,7 @@ async fn each_exemption_kind_leaves_its_instance_alone() {
             ("EXEMPT_PRINCIPAL_ARNS", "arn:aws:iam::*:role/DevOps"),
             ("MEMORY_TABLE", &table),
         ]),
-        RegionalClients::new(load_sdk_config().await).with_memory(Some(table.clone())),
+        RegionalClients::new(crate::common::emulator_sdk().await).with_memory(Some(table.clone())),
     );
     let r = g
         .handle(&event_for(&ec2, "run-instances-cli-multi.json", &more, None).await)
@@ -531,7 +534,7 @@ async fn each_exemption_kind_leaves_its_instance_alone() {
 
 /// The glob the guard's memory recorded for `instance`'s launch, if any.
 pub(crate) async fn recorded_exemption(table: &str, place: &str, instance: &str) -> Option<String> {
-    let db = aws_sdk_dynamodb::Client::new(&load_sdk_config().await);
+    let db = aws_sdk_dynamodb::Client::new(&crate::common::emulator_sdk().await);
     let out = db
         .get_item()
         .table_name(table)
@@ -614,7 +617,7 @@ async fn with_both_triggers_a_launch_is_told_once_by_the_memory_in_dynamodb() {
             ("NOTIFY_TOPIC_ARN", &topic),
             ("MEMORY_TABLE", &table),
         ]),
-        RegionalClients::new(load_sdk_config().await).with_memory(Some(table.clone())),
+        RegionalClients::new(crate::common::emulator_sdk().await).with_memory(Some(table.clone())),
     );
     let mut pending = crate::common::fixture("state-change-pending.json");
     pending["detail"]["instance-id"] = ids[0].clone().into();
@@ -645,7 +648,7 @@ async fn with_both_triggers_a_launch_is_told_once_by_the_memory_in_dynamodb() {
 #[tokio::test]
 async fn a_message_sns_refused_lands_in_the_queue_and_a_retry_sends_it_once() {
     let table = memory_table("imds-guard-memory-kept").await;
-    let base = load_sdk_config().await;
+    let base = crate::common::emulator_sdk().await;
     let sqs = aws_sdk_sqs::Client::new(&base);
     let queue = sqs
         .create_queue()

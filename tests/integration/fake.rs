@@ -51,6 +51,8 @@ struct State {
     /// The guard's memory, when the fake has one.
     memory: Option<BTreeMap<(String, String), Record>>,
     required_at: HashMap<String, tokio::time::Instant>,
+    /// How long each listed page takes to answer (paused time).
+    list_delay: Duration,
     /// The failed-events queue, when the fake has one: what was kept there.
     kept: Option<Vec<String>>,
 }
@@ -120,6 +122,11 @@ impl FakeCloud {
 
     pub fn set_rejected(&self, id: &str, calls: f64) {
         self.state().rejected.insert(id.into(), calls);
+    }
+
+    /// Each page of a listing takes this long to answer.
+    pub fn set_list_delay(&self, d: Duration) {
+        self.state().list_delay = d;
     }
 
     pub fn set_offset_pages(&self) {
@@ -356,6 +363,10 @@ impl Ec2Api for FakeCloud {
         only_optional: bool,
         token: Option<String>,
     ) -> Result<Page, AwsError> {
+        let delay = self.state().list_delay;
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
         let s = self.call("DescribeInstances")?;
         // Pages as a cursor (the next starts after the last id returned),
         // or by offset into the filtered list. EC2's tokens are opaque.

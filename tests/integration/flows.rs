@@ -649,3 +649,51 @@ async fn where_a_refused_message_is_kept_is_said() {
         assert_eq!(cloud.records("notice#").len(), usize::from(memory));
     }
 }
+
+/// The deadline passes while the sweep is between pages: it takes no new
+/// page, keeps what it fixed on the pages it read, and says the region was
+/// not swept to the end (the invocation fails, naming it).
+#[tokio::test(start_paused = true)]
+async fn a_sweep_whose_deadline_passes_mid_listing_stops_between_pages_and_says_so() {
+    let cloud = FakeCloud::new();
+    for n in 0..30 {
+        cloud.add(&format!("i-{n:017x}"), "optional", 1);
+    }
+    cloud.set_page_size(3);
+    cloud.set_list_delay(std::time::Duration::from_secs(10));
+    let g = guard(&cloud, &[]);
+    // Time for three pages before the sweep's stop margin.
+    let deadline = tokio::time::Instant::now()
+        + imds_guard::sweep::STOP_MARGIN
+        + std::time::Duration::from_secs(25);
+    let Err(GuardError::Unhandled { summary, report }) =
+        g.handle_until(&scheduled(), Some(deadline)).await
+    else {
+        panic!("a sweep cut short fails the invocation");
+    };
+    let listed = cloud.count("DescribeInstances");
+    assert!((2..=4).contains(&listed), "{listed} pages listed");
+    let fixed = (0..30)
+        .filter(|n| cloud.tokens(&format!("i-{n:017x}")) == "required")
+        .count();
+    assert_eq!(
+        fixed as u64,
+        3 * listed,
+        "what the read pages held, and no more"
+    );
+    assert_eq!(report.count(Outcome::Remediated), fixed as u64);
+    let region = &report.sweep.as_ref().unwrap().regions[0];
+    assert!(
+        region
+            .errors
+            .iter()
+            .any(|e| e.contains("before the function's timeout")),
+        "{:?}",
+        region.errors
+    );
+    assert!(
+        !region.readiness.needs_nothing(),
+        "a region not swept to the end is not ready"
+    );
+    assert!(summary.contains("not swept to the end"), "{summary}");
+}

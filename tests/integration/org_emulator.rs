@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 use aws_config::Region;
 use aws_sdk_ec2::config::{Credentials, SharedCredentialsProvider};
 use aws_smithy_async::time::TimeSource;
-use imds_guard::aws::{load_sdk_config, MemberRoles, RegionalClients};
+use imds_guard::aws::{MemberRoles, RegionalClients};
 use imds_guard::config::MemberRole;
 use imds_guard::guard::{Guard, GuardError};
 use imds_guard::report::{Access, Outcome, Report, Status};
@@ -50,7 +50,7 @@ impl TimeSource for Clock {
 /// through a role assumed there (the emulator's way of modelling accounts).
 async fn ec2_in(account: &str, region: &str) -> aws_sdk_ec2::Client {
     moto_endpoint();
-    let base = load_sdk_config().await;
+    let base = crate::common::emulator_sdk().await;
     let base_ec2 =
         aws_sdk_ec2::config::Builder::from(&base).region(Region::new(region.to_string()));
     if account == CENTRAL {
@@ -103,7 +103,7 @@ fn calls(report: &Report, op: &str) -> u64 {
 
 async fn central_guard(pairs: &[(&str, &str)], clock: &Clock) -> Guard<RegionalClients> {
     let cfg = config(pairs);
-    let sdk = load_sdk_config()
+    let sdk = crate::common::emulator_sdk()
         .await
         .into_builder()
         .time_source(clock.clone())
@@ -165,11 +165,23 @@ async fn one_central_function_fixes_each_members_instance_in_that_member_only() 
         "only the event's instance"
     );
     // The instance is A's: the central account does not even see it.
-    let central_view = c1.describe_instances().instance_ids(&in_a[0]).send().await;
-    assert!(
-        central_view.is_err() || central_view.unwrap().reservations().is_empty(),
-        "acted in A, not in the central account"
-    );
+    // EC2 answers an id it does not know with InvalidInstanceID.NotFound;
+    // any other error (throttling, a refused call) would prove nothing.
+    match c1.describe_instances().instance_ids(&in_a[0]).send().await {
+        Ok(out) => assert!(
+            out.reservations().is_empty(),
+            "the central account sees A's instance"
+        ),
+        Err(e) => {
+            let code = aws_sdk_ec2::error::ProvideErrorMetadata::code(&e.into_service_error())
+                .map(str::to_string);
+            assert_eq!(
+                code.as_deref(),
+                Some("InvalidInstanceID.NotFound"),
+                "the central account's view of A's instance"
+            );
+        }
+    }
 
     // Member B: its own role, its own instance; A's others untouched.
     let r = guard
@@ -325,7 +337,7 @@ async fn a_central_sweep_covers_each_listed_account_and_region_and_counts_per_ac
 #[tokio::test]
 async fn an_organization_sweep_lists_the_accounts_and_leaves_out_the_not_allowed() {
     let clock = Clock::default();
-    let base = load_sdk_config().await;
+    let base = crate::common::emulator_sdk().await;
     let org = aws_sdk_organizations::Client::from_conf(
         aws_sdk_organizations::config::Builder::from(&base)
             .region(Region::new("us-east-1"))

@@ -6,7 +6,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use aws_config::Region;
-use imds_guard::aws::load_sdk_config;
 use serde_json::{json, Value};
 
 use crate::common::{fixture, moto_endpoint};
@@ -152,7 +151,7 @@ async fn matched(
     tag: &str,
 ) -> BTreeSet<String> {
     moto_endpoint();
-    let base = load_sdk_config().await;
+    let base = crate::common::emulator_sdk().await;
     let region = Region::new("us-east-1");
     let eb = aws_sdk_eventbridge::Client::from_conf(
         aws_sdk_eventbridge::config::Builder::from(&base)

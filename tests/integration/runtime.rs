@@ -73,6 +73,11 @@ impl RuntimeApi {
     }
 
     /// Waits until `n` invocations have been answered (or `limit` passes).
+    /// What the function reported as its init error (`/init/error`).
+    pub fn init_errors(&self) -> Vec<String> {
+        self.state.lock().unwrap().init_errors.clone()
+    }
+
     pub fn answers(&self, n: usize, limit: Duration) -> Vec<Answer> {
         let start = Instant::now();
         loop {
@@ -164,7 +169,9 @@ fn serve(conn: TcpStream, state: Arc<Mutex<State>>) {
         } else {
             let mut s = state.lock().unwrap();
             let segs: Vec<&str> = path.split('/').collect();
-            if path.ends_with("/response") || path.ends_with("/error") {
+            if path.ends_with("/init/error") {
+                s.init_errors.push(body);
+            } else if path.ends_with("/response") || path.ends_with("/error") {
                 let kind = if path.ends_with("/response") {
                     "response"
                 } else {
@@ -178,8 +185,6 @@ fn serve(conn: TcpStream, state: Arc<Mutex<State>>) {
                     kind,
                     body,
                 });
-            } else if path.ends_with("/init/error") {
-                s.init_errors.push(body);
             }
             out.write_all(
                 b"HTTP/1.1 202 Accepted\r\nContent-Length: 16\r\n\r\n{\"status\":\"OK\"}\n",
@@ -399,6 +404,19 @@ fn bad_configuration_fails_init_naming_the_variable() {
     let api = RuntimeApi::start(vec![]);
     let (status, log) = start_function(&api, &[("MAX_HOP_LIMIT", "99")]).finish();
     assert!(!status.success());
+    // The Runtime API hears why, as Lambda would show it, before any event.
+    let reported = api.init_errors();
+    assert_eq!(reported.len(), 1, "{reported:?}");
+    let e: serde_json::Value = serde_json::from_str(&reported[0]).unwrap();
+    assert_eq!(e["errorType"], "ImdsGuard.Config");
+    assert!(
+        e["errorMessage"]
+            .as_str()
+            .unwrap()
+            .contains("MAX_HOP_LIMIT"),
+        "{e}"
+    );
+    assert!(api.answers(0, Duration::from_secs(1)).is_empty());
     assert!(
         log.contains("invalid MAX_HOP_LIMIT=\\\"99\\\"")
             || log.contains("invalid MAX_HOP_LIMIT=\"99\""),

@@ -4,7 +4,7 @@
 
 use std::process::Command;
 
-use imds_guard::aws::{load_sdk_config, RegionalClients};
+use imds_guard::aws::RegionalClients;
 use imds_guard::guard::Guard;
 use imds_guard::policy::{Exemption, ReadinessVerdict};
 use imds_guard::report::{Outcome, Status};
@@ -114,7 +114,7 @@ async fn the_scheduled_event_sweeps_a_mixed_region_to_zero_noncompliant() {
             ("NOTIFY_TOPIC_ARN", &topic),
             ("EXEMPT_TAG_KEY", "legacy-imds"),
         ]),
-        RegionalClients::new(load_sdk_config().await),
+        RegionalClients::new(crate::common::emulator_sdk().await),
     );
 
     let report = g.handle(&scheduled(region)).await.unwrap();
@@ -272,7 +272,7 @@ async fn sweep_regions_covers_each_region_in_one_report() {
             ("MEMORY_TABLE", &table),
             ("NOTIFY_TOPIC_ARN", &topic("sweep-regions").await),
         ]),
-        RegionalClients::new(load_sdk_config().await).with_memory(Some(table.clone())),
+        RegionalClients::new(crate::common::emulator_sdk().await).with_memory(Some(table.clone())),
     );
     // The rule's own region is not in the list: only the listed ones count.
     let report = g.handle(&scheduled("us-west-2")).await.unwrap();
@@ -334,7 +334,7 @@ async fn a_principal_exemption_recorded_at_launch_holds_and_nothing_forged_does(
     ];
     let g = Guard::new(
         config(&pairs),
-        RegionalClients::new(load_sdk_config().await).with_memory(Some(table.clone())),
+        RegionalClients::new(crate::common::emulator_sdk().await).with_memory(Some(table.clone())),
     );
 
     // The events name the emulator's account, as AWS's name the instances'.
@@ -451,7 +451,7 @@ async fn legacy_records_count_only_before_the_cutoff_and_migrate_in_one_step() {
         async move {
             let g = Guard::new(
                 cfg,
-                RegionalClients::new(load_sdk_config().await).with_memory(Some(table)),
+                RegionalClients::new(crate::common::emulator_sdk().await).with_memory(Some(table)),
             );
             g.handle(&scheduled(region)).await.unwrap()
         }
