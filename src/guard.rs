@@ -114,6 +114,11 @@ impl<C: Clients> Guard<C> {
                     .run(ctx, regions, deadline, &|_| {})
                     .await
             }
+            GuardEvent::SourceChanged { ctx, change } => {
+                crate::sources::Sources::new(&self.cfg, &self.clients)
+                    .changed(ctx, change)
+                    .await
+            }
             other => self.event(other).await,
         }
     }
@@ -134,6 +139,14 @@ impl<C: Clients> Guard<C> {
             }
             GuardEvent::DefaultsChanged { ctx, change } => {
                 events.defaults_changed(ctx, change).await
+            }
+            GuardEvent::SourceChanged { ctx, .. } => {
+                let reason = format!(
+                    "{}: a launch template or Auto Scaling group event; the sources function decides it, not the event function",
+                    ctx.event_name
+                );
+                info!(%reason, "event ignored");
+                Ok(Report::ignored(self.cfg.mode, reason))
             }
             GuardEvent::Unlisted { ctx, lookup } => events.unlisted(ctx, lookup).await,
             GuardEvent::Ignored { reason } => {

@@ -4,10 +4,12 @@
 //! `imds-guard-domain` crate, plain Rust with no AWS types, re-exported here;
 //! `aws` holds every AWS call behind small traits; `guard` reads a payload
 //! and hands it to its flow, `event_path` (event → decision → actions →
-//! report) or `sweep`; both act through `act`, the one way to act, and
-//! report through `outputs`; `cli` and `main` are the two doors.
+//! report), `sources` (launch templates and groups) or `sweep`; they act
+//! through `act` and `sources`, and report through `outputs`; `cli` and `main` are the two doors.
 
-pub use imds_guard_domain::{config, event, glob, memory, notify, plan, policy, report, validate};
+pub use imds_guard_domain::{
+    cap, config, event, glob, memory, notify, plan, policy, report, source, validate,
+};
 
 pub mod act;
 pub mod aws;
@@ -17,4 +19,5 @@ pub mod guard;
 pub mod lambda;
 pub mod migrate;
 pub mod outputs;
+pub mod sources;
 pub mod sweep;

@@ -25,6 +25,8 @@ use crate::report::{
     Access, AccountSweep, DefaultsAction, InstanceReport, Outcome, Refusing, RegionSweep, Report,
     Status, SweepSummary, MAX_REFUSING,
 };
+use crate::source::{attribution, SourceKind, SourceOutcome, SourceReport};
+use crate::sources::Sources;
 use crate::validate::is_account_id;
 
 /// Instances with news kept in the report, across regions; beyond this only
@@ -78,6 +80,12 @@ struct RegionResult {
     exemptions: Option<HashMap<String, Record>>,
     /// Instances left alone on a legacy record (warned of in the summary).
     legacy: u64,
+    /// Noncompliant instances by the source that launched them (their
+    /// `aws:autoscaling:groupName` / `aws:ec2launchtemplate:id` tags).
+    attributed: HashMap<(SourceKind, String), u64>,
+    /// The region's noncompliant sources, and whether they could be read.
+    sources: Vec<SourceReport>,
+    sources_read: bool,
 }
 
 /// A sweep of regions, in the accounts configured, with the configuration
@@ -158,6 +166,7 @@ impl<'a, C: Clients> Sweep<'a, C> {
             regions: Vec::with_capacity(results.len()),
             accounts: Vec::new(),
             omitted_instances: 0,
+            sources: Vec::new(),
         };
         let listed_accounts = self.cfg.sweep_accounts != SweepAccounts::Own;
         for r in results {
@@ -182,8 +191,13 @@ impl<'a, C: Clients> Sweep<'a, C> {
                 .refusing_imdsv1
                 .extend(r.refusing.into_iter().take(room));
             sweep.omitted_instances += r.omitted;
+            sweep.sources.extend(r.sources);
             sweep.regions.push(r.summary);
         }
+        // The sources that launched the most noncompliant instances first.
+        sweep
+            .sources
+            .sort_by(|a, b| b.instances.cmp(&a.instances).then(a.id.cmp(&b.id)));
         accounts.sort_by(|a, b| a.account.cmp(&b.account));
         sweep.accounts = accounts;
         report.sweep = Some(sweep);
@@ -221,6 +235,9 @@ impl<'a, C: Clients> Sweep<'a, C> {
             to_remember: Vec::new(),
             exemptions: None,
             legacy: 0,
+            attributed: HashMap::new(),
+            sources: Vec::new(),
+            sources_read: false,
         };
         out.summary.account = account.map(str::to_string);
         if stop_time(deadline).is_some_and(|t| Instant::now() >= t) {
@@ -249,6 +266,7 @@ impl<'a, C: Clients> Sweep<'a, C> {
         if self.cfg.check_metadata_no_token {
             self.watch_refusals(&mut out).await;
         }
+        self.sources(&mut out).await;
         if out.legacy > 0 {
             out.summary.warnings.push(format!(
                 "{} instance(s) left alone on a legacy exempt record (a status tag, honoured for instances launched before LEGACY_EXEMPT_BEFORE): run `imds-guard migrate-exemptions`, then unset LEGACY_EXEMPT_BEFORE",
@@ -264,6 +282,13 @@ impl<'a, C: Clients> Sweep<'a, C> {
             v1_in_use: s.v1_in_use,
             refusing: s.refusing,
             defaults: s.account_defaults.clone(),
+            sources_optional: out
+                .sources
+                .iter()
+                .filter(|r| r.asks_for_optional())
+                .map(SourceReport::label)
+                .collect(),
+            sources_read: out.sources_read,
         });
         info!(
             account = s.account.as_deref().unwrap_or(""),
@@ -273,6 +298,42 @@ impl<'a, C: Clients> Sweep<'a, C> {
             "region swept"
         );
         out
+    }
+
+    /// The region's launch templates, groups and launch configurations:
+    /// decided and acted on as the mode says (`sources`), each noncompliant
+    /// one with the noncompliant instances it launched. What cannot be read
+    /// is the region's error: its readiness cannot be known.
+    async fn sources(&self, out: &mut RegionResult) {
+        let (reports, errors) = Sources::new(self.cfg, self.clients)
+            .region(
+                &out.who,
+                &out.summary.region,
+                out.summary.account_defaults.as_ref(),
+            )
+            .await;
+        out.sources_read = errors.is_empty();
+        out.summary.errors.extend(errors);
+        out.sources = reports
+            .into_iter()
+            .filter(|r| {
+                matches!(
+                    r.outcome,
+                    SourceOutcome::Fixed | SourceOutcome::Flagged | SourceOutcome::Failed
+                )
+            })
+            .map(|mut r| {
+                r.instances = out
+                    .attributed
+                    .get(&(r.kind, r.id.clone()))
+                    .copied()
+                    .unwrap_or(0);
+                r.region = Some(out.summary.region.clone());
+                r.account.clone_from(&out.summary.account);
+                r
+            })
+            .collect();
+        out.summary.sources = out.sources.iter().filter(|r| r.asks_for_optional()).count() as u64;
     }
 
     /// Lists the region page by page, deciding and acting on each page
@@ -491,6 +552,9 @@ impl<'a, C: Clients> Sweep<'a, C> {
             if matches!(report.outcome, Outcome::Compliant | Outcome::Gone) {
                 *out.summary.counts.entry(report.outcome).or_insert(0) += 1;
                 continue;
+            }
+            if let Some(source) = o.tags.as_deref().and_then(attribution) {
+                *out.attributed.entry(source).or_insert(0) += 1;
             }
             reports.push(report);
             remedies.push(remedy);

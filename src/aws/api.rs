@@ -12,6 +12,7 @@ use crate::event::{Lookup, Observed};
 use crate::memory::{Claim, Record};
 use crate::notify::Notification;
 use crate::policy::{AccountDefaults, Remedy};
+use crate::source::{Group, LaunchConfiguration, NewVersion, Template, TemplateVersion};
 
 use super::error::AwsError;
 use super::roles::{Account, MemberRoles};
@@ -67,6 +68,39 @@ pub trait Ec2Api: Send + Sync {
         value: &str,
         token: Option<String>,
     ) -> impl Future<Output = Result<Page, AwsError>> + Send;
+    /// One page of the region's launch templates: those named (by id or
+    /// name), or every one when none is named.
+    fn launch_templates(
+        &self,
+        ids: &[String],
+        names: &[String],
+        token: Option<String>,
+    ) -> impl Future<Output = Result<(Vec<Template>, Option<String>), AwsError>> + Send;
+    /// Versions of one template (`$Default`, `$Latest`, or numbers).
+    fn template_versions(
+        &self,
+        template_id: &str,
+        versions: &[String],
+    ) -> impl Future<Output = Result<Vec<TemplateVersion>, AwsError>> + Send;
+    /// A new version from `v.from`, with `v.options` as its whole
+    /// `MetadataOptions` block (EC2 copies the rest of the source's data);
+    /// returns its number.
+    fn create_template_version(
+        &self,
+        v: &NewVersion,
+    ) -> impl Future<Output = Result<i64, AwsError>> + Send;
+    /// Makes `version` the template's default.
+    fn set_default_version(
+        &self,
+        template_id: &str,
+        version: i64,
+    ) -> impl Future<Output = Result<(), AwsError>> + Send;
+    /// Each of these AMIs that EC2 shows, and whether its `ImdsSupport` is
+    /// `v2.0` (an AMI not shown is absent).
+    fn images(
+        &self,
+        ids: &[String],
+    ) -> impl Future<Output = Result<Vec<(String, bool)>, AwsError>> + Send;
     /// The account's IMDS defaults for new launches.
     fn metadata_defaults(&self) -> impl Future<Output = Result<AccountDefaults, AwsError>> + Send;
     /// Sets the account default to `HttpTokens=required`, and nothing else.
@@ -81,6 +115,29 @@ pub trait Publisher: Send + Sync {
         topic_arn: &str,
         n: &Notification,
     ) -> impl Future<Output = Result<String, AwsError>> + Send;
+}
+
+/// Auto Scaling, as the guard uses it in one account and region.
+pub trait AutoScalingApi: Send + Sync {
+    /// One page of the region's groups: those named, or every one.
+    fn groups(
+        &self,
+        names: &[String],
+        token: Option<String>,
+    ) -> impl Future<Output = Result<(Vec<Group>, Option<String>), AwsError>> + Send;
+    /// One page of launch configurations: those named, or every one.
+    fn launch_configurations(
+        &self,
+        names: &[String],
+        token: Option<String>,
+    ) -> impl Future<Output = Result<(Vec<LaunchConfiguration>, Option<String>), AwsError>> + Send;
+    /// Sets one tag on a group, not propagated to the instances it launches.
+    fn tag_group(
+        &self,
+        name: &str,
+        key: &str,
+        value: &str,
+    ) -> impl Future<Output = Result<(), AwsError>> + Send;
 }
 
 /// Where a message that could not be published is kept for a person.
@@ -137,10 +194,12 @@ pub trait Clients: Send + Sync {
     type Metrics: MetricsApi;
     type Memory: MemoryApi;
     type Keeper: Keeper;
+    type AutoScaling: AutoScalingApi;
 
     fn ec2(&self, account: &Account, region: &str) -> Self::Ec2;
     /// Notifications go out from the function's own account.
     fn sns(&self, region: &str) -> Self::Sns;
+    fn autoscaling(&self, account: &Account, region: &str) -> Self::AutoScaling;
     fn metrics(&self, account: &Account, region: &str) -> Self::Metrics;
     /// The guard's memory, when one is configured (`MEMORY_TABLE`).
     fn memory(&self) -> Option<Self::Memory>;

@@ -9,6 +9,7 @@ use aws_config::{Region, SdkConfig};
 use crate::config::MemberRole;
 
 use super::api::Clients;
+use super::autoscaling::AutoScaling;
 use super::cloudwatch::Metrics;
 use super::counter::CallCounter;
 use super::ec2::Ec2;
@@ -28,6 +29,7 @@ pub struct RegionalClients {
     ec2: Mutex<HashMap<Key, aws_sdk_ec2::Client>>,
     sns: Mutex<HashMap<Key, aws_sdk_sns::Client>>,
     metrics: Mutex<HashMap<Key, aws_sdk_cloudwatch::Client>>,
+    autoscaling: Mutex<HashMap<Key, aws_sdk_autoscaling::Client>>,
     counter: CallCounter,
     /// Central mode: the member role, assumed per account and region.
     members: Option<Arc<MemberRoles>>,
@@ -46,6 +48,7 @@ impl RegionalClients {
             ec2: Mutex::new(HashMap::new()),
             sns: Mutex::new(HashMap::new()),
             metrics: Mutex::new(HashMap::new()),
+            autoscaling: Mutex::new(HashMap::new()),
             counter: CallCounter::default(),
             members: None,
             memory: None,
@@ -158,6 +161,7 @@ macro_rules! config_for {
 }
 config_for!(
     aws_sdk_ec2,
+    aws_sdk_autoscaling,
     aws_sdk_sns,
     aws_sdk_cloudwatch,
     aws_sdk_dynamodb,
@@ -184,6 +188,7 @@ impl Clients for RegionalClients {
     type Metrics = Metrics;
     type Memory = Memory;
     type Keeper = Queue;
+    type AutoScaling = AutoScaling;
 
     fn ec2(&self, account: &Account, region: &str) -> Ec2 {
         Ec2(cached(&self.ec2, account, region, || {
@@ -196,6 +201,13 @@ impl Clients for RegionalClients {
         Sns(cached(&self.sns, &Account::Home, region, || {
             let b = aws_sdk_sns::config::Builder::from(&self.base);
             aws_sdk_sns::Client::from_conf(self.layer(&Account::Home, region, b).build())
+        }))
+    }
+
+    fn autoscaling(&self, account: &Account, region: &str) -> AutoScaling {
+        AutoScaling(cached(&self.autoscaling, account, region, || {
+            let b = aws_sdk_autoscaling::config::Builder::from(&self.base);
+            aws_sdk_autoscaling::Client::from_conf(self.layer(account, region, b).build())
         }))
     }
 

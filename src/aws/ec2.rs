@@ -8,6 +8,7 @@ use aws_sdk_ec2::types::{
 
 use crate::event::{Lookup, MetadataOptions, Observed};
 use crate::policy::{AccountDefaults, Remedy};
+use crate::source::{NewVersion, Template, TemplateVersion};
 
 use super::api::{Ec2Api, Page};
 use super::error::AwsError;
@@ -264,6 +265,182 @@ impl Ec2Api for Ec2 {
                 .and_then(|l| l.managed_by())
                 .map(|v| v.as_str().to_string()),
         })
+    }
+
+    async fn launch_templates(
+        &self,
+        ids: &[String],
+        names: &[String],
+        token: Option<String>,
+    ) -> Result<(Vec<Template>, Option<String>), AwsError> {
+        let mut req = self.0.describe_launch_templates().set_next_token(token);
+        if !ids.is_empty() {
+            req = req.set_launch_template_ids(Some(ids.to_vec()));
+        }
+        if !names.is_empty() {
+            req = req.set_launch_template_names(Some(names.to_vec()));
+        }
+        if ids.is_empty() && names.is_empty() {
+            req = req.max_results(200);
+        }
+        let out = req
+            .send()
+            .await
+            .map_err(|e| AwsError::classify(e, "ec2", "ec2:DescribeLaunchTemplates"))?;
+        let templates = out
+            .launch_templates()
+            .iter()
+            .filter_map(|t| {
+                Some(Template {
+                    id: t.launch_template_id()?.to_string(),
+                    name: t.launch_template_name().map(str::to_string),
+                    default_version: t.default_version_number()?,
+                    latest_version: t.latest_version_number()?,
+                    tags: t
+                        .tags()
+                        .iter()
+                        .filter_map(|t| {
+                            Some((t.key()?.to_string(), t.value().unwrap_or("").to_string()))
+                        })
+                        .collect(),
+                    created_by: t.created_by().map(str::to_string),
+                })
+            })
+            .collect();
+        Ok((templates, out.next_token().map(str::to_string)))
+    }
+
+    async fn template_versions(
+        &self,
+        template_id: &str,
+        versions: &[String],
+    ) -> Result<Vec<TemplateVersion>, AwsError> {
+        let out = self
+            .0
+            .describe_launch_template_versions()
+            .launch_template_id(template_id)
+            .set_versions(Some(versions.to_vec()))
+            .send()
+            .await
+            .map_err(|e| AwsError::classify(e, "ec2", "ec2:DescribeLaunchTemplateVersions"))?;
+        Ok(out
+            .launch_template_versions()
+            .iter()
+            .filter_map(|v| {
+                let data = v.launch_template_data();
+                let mo = data.and_then(|d| d.metadata_options());
+                Some(TemplateVersion {
+                    template_id: v.launch_template_id()?.to_string(),
+                    version: v.version_number()?,
+                    options: mo.map(|m| MetadataOptions {
+                        http_tokens: m.http_tokens().map(|x| x.as_str().to_string()),
+                        http_endpoint: m.http_endpoint().map(|x| x.as_str().to_string()),
+                        http_put_response_hop_limit: m.http_put_response_hop_limit(),
+                        http_protocol_ipv6: m.http_protocol_ipv6().map(|x| x.as_str().to_string()),
+                        instance_metadata_tags: m
+                            .instance_metadata_tags()
+                            .map(|x| x.as_str().to_string()),
+                    }),
+                    image_id: data.and_then(|d| d.image_id()).map(str::to_string),
+                })
+            })
+            .collect())
+    }
+
+    async fn create_template_version(&self, v: &NewVersion) -> Result<i64, AwsError> {
+        use aws_sdk_ec2::types::{
+            LaunchTemplateHttpTokensState, LaunchTemplateInstanceMetadataEndpointState,
+            LaunchTemplateInstanceMetadataOptionsRequest,
+            LaunchTemplateInstanceMetadataProtocolIpv6, LaunchTemplateInstanceMetadataTagsState,
+            RequestLaunchTemplateData,
+        };
+        let o = &v.options;
+        // The whole block: EC2 replaces a source version's MetadataOptions
+        // with what a new version sets, it does not merge inside it.
+        let options = LaunchTemplateInstanceMetadataOptionsRequest::builder()
+            .set_http_tokens(
+                o.http_tokens
+                    .as_deref()
+                    .map(LaunchTemplateHttpTokensState::from),
+            )
+            .set_http_endpoint(
+                o.http_endpoint
+                    .as_deref()
+                    .map(LaunchTemplateInstanceMetadataEndpointState::from),
+            )
+            .set_http_put_response_hop_limit(o.http_put_response_hop_limit)
+            .set_http_protocol_ipv6(
+                o.http_protocol_ipv6
+                    .as_deref()
+                    .map(LaunchTemplateInstanceMetadataProtocolIpv6::from),
+            )
+            .set_instance_metadata_tags(
+                o.instance_metadata_tags
+                    .as_deref()
+                    .map(LaunchTemplateInstanceMetadataTagsState::from),
+            )
+            .build();
+        let out = self
+            .0
+            .create_launch_template_version()
+            .launch_template_id(&v.template_id)
+            .source_version(v.from.to_string())
+            .version_description(format!(
+                "imds-guard: version {} with HttpTokens=required",
+                v.from
+            ))
+            .launch_template_data(
+                RequestLaunchTemplateData::builder()
+                    .metadata_options(options)
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| AwsError::classify(e, "ec2", "ec2:CreateLaunchTemplateVersion"))?;
+        out.launch_template_version()
+            .and_then(|n| n.version_number())
+            .ok_or_else(|| AwsError::Api {
+                code: "NoVersionNumber".into(),
+                message: "CreateLaunchTemplateVersion named no version".into(),
+            })
+    }
+
+    async fn set_default_version(&self, template_id: &str, version: i64) -> Result<(), AwsError> {
+        self.0
+            .modify_launch_template()
+            .launch_template_id(template_id)
+            .default_version(version.to_string())
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| AwsError::classify(e, "ec2", "ec2:ModifyLaunchTemplate"))
+    }
+
+    /// By an `image-id` filter, so an AMI that is gone (or not shared any
+    /// more) is simply absent rather than failing the call for the rest.
+    async fn images(&self, ids: &[String]) -> Result<Vec<(String, bool)>, AwsError> {
+        let mut found = Vec::new();
+        for chunk in ids.chunks(IDS_PER_CALL) {
+            let out = self
+                .0
+                .describe_images()
+                .filters(
+                    Filter::builder()
+                        .name("image-id")
+                        .set_values(Some(chunk.to_vec()))
+                        .build(),
+                )
+                .send()
+                .await
+                .map_err(|e| AwsError::classify(e, "ec2", "ec2:DescribeImages"))?;
+            found.extend(out.images().iter().filter_map(|i| {
+                Some((
+                    i.image_id()?.to_string(),
+                    i.imds_support().is_some_and(|s| s.as_str() == "v2.0"),
+                ))
+            }));
+        }
+        Ok(found)
     }
 
     /// Sets the account default to `HttpTokens=required` and nothing else:

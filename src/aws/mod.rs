@@ -1,14 +1,15 @@
 //! Every AWS call the function makes, behind small adapters that speak the
 //! domain's types. The flows see only the traits of `api`; the SDK adapters
-//! (`ec2`, `sns`, `sqs`, `cloudwatch`, `memory`, `roles`, `organizations`)
-//! implement them, and
-//! `clients` hands them out per account and region. Errors are classified
+//! (`ec2`, `autoscaling`, `sns`, `sqs`, `cloudwatch`, `memory`, `roles`,
+//! `organizations`) implement them, and `clients` hands them out per account
+//! and region. Errors are classified
 //! once, in `error`.
 //!
 //! Dependencies run one way: `api` and the adapters use `error` (and
 //! `roles` the call `counter`); `clients` uses them all; none uses `clients`.
 
 pub mod api;
+pub mod autoscaling;
 pub mod clients;
 pub mod cloudwatch;
 pub mod counter;
@@ -21,7 +22,7 @@ pub mod sdk;
 pub mod sns;
 pub mod sqs;
 
-pub use api::{Clients, Ec2Api, Keeper, MemoryApi, MetricsApi, Page, Publisher};
+pub use api::{AutoScalingApi, Clients, Ec2Api, Keeper, MemoryApi, MetricsApi, Page, Publisher};
 pub use clients::RegionalClients;
 pub use counter::CallCounter;
 pub use error::AwsError;

@@ -7,9 +7,14 @@ use clap::{Args, ValueEnum};
 
 use super::{emit, ModeArg};
 use crate::config::{Config, Mode};
+use crate::event::SourceChange;
 use crate::event::{self, GuardEvent};
 use crate::plan::plan;
 use crate::report::{DefaultsAction, DefaultsReport, Outcome, Report, Status};
+use crate::source::{
+    plan_template, Inherited, SourceKind, SourceOutcome, SourceReport, Template, TemplateFacts,
+    TemplateVersion,
+};
 
 #[derive(Debug, Args)]
 pub struct CheckArgs {
@@ -50,12 +55,18 @@ pub fn run(args: CheckArgs) -> Result<ExitCode, String> {
         }
         CheckOutput::Text => emit(&render(&cfg, &report)),
     }
-    let needs_work = report.instances.iter().any(|i| {
-        matches!(
-            i.outcome,
-            Outcome::Remediated | Outcome::Flagged | Outcome::Failed
-        )
-    }) || !report.unreadable.is_empty()
+    let source_work = report
+        .sources
+        .iter()
+        .any(|s| matches!(s.outcome, SourceOutcome::Fixed | SourceOutcome::Flagged));
+    let needs_work = source_work
+        || report.instances.iter().any(|i| {
+            matches!(
+                i.outcome,
+                Outcome::Remediated | Outcome::Flagged | Outcome::Failed
+            )
+        })
+        || !report.unreadable.is_empty()
         || report
             .account_defaults
             .as_ref()
@@ -91,6 +102,13 @@ pub fn evaluate(cfg: &Config, payload: &serde_json::Value) -> Result<Report, eve
                 "{}: the function would look the launch's instances up by {by}, then decide each",
                 lookup.why
             ));
+            r.notification = "not sent (offline check)".into();
+            r
+        }
+        GuardEvent::SourceChanged { ctx, change } => {
+            let mut r = Report::handled(Status::Handled, cfg.mode, ctx);
+            r.reason = Some("offline check: decided on what the request asked for".into());
+            r.sources = vec![offline_source(cfg, &change)];
             r.notification = "not sent (offline check)".into();
             r
         }
@@ -133,9 +151,83 @@ pub fn evaluate(cfg: &Config, payload: &serde_json::Value) -> Result<Report, eve
                 sweep: None,
                 account_defaults: None,
                 aws_calls: Default::default(),
+                sources: Vec::new(),
             }
         }
     })
+}
+
+/// A source event decided on its request: a template created with
+/// metadata options is decided as if it were its only version; anything
+/// else needs EC2 (a new version's options come from its source version, a
+/// group launches what its templates say), and says so.
+fn offline_source(cfg: &Config, change: &SourceChange) -> SourceReport {
+    match change {
+        SourceChange::Template {
+            id,
+            name,
+            requested,
+        } => {
+            let id = id.clone().or_else(|| name.clone()).unwrap_or_default();
+            let template = Template {
+                id: id.clone(),
+                name: name.clone(),
+                default_version: 1,
+                latest_version: 1,
+                ..Template::default()
+            };
+            match requested {
+                Some(Some(options)) => {
+                    let versions = [TemplateVersion {
+                        template_id: id,
+                        version: 1,
+                        options: Some(options.clone()),
+                        image_id: None,
+                    }];
+                    let facts = TemplateFacts {
+                        template: &template,
+                        versions: &versions,
+                        groups: &[],
+                        inherited: &Inherited::default(),
+                    };
+                    plan_template(cfg, &facts).0
+                }
+                _ => {
+                    let mut r = SourceReport::new(SourceKind::LaunchTemplate, &id, name.as_deref());
+                    r.outcome = SourceOutcome::Depends;
+                    r.action = "undecided offline: the function reads the template's default and latest versions from EC2, then decides".into();
+                    r
+                }
+            }
+        }
+        SourceChange::Group {
+            name,
+            templates,
+            launch_configuration,
+        } => {
+            let mut r = SourceReport::new(SourceKind::AutoScalingGroup, name, None);
+            r.outcome = SourceOutcome::Depends;
+            let mut from: Vec<String> = templates
+                .iter()
+                .map(|t| {
+                    format!(
+                        "launch template {} ({})",
+                        t.id.as_deref().or(t.name.as_deref()).unwrap_or("?"),
+                        t.version
+                    )
+                })
+                .collect();
+            from.extend(
+                launch_configuration
+                    .iter()
+                    .map(|c| format!("launch configuration {c}")),
+            );
+            r.findings = vec![format!("launches from {}", from.join(", "))];
+            r.action =
+                "undecided offline: the function reads what it launches from, then decides".into();
+            r
+        }
+    }
 }
 
 fn render(cfg: &Config, r: &Report) -> String {
@@ -165,6 +257,20 @@ fn render(cfg: &Config, r: &Report) -> String {
             out.push_str(&format!("weakened   {w}\n"));
         }
         return out;
+    }
+    for s in &r.sources {
+        let verdict = match s.outcome {
+            SourceOutcome::Fixed => "noncompliant → would fix (a new version requiring tokens)",
+            SourceOutcome::Flagged => "noncompliant → would report",
+            SourceOutcome::Exempt => "noncompliant but exempt",
+            SourceOutcome::Compliant => "compliant",
+            SourceOutcome::Depends | SourceOutcome::Failed => "undecided offline",
+        };
+        out.push_str(&format!("{}  {verdict}\n", s.label()));
+        for f in &s.findings {
+            out.push_str(&format!("    finding  {f}\n"));
+        }
+        out.push_str(&format!("    action   {}\n", s.action));
     }
     if r.status == Status::FailedCall {
         out.push_str(&format!(

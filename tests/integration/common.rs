@@ -7,6 +7,7 @@ use aws_sdk_ec2::config::{Credentials, Region, SharedCredentialsProvider};
 use aws_smithy_mocks::{create_mock_http_client, MockResponseInterceptor, Rule, RuleMode};
 use std::sync::Arc;
 
+use imds_guard::aws::autoscaling::AutoScaling;
 use imds_guard::aws::cloudwatch::Metrics;
 use imds_guard::aws::ec2::Ec2;
 use imds_guard::aws::memory::Memory;
@@ -61,6 +62,31 @@ fn interceptor(rules: &[&Rule]) -> MockResponseInterceptor {
     i
 }
 
+/// A region with no launch template, group or launch configuration: what a
+/// mocked EC2 or Auto Scaling client answers when a test's own rules say
+/// nothing about sources (they come after the test's, which win).
+fn no_sources() -> Vec<Rule> {
+    use aws_sdk_autoscaling::operation::describe_auto_scaling_groups::DescribeAutoScalingGroupsOutput;
+    use aws_sdk_autoscaling::operation::describe_launch_configurations::DescribeLaunchConfigurationsOutput;
+    use aws_sdk_ec2::operation::describe_launch_templates::DescribeLaunchTemplatesOutput;
+    use aws_smithy_mocks::mock;
+    vec![
+        mock!(aws_sdk_ec2::Client::describe_launch_templates)
+            .then_output(|| DescribeLaunchTemplatesOutput::builder().build()),
+        mock!(aws_sdk_autoscaling::Client::describe_auto_scaling_groups)
+            .then_output(|| DescribeAutoScalingGroupsOutput::builder().build()),
+        mock!(aws_sdk_autoscaling::Client::describe_launch_configurations)
+            .then_output(|| DescribeLaunchConfigurationsOutput::builder().build()),
+    ]
+}
+
+fn with_no_sources(rules: &[&Rule]) -> MockResponseInterceptor {
+    let fallback = no_sources();
+    let mut all: Vec<&Rule> = rules.to_vec();
+    all.extend(fallback.iter());
+    interceptor(&all)
+}
+
 /// What every mocked client shares: a region, test credentials, no network,
 /// and the product's own retry settings, so SDK-level retries are what ship.
 fn mock_base() -> SdkConfig {
@@ -82,14 +108,14 @@ pub fn ec2_seen_by(
     extra: impl aws_sdk_ec2::config::Intercept + 'static,
 ) -> aws_sdk_ec2::Client {
     let conf = aws_sdk_ec2::config::Builder::from(&mock_base())
-        .interceptor(interceptor(rules))
+        .interceptor(with_no_sources(rules))
         .interceptor(extra);
     aws_sdk_ec2::Client::from_conf(conf.build())
 }
 
 /// An EC2 client answered by `rules` (first matching rule wins).
 pub fn ec2(rules: &[&Rule]) -> aws_sdk_ec2::Client {
-    let conf = aws_sdk_ec2::config::Builder::from(&mock_base()).interceptor(interceptor(rules));
+    let conf = aws_sdk_ec2::config::Builder::from(&mock_base()).interceptor(with_no_sources(rules));
     aws_sdk_ec2::Client::from_conf(conf.build())
 }
 
@@ -98,6 +124,13 @@ pub fn metrics(rules: &[&Rule]) -> aws_sdk_cloudwatch::Client {
     let conf =
         aws_sdk_cloudwatch::config::Builder::from(&mock_base()).interceptor(interceptor(rules));
     aws_sdk_cloudwatch::Client::from_conf(conf.build())
+}
+
+/// An Auto Scaling client answered by `rules` (no groups otherwise).
+pub fn autoscaling(rules: &[&Rule]) -> aws_sdk_autoscaling::Client {
+    let conf = aws_sdk_autoscaling::config::Builder::from(&mock_base())
+        .interceptor(with_no_sources(rules));
+    aws_sdk_autoscaling::Client::from_conf(conf.build())
 }
 
 /// An SNS client answered by `rules`.
@@ -124,6 +157,7 @@ pub struct FixedClients {
     pub memory: Option<Memory>,
     /// The failed-events queue, on a mocked SQS client.
     pub keeper: Option<Queue>,
+    pub autoscaling: aws_sdk_autoscaling::Client,
 }
 
 impl Clients for FixedClients {
@@ -132,12 +166,16 @@ impl Clients for FixedClients {
     type Metrics = Metrics;
     type Memory = Memory;
     type Keeper = Queue;
+    type AutoScaling = AutoScaling;
 
     fn ec2(&self, _account: &Account, _region: &str) -> Ec2 {
         Ec2(self.ec2.clone())
     }
     fn sns(&self, _region: &str) -> Sns {
         Sns(self.sns.clone())
+    }
+    fn autoscaling(&self, _account: &Account, _region: &str) -> AutoScaling {
+        AutoScaling(self.autoscaling.clone())
     }
     fn metrics(&self, _account: &Account, _region: &str) -> Metrics {
         Metrics(self.metrics.clone())
@@ -185,6 +223,7 @@ pub fn guard(cfg: Config, ec2_rules: &[&Rule], sns_rules: &[&Rule]) -> Guard<Fix
             members: None,
             memory: None,
             keeper: None,
+            autoscaling: autoscaling(&[]),
         },
     )
 }
@@ -205,6 +244,7 @@ pub fn guard_with_memory(
             members: None,
             memory: Some(memory(memory_rules)),
             keeper: None,
+            autoscaling: autoscaling(&[]),
         },
     )
 }

@@ -10,12 +10,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use imds_guard::aws::{
-    Account, AwsError, Clients, Ec2Api, Keeper, MemoryApi, MetricsApi, Page, Publisher,
+    Account, AutoScalingApi, AwsError, Clients, Ec2Api, Keeper, MemoryApi, MetricsApi, Page,
+    Publisher,
 };
 use imds_guard::event::{Lookup, MetadataOptions, Observed};
 use imds_guard::memory::{Claim, Record};
 use imds_guard::notify::Notification;
 use imds_guard::policy::{AccountDefaults, Remedy};
+use imds_guard::source::{Group, LaunchConfiguration, NewVersion, Template, TemplateVersion};
 
 /// One fake instance: what EC2 would show, and how it misbehaves.
 #[derive(Clone, Debug)]
@@ -55,6 +57,14 @@ struct State {
     list_delay: Duration,
     /// The failed-events queue, when the fake has one: what was kept there.
     kept: Option<Vec<String>>,
+    /// Launch templates and their versions (the template's tags on it).
+    templates: BTreeMap<String, (Template, BTreeMap<i64, TemplateVersion>)>,
+    groups: Vec<Group>,
+    configurations: Vec<LaunchConfiguration>,
+    /// AMIs: whether each has `ImdsSupport` v2.0.
+    images: HashMap<String, bool>,
+    /// Tags the guard wrote on groups.
+    group_tags: Vec<(String, String, String)>,
 }
 
 /// The fake cloud: one account and region's worth of EC2, a topic, a metric.
@@ -137,6 +147,68 @@ impl FakeCloud {
     pub fn with_memory(&self) -> &Self {
         self.state().memory = Some(BTreeMap::new());
         self
+    }
+
+    /// Adds a launch template whose versions are `versions` (number,
+    /// options), default `default`.
+    pub fn add_template(
+        &self,
+        id: &str,
+        tags: &[(&str, &str)],
+        default: i64,
+        versions: &[(i64, Option<MetadataOptions>)],
+    ) {
+        let latest = versions.iter().map(|(n, _)| *n).max().unwrap_or(1);
+        let t = Template {
+            id: id.into(),
+            name: Some(format!("{id}-name")),
+            default_version: default,
+            latest_version: latest,
+            tags: tags
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            created_by: Some("arn:aws:iam::111122223333:role/platform".into()),
+        };
+        let vs = versions
+            .iter()
+            .map(|(n, o)| {
+                (
+                    *n,
+                    TemplateVersion {
+                        template_id: id.into(),
+                        version: *n,
+                        options: o.clone(),
+                        image_id: Some("ami-0c02fb55956c7d316".into()),
+                    },
+                )
+            })
+            .collect();
+        self.state().templates.insert(id.into(), (t, vs));
+    }
+
+    pub fn add_group(&self, g: Group) {
+        self.state().groups.push(g);
+    }
+
+    pub fn add_configuration(&self, c: LaunchConfiguration) {
+        self.state().configurations.push(c);
+    }
+
+    pub fn set_image(&self, id: &str, v2: bool) {
+        self.state().images.insert(id.into(), v2);
+    }
+
+    /// A template as it is now: itself and its versions.
+    pub fn template(&self, id: &str) -> (Template, Vec<TemplateVersion>) {
+        let s = self.state();
+        let (t, vs) = &s.templates[id];
+        (t.clone(), vs.values().cloned().collect())
+    }
+
+    /// Tags written on groups: (group, key, value).
+    pub fn group_tags(&self) -> Vec<(String, String, String)> {
+        self.state().group_tags.clone()
     }
 
     /// Gives the fake a failed-events queue.
@@ -245,11 +317,15 @@ impl Clients for FakeClients {
     type Metrics = FakeCloud;
     type Memory = FakeCloud;
     type Keeper = FakeCloud;
+    type AutoScaling = FakeCloud;
 
     fn ec2(&self, _account: &Account, _region: &str) -> FakeCloud {
         self.0.clone()
     }
     fn sns(&self, _region: &str) -> FakeCloud {
+        self.0.clone()
+    }
+    fn autoscaling(&self, _account: &Account, _region: &str) -> FakeCloud {
         self.0.clone()
     }
     fn metrics(&self, _account: &Account, _region: &str) -> FakeCloud {
@@ -346,6 +422,10 @@ impl Ec2Api for FakeCloud {
     async fn tag(&self, ids: &[String], key: &str, value: &str) -> Result<(), AwsError> {
         let mut s = self.call("CreateTags")?;
         for id in ids {
+            if let Some((t, _)) = s.templates.get_mut(id) {
+                t.tags.retain(|(k, _)| k != key);
+                t.tags.push((key.into(), value.into()));
+            }
             if let Some(tags) = s
                 .instances
                 .get_mut(id)
@@ -430,6 +510,89 @@ impl Ec2Api for FakeCloud {
         })
     }
 
+    async fn launch_templates(
+        &self,
+        ids: &[String],
+        names: &[String],
+        _token: Option<String>,
+    ) -> Result<(Vec<Template>, Option<String>), AwsError> {
+        let s = self.call("DescribeLaunchTemplates")?;
+        let all = ids.is_empty() && names.is_empty();
+        Ok((
+            s.templates
+                .values()
+                .map(|(t, _)| t)
+                .filter(|t| {
+                    all || ids.contains(&t.id) || t.name.as_ref().is_some_and(|n| names.contains(n))
+                })
+                .cloned()
+                .collect(),
+            None,
+        ))
+    }
+
+    async fn template_versions(
+        &self,
+        template_id: &str,
+        versions: &[String],
+    ) -> Result<Vec<TemplateVersion>, AwsError> {
+        let s = self.call("DescribeLaunchTemplateVersions")?;
+        let Some((t, vs)) = s.templates.get(template_id) else {
+            return Err(api_error("InvalidLaunchTemplateId.NotFound"));
+        };
+        let mut wanted: Vec<i64> = versions
+            .iter()
+            .filter_map(|v| match v.as_str() {
+                "$Default" => Some(t.default_version),
+                "$Latest" => Some(t.latest_version),
+                n => n.parse().ok(),
+            })
+            .collect();
+        wanted.sort();
+        wanted.dedup();
+        Ok(wanted.iter().filter_map(|n| vs.get(n).cloned()).collect())
+    }
+
+    /// As real EC2 does: the source version's data, with the new
+    /// `MetadataOptions` block in place of its own.
+    async fn create_template_version(&self, v: &NewVersion) -> Result<i64, AwsError> {
+        let mut s = self.call("CreateLaunchTemplateVersion")?;
+        let Some((t, vs)) = s.templates.get_mut(&v.template_id) else {
+            return Err(api_error("InvalidLaunchTemplateId.NotFound"));
+        };
+        let Some(from) = vs.get(&v.from).cloned() else {
+            return Err(api_error("InvalidLaunchTemplateVersion.NotFound"));
+        };
+        t.latest_version += 1;
+        let n = t.latest_version;
+        vs.insert(
+            n,
+            TemplateVersion {
+                version: n,
+                options: Some(v.options.clone()),
+                ..from
+            },
+        );
+        Ok(n)
+    }
+
+    async fn set_default_version(&self, template_id: &str, version: i64) -> Result<(), AwsError> {
+        let mut s = self.call("ModifyLaunchTemplate")?;
+        let Some((t, _)) = s.templates.get_mut(template_id) else {
+            return Err(api_error("InvalidLaunchTemplateId.NotFound"));
+        };
+        t.default_version = version;
+        Ok(())
+    }
+
+    async fn images(&self, ids: &[String]) -> Result<Vec<(String, bool)>, AwsError> {
+        let s = self.call("DescribeImages")?;
+        Ok(ids
+            .iter()
+            .filter_map(|i| Some((i.clone(), *s.images.get(i)?)))
+            .collect())
+    }
+
     async fn metadata_defaults(&self) -> Result<AccountDefaults, AwsError> {
         let s = self.call("GetInstanceMetadataDefaults")?;
         s.defaults.clone().ok_or_else(|| api_error("HTTP500"))
@@ -440,6 +603,46 @@ impl Ec2Api for FakeCloud {
         s.defaults
             .get_or_insert_with(AccountDefaults::default)
             .http_tokens = Some("required".into());
+        Ok(())
+    }
+}
+
+impl AutoScalingApi for FakeCloud {
+    async fn groups(
+        &self,
+        names: &[String],
+        _token: Option<String>,
+    ) -> Result<(Vec<Group>, Option<String>), AwsError> {
+        let s = self.call("DescribeAutoScalingGroups")?;
+        Ok((
+            s.groups
+                .iter()
+                .filter(|g| names.is_empty() || names.contains(&g.name))
+                .cloned()
+                .collect(),
+            None,
+        ))
+    }
+
+    async fn launch_configurations(
+        &self,
+        names: &[String],
+        _token: Option<String>,
+    ) -> Result<(Vec<LaunchConfiguration>, Option<String>), AwsError> {
+        let s = self.call("DescribeLaunchConfigurations")?;
+        Ok((
+            s.configurations
+                .iter()
+                .filter(|c| names.is_empty() || names.contains(&c.name))
+                .cloned()
+                .collect(),
+            None,
+        ))
+    }
+
+    async fn tag_group(&self, name: &str, key: &str, value: &str) -> Result<(), AwsError> {
+        let mut s = self.call("CreateOrUpdateTags")?;
+        s.group_tags.push((name.into(), key.into(), value.into()));
         Ok(())
     }
 }

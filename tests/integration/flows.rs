@@ -697,3 +697,359 @@ async fn a_sweep_whose_deadline_passes_mid_listing_stops_between_pages_and_says_
     );
     assert!(summary.contains("not swept to the end"), "{summary}");
 }
+
+// ------------------------------------------------------------------ sources
+
+fn lt_options(tokens: &str, hop: i32) -> Option<imds_guard::event::MetadataOptions> {
+    Some(imds_guard::event::MetadataOptions {
+        http_tokens: Some(tokens.into()),
+        http_endpoint: Some("enabled".into()),
+        http_put_response_hop_limit: Some(hop),
+        ..Default::default()
+    })
+}
+
+const LT: &str = "lt-0a1b2c3d4e5f60718";
+const OPT_IN: (&str, &str) = ("imds-guard:fix-source", "true");
+
+fn group(name: &str, version: imds_guard::source::VersionRef) -> imds_guard::source::Group {
+    imds_guard::source::Group {
+        name: name.into(),
+        templates: vec![imds_guard::source::TemplateRef {
+            id: Some(LT.into()),
+            name: None,
+            version,
+        }],
+        ..Default::default()
+    }
+}
+
+/// With fixing on, a noncompliant template its owner opted in is fixed by
+/// the event that created it: `$Default` and `$Latest` resolve to a new
+/// version that requires tokens, hop limit unchanged; a group that pins
+/// the old version by number is named, and one notification says so.
+#[tokio::test(start_paused = true)]
+async fn a_template_created_optional_is_fixed_at_its_source_within_one_event() {
+    use imds_guard::source::{SourceOutcome, VersionRef};
+    let cloud = FakeCloud::new();
+    cloud.add_template(LT, &[OPT_IN], 1, &[(1, lt_options("optional", 3))]);
+    cloud.add_group(group("web-asg", VersionRef::Default));
+    cloud.add_group(group("pinned-asg", VersionRef::Number(1)));
+    let g = guard(&cloud, &[("FIX_SOURCES", "true")]);
+    let r = g
+        .handle(&fixture("create-launch-template.json"))
+        .await
+        .unwrap();
+
+    let (t, versions) = cloud.template(LT);
+    assert_eq!((t.default_version, t.latest_version), (2, 2));
+    let v2 = versions.iter().find(|v| v.version == 2).unwrap();
+    let o = v2.options.as_ref().unwrap();
+    assert_eq!(o.http_tokens.as_deref(), Some("required"));
+    assert_eq!(
+        o.http_put_response_hop_limit,
+        Some(3),
+        "hop limit unchanged"
+    );
+    assert_eq!(
+        v2.image_id.as_deref(),
+        Some("ami-0c02fb55956c7d316"),
+        "the rest from version 1"
+    );
+
+    let s = &r.sources[0];
+    assert_eq!(s.outcome, SourceOutcome::Fixed);
+    assert!(
+        s.action.contains("created version 2 from version 1")
+            && s.action.contains("now the default"),
+        "{}",
+        s.action
+    );
+    assert_eq!(s.used_by, vec!["pinned-asg", "web-asg"]);
+    assert_eq!(s.pinned_by, vec!["pinned-asg"]);
+    let sent = cloud.published();
+    assert_eq!(sent.len(), 1);
+    assert!(
+        sent[0].subject.contains("1 launch template fixed"),
+        "{}",
+        sent[0].subject
+    );
+    assert!(sent[0].body.contains("pinned-asg"));
+    assert!(sent[0].outcomes.contains(&"source_fixed".to_string()));
+
+    // The guard's own new version comes back as an event: nothing to do.
+    let again = g
+        .handle(&fixture("create-launch-template-version.json"))
+        .await
+        .unwrap();
+    assert_eq!(again.sources[0].outcome, SourceOutcome::Compliant);
+    assert_eq!(
+        cloud.template(LT).0.latest_version,
+        2,
+        "no version written twice"
+    );
+}
+
+/// What each mode, and each refusal, does with a noncompliant template.
+#[tokio::test(start_paused = true)]
+async fn a_template_is_fixed_only_when_enforce_fixing_and_its_owner_allow() {
+    use imds_guard::source::SourceOutcome;
+    type Pairs<'a> = &'a [(&'a str, &'a str)];
+    let cases: [(Pairs, Pairs, SourceOutcome, &str); 5] = [
+        (&[], &[OPT_IN], SourceOutcome::Flagged, "FIX_SOURCES"),
+        (
+            &[("FIX_SOURCES", "true")],
+            &[],
+            SourceOutcome::Flagged,
+            "opted in",
+        ),
+        (
+            &[("FIX_SOURCES", "true")],
+            &[OPT_IN, ("aws:cloudformation:stack-name", "web")],
+            SourceOutcome::Flagged,
+            "CloudFormation stack web",
+        ),
+        (
+            &[("FIX_SOURCES", "true"), ("GUARD_MODE", "notify")],
+            &[OPT_IN],
+            SourceOutcome::Flagged,
+            "tagged imds-guard:status=noncompliant",
+        ),
+        (
+            &[("FIX_SOURCES", "true"), ("GUARD_MODE", "audit")],
+            &[OPT_IN],
+            SourceOutcome::Flagged,
+            "audit",
+        ),
+    ];
+    for (env, tags, outcome, says) in cases {
+        let cloud = FakeCloud::new();
+        cloud.add_template(LT, tags, 1, &[(1, lt_options("optional", 2))]);
+        let r = guard(&cloud, env)
+            .handle(&fixture("create-launch-template.json"))
+            .await
+            .unwrap();
+        let s = &r.sources[0];
+        assert_eq!(s.outcome, outcome, "{env:?}");
+        assert!(s.action.contains(says), "{env:?}: {}", s.action);
+        assert_eq!(
+            cloud.template(LT).0.latest_version,
+            1,
+            "{env:?}: no version written"
+        );
+        assert_eq!(cloud.count("CreateLaunchTemplateVersion"), 0);
+        let tagged = cloud
+            .template(LT)
+            .0
+            .tags
+            .iter()
+            .any(|(k, v)| k == "imds-guard:status" && v == "noncompliant");
+        assert_eq!(tagged, env.contains(&("GUARD_MODE", "notify")), "{env:?}");
+        assert_eq!(cloud.published().len(), 1, "{env:?}: told");
+    }
+}
+
+/// A group event: the group is judged by every template it may launch from
+/// (a mixed-instances override on `$Latest` here), its template is fixed,
+/// and in notify mode the group itself is tagged.
+#[tokio::test(start_paused = true)]
+async fn a_group_event_decides_the_group_by_its_templates_and_fixes_them() {
+    use imds_guard::source::{SourceKind, SourceOutcome, VersionRef};
+    let cloud = FakeCloud::new();
+    cloud.add_template(
+        LT,
+        &[OPT_IN],
+        1,
+        &[
+            (1, lt_options("required", 2)),
+            (2, lt_options("optional", 2)),
+        ],
+    );
+    let mut g = group("web-asg", VersionRef::Default);
+    g.templates.push(imds_guard::source::TemplateRef {
+        id: Some(LT.into()),
+        name: None,
+        version: VersionRef::Latest,
+    });
+    cloud.add_group(g);
+    let r = guard(&cloud, &[("FIX_SOURCES", "true")])
+        .handle(&fixture("create-auto-scaling-group.json"))
+        .await
+        .unwrap();
+    let asg = r
+        .sources
+        .iter()
+        .find(|s| s.kind == SourceKind::AutoScalingGroup)
+        .unwrap();
+    assert_eq!(asg.outcome, SourceOutcome::Flagged);
+    assert!(
+        asg.findings[0].contains("version 2 ($Latest)"),
+        "{:?}",
+        asg.findings
+    );
+    let template = r
+        .sources
+        .iter()
+        .find(|s| s.kind == SourceKind::LaunchTemplate)
+        .unwrap();
+    assert_eq!(template.outcome, SourceOutcome::Fixed);
+    let (t, vs) = cloud.template(LT);
+    assert_eq!(
+        (t.default_version, t.latest_version),
+        (1, 3),
+        "only $Latest needed a fix"
+    );
+    assert_eq!(
+        vs.last()
+            .unwrap()
+            .options
+            .as_ref()
+            .unwrap()
+            .http_tokens
+            .as_deref(),
+        Some("required")
+    );
+
+    let cloud = FakeCloud::new();
+    cloud.add_template(LT, &[], 1, &[(1, lt_options("optional", 2))]);
+    cloud.add_group(group("web-asg", VersionRef::Default));
+    guard(&cloud, &[("GUARD_MODE", "notify")])
+        .handle(&fixture("create-auto-scaling-group.json"))
+        .await
+        .unwrap();
+    assert_eq!(
+        cloud.group_tags(),
+        vec![(
+            "web-asg".into(),
+            "imds-guard:status".into(),
+            "noncompliant".into()
+        )]
+    );
+}
+
+/// A template that sets no tokens inherits: required when the account
+/// default or its AMI says so, optional (and flagged) otherwise.
+#[tokio::test(start_paused = true)]
+async fn a_template_without_tokens_is_decided_by_the_default_then_the_ami() {
+    use imds_guard::policy::AccountDefaults;
+    use imds_guard::source::SourceOutcome;
+    for (default, v2, outcome) in [
+        (Some("required"), false, SourceOutcome::Compliant),
+        (None, true, SourceOutcome::Compliant),
+        (None, false, SourceOutcome::Flagged),
+    ] {
+        let cloud = FakeCloud::new();
+        cloud.add_template(LT, &[], 1, &[(1, None)]);
+        cloud.set_image("ami-0c02fb55956c7d316", v2);
+        cloud.set_defaults(Some(AccountDefaults {
+            http_tokens: default.map(str::to_string),
+            ..AccountDefaults::default()
+        }));
+        let r = guard(&cloud, &[])
+            .handle(&fixture("create-launch-template.json"))
+            .await
+            .unwrap();
+        assert_eq!(
+            r.sources[0].outcome, outcome,
+            "{default:?} {v2}: {:?}",
+            r.sources[0]
+        );
+    }
+    // Neither can be read: it depends, and says on what.
+    let cloud = FakeCloud::new();
+    cloud.add_template(LT, &[], 1, &[(1, None)]);
+    let r = guard(&cloud, &[])
+        .handle(&fixture("create-launch-template.json"))
+        .await
+        .unwrap();
+    assert_eq!(r.sources[0].outcome, SourceOutcome::Depends);
+}
+
+/// The sweep: every source decided, each noncompliant one with the
+/// noncompliant instances it launched (largest first), and the region not
+/// ready while any would launch at `optional`.
+#[tokio::test(start_paused = true)]
+async fn the_sweep_ranks_sources_by_the_instances_they_launched_and_readiness_counts_them() {
+    use imds_guard::policy::{AccountDefaults, ReadinessVerdict};
+    use imds_guard::source::{LaunchConfiguration, SourceKind, VersionRef};
+    let cloud = FakeCloud::new();
+    cloud.set_defaults(Some(AccountDefaults {
+        http_tokens: Some("required".into()),
+        ..AccountDefaults::default()
+    }));
+    cloud.add_template(LT, &[], 1, &[(1, lt_options("optional", 2))]);
+    cloud.add_template(
+        "lt-0ffffffffffffffff",
+        &[],
+        1,
+        &[(1, lt_options("required", 2))],
+    );
+    cloud.add_group(group("web-asg", VersionRef::Default));
+    cloud.add_configuration(LaunchConfiguration {
+        name: "old-lc".into(),
+        options: lt_options("optional", 1),
+        image_id: None,
+    });
+    cloud.add_group(imds_guard::source::Group {
+        name: "legacy-asg".into(),
+        launch_configuration: Some("old-lc".into()),
+        ..Default::default()
+    });
+    // Three instances from web-asg, one from the template alone, one from
+    // the launch configuration's group; one compliant, not counted.
+    let tag = |id: &str, tags: &[(&str, &str)]| {
+        cloud.add(id, "optional", 1);
+        cloud.edit(id, |i| {
+            i.observed.tags = Some(
+                tags.iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            );
+        });
+    };
+    for n in 1..=3 {
+        tag(
+            &format!("i-0aaaaaaaaaaaaaaa{n}"),
+            &[
+                ("aws:autoscaling:groupName", "web-asg"),
+                ("aws:ec2launchtemplate:id", LT),
+            ],
+        );
+    }
+    tag("i-0bbbbbbbbbbbbbbb1", &[("aws:ec2launchtemplate:id", LT)]);
+    tag(
+        "i-0ccccccccccccccc1",
+        &[("aws:autoscaling:groupName", "legacy-asg")],
+    );
+    cloud.add("i-0ddddddddddddddd1", "required", 1);
+    let r = guard(&cloud, &[("GUARD_MODE", "audit")])
+        .handle(&scheduled())
+        .await
+        .unwrap();
+    let sweep = r.sweep.as_ref().unwrap();
+    let ranked: Vec<(SourceKind, &str, u64)> = sweep
+        .sources
+        .iter()
+        .map(|s| (s.kind, s.id.as_str(), s.instances))
+        .collect();
+    assert_eq!(
+        ranked,
+        vec![
+            (SourceKind::AutoScalingGroup, "web-asg", 3),
+            (SourceKind::AutoScalingGroup, "legacy-asg", 1),
+            (SourceKind::LaunchTemplate, LT, 1),
+            (SourceKind::LaunchConfiguration, "old-lc", 0),
+        ]
+    );
+    let region = &sweep.regions[0];
+    assert_eq!(region.sources, 4);
+    assert_eq!(region.readiness.verdict, ReadinessVerdict::NotReady);
+    assert!(
+        region.readiness.reasons.iter().any(|r| r
+            .contains("4 source(s) would launch at HttpTokens=optional")
+            && r.contains("web-asg")),
+        "{:?}",
+        region.readiness.reasons
+    );
+    assert!(cloud.published()[0].body.contains("\"sources\""));
+}

@@ -212,6 +212,7 @@ fn guard(pairs: &[(&str, &str)], rules: &[&Rule], sent: &Sent) -> Guard<FixedCli
             members: None,
             memory: None,
             keeper: None,
+            autoscaling: crate::common::autoscaling(&[]),
         },
     )
 }

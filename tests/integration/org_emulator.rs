@@ -438,6 +438,7 @@ async fn a_member_role_that_cannot_be_assumed_fails_the_event_and_names_it() {
             members: Some(Arc::new(roles)),
             memory: None,
             keeper: None,
+            autoscaling: crate::common::autoscaling(&[]),
         },
     );
     let mut ev = crate::common::launch_event(
@@ -587,6 +588,7 @@ async fn a_sweep_names_the_account_whose_role_cannot_be_assumed() {
             members: Some(Arc::new(roles)),
             memory: None,
             keeper: None,
+            autoscaling: crate::common::autoscaling(&[]),
         },
     );
     let Err(GuardError::Unhandled { summary, report }) = guard

@@ -80,6 +80,7 @@ fn guard_with(
             members: None,
             memory: None,
             keeper: None,
+            autoscaling: crate::common::autoscaling(&[]),
         },
     )
 }
@@ -628,6 +629,7 @@ async fn metadata_no_token_rejected_is_read_since_the_guard_switched_each_instan
             members: None,
             memory: Some(common::memory(&[&remembered, &noticed])),
             keeper: None,
+            autoscaling: crate::common::autoscaling(&[]),
         },
     );
     let mut ev = scheduled();

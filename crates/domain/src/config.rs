@@ -87,6 +87,11 @@ pub struct Config {
     /// The guard's memory (docs/design.md): a DynamoDB table in the
     /// function's account and region that only the guard writes.
     pub memory_table: Option<String>,
+    /// Enforce fixes a noncompliant launch template (a new version that
+    /// requires tokens) when its owner opted in with `fix_source_tag_key`.
+    pub fix_sources: bool,
+    /// The tag (value `true`) by which a template's owner lets the guard fix it.
+    pub fix_source_tag_key: String,
     /// Where a message that could not be published is kept for a person
     /// (the stack's failed-events queue, whose depth alarms).
     pub failed_events_queue_url: Option<String>,
@@ -172,6 +177,8 @@ impl Default for Config {
             sweep_accounts: SweepAccounts::Own,
             memory_table: None,
             failed_events_queue_url: None,
+            fix_sources: false,
+            fix_source_tag_key: "imds-guard:fix-source".into(),
             triggers: Triggers::Cloudtrail,
             no_token_missing_as_zero: false,
             legacy_exempt_before: None,
@@ -373,6 +380,14 @@ impl Config {
         }
         if let Some(v) = get("MEMORY_TABLE") {
             cfg.memory_table = Some(valid_table_name(&v).map_err(|r| err("MEMORY_TABLE", &v, r))?);
+        }
+        if let Some(v) = get("FIX_SOURCES") {
+            cfg.fix_sources =
+                flag(&v).ok_or_else(|| err("FIX_SOURCES", &v, "expected true or false"))?;
+        }
+        if let Some(v) = get("FIX_SOURCE_TAG_KEY") {
+            cfg.fix_source_tag_key =
+                valid_tag_key(&v).map_err(|r| err("FIX_SOURCE_TAG_KEY", &v, r))?;
         }
         if let Some(v) = get("FAILED_EVENTS_QUEUE_URL") {
             cfg.failed_events_queue_url =

@@ -17,6 +17,19 @@ pub const RUN_INSTANCES: &str = "RunInstances";
 pub const MODIFY_METADATA_OPTIONS: &str = "ModifyInstanceMetadataOptions";
 pub const MODIFY_METADATA_DEFAULTS: &str = "ModifyInstanceMetadataDefaults";
 pub const CREATE_FLEET: &str = "CreateFleet";
+/// Sources: launch templates and Auto Scaling groups.
+pub const CREATE_LAUNCH_TEMPLATE: &str = "CreateLaunchTemplate";
+pub const CREATE_LAUNCH_TEMPLATE_VERSION: &str = "CreateLaunchTemplateVersion";
+pub const MODIFY_LAUNCH_TEMPLATE: &str = "ModifyLaunchTemplate";
+pub const CREATE_AUTO_SCALING_GROUP: &str = "CreateAutoScalingGroup";
+pub const UPDATE_AUTO_SCALING_GROUP: &str = "UpdateAutoScalingGroup";
+/// The events about sources, by the source that sends them.
+pub const TEMPLATE_EVENTS: [&str; 3] = [
+    CREATE_LAUNCH_TEMPLATE,
+    CREATE_LAUNCH_TEMPLATE_VERSION,
+    MODIFY_LAUNCH_TEMPLATE,
+];
+pub const GROUP_EVENTS: [&str; 2] = [CREATE_AUTO_SCALING_GROUP, UPDATE_AUTO_SCALING_GROUP];
 /// The event name an EC2 state-change notification's report carries.
 pub const STATE_CHANGE: &str = "InstanceStateChange";
 const STATE_CHANGE_DETAIL_TYPE: &str = "EC2 Instance State-change Notification";
@@ -194,8 +207,35 @@ pub enum GuardEvent {
         ctx: EventContext,
         change: DefaultsChange,
     },
+    /// A launch template or an Auto Scaling group was created or changed:
+    /// the source is decided, and acted on as the mode says.
+    SourceChanged {
+        ctx: EventContext,
+        change: SourceChange,
+    },
     /// Not ours to act on.
     Ignored { reason: String },
+}
+
+/// What a source event names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SourceChange {
+    /// A launch template created, given a version, or a new default.
+    Template {
+        id: Option<String>,
+        name: Option<String>,
+        /// The metadata options the request set, when it set data at all
+        /// (`Some(None)`: data without options). What EC2 stores is read
+        /// before acting; this serves the offline check.
+        requested: Option<Option<MetadataOptions>>,
+    },
+    /// An Auto Scaling group created or updated.
+    Group {
+        name: String,
+        /// The templates the request named (offline check only).
+        templates: Vec<crate::source::TemplateRef>,
+        launch_configuration: Option<String>,
+    },
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -265,15 +305,16 @@ pub fn parse(payload: &Value) -> Result<GuardEvent, EventError> {
             },
         });
     }
-    if envelope.source != "aws.ec2" {
+    let autoscaling = envelope.source == "aws.autoscaling";
+    if envelope.source != "aws.ec2" && !autoscaling {
         return Ok(ignored(format!(
-            "source {:?} is not aws.ec2",
+            "source {:?} is not aws.ec2 or aws.autoscaling",
             clean(&envelope.source, 64)
         )));
     }
     let detail = payload.get("detail").unwrap_or(&Value::Null);
     let envelope_id = envelope.id.as_deref().map(|s| clean(s, 64));
-    if envelope.detail_type == STATE_CHANGE_DETAIL_TYPE {
+    if envelope.detail_type == STATE_CHANGE_DETAIL_TYPE && !autoscaling {
         return state_change(&envelope, detail, envelope_id);
     }
     if envelope.detail_type != CLOUDTRAIL_DETAIL_TYPE {
@@ -292,14 +333,20 @@ pub fn parse(payload: &Value) -> Result<GuardEvent, EventError> {
     let Some(event_name) = detail_obj.get("eventName").and_then(Value::as_str) else {
         return Ok(ignored("CloudTrail event without eventName".into()));
     };
-    if ![
-        RUN_INSTANCES,
-        CREATE_FLEET,
-        MODIFY_METADATA_OPTIONS,
-        MODIFY_METADATA_DEFAULTS,
-    ]
-    .contains(&event_name)
-    {
+    let ours: &[&str] = if autoscaling {
+        &GROUP_EVENTS
+    } else {
+        &[
+            RUN_INSTANCES,
+            CREATE_FLEET,
+            MODIFY_METADATA_OPTIONS,
+            MODIFY_METADATA_DEFAULTS,
+            CREATE_LAUNCH_TEMPLATE,
+            CREATE_LAUNCH_TEMPLATE_VERSION,
+            MODIFY_LAUNCH_TEMPLATE,
+        ]
+    };
+    if !ours.contains(&event_name) {
         return Ok(ignored(format!(
             "event {:?} is not one imds-guard acts on",
             clean(event_name, 64)
@@ -358,6 +405,12 @@ pub fn parse(payload: &Value) -> Result<GuardEvent, EventError> {
         });
     }
 
+    if TEMPLATE_EVENTS.contains(&event_name) {
+        return template_change(detail, ctx, &malformed);
+    }
+    if GROUP_EVENTS.contains(&event_name) {
+        return group_change(detail, ctx, &malformed);
+    }
     if event_name == RUN_INSTANCES {
         return run_instances(detail, ctx, &malformed);
     }
@@ -729,6 +782,129 @@ fn launched_instance(item: &Value) -> Result<Observed, String> {
         tags,
         launch_time: item.get("launchTime").and_then(epoch_secs),
         recorded_exemption: None,
+    })
+}
+
+/// A launch template event: the template it names, and what the request
+/// asked for. EC2 writes the request in PascalCase inside
+/// `<Action>Request`, and the response in camelCase inside
+/// `<Action>Response`; either may name the template.
+fn template_change(
+    detail: &Value,
+    ctx: EventContext,
+    malformed: &dyn Fn(String) -> EventError,
+) -> Result<GuardEvent, EventError> {
+    let name = ctx.event_name.as_str();
+    let request = at(detail, &["requestParameters", &format!("{name}Request")])
+        .or_else(|| at(detail, &["requestParameters"]))
+        .unwrap_or(&Value::Null);
+    let response =
+        at(detail, &["responseElements", &format!("{name}Response")]).unwrap_or(&Value::Null);
+    let answered = response
+        .get("launchTemplate")
+        .or_else(|| response.get("launchTemplateVersion"))
+        .unwrap_or(&Value::Null);
+    let id = text(answered, &["launchTemplateId"])
+        .or_else(|| text(request, &["LaunchTemplateId"]))
+        .or_else(|| text(request, &["launchTemplateId"]));
+    let template_name = text(answered, &["launchTemplateName"])
+        .or_else(|| text(request, &["LaunchTemplateName"]))
+        .or_else(|| text(request, &["launchTemplateName"]));
+    if let Some(bad) = id.as_deref().filter(|i| !is_launch_template_id(i)) {
+        return Err(malformed(format!(
+            "launch template id {:?} is not one",
+            clean(bad, 64)
+        )));
+    }
+    if id.is_none() && template_name.is_none() {
+        return Err(malformed("names no launch template".into()));
+    }
+    let data = request
+        .get("LaunchTemplateData")
+        .or_else(|| request.get("launchTemplateData"));
+    let requested = data.map(|d| {
+        d.get("MetadataOptions")
+            .or_else(|| d.get("metadataOptions"))
+            .map(pascal_or_camel_options)
+    });
+    Ok(GuardEvent::SourceChanged {
+        ctx,
+        change: SourceChange::Template {
+            id,
+            name: template_name,
+            requested,
+        },
+    })
+}
+
+/// An Auto Scaling group event: the group, and what the request named
+/// (camelCase: Auto Scaling's CloudTrail records are).
+fn group_change(
+    detail: &Value,
+    ctx: EventContext,
+    malformed: &dyn Fn(String) -> EventError,
+) -> Result<GuardEvent, EventError> {
+    let request = at(detail, &["requestParameters"]).unwrap_or(&Value::Null);
+    let Some(name) = text(request, &["autoScalingGroupName"]) else {
+        return Err(malformed("names no autoScalingGroupName".into()));
+    };
+    let spec = |v: &Value| crate::source::TemplateRef {
+        id: text(v, &["launchTemplateId"]),
+        name: text(v, &["launchTemplateName"]),
+        version: crate::source::VersionRef::parse(at(v, &["version"]).and_then(Value::as_str)),
+    };
+    let mut templates = Vec::new();
+    if let Some(lt) = request.get("launchTemplate") {
+        templates.push(spec(lt));
+    }
+    if let Some(mixed) = at(request, &["mixedInstancesPolicy", "launchTemplate"]) {
+        if let Some(lt) = mixed.get("launchTemplateSpecification") {
+            templates.push(spec(lt));
+        }
+        for o in mixed
+            .get("overrides")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            if let Some(lt) = o.get("launchTemplateSpecification") {
+                templates.push(spec(lt));
+            }
+        }
+    }
+    Ok(GuardEvent::SourceChanged {
+        ctx,
+        change: SourceChange::Group {
+            name,
+            templates,
+            launch_configuration: text(request, &["launchConfigurationName"]),
+        },
+    })
+}
+
+/// Metadata options as a request writes them: PascalCase (EC2's
+/// `*Request` blocks), or camelCase.
+fn pascal_or_camel_options(m: &Value) -> MetadataOptions {
+    let pick = |pascal: &str, camel: &str| word(m, pascal).or_else(|| word(m, camel));
+    MetadataOptions {
+        http_tokens: pick("HttpTokens", "httpTokens"),
+        http_endpoint: pick("HttpEndpoint", "httpEndpoint"),
+        http_put_response_hop_limit: m
+            .get("HttpPutResponseHopLimit")
+            .or_else(|| m.get("httpPutResponseHopLimit"))
+            .and_then(hop_limit),
+        http_protocol_ipv6: pick("HttpProtocolIpv6", "httpProtocolIpv6"),
+        instance_metadata_tags: pick("InstanceMetadataTags", "instanceMetadataTags"),
+    }
+}
+
+/// `lt-` and 17 lowercase hex digits.
+pub fn is_launch_template_id(s: &str) -> bool {
+    s.strip_prefix("lt-").is_some_and(|hex| {
+        hex.len() == 17
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
     })
 }
 
@@ -1189,5 +1365,122 @@ mod tests {
         let ua = ctx.user_agent.unwrap();
         assert!(!ua.chars().any(char::is_control));
         assert!(ua.chars().count() <= MAX_TEXT + 1);
+    }
+}
+
+#[cfg(test)]
+mod source_event_tests {
+    use super::*;
+    use crate::source::{TemplateRef, VersionRef};
+
+    fn fixture(name: &str) -> Value {
+        let path = format!("{}/../../events/{name}", env!("CARGO_MANIFEST_DIR"));
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+    }
+
+    fn change(name: &str) -> (EventContext, SourceChange) {
+        match parse(&fixture(name)).unwrap() {
+            GuardEvent::SourceChanged { ctx, change } => (ctx, change),
+            other => panic!("{name}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn template_events_name_the_template_and_what_the_request_asked() {
+        let (ctx, c) = change("create-launch-template.json");
+        assert_eq!(ctx.event_name, "CreateLaunchTemplate");
+        assert_eq!(ctx.account.as_deref(), Some("111122223333"));
+        let SourceChange::Template {
+            id,
+            name,
+            requested,
+        } = c
+        else {
+            panic!()
+        };
+        assert_eq!(id.as_deref(), Some("lt-0a1b2c3d4e5f60718"));
+        assert_eq!(name.as_deref(), Some("web"));
+        let o = requested.unwrap().unwrap();
+        assert_eq!(o.http_tokens.as_deref(), Some("optional"));
+        assert_eq!(o.http_put_response_hop_limit, Some(2));
+
+        // A new version from a source version: data without options.
+        let (_, c) = change("create-launch-template-version.json");
+        let SourceChange::Template { id, requested, .. } = c else {
+            panic!()
+        };
+        assert_eq!(id.as_deref(), Some("lt-0a1b2c3d4e5f60718"));
+        assert_eq!(requested, Some(None));
+
+        let (_, c) = change("modify-launch-template.json");
+        let SourceChange::Template { id, requested, .. } = c else {
+            panic!()
+        };
+        assert_eq!(id.as_deref(), Some("lt-0a1b2c3d4e5f60718"));
+        assert_eq!(requested, None);
+    }
+
+    #[test]
+    fn group_events_name_every_template_a_group_may_launch_from() {
+        let (ctx, c) = change("create-auto-scaling-group.json");
+        assert_eq!(ctx.event_name, "CreateAutoScalingGroup");
+        assert_eq!(
+            c,
+            SourceChange::Group {
+                name: "web-asg".into(),
+                templates: vec![TemplateRef {
+                    id: Some("lt-0a1b2c3d4e5f60718".into()),
+                    name: None,
+                    version: VersionRef::Default,
+                }],
+                launch_configuration: None,
+            }
+        );
+        let (_, c) = change("update-auto-scaling-group.json");
+        let SourceChange::Group {
+            name, templates, ..
+        } = c
+        else {
+            panic!()
+        };
+        assert_eq!(name, "batch-asg");
+        assert_eq!(
+            templates,
+            vec![
+                TemplateRef {
+                    id: None,
+                    name: Some("web".into()),
+                    version: VersionRef::Latest
+                },
+                TemplateRef {
+                    id: Some("lt-0f0e0d0c0b0a09080".into()),
+                    name: None,
+                    version: VersionRef::Number(4),
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn a_source_event_that_names_nothing_is_an_error_and_others_are_ignored() {
+        let mut e = fixture("create-launch-template-version.json");
+        e["detail"]["requestParameters"] = serde_json::json!({});
+        e["detail"]["responseElements"] = Value::Null;
+        assert!(parse(&e).is_err());
+        let mut e = fixture("create-launch-template.json");
+        e["detail"]["responseElements"]["CreateLaunchTemplateResponse"]["launchTemplate"]
+            ["launchTemplateId"] = "lt-nope".into();
+        assert!(parse(&e).is_err());
+        let mut e = fixture("create-auto-scaling-group.json");
+        e["detail"]["requestParameters"] = serde_json::json!({});
+        assert!(parse(&e).is_err());
+        // Another Auto Scaling call is not ours.
+        let mut e = fixture("create-auto-scaling-group.json");
+        e["detail"]["eventName"] = "SetDesiredCapacity".into();
+        assert!(matches!(parse(&e).unwrap(), GuardEvent::Ignored { .. }));
+        // A template event from aws.autoscaling is not one.
+        let mut e = fixture("create-launch-template.json");
+        e["source"] = "aws.autoscaling".into();
+        assert!(matches!(parse(&e).unwrap(), GuardEvent::Ignored { .. }));
     }
 }

@@ -13,4 +13,5 @@ pub mod notify;
 pub mod plan;
 pub mod policy;
 pub mod report;
+pub mod source;
 pub mod validate;

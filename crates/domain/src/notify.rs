@@ -14,6 +14,7 @@ use crate::cap;
 use crate::report::{
     AccountSweep, DefaultsReport, InstanceReport, Outcome, Refusing, RegionSweep, Report, Status,
 };
+use crate::source::{SourceOutcome, SourceReport};
 
 /// SNS allows 100 characters of subject.
 pub const MAX_SUBJECT: usize = 100;
@@ -131,6 +132,10 @@ struct Body<'a> {
     sweep: Option<SweepView<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     account_defaults: Option<&'a DefaultsReport>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    sources: &'a [SourceReport],
+    #[serde(skip_serializing_if = "is_zero")]
+    omitted_sources: usize,
     instances: &'a [InstanceReport],
     #[serde(skip_serializing_if = "is_zero")]
     omitted_instances: usize,
@@ -194,7 +199,11 @@ pub fn needed(report: &Report) -> bool {
             .account_defaults
             .as_ref()
             .is_some_and(|d| !d.weakenings.is_empty() || d.error.is_some()),
-        _ => report.instances.iter().any(|i| i.notify) || !report.unreadable.is_empty(),
+        _ => {
+            report.instances.iter().any(|i| i.notify)
+                || report.sources.iter().any(|s| s.notify)
+                || !report.unreadable.is_empty()
+        }
     }
 }
 
@@ -294,18 +303,26 @@ fn headline(report: &Report, ctx: &crate::event::EventContext) -> (String, Strin
                 ),
             )
         }
-        (None, None) => (
-            format!(
-                "imds-guard {mode}: {tally} in {account}/{} ({})",
-                ctx.region, ctx.event_name
-            ),
-            format!(
-                "{tally} after {} by {} in account {account} region {} (mode {mode})",
-                ctx.event_name,
-                ctx.principal.display(),
-                ctx.region
-            ),
-        ),
+        (None, None) => {
+            // A source event's report is about its sources.
+            let tally = if report.instances.is_empty() && !report.sources.is_empty() {
+                report.source_tally()
+            } else {
+                tally
+            };
+            (
+                format!(
+                    "imds-guard {mode}: {tally} in {account}/{} ({})",
+                    ctx.region, ctx.event_name
+                ),
+                format!(
+                    "{tally} after {} by {} in account {account} region {} (mode {mode})",
+                    ctx.event_name,
+                    ctx.principal.display(),
+                    ctx.region
+                ),
+            )
+        }
     }
 }
 
@@ -327,6 +344,21 @@ pub fn build(report: &Report) -> Notification {
     {
         outcomes.push(DEFAULTS_WEAKENED.to_string());
     }
+    // Sources: their own values, so a filter policy can route them apart.
+    for (o, name) in [
+        (SourceOutcome::Fixed, "source_fixed"),
+        (SourceOutcome::Flagged, "source_flagged"),
+    ] {
+        let in_sweep = report.sweep.iter().flat_map(|s| &s.sources);
+        if report
+            .sources
+            .iter()
+            .chain(in_sweep)
+            .any(|s| s.outcome == o)
+        {
+            outcomes.push(name.to_string());
+        }
+    }
     let failed = Outcome::Failed.as_str();
     if (!report.unreadable.is_empty() || !report.unhandled().is_empty())
         && !outcomes.iter().any(|o| o == failed)
@@ -347,6 +379,11 @@ pub fn build(report: &Report) -> Notification {
     let (failed_accounts, accounts) =
         accounts.split_at(accounts.iter().filter(|a| account_rank(a) == 0).count());
     let refusing: &[Refusing] = report.sweep.as_ref().map_or(&[], |s| &s.refusing_imdsv1);
+    // An event's sources, or a sweep's (ranked by the instances they launched).
+    let sources: &[SourceReport] = match &report.sweep {
+        Some(s) => &s.sources,
+        None => &report.sources,
+    };
     let unreadable = &report.unreadable[..report.unreadable.len().min(20)];
     let swept_out = report
         .sweep
@@ -360,6 +397,7 @@ pub fn build(report: &Report) -> Notification {
         report.instances.len(),
         regions.len(),
         accounts.len(),
+        sources.len(),
         failed_regions.len(),
         failed_accounts.len(),
         refusing.len(),
@@ -382,26 +420,28 @@ pub fn build(report: &Report) -> Notification {
             user_agent: ctx.user_agent.as_deref(),
             counts: counts.clone(),
             sweep: report.sweep.as_ref().map(|_| SweepView {
-                refusing_imdsv1: &refusing[..shown[5]],
-                omitted_refusing: refusing.len() - shown[5],
-                regions: failed_regions[..shown[3]]
+                refusing_imdsv1: &refusing[..shown[6]],
+                omitted_refusing: refusing.len() - shown[6],
+                regions: failed_regions[..shown[4]]
                     .iter()
                     .chain(&regions[..shown[1]])
                     .copied()
                     .collect(),
-                omitted_regions: failed_regions.len() + regions.len() - shown[3] - shown[1],
-                accounts: failed_accounts[..shown[4]]
+                omitted_regions: failed_regions.len() + regions.len() - shown[4] - shown[1],
+                accounts: failed_accounts[..shown[5]]
                     .iter()
                     .chain(&accounts[..shown[2]])
                     .copied()
                     .collect(),
-                omitted_accounts: failed_accounts.len() + accounts.len() - shown[4] - shown[2],
+                omitted_accounts: failed_accounts.len() + accounts.len() - shown[5] - shown[2],
             }),
+            sources: &sources[..shown[3]],
+            omitted_sources: sources.len() - shown[3],
             account_defaults: report.account_defaults.as_ref(),
             instances: &report.instances[..shown[0]],
             omitted_instances: report.instances.len() - shown[0] + swept_out,
-            unreadable: &unreadable[..shown[6]],
-            omitted_unreadable: report.unreadable.len() - shown[6],
+            unreadable: &unreadable[..shown[7]],
+            omitted_unreadable: report.unreadable.len() - shown[7],
         };
         // Plain strings and numbers: serializing them cannot fail, and if
         // it ever did the fixed message below says so.
@@ -501,6 +541,7 @@ mod tests {
             sweep: None,
             account_defaults: None,
             aws_calls: Default::default(),
+            sources: Vec::new(),
         }
     }
 
@@ -603,6 +644,7 @@ mod tests {
             regions,
             accounts,
             omitted_instances: 0,
+            sources: Vec::new(),
         });
 
         let n = build(&r);

@@ -305,7 +305,13 @@ pub fn failure_summary(report: &Report, notify_error: Option<&str>) -> Option<St
     let instances = report.unhandled_instances();
     let regions = report.unfinished_regions();
     let defaults = report.defaults_error();
-    if instances.is_empty() && regions.is_empty() && defaults.is_none() && notify_error.is_none() {
+    let sources = report.unhandled_sources();
+    if instances.is_empty()
+        && regions.is_empty()
+        && defaults.is_none()
+        && sources.is_empty()
+        && notify_error.is_none()
+    {
         return None;
     }
     let mut parts = Vec::new();
@@ -325,6 +331,13 @@ pub fn failure_summary(report: &Report, notify_error: Option<&str>) -> Option<St
         ));
     }
     parts.extend(defaults);
+    if !sources.is_empty() {
+        parts.push(format!(
+            "{} source(s) not handled: {}",
+            sources.len(),
+            sources.join("; ")
+        ));
+    }
     if let Some(e) = notify_error {
         parts.push(format!(
             "notification failed ({e}); done: {}",
@@ -706,6 +719,7 @@ mod tests {
             regions: vec![region],
             accounts: vec![],
             omitted_instances: 0,
+            sources: Vec::new(),
         });
         let s = failure_summary(&r, None).unwrap();
         assert_eq!(

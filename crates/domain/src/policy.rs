@@ -365,6 +365,11 @@ pub struct SweepFacts {
     /// calls since (`MetadataNoTokenRejected`): workloads enforcing broke.
     pub refusing: u64,
     pub defaults: Option<AccountDefaults>,
+    /// Sources that would launch at `optional` (or could not be read): each
+    /// named. Under `HttpTokensEnforced` their launches would fail.
+    pub sources_optional: Vec<String>,
+    /// Whether the region's sources were read at all.
+    pub sources_read: bool,
 }
 
 /// Whether a region may switch on `HttpTokensEnforced`.
@@ -435,6 +440,7 @@ pub fn readiness(f: &SweepFacts) -> Readiness {
     if f.defaults.as_ref().is_some_and(AccountDefaults::enforced)
         && f.noncompliant_left == 0
         && f.refusing == 0
+        && f.sources_optional.is_empty()
     {
         return Readiness {
             verdict: ReadinessVerdict::AlreadyEnforced,
@@ -470,6 +476,16 @@ pub fn readiness(f: &SweepFacts) -> Readiness {
             f.v1_in_use
         ));
     }
+    if !f.sources_optional.is_empty() {
+        const SHOWN: usize = 5;
+        let more = f.sources_optional.len().saturating_sub(SHOWN);
+        reasons.push(format!(
+            "{} source(s) would launch at HttpTokens=optional, and under HttpTokensEnforced those launches fail: {}{}",
+            f.sources_optional.len(),
+            f.sources_optional[..f.sources_optional.len().min(SHOWN)].join(", "),
+            if more > 0 { format!(" and {more} more") } else { String::new() }
+        ));
+    }
     match &f.defaults {
         Some(d) if !d.requires_tokens() => reasons.push(format!(
             "account default HttpTokens is {}: set it to required first",
@@ -489,6 +505,9 @@ pub fn readiness(f: &SweepFacts) -> Readiness {
     }
     if f.defaults.is_none() {
         unknown.push("the account defaults could not be read".to_string());
+    }
+    if !f.sources_read {
+        unknown.push("the launch templates and Auto Scaling groups could not be read".to_string());
     }
     if !unknown.is_empty() {
         return Readiness {

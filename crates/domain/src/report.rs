@@ -292,6 +292,10 @@ pub struct RegionSweep {
     /// the sweep slowed down for and retried.
     #[serde(skip_serializing_if = "is_zero")]
     pub throttled: u64,
+    /// Launch templates, groups and launch configurations here that would
+    /// launch at `optional` (named in the summary's `sources`).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub sources: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub account_defaults: Option<AccountDefaults>,
     /// What was done about the account default.
@@ -320,6 +324,7 @@ impl RegionSweep {
             v1_no_data: 0,
             refusing: 0,
             throttled: 0,
+            sources: 0,
             account_defaults: None,
             account_default_action: DefaultsAction::None,
             readiness: Readiness::unknown(),
@@ -450,6 +455,10 @@ pub struct SweepSummary {
     /// One line per account, when the sweep covers a list of accounts.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub accounts: Vec<AccountSweep>,
+    /// Noncompliant sources (and those that could not be read or fixed),
+    /// the ones that launched the most noncompliant instances first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<crate::source::SourceReport>,
     /// Instances with news (changed, flagged, exempt, failed) that the
     /// report's `instances` leaves out to stay bounded; failed ones are
     /// always listed.
@@ -549,6 +558,10 @@ pub struct Report {
     /// notification included), where the clients count them.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub aws_calls: BTreeMap<String, u64>,
+    /// Launch templates, Auto Scaling groups and launch configurations a
+    /// source event named (a sweep's are per region).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<crate::source::SourceReport>,
 }
 
 impl Report {
@@ -564,6 +577,7 @@ impl Report {
             sweep: None,
             account_defaults: None,
             aws_calls: BTreeMap::new(),
+            sources: Vec::new(),
         }
     }
 
@@ -580,6 +594,7 @@ impl Report {
             sweep: None,
             account_defaults: None,
             aws_calls: BTreeMap::new(),
+            sources: Vec::new(),
         }
     }
 
@@ -599,6 +614,7 @@ impl Report {
             sweep: None,
             account_defaults: None,
             aws_calls: BTreeMap::new(),
+            sources: Vec::new(),
         }
     }
 
@@ -633,7 +649,17 @@ impl Report {
         let mut all = self.unhandled_instances();
         all.extend(self.unfinished_regions());
         all.extend(self.defaults_error());
+        all.extend(self.unhandled_sources());
         all
+    }
+
+    /// Sources a source event named that could not be read or fixed.
+    pub fn unhandled_sources(&self) -> Vec<String> {
+        self.sources
+            .iter()
+            .filter(|s| s.outcome == crate::source::SourceOutcome::Failed)
+            .map(|s| format!("{} ({})", s.label(), s.error.as_deref().unwrap_or("failed")))
+            .collect()
     }
 
     /// Instances that failed (or were handled with an error) and event
@@ -719,4 +745,33 @@ impl Report {
             parts.join(", ")
         }
     }
+
+    /// Sources by outcome, e.g. `1 launch template fixed, 1 Auto Scaling
+    /// group flagged`.
+    pub fn source_tally(&self) -> String {
+        source_tally(&self.sources)
+    }
+}
+
+/// Sources by kind and outcome, in a fixed order; `no sources` if none.
+pub fn source_tally(sources: &[crate::source::SourceReport]) -> String {
+    let mut counts: BTreeMap<(crate::source::SourceKind, crate::source::SourceOutcome), u64> =
+        BTreeMap::new();
+    for s in sources {
+        *counts.entry((s.kind, s.outcome)).or_default() += 1;
+    }
+    if counts.is_empty() {
+        return "no sources".into();
+    }
+    counts
+        .iter()
+        .map(|((kind, outcome), n)| {
+            let outcome = serde_json::to_value(outcome)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default();
+            format!("{n} {kind}{} {outcome}", if *n == 1 { "" } else { "(s)" })
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
