@@ -296,6 +296,45 @@ pub fn render_sweep(r: &Report) -> String {
         out.push('\n');
         out.push_str(&lines(&accounts));
     }
+    if !sweep.sources.is_empty() {
+        // What keeps launching IMDSv1-open instances, the largest first.
+        let mut sources = table(
+            &["SOURCE", "KIND", "WHERE", "INSTANCES", "OUTCOME", "ACTION"],
+            &[3],
+        );
+        for s in &sweep.sources {
+            let outcome = serde_json::to_value(s.outcome)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default();
+            sources.add_row(vec![
+                s.name.clone().unwrap_or_else(|| s.id.clone()),
+                s.kind.to_string(),
+                match (&s.account, &s.region) {
+                    (Some(a), Some(r)) => format!("{a}/{r}"),
+                    (None, Some(r)) => r.clone(),
+                    _ => String::new(),
+                },
+                s.instances.to_string(),
+                outcome,
+                s.action.clone(),
+            ]);
+        }
+        out.push('\n');
+        out.push_str(&lines(&sources));
+        for s in &sweep.sources {
+            for f in &s.findings {
+                out.push_str(&format!("{}: {f}\n", s.label()));
+            }
+            if !s.pinned_by.is_empty() {
+                out.push_str(&format!(
+                    "{}: pinned by number in {} (a new default does not reach them)\n",
+                    s.label(),
+                    s.pinned_by.join(", ")
+                ));
+            }
+        }
+    }
     out.push('\n');
     for g in &sweep.regions {
         let p = place(g);

@@ -31,6 +31,7 @@ mod org_emulator;
 mod properties;
 mod rules_emulator;
 mod runtime;
+mod source_faults;
 mod sweep_emulator;
 mod sweep_faults;
 mod template;

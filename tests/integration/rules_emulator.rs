@@ -300,3 +300,100 @@ async fn the_guards_own_changes_never_reach_it_and_everyone_elses_do() {
     .await;
     assert_eq!(got, BTreeSet::from(["instance pending".to_string()]));
 }
+
+/// Source events by people and pipelines, and the guard's own fixes.
+fn source_events(account: &str) -> BTreeMap<&'static str, Value> {
+    let mut out = BTreeMap::new();
+    let base = |name: &str| {
+        let mut e = fixture(name);
+        e["account"] = account.into();
+        e["detail"]["recipientAccountId"] = account.into();
+        e
+    };
+    for (label, name) in [
+        ("template created", "create-launch-template.json"),
+        ("template version", "create-launch-template-version.json"),
+        ("template default", "modify-launch-template.json"),
+        ("group created", "create-auto-scaling-group.json"),
+        ("group updated", "update-auto-scaling-group.json"),
+    ] {
+        out.insert(label, base(name));
+    }
+    let mut failed = base("create-launch-template-version.json");
+    failed["detail"]["errorCode"] = "Client.UnauthorizedOperation".into();
+    out.insert("failed source call", failed);
+    // Not a source event: another Auto Scaling call.
+    let mut other = base("create-auto-scaling-group.json");
+    other["detail"]["eventName"] = "SetDesiredCapacity".into();
+    out.insert("another Auto Scaling call", other);
+    let issued = |role: &str| {
+        json!({"type": "AssumedRole", "arn": format!("arn:aws:sts::{account}:assumed-role/{role}/imds-guard"),
+               "sessionContext": {"sessionIssuer": {"type": "Role", "arn": format!("arn:aws:iam::{account}:role/{role}"), "userName": role}}})
+    };
+    for (label, role, name) in [
+        (
+            "the guard's new version",
+            GUARD_ROLE,
+            "create-launch-template-version.json",
+        ),
+        (
+            "the guard's new default",
+            GUARD_ROLE,
+            "modify-launch-template.json",
+        ),
+        (
+            "the member role's new version",
+            MEMBER_ROLE,
+            "create-launch-template-version.json",
+        ),
+    ] {
+        let mut e = base(name);
+        e["detail"]["userIdentity"] = issued(role);
+        out.insert(label, e);
+    }
+    out
+}
+
+#[tokio::test]
+async fn source_rules_take_templates_and_groups_but_the_guards_own_fixes() {
+    let people: BTreeSet<String> = [
+        "template created",
+        "template version",
+        "template default",
+        "group created",
+        "group updated",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let central = source_events(CENTRAL);
+    let got = matched(
+        &pattern("template.yaml", "SourceRule", CENTRAL),
+        &central,
+        "sources",
+    )
+    .await;
+    let mut want = people.clone();
+    want.insert("the member role's new version".into());
+    assert_eq!(got, want, "the function's role is left out on its own bus");
+
+    let member = source_events(MEMBER);
+    let got = matched(
+        &pattern("member/template.yaml", "ForwardSourceRule", MEMBER),
+        &member,
+        "forward-sources",
+    )
+    .await;
+    let mut want = people.clone();
+    want.insert("the guard's new version".into());
+    want.insert("the guard's new default".into());
+    assert_eq!(got, want, "a member forwards all but the member role's");
+
+    let got = matched(
+        &pattern("template.yaml", "CentralSourceRule", CENTRAL),
+        &member,
+        "central-sources",
+    )
+    .await;
+    assert_eq!(got, people, "the central bus leaves out both roles");
+}

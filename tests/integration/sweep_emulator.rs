@@ -515,3 +515,153 @@ async fn legacy_records_count_only_before_the_cutoff_and_migrate_in_one_step() {
     assert_eq!(g.count(Outcome::Exempt), 2, "{g:?}");
     assert!(g.warnings.is_empty());
 }
+
+/// Sources end to end on the emulator's launch templates and Auto Scaling:
+/// a template asking for `optional`, used by a group that follows
+/// `$Default` and one that pins version 1. The event fixes the template (a
+/// new default requiring tokens, hop limit kept) and names the pinned
+/// group; the sweep then finds the pinned group still launching `optional`
+/// and attributes its instance to it. (The emulator neither merges a
+/// `SourceVersion`'s data nor applies a template's options to the
+/// instances it launches: the template's versions are checked, not the
+/// instances.)
+#[tokio::test]
+async fn a_template_fixed_at_its_source_and_the_sweep_naming_what_still_launches_optional() {
+    use aws_sdk_autoscaling::types::LaunchTemplateSpecification;
+    use aws_sdk_ec2::types::{
+        LaunchTemplateHttpTokensState, LaunchTemplateInstanceMetadataOptionsRequest,
+        RequestLaunchTemplateData,
+    };
+    use imds_guard::source::{SourceKind, SourceOutcome};
+    let region = "eu-west-2";
+    let base = crate::common::emulator_sdk().await;
+    let ec2 = ec2(region).await;
+    let asg = aws_sdk_autoscaling::Client::from_conf(
+        aws_sdk_autoscaling::config::Builder::from(&base)
+            .region(aws_config::Region::new(region))
+            .build(),
+    );
+    let created = ec2
+        .create_launch_template()
+        .launch_template_name("web-sources")
+        .launch_template_data(
+            RequestLaunchTemplateData::builder()
+                .image_id("ami-0c02fb55956c7d316")
+                .metadata_options(
+                    LaunchTemplateInstanceMetadataOptionsRequest::builder()
+                        .http_tokens(LaunchTemplateHttpTokensState::Optional)
+                        .http_put_response_hop_limit(2)
+                        .build(),
+                )
+                .build(),
+        )
+        .tag_specifications(
+            aws_sdk_ec2::types::TagSpecification::builder()
+                .resource_type(aws_sdk_ec2::types::ResourceType::LaunchTemplate)
+                .tags(
+                    aws_sdk_ec2::types::Tag::builder()
+                        .key("imds-guard:fix-source")
+                        .value("true")
+                        .build(),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let lt = created
+        .launch_template()
+        .unwrap()
+        .launch_template_id()
+        .unwrap()
+        .to_string();
+    for (name, version, size) in [("web-follows", "$Default", 2), ("web-pinned", "1", 1)] {
+        asg.create_auto_scaling_group()
+            .auto_scaling_group_name(name)
+            .launch_template(
+                LaunchTemplateSpecification::builder()
+                    .launch_template_id(&lt)
+                    .version(version)
+                    .build(),
+            )
+            .min_size(size)
+            .max_size(size)
+            .desired_capacity(size)
+            .availability_zones(format!("{region}a"))
+            .send()
+            .await
+            .unwrap();
+    }
+
+    let mut event = fixture("create-launch-template.json");
+    event["region"] = region.into();
+    event["detail"]["awsRegion"] = region.into();
+    event["detail"]["responseElements"]["CreateLaunchTemplateResponse"]["launchTemplate"]
+        ["launchTemplateId"] = lt.clone().into();
+    let g = Guard::new(
+        config(&[("FIX_SOURCES", "true"), ("SWEEP_REGIONS", region)]),
+        RegionalClients::new(base.clone()),
+    );
+    let r = g.handle(&event).await.unwrap();
+    let s = &r.sources[0];
+    assert_eq!(s.outcome, SourceOutcome::Fixed, "{s:?}");
+    assert_eq!(s.used_by, vec!["web-follows", "web-pinned"]);
+    assert_eq!(s.pinned_by, vec!["web-pinned"]);
+
+    // $Default and $Latest now require tokens, hop limit unchanged.
+    let now = ec2
+        .describe_launch_template_versions()
+        .launch_template_id(&lt)
+        .versions("$Default")
+        .versions("$Latest")
+        .send()
+        .await
+        .unwrap();
+    let versions = now.launch_template_versions();
+    assert!(!versions.is_empty());
+    for v in versions {
+        assert_eq!(v.version_number(), Some(2), "{v:?}");
+        let m = v
+            .launch_template_data()
+            .unwrap()
+            .metadata_options()
+            .unwrap();
+        assert_eq!(
+            m.http_tokens(),
+            Some(&LaunchTemplateHttpTokensState::Required)
+        );
+        assert_eq!(m.http_put_response_hop_limit(), Some(2));
+    }
+
+    // The sweep (audit): the pinned group still launches optional, with
+    // the instance it launched; the region is not ready.
+    let swept = Guard::new(
+        config(&[("GUARD_MODE", "audit"), ("SWEEP_REGIONS", region)]),
+        RegionalClients::new(base),
+    )
+    .handle(&scheduled(region))
+    .await
+    .unwrap();
+    let sweep = swept.sweep.as_ref().unwrap();
+    let pinned = sweep
+        .sources
+        .iter()
+        .find(|s| s.id == "web-pinned")
+        .unwrap_or_else(|| panic!("{:?}", sweep.sources));
+    assert_eq!(pinned.kind, SourceKind::AutoScalingGroup);
+    assert_eq!(pinned.instances, 1, "{pinned:?}");
+    assert!(
+        !sweep
+            .sources
+            .iter()
+            .any(|s| s.id == "web-follows" || s.id == lt),
+        "fixed sources are not listed: {:?}",
+        sweep.sources
+    );
+    let readiness = &sweep.regions[0].readiness;
+    assert_eq!(readiness.verdict, ReadinessVerdict::NotReady);
+    assert!(
+        readiness.reasons.iter().any(|r| r.contains("web-pinned")),
+        "{readiness:?}"
+    );
+}

@@ -78,6 +78,16 @@ const ALLOWED_ACTIONS: &[&str] = &[
     "organizations:ListAccounts",
     // The member stack: forwarding to the central bus.
     "events:PutEvents",
+    // Sources: read always; the status tag on groups; fixing opted-in
+    // templates only with FixSources.
+    "ec2:DescribeLaunchTemplates",
+    "ec2:DescribeLaunchTemplateVersions",
+    "ec2:DescribeImages",
+    "autoscaling:DescribeAutoScalingGroups",
+    "autoscaling:DescribeLaunchConfigurations",
+    "autoscaling:CreateOrUpdateTags",
+    "ec2:CreateLaunchTemplateVersion",
+    "ec2:ModifyLaunchTemplate",
     // The guard's memory, its own table only.
     "dynamodb:PutItem",
     "dynamodb:BatchWriteItem",
@@ -92,6 +102,11 @@ const NO_RESOURCE_LEVEL: &[&str] = &[
     "ec2:ModifyInstanceMetadataDefaults",
     "cloudwatch:GetMetricData",
     "organizations:ListAccounts",
+    "ec2:DescribeLaunchTemplates",
+    "ec2:DescribeLaunchTemplateVersions",
+    "ec2:DescribeImages",
+    "autoscaling:DescribeAutoScalingGroups",
+    "autoscaling:DescribeLaunchConfigurations",
 ];
 
 /// Statements the role holds whatever the parameters say (outside any `!If`).
@@ -166,6 +181,17 @@ pub fn problems(t: &Value) -> Vec<String> {
     };
     if binary("GuardFunction") != "imds-guard-event" {
         p.push("GuardFunction: should be the event function (Binary imds-guard-event)".into());
+    }
+    if binary("SourceFunction") != "imds-guard" {
+        p.push("SourceFunction: should be the sweep function's binary (Binary imds-guard), which carries Auto Scaling".into());
+    }
+    for rule in ["SourceRule", "CentralSourceRule"] {
+        let targets = get(t, &["Resources", rule, "Properties", "Targets"])
+            .map(strings_deep)
+            .unwrap_or_default();
+        if !targets.iter().any(|a| a.contains("SourceFunction")) {
+            p.push(format!("{rule}: source events go to the sources function"));
+        }
     }
     if binary("SweepFunction") != "imds-guard" {
         p.push("SweepFunction: should be the sweep function (Binary imds-guard)".into());
@@ -425,7 +451,9 @@ fn role_problems(t: &Value, p: &mut Vec<String>) {
                 {
                     p.push(format!("{name}/{sid}: {actions:?} on every resource"));
                 }
-                let on_instances = resource.iter().all(|r| r.contains(":instance/*"));
+                let on_instances = resource
+                    .iter()
+                    .all(|r| r.contains(":instance/*") || r.contains(":launch-template/*"));
                 if actions
                     .iter()
                     .any(|a| a == "ec2:ModifyInstanceMetadataOptions" || a == "ec2:CreateTags")
@@ -443,6 +471,15 @@ fn role_problems(t: &Value, p: &mut Vec<String>) {
                     p.push(format!("{name}/{sid}: changing the account defaults must depend on SetAccountDefault"));
                 }
                 imds_write_problems(&format!("{name}/{sid}"), st, &actions, p);
+                source_write_problems(
+                    &format!("{name}/{sid}"),
+                    st,
+                    &actions,
+                    unconditional(doc.get("PolicyDocument").unwrap_or(&Value::Null))
+                        .iter()
+                        .any(|u| std::ptr::eq(*u, st)),
+                    p,
+                );
                 if actions.iter().any(|a| a == "ec2:CreateTags") {
                     let keys = get(
                         st,
@@ -521,6 +558,55 @@ fn imds_write_problems(at: &str, st: &Value, actions: &[String], p: &mut Vec<Str
     }
 }
 
+/// Writing a template (IAM cannot restrict what a new version contains)
+/// only with `FixSources` and only on templates whose owner opted in; a
+/// group's tags only the status key.
+fn source_write_problems(
+    at: &str,
+    st: &Value,
+    actions: &[String],
+    unconditional: bool,
+    p: &mut Vec<String>,
+) {
+    let writes_templates = actions
+        .iter()
+        .any(|a| a == "ec2:CreateLaunchTemplateVersion" || a == "ec2:ModifyLaunchTemplate");
+    if writes_templates {
+        if unconditional {
+            p.push(format!(
+                "{at}: writing launch templates must depend on FixSources"
+            ));
+        }
+        if condition(st, "StringEquals", "aws:ResourceTag/imds-guard:fix-source") != ["true"] {
+            p.push(format!("{at}: writing launch templates only where the owner opted in (aws:ResourceTag/imds-guard:fix-source = true)"));
+        }
+    }
+    if actions
+        .iter()
+        .any(|a| a == "autoscaling:CreateOrUpdateTags")
+    {
+        let keys = get(
+            st,
+            &["Condition", "ForAllValues:StringEquals", "aws:TagKeys"],
+        )
+        .map(strings)
+        .unwrap_or_default();
+        if keys.len() != 1 || !keys[0].contains("StatusTagKey") {
+            p.push(format!(
+                "{at}: a group's tags only the status key, got {keys:?}"
+            ));
+        }
+    }
+}
+
+const SOURCE_EVENTS: [&str; 5] = [
+    "CreateLaunchTemplate",
+    "CreateLaunchTemplateVersion",
+    "ModifyLaunchTemplate",
+    "CreateAutoScalingGroup",
+    "UpdateAutoScalingGroup",
+];
+
 /// Every rule on CloudTrail calls watches the launches and the changes,
 /// drops failed calls and the guard's own changes; a state-change rule
 /// watches `pending` and depends on the triggers chosen; every target has a
@@ -560,6 +646,28 @@ fn rule_problems(t: &Value, p: &mut Vec<String>) {
             {
                 p.push(format!("{name}: an alarm rule passes on the member stacks' alarms going off, and nothing else"));
             }
+            continue;
+        }
+        let names = get(r, &["Properties", "EventPattern", "detail", "eventName"])
+            .map(strings)
+            .unwrap_or_default();
+        if names.iter().any(|n| SOURCE_EVENTS.contains(&n.as_str())) {
+            // Sources: templates (EC2) and groups (Auto Scaling), and only
+            // those events.
+            if pat(&["source"]) != ["aws.ec2", "aws.autoscaling"]
+                || names.iter().collect::<Vec<_>>() != SOURCE_EVENTS.iter().collect::<Vec<_>>()
+            {
+                p.push(format!("{name}: a source rule watches {SOURCE_EVENTS:?} from aws.ec2 and aws.autoscaling, and nothing else"));
+            }
+            let skip_failed = get(r, &["Properties", "EventPattern", "detail", "errorCode"])
+                .and_then(Value::as_sequence)
+                .and_then(|s| s.first())
+                .and_then(|m| m.get("exists"))
+                .and_then(Value::as_bool);
+            if skip_failed != Some(false) {
+                p.push(format!("{name}: failed calls should be dropped in the pattern (errorCode exists false)"));
+            }
+            self_exclusion_problems(name, r, p);
             continue;
         }
         if pat(&["source"]) != ["aws.ec2"] {
@@ -1081,7 +1189,9 @@ pub fn member_problems(t: &Value, central: &Value) -> Vec<String> {
     }
     let function: std::collections::BTreeSet<String> = actions_of(central, "GuardRole")
         .into_iter()
-        .filter(|a| a.starts_with("ec2:") || a.starts_with("cloudwatch:"))
+        .filter(|a| {
+            a.starts_with("ec2:") || a.starts_with("cloudwatch:") || a.starts_with("autoscaling:")
+        })
         .collect();
     let member = actions_of(t, "MemberRole");
     if member != function {
@@ -1377,4 +1487,49 @@ fn a_failure_no_one_hears_of_is_caught() {
         &m,
         "ForwardRule: no alarm on events it could neither deliver nor keep",
     );
+}
+
+#[test]
+fn a_template_write_without_fixing_on_or_its_owners_opt_in_is_caught() {
+    for (path, role) in [
+        ("template.yaml", "GuardRole"),
+        ("member/template.yaml", "MemberRole"),
+    ] {
+        let check = |t: &Value| {
+            if path == "template.yaml" {
+                problems(t)
+            } else {
+                member_problems(t, &load("template.yaml"))
+            }
+        };
+        let mut t = load(path);
+        any_sid_mut(statements_mut(&mut t, role), "FixOptedInTemplates")
+            .as_mapping_mut()
+            .unwrap()
+            .remove("Condition");
+        expect_among(check(&t), "only where the owner opted in");
+        let mut t = load(path);
+        let fix = any_sid_mut(statements_mut(&mut t, role), "FixOptedInTemplates").clone();
+        statements_mut(&mut t, role).push(fix);
+        expect_among(
+            check(&t),
+            "writing launch templates must depend on FixSources",
+        );
+        let mut t = load(path);
+        any_sid_mut(statements_mut(&mut t, role), "TagGroupStatusOnly")
+            .as_mapping_mut()
+            .unwrap()
+            .remove("Condition");
+        expect_among(check(&t), "a group's tags only the status key");
+    }
+    let mut t = load("template.yaml");
+    t["Resources"]["SourceRule"]["Properties"]["EventPattern"]["detail"]
+        .as_mapping_mut()
+        .unwrap()
+        .remove("$or");
+    expect_problem(&t, "SourceRule");
+    let mut t = load("template.yaml");
+    t["Resources"]["SourceRule"]["Properties"]["Targets"][0]["Arn"] =
+        serde_norway::from_str("!GetAtt GuardFunction.Arn").unwrap();
+    expect_problem(&t, "source events go to the sources function");
 }

@@ -1,0 +1,345 @@
+//! Sources against mocked EC2 and Auto Scaling: what the emulator lacks.
+//! Real EC2 merges a new version's data into its `SourceVersion`'s (the
+//! emulator does not), so the guard sends only a whole `MetadataOptions`
+//! block and the source version; mixed-instances policies with per-override
+//! templates, versions pinned by number, AMIs with `ImdsSupport`, and
+//! throttling on the new calls.
+
+use aws_sdk_autoscaling::operation::describe_auto_scaling_groups::DescribeAutoScalingGroupsOutput;
+use aws_sdk_autoscaling::types::{
+    AutoScalingGroup, LaunchTemplate, LaunchTemplateOverrides, LaunchTemplateSpecification,
+    MixedInstancesPolicy,
+};
+use aws_sdk_autoscaling::Client as AsgClient;
+use aws_sdk_ec2::operation::create_launch_template_version::CreateLaunchTemplateVersionOutput;
+use aws_sdk_ec2::operation::describe_images::DescribeImagesOutput;
+use aws_sdk_ec2::operation::describe_launch_template_versions::DescribeLaunchTemplateVersionsOutput;
+use aws_sdk_ec2::operation::describe_launch_templates::DescribeLaunchTemplatesOutput;
+use aws_sdk_ec2::operation::modify_launch_template::ModifyLaunchTemplateOutput;
+use aws_sdk_ec2::types::{
+    Image, ImdsSupportValues, LaunchTemplate as Ec2Template, LaunchTemplateHttpTokensState,
+    LaunchTemplateInstanceMetadataEndpointState, LaunchTemplateInstanceMetadataOptions,
+    LaunchTemplateVersion, ResponseLaunchTemplateData, Tag,
+};
+use aws_sdk_ec2::Client as Ec2Client;
+use aws_smithy_mocks::{mock, Rule};
+use imds_guard::guard::{Guard, GuardError};
+use imds_guard::source::{SourceKind, SourceOutcome};
+
+use crate::common::{self, config, fixture, FixedClients};
+use crate::faults::THROTTLED;
+
+const LT: &str = "lt-0a1b2c3d4e5f60718";
+
+fn guard(pairs: &[(&str, &str)], ec2: &[&Rule], asg: &[&Rule]) -> Guard<FixedClients> {
+    Guard::new(
+        config(pairs),
+        FixedClients {
+            ec2: common::ec2(ec2),
+            sns: common::sns(&[]),
+            metrics: common::metrics(&[]),
+            members: None,
+            memory: None,
+            keeper: None,
+            autoscaling: common::autoscaling(asg),
+        },
+    )
+}
+
+fn template(id: &'static str, default: i64, latest: i64, opted_in: bool) -> Rule {
+    templates(vec![(id, default, latest, opted_in)])
+}
+
+/// `DescribeLaunchTemplates` answering each template asked for (all when
+/// none is named): (id, default, latest, opted in).
+fn templates(all: Vec<(&'static str, i64, i64, bool)>) -> Rule {
+    mock!(Ec2Client::describe_launch_templates).then_compute_output(move |r| {
+        let asked = r.launch_template_ids();
+        let mut out = DescribeLaunchTemplatesOutput::builder();
+        for (id, default, latest, opted_in) in &all {
+            if !asked.is_empty() && !asked.contains(&id.to_string()) {
+                continue;
+            }
+            let mut t = Ec2Template::builder()
+                .launch_template_id(*id)
+                .launch_template_name(format!("{id}-name"))
+                .default_version_number(*default)
+                .latest_version_number(*latest);
+            if *opted_in {
+                t = t.tags(
+                    Tag::builder()
+                        .key("imds-guard:fix-source")
+                        .value("true")
+                        .build(),
+                );
+            }
+            out = out.launch_templates(t.build());
+        }
+        out.build()
+    })
+}
+
+/// A version as EC2 answers it: the image, the instance type, and metadata
+/// options (`None`: the version sets none).
+fn version(id: &str, n: i64, tokens: Option<&str>, hop: Option<i32>) -> LaunchTemplateVersion {
+    let mut data = ResponseLaunchTemplateData::builder()
+        .image_id("ami-0c02fb55956c7d316")
+        .instance_type(aws_sdk_ec2::types::InstanceType::T3Micro);
+    if let Some(t) = tokens {
+        data = data.metadata_options(
+            LaunchTemplateInstanceMetadataOptions::builder()
+                .http_tokens(LaunchTemplateHttpTokensState::from(t))
+                .http_endpoint(LaunchTemplateInstanceMetadataEndpointState::Enabled)
+                .set_http_put_response_hop_limit(hop)
+                .build(),
+        );
+    }
+    LaunchTemplateVersion::builder()
+        .launch_template_id(id)
+        .version_number(n)
+        .launch_template_data(data.build())
+        .build()
+}
+
+fn versions(vs: Vec<LaunchTemplateVersion>) -> Rule {
+    mock!(Ec2Client::describe_launch_template_versions).then_output(move || {
+        DescribeLaunchTemplateVersionsOutput::builder()
+            .set_launch_template_versions(Some(vs.clone()))
+            .build()
+    })
+}
+
+/// The new version: only the source version and a whole metadata block, so
+/// real EC2 copies the rest (AMI, user data, network) from the source.
+#[tokio::test]
+async fn a_fix_sends_the_source_version_and_a_whole_metadata_block_only() {
+    let t = template(LT, 1, 1, true);
+    let v = versions(vec![version(LT, 1, Some("optional"), Some(3))]);
+    let create = mock!(Ec2Client::create_launch_template_version)
+        .match_requests(|r| {
+            let Some(data) = r.launch_template_data() else {
+                return false;
+            };
+            let Some(m) = data.metadata_options() else {
+                return false;
+            };
+            r.launch_template_id() == Some(LT)
+                && r.source_version() == Some("1")
+                && data.image_id().is_none()
+                && data.instance_type().is_none()
+                && data.user_data().is_none()
+                && m.http_tokens() == Some(&LaunchTemplateHttpTokensState::Required)
+                && m.http_endpoint() == Some(&LaunchTemplateInstanceMetadataEndpointState::Enabled)
+                && m.http_put_response_hop_limit() == Some(3)
+        })
+        .then_output(|| {
+            CreateLaunchTemplateVersionOutput::builder()
+                .launch_template_version(LaunchTemplateVersion::builder().version_number(7).build())
+                .build()
+        });
+    let set = mock!(Ec2Client::modify_launch_template)
+        .match_requests(|r| r.launch_template_id() == Some(LT) && r.default_version() == Some("7"))
+        .then_output(|| ModifyLaunchTemplateOutput::builder().build());
+    let g = guard(&[("FIX_SOURCES", "true")], &[&t, &v, &create, &set], &[]);
+    let r = g
+        .handle(&fixture("create-launch-template.json"))
+        .await
+        .unwrap();
+    assert_eq!(
+        r.sources[0].outcome,
+        SourceOutcome::Fixed,
+        "{:?}",
+        r.sources[0]
+    );
+    assert_eq!((create.num_calls(), set.num_calls()), (1, 1));
+    assert!(
+        r.sources[0].action.contains("created version 7"),
+        "{}",
+        r.sources[0].action
+    );
+}
+
+/// A mixed-instances policy whose override launches from another template,
+/// pinned by number: the group is judged by that version too.
+#[tokio::test]
+async fn a_mixed_instances_override_pinned_to_a_bad_version_flags_its_group() {
+    const OTHER: &str = "lt-0f0e0d0c0b0a09080";
+    let group = mock!(AsgClient::describe_auto_scaling_groups).then_output(|| {
+        let spec = |id: &str, v: &str| {
+            LaunchTemplateSpecification::builder()
+                .launch_template_id(id)
+                .version(v)
+                .build()
+        };
+        DescribeAutoScalingGroupsOutput::builder()
+            .auto_scaling_groups(
+                AutoScalingGroup::builder()
+                    .auto_scaling_group_name("web-asg")
+                    .mixed_instances_policy(
+                        MixedInstancesPolicy::builder()
+                            .launch_template(
+                                LaunchTemplate::builder()
+                                    .launch_template_specification(spec(LT, "$Default"))
+                                    .overrides(
+                                        LaunchTemplateOverrides::builder()
+                                            .instance_type("m5.large")
+                                            .build(),
+                                    )
+                                    .overrides(
+                                        LaunchTemplateOverrides::builder()
+                                            .instance_type("m6g.large")
+                                            .launch_template_specification(spec(OTHER, "4"))
+                                            .build(),
+                                    )
+                                    .build(),
+                            )
+                            .build(),
+                    )
+                    .build(),
+            )
+            .build()
+    });
+    let both = templates(vec![(LT, 1, 1, false), (OTHER, 5, 5, false)]);
+    let v1 = mock!(Ec2Client::describe_launch_template_versions)
+        .match_requests(|r| r.launch_template_id() == Some(LT))
+        .then_output(|| {
+            DescribeLaunchTemplateVersionsOutput::builder()
+                .launch_template_versions(version(LT, 1, Some("required"), Some(2)))
+                .build()
+        });
+    let v2 = mock!(Ec2Client::describe_launch_template_versions)
+        .match_requests(|r| {
+            r.launch_template_id() == Some(OTHER) && r.versions().contains(&"4".to_string())
+        })
+        .then_output(|| {
+            DescribeLaunchTemplateVersionsOutput::builder()
+                .launch_template_versions(version(OTHER, 4, Some("optional"), Some(2)))
+                .launch_template_versions(version(OTHER, 5, Some("required"), Some(2)))
+                .build()
+        });
+    let g = guard(&[], &[&both, &v1, &v2], &[&group]);
+    let r = g
+        .handle(&fixture("create-auto-scaling-group.json"))
+        .await
+        .unwrap();
+    let asg = r
+        .sources
+        .iter()
+        .find(|s| s.kind == SourceKind::AutoScalingGroup)
+        .unwrap();
+    assert_eq!(asg.outcome, SourceOutcome::Flagged);
+    assert!(
+        asg.findings
+            .iter()
+            .any(|f| f.contains(OTHER) && f.contains("version 4 (4)")),
+        "{:?}",
+        asg.findings
+    );
+    let other = r.sources.iter().find(|s| s.id == OTHER).unwrap();
+    assert_eq!(
+        other.outcome,
+        SourceOutcome::Compliant,
+        "its default and latest are fine"
+    );
+    assert_eq!(other.pinned_by, vec!["web-asg"]);
+}
+
+/// A template that sets no tokens, from an AMI with `ImdsSupport` v2.0:
+/// compliant; from one without, in an account whose default is not
+/// required: it would launch optional.
+#[tokio::test]
+async fn an_ami_with_imds_support_v2_makes_a_template_without_tokens_compliant() {
+    use aws_sdk_ec2::operation::get_instance_metadata_defaults::GetInstanceMetadataDefaultsOutput;
+    use aws_sdk_ec2::types::InstanceMetadataDefaultsResponse;
+    for (v2, outcome) in [
+        (true, SourceOutcome::Compliant),
+        (false, SourceOutcome::Flagged),
+    ] {
+        let t = template(LT, 1, 1, false);
+        let v = versions(vec![version(LT, 1, None, None)]);
+        let defaults = mock!(Ec2Client::get_instance_metadata_defaults).then_output(|| {
+            GetInstanceMetadataDefaultsOutput::builder()
+                .account_level(InstanceMetadataDefaultsResponse::builder().build())
+                .build()
+        });
+        let images = mock!(Ec2Client::describe_images)
+            .match_requests(|r| {
+                r.filters().iter().any(|f| {
+                    f.name() == Some("image-id")
+                        && f.values().contains(&"ami-0c02fb55956c7d316".to_string())
+                })
+            })
+            .then_output(move || {
+                let mut i = Image::builder().image_id("ami-0c02fb55956c7d316");
+                if v2 {
+                    i = i.imds_support(ImdsSupportValues::V20);
+                }
+                DescribeImagesOutput::builder().images(i.build()).build()
+            });
+        let g = guard(&[], &[&t, &v, &defaults, &images], &[]);
+        let r = g
+            .handle(&fixture("create-launch-template.json"))
+            .await
+            .unwrap();
+        assert_eq!(r.sources[0].outcome, outcome, "{v2}: {:?}", r.sources[0]);
+        assert_eq!(images.num_calls(), 1);
+    }
+}
+
+/// Throttling on the new calls: the SDK retries; past its retries, the
+/// template fails and the invocation names it, so the event is retried.
+#[tokio::test]
+async fn throttling_on_a_fix_is_retried_and_then_fails_the_event_by_name() {
+    let ok = || {
+        CreateLaunchTemplateVersionOutput::builder()
+            .launch_template_version(LaunchTemplateVersion::builder().version_number(2).build())
+            .build()
+    };
+    let set = || {
+        mock!(Ec2Client::modify_launch_template)
+            .then_output(|| ModifyLaunchTemplateOutput::builder().build())
+    };
+
+    let t = template(LT, 1, 1, true);
+    let v = versions(vec![version(LT, 1, Some("optional"), Some(2))]);
+    let create = mock!(Ec2Client::create_launch_template_version)
+        .sequence()
+        .http_status(503, Some(THROTTLED.into()))
+        .times(2)
+        .output(ok)
+        .build();
+    let s = set();
+    let g = guard(&[("FIX_SOURCES", "true")], &[&t, &v, &create, &s], &[]);
+    let r = g
+        .handle(&fixture("create-launch-template.json"))
+        .await
+        .unwrap();
+    assert_eq!(r.sources[0].outcome, SourceOutcome::Fixed);
+    assert_eq!(create.num_calls(), 3);
+
+    let t = template(LT, 1, 1, true);
+    let v = versions(vec![version(LT, 1, Some("optional"), Some(2))]);
+    let throttled = mock!(Ec2Client::create_launch_template_version)
+        .sequence()
+        .http_status(503, Some(THROTTLED.into()))
+        .repeatedly()
+        .build();
+    let s = set();
+    let g = guard(&[("FIX_SOURCES", "true")], &[&t, &v, &throttled, &s], &[]);
+    let Err(GuardError::Unhandled { summary, report }) =
+        g.handle(&fixture("create-launch-template.json")).await
+    else {
+        panic!("a template that could not be fixed fails the invocation")
+    };
+    assert_eq!(report.sources[0].outcome, SourceOutcome::Failed);
+    assert!(
+        summary.contains("1 source(s) not handled") && summary.contains(LT),
+        "{summary}"
+    );
+    assert!(summary.contains("RequestLimitExceeded"), "{summary}");
+    assert_eq!(
+        s.num_calls(),
+        0,
+        "no default moved to a version that does not exist"
+    );
+}
