@@ -5,7 +5,8 @@
 //! in a user agent or session name can reach it. The body is JSON: a person
 //! reads its `summary`, a program parses the rest. It is capped well under
 //! SNS's 256 KB ([`crate::cap`]): the lists give way (instances first, then
-//! accounts, regions and refusing instances, the troubled ones kept first),
+//! regions, accounts, sources and refusing instances, the troubled ones kept
+//! first),
 //! and the body counts what it left out.
 
 use serde::Serialize;
@@ -391,8 +392,8 @@ pub fn build(report: &Report) -> Notification {
         .map_or(0, |s| s.omitted_instances as usize);
 
     // Given way in this order: instances, the regions and accounts that need
-    // nothing, the failed ones, refusing instances, unreadable ids. Every
-    // count (and the summary) is of the whole report.
+    // nothing, sources, the failed regions and accounts, refusing instances,
+    // unreadable ids. Every count (and the summary) is of the whole report.
     let lens = [
         report.instances.len(),
         regions.len(),

@@ -528,6 +528,47 @@ mod tests {
     use crate::event::MetadataOptions;
     use crate::glob::Glob;
 
+    fn facts() -> SweepFacts {
+        SweepFacts {
+            complete: true,
+            defaults: Some(AccountDefaults {
+                http_tokens: Some("required".into()),
+                ..AccountDefaults::default()
+            }),
+            sources_read: true,
+            ..SweepFacts::default()
+        }
+    }
+
+    #[test]
+    fn a_region_is_ready_only_when_no_instance_or_source_asks_for_optional() {
+        assert_eq!(readiness(&facts()).verdict, ReadinessVerdict::Ready);
+        let mut f = facts();
+        f.sources_optional = (1..=7)
+            .map(|n| format!("Auto Scaling group g{n}"))
+            .collect();
+        let r = readiness(&f);
+        assert_eq!(r.verdict, ReadinessVerdict::NotReady);
+        assert!(
+            r.reasons[0].starts_with("7 source(s) would launch at HttpTokens=optional"),
+            "{r:?}"
+        );
+        assert!(
+            r.reasons[0].contains("g1") && r.reasons[0].ends_with("and 2 more"),
+            "{r:?}"
+        );
+        // Even with the switch on: a source that asks for optional has its
+        // launches refused, which is not "already enforced".
+        f.defaults.as_mut().unwrap().http_tokens_enforced = Some("enabled".into());
+        assert_eq!(readiness(&f).verdict, ReadinessVerdict::NotReady);
+        let mut f = facts();
+        f.sources_read = false;
+        assert_eq!(readiness(&f).verdict, ReadinessVerdict::Unknown);
+        let mut f = facts();
+        f.noncompliant_left = 1;
+        assert_eq!(readiness(&f).verdict, ReadinessVerdict::NotReady);
+    }
+
     fn inst(tokens: &str, endpoint: &str, hop: i32) -> Observed {
         Observed {
             instance_id: "i-0123456789abcdef0".into(),
