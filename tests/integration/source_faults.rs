@@ -343,3 +343,58 @@ async fn throttling_on_a_fix_is_retried_and_then_fails_the_event_by_name() {
         "no default moved to a version that does not exist"
     );
 }
+
+/// Notify mode tags a noncompliant group with the status key alone, and
+/// never onto the instances it launches (`PropagateAtLaunch=false`).
+#[tokio::test]
+async fn a_group_is_tagged_without_propagating_to_its_instances() {
+    use aws_sdk_autoscaling::operation::create_or_update_tags::CreateOrUpdateTagsOutput;
+    let group = mock!(AsgClient::describe_auto_scaling_groups).then_output(|| {
+        DescribeAutoScalingGroupsOutput::builder()
+            .auto_scaling_groups(
+                AutoScalingGroup::builder()
+                    .auto_scaling_group_name("web-asg")
+                    .launch_template(
+                        LaunchTemplateSpecification::builder()
+                            .launch_template_id(LT)
+                            .version("$Default")
+                            .build(),
+                    )
+                    .build(),
+            )
+            .build()
+    });
+    let tag = mock!(AsgClient::create_or_update_tags)
+        .match_requests(|r| {
+            let t = &r.tags()[0];
+            r.tags().len() == 1
+                && t.resource_id() == Some("web-asg")
+                && t.resource_type() == Some("auto-scaling-group")
+                && t.key() == Some("imds-guard:status")
+                && t.value() == Some("noncompliant")
+                && t.propagate_at_launch() == Some(false)
+        })
+        .then_output(|| CreateOrUpdateTagsOutput::builder().build());
+    let t = template(LT, 1, 1, false);
+    let v = versions(vec![version(LT, 1, Some("optional"), Some(2))]);
+    let ec2_tag = mock!(Ec2Client::create_tags)
+        .then_output(|| aws_sdk_ec2::operation::create_tags::CreateTagsOutput::builder().build());
+    let g = guard(
+        &[("GUARD_MODE", "notify")],
+        &[&t, &v, &ec2_tag],
+        &[&group, &tag],
+    );
+    let r = g
+        .handle(&fixture("create-auto-scaling-group.json"))
+        .await
+        .unwrap();
+    assert_eq!(tag.num_calls(), 1);
+    assert_eq!(ec2_tag.num_calls(), 1, "its template is tagged too");
+    assert!(
+        r.sources
+            .iter()
+            .all(|s| s.outcome == SourceOutcome::Flagged),
+        "{:?}",
+        r.sources
+    );
+}
