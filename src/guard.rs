@@ -49,6 +49,29 @@ impl<C: Clients> Guard<C> {
         self.counting_calls(self.dispatch(payload, deadline)).await
     }
 
+    /// Handles one Lambda payload of the sweep function's binary: a
+    /// fan-out step (a payload with `imds_guard_step`), answered with what
+    /// the state machine reads next; anything else as `handle_until`, its
+    /// report as the answer.
+    pub async fn handle_payload(
+        &self,
+        payload: &Value,
+        deadline: Option<Instant>,
+    ) -> Result<Value, GuardError> {
+        if payload.get(crate::fanout::STEP_KEY).is_some() {
+            let step: crate::fanout::Step =
+                serde_json::from_value(payload.clone()).map_err(|e| GuardError::Incomplete {
+                    summary: format!("an unreadable fan-out step: {e}"),
+                })?;
+            return Box::pin(
+                crate::org_sweep::FanOut::new(&self.cfg, &self.clients).step(step, deadline),
+            )
+            .await;
+        }
+        let report = self.handle_until(payload, deadline).await?;
+        Ok(serde_json::to_value(report).unwrap_or(Value::Null))
+    }
+
     /// Handles one Lambda payload of the event function: everything but the
     /// scheduled sweep, which is the sweep function's (and is ignored here,
     /// with the reason, rather than run in the events' reserved capacity).
@@ -92,7 +115,7 @@ impl<C: Clients> Guard<C> {
         let report = match &mut result {
             Ok(report) => report,
             Err(GuardError::Unhandled { report, .. }) => report,
-            Err(GuardError::Malformed(_)) => return result,
+            Err(GuardError::Malformed(_) | GuardError::Incomplete { .. }) => return result,
         };
         report.aws_calls = calls_since(&before, self.clients.calls());
         result

@@ -19,7 +19,6 @@ use tokio::time::Instant;
 use crate::aws::{load_sdk_config, RegionalClients};
 use crate::config::Config;
 use crate::guard::{Guard, GuardError};
-use crate::report::Report;
 
 /// Which events a function takes. A type, not a value: each binary's loop is
 /// compiled for its own, so the event function's never reaches the sweep.
@@ -28,7 +27,7 @@ pub trait Serves {
         guard: &'a Guard<RegionalClients>,
         payload: &'a Value,
         deadline: Option<Instant>,
-    ) -> impl Future<Output = Result<Report, GuardError>> + 'a;
+    ) -> impl Future<Output = Result<Value, GuardError>> + 'a;
 }
 
 /// CloudTrail and EC2 events only; a scheduled event is ignored, with the
@@ -36,16 +35,17 @@ pub trait Serves {
 pub struct Events;
 
 impl Serves for Events {
-    fn handle<'a>(
-        guard: &'a Guard<RegionalClients>,
-        payload: &'a Value,
+    async fn handle(
+        guard: &Guard<RegionalClients>,
+        payload: &Value,
         deadline: Option<Instant>,
-    ) -> impl Future<Output = Result<Report, GuardError>> + 'a {
-        guard.handle_event(payload, deadline)
+    ) -> Result<Value, GuardError> {
+        let report = guard.handle_event(payload, deadline).await?;
+        Ok(serde_json::to_value(report).unwrap_or(Value::Null))
     }
 }
 
-/// Everything, the scheduled sweep included.
+/// Everything: the scheduled sweep, source events, and the fan-out's steps.
 pub struct All;
 
 impl Serves for All {
@@ -53,8 +53,8 @@ impl Serves for All {
         guard: &'a Guard<RegionalClients>,
         payload: &'a Value,
         deadline: Option<Instant>,
-    ) -> impl Future<Output = Result<Report, GuardError>> + 'a {
-        guard.handle_until(payload, deadline)
+    ) -> impl Future<Output = Result<Value, GuardError>> + 'a {
+        guard.handle_payload(payload, deadline)
     }
 }
 
@@ -116,6 +116,7 @@ pub fn diagnostic(e: GuardError) -> Diagnostic {
     let error_type = match e {
         GuardError::Malformed(_) => "ImdsGuard.MalformedEvent",
         GuardError::Unhandled { .. } => "ImdsGuard.Unhandled",
+        GuardError::Incomplete { .. } => "ImdsGuard.Incomplete",
     };
     Diagnostic {
         error_type: error_type.into(),

@@ -8,7 +8,7 @@
 //! through `act` and `sources`, and report through `outputs`; `cli` and `main` are the two doors.
 
 pub use imds_guard_domain::{
-    cap, config, event, glob, memory, notify, plan, policy, report, source, validate,
+    cap, config, event, fanout, glob, memory, notify, plan, policy, report, source, validate,
 };
 
 pub mod act;
@@ -18,6 +18,7 @@ pub mod event_path;
 pub mod guard;
 pub mod lambda;
 pub mod migrate;
+pub mod org_sweep;
 pub mod outputs;
 pub mod sources;
 pub mod sweep;

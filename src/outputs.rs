@@ -26,6 +26,10 @@ pub enum GuardError {
         summary: String,
         report: Box<Report>,
     },
+    /// A fan-out step could not finish (a shard not recorded, shards not
+    /// swept to the end): the engine retries it, or the run fails.
+    #[error("{summary}")]
+    Incomplete { summary: String },
 }
 
 /// Publishes one message for the report when it holds news; first, any

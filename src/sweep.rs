@@ -32,9 +32,6 @@ use crate::validate::is_account_id;
 /// Instances with news kept in the report, across regions; beyond this only
 /// counts grow (failed instances are always kept: they must be named).
 pub const MAX_LISTED: usize = 1000;
-/// Account-region pairs swept at once (a pair holds at most one page of
-/// instances in memory; the function has 128 MB).
-const SWEEP_CONCURRENCY: usize = 4;
 /// Passes over a region's filtered listing, at most (see `list_and_act`).
 const MAX_PASSES: u32 = 5;
 /// A sweep stops taking new pages this long before the function's timeout,
@@ -113,6 +110,54 @@ impl<'a, C: Clients> Sweep<'a, C> {
         deadline: Option<Instant>,
         progress: &(dyn Fn(Progress<'_>) + Sync),
     ) -> Result<Report, GuardError> {
+        let (mut report, to_remember) = self.collect(ctx, regions, deadline, progress).await;
+        let notify_error = tell(self.cfg, self.clients, &mut report, None).await;
+        if report.notification.starts_with("sent ") && !to_remember.is_empty() {
+            if let Some(memory) = self.clients.memory() {
+                if let Err(e) = memory.put(&to_remember).await {
+                    warn!(error = %e, "what the sweep told of could not be remembered; the next sweep lists it again");
+                }
+            }
+        }
+        conclude(report, notify_error)
+    }
+
+    /// The accounts a sweep covers (`None`: the function's own), and those
+    /// of the organization `ALLOWED_ACCOUNT_IDS` leaves out.
+    pub async fn targets(&self) -> Result<(Vec<Option<String>>, Vec<String>), String> {
+        match &self.cfg.sweep_accounts {
+            SweepAccounts::Own => Ok((vec![None], Vec::new())),
+            SweepAccounts::Listed(list) => {
+                let (allowed, refused): (Vec<String>, Vec<String>) = list
+                    .iter()
+                    .cloned()
+                    .partition(|a| self.cfg.refusal(Some(a)).is_none());
+                Ok((allowed.into_iter().map(Some).collect(), refused))
+            }
+            SweepAccounts::Organization => match self.clients.organization_accounts().await {
+                Ok(list) => {
+                    let (allowed, refused): (Vec<String>, Vec<String>) = list
+                        .into_iter()
+                        .partition(|a| self.cfg.refusal(Some(a)).is_none());
+                    Ok((allowed.into_iter().map(Some).collect(), refused))
+                }
+                Err(e) => Err(format!(
+                    "the organization's accounts could not be listed: {e}"
+                )),
+            },
+        }
+    }
+
+    /// The sweep without its notification: the report, and what to
+    /// remember once a person has been told (a fan-out shard's report is
+    /// told in the run's one summary instead).
+    pub async fn collect(
+        &self,
+        ctx: EventContext,
+        regions: Vec<String>,
+        deadline: Option<Instant>,
+        progress: &(dyn Fn(Progress<'_>) + Sync),
+    ) -> (Report, Vec<Record>) {
         let mut report = Report::handled(Status::Swept, self.cfg.mode, ctx);
         let regions: Vec<String> = regions.into_iter().filter(|r| !r.is_empty()).collect();
         if regions.is_empty() {
@@ -123,29 +168,20 @@ impl<'a, C: Clients> Sweep<'a, C> {
         }
         let mut accounts: Vec<AccountSweep> = Vec::new();
         let mut to_remember: Vec<Record> = Vec::new();
-        let targets: Vec<Option<String>> = match &self.cfg.sweep_accounts {
-            SweepAccounts::Own => vec![None],
-            SweepAccounts::Listed(list) => list.iter().cloned().map(Some).collect(),
-            SweepAccounts::Organization => match self.clients.organization_accounts().await {
-                Ok(list) => {
-                    let (allowed, refused): (Vec<String>, Vec<String>) = list
-                        .into_iter()
-                        .partition(|a| self.cfg.refusal(Some(a)).is_none());
-                    // Accounts of the organization left out of the allow
-                    // list are out of scope, by choice: counted, not errors.
-                    accounts.extend(refused.into_iter().map(|a| AccountSweep {
-                        access: Access::NotAllowed,
-                        ..AccountSweep::new(&a)
-                    }));
-                    allowed.into_iter().map(Some).collect()
-                }
-                Err(e) => {
-                    report.unreadable.push(format!(
-                        "the organization's accounts could not be listed: {e}"
-                    ));
-                    Vec::new()
-                }
-            },
+        let targets: Vec<Option<String>> = match self.targets().await {
+            Ok((allowed, refused)) => {
+                // Accounts of the organization left out of the allow list
+                // are out of scope, by choice: counted, not errors.
+                accounts.extend(refused.into_iter().map(|a| AccountSweep {
+                    access: Access::NotAllowed,
+                    ..AccountSweep::new(&a)
+                }));
+                allowed
+            }
+            Err(e) => {
+                report.unreadable.push(e);
+                Vec::new()
+            }
         };
         let pairs: Vec<(Option<String>, String)> = targets
             .iter()
@@ -157,7 +193,7 @@ impl<'a, C: Clients> Sweep<'a, C> {
                 self.region(account.as_deref(), &region, per_pair, deadline, progress)
                     .await
             })
-            .buffered(SWEEP_CONCURRENCY)
+            .buffered(self.cfg.sweep_concurrency)
             .collect()
             .await;
 
@@ -201,15 +237,7 @@ impl<'a, C: Clients> Sweep<'a, C> {
         accounts.sort_by(|a, b| a.account.cmp(&b.account));
         sweep.accounts = accounts;
         report.sweep = Some(sweep);
-        let notify_error = tell(self.cfg, self.clients, &mut report, None).await;
-        if report.notification.starts_with("sent ") && !to_remember.is_empty() {
-            if let Some(memory) = self.clients.memory() {
-                if let Err(e) = memory.put(&to_remember).await {
-                    warn!(error = %e, "what the sweep told of could not be remembered; the next sweep lists it again");
-                }
-            }
-        }
-        conclude(report, notify_error)
+        (report, to_remember)
     }
 
     /// One account-region: its instances listed and acted on while its

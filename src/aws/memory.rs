@@ -151,6 +151,8 @@ impl MemoryApi for Memory {
                 .query()
                 .table_name(&self.table)
                 .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+                // What was written a moment ago counts (a claim, a shard).
+                .consistent_read(true)
                 .expression_attribute_values(":pk", AttributeValue::S(pk.to_string()))
                 .expression_attribute_values(":prefix", AttributeValue::S(prefix.to_string()))
                 .set_exclusive_start_key(start.take())

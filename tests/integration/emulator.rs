@@ -31,8 +31,13 @@ pub(crate) async fn ec2(region: &str) -> aws_sdk_ec2::Client {
 
 pub(crate) async fn topic(name: &str) -> String {
     let base = crate::common::emulator_sdk().await;
+    topic_with(&base, name).await
+}
+
+/// As `topic`, as whoever `base`'s credentials name.
+pub(crate) async fn topic_with(base: &aws_config::SdkConfig, name: &str) -> String {
     let sns = aws_sdk_sns::Client::from_conf(
-        aws_sdk_sns::config::Builder::from(&base)
+        aws_sdk_sns::config::Builder::from(base)
             .region(Region::new("us-east-1"))
             .build(),
     );
@@ -51,7 +56,12 @@ pub(crate) async fn topic(name: &str) -> String {
 pub(crate) async fn memory_table(name: &str) -> String {
     moto_endpoint();
     let base = crate::common::emulator_sdk().await;
-    let db = aws_sdk_dynamodb::Client::new(&base);
+    memory_table_with(&base, name).await
+}
+
+/// As `memory_table`, as whoever `base`'s credentials name.
+pub(crate) async fn memory_table_with(base: &aws_config::SdkConfig, name: &str) -> String {
+    let db = aws_sdk_dynamodb::Client::new(base);
     use aws_sdk_dynamodb::types::{
         AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
     };

@@ -65,6 +65,8 @@ struct State {
     images: HashMap<String, bool>,
     /// Tags the guard wrote on groups.
     group_tags: Vec<(String, String, String)>,
+    /// The organization's accounts (`None`: not an organization).
+    organization: Option<Vec<String>>,
 }
 
 /// The fake cloud: one account and region's worth of EC2, a topic, a metric.
@@ -185,6 +187,10 @@ impl FakeCloud {
             })
             .collect();
         self.state().templates.insert(id.into(), (t, vs));
+    }
+
+    pub fn set_organization(&self, accounts: Vec<String>) {
+        self.state().organization = Some(accounts);
     }
 
     pub fn add_group(&self, g: Group) {
@@ -339,6 +345,12 @@ impl Clients for FakeClients {
     }
     async fn home_account(&self) -> Result<String, AwsError> {
         Ok("111122223333".into())
+    }
+    async fn organization_accounts(&self) -> Result<Vec<String>, AwsError> {
+        let s = self.0.call("ListAccounts")?;
+        s.organization
+            .clone()
+            .ok_or_else(|| api_error("AWSOrganizationsNotInUseException"))
     }
     fn calls(&self) -> BTreeMap<String, u64> {
         self.0.state().calls.clone()

@@ -21,6 +21,8 @@ mod common;
 mod corpus;
 mod emulator;
 mod fake;
+mod fanout_flow;
+mod fanout_runtime;
 mod faults;
 mod flows;
 mod function_bench;

@@ -76,6 +76,8 @@ const ALLOWED_ACTIONS: &[&str] = &[
     // Central mode: the member role; the organization's accounts for a sweep.
     "sts:AssumeRole",
     "organizations:ListAccounts",
+    // Central mode with a schedule: EventBridge starts the organization sweep.
+    "states:StartExecution",
     // The member stack: forwarding to the central bus.
     "events:PutEvents",
     // Sources: read always; the status tag on groups; fixing opted-in
@@ -262,6 +264,9 @@ pub fn problems(t: &Value) -> Vec<String> {
         )
         .and_then(Value::as_str)
             != Some("SQS")
+            // The fan-out's steps are invoked synchronously by the state
+            // machine, which retries and records each.
+            && name != "FanOutFunction"
         {
             p.push(format!(
                 "{name}: no OnFailure SQS destination for failed events"
@@ -297,7 +302,10 @@ pub fn problems(t: &Value) -> Vec<String> {
     if !watched("Errors") {
         p.push("no alarm on function errors".into());
     }
-    for (name, _) in resources_of(t, "AWS::Serverless::Function") {
+    for (name, _) in resources_of(t, "AWS::Serverless::Function")
+        .into_iter()
+        .filter(|(n, _)| *n != "FanOutFunction")
+    {
         if !alarmed
             .iter()
             .any(|a| a.starts_with("DestinationDeliveryFailures") && a.contains(name))
@@ -401,6 +409,7 @@ pub fn problems(t: &Value) -> Vec<String> {
         }
     }
 
+    fanout_problems(t, &mut p);
     parameter_problems(t, &mut p);
     for out in [
         "FunctionArn",
@@ -413,6 +422,89 @@ pub fn problems(t: &Value) -> Vec<String> {
         }
     }
     p
+}
+
+/// The organization sweep: only in central mode with a schedule; a
+/// distributed map over the plan's accounts with a concurrency cap, every
+/// shard's failure tolerated and recorded (retry, then a catch that names
+/// it), results through the memory rather than the state (17,000
+/// account-regions are far over 256 KB), and a summary that does not retry
+/// itself into a second message.
+fn fanout_problems(t: &Value, p: &mut Vec<String>) {
+    let cond = |name: &str| {
+        get(t, &["Resources", name, "Condition"])
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
+    for name in [
+        "SweepStateMachine",
+        "FanOutFunction",
+        "SweepStateMachineRule",
+    ] {
+        if cond(name).as_deref() != Some("FanOut") {
+            p.push(format!("{name}: the fan-out exists only in central mode with a schedule (Condition FanOut)"));
+        }
+    }
+    let fan_out = get(t, &["Conditions", "FanOut"])
+        .map(strings_deep)
+        .unwrap_or_default();
+    if !(fan_out.iter().any(|c| c.contains("Central"))
+        && fan_out.iter().any(|c| c.contains("ScheduleSweep")))
+    {
+        p.push(format!(
+            "Conditions/FanOut: central mode and a schedule, got {fan_out:?}"
+        ));
+    }
+    let d = get(
+        t,
+        &["Resources", "SweepStateMachine", "Properties", "Definition"],
+    )
+    .unwrap_or(&Value::Null);
+    let map = get(d, &["States", "Shards"]).unwrap_or(&Value::Null);
+    let shard = get(map, &["ItemProcessor", "States", "Shard"]).unwrap_or(&Value::Null);
+    let checks: [(&str, bool); 7] = [
+        (
+            "a distributed map",
+            get(map, &["ItemProcessor", "ProcessorConfig", "Mode"]).and_then(Value::as_str)
+                == Some("DISTRIBUTED"),
+        ),
+        (
+            "a concurrency cap (MaxConcurrencyPath)",
+            map.get("MaxConcurrencyPath").is_some() || map.get("MaxConcurrency").is_some(),
+        ),
+        (
+            "every shard's failure tolerated (ToleratedFailurePercentage 100)",
+            map.get("ToleratedFailurePercentage")
+                .and_then(Value::as_u64)
+                == Some(100),
+        ),
+        (
+            "results through the memory, not the state (ResultPath null)",
+            map.get("ResultPath").is_some_and(Value::is_null),
+        ),
+        ("shards retried with backoff", shard.get("Retry").is_some()),
+        (
+            "a shard the engine gave up on recorded by name (Catch to ShardFailed)",
+            get(shard, &["Catch"])
+                .map(strings_deep)
+                .unwrap_or_default()
+                .iter()
+                .any(|s| s == "ShardFailed"),
+        ),
+        (
+            "a summary that never retries itself into a second message",
+            !get(d, &["States", "Summarize", "Retry"])
+                .map(strings_deep)
+                .unwrap_or_default()
+                .iter()
+                .any(|e| e == "ImdsGuard.Incomplete" || e == "States.ALL"),
+        ),
+    ];
+    for (what, ok) in checks {
+        if !ok {
+            p.push(format!("SweepStateMachine: needs {what}"));
+        }
+    }
 }
 
 /// Least privilege, for every role a template creates: its permissions,
@@ -1532,4 +1624,31 @@ fn a_template_write_without_fixing_on_or_its_owners_opt_in_is_caught() {
     t["Resources"]["SourceRule"]["Properties"]["Targets"][0]["Arn"] =
         serde_norway::from_str("!GetAtt GuardFunction.Arn").unwrap();
     expect_problem(&t, "source events go to the sources function");
+}
+
+#[test]
+fn a_fan_out_that_could_lose_a_shard_is_caught() {
+    let mut t = load("template.yaml");
+    t["Resources"]["SweepStateMachine"]["Properties"]["Definition"]["States"]["Shards"]
+        ["ToleratedFailurePercentage"] = Value::Number(0.into());
+    expect_problem(&t, "every shard's failure tolerated");
+    let mut t = load("template.yaml");
+    t["Resources"]["SweepStateMachine"]["Properties"]["Definition"]["States"]["Shards"]
+        ["ItemProcessor"]["States"]["Shard"]
+        .as_mapping_mut()
+        .unwrap()
+        .remove("Catch");
+    expect_problem(&t, "recorded by name");
+    let mut t = load("template.yaml");
+    t["Resources"]["SweepStateMachine"]["Properties"]["Definition"]["States"]["Shards"]
+        .as_mapping_mut()
+        .unwrap()
+        .remove("ResultPath");
+    expect_problem(&t, "results through the memory");
+    let mut t = load("template.yaml");
+    t["Resources"]["SweepStateMachine"]
+        .as_mapping_mut()
+        .unwrap()
+        .remove("Condition");
+    expect_problem(&t, "only in central mode with a schedule");
 }

@@ -87,6 +87,14 @@ pub struct Config {
     /// The guard's memory (docs/design.md): a DynamoDB table in the
     /// function's account and region that only the guard writes.
     pub memory_table: Option<String>,
+    /// Account-region pairs a sweep covers at once (each holds at most one
+    /// page of instances in memory; the function has 128 MB).
+    pub sweep_concurrency: usize,
+    /// An organization sweep of at least this many account-regions fans out
+    /// (Step Functions, one shard per account); below it, one invocation.
+    pub fanout_threshold: usize,
+    /// Shards (accounts) swept at once by the fan-out.
+    pub fanout_concurrency: u32,
     /// Enforce fixes a noncompliant launch template (a new version that
     /// requires tokens) when its owner opted in with `fix_source_tag_key`.
     pub fix_sources: bool,
@@ -178,6 +186,9 @@ impl Default for Config {
             memory_table: None,
             failed_events_queue_url: None,
             fix_sources: false,
+            sweep_concurrency: 4,
+            fanout_threshold: 100,
+            fanout_concurrency: 40,
             fix_source_tag_key: "imds-guard:fix-source".into(),
             triggers: Triggers::Cloudtrail,
             no_token_missing_as_zero: false,
@@ -380,6 +391,48 @@ impl Config {
         }
         if let Some(v) = get("MEMORY_TABLE") {
             cfg.memory_table = Some(valid_table_name(&v).map_err(|r| err("MEMORY_TABLE", &v, r))?);
+        }
+        if let Some(v) = get("SWEEP_CONCURRENCY") {
+            cfg.sweep_concurrency = v
+                .trim()
+                .parse::<usize>()
+                .ok()
+                .filter(|n| (1..=32).contains(n))
+                .ok_or_else(|| {
+                    err(
+                        "SWEEP_CONCURRENCY",
+                        &v,
+                        "expected a whole number from 1 to 32",
+                    )
+                })?;
+        }
+        if let Some(v) = get("FANOUT_THRESHOLD") {
+            cfg.fanout_threshold = v
+                .trim()
+                .parse::<usize>()
+                .ok()
+                .filter(|n| *n >= 1)
+                .ok_or_else(|| {
+                    err(
+                        "FANOUT_THRESHOLD",
+                        &v,
+                        "expected a whole number of account-regions, at least 1",
+                    )
+                })?;
+        }
+        if let Some(v) = get("FANOUT_CONCURRENCY") {
+            cfg.fanout_concurrency = v
+                .trim()
+                .parse::<u32>()
+                .ok()
+                .filter(|n| (1..=1000).contains(n))
+                .ok_or_else(|| {
+                    err(
+                        "FANOUT_CONCURRENCY",
+                        &v,
+                        "expected a whole number from 1 to 1000",
+                    )
+                })?;
         }
         if let Some(v) = get("FIX_SOURCES") {
             cfg.fix_sources =

@@ -7,6 +7,7 @@
 pub mod cap;
 pub mod config;
 pub mod event;
+pub mod fanout;
 pub mod glob;
 pub mod memory;
 pub mod notify;

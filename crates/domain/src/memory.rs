@@ -30,6 +30,9 @@ pub enum Kind {
     /// A message this event could not publish (`data`: the message), kept
     /// for the event's retry to publish, and marked `told` once it has.
     Notice,
+    /// One fan-out shard's end (`data`: its report, or why the engine gave
+    /// up), in the run's partition (`run#<execution>`), for the summary.
+    Shard,
 }
 
 impl Kind {
@@ -39,6 +42,7 @@ impl Kind {
             Kind::Remediated => "remediated#",
             Kind::Exempt => "exempt#",
             Kind::Notice => "notice#",
+            Kind::Shard => "shard#",
         }
     }
 
@@ -53,6 +57,8 @@ impl Kind {
             Kind::Exempt => EXEMPT_LIFETIME,
             // Lambda retries an event for up to six hours.
             Kind::Notice => DAY,
+            // Longer than any run; a re-run of one shard finds its run's.
+            Kind::Shard => 7 * DAY,
         }
     }
 }
@@ -117,6 +123,10 @@ impl Record {
     }
 }
 
+/// The `data` keys of a shard record.
+pub const SHARD_REPORT: &str = "report";
+pub const SHARD_ERROR: &str = "error";
+
 /// The `data` key marking a `Noticed` record as told.
 pub const TOLD: &str = "told";
 
@@ -157,6 +167,37 @@ impl Record {
         );
         r.data = n.to_data();
         r
+    }
+
+    /// The partition of one fan-out run.
+    pub fn run_place(run: &str) -> String {
+        format!("run#{run}")
+    }
+
+    /// A shard's end: its report's JSON, or the engine's error.
+    pub fn shard(run: &str, account: &str, outcome: Result<String, String>, now: u64) -> Record {
+        let mut r = Record::new(
+            Kind::Shard,
+            &Record::run_place(run),
+            account,
+            None,
+            now,
+            Duration::ZERO,
+        );
+        match outcome {
+            Ok(report) => r.data.insert(SHARD_REPORT.into(), report),
+            Err(error) => r.data.insert(SHARD_ERROR.into(), error),
+        };
+        r
+    }
+
+    /// What a shard record holds: its report, or why it failed.
+    pub fn shard_outcome(&self) -> Result<&str, &str> {
+        match (self.data.get(SHARD_REPORT), self.data.get(SHARD_ERROR)) {
+            (Some(r), _) => Ok(r),
+            (None, Some(e)) => Err(e),
+            (None, None) => Err("the shard's record holds neither a report nor an error"),
+        }
     }
 
     /// Whether a sweep should renew it: more than half its life has passed.

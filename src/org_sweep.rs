@@ -1,0 +1,304 @@
+//! The organization sweep fanned out on Step Functions: the three steps the
+//! state machine runs (template.yaml's `SweepStateMachine`), each a typed
+//! payload to the same function. Plan lists the accounts and regions (and,
+//! below the threshold, sweeps them here, as one invocation always did);
+//! each shard sweeps one account and records its report in the guard's
+//! memory; summarize reads every record of the run and tells one summary.
+//! The engine runs the shards in parallel, retries them, and never lets
+//! one's failure stop the others.
+
+use serde_json::{json, Value};
+use tokio::time::Instant;
+use tracing::{error, info, warn};
+
+use crate::aws::{Clients, MemoryApi, Publisher};
+use crate::cap;
+use crate::config::{Config, SweepAccounts};
+use crate::event::{self, EventContext};
+use crate::fanout::{fans_out, rerun_accounts, OrgSummary, Plan, Step};
+use crate::memory::{Kind, Record};
+use crate::outputs::{now_secs, GuardError};
+use crate::sweep::Sweep;
+use crate::validate::sns_topic_region;
+
+/// A shard's report as recorded: small enough for one DynamoDB item
+/// (400 KB) with room to spare; its instance list is cut to fit (failed
+/// ones first), its counts cover every instance.
+const MAX_SHARD_RECORD: usize = 64 * 1024;
+
+pub struct FanOut<'a, C> {
+    cfg: &'a Config,
+    clients: &'a C,
+}
+
+impl<'a, C: Clients> FanOut<'a, C> {
+    pub fn new(cfg: &'a Config, clients: &'a C) -> Self {
+        FanOut { cfg, clients }
+    }
+
+    /// Runs one step; its answer is what the state machine reads next.
+    pub async fn step(&self, step: Step, deadline: Option<Instant>) -> Result<Value, GuardError> {
+        match step {
+            Step::Plan { run, input } => self.plan(run, &input, deadline).await,
+            Step::Shard { run, account } => self.shard(&run, &account, deadline).await,
+            Step::ShardFailed {
+                run,
+                account,
+                error,
+            } => self.shard_failed(&run, &account, &error).await,
+            Step::Summarize { run: _, plan } => self.summarize(&plan).await,
+        }
+    }
+
+    fn regions(&self) -> Vec<String> {
+        if self.cfg.sweep_regions.is_empty() {
+            // The function's own region, as the single sweep does.
+            std::env::var("AWS_REGION").into_iter().collect()
+        } else {
+            self.cfg.sweep_regions.clone()
+        }
+    }
+
+    /// Lists what to sweep. Without central mode, or below the threshold,
+    /// sweeps it here (the single-invocation sweep, with its one summary)
+    /// and hands the map nothing.
+    async fn plan(
+        &self,
+        run: String,
+        input: &Value,
+        deadline: Option<Instant>,
+    ) -> Result<Value, GuardError> {
+        let regions = self.regions();
+        // A re-run of some shards: those accounts only (still within
+        // ALLOWED_ACCOUNT_IDS).
+        let mut cfg = self.cfg.clone();
+        match rerun_accounts(input) {
+            Ok(Some(list)) => cfg.sweep_accounts = SweepAccounts::Listed(list),
+            Ok(None) => {}
+            Err(e) => return Err(GuardError::Incomplete { summary: e }),
+        }
+        let cfg = &cfg;
+        let sweep = Sweep::new(cfg, self.clients);
+        let (accounts, not_allowed, error) = match sweep.targets().await {
+            Ok((accounts, refused)) => (accounts, refused, None),
+            Err(e) => (Vec::new(), Vec::new(), Some(e)),
+        };
+        let central = cfg.member_role.is_some() && cfg.sweep_accounts != SweepAccounts::Own;
+        let count = accounts.len() * regions.len();
+        let mut plan = Plan {
+            run,
+            single: !central || !fans_out(count, self.cfg.fanout_threshold),
+            accounts: accounts.into_iter().flatten().collect(),
+            regions: regions.clone(),
+            not_allowed,
+            concurrency: self.cfg.fanout_concurrency,
+            error,
+        };
+        if plan.error.is_some() {
+            // Nothing to map over: the summary says why, and fails the run.
+            plan.single = false;
+            plan.accounts.clear();
+            return Ok(serde_json::to_value(&plan).unwrap_or(Value::Null));
+        }
+        if plan.single {
+            info!(
+                account_regions = count,
+                threshold = self.cfg.fanout_threshold,
+                "small enough for one invocation: sweeping here"
+            );
+            let ctx = EventContext {
+                event_name: event::SWEEP.into(),
+                region: regions.first().cloned().unwrap_or_default(),
+                ..EventContext::default()
+            };
+            let report = sweep.run(ctx, regions, deadline, &|_| {}).await?;
+            plan.accounts.clear();
+            let mut out = serde_json::to_value(&plan).unwrap_or(Value::Null);
+            out["tally"] = json!(report.tally());
+            return Ok(out);
+        }
+        info!(
+            shards = plan.accounts.len(),
+            account_regions = count,
+            "fanning out"
+        );
+        Ok(serde_json::to_value(&plan).unwrap_or(Value::Null))
+    }
+
+    /// Sweeps one account's regions and records the report for the summary.
+    /// The shard's own failures (a region not swept) are in its report;
+    /// only a failure to record it fails the invocation, for the engine to
+    /// retry.
+    async fn shard(
+        &self,
+        run: &str,
+        account: &str,
+        deadline: Option<Instant>,
+    ) -> Result<Value, GuardError> {
+        let mut cfg = self.cfg.clone();
+        cfg.sweep_accounts = SweepAccounts::Listed(vec![account.to_string()]);
+        let regions = self.regions();
+        let ctx = EventContext {
+            event_name: event::SWEEP.into(),
+            account: Some(account.to_string()),
+            region: regions.first().cloned().unwrap_or_default(),
+            ..EventContext::default()
+        };
+        let (report, _) = Sweep::new(&cfg, self.clients)
+            .collect(ctx, regions, deadline, &|_| {})
+            .await;
+        let complete =
+            report.unfinished_regions().is_empty() && report.unhandled_instances().is_empty();
+        let recorded = record_json(&report);
+        self.record(Record::shard(run, account, Ok(recorded), now_secs()))
+            .await?;
+        info!(%account, tally = %report.tally(), complete, "shard swept");
+        Ok(json!({"account": account, "status": if complete { "swept" } else { "failed" }}))
+    }
+
+    /// The engine gave up on a shard: its error is recorded, so the summary
+    /// names it.
+    async fn shard_failed(
+        &self,
+        run: &str,
+        account: &str,
+        error: &Value,
+    ) -> Result<Value, GuardError> {
+        let why = match (error.get("Error"), error.get("Cause")) {
+            (Some(e), Some(c)) => format!(
+                "{}: {}",
+                e.as_str().unwrap_or(""),
+                crate::validate::clean(c.as_str().unwrap_or(""), 500)
+            ),
+            _ => crate::validate::clean(&error.to_string(), 500),
+        };
+        warn!(%account, error = %why, "the engine gave up on a shard");
+        self.record(Record::shard(run, account, Err(why), now_secs()))
+            .await?;
+        Ok(json!({"account": account, "status": "failed"}))
+    }
+
+    async fn record(&self, r: Record) -> Result<(), GuardError> {
+        let Some(memory) = self.clients.memory() else {
+            return Err(GuardError::Incomplete {
+                summary: "the fan-out needs the guard's memory (MEMORY_TABLE) to record shards"
+                    .into(),
+            });
+        };
+        memory.put(&[r]).await.map_err(|e| GuardError::Incomplete {
+            summary: format!("the shard's report could not be recorded (the engine retries): {e}"),
+        })
+    }
+
+    /// Every shard's record, as one summary: every planned shard counted
+    /// swept, failed or not reached; one notification within SNS's limit.
+    /// The invocation (and so the execution) fails, naming them, when any
+    /// shard did not end swept.
+    async fn summarize(&self, plan: &Plan) -> Result<Value, GuardError> {
+        let mut summary = OrgSummary::new(plan, self.cfg.mode.as_str());
+        let mut recorded = Vec::new();
+        if let Some(e) = &plan.error {
+            summary.problems.push(crate::fanout::ShardProblem {
+                account: "the plan".into(),
+                status: crate::fanout::ShardStatus::Failed,
+                error: e.clone(),
+            });
+            summary.failed += 1;
+        }
+        match self.clients.memory() {
+            Some(memory) => {
+                let records = memory
+                    .query(
+                        &Record::run_place(&plan.run),
+                        Kind::Shard.prefix(),
+                        now_secs(),
+                    )
+                    .await
+                    .map_err(|e| GuardError::Incomplete {
+                        summary: format!("the shards' records could not be read: {e}"),
+                    })?;
+                for r in &records {
+                    summary.add(r.id(), r.shard_outcome());
+                    recorded.push(r.id().to_string());
+                }
+            }
+            None => {
+                return Err(GuardError::Incomplete {
+                    summary: "the fan-out needs the guard's memory (MEMORY_TABLE)".into(),
+                })
+            }
+        }
+        summary.finish(plan, &recorded);
+        let message = summary.notification();
+        let notification = match &self.cfg.topic_arn {
+            None => "no topic configured".to_string(),
+            Some(topic) => {
+                let sns = self
+                    .clients
+                    .sns(sns_topic_region(topic).unwrap_or("us-east-1"));
+                match sns.publish(topic, &message).await {
+                    Ok(id) => format!("sent {id}"),
+                    Err(e) => {
+                        // No retry would find this message again: keep it
+                        // for a person, and fail the run.
+                        if let Some(q) = self.clients.keeper() {
+                            use crate::aws::Keeper;
+                            let _ = q
+                                .keep(
+                                    &message.kept(topic, &e.to_string(), None),
+                                    crate::notify::KEPT_KIND,
+                                )
+                                .await;
+                        }
+                        return Err(GuardError::Incomplete {
+                            summary: format!("the summary could not be published ({e}); kept in the failed-events queue"),
+                        });
+                    }
+                }
+            }
+        };
+        info!(
+            run = %plan.run, planned = summary.planned, swept = summary.swept,
+            failed = summary.failed, not_reached = summary.not_reached,
+            ready = summary.ready, account_regions = summary.account_regions,
+            %notification, "organization sweep summarized"
+        );
+        if let Some(failure) = summary.failure() {
+            error!("{failure}");
+            return Err(GuardError::Incomplete { summary: failure });
+        }
+        Ok(json!({
+            "run": plan.run, "planned": summary.planned, "swept": summary.swept,
+            "failed": summary.failed, "not_reached": summary.not_reached,
+            "ready": summary.ready, "account_regions": summary.account_regions,
+            "notification": notification,
+        }))
+    }
+}
+
+/// A shard's report as recorded: the instance list cut to fit the record
+/// (failed ones first; `omitted_instances` counts the rest).
+fn record_json(report: &crate::report::Report) -> String {
+    let mut r = report.clone();
+    r.instances
+        .sort_by_key(|i| i.outcome != crate::report::Outcome::Failed);
+    let all = std::mem::take(&mut r.instances);
+    let fitted = cap::fit(MAX_SHARD_RECORD, &[all.len()], |shown| {
+        let mut view = r.clone();
+        view.instances = all[..shown[0]].to_vec();
+        if let Some(s) = view.sweep.as_mut() {
+            s.omitted_instances += (all.len() - shown[0]) as u64;
+        }
+        serde_json::to_string(&view).unwrap_or_default()
+    });
+    fitted.map(|f| f.text).unwrap_or_else(|| {
+        // Even without instances it does not fit (thousands of sources):
+        // the counts and readiness are what the summary needs.
+        let mut bare = r.clone();
+        if let Some(s) = bare.sweep.as_mut() {
+            s.sources.truncate(50);
+            s.omitted_instances += all.len() as u64;
+        }
+        serde_json::to_string(&bare).unwrap_or_default()
+    })
+}
