@@ -7,7 +7,7 @@ SAM_VENV := .venv-sam
 CHECKOV_VENV := .venv-checkov
 BENCH_VENV := .venv-bench
 
-.PHONY: test demo lint unit venv sam-venv checkov-venv bench-venv template fuzz fuzz-check load bench bench-function bench-sweep bench-triggers clean
+.PHONY: test demo lint unit venv sam-venv checkov-venv bench-venv template fuzz fuzz-check load bench bench-function bench-sweep bench-triggers bench-org clean
 
 # Every test: format, lints, unit tests, the fault matrix on mocked AWS, the
 # end-to-end tests against the local emulator, and the CLI.
@@ -73,6 +73,12 @@ bench: bench-function bench-sweep bench-triggers
 # time; the assumptions are in tests/integration/trigger_sim.rs).
 bench-triggers:
 	cargo test --test integration -- --ignored --exact trigger_sim::seconds_from_pending_to_required_by_trigger --nocapture 2>&1 | grep -E '^\|'
+
+# The organization sweep fanned out at 100, 1,000 and 17,000
+# account-regions: the real steps on simulated AWS with paused time (the
+# assumptions are in tests/integration/org_sim.rs).
+bench-org:
+	cargo test --test integration -- --ignored --exact org_sim::an_organization_of_17000_account_regions_is_swept_to_the_end --nocapture 2>&1 | grep -E '^\||^\(simulated'
 
 bench-function: venv
 	rustup target add aarch64-unknown-linux-gnu

@@ -38,6 +38,11 @@ pub struct SweepArgs {
     /// (nothing written).
     #[arg(long, value_enum)]
     mode: Option<ModeArg>,
+    /// Account-regions swept at once (1-32). Default: SWEEP_CONCURRENCY,
+    /// else 4. Each holds one page of instances; EC2 rate-limits per
+    /// account and region, so more helps most across accounts.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=32))]
+    concurrency: Option<u8>,
     /// How to print the result.
     #[arg(long, value_enum, default_value_t = SweepOutput::Table)]
     output: SweepOutput,
@@ -72,6 +77,9 @@ pub fn run(args: SweepArgs) -> Result<ExitCode, String> {
         args.mode.is_some() || std::env::var("GUARD_MODE").is_ok_and(|v| !v.trim().is_empty());
     let mut cfg = Config::from_env().map_err(|e| e.to_string())?;
     cfg.needs_memory().map_err(|e| e.to_string())?;
+    if let Some(n) = args.concurrency {
+        cfg.sweep_concurrency = usize::from(n);
+    }
     match args.mode {
         Some(m) => cfg.mode = m.into(),
         // A sweep from a shell writes only when asked.

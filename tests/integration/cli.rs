@@ -242,3 +242,17 @@ fn a_sweep_that_cannot_start_says_why_in_one_line_and_exits_2() {
         stdout(&o)
     );
 }
+
+#[test]
+fn the_sweeps_concurrency_is_a_flag_within_its_range() {
+    let o = bare(&["sweep", "--concurrency", "0"]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("0 is not in 1..=32"), "{err}");
+    // In range, it is taken; the sweep then stops at what it lacks (a region).
+    let o = bare(&["sweep", "--concurrency", "8"]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("which region?"), "{err}");
+    assert!(stdout(&bare(&["sweep", "--help"])).contains("--concurrency <N>"));
+}

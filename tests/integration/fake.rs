@@ -67,6 +67,60 @@ struct State {
     group_tags: Vec<(String, String, String)>,
     /// The organization's accounts (`None`: not an organization).
     organization: Option<Vec<String>>,
+    /// Latency, rate limits and transient errors (`org_sim`): none unless set.
+    pace: Option<Arc<Pace>>,
+    /// This cloud's token buckets, by operation: (tokens, when last filled).
+    buckets: HashMap<&'static str, (f64, tokio::time::Instant)>,
+}
+
+/// How a simulated AWS answers: each call takes its latency; each
+/// operation has a token bucket (capacity, refill per second) per cloud,
+/// as EC2 throttles per account and region; some answers are transient
+/// errors. Throttled and transient answers are retried the way the SDK's
+/// standard retry mode does (3 retries, exponential backoff with jitter)
+/// before the guard sees an error.
+pub struct Pace {
+    pub latency: HashMap<&'static str, Duration>,
+    pub default_latency: Duration,
+    pub buckets: HashMap<&'static str, (f64, f64)>,
+    /// Out of 10,000 calls.
+    pub transient_per_10k: u64,
+    draws: std::sync::atomic::AtomicU64,
+    /// SDK-level retries, throttled answers, transient answers.
+    pub retries: std::sync::atomic::AtomicU64,
+    pub throttled: std::sync::atomic::AtomicU64,
+    pub transient: std::sync::atomic::AtomicU64,
+}
+
+impl Pace {
+    pub fn new(
+        latency: HashMap<&'static str, Duration>,
+        default_latency: Duration,
+        buckets: HashMap<&'static str, (f64, f64)>,
+        transient_per_10k: u64,
+    ) -> Self {
+        Pace {
+            latency,
+            default_latency,
+            buckets,
+            transient_per_10k,
+            draws: std::sync::atomic::AtomicU64::new(0x9E37_79B9_7F4A_7C15),
+            retries: Default::default(),
+            throttled: Default::default(),
+            transient: Default::default(),
+        }
+    }
+
+    /// A deterministic draw in 0..10,000 (a shared xorshift).
+    pub fn draw(&self) -> u64 {
+        use std::sync::atomic::Ordering;
+        let mut x = self.draws.load(Ordering::Relaxed);
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.draws.store(x, Ordering::Relaxed);
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D) % 10_000
+    }
 }
 
 /// The fake cloud: one account and region's worth of EC2, a topic, a metric.
@@ -289,8 +343,70 @@ impl FakeCloud {
         self.state().published.clone()
     }
 
+    /// Every call so far, by operation.
+    pub fn calls(&self) -> BTreeMap<String, u64> {
+        self.state().calls.clone()
+    }
+
     pub fn count(&self, op: &str) -> u64 {
         self.state().calls.get(op).copied().unwrap_or(0)
+    }
+
+    /// Gives this cloud a pace (`org_sim`).
+    pub fn with_pace(&self, pace: Arc<Pace>) -> &Self {
+        self.state().pace = Some(pace);
+        self
+    }
+
+    /// Takes the call's time, and answers as a rate-limited, sometimes
+    /// failing AWS would after the SDK's retries; nothing without a pace.
+    async fn pace(&self, op: &'static str) -> Result<(), AwsError> {
+        use std::sync::atomic::Ordering;
+        let Some(pace) = self.state().pace.clone() else {
+            return Ok(());
+        };
+        let mut backoff = Duration::from_millis(50);
+        for attempt in 0..=3 {
+            tokio::time::sleep(*pace.latency.get(op).unwrap_or(&pace.default_latency)).await;
+            let admitted = match pace.buckets.get(op) {
+                None => true,
+                Some(&(capacity, refill)) => {
+                    let now = tokio::time::Instant::now();
+                    let mut s = self.state();
+                    let (tokens, at) = s.buckets.entry(op).or_insert((capacity, now));
+                    *tokens =
+                        (*tokens + now.duration_since(*at).as_secs_f64() * refill).min(capacity);
+                    *at = now;
+                    if *tokens >= 1.0 {
+                        *tokens -= 1.0;
+                        true
+                    } else {
+                        false
+                    }
+                }
+            };
+            let fault = if !admitted {
+                pace.throttled.fetch_add(1, Ordering::Relaxed);
+                Some("RequestLimitExceeded")
+            } else if pace.draw() < pace.transient_per_10k {
+                pace.transient.fetch_add(1, Ordering::Relaxed);
+                Some("InternalError")
+            } else {
+                None
+            };
+            let Some(code) = fault else {
+                return Ok(());
+            };
+            if attempt == 3 {
+                return Err(api_error(code));
+            }
+            pace.retries.fetch_add(1, Ordering::Relaxed);
+            // Full jitter, as the SDK's standard mode.
+            let jitter = pace.draw() as f64 / 10_000.0;
+            tokio::time::sleep(backoff.mul_f64(jitter.max(0.1))).await;
+            backoff *= 2;
+        }
+        Ok(())
     }
 
     /// Counts the call, and answers the scripted fault if one is due.
@@ -361,6 +477,7 @@ const LIVE: [&str; 4] = ["pending", "running", "stopping", "stopped"];
 
 impl Ec2Api for FakeCloud {
     async fn describe(&self, ids: &[String]) -> Result<Vec<Observed>, AwsError> {
+        self.pace("DescribeInstances").await?;
         let mut s = self.call("DescribeInstances")?;
         let mut found = Vec::new();
         for id in ids {
@@ -381,6 +498,7 @@ impl Ec2Api for FakeCloud {
     }
 
     async fn describe_launch(&self, lookup: &Lookup) -> Result<Vec<Observed>, AwsError> {
+        self.pace("DescribeInstances").await?;
         let mut s = self.call("DescribeInstances")?;
         let mut found = Vec::new();
         for i in s.instances.values_mut() {
@@ -402,6 +520,7 @@ impl Ec2Api for FakeCloud {
     }
 
     async fn modify(&self, instance_id: &str, remedy: &Remedy) -> Result<(), AwsError> {
+        self.pace("ModifyInstanceMetadataOptions").await?;
         let mut s = self.call("ModifyInstanceMetadataOptions")?;
         let Some(i) = s.instances.get_mut(instance_id) else {
             return Err(api_error("InvalidInstanceID.NotFound"));
@@ -432,6 +551,7 @@ impl Ec2Api for FakeCloud {
     }
 
     async fn tag(&self, ids: &[String], key: &str, value: &str) -> Result<(), AwsError> {
+        self.pace("CreateTags").await?;
         let mut s = self.call("CreateTags")?;
         for id in ids {
             if let Some((t, _)) = s.templates.get_mut(id) {
@@ -459,6 +579,7 @@ impl Ec2Api for FakeCloud {
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }
+        self.pace("DescribeInstances").await?;
         let s = self.call("DescribeInstances")?;
         // Pages as a cursor (the next starts after the last id returned),
         // or by offset into the filtered list. EC2's tokens are opaque.
@@ -508,6 +629,7 @@ impl Ec2Api for FakeCloud {
         value: &str,
         _token: Option<String>,
     ) -> Result<Page, AwsError> {
+        self.pace("DescribeInstances").await?;
         let s = self.call("DescribeInstances")?;
         Ok(Page {
             instances: s
@@ -528,6 +650,7 @@ impl Ec2Api for FakeCloud {
         names: &[String],
         _token: Option<String>,
     ) -> Result<(Vec<Template>, Option<String>), AwsError> {
+        self.pace("DescribeLaunchTemplates").await?;
         let s = self.call("DescribeLaunchTemplates")?;
         let all = ids.is_empty() && names.is_empty();
         Ok((
@@ -548,6 +671,7 @@ impl Ec2Api for FakeCloud {
         template_id: &str,
         versions: &[String],
     ) -> Result<Vec<TemplateVersion>, AwsError> {
+        self.pace("DescribeLaunchTemplateVersions").await?;
         let s = self.call("DescribeLaunchTemplateVersions")?;
         let Some((t, vs)) = s.templates.get(template_id) else {
             return Err(api_error("InvalidLaunchTemplateId.NotFound"));
@@ -568,6 +692,7 @@ impl Ec2Api for FakeCloud {
     /// As real EC2 does: the source version's data, with the new
     /// `MetadataOptions` block in place of its own.
     async fn create_template_version(&self, v: &NewVersion) -> Result<i64, AwsError> {
+        self.pace("CreateLaunchTemplateVersion").await?;
         let mut s = self.call("CreateLaunchTemplateVersion")?;
         let Some((t, vs)) = s.templates.get_mut(&v.template_id) else {
             return Err(api_error("InvalidLaunchTemplateId.NotFound"));
@@ -589,6 +714,7 @@ impl Ec2Api for FakeCloud {
     }
 
     async fn set_default_version(&self, template_id: &str, version: i64) -> Result<(), AwsError> {
+        self.pace("ModifyLaunchTemplate").await?;
         let mut s = self.call("ModifyLaunchTemplate")?;
         let Some((t, _)) = s.templates.get_mut(template_id) else {
             return Err(api_error("InvalidLaunchTemplateId.NotFound"));
@@ -598,6 +724,7 @@ impl Ec2Api for FakeCloud {
     }
 
     async fn images(&self, ids: &[String]) -> Result<Vec<(String, bool)>, AwsError> {
+        self.pace("DescribeImages").await?;
         let s = self.call("DescribeImages")?;
         Ok(ids
             .iter()
@@ -606,11 +733,13 @@ impl Ec2Api for FakeCloud {
     }
 
     async fn metadata_defaults(&self) -> Result<AccountDefaults, AwsError> {
+        self.pace("GetInstanceMetadataDefaults").await?;
         let s = self.call("GetInstanceMetadataDefaults")?;
         s.defaults.clone().ok_or_else(|| api_error("HTTP500"))
     }
 
     async fn require_tokens_by_default(&self) -> Result<(), AwsError> {
+        self.pace("ModifyInstanceMetadataDefaults").await?;
         let mut s = self.call("ModifyInstanceMetadataDefaults")?;
         s.defaults
             .get_or_insert_with(AccountDefaults::default)
@@ -625,6 +754,7 @@ impl AutoScalingApi for FakeCloud {
         names: &[String],
         _token: Option<String>,
     ) -> Result<(Vec<Group>, Option<String>), AwsError> {
+        self.pace("DescribeAutoScalingGroups").await?;
         let s = self.call("DescribeAutoScalingGroups")?;
         Ok((
             s.groups
@@ -641,6 +771,7 @@ impl AutoScalingApi for FakeCloud {
         names: &[String],
         _token: Option<String>,
     ) -> Result<(Vec<LaunchConfiguration>, Option<String>), AwsError> {
+        self.pace("DescribeLaunchConfigurations").await?;
         let s = self.call("DescribeLaunchConfigurations")?;
         Ok((
             s.configurations
@@ -653,6 +784,7 @@ impl AutoScalingApi for FakeCloud {
     }
 
     async fn tag_group(&self, name: &str, key: &str, value: &str) -> Result<(), AwsError> {
+        self.pace("CreateOrUpdateTags").await?;
         let mut s = self.call("CreateOrUpdateTags")?;
         s.group_tags.push((name.into(), key.into(), value.into()));
         Ok(())
@@ -661,6 +793,7 @@ impl AutoScalingApi for FakeCloud {
 
 impl Publisher for FakeCloud {
     async fn publish(&self, _topic_arn: &str, n: &Notification) -> Result<String, AwsError> {
+        self.pace("Publish").await?;
         let mut s = self.call("Publish")?;
         s.published.push(n.clone());
         Ok(format!("m-{}", s.published.len()))
@@ -669,6 +802,7 @@ impl Publisher for FakeCloud {
 
 impl Keeper for FakeCloud {
     async fn keep(&self, body: &str, _kind: &str) -> Result<(), AwsError> {
+        self.pace("SendMessage").await?;
         let mut s = self.call("SendMessage")?;
         s.kept.get_or_insert_with(Vec::new).push(body.to_string());
         Ok(())
@@ -677,6 +811,7 @@ impl Keeper for FakeCloud {
 
 impl MemoryApi for FakeCloud {
     async fn claim(&self, r: &Record, now: u64) -> Result<Claim, AwsError> {
+        self.pace("PutItem").await?;
         let mut s = self.call("PutItem")?;
         let memory = s.memory.get_or_insert_with(BTreeMap::new);
         let key = (r.pk.clone(), r.sk.clone());
@@ -693,6 +828,7 @@ impl MemoryApi for FakeCloud {
         if records.is_empty() {
             return Ok(());
         }
+        self.pace("BatchWriteItem").await?;
         let mut s = self.call("BatchWriteItem")?;
         let memory = s.memory.get_or_insert_with(BTreeMap::new);
         for r in records {
@@ -702,6 +838,7 @@ impl MemoryApi for FakeCloud {
     }
 
     async fn query(&self, pk: &str, prefix: &str, now: u64) -> Result<Vec<Record>, AwsError> {
+        self.pace("Query").await?;
         let s = self.call("Query")?;
         Ok(s.memory
             .iter()
@@ -718,6 +855,7 @@ impl MetricsApi for FakeCloud {
         ids: &[String],
         _lookback: Duration,
     ) -> Result<HashMap<String, f64>, AwsError> {
+        self.pace("GetMetricData").await?;
         let s = self.call("GetMetricData")?;
         Ok(ids
             .iter()
@@ -730,6 +868,7 @@ impl MetricsApi for FakeCloud {
         since: &[(String, u64)],
         _lookback: Duration,
     ) -> Result<HashMap<String, f64>, AwsError> {
+        self.pace("GetMetricData").await?;
         let s = self.call("GetMetricData")?;
         Ok(since
             .iter()

@@ -13,8 +13,9 @@
 //!   defaults, publish, the metric) and the flow logic tested on it, with
 //!   time paused.
 //! - `cli`: the binary's `check` command.
-//! - `load`, `function_bench`, `trigger_sim`: benchmarks, ignored by `make
-//!   test` (`make load`, `make bench`).
+//! - `load`, `function_bench`, `trigger_sim`, `org_sim`: benchmarks and
+//!   simulations, ignored by `make test` (`make load`, `make bench`,
+//!   `make bench-org`).
 
 mod cli;
 mod common;
@@ -30,6 +31,7 @@ mod iam_conditions;
 mod load;
 mod netfaults;
 mod org_emulator;
+mod org_sim;
 mod properties;
 mod rules_emulator;
 mod runtime;
