@@ -16,7 +16,7 @@ use crate::cap;
 use crate::config::{Config, SweepAccounts};
 use crate::event::{self, EventContext};
 use crate::fanout::{fans_out, rerun_accounts, OrgSummary, Plan, Step};
-use crate::memory::{Kind, Record};
+use crate::memory::{self, Kind, Record};
 use crate::outputs::{now_secs, GuardError};
 use crate::sweep::Sweep;
 use crate::validate::sns_topic_region;
@@ -24,7 +24,7 @@ use crate::validate::sns_topic_region;
 /// A shard's report as recorded: small enough for one DynamoDB item
 /// (400 KB) with room to spare; its instance list is cut to fit (failed
 /// ones first), its counts cover every instance.
-const MAX_SHARD_RECORD: usize = 64 * 1024;
+const MAX_SHARD_RECORD: usize = 16 * 1024;
 
 pub struct FanOut<'a, C> {
     cfg: &'a Config,
@@ -144,14 +144,28 @@ impl<'a, C: Clients> FanOut<'a, C> {
             region: regions.first().cloned().unwrap_or_default(),
             ..EventContext::default()
         };
-        let (report, _) = Sweep::new(&cfg, self.clients)
+        let (report, to_remember) = Sweep::new(&cfg, self.clients)
             .collect(ctx, regions, deadline, &|_| {})
             .await;
-        let complete =
-            report.unfinished_regions().is_empty() && report.unhandled_instances().is_empty();
-        let recorded = record_json(&report);
-        self.record(Record::shard(run, account, Ok(recorded), now_secs()))
-            .await?;
+        // What the single sweep would fail its invocation for fails the
+        // shard in the summary: regions, instances, sources, the default.
+        let failure = crate::plan::failure_summary(&report, None);
+        let complete = failure.is_none();
+        let mut record = Record::shard(run, account, Ok(record_json(&report)), now_secs());
+        if let Some(f) = failure {
+            record.data.insert(memory::SHARD_FAILURE.into(), f);
+        }
+        // Told of by the run's summary, once it is sent: remembered then.
+        if !to_remember.is_empty() {
+            let told: Vec<String> = to_remember
+                .iter()
+                .map(|r| format!("{} {}", r.pk, r.id()))
+                .collect();
+            record
+                .data
+                .insert(memory::SHARD_TOLD.into(), told.join("\n"));
+        }
+        self.record(record).await?;
         info!(%account, tally = %report.tally(), complete, "shard swept");
         Ok(json!({"account": account, "status": if complete { "swept" } else { "failed" }}))
     }
@@ -205,27 +219,34 @@ impl<'a, C: Clients> FanOut<'a, C> {
             });
             summary.failed += 1;
         }
-        match self.clients.memory() {
-            Some(memory) => {
-                let records = memory
-                    .query(
-                        &Record::run_place(&plan.run),
-                        Kind::Shard.prefix(),
-                        now_secs(),
-                    )
-                    .await
-                    .map_err(|e| GuardError::Incomplete {
-                        summary: format!("the shards' records could not be read: {e}"),
-                    })?;
-                for r in &records {
-                    summary.add(r.id(), r.shard_outcome());
-                    recorded.push(r.id().to_string());
-                }
+        let Some(memory) = self.clients.memory() else {
+            return Err(GuardError::Incomplete {
+                summary: "the fan-out needs the guard's memory (MEMORY_TABLE)".into(),
+            });
+        };
+        // Page by page: at most one page of records is held at a time.
+        let mut told: Vec<(String, String)> = Vec::new();
+        let mut after = None;
+        loop {
+            let (records, next) = memory
+                .query_page(
+                    &Record::run_place(&plan.run),
+                    Kind::Shard.prefix(),
+                    now_secs(),
+                    after,
+                )
+                .await
+                .map_err(|e| GuardError::Incomplete {
+                    summary: format!("the shards' records could not be read: {e}"),
+                })?;
+            for r in &records {
+                summary.add(r.id(), r.shard_outcome(), r.shard_failure());
+                recorded.push(r.id().to_string());
+                told.extend(r.shard_told());
             }
-            None => {
-                return Err(GuardError::Incomplete {
-                    summary: "the fan-out needs the guard's memory (MEMORY_TABLE)".into(),
-                })
+            match next {
+                Some(n) => after = Some(n),
+                None => break,
             }
         }
         summary.finish(plan, &recorded);
@@ -257,6 +278,26 @@ impl<'a, C: Clients> FanOut<'a, C> {
                 }
             }
         };
+        if notification.starts_with("sent ") && !told.is_empty() {
+            let now = now_secs();
+            let records: Vec<Record> = told
+                .iter()
+                .map(|(place, id)| {
+                    Record::new(
+                        Kind::Noticed,
+                        place,
+                        id,
+                        None,
+                        now,
+                        self.cfg.no_token_lookback,
+                    )
+                    .told()
+                })
+                .collect();
+            if let Err(e) = memory.put(&records).await {
+                warn!(error = %e, "what the run told of could not be remembered; the next run lists it again");
+            }
+        }
         info!(
             run = %plan.run, planned = summary.planned, swept = summary.swept,
             failed = summary.failed, not_reached = summary.not_reached,

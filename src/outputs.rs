@@ -67,6 +67,9 @@ pub async fn tell<C: Clients>(
     let mut failed = None;
 
     let mut earlier = String::new();
+    // What the earlier delivery's message already says, and whether it
+    // went out now: a retry whose own news it covers sends nothing more.
+    let mut covered: Option<(std::collections::BTreeSet<String>, Option<String>)> = None;
     if let Some(((event_id, place), memory)) = &kept_at {
         let prefix = format!("{}{event_id}", Kind::Notice.prefix());
         match memory.query(place, &prefix, now_secs()).await {
@@ -78,9 +81,15 @@ pub async fn tell<C: Clients>(
                     let Some(n) = Notification::from_data(&rec.data) else {
                         continue;
                     };
+                    let said: std::collections::BTreeSet<String> = rec
+                        .data
+                        .get(NEWS)
+                        .map(|n| n.split('\n').map(str::to_string).collect())
+                        .unwrap_or_default();
                     match sns.publish(topic, &n).await {
                         Ok(id) => {
                             earlier = format!("; an earlier delivery's message: sent {id}");
+                            covered = Some((said, Some(id)));
                             if let Err(e) = memory.put(&[rec.told()]).await {
                                 warn!(error = %e, "a kept message was published but could not be marked so; a redelivery may publish it again");
                             }
@@ -88,6 +97,7 @@ pub async fn tell<C: Clients>(
                         Err(e) => {
                             earlier = format!("; an earlier delivery's message failed again: {e}");
                             failed = Some(e.to_string());
+                            covered = Some((said, None));
                         }
                     }
                 }
@@ -98,7 +108,20 @@ pub async fn tell<C: Clients>(
         }
     }
 
-    let now = if needed {
+    let covers = |(said, _): &(std::collections::BTreeSet<String>, Option<String>)| {
+        needed && news(report).is_subset(said)
+    };
+    let now = if let Some((_, sent)) = covered.filter(covers) {
+        // The kept message says all this delivery would: one message, not two.
+        earlier.clear();
+        match sent {
+            Some(id) => format!("sent {id} (the message an earlier delivery kept, which says all this one would)"),
+            None => format!(
+                "failed: {}; the message an earlier delivery kept, which says all this one would, is kept still",
+                failed.clone().unwrap_or_default()
+            ),
+        }
+    } else if needed {
         let message = notify::build(report);
         match sns.publish(topic, &message).await {
             Ok(id) => format!("sent {id}"),
@@ -109,6 +132,7 @@ pub async fn tell<C: Clients>(
                     kept_at.as_ref().map(|((e, p), m)| (e.as_str(), *p, m)),
                     topic,
                     &message,
+                    &news(report),
                     &why,
                 )
                 .await;
@@ -131,12 +155,17 @@ async fn keep<C: Clients>(
     memory: Option<(&str, &str, &C::Memory)>,
     topic: &str,
     message: &Notification,
+    said: &std::collections::BTreeSet<String>,
     why: &str,
 ) -> String {
     let mut kept = Vec::new();
     let mut retried = None;
     if let Some((event_id, place, memory)) = memory {
-        let record = Record::notice(place, event_id, message, now_secs());
+        let mut record = Record::notice(place, event_id, message, now_secs());
+        record.data.insert(
+            NEWS.into(),
+            said.iter().cloned().collect::<Vec<_>>().join("\n"),
+        );
         match memory.put(&[record]).await {
             Ok(()) => {
                 kept.push("for the event's retry");
@@ -164,6 +193,37 @@ async fn keep<C: Clients>(
         return "kept only in the function's log".into();
     }
     format!("kept {}", kept.join(" and "))
+}
+
+/// The `data` key of a kept message: the news it carries, a line each.
+const NEWS: &str = "news";
+
+/// The news a report tells, each as one line: the instances and sources
+/// worth telling of, by outcome, what could not be read, a weakened
+/// default, a sweep's summary. A retry whose news a kept message already
+/// carries sends nothing more.
+fn news(report: &Report) -> std::collections::BTreeSet<String> {
+    let mut out: std::collections::BTreeSet<String> = report
+        .instances
+        .iter()
+        .filter(|i| i.notify)
+        .map(|i| format!("instance {} {}", i.instance_id, i.outcome.as_str()))
+        .collect();
+    out.extend(
+        report
+            .sources
+            .iter()
+            .filter(|s| s.notify)
+            .map(|s| format!("source {} {:?}", s.id, s.outcome)),
+    );
+    out.extend(report.unreadable.iter().map(|u| format!("unreadable {u}")));
+    if let Some(d) = &report.account_defaults {
+        out.insert(format!("defaults {}", d.weakenings.join("; ")));
+    }
+    if report.sweep.is_some() {
+        out.insert("sweep".into());
+    }
+    out
 }
 
 /// The invocation's result: the report, or an error that names every

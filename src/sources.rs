@@ -195,6 +195,14 @@ pub async fn gather(
     for id in ids {
         let (t, _) = &f.templates[&id];
         let mut wanted: BTreeSet<String> = ["$Default".to_string(), "$Latest".to_string()].into();
+        // The few newest after the default: an earlier run's fix, if one is
+        // waiting to be made the default. (One may have been deleted: then
+        // they are not asked for again.)
+        let recent: Vec<String> = (t.default_version + 1..t.latest_version)
+            .rev()
+            .take(5)
+            .map(|n| n.to_string())
+            .collect();
         for g in &f.groups {
             for r in g.templates.iter().filter(|r| r.names(t)) {
                 if let crate::source::VersionRef::Number(n) = r.version {
@@ -202,8 +210,15 @@ pub async fn gather(
                 }
             }
         }
-        let wanted: Vec<String> = wanted.into_iter().collect();
-        match ec2.template_versions(&id, &wanted).await {
+        let needed: Vec<String> = wanted.iter().cloned().collect();
+        let mut with_recent = wanted;
+        with_recent.extend(recent.iter().cloned());
+        let with_recent: Vec<String> = with_recent.into_iter().collect();
+        let read = match ec2.template_versions(&id, &with_recent).await {
+            Err(_) if !recent.is_empty() => ec2.template_versions(&id, &needed).await,
+            other => other,
+        };
+        match read {
             Ok(v) => {
                 if let Some(slot) = f.templates.get_mut(&id) {
                     slot.1 = v;
@@ -450,16 +465,27 @@ pub async fn carry_out(
             SourceAction::Fix(versions) => {
                 let mut done = Vec::new();
                 for v in &versions {
-                    match ec2.create_template_version(v).await {
+                    let made = match v.existing {
+                        Some(n) => Ok(n),
+                        None => ec2.create_template_version(v).await,
+                    };
+                    match made {
                         Ok(n) => {
-                            let mut line = format!(
-                                "created version {n} from version {}, requiring tokens",
-                                v.from
-                            );
+                            let mut line = match v.existing {
+                                Some(_) => {
+                                    format!("version {n}, an earlier fix of version {}", v.from)
+                                }
+                                None => format!(
+                                    "created version {n} from version {}, requiring tokens",
+                                    v.from
+                                ),
+                            };
                             if v.make_default {
                                 match ec2.set_default_version(&v.template_id, n).await {
                                     Ok(()) => line.push_str(", now the default"),
                                     Err(e) => {
+                                        // The next run finds this version by its
+                                        // description and only makes it the default.
                                         report.outcome = SourceOutcome::Failed;
                                         report.error = Some(format!(
                                             "version {n} was created but could not be made the default: {e}"

@@ -178,6 +178,15 @@ pub trait MemoryApi: Send + Sync {
     ) -> impl Future<Output = Result<Claim, AwsError>> + Send;
     /// Writes every record, replacing any with the same key.
     fn put(&self, records: &[Record]) -> impl Future<Output = Result<(), AwsError>> + Send;
+    /// One page of those records, after the sort key `after`; and the sort
+    /// key to read the next page after, if there is one.
+    fn query_page(
+        &self,
+        pk: &str,
+        prefix: &str,
+        now: u64,
+        after: Option<String>,
+    ) -> impl Future<Output = Result<(Vec<Record>, Option<String>), AwsError>> + Send;
     /// The live records of partition `pk` whose sort key starts with `prefix`.
     fn query(
         &self,

@@ -332,6 +332,7 @@ impl Ec2Api for Ec2 {
                 Some(TemplateVersion {
                     template_id: v.launch_template_id()?.to_string(),
                     version: v.version_number()?,
+                    description: v.version_description().map(str::to_string),
                     options: mo.map(|m| MetadataOptions {
                         http_tokens: m.http_tokens().map(|x| x.as_str().to_string()),
                         http_endpoint: m.http_endpoint().map(|x| x.as_str().to_string()),
@@ -385,10 +386,7 @@ impl Ec2Api for Ec2 {
             .create_launch_template_version()
             .launch_template_id(&v.template_id)
             .source_version(v.from.to_string())
-            .version_description(format!(
-                "imds-guard: version {} with HttpTokens=required",
-                v.from
-            ))
+            .version_description(crate::source::fix_description(v.from))
             .launch_template_data(
                 RequestLaunchTemplateData::builder()
                     .metadata_options(options)

@@ -142,6 +142,45 @@ impl MemoryApi for Memory {
         Ok(())
     }
 
+    async fn query_page(
+        &self,
+        pk: &str,
+        prefix: &str,
+        now: u64,
+        after: Option<String>,
+    ) -> Result<(Vec<Record>, Option<String>), AwsError> {
+        let start = after.map(|sk| {
+            HashMap::from([
+                ("pk".to_string(), AttributeValue::S(pk.to_string())),
+                ("sk".to_string(), AttributeValue::S(sk)),
+            ])
+        });
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+            .expression_attribute_values(":pk", AttributeValue::S(pk.to_string()))
+            .expression_attribute_values(":prefix", AttributeValue::S(prefix.to_string()))
+            .consistent_read(true)
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .map_err(|e| AwsError::classify(e, "dynamodb", "dynamodb:Query"))?;
+        let next = out
+            .last_evaluated_key()
+            .and_then(|k| k.get("sk"))
+            .and_then(|v| v.as_s().ok())
+            .cloned();
+        let records = out
+            .items()
+            .iter()
+            .filter_map(record)
+            .filter(|r| r.live(now))
+            .collect();
+        Ok((records, next))
+    }
+
     async fn query(&self, pk: &str, prefix: &str, now: u64) -> Result<Vec<Record>, AwsError> {
         let mut found = Vec::new();
         let mut start: Option<HashMap<String, AttributeValue>> = None;

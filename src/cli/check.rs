@@ -181,6 +181,7 @@ fn offline_source(cfg: &Config, change: &SourceChange) -> SourceReport {
                     let versions = [TemplateVersion {
                         template_id: id,
                         version: 1,
+                        description: None,
                         options: Some(options.clone()),
                         image_id: None,
                     }];

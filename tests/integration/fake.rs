@@ -234,6 +234,7 @@ impl FakeCloud {
                     TemplateVersion {
                         template_id: id.into(),
                         version: *n,
+                        description: None,
                         options: o.clone(),
                         image_id: Some("ami-0c02fb55956c7d316".into()),
                     },
@@ -706,6 +707,7 @@ impl Ec2Api for FakeCloud {
             n,
             TemplateVersion {
                 version: n,
+                description: Some(imds_guard::source::fix_description(v.from)),
                 options: Some(v.options.clone()),
                 ..from
             },
@@ -810,6 +812,29 @@ impl Keeper for FakeCloud {
 }
 
 impl MemoryApi for FakeCloud {
+    /// Pages of two records, to make a reader follow them.
+    async fn query_page(
+        &self,
+        pk: &str,
+        prefix: &str,
+        now: u64,
+        after: Option<String>,
+    ) -> Result<(Vec<Record>, Option<String>), AwsError> {
+        self.pace("Query").await?;
+        let s = self.call("Query")?;
+        let page: Vec<Record> = s
+            .memory
+            .iter()
+            .flat_map(|m| m.values())
+            .filter(|r| r.pk == pk && r.sk.starts_with(prefix) && r.live(now))
+            .filter(|r| after.as_ref().is_none_or(|a| r.sk > *a))
+            .take(2)
+            .cloned()
+            .collect();
+        let next = (page.len() == 2).then(|| page[1].sk.clone());
+        Ok((page, next))
+    }
+
     async fn claim(&self, r: &Record, now: u64) -> Result<Claim, AwsError> {
         self.pace("PutItem").await?;
         let mut s = self.call("PutItem")?;

@@ -172,9 +172,13 @@ async fn plan_shards_and_summary_as_the_state_machine_passes_them() {
         "shards tell no one; the summary does"
     );
 
-    // Summarize: the map's results are dropped (ResultPath null), the plan
-    // passed on.
+    // Summarize: the children's outputs are empty, the map's results are
+    // dropped (ResultPath null), the plan passed on; a map that fails
+    // still reaches the summary, with the plan.
     assert_eq!(map["ResultPath"], Value::Null);
+    assert_eq!(shard["OutputPath"], Value::Null);
+    assert_eq!(map["Catch"][0]["Next"], "Summarize");
+    assert_ne!(map["Catch"][0]["ResultPath"], "$.plan");
     let summarize = state(&d, &["Summarize"]);
     let Err(GuardError::Incomplete { summary }) = g
         .handle_payload(&payload(summarize, &input, &ctx), None)
@@ -278,5 +282,67 @@ async fn a_shard_that_cannot_record_fails_for_the_engine_to_retry() {
     assert_eq!(
         imds_guard::lambda::diagnostic(e).error_type,
         "ImdsGuard.Incomplete"
+    );
+}
+
+/// A shard whose sweep could not handle an instance is a failed shard in
+/// the summary, as the single sweep would fail; what the shards told of is
+/// remembered once the summary is sent, so the next run does not list it
+/// again.
+#[tokio::test(start_paused = true)]
+async fn a_shards_own_failures_count_and_what_it_told_of_is_remembered_after_the_summary() {
+    let cloud = FakeCloud::new();
+    cloud.with_memory();
+    cloud.set_organization(vec!["111111111111".into(), "222222222222".into()]);
+    cloud.add("i-0aaaaaaaaaaaaaaa1", "optional", 1);
+    let g = Guard::new(
+        config(&[
+            (
+                "NOTIFY_TOPIC_ARN",
+                "arn:aws:sns:us-east-1:111122223333:imds-guard",
+            ),
+            ("MEMBER_ROLE_NAME", "imds-guard-member"),
+            ("SWEEP_ACCOUNTS", "ORGANIZATION"),
+            ("SWEEP_REGIONS", "us-east-1"),
+            ("FANOUT_THRESHOLD", "1"),
+            ("MEMORY_TABLE", "imds-guard-memory"),
+            ("GUARD_MODE", "notify"),
+        ]),
+        cloud.clients(),
+    );
+    let plan = json!({"run": "r-1", "single": false, "accounts": ["111111111111", "222222222222"],
+        "regions": ["us-east-1"], "concurrency": 2});
+    // The first shard cannot tag what it flags.
+    cloud.fail("CreateTags", 1, api_error("UnauthorizedOperation"));
+    for account in ["111111111111", "222222222222"] {
+        g.handle_payload(
+            &json!({"imds_guard_step": "shard", "run": "r-1", "account": account}),
+            None,
+        )
+        .await
+        .unwrap();
+    }
+    assert!(
+        cloud.records("noticed#").is_empty(),
+        "not before the summary is sent"
+    );
+    let Err(GuardError::Incomplete { summary }) = g
+        .handle_payload(
+            &json!({"imds_guard_step": "summarize", "run": "r-1", "plan": plan}),
+            None,
+        )
+        .await
+    else {
+        panic!("a shard that could not tag fails the run");
+    };
+    assert!(
+        summary.contains("111111111111") && summary.contains("UnauthorizedOperation"),
+        "{summary}"
+    );
+    assert!(summary.contains("(1 failed, 0 not reached)"), "{summary}");
+    assert!(
+        cloud.records("noticed#").iter().all(|r| r.is_told())
+            && !cloud.records("noticed#").is_empty(),
+        "remembered as told once the summary was sent"
     );
 }

@@ -1053,3 +1053,72 @@ async fn the_sweep_ranks_sources_by_the_instances_they_launched_and_readiness_co
     );
     assert!(cloud.published()[0].body.contains("\"sources\""));
 }
+
+/// In notify (and audit) mode the retry still has the same news: it sends
+/// the kept message alone, not a second one saying the same, and a further
+/// redelivery sends nothing.
+#[tokio::test(start_paused = true)]
+async fn a_retry_in_notify_mode_sends_the_kept_message_alone() {
+    for mode in ["notify", "audit"] {
+        let cloud = FakeCloud::new();
+        cloud.with_memory().with_keeper();
+        cloud.add("i-0aaaaaaaaaaaaaaa1", "optional", 2);
+        cloud.fail("Publish", 1, api_error("AuthorizationError"));
+        let g = guard(&cloud, &[("GUARD_MODE", mode)]);
+        let event = launch(&["i-0aaaaaaaaaaaaaaa1"]);
+        assert!(g.handle(&event).await.is_err(), "{mode}");
+        let retried = g.handle(&event).await.unwrap();
+        assert_eq!(
+            cloud.published().len(),
+            1,
+            "{mode}: {}",
+            retried.notification
+        );
+        assert!(
+            retried
+                .notification
+                .contains("which says all this one would"),
+            "{}",
+            retried.notification
+        );
+        let again = g.handle(&event).await.unwrap();
+        assert_eq!(cloud.published().len(), 1, "{mode}: {}", again.notification);
+        assert_eq!(again.notification, "not needed", "{mode}");
+    }
+}
+
+/// The new default could not be set: the event fails (and is retried); the
+/// retry makes the version already created the default, creating none.
+#[tokio::test(start_paused = true)]
+async fn a_fix_that_could_not_become_the_default_is_reused_by_the_retry() {
+    use imds_guard::source::SourceOutcome;
+    let cloud = FakeCloud::new();
+    cloud.add_template(LT, &[OPT_IN], 1, &[(1, lt_options("optional", 2))]);
+    cloud.fail(
+        "ModifyLaunchTemplate",
+        1,
+        api_error("ConcurrentModification"),
+    );
+    let g = guard(&cloud, &[("FIX_SOURCES", "true")]);
+    let event = fixture("create-launch-template.json");
+    let Err(GuardError::Unhandled { report, .. }) = g.handle(&event).await else {
+        panic!("a default not set fails the event");
+    };
+    assert_eq!(report.sources[0].outcome, SourceOutcome::Failed);
+    assert_eq!(cloud.template(LT).0.latest_version, 2);
+    assert_eq!(cloud.template(LT).0.default_version, 1);
+    let r = g.handle(&event).await.unwrap();
+    assert_eq!(
+        r.sources[0].outcome,
+        SourceOutcome::Fixed,
+        "{:?}",
+        r.sources[0]
+    );
+    let (t, _) = cloud.template(LT);
+    assert_eq!(
+        (t.default_version, t.latest_version),
+        (2, 2),
+        "no third version"
+    );
+    assert_eq!(cloud.count("CreateLaunchTemplateVersion"), 1);
+}

@@ -462,7 +462,17 @@ fn fanout_problems(t: &Value, p: &mut Vec<String>) {
     .unwrap_or(&Value::Null);
     let map = get(d, &["States", "Shards"]).unwrap_or(&Value::Null);
     let shard = get(map, &["ItemProcessor", "States", "Shard"]).unwrap_or(&Value::Null);
-    let checks: [(&str, bool); 7] = [
+    let failed = get(map, &["ItemProcessor", "States", "ShardFailed"]).unwrap_or(&Value::Null);
+    let checks: [(&str, bool); 9] = [
+        (
+            "children whose outputs stay empty (OutputPath null on Shard and ShardFailed): the map gathers them under 256 KB",
+            shard.get("OutputPath").is_some_and(Value::is_null)
+                && failed.get("OutputPath").is_some_and(Value::is_null),
+        ),
+        (
+            "a summary whatever stops the map (Catch to Summarize)",
+            get(map, &["Catch"]).map(strings_deep).unwrap_or_default().iter().any(|s| s == "Summarize"),
+        ),
         (
             "a distributed map",
             get(map, &["ItemProcessor", "ProcessorConfig", "Mode"]).and_then(Value::as_str)
@@ -1651,4 +1661,11 @@ fn a_fan_out_that_could_lose_a_shard_is_caught() {
         .unwrap()
         .remove("Condition");
     expect_problem(&t, "only in central mode with a schedule");
+    let mut t = load("template.yaml");
+    t["Resources"]["SweepStateMachine"]["Properties"]["Definition"]["States"]["Shards"]
+        ["ItemProcessor"]["States"]["Shard"]
+        .as_mapping_mut()
+        .unwrap()
+        .remove("OutputPath");
+    expect_problem(&t, "children whose outputs stay empty");
 }

@@ -11,6 +11,10 @@ use serde::{Deserialize, Serialize};
 use crate::cap;
 use crate::notify::{subject, Notification, MAX_BODY};
 
+/// At most this many instances, sources and refusing instances are kept
+/// while shards are added: the summary's memory stays bounded at any size.
+const KEEP: usize = 2000;
+
 /// The key that marks a payload as a fan-out step rather than an event.
 pub const STEP_KEY: &str = "imds_guard_step";
 
@@ -198,6 +202,8 @@ pub struct OrgSummary {
     /// Instances with news the shards listed (failed ones first).
     pub instances: Vec<serde_json::Value>,
     pub omitted_instances: u64,
+    /// Sources beyond those kept (the most instances kept).
+    pub omitted_sources: u64,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub not_allowed: Vec<String>,
 }
@@ -216,8 +222,9 @@ impl OrgSummary {
     }
 
     /// One shard's record: its report (`Ok`), or why the engine gave up
-    /// (`Err`). An unreadable report is a failed shard, never a silent one.
-    pub fn add(&mut self, account: &str, shard: Result<&str, &str>) {
+    /// (`Err`); `failure`, what its sweep could not handle. An unreadable
+    /// report is a failed shard, never a silent one.
+    pub fn add(&mut self, account: &str, shard: Result<&str, &str>, failure: Option<&str>) {
         let report = match shard {
             Ok(json) => serde_json::from_str::<ShardView>(json)
                 .map_err(|e| format!("its report could not be read: {e}")),
@@ -237,6 +244,7 @@ impl OrgSummary {
         };
         let sweep = report.sweep.unwrap_or_default();
         let mut errors = Vec::new();
+        let failure = failure.map(str::to_string);
         for r in &sweep.regions {
             for (k, v) in &r.counts {
                 *self.counts.entry(k.clone()).or_default() += v;
@@ -260,15 +268,40 @@ impl OrgSummary {
         self.sources.extend(sweep.sources);
         self.instances.extend(report.instances);
         self.omitted_instances += sweep.omitted_instances;
-        if errors.is_empty() {
-            self.swept += 1;
-        } else {
-            self.failed += 1;
-            self.problems.push(ShardProblem {
-                account: account.to_string(),
-                status: ShardStatus::Failed,
-                error: errors.join("; "),
+        // The shard's own word counts first: instances, sources or the
+        // account default it could not handle fail it as regions do.
+        match failure.or_else(|| (!errors.is_empty()).then(|| errors.join("; "))) {
+            None => self.swept += 1,
+            Some(error) => {
+                self.failed += 1;
+                self.problems.push(ShardProblem {
+                    account: account.to_string(),
+                    status: ShardStatus::Failed,
+                    error,
+                });
+            }
+        }
+        // Bounded, whatever the organization's size: the message shows a
+        // few thousand at most, and counts the rest.
+        if self.instances.len() > KEEP {
+            self.instances.sort_by_key(|i| {
+                i.get("outcome").and_then(serde_json::Value::as_str) != Some("failed")
             });
+            self.omitted_instances += (self.instances.len() - KEEP) as u64;
+            self.instances.truncate(KEEP);
+        }
+        if self.sources.len() > KEEP {
+            let n = |v: &serde_json::Value| {
+                v.get("instances")
+                    .and_then(serde_json::Value::as_u64)
+                    .unwrap_or(0)
+            };
+            self.sources.sort_by_key(|s| std::cmp::Reverse(n(s)));
+            self.omitted_sources += (self.sources.len() - KEEP) as u64;
+            self.sources.truncate(KEEP);
+        }
+        if self.refusing_imdsv1.len() > KEEP {
+            self.refusing_imdsv1.truncate(KEEP);
         }
     }
 
@@ -424,7 +457,7 @@ impl OrgSummary {
                 refusing_imdsv1: &self.refusing_imdsv1[..shown[3]],
                 omitted_refusing: self.refusing_imdsv1.len() - shown[3],
                 sources: &self.sources[..shown[1]],
-                omitted_sources: self.sources.len() - shown[1],
+                omitted_sources: self.sources.len() - shown[1] + self.omitted_sources as usize,
                 instances: &self.instances[..shown[0]],
                 omitted_instances: self.omitted_instances
                     + (self.instances.len() - shown[0]) as u64,
@@ -519,56 +552,55 @@ mod tests {
 
     #[test]
     fn every_planned_shard_ends_swept_failed_or_not_reached() {
-        let p = plan(5, &["us-east-1", "eu-west-1"]);
+        let p = plan(6, &["us-east-1", "eu-west-1"]);
+        let r = ["us-east-1", "eu-west-1"];
         let mut s = OrgSummary::new(&p, "enforce");
         s.add(
             &p.accounts[0],
-            Ok(&shard(
-                &p.accounts[0],
-                &["us-east-1", "eu-west-1"],
-                true,
-                None,
-            )),
+            Ok(&shard(&p.accounts[0], &r, true, None)),
+            None,
         );
         s.add(
             &p.accounts[1],
-            Ok(&shard(
-                &p.accounts[1],
-                &["us-east-1", "eu-west-1"],
-                false,
-                None,
-            )),
+            Ok(&shard(&p.accounts[1], &r, false, None)),
+            None,
         );
         s.add(
             &p.accounts[2],
-            Ok(&shard(
-                &p.accounts[2],
-                &["us-east-1", "eu-west-1"],
-                false,
-                Some("listing stopped"),
-            )),
+            Ok(&shard(&p.accounts[2], &r, false, Some("listing stopped"))),
+            None,
         );
-        s.add(&p.accounts[3], Err("States.Timeout after 3 attempts"));
-        s.finish(&p, &p.accounts[..4]);
-        assert_eq!((s.swept, s.failed, s.not_reached), (2, 2, 1));
+        s.add(&p.accounts[3], Err("States.Timeout after 3 attempts"), None);
+        // Regions swept, but an instance the shard could not handle.
+        s.add(
+            &p.accounts[4],
+            Ok(&shard(&p.accounts[4], &r, true, None)),
+            Some("1 of 20 not handled: i-0123456789abcdef0 (UnauthorizedOperation)"),
+        );
+        s.finish(&p, &p.accounts[..5]);
+        assert_eq!((s.swept, s.failed, s.not_reached), (2, 3, 1));
         assert_eq!(s.swept + s.failed + s.not_reached, s.planned, "none lost");
-        assert_eq!(s.problems.len(), 3);
+        assert_eq!(s.problems.len(), 4);
         assert_eq!(
-            s.problems[2].status,
+            s.problems[3].status,
             ShardStatus::NotReached,
             "failed first"
         );
-        assert_eq!(s.ready, 2);
+        assert!(s
+            .problems
+            .iter()
+            .any(|p| p.error.contains("UnauthorizedOperation")));
+        assert_eq!(s.ready, 4);
         assert_eq!(s.not_ready.len(), 4);
-        assert_eq!(s.counts["remediated"], 12);
+        assert_eq!(s.counts["remediated"], 16);
         let f = s.failure().unwrap();
         assert!(
-            f.starts_with("3 of 5 shard(s) not swept to the end (2 failed, 1 not reached)"),
+            f.starts_with("4 of 6 shard(s) not swept to the end (3 failed, 1 not reached)"),
             "{f}"
         );
         // An unreadable record is a failed shard, never a silent one.
         let mut t = OrgSummary::new(&p, "enforce");
-        t.add(&p.accounts[0], Ok("{not json"));
+        t.add(&p.accounts[0], Ok("{not json"), None);
         assert_eq!(t.failed, 1);
     }
 
@@ -580,10 +612,10 @@ mod tests {
         let mut s = OrgSummary::new(&p, "enforce");
         for (n, a) in p.accounts.iter().enumerate() {
             if n % 100 == 7 {
-                s.add(a, Err("Lambda.Unknown: the shard timed out"));
+                s.add(a, Err("Lambda.Unknown: the shard timed out"), None);
                 continue;
             }
-            s.add(a, Ok(&shard(a, &regions, n % 3 == 0, None)));
+            s.add(a, Ok(&shard(a, &regions, n % 3 == 0, None)), None);
         }
         s.finish(&p, &p.accounts);
         assert_eq!(s.account_regions, 17_000);

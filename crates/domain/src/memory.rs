@@ -126,6 +126,8 @@ impl Record {
 /// The `data` keys of a shard record.
 pub const SHARD_REPORT: &str = "report";
 pub const SHARD_ERROR: &str = "error";
+pub const SHARD_FAILURE: &str = "failure";
+pub const SHARD_TOLD: &str = "told_instances";
 
 /// The `data` key marking a `Noticed` record as told.
 pub const TOLD: &str = "told";
@@ -189,6 +191,26 @@ impl Record {
             Err(error) => r.data.insert(SHARD_ERROR.into(), error),
         };
         r
+    }
+
+    /// A shard whose sweep could not handle everything (a region, an
+    /// instance, a source): why, as the invocation would say it.
+    pub fn shard_failure(&self) -> Option<&str> {
+        self.data.get(SHARD_FAILURE).map(String::as_str)
+    }
+
+    /// The instances a shard told of for the first time (`place` and id),
+    /// to remember as told once the run's summary is sent.
+    pub fn shard_told(&self) -> Vec<(String, String)> {
+        self.data
+            .get(SHARD_TOLD)
+            .map(|t| {
+                t.lines()
+                    .filter_map(|l| l.split_once(' '))
+                    .map(|(p, i)| (p.to_string(), i.to_string()))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// What a shard record holds: its report, or why it failed.

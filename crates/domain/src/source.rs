@@ -49,6 +49,8 @@ pub struct Template {
 pub struct TemplateVersion {
     pub template_id: String,
     pub version: i64,
+    /// Its description: the guard names its own fixes (`fix_description`).
+    pub description: Option<String>,
     /// `None`: the version sets no metadata options at all.
     pub options: Option<MetadataOptions>,
     pub image_id: Option<String>,
@@ -402,6 +404,15 @@ pub struct NewVersion {
     pub options: MetadataOptions,
     /// Make the new version the default.
     pub make_default: bool,
+    /// A fix an earlier run created but could not make the default (its
+    /// `ModifyLaunchTemplate` failed): made the default now, nothing new
+    /// created, so retries never pile versions up.
+    pub existing: Option<i64>,
+}
+
+/// How the guard describes a version it created to fix version `from`.
+pub fn fix_description(from: i64) -> String {
+    format!("imds-guard: version {from} with HttpTokens=required")
 }
 
 /// The options a fixed version launches with: tokens required, the
@@ -539,6 +550,7 @@ pub fn plan_template(cfg: &Config, f: &TemplateFacts<'_>) -> (SourceReport, Sour
                 let plan = new_versions(
                     cfg,
                     t,
+                    f.versions,
                     default,
                     latest,
                     dv.is_noncompliant(),
@@ -584,6 +596,7 @@ fn fix_refusal(cfg: &Config, t: &Template, owner: Option<&str>) -> Option<String
 fn new_versions(
     cfg: &Config,
     t: &Template,
+    versions: &[TemplateVersion],
     default: &TemplateVersion,
     latest: &TemplateVersion,
     default_bad: bool,
@@ -594,7 +607,21 @@ fn new_versions(
         from: v.version,
         options: fixed_options(cfg, v.options.as_ref()),
         make_default,
+        existing: None,
     };
+    // The default's fix, made by an earlier run that could not make it the
+    // default: reused. (The latest, then, was already copied after it.)
+    let made = versions.iter().find(|v| {
+        default_bad
+            && v.version > default.version
+            && v.description.as_deref() == Some(fix_description(default.version).as_str())
+            && v.options.as_ref().and_then(|o| o.http_tokens.as_deref()) == Some("required")
+    });
+    if let Some(made) = made {
+        let mut reuse = new(default, true);
+        reuse.existing = Some(made.version);
+        return vec![reuse];
+    }
     let same = default.version == latest.version;
     match (default_bad, latest_bad || same) {
         (true, _) if same => vec![new(default, true)],
@@ -615,7 +642,12 @@ fn describe_fix(plan: &[NewVersion]) -> String {
     let parts: Vec<String> = plan
         .iter()
         .map(|v| {
-            if v.make_default {
+            if let Some(n) = v.existing {
+                format!(
+                    "make version {n} (an earlier fix of version {}) the default",
+                    v.from
+                )
+            } else if v.make_default {
                 format!(
                     "new default version from version {}, requiring tokens",
                     v.from
@@ -830,6 +862,7 @@ mod tests {
         TemplateVersion {
             template_id: "lt-0123456789abcdef0".into(),
             version: n,
+            description: None,
             options: Some(opts(tokens, hop)),
             image_id: Some("ami-0123456789abcdef0".into()),
         }
@@ -989,6 +1022,7 @@ mod tests {
                     ..MetadataOptions::default()
                 },
                 make_default: true,
+                existing: None,
             }])
         );
 
@@ -1073,6 +1107,31 @@ mod tests {
         };
         assert_eq!(plan.len(), 1);
         assert_eq!((plan[0].from, plan[0].make_default), (3, false));
+    }
+
+    #[test]
+    fn a_fix_an_earlier_run_could_not_make_the_default_is_reused_not_made_again() {
+        let on = cfg(&[("FIX_SOURCES", "true")]);
+        let t = template(2, 4, &[OPTED_IN]);
+        let inh = Inherited::default();
+        let mut fix = version(3, Some("required"), Some(1));
+        fix.description = Some(fix_description(2));
+        let v = vec![
+            version(2, Some("optional"), Some(1)),
+            fix,
+            version(4, Some("required"), Some(2)),
+        ];
+        let f = TemplateFacts {
+            template: &t,
+            versions: &v,
+            groups: &[],
+            inherited: &inh,
+        };
+        let (r, a) = plan_template(&on, &f);
+        let SourceAction::Fix(plan) = a else { panic!() };
+        assert_eq!(plan.len(), 1);
+        assert_eq!((plan[0].existing, plan[0].make_default), (Some(3), true));
+        assert!(r.action.contains("make version 3"), "{}", r.action);
     }
 
     #[test]
