@@ -11,17 +11,20 @@ BENCH_VENV := .venv-bench
 
 # Every test: format, lints, unit tests, the fault matrix on mocked AWS, the
 # end-to-end tests against the local emulator, and the CLI.
-# Clippy checks into a target dir of its own, side by side with the test
-# build: each spends minutes compiling the EC2 crate on one core, so together
-# they share the two cores instead of queueing for the build-dir lock.
+# Clippy, then the fuzz target's check, build into a target dir of their own,
+# side by side with the test build: each spends minutes compiling the EC2
+# crate on one core, so together they share the two cores instead of
+# queueing for the build-dir lock.
 test: venv
 	cargo fmt --all -- --check
 	mkdir -p target
-	{ CARGO_TARGET_DIR=target/lint cargo clippy --workspace --all-targets -- -D warnings >target/lint.log 2>&1; \
+	{ { CARGO_TARGET_DIR=target/lint cargo clippy --workspace --all-targets -- -D warnings && \
+	    echo "== the fuzz target builds" && \
+	    CARGO_TARGET_DIR=target/lint cargo check --quiet --manifest-path fuzz/Cargo.toml; } >target/lint.log 2>&1; \
 	  echo $$? >target/lint.rc; } & \
 	tests=0; tools/with-moto.sh cargo test --workspace --tests || tests=$$?; wait; \
 	echo "== cargo clippy --workspace --all-targets -- -D warnings"; cat target/lint.log; \
-	lint=$$(cat target/lint.rc); [ "$$lint" = 0 ] || { echo "make test: clippy failed" >&2; exit 1; }; \
+	lint=$$(cat target/lint.rc); [ "$$lint" = 0 ] || { echo "make test: clippy or the fuzz target's build failed" >&2; exit 1; }; \
 	exit $$tests
 
 lint:
@@ -54,8 +57,8 @@ fuzz:
 	mkdir -p fuzz/corpus/event && cp events/*.json fuzz/corpus/event/
 	cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run event -- -max_total_time=$(FUZZ_SECONDS) -max_len=262144 -dict=$(CURDIR)/fuzz/event.dict
 
-# The fuzz target uses the domain crate (crates/domain, no AWS SDK): CI checks
-# that it still builds, outside `make test` to keep that fast.
+# The fuzz target uses the domain crate (crates/domain, no AWS SDK): `make
+# test` checks that it still builds (beside clippy); CI checks it on its own too.
 fuzz-check:
 	cargo check --quiet --manifest-path fuzz/Cargo.toml
 

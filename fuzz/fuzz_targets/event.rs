@@ -3,7 +3,7 @@
 #![no_main]
 
 use imds_guard_domain::config::{Config, Exemptions, Mode};
-use imds_guard_domain::event::{self, GuardEvent, Trigger};
+use imds_guard_domain::event::{self, GuardEvent, SourceChange, Trigger};
 use imds_guard_domain::glob::Glob;
 use imds_guard_domain::notify;
 use imds_guard_domain::plan::plan;
@@ -15,7 +15,22 @@ fuzz_target!(|data: &[u8]| {
     let Ok(payload) = serde_json::from_slice::<serde_json::Value>(data) else {
         return;
     };
-    let Ok(GuardEvent::Instances { ctx, instances, .. }) = event::parse(&payload) else {
+    let parsed = event::parse(&payload);
+    // A source event that parses names what it is about, with ids EC2 and
+    // Auto Scaling could have issued: those go into API calls and filters.
+    if let Ok(GuardEvent::SourceChanged { ctx, change }) = &parsed {
+        assert!(imds_guard_domain::validate::is_region(&ctx.region));
+        match change {
+            SourceChange::Template { id, name, .. } => {
+                assert!(id.is_some() || name.is_some());
+                if let Some(id) = id {
+                    assert!(event::is_launch_template_id(id));
+                }
+            }
+            SourceChange::Group { name, .. } => assert!(!name.is_empty()),
+        }
+    }
+    let Ok(GuardEvent::Instances { ctx, instances, .. }) = parsed else {
         return;
     };
     assert!(imds_guard_domain::validate::is_region(&ctx.region));
@@ -32,7 +47,7 @@ fuzz_target!(|data: &[u8]| {
             match (Policy {
                 exemptions: ex,
                 max_hop_limit: max,
-                status_tag_key: Some("imds-guard:status"),
+                legacy: Some(("imds-guard:status", 1_700_000_000)),
             })
             .decide(o, &ctx.principal)
             {
@@ -76,6 +91,7 @@ fuzz_target!(|data: &[u8]| {
         sweep: None,
         account_defaults: None,
         aws_calls: Default::default(),
+        sources: vec![],
     };
     let _ = Mode::Audit;
     let n = notify::build(&report);
