@@ -7,7 +7,7 @@ SAM_VENV := .venv-sam
 CHECKOV_VENV := .venv-checkov
 BENCH_VENV := .venv-bench
 
-.PHONY: test demo lint unit venv sam-venv checkov-venv bench-venv template fuzz fuzz-check load bench bench-function bench-sweep bench-triggers bench-org clean
+.PHONY: report-screenshot test demo lint unit venv sam-venv checkov-venv bench-venv template fuzz fuzz-check load bench bench-function bench-sweep bench-triggers bench-org clean
 
 # Every test: format, lints, unit tests, the fault matrix on mocked AWS, the
 # end-to-end tests against the local emulator, and the CLI.
@@ -61,6 +61,15 @@ fuzz:
 # test` checks that it still builds (beside clippy); CI checks it on its own too.
 fuzz-check:
 	cargo check --quiet --manifest-path fuzz/Cargo.toml
+
+# The sweep's HTML report as a person sees it: headless Chromium (Debian's
+# package, installed here if missing: root, so not part of `make test`,
+# which checks the page's structure itself) renders a sweep of a seeded
+# emulator fleet; the rendered DOM is checked and the screenshot written to
+# docs/img/sweep-report.png.
+report-screenshot: venv
+	command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+	tools/with-moto.sh tools/report-screenshot.sh
 
 # The benchmarks (not part of `make test`), each printing its table:
 # - the function: init time (and a bare Rust function's), first and warm

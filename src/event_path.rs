@@ -19,6 +19,8 @@ use crate::act::{
 use crate::aws::{Account, Clients, Ec2Api, MemoryApi};
 use crate::config::Config;
 use crate::event::{DefaultsChange, EventContext, Lookup, Observed, Trigger};
+use crate::finding::{self, FindingsReport};
+use crate::findings;
 use crate::memory::{self, Claim, Kind, Record};
 use crate::outputs::{conclude, log_decision, now_secs, tell, GuardError};
 use crate::plan::{exemption_records, judge_defaults_change, needs_claim, plan};
@@ -229,14 +231,59 @@ impl<'a, C: Clients> EventPath<'a, C> {
         for item in &unreadable {
             error!(%item, "event item could not be read");
         }
+        let security_hub = self.file_findings(account, &ctx, trigger, &reports).await;
         let mut report = Report::handled(Status::Handled, self.cfg.mode, ctx);
         report.instances = reports;
         report.unreadable = unreadable;
+        report.security_hub = security_hub;
         let notify_error = tell(self.cfg, self.clients, &mut report, place.as_deref()).await;
         if report.notification.starts_with("sent ") {
             self.mark_told(claimed).await;
         }
         conclude(report, notify_error)
+    }
+
+    /// The Security Hub findings these decisions make, filed from the
+    /// instances' own account (`None`: the setting is off, or they make
+    /// none: no call at all).
+    async fn file_findings(
+        &self,
+        account: &Account,
+        ctx: &EventContext,
+        trigger: Trigger,
+        reports: &[InstanceReport],
+    ) -> Option<FindingsReport> {
+        if !self.cfg.security_hub_findings
+            || !reports
+                .iter()
+                .any(|r| finding::desired(r, trigger).is_some())
+        {
+            return None;
+        }
+        let id = match account.id(ctx.account.as_deref()) {
+            Some(id) => id.to_string(),
+            None => match self.clients.home_account().await {
+                Ok(id) => id,
+                Err(e) => {
+                    return Some(FindingsReport {
+                        errors: vec![format!(
+                            "the account to file findings in could not be named: {e}"
+                        )],
+                        ..FindingsReport::default()
+                    })
+                }
+            },
+        };
+        let place = finding::Place {
+            account: &id,
+            region: &ctx.region,
+            now: now_secs(),
+        };
+        // The event function's bootstrap carries no Security Hub client:
+        // the sweep files what its decisions mean.
+        let api = self.clients.findings(account, &ctx.region)?;
+        let memory = self.clients.memory();
+        findings::for_event(self.cfg, &api, memory.as_ref(), &place, trigger, reports).await
     }
 
     /// The exemptions the guard recorded when these instances were launched

@@ -10,8 +10,8 @@ use crate::aws::Clients;
 use crate::config::Config;
 use crate::event::{self, EventContext, GuardEvent};
 use crate::event_path::EventPath;
-use crate::outputs::calls_since;
 pub use crate::outputs::GuardError;
+use crate::outputs::{calls_since, emit_metrics};
 use crate::report::Report;
 use crate::sweep::{Progress, Sweep};
 
@@ -101,6 +101,22 @@ impl<C: Clients> Guard<C> {
         .await
     }
 
+    /// As `sweep`, handing every instance decided to `every` as well.
+    pub async fn sweep_every(
+        &self,
+        ctx: EventContext,
+        regions: Vec<String>,
+        progress: &(dyn Fn(Progress<'_>) + Sync),
+        every: &(dyn Fn(&crate::report::InstanceReport) + Sync),
+    ) -> Result<Report, GuardError> {
+        self.counting_calls(
+            Sweep::new(&self.cfg, &self.clients)
+                .with_every(every)
+                .run(ctx, regions, None, progress),
+        )
+        .await
+    }
+
     /// Runs `work` and records in its report the AWS requests it sent. The
     /// counter is the process's: Lambda hands a process one event at a time,
     /// and the CLI runs one sweep, so the difference is this work's calls.
@@ -118,6 +134,7 @@ impl<C: Clients> Guard<C> {
             Err(GuardError::Malformed(_) | GuardError::Incomplete { .. }) => return result,
         };
         report.aws_calls = calls_since(&before, self.clients.calls());
+        emit_metrics(&self.cfg, report);
         result
     }
 

@@ -16,6 +16,7 @@ use lambda_runtime::{service_fn, Diagnostic, LambdaEvent};
 use serde_json::Value;
 use tokio::time::Instant;
 
+use crate::aws::clients::{AllOutputs, NoOutputs, Outputs};
 use crate::aws::{load_sdk_config, RegionalClients};
 use crate::config::Config;
 use crate::guard::{Guard, GuardError};
@@ -23,8 +24,10 @@ use crate::guard::{Guard, GuardError};
 /// Which events a function takes. A type, not a value: each binary's loop is
 /// compiled for its own, so the event function's never reaches the sweep.
 pub trait Serves {
+    /// The output clients the binary carries (Security Hub, EventBridge).
+    type Outputs: Outputs;
     fn handle<'a>(
-        guard: &'a Guard<RegionalClients>,
+        guard: &'a Guard<RegionalClients<Self::Outputs>>,
         payload: &'a Value,
         deadline: Option<Instant>,
     ) -> impl Future<Output = Result<Value, GuardError>> + 'a;
@@ -35,8 +38,11 @@ pub trait Serves {
 pub struct Events;
 
 impl Serves for Events {
+    /// None: the event function's bootstrap stays within its 8 MB budget;
+    /// the sweep files the findings of what it decided.
+    type Outputs = NoOutputs;
     async fn handle(
-        guard: &Guard<RegionalClients>,
+        guard: &Guard<RegionalClients<NoOutputs>>,
         payload: &Value,
         deadline: Option<Instant>,
     ) -> Result<Value, GuardError> {
@@ -49,6 +55,7 @@ impl Serves for Events {
 pub struct All;
 
 impl Serves for All {
+    type Outputs = AllOutputs;
     fn handle<'a>(
         guard: &'a Guard<RegionalClients>,
         payload: &'a Value,
@@ -86,7 +93,8 @@ pub fn run<S: Serves>() -> ExitCode {
     let result = runtime.block_on(async {
         // Credentials and endpoints are resolved once; clients per account
         // and region are built on first use and reused across invocations.
-        let clients = RegionalClients::for_config(load_sdk_config().await, &cfg);
+        let clients = RegionalClients::<S::Outputs>::for_config_with(load_sdk_config().await, &cfg)
+            .with_outputs_of(&cfg);
         let guard = Guard::new(cfg, clients);
         let guard = &guard;
         lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {

@@ -8,13 +8,15 @@
 //! through `act` and `sources`, and report through `outputs`; `cli` and `main` are the two doors.
 
 pub use imds_guard_domain::{
-    cap, config, event, fanout, glob, memory, notify, plan, policy, report, source, validate,
+    cap, config, event, fanout, finding, glob, memory, metrics, notify, plan, policy, report,
+    routing, source, validate,
 };
 
 pub mod act;
 pub mod aws;
 pub mod cli;
 pub mod event_path;
+pub mod findings;
 pub mod guard;
 pub mod lambda;
 pub mod migrate;

@@ -149,6 +149,7 @@ impl<'a, C: Clients> FanOut<'a, C> {
             .await;
         // What the single sweep would fail its invocation for fails the
         // shard in the summary: regions, instances, sources, the default.
+        crate::outputs::emit_metrics(&cfg, &report);
         let failure = crate::plan::failure_summary(&report, None);
         let complete = failure.is_none();
         let mut record = Record::shard(run, account, Ok(record_json(&report)), now_secs());
@@ -257,7 +258,10 @@ impl<'a, C: Clients> FanOut<'a, C> {
                 let sns = self
                     .clients
                     .sns(sns_topic_region(topic).unwrap_or("us-east-1"));
-                match sns.publish(topic, &message).await {
+                match sns
+                    .publish(topic, &message, self.cfg.chat_notifications)
+                    .await
+                {
                     Ok(id) => format!("sent {id}"),
                     Err(e) => {
                         // No retry would find this message again: keep it
@@ -278,6 +282,17 @@ impl<'a, C: Clients> FanOut<'a, C> {
                 }
             }
         };
+        // The same summary on the bus, for people's own routing.
+        let routed = crate::outputs::put_events(
+            self.clients,
+            &[crate::routing::sweep_finished(self.cfg.mode, &message.body)],
+        )
+        .await;
+        if let Some(e) = routed.as_ref().and_then(|r| r.errors.first()) {
+            return Err(GuardError::Incomplete {
+                summary: format!("the summary could not be put on the bus: {e}"),
+            });
+        }
         if notification.starts_with("sent ") && !told.is_empty() {
             let now = now_secs();
             let records: Vec<Record> = told
@@ -313,6 +328,7 @@ impl<'a, C: Clients> FanOut<'a, C> {
             "failed": summary.failed, "not_reached": summary.not_reached,
             "ready": summary.ready, "account_regions": summary.account_regions,
             "notification": notification,
+            "routed": routed,
         }))
     }
 }

@@ -6,13 +6,14 @@ use std::collections::BTreeMap;
 
 use tracing::{error, info, warn};
 
-use crate::aws::{Clients, Keeper, MemoryApi, Publisher};
+use crate::aws::{Clients, EventsApi, Keeper, MemoryApi, Publisher};
 use crate::config::{Config, Mode};
 use crate::event::{EventContext, EventError};
 use crate::memory::{Kind, Record};
 use crate::notify::{self, Notification};
 use crate::plan::failure_summary;
-use crate::report::{InstanceReport, Outcome, Report};
+use crate::report::{InstanceReport, Outcome, Report, Routed};
+use crate::routing;
 use crate::validate::sns_topic_region;
 
 #[derive(Debug, thiserror::Error)]
@@ -38,8 +39,55 @@ pub enum GuardError {
 /// kept: in the failed-events queue for a person, and in the memory for the
 /// event's retry, which publishes it once. Records what happened in the
 /// report; returns the error if publishing failed (the invocation fails and
-/// is retried).
+/// is retried). Then puts the same news on the bus, when one is configured.
 pub async fn tell<C: Clients>(
+    cfg: &Config,
+    clients: &C,
+    report: &mut Report,
+    place: Option<&str>,
+) -> Option<String> {
+    let failed = publish(cfg, clients, report, place).await;
+    report.routed = route(clients, report).await;
+    failed
+}
+
+/// Puts the report's news on the bus (`EVENT_BUS_NAME`), the same news the
+/// notification tells, one event per thing (`routing`); `None` when there
+/// is no bus or nothing to put (no call).
+async fn route<C: Clients>(clients: &C, report: &Report) -> Option<Routed> {
+    clients.events()?;
+    let body = (report.sweep.is_some() && report.status == crate::report::Status::Swept)
+        .then(|| notify::build(report).body);
+    put_events(clients, &routing::events(report, body.as_deref())).await
+}
+
+/// Puts `events` on the bus, in calls of 10 (256 KB); `None` when there is
+/// no bus or no event.
+pub async fn put_events<C: Clients>(clients: &C, events: &[routing::Routed]) -> Option<Routed> {
+    let bus = clients.events()?;
+    if events.is_empty() {
+        return None;
+    }
+    let mut out = Routed {
+        bus: bus.bus().to_string(),
+        ..Routed::default()
+    };
+    for batch in routing::batches(events) {
+        match bus.put(batch).await {
+            Ok(refused) => {
+                out.events += (batch.len() - refused.len()) as u64;
+                out.errors.extend(refused);
+            }
+            Err(e) => out
+                .errors
+                .push(format!("{} event(s) not put: {e}", batch.len())),
+        }
+    }
+    Some(out)
+}
+
+/// Publishes the report's message (see `tell`).
+async fn publish<C: Clients>(
     cfg: &Config,
     clients: &C,
     report: &mut Report,
@@ -86,7 +134,7 @@ pub async fn tell<C: Clients>(
                         .get(NEWS)
                         .map(|n| n.split('\n').map(str::to_string).collect())
                         .unwrap_or_default();
-                    match sns.publish(topic, &n).await {
+                    match sns.publish(topic, &n, cfg.chat_notifications).await {
                         Ok(id) => {
                             earlier = format!("; an earlier delivery's message: sent {id}");
                             covered = Some((said, Some(id)));
@@ -123,7 +171,7 @@ pub async fn tell<C: Clients>(
         }
     } else if needed {
         let message = notify::build(report);
-        match sns.publish(topic, &message).await {
+        match sns.publish(topic, &message, cfg.chat_notifications).await {
             Ok(id) => format!("sent {id}"),
             Err(e) => {
                 let why = e.to_string();
@@ -238,6 +286,18 @@ pub fn conclude(report: Report, notify_error: Option<String>) -> Result<Report, 
         summary,
         report: Box::new(report),
     })
+}
+
+/// The report's metrics, as Embedded Metric Format lines on stdout, where
+/// Lambda's log turns them into CloudWatch metrics (no call, no latency).
+/// The command line turns metrics off: its stdout is the user's.
+pub fn emit_metrics(cfg: &Config, report: &Report) {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    for doc in crate::metrics::documents(cfg, report, now_ms) {
+        println!("{doc}");
+    }
 }
 
 /// One log line per decision, with what was done and why.

@@ -17,6 +17,8 @@ use crate::act::{apply_default, remember_remediated, write_tags, Pacer, Pacing};
 use crate::aws::{Account, AwsError, Clients, Ec2Api, MemoryApi, MetricsApi};
 use crate::config::{Config, Mode, SweepAccounts};
 use crate::event::{EventContext, Observed, Trigger};
+use crate::finding::FindingsReport;
+use crate::findings::RegionFindings;
 use crate::memory::{self, Kind, Record};
 use crate::outputs::{conclude, log_decision, now_secs, tell, GuardError};
 use crate::plan::{hold_back, plan, sweep_default_action, unread_metric, V1Use};
@@ -83,6 +85,10 @@ struct RegionResult {
     /// The region's noncompliant sources, and whether they could be read.
     sources: Vec<SourceReport>,
     sources_read: bool,
+    /// The guard's findings here (`SECURITY_HUB_FINDINGS`), reconciled page
+    /// by page; what they came to once the region is done.
+    findings: Option<RegionFindings>,
+    findings_report: Option<FindingsReport>,
 }
 
 /// A sweep of regions, in the accounts configured, with the configuration
@@ -90,11 +96,33 @@ struct RegionResult {
 pub struct Sweep<'a, C> {
     cfg: &'a Config,
     clients: &'a C,
+    /// Sees every instance decided, not only those with news (the command
+    /// line's `--output csv|html`): what the report's caps leave out.
+    every: Option<&'a (dyn Fn(&InstanceReport) + Sync)>,
 }
 
 impl<'a, C: Clients> Sweep<'a, C> {
     pub fn new(cfg: &'a Config, clients: &'a C) -> Self {
-        Sweep { cfg, clients }
+        Sweep {
+            cfg,
+            clients,
+            every: None,
+        }
+    }
+
+    /// Hands every instance decided to `every`, with its account and region.
+    pub fn with_every(mut self, every: &'a (dyn Fn(&InstanceReport) + Sync)) -> Self {
+        self.every = Some(every);
+        self
+    }
+
+    fn seen(&self, out: &RegionResult, r: &InstanceReport) {
+        if let Some(every) = self.every {
+            let mut r = r.clone();
+            r.region = Some(out.summary.region.clone());
+            r.account = out.summary.account.clone().or_else(|| out.owner.clone());
+            every(&r);
+        }
     }
 
     /// Sweeps `regions` of the accounts configured (`SWEEP_ACCOUNTS`; the
@@ -198,11 +226,8 @@ impl<'a, C: Clients> Sweep<'a, C> {
             .await;
 
         let mut sweep = SweepSummary {
-            refusing_imdsv1: Vec::new(),
             regions: Vec::with_capacity(results.len()),
-            accounts: Vec::new(),
-            omitted_instances: 0,
-            sources: Vec::new(),
+            ..SweepSummary::default()
         };
         let listed_accounts = self.cfg.sweep_accounts != SweepAccounts::Own;
         for r in results {
@@ -228,6 +253,12 @@ impl<'a, C: Clients> Sweep<'a, C> {
                 .extend(r.refusing.into_iter().take(room));
             sweep.omitted_instances += r.omitted;
             sweep.sources.extend(r.sources);
+            if let Some(f) = r.findings_report {
+                report
+                    .security_hub
+                    .get_or_insert_with(FindingsReport::default)
+                    .merge(f);
+            }
             sweep.regions.push(r.summary);
         }
         // The sources that launched the most noncompliant instances first.
@@ -266,6 +297,8 @@ impl<'a, C: Clients> Sweep<'a, C> {
             attributed: HashMap::new(),
             sources: Vec::new(),
             sources_read: false,
+            findings: None,
+            findings_report: None,
         };
         out.summary.account = account.map(str::to_string);
         if stop_time(deadline).is_some_and(|t| Instant::now() >= t) {
@@ -282,12 +315,27 @@ impl<'a, C: Clients> Sweep<'a, C> {
             }
         }
         let ec2 = self.clients.ec2(&out.who, region);
+        if self.cfg.security_hub_findings && self.clients.findings(&out.who, region).is_some() {
+            out.findings = self.open_findings(&out).await;
+        }
         // The account defaults are read while the instances are listed.
         let mut defaults = RegionSweep::new(region);
         let (_, ()) = tokio::join!(
             self.account_defaults(&ec2, &mut defaults),
             self.list_and_act(&ec2, &mut out, max_listed, deadline, progress)
         );
+        if let Some(f) = out.findings.take() {
+            // Settled only after a listing that reached its end: an instance
+            // not listed then is really not at `optional`.
+            let complete = out.summary.errors.is_empty();
+            if let Some(api) = self.clients.findings(&out.who, region) {
+                let memory = self.clients.memory();
+                out.findings_report = Some(
+                    f.close(&api, memory.as_ref(), &ec2, self.cfg, complete, now_secs())
+                        .await,
+                );
+            }
+        }
         out.summary.account_defaults = defaults.account_defaults;
         out.summary.account_default_action = defaults.account_default_action;
         out.summary.errors.extend(defaults.errors);
@@ -564,6 +612,7 @@ impl<'a, C: Clients> Sweep<'a, C> {
                 *out.summary.counts.entry(Outcome::Failed).or_insert(0) += 1;
                 failed.region = Some(region.clone());
                 failed.account.clone_from(&out.summary.account);
+                self.seen(out, &failed);
                 out.listed.push(failed);
             }
             return;
@@ -579,6 +628,7 @@ impl<'a, C: Clients> Sweep<'a, C> {
             }
             if matches!(report.outcome, Outcome::Compliant | Outcome::Gone) {
                 *out.summary.counts.entry(report.outcome).or_insert(0) += 1;
+                self.seen(out, &report);
                 continue;
             }
             if let Some(source) = o.tags.as_deref().and_then(attribution) {
@@ -615,6 +665,14 @@ impl<'a, C: Clients> Sweep<'a, C> {
             .await;
         write_tags(ec2, &self.cfg.status_tag_key, self.cfg.mode, &mut reports).await;
         out.changed |= reports.iter().any(|r| r.action.wrote());
+        if let (Some(f), Some(api)) = (
+            out.findings.as_mut(),
+            self.clients.findings(&out.who, &region),
+        ) {
+            let memory = self.clients.memory();
+            f.page(&api, memory.as_ref(), self.cfg, &reports, now_secs())
+                .await;
+        }
         if self.cfg.check_metadata_no_token {
             if let (Some(memory), Some(place)) = (self.clients.memory(), self.place(out).await) {
                 remember_remediated(&memory, &place, &reports, self.cfg.no_token_lookback).await;
@@ -624,6 +682,7 @@ impl<'a, C: Clients> Sweep<'a, C> {
         // Record.
         for mut r in reports {
             log_decision(&ctx, self.cfg.mode, &r);
+            self.seen(out, &r);
             *out.summary.counts.entry(r.outcome).or_insert(0) += 1;
             if !r.is_news() {
                 continue;
@@ -798,6 +857,25 @@ impl<'a, C: Clients> Sweep<'a, C> {
                 );
             }
         }
+    }
+
+    /// What the guard filed in this account-region, as its memory keeps it
+    /// (the account swept, or the one that owns the instances, or the
+    /// function's own).
+    async fn open_findings(&self, out: &RegionResult) -> Option<RegionFindings> {
+        let region = &out.summary.region;
+        let account = match out.summary.account.clone() {
+            Some(a) => a,
+            None => match self.clients.home_account().await {
+                Ok(a) => a,
+                Err(e) => {
+                    warn!(%region, error = %e, "the account to file findings in could not be named");
+                    return None;
+                }
+            },
+        };
+        let memory = self.clients.memory();
+        Some(RegionFindings::open(memory.as_ref(), &account, region, now_secs()).await)
     }
 
     /// The memory partition of this account-region: the account swept, or

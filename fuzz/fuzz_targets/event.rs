@@ -92,6 +92,8 @@ fuzz_target!(|data: &[u8]| {
         account_defaults: None,
         aws_calls: Default::default(),
         sources: vec![],
+        security_hub: None,
+        routed: None,
     };
     let _ = Mode::Audit;
     let n = notify::build(&report);

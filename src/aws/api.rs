@@ -9,9 +9,11 @@ use std::future::Future;
 use std::time::Duration;
 
 use crate::event::{Lookup, Observed};
+use crate::finding::Finding;
 use crate::memory::{Claim, Record};
 use crate::notify::Notification;
 use crate::policy::{AccountDefaults, Remedy};
+use crate::routing::Routed;
 use crate::source::{Group, LaunchConfiguration, NewVersion, Template, TemplateVersion};
 
 use super::error::AwsError;
@@ -109,12 +111,32 @@ pub trait Ec2Api: Send + Sync {
 
 /// SNS: one message to one topic.
 pub trait Publisher: Send + Sync {
-    /// Publishes; returns the message id.
+    /// Publishes; returns the message id. With `chat`, a body per protocol:
+    /// the Chatbot card for `https`, the usual body for every other.
     fn publish(
         &self,
         topic_arn: &str,
         n: &Notification,
+        chat: bool,
     ) -> impl Future<Output = Result<String, AwsError>> + Send;
+}
+
+/// Security Hub, in one account and region.
+pub trait FindingsApi: Send + Sync {
+    /// Imports (creates or updates) at most 100 findings; returns those
+    /// Security Hub refused, with why.
+    fn import(
+        &self,
+        findings: &[Finding],
+    ) -> impl Future<Output = Result<Vec<(String, String)>, AwsError>> + Send;
+}
+
+/// The EventBridge bus the guard's news is put on.
+pub trait EventsApi: Send + Sync {
+    /// Puts at most 10 events (256 KB); returns those refused, with why.
+    fn put(&self, events: &[Routed]) -> impl Future<Output = Result<Vec<String>, AwsError>> + Send;
+    /// The bus, as the report names it.
+    fn bus(&self) -> &str;
 }
 
 /// Auto Scaling, as the guard uses it in one account and region.
@@ -204,12 +226,21 @@ pub trait Clients: Send + Sync {
     type Memory: MemoryApi;
     type Keeper: Keeper;
     type AutoScaling: AutoScalingApi;
+    type Findings: FindingsApi;
+    type Events: EventsApi;
 
     fn ec2(&self, account: &Account, region: &str) -> Self::Ec2;
     /// Notifications go out from the function's own account.
     fn sns(&self, region: &str) -> Self::Sns;
     fn autoscaling(&self, account: &Account, region: &str) -> Self::AutoScaling;
     fn metrics(&self, account: &Account, region: &str) -> Self::Metrics;
+    /// Security Hub in `account` and `region` (a member account's through
+    /// its role: findings are filed from the instance's own account).
+    /// `None`: this binary does not carry Security Hub's client (the event
+    /// function's; its findings are filed by the sweep).
+    fn findings(&self, account: &Account, region: &str) -> Option<Self::Findings>;
+    /// The bus for the guard's news, when one is configured (`EVENT_BUS_NAME`).
+    fn events(&self) -> Option<Self::Events>;
     /// The guard's memory, when one is configured (`MEMORY_TABLE`).
     fn memory(&self) -> Option<Self::Memory>;
     /// The failed-events queue, when one is configured

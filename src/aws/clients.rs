@@ -8,14 +8,16 @@ use aws_config::{Region, SdkConfig};
 
 use crate::config::MemberRole;
 
-use super::api::Clients;
+use super::api::{Clients, EventsApi, FindingsApi};
 use super::autoscaling::AutoScaling;
 use super::cloudwatch::Metrics;
 use super::counter::CallCounter;
 use super::ec2::Ec2;
 use super::error::AwsError;
+use super::eventbridge::Bus;
 use super::memory::Memory;
 use super::roles::{Account, MemberCredentials, MemberRoles};
+use super::securityhub::SecurityHub;
 use super::sns::Sns;
 use super::sqs::Queue;
 
@@ -24,12 +26,14 @@ type Key = (Account, String);
 /// One client per service, account and region, built on first use and kept
 /// for the life of the process (warm invocations reuse connections and
 /// credentials).
-pub struct RegionalClients {
+pub struct RegionalClients<O: Outputs = AllOutputs> {
     base: SdkConfig,
     ec2: Mutex<HashMap<Key, aws_sdk_ec2::Client>>,
     sns: Mutex<HashMap<Key, aws_sdk_sns::Client>>,
     metrics: Mutex<HashMap<Key, aws_sdk_cloudwatch::Client>>,
     autoscaling: Mutex<HashMap<Key, aws_sdk_autoscaling::Client>>,
+    /// Security Hub and the bus, where the binary carries them.
+    outputs: O,
     counter: CallCounter,
     /// Central mode: the member role, assumed per account and region.
     members: Option<Arc<MemberRoles>>,
@@ -42,13 +46,50 @@ pub struct RegionalClients {
 }
 
 impl RegionalClients {
+    /// Every client, Security Hub's and EventBridge's included (the sweep
+    /// function's binary, the command line, the tests).
     pub fn new(base: SdkConfig) -> Self {
+        RegionalClients::with_outputs(base)
+    }
+
+    /// The clients a configuration asks for: its member role, memory,
+    /// failed-events queue and bus.
+    pub fn for_config(base: SdkConfig, cfg: &crate::config::Config) -> Self {
+        RegionalClients::for_config_with(base, cfg).with_outputs_of(cfg)
+    }
+
+    /// The bus for the guard's news (a name, or an ARN whose region it is in).
+    pub fn with_bus(mut self, bus: Option<String>) -> Self {
+        self.outputs.bus = bus.map(|name| {
+            let region = name
+                .strip_prefix("arn:")
+                .and_then(|rest| rest.split(':').nth(2))
+                .filter(|r| !r.is_empty())
+                .map(str::to_string)
+                .or_else(|| self.base.region().map(|r| r.to_string()))
+                .unwrap_or_else(|| "us-east-1".to_string());
+            let b = aws_sdk_eventbridge::config::Builder::from(&self.base);
+            Bus {
+                client: aws_sdk_eventbridge::Client::from_conf(
+                    self.layer(&Account::Home, &region, b).build(),
+                ),
+                name,
+            }
+        });
+        self
+    }
+}
+
+impl<O: Outputs> RegionalClients<O> {
+    /// The clients, with the output clients `O` carries.
+    pub fn with_outputs(base: SdkConfig) -> Self {
         RegionalClients {
             base,
             ec2: Mutex::new(HashMap::new()),
             sns: Mutex::new(HashMap::new()),
             metrics: Mutex::new(HashMap::new()),
             autoscaling: Mutex::new(HashMap::new()),
+            outputs: O::default(),
             counter: CallCounter::default(),
             members: None,
             memory: None,
@@ -57,10 +98,15 @@ impl RegionalClients {
         }
     }
 
-    /// The clients a configuration asks for: its member role, memory and
-    /// failed-events queue.
-    pub fn for_config(base: SdkConfig, cfg: &crate::config::Config) -> Self {
-        RegionalClients::new(base)
+    /// What the configuration asks of the output clients `O` carries.
+    pub fn with_outputs_of(self, cfg: &crate::config::Config) -> Self {
+        O::configure(self, cfg)
+    }
+
+    /// The clients a configuration asks for (its member role, memory and
+    /// failed-events queue), with the output clients `O` carries.
+    pub fn for_config_with(base: SdkConfig, cfg: &crate::config::Config) -> Self {
+        RegionalClients::with_outputs(base)
             .with_member_role(cfg.member_role.clone())
             .with_memory(cfg.memory_table.clone())
             .with_keeper(cfg.failed_events_queue_url.clone())
@@ -136,6 +182,107 @@ impl RegionalClients {
     }
 }
 
+/// Which output clients a binary carries. The sweep function's binary (and
+/// the command line) carry Security Hub's and EventBridge's; the event
+/// function's bootstrap leaves both SDKs out to stay within its 8 MB budget
+/// (docs/design.md): its decisions reach Security Hub through the sweep.
+pub trait Outputs: Default + Send + Sync + Sized {
+    type Findings: FindingsApi;
+    type Events: EventsApi;
+    fn findings(
+        clients: &RegionalClients<Self>,
+        account: &Account,
+        region: &str,
+    ) -> Option<Self::Findings>;
+    fn events(clients: &RegionalClients<Self>) -> Option<Self::Events>;
+    /// Sets up what a configuration asks of them.
+    fn configure(
+        clients: RegionalClients<Self>,
+        cfg: &crate::config::Config,
+    ) -> RegionalClients<Self>;
+}
+
+/// Security Hub (a client per account and region) and the bus.
+#[derive(Default)]
+pub struct AllOutputs {
+    securityhub: Mutex<HashMap<Key, aws_sdk_securityhub::Client>>,
+    bus: Option<Bus>,
+}
+
+impl Outputs for AllOutputs {
+    type Findings = SecurityHub;
+    type Events = Bus;
+    fn findings(
+        clients: &RegionalClients<Self>,
+        account: &Account,
+        region: &str,
+    ) -> Option<SecurityHub> {
+        Some(SecurityHub(cached(
+            &clients.outputs.securityhub,
+            account,
+            region,
+            || {
+                let b = aws_sdk_securityhub::config::Builder::from(&clients.base);
+                aws_sdk_securityhub::Client::from_conf(clients.layer(account, region, b).build())
+            },
+        )))
+    }
+    fn events(clients: &RegionalClients<Self>) -> Option<Bus> {
+        clients.outputs.bus.clone()
+    }
+    fn configure(
+        clients: RegionalClients<Self>,
+        cfg: &crate::config::Config,
+    ) -> RegionalClients<Self> {
+        clients.with_bus(cfg.event_bus.clone())
+    }
+}
+
+/// Neither: the event function's.
+#[derive(Default)]
+pub struct NoOutputs;
+
+/// A client that cannot exist: the event function's Security Hub and bus.
+pub enum Absent {}
+
+impl FindingsApi for Absent {
+    async fn import(
+        &self,
+        _: &[crate::finding::Finding],
+    ) -> Result<Vec<(String, String)>, AwsError> {
+        match *self {}
+    }
+}
+
+impl EventsApi for Absent {
+    async fn put(&self, _: &[crate::routing::Routed]) -> Result<Vec<String>, AwsError> {
+        match *self {}
+    }
+    fn bus(&self) -> &str {
+        match *self {}
+    }
+}
+
+impl Outputs for NoOutputs {
+    type Findings = Absent;
+    type Events = Absent;
+    fn findings(_: &RegionalClients<Self>, _: &Account, _: &str) -> Option<Absent> {
+        None
+    }
+    fn events(_: &RegionalClients<Self>) -> Option<Absent> {
+        None
+    }
+    fn configure(
+        clients: RegionalClients<Self>,
+        cfg: &crate::config::Config,
+    ) -> RegionalClients<Self> {
+        if cfg.security_hub_findings || cfg.event_bus.is_some() {
+            tracing::info!("the event function files no findings and puts no events itself: the sweep and the sources function do (docs/outputs.md)");
+        }
+        clients
+    }
+}
+
 /// What `layer` needs of each service's config builder.
 trait ConfigFor: Sized {
     fn region(self, region: Region) -> Self;
@@ -165,7 +312,9 @@ config_for!(
     aws_sdk_sns,
     aws_sdk_cloudwatch,
     aws_sdk_dynamodb,
-    aws_sdk_sqs
+    aws_sdk_sqs,
+    aws_sdk_securityhub,
+    aws_sdk_eventbridge
 );
 
 fn cached<C: Clone>(
@@ -182,13 +331,15 @@ fn cached<C: Clone>(
         .clone()
 }
 
-impl Clients for RegionalClients {
+impl<O: Outputs> Clients for RegionalClients<O> {
     type Ec2 = Ec2;
     type Sns = Sns;
     type Metrics = Metrics;
     type Memory = Memory;
     type Keeper = Queue;
     type AutoScaling = AutoScaling;
+    type Findings = O::Findings;
+    type Events = O::Events;
 
     fn ec2(&self, account: &Account, region: &str) -> Ec2 {
         Ec2(cached(&self.ec2, account, region, || {
@@ -216,6 +367,14 @@ impl Clients for RegionalClients {
             let b = aws_sdk_cloudwatch::config::Builder::from(&self.base);
             aws_sdk_cloudwatch::Client::from_conf(self.layer(account, region, b).build())
         }))
+    }
+
+    fn findings(&self, account: &Account, region: &str) -> Option<O::Findings> {
+        O::findings(self, account, region)
+    }
+
+    fn events(&self) -> Option<O::Events> {
+        O::events(self)
     }
 
     fn memory(&self) -> Option<Memory> {

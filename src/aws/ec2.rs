@@ -487,6 +487,10 @@ fn observe(i: &aws_sdk_ec2::types::Instance) -> Option<Observed> {
                 .collect(),
         ),
         launch_time: i.launch_time().and_then(|t| u64::try_from(t.secs()).ok()),
+        instance_profile: i
+            .iam_instance_profile()
+            .and_then(|p| p.arn())
+            .map(str::to_string),
         recorded_exemption: None,
     })
 }

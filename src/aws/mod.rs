@@ -1,7 +1,7 @@
 //! Every AWS call the function makes, behind small adapters that speak the
 //! domain's types. The flows see only the traits of `api`; the SDK adapters
 //! (`ec2`, `autoscaling`, `sns`, `sqs`, `cloudwatch`, `memory`, `roles`,
-//! `organizations`) implement them, and `clients` hands them out per account
+//! `organizations`, `securityhub`, `eventbridge`) implement them, and `clients` hands them out per account
 //! and region. Errors are classified
 //! once, in `error`.
 //!
@@ -15,14 +15,19 @@ pub mod cloudwatch;
 pub mod counter;
 pub mod ec2;
 pub mod error;
+pub mod eventbridge;
 pub mod memory;
 pub mod organizations;
 pub mod roles;
 pub mod sdk;
+pub mod securityhub;
 pub mod sns;
 pub mod sqs;
 
-pub use api::{AutoScalingApi, Clients, Ec2Api, Keeper, MemoryApi, MetricsApi, Page, Publisher};
+pub use api::{
+    AutoScalingApi, Clients, Ec2Api, EventsApi, FindingsApi, Keeper, MemoryApi, MetricsApi, Page,
+    Publisher,
+};
 pub use clients::RegionalClients;
 pub use counter::CallCounter;
 pub use error::AwsError;

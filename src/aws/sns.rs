@@ -12,13 +12,19 @@ pub struct Sns(pub aws_sdk_sns::Client);
 
 impl Publisher for Sns {
     /// Publishes; returns the message id.
-    async fn publish(&self, topic_arn: &str, n: &Notification) -> Result<String, AwsError> {
-        let mut req = self
-            .0
-            .publish()
-            .topic_arn(topic_arn)
-            .subject(&n.subject)
-            .message(&n.body);
+    async fn publish(
+        &self,
+        topic_arn: &str,
+        n: &Notification,
+        chat: bool,
+    ) -> Result<String, AwsError> {
+        let mut req = self.0.publish().topic_arn(topic_arn).subject(&n.subject);
+        req = if chat {
+            req.message_structure("json")
+                .message(crate::notify::per_protocol(n))
+        } else {
+            req.message(&n.body)
+        };
         let outcomes = serde_json::to_string(&n.outcomes).unwrap_or_else(|_| "[]".into());
         let attrs = std::iter::once(("outcome", "String.Array", outcomes)).chain(
             n.attributes

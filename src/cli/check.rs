@@ -39,6 +39,9 @@ enum CheckOutput {
 
 pub fn run(args: CheckArgs) -> Result<ExitCode, String> {
     let mut cfg = Config::from_env().map_err(|e| e.to_string())?;
+    // Metrics are the function's (its log becomes CloudWatch's): here,
+    // stdout is the user's.
+    cfg.metrics = None;
     if let Some(m) = args.mode {
         cfg.mode = m.into();
     }
@@ -152,6 +155,8 @@ pub fn evaluate(cfg: &Config, payload: &serde_json::Value) -> Result<Report, eve
                 account_defaults: None,
                 aws_calls: Default::default(),
                 sources: Vec::new(),
+                security_hub: None,
+                routed: None,
             }
         }
     })

@@ -47,7 +47,10 @@ fn account(v: &str) -> Result<String, String> {
 }
 
 pub fn run(args: MigrateArgs) -> Result<ExitCode, String> {
-    let cfg = Config::from_env().map_err(|e| e.to_string())?;
+    let mut cfg = Config::from_env().map_err(|e| e.to_string())?;
+    // Metrics are the function's (its log becomes CloudWatch's): here,
+    // stdout is the user's.
+    cfg.metrics = None;
     if let Some(why) = migrate::cannot_start(&cfg) {
         return Err(why.into());
     }

@@ -7,6 +7,7 @@
 //! override it.
 
 mod check;
+pub mod export;
 mod migrate;
 mod sweep;
 

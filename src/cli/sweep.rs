@@ -17,7 +17,7 @@ use crate::aws::{load_sdk_config, RegionalClients};
 use crate::config::{Config, Mode, SweepAccounts};
 use crate::event::{self, EventContext};
 use crate::guard::{Guard, GuardError};
-use crate::report::{Outcome, RegionSweep, Report};
+use crate::report::{InstanceReport, Outcome, RegionSweep, Report};
 use crate::sweep::Progress;
 use crate::validate::{is_account_id, is_region};
 
@@ -54,6 +54,11 @@ enum SweepOutput {
     Table,
     /// The whole report.
     Json,
+    /// One row per instance decided, every one (for spreadsheets).
+    Csv,
+    /// One self-contained page to hand around: counts, readiness, the
+    /// account defaults, charts, sources and instances.
+    Html,
 }
 
 fn region(v: &str) -> Result<String, String> {
@@ -76,6 +81,9 @@ pub fn run(args: SweepArgs) -> Result<ExitCode, String> {
     let mode_given =
         args.mode.is_some() || std::env::var("GUARD_MODE").is_ok_and(|v| !v.trim().is_empty());
     let mut cfg = Config::from_env().map_err(|e| e.to_string())?;
+    // Metrics are the function's (its log becomes CloudWatch's): here,
+    // stdout is the user's.
+    cfg.metrics = None;
     cfg.needs_memory().map_err(|e| e.to_string())?;
     if let Some(n) = args.concurrency {
         cfg.sweep_concurrency = usize::from(n);
@@ -165,12 +173,25 @@ pub fn run(args: SweepArgs) -> Result<ExitCode, String> {
                 ));
             }
         };
-        let result = guard.sweep(ctx, regions, None, &show).await;
+        // CSV and HTML show every instance decided, not only the news the
+        // report keeps.
+        let every = std::sync::Mutex::new(Vec::new());
+        let keep = |r: &InstanceReport| {
+            every.lock().unwrap_or_else(|p| p.into_inner()).push(r.clone());
+        };
+        let result = match args.output {
+            SweepOutput::Csv | SweepOutput::Html => {
+                guard.sweep_every(ctx, regions, &show, &keep).await
+            }
+            SweepOutput::Table | SweepOutput::Json => guard.sweep(ctx, regions, None, &show).await,
+        };
+        let every = every.into_inner().unwrap_or_else(|p| p.into_inner());
         if let Some(bar) = bar {
             bar.finish_and_clear();
         }
-        Ok(result)
+        Ok((result, every))
     })?;
+    let (result, every) = result;
     let (report, failed) = match result {
         Ok(r) => (r, None),
         Err(GuardError::Unhandled { summary, report }) => (*report, Some(summary)),
@@ -182,6 +203,12 @@ pub fn run(args: SweepArgs) -> Result<ExitCode, String> {
             emit("\n");
         }
         SweepOutput::Table => emit(&render_sweep(&report)),
+        SweepOutput::Csv => emit(&super::export::csv(&every)?),
+        SweepOutput::Html => emit(&super::export::html(
+            &report,
+            &every,
+            crate::outputs::now_secs(),
+        )),
     }
     let region_errors = report
         .sweep

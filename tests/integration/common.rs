@@ -10,7 +10,9 @@ use std::sync::Arc;
 use imds_guard::aws::autoscaling::AutoScaling;
 use imds_guard::aws::cloudwatch::Metrics;
 use imds_guard::aws::ec2::Ec2;
+use imds_guard::aws::eventbridge::Bus;
 use imds_guard::aws::memory::Memory;
+use imds_guard::aws::securityhub::SecurityHub;
 use imds_guard::aws::sns::Sns;
 use imds_guard::aws::sqs::Queue;
 use imds_guard::aws::{sdk_retry, Account, Clients, MemberRoles};
@@ -133,6 +135,23 @@ pub fn autoscaling(rules: &[&Rule]) -> aws_sdk_autoscaling::Client {
     aws_sdk_autoscaling::Client::from_conf(conf.build())
 }
 
+/// A Security Hub client answered by `rules`.
+pub fn securityhub(rules: &[&Rule]) -> aws_sdk_securityhub::Client {
+    let conf =
+        aws_sdk_securityhub::config::Builder::from(&mock_base()).interceptor(interceptor(rules));
+    aws_sdk_securityhub::Client::from_conf(conf.build())
+}
+
+/// The bus for the guard's news, on an EventBridge client answered by `rules`.
+pub fn bus(rules: &[&Rule]) -> Bus {
+    let conf =
+        aws_sdk_eventbridge::config::Builder::from(&mock_base()).interceptor(interceptor(rules));
+    Bus {
+        client: aws_sdk_eventbridge::Client::from_conf(conf.build()),
+        name: "security-events".into(),
+    }
+}
+
 /// An SNS client answered by `rules`.
 pub fn sns(rules: &[&Rule]) -> aws_sdk_sns::Client {
     let conf = aws_sdk_sns::config::Builder::from(&mock_base()).interceptor(interceptor(rules));
@@ -158,6 +177,10 @@ pub struct FixedClients {
     /// The failed-events queue, on a mocked SQS client.
     pub keeper: Option<Queue>,
     pub autoscaling: aws_sdk_autoscaling::Client,
+    /// Security Hub, on a mocked client.
+    pub findings: aws_sdk_securityhub::Client,
+    /// The bus for the guard's news, on a mocked EventBridge client.
+    pub events: Option<Bus>,
 }
 
 impl Clients for FixedClients {
@@ -167,9 +190,17 @@ impl Clients for FixedClients {
     type Memory = Memory;
     type Keeper = Queue;
     type AutoScaling = AutoScaling;
+    type Findings = SecurityHub;
+    type Events = Bus;
 
     fn ec2(&self, _account: &Account, _region: &str) -> Ec2 {
         Ec2(self.ec2.clone())
+    }
+    fn findings(&self, _account: &Account, _region: &str) -> Option<SecurityHub> {
+        Some(SecurityHub(self.findings.clone()))
+    }
+    fn events(&self) -> Option<Bus> {
+        self.events.clone()
     }
     fn sns(&self, _region: &str) -> Sns {
         Sns(self.sns.clone())
@@ -224,6 +255,8 @@ pub fn guard(cfg: Config, ec2_rules: &[&Rule], sns_rules: &[&Rule]) -> Guard<Fix
             memory: None,
             keeper: None,
             autoscaling: autoscaling(&[]),
+            findings: securityhub(&[]),
+            events: None,
         },
     )
 }
@@ -245,6 +278,8 @@ pub fn guard_with_memory(
             memory: Some(memory(memory_rules)),
             keeper: None,
             autoscaling: autoscaling(&[]),
+            findings: securityhub(&[]),
+            events: None,
         },
     )
 }

@@ -211,16 +211,30 @@ fn seen_in(i: &aws_sdk_ec2::types::Instance) -> Seen {
 pub(crate) fn sent(topic_arn: &str) -> Vec<(String, Value, Value)> {
     let endpoint = moto_endpoint();
     let host = endpoint.trim_start_matches("http://");
-    let mut s = std::net::TcpStream::connect(host).unwrap();
-    write!(
-        s,
-        "GET /moto-api/data.json HTTP/1.0\r\nHost: {host}\r\n\r\n"
-    )
-    .unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
-    let body = raw.split_once("\r\n\r\n").unwrap().1;
-    let data: Value = serde_json::from_str(body).unwrap();
+    // The emulator's dump can fail while other tests change its state at
+    // the same moment: asked again, it answers.
+    let mut data = Value::Null;
+    for attempt in 0..10 {
+        let mut s = std::net::TcpStream::connect(host).unwrap();
+        write!(
+            s,
+            "GET /moto-api/data.json HTTP/1.0\r\nHost: {host}\r\n\r\n"
+        )
+        .unwrap();
+        let mut raw = String::new();
+        s.read_to_string(&mut raw).unwrap();
+        let body = raw.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+        match serde_json::from_str(body) {
+            Ok(v) => {
+                data = v;
+                break;
+            }
+            Err(e) if attempt == 9 => {
+                panic!("the emulator's state: {e}: {}", &raw[..raw.len().min(300)])
+            }
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(200)),
+        }
+    }
     data["sns"]["Topic"]
         .as_array()
         .unwrap()

@@ -10,13 +10,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use imds_guard::aws::{
-    Account, AutoScalingApi, AwsError, Clients, Ec2Api, Keeper, MemoryApi, MetricsApi, Page,
-    Publisher,
+    Account, AutoScalingApi, AwsError, Clients, Ec2Api, EventsApi, FindingsApi, Keeper, MemoryApi,
+    MetricsApi, Page, Publisher,
 };
 use imds_guard::event::{Lookup, MetadataOptions, Observed};
+use imds_guard::finding::Finding;
 use imds_guard::memory::{Claim, Record};
 use imds_guard::notify::Notification;
 use imds_guard::policy::{AccountDefaults, Remedy};
+use imds_guard::routing::Routed;
 use imds_guard::source::{Group, LaunchConfiguration, NewVersion, Template, TemplateVersion};
 
 /// One fake instance: what EC2 would show, and how it misbehaves.
@@ -63,6 +65,10 @@ struct State {
     configurations: Vec<LaunchConfiguration>,
     /// AMIs: whether each has `ImdsSupport` v2.0.
     images: HashMap<String, bool>,
+    /// Security Hub, by finding id (`None`: not enabled here).
+    findings: Option<BTreeMap<String, Finding>>,
+    /// The events put on the bus (`None`: no bus).
+    bus: Option<Vec<Routed>>,
     /// Tags the guard wrote on groups.
     group_tags: Vec<(String, String, String)>,
     /// The organization's accounts (`None`: not an organization).
@@ -344,6 +350,28 @@ impl FakeCloud {
         self.state().published.clone()
     }
 
+    /// Security Hub is enabled here (findings are kept).
+    pub fn with_security_hub(&self) -> &Self {
+        self.state().findings = Some(BTreeMap::new());
+        self
+    }
+
+    /// The findings Security Hub holds, by id.
+    pub fn findings(&self) -> BTreeMap<String, Finding> {
+        self.state().findings.clone().unwrap_or_default()
+    }
+
+    /// A bus for the guard's news.
+    pub fn with_bus(&self) -> &Self {
+        self.state().bus = Some(Vec::new());
+        self
+    }
+
+    /// The events put on the bus.
+    pub fn routed(&self) -> Vec<Routed> {
+        self.state().bus.clone().unwrap_or_default()
+    }
+
     /// Every call so far, by operation.
     pub fn calls(&self) -> BTreeMap<String, u64> {
         self.state().calls.clone()
@@ -441,9 +469,17 @@ impl Clients for FakeClients {
     type Memory = FakeCloud;
     type Keeper = FakeCloud;
     type AutoScaling = FakeCloud;
+    type Findings = FakeCloud;
+    type Events = FakeCloud;
 
     fn ec2(&self, _account: &Account, _region: &str) -> FakeCloud {
         self.0.clone()
+    }
+    fn findings(&self, _account: &Account, _region: &str) -> Option<FakeCloud> {
+        Some(self.0.clone())
+    }
+    fn events(&self) -> Option<FakeCloud> {
+        self.0.state().bus.is_some().then(|| self.0.clone())
     }
     fn sns(&self, _region: &str) -> FakeCloud {
         self.0.clone()
@@ -793,8 +829,47 @@ impl AutoScalingApi for FakeCloud {
     }
 }
 
+impl FindingsApi for FakeCloud {
+    /// As Security Hub: a finding with a known id is replaced; not enabled,
+    /// `InvalidAccessException`.
+    async fn import(&self, findings: &[Finding]) -> Result<Vec<(String, String)>, AwsError> {
+        assert!(
+            findings.len() <= 100,
+            "BatchImportFindings takes 100 at most"
+        );
+        self.pace("BatchImportFindings").await?;
+        let mut s = self.call("BatchImportFindings")?;
+        let Some(held) = s.findings.as_mut() else {
+            return Err(api_error("InvalidAccessException"));
+        };
+        for f in findings {
+            held.insert(f.id.clone(), f.clone());
+        }
+        Ok(Vec::new())
+    }
+}
+
+impl EventsApi for FakeCloud {
+    async fn put(&self, events: &[Routed]) -> Result<Vec<String>, AwsError> {
+        assert!(events.len() <= 10, "PutEvents takes 10 at most");
+        let mut s = self.call("PutEvents")?;
+        s.bus
+            .get_or_insert_with(Vec::new)
+            .extend(events.iter().cloned());
+        Ok(Vec::new())
+    }
+    fn bus(&self) -> &str {
+        "fake-bus"
+    }
+}
+
 impl Publisher for FakeCloud {
-    async fn publish(&self, _topic_arn: &str, n: &Notification) -> Result<String, AwsError> {
+    async fn publish(
+        &self,
+        _topic_arn: &str,
+        n: &Notification,
+        _chat: bool,
+    ) -> Result<String, AwsError> {
         self.pace("Publish").await?;
         let mut s = self.call("Publish")?;
         s.published.push(n.clone());

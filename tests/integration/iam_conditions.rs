@@ -213,6 +213,8 @@ fn guard(pairs: &[(&str, &str)], rules: &[&Rule], sent: &Sent) -> Guard<FixedCli
             memory: None,
             keeper: None,
             autoscaling: crate::common::autoscaling(&[]),
+            findings: crate::common::securityhub(&[]),
+            events: None,
         },
     )
 }

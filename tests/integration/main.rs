@@ -12,6 +12,10 @@
 //! - `fake`, `flows`: an in-memory AWS (describe, modify, tag, list,
 //!   defaults, publish, the metric) and the flow logic tested on it, with
 //!   time paused.
+//! - `outputs_emulator`: the same outputs end to end on the emulator
+//!   (findings read back, a rule on a custom bus, SNS per protocol).
+//! - `outputs_flow`: Security Hub findings, the bus and the cost of a
+//!   compliant launch with every output on, on the fake.
 //! - `cli`: the binary's `check` command.
 //! - `load`, `function_bench`, `trigger_sim`, `org_sim`: benchmarks and
 //!   simulations, ignored by `make test` (`make load`, `make bench`,
@@ -32,6 +36,8 @@ mod load;
 mod netfaults;
 mod org_emulator;
 mod org_sim;
+mod outputs_emulator;
+mod outputs_flow;
 mod properties;
 mod rules_emulator;
 mod runtime;

@@ -439,6 +439,8 @@ async fn a_member_role_that_cannot_be_assumed_fails_the_event_and_names_it() {
             memory: None,
             keeper: None,
             autoscaling: crate::common::autoscaling(&[]),
+            findings: crate::common::securityhub(&[]),
+            events: None,
         },
     );
     let mut ev = crate::common::launch_event(
@@ -589,6 +591,8 @@ async fn a_sweep_names_the_account_whose_role_cannot_be_assumed() {
             memory: None,
             keeper: None,
             autoscaling: crate::common::autoscaling(&[]),
+            findings: crate::common::securityhub(&[]),
+            events: None,
         },
     );
     let Err(GuardError::Unhandled { summary, report }) = guard

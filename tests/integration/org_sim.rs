@@ -161,9 +161,17 @@ impl Clients for SimClients {
     type Memory = FakeCloud;
     type Keeper = FakeCloud;
     type AutoScaling = FakeCloud;
+    type Findings = FakeCloud;
+    type Events = FakeCloud;
 
     fn ec2(&self, account: &Account, region: &str) -> FakeCloud {
         self.cloud(account, region)
+    }
+    fn findings(&self, account: &Account, region: &str) -> Option<FakeCloud> {
+        Some(self.cloud(account, region))
+    }
+    fn events(&self) -> Option<FakeCloud> {
+        None
     }
     fn sns(&self, _region: &str) -> FakeCloud {
         self.central.clone()

@@ -42,6 +42,8 @@ fn guard(pairs: &[(&str, &str)], ec2: &[&Rule], asg: &[&Rule]) -> Guard<FixedCli
             memory: None,
             keeper: None,
             autoscaling: common::autoscaling(asg),
+            findings: common::securityhub(&[]),
+            events: None,
         },
     )
 }

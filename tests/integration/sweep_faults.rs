@@ -81,6 +81,8 @@ fn guard_with(
             memory: None,
             keeper: None,
             autoscaling: crate::common::autoscaling(&[]),
+            findings: crate::common::securityhub(&[]),
+            events: None,
         },
     )
 }
@@ -630,6 +632,8 @@ async fn metadata_no_token_rejected_is_read_since_the_guard_switched_each_instan
             memory: Some(common::memory(&[&remembered, &noticed])),
             keeper: None,
             autoscaling: crate::common::autoscaling(&[]),
+            findings: crate::common::securityhub(&[]),
+            events: None,
         },
     );
     let mut ev = scheduled();

@@ -78,8 +78,11 @@ const ALLOWED_ACTIONS: &[&str] = &[
     "organizations:ListAccounts",
     // Central mode with a schedule: EventBridge starts the organization sweep.
     "states:StartExecution",
-    // The member stack: forwarding to the central bus.
+    // The member stack: forwarding to the central bus; the guard's news on a
+    // bus of the user's (EventBusName).
     "events:PutEvents",
+    // Findings in Security Hub (SecurityHubFindings), the default product.
+    "securityhub:BatchImportFindings",
     // Sources: read always; the status tag on groups; fixing opted-in
     // templates only with FixSources.
     "ec2:DescribeLaunchTemplates",
@@ -1292,7 +1295,10 @@ pub fn member_problems(t: &Value, central: &Value) -> Vec<String> {
     let function: std::collections::BTreeSet<String> = actions_of(central, "GuardRole")
         .into_iter()
         .filter(|a| {
-            a.starts_with("ec2:") || a.starts_with("cloudwatch:") || a.starts_with("autoscaling:")
+            a.starts_with("ec2:")
+                || a.starts_with("cloudwatch:")
+                || a.starts_with("autoscaling:")
+                || a.starts_with("securityhub:")
         })
         .collect();
     let member = actions_of(t, "MemberRole");
@@ -1668,4 +1674,191 @@ fn a_fan_out_that_could_lose_a_shard_is_caught() {
         .unwrap()
         .remove("OutputPath");
     expect_problem(&t, "children whose outputs stay empty");
+}
+
+/// The `(metric, dimension names)` an `ImdsGuard` metric of the dashboard
+/// reads: a metric array (`["ImdsGuard", name, dim, value, ...]`) or a
+/// `SEARCH('{ImdsGuard,Dim,...} MetricName="name"', ...)` expression.
+fn dashboard_metrics(
+    body: &serde_json::Value,
+) -> std::collections::BTreeSet<(String, Vec<String>)> {
+    let mut out = std::collections::BTreeSet::new();
+    for w in body["widgets"].as_array().expect("widgets") {
+        for m in w["properties"]["metrics"].as_array().into_iter().flatten() {
+            let m = m.as_array().expect("a metric is an array");
+            if m.first().and_then(|v| v.as_str()) == Some("ImdsGuard") {
+                let name = m[1].as_str().unwrap().to_string();
+                let mut dims: Vec<String> = m[2..]
+                    .iter()
+                    .step_by(2)
+                    .filter_map(|d| d.as_str().map(str::to_string))
+                    .collect();
+                dims.sort();
+                out.insert((name, dims));
+            }
+            for e in m.iter().filter_map(|v| v.get("expression")?.as_str()) {
+                let Some(schema) = e.split_once("SEARCH('{").map(|(_, r)| r) else {
+                    continue;
+                };
+                let (dims, rest) = schema.split_once('}').unwrap();
+                let mut dims: Vec<&str> = dims.split(',').collect();
+                if dims.remove(0) != "ImdsGuard" {
+                    continue;
+                }
+                let name = rest
+                    .split_once("MetricName=\"")
+                    .and_then(|(_, r)| r.split_once('"'))
+                    .map(|(n, _)| n)
+                    .expect("a metric name");
+                let mut dims: Vec<String> = dims.iter().map(|d| d.to_string()).collect();
+                dims.sort();
+                out.insert((name.to_string(), dims));
+            }
+        }
+    }
+    out
+}
+
+/// Every `ImdsGuard` metric the function emits by default (one report of
+/// each kind, every outcome), as `(metric, dimension names)`.
+fn emitted_metrics() -> std::collections::BTreeSet<(String, Vec<String>)> {
+    use imds_guard::config::{Config, Mode};
+    use imds_guard::report::{
+        Idle, InstanceReport, Outcome, RegionSweep, Report, Status, SweepSummary,
+    };
+    let cfg = Config::default();
+    let mut event = Report::handled(Status::Handled, Mode::Enforce, Default::default());
+    event.instances = [
+        Outcome::Remediated,
+        Outcome::Flagged,
+        Outcome::Exempt,
+        Outcome::Failed,
+    ]
+    .into_iter()
+    .map(|o| InstanceReport::new("i-00000000000000001", o, Idle::None))
+    .collect();
+    let mut sweep = Report::handled(Status::Swept, Mode::Enforce, Default::default());
+    sweep.sweep = Some(SweepSummary {
+        regions: vec![RegionSweep::new("us-east-1")],
+        ..SweepSummary::default()
+    });
+    let mut out = std::collections::BTreeSet::new();
+    for doc in [event, sweep]
+        .iter()
+        .flat_map(|r| imds_guard::metrics::documents(&cfg, r, 1_795_000_000_000))
+    {
+        let v: serde_json::Value = serde_json::from_str(&doc).unwrap();
+        for d in v["_aws"]["CloudWatchMetrics"].as_array().unwrap() {
+            assert_eq!(d["Namespace"], "ImdsGuard");
+            for set in d["Dimensions"].as_array().unwrap() {
+                let mut dims: Vec<String> = set
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|k| k.as_str().unwrap().to_string())
+                    .collect();
+                dims.sort();
+                for m in d["Metrics"].as_array().unwrap() {
+                    out.insert((m["Name"].as_str().unwrap().to_string(), dims.clone()));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The dashboard's body as CloudWatch gets it (`${...}` filled in).
+fn dashboard_body(t: &Value) -> serde_json::Value {
+    let body = get(
+        t,
+        &["Resources", "Dashboard", "Properties", "DashboardBody"],
+    )
+    .expect("a Dashboard");
+    let Value::Tagged(sub) = body else {
+        panic!("DashboardBody is a !Sub")
+    };
+    let text = match &sub.value {
+        Value::Sequence(parts) => parts[0].as_str().unwrap().to_string(),
+        v => v.as_str().unwrap().to_string(),
+    };
+    // Every ${Name} becomes a plain value; the JSON must then parse.
+    let mut filled = String::new();
+    let mut rest = text.as_str();
+    while let Some(i) = rest.find("${") {
+        filled.push_str(&rest[..i]);
+        let end = rest[i..].find('}').unwrap() + i;
+        filled.push_str("value");
+        rest = &rest[end + 1..];
+    }
+    filled.push_str(rest);
+    serde_json::from_str(&filled).unwrap_or_else(|e| panic!("the dashboard's body: {e}"))
+}
+
+#[test]
+fn the_dashboard_shows_exactly_the_metrics_the_function_emits() {
+    let shown = dashboard_metrics(&dashboard_body(&load("template.yaml")));
+    let emitted = emitted_metrics();
+    assert_eq!(shown, emitted, "dashboard vs emitted");
+    assert_eq!(emitted.len(), 7);
+    // And the check can fail: a misspelt metric, or a dimension the
+    // function does not emit by default, is caught.
+    let mut broken = load("template.yaml");
+    let text = serde_norway::to_string(&broken).unwrap();
+    broken = serde_norway::from_str(&text.replace("IMDSv1Left", "ImdsV1Left")).unwrap();
+    assert_ne!(dashboard_metrics(&dashboard_body(&broken)), emitted);
+    let account = serde_norway::from_str(&text.replace(
+        "{ImdsGuard,Region} MetricName=\\\"Ready",
+        "{ImdsGuard,Account,Region} MetricName=\\\"Ready",
+    ))
+    .unwrap();
+    assert_ne!(dashboard_metrics(&dashboard_body(&account)), emitted);
+}
+
+#[test]
+fn findings_and_the_bus_are_permitted_only_when_on_and_only_where_they_go() {
+    for (path, role) in [
+        ("template.yaml", "GuardRole"),
+        ("member/template.yaml", "MemberRole"),
+    ] {
+        let t = load(path);
+        let docs = get(&t, &["Resources", role, "Properties", "Policies"])
+            .and_then(Value::as_sequence)
+            .unwrap();
+        let mut found = false;
+        for d in docs {
+            // Walk the raw statements with their !If wrappers.
+            let text = serde_norway::to_string(d).unwrap();
+            if !text.contains("securityhub:") {
+                continue;
+            }
+            found = true;
+            assert!(
+                text.contains("!If\n") && text.contains("- FileFindings"),
+                "{path}: Security Hub only with SecurityHubFindings"
+            );
+            let st: Vec<&Value> = statements(d.get("PolicyDocument").unwrap())
+                .into_iter()
+                .filter(|s| {
+                    strings(s.get("Action").unwrap())
+                        .iter()
+                        .any(|a| a.starts_with("securityhub:"))
+                })
+                .collect();
+            assert_eq!(st.len(), 1, "{path}");
+            assert_eq!(
+                strings(st[0].get("Action").unwrap()),
+                ["securityhub:BatchImportFindings"]
+            );
+            let res = strings(st[0].get("Resource").unwrap()).join(" ");
+            assert!(
+                res.contains(":product/${AWS::AccountId}/default"),
+                "{path}: the account's default product only, got {res}"
+            );
+        }
+        assert!(found, "{path}: no Security Hub permission at all");
+    }
+    let t = load("template.yaml");
+    let text = serde_norway::to_string(get(&t, &["Resources", "GuardRole"]).unwrap()).unwrap();
+    assert!(text.contains("- RouteEvents") && text.contains("events:PutEvents"));
+    assert!(text.contains("event-bus/${EventBusName}"));
 }

@@ -114,6 +114,17 @@ pub struct Config {
     /// data at all in the lookback (stopped throughout, just launched) counts
     /// as not using IMDSv1. Off: it is held back like an IMDSv1 user.
     pub no_token_missing_as_zero: bool,
+    /// File an ASFF finding in Security Hub for each instance found
+    /// noncompliant, from the instance's own account and region.
+    pub security_hub_findings: bool,
+    /// EMF metrics in the function's log (`METRICS=false` turns them off).
+    pub metrics: Option<crate::metrics::MetricsConfig>,
+    /// Put each report's news on this EventBridge bus too (name or ARN).
+    pub event_bus: Option<String>,
+    /// Publish with a Chatbot card for chat subscribers (SNS
+    /// `MessageStructure=json`: the `https` protocol gets the card, every
+    /// other the usual JSON body).
+    pub chat_notifications: bool,
 }
 
 /// Which events reach the function.
@@ -193,6 +204,13 @@ impl Default for Config {
             triggers: Triggers::Cloudtrail,
             no_token_missing_as_zero: false,
             legacy_exempt_before: None,
+            security_hub_findings: false,
+            metrics: Some(crate::metrics::MetricsConfig {
+                namespace: crate::metrics::DEFAULT_NAMESPACE.into(),
+                per_account: false,
+            }),
+            event_bus: None,
+            chat_notifications: false,
         }
     }
 }
@@ -473,6 +491,76 @@ impl Config {
             cfg.no_token_missing_as_zero = flag(&v)
                 .ok_or_else(|| err("NO_TOKEN_MISSING_AS_ZERO", &v, "expected true or false"))?;
         }
+        if let Some(v) = get("SECURITY_HUB_FINDINGS") {
+            cfg.security_hub_findings = flag(&v)
+                .ok_or_else(|| err("SECURITY_HUB_FINDINGS", &v, "expected true or false"))?;
+        }
+        if let Some(v) = get("METRICS") {
+            if !flag(&v).ok_or_else(|| err("METRICS", &v, "expected true or false"))? {
+                cfg.metrics = None;
+            }
+        }
+        if let Some(v) = get("METRICS_NAMESPACE") {
+            let ns = v.trim();
+            // CloudWatch: 1 to 255 characters, none of them a colon, and
+            // not AWS's own `AWS/` prefix.
+            if ns.is_empty()
+                || ns.len() > 255
+                || ns.contains(':')
+                || ns.starts_with("AWS/")
+                || !ns
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._-/#".contains(c))
+            {
+                return Err(err(
+                    "METRICS_NAMESPACE",
+                    &v,
+                    "expected 1 to 255 of A-Z a-z 0-9 . _ - / #, not starting with AWS/",
+                ));
+            }
+            if let Some(m) = cfg.metrics.as_mut() {
+                m.namespace = ns.to_string();
+            }
+        }
+        if let Some(v) = get("METRICS_PER_ACCOUNT") {
+            let on =
+                flag(&v).ok_or_else(|| err("METRICS_PER_ACCOUNT", &v, "expected true or false"))?;
+            if let Some(m) = cfg.metrics.as_mut() {
+                m.per_account = on;
+            }
+        }
+        if let Some(v) = get("EVENT_BUS_NAME") {
+            let bus = v.trim();
+            // A bus name (1 to 256 of [/.-_A-Za-z0-9]) or its ARN.
+            let name = bus.rsplit(":event-bus/").next().unwrap_or(bus);
+            let arn_ok = !bus.starts_with("arn:")
+                || (bus.contains(":events:") && bus.contains(":event-bus/"));
+            if name.is_empty()
+                || name.len() > 256
+                || !arn_ok
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "/._-".contains(c))
+            {
+                return Err(err(
+                    "EVENT_BUS_NAME",
+                    &v,
+                    "expected an EventBridge bus name or ARN (arn:<partition>:events:<region>:<account>:event-bus/<name>)",
+                ));
+            }
+            cfg.event_bus = Some(bus.to_string());
+        }
+        if let Some(v) = get("CHAT_NOTIFICATIONS") {
+            cfg.chat_notifications =
+                flag(&v).ok_or_else(|| err("CHAT_NOTIFICATIONS", &v, "expected true or false"))?;
+            if cfg.chat_notifications && cfg.topic_arn.is_none() {
+                return Err(err(
+                    "CHAT_NOTIFICATIONS",
+                    &v,
+                    "formats the SNS message for chat, but NOTIFY_TOPIC_ARN is not set",
+                ));
+            }
+        }
         Ok(cfg)
     }
 
@@ -481,6 +569,13 @@ impl Config {
     /// recorded there when its launch is seen, and read there afterwards.
     /// (`check`, offline, decides without.)
     pub fn needs_memory(&self) -> Result<(), ConfigError> {
+        if self.security_hub_findings && self.memory_table.is_none() {
+            return Err(ConfigError {
+                variable: "SECURITY_HUB_FINDINGS",
+                value: "true".into(),
+                reason: "needs MEMORY_TABLE: the guard remembers there which findings it filed, so a sweep files only changes and archives the findings of terminated instances".into(),
+            });
+        }
         if !self.exemptions.principals.is_empty() && self.memory_table.is_none() {
             return Err(ConfigError {
                 variable: "EXEMPT_PRINCIPAL_ARNS",
@@ -863,5 +958,86 @@ mod tests {
         .unwrap_err();
         assert_eq!(e.variable, "SWEEP_ACCOUNTS");
         assert!(e.reason.contains("222222222222"), "{e}");
+    }
+
+    #[test]
+    fn outputs_are_validated_at_init() {
+        // Metrics: on by default, off by choice; a namespace CloudWatch
+        // would refuse is refused here.
+        let m = from(&[]).unwrap().metrics.unwrap();
+        assert_eq!((m.namespace.as_str(), m.per_account), ("ImdsGuard", false));
+        assert!(from(&[("METRICS", "false")]).unwrap().metrics.is_none());
+        let m = from(&[
+            ("METRICS_NAMESPACE", "Security/Imds"),
+            ("METRICS_PER_ACCOUNT", "true"),
+        ])
+        .unwrap()
+        .metrics
+        .unwrap();
+        assert_eq!(
+            (m.namespace.as_str(), m.per_account),
+            ("Security/Imds", true)
+        );
+        for bad in ["AWS/EC2", "a:b", "has space"] {
+            assert_eq!(
+                from(&[("METRICS_NAMESPACE", bad)]).unwrap_err().variable,
+                "METRICS_NAMESPACE"
+            );
+        }
+        // A bus by name or by ARN; nothing else.
+        assert_eq!(
+            from(&[("EVENT_BUS_NAME", "security-news")])
+                .unwrap()
+                .event_bus
+                .as_deref(),
+            Some("security-news")
+        );
+        let arn = "arn:aws:events:eu-west-1:111122223333:event-bus/security-news";
+        assert_eq!(
+            from(&[("EVENT_BUS_NAME", arn)])
+                .unwrap()
+                .event_bus
+                .as_deref(),
+            Some(arn)
+        );
+        for bad in ["arn:aws:sns:eu-west-1:111122223333:topic", "bus with space"] {
+            assert_eq!(
+                from(&[("EVENT_BUS_NAME", bad)]).unwrap_err().variable,
+                "EVENT_BUS_NAME"
+            );
+        }
+        // A chat card needs a topic to go out on.
+        assert_eq!(
+            from(&[("CHAT_NOTIFICATIONS", "true")])
+                .unwrap_err()
+                .variable,
+            "CHAT_NOTIFICATIONS"
+        );
+        assert!(
+            from(&[
+                ("NOTIFY_TOPIC_ARN", "arn:aws:sns:us-east-1:111122223333:t"),
+                ("CHAT_NOTIFICATIONS", "true")
+            ])
+            .unwrap()
+            .chat_notifications
+        );
+        // Findings need the memory of what was filed.
+        let cfg = from(&[("SECURITY_HUB_FINDINGS", "true")]).unwrap();
+        assert_eq!(
+            cfg.needs_memory().unwrap_err().variable,
+            "SECURITY_HUB_FINDINGS"
+        );
+        let cfg = from(&[
+            ("SECURITY_HUB_FINDINGS", "true"),
+            ("MEMORY_TABLE", "imds-guard-memory"),
+        ])
+        .unwrap();
+        assert!(cfg.needs_memory().is_ok() && cfg.security_hub_findings);
+        assert_eq!(
+            from(&[("SECURITY_HUB_FINDINGS", "maybe")])
+                .unwrap_err()
+                .variable,
+            "SECURITY_HUB_FINDINGS"
+        );
     }
 }

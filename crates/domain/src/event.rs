@@ -120,6 +120,8 @@ pub struct Observed {
     pub tags: Option<Vec<(String, String)>>,
     /// When it was launched, in seconds since the epoch, when known.
     pub launch_time: Option<u64>,
+    /// Its instance profile's ARN, when it has one and the source said.
+    pub instance_profile: Option<String>,
     /// The principal exemption the guard recorded when it was launched (the
     /// glob that matched), read from the guard's memory: only the guard can
     /// write one, unlike a tag.
@@ -781,6 +783,8 @@ fn launched_instance(item: &Value) -> Result<Observed, String> {
         options,
         tags,
         launch_time: item.get("launchTime").and_then(epoch_secs),
+        instance_profile: text(item, &["iamInstanceProfile", "arn"])
+            .filter(|a| a.starts_with("arn:") && a.contains(":instance-profile/")),
         recorded_exemption: None,
     })
 }

@@ -33,6 +33,11 @@ pub enum Kind {
     /// One fan-out shard's end (`data`: its report, or why the engine gave
     /// up), in the run's partition (`run#<execution>`), for the summary.
     Shard,
+    /// The Security Hub finding the guard last filed for this instance
+    /// (`data["status"]`: PASSED, WARNING, FAILED or ARCHIVED): what a sweep
+    /// compares its decisions with, so it files only changes and settles the
+    /// findings of instances it no longer lists.
+    Finding,
 }
 
 impl Kind {
@@ -43,6 +48,7 @@ impl Kind {
             Kind::Exempt => "exempt#",
             Kind::Notice => "notice#",
             Kind::Shard => "shard#",
+            Kind::Finding => "finding#",
         }
     }
 
@@ -59,6 +65,10 @@ impl Kind {
             Kind::Notice => DAY,
             // Longer than any run; a re-run of one shard finds its run's.
             Kind::Shard => 7 * DAY,
+            // Security Hub deletes a finding 90 days after its last update:
+            // once this lapses, the next sweep files the finding again,
+            // which keeps it alive.
+            Kind::Finding => FINDING_LIFETIME,
         }
     }
 }
@@ -81,6 +91,11 @@ pub struct Record {
 
 /// How long an exemption record lasts unless a sweep renews it.
 pub const EXEMPT_LIFETIME: u64 = 400 * DAY;
+/// How long the guard trusts its record of a finding (then files it again).
+pub const FINDING_LIFETIME: u64 = 30 * DAY;
+/// The `data` key of a finding record: the status filed.
+pub const FINDING_STATUS: &str = "status";
+
 /// The `data` key of an exemption record: the glob that matched.
 pub const GLOB: &str = "glob";
 

@@ -497,6 +497,68 @@ pub fn subject(raw: &str) -> String {
     s
 }
 
+/// The most of a chat card's description (a chat message stays readable;
+/// the whole body still reaches every other subscriber).
+pub const MAX_CHAT_DESCRIPTION: usize = 3000;
+/// Instances a chat card names before it counts the rest.
+const CHAT_INSTANCES: usize = 10;
+
+/// The message as AWS Chatbot's custom notification (`version` 1.0,
+/// `source` custom): the subject as title, the summary and the first
+/// instances as the description, the outcomes as keywords.
+pub fn chat_card(n: &Notification) -> String {
+    let body: serde_json::Value = serde_json::from_str(&n.body).unwrap_or_default();
+    // Each piece is cleaned on its own (no control or format character can
+    // reach the chat), then joined by the card's own line breaks.
+    let clean = |v: &serde_json::Value, max| crate::validate::clean(v.as_str().unwrap_or("?"), max);
+    let mut description = crate::validate::clean(
+        body["summary"].as_str().unwrap_or(""),
+        MAX_CHAT_DESCRIPTION / 2,
+    );
+    let instances = body["instances"].as_array().cloned().unwrap_or_default();
+    for i in instances.iter().take(CHAT_INSTANCES) {
+        let line = format!(
+            "\n• `{}` {}: {}",
+            clean(&i["instance_id"], 32).replace('`', ""),
+            clean(&i["outcome"], 32),
+            clean(&i["action"], 256)
+        );
+        if description.len() + line.len() > MAX_CHAT_DESCRIPTION - 64 {
+            break;
+        }
+        description.push_str(&line);
+    }
+    let more = instances.len().saturating_sub(CHAT_INSTANCES)
+        + body["omitted_instances"].as_u64().unwrap_or(0) as usize;
+    if more > 0 {
+        description.push_str(&format!("\n…and {more} more in the full message"));
+    }
+    if description.is_empty() {
+        description = n.subject.clone();
+    }
+    let mut card = serde_json::json!({
+        "version": "1.0",
+        "source": "custom",
+        "content": {
+            "textType": "client-markdown",
+            "title": n.subject,
+            "description": description,
+            "keywords": n.outcomes,
+        },
+    });
+    if let Some(id) = body["event_id"].as_str() {
+        card["id"] = serde_json::Value::from(id);
+    }
+    card.to_string()
+}
+
+/// The SNS message with a body per protocol (`MessageStructure=json`):
+/// chat subscribers (Chatbot subscribes over `https`) get the card, every
+/// other protocol the usual JSON body, unchanged.
+pub fn per_protocol(n: &Notification) -> String {
+    serde_json::json!({"default": n.body, "https": chat_card(n)}).to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -543,6 +605,8 @@ mod tests {
             account_defaults: None,
             aws_calls: Default::default(),
             sources: Vec::new(),
+            security_hub: None,
+            routed: None,
         }
     }
 
@@ -717,5 +781,38 @@ mod tests {
         r.unreadable
             .push("instancesSet.items[0]: no instanceId".into());
         assert!(needed(&r));
+    }
+
+    #[test]
+    fn a_chat_card_is_chatbots_format_and_every_other_protocol_gets_the_body() {
+        let n = build(&report(25));
+        let card: serde_json::Value = serde_json::from_str(&chat_card(&n)).unwrap();
+        assert_eq!(card["version"], "1.0");
+        assert_eq!(card["source"], "custom");
+        assert_eq!(card["id"], "e-1");
+        let c = &card["content"];
+        assert_eq!(c["textType"], "client-markdown");
+        assert_eq!(c["title"], n.subject.as_str());
+        let d = c["description"].as_str().unwrap();
+        assert!(d.len() <= MAX_CHAT_DESCRIPTION);
+        assert!(d.contains("`i-00000000000000000` remediated"), "{d}");
+        assert!(d.contains("…and 15 more"), "{d}");
+        // Text cannot hide or start lines of its own in the card.
+        let odd = Notification {
+            body: serde_json::json!({"summary": "a\u{202e}b\n# c", "instances": []}).to_string(),
+            ..n.clone()
+        };
+        let card2: serde_json::Value = serde_json::from_str(&chat_card(&odd)).unwrap();
+        assert_eq!(card2["content"]["description"], "ab # c");
+        assert_eq!(c["keywords"], serde_json::json!(["remediated"]));
+        // SNS's per-protocol message: the body unchanged by default, the
+        // card for https (Chatbot), within SNS's limit.
+        let m: serde_json::Value = serde_json::from_str(&per_protocol(&n)).unwrap();
+        assert_eq!(m["default"], n.body.as_str());
+        assert_eq!(m["https"].as_str().unwrap(), chat_card(&n));
+        assert_eq!(m.as_object().unwrap().len(), 2);
+        let big = build(&report(5000));
+        assert!(big.body.len() <= MAX_BODY);
+        assert!(per_protocol(&big).len() <= cap::MESSAGE_LIMIT);
     }
 }

@@ -29,6 +29,8 @@ pub fn plan(
     let (mut report, mut remedy) = verdict_to_report(cfg, current, ctx, trigger);
     report.before = Some(current.options.clone());
     report.image_id = current.image_id.clone();
+    report.instance_profile = current.instance_profile.clone();
+    report.launch_time = current.launch_time;
     if trigger == Trigger::StateChange
         && !cfg.exemptions.principals.is_empty()
         && matches!(report.outcome, Outcome::Remediated | Outcome::Flagged)
@@ -306,10 +308,14 @@ pub fn failure_summary(report: &Report, notify_error: Option<&str>) -> Option<St
     let regions = report.unfinished_regions();
     let defaults = report.defaults_error();
     let sources = report.unhandled_sources();
+    let findings: &[String] = report.security_hub.as_ref().map_or(&[], |f| &f.errors);
+    let routed: &[String] = report.routed.as_ref().map_or(&[], |r| &r.errors);
     if instances.is_empty()
         && regions.is_empty()
         && defaults.is_none()
         && sources.is_empty()
+        && findings.is_empty()
+        && routed.is_empty()
         && notify_error.is_none()
     {
         return None;
@@ -337,6 +343,15 @@ pub fn failure_summary(report: &Report, notify_error: Option<&str>) -> Option<St
             sources.len(),
             sources.join("; ")
         ));
+    }
+    if !findings.is_empty() {
+        parts.push(format!(
+            "Security Hub findings not filed: {}",
+            findings.join("; ")
+        ));
+    }
+    if !routed.is_empty() {
+        parts.push(format!("events not put on the bus: {}", routed.join("; ")));
     }
     if let Some(e) = notify_error {
         parts.push(format!(

@@ -68,6 +68,13 @@ pub struct InstanceReport {
     pub before: Option<MetadataOptions>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub image_id: Option<String>,
+    /// The instance profile's ARN: with one, an IMDSv1 GET hands out a
+    /// role's credentials (a finding's severity says so).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instance_profile: Option<String>,
+    /// When it was launched, in seconds since the epoch, when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub launch_time: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// Whether this outcome is news a person should be told about.
@@ -88,6 +95,8 @@ impl InstanceReport {
             exemption: None,
             before: None,
             image_id: None,
+            instance_profile: None,
+            launch_time: None,
             error: None,
             notify: false,
         }
@@ -445,7 +454,7 @@ pub struct Refusing {
 
 impl Eq for Refusing {}
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct SweepSummary {
     /// Workloads enforcing broke, first: see `Refusing`. At most
     /// `MAX_REFUSING` are listed; every one is counted in its region.
@@ -562,6 +571,23 @@ pub struct Report {
     /// source event named (a sweep's are per region).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub sources: Vec<crate::source::SourceReport>,
+    /// The Security Hub findings filed (`SECURITY_HUB_FINDINGS`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub security_hub: Option<crate::finding::FindingsReport>,
+    /// The events put on the bus (`EVENT_BUS_NAME`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub routed: Option<Routed>,
+}
+
+/// What was put on the EventBridge bus.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Routed {
+    pub bus: String,
+    pub events: u64,
+    /// Entries EventBridge refused, or calls that failed: the invocation
+    /// fails and names them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
 }
 
 impl Report {
@@ -578,6 +604,8 @@ impl Report {
             account_defaults: None,
             aws_calls: BTreeMap::new(),
             sources: Vec::new(),
+            security_hub: None,
+            routed: None,
         }
     }
 
@@ -595,6 +623,8 @@ impl Report {
             account_defaults: None,
             aws_calls: BTreeMap::new(),
             sources: Vec::new(),
+            security_hub: None,
+            routed: None,
         }
     }
 
@@ -615,6 +645,8 @@ impl Report {
             account_defaults: None,
             aws_calls: BTreeMap::new(),
             sources: Vec::new(),
+            security_hub: None,
+            routed: None,
         }
     }
 

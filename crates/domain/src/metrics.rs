@@ -1,0 +1,306 @@
+//! CloudWatch metrics in the Embedded Metric Format: log lines that
+//! CloudWatch Logs turns into metrics, with no `PutMetricData` call and no
+//! latency. A handful of documents per invocation, built from the report:
+//!
+//! - an event's decisions: `Decisions` by `Mode` and `Outcome`;
+//! - a sweep's account-regions: `IMDSv1Left`, `HeldBack`, `Exempt`,
+//!   `RemediatedBySweep`, `NoncompliantSources` and `Ready` (1 or 0) by
+//!   `Region`, and by `Account` and `Region` when `METRICS_PER_ACCOUNT` is on.
+//!
+//! Each distinct dimension set is a billed custom metric, so dimensions stay
+//! few by default (docs/outputs.md counts them). The format is small enough
+//! that a crate would add more than it saves: its rules are tested here.
+
+use std::collections::BTreeMap;
+
+use serde_json::{json, Map, Value};
+
+use crate::config::Config;
+use crate::policy::ReadinessVerdict;
+use crate::report::{Outcome, Report};
+
+/// Where the metrics go and how finely they are cut.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MetricsConfig {
+    pub namespace: String,
+    /// Adds an `Account` dimension to the sweep's metrics (one more metric
+    /// per account and region: opt-in).
+    pub per_account: bool,
+}
+
+pub const DEFAULT_NAMESPACE: &str = "ImdsGuard";
+
+/// Every metric the function emits, and the dimension sets it is emitted
+/// with (`Account` only with `per_account`).
+pub const EVENT_METRICS: &[&str] = &["Decisions"];
+pub const SWEEP_METRICS: &[&str] = &[
+    "IMDSv1Left",
+    "HeldBack",
+    "Exempt",
+    "RemediatedBySweep",
+    "NoncompliantSources",
+    "Ready",
+];
+
+/// The EMF documents for a report, one JSON object per line (`now_ms`:
+/// milliseconds since the epoch). Nothing when metrics are off.
+pub fn documents(cfg: &Config, report: &Report, now_ms: u64) -> Vec<String> {
+    let Some(m) = &cfg.metrics else {
+        return Vec::new();
+    };
+    let mut docs = Vec::new();
+    // An event's decisions, by outcome (a sweep's are its region figures).
+    if report.sweep.is_none() {
+        let mut by_outcome: BTreeMap<Outcome, u64> = BTreeMap::new();
+        for r in &report.instances {
+            *by_outcome.entry(r.outcome).or_default() += 1;
+        }
+        for (outcome, n) in by_outcome {
+            docs.push(document(
+                m,
+                now_ms,
+                &[
+                    ("Mode", report.mode.as_str()),
+                    ("Outcome", outcome.as_str()),
+                ],
+                &[],
+                &[("Decisions", n as f64, "Count")],
+            ));
+        }
+    }
+    if let Some(sweep) = &report.sweep {
+        for s in &sweep.regions {
+            // A region not swept to the end says nothing of what is left.
+            if !s.errors.is_empty() {
+                continue;
+            }
+            let left = s.count(Outcome::Flagged) + s.count(Outcome::Failed);
+            let ready = matches!(
+                s.readiness.verdict,
+                ReadinessVerdict::Ready | ReadinessVerdict::AlreadyEnforced
+            );
+            let values = [
+                ("IMDSv1Left", left as f64, "Count"),
+                ("HeldBack", s.v1_in_use as f64, "Count"),
+                ("Exempt", s.count(Outcome::Exempt) as f64, "Count"),
+                (
+                    "RemediatedBySweep",
+                    s.count(Outcome::Remediated) as f64,
+                    "Count",
+                ),
+                ("NoncompliantSources", s.sources as f64, "Count"),
+                ("Ready", if ready { 1.0 } else { 0.0 }, "None"),
+            ];
+            let extra: Vec<(&str, &str)> = match (&s.account, m.per_account) {
+                (Some(a), true) => vec![("Account", a.as_str())],
+                _ => Vec::new(),
+            };
+            docs.push(document(
+                m,
+                now_ms,
+                &[("Region", s.region.as_str())],
+                &extra,
+                &values,
+            ));
+        }
+    }
+    docs
+}
+
+/// One EMF document: `dims` always, and a second dimension set with
+/// `extra` added when there is one (both sets read the same values).
+fn document(
+    m: &MetricsConfig,
+    now_ms: u64,
+    dims: &[(&str, &str)],
+    extra: &[(&str, &str)],
+    values: &[(&str, f64, &str)],
+) -> String {
+    let mut root = Map::new();
+    let mut sets = vec![Value::from(
+        dims.iter().map(|(k, _)| *k).collect::<Vec<_>>(),
+    )];
+    if !extra.is_empty() {
+        sets.push(Value::from(
+            extra
+                .iter()
+                .chain(dims.iter())
+                .map(|(k, _)| *k)
+                .collect::<Vec<_>>(),
+        ));
+    }
+    for (k, v) in dims.iter().chain(extra.iter()) {
+        root.insert((*k).into(), Value::from(*v));
+    }
+    let metrics: Vec<Value> = values
+        .iter()
+        .map(|(name, _, unit)| json!({"Name": name, "Unit": unit}))
+        .collect();
+    for (name, v, _) in values {
+        root.insert((*name).into(), json!(v));
+    }
+    root.insert(
+        "_aws".into(),
+        json!({
+            "Timestamp": now_ms,
+            "CloudWatchMetrics": [{
+                "Namespace": m.namespace,
+                "Dimensions": sets,
+                "Metrics": metrics,
+            }]
+        }),
+    );
+    Value::Object(root).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Mode;
+    use crate::policy::Readiness;
+    use crate::report::{Idle, InstanceReport, RegionSweep, Status, SweepSummary};
+
+    fn cfg(per_account: bool) -> Config {
+        Config {
+            metrics: Some(MetricsConfig {
+                namespace: "ImdsGuard".into(),
+                per_account,
+            }),
+            ..Config::default()
+        }
+    }
+
+    /// The specification's rules, checked on every document: one JSON
+    /// object; `_aws.Timestamp` in milliseconds; at most 100 metric
+    /// definitions, at most 30 dimensions a set; every dimension a string
+    /// and every metric a number, at the root.
+    fn check_emf(doc: &str) -> Value {
+        assert!(!doc.contains('\n'), "one line");
+        let v: Value = serde_json::from_str(doc).unwrap();
+        let aws = &v["_aws"];
+        assert!(aws["Timestamp"].as_u64().unwrap() > 1_000_000_000_000);
+        for d in aws["CloudWatchMetrics"].as_array().unwrap() {
+            assert!(!d["Namespace"].as_str().unwrap().is_empty());
+            let metrics = d["Metrics"].as_array().unwrap();
+            assert!((1..=100).contains(&metrics.len()));
+            for set in d["Dimensions"].as_array().unwrap() {
+                let set = set.as_array().unwrap();
+                assert!(set.len() <= 30);
+                for k in set {
+                    let value = v[k.as_str().unwrap()].as_str().expect("dimension at root");
+                    assert!(!value.is_empty() && value.len() <= 1024);
+                }
+            }
+            for m in metrics {
+                let name = m["Name"].as_str().unwrap();
+                assert!(v[name].is_number(), "{name} has no value at the root");
+                let unit = m["Unit"].as_str().unwrap();
+                assert!(["Count", "None"].contains(&unit));
+            }
+        }
+        v
+    }
+
+    #[test]
+    fn an_events_decisions_are_counted_by_mode_and_outcome() {
+        let mut report = Report::handled(Status::Handled, Mode::Enforce, Default::default());
+        report.instances = vec![
+            InstanceReport::new("i-00000000000000001", Outcome::Remediated, Idle::None),
+            InstanceReport::new("i-00000000000000002", Outcome::Remediated, Idle::None),
+            InstanceReport::new("i-00000000000000003", Outcome::Exempt, Idle::Exempt),
+        ];
+        let docs = documents(&cfg(false), &report, 1_795_000_000_000);
+        assert_eq!(docs.len(), 2);
+        let v: Vec<Value> = docs.iter().map(|d| check_emf(d)).collect();
+        assert_eq!(v[0]["Outcome"], "remediated");
+        assert_eq!(v[0]["Mode"], "enforce");
+        assert_eq!(v[0]["Decisions"], 2.0);
+        assert_eq!(v[1]["Outcome"], "exempt");
+        assert_eq!(v[1]["Decisions"], 1.0);
+        assert_eq!(
+            v[0]["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
+            json!([["Mode", "Outcome"]])
+        );
+        // Metrics off: nothing.
+        let off = Config {
+            metrics: None,
+            ..Config::default()
+        };
+        assert!(documents(&off, &report, 1).is_empty());
+        // No instance decided: nothing either.
+        report.instances.clear();
+        assert!(documents(&cfg(false), &report, 1).is_empty());
+    }
+
+    fn sweep_report() -> Report {
+        let mut a = RegionSweep::new("eu-west-1");
+        a.account = Some("111122223333".into());
+        a.counts.insert(Outcome::Flagged, 3);
+        a.counts.insert(Outcome::Failed, 1);
+        a.counts.insert(Outcome::Remediated, 5);
+        a.counts.insert(Outcome::Exempt, 2);
+        a.v1_in_use = 3;
+        a.sources = 1;
+        a.readiness = Readiness {
+            verdict: ReadinessVerdict::NotReady,
+            reasons: vec![],
+        };
+        let mut b = RegionSweep::new("us-east-1");
+        b.account = Some("111122223333".into());
+        b.readiness = Readiness {
+            verdict: ReadinessVerdict::Ready,
+            reasons: vec![],
+        };
+        let mut unfinished = RegionSweep::new("ap-south-1");
+        unfinished.errors.push("not swept: AccessDenied".into());
+        let mut report = Report::handled(Status::Handled, Mode::Notify, Default::default());
+        report.sweep = Some(SweepSummary {
+            regions: vec![a, b, unfinished],
+            ..SweepSummary::default()
+        });
+        report
+    }
+
+    #[test]
+    fn a_sweep_reports_what_is_left_per_region_and_nothing_for_a_region_not_swept() {
+        let docs = documents(&cfg(false), &sweep_report(), 1_795_000_000_000);
+        assert_eq!(docs.len(), 2, "the unfinished region says nothing");
+        let a = check_emf(&docs[0]);
+        assert_eq!(a["Region"], "eu-west-1");
+        assert_eq!(a["IMDSv1Left"], 4.0);
+        assert_eq!(a["HeldBack"], 3.0);
+        assert_eq!(a["Exempt"], 2.0);
+        assert_eq!(a["RemediatedBySweep"], 5.0);
+        assert_eq!(a["NoncompliantSources"], 1.0);
+        assert_eq!(a["Ready"], 0.0);
+        assert!(
+            a.get("Account").is_none(),
+            "no account dimension by default"
+        );
+        assert_eq!(
+            a["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
+            json!([["Region"]])
+        );
+        let b = check_emf(&docs[1]);
+        assert_eq!(b["Ready"], 1.0);
+        assert_eq!(b["IMDSv1Left"], 0.0);
+        let names: Vec<&str> = a["_aws"]["CloudWatchMetrics"][0]["Metrics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["Name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, SWEEP_METRICS);
+    }
+
+    #[test]
+    fn per_account_dimensions_are_opt_in_and_keep_the_region_set() {
+        let docs = documents(&cfg(true), &sweep_report(), 1_795_000_000_000);
+        let a = check_emf(&docs[0]);
+        assert_eq!(a["Account"], "111122223333");
+        assert_eq!(
+            a["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
+            json!([["Region"], ["Account", "Region"]])
+        );
+    }
+}

@@ -1,0 +1,499 @@
+//! A sweep's report to hand around: `--output csv` (one row per instance
+//! decided, every one of them: the notification's caps do not apply) and
+//! `--output html` (one self-contained page: no network fetch, no script;
+//! charts are inline SVG).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use crate::finding::iso8601;
+use crate::report::{InstanceReport, Outcome, RegionSweep, Report};
+
+/// The CSV's columns, in order.
+pub const CSV_COLUMNS: &[&str] = &[
+    "account",
+    "region",
+    "instance_id",
+    "outcome",
+    "action",
+    "would",
+    "http_tokens",
+    "http_endpoint",
+    "hop_limit",
+    "image_id",
+    "instance_profile",
+    "launch_time",
+    "exemption",
+    "findings",
+    "error",
+];
+
+/// One row per instance decided (RFC 4180, by the `csv` crate).
+pub fn csv(rows: &[InstanceReport]) -> Result<String, String> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record(CSV_COLUMNS).map_err(|e| e.to_string())?;
+    for r in rows {
+        let before = r.before.clone().unwrap_or_default();
+        let record = [
+            r.account.clone().unwrap_or_default(),
+            r.region.clone().unwrap_or_default(),
+            r.instance_id.clone(),
+            r.outcome.as_str().to_string(),
+            r.action.to_string(),
+            r.would.clone().unwrap_or_default(),
+            before.http_tokens.unwrap_or_default(),
+            before.http_endpoint.unwrap_or_default(),
+            before
+                .http_put_response_hop_limit
+                .map(|h| h.to_string())
+                .unwrap_or_default(),
+            r.image_id.clone().unwrap_or_default(),
+            r.instance_profile.clone().unwrap_or_default(),
+            r.launch_time.map(iso8601).unwrap_or_default(),
+            r.exemption
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+            r.findings.join("; "),
+            r.error.clone().unwrap_or_default(),
+        ];
+        w.write_record(record.iter().map(|f| spreadsheet_safe(f)))
+            .map_err(|e| e.to_string())?;
+    }
+    let bytes = w.into_inner().map_err(|e| e.to_string())?;
+    String::from_utf8(bytes).map_err(|e| e.to_string())
+}
+
+/// A cell a spreadsheet would run as a formula (`=`, `+`, `-`, `@` first)
+/// is kept as text: event text (a user agent, a tag) must not become one.
+fn spreadsheet_safe(s: &str) -> String {
+    match s.chars().next() {
+        Some('=' | '+' | '-' | '@' | '\t' | '\r') => format!("'{s}"),
+        _ => s.to_string(),
+    }
+}
+
+/// Text for HTML (element content and quoted attributes).
+fn esc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// What a sweep's page shows, in the order a reader needs it.
+const SHOWN: [(Outcome, &str, &str); 5] = [
+    (Outcome::Failed, "failed", "#b3261e"),
+    (Outcome::Flagged, "flagged", "#e8710a"),
+    (Outcome::Exempt, "exempt", "#8e6fc1"),
+    (Outcome::Remediated, "remediated", "#1e8e3e"),
+    (Outcome::Compliant, "compliant", "#9aa0a6"),
+];
+
+fn place(r: &RegionSweep) -> String {
+    match &r.account {
+        Some(a) => format!("{a}/{}", r.region),
+        None => r.region.clone(),
+    }
+}
+
+/// One self-contained page: the totals, a chart of what is left per
+/// account-region, readiness with its reasons and the account defaults per
+/// account-region, the sources ranked by instances, and every instance
+/// that is not compliant.
+pub fn html(report: &Report, rows: &[InstanceReport], generated_at: u64) -> String {
+    let sweep = report.sweep.clone().unwrap_or_default();
+    let mut totals: BTreeMap<Outcome, u64> = BTreeMap::new();
+    let mut examined = 0;
+    for r in &sweep.regions {
+        examined += r.examined;
+        for (o, n) in &r.counts {
+            *totals.entry(*o).or_default() += n;
+        }
+    }
+    let ready = sweep
+        .regions
+        .iter()
+        .filter(|r| r.readiness.needs_nothing())
+        .count();
+    let mut h = String::new();
+    h.push_str(concat!(
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n",
+        "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'; img-src data:\">\n",
+        "<title>imds-guard sweep report</title>\n<style>\n",
+        "body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px 32px;color:#202124;max-width:1200px}\n",
+        "h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:28px 0 8px;border-bottom:1px solid #dadce0;padding-bottom:4px}\n",
+        ".meta{color:#5f6368;margin-bottom:16px}\n",
+        ".tiles{display:flex;gap:12px;flex-wrap:wrap}.tile{border:1px solid #dadce0;border-radius:8px;padding:10px 16px;min-width:110px}\n",
+        ".tile b{display:block;font-size:22px}.tile span{color:#5f6368}\n",
+        "table{border-collapse:collapse;width:100%;margin-top:6px}th,td{text-align:left;padding:4px 8px;border-bottom:1px solid #eee;vertical-align:top}\n",
+        "th{background:#f1f3f4;font-weight:600}td.n{text-align:right;font-variant-numeric:tabular-nums}\n",
+        ".ready{color:#1e8e3e;font-weight:600}.notready{color:#b3261e;font-weight:600}.unknown{color:#e8710a;font-weight:600}\n",
+        ".legend span{display:inline-block;margin-right:14px}.legend i{display:inline-block;width:10px;height:10px;margin-right:4px;border-radius:2px}\n",
+        "code{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:12.5px}\n",
+        "</style>\n</head>\n<body>\n",
+    ));
+    let accounts = sweep
+        .regions
+        .iter()
+        .filter_map(|r| r.account.as_deref())
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
+    let _ = write!(
+        h,
+        "<h1>imds-guard sweep report</h1>\n<div class=\"meta\">Generated {} &middot; mode <b>{}</b> &middot; {} account-region(s){} &middot; {} ready for HttpTokensEnforced</div>\n",
+        esc(&iso8601(generated_at)),
+        esc(report.mode.as_str()),
+        sweep.regions.len(),
+        if accounts > 0 {
+            format!(" in {accounts} account(s)")
+        } else {
+            String::new()
+        },
+        ready
+    );
+
+    // Totals.
+    h.push_str("<div class=\"tiles\" id=\"totals\">\n");
+    let _ = writeln!(
+        h,
+        "<div class=\"tile\"><b>{examined}</b><span>examined</span></div>"
+    );
+    for (o, label, colour) in SHOWN {
+        let _ = writeln!(
+            h,
+            "<div class=\"tile\" style=\"border-left:4px solid {colour}\"><b>{}</b><span>{label}</span></div>",
+            totals.get(&o).copied().unwrap_or(0)
+        );
+    }
+    h.push_str("</div>\n");
+
+    // Chart: IMDSv1 instances (and what was done) per account-region.
+    h.push_str("<h2>Instances by outcome, per account and region</h2>\n");
+    h.push_str(&bar_chart(&sweep.regions));
+
+    // Readiness and defaults.
+    h.push_str("<h2>Readiness for HttpTokensEnforced</h2>\n<table id=\"regions\">\n<thead><tr><th>Account/region</th><th>Examined</th>");
+    for (_, label, _) in SHOWN {
+        let _ = write!(h, "<th>{}</th>", esc(label));
+    }
+    h.push_str("<th>Account default</th><th>Readiness</th><th>Why</th></tr></thead>\n<tbody>\n");
+    for r in &sweep.regions {
+        let verdict = r.readiness.verdict.as_str();
+        let class = if r.readiness.needs_nothing() {
+            "ready"
+        } else if verdict == "unknown" {
+            "unknown"
+        } else {
+            "notready"
+        };
+        let defaults = r
+            .account_defaults
+            .as_ref()
+            .map(|d| {
+                format!(
+                    "HttpTokens={}{}",
+                    d.http_tokens.as_deref().unwrap_or("no-preference"),
+                    d.http_tokens_enforced
+                        .as_deref()
+                        .map(|e| format!(", HttpTokensEnforced={e}"))
+                        .unwrap_or_default()
+                )
+            })
+            .unwrap_or_else(|| "unread".into());
+        let mut why: Vec<String> = r.readiness.reasons.clone();
+        why.extend(r.errors.iter().cloned());
+        let _ = write!(
+            h,
+            "<tr><td><code>{}</code></td><td class=\"n\">{}</td>",
+            esc(&place(r)),
+            r.examined
+        );
+        for (o, _, _) in SHOWN {
+            let _ = write!(h, "<td class=\"n\">{}</td>", r.count(o));
+        }
+        let _ = writeln!(
+            h,
+            "<td>{}</td><td class=\"{class}\">{}</td><td>{}</td></tr>",
+            esc(&defaults),
+            esc(verdict),
+            why.iter().map(|w| esc(w)).collect::<Vec<_>>().join("<br>")
+        );
+    }
+    h.push_str("</tbody>\n</table>\n");
+
+    // Sources.
+    if !sweep.sources.is_empty() {
+        h.push_str("<h2>Sources that launch IMDSv1 instances</h2>\n<table id=\"sources\">\n<thead><tr><th>Source</th><th>Where</th><th>Instances</th><th>Outcome</th><th>Action</th><th>Owner</th></tr></thead>\n<tbody>\n");
+        for s in &sweep.sources {
+            let _ = writeln!(
+                h,
+                "<tr><td>{}</td><td><code>{}</code></td><td class=\"n\">{}</td><td>{:?}</td><td>{}</td><td>{}</td></tr>",
+                esc(&s.label()),
+                esc(&format!(
+                    "{}/{}",
+                    s.account.as_deref().unwrap_or(""),
+                    s.region.as_deref().unwrap_or("")
+                )),
+                s.instances,
+                s.outcome,
+                esc(&s.action),
+                esc(s.owner.as_deref().unwrap_or(""))
+            );
+        }
+        h.push_str("</tbody>\n</table>\n");
+    }
+
+    // Instances.
+    let listed: Vec<&InstanceReport> = rows
+        .iter()
+        .filter(|r| !matches!(r.outcome, Outcome::Compliant | Outcome::Gone))
+        .collect();
+    let _ = writeln!(
+        h,
+        "<h2>Instances not compliant when swept ({})</h2>",
+        listed.len()
+    );
+    h.push_str("<table id=\"instances\">\n<thead><tr><th>Instance</th><th>Where</th><th>Outcome</th><th>Action</th><th>Found</th><th>Profile</th></tr></thead>\n<tbody>\n");
+    for r in listed {
+        let found = r
+            .before
+            .as_ref()
+            .map(|b| {
+                format!(
+                    "HttpTokens={}, hop {}",
+                    b.http_tokens.as_deref().unwrap_or("?"),
+                    b.http_put_response_hop_limit
+                        .map(|h| h.to_string())
+                        .unwrap_or_else(|| "?".into())
+                )
+            })
+            .unwrap_or_default();
+        let _ = writeln!(
+            h,
+            "<tr><td><code>{}</code></td><td><code>{}/{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&r.instance_id),
+            esc(r.account.as_deref().unwrap_or("")),
+            esc(r.region.as_deref().unwrap_or("")),
+            esc(r.outcome.as_str()),
+            esc(&r.error.clone().unwrap_or_else(|| r.action.to_string())),
+            esc(&found),
+            if r.instance_profile.is_some() { "yes" } else { "" }
+        );
+    }
+    h.push_str("</tbody>\n</table>\n</body>\n</html>\n");
+    h
+}
+
+/// A horizontal stacked bar per account-region: failed, flagged, exempt,
+/// remediated (compliant instances would dwarf them and are in the table).
+fn bar_chart(regions: &[RegionSweep]) -> String {
+    const LABEL_W: usize = 260;
+    const BAR_W: usize = 620;
+    const ROW_H: usize = 22;
+    let shown = &SHOWN[..4];
+    let max = regions
+        .iter()
+        .map(|r| shown.iter().map(|(o, _, _)| r.count(*o)).sum::<u64>())
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    let height = regions.len() * ROW_H + 40;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "<svg id=\"chart-outcomes\" xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{height}\" role=\"img\" aria-label=\"Instances by outcome per account and region\">",
+        LABEL_W + BAR_W + 60
+    );
+    for (i, r) in regions.iter().enumerate() {
+        let y = i * ROW_H + 4;
+        let _ = writeln!(
+            s,
+            "<text x=\"{}\" y=\"{}\" font-size=\"12\" text-anchor=\"end\" font-family=\"monospace\">{}</text>",
+            LABEL_W - 8,
+            y + 14,
+            esc(&place(r))
+        );
+        let mut x = LABEL_W as f64;
+        let mut total = 0;
+        for (o, label, colour) in shown {
+            let n = r.count(*o);
+            if n == 0 {
+                continue;
+            }
+            total += n;
+            let w = n as f64 / max as f64 * BAR_W as f64;
+            let _ = writeln!(
+                s,
+                "<rect class=\"bar\" data-outcome=\"{label}\" x=\"{x:.1}\" y=\"{y}\" width=\"{:.1}\" height=\"{}\" fill=\"{colour}\"><title>{} {label}: {n}</title></rect>",
+                w.max(1.0),
+                ROW_H - 6,
+                esc(&place(r))
+            );
+            x += w;
+        }
+        let _ = writeln!(
+            s,
+            "<text x=\"{:.1}\" y=\"{}\" font-size=\"12\">{total}</text>",
+            x + 6.0,
+            y + 14
+        );
+    }
+    let ly = regions.len() * ROW_H + 24;
+    let mut lx = LABEL_W;
+    for (_, label, colour) in shown {
+        let _ = writeln!(
+            s,
+            "<rect x=\"{lx}\" y=\"{}\" width=\"10\" height=\"10\" fill=\"{colour}\"/><text x=\"{}\" y=\"{}\" font-size=\"12\">{label}</text>",
+            ly - 9,
+            lx + 14,
+            ly
+        );
+        lx += 100;
+    }
+    s.push_str("</svg>\n");
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Mode;
+    use crate::event::MetadataOptions;
+    use crate::policy::{Readiness, ReadinessVerdict};
+    use crate::report::{Idle, Status, SweepSummary};
+
+    fn rows(n: usize) -> Vec<InstanceReport> {
+        (0..n)
+            .map(|i| {
+                let outcome = match i % 3 {
+                    0 => Outcome::Flagged,
+                    1 => Outcome::Remediated,
+                    _ => Outcome::Compliant,
+                };
+                let mut r = InstanceReport::new(&format!("i-{i:017x}"), outcome, Idle::None);
+                r.account = Some("111122223333".into());
+                r.region = Some("eu-west-1".into());
+                r.before = Some(MetadataOptions {
+                    http_tokens: Some("optional".into()),
+                    http_put_response_hop_limit: Some(2),
+                    ..MetadataOptions::default()
+                });
+                r
+            })
+            .collect()
+    }
+
+    fn report() -> Report {
+        let mut a = RegionSweep::new("eu-west-1");
+        a.account = Some("111122223333".into());
+        a.examined = 30;
+        a.counts.insert(Outcome::Flagged, 10);
+        a.counts.insert(Outcome::Remediated, 10);
+        a.counts.insert(Outcome::Compliant, 10);
+        a.readiness = Readiness {
+            verdict: ReadinessVerdict::NotReady,
+            reasons: vec!["10 instance(s) still at optional <script>".into()],
+        };
+        let mut b = RegionSweep::new("us-east-1");
+        b.account = Some("111122223333".into());
+        b.readiness = Readiness {
+            verdict: ReadinessVerdict::Ready,
+            reasons: vec![],
+        };
+        let mut r = Report::handled(Status::Swept, Mode::Notify, Default::default());
+        r.sweep = Some(SweepSummary {
+            regions: vec![a, b],
+            ..SweepSummary::default()
+        });
+        r
+    }
+
+    #[test]
+    fn the_csv_has_a_row_for_every_instance_decided_however_many() {
+        let rows = rows(10_000);
+        let text = csv(&rows).unwrap();
+        let mut reader = csv::Reader::from_reader(text.as_bytes());
+        assert_eq!(
+            reader.headers().unwrap().iter().collect::<Vec<_>>(),
+            CSV_COLUMNS
+        );
+        let read: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+        assert_eq!(read.len(), 10_000);
+        assert_eq!(&read[0][2], "i-00000000000000000");
+        assert_eq!(&read[0][3], "flagged");
+        assert_eq!(&read[0][6], "optional");
+        assert_eq!(&read[0][8], "2");
+    }
+
+    #[test]
+    fn a_csv_cell_never_becomes_a_formula_and_commas_stay_in_their_cell() {
+        let mut r = rows(1).remove(0);
+        r.error = Some("=HYPERLINK(\"http://x\",\"y\"), and \"quotes\"".into());
+        let text = csv(&[r]).unwrap();
+        let mut reader = csv::Reader::from_reader(text.as_bytes());
+        let rec = reader.records().next().unwrap().unwrap();
+        assert_eq!(rec.len(), CSV_COLUMNS.len());
+        assert!(rec[14].starts_with("'=HYPERLINK"));
+    }
+
+    /// The page's structure: every element closed in order, no script and
+    /// nothing fetched from elsewhere, and the tables and chart hold what
+    /// the report says.
+    #[test]
+    fn the_page_is_self_contained_well_formed_and_complete() {
+        let rows = rows(30);
+        let page = html(&report(), &rows, 1_795_000_000);
+        assert!(page.starts_with("<!DOCTYPE html>"));
+        for bad in ["<script", "src=\"http", "href=\"http", "url(", "@import"] {
+            assert!(!page.contains(bad), "{bad}");
+        }
+        assert!(!page.contains("<script>"), "text is escaped");
+        assert!(page.contains("&lt;script&gt;"));
+        // Well formed: void elements aside, every tag closes in order.
+        let mut stack: Vec<String> = Vec::new();
+        let void = ["meta", "br", "rect", "!DOCTYPE"];
+        let mut rest = page.as_str();
+        while let Some(start) = rest.find('<') {
+            let end = rest[start..].find('>').unwrap() + start;
+            let tag = &rest[start + 1..end];
+            rest = &rest[end + 1..];
+            let name = tag
+                .trim_start_matches('/')
+                .split([' ', '\n'])
+                .next()
+                .unwrap()
+                .trim_end_matches('/');
+            if tag.starts_with('/') {
+                if name == "rect" {
+                    continue;
+                }
+                assert_eq!(stack.pop().as_deref(), Some(name), "unbalanced </{name}>");
+            } else if !void.contains(&name) && !tag.ends_with('/') {
+                stack.push(name.to_string());
+            }
+        }
+        assert!(stack.is_empty(), "unclosed: {stack:?}");
+        // The instance table lists the 20 not compliant, the region table
+        // both regions, the chart a bar per outcome present.
+        let count = |id: &str| {
+            let t = &page[page.find(&format!("id=\"{id}\"")).unwrap()..];
+            let t = &t[..t.find("</table>").unwrap()];
+            t.matches("<tr>").count() - 1
+        };
+        assert_eq!(count("instances"), 20);
+        assert_eq!(count("regions"), 2);
+        assert_eq!(page.matches("class=\"bar\"").count(), 2);
+        assert!(page.contains("data-outcome=\"flagged\""));
+        assert!(page.contains("<td class=\"notready\">not ready</td>"));
+        assert!(page.contains("<td class=\"ready\">ready</td>"));
+    }
+}

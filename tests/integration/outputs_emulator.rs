@@ -1,0 +1,360 @@
+//! The outputs end to end against moto's server: Security Hub findings that
+//! follow an instance from FAILED to PASSED and to ARCHIVED (read back with
+//! `GetFindings`), the news on a custom EventBridge bus routed by a rule of
+//! the user's to a queue, and the Chatbot card beside the usual body.
+
+use aws_config::Region;
+use aws_sdk_ec2::types::HttpTokensState;
+use imds_guard::aws::RegionalClients;
+use imds_guard::guard::Guard;
+use imds_guard::report::Outcome;
+use serde_json::Value;
+
+use crate::common::{config, fixture};
+use crate::emulator::{ec2, event_for, launch, memory_table, sent, topic, Launch};
+
+/// The guard's findings the emulator holds for `ids` (its `GetFindings`
+/// applies no filter: they are picked here), as (instance, status, state).
+/// Read on a thread with a large stack: a debug build of the SDK's
+/// deserializer for a whole ASFF finding needs more than a test thread's
+/// 2 MB (the guard itself never reads findings).
+async fn findings_of(region: &str, ids: &[String]) -> Vec<(String, String, String)> {
+    let base = crate::common::emulator_sdk().await;
+    let (region, ids) = (region.to_string(), ids.to_vec());
+    std::thread::Builder::new()
+        .stack_size(256 << 20)
+        .spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(read_findings(base, region, ids))
+        })
+        .unwrap()
+        .join()
+        .unwrap()
+}
+
+async fn read_findings(
+    base: aws_config::SdkConfig,
+    region: String,
+    ids: Vec<String>,
+) -> Vec<(String, String, String)> {
+    let sh = aws_sdk_securityhub::Client::from_conf(
+        aws_sdk_securityhub::config::Builder::from(&base)
+            .region(Region::new(region))
+            .build(),
+    );
+    let mut out = Vec::new();
+    let mut token = None;
+    loop {
+        let page = sh
+            .get_findings()
+            .max_results(100)
+            .set_next_token(token)
+            .send()
+            .await
+            .unwrap();
+        for f in page.findings() {
+            let Some(id) = f.id().and_then(imds_guard::finding::instance_of) else {
+                continue;
+            };
+            if ids.iter().any(|i| i == id) {
+                out.push((
+                    id.to_string(),
+                    f.compliance()
+                        .and_then(|c| c.status())
+                        .map(|s| s.as_str().to_string())
+                        .unwrap_or_default(),
+                    f.record_state()
+                        .map(|s| s.as_str().to_string())
+                        .unwrap_or_default(),
+                ));
+            }
+        }
+        match page.next_token().filter(|t| !t.is_empty()) {
+            Some(t) => token = Some(t.to_string()),
+            None => break,
+        }
+    }
+    out.sort();
+    out
+}
+
+fn scheduled(region: &str) -> Value {
+    let mut ev = fixture("scheduled-event.json");
+    ev["region"] = region.into();
+    ev["resources"] = serde_json::json!([]);
+    ev
+}
+
+#[tokio::test]
+async fn a_finding_per_noncompliant_instance_passes_when_fixed_and_archives_when_terminated() {
+    let region = "us-east-2";
+    let ec2 = ec2(region).await;
+    let ids = launch(
+        &ec2,
+        Launch {
+            count: 2,
+            hop: 2,
+            ..Default::default()
+        },
+    )
+    .await;
+    let table = memory_table("findings-memory").await;
+    let topic = topic("findings").await;
+    let g = Guard::new(
+        config(&[
+            ("NOTIFY_TOPIC_ARN", &topic),
+            ("GUARD_MODE", "notify"),
+            ("SECURITY_HUB_FINDINGS", "true"),
+            ("MEMORY_TABLE", &table),
+            ("SWEEP_REGIONS", region),
+        ]),
+        RegionalClients::new(crate::common::emulator_sdk().await).with_memory(Some(table.clone())),
+    );
+    let mut event = event_for(&ec2, "run-instances-cli-multi.json", &ids, Some(region)).await;
+    // The emulator's own account, as CloudTrail would name it: the event
+    // path and the sweep then share the memory's partition.
+    let sts = aws_sdk_sts::Client::new(&crate::common::emulator_sdk().await);
+    let account = sts.get_caller_identity().send().await.unwrap();
+    let account = account.account().unwrap();
+    event["account"] = account.into();
+    event["detail"]["recipientAccountId"] = account.into();
+    let report = g.handle(&event).await.unwrap();
+    assert_eq!(report.count(Outcome::Flagged), 2);
+    assert_eq!(report.aws_calls.get("BatchImportFindings"), Some(&1));
+    let mut expected = vec![
+        (ids[0].clone(), "FAILED".to_string(), "ACTIVE".to_string()),
+        (ids[1].clone(), "FAILED".to_string(), "ACTIVE".to_string()),
+    ];
+    expected.sort();
+    assert_eq!(findings_of(region, &ids).await, expected);
+
+    // A sweep with nothing changed files nothing.
+    let swept = g.handle(&scheduled(region)).await.unwrap();
+    let sh = swept.security_hub.clone().unwrap();
+    assert_eq!(sh.unchanged, 2, "{sh:?}");
+    assert_eq!(swept.aws_calls.get("BatchImportFindings"), None);
+
+    // One fixed by someone, one terminated.
+    // (All three named: the emulator forgets what a change leaves out.)
+    ec2.modify_instance_metadata_options()
+        .instance_id(&ids[0])
+        .http_tokens(HttpTokensState::Required)
+        .http_endpoint(aws_sdk_ec2::types::InstanceMetadataEndpointState::Enabled)
+        .http_put_response_hop_limit(2)
+        .send()
+        .await
+        .unwrap();
+    ec2.terminate_instances()
+        .instance_ids(&ids[1])
+        .send()
+        .await
+        .unwrap();
+    let swept = g.handle(&scheduled(region)).await.unwrap();
+    let sh = swept.security_hub.clone().unwrap();
+    assert_eq!(sh.archived, 1, "{sh:?}");
+    let mut expected = vec![
+        (ids[0].clone(), "PASSED".to_string(), "ACTIVE".to_string()),
+        (ids[1].clone(), "FAILED".to_string(), "ARCHIVED".to_string()),
+    ];
+    expected.sort();
+    assert_eq!(
+        findings_of(region, &ids).await,
+        expected,
+        "one finding per instance, updated in place"
+    );
+}
+
+#[tokio::test]
+async fn the_news_reaches_a_rule_on_the_users_bus() {
+    let region = "us-east-1";
+    let base = crate::common::emulator_sdk().await;
+    let eb = aws_sdk_eventbridge::Client::from_conf(
+        aws_sdk_eventbridge::config::Builder::from(&base)
+            .region(Region::new(region))
+            .build(),
+    );
+    let sqs = aws_sdk_sqs::Client::from_conf(
+        aws_sdk_sqs::config::Builder::from(&base)
+            .region(Region::new(region))
+            .build(),
+    );
+    eb.create_event_bus()
+        .name("security-news")
+        .send()
+        .await
+        .unwrap();
+    let url = sqs
+        .create_queue()
+        .queue_name("security-news-pager")
+        .send()
+        .await
+        .unwrap()
+        .queue_url()
+        .unwrap()
+        .to_string();
+    let arn = sqs
+        .get_queue_attributes()
+        .queue_url(&url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .unwrap()
+        .attributes()
+        .unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn]
+        .clone();
+    // The example rule of docs/outputs.md: remediations only.
+    eb.put_rule()
+        .name("imds-guard-remediated")
+        .event_bus_name("security-news")
+        .event_pattern(
+            serde_json::json!({
+                "source": ["imds-guard"],
+                "detail-type": ["Instance Decided"],
+                "detail": {"outcome": ["remediated"]}
+            })
+            .to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    eb.put_targets()
+        .rule("imds-guard-remediated")
+        .event_bus_name("security-news")
+        .targets(
+            aws_sdk_eventbridge::types::Target::builder()
+                .id("q")
+                .arn(arn)
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+
+    let ec2 = ec2(region).await;
+    let ids = launch(
+        &ec2,
+        Launch {
+            count: 1,
+            hop: 2,
+            ..Default::default()
+        },
+    )
+    .await;
+    let g = Guard::new(
+        config(&[("EVENT_BUS_NAME", "security-news")]),
+        RegionalClients::new(base.clone()).with_bus(Some("security-news".into())),
+    );
+    let event = event_for(&ec2, "run-instances-cli-multi.json", &ids, Some(region)).await;
+    let report = g.handle(&event).await.unwrap();
+    assert_eq!(report.count(Outcome::Remediated), 1);
+    assert_eq!(report.routed.as_ref().unwrap().events, 1);
+    assert_eq!(report.aws_calls.get("PutEvents"), Some(&1));
+
+    let got = sqs
+        .receive_message()
+        .queue_url(&url)
+        .max_number_of_messages(10)
+        .send()
+        .await
+        .unwrap();
+    let messages = got.messages();
+    assert_eq!(messages.len(), 1);
+    let e: Value = serde_json::from_str(messages[0].body().unwrap()).unwrap();
+    assert_eq!(e["source"], "imds-guard");
+    assert_eq!(e["detail-type"], "Instance Decided");
+    assert_eq!(e["detail"]["instance"]["instance_id"], ids[0].as_str());
+    assert_eq!(e["detail"]["region"], region);
+}
+
+#[tokio::test]
+async fn chat_subscribers_get_a_card_and_a_queue_the_usual_body() {
+    let region = "us-west-2";
+    let base = crate::common::emulator_sdk().await;
+    let topic = topic("chat-news").await;
+    let sns = aws_sdk_sns::Client::from_conf(
+        aws_sdk_sns::config::Builder::from(&base)
+            .region(Region::new("us-east-1"))
+            .build(),
+    );
+    let sqs = aws_sdk_sqs::Client::from_conf(
+        aws_sdk_sqs::config::Builder::from(&base)
+            .region(Region::new("us-east-1"))
+            .build(),
+    );
+    let url = sqs
+        .create_queue()
+        .queue_name("chat-news-mail")
+        .send()
+        .await
+        .unwrap()
+        .queue_url()
+        .unwrap()
+        .to_string();
+    let arn = sqs
+        .get_queue_attributes()
+        .queue_url(&url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .unwrap()
+        .attributes()
+        .unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn]
+        .clone();
+    sns.subscribe()
+        .topic_arn(&topic)
+        .protocol("sqs")
+        .endpoint(arn)
+        .attributes("RawMessageDelivery", "true")
+        .send()
+        .await
+        .unwrap();
+
+    let ec2 = ec2(region).await;
+    let ids = launch(
+        &ec2,
+        Launch {
+            count: 1,
+            hop: 2,
+            ..Default::default()
+        },
+    )
+    .await;
+    let g = Guard::new(
+        config(&[("NOTIFY_TOPIC_ARN", &topic), ("CHAT_NOTIFICATIONS", "true")]),
+        RegionalClients::new(base.clone()),
+    );
+    let event = event_for(&ec2, "run-instances-cli-multi.json", &ids, Some(region)).await;
+    let report = g.handle(&event).await.unwrap();
+    assert!(
+        report.notification.starts_with("sent "),
+        "{}",
+        report.notification
+    );
+
+    // The queue (as e-mail would) gets the body as ever.
+    let got = sqs.receive_message().queue_url(&url).send().await.unwrap();
+    let body: Value = serde_json::from_str(got.messages()[0].body().unwrap()).unwrap();
+    assert!(
+        body["summary"].as_str().unwrap().contains("remediated"),
+        "{body}"
+    );
+    assert_eq!(body["instances"][0]["instance_id"], ids[0].as_str());
+
+    // What SNS was given: a body per protocol, the card for https (Chatbot).
+    let (_, message, _) = sent(&topic).pop().unwrap();
+    let card: Value = serde_json::from_str(message["https"].as_str().unwrap()).unwrap();
+    assert_eq!(card["version"], "1.0");
+    assert_eq!(card["source"], "custom");
+    assert!(card["content"]["description"]
+        .as_str()
+        .unwrap()
+        .contains(&ids[0]));
+    assert_eq!(
+        message["default"].as_str().unwrap(),
+        got.messages()[0].body().unwrap()
+    );
+}

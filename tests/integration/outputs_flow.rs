@@ -1,0 +1,316 @@
+//! The outputs on the in-memory fake (`fake`): Security Hub findings that
+//! follow the guard's decisions (filed by the event path, reconciled by the
+//! sweep), the news on an EventBridge bus, and that a compliant launch costs
+//! no call with every output on.
+
+use imds_guard::finding::{ComplianceStatus, RecordState};
+use imds_guard::guard::Guard;
+use imds_guard::report::Outcome;
+use imds_guard::routing;
+use serde_json::{json, Value};
+
+use crate::common::{config, launch_event};
+use crate::fake::FakeCloud;
+
+const TOPIC: &str = "arn:aws:sns:us-east-1:111122223333:imds-guard";
+
+fn guard(cloud: &FakeCloud, pairs: &[(&str, &str)]) -> Guard<crate::fake::FakeClients> {
+    let mut all = vec![
+        ("NOTIFY_TOPIC_ARN", TOPIC),
+        ("SECURITY_HUB_FINDINGS", "true"),
+    ];
+    all.extend_from_slice(pairs);
+    Guard::new(config(&all), cloud.clients())
+}
+
+fn launch(ids: &[&str]) -> Value {
+    let ids: Vec<String> = ids.iter().map(|s| s.to_string()).collect();
+    launch_event("run-instances-cli-multi.json", &ids, Some("us-east-1"))
+}
+
+/// A person's `ModifyInstanceMetadataOptions` that sets `required`.
+fn fixed_by_hand(id: &str) -> Value {
+    let mut ev: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("events/modify-metadata-options-revert.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    ev["region"] = "us-east-1".into();
+    ev["detail"]["awsRegion"] = "us-east-1".into();
+    let req = &mut ev["detail"]["requestParameters"]["ModifyInstanceMetadataOptionsRequest"];
+    req["HttpTokens"] = "required".into();
+    req["InstanceId"] = id.into();
+    let resp = &mut ev["detail"]["responseElements"]["ModifyInstanceMetadataOptionsResponse"];
+    resp["instanceId"] = id.into();
+    resp["instanceMetadataOptions"]["httpTokens"] = "required".into();
+    ev
+}
+
+fn scheduled() -> Value {
+    json!({
+        "version": "0", "id": "e-sweep", "detail-type": "Scheduled Event",
+        "source": "aws.events", "account": "111122223333",
+        "time": "2026-11-29T06:00:00Z", "region": "us-east-1",
+        "resources": [], "detail": {}
+    })
+}
+
+fn status_of(cloud: &FakeCloud, id: &str) -> Option<(ComplianceStatus, RecordState)> {
+    cloud
+        .findings()
+        .values()
+        .find(|f| f.id.ends_with(&format!("/{id}")))
+        .map(|f| (f.compliance.status, f.record_state))
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_flagged_launch_fails_its_finding_and_a_fix_by_hand_passes_it() {
+    let cloud = FakeCloud::new();
+    cloud.with_security_hub();
+    cloud.with_memory();
+    cloud
+        .add("i-0aaaaaaaaaaaaaaa1", "optional", 2)
+        .add("i-0aaaaaaaaaaaaaaa2", "required", 2);
+    let g = guard(&cloud, &[("GUARD_MODE", "notify")]);
+    let report = g
+        .handle(&launch(&["i-0aaaaaaaaaaaaaaa1", "i-0aaaaaaaaaaaaaaa2"]))
+        .await
+        .unwrap();
+    let sh = report.security_hub.clone().expect("findings filed");
+    assert_eq!(sh.filed.get(&ComplianceStatus::Failed), Some(&1));
+    assert_eq!(cloud.findings().len(), 1, "the compliant launch has none");
+    let f = cloud.findings().into_values().next().unwrap();
+    assert_eq!(
+        f.id,
+        "imds-guard/111122223333/us-east-1/i-0aaaaaaaaaaaaaaa1"
+    );
+    assert_eq!(f.aws_account_id, "111122223333");
+    assert_eq!(f.compliance.status, ComplianceStatus::Failed);
+    assert_eq!(report.aws_calls.get("BatchImportFindings"), Some(&1));
+    // Remembered, so the sweep does not file it again.
+    let swept = g
+        .handle(&json!({
+            "version": "0", "id": "e-sweep", "detail-type": "Scheduled Event",
+            "source": "aws.events", "account": "111122223333",
+            "time": "2026-11-29T06:00:00Z", "region": "us-east-1",
+            "resources": [], "detail": {}
+        }))
+        .await
+        .unwrap();
+    assert_eq!(swept.security_hub.as_ref().unwrap().unchanged, 1);
+    assert_eq!(swept.aws_calls.get("BatchImportFindings"), None);
+
+    // Someone sets `required` by hand: the same finding passes.
+    cloud.edit("i-0aaaaaaaaaaaaaaa1", |i| {
+        i.observed.options.http_tokens = Some("required".into())
+    });
+    let report = g
+        .handle(&fixed_by_hand("i-0aaaaaaaaaaaaaaa1"))
+        .await
+        .unwrap();
+    assert_eq!(report.count(Outcome::Compliant), 1);
+    assert_eq!(cloud.findings().len(), 1, "updated, not a second finding");
+    assert_eq!(
+        status_of(&cloud, "i-0aaaaaaaaaaaaaaa1"),
+        Some((ComplianceStatus::Passed, RecordState::Active))
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn enforce_files_a_passed_finding_for_what_it_fixed() {
+    let cloud = FakeCloud::new();
+    cloud.with_security_hub();
+    cloud.add("i-0aaaaaaaaaaaaaaa1", "optional", 2);
+    let g = guard(&cloud, &[]);
+    let report = g.handle(&launch(&["i-0aaaaaaaaaaaaaaa1"])).await.unwrap();
+    assert_eq!(report.count(Outcome::Remediated), 1);
+    assert_eq!(
+        status_of(&cloud, "i-0aaaaaaaaaaaaaaa1"),
+        Some((ComplianceStatus::Passed, RecordState::Active))
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_compliant_launch_costs_no_call_with_every_output_on() {
+    let cloud = FakeCloud::new();
+    cloud.with_security_hub();
+    cloud.with_bus();
+    cloud.add("i-0aaaaaaaaaaaaaaa1", "required", 2);
+    let g = guard(
+        &cloud,
+        &[
+            ("CHAT_NOTIFICATIONS", "true"),
+            ("EVENT_BUS_NAME", "security-events"),
+            ("METRICS_PER_ACCOUNT", "true"),
+        ],
+    );
+    // The fixture's item says `required` with complete options.
+    let report = g
+        .handle(&launch_event(
+            "run-instances-compliant.json",
+            &["i-0aaaaaaaaaaaaaaa1".to_string()],
+            Some("us-east-1"),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(report.count(Outcome::Compliant), 1);
+    assert!(report.aws_calls.is_empty(), "{:?}", report.aws_calls);
+    assert!(cloud.calls().is_empty(), "{:?}", cloud.calls());
+    assert!(report.security_hub.is_none() && report.routed.is_none());
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_sweep_files_changes_only_passes_fixed_instances_and_archives_gone_ones() {
+    let cloud = FakeCloud::new();
+    cloud.with_security_hub();
+    cloud.with_memory();
+    cloud.set_defaults(Some(Default::default()));
+    cloud
+        .add("i-0aaaaaaaaaaaaaaa1", "optional", 2)
+        .add("i-0aaaaaaaaaaaaaaa2", "optional", 2)
+        .add("i-0aaaaaaaaaaaaaaa3", "optional", 2)
+        .add("i-0aaaaaaaaaaaaaaa4", "required", 2);
+    let g = guard(&cloud, &[("GUARD_MODE", "notify")]);
+
+    let first = g.handle(&scheduled()).await.unwrap();
+    let sh = first.security_hub.clone().unwrap();
+    assert_eq!(sh.filed.get(&ComplianceStatus::Failed), Some(&3));
+    assert_eq!(cloud.findings().len(), 3);
+
+    // Nothing changed: nothing is filed again.
+    let again = g.handle(&scheduled()).await.unwrap();
+    let sh = again.security_hub.clone().unwrap();
+    assert!(sh.filed.is_empty(), "{sh:?}");
+    assert_eq!(sh.unchanged, 3);
+    assert_eq!(again.aws_calls.get("BatchImportFindings"), None);
+
+    // One is fixed by hand, one terminated: the sweep settles both.
+    cloud.edit("i-0aaaaaaaaaaaaaaa1", |i| {
+        i.observed.options.http_tokens = Some("required".into())
+    });
+    cloud.edit("i-0aaaaaaaaaaaaaaa2", |i| {
+        i.observed.state = Some("terminated".into())
+    });
+    let third = g.handle(&scheduled()).await.unwrap();
+    let sh = third.security_hub.clone().unwrap();
+    assert_eq!(sh.archived, 1, "{sh:?}");
+    assert_eq!(sh.filed.get(&ComplianceStatus::Passed), Some(&1));
+    assert_eq!(
+        status_of(&cloud, "i-0aaaaaaaaaaaaaaa1"),
+        Some((ComplianceStatus::Passed, RecordState::Active))
+    );
+    assert_eq!(
+        status_of(&cloud, "i-0aaaaaaaaaaaaaaa2").map(|s| s.1),
+        Some(RecordState::Archived)
+    );
+    assert_eq!(
+        status_of(&cloud, "i-0aaaaaaaaaaaaaaa3"),
+        Some((ComplianceStatus::Failed, RecordState::Active))
+    );
+    assert_eq!(status_of(&cloud, "i-0aaaaaaaaaaaaaaa4"), None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn security_hub_not_enabled_is_a_warning_not_a_failure() {
+    let cloud = FakeCloud::new();
+    cloud.set_defaults(Some(Default::default()));
+    cloud.add("i-0aaaaaaaaaaaaaaa1", "optional", 2);
+    let g = guard(&cloud, &[("GUARD_MODE", "notify")]);
+    let report = g.handle(&launch(&["i-0aaaaaaaaaaaaaaa1"])).await.unwrap();
+    let sh = report.security_hub.unwrap();
+    assert!(sh.errors.is_empty());
+    assert!(sh.warnings[0].contains("Security Hub is not enabled in us-east-1"));
+    cloud.add("i-0aaaaaaaaaaaaaaa2", "optional", 2);
+    cloud.with_memory();
+    let swept = g.handle(&scheduled()).await.unwrap();
+    let sh = swept.security_hub.unwrap();
+    assert!(sh.errors.is_empty(), "{sh:?}");
+    assert_eq!(sh.warnings.len(), 1, "said once for the region: {sh:?}");
+    assert_eq!(
+        swept.aws_calls.get("BatchImportFindings"),
+        Some(&1),
+        "nothing more is tried in the region"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_the_memory_a_sweep_files_every_decision_and_says_it_settles_none() {
+    let cloud = FakeCloud::new();
+    cloud.with_security_hub();
+    cloud.set_defaults(Some(Default::default()));
+    cloud.add("i-0aaaaaaaaaaaaaaa1", "optional", 2);
+    let g = guard(&cloud, &[("GUARD_MODE", "notify")]);
+    for _ in 0..2 {
+        let swept = g.handle(&scheduled()).await.unwrap();
+        let sh = swept.security_hub.unwrap();
+        assert_eq!(sh.filed.get(&ComplianceStatus::Failed), Some(&1));
+        assert!(sh.warnings[0].contains("without MEMORY_TABLE"), "{sh:?}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_finding_that_cannot_be_filed_fails_the_invocation_naming_it() {
+    let cloud = FakeCloud::new();
+    cloud.with_security_hub();
+    cloud.add("i-0aaaaaaaaaaaaaaa1", "optional", 2);
+    cloud.fail(
+        "BatchImportFindings",
+        1,
+        crate::fake::api_error("InternalException"),
+    );
+    let g = guard(&cloud, &[("GUARD_MODE", "notify")]);
+    let err = g
+        .handle(&launch(&["i-0aaaaaaaaaaaaaaa1"]))
+        .await
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("Security Hub findings not filed"), "{msg}");
+    assert!(
+        msg.contains("imds-guard/111122223333/us-east-1/i-0aaaaaaaaaaaaaaa1"),
+        "{msg}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_news_goes_on_the_bus_one_event_per_instance_and_the_sweep_its_summary() {
+    let cloud = FakeCloud::new();
+    cloud.with_bus();
+    cloud.set_defaults(Some(Default::default()));
+    cloud
+        .add("i-0aaaaaaaaaaaaaaa1", "optional", 2)
+        .add("i-0aaaaaaaaaaaaaaa2", "optional", 2);
+    let g = Guard::new(
+        config(&[
+            ("NOTIFY_TOPIC_ARN", TOPIC),
+            ("EVENT_BUS_NAME", "security-events"),
+        ]),
+        cloud.clients(),
+    );
+    let report = g
+        .handle(&launch(&["i-0aaaaaaaaaaaaaaa1", "i-0aaaaaaaaaaaaaaa2"]))
+        .await
+        .unwrap();
+    assert_eq!(report.routed.as_ref().unwrap().events, 2);
+    let routed = cloud.routed();
+    assert_eq!(routed.len(), 2);
+    assert!(routed
+        .iter()
+        .all(|e| e.detail_type == routing::INSTANCE_DECIDED));
+    let d: Value = serde_json::from_str(&routed[0].detail).unwrap();
+    assert_eq!(d["outcome"], "remediated");
+    assert_eq!(d["instance"]["instance_id"], "i-0aaaaaaaaaaaaaaa1");
+
+    // The sweep: its summary (and nothing about instances already fixed).
+    let swept = g.handle(&scheduled()).await.unwrap();
+    assert_eq!(swept.routed.as_ref().unwrap().events, 1);
+    let last = cloud.routed().pop().unwrap();
+    assert_eq!(last.detail_type, routing::SWEEP_FINISHED);
+    let d: Value = serde_json::from_str(&last.detail).unwrap();
+    assert!(d["summary"]["summary"]
+        .as_str()
+        .unwrap()
+        .starts_with("sweep of account 111122223333, 1 region(s)"));
+}
