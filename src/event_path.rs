@@ -21,6 +21,7 @@ use crate::config::Config;
 use crate::event::{DefaultsChange, EventContext, Lookup, Observed, Trigger};
 use crate::finding::{self, FindingsReport};
 use crate::findings;
+use crate::handoff::Handoff;
 use crate::memory::{self, Claim, Kind, Record};
 use crate::outputs::{conclude, log_decision, now_secs, tell, GuardError};
 use crate::plan::{exemption_records, judge_defaults_change, needs_claim, plan};
@@ -279,11 +280,41 @@ impl<'a, C: Clients> EventPath<'a, C> {
             region: &ctx.region,
             now: now_secs(),
         };
-        // The event function's bootstrap carries no Security Hub client:
-        // the sweep files what its decisions mean.
-        let api = self.clients.findings(account, &ctx.region)?;
+        let Some(api) = self.clients.findings(account, &ctx.region) else {
+            // The event function carries no Security Hub client: the
+            // outputs function files them.
+            return self.hand_off_findings(&place, trigger, reports).await;
+        };
         let memory = self.clients.memory();
         findings::for_event(self.cfg, &api, memory.as_ref(), &place, trigger, reports).await
+    }
+
+    /// The findings these decisions make, handed to the outputs function.
+    async fn hand_off_findings(
+        &self,
+        place: &finding::Place<'_>,
+        trigger: Trigger,
+        reports: &[InstanceReport],
+    ) -> Option<FindingsReport> {
+        let queue = self.clients.handoff()?;
+        let h = Handoff {
+            account: place.account.to_string(),
+            region: place.region.to_string(),
+            findings: reports
+                .iter()
+                .filter_map(|r| finding::for_report(place, self.cfg.mode, r, trigger))
+                .collect(),
+            events: Vec::new(),
+        };
+        let n = h.findings.len() as u64;
+        let mut out = FindingsReport::default();
+        match crate::handoff_flow::send(&queue, &h).await {
+            Ok(()) => out.queued = n,
+            Err(e) => out.errors.push(format!(
+                "{n} finding(s) not handed to the outputs function: {e}"
+            )),
+        }
+        Some(out)
     }
 
     /// The exemptions the guard recorded when these instances were launched

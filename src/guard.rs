@@ -58,6 +58,9 @@ impl<C: Clients> Guard<C> {
         payload: &Value,
         deadline: Option<Instant>,
     ) -> Result<Value, GuardError> {
+        if crate::handoff_flow::is_batch(payload) {
+            return Ok(crate::handoff_flow::receive(&self.cfg, &self.clients, payload).await);
+        }
         if payload.get(crate::fanout::STEP_KEY).is_some() {
             let step: crate::fanout::Step =
                 serde_json::from_value(payload.clone()).map_err(|e| GuardError::Incomplete {

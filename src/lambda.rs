@@ -39,7 +39,7 @@ pub struct Events;
 
 impl Serves for Events {
     /// None: the event function's bootstrap stays within its 8 MB budget;
-    /// the sweep files the findings of what it decided.
+    /// it hands findings and events to the outputs function.
     type Outputs = NoOutputs;
     async fn handle(
         guard: &Guard<RegionalClients<NoOutputs>>,

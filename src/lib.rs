@@ -8,8 +8,8 @@
 //! through `act` and `sources`, and report through `outputs`; `cli` and `main` are the two doors.
 
 pub use imds_guard_domain::{
-    cap, config, event, fanout, finding, glob, memory, metrics, notify, plan, policy, report,
-    routing, source, validate,
+    cap, config, event, fanout, finding, glob, handoff, memory, metrics, notify, plan, policy,
+    report, routing, source, validate,
 };
 
 pub mod act;
@@ -18,6 +18,7 @@ pub mod cli;
 pub mod event_path;
 pub mod findings;
 pub mod guard;
+pub mod handoff_flow;
 pub mod lambda;
 pub mod migrate;
 pub mod org_sweep;

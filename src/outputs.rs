@@ -47,18 +47,50 @@ pub async fn tell<C: Clients>(
     place: Option<&str>,
 ) -> Option<String> {
     let failed = publish(cfg, clients, report, place).await;
-    report.routed = route(clients, report).await;
+    report.routed = route(cfg, clients, report).await;
     failed
 }
 
 /// Puts the report's news on the bus (`EVENT_BUS_NAME`), the same news the
 /// notification tells, one event per thing (`routing`); `None` when there
 /// is no bus or nothing to put (no call).
-async fn route<C: Clients>(clients: &C, report: &Report) -> Option<Routed> {
-    clients.events()?;
+async fn route<C: Clients>(cfg: &Config, clients: &C, report: &Report) -> Option<Routed> {
+    let bus = cfg.event_bus.as_ref()?;
     let body = (report.sweep.is_some() && report.status == crate::report::Status::Swept)
         .then(|| notify::build(report).body);
-    put_events(clients, &routing::events(report, body.as_deref())).await
+    let events = routing::events(report, body.as_deref());
+    if events.is_empty() {
+        return None;
+    }
+    if clients.events().is_some() {
+        return put_events(clients, &events).await;
+    }
+    // The event function carries no EventBridge client: the outputs
+    // function puts them.
+    let queue = clients.handoff()?;
+    let ctx = report.event.clone().unwrap_or_default();
+    let account = match ctx.account {
+        Some(a) => a,
+        None => clients.home_account().await.ok()?,
+    };
+    let h = crate::handoff::Handoff {
+        account,
+        region: ctx.region,
+        findings: Vec::new(),
+        events,
+    };
+    let mut out = Routed {
+        bus: bus.clone(),
+        ..Routed::default()
+    };
+    match crate::handoff_flow::send(&queue, &h).await {
+        Ok(()) => out.queued = h.events.len() as u64,
+        Err(e) => out.errors.push(format!(
+            "{} event(s) not handed to the outputs function: {e}",
+            h.events.len()
+        )),
+    }
+    Some(out)
 }
 
 /// Puts `events` on the bus, in calls of 10 (256 KB); `None` when there is

@@ -246,6 +246,12 @@ pub trait Clients: Send + Sync {
     /// The failed-events queue, when one is configured
     /// (`FAILED_EVENTS_QUEUE_URL`).
     fn keeper(&self) -> Option<Self::Keeper>;
+    /// The queue to the outputs function, when one is configured
+    /// (`OUTPUTS_QUEUE_URL`): how a binary without Security Hub's or
+    /// EventBridge's client has its findings filed and events put.
+    fn handoff(&self) -> Option<Self::Keeper> {
+        None
+    }
     /// The function's own account, when it must be named (an event that
     /// names none, a sweep of the own account): asked of STS once.
     fn home_account(&self) -> impl Future<Output = Result<String, AwsError>> + Send {

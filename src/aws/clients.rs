@@ -41,6 +41,8 @@ pub struct RegionalClients<O: Outputs = AllOutputs> {
     memory: Option<Memory>,
     /// The failed-events queue, in the function's own account.
     keeper: Option<Queue>,
+    /// The queue to the outputs function, in the function's own account.
+    handoff: Option<Queue>,
     /// The function's own account, asked of STS once.
     home: tokio::sync::OnceCell<String>,
 }
@@ -94,6 +96,7 @@ impl<O: Outputs> RegionalClients<O> {
             members: None,
             memory: None,
             keeper: None,
+            handoff: None,
             home: tokio::sync::OnceCell::new(),
         }
     }
@@ -110,6 +113,7 @@ impl<O: Outputs> RegionalClients<O> {
             .with_member_role(cfg.member_role.clone())
             .with_memory(cfg.memory_table.clone())
             .with_keeper(cfg.failed_events_queue_url.clone())
+            .with_handoff(cfg.outputs_queue_url.clone())
     }
 
     /// The guard's memory: `table` in the function's own account and region.
@@ -133,24 +137,30 @@ impl<O: Outputs> RegionalClients<O> {
     /// The failed-events queue at `url`, in the region its URL names (the
     /// function's own otherwise, as for a local endpoint's URL).
     pub fn with_keeper(mut self, url: Option<String>) -> Self {
-        self.keeper = url.map(|url| {
-            let region = url
-                .split("://")
-                .nth(1)
-                .and_then(|rest| rest.strip_prefix("sqs."))
-                .and_then(|rest| rest.split('.').next())
-                .map(str::to_string)
-                .or_else(|| self.base.region().map(|r| r.to_string()))
-                .unwrap_or_else(|| "us-east-1".to_string());
-            let b = aws_sdk_sqs::config::Builder::from(&self.base);
-            Queue {
-                client: aws_sdk_sqs::Client::from_conf(
-                    self.layer(&Account::Home, &region, b).build(),
-                ),
-                url,
-            }
-        });
+        self.keeper = url.map(|url| self.queue_at(url));
         self
+    }
+
+    /// The queue to the outputs function (`OUTPUTS_QUEUE_URL`).
+    pub fn with_handoff(mut self, url: Option<String>) -> Self {
+        self.handoff = url.map(|url| self.queue_at(url));
+        self
+    }
+
+    fn queue_at(&self, url: String) -> Queue {
+        let region = url
+            .split("://")
+            .nth(1)
+            .and_then(|rest| rest.strip_prefix("sqs."))
+            .and_then(|rest| rest.split('.').next())
+            .map(str::to_string)
+            .or_else(|| self.base.region().map(|r| r.to_string()))
+            .unwrap_or_else(|| "us-east-1".to_string());
+        let b = aws_sdk_sqs::config::Builder::from(&self.base);
+        Queue {
+            client: aws_sdk_sqs::Client::from_conf(self.layer(&Account::Home, &region, b).build()),
+            url,
+        }
     }
 
     /// Central mode: act in member accounts through `role`.
@@ -185,7 +195,8 @@ impl<O: Outputs> RegionalClients<O> {
 /// Which output clients a binary carries. The sweep function's binary (and
 /// the command line) carry Security Hub's and EventBridge's; the event
 /// function's bootstrap leaves both SDKs out to stay within its 8 MB budget
-/// (docs/design.md): its decisions reach Security Hub through the sweep.
+/// (docs/design.md): it hands its findings and events to the outputs
+/// function through a queue (`Clients::handoff`).
 pub trait Outputs: Default + Send + Sync + Sized {
     type Findings: FindingsApi;
     type Events: EventsApi;
@@ -276,8 +287,9 @@ impl Outputs for NoOutputs {
         clients: RegionalClients<Self>,
         cfg: &crate::config::Config,
     ) -> RegionalClients<Self> {
-        if cfg.security_hub_findings || cfg.event_bus.is_some() {
-            tracing::info!("the event function files no findings and puts no events itself: the sweep and the sources function do (docs/outputs.md)");
+        if (cfg.security_hub_findings || cfg.event_bus.is_some()) && cfg.outputs_queue_url.is_none()
+        {
+            tracing::warn!("SECURITY_HUB_FINDINGS or EVENT_BUS_NAME is set, but OUTPUTS_QUEUE_URL is not: the event function carries no client for them and has nowhere to hand them; only the sweep files and puts them (docs/outputs.md)");
         }
         clients
     }
@@ -383,6 +395,10 @@ impl<O: Outputs> Clients for RegionalClients<O> {
 
     fn keeper(&self) -> Option<Queue> {
         self.keeper.clone()
+    }
+
+    fn handoff(&self) -> Option<Queue> {
+        self.handoff.clone()
     }
 
     async fn home_account(&self) -> Result<String, AwsError> {

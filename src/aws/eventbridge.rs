@@ -23,7 +23,7 @@ impl EventsApi for Bus {
                 PutEventsRequestEntry::builder()
                     .event_bus_name(&self.name)
                     .source(SOURCE)
-                    .detail_type(e.detail_type)
+                    .detail_type(&e.detail_type)
                     .detail(&e.detail)
                     .build()
             })

@@ -69,6 +69,10 @@ struct State {
     findings: Option<BTreeMap<String, Finding>>,
     /// The events put on the bus (`None`: no bus).
     bus: Option<Vec<Routed>>,
+    /// As the event function: no Security Hub or EventBridge client.
+    without_outputs: bool,
+    /// Messages sent to the outputs function (`None`: no such queue).
+    handed_off: Option<Vec<String>>,
     /// Tags the guard wrote on groups.
     group_tags: Vec<(String, String, String)>,
     /// The organization's accounts (`None`: not an organization).
@@ -372,6 +376,22 @@ impl FakeCloud {
         self.state().bus.clone().unwrap_or_default()
     }
 
+    /// As the event function (`on`): no Security Hub or EventBridge
+    /// client, and a queue to the outputs function; off: as the outputs
+    /// function, which has both.
+    pub fn as_event_function(&self, on: bool) -> &Self {
+        let mut s = self.state();
+        s.without_outputs = on;
+        s.handed_off.get_or_insert_with(Vec::new);
+        drop(s);
+        self
+    }
+
+    /// The messages sent to the outputs function, taken off its queue.
+    pub fn take_handed_off(&self) -> Vec<String> {
+        std::mem::take(self.state().handed_off.get_or_insert_with(Vec::new))
+    }
+
     /// Every call so far, by operation.
     pub fn calls(&self) -> BTreeMap<String, u64> {
         self.state().calls.clone()
@@ -476,10 +496,14 @@ impl Clients for FakeClients {
         self.0.clone()
     }
     fn findings(&self, _account: &Account, _region: &str) -> Option<FakeCloud> {
-        Some(self.0.clone())
+        (!self.0.state().without_outputs).then(|| self.0.clone())
     }
     fn events(&self) -> Option<FakeCloud> {
-        self.0.state().bus.is_some().then(|| self.0.clone())
+        let s = self.0.state();
+        (s.bus.is_some() && !s.without_outputs).then(|| self.0.clone())
+    }
+    fn handoff(&self) -> Option<FakeCloud> {
+        self.0.state().handed_off.is_some().then(|| self.0.clone())
     }
     fn sns(&self, _region: &str) -> FakeCloud {
         self.0.clone()
@@ -878,10 +902,18 @@ impl Publisher for FakeCloud {
 }
 
 impl Keeper for FakeCloud {
-    async fn keep(&self, body: &str, _kind: &str) -> Result<(), AwsError> {
+    async fn keep(&self, body: &str, kind: &str) -> Result<(), AwsError> {
         self.pace("SendMessage").await?;
         let mut s = self.call("SendMessage")?;
-        s.kept.get_or_insert_with(Vec::new).push(body.to_string());
+        // The failed-events queue and the outputs queue, told apart by the
+        // kind attribute each message carries.
+        if kind == imds_guard::handoff::KIND {
+            s.handed_off
+                .get_or_insert_with(Vec::new)
+                .push(body.to_string());
+        } else {
+            s.kept.get_or_insert_with(Vec::new).push(body.to_string());
+        }
         Ok(())
     }
 }

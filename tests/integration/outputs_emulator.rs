@@ -90,7 +90,8 @@ fn scheduled(region: &str) -> Value {
 
 #[tokio::test]
 async fn a_finding_per_noncompliant_instance_passes_when_fixed_and_archives_when_terminated() {
-    let region = "us-east-2";
+    // Each test launches in a region of its own: other tests sweep theirs.
+    let region = "eu-central-1";
     let ec2 = ec2(region).await;
     let ids = launch(
         &ec2,
@@ -169,16 +170,17 @@ async fn a_finding_per_noncompliant_instance_passes_when_fixed_and_archives_when
 
 #[tokio::test]
 async fn the_news_reaches_a_rule_on_the_users_bus() {
-    let region = "us-east-1";
+    let region = "ap-northeast-2";
     let base = crate::common::emulator_sdk().await;
+    // The bus is in the function's own region, whatever the instance's.
     let eb = aws_sdk_eventbridge::Client::from_conf(
         aws_sdk_eventbridge::config::Builder::from(&base)
-            .region(Region::new(region))
+            .region(Region::new("us-east-1"))
             .build(),
     );
     let sqs = aws_sdk_sqs::Client::from_conf(
         aws_sdk_sqs::config::Builder::from(&base)
-            .region(Region::new(region))
+            .region(Region::new("us-east-1"))
             .build(),
     );
     eb.create_event_bus()
@@ -272,7 +274,7 @@ async fn the_news_reaches_a_rule_on_the_users_bus() {
 
 #[tokio::test]
 async fn chat_subscribers_get_a_card_and_a_queue_the_usual_body() {
-    let region = "us-west-2";
+    let region = "ap-northeast-3";
     let base = crate::common::emulator_sdk().await;
     let topic = topic("chat-news").await;
     let sns = aws_sdk_sns::Client::from_conf(
@@ -356,5 +358,85 @@ async fn chat_subscribers_get_a_card_and_a_queue_the_usual_body() {
     assert_eq!(
         message["default"].as_str().unwrap(),
         got.messages()[0].body().unwrap()
+    );
+}
+
+#[tokio::test]
+async fn the_event_functions_findings_reach_security_hub_through_the_outputs_queue() {
+    use imds_guard::aws::clients::NoOutputs;
+    let region = "me-south-1";
+    let base = crate::common::emulator_sdk().await;
+    let sqs = aws_sdk_sqs::Client::from_conf(
+        aws_sdk_sqs::config::Builder::from(&base)
+            .region(Region::new("us-east-1"))
+            .build(),
+    );
+    let url = sqs
+        .create_queue()
+        .queue_name("imds-guard-outputs")
+        .send()
+        .await
+        .unwrap()
+        .queue_url()
+        .unwrap()
+        .to_string();
+    let table = memory_table("outputs-memory").await;
+    let pairs = [
+        ("GUARD_MODE", "notify"),
+        ("SECURITY_HUB_FINDINGS", "true"),
+        ("MEMORY_TABLE", table.as_str()),
+        ("OUTPUTS_QUEUE_URL", url.as_str()),
+    ];
+    let cfg = config(&pairs);
+
+    // The event function's clients: no Security Hub client at all.
+    let event_function = Guard::new(
+        cfg.clone(),
+        RegionalClients::<NoOutputs>::for_config_with(base.clone(), &cfg),
+    );
+    let ec2 = ec2(region).await;
+    let ids = launch(
+        &ec2,
+        Launch {
+            count: 1,
+            hop: 2,
+            ..Default::default()
+        },
+    )
+    .await;
+    let event = event_for(&ec2, "run-instances-cli-multi.json", &ids, Some(region)).await;
+    let report = event_function.handle(&event).await.unwrap();
+    assert_eq!(report.security_hub.as_ref().unwrap().queued, 1);
+    assert_eq!(report.aws_calls.get("SendMessage"), Some(&1));
+    assert_eq!(report.aws_calls.get("BatchImportFindings"), None);
+    assert!(findings_of(region, &ids).await.is_empty());
+
+    // The outputs function, fed the queue's messages as Lambda's SQS event
+    // source would.
+    let got = sqs
+        .receive_message()
+        .queue_url(&url)
+        .max_number_of_messages(10)
+        .message_attribute_names("All")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.messages().len(), 1);
+    let m = &got.messages()[0];
+    assert_eq!(
+        m.message_attributes().unwrap()["kind"].string_value(),
+        Some(imds_guard::handoff::KIND)
+    );
+    let batch = serde_json::json!({"Records": [{
+        "messageId": m.message_id().unwrap(),
+        "eventSource": "aws:sqs",
+        "body": m.body().unwrap(),
+    }]});
+    let outputs_function = Guard::new(cfg.clone(), RegionalClients::for_config(base.clone(), &cfg));
+    let answer = outputs_function.handle_payload(&batch, None).await.unwrap();
+    assert_eq!(answer, serde_json::json!({"batchItemFailures": []}));
+    assert_eq!(
+        findings_of(region, &ids).await,
+        [(ids[0].clone(), "FAILED".to_string(), "ACTIVE".to_string())]
     );
 }

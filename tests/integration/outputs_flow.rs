@@ -314,3 +314,81 @@ async fn the_news_goes_on_the_bus_one_event_per_instance_and_the_sweep_its_summa
         .unwrap()
         .starts_with("sweep of account 111122223333, 1 region(s)"));
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_event_function_hands_its_findings_and_events_to_the_outputs_function() {
+    let cloud = FakeCloud::new();
+    cloud.with_security_hub();
+    cloud.with_memory();
+    cloud.with_bus();
+    cloud.set_defaults(Some(Default::default()));
+    cloud.add("i-0aaaaaaaaaaaaaaa1", "optional", 2);
+    let pairs = [
+        ("GUARD_MODE", "notify"),
+        ("EVENT_BUS_NAME", "security-events"),
+        (
+            "OUTPUTS_QUEUE_URL",
+            "https://sqs.us-east-1.amazonaws.com/111122223333/imds-guard-outputs",
+        ),
+    ];
+    let g = guard(&cloud, &pairs);
+
+    // The event function: no Security Hub or EventBridge client of its own.
+    cloud.as_event_function(true);
+    let report = g.handle(&launch(&["i-0aaaaaaaaaaaaaaa1"])).await.unwrap();
+    assert_eq!(report.security_hub.as_ref().unwrap().queued, 1);
+    assert_eq!(report.routed.as_ref().unwrap().queued, 1);
+    assert!(cloud.findings().is_empty() && cloud.routed().is_empty());
+    assert_eq!(report.aws_calls.get("BatchImportFindings"), None);
+    let messages = cloud.take_handed_off();
+    assert_eq!(
+        messages.len(),
+        2,
+        "one for the findings, one for the events"
+    );
+
+    // The outputs function: files, remembers and puts them; a message it
+    // cannot read is named for SQS to deliver again (and keep, at last).
+    cloud.as_event_function(false);
+    let mut records: Vec<Value> = messages
+        .iter()
+        .enumerate()
+        .map(|(i, body)| json!({"messageId": format!("m-{i}"), "eventSource": "aws:sqs", "body": body}))
+        .collect();
+    records.push(
+        json!({"messageId": "m-bad", "eventSource": "aws:sqs", "body": "{\"account\": \"x\"}"}),
+    );
+    let answer = g
+        .handle_payload(&json!({ "Records": records }), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        answer,
+        json!({"batchItemFailures": [{"itemIdentifier": "m-bad"}]})
+    );
+    assert_eq!(
+        status_of(&cloud, "i-0aaaaaaaaaaaaaaa1"),
+        Some((ComplianceStatus::Failed, RecordState::Active))
+    );
+    let routed = cloud.routed();
+    assert_eq!(routed.len(), 1);
+    assert_eq!(routed[0].detail_type, routing::INSTANCE_DECIDED);
+    // Remembered: the sweep finds it filed already.
+    let swept = g.handle(&scheduled()).await.unwrap();
+    assert_eq!(swept.security_hub.as_ref().unwrap().unchanged, 1);
+
+    // Security Hub refusing the call: the message is named, not lost.
+    cloud.fail(
+        "BatchImportFindings",
+        1,
+        crate::fake::api_error("InternalException"),
+    );
+    let answer = g
+        .handle_payload(&json!({"Records": [{"messageId": "m-0", "eventSource": "aws:sqs", "body": messages[0]}]}), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        answer,
+        json!({"batchItemFailures": [{"itemIdentifier": "m-0"}]})
+    );
+}

@@ -83,6 +83,10 @@ const ALLOWED_ACTIONS: &[&str] = &[
     "events:PutEvents",
     // Findings in Security Hub (SecurityHubFindings), the default product.
     "securityhub:BatchImportFindings",
+    // The outputs queue's event source (the outputs function).
+    "sqs:ReceiveMessage",
+    "sqs:DeleteMessage",
+    "sqs:GetQueueAttributes",
     // Sources: read always; the status tag on groups; fixing opted-in
     // templates only with FixSources.
     "ec2:DescribeLaunchTemplates",
@@ -252,7 +256,20 @@ pub fn problems(t: &Value) -> Vec<String> {
             .and_then(Value::as_u64)
             .unwrap_or(u64::MAX);
         let timeout = prop("Timeout").and_then(Value::as_u64).unwrap_or(0);
-        if timeout < budget_max.saturating_add(30) {
+        // A function fed by an SQS queue (the outputs function) waits on no
+        // instance, and its queue's redrive policy keeps what fails.
+        let sqs_fed = prop("Events")
+            .and_then(Value::as_mapping)
+            .is_some_and(|events| {
+                !events.is_empty()
+                    && events.values().all(|e| {
+                        e.get("Type").and_then(Value::as_str) == Some("SQS")
+                            && get(e, &["Properties", "FunctionResponseTypes"])
+                                .map(strings)
+                                .is_some_and(|t| t.iter().any(|t| t == "ReportBatchItemFailures"))
+                    })
+            });
+        if timeout < budget_max.saturating_add(30) && !sqs_fed {
             p.push(format!("{name}: Timeout {timeout}s does not cover the retry budget's maximum {budget_max}s"));
         }
         if get(
@@ -270,14 +287,15 @@ pub fn problems(t: &Value) -> Vec<String> {
             // The fan-out's steps are invoked synchronously by the state
             // machine, which retries and records each.
             && name != "FanOutFunction"
+            && !sqs_fed
         {
             p.push(format!(
                 "{name}: no OnFailure SQS destination for failed events"
             ));
         }
-        if prop("Events").is_some() {
+        if prop("Events").is_some() && !sqs_fed {
             p.push(format!(
-                "{name}: triggers belong in explicit rules with retry and dead-letter settings"
+                "{name}: triggers belong in explicit rules with retry and dead-letter settings, or an SQS queue with partial batch failures"
             ));
         }
     }
@@ -307,7 +325,7 @@ pub fn problems(t: &Value) -> Vec<String> {
     }
     for (name, _) in resources_of(t, "AWS::Serverless::Function")
         .into_iter()
-        .filter(|(n, _)| *n != "FanOutFunction")
+        .filter(|(n, f)| *n != "FanOutFunction" && get(f, &["Properties", "Events"]).is_none())
     {
         if !alarmed
             .iter()
@@ -406,8 +424,19 @@ pub fn problems(t: &Value) -> Vec<String> {
     if !only_guard {
         p.push("MemoryTable: only the guard may write its memory (a resource policy denying everyone else's writes)".into());
     }
-    for (name, _) in resources_of(t, "AWS::SQS::Queue") {
-        if !watched(name) {
+    for (name, q) in resources_of(t, "AWS::SQS::Queue") {
+        // A queue that feeds a function is watched through its dead-letter
+        // queue, where what fails ends.
+        let dead_letter = get(q, &["Properties", "RedrivePolicy", "deadLetterTargetArn"])
+            .map(strings)
+            .unwrap_or_default();
+        let redriven_and_watched = dead_letter.iter().any(|d| {
+            d.split_whitespace()
+                .nth(1)
+                .and_then(|r| r.split('.').next())
+                .is_some_and(watched)
+        });
+        if !watched(name) && !redriven_and_watched {
             p.push(format!("no alarm on messages in {name}"));
         }
     }
@@ -1861,4 +1890,39 @@ fn findings_and_the_bus_are_permitted_only_when_on_and_only_where_they_go() {
     let text = serde_norway::to_string(get(&t, &["Resources", "GuardRole"]).unwrap()).unwrap();
     assert!(text.contains("- RouteEvents") && text.contains("events:PutEvents"));
     assert!(text.contains("event-bus/${EventBusName}"));
+}
+
+#[test]
+fn the_event_functions_outputs_are_handed_off_and_never_lost() {
+    let t = load("template.yaml");
+    let f = get(&t, &["Resources", "OutputsFunction"]).expect("OutputsFunction");
+    assert_eq!(f.get("Condition").and_then(Value::as_str), Some("HandOff"));
+    assert_eq!(
+        get(f, &["Metadata", "BuildProperties", "Binary"]).and_then(Value::as_str),
+        Some("imds-guard"),
+        "the sweep's binary, which carries Security Hub's and EventBridge's clients"
+    );
+    let source = get(f, &["Properties", "Events", "HandedOff", "Properties"]).unwrap();
+    assert_eq!(
+        source.get("FunctionResponseTypes").map(strings),
+        Some(vec!["ReportBatchItemFailures".to_string()]),
+        "a message not done is named, not the whole batch retried or lost"
+    );
+    assert!(get(source, &["ScalingConfig", "MaximumConcurrency"]).is_some());
+    let q = get(&t, &["Resources", "OutputsQueue", "Properties"]).unwrap();
+    assert!(get(q, &["RedrivePolicy", "deadLetterTargetArn"]).is_some());
+    let visibility = q.get("VisibilityTimeout").and_then(Value::as_u64).unwrap();
+    let timeout = get(f, &["Properties", "Timeout"])
+        .and_then(Value::as_u64)
+        .unwrap();
+    assert!(
+        visibility >= 6 * timeout,
+        "Lambda's advice for an SQS source"
+    );
+    let alarm = get(&t, &["Resources", "OutputsDeadLetterAlarm", "Properties"]).unwrap();
+    assert!(strings_deep(alarm)
+        .iter()
+        .any(|s| s.contains("OutputsDeadLetterQueue")));
+    let env = strings_deep(get(&t, &["Globals", "Function", "Environment"]).unwrap());
+    assert!(env.iter().any(|s| s.contains("OutputsQueue")), "{env:?}");
 }

@@ -121,6 +121,9 @@ pub struct Config {
     pub metrics: Option<crate::metrics::MetricsConfig>,
     /// Put each report's news on this EventBridge bus too (name or ARN).
     pub event_bus: Option<String>,
+    /// Where the event function hands its findings and events to the
+    /// outputs function (it carries neither client itself).
+    pub outputs_queue_url: Option<String>,
     /// Publish with a Chatbot card for chat subscribers (SNS
     /// `MessageStructure=json`: the `https` protocol gets the card, every
     /// other the usual JSON body).
@@ -210,6 +213,7 @@ impl Default for Config {
                 per_account: false,
             }),
             event_bus: None,
+            outputs_queue_url: None,
             chat_notifications: false,
         }
     }
@@ -549,6 +553,10 @@ impl Config {
                 ));
             }
             cfg.event_bus = Some(bus.to_string());
+        }
+        if let Some(v) = get("OUTPUTS_QUEUE_URL") {
+            cfg.outputs_queue_url =
+                Some(valid_queue_url(&v).map_err(|r| err("OUTPUTS_QUEUE_URL", &v, r))?);
         }
         if let Some(v) = get("CHAT_NOTIFICATIONS") {
             cfg.chat_notifications =

@@ -622,6 +622,10 @@ pub struct FindingsReport {
     /// Already as Security Hub holds them (a sweep files only changes).
     #[serde(skip_serializing_if = "is_zero")]
     pub unchanged: u64,
+    /// Handed to the outputs function, which files them (the event
+    /// function carries no Security Hub client).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub queued: u64,
     /// Regions where Security Hub is not enabled, and the like.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
@@ -650,6 +654,7 @@ impl FindingsReport {
         }
         self.archived += other.archived;
         self.unchanged += other.unchanged;
+        self.queued += other.queued;
         self.warnings.extend(other.warnings);
         self.errors.extend(other.errors);
     }

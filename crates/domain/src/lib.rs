@@ -10,6 +10,7 @@ pub mod event;
 pub mod fanout;
 pub mod finding;
 pub mod glob;
+pub mod handoff;
 pub mod memory;
 pub mod metrics;
 pub mod notify;

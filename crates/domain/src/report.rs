@@ -584,6 +584,10 @@ pub struct Report {
 pub struct Routed {
     pub bus: String,
     pub events: u64,
+    /// Handed to the outputs function, which puts them (the event function
+    /// carries no EventBridge client).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub queued: u64,
     /// Entries EventBridge refused, or calls that failed: the invocation
     /// fails and names them.
     #[serde(skip_serializing_if = "Vec::is_empty")]

@@ -11,7 +11,7 @@
 //!
 //! `source` is `imds-guard` (a custom source may not start with `aws.`).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::report::{Report, Status};
@@ -27,9 +27,9 @@ pub const MAX_ENTRIES: usize = 10;
 /// entry or per call; per call satisfies both).
 pub const MAX_CALL_BYTES: usize = 256 * 1024;
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Routed {
-    pub detail_type: &'static str,
+    pub detail_type: String,
     /// A JSON object.
     pub detail: String,
 }
@@ -53,7 +53,7 @@ pub fn events(report: &Report, sweep_body: Option<&str>) -> Vec<Routed> {
     }
     for r in report.instances.iter().filter(|r| r.notify) {
         out.push(Routed {
-            detail_type: INSTANCE_DECIDED,
+            detail_type: INSTANCE_DECIDED.into(),
             detail: json!({
                 "mode": mode,
                 "account": r.account.as_deref().or(ctx.account.as_deref()),
@@ -69,7 +69,7 @@ pub fn events(report: &Report, sweep_body: Option<&str>) -> Vec<Routed> {
     let in_sweep = report.sweep.iter().flat_map(|s| &s.sources);
     for s in report.sources.iter().chain(in_sweep).filter(|s| s.notify) {
         out.push(Routed {
-            detail_type: SOURCE_DECIDED,
+            detail_type: SOURCE_DECIDED.into(),
             detail: json!({
                 "mode": mode,
                 "account": s.account.as_deref().or(ctx.account.as_deref()),
@@ -87,7 +87,7 @@ pub fn events(report: &Report, sweep_body: Option<&str>) -> Vec<Routed> {
         .filter(|d| !d.weakenings.is_empty())
     {
         out.push(Routed {
-            detail_type: DEFAULTS_WEAKENED,
+            detail_type: DEFAULTS_WEAKENED.into(),
             detail: json!({
                 "mode": mode,
                 "account": ctx.account,
@@ -108,7 +108,7 @@ pub fn sweep_finished(mode: crate::config::Mode, body: &str) -> Routed {
     let summary: Value =
         serde_json::from_str(body).unwrap_or_else(|_| Value::String(body.to_string()));
     Routed {
-        detail_type: SWEEP_FINISHED,
+        detail_type: SWEEP_FINISHED.into(),
         detail: json!({"mode": mode.as_str(), "summary": summary}).to_string(),
     }
 }
@@ -201,14 +201,14 @@ mod tests {
     #[test]
     fn batches_hold_ten_entries_and_256_kb_at_most_and_lose_none() {
         let small = |n: usize| Routed {
-            detail_type: INSTANCE_DECIDED,
+            detail_type: INSTANCE_DECIDED.into(),
             detail: format!("{{\"n\":{n}}}"),
         };
         let ev: Vec<Routed> = (0..25).map(small).collect();
         let b = batches(&ev);
         assert_eq!(b.iter().map(|b| b.len()).collect::<Vec<_>>(), [10, 10, 5]);
         let big = |n: usize| Routed {
-            detail_type: SWEEP_FINISHED,
+            detail_type: SWEEP_FINISHED.into(),
             detail: format!("{{\"n\":{n},\"pad\":\"{}\"}}", "x".repeat(100 * 1024)),
         };
         let ev: Vec<Routed> = (0..5).map(big).collect();
