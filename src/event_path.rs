@@ -296,7 +296,12 @@ impl<'a, C: Clients> EventPath<'a, C> {
         trigger: Trigger,
         reports: &[InstanceReport],
     ) -> Option<FindingsReport> {
-        let queue = self.clients.handoff()?;
+        let Some(queue) = self.clients.handoff() else {
+            return Some(FindingsReport {
+                errors: vec!["SECURITY_HUB_FINDINGS is set, but this function carries no Security Hub client and no OUTPUTS_QUEUE_URL to hand its findings to".into()],
+                ..FindingsReport::default()
+            });
+        };
         let h = Handoff {
             account: place.account.to_string(),
             region: place.region.to_string(),

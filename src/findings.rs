@@ -40,6 +40,21 @@ pub async fn file(
 ) {
     for chunk in findings.chunks(finding::MAX_PER_CALL) {
         match api.import(chunk).await {
+            // Security Hub not enabled can also come back per finding
+            // (`InvalidAccess` in `FailedFindings`): a warning, as above.
+            Ok(refused)
+                if !refused.is_empty()
+                    && refused.len() == chunk.len()
+                    && refused
+                        .iter()
+                        .all(|(_, why)| why.starts_with("InvalidAccess")) =>
+            {
+                out.warnings.push(format!(
+                    "Security Hub is not enabled in {region}: no findings filed there ({})",
+                    refused[0].1
+                ));
+                return;
+            }
             Ok(refused) => {
                 for f in chunk {
                     if !refused.iter().any(|(id, _)| *id == f.id) {
@@ -103,17 +118,25 @@ pub async fn for_event(
 
 /// Remembers what was filed, so a sweep files only what changes. A record
 /// that cannot be written costs a second filing later, nothing more.
-pub async fn remember(memory: &impl MemoryApi, memory_place: &str, filed: &[Finding], now: u64) {
+pub async fn remember(
+    memory: &impl MemoryApi,
+    memory_place: &str,
+    filed: &[Finding],
+    now: u64,
+) -> Option<String> {
     if filed.is_empty() {
-        return;
+        return None;
     }
     let records: Vec<_> = filed
         .iter()
         .map(|f| finding::record(memory_place, f, now))
         .collect();
-    if let Err(e) = memory.put(&records).await {
-        warn!(error = %e, "the findings filed could not be remembered; the next sweep files them again");
-    }
+    let e = memory.put(&records).await.err()?;
+    warn!(error = %e, "the findings filed could not be remembered; the next sweep files them again");
+    Some(format!(
+        "{} finding(s) filed but not remembered ({e}): the next sweep files them again, and cannot archive one whose instance is gone by then",
+        filed.len()
+    ))
 }
 
 /// Files `findings` and remembers those Security Hub took.
@@ -132,7 +155,8 @@ pub async fn file_and_remember(
     // remembered as filed.
     if out.errors.len() == errors_before && out.warnings.len() == warnings_before {
         if let Some((memory, place)) = memory {
-            remember(memory, place, findings, now).await;
+            out.warnings
+                .extend(remember(memory, place, findings, now).await);
         }
     }
 }

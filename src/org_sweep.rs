@@ -111,7 +111,16 @@ impl<'a, C: Clients> FanOut<'a, C> {
                 region: regions.first().cloned().unwrap_or_default(),
                 ..EventContext::default()
             };
-            let report = sweep.run(ctx, regions, deadline, &|_| {}).await?;
+            let result = sweep.run(ctx, regions, deadline, &|_| {}).await;
+            // As the single sweep function's: its metrics, failed or not.
+            match &result {
+                Ok(report) => crate::outputs::emit_metrics(self.cfg, report),
+                Err(GuardError::Unhandled { report, .. }) => {
+                    crate::outputs::emit_metrics(self.cfg, report)
+                }
+                Err(_) => {}
+            }
+            let report = result?;
             plan.accounts.clear();
             let mut out = serde_json::to_value(&plan).unwrap_or(Value::Null);
             out["tally"] = json!(report.tally());
@@ -282,17 +291,6 @@ impl<'a, C: Clients> FanOut<'a, C> {
                 }
             }
         };
-        // The same summary on the bus, for people's own routing.
-        let routed = crate::outputs::put_events(
-            self.clients,
-            &[crate::routing::sweep_finished(self.cfg.mode, &message.body)],
-        )
-        .await;
-        if let Some(e) = routed.as_ref().and_then(|r| r.errors.first()) {
-            return Err(GuardError::Incomplete {
-                summary: format!("the summary could not be put on the bus: {e}"),
-            });
-        }
         if notification.starts_with("sent ") && !told.is_empty() {
             let now = now_secs();
             let records: Vec<Record> = told
@@ -312,6 +310,19 @@ impl<'a, C: Clients> FanOut<'a, C> {
             if let Err(e) = memory.put(&records).await {
                 warn!(error = %e, "what the run told of could not be remembered; the next run lists it again");
             }
+        }
+        // The same summary on the bus, for people's own routing: after the
+        // told records, so a bus that fails does not have a retry tell
+        // everyone again.
+        let routed = crate::outputs::put_events(
+            self.clients,
+            &[crate::routing::sweep_finished(self.cfg.mode, &message.body)],
+        )
+        .await;
+        if let Some(e) = routed.as_ref().and_then(|r| r.errors.first()) {
+            return Err(GuardError::Incomplete {
+                summary: format!("the summary could not be put on the bus: {e}"),
+            });
         }
         info!(
             run = %plan.run, planned = summary.planned, swept = summary.swept,

@@ -67,21 +67,33 @@ async fn route<C: Clients>(cfg: &Config, clients: &C, report: &Report) -> Option
     }
     // The event function carries no EventBridge client: the outputs
     // function puts them.
-    let queue = clients.handoff()?;
+    let mut out = Routed {
+        bus: bus.clone(),
+        ..Routed::default()
+    };
+    let Some(queue) = clients.handoff() else {
+        out.errors.push("EVENT_BUS_NAME is set, but this function carries no EventBridge client and no OUTPUTS_QUEUE_URL to hand its events to".into());
+        return Some(out);
+    };
     let ctx = report.event.clone().unwrap_or_default();
     let account = match ctx.account {
         Some(a) => a,
-        None => clients.home_account().await.ok()?,
+        None => match clients.home_account().await {
+            Ok(a) => a,
+            Err(e) => {
+                out.errors.push(format!(
+                    "{} event(s) not handed off: the account could not be named ({e})",
+                    events.len()
+                ));
+                return Some(out);
+            }
+        },
     };
     let h = crate::handoff::Handoff {
         account,
         region: ctx.region,
         findings: Vec::new(),
         events,
-    };
-    let mut out = Routed {
-        bus: bus.clone(),
-        ..Routed::default()
     };
     match crate::handoff_flow::send(&queue, &h).await {
         Ok(()) => out.queued = h.events.len() as u64,

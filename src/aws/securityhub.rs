@@ -56,23 +56,24 @@ impl FindingsApi for SecurityHub {
 /// The domain's finding as the SDK sends it.
 fn to_sdk(f: &Finding) -> AwsSecurityFinding {
     let label = |s: finding::Severity| SeverityLabel::from(s.as_str());
-    let r = &f.resources[0];
-    let d = &r.details.instance;
-    let mut details = AwsEc2InstanceDetails::builder()
-        .set_image_id(d.image_id.clone())
-        .set_iam_instance_profile_arn(d.iam_instance_profile_arn.clone())
-        .set_launched_at(d.launched_at.clone());
-    if let Some(o) = &d.metadata_options {
-        details = details.metadata_options(
-            AwsEc2InstanceMetadataOptions::builder()
-                .set_http_endpoint(o.http_endpoint.clone())
-                .set_http_protocol_ipv6(o.http_protocol_ipv6.clone())
-                .set_http_put_response_hop_limit(o.http_put_response_hop_limit)
-                .set_http_tokens(o.http_tokens.clone())
-                .set_instance_metadata_tags(o.instance_metadata_tags.clone())
-                .build(),
-        );
-    }
+    let details = |d: &finding::InstanceDetails| {
+        let mut details = AwsEc2InstanceDetails::builder()
+            .set_image_id(d.image_id.clone())
+            .set_iam_instance_profile_arn(d.iam_instance_profile_arn.clone())
+            .set_launched_at(d.launched_at.clone());
+        if let Some(o) = &d.metadata_options {
+            details = details.metadata_options(
+                AwsEc2InstanceMetadataOptions::builder()
+                    .set_http_endpoint(o.http_endpoint.clone())
+                    .set_http_protocol_ipv6(o.http_protocol_ipv6.clone())
+                    .set_http_put_response_hop_limit(o.http_put_response_hop_limit)
+                    .set_http_tokens(o.http_tokens.clone())
+                    .set_instance_metadata_tags(o.instance_metadata_tags.clone())
+                    .build(),
+            );
+        }
+        details.build()
+    };
     let resources = f
         .resources
         .iter()
@@ -84,7 +85,7 @@ fn to_sdk(f: &Finding) -> AwsSecurityFinding {
                 .region(&r.region)
                 .details(
                     ResourceDetails::builder()
-                        .aws_ec2_instance(details.clone().build())
+                        .aws_ec2_instance(details(&r.details.instance))
                         .build(),
                 )
                 .build()

@@ -89,10 +89,23 @@ impl Handoff {
         // Only the guard's own findings, of the account and region named:
         // a message cannot have the outputs function file anything else.
         for f in &h.findings {
-            if f.aws_account_id != h.account
+            let place = crate::finding::Place {
+                account: &h.account,
+                region: &h.region,
+                now: 0,
+            };
+            let ours = crate::finding::instance_of(&f.id).is_some_and(|id| {
+                f.id == crate::finding::finding_id(&place, id)
+                    && f.resources.len() == 1
+                    && f.resources[0]
+                        .id
+                        .ends_with(&format!(":ec2:{}:{}:instance/{id}", h.region, h.account))
+            });
+            if !ours
+                || f.aws_account_id != h.account
                 || f.region != h.region
+                || f.product_arn != crate::finding::product_arn(&h.account, &h.region)
                 || f.generator_id != crate::finding::GENERATOR_ID
-                || crate::finding::instance_of(&f.id).is_none()
             {
                 return Err(format!(
                     "finding {} is not one of the guard's in {}/{}",
@@ -167,7 +180,21 @@ mod tests {
         other_generator.findings[0].generator_id = "someone-else".into();
         let mut bad_place = h.clone();
         bad_place.region = "nowhere".into();
-        for bad in [other_account, other_generator, bad_place] {
+        let mut no_resource = h.clone();
+        no_resource.findings[0].resources.clear();
+        let mut other_product = h.clone();
+        other_product.findings[0].product_arn =
+            "arn:aws:securityhub:eu-west-1:111122223333:product/aquasecurity/aquasecurity".into();
+        let mut other_id = h.clone();
+        other_id.findings[0].id = "imds-guard/444455556666/eu-west-1/i-00000000000000000".into();
+        for bad in [
+            other_account,
+            other_generator,
+            bad_place,
+            no_resource,
+            other_product,
+            other_id,
+        ] {
             let body = serde_json::to_string(&bad).unwrap();
             assert!(Handoff::parse(&body).is_err(), "{body}");
         }

@@ -69,42 +69,107 @@ pub fn documents(cfg: &Config, report: &Report, now_ms: u64) -> Vec<String> {
         }
     }
     if let Some(sweep) = &report.sweep {
+        // Per region, summed over the accounts swept (one datapoint per
+        // region and sweep: read with Sum, or Minimum for `Ready`); with
+        // `per_account`, one per account-region in both dimension sets
+        // (Sum over the [Region] set gives the same totals, as it does for
+        // the fan-out's shards, each of which writes its own account's).
+        // A region not swept to the end in some account writes nothing: a
+        // partial count would read as progress.
+        let mut by_region: BTreeMap<&str, (Figures, bool)> = BTreeMap::new();
         for s in &sweep.regions {
-            // A region not swept to the end says nothing of what is left.
+            let entry = by_region
+                .entry(s.region.as_str())
+                .or_insert((Figures::ready(), true));
             if !s.errors.is_empty() {
+                entry.1 = false;
                 continue;
             }
-            let left = s.count(Outcome::Flagged) + s.count(Outcome::Failed);
-            let ready = matches!(
-                s.readiness.verdict,
-                ReadinessVerdict::Ready | ReadinessVerdict::AlreadyEnforced
-            );
-            let values = [
-                ("IMDSv1Left", left as f64, "Count"),
-                ("HeldBack", s.v1_in_use as f64, "Count"),
-                ("Exempt", s.count(Outcome::Exempt) as f64, "Count"),
-                (
-                    "RemediatedBySweep",
-                    s.count(Outcome::Remediated) as f64,
-                    "Count",
-                ),
-                ("NoncompliantSources", s.sources as f64, "Count"),
-                ("Ready", if ready { 1.0 } else { 0.0 }, "None"),
-            ];
-            let extra: Vec<(&str, &str)> = match (&s.account, m.per_account) {
-                (Some(a), true) => vec![("Account", a.as_str())],
-                _ => Vec::new(),
-            };
-            docs.push(document(
-                m,
-                now_ms,
-                &[("Region", s.region.as_str())],
-                &extra,
-                &values,
-            ));
+            let f = Figures::of(s);
+            if m.per_account {
+                if let Some(a) = &s.account {
+                    docs.push(document(
+                        m,
+                        now_ms,
+                        &[("Region", s.region.as_str())],
+                        &[("Account", a.as_str())],
+                        &f.values(),
+                    ));
+                    continue;
+                }
+            }
+            entry.0.add(&f);
+        }
+        for (region, (f, complete)) in by_region {
+            if complete && f.any {
+                docs.push(document(m, now_ms, &[("Region", region)], &[], &f.values()));
+            }
         }
     }
     docs
+}
+
+/// What a sweep found in a region (one account's, or summed).
+#[derive(Clone, Copy)]
+struct Figures {
+    left: u64,
+    held: u64,
+    exempt: u64,
+    remediated: u64,
+    sources: u64,
+    ready: bool,
+    /// Holds at least one account-region's figures.
+    any: bool,
+}
+
+impl Figures {
+    fn ready() -> Self {
+        Figures {
+            left: 0,
+            held: 0,
+            exempt: 0,
+            remediated: 0,
+            sources: 0,
+            ready: true,
+            any: false,
+        }
+    }
+
+    fn of(s: &crate::report::RegionSweep) -> Self {
+        Figures {
+            left: s.count(Outcome::Flagged) + s.count(Outcome::Failed),
+            held: s.v1_in_use,
+            exempt: s.count(Outcome::Exempt),
+            remediated: s.count(Outcome::Remediated),
+            sources: s.sources,
+            ready: matches!(
+                s.readiness.verdict,
+                ReadinessVerdict::Ready | ReadinessVerdict::AlreadyEnforced
+            ),
+            any: true,
+        }
+    }
+
+    fn add(&mut self, o: &Figures) {
+        self.left += o.left;
+        self.held += o.held;
+        self.exempt += o.exempt;
+        self.remediated += o.remediated;
+        self.sources += o.sources;
+        self.ready &= o.ready;
+        self.any = true;
+    }
+
+    fn values(&self) -> [(&'static str, f64, &'static str); 6] {
+        [
+            ("IMDSv1Left", self.left as f64, "Count"),
+            ("HeldBack", self.held as f64, "Count"),
+            ("Exempt", self.exempt as f64, "Count"),
+            ("RemediatedBySweep", self.remediated as f64, "Count"),
+            ("NoncompliantSources", self.sources as f64, "Count"),
+            ("Ready", if self.ready { 1.0 } else { 0.0 }, "None"),
+        ]
+    }
 }
 
 /// One EMF document: `dims` always, and a second dimension set with
@@ -302,5 +367,44 @@ mod tests {
             a["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
             json!([["Region"], ["Account", "Region"]])
         );
+    }
+
+    #[test]
+    fn a_region_is_summed_over_its_accounts_and_silent_if_one_was_not_swept() {
+        let region = |account: &str, name: &str, flagged: u64, ready: bool| {
+            let mut r = RegionSweep::new(name);
+            r.account = Some(account.into());
+            r.counts.insert(Outcome::Flagged, flagged);
+            r.readiness = Readiness {
+                verdict: if ready {
+                    ReadinessVerdict::Ready
+                } else {
+                    ReadinessVerdict::NotReady
+                },
+                reasons: vec![],
+            };
+            r
+        };
+        let mut broken = region("333333333333", "us-east-1", 9, false);
+        broken.errors.push("not swept: AccessDenied".into());
+        let mut report = Report::handled(Status::Handled, Mode::Notify, Default::default());
+        report.sweep = Some(SweepSummary {
+            regions: vec![
+                region("111111111111", "eu-west-1", 3, true),
+                region("222222222222", "eu-west-1", 4, false),
+                region("111111111111", "us-east-1", 1, true),
+                broken,
+            ],
+            ..SweepSummary::default()
+        });
+        let docs = documents(&cfg(false), &report, 1_795_000_000_000);
+        assert_eq!(docs.len(), 1, "us-east-1 was not swept in every account");
+        let v = check_emf(&docs[0]);
+        assert_eq!(v["Region"], "eu-west-1");
+        assert_eq!(v["IMDSv1Left"], 7.0);
+        assert_eq!(v["Ready"], 0.0, "ready only if every account is");
+        // Per account: each account-region, in both sets.
+        let docs = documents(&cfg(true), &report, 1_795_000_000_000);
+        assert_eq!(docs.len(), 3);
     }
 }
