@@ -25,8 +25,19 @@ fn not_enabled(e: &AwsError) -> bool {
     e.code() == Some("InvalidAccessException")
 }
 
-fn not_enabled_warning(region: &str, e: &AwsError) -> String {
-    format!("Security Hub is not enabled in {region}: no findings filed there ({e})")
+fn not_enabled_warning(region: &str, why: impl std::fmt::Display) -> String {
+    format!("Security Hub is not enabled in {region}: no findings filed there ({why})")
+}
+
+/// How a filing ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Filed {
+    /// Every finding went in.
+    All,
+    /// Some were refused or a call failed (errors in the report).
+    Partly,
+    /// Security Hub is not enabled in the region (a warning in the report).
+    NotEnabled,
 }
 
 /// Files `findings` in calls of 100, counting what was filed into `out`.
@@ -37,7 +48,8 @@ pub async fn file(
     region: &str,
     findings: &[Finding],
     out: &mut FindingsReport,
-) {
+) -> Filed {
+    let mut filed = Filed::All;
     for chunk in findings.chunks(finding::MAX_PER_CALL) {
         match api.import(chunk).await {
             // Security Hub not enabled can also come back per finding
@@ -49,17 +61,18 @@ pub async fn file(
                         .iter()
                         .all(|(_, why)| why.starts_with("InvalidAccess")) =>
             {
-                out.warnings.push(format!(
-                    "Security Hub is not enabled in {region}: no findings filed there ({})",
-                    refused[0].1
-                ));
-                return;
+                out.warnings
+                    .push(not_enabled_warning(region, &refused[0].1));
+                return Filed::NotEnabled;
             }
             Ok(refused) => {
                 for f in chunk {
                     if !refused.iter().any(|(id, _)| *id == f.id) {
                         out.count(f);
                     }
+                }
+                if !refused.is_empty() {
+                    filed = Filed::Partly;
                 }
                 out.errors.extend(
                     refused
@@ -69,9 +82,10 @@ pub async fn file(
             }
             Err(e) if not_enabled(&e) => {
                 out.warnings.push(not_enabled_warning(region, &e));
-                return;
+                return Filed::NotEnabled;
             }
             Err(e) => {
+                filed = Filed::Partly;
                 let first = chunk.first().map(|f| f.id.as_str()).unwrap_or("");
                 out.errors.push(format!(
                     "{} finding(s) in {region} (from {first}) not filed: {e}",
@@ -80,6 +94,7 @@ pub async fn file(
             }
         }
     }
+    filed
 }
 
 /// The findings an event's decisions make, filed; `None` when they make
@@ -147,18 +162,17 @@ pub async fn file_and_remember(
     findings: &[Finding],
     out: &mut FindingsReport,
     now: u64,
-) {
-    let errors_before = out.errors.len();
-    let warnings_before = out.warnings.len();
-    file(api, region, findings, out).await;
+) -> Filed {
+    let filed = file(api, region, findings, out).await;
     // Only when every finding went in: a refused or unfiled one must not be
     // remembered as filed.
-    if out.errors.len() == errors_before && out.warnings.len() == warnings_before {
+    if filed == Filed::All {
         if let Some((memory, place)) = memory {
             out.warnings
                 .extend(remember(memory, place, findings, now).await);
         }
     }
+    filed
 }
 
 /// One account-region's findings in a sweep: what the guard's memory says
@@ -269,11 +283,8 @@ impl RegionFindings {
         let mut out = std::mem::take(&mut self.report);
         out.unchanged += r.unchanged;
         let memory = memory.map(|m| (m, self.memory_place.as_str()));
-        file_and_remember(api, memory, &self.region, &r.file, &mut out, now).await;
-        self.off = out
-            .warnings
-            .iter()
-            .any(|w| w.starts_with("Security Hub is not enabled"));
+        self.off = file_and_remember(api, memory, &self.region, &r.file, &mut out, now).await
+            == Filed::NotEnabled;
         self.report = out;
     }
 

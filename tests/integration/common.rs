@@ -327,6 +327,38 @@ pub async fn emulator_sdk() -> SdkConfig {
     sdk
 }
 
+/// A queue in the emulator, in us-east-1 (where the tests' buses and
+/// topics are): a client for it, its URL and its ARN.
+pub async fn emulator_queue(name: &str) -> (aws_sdk_sqs::Client, String, String) {
+    use aws_sdk_sqs::types::QueueAttributeName;
+    let base = emulator_sdk().await;
+    let sqs = aws_sdk_sqs::Client::from_conf(
+        aws_sdk_sqs::config::Builder::from(&base)
+            .region(aws_config::Region::new("us-east-1"))
+            .build(),
+    );
+    let url = sqs
+        .create_queue()
+        .queue_name(name)
+        .send()
+        .await
+        .unwrap()
+        .queue_url()
+        .unwrap()
+        .to_string();
+    let arn = sqs
+        .get_queue_attributes()
+        .queue_url(&url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .unwrap()
+        .attributes()
+        .unwrap()[&QueueAttributeName::QueueArn]
+        .clone();
+    (sqs, url, arn)
+}
+
 /// The emulator's endpoint, set by `tools/with-moto.sh` (which `make test` uses).
 pub fn moto_endpoint() -> String {
     let endpoint = std::env::var("MOTO_ENDPOINT").expect(

@@ -178,35 +178,12 @@ async fn the_news_reaches_a_rule_on_the_users_bus() {
             .region(Region::new("us-east-1"))
             .build(),
     );
-    let sqs = aws_sdk_sqs::Client::from_conf(
-        aws_sdk_sqs::config::Builder::from(&base)
-            .region(Region::new("us-east-1"))
-            .build(),
-    );
     eb.create_event_bus()
         .name("security-news")
         .send()
         .await
         .unwrap();
-    let url = sqs
-        .create_queue()
-        .queue_name("security-news-pager")
-        .send()
-        .await
-        .unwrap()
-        .queue_url()
-        .unwrap()
-        .to_string();
-    let arn = sqs
-        .get_queue_attributes()
-        .queue_url(&url)
-        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .unwrap()
-        .attributes()
-        .unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn]
-        .clone();
+    let (sqs, url, arn) = crate::common::emulator_queue("security-news-pager").await;
     // The example rule of docs/outputs.md: remediations only.
     eb.put_rule()
         .name("imds-guard-remediated")
@@ -282,30 +259,7 @@ async fn chat_subscribers_get_a_card_and_a_queue_the_usual_body() {
             .region(Region::new("us-east-1"))
             .build(),
     );
-    let sqs = aws_sdk_sqs::Client::from_conf(
-        aws_sdk_sqs::config::Builder::from(&base)
-            .region(Region::new("us-east-1"))
-            .build(),
-    );
-    let url = sqs
-        .create_queue()
-        .queue_name("chat-news-mail")
-        .send()
-        .await
-        .unwrap()
-        .queue_url()
-        .unwrap()
-        .to_string();
-    let arn = sqs
-        .get_queue_attributes()
-        .queue_url(&url)
-        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .unwrap()
-        .attributes()
-        .unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn]
-        .clone();
+    let (sqs, url, arn) = crate::common::emulator_queue("chat-news-mail").await;
     sns.subscribe()
         .topic_arn(&topic)
         .protocol("sqs")
@@ -366,20 +320,7 @@ async fn the_event_functions_findings_reach_security_hub_through_the_outputs_que
     use imds_guard::aws::clients::NoOutputs;
     let region = "me-south-1";
     let base = crate::common::emulator_sdk().await;
-    let sqs = aws_sdk_sqs::Client::from_conf(
-        aws_sdk_sqs::config::Builder::from(&base)
-            .region(Region::new("us-east-1"))
-            .build(),
-    );
-    let url = sqs
-        .create_queue()
-        .queue_name("imds-guard-outputs")
-        .send()
-        .await
-        .unwrap()
-        .queue_url()
-        .unwrap()
-        .to_string();
+    let (sqs, url, _) = crate::common::emulator_queue("imds-guard-outputs").await;
     let table = memory_table("outputs-memory").await;
     let pairs = [
         ("GUARD_MODE", "notify"),

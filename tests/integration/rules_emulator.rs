@@ -155,27 +155,11 @@ async fn matched(
     let region = Region::new("us-east-1");
     let eb = aws_sdk_eventbridge::Client::from_conf(
         aws_sdk_eventbridge::config::Builder::from(&base)
-            .region(region.clone())
-            .build(),
-    );
-    let sqs = aws_sdk_sqs::Client::from_conf(
-        aws_sdk_sqs::config::Builder::from(&base)
             .region(region)
             .build(),
     );
     let name = format!("imds-guard-pattern-{tag}");
-    let queue = sqs.create_queue().queue_name(&name).send().await.unwrap();
-    let url = queue.queue_url().unwrap().to_string();
-    let arn = sqs
-        .get_queue_attributes()
-        .queue_url(&url)
-        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .unwrap()
-        .attributes()
-        .unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn]
-        .clone();
+    let (sqs, url, arn) = crate::common::emulator_queue(&name).await;
     eb.put_rule()
         .name(&name)
         .event_pattern(pattern.to_string())
