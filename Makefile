@@ -96,9 +96,9 @@ bench-function: venv
 	rustup target add aarch64-unknown-linux-gnu
 	# Two builds, not one: built together, the example's dev-dependency
 	# features would change the function's own build (and bench-sweep's).
-	cargo build --release --bin imds-guard --bin imds-guard-event
+	cargo build --release --bin imds-guard --bin imds-guard-event --bin imds-guard-outputs
 	cargo build --release --example bare_function
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" cargo lambda build --release --arm64 --bin imds-guard --bin imds-guard-event
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" cargo lambda build --release --arm64 --bin imds-guard --bin imds-guard-event --bin imds-guard-outputs
 	tools/with-moto.sh $(VENV)/bin/python tools/bench_function.py
 
 bench-sweep: venv bench-venv

@@ -21,7 +21,6 @@ use crate::config::Config;
 use crate::event::{DefaultsChange, EventContext, Lookup, Observed, Trigger};
 use crate::finding::{self, FindingsReport};
 use crate::findings;
-use crate::handoff::Handoff;
 use crate::memory::{self, Claim, Kind, Record};
 use crate::outputs::{conclude, log_decision, now_secs, tell, GuardError};
 use crate::plan::{exemption_records, judge_defaults_change, needs_claim, plan};
@@ -190,6 +189,8 @@ impl<'a, C: Clients> EventPath<'a, C> {
         if trigger != Trigger::Launch {
             self.recall_exemptions(place.as_deref(), &mut current).await;
         }
+        self.recall_break_glass(place.as_deref(), &mut current)
+            .await;
 
         // Decide.
         let mut reports: Vec<InstanceReport> = Vec::with_capacity(current.len());
@@ -208,6 +209,13 @@ impl<'a, C: Clients> EventPath<'a, C> {
             }
             reports.push(report);
         }
+        // The circuit breaker: at most so many changes per event.
+        let (to_modify, tripped) = crate::breaker::admit(
+            self.cfg.max_changes_per_event,
+            &format!("MAX_CHANGES_PER_EVENT={}", self.cfg.max_changes_per_event),
+            &mut reports,
+            to_modify,
+        );
         self.record_exemptions(&ctx, trigger, place.as_deref(), &mut reports)
             .await;
         let claimed = self
@@ -237,6 +245,7 @@ impl<'a, C: Clients> EventPath<'a, C> {
         report.instances = reports;
         report.unreadable = unreadable;
         report.security_hub = security_hub;
+        report.breaker = tripped;
         let notify_error = tell(self.cfg, self.clients, &mut report, place.as_deref()).await;
         if report.notification.starts_with("sent ") {
             self.mark_told(claimed).await;
@@ -280,46 +289,16 @@ impl<'a, C: Clients> EventPath<'a, C> {
             region: &ctx.region,
             now: now_secs(),
         };
-        let Some(api) = self.clients.findings(account, &ctx.region) else {
-            // The event function carries no Security Hub client: the
-            // outputs function files them.
-            return self.hand_off_findings(&place, trigger, reports).await;
-        };
-        let memory = self.clients.memory();
-        findings::for_event(self.cfg, &api, memory.as_ref(), &place, trigger, reports).await
-    }
-
-    /// The findings these decisions make, handed to the outputs function.
-    async fn hand_off_findings(
-        &self,
-        place: &finding::Place<'_>,
-        trigger: Trigger,
-        reports: &[InstanceReport],
-    ) -> Option<FindingsReport> {
-        let Some(queue) = self.clients.handoff() else {
+        // The event function carries no Security Hub client: it hands them
+        // to the outputs function.
+        let Some(api) = crate::handoff_flow::filer(self.clients, account, &ctx.region) else {
             return Some(FindingsReport {
                 errors: vec!["SECURITY_HUB_FINDINGS is set, but this function carries no Security Hub client and no OUTPUTS_QUEUE_URL to hand its findings to".into()],
                 ..FindingsReport::default()
             });
         };
-        let h = Handoff {
-            account: place.account.to_string(),
-            region: place.region.to_string(),
-            findings: reports
-                .iter()
-                .filter_map(|r| finding::for_report(place, self.cfg.mode, r, trigger))
-                .collect(),
-            events: Vec::new(),
-        };
-        let n = h.findings.len() as u64;
-        let mut out = FindingsReport::default();
-        match crate::handoff_flow::send(&queue, &h).await {
-            Ok(()) => out.queued = n,
-            Err(e) => out.errors.push(format!(
-                "{n} finding(s) not handed to the outputs function: {e}"
-            )),
-        }
-        Some(out)
+        let memory = self.clients.memory();
+        findings::for_event(self.cfg, &api, memory.as_ref(), &place, trigger, reports).await
     }
 
     /// The exemptions the guard recorded when these instances were launched
@@ -352,6 +331,53 @@ impl<'a, C: Clients> EventPath<'a, C> {
                         o.instance_id.clone(),
                         format!("whether its launch was exempt could not be read from the guard's memory: {e}"),
                     ));
+                }
+            }
+        }
+    }
+
+    /// The break-glass grants in force for the instances that are not
+    /// compliant (one read of the account-region's grants; none when every
+    /// instance is compliant, so a compliant launch still costs no call).
+    /// An instance whose grants cannot be read is not decided blind: it
+    /// fails, and the event is retried.
+    async fn recall_break_glass(
+        &self,
+        place: Option<&str>,
+        current: &mut [Result<Observed, (String, String)>],
+    ) {
+        let (Some(memory), Some(place)) = (self.clients.memory(), place) else {
+            return;
+        };
+        let policy = crate::policy::Policy::of(self.cfg);
+        let nobody = crate::event::Principal::default();
+        let at_stake = |o: &Observed| {
+            !matches!(
+                policy.decide(o, &nobody),
+                crate::policy::Verdict::Compliant | crate::policy::Verdict::Gone { .. }
+            )
+        };
+        if !current.iter().any(|slot| slot.as_ref().is_ok_and(at_stake)) {
+            return;
+        }
+        let now = now_secs();
+        match memory.query(place, Kind::BreakGlass.prefix(), now).await {
+            Ok(records) => {
+                let grants = crate::break_glass::grants(&records);
+                for o in current.iter_mut().flatten() {
+                    o.break_glass = crate::break_glass::in_force(&grants, o, now).cloned();
+                }
+            }
+            Err(e) => {
+                for slot in current.iter_mut() {
+                    if let Ok(o) = slot {
+                        if at_stake(o) {
+                            *slot = Err((
+                                o.instance_id.clone(),
+                                format!("whether a break-glass grant covers it could not be read from the guard's memory: {e}"),
+                            ));
+                        }
+                    }
                 }
             }
         }

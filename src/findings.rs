@@ -1,6 +1,8 @@
 //! The guard's findings in Security Hub (`SECURITY_HUB_FINDINGS`), filed
 //! from the instance's own account and region (`Clients::findings` hands
-//! out a member account's through its role). The event path files what its
+//! out a member account's through its role), or, by a binary without
+//! Security Hub's client, handed to the outputs function to file
+//! (`handoff_flow::filer`). The event path files what its
 //! decisions mean (`for_event`); the sweep reconciles a whole account-region
 //! with what the guard filed, as its memory keeps it (`RegionFindings`), with
 //! no read of Security Hub: it files only changes,
@@ -65,6 +67,8 @@ pub async fn file(
                     .push(not_enabled_warning(region, &refused[0].1));
                 return Filed::NotEnabled;
             }
+            // Handed to the outputs function, which files them.
+            Ok(_) if api.hands_off() => out.queued += chunk.len() as u64,
             Ok(refused) => {
                 for f in chunk {
                     if !refused.iter().any(|(id, _)| *id == f.id) {
@@ -165,8 +169,9 @@ pub async fn file_and_remember(
 ) -> Filed {
     let filed = file(api, region, findings, out).await;
     // Only when every finding went in: a refused or unfiled one must not be
-    // remembered as filed.
-    if filed == Filed::All {
+    // remembered as filed. Findings handed off are remembered by the
+    // outputs function once Security Hub takes them.
+    if filed == Filed::All && !api.hands_off() {
         if let Some((memory, place)) = memory {
             out.warnings
                 .extend(remember(memory, place, findings, now).await);
@@ -185,7 +190,7 @@ pub struct RegionFindings {
     memory_place: String,
     /// The guard's active findings here, by instance.
     held: HashMap<String, ComplianceStatus>,
-    /// Instances decided by this sweep.
+    /// Instances whose finding this sweep decided.
     seen: HashSet<String>,
     /// Security Hub is not enabled here: nothing more is tried.
     off: bool,
@@ -259,8 +264,6 @@ impl RegionFindings {
         reports: &[InstanceReport],
         now: u64,
     ) {
-        self.seen
-            .extend(reports.iter().map(|r| r.instance_id.clone()));
         if self.off {
             return;
         }
@@ -269,6 +272,14 @@ impl RegionFindings {
             .iter()
             .filter_map(|r| finding::for_report(&place, cfg.mode, r, Trigger::Sweep))
             .collect();
+        // Only instances whose finding this page decided: one listed as
+        // compliant makes none here (a listing of every instance shows
+        // them), so a finding it still has open is settled at the end.
+        self.seen.extend(
+            decided
+                .iter()
+                .filter_map(|f| finding::instance_of(&f.id).map(str::to_string)),
+        );
         let held: Vec<Active> = decided
             .iter()
             .filter_map(|f| {

@@ -58,9 +58,6 @@ impl<C: Clients> Guard<C> {
         payload: &Value,
         deadline: Option<Instant>,
     ) -> Result<Value, GuardError> {
-        if crate::handoff_flow::is_batch(payload) {
-            return Ok(crate::handoff_flow::receive(&self.cfg, &self.clients, payload).await);
-        }
         if payload.get(crate::fanout::STEP_KEY).is_some() {
             let step: crate::fanout::Step =
                 serde_json::from_value(payload.clone()).map_err(|e| GuardError::Incomplete {
@@ -73,6 +70,19 @@ impl<C: Clients> Guard<C> {
         }
         let report = self.handle_until(payload, deadline).await?;
         Ok(serde_json::to_value(report).unwrap_or(Value::Null))
+    }
+
+    /// Handles one Lambda payload of the outputs function: a batch of
+    /// handed-off findings and events from its queue, answered with the
+    /// messages not done (`batchItemFailures`). Anything else is refused,
+    /// kept by the runtime's retries and named.
+    pub async fn handle_handoffs(&self, payload: &Value) -> Result<Value, GuardError> {
+        if !crate::handoff_flow::is_batch(payload) {
+            return Err(GuardError::Incomplete {
+                summary: "the outputs function takes only batches of its queue's messages".into(),
+            });
+        }
+        Ok(crate::handoff_flow::receive(&self.cfg, &self.clients, payload).await)
     }
 
     /// Handles one Lambda payload of the event function: everything but the

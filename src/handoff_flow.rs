@@ -1,25 +1,83 @@
-//! The event function's outputs, handed off: it carries neither Security
-//! Hub's nor EventBridge's client (its 8 MB budget), so it sends the
-//! findings and events it would have filed and put to a queue
-//! (`OUTPUTS_QUEUE_URL`), and the outputs function (the sweep's binary, an
-//! SQS event source with partial batch failures) files and puts them. What
-//! the messages say is the domain's (`handoff`); this module carries them.
+//! Outputs handed off. Only the outputs function's binary carries Security
+//! Hub's and EventBridge's clients (each function's bootstrap budget,
+//! docs/design.md): the event function and the sweep send the findings they
+//! would have filed and the events they would have put to a queue
+//! (`OUTPUTS_QUEUE_URL`), and the outputs function (an SQS event source
+//! with partial batch failures) files, remembers and puts them. What the
+//! messages say is the domain's (`handoff`); this module carries them.
 
 use serde_json::{json, Value};
 use tracing::{error, warn};
 
-use crate::aws::{Clients, Keeper};
+use crate::aws::{Account, AwsError, Clients, FindingsApi, Keeper};
 use crate::config::Config;
-use crate::finding::FindingsReport;
+use crate::finding::{Finding, FindingsReport};
 use crate::handoff::{Handoff, KIND};
 use crate::outputs::{now_secs, put_events};
 
 /// Sends `h` as messages to the outputs function's queue.
-pub async fn send(queue: &impl Keeper, h: &Handoff) -> Result<(), String> {
+pub async fn send(queue: &impl Keeper, h: &Handoff) -> Result<(), AwsError> {
     for m in h.messages() {
-        queue.keep(&m, KIND).await.map_err(|e| e.to_string())?;
+        queue.keep(&m, KIND).await?;
     }
     Ok(())
+}
+
+/// Findings handed to the outputs function instead of filed: Security Hub
+/// as a binary without its client sees it. The outputs function files them
+/// and remembers what Security Hub took (so the sender does not).
+pub struct Queued<K>(pub K);
+
+impl<K: Keeper> FindingsApi for Queued<K> {
+    async fn import(&self, findings: &[Finding]) -> Result<Vec<(String, String)>, AwsError> {
+        // A call's findings are of one account and region (the callers file
+        // per account-region), which each finding names.
+        let Some(first) = findings.first() else {
+            return Ok(Vec::new());
+        };
+        let h = Handoff {
+            account: first.aws_account_id.clone(),
+            region: first.region.clone(),
+            findings: findings.to_vec(),
+            events: Vec::new(),
+        };
+        send(&self.0, &h).await?;
+        Ok(Vec::new())
+    }
+    fn hands_off(&self) -> bool {
+        true
+    }
+}
+
+/// Where findings go: Security Hub itself, or the outputs queue.
+pub enum Filer<F, K> {
+    Direct(F),
+    Queued(Queued<K>),
+}
+
+impl<F: FindingsApi, K: Keeper> FindingsApi for Filer<F, K> {
+    async fn import(&self, findings: &[Finding]) -> Result<Vec<(String, String)>, AwsError> {
+        match self {
+            Filer::Direct(api) => api.import(findings).await,
+            Filer::Queued(q) => q.import(findings).await,
+        }
+    }
+    fn hands_off(&self) -> bool {
+        matches!(self, Filer::Queued(_))
+    }
+}
+
+/// How this binary files findings in `account` and `region`: with its own
+/// Security Hub client, or through the outputs queue; `None` with neither.
+pub fn filer<C: Clients>(
+    clients: &C,
+    account: &Account,
+    region: &str,
+) -> Option<Filer<C::Findings, C::Keeper>> {
+    match clients.findings(account, region) {
+        Some(api) => Some(Filer::Direct(api)),
+        None => clients.handoff().map(|q| Filer::Queued(Queued(q))),
+    }
 }
 
 /// Whether a payload is a batch of SQS messages (the outputs function's).

@@ -4,10 +4,13 @@
 //! event to the guard; a failure becomes a `Diagnostic` whose type a person
 //! or a metric filter can match.
 //!
-//! Two functions are built from this crate (docs/design.md): the event
-//! function (`imds-guard-event`) reaches only the event path, so its
-//! bootstrap carries no sweep client; the sweep function (`imds-guard`)
-//! reaches everything.
+//! Three binaries are built from this crate (docs/design.md): the event
+//! function's (`imds-guard-event`) reaches only the event path, so its
+//! bootstrap carries no sweep client; the sweep functions' (`imds-guard`)
+//! reach the rest; neither carries Security Hub's or EventBridge's client
+//! (each bootstrap's size budget), and both hand their findings and events
+//! to the outputs function (`imds-guard-outputs`), which carries those two
+//! and little else.
 
 use std::future::Future;
 use std::process::ExitCode;
@@ -51,17 +54,33 @@ impl Serves for Events {
     }
 }
 
-/// Everything: the scheduled sweep, source events, and the fan-out's steps.
+/// Everything else: the scheduled sweep, source events, and the fan-out's
+/// steps.
 pub struct All;
 
 impl Serves for All {
-    type Outputs = AllOutputs;
+    /// None: the outputs function files and puts them.
+    type Outputs = NoOutputs;
     fn handle<'a>(
-        guard: &'a Guard<RegionalClients>,
+        guard: &'a Guard<RegionalClients<NoOutputs>>,
         payload: &'a Value,
         deadline: Option<Instant>,
     ) -> impl Future<Output = Result<Value, GuardError>> + 'a {
         guard.handle_payload(payload, deadline)
+    }
+}
+
+/// The outputs function: batches of handed-off findings and events.
+pub struct HandedOff;
+
+impl Serves for HandedOff {
+    type Outputs = AllOutputs;
+    async fn handle(
+        guard: &Guard<RegionalClients<AllOutputs>>,
+        payload: &Value,
+        _deadline: Option<Instant>,
+    ) -> Result<Value, GuardError> {
+        guard.handle_handoffs(payload).await
     }
 }
 

@@ -8,12 +8,13 @@
 //! through `act` and `sources`, and report through `outputs`; `cli` and `main` are the two doors.
 
 pub use imds_guard_domain::{
-    cap, config, event, fanout, finding, glob, handoff, memory, metrics, notify, plan, policy,
-    report, routing, source, validate,
+    break_glass, breaker, cap, config, event, fanout, finding, glob, handoff, memory, metrics,
+    notify, plan, policy, report, routing, source, validate,
 };
 
 pub mod act;
 pub mod aws;
+pub mod break_glass_flow;
 pub mod cli;
 pub mod event_path;
 pub mod findings;

@@ -314,11 +314,22 @@ impl<'a, C: Clients> FanOut<'a, C> {
         // The same summary on the bus, for people's own routing: after the
         // told records, so a bus that fails does not have a retry tell
         // everyone again.
-        let routed = crate::outputs::put_events(
-            self.clients,
-            &[crate::routing::sweep_finished(self.cfg.mode, &message.body)],
-        )
-        .await;
+        let routed = match &self.cfg.event_bus {
+            None => None,
+            Some(bus) => {
+                // Handed off, the event names where the run was planned
+                // (the function's own account and first region).
+                let region = self.regions().into_iter().next().unwrap_or_default();
+                crate::outputs::deliver(
+                    self.clients,
+                    bus,
+                    None,
+                    &region,
+                    &[crate::routing::sweep_finished(self.cfg.mode, &message.body)],
+                )
+                .await
+            }
+        };
         if let Some(e) = routed.as_ref().and_then(|r| r.errors.first()) {
             return Err(GuardError::Incomplete {
                 summary: format!("the summary could not be put on the bus: {e}"),

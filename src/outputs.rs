@@ -62,21 +62,36 @@ async fn route<C: Clients>(cfg: &Config, clients: &C, report: &Report) -> Option
     if events.is_empty() {
         return None;
     }
-    if clients.events().is_some() {
-        return put_events(clients, &events).await;
+    let ctx = report.event.clone().unwrap_or_default();
+    deliver(clients, bus, ctx.account, &ctx.region, &events).await
+}
+
+/// Puts `events` on the bus named `bus`, or, in a binary that carries no
+/// EventBridge client (the event function's and the sweep's), hands them to
+/// the outputs function, which puts them. `account` and `region` name where
+/// they come from (the function's own account when `None`).
+pub async fn deliver<C: Clients>(
+    clients: &C,
+    bus: &str,
+    account: Option<String>,
+    region: &str,
+    events: &[routing::Routed],
+) -> Option<Routed> {
+    if events.is_empty() {
+        return None;
     }
-    // The event function carries no EventBridge client: the outputs
-    // function puts them.
+    if clients.events().is_some() {
+        return put_events(clients, events).await;
+    }
     let mut out = Routed {
-        bus: bus.clone(),
+        bus: bus.to_string(),
         ..Routed::default()
     };
     let Some(queue) = clients.handoff() else {
         out.errors.push("EVENT_BUS_NAME is set, but this function carries no EventBridge client and no OUTPUTS_QUEUE_URL to hand its events to".into());
         return Some(out);
     };
-    let ctx = report.event.clone().unwrap_or_default();
-    let account = match ctx.account {
+    let account = match account {
         Some(a) => a,
         None => match clients.home_account().await {
             Ok(a) => a,
@@ -91,9 +106,9 @@ async fn route<C: Clients>(cfg: &Config, clients: &C, report: &Report) -> Option
     };
     let h = crate::handoff::Handoff {
         account,
-        region: ctx.region,
+        region: region.to_string(),
         findings: Vec::new(),
-        events,
+        events: events.to_vec(),
     };
     match crate::handoff_flow::send(&queue, &h).await {
         Ok(()) => out.queued = h.events.len() as u64,

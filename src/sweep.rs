@@ -7,6 +7,7 @@
 //! its readiness for AWS's own `HttpTokensEnforced`.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures_util::stream::{self, StreamExt};
@@ -15,10 +16,12 @@ use tracing::{info, warn};
 
 use crate::act::{apply_default, remember_remediated, write_tags, Pacer, Pacing};
 use crate::aws::{Account, AwsError, Clients, Ec2Api, MemoryApi, MetricsApi};
+use crate::breaker::{self, Tripped};
 use crate::config::{Config, Mode, SweepAccounts};
 use crate::event::{EventContext, Observed, Trigger};
 use crate::finding::FindingsReport;
 use crate::findings::RegionFindings;
+use crate::handoff_flow::filer;
 use crate::memory::{self, Kind, Record};
 use crate::outputs::{conclude, log_decision, now_secs, tell, GuardError};
 use crate::plan::{hold_back, plan, sweep_default_action, unread_metric, V1Use};
@@ -89,6 +92,36 @@ struct RegionResult {
     /// by page; what they came to once the region is done.
     findings: Option<RegionFindings>,
     findings_report: Option<FindingsReport>,
+    /// The break-glass grants here (the guard's memory), read once.
+    grants: Option<Vec<Record>>,
+    /// Changes this run admitted here, and the instances here (counted only
+    /// once the circuit breaker's share matters).
+    changes: u64,
+    total: Option<u64>,
+    tripped: Option<Tripped>,
+}
+
+/// Records what the breaker held in a region.
+fn trip(out: &mut RegionResult, tripped: Option<Tripped>) {
+    if let Some(t) = tripped {
+        out.summary.held_by_breaker += t.held;
+        out.tripped.get_or_insert_with(Tripped::default).merge(t);
+    }
+}
+
+/// Every instance in the region that can still serve IMDS, counted (the
+/// circuit breaker's share is of all of them, not only those at `optional`).
+async fn count_instances(ec2: &impl Ec2Api) -> Result<u64, AwsError> {
+    let mut total = 0u64;
+    let mut token = None;
+    loop {
+        let page = ec2.list_page(false, token).await?;
+        total += page.instances.len() as u64;
+        match page.next_token {
+            Some(t) => token = Some(t),
+            None => return Ok(total),
+        }
+    }
 }
 
 /// A sweep of regions, in the accounts configured, with the configuration
@@ -99,6 +132,9 @@ pub struct Sweep<'a, C> {
     /// Sees every instance decided, not only those with news (the command
     /// line's `--output csv|html`): what the report's caps leave out.
     every: Option<&'a (dyn Fn(&InstanceReport) + Sync)>,
+    /// Changes this run may still make (`MAX_CHANGES_PER_RUN`), shared by
+    /// the account-regions it sweeps at once.
+    run_room: AtomicU64,
 }
 
 impl<'a, C: Clients> Sweep<'a, C> {
@@ -107,6 +143,7 @@ impl<'a, C: Clients> Sweep<'a, C> {
             cfg,
             clients,
             every: None,
+            run_room: AtomicU64::new(cfg.max_changes_per_run),
         }
     }
 
@@ -253,6 +290,9 @@ impl<'a, C: Clients> Sweep<'a, C> {
                 .extend(r.refusing.into_iter().take(room));
             sweep.omitted_instances += r.omitted;
             sweep.sources.extend(r.sources);
+            if let Some(t) = r.tripped {
+                report.breaker.get_or_insert_with(Tripped::default).merge(t);
+            }
             if let Some(f) = r.findings_report {
                 report
                     .security_hub
@@ -299,6 +339,10 @@ impl<'a, C: Clients> Sweep<'a, C> {
             sources_read: false,
             findings: None,
             findings_report: None,
+            grants: None,
+            changes: 0,
+            total: None,
+            tripped: None,
         };
         out.summary.account = account.map(str::to_string);
         if stop_time(deadline).is_some_and(|t| Instant::now() >= t) {
@@ -315,8 +359,15 @@ impl<'a, C: Clients> Sweep<'a, C> {
             }
         }
         let ec2 = self.clients.ec2(&out.who, region);
-        if self.cfg.security_hub_findings && self.clients.findings(&out.who, region).is_some() {
-            out.findings = self.open_findings(&out).await;
+        if self.cfg.security_hub_findings {
+            if filer(self.clients, &out.who, region).is_some() {
+                out.findings = self.open_findings(&out).await;
+            } else {
+                out.findings_report = Some(FindingsReport {
+                    errors: vec![format!("SECURITY_HUB_FINDINGS is set, but this binary carries no Security Hub client and no OUTPUTS_QUEUE_URL to hand the findings of {region} to")],
+                    ..FindingsReport::default()
+                });
+            }
         }
         // The account defaults are read while the instances are listed.
         let mut defaults = RegionSweep::new(region);
@@ -328,7 +379,7 @@ impl<'a, C: Clients> Sweep<'a, C> {
             // Settled only after a listing that reached its end: an instance
             // not listed then is really not at `optional`.
             let complete = out.summary.errors.is_empty();
-            if let Some(api) = self.clients.findings(&out.who, region) {
+            if let Some(api) = filer(self.clients, &out.who, region) {
                 let memory = self.clients.memory();
                 out.findings_report = Some(
                     f.close(&api, memory.as_ref(), &ec2, self.cfg, complete, now_secs())
@@ -336,6 +387,7 @@ impl<'a, C: Clients> Sweep<'a, C> {
                 );
             }
         }
+        self.tell_grants(&mut out).await;
         out.summary.account_defaults = defaults.account_defaults;
         out.summary.account_default_action = defaults.account_default_action;
         out.summary.errors.extend(defaults.errors);
@@ -652,12 +704,13 @@ impl<'a, C: Clients> Sweep<'a, C> {
 
         self.skip_told(out, &mut reports).await;
 
-        // Act, at the sweep's pace.
+        // Act, at the sweep's pace, within the circuit breaker.
         let to_modify: Vec<(usize, Remedy)> = remedies
             .into_iter()
             .enumerate()
             .filter_map(|(i, r)| Some((i, r?)))
             .collect();
+        let to_modify = self.admit(ec2, out, &mut reports, to_modify).await;
         let budget_end = Instant::now() + self.cfg.retry_budget;
         let deadline = stop_at.map_or(budget_end, |s| s.min(budget_end));
         pacer
@@ -667,7 +720,7 @@ impl<'a, C: Clients> Sweep<'a, C> {
         out.changed |= reports.iter().any(|r| r.action.wrote());
         if let (Some(f), Some(api)) = (
             out.findings.as_mut(),
-            self.clients.findings(&out.who, &region),
+            filer(self.clients, &out.who, &region),
         ) {
             let memory = self.clients.memory();
             f.page(&api, memory.as_ref(), self.cfg, &reports, now_secs())
@@ -754,7 +807,17 @@ impl<'a, C: Clients> Sweep<'a, C> {
         out: &mut RegionResult,
         instances: &mut [Observed],
     ) -> Result<(), AwsError> {
-        if self.cfg.exemptions.principals.is_empty() || instances.is_empty() {
+        if instances.is_empty() {
+            return Ok(());
+        }
+        // A person's break-glass grants, honoured whatever else is set.
+        self.read_grants(out).await?;
+        let grants = crate::break_glass::grants(out.grants.as_deref().unwrap_or_default());
+        let now = now_secs();
+        for o in instances.iter_mut() {
+            o.break_glass = crate::break_glass::in_force(&grants, o, now).cloned();
+        }
+        if self.cfg.exemptions.principals.is_empty() {
             return Ok(());
         }
         let Some(memory) = self.clients.memory() else {
@@ -801,6 +864,122 @@ impl<'a, C: Clients> Sweep<'a, C> {
             }
         }
         Ok(())
+    }
+
+    /// The break-glass grants of this account-region, read once (none
+    /// without a memory).
+    async fn read_grants(&self, out: &mut RegionResult) -> Result<(), AwsError> {
+        if out.grants.is_some() {
+            return Ok(());
+        }
+        let Some(memory) = self.clients.memory() else {
+            out.grants = Some(Vec::new());
+            return Ok(());
+        };
+        let Some(place) = self.place(out).await else {
+            return Err(AwsError::Api {
+                code: "NoAccount".into(),
+                message: "the account could not be named".into(),
+            });
+        };
+        out.grants = Some(
+            memory
+                .query(&place, Kind::BreakGlass.prefix(), now_secs())
+                .await?,
+        );
+        Ok(())
+    }
+
+    /// The grants to tell of here: each in force, every run while it
+    /// lasts, and each that ended since it was last told, once (marked so
+    /// when the summary is sent).
+    async fn tell_grants(&self, out: &mut RegionResult) {
+        if self.clients.memory().is_none() {
+            return;
+        }
+        if let Err(e) = self.read_grants(out).await {
+            out.summary.errors.push(format!(
+                "the break-glass grants here could not be read from the guard's memory: {e}"
+            ));
+            return;
+        }
+        let now = now_secs();
+        let mut views = Vec::new();
+        for r in out.grants.as_deref().unwrap_or_default() {
+            let Some(g) = crate::break_glass::Grant::from_record(r) else {
+                continue;
+            };
+            if g.state(now) == crate::break_glass::State::Active {
+                views.push(crate::break_glass::GrantView::of(&g, now));
+            } else if !crate::break_glass::ended_told(r) {
+                views.push(crate::break_glass::GrantView::of(&g, now));
+                let mut told = r.clone();
+                told.data
+                    .insert(crate::break_glass::ENDED_TOLD.into(), "true".into());
+                out.to_remember.push(told);
+            }
+        }
+        out.summary.break_glass = views;
+    }
+
+    /// The circuit breaker: of `todo`, what this page may still change,
+    /// within this account-region's share of its instances
+    /// (`MAX_CHANGE_PERCENT`, counted only once the run would pass the
+    /// floor) and the run's ceiling (`MAX_CHANGES_PER_RUN`). What is held
+    /// is reported, with the change it would have made.
+    async fn admit(
+        &self,
+        ec2: &impl Ec2Api,
+        out: &mut RegionResult,
+        reports: &mut [InstanceReport],
+        todo: Vec<(usize, Remedy)>,
+    ) -> Vec<(usize, Remedy)> {
+        if todo.is_empty() {
+            return todo;
+        }
+        let mut todo = todo;
+        let percent = self.cfg.max_change_percent;
+        if percent < 100 && out.changes + todo.len() as u64 > breaker::FLOOR {
+            if out.total.is_none() {
+                out.total = Some(match count_instances(ec2).await {
+                    Ok(n) => n,
+                    Err(e) => {
+                        // Not known: held to the floor, never changed blind.
+                        out.summary.warnings.push(format!(
+                            "the instances here could not be counted for MAX_CHANGE_PERCENT, so at most {} were changed: {e}",
+                            breaker::FLOOR
+                        ));
+                        0
+                    }
+                });
+            }
+            let total = out.total.unwrap_or(0);
+            let room = breaker::region_cap(total, percent).saturating_sub(out.changes);
+            let (admitted, tripped) = breaker::admit(
+                room,
+                &format!("MAX_CHANGE_PERCENT={percent} of {total} instance(s)"),
+                reports,
+                todo,
+            );
+            todo = admitted;
+            trip(out, tripped);
+        }
+        let want = todo.len() as u64;
+        let granted = self
+            .run_room
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| {
+                Some(left - left.min(want))
+            })
+            .map_or(0, |left| left.min(want));
+        let (admitted, tripped) = breaker::admit(
+            granted,
+            &format!("MAX_CHANGES_PER_RUN={}", self.cfg.max_changes_per_run),
+            reports,
+            todo,
+        );
+        trip(out, tripped);
+        out.changes += admitted.len() as u64;
+        admitted
     }
 
     /// What a person was already told of is not news again: flagged and

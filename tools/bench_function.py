@@ -1,7 +1,7 @@
 """The function benchmark's table (`make bench`): init time, event latency,
 peak memory and AWS calls per event of the event function's release build
 (the ignored test `function_bench`, under the local Runtime API, against the
-emulator), the sweep function's init, the size of both arm64 bootstraps and
+emulator), the sweep function's init, the size of the three arm64 bootstraps and
 their zips, and parsing+deciding one event (criterion, in crates/domain/).
 Compares each figure with its target (docs/design.md) and writes the table
 to target/bench/function.md.
@@ -23,6 +23,7 @@ BARE = os.path.join(HERE, "target/release/examples/bare_function")
 BOOTSTRAPS = {
     "event function": (os.path.join(HERE, "target/lambda/imds-guard-event/bootstrap"), 8),
     "sweep function": (os.path.join(HERE, "target/lambda/imds-guard/bootstrap"), 12),
+    "outputs function": (os.path.join(HERE, "target/lambda/imds-guard-outputs/bootstrap"), 8),
 }
 CRITERION = os.path.join(HERE, "target/criterion")
 MB = 1_000_000

@@ -94,6 +94,7 @@ fuzz_target!(|data: &[u8]| {
         sources: vec![],
         security_hub: None,
         routed: None,
+        breaker: None,
     };
     let _ = Mode::Audit;
     let n = notify::build(&report);

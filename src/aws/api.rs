@@ -129,6 +129,11 @@ pub trait FindingsApi: Send + Sync {
         &self,
         findings: &[Finding],
     ) -> impl Future<Output = Result<Vec<(String, String)>, AwsError>> + Send;
+    /// Whether it only hands the findings on (to the outputs function,
+    /// which files and remembers them) rather than filing them itself.
+    fn hands_off(&self) -> bool {
+        false
+    }
 }
 
 /// The EventBridge bus the guard's news is put on.
@@ -259,6 +264,16 @@ pub trait Clients: Send + Sync {
             Err(AwsError::Api {
                 code: "NotConfigured".into(),
                 message: "these clients cannot name their account".into(),
+            })
+        }
+    }
+    /// Who is calling (the caller's ARN, as STS names it): the command
+    /// line's break-glass grants record it.
+    fn caller(&self) -> impl Future<Output = Result<String, AwsError>> + Send {
+        async {
+            Err(AwsError::Api {
+                code: "NotConfigured".into(),
+                message: "these clients cannot name their caller".into(),
             })
         }
     }

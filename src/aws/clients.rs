@@ -192,11 +192,11 @@ impl<O: Outputs> RegionalClients<O> {
     }
 }
 
-/// Which output clients a binary carries. The sweep function's binary (and
-/// the command line) carry Security Hub's and EventBridge's; the event
-/// function's bootstrap leaves both SDKs out to stay within its 8 MB budget
-/// (docs/design.md): it hands its findings and events to the outputs
-/// function through a queue (`Clients::handoff`).
+/// Which output clients a binary carries. Only the outputs function's
+/// carries Security Hub's and EventBridge's; the event function's and the
+/// sweep's (and the command line) leave both SDKs out to stay within their
+/// size budgets (docs/design.md): they hand their findings and events to
+/// the outputs function through a queue (`Clients::handoff`).
 pub trait Outputs: Default + Send + Sync + Sized {
     type Findings: FindingsApi;
     type Events: EventsApi;
@@ -249,11 +249,12 @@ impl Outputs for AllOutputs {
     }
 }
 
-/// Neither: the event function's.
+/// Neither: the event function's and the sweep's.
 #[derive(Default)]
 pub struct NoOutputs;
 
-/// A client that cannot exist: the event function's Security Hub and bus.
+/// A client that cannot exist: Security Hub and the bus of a binary that
+/// hands them off.
 pub enum Absent {}
 
 impl FindingsApi for Absent {
@@ -289,7 +290,7 @@ impl Outputs for NoOutputs {
     ) -> RegionalClients<Self> {
         if (cfg.security_hub_findings || cfg.event_bus.is_some()) && cfg.outputs_queue_url.is_none()
         {
-            tracing::warn!("SECURITY_HUB_FINDINGS or EVENT_BUS_NAME is set, but OUTPUTS_QUEUE_URL is not: the event function carries no client for them and has nowhere to hand them; only the sweep files and puts them (docs/outputs.md)");
+            tracing::warn!("SECURITY_HUB_FINDINGS or EVENT_BUS_NAME is set, but OUTPUTS_QUEUE_URL is not: this function carries no client for them and has nowhere to hand them; each report names what was not filed or put (docs/outputs.md)");
         }
         clients
     }
@@ -425,6 +426,24 @@ impl<O: Outputs> Clients for RegionalClients<O> {
             })
             .await
             .cloned()
+    }
+
+    async fn caller(&self) -> Result<String, AwsError> {
+        let conf = aws_sdk_sts::config::Builder::from(&self.base)
+            .interceptor(self.counter.clone())
+            .build();
+        let out = aws_sdk_sts::Client::from_conf(conf)
+            .get_caller_identity()
+            .send()
+            .await
+            .map_err(|e| AwsError::classify(e, "sts", "sts:GetCallerIdentity"))?;
+        out.arn()
+            .filter(|a| a.starts_with("arn:"))
+            .map(str::to_string)
+            .ok_or_else(|| AwsError::Api {
+                code: "NoArn".into(),
+                message: "GetCallerIdentity named no ARN".into(),
+            })
     }
 
     fn calls(&self) -> BTreeMap<String, u64> {

@@ -492,5 +492,6 @@ fn observe(i: &aws_sdk_ec2::types::Instance) -> Option<Observed> {
             .and_then(|p| p.arn())
             .map(str::to_string),
         recorded_exemption: None,
+        break_glass: None,
     })
 }

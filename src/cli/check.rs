@@ -157,6 +157,7 @@ pub fn evaluate(cfg: &Config, payload: &serde_json::Value) -> Result<Report, eve
                 sources: Vec::new(),
                 security_hub: None,
                 routed: None,
+                breaker: None,
             }
         }
     })

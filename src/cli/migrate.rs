@@ -7,6 +7,7 @@ use clap::{Args, ValueEnum};
 use comfy_table::{presets, Table};
 
 use super::emit;
+use crate::aws::clients::NoOutputs;
 use crate::aws::{load_sdk_config, Clients, RegionalClients};
 use crate::config::{Config, SweepAccounts};
 use crate::migrate::{self, Migrated};
@@ -75,7 +76,8 @@ pub fn run(args: MigrateArgs) -> Result<ExitCode, String> {
                 "which region? Pass --region, or set SWEEP_REGIONS or AWS_REGION".to_string(),
             );
         }
-        let clients = RegionalClients::for_config(sdk, &cfg);
+        let clients =
+            RegionalClients::<NoOutputs>::for_config_with(sdk, &cfg).with_outputs_of(&cfg);
         let accounts: Vec<Option<String>> = if args.organization {
             clients
                 .organization_accounts()

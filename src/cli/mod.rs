@@ -6,6 +6,7 @@
 //! comes from the same environment variables as the function, and flags
 //! override it.
 
+mod break_glass;
 mod check;
 pub mod export;
 mod migrate;
@@ -75,6 +76,20 @@ enum Command {
         after_help = "Exit status: 0 done, 2 error."
     )]
     MigrateExemptions(migrate::MigrateArgs),
+    /// Break-glass: exempt one instance (or a launch template's instances)
+    /// for a while, with a reason, during an incident.
+    #[command(
+        long_about = "Break-glass: a time-boxed, audited exemption during an incident.\n\n\
+        `grant` writes a grant to the guard's memory (MEMORY_TABLE: the stack's table, which only \
+        the guard's role and the BreakGlassRoleArns may write) for one instance (i-...) or every \
+        instance launched from one launch template (lt-...), with a reason and an end (at most 7 \
+        days), and tells the guard's topic (NOTIFY_TOPIC_ARN). Until it ends, the event function \
+        and the sweep leave it as it is and report, rather than undo, a change back to \
+        HttpTokens=optional; after, they handle it as usual, and the next sweep's summary says it \
+        ended. `revoke` ends one now; `list` shows an account-region's grants.",
+        after_help = "Exit status: 0 done, 2 error."
+    )]
+    BreakGlass(break_glass::BreakGlassArgs),
     /// Print shell completions (e.g. `imds-guard completions bash >
     /// /etc/bash_completion.d/imds-guard`).
     Completions {
@@ -119,6 +134,7 @@ pub fn run(args: Vec<String>) -> ExitCode {
         Command::Check(args) => ("check", check::run(args)),
         Command::Sweep(args) => ("sweep", sweep::run(args)),
         Command::MigrateExemptions(args) => ("migrate-exemptions", migrate::run(args)),
+        Command::BreakGlass(args) => ("break-glass", break_glass::run(args)),
         Command::Completions { shell } => {
             let mut out = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "imds-guard", &mut out);

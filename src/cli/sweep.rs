@@ -13,6 +13,7 @@ use comfy_table::{presets, CellAlignment, Table};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::{emit, ModeArg};
+use crate::aws::clients::NoOutputs;
 use crate::aws::{load_sdk_config, RegionalClients};
 use crate::config::{Config, Mode, SweepAccounts};
 use crate::event::{self, EventContext};
@@ -150,7 +151,7 @@ pub fn run(args: SweepArgs) -> Result<ExitCode, String> {
             region: regions[0].clone(),
             ..EventContext::default()
         };
-        let clients = RegionalClients::for_config(sdk, &cfg);
+        let clients = RegionalClients::<NoOutputs>::for_config_with(sdk, &cfg).with_outputs_of(&cfg);
         let guard = Guard::new(cfg.clone(), clients);
         let bar = tty.then(|| {
             let bar = ProgressBar::new_spinner();

@@ -22,6 +22,9 @@ use imds_guard::routing::Routed;
 use imds_guard::source::{Group, LaunchConfiguration, NewVersion, Template, TemplateVersion};
 
 /// One fake instance: what EC2 would show, and how it misbehaves.
+/// Who the fake's caller is (`Clients::caller`).
+pub const RESPONDER: &str = "arn:aws:sts::111122223333:assumed-role/Responder/alice";
+
 #[derive(Clone, Debug)]
 pub struct FakeInstance {
     pub observed: Observed,
@@ -387,6 +390,12 @@ impl FakeCloud {
         self
     }
 
+    /// No outputs queue either (`OUTPUTS_QUEUE_URL` unset).
+    pub fn without_outputs_queue(&self) -> &Self {
+        self.state().handed_off = None;
+        self
+    }
+
     /// The messages sent to the outputs function, taken off its queue.
     pub fn take_handed_off(&self) -> Vec<String> {
         std::mem::take(self.state().handed_off.get_or_insert_with(Vec::new))
@@ -522,6 +531,9 @@ impl Clients for FakeClients {
     }
     async fn home_account(&self) -> Result<String, AwsError> {
         Ok("111122223333".into())
+    }
+    async fn caller(&self) -> Result<String, AwsError> {
+        Ok(RESPONDER.into())
     }
     async fn organization_accounts(&self) -> Result<Vec<String>, AwsError> {
         let s = self.0.call("ListAccounts")?;

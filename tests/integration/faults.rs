@@ -794,6 +794,42 @@ async fn metadata_revert_is_looked_up_and_fixed() {
 }
 
 #[tokio::test]
+async fn a_revert_whose_break_glass_grants_cannot_be_read_is_not_undone_blind() {
+    // DynamoDB fails the read of the account-region's grants: the instance
+    // fails (the event is retried) and nothing is written to it.
+    let id = "i-0fedcba9876543210";
+    let describe = mock!(Ec2Client::describe_instances)
+        .then_output(move || described(vec![running(id, "optional", 1)]));
+    let modify = modify_ok();
+    let tag = tag_ok();
+    let unreadable = mock!(DynamoClient::query).then_error(|| {
+        aws_sdk_dynamodb::operation::query::QueryError::generic(
+            ErrorMetadata::builder().code("InternalServerError").build(),
+        )
+    });
+    let g = guard_with_memory(
+        config(&[("MEMORY_TABLE", "imds-guard-memory")]),
+        &[&describe, &modify, &tag],
+        &[],
+        &[&unreadable],
+    );
+    let err = g
+        .handle(&fixture("modify-metadata-options-revert.json"))
+        .await
+        .unwrap_err();
+    let GuardError::Unhandled { report, .. } = err else {
+        panic!("expected the instance to fail: {err}")
+    };
+    let r = &report.instances[0];
+    assert_eq!(r.outcome, Outcome::Failed);
+    assert!(
+        r.error.as_deref().unwrap().contains("break-glass grant"),
+        "{r:?}"
+    );
+    assert_eq!((modify.num_calls(), tag.num_calls()), (0, 0));
+}
+
+#[tokio::test]
 async fn principal_exemption_matches_the_role_behind_a_session() {
     let describe = mock!(Ec2Client::describe_instances).then_output(|| {
         described(vec![
@@ -827,6 +863,8 @@ async fn principal_exemption_matches_the_role_behind_a_session() {
         })
         .then_output(|| BatchWriteItemOutput::builder().build());
     let claim = mock!(DynamoClient::put_item).then_output(|| PutItemOutput::builder().build());
+    // No break-glass grant here.
+    let grants = no_kept_message();
     let g = guard_with_memory(
         config(&[(
             "EXEMPT_PRINCIPAL_ARNS",
@@ -834,7 +872,7 @@ async fn principal_exemption_matches_the_role_behind_a_session() {
         )]),
         &[&describe, &modify, &tag],
         &[],
-        &[&recorded, &claim],
+        &[&recorded, &claim, &grants],
     );
     let report = g
         .handle(&fixture("run-instances-cli-multi.json"))
@@ -863,6 +901,8 @@ async fn an_exemption_that_cannot_be_recorded_fails_the_event_for_a_retry() {
         )
     });
     let claim = mock!(DynamoClient::put_item).then_output(|| PutItemOutput::builder().build());
+    // No break-glass grant here.
+    let grants = no_kept_message();
     let g = guard_with_memory(
         config(&[(
             "EXEMPT_PRINCIPAL_ARNS",
@@ -870,7 +910,7 @@ async fn an_exemption_that_cannot_be_recorded_fails_the_event_for_a_retry() {
         )]),
         &[&describe],
         &[],
-        &[&refused, &claim],
+        &[&refused, &claim, &grants],
     );
     let ev = launch_event(
         "run-instances-cli-multi.json",

@@ -148,7 +148,11 @@ async fn throttling_fails_an_event_instance_but_slows_the_sweep_down() {
     cloud.set_defaults(Some(Default::default()));
     cloud.set_page_size(7);
     cloud.fail("ModifyInstanceMetadataOptions", 6, throttled());
-    let r = guard(&cloud, &[]).handle(&scheduled()).await.unwrap();
+    // Every instance of the region: no circuit breaker share here.
+    let r = guard(&cloud, &[("MAX_CHANGE_PERCENT", "100")])
+        .handle(&scheduled())
+        .await
+        .unwrap();
     let region = &r.sweep.as_ref().unwrap().regions[0];
     assert_eq!(region.pages, 3);
     assert_eq!(region.throttled, 6);

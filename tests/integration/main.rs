@@ -16,6 +16,9 @@
 //!   (findings read back, a rule on a custom bus, SNS per protocol).
 //! - `outputs_flow`: Security Hub findings, the bus and the cost of a
 //!   compliant launch with every output on, on the fake.
+//! - `operations`: the controls of a bad day on the fake: break-glass
+//!   grants and the circuit breaker; `operations_emulator`, the same on the
+//!   emulator through the command line.
 //! - `cli`: the binary's `check` command.
 //! - `load`, `function_bench`, `trigger_sim`, `org_sim`: benchmarks and
 //!   simulations, ignored by `make test` (`make load`, `make bench`,
@@ -34,6 +37,8 @@ mod function_bench;
 mod iam_conditions;
 mod load;
 mod netfaults;
+mod operations;
+mod operations_emulator;
 mod org_emulator;
 mod org_sim;
 mod outputs_emulator;

@@ -316,7 +316,8 @@ async fn chat_subscribers_get_a_card_and_a_queue_the_usual_body() {
 }
 
 #[tokio::test]
-async fn the_event_functions_findings_reach_security_hub_through_the_outputs_queue() {
+async fn the_event_functions_and_the_sweeps_findings_reach_security_hub_through_the_outputs_queue()
+{
     use imds_guard::aws::clients::NoOutputs;
     let region = "me-south-1";
     let base = crate::common::emulator_sdk().await;
@@ -345,7 +346,11 @@ async fn the_event_functions_findings_reach_security_hub_through_the_outputs_que
         },
     )
     .await;
-    let event = event_for(&ec2, "run-instances-cli-multi.json", &ids, Some(region)).await;
+    let mut event = event_for(&ec2, "run-instances-cli-multi.json", &ids, Some(region)).await;
+    // The emulator's own account, which the sweep below names (as a real
+    // launch names the function's account).
+    event["account"] = "123456789012".into();
+    event["detail"]["recipientAccountId"] = "123456789012".into();
     let report = event_function.handle(&event).await.unwrap();
     assert_eq!(report.security_hub.as_ref().unwrap().queued, 1);
     assert_eq!(report.aws_calls.get("SendMessage"), Some(&1));
@@ -374,10 +379,55 @@ async fn the_event_functions_findings_reach_security_hub_through_the_outputs_que
         "body": m.body().unwrap(),
     }]});
     let outputs_function = Guard::new(cfg.clone(), RegionalClients::for_config(base.clone(), &cfg));
-    let answer = outputs_function.handle_payload(&batch, None).await.unwrap();
+    let answer = outputs_function.handle_handoffs(&batch).await.unwrap();
     assert_eq!(answer, serde_json::json!({"batchItemFailures": []}));
     assert_eq!(
         findings_of(region, &ids).await,
         [(ids[0].clone(), "FAILED".to_string(), "ACTIVE".to_string())]
+    );
+
+    // Someone requires tokens by hand; the sweep (whose binary carries no
+    // Security Hub client either) reads what the outputs function
+    // remembered filing, and hands off the finding's move to PASSED.
+    ec2.modify_instance_metadata_options()
+        .instance_id(&ids[0])
+        .http_tokens(aws_sdk_ec2::types::HttpTokensState::Required)
+        .http_put_response_hop_limit(2)
+        .http_endpoint(aws_sdk_ec2::types::InstanceMetadataEndpointState::Enabled)
+        .send()
+        .await
+        .unwrap();
+    let swept = event_function.handle(&scheduled(region)).await.unwrap();
+    let sh = swept.security_hub.clone().unwrap();
+    assert_eq!(sh.queued, 1, "{sh:?}");
+    assert!(sh.filed.is_empty() && sh.errors.is_empty(), "{sh:?}");
+    assert_eq!(swept.aws_calls.get("BatchImportFindings"), None);
+    let got = sqs
+        .receive_message()
+        .queue_url(&url)
+        .max_number_of_messages(10)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.messages().len(), 1);
+    let m = &got.messages()[0];
+    let batch = serde_json::json!({"Records": [{
+        "messageId": m.message_id().unwrap(),
+        "eventSource": "aws:sqs",
+        "body": m.body().unwrap(),
+    }]});
+    let answer = outputs_function.handle_handoffs(&batch).await.unwrap();
+    assert_eq!(answer, serde_json::json!({"batchItemFailures": []}));
+    assert_eq!(
+        findings_of(region, &ids).await,
+        [(ids[0].clone(), "PASSED".to_string(), "ACTIVE".to_string())]
+    );
+    // And the next sweep finds it as filed: nothing handed off again.
+    let again = event_function.handle(&scheduled(region)).await.unwrap();
+    assert_eq!(
+        again.aws_calls.get("SendMessage"),
+        None,
+        "{:?}",
+        again.security_hub
     );
 }

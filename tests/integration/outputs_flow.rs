@@ -359,7 +359,7 @@ async fn the_event_function_hands_its_findings_and_events_to_the_outputs_functio
         json!({"messageId": "m-bad", "eventSource": "aws:sqs", "body": "{\"account\": \"x\"}"}),
     );
     let answer = g
-        .handle_payload(&json!({ "Records": records }), None)
+        .handle_handoffs(&json!({ "Records": records }))
         .await
         .unwrap();
     assert_eq!(
@@ -384,11 +384,135 @@ async fn the_event_function_hands_its_findings_and_events_to_the_outputs_functio
         crate::fake::api_error("InternalException"),
     );
     let answer = g
-        .handle_payload(&json!({"Records": [{"messageId": "m-0", "eventSource": "aws:sqs", "body": messages[0]}]}), None)
+        .handle_handoffs(&json!({"Records": [{"messageId": "m-0", "eventSource": "aws:sqs", "body": messages[0]}]}))
         .await
         .unwrap();
     assert_eq!(
         answer,
         json!({"batchItemFailures": [{"itemIdentifier": "m-0"}]})
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_sweep_hands_off_its_findings_and_its_summary_and_remembers_none_itself() {
+    let cloud = FakeCloud::new();
+    cloud.with_security_hub();
+    cloud.with_memory();
+    cloud.with_bus();
+    cloud.set_defaults(Some(Default::default()));
+    cloud
+        .add("i-0aaaaaaaaaaaaaaa1", "optional", 2)
+        .add("i-0aaaaaaaaaaaaaaa2", "optional", 2);
+    let pairs = [
+        ("GUARD_MODE", "notify"),
+        ("EVENT_BUS_NAME", "security-events"),
+        (
+            "OUTPUTS_QUEUE_URL",
+            "https://sqs.us-east-1.amazonaws.com/111122223333/imds-guard-outputs",
+        ),
+    ];
+    let g = guard(&cloud, &pairs);
+
+    // The sweep's binary carries neither client: its findings and its
+    // summary go to the queue, and nothing is remembered as filed yet.
+    cloud.as_event_function(true);
+    let swept = g.handle(&scheduled()).await.unwrap();
+    let sh = swept.security_hub.clone().unwrap();
+    assert_eq!(sh.queued, 2, "{sh:?}");
+    assert!(sh.filed.is_empty() && sh.errors.is_empty(), "{sh:?}");
+    assert!(swept.routed.as_ref().unwrap().queued >= 1);
+    assert!(cloud.findings().is_empty() && cloud.routed().is_empty());
+    let messages = cloud.take_handed_off();
+    assert_eq!(
+        messages.len(),
+        2,
+        "one for the findings, one for the events"
+    );
+    // Not remembered by the sweep: a second sweep hands them off again.
+    let again = g.handle(&scheduled()).await.unwrap();
+    assert_eq!(again.security_hub.as_ref().unwrap().queued, 2);
+    cloud.take_handed_off();
+
+    // The outputs function files and remembers them; the next sweep finds
+    // them filed and hands off nothing more.
+    cloud.as_event_function(false);
+    let records: Vec<Value> = messages
+        .iter()
+        .enumerate()
+        .map(|(i, body)| json!({"messageId": format!("m-{i}"), "eventSource": "aws:sqs", "body": body}))
+        .collect();
+    let answer = g
+        .handle_handoffs(&json!({ "Records": records }))
+        .await
+        .unwrap();
+    assert_eq!(answer, json!({"batchItemFailures": []}));
+    assert_eq!(cloud.findings().len(), 2);
+    assert_eq!(cloud.routed()[0].detail_type, routing::SWEEP_FINISHED);
+    cloud.as_event_function(true);
+    let third = g.handle(&scheduled()).await.unwrap();
+    let sh = third.security_hub.clone().unwrap();
+    assert_eq!((sh.queued, sh.unchanged), (0, 2), "{sh:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_outputs_function_takes_only_its_queues_batches() {
+    let cloud = FakeCloud::new();
+    cloud.add("i-0aaaaaaaaaaaaaaa1", "optional", 2);
+    let g = guard(&cloud, &[("GUARD_MODE", "enforce")]);
+    let err = g
+        .handle_handoffs(&launch(&["i-0aaaaaaaaaaaaaaa1"]))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("only batches"), "{err}");
+    assert!(cloud.calls().is_empty(), "{:?}", cloud.calls());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_sweep_listing_every_instance_passes_one_fixed_by_hand() {
+    // With a hop-limit maximum the sweep lists every instance, so one fixed
+    // by hand is listed (and makes no finding) rather than missing: its
+    // open finding must still pass.
+    let cloud = FakeCloud::new();
+    cloud.with_security_hub();
+    cloud.with_memory();
+    cloud.set_defaults(Some(Default::default()));
+    cloud
+        .add("i-0aaaaaaaaaaaaaaa1", "optional", 2)
+        .add("i-0aaaaaaaaaaaaaaa2", "optional", 2);
+    let g = guard(&cloud, &[("GUARD_MODE", "notify"), ("MAX_HOP_LIMIT", "2")]);
+    let first = g.handle(&scheduled()).await.unwrap();
+    assert_eq!(
+        first
+            .security_hub
+            .unwrap()
+            .filed
+            .get(&ComplianceStatus::Failed),
+        Some(&2)
+    );
+    cloud.edit("i-0aaaaaaaaaaaaaaa1", |i| {
+        i.observed.options.http_tokens = Some("required".into())
+    });
+    let second = g.handle(&scheduled()).await.unwrap();
+    let sh = second.security_hub.unwrap();
+    assert_eq!(sh.filed.get(&ComplianceStatus::Passed), Some(&1), "{sh:?}");
+    assert_eq!(sh.unchanged, 1, "{sh:?}");
+    assert_eq!(
+        status_of(&cloud, "i-0aaaaaaaaaaaaaaa1"),
+        Some((ComplianceStatus::Passed, RecordState::Active))
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_sweep_with_nowhere_to_file_its_findings_fails_naming_why() {
+    let cloud = FakeCloud::new();
+    cloud.with_security_hub();
+    cloud.with_memory();
+    cloud.set_defaults(Some(Default::default()));
+    cloud.add("i-0aaaaaaaaaaaaaaa1", "optional", 2);
+    let g = guard(&cloud, &[("GUARD_MODE", "notify")]);
+    // No Security Hub client and no OUTPUTS_QUEUE_URL: never a silent skip.
+    cloud.as_event_function(true).without_outputs_queue();
+    let err = g.handle(&scheduled()).await.unwrap_err();
+    assert!(err.to_string().contains("no OUTPUTS_QUEUE_URL"), "{err}");
+    assert!(cloud.findings().is_empty());
 }

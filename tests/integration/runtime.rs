@@ -261,6 +261,11 @@ pub fn start_sweep_function(api: &RuntimeApi, env: &[(&str, &str)]) -> Function 
 
 /// As `start_function`, for a given build of the binary (the load benchmark
 /// runs the release build).
+/// The outputs function (`imds-guard-outputs`) under the same harness.
+pub fn start_outputs_function(api: &RuntimeApi, env: &[(&str, &str)]) -> Function {
+    start_binary(env!("CARGO_BIN_EXE_imds-guard-outputs"), api, env)
+}
+
 pub fn start_binary(bin: &str, api: &RuntimeApi, env: &[(&str, &str)]) -> Function {
     let mut cmd = Command::new(bin);
     cmd.env_clear()
@@ -396,6 +401,32 @@ fn each_function_takes_its_own_events() {
             .contains("region us-east-1 (listing stopped"),
         "{}",
         answers[0].body
+    );
+
+    // The outputs function takes only its queue's batches: a schedule is
+    // refused, naming why; a message it cannot read is named for SQS to
+    // deliver again (and keep, at last), with no AWS call.
+    let batch = serde_json::json!({"Records": [{
+        "messageId": "m-unreadable", "eventSource": "aws:sqs", "body": "{\"account\": \"x\"}"
+    }]});
+    let api = RuntimeApi::start(vec![
+        fixture_bytes("scheduled-event.json"),
+        serde_json::to_vec(&batch).unwrap(),
+    ]);
+    let function = start_outputs_function(&api, &[]);
+    let answers = api.answers(2, Duration::from_secs(30));
+    function.stop();
+    assert_eq!(answers[0].kind, "error", "{}", answers[0].body);
+    assert!(
+        answers[0].body.contains("only batches"),
+        "{}",
+        answers[0].body
+    );
+    assert_eq!(answers[1].kind, "response", "{}", answers[1].body);
+    let answer: serde_json::Value = serde_json::from_str(&answers[1].body).unwrap();
+    assert_eq!(
+        answer,
+        serde_json::json!({"batchItemFailures": [{"itemIdentifier": "m-unreadable"}]})
     );
 }
 

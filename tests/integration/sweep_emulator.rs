@@ -113,6 +113,8 @@ async fn the_scheduled_event_sweeps_a_mixed_region_to_zero_noncompliant() {
         config(&[
             ("NOTIFY_TOPIC_ARN", &topic),
             ("EXEMPT_TAG_KEY", "legacy-imds"),
+            // To zero in one run: no circuit breaker share.
+            ("MAX_CHANGE_PERCENT", "100"),
         ]),
         RegionalClients::new(crate::common::emulator_sdk().await),
     );
@@ -209,7 +211,11 @@ async fn the_cli_audits_then_enforces_and_its_exit_status_gates_a_pipeline() {
     let region = "ca-central-1";
     let fleet = seed(region, 40).await;
     let to_fix = (fleet.optional_running.len() + fleet.optional_stopped.len()) as u64;
-    let env = [("EXEMPT_TAG_KEY", "legacy-imds"), ("NOTIFY_TOPIC_ARN", "")];
+    let env = [
+        ("EXEMPT_TAG_KEY", "legacy-imds"),
+        ("NOTIFY_TOPIC_ARN", ""),
+        ("MAX_CHANGE_PERCENT", "100"),
+    ];
 
     // Audit writes nothing and exits 1: noncompliant instances are left.
     let (code, out, err) = cli(

@@ -186,6 +186,41 @@ async fn a_hop_limit_maximum_lists_every_instance() {
 }
 
 #[tokio::test]
+async fn a_region_that_cannot_be_counted_is_held_to_the_breakers_floor() {
+    // 15 instances to fix; the circuit breaker's share needs the region's
+    // count, and the unfiltered listing fails: at most the floor (10) is
+    // changed, the rest held and the region warned of.
+    let fleet = ids(15, 300);
+    let listed = fleet.clone();
+    let describe = mock!(Ec2Client::describe_instances)
+        .match_requests(has_tokens_filter)
+        .then_output(move || {
+            described(listed.iter().map(|id| running(id, "optional", 1)).collect())
+        });
+    let count = mock!(Ec2Client::describe_instances)
+        .match_requests(|i| !has_tokens_filter(i))
+        .then_error(|| DescribeInstancesError::generic(meta("InternalError")));
+    let (get, modify, tag) = (no_defaults_api(), modify_ok(), tag_ok());
+    let g = guard_with(
+        &[("MAX_CHANGE_PERCENT", "25")],
+        &[&describe, &count, &get, &modify, &tag],
+        &[],
+        &[],
+    );
+    let report = g.handle(&scheduled()).await.unwrap();
+    let r = &report.sweep.as_ref().unwrap().regions[0];
+    assert_eq!(r.count(Outcome::Remediated), 10, "{r:?}");
+    assert_eq!(r.held_by_breaker, 5);
+    assert_eq!(modify.num_calls(), 10);
+    assert!(
+        r.warnings
+            .iter()
+            .any(|w| w.contains("could not be counted")),
+        "{r:?}"
+    );
+}
+
+#[tokio::test]
 async fn throttling_in_the_middle_of_a_sweep_slows_it_down_and_it_still_finishes() {
     let fleet = ids(24, 100);
     let listed = fleet.clone();
@@ -208,7 +243,12 @@ async fn throttling_in_the_middle_of_a_sweep_slows_it_down_and_it_still_finishes
         .repeatedly()
         .build();
     let (get, tag) = (no_defaults_api(), tag_ok());
-    let g = guard_with(&[], &[&describe, &get, &modify, &tag], &[], &[]);
+    let g = guard_with(
+        &[("MAX_CHANGE_PERCENT", "100")],
+        &[&describe, &get, &modify, &tag],
+        &[],
+        &[],
+    );
     let report = g.handle(&scheduled()).await.unwrap();
     let r = &report.sweep.as_ref().unwrap().regions[0];
     assert_eq!(r.count(Outcome::Remediated), 24, "{:?}", report.instances);

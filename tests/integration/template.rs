@@ -1893,14 +1893,14 @@ fn findings_and_the_bus_are_permitted_only_when_on_and_only_where_they_go() {
 }
 
 #[test]
-fn the_event_functions_outputs_are_handed_off_and_never_lost() {
+fn the_functions_outputs_are_handed_off_and_never_lost() {
     let t = load("template.yaml");
     let f = get(&t, &["Resources", "OutputsFunction"]).expect("OutputsFunction");
     assert_eq!(f.get("Condition").and_then(Value::as_str), Some("HandOff"));
     assert_eq!(
         get(f, &["Metadata", "BuildProperties", "Binary"]).and_then(Value::as_str),
-        Some("imds-guard"),
-        "the sweep's binary, which carries Security Hub's and EventBridge's clients"
+        Some("imds-guard-outputs"),
+        "the outputs function's binary, the only one that carries Security Hub's and EventBridge's clients"
     );
     let source = get(f, &["Properties", "Events", "HandedOff", "Properties"]).unwrap();
     assert_eq!(

@@ -90,6 +90,13 @@ pub struct Config {
     /// Account-region pairs a sweep covers at once (each holds at most one
     /// page of instances in memory; the function has 128 MB).
     pub sweep_concurrency: usize,
+    /// The circuit breaker (`breaker`): at most this many instances changed
+    /// by one event (`MAX_CHANGES_PER_EVENT`), by one sweep run or fan-out
+    /// shard (`MAX_CHANGES_PER_RUN`), and this share of one account-region's
+    /// instances per run (`MAX_CHANGE_PERCENT`; 100 turns the share off).
+    pub max_changes_per_event: u64,
+    pub max_changes_per_run: u64,
+    pub max_change_percent: u8,
     /// An organization sweep of at least this many account-regions fans out
     /// (Step Functions, one shard per account); below it, one invocation.
     pub fanout_threshold: usize,
@@ -201,6 +208,9 @@ impl Default for Config {
             failed_events_queue_url: None,
             fix_sources: false,
             sweep_concurrency: 4,
+            max_changes_per_event: 50,
+            max_changes_per_run: 500,
+            max_change_percent: 25,
             fanout_threshold: 100,
             fanout_concurrency: 40,
             fix_source_tag_key: "imds-guard:fix-source".into(),
@@ -425,6 +435,47 @@ impl Config {
                         "SWEEP_CONCURRENCY",
                         &v,
                         "expected a whole number from 1 to 32",
+                    )
+                })?;
+        }
+        for (name, slot, max) in [
+            (
+                "MAX_CHANGES_PER_EVENT",
+                &mut cfg.max_changes_per_event,
+                100_000,
+            ),
+            (
+                "MAX_CHANGES_PER_RUN",
+                &mut cfg.max_changes_per_run,
+                1_000_000,
+            ),
+        ] {
+            if let Some(v) = get(name) {
+                *slot = v
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|n| (1..=max).contains(n))
+                    .ok_or_else(|| {
+                        err(
+                            name,
+                            &v,
+                            &format!("expected a whole number from 1 to {max}"),
+                        )
+                    })?;
+            }
+        }
+        if let Some(v) = get("MAX_CHANGE_PERCENT") {
+            cfg.max_change_percent = v
+                .trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|n| (1..=100).contains(n))
+                .ok_or_else(|| {
+                    err(
+                        "MAX_CHANGE_PERCENT",
+                        &v,
+                        "expected a whole number from 1 to 100 (100: no share limit)",
                     )
                 })?;
         }
@@ -843,6 +894,33 @@ mod tests {
     }
 
     #[test]
+    fn the_circuit_breaker_has_conservative_defaults_and_reads_its_settings() {
+        let d = from(&[]).unwrap();
+        assert_eq!(
+            (
+                d.max_changes_per_event,
+                d.max_changes_per_run,
+                d.max_change_percent
+            ),
+            (50, 500, 25)
+        );
+        let c = from(&[
+            ("MAX_CHANGES_PER_EVENT", "5"),
+            ("MAX_CHANGES_PER_RUN", " 7000 "),
+            ("MAX_CHANGE_PERCENT", "100"),
+        ])
+        .unwrap();
+        assert_eq!(
+            (
+                c.max_changes_per_event,
+                c.max_changes_per_run,
+                c.max_change_percent
+            ),
+            (5, 7000, 100)
+        );
+    }
+
+    #[test]
     fn every_invalid_value_names_its_variable() {
         let cases = [
             ("GUARD_MODE", "fix"),
@@ -858,6 +936,13 @@ mod tests {
                 "arn:aws:sts::123456789012:assumed-role/Legacy/*",
             ),
             ("EXEMPT_IMAGE_IDS", "ami-xyz"),
+            ("MAX_CHANGES_PER_EVENT", "0"),
+            ("MAX_CHANGES_PER_EVENT", "many"),
+            ("MAX_CHANGES_PER_RUN", "0"),
+            ("MAX_CHANGES_PER_RUN", "1000001"),
+            ("MAX_CHANGE_PERCENT", "0"),
+            ("MAX_CHANGE_PERCENT", "101"),
+            ("MAX_CHANGE_PERCENT", "25%"),
             ("MAX_HOP_LIMIT", "0"),
             ("MAX_HOP_LIMIT", "65"),
             ("MAX_HOP_LIMIT", "two"),

@@ -126,6 +126,9 @@ pub struct Observed {
     /// glob that matched), read from the guard's memory: only the guard can
     /// write one, unlike a tag.
     pub recorded_exemption: Option<String>,
+    /// A person's break-glass grant in force for it (its own, or its launch
+    /// template's), read from the guard's memory.
+    pub break_glass: Option<crate::break_glass::Grant>,
 }
 
 impl Observed {
@@ -786,6 +789,7 @@ fn launched_instance(item: &Value) -> Result<Observed, String> {
         instance_profile: text(item, &["iamInstanceProfile", "arn"])
             .filter(|a| a.starts_with("arn:") && a.contains(":instance-profile/")),
         recorded_exemption: None,
+        break_glass: None,
     })
 }
 

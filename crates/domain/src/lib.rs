@@ -4,6 +4,8 @@
 //! appears here, and this crate does not depend on one: the compiler keeps
 //! the policy free of I/O.
 
+pub mod break_glass;
+pub mod breaker;
 pub mod cap;
 pub mod config;
 pub mod event;

@@ -38,6 +38,10 @@ pub enum Kind {
     /// compares its decisions with, so it files only changes and settles the
     /// findings of instances it no longer lists.
     Finding,
+    /// A person's break-glass grant for this instance or launch template
+    /// (`break_glass::Grant`: until, reason, who), kept two weeks past its
+    /// end so the sweep can tell of it (`ended_told` once it has).
+    BreakGlass,
 }
 
 impl Kind {
@@ -49,6 +53,7 @@ impl Kind {
             Kind::Notice => "notice#",
             Kind::Shard => "shard#",
             Kind::Finding => "finding#",
+            Kind::BreakGlass => "breakglass#",
         }
     }
 
@@ -69,6 +74,8 @@ impl Kind {
             // once this lapses, the next sweep files the finding again,
             // which keeps it alive.
             Kind::Finding => FINDING_LIFETIME,
+            // Set from the grant's own end (`Grant::record`).
+            Kind::BreakGlass => 0,
         }
     }
 }

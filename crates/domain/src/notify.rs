@@ -24,6 +24,8 @@ pub const MAX_SUBJECT: usize = 100;
 pub const MAX_BODY: usize = 64 * 1024;
 /// The `outcome` attribute of a message about weakened account defaults.
 pub const DEFAULTS_WEAKENED: &str = "account_defaults_weakened";
+/// The `outcome` attribute of a message whose run tripped the circuit breaker.
+pub const BREAKER_TRIPPED: &str = "breaker_tripped";
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Notification {
@@ -333,7 +335,15 @@ pub fn build(report: &Report) -> Notification {
     let ctx = report.event.clone().unwrap_or_default();
     let mode = report.mode.as_str();
     let account = ctx.account.as_deref();
-    let (headline, summary) = headline(report, &ctx);
+    let (mut headline, mut summary) = headline(report, &ctx);
+    // A tripped breaker comes first: a person must decide what happens next.
+    if let Some(t) = &report.breaker {
+        headline = format!("{}: {headline}", t.headline());
+        summary = format!(
+            "{}: the guard stopped changing instances and lists what it would have done (raise the limit, or let the next run carry on); {summary}",
+            t.headline()
+        );
+    }
     let subject = subject(&headline);
 
     let counts = report.counts();
@@ -359,6 +369,9 @@ pub fn build(report: &Report) -> Notification {
         {
             outcomes.push(name.to_string());
         }
+    }
+    if report.breaker.is_some() {
+        outcomes.push(BREAKER_TRIPPED.to_string());
     }
     let failed = Outcome::Failed.as_str();
     if (!report.unreadable.is_empty() || !report.unhandled().is_empty())
@@ -607,6 +620,7 @@ mod tests {
             sources: Vec::new(),
             security_hub: None,
             routed: None,
+            breaker: None,
         }
     }
 

@@ -505,6 +505,39 @@ mod tests {
     }
 
     #[test]
+    fn a_break_glass_grant_exempts_and_a_revert_under_it_is_told_not_undone() {
+        let now = 1_795_000_000;
+        let grant = crate::break_glass::Grant::new(
+            "i-0123456789abcdef0",
+            now + 3600,
+            "incident 42",
+            "arn:aws:iam::111122223333:user/alice",
+            now,
+        )
+        .unwrap();
+        let mut o = optional("i-0123456789abcdef0");
+        o.break_glass = Some(grant.clone());
+        let mut ctx = launch();
+        ctx.event_name = "ModifyInstanceMetadataOptions".into();
+        // No principal exemptions configured: the grant alone exempts.
+        let (r, remedy) = plan(&cfg(Mode::Enforce), &o, &ctx, Trigger::MetadataChange);
+        assert_eq!(r.outcome, Outcome::Exempt);
+        assert!(remedy.is_none(), "reported, not reverted");
+        assert!(r.notify && !needs_claim(Trigger::MetadataChange, &r));
+        assert_eq!(r.exemption, Some(Exemption::BreakGlass(grant)));
+        assert!(r
+            .exemption
+            .unwrap()
+            .to_string()
+            .starts_with("break-glass granted by arn:aws:iam::111122223333:user/alice until "));
+        // Without it, the same change is undone.
+        o.break_glass = None;
+        let (r, remedy) = plan(&cfg(Mode::Enforce), &o, &ctx, Trigger::MetadataChange);
+        assert_eq!(r.outcome, Outcome::Remediated);
+        assert!(remedy.is_some());
+    }
+
+    #[test]
     fn a_forged_noncompliant_tag_does_not_quiet_a_launch() {
         let mut o = optional("i-00000001");
         o.tags = Some(vec![("imds-guard:status".into(), NONCOMPLIANT.into())]);

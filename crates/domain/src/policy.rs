@@ -70,6 +70,9 @@ pub enum Exemption {
     /// before the guard had a memory (`<STATUS_TAG_KEY>=exempt`), honoured
     /// only on an instance launched before `LEGACY_EXEMPT_BEFORE`.
     Legacy(String),
+    /// A person's time-boxed grant during an incident (`imds-guard
+    /// break-glass grant`), from the guard's memory.
+    BreakGlass(crate::break_glass::Grant),
 }
 
 impl Serialize for Exemption {
@@ -88,6 +91,7 @@ impl std::fmt::Display for Exemption {
                 f,
                 "launched by an exempt principal (matching {glob}), as the guard recorded"
             ),
+            Exemption::BreakGlass(g) => write!(f, "{g}"),
             Exemption::Legacy(key) => write!(
                 f,
                 "a legacy record {key}={EXEMPT_STATUS} on an instance launched before LEGACY_EXEMPT_BEFORE (migrate it: imds-guard migrate-exemptions)"
@@ -205,6 +209,10 @@ impl<'a> Policy<'a> {
     }
 
     fn exemption(&self, instance: &Observed, principal: &Principal) -> Option<Exemption> {
+        // A person's grant first: it is why the instance is as it is now.
+        if let Some(g) = &instance.break_glass {
+            return Some(Exemption::BreakGlass(g.clone()));
+        }
         let ex = self.exemptions;
         if let Some(key) = &ex.tag_key {
             if instance

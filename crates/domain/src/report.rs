@@ -170,6 +170,8 @@ pub enum Idle {
     /// A state-change notification names no principal: with principal
     /// exemptions configured, the CloudTrail launch event decides.
     AwaitingLauncher,
+    /// The circuit breaker held it back: the ceiling reached, as a setting.
+    Breaker(String),
 }
 
 impl std::fmt::Display for Idle {
@@ -182,6 +184,7 @@ impl std::fmt::Display for Idle {
             Idle::AlreadyTold => f.write_str("none: already told of this launch"),
             Idle::HeldBack => f.write_str("none: held back, IMDSv1 still in use"),
             Idle::NotAllowed => f.write_str("none: the account is not allowed"),
+            Idle::Breaker(limit) => write!(f, "none: circuit breaker ({limit})"),
             Idle::AwaitingLauncher => f.write_str(
                 "none yet: the CloudTrail launch event, which names who launched it, decides (principal exemptions are configured)",
             ),
@@ -305,6 +308,14 @@ pub struct RegionSweep {
     /// launch at `optional` (named in the summary's `sources`).
     #[serde(skip_serializing_if = "is_zero")]
     pub sources: u64,
+    /// Instances the circuit breaker held back this run (each listed,
+    /// with the change it would have made).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub held_by_breaker: u64,
+    /// Break-glass grants here: each in force, and each that ended since
+    /// the last summary (once).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub break_glass: Vec<crate::break_glass::GrantView>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub account_defaults: Option<AccountDefaults>,
     /// What was done about the account default.
@@ -333,6 +344,8 @@ impl RegionSweep {
             v1_no_data: 0,
             refusing: 0,
             throttled: 0,
+            held_by_breaker: 0,
+            break_glass: Vec::new(),
             sources: 0,
             account_defaults: None,
             account_default_action: DefaultsAction::None,
@@ -577,6 +590,9 @@ pub struct Report {
     /// The events put on the bus (`EVENT_BUS_NAME`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub routed: Option<Routed>,
+    /// What the circuit breaker held back (`breaker`), when it tripped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub breaker: Option<crate::breaker::Tripped>,
 }
 
 /// What was put on the EventBridge bus.
@@ -610,6 +626,7 @@ impl Report {
             sources: Vec::new(),
             security_hub: None,
             routed: None,
+            breaker: None,
         }
     }
 
@@ -629,6 +646,7 @@ impl Report {
             sources: Vec::new(),
             security_hub: None,
             routed: None,
+            breaker: None,
         }
     }
 
@@ -651,6 +669,7 @@ impl Report {
             sources: Vec::new(),
             security_hub: None,
             routed: None,
+            breaker: None,
         }
     }
 

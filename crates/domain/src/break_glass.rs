@@ -1,0 +1,440 @@
+//! Break-glass: a time-boxed, audited exemption a person grants during an
+//! incident, for one instance or for every instance launched from one
+//! launch template (and the template itself). A grant names who granted
+//! it, why, and until when; it lives in the guard's memory (which only the
+//! guard's role and the break-glass roles may write, never a tag anyone
+//! can write), and the event path and the sweep both honour it until it
+//! expires, then handle the instance as usual. Pure: the flows read and
+//! write the records, and the policy decides with what is read here.
+
+use serde::Serialize;
+
+use crate::event::Observed;
+use crate::memory::{Kind, Record};
+
+/// The longest grant: an incident's worth, not a standing exemption (that
+/// is what `EXEMPT_*` settings are for).
+pub const MAX_GRANT_SECS: u64 = 7 * 24 * 3600;
+/// A lapsed grant is kept this long, so the sweep can tell of its expiry.
+pub const KEEP_AFTER_EXPIRY_SECS: u64 = 14 * 24 * 3600;
+/// The tag EC2 puts on an instance launched from a launch template.
+pub const TEMPLATE_TAG: &str = "aws:ec2launchtemplate:id";
+/// The longest reason kept.
+pub const MAX_REASON: usize = 256;
+
+const UNTIL: &str = "until";
+const REASON: &str = "reason";
+const BY: &str = "by";
+const GRANTED_AT: &str = "granted_at";
+const REVOKED: &str = "revoked";
+
+/// One grant, as a person made it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Grant {
+    /// An instance id (`i-...`) or a launch template id (`lt-...`).
+    pub target: String,
+    /// When it lapses, in seconds since the epoch.
+    pub until: u64,
+    pub reason: String,
+    /// Who granted it (the caller's ARN, as STS named it).
+    pub by: String,
+    pub granted_at: u64,
+    /// Ended early by `imds-guard break-glass revoke`.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub revoked: bool,
+}
+
+/// Where a grant stands at a moment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    Active,
+    Expired,
+    Revoked,
+}
+
+pub fn is_template_id(s: &str) -> bool {
+    s.strip_prefix("lt-").is_some_and(|hex| {
+        hex.len() == 17
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
+}
+
+impl Grant {
+    /// A new grant, checked: a target the guard can match, a reason, and an
+    /// expiry in the future no further than `MAX_GRANT_SECS`.
+    pub fn new(
+        target: &str,
+        until: u64,
+        reason: &str,
+        by: &str,
+        now: u64,
+    ) -> Result<Grant, String> {
+        if !crate::validate::is_instance_id(target) && !is_template_id(target) {
+            return Err(format!(
+                "{} is neither an instance id (i-...) nor a launch template id (lt-...)",
+                crate::validate::clean(target, 64)
+            ));
+        }
+        let reason = crate::validate::clean(reason.trim(), MAX_REASON);
+        if reason.is_empty() {
+            return Err("a break-glass grant needs a reason (--reason)".into());
+        }
+        if until <= now {
+            return Err("a break-glass grant must end in the future".into());
+        }
+        if until - now > MAX_GRANT_SECS {
+            return Err(format!(
+                "a break-glass grant lasts at most {} hours; grant it again if the incident lasts longer",
+                MAX_GRANT_SECS / 3600
+            ));
+        }
+        Ok(Grant {
+            target: target.to_string(),
+            until,
+            reason,
+            by: crate::validate::clean(by, 256),
+            granted_at: now,
+            revoked: false,
+        })
+    }
+
+    pub fn state(&self, now: u64) -> State {
+        if self.revoked {
+            State::Revoked
+        } else if now < self.until {
+            State::Active
+        } else {
+            State::Expired
+        }
+    }
+
+    pub fn is_template(&self) -> bool {
+        self.target.starts_with("lt-")
+    }
+
+    /// Whether it covers `instance`: the instance itself, or the launch
+    /// template it was launched from.
+    pub fn covers(&self, instance: &Observed) -> bool {
+        if self.is_template() {
+            instance.tag(TEMPLATE_TAG) == Some(self.target.as_str())
+        } else {
+            instance.instance_id == self.target
+        }
+    }
+
+    /// The record of it in the account-region's partition: kept until two
+    /// weeks after it ends, so the sweep can tell of its expiry.
+    pub fn record(&self, place: &str) -> Record {
+        let mut r = Record::new(
+            Kind::BreakGlass,
+            place,
+            &self.target,
+            None,
+            self.granted_at,
+            std::time::Duration::ZERO,
+        );
+        r.expires_at = self.until + KEEP_AFTER_EXPIRY_SECS;
+        r.data.insert(UNTIL.into(), self.until.to_string());
+        r.data.insert(REASON.into(), self.reason.clone());
+        r.data.insert(BY.into(), self.by.clone());
+        r.data
+            .insert(GRANTED_AT.into(), self.granted_at.to_string());
+        if self.revoked {
+            r.data.insert(REVOKED.into(), "true".into());
+        }
+        r
+    }
+
+    /// The grant a record holds; `None` for a record of another kind or
+    /// one that does not hold a whole grant (never honoured).
+    pub fn from_record(r: &Record) -> Option<Grant> {
+        if !r.is_kind(Kind::BreakGlass) {
+            return None;
+        }
+        let target = r.id();
+        if !crate::validate::is_instance_id(target) && !is_template_id(target) {
+            return None;
+        }
+        Some(Grant {
+            target: target.to_string(),
+            until: r.data.get(UNTIL)?.parse().ok()?,
+            reason: r.data.get(REASON)?.clone(),
+            by: r.data.get(BY)?.clone(),
+            granted_at: r.data.get(GRANTED_AT)?.parse().ok()?,
+            revoked: r.data.contains_key(REVOKED),
+        })
+    }
+
+    /// The same grant, ended now.
+    pub fn revoke(mut self, now: u64) -> Grant {
+        self.revoked = true;
+        self.until = self.until.min(now);
+        self
+    }
+}
+
+impl std::fmt::Display for Grant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "break-glass granted by {} until {}: {}",
+            self.by,
+            crate::finding::iso8601(self.until),
+            self.reason
+        )
+    }
+}
+
+/// The grants in these records, ignoring any record that does not hold one.
+pub fn grants(records: &[Record]) -> Vec<Grant> {
+    records.iter().filter_map(Grant::from_record).collect()
+}
+
+/// The grant in force for `instance` at `now`: its own first, then its
+/// launch template's; the one that lasts longest when there are several.
+pub fn in_force<'a>(grants: &'a [Grant], instance: &Observed, now: u64) -> Option<&'a Grant> {
+    grants
+        .iter()
+        .filter(|g| g.state(now) == State::Active && g.covers(instance))
+        .max_by_key(|g| (!g.is_template(), g.until))
+}
+
+/// A grant as a sweep's summary lists it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct GrantView {
+    pub target: String,
+    pub state: State,
+    pub until: String,
+    pub by: String,
+    pub reason: String,
+}
+
+impl GrantView {
+    pub fn of(g: &Grant, now: u64) -> GrantView {
+        GrantView {
+            target: g.target.clone(),
+            state: g.state(now),
+            until: crate::finding::iso8601(g.until),
+            by: g.by.clone(),
+            reason: g.reason.clone(),
+        }
+    }
+}
+
+/// What a sweep tells of the grants of one account-region: every grant in
+/// force (each run, while it lasts), and each that ended since it was last
+/// told (`told` says which were).
+pub fn to_tell(grants: &[Grant], told_ended: &dyn Fn(&Grant) -> bool, now: u64) -> Vec<GrantView> {
+    grants
+        .iter()
+        .filter(|g| g.state(now) == State::Active || !told_ended(g))
+        .map(|g| GrantView::of(g, now))
+        .collect()
+}
+
+/// What a person did with a grant, as the message about it says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Act {
+    Granted,
+    Revoked,
+}
+
+/// The message a grant or a revocation sends, so every one reaches the
+/// people the guard's notifications reach (and their filter policies:
+/// `outcome` `break_glass_granted` / `break_glass_revoked`).
+pub fn notification(
+    act: Act,
+    g: &Grant,
+    account: &str,
+    region: &str,
+) -> crate::notify::Notification {
+    let (verb, outcome) = match act {
+        Act::Granted => ("granted", "break_glass_granted"),
+        Act::Revoked => ("revoked", "break_glass_revoked"),
+    };
+    let what = if g.is_template() {
+        format!(
+            "launch template {} (and the instances launched from it)",
+            g.target
+        )
+    } else {
+        format!("instance {}", g.target)
+    };
+    let subject = crate::notify::subject(&format!(
+        "imds-guard: break-glass {verb} for {} in {account}/{region}",
+        g.target
+    ));
+    let body = match act {
+        Act::Granted => format!(
+            "Break-glass granted for {what} in account {account} region {region} by {} until {}: {}.\n\nThe guard leaves it as it is (and reports, does not undo, a change back to HttpTokens=optional) until then, and handles it as usual after. Revoke it early: imds-guard break-glass revoke --target {} --region {region}.",
+            g.by,
+            crate::finding::iso8601(g.until),
+            g.reason,
+            g.target
+        ),
+        Act::Revoked => format!(
+            "Break-glass revoked for {what} in account {account} region {region} by {}: the guard handles it as usual from now on (granted until {} for: {}).",
+            g.by,
+            crate::finding::iso8601(g.until),
+            g.reason
+        ),
+    };
+    crate::notify::Notification {
+        subject,
+        body,
+        outcomes: vec![outcome.to_string()],
+        attributes: vec![
+            ("account".to_string(), account.to_string()),
+            ("region".to_string(), region.to_string()),
+        ],
+    }
+}
+
+/// The `data` key marking an ended grant's record as told of.
+pub const ENDED_TOLD: &str = "ended_told";
+
+/// Whether an ended grant's record says its end was told.
+pub fn ended_told(r: &Record) -> bool {
+    r.data.contains_key(ENDED_TOLD)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: u64 = 1_795_000_000;
+    const HOUR: u64 = 3600;
+
+    fn instance(id: &str, template: Option<&str>) -> Observed {
+        Observed {
+            instance_id: id.into(),
+            tags: Some(
+                template
+                    .map(|t| vec![(TEMPLATE_TAG.to_string(), t.to_string())])
+                    .unwrap_or_default(),
+            ),
+            ..Observed::default()
+        }
+    }
+
+    fn grant(target: &str, hours: u64) -> Grant {
+        Grant::new(
+            target,
+            NOW + hours * HOUR,
+            "incident 42: legacy agent",
+            "arn:aws:sts::111122223333:assumed-role/Responder/alice",
+            NOW,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_grant_needs_a_target_a_reason_and_an_expiry_within_a_week() {
+        let by = "arn:aws:iam::111122223333:user/alice";
+        assert!(Grant::new("i-0123456789abcdef0", NOW + HOUR, "why", by, NOW).is_ok());
+        assert!(Grant::new("lt-0123456789abcdef0", NOW + HOUR, "why", by, NOW).is_ok());
+        for (target, until, reason, want) in [
+            ("i-xyz", NOW + HOUR, "why", "neither an instance id"),
+            ("sg-0123456789abcdef0", NOW + HOUR, "why", "neither"),
+            ("i-0123456789abcdef0", NOW + HOUR, "  ", "needs a reason"),
+            ("i-0123456789abcdef0", NOW, "why", "in the future"),
+            (
+                "i-0123456789abcdef0",
+                NOW + MAX_GRANT_SECS + 1,
+                "why",
+                "at most 168 hours",
+            ),
+        ] {
+            let e = Grant::new(target, until, reason, by, NOW).unwrap_err();
+            assert!(e.contains(want), "{target} {until} {reason:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_grant_survives_its_record_and_a_partial_record_is_never_honoured() {
+        let g = grant("i-0123456789abcdef0", 4);
+        let r = g.record("111122223333#eu-west-1");
+        assert_eq!(r.sk, "breakglass#i-0123456789abcdef0");
+        assert_eq!(r.expires_at, g.until + KEEP_AFTER_EXPIRY_SECS);
+        assert_eq!(Grant::from_record(&r), Some(g.clone()));
+        for key in [UNTIL, REASON, BY, GRANTED_AT] {
+            let mut partial = r.clone();
+            partial.data.remove(key);
+            assert_eq!(Grant::from_record(&partial), None, "without {key}");
+        }
+        let mut other = r.clone();
+        other.sk = "exempt#i-0123456789abcdef0".into();
+        assert_eq!(Grant::from_record(&other), None);
+        let revoked = g.revoke(NOW + 60);
+        assert_eq!(
+            Grant::from_record(&revoked.record("p")).map(|g| g.state(NOW + 61)),
+            Some(State::Revoked)
+        );
+    }
+
+    #[test]
+    fn a_grant_covers_its_instance_or_its_templates_instances_until_it_ends() {
+        let own = grant("i-0123456789abcdef0", 4);
+        let template = grant("lt-0123456789abcdef0", 8);
+        let grants = vec![own.clone(), template.clone()];
+        let a = instance("i-0123456789abcdef0", Some("lt-0123456789abcdef0"));
+        let b = instance("i-0fedcba9876543210", Some("lt-0123456789abcdef0"));
+        let c = instance("i-0aaaaaaaaaaaaaaaa", Some("lt-0bbbbbbbbbbbbbbbb"));
+        // Its own grant first, though the template's lasts longer.
+        assert_eq!(in_force(&grants, &a, NOW), Some(&own));
+        assert_eq!(in_force(&grants, &b, NOW), Some(&template));
+        assert_eq!(in_force(&grants, &c, NOW), None);
+        // Once its own has ended, the template's still covers it.
+        assert_eq!(in_force(&grants, &a, NOW + 5 * HOUR), Some(&template));
+        assert_eq!(in_force(&grants, &a, NOW + 8 * HOUR), None);
+        // A revoked grant covers nothing.
+        let revoked = vec![own.revoke(NOW)];
+        assert_eq!(in_force(&revoked, &a, NOW), None);
+    }
+
+    #[test]
+    fn a_grant_and_a_revocation_each_send_a_message_naming_who_why_and_until_when() {
+        let g = grant("lt-0123456789abcdef0", 4);
+        let n = notification(Act::Granted, &g, "111122223333", "eu-west-1");
+        assert_eq!(
+            n.subject,
+            "imds-guard: break-glass granted for lt-0123456789abcdef0 in 111122223333/eu-west-1"
+        );
+        assert!(n
+            .body
+            .contains("launch template lt-0123456789abcdef0 (and the instances launched from it)"));
+        assert!(n
+            .body
+            .contains("by arn:aws:sts::111122223333:assumed-role/Responder/alice until "));
+        assert!(n.body.contains("incident 42: legacy agent"));
+        assert_eq!(n.outcomes, ["break_glass_granted"]);
+        let n = notification(Act::Revoked, &g.revoke(NOW), "111122223333", "eu-west-1");
+        assert_eq!(n.outcomes, ["break_glass_revoked"]);
+        assert!(n.body.contains("handles it as usual from now on"));
+    }
+
+    #[test]
+    fn a_sweep_lists_grants_in_force_each_time_and_an_end_once() {
+        let active = grant("i-0123456789abcdef0", 4);
+        let mut ended = grant("i-0fedcba9876543210", 1);
+        ended.until = NOW - 1;
+        let grants = vec![active.clone(), ended.clone()];
+        let views = to_tell(&grants, &|_| false, NOW);
+        assert_eq!(
+            views
+                .iter()
+                .map(|v| (v.target.as_str(), v.state))
+                .collect::<Vec<_>>(),
+            [
+                ("i-0123456789abcdef0", State::Active),
+                ("i-0fedcba9876543210", State::Expired)
+            ]
+        );
+        let views = to_tell(&grants, &|g| g.target == ended.target, NOW);
+        assert_eq!(views.len(), 1);
+        assert_eq!(views[0].state, State::Active);
+    }
+}

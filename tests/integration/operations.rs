@@ -1,0 +1,356 @@
+//! The controls of a bad day, on the in-memory fake: a person's break-glass
+//! grant (honoured by the event path and the sweep until it ends, a revert
+//! under it reported and not undone, every grant, use and end told) and the
+//! circuit breaker (per event, per run, per account-region share).
+
+use imds_guard::break_glass::{Grant, State};
+use imds_guard::break_glass_flow as flow;
+use imds_guard::guard::Guard;
+use imds_guard::memory::place;
+use imds_guard::outputs::now_secs;
+use imds_guard::report::Outcome;
+use serde_json::{json, Value};
+
+use crate::common::{config, fixture, launch_event};
+use crate::fake::{FakeCloud, RESPONDER};
+
+const TOPIC: &str = "arn:aws:sns:us-east-1:111122223333:imds-guard";
+const ID: &str = "i-0fedcba9876543210";
+const REGION: &str = "eu-west-1";
+
+fn guard(cloud: &FakeCloud, pairs: &[(&str, &str)]) -> Guard<crate::fake::FakeClients> {
+    let mut all = vec![
+        ("NOTIFY_TOPIC_ARN", TOPIC),
+        ("MEMORY_TABLE", "imds-guard-memory"),
+    ];
+    all.extend_from_slice(pairs);
+    Guard::new(config(&all), cloud.clients())
+}
+
+/// Someone sets the instance back to `optional` (CloudTrail's record).
+fn revert(id: &str) -> Value {
+    let mut ev = fixture("modify-metadata-options-revert.json");
+    ev["detail"]["requestParameters"]["ModifyInstanceMetadataOptionsRequest"]["InstanceId"] =
+        id.into();
+    ev["detail"]["responseElements"]["ModifyInstanceMetadataOptionsResponse"]["instanceId"] =
+        id.into();
+    ev
+}
+
+fn scheduled() -> Value {
+    json!({
+        "version": "0", "id": "e-sweep", "detail-type": "Scheduled Event",
+        "source": "aws.events", "account": "111122223333",
+        "time": "2026-11-29T06:00:00Z", "region": REGION,
+        "resources": [], "detail": {}
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_revert_under_break_glass_is_reported_not_undone_until_the_grant_ends() {
+    let cloud = FakeCloud::new();
+    cloud.with_memory();
+    cloud.set_defaults(Some(Default::default()));
+    cloud.add(ID, "optional", 2);
+    let g = guard(&cloud, &[("GUARD_MODE", "enforce")]);
+    let now = now_secs();
+
+    // A responder grants it, with a reason, for four hours: written to the
+    // memory and told.
+    let done = flow::grant(
+        g.config(),
+        &cloud.clients(),
+        None,
+        REGION,
+        ID,
+        now + 4 * 3600,
+        "INC-42: the legacy agent needs IMDSv1",
+        now,
+    )
+    .await
+    .unwrap();
+    assert_eq!(done.grant.by, RESPONDER);
+    assert!(done.notification.starts_with("sent "));
+    let told = cloud.published();
+    assert_eq!(told.len(), 1);
+    assert_eq!(told[0].outcomes, ["break_glass_granted"]);
+    assert!(told[0].body.contains("INC-42"), "{}", told[0].body);
+
+    // The responder's revert: reported, with the grant, and not undone.
+    let report = g.handle(&revert(ID)).await.unwrap();
+    let r = &report.instances[0];
+    assert_eq!(r.outcome, Outcome::Exempt, "{r:?}");
+    assert!(r.action.steps.is_empty(), "nothing written: {r:?}");
+    assert_eq!(cloud.tokens(ID), "optional");
+    let used = cloud.published();
+    let used = used.last().unwrap();
+    assert!(
+        used.body.contains(
+            "break-glass granted by arn:aws:sts::111122223333:assumed-role/Responder/alice"
+        ) && used.body.contains("INC-42"),
+        "{}",
+        used.body
+    );
+    // The sweep honours it too, and lists it in force.
+    let swept = g.handle(&scheduled()).await.unwrap();
+    assert_eq!(swept.count(Outcome::Exempt), 1);
+    assert_eq!(cloud.tokens(ID), "optional");
+    let region = &swept.sweep.as_ref().unwrap().regions[0];
+    assert_eq!(region.break_glass.len(), 1);
+    assert_eq!(region.break_glass[0].state, State::Active);
+
+    // The grant ends: the next sweep handles the instance as usual and
+    // tells of the end, once.
+    let mut ended = Grant::from_record(&cloud.records("breakglass#")[0]).unwrap();
+    ended.until = now - 1;
+    cloud.put_record(ended.record(&place("111122223333", REGION)));
+    let swept = g.handle(&scheduled()).await.unwrap();
+    assert_eq!(swept.count(Outcome::Remediated), 1);
+    assert_eq!(cloud.tokens(ID), "required");
+    let region = &swept.sweep.as_ref().unwrap().regions[0];
+    assert_eq!(region.break_glass.len(), 1);
+    assert_eq!(region.break_glass[0].state, State::Expired);
+    let again = g.handle(&scheduled()).await.unwrap();
+    assert!(again.sweep.as_ref().unwrap().regions[0]
+        .break_glass
+        .is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_launch_template_grant_covers_its_instances_and_a_revoke_ends_it() {
+    let cloud = FakeCloud::new();
+    cloud.with_memory();
+    cloud.set_defaults(Some(Default::default()));
+    let template = "lt-0123456789abcdef0";
+    for id in ["i-0aaaaaaaaaaaaaaa1", "i-0aaaaaaaaaaaaaaa2"] {
+        cloud.add(id, "optional", 2);
+    }
+    cloud.edit("i-0aaaaaaaaaaaaaaa1", |i| {
+        i.observed.tags = Some(vec![("aws:ec2launchtemplate:id".into(), template.into())])
+    });
+    let g = guard(&cloud, &[("GUARD_MODE", "enforce")]);
+    let now = now_secs();
+    flow::grant(
+        g.config(),
+        &cloud.clients(),
+        None,
+        "us-east-1",
+        template,
+        now + 3600,
+        "load test",
+        now,
+    )
+    .await
+    .unwrap();
+    let ids = [
+        "i-0aaaaaaaaaaaaaaa1".to_string(),
+        "i-0aaaaaaaaaaaaaaa2".to_string(),
+    ];
+    let report = g
+        .handle(&launch_event(
+            "run-instances-cli-multi.json",
+            &ids,
+            Some("us-east-1"),
+        ))
+        .await
+        .unwrap();
+    let outcome = |id: &str| {
+        report
+            .instances
+            .iter()
+            .find(|r| r.instance_id == id)
+            .map(|r| r.outcome)
+    };
+    assert_eq!(outcome("i-0aaaaaaaaaaaaaaa1"), Some(Outcome::Exempt));
+    assert_eq!(outcome("i-0aaaaaaaaaaaaaaa2"), Some(Outcome::Remediated));
+
+    // Revoked: the next decision handles it as usual.
+    let done = flow::revoke(
+        g.config(),
+        &cloud.clients(),
+        None,
+        "us-east-1",
+        template,
+        now,
+    )
+    .await
+    .unwrap();
+    assert_eq!(done.grant.state(now), State::Revoked);
+    assert_eq!(
+        cloud.published().last().unwrap().outcomes,
+        ["break_glass_revoked"]
+    );
+    let mut sweep = scheduled();
+    sweep["region"] = "us-east-1".into();
+    let swept = g.handle(&sweep).await.unwrap();
+    assert_eq!(swept.count(Outcome::Remediated), 1);
+    assert_eq!(cloud.tokens("i-0aaaaaaaaaaaaaaa1"), "required");
+    // And nothing is left to revoke.
+    let e = flow::revoke(
+        g.config(),
+        &cloud.clients(),
+        None,
+        "us-east-1",
+        template,
+        now,
+    )
+    .await
+    .unwrap_err();
+    assert!(e.contains("no break-glass grant is in force"), "{e}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_grant_needs_the_memory_and_a_reason() {
+    let cloud = FakeCloud::new();
+    let g = Guard::new(config(&[]), cloud.clients());
+    let now = now_secs();
+    let e = flow::grant(
+        g.config(),
+        &cloud.clients(),
+        None,
+        REGION,
+        ID,
+        now + 60,
+        "why",
+        now,
+    )
+    .await
+    .unwrap_err();
+    assert!(e.contains("MEMORY_TABLE"), "{e}");
+    cloud.with_memory();
+    let g = guard(&cloud, &[]);
+    let e = flow::grant(
+        g.config(),
+        &cloud.clients(),
+        None,
+        REGION,
+        ID,
+        now + 60,
+        " ",
+        now,
+    )
+    .await
+    .unwrap_err();
+    assert!(e.contains("needs a reason"), "{e}");
+    assert!(cloud.records("breakglass#").is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_breaker_caps_an_event_and_says_so_first() {
+    let cloud = FakeCloud::new();
+    cloud.set_defaults(Some(Default::default()));
+    let ids: Vec<String> = (1..=3).map(|n| format!("i-0aaaaaaaaaaaaaaa{n}")).collect();
+    for id in &ids {
+        cloud.add(id, "optional", 2);
+    }
+    let g = Guard::new(
+        config(&[
+            ("NOTIFY_TOPIC_ARN", TOPIC),
+            ("GUARD_MODE", "enforce"),
+            ("MAX_CHANGES_PER_EVENT", "1"),
+        ]),
+        cloud.clients(),
+    );
+    let report = g
+        .handle(&launch_event("run-instances-cli-multi.json", &ids, None))
+        .await
+        .unwrap();
+    // The fixture's third instance launched compliant: two to fix, one may.
+    assert_eq!(report.count(Outcome::Remediated), 1);
+    assert_eq!(report.count(Outcome::Flagged), 1);
+    assert_eq!(cloud.count("ModifyInstanceMetadataOptions"), 1);
+    let held = report
+        .instances
+        .iter()
+        .find(|r| r.outcome == Outcome::Flagged)
+        .unwrap();
+    // Its options left as they are; flagged, and tagged as such.
+    assert!(
+        held.action
+            .to_string()
+            .starts_with("none: circuit breaker (MAX_CHANGES_PER_EVENT=1)"),
+        "{}",
+        held.action
+    );
+    assert!(held
+        .would
+        .as_deref()
+        .unwrap()
+        .contains("HttpTokens=required"));
+    assert_eq!(report.breaker.as_ref().unwrap().held, 1);
+    let n = cloud.published();
+    assert!(
+        n[0].subject.starts_with("CIRCUIT BREAKER held 1 change(s)"),
+        "{}",
+        n[0].subject
+    );
+    assert!(n[0].outcomes.iter().any(|o| o == "breaker_tripped"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_breaker_caps_a_run_and_an_account_regions_share() {
+    // 40 instances, 30 at optional: a quarter of 40 is 10 changes.
+    let cloud = FakeCloud::new();
+    cloud.set_defaults(Some(Default::default()));
+    for n in 0..40 {
+        let tokens = if n < 30 { "optional" } else { "required" };
+        cloud.add(&format!("i-{n:017x}"), tokens, 1);
+    }
+    cloud.set_page_size(7);
+    let g = Guard::new(
+        config(&[("NOTIFY_TOPIC_ARN", TOPIC), ("GUARD_MODE", "enforce")]),
+        cloud.clients(),
+    );
+    let report = g.handle(&scheduled()).await.unwrap();
+    assert_eq!(cloud.count("ModifyInstanceMetadataOptions"), 10);
+    assert_eq!(report.count(Outcome::Remediated), 10);
+    let region = &report.sweep.as_ref().unwrap().regions[0];
+    assert_eq!(region.held_by_breaker, 20);
+    let tripped = report.breaker.as_ref().unwrap();
+    assert_eq!(tripped.held, 20);
+    assert_eq!(tripped.limits, ["MAX_CHANGE_PERCENT=25 of 40 instance(s)"]);
+    let n = cloud.published();
+    assert!(
+        n[0].subject.starts_with("CIRCUIT BREAKER held 20"),
+        "{}",
+        n[0].subject
+    );
+
+    // The run's ceiling, below the share: it holds first.
+    let cloud = FakeCloud::new();
+    cloud.set_defaults(Some(Default::default()));
+    for n in 0..12 {
+        cloud.add(&format!("i-{n:017x}"), "optional", 1);
+    }
+    let g = Guard::new(
+        config(&[
+            ("GUARD_MODE", "enforce"),
+            ("MAX_CHANGES_PER_RUN", "4"),
+            ("MAX_CHANGE_PERCENT", "100"),
+        ]),
+        cloud.clients(),
+    );
+    let report = g.handle(&scheduled()).await.unwrap();
+    assert_eq!(cloud.count("ModifyInstanceMetadataOptions"), 4);
+    assert_eq!(
+        report.breaker.as_ref().unwrap().limits,
+        ["MAX_CHANGES_PER_RUN=4"]
+    );
+    assert_eq!(report.breaker.as_ref().unwrap().held, 8);
+    // Within the floor, a small region is not counted at all.
+    let cloud = FakeCloud::new();
+    cloud.set_defaults(Some(Default::default()));
+    for n in 0..3 {
+        cloud.add(&format!("i-{n:017x}"), "optional", 1);
+    }
+    let g = Guard::new(config(&[("GUARD_MODE", "enforce")]), cloud.clients());
+    let report = g.handle(&scheduled()).await.unwrap();
+    assert_eq!(report.count(Outcome::Remediated), 3);
+    assert!(report.breaker.is_none());
+    assert_eq!(
+        cloud.count("DescribeInstances"),
+        1,
+        "no counting pass: {:?}",
+        cloud.calls()
+    );
+}
