@@ -182,6 +182,24 @@ impl<'a, C: Clients> EventPath<'a, C> {
         unreadable: Vec<String>,
         deadline: Instant,
     ) -> Result<Report, GuardError> {
+        // The mode set for this account or its unit, when one is and an
+        // instance here is not compliant (the mode decides nothing else).
+        if self.cfg.has_overrides() && current.iter().any(|o| self.at_stake(o)) {
+            let id = match account.id(ctx.account.as_deref()) {
+                Some(id) => Some(id.to_string()),
+                None => self.clients.home_account().await.ok(),
+            };
+            if let Some(id) = id {
+                let mut own = crate::modes::from_memory(self.cfg, self.clients, &id).await;
+                // Resolved: decided with as it is.
+                own.overrides.clear();
+                return Box::pin(
+                    EventPath::new(&own, self.clients)
+                        .decide_and_act(ctx, trigger, account, ec2, current, unreadable, deadline),
+                )
+                .await;
+            }
+        }
         let place = self.place(&ctx, account).await;
         // A change or a state change names no launcher: the exemption the
         // instance's launch left in the guard's memory is what counts.
@@ -336,6 +354,17 @@ impl<'a, C: Clients> EventPath<'a, C> {
         }
     }
 
+    /// Whether an instance is one the guard may act on or tell of (not
+    /// compliant, not gone): only then does anything more need reading.
+    fn at_stake(&self, slot: &Result<Observed, (String, String)>) -> bool {
+        let Ok(o) = slot else { return false };
+        let nobody = crate::event::Principal::default();
+        !matches!(
+            crate::policy::Policy::of(self.cfg).decide(o, &nobody),
+            crate::policy::Verdict::Compliant | crate::policy::Verdict::Gone { .. }
+        )
+    }
+
     /// The break-glass grants in force for the instances that are not
     /// compliant (one read of the account-region's grants; none when every
     /// instance is compliant, so a compliant launch still costs no call).
@@ -349,15 +378,8 @@ impl<'a, C: Clients> EventPath<'a, C> {
         let (Some(memory), Some(place)) = (self.clients.memory(), place) else {
             return;
         };
-        let policy = crate::policy::Policy::of(self.cfg);
-        let nobody = crate::event::Principal::default();
-        let at_stake = |o: &Observed| {
-            !matches!(
-                policy.decide(o, &nobody),
-                crate::policy::Verdict::Compliant | crate::policy::Verdict::Gone { .. }
-            )
-        };
-        if !current.iter().any(|slot| slot.as_ref().is_ok_and(at_stake)) {
+        let at_stake = |o: &Observed| self.at_stake(&Ok(o.clone()));
+        if !current.iter().any(|slot| self.at_stake(slot)) {
             return;
         }
         let now = now_secs();

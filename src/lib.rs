@@ -9,7 +9,7 @@
 
 pub use imds_guard_domain::{
     break_glass, breaker, cap, config, event, fanout, finding, glob, handoff, memory, metrics,
-    notify, plan, policy, report, routing, source, validate,
+    notify, plan, policy, report, routing, source, validate, watch,
 };
 
 pub mod act;
@@ -22,6 +22,7 @@ pub mod guard;
 pub mod handoff_flow;
 pub mod lambda;
 pub mod migrate;
+pub mod modes;
 pub mod org_sweep;
 pub mod outputs;
 pub mod sources;

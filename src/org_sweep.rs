@@ -165,9 +165,21 @@ impl<'a, C: Clients> FanOut<'a, C> {
         if let Some(f) = failure {
             record.data.insert(memory::SHARD_FAILURE.into(), f);
         }
-        // Told of by the run's summary, once it is sent: remembered then.
-        if !to_remember.is_empty() {
-            let told: Vec<String> = to_remember
+        // Instances told of by the run's summary, once it is sent:
+        // remembered then. Break-glass grants whose end the shard's report
+        // tells are marked here (the summary carries the report's grants).
+        let (noticed, marked): (Vec<Record>, Vec<Record>) = to_remember
+            .into_iter()
+            .partition(|r| r.is_kind(memory::Kind::Noticed));
+        if !marked.is_empty() {
+            if let Some(m) = self.clients.memory() {
+                if let Err(e) = m.put(&marked).await {
+                    warn!(%account, error = %e, "ended grants could not be marked as told; the next run tells them again");
+                }
+            }
+        }
+        if !noticed.is_empty() {
+            let told: Vec<String> = noticed
                 .iter()
                 .map(|r| format!("{} {}", r.pk, r.id()))
                 .collect();

@@ -87,9 +87,20 @@ impl<'a, C: Clients> Sources<'a, C> {
         };
         let ec2 = self.clients.ec2(&account, &ctx.region);
         let asg = self.clients.autoscaling(&account, &ctx.region);
+        // The mode and source fixing set for this account or its unit.
+        let own = match (self.cfg.has_overrides(), account.id(ctx.account.as_deref())) {
+            (true, Some(id)) => {
+                let mut c = crate::modes::from_memory(self.cfg, self.clients, id).await;
+                c.overrides.clear();
+                Some(c)
+            }
+            _ => None,
+        };
+        let cfg = own.as_ref().unwrap_or(self.cfg);
+        report.mode = cfg.mode;
         let facts = gather(&ec2, &asg, Scope::Event(&change), None).await;
-        let planned = decide(self.cfg, &facts, Some(&change));
-        let sources = carry_out(self.cfg, &ec2, &asg, planned).await;
+        let planned = decide(cfg, &facts, Some(&change));
+        let sources = carry_out(cfg, &ec2, &asg, planned).await;
         for s in &sources {
             info!(source = %s.label(), outcome = ?s.outcome, action = %s.action, findings = %s.findings.join("; "), region = %ctx.region, "source decision");
         }

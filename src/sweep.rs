@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::stream::{self, StreamExt};
@@ -99,6 +100,8 @@ struct RegionResult {
     changes: u64,
     total: Option<u64>,
     tripped: Option<Tripped>,
+    /// Since when the guard has enforced here (`watch`).
+    since: Option<u64>,
 }
 
 /// Records what the breaker held in a region.
@@ -133,8 +136,8 @@ pub struct Sweep<'a, C> {
     /// line's `--output csv|html`): what the report's caps leave out.
     every: Option<&'a (dyn Fn(&InstanceReport) + Sync)>,
     /// Changes this run may still make (`MAX_CHANGES_PER_RUN`), shared by
-    /// the account-regions it sweeps at once.
-    run_room: AtomicU64,
+    /// the account-regions it sweeps at once, whatever each runs in.
+    run_room: Arc<AtomicU64>,
 }
 
 impl<'a, C: Clients> Sweep<'a, C> {
@@ -143,7 +146,17 @@ impl<'a, C: Clients> Sweep<'a, C> {
             cfg,
             clients,
             every: None,
-            run_room: AtomicU64::new(cfg.max_changes_per_run),
+            run_room: Arc::new(AtomicU64::new(cfg.max_changes_per_run)),
+        }
+    }
+
+    /// The same run, in an account that runs under `cfg` (its own mode).
+    fn with_cfg<'b>(&'b self, cfg: &'b Config) -> Sweep<'b, C> {
+        Sweep {
+            cfg,
+            clients: self.clients,
+            every: self.every,
+            run_room: self.run_room.clone(),
         }
     }
 
@@ -252,11 +265,38 @@ impl<'a, C: Clients> Sweep<'a, C> {
             .iter()
             .flat_map(|a| regions.iter().map(move |r| (a.clone(), r.clone())))
             .collect();
+        // Each account in the mode set for it or its unit (`modes`).
+        let mut own: HashMap<Option<String>, (Config, Option<String>)> = HashMap::new();
+        if self.cfg.has_overrides() {
+            for a in &targets {
+                let id = match a {
+                    Some(a) => Some(a.clone()),
+                    None => self.clients.home_account().await.ok(),
+                };
+                if let Some(id) = id {
+                    let (mut c, why) =
+                        crate::modes::from_organization(self.cfg, self.clients, &id).await;
+                    c.overrides.clear();
+                    own.insert(a.clone(), (c, why));
+                }
+            }
+        }
+        let own = &own;
         let per_pair = MAX_LISTED / pairs.len().max(1);
         let results: Vec<RegionResult> = stream::iter(pairs)
             .map(|(account, region)| async move {
-                self.region(account.as_deref(), &region, per_pair, deadline, progress)
-                    .await
+                let Some((cfg, why)) = own.get(&account) else {
+                    return self
+                        .region(account.as_deref(), &region, per_pair, deadline, progress)
+                        .await;
+                };
+                let mut r = self
+                    .with_cfg(cfg)
+                    .region(account.as_deref(), &region, per_pair, deadline, progress)
+                    .await;
+                r.summary.mode = Some(cfg.mode);
+                r.summary.warnings.extend(why.clone());
+                r
             })
             .buffered(self.cfg.sweep_concurrency)
             .collect()
@@ -343,6 +383,7 @@ impl<'a, C: Clients> Sweep<'a, C> {
             changes: 0,
             total: None,
             tripped: None,
+            since: None,
         };
         out.summary.account = account.map(str::to_string);
         if stop_time(deadline).is_some_and(|t| Instant::now() >= t) {
@@ -359,6 +400,7 @@ impl<'a, C: Clients> Sweep<'a, C> {
             }
         }
         let ec2 = self.clients.ec2(&out.who, region);
+        out.since = self.events_since(&out).await;
         if self.cfg.security_hub_findings {
             if filer(self.clients, &out.who, region).is_some() {
                 out.findings = self.open_findings(&out).await;
@@ -733,7 +775,19 @@ impl<'a, C: Clients> Sweep<'a, C> {
         }
 
         // Record.
+        let now = now_secs();
         for mut r in reports {
+            if let Some(since) = out.since {
+                let had_grant = out
+                    .grants
+                    .as_deref()
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|g| g.id() == r.instance_id);
+                if crate::watch::missed(&r, since, now, had_grant) {
+                    out.summary.missed_events += 1;
+                }
+            }
             log_decision(&ctx, self.cfg.mode, &r);
             self.seen(out, &r);
             *out.summary.counts.entry(r.outcome).or_insert(0) += 1;
@@ -864,6 +918,36 @@ impl<'a, C: Clients> Sweep<'a, C> {
             }
         }
         Ok(())
+    }
+
+    /// Since when the guard has enforced here (`watch`): as the memory
+    /// says, renewed while sweeps find it, or begun now by the first
+    /// enforcing sweep (nothing it fixes now can be a missed event). `None`
+    /// outside enforce mode or without a memory: nothing is counted.
+    async fn events_since(&self, out: &RegionResult) -> Option<u64> {
+        if self.cfg.mode != Mode::Enforce {
+            return None;
+        }
+        let memory = self.clients.memory()?;
+        let place = self.place(out).await?;
+        let now = now_secs();
+        let records = match memory.query(&place, Kind::EventsSince.prefix(), now).await {
+            Ok(r) => r,
+            Err(e) => {
+                warn!(%place, error = %e, "since when the guard enforces here could not be read; missed events are not counted this run");
+                return None;
+            }
+        };
+        let since = crate::watch::since(&records, Mode::Enforce);
+        let due = records.first().is_none_or(|r| r.due_for_renewal(now));
+        if since.is_none() || due {
+            let record =
+                crate::watch::since_record(&place, Mode::Enforce, since.unwrap_or(now), now);
+            if let Err(e) = memory.put(&[record]).await {
+                warn!(%place, error = %e, "since when the guard enforces here could not be written; the next sweep tries again");
+            }
+        }
+        Some(since.unwrap_or(now))
     }
 
     /// The break-glass grants of this account-region, read once (none

@@ -300,6 +300,20 @@ pub trait Clients: Send + Sync {
             }
         }
     }
+    /// The organizational units `account` is in, nearest first, up to the
+    /// root (the sweep's: the event path reads what the sweep remembered).
+    fn account_units(
+        &self,
+        account: &str,
+    ) -> impl Future<Output = Result<Vec<String>, AwsError>> + Send {
+        let _ = account;
+        async {
+            Err(AwsError::Api {
+                code: "NotConfigured".into(),
+                message: "these clients cannot read the organization's units".into(),
+            })
+        }
+    }
     /// Every active account of the organization.
     fn organization_accounts(&self) -> impl Future<Output = Result<Vec<String>, AwsError>> + Send {
         async {

@@ -469,6 +469,23 @@ impl<O: Outputs> Clients for RegionalClients<O> {
         super::organizations::organization_accounts(&aws_sdk_organizations::Client::from_conf(conf))
             .await
     }
+
+    async fn account_units(&self, account: &str) -> Result<Vec<String>, AwsError> {
+        let region = match self.base.region().map(|r| r.as_ref()) {
+            Some(r) if r.starts_with("cn-") => "cn-northwest-1",
+            Some(r) if r.starts_with("us-gov-") => "us-gov-west-1",
+            _ => "us-east-1",
+        };
+        let conf = aws_sdk_organizations::config::Builder::from(&self.base)
+            .region(Region::new(region))
+            .interceptor(self.counter.clone())
+            .build();
+        super::organizations::account_units(
+            &aws_sdk_organizations::Client::from_conf(conf),
+            account,
+        )
+        .await
+    }
 }
 
 #[cfg(test)]

@@ -41,3 +41,34 @@ pub async fn organization_accounts(
     accounts.dedup();
     Ok(accounts)
 }
+
+/// The organizational units `account` is in, nearest first, up to the
+/// root (`organizations:ListParents`, one call a level: an account has one
+/// parent). At most 10 levels: the organization's own limit is five.
+pub async fn account_units(
+    client: &aws_sdk_organizations::Client,
+    account: &str,
+) -> Result<Vec<String>, AwsError> {
+    let mut units = Vec::new();
+    let mut child = account.to_string();
+    for _ in 0..10 {
+        let out = client
+            .list_parents()
+            .child_id(&child)
+            .send()
+            .await
+            .map_err(|e| AwsError::classify(e, "organizations", "organizations:ListParents"))?;
+        let Some(parent) = out.parents().first() else {
+            break;
+        };
+        let (Some(id), Some(kind)) = (parent.id(), parent.r#type()) else {
+            break;
+        };
+        units.push(id.to_string());
+        if *kind == aws_sdk_organizations::types::ParentType::Root {
+            break;
+        }
+        child = id.to_string();
+    }
+    Ok(units)
+}

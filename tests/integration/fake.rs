@@ -80,6 +80,8 @@ struct State {
     group_tags: Vec<(String, String, String)>,
     /// The organization's accounts (`None`: not an organization).
     organization: Option<Vec<String>>,
+    /// Each account's organizational units, nearest first.
+    units: HashMap<String, Vec<String>>,
     /// Latency, rate limits and transient errors (`org_sim`): none unless set.
     pace: Option<Arc<Pace>>,
     /// This cloud's token buckets, by operation: (tokens, when last filled).
@@ -259,6 +261,13 @@ impl FakeCloud {
 
     pub fn set_organization(&self, accounts: Vec<String>) {
         self.state().organization = Some(accounts);
+    }
+
+    pub fn set_units(&self, account: &str, units: &[&str]) {
+        self.state().units.insert(
+            account.to_string(),
+            units.iter().map(|u| u.to_string()).collect(),
+        );
     }
 
     pub fn add_group(&self, g: Group) {
@@ -534,6 +543,13 @@ impl Clients for FakeClients {
     }
     async fn caller(&self) -> Result<String, AwsError> {
         Ok(RESPONDER.into())
+    }
+    async fn account_units(&self, account: &str) -> Result<Vec<String>, AwsError> {
+        let s = self.0.call("ListParents")?;
+        s.units
+            .get(account)
+            .cloned()
+            .ok_or_else(|| api_error("ChildNotFoundException"))
     }
     async fn organization_accounts(&self) -> Result<Vec<String>, AwsError> {
         let s = self.0.call("ListAccounts")?;

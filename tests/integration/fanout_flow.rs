@@ -265,9 +265,12 @@ async fn a_shard_that_cannot_record_fails_for_the_engine_to_retry() {
         .any(|e| e == "ImdsGuard.Incomplete"));
     let cloud = FakeCloud::new();
     cloud.with_memory();
+    // The first writes are the two regions' records of since when the
+    // guard enforces there (a warning each if they fail); the third, the
+    // shard's.
     cloud.fail(
         "BatchWriteItem",
-        1,
+        3,
         api_error("ProvisionedThroughputExceededException"),
     );
     let g = guard(&cloud, "1");

@@ -354,3 +354,123 @@ async fn the_breaker_caps_a_run_and_an_account_regions_share() {
         cloud.calls()
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_sweep_that_fixes_a_launch_after_enforcing_began_says_events_were_missed_first() {
+    let cloud = FakeCloud::new();
+    cloud.with_memory();
+    cloud.set_defaults(Some(Default::default()));
+    let now = now_secs();
+    let hour = 3600;
+    for (id, launched) in [
+        ("i-0aaaaaaaaaaaaaaa1", now - 5 * hour), // after: its event never came
+        ("i-0aaaaaaaaaaaaaaa2", now - 20 * hour), // before the guard enforced
+        ("i-0aaaaaaaaaaaaaaa3", now - 600),      // its event may be on the way
+    ] {
+        cloud.add(id, "optional", 2);
+        cloud.edit(id, |i| i.observed.launch_time = Some(launched));
+    }
+    let g = guard(&cloud, &[("GUARD_MODE", "enforce")]);
+
+    // The first enforcing sweep here begins the record: nothing it fixes
+    // can be a missed event.
+    let first = g.handle(&scheduled()).await.unwrap();
+    assert_eq!(first.sweep.as_ref().unwrap().regions[0].missed_events, 0);
+    assert_eq!(cloud.records("since#").len(), 1);
+
+    // Enforcing began ten hours ago.
+    let place = place("111122223333", REGION);
+    cloud.put_record(imds_guard::watch::since_record(
+        &place,
+        imds_guard::config::Mode::Enforce,
+        now - 10 * hour,
+        now,
+    ));
+    for id in [
+        "i-0aaaaaaaaaaaaaaa1",
+        "i-0aaaaaaaaaaaaaaa2",
+        "i-0aaaaaaaaaaaaaaa3",
+    ] {
+        cloud.edit(id, |i| {
+            i.observed.options.http_tokens = Some("optional".into())
+        });
+    }
+    let swept = g.handle(&scheduled()).await.unwrap();
+    assert_eq!(swept.count(Outcome::Remediated), 3);
+    let region = &swept.sweep.as_ref().unwrap().regions[0];
+    assert_eq!(region.missed_events, 1);
+    let n = cloud.published();
+    let n = n.last().unwrap();
+    assert!(
+        n.subject
+            .starts_with("imds-guard enforce sweep: 1 EVENTS MISSED; "),
+        "{}",
+        n.subject
+    );
+    assert!(
+        n.body.contains(&format!("did not arrive ({REGION})")),
+        "{}",
+        n.body
+    );
+
+    // In another mode nothing is fixed, and the record starts again when
+    // enforcing does.
+    let g = guard(&cloud, &[("GUARD_MODE", "notify")]);
+    let swept = g.handle(&scheduled()).await.unwrap();
+    assert_eq!(swept.sweep.as_ref().unwrap().regions[0].missed_events, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn each_account_runs_in_the_mode_of_its_own_setting_or_its_unit() {
+    const SANDBOX: &str = "222233334444";
+    const PROD: &str = "555566667777";
+    let cloud = FakeCloud::new();
+    cloud.with_memory();
+    cloud.set_defaults(Some(Default::default()));
+    cloud.add(ID, "optional", 2);
+    cloud.set_units(SANDBOX, &["ou-ab12-sandbox01", "r-ab12"]);
+    cloud.set_units(PROD, &["ou-ab12-prod0001", "r-ab12"]);
+    let pairs = |accounts: &'static str| {
+        [
+            ("GUARD_MODE", "enforce"),
+            ("MEMBER_ROLE_NAME", "imds-guard-member"),
+            ("MODE_OVERRIDES", "ou-ab12-sandbox01=audit"),
+            ("SWEEP_ACCOUNTS", accounts),
+        ]
+    };
+
+    // A sandbox account's sweep audits: nothing changed, and the summary
+    // says the mode it ran in; its units are remembered for its events.
+    let g = guard(&cloud, &pairs(SANDBOX));
+    let swept = g.handle(&scheduled()).await.unwrap();
+    let region = &swept.sweep.as_ref().unwrap().regions[0];
+    assert_eq!(region.mode, Some(imds_guard::config::Mode::Audit));
+    assert_eq!(swept.count(Outcome::Flagged), 1);
+    assert_eq!(cloud.tokens(ID), "optional");
+    assert_eq!(cloud.records("units#").len(), 1);
+
+    // Its events, in the same mode, from what the sweep remembered.
+    let mut ev = revert(ID);
+    ev["account"] = SANDBOX.into();
+    ev["detail"]["recipientAccountId"] = SANDBOX.into();
+    let report = g.handle(&ev).await.unwrap();
+    assert_eq!(report.mode, imds_guard::config::Mode::Audit);
+    assert_eq!(report.instances[0].outcome, Outcome::Flagged);
+    assert_eq!(cloud.tokens(ID), "optional");
+
+    // An account whose units are not known yet runs in the mildest mode
+    // any unit is set to, never enforced by surprise.
+    let mut ev = revert(ID);
+    ev["account"] = "888899990000".into();
+    ev["detail"]["recipientAccountId"] = "888899990000".into();
+    let report = g.handle(&ev).await.unwrap();
+    assert_eq!(report.mode, imds_guard::config::Mode::Audit);
+    assert_eq!(cloud.tokens(ID), "optional");
+
+    // A production account enforces, as the default says.
+    let g = guard(&cloud, &pairs(PROD));
+    let swept = g.handle(&scheduled()).await.unwrap();
+    let region = &swept.sweep.as_ref().unwrap().regions[0];
+    assert_eq!(region.mode, Some(imds_guard::config::Mode::Enforce));
+    assert_eq!(cloud.tokens(ID), "required");
+}

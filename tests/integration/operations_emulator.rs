@@ -206,3 +206,51 @@ async fn the_circuit_breaker_holds_a_sweep_at_its_ceiling() {
         (3, vec!["MAX_CHANGES_PER_RUN=2".to_string()])
     );
 }
+
+#[tokio::test]
+async fn the_first_enforcing_sweep_begins_the_record_of_since_when_in_dynamodb() {
+    let region = "eu-central-2";
+    let table = memory_table("imds-guard-memory-since").await;
+    let ec2 = ec2(region).await;
+    launch(&ec2, Launch::default()).await;
+    let cfg = config(&[("GUARD_MODE", "enforce"), ("MEMORY_TABLE", table.as_str())]);
+    let g = Guard::new(
+        cfg.clone(),
+        RegionalClients::for_config(crate::common::emulator_sdk().await, &cfg),
+    );
+    let mut ev = fixture("scheduled-event.json");
+    ev["region"] = region.into();
+    ev["resources"] = serde_json::json!([]);
+    let first = g.handle(&ev).await.unwrap();
+    assert_eq!(first.count(Outcome::Remediated), 1);
+    assert_eq!(first.sweep.as_ref().unwrap().regions[0].missed_events, 0);
+
+    // The record, read back from DynamoDB: since this sweep, in enforce.
+    let dynamo = aws_sdk_dynamodb::Client::new(&crate::common::emulator_sdk().await);
+    let got = dynamo
+        .get_item()
+        .table_name(&table)
+        .key(
+            "pk",
+            aws_sdk_dynamodb::types::AttributeValue::S(format!("123456789012#{region}")),
+        )
+        .key(
+            "sk",
+            aws_sdk_dynamodb::types::AttributeValue::S("since#events".into()),
+        )
+        .send()
+        .await
+        .unwrap();
+    let item = got.item().expect("the first enforcing sweep wrote it");
+    assert_eq!(item["mode"].as_s().unwrap(), "enforce");
+    let since: u64 = item["since"].as_s().unwrap().parse().unwrap();
+    let now = imds_guard::outputs::now_secs();
+    assert!(since <= now && since + 600 > now, "{since} vs {now}");
+
+    // A launch fixed within its grace is not counted: its event may be on
+    // the way (the emulator's launch time is now).
+    launch(&ec2, Launch::default()).await;
+    let second = g.handle(&ev).await.unwrap();
+    assert_eq!(second.count(Outcome::Remediated), 1);
+    assert_eq!(second.sweep.as_ref().unwrap().regions[0].missed_events, 0);
+}

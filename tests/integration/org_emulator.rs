@@ -343,7 +343,8 @@ async fn an_organization_sweep_lists_the_accounts_and_leaves_out_the_not_allowed
             .region(Region::new("us-east-1"))
             .build(),
     );
-    org.create_organization().send().await.unwrap();
+    // Another test may have made the organization already.
+    let _ = org.create_organization().send().await;
     let mut created = Vec::new();
     for n in 1..=2 {
         let out = org
@@ -618,5 +619,111 @@ async fn a_sweep_names_the_account_whose_role_cannot_be_assumed() {
     assert!(
         listing.num_calls() >= 1,
         "the central account was still swept"
+    );
+}
+
+/// Modes per organizational unit on the emulator's Organizations: a sandbox
+/// unit set to audit, the default enforce. The sweep learns the account's
+/// units (ListParents, walked to the root), runs it in audit, says so, and
+/// remembers its units for its events.
+#[tokio::test]
+async fn an_account_in_a_sandbox_unit_is_audited_while_the_default_enforces() {
+    let region = "ap-southeast-3";
+    let base = crate::common::emulator_sdk().await;
+    let org = aws_sdk_organizations::Client::from_conf(
+        aws_sdk_organizations::config::Builder::from(&base)
+            .region(Region::new("us-east-1"))
+            .build(),
+    );
+    // Other tests may have made the organization already.
+    let _ = org.create_organization().send().await;
+    let root = org.list_roots().send().await.unwrap().roots()[0]
+        .id()
+        .unwrap()
+        .to_string();
+    let sandbox = org
+        .create_organizational_unit()
+        .parent_id(&root)
+        .name("sandbox-modes")
+        .send()
+        .await
+        .unwrap()
+        .organizational_unit()
+        .unwrap()
+        .id()
+        .unwrap()
+        .to_string();
+    let account = org
+        .create_account()
+        .account_name("sandbox-modes")
+        .email("sandbox-modes@example.com")
+        .send()
+        .await
+        .unwrap()
+        .create_account_status()
+        .unwrap()
+        .account_id()
+        .unwrap()
+        .to_string();
+    org.move_account()
+        .account_id(&account)
+        .source_parent_id(&root)
+        .destination_parent_id(&sandbox)
+        .send()
+        .await
+        .unwrap();
+    let ec2 = ec2_in(&account, region).await;
+    let ids = launch(&ec2, Launch::default()).await;
+    let table = crate::emulator::memory_table("imds-guard-memory-modes").await;
+
+    let overrides = format!("{sandbox}=audit");
+    let cfg = config(&[
+        ("MEMBER_ROLE_NAME", ROLE),
+        ("SWEEP_ACCOUNTS", &account),
+        ("SWEEP_REGIONS", region),
+        ("GUARD_MODE", "enforce"),
+        ("MODE_OVERRIDES", &overrides),
+        ("MEMORY_TABLE", &table),
+    ]);
+    let clients = RegionalClients::new(base.clone())
+        .with_member_role(cfg.member_role.clone())
+        .with_memory(cfg.memory_table.clone());
+    let guard = Guard::new(cfg, clients);
+    let mut ev = crate::common::fixture("scheduled-event.json");
+    ev["region"] = region.into();
+    let r = guard.handle(&ev).await.unwrap();
+    let swept = &r.sweep.as_ref().unwrap().regions[0];
+    assert_eq!(
+        swept.mode,
+        Some(imds_guard::config::Mode::Audit),
+        "{swept:?}"
+    );
+    assert!(
+        calls(&r, "ListParents") >= 2,
+        "walked to the root: {:?}",
+        r.aws_calls
+    );
+    assert_eq!(r.count(Outcome::Flagged), 1);
+    assert_eq!(seen(&ec2, &ids[0]).await.tokens, "optional");
+
+    // Its units, remembered for its events, in DynamoDB.
+    let dynamo = aws_sdk_dynamodb::Client::new(&base);
+    let got = dynamo
+        .get_item()
+        .table_name(&table)
+        .key(
+            "pk",
+            aws_sdk_dynamodb::types::AttributeValue::S("org".into()),
+        )
+        .key(
+            "sk",
+            aws_sdk_dynamodb::types::AttributeValue::S(format!("units#{account}")),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        got.item().unwrap()["units"].as_s().unwrap(),
+        &format!("{sandbox},{root}")
     );
 }

@@ -221,6 +221,110 @@ async fn a_region_that_cannot_be_counted_is_held_to_the_breakers_floor() {
 }
 
 #[tokio::test]
+async fn a_fix_of_a_launch_whose_event_never_came_is_counted_from_the_memorys_record() {
+    use aws_sdk_dynamodb::operation::batch_write_item::BatchWriteItemOutput;
+    use aws_sdk_dynamodb::operation::query::QueryOutput;
+    use aws_sdk_dynamodb::types::AttributeValue;
+    use aws_sdk_dynamodb::Client as DynamoClient;
+    let now = imds_guard::outputs::now_secs();
+    let hour = 3600;
+    let launched = |id: &str, secs: u64| {
+        let mut i = running(id, "optional", 1);
+        i.launch_time = Some(aws_sdk_ec2::primitives::DateTime::from_secs(secs as i64));
+        i
+    };
+    let describe = mock!(Ec2Client::describe_instances).then_output(move || {
+        described(vec![
+            launched("i-00000000000000001", now - 5 * hour),
+            launched("i-00000000000000002", now - 20 * hour),
+        ])
+    });
+    // Enforcing began here ten hours ago, DynamoDB says.
+    let since = mock!(DynamoClient::query)
+        .match_requests(|q| {
+            q.expression_attribute_values()
+                .and_then(|v| v.get(":prefix"))
+                .and_then(|p| p.as_s().ok())
+                .is_some_and(|p| p == "since#")
+        })
+        .then_output(move || {
+            let item = std::collections::HashMap::from([
+                (
+                    "pk".to_string(),
+                    AttributeValue::S("111122223333#us-east-1".into()),
+                ),
+                ("sk".to_string(), AttributeValue::S("since#events".into())),
+                (
+                    "at".to_string(),
+                    AttributeValue::N((now - 10 * hour).to_string()),
+                ),
+                (
+                    "expires_at".to_string(),
+                    AttributeValue::N((now + 300 * 86_400).to_string()),
+                ),
+                ("mode".to_string(), AttributeValue::S("enforce".into())),
+                (
+                    "since".to_string(),
+                    AttributeValue::S((now - 10 * hour).to_string()),
+                ),
+            ]);
+            QueryOutput::builder().items(item).build()
+        });
+    let nothing = mock!(DynamoClient::query).then_output(|| QueryOutput::builder().build());
+    let written = mock!(DynamoClient::batch_write_item)
+        .then_output(|| BatchWriteItemOutput::builder().build());
+    let (get, modify, tag) = (no_defaults_api(), modify_ok(), tag_ok());
+    let g = crate::common::guard_with_memory(
+        config(&[
+            ("GUARD_MODE", "enforce"),
+            ("MEMORY_TABLE", "imds-guard-memory"),
+        ]),
+        &[&describe, &get, &modify, &tag],
+        &[],
+        &[&since, &nothing, &written],
+    );
+    let report = g.handle(&scheduled()).await.unwrap();
+    let r = &report.sweep.as_ref().unwrap().regions[0];
+    assert_eq!(r.count(Outcome::Remediated), 2, "{r:?}");
+    assert_eq!(
+        r.missed_events, 1,
+        "only the one launched after enforcing began"
+    );
+    assert_eq!(since.num_calls(), 1);
+}
+
+#[tokio::test]
+async fn an_account_whose_units_cannot_be_read_runs_in_the_mildest_mode_and_says_why() {
+    // Organizations cannot be asked (these clients have none): the account
+    // is swept in the mildest mode any unit is set to, never enforced.
+    let describe = mock!(Ec2Client::describe_instances)
+        .then_output(|| described(vec![running("i-00000000000000001", "optional", 1)]));
+    let (get, modify, tag) = (no_defaults_api(), modify_ok(), tag_ok());
+    let g = guard_with(
+        &[
+            ("GUARD_MODE", "enforce"),
+            ("MEMBER_ROLE_NAME", "imds-guard-member"),
+            ("SWEEP_ACCOUNTS", "444455556666"),
+            ("MODE_OVERRIDES", "ou-ab12-sandbox01=audit"),
+        ],
+        &[&describe, &get, &modify, &tag],
+        &[],
+        &[],
+    );
+    let report = g.handle(&scheduled()).await.unwrap();
+    let r = &report.sweep.as_ref().unwrap().regions[0];
+    assert_eq!(r.mode, Some(imds_guard::config::Mode::Audit));
+    assert_eq!(r.count(Outcome::Flagged), 1);
+    assert_eq!(modify.num_calls(), 0);
+    assert!(
+        r.warnings
+            .iter()
+            .any(|w| w.contains("organizational units could not be read")),
+        "{r:?}"
+    );
+}
+
+#[tokio::test]
 async fn throttling_in_the_middle_of_a_sweep_slows_it_down_and_it_still_finishes() {
     let fleet = ids(24, 100);
     let listed = fleet.clone();
@@ -628,6 +732,10 @@ async fn metadata_no_token_rejected_is_read_since_the_guard_switched_each_instan
                 .build()
         });
     let noticed = mock!(DynamoClient::query).then_output(|| QueryOutput::builder().build());
+    // The record of since when the guard enforces here, begun.
+    let written = mock!(DynamoClient::batch_write_item).then_output(|| {
+        aws_sdk_dynamodb::operation::batch_write_item::BatchWriteItemOutput::builder().build()
+    });
     // Refused calls, hourly: one instance refused calls after it was
     // switched; the other refused none.
     let rejected = mock!(CwClient::get_metric_data).then_compute_output(move |input| {
@@ -669,7 +777,7 @@ async fn metadata_no_token_rejected_is_read_since_the_guard_switched_each_instan
             sns: common::sns(&[&publish]),
             metrics: common::metrics(&[&rejected]),
             members: None,
-            memory: Some(common::memory(&[&remembered, &noticed])),
+            memory: Some(common::memory(&[&remembered, &noticed, &written])),
             keeper: None,
             autoscaling: crate::common::autoscaling(&[]),
             findings: crate::common::securityhub(&[]),

@@ -76,6 +76,8 @@ const ALLOWED_ACTIONS: &[&str] = &[
     // Central mode: the member role; the organization's accounts for a sweep.
     "sts:AssumeRole",
     "organizations:ListAccounts",
+    // Modes per organizational unit: an account's units, to the root.
+    "organizations:ListParents",
     // Central mode with a schedule: EventBridge starts the organization sweep.
     "states:StartExecution",
     // The member stack: forwarding to the central bus; the guard's news on a
@@ -111,6 +113,9 @@ const NO_RESOURCE_LEVEL: &[&str] = &[
     "ec2:ModifyInstanceMetadataDefaults",
     "cloudwatch:GetMetricData",
     "organizations:ListAccounts",
+    // Granted on `*`: what it can read is this organization's own accounts
+    // and units, whichever the account is (ModeOverrides names them).
+    "organizations:ListParents",
     "ec2:DescribeLaunchTemplates",
     "ec2:DescribeLaunchTemplateVersions",
     "ec2:DescribeImages",
@@ -1828,7 +1833,17 @@ fn the_dashboard_shows_exactly_the_metrics_the_function_emits() {
     let shown = dashboard_metrics(&dashboard_body(&load("template.yaml")));
     let emitted = emitted_metrics();
     assert_eq!(shown, emitted, "dashboard vs emitted");
-    assert_eq!(emitted.len(), 7);
+    assert_eq!(emitted.len(), 8);
+    // The missed-events alarm watches one of them, as emitted.
+    let t = load("template.yaml");
+    let alarm = get(&t, &["Resources", "MissedEventsAlarm", "Properties"]).unwrap();
+    let watched = (
+        alarm["MetricName"].as_str().unwrap().to_string(),
+        Vec::<String>::new(),
+    );
+    assert_eq!(alarm["Namespace"], "ImdsGuard");
+    assert!(alarm.get("Dimensions").is_none());
+    assert!(emitted.contains(&watched), "{watched:?}");
     // And the check can fail: a misspelt metric, or a dimension the
     // function does not emit by default, is caught.
     let mut broken = load("template.yaml");

@@ -45,6 +45,51 @@ impl fmt::Display for Mode {
     }
 }
 
+impl Mode {
+    /// How far a mode goes: audit writes nothing, notify tags, enforce
+    /// changes options. An account whose setting cannot be known yet runs
+    /// in the mildest mode any could give it.
+    fn strength(self) -> u8 {
+        match self {
+            Mode::Audit => 0,
+            Mode::Notify => 1,
+            Mode::Enforce => 2,
+        }
+    }
+}
+
+/// A setting for one account (`111122223333`) or one organizational unit
+/// (`ou-...`, or the root `r-...`), over the default
+/// (`MODE_OVERRIDES`, `FIX_SOURCES_OVERRIDES`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Override {
+    pub target: String,
+    pub mode: Option<Mode>,
+    pub fix_sources: Option<bool>,
+}
+
+impl Override {
+    pub fn is_ou(&self) -> bool {
+        !is_account_id(&self.target)
+    }
+}
+
+/// `ou-` and 4 to 32 lowercase letters or digits, `-`, 8 to 32 more; or a
+/// root, `r-` and 4 to 32.
+pub fn is_ou_id(s: &str) -> bool {
+    let ok = |p: &str, min: usize| {
+        (min..=32).contains(&p.len())
+            && p.bytes()
+                .all(|b| b.is_ascii_digit() || b.is_ascii_lowercase())
+    };
+    if let Some(rest) = s.strip_prefix("ou-") {
+        return rest
+            .split_once('-')
+            .is_some_and(|(root, ou)| ok(root, 4) && ok(ou, 8));
+    }
+    s.strip_prefix("r-").is_some_and(|r| ok(r, 4))
+}
+
 /// Who and what is exempt from enforcement.
 #[derive(Clone, Debug, Default)]
 pub struct Exemptions {
@@ -105,6 +150,10 @@ pub struct Config {
     /// Enforce fixes a noncompliant launch template (a new version that
     /// requires tokens) when its owner opted in with `fix_source_tag_key`.
     pub fix_sources: bool,
+    /// The mode and the source-fixing switch per account and per
+    /// organizational unit (`MODE_OVERRIDES`, `FIX_SOURCES_OVERRIDES`), over
+    /// `mode` and `fix_sources` for the rest.
+    pub overrides: Vec<Override>,
     /// The tag (value `true`) by which a template's owner lets the guard fix it.
     pub fix_source_tag_key: String,
     /// Where a message that could not be published is kept for a person
@@ -207,6 +256,7 @@ impl Default for Config {
             memory_table: None,
             failed_events_queue_url: None,
             fix_sources: false,
+            overrides: Vec::new(),
             sweep_concurrency: 4,
             max_changes_per_event: 50,
             max_changes_per_run: 500,
@@ -511,6 +561,58 @@ impl Config {
             cfg.fix_sources =
                 flag(&v).ok_or_else(|| err("FIX_SOURCES", &v, "expected true or false"))?;
         }
+        for (name, is_mode) in [("MODE_OVERRIDES", true), ("FIX_SOURCES_OVERRIDES", false)] {
+            let Some(v) = get(name) else { continue };
+            for item in list(&v) {
+                let Some((target, value)) = item.split_once('=') else {
+                    return Err(err(
+                        name,
+                        &v,
+                        "expected target=value pairs, comma-separated (111122223333=enforce,ou-ab12-cdefgh34=audit)",
+                    ));
+                };
+                let (target, value) = (target.trim(), value.trim());
+                if !is_account_id(target) && !is_ou_id(target) {
+                    return Err(err(
+                        name,
+                        &v,
+                        &format!("{target:?} is neither an account id (12 digits) nor an organizational unit id (ou-... or r-...)"),
+                    ));
+                }
+                let slot = match cfg.overrides.iter().position(|o| o.target == target) {
+                    Some(i) => i,
+                    None => {
+                        cfg.overrides.push(Override {
+                            target: target.to_string(),
+                            mode: None,
+                            fix_sources: None,
+                        });
+                        cfg.overrides.len() - 1
+                    }
+                };
+                let o = &mut cfg.overrides[slot];
+                let twice = || err(name, &v, &format!("{target} is named twice"));
+                if is_mode {
+                    if o.mode.is_some() {
+                        return Err(twice());
+                    }
+                    o.mode = Some(Mode::parse(value).ok_or_else(|| {
+                        err(
+                            name,
+                            &v,
+                            &format!("{value:?}: expected enforce, notify or audit"),
+                        )
+                    })?);
+                } else {
+                    if o.fix_sources.is_some() {
+                        return Err(twice());
+                    }
+                    o.fix_sources = Some(flag(value).ok_or_else(|| {
+                        err(name, &v, &format!("{value:?}: expected true or false"))
+                    })?);
+                }
+            }
+        }
         if let Some(v) = get("FIX_SOURCE_TAG_KEY") {
             cfg.fix_source_tag_key =
                 valid_tag_key(&v).map_err(|r| err("FIX_SOURCE_TAG_KEY", &v, r))?;
@@ -620,7 +722,78 @@ impl Config {
                 ));
             }
         }
+        // An organizational unit's accounts are known only to the
+        // organization's management (or delegated administrator) account:
+        // central mode, where the sweep lists them.
+        if let Some(ou) = cfg.overrides.iter().find(|o| o.is_ou()) {
+            if cfg.member_role.is_none() {
+                let name = if ou.mode.is_some() {
+                    "MODE_OVERRIDES"
+                } else {
+                    "FIX_SOURCES_OVERRIDES"
+                };
+                return Err(err(
+                    name,
+                    &ou.target,
+                    "an organizational unit needs central mode (MEMBER_ROLE_NAME): the guard learns an account's units from the organization",
+                ));
+            }
+        }
         Ok(cfg)
+    }
+
+    /// Whether some setting is per organizational unit (an account's units
+    /// must then be known to know how it runs).
+    pub fn has_ou_overrides(&self) -> bool {
+        self.overrides.iter().any(Override::is_ou)
+    }
+
+    /// Whether anything is set per account or unit.
+    pub fn has_overrides(&self) -> bool {
+        !self.overrides.is_empty()
+    }
+
+    /// The configuration `account` runs under: its own setting, else its
+    /// nearest unit's (`ous`, nearest first, up to the root), else the
+    /// default. With `ous` unknown (`None`: the guard has not learnt them
+    /// yet) and no setting of its own, the mildest any unit could give it:
+    /// a sandbox is never enforced by mistake.
+    pub fn for_account(&self, account: &str, ous: Option<&[String]>) -> Config {
+        let mut c = self.clone();
+        if self.overrides.is_empty() {
+            return c;
+        }
+        let find = |t: &str| self.overrides.iter().find(|o| o.target == t);
+        let own = find(account);
+        let from_units = |pick: &dyn Fn(&Override) -> Option<Mode>| {
+            ous.and_then(|p| p.iter().find_map(|u| find(u).and_then(pick)))
+        };
+        c.mode = match (own.and_then(|o| o.mode), ous) {
+            (Some(m), _) => m,
+            (None, Some(_)) => from_units(&|o| o.mode).unwrap_or(self.mode),
+            (None, None) => self
+                .overrides
+                .iter()
+                .filter(|o| o.is_ou())
+                .filter_map(|o| o.mode)
+                .chain([self.mode])
+                .min_by_key(|m| m.strength())
+                .unwrap_or(self.mode),
+        };
+        let unit_fix = ous.and_then(|p| p.iter().find_map(|u| find(u).and_then(|o| o.fix_sources)));
+        c.fix_sources = match (own.and_then(|o| o.fix_sources), ous) {
+            (Some(f), _) => f,
+            (None, Some(_)) => unit_fix.unwrap_or(self.fix_sources),
+            (None, None) => {
+                self.fix_sources
+                    && self
+                        .overrides
+                        .iter()
+                        .filter(|o| o.is_ou())
+                        .all(|o| o.fix_sources != Some(false))
+            }
+        };
+        c
     }
 
     /// Where the guard runs for real (the function, a sweep from a shell),
@@ -891,6 +1064,100 @@ mod tests {
         assert!(cfg.sweep_regions.is_empty());
         assert!(!cfg.set_account_default && !cfg.check_metadata_no_token);
         assert_eq!(cfg.no_token_lookback, Duration::from_secs(168 * 3600));
+    }
+
+    #[test]
+    fn modes_per_account_and_unit_are_read_and_checked_at_init() {
+        let central = [("MEMBER_ROLE_NAME", "imds-guard-member")];
+        let with = |pairs: &[(&str, &str)]| {
+            let mut all = central.to_vec();
+            all.extend_from_slice(pairs);
+            from(&all)
+        };
+        let c = with(&[
+            ("GUARD_MODE", "enforce"),
+            (
+                "MODE_OVERRIDES",
+                "111122223333=audit, ou-ab12-sandbox01=audit,ou-ab12-prod0001=enforce",
+            ),
+            ("FIX_SOURCES_OVERRIDES", "ou-ab12-prod0001=true"),
+        ])
+        .unwrap();
+        assert_eq!(c.overrides.len(), 3);
+        assert!(c.has_ou_overrides());
+        let prod = c
+            .overrides
+            .iter()
+            .find(|o| o.target == "ou-ab12-prod0001")
+            .unwrap();
+        assert_eq!(
+            (prod.mode, prod.fix_sources),
+            (Some(Mode::Enforce), Some(true))
+        );
+        for (name, value, why) in [
+            ("MODE_OVERRIDES", "111122223333", "target=value"),
+            ("MODE_OVERRIDES", "sandbox=audit", "neither an account id"),
+            (
+                "MODE_OVERRIDES",
+                "111122223333=fix",
+                "expected enforce, notify or audit",
+            ),
+            (
+                "MODE_OVERRIDES",
+                "111122223333=audit,111122223333=notify",
+                "named twice",
+            ),
+            (
+                "FIX_SOURCES_OVERRIDES",
+                "ou-ab12-prod0001=maybe",
+                "expected true or false",
+            ),
+        ] {
+            let e = with(&[(name, value)]).unwrap_err();
+            assert_eq!(e.variable, name);
+            assert!(e.reason.contains(why), "{value}: {}", e.reason);
+        }
+        // A unit needs central mode; an account does not.
+        let e = from(&[("MODE_OVERRIDES", "ou-ab12-sandbox01=audit")]).unwrap_err();
+        assert!(e.reason.contains("needs central mode"), "{}", e.reason);
+        assert!(from(&[("MODE_OVERRIDES", "111122223333=audit")]).is_ok());
+        assert!(is_ou_id("r-ab12") && is_ou_id("ou-ab12-cdefgh34"));
+        assert!(!is_ou_id("ou-ab12") && !is_ou_id("ou-AB12-cdefgh34") && !is_ou_id("r-a"));
+    }
+
+    #[test]
+    fn an_account_runs_in_its_own_mode_else_its_nearest_units_else_the_default() {
+        let c = from(&[
+            ("MEMBER_ROLE_NAME", "imds-guard-member"),
+            ("GUARD_MODE", "enforce"),
+            ("FIX_SOURCES", "true"),
+            (
+                "MODE_OVERRIDES",
+                "111122223333=notify,ou-ab12-sandbox01=audit,ou-ab12-workload=enforce",
+            ),
+            ("FIX_SOURCES_OVERRIDES", "ou-ab12-sandbox01=false"),
+        ])
+        .unwrap();
+        let path = |p: &[&str]| p.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        // Its own setting wins over every unit.
+        let own = c.for_account("111122223333", Some(&path(&["ou-ab12-sandbox01"])));
+        assert_eq!(own.mode, Mode::Notify);
+        // The nearest unit: a sandbox inside the workload unit audits.
+        let nested = path(&["ou-ab12-sandbox01", "ou-ab12-workload", "r-ab12"]);
+        let sandbox = c.for_account("444455556666", Some(&nested));
+        assert_eq!((sandbox.mode, sandbox.fix_sources), (Mode::Audit, false));
+        let prod = c.for_account("444455556666", Some(&path(&["ou-ab12-workload", "r-ab12"])));
+        assert_eq!((prod.mode, prod.fix_sources), (Mode::Enforce, true));
+        // Neither: the default.
+        let other = c.for_account("777788889999", Some(&path(&["ou-ab12-other001"])));
+        assert_eq!((other.mode, other.fix_sources), (Mode::Enforce, true));
+        // Units not known yet: the mildest any unit gives, never enforce.
+        let unknown = c.for_account("777788889999", None);
+        assert_eq!((unknown.mode, unknown.fix_sources), (Mode::Audit, false));
+        // Without overrides, the configuration as it is.
+        let plain = from(&[("GUARD_MODE", "notify")]).unwrap();
+        let same = plain.for_account("777788889999", None);
+        assert_eq!((same.mode, same.fix_sources), (Mode::Notify, false));
     }
 
     #[test]

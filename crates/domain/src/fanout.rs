@@ -127,6 +127,14 @@ pub struct RegionView {
     pub refusing: u64,
     #[serde(default)]
     pub sources: u64,
+    #[serde(default)]
+    pub mode: Option<String>,
+    #[serde(default)]
+    pub missed_events: u64,
+    #[serde(default)]
+    pub held_by_breaker: u64,
+    #[serde(default)]
+    pub break_glass: Vec<serde_json::Value>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -206,6 +214,31 @@ pub struct OrgSummary {
     pub omitted_sources: u64,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub not_allowed: Vec<String>,
+    /// Account-regions where the sweep fixed instances whose launch events
+    /// never arrived (`watch`), the most first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub missed_events: Vec<Missed>,
+    /// Changes the circuit breaker held back, over every shard.
+    #[serde(skip_serializing_if = "is_zero_u64")]
+    pub held_by_breaker: u64,
+    /// Break-glass grants in force, and those that ended since the last
+    /// run, with their account and region (capped).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub break_glass: Vec<serde_json::Value>,
+    /// Account-regions by the mode they ran in, when modes are set per
+    /// account or unit; and the accounts not in the default mode.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub modes: BTreeMap<String, u64>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub not_default: BTreeMap<String, String>,
+}
+
+/// An account-region with missed events.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Missed {
+    pub account: String,
+    pub region: String,
+    pub instances: u64,
 }
 
 impl OrgSummary {
@@ -250,6 +283,31 @@ impl OrgSummary {
                 *self.counts.entry(k.clone()).or_default() += v;
             }
             errors.extend(r.errors.iter().map(|e| format!("{}: {e}", r.region)));
+            let who = r.account.clone().unwrap_or_else(|| account.to_string());
+            if let Some(m) = &r.mode {
+                *self.modes.entry(m.clone()).or_default() += 1;
+                if *m != self.mode && self.not_default.len() < 100 {
+                    self.not_default.insert(who.clone(), m.clone());
+                }
+            }
+            if r.missed_events > 0 {
+                self.missed_events.push(Missed {
+                    account: who.clone(),
+                    region: r.region.clone(),
+                    instances: r.missed_events,
+                });
+            }
+            self.held_by_breaker += r.held_by_breaker;
+            for g in &r.break_glass {
+                if self.break_glass.len() < KEEP {
+                    let mut g = g.clone();
+                    if let Some(o) = g.as_object_mut() {
+                        o.insert("account".into(), who.clone().into());
+                        o.insert("region".into(), r.region.clone().into());
+                    }
+                    self.break_glass.push(g);
+                }
+            }
             if matches!(r.readiness.verdict.as_str(), "ready" | "already enforced") {
                 self.ready += 1;
             } else {
@@ -321,6 +379,12 @@ impl OrgSummary {
         }
         self.problems
             .sort_by(|a, b| a.status.cmp(&b.status).then(a.account.cmp(&b.account)));
+        self.missed_events.sort_by(|a, b| {
+            b.instances
+                .cmp(&a.instances)
+                .then(a.account.cmp(&b.account))
+                .then(a.region.cmp(&b.region))
+        });
         self.not_ready.sort_by(|a, b| {
             b.left
                 .cmp(&a.left)
@@ -385,11 +449,27 @@ impl OrgSummary {
         } else {
             tally.join(", ")
         };
-        let broken = if self.failed + self.not_reached > 0 {
-            format!("{} SHARD(S) NOT SWEPT; ", self.failed + self.not_reached)
-        } else {
-            String::new()
-        };
+        // Events that never arrived first, then the breaker, then shards.
+        let mut broken = String::new();
+        let missed: u64 = self.missed_events.iter().map(|m| m.instances).sum();
+        if missed > 0 {
+            broken.push_str(&format!(
+                "{missed} EVENTS MISSED in {} account-region(s); ",
+                self.missed_events.len()
+            ));
+        }
+        if self.held_by_breaker > 0 {
+            broken.push_str(&format!(
+                "CIRCUIT BREAKER held {} change(s); ",
+                self.held_by_breaker
+            ));
+        }
+        if self.failed + self.not_reached > 0 {
+            broken.push_str(&format!(
+                "{} SHARD(S) NOT SWEPT; ",
+                self.failed + self.not_reached
+            ));
+        }
         let headline = format!(
             "imds-guard {} sweep: {broken}{tally} in {} accounts ({}/{} account-regions ready)",
             self.mode, self.planned, self.ready, self.account_regions
@@ -425,9 +505,22 @@ impl OrgSummary {
             sources: &'a [serde_json::Value],
             #[serde(skip_serializing_if = "is_zero")]
             omitted_sources: usize,
+            #[serde(skip_serializing_if = "<[_]>::is_empty")]
+            missed_events: &'a [Missed],
+            #[serde(skip_serializing_if = "is_zero_u64")]
+            held_by_breaker: u64,
+            #[serde(skip_serializing_if = "<[_]>::is_empty")]
+            break_glass: &'a [serde_json::Value],
+            #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+            modes: &'a BTreeMap<String, u64>,
+            #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+            accounts_not_in_the_default_mode: &'a BTreeMap<String, String>,
             instances: &'a [serde_json::Value],
             omitted_instances: u64,
         }
+        // These lead the message and stay short: the most first.
+        let missed = &self.missed_events[..self.missed_events.len().min(100)];
+        let grants = &self.break_glass[..self.break_glass.len().min(100)];
         // Given way in this order: instances, sources, regions not ready,
         // refusing instances, failed shards.
         let lens = [
@@ -458,6 +551,11 @@ impl OrgSummary {
                 omitted_refusing: self.refusing_imdsv1.len() - shown[3],
                 sources: &self.sources[..shown[1]],
                 omitted_sources: self.sources.len() - shown[1] + self.omitted_sources as usize,
+                missed_events: missed,
+                held_by_breaker: self.held_by_breaker,
+                break_glass: grants,
+                modes: &self.modes,
+                accounts_not_in_the_default_mode: &self.not_default,
                 instances: &self.instances[..shown[0]],
                 omitted_instances: self.omitted_instances
                     + (self.instances.len() - shown[0]) as u64,
@@ -481,6 +579,9 @@ impl OrgSummary {
         if !self.complete() && !outcomes.iter().any(|o| o == "failed") {
             outcomes.push("failed".into());
         }
+        if self.held_by_breaker > 0 {
+            outcomes.push(crate::notify::BREAKER_TRIPPED.into());
+        }
         Notification {
             subject: subject(&headline),
             body,
@@ -491,6 +592,10 @@ impl OrgSummary {
             ],
         }
     }
+}
+
+fn is_zero_u64(n: &u64) -> bool {
+    *n == 0
 }
 
 fn is_zero(n: &usize) -> bool {
@@ -529,6 +634,56 @@ mod tests {
         serde_json::json!({"status": "swept", "sweep": {"regions": regions},
             "instances": [{"instance_id": "i-0123456789abcdef0", "outcome": "failed"}]})
         .to_string()
+    }
+
+    #[test]
+    fn missed_events_then_the_breaker_lead_the_organizations_summary() {
+        let p = plan(3, &["eu-west-1"]);
+        let mut s = OrgSummary::new(&p, "enforce");
+        let mut quiet: serde_json::Value =
+            serde_json::from_str(&shard(&p.accounts[0], &["eu-west-1"], true, None)).unwrap();
+        quiet["sweep"]["regions"][0]["held_by_breaker"] = 4.into();
+        quiet["sweep"]["regions"][0]["mode"] = "audit".into();
+        quiet["sweep"]["regions"][0]["break_glass"] = serde_json::json!([
+            {"target": "i-0123456789abcdef0", "state": "active", "until": "2026-11-29T18:00:00Z",
+             "by": "arn:aws:iam::111122223333:user/alice", "reason": "INC-42"}
+        ]);
+        s.add(&p.accounts[0], Ok(&quiet.to_string()), None);
+        for (i, n) in [(1, 2u64), (2, 5)] {
+            let mut v: serde_json::Value =
+                serde_json::from_str(&shard(&p.accounts[i], &["eu-west-1"], true, None)).unwrap();
+            v["sweep"]["regions"][0]["missed_events"] = n.into();
+            v["sweep"]["regions"][0]["mode"] = "enforce".into();
+            s.add(&p.accounts[i], Ok(&v.to_string()), None);
+        }
+        s.finish(&p, &p.accounts);
+        assert_eq!(
+            s.missed_events
+                .iter()
+                .map(|m| m.instances)
+                .collect::<Vec<_>>(),
+            [5, 2],
+            "the most first"
+        );
+        let n = s.notification();
+        assert!(
+            n.subject
+                .starts_with("imds-guard enforce sweep: 7 EVENTS MISSED in 2 account-region(s); CIRCUIT BREAKER held 4"),
+            "{}",
+            n.subject
+        );
+        let body: serde_json::Value = serde_json::from_str(&n.body).unwrap();
+        assert_eq!(body["missed_events"][0]["instances"], 5);
+        assert_eq!(body["break_glass"][0]["reason"], "INC-42");
+        assert_eq!(body["break_glass"][0]["account"], p.accounts[0].as_str());
+        assert!(n.outcomes.iter().any(|o| o == "breaker_tripped"));
+        // The mode each account ran in: counted, and those not in the
+        // default named.
+        assert_eq!(body["modes"], serde_json::json!({"audit": 1, "enforce": 2}));
+        assert_eq!(
+            body["accounts_not_in_the_default_mode"],
+            serde_json::json!({ p.accounts[0].as_str(): "audit" })
+        );
     }
 
     #[test]

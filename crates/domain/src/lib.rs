@@ -22,3 +22,4 @@ pub mod report;
 pub mod routing;
 pub mod source;
 pub mod validate;
+pub mod watch;

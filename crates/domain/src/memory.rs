@@ -42,6 +42,15 @@ pub enum Kind {
     /// (`break_glass::Grant`: until, reason, who), kept two weeks past its
     /// end so the sweep can tell of it (`ended_told` once it has).
     BreakGlass,
+    /// Since when the guard has enforced in this account-region (`at` of
+    /// the first enforcing sweep; `data["mode"]`): an instance launched
+    /// after it that a sweep had to fix is an event that never arrived.
+    EventsSince,
+    /// The organizational units an account is in (`data["units"]`, nearest
+    /// first), as the sweep read them from the organization, in the
+    /// partition `org`: how the event path knows an account's mode when it
+    /// is set per unit.
+    Units,
 }
 
 impl Kind {
@@ -54,6 +63,8 @@ impl Kind {
             Kind::Shard => "shard#",
             Kind::Finding => "finding#",
             Kind::BreakGlass => "breakglass#",
+            Kind::EventsSince => "since#",
+            Kind::Units => "units#",
         }
     }
 
@@ -76,6 +87,11 @@ impl Kind {
             Kind::Finding => FINDING_LIFETIME,
             // Set from the grant's own end (`Grant::record`).
             Kind::BreakGlass => 0,
+            // Renewed by the sweeps while they find it (as exemptions are).
+            Kind::EventsSince => EXEMPT_LIFETIME,
+            // Each sweep writes it again; an account moved to another unit
+            // is known at the next sweep.
+            Kind::Units => 7 * DAY,
         }
     }
 }
@@ -105,6 +121,33 @@ pub const FINDING_STATUS: &str = "status";
 
 /// The `data` key of an exemption record: the glob that matched.
 pub const GLOB: &str = "glob";
+
+/// The partition of records about the organization (`Kind::Units`).
+pub const ORG_PLACE: &str = "org";
+
+impl Record {
+    /// The units `account` is in, nearest first.
+    pub fn units(account: &str, units: &[String], now: u64) -> Record {
+        let mut r = Record::new(Kind::Units, ORG_PLACE, account, None, now, Duration::ZERO);
+        r.data.insert("units".into(), units.join(","));
+        r
+    }
+
+    /// The units a `Kind::Units` record holds.
+    pub fn units_of(&self) -> Option<Vec<String>> {
+        if !self.is_kind(Kind::Units) {
+            return None;
+        }
+        let units = self.data.get("units")?;
+        Some(
+            units
+                .split(',')
+                .filter(|u| !u.is_empty())
+                .map(str::to_string)
+                .collect(),
+        )
+    }
+}
 
 /// The partition of one account and region.
 pub fn place(account: &str, region: &str) -> String {

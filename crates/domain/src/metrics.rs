@@ -33,6 +33,8 @@ pub const DEFAULT_NAMESPACE: &str = "ImdsGuard";
 /// Every metric the function emits, and the dimension sets it is emitted
 /// with (`Account` only with `per_account`).
 pub const EVENT_METRICS: &[&str] = &["Decisions"];
+/// Without dimensions, from every sweep: what its alarm watches.
+pub const MISSED_EVENTS: &str = "MissedEvents";
 pub const SWEEP_METRICS: &[&str] = &[
     "IMDSv1Left",
     "HeldBack",
@@ -105,6 +107,17 @@ pub fn documents(cfg: &Config, report: &Report, now_ms: u64) -> Vec<String> {
                 docs.push(document(m, now_ms, &[("Region", region)], &[], &f.values()));
             }
         }
+        // Events that never arrived, over every account-region swept (a
+        // region not swept to the end still counts what it fixed): one
+        // metric, no dimension, which the stack's alarm watches.
+        let missed: u64 = sweep.regions.iter().map(|r| r.missed_events).sum();
+        docs.push(document(
+            m,
+            now_ms,
+            &[],
+            &[],
+            &[(MISSED_EVENTS, missed as f64, "Count")],
+        ));
     }
     docs
 }
@@ -225,6 +238,29 @@ mod tests {
     use crate::policy::Readiness;
     use crate::report::{Idle, InstanceReport, RegionSweep, Status, SweepSummary};
 
+    /// The regional documents of a sweep, after checking its one
+    /// dimensionless `MissedEvents` document (last) says `missed`.
+    fn regional(mut docs: Vec<String>, missed: u64) -> Vec<String> {
+        let last = check_emf(&docs.pop().expect("a MissedEvents document"));
+        assert_eq!(last[MISSED_EVENTS], missed as f64);
+        assert_eq!(
+            last["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
+            json!([[]]),
+            "no dimension: one alarm watches it"
+        );
+        docs
+    }
+
+    #[test]
+    fn missed_events_are_summed_over_every_region_even_one_not_swept_to_the_end() {
+        let mut report = sweep_report();
+        let regions = &mut report.sweep.as_mut().unwrap().regions;
+        regions[0].missed_events = 2;
+        regions[2].missed_events = 1;
+        let docs = regional(documents(&cfg(false), &report, 1_795_000_000_000), 3);
+        assert_eq!(docs.len(), 2);
+    }
+
     fn cfg(per_account: bool) -> Config {
         Config {
             metrics: Some(MetricsConfig {
@@ -328,7 +364,10 @@ mod tests {
 
     #[test]
     fn a_sweep_reports_what_is_left_per_region_and_nothing_for_a_region_not_swept() {
-        let docs = documents(&cfg(false), &sweep_report(), 1_795_000_000_000);
+        let docs = regional(
+            documents(&cfg(false), &sweep_report(), 1_795_000_000_000),
+            0,
+        );
         assert_eq!(docs.len(), 2, "the unfinished region says nothing");
         let a = check_emf(&docs[0]);
         assert_eq!(a["Region"], "eu-west-1");
@@ -360,7 +399,7 @@ mod tests {
 
     #[test]
     fn per_account_dimensions_are_opt_in_and_keep_the_region_set() {
-        let docs = documents(&cfg(true), &sweep_report(), 1_795_000_000_000);
+        let docs = regional(documents(&cfg(true), &sweep_report(), 1_795_000_000_000), 0);
         let a = check_emf(&docs[0]);
         assert_eq!(a["Account"], "111122223333");
         assert_eq!(
@@ -397,14 +436,14 @@ mod tests {
             ],
             ..SweepSummary::default()
         });
-        let docs = documents(&cfg(false), &report, 1_795_000_000_000);
+        let docs = regional(documents(&cfg(false), &report, 1_795_000_000_000), 0);
         assert_eq!(docs.len(), 1, "us-east-1 was not swept in every account");
         let v = check_emf(&docs[0]);
         assert_eq!(v["Region"], "eu-west-1");
         assert_eq!(v["IMDSv1Left"], 7.0);
         assert_eq!(v["Ready"], 0.0, "ready only if every account is");
         // Per account: each account-region, in both sets.
-        let docs = documents(&cfg(true), &report, 1_795_000_000_000);
+        let docs = regional(documents(&cfg(true), &report, 1_795_000_000_000), 0);
         assert_eq!(docs.len(), 3);
     }
 }

@@ -253,18 +253,35 @@ fn headline(report: &Report, ctx: &crate::event::EventContext) -> (String, Strin
             } else {
                 tally
             };
-            // Workloads enforcing broke come first, in the subject too.
+            // Events that never arrived come first, then workloads
+            // enforcing broke, in the subject too.
+            let missed: u64 = sweep.regions.iter().map(|r| r.missed_events).sum();
             let refusing: u64 = sweep.regions.iter().map(|r| r.refusing).sum();
-            let (broken, broken_long) = if refusing == 0 {
-                (String::new(), String::new())
-            } else {
-                (
-                    format!("{refusing} REFUSING IMDSv1; "),
-                    format!(
-                        "{refusing} instance(s) switched to HttpTokens=required refuse IMDSv1 calls since (MetadataNoTokenRejected): a workload there is broken, see refusing_imdsv1; "
-                    ),
-                )
-            };
+            let mut broken = String::new();
+            let mut broken_long = String::new();
+            if missed > 0 {
+                let places: Vec<String> = sweep
+                    .regions
+                    .iter()
+                    .filter(|r| r.missed_events > 0)
+                    .take(10)
+                    .map(|r| match &r.account {
+                        Some(a) => format!("{a}/{}", r.region),
+                        None => r.region.clone(),
+                    })
+                    .collect();
+                broken.push_str(&format!("{missed} EVENTS MISSED; "));
+                broken_long.push_str(&format!(
+                    "{missed} instance(s) launched after the guard began enforcing were fixed by this sweep, not by their launch events: the events did not arrive ({}); check the trail, the forwarding rule and the undelivered-events queue there; ",
+                    places.join(", ")
+                ));
+            }
+            if refusing > 0 {
+                broken.push_str(&format!("{refusing} REFUSING IMDSv1; "));
+                broken_long.push_str(&format!(
+                    "{refusing} instance(s) switched to HttpTokens=required refuse IMDSv1 calls since (MetadataNoTokenRejected): a workload there is broken, see refusing_imdsv1; "
+                ));
+            }
             (
                 format!(
                     "imds-guard {mode} sweep: {broken}{tally} in {account} ({ready}/{regions} regions ready)"

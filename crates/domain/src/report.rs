@@ -277,6 +277,10 @@ pub struct RegionSweep {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub account: Option<String>,
     pub region: String,
+    /// The mode this account-region ran in, when modes are set per account
+    /// or organizational unit (`MODE_OVERRIDES`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mode: Option<crate::config::Mode>,
     /// `server-side filter`, or why the listing was filtered here instead.
     pub listing: String,
     pub pages: u64,
@@ -312,6 +316,10 @@ pub struct RegionSweep {
     /// with the change it would have made).
     #[serde(skip_serializing_if = "is_zero")]
     pub held_by_breaker: u64,
+    /// Instances this sweep fixed that were launched after the guard began
+    /// enforcing here: each an event that never arrived (`watch`).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub missed_events: u64,
     /// Break-glass grants here: each in force, and each that ended since
     /// the last summary (once).
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -335,6 +343,7 @@ impl RegionSweep {
         RegionSweep {
             account: None,
             region: region.to_string(),
+            mode: None,
             listing: String::new(),
             pages: 0,
             examined: 0,
@@ -345,6 +354,7 @@ impl RegionSweep {
             refusing: 0,
             throttled: 0,
             held_by_breaker: 0,
+            missed_events: 0,
             break_glass: Vec::new(),
             sources: 0,
             account_defaults: None,

@@ -1,0 +1,75 @@
+//! How each account runs when the mode or source fixing is set per account
+//! or per organizational unit (`Config::for_account`, the decision). The
+//! sweep learns an account's units from the organization and remembers
+//! them; the event and source paths read what it remembered, so the event
+//! function carries no Organizations client and a compliant launch still
+//! costs no call.
+
+use tracing::warn;
+
+use crate::aws::{Clients, MemoryApi};
+use crate::config::Config;
+use crate::memory::{Kind, Record, ORG_PLACE};
+use crate::outputs::now_secs;
+
+/// The configuration `account` runs under, its units read from the
+/// organization (the sweep's) and remembered for the event path. When they
+/// cannot be read, the mildest any unit could give it, and why.
+pub async fn from_organization<C: Clients>(
+    cfg: &Config,
+    clients: &C,
+    account: &str,
+) -> (Config, Option<String>) {
+    if !cfg.has_ou_overrides() {
+        return (cfg.for_account(account, Some(&[])), None);
+    }
+    match clients.account_units(account).await {
+        Ok(units) => {
+            if let Some(memory) = clients.memory() {
+                if let Err(e) = memory
+                    .put(&[Record::units(account, &units, now_secs())])
+                    .await
+                {
+                    warn!(%account, error = %e, "the account's units could not be remembered; its events run in the mildest mode until they are");
+                }
+            }
+            (cfg.for_account(account, Some(&units)), None)
+        }
+        Err(e) => (
+            cfg.for_account(account, None),
+            Some(format!(
+                "its organizational units could not be read ({e}): run in the mildest mode any unit is set to"
+            )),
+        ),
+    }
+}
+
+/// The configuration `account` runs under, its units as the sweep
+/// remembered them (one read, only with settings per unit); not known yet
+/// (a new account), the mildest any unit could give it.
+pub async fn from_memory<C: Clients>(cfg: &Config, clients: &C, account: &str) -> Config {
+    if !cfg.has_ou_overrides() {
+        return cfg.for_account(account, Some(&[]));
+    }
+    let units = match clients.memory() {
+        None => None,
+        Some(memory) => match memory
+            .query(
+                ORG_PLACE,
+                &format!("{}{account}", Kind::Units.prefix()),
+                now_secs(),
+            )
+            .await
+        {
+            Ok(records) => records
+                .iter()
+                .find(|r| r.id() == account)
+                .and_then(Record::units_of),
+            Err(e) => {
+                warn!(%account, error = %e, "the account's units could not be read; it runs in the mildest mode any unit is set to");
+                None
+            }
+        },
+    };
+    cfg.for_account(account, units.as_deref())
+}
