@@ -395,6 +395,8 @@ impl<'a, C: Clients> Sweep<'a, C> {
         match self.clients.enter(account, region).await {
             Ok(who) => out.who = who,
             Err(e) => {
+                out.summary.no_member_stack =
+                    account.is_some() && self.cfg.member_role.is_some() && e.is_unauthorized();
                 out.summary.errors.push(format!("not swept: {e}"));
                 return out;
             }
@@ -784,7 +786,8 @@ impl<'a, C: Clients> Sweep<'a, C> {
                     .unwrap_or_default()
                     .iter()
                     .any(|g| g.id() == r.instance_id);
-                if crate::watch::missed(&r, since, now, had_grant) {
+                if crate::watch::missed(&r, since, now, self.cfg.events_grace.as_secs(), had_grant)
+                {
                     out.summary.missed_events += 1;
                 }
             }

@@ -606,6 +606,7 @@ async fn a_sweep_names_the_account_whose_role_cannot_be_assumed() {
         summary.contains("account 111111111111 region us-east-1 (not swept: could not assume arn:aws:iam::111111111111:role/imds-guard-member"),
         "{summary}"
     );
+    let n = imds_guard::notify::build(&report);
     let sweep = report.sweep.unwrap();
     let lines: Vec<(&str, &Access)> = sweep
         .accounts
@@ -614,7 +615,13 @@ async fn a_sweep_names_the_account_whose_role_cannot_be_assumed() {
         .collect();
     assert_eq!(
         lines,
-        vec![(MEMBER_A, &Access::NotReached), (CENTRAL, &Access::Own),]
+        vec![(MEMBER_A, &Access::NoMemberStack), (CENTRAL, &Access::Own),],
+        "a refused member role is named as such: no member stack there"
+    );
+    assert!(
+        n.subject.contains("1 ACCOUNT(S) WITHOUT THE MEMBER STACK"),
+        "{}",
+        n.subject
     );
     assert!(
         listing.num_calls() >= 1,

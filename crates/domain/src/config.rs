@@ -142,6 +142,10 @@ pub struct Config {
     pub max_changes_per_event: u64,
     pub max_changes_per_run: u64,
     pub max_change_percent: u8,
+    /// How long after its launch an instance's event may still be on its
+    /// way (`EVENTS_GRACE_MINUTES`): a sweep that fixes one launched after
+    /// enforcing began and longer ago than this counts a missed event.
+    pub events_grace: Duration,
     /// An organization sweep of at least this many account-regions fans out
     /// (Step Functions, one shard per account); below it, one invocation.
     pub fanout_threshold: usize,
@@ -261,6 +265,7 @@ impl Default for Config {
             max_changes_per_event: 50,
             max_changes_per_run: 500,
             max_change_percent: 25,
+            events_grace: Duration::from_secs(crate::watch::GRACE_SECS),
             fanout_threshold: 100,
             fanout_concurrency: 40,
             fix_source_tag_key: "imds-guard:fix-source".into(),
@@ -514,6 +519,21 @@ impl Config {
                         )
                     })?;
             }
+        }
+        if let Some(v) = get("EVENTS_GRACE_MINUTES") {
+            let minutes = v
+                .trim()
+                .parse::<u64>()
+                .ok()
+                .filter(|n| (5..=10_080).contains(n))
+                .ok_or_else(|| {
+                    err(
+                        "EVENTS_GRACE_MINUTES",
+                        &v,
+                        "expected a whole number of minutes from 5 to 10080 (a week)",
+                    )
+                })?;
+            cfg.events_grace = Duration::from_secs(minutes * 60);
         }
         if let Some(v) = get("MAX_CHANGE_PERCENT") {
             cfg.max_change_percent = v
@@ -1210,6 +1230,8 @@ mod tests {
             ("MAX_CHANGE_PERCENT", "0"),
             ("MAX_CHANGE_PERCENT", "101"),
             ("MAX_CHANGE_PERCENT", "25%"),
+            ("EVENTS_GRACE_MINUTES", "4"),
+            ("EVENTS_GRACE_MINUTES", "10081"),
             ("MAX_HOP_LIMIT", "0"),
             ("MAX_HOP_LIMIT", "65"),
             ("MAX_HOP_LIMIT", "two"),

@@ -135,6 +135,8 @@ pub struct RegionView {
     pub held_by_breaker: u64,
     #[serde(default)]
     pub break_glass: Vec<serde_json::Value>,
+    #[serde(default)]
+    pub no_member_stack: bool,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -231,6 +233,10 @@ pub struct OrgSummary {
     pub modes: BTreeMap<String, u64>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub not_default: BTreeMap<String, String>,
+    /// Accounts whose member role was refused: no member stack there (their
+    /// events cannot reach the guard either).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub no_member_stack: Vec<String>,
 }
 
 /// An account-region with missed events.
@@ -284,6 +290,9 @@ impl OrgSummary {
             }
             errors.extend(r.errors.iter().map(|e| format!("{}: {e}", r.region)));
             let who = r.account.clone().unwrap_or_else(|| account.to_string());
+            if r.no_member_stack && !self.no_member_stack.contains(&who) {
+                self.no_member_stack.push(who.clone());
+            }
             if let Some(m) = &r.mode {
                 *self.modes.entry(m.clone()).or_default() += 1;
                 if *m != self.mode && self.not_default.len() < 100 {
@@ -458,6 +467,12 @@ impl OrgSummary {
                 self.missed_events.len()
             ));
         }
+        if !self.no_member_stack.is_empty() {
+            broken.push_str(&format!(
+                "{} ACCOUNT(S) WITHOUT THE MEMBER STACK; ",
+                self.no_member_stack.len()
+            ));
+        }
         if self.held_by_breaker > 0 {
             broken.push_str(&format!(
                 "CIRCUIT BREAKER held {} change(s); ",
@@ -511,6 +526,8 @@ impl OrgSummary {
             held_by_breaker: u64,
             #[serde(skip_serializing_if = "<[_]>::is_empty")]
             break_glass: &'a [serde_json::Value],
+            #[serde(skip_serializing_if = "<[_]>::is_empty")]
+            no_member_stack: &'a [String],
             #[serde(skip_serializing_if = "BTreeMap::is_empty")]
             modes: &'a BTreeMap<String, u64>,
             #[serde(skip_serializing_if = "BTreeMap::is_empty")]
@@ -554,6 +571,7 @@ impl OrgSummary {
                 missed_events: missed,
                 held_by_breaker: self.held_by_breaker,
                 break_glass: grants,
+                no_member_stack: &self.no_member_stack[..self.no_member_stack.len().min(100)],
                 modes: &self.modes,
                 accounts_not_in_the_default_mode: &self.not_default,
                 instances: &self.instances[..shown[0]],

@@ -276,6 +276,22 @@ fn headline(report: &Report, ctx: &crate::event::EventContext) -> (String, Strin
                     places.join(", ")
                 ));
             }
+            let no_stack: Vec<&str> = sweep
+                .accounts
+                .iter()
+                .filter(|a| a.access == crate::report::Access::NoMemberStack)
+                .map(|a| a.account.as_str())
+                .collect();
+            if !no_stack.is_empty() {
+                broken.push_str(&format!(
+                    "{} ACCOUNT(S) WITHOUT THE MEMBER STACK; ",
+                    no_stack.len()
+                ));
+                broken_long.push_str(&format!(
+                    "the member role was refused in {} (no member stack there, or one that does not trust this function): neither its instances nor its events reach the guard; ",
+                    no_stack.iter().take(10).copied().collect::<Vec<_>>().join(", ")
+                ));
+            }
             if refusing > 0 {
                 broken.push_str(&format!("{refusing} REFUSING IMDSv1; "));
                 broken_long.push_str(&format!(

@@ -320,6 +320,10 @@ pub struct RegionSweep {
     /// enforcing here: each an event that never arrived (`watch`).
     #[serde(skip_serializing_if = "is_zero")]
     pub missed_events: u64,
+    /// The member role was refused here: no member stack (or one that does
+    /// not trust this function).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub no_member_stack: bool,
     /// Break-glass grants here: each in force, and each that ended since
     /// the last summary (once).
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -355,6 +359,7 @@ impl RegionSweep {
             throttled: 0,
             held_by_breaker: 0,
             missed_events: 0,
+            no_member_stack: false,
             break_glass: Vec::new(),
             sources: 0,
             account_defaults: None,
@@ -388,6 +393,10 @@ pub enum Access {
     NotReached,
     /// Not swept: the account is outside `ALLOWED_ACCOUNT_IDS`.
     NotAllowed,
+    /// Not swept: its member role was refused (no member stack there, or
+    /// one that does not trust this function): its events cannot reach the
+    /// guard either.
+    NoMemberStack,
 }
 
 impl Access {
@@ -404,6 +413,9 @@ impl std::fmt::Display for Access {
             Access::MemberRole => f.write_str("member role"),
             Access::NotReached => f.write_str("not swept (see its regions' errors)"),
             Access::NotAllowed => f.write_str("not swept: not in ALLOWED_ACCOUNT_IDS"),
+            Access::NoMemberStack => f.write_str(
+                "not swept: its member role was refused (deploy the member stack there, or check it trusts this function)",
+            ),
         }
     }
 }
@@ -447,7 +459,9 @@ impl AccountSweep {
         for (o, n) in &region.counts {
             *self.counts.entry(*o).or_insert(0) += n;
         }
-        let access = if region.pages == 0 && !region.errors.is_empty() {
+        let access = if region.no_member_stack {
+            Access::NoMemberStack
+        } else if region.pages == 0 && !region.errors.is_empty() {
             Access::NotReached
         } else if own {
             Access::Own

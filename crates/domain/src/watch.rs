@@ -10,9 +10,10 @@ use crate::config::Mode;
 use crate::memory::{Kind, Record};
 use crate::report::{InstanceReport, Outcome};
 
-/// An instance launched within this long before the sweep may still have
-/// its event on the way (CloudTrail delivers within minutes; Lambda retries
-/// a failed event for longer): not counted yet.
+/// By default, an instance launched within this long before the sweep may
+/// still have its event on the way (CloudTrail delivers within minutes;
+/// Lambda retries a failed event for longer): not counted yet
+/// (`EVENTS_GRACE_MINUTES`).
 pub const GRACE_SECS: u64 = 3600;
 
 const MODE: &str = "mode";
@@ -46,13 +47,12 @@ pub fn since(records: &[Record], mode: Mode) -> Option<u64> {
 }
 
 /// Whether the sweep's fixing `r` means its event never arrived: fixed by
-/// the sweep, launched after `since` and longer than `GRACE_SECS` ago, and
-/// under no exemption or break-glass grant that ended since.
-pub fn missed(r: &InstanceReport, since: u64, now: u64, had_grant: bool) -> bool {
+/// the sweep, launched after `since` and longer than `grace` seconds ago,
+/// and under no break-glass grant that ended since.
+pub fn missed(r: &InstanceReport, since: u64, now: u64, grace: u64, had_grant: bool) -> bool {
     r.outcome == Outcome::Remediated
         && !had_grant
-        && r.launch_time
-            .is_some_and(|t| t > since && t + GRACE_SECS <= now)
+        && r.launch_time.is_some_and(|t| t > since && t + grace <= now)
 }
 
 #[cfg(test)]
@@ -75,17 +75,42 @@ mod tests {
     #[test]
     fn a_fix_of_a_launch_after_enforcing_began_is_a_missed_event_once_its_grace_is_over() {
         let now = SINCE + 10 * 3600;
-        assert!(missed(&fixed(Some(SINCE + 60)), SINCE, now, false));
+        assert!(missed(
+            &fixed(Some(SINCE + 60)),
+            SINCE,
+            now,
+            GRACE_SECS,
+            false
+        ));
         // Launched before the guard enforced here: the sweep's to fix.
-        assert!(!missed(&fixed(Some(SINCE - 60)), SINCE, now, false));
-        // Its event may still be on the way.
-        assert!(!missed(&fixed(Some(now - 60)), SINCE, now, false));
+        assert!(!missed(
+            &fixed(Some(SINCE - 60)),
+            SINCE,
+            now,
+            GRACE_SECS,
+            false
+        ));
+        // Its event may still be on the way; with a shorter grace, not.
+        assert!(!missed(
+            &fixed(Some(now - 600)),
+            SINCE,
+            now,
+            GRACE_SECS,
+            false
+        ));
+        assert!(missed(&fixed(Some(now - 600)), SINCE, now, 300, false));
         // A grant that ended left it; no launch time, nothing to say.
-        assert!(!missed(&fixed(Some(SINCE + 60)), SINCE, now, true));
-        assert!(!missed(&fixed(None), SINCE, now, false));
+        assert!(!missed(
+            &fixed(Some(SINCE + 60)),
+            SINCE,
+            now,
+            GRACE_SECS,
+            true
+        ));
+        assert!(!missed(&fixed(None), SINCE, now, GRACE_SECS, false));
         let mut flagged = fixed(Some(SINCE + 60));
         flagged.outcome = Outcome::Flagged;
-        assert!(!missed(&flagged, SINCE, now, false));
+        assert!(!missed(&flagged, SINCE, now, GRACE_SECS, false));
     }
 
     #[test]
