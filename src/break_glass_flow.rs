@@ -60,7 +60,7 @@ pub async fn grant<C: Clients>(
         .map_err(|e| format!("who is granting could not be named: {e}"))?;
     let g = Grant::new(target, until, reason, &by, now)?;
     let account = account_of(clients, account).await?;
-    let place = memory::place(&account, region);
+    let place = break_glass::place_of(&memory::place(&account, region));
     memory
         .put(&[g.record(&place)])
         .await
@@ -84,7 +84,7 @@ pub async fn revoke<C: Clients>(
 ) -> Result<Done, String> {
     let memory = memory_of(cfg, clients)?;
     let account = account_of(clients, account).await?;
-    let place = memory::place(&account, region);
+    let place = break_glass::place_of(&memory::place(&account, region));
     let current = memory
         .query(
             &place,
@@ -133,7 +133,7 @@ pub async fn list<C: Clients>(
     let account = account_of(clients, account).await?;
     let records = memory
         .query(
-            &memory::place(&account, region),
+            &break_glass::place_of(&memory::place(&account, region)),
             Kind::BreakGlass.prefix(),
             now,
         )

@@ -185,20 +185,15 @@ impl<'a, C: Clients> EventPath<'a, C> {
         // The mode set for this account or its unit, when one is and an
         // instance here is not compliant (the mode decides nothing else).
         if self.cfg.has_overrides() && current.iter().any(|o| self.at_stake(o)) {
-            let id = match account.id(ctx.account.as_deref()) {
-                Some(id) => Some(id.to_string()),
-                None => self.clients.home_account().await.ok(),
-            };
-            if let Some(id) = id {
-                let mut own = crate::modes::from_memory(self.cfg, self.clients, &id).await;
-                // Resolved: decided with as it is.
-                own.overrides.clear();
-                return Box::pin(
-                    EventPath::new(&own, self.clients)
-                        .decide_and_act(ctx, trigger, account, ec2, current, unreadable, deadline),
-                )
-                .await;
-            }
+            let own =
+                crate::modes::for_event(self.cfg, self.clients, account.id(ctx.account.as_deref()))
+                    .await;
+            // Resolved (its own settings cleared): decided with as it is.
+            return Box::pin(
+                EventPath::new(&own, self.clients)
+                    .decide_and_act(ctx, trigger, account, ec2, current, unreadable, deadline),
+            )
+            .await;
         }
         let place = self.place(&ctx, account).await;
         // A change or a state change names no launcher: the exemption the
@@ -383,7 +378,11 @@ impl<'a, C: Clients> EventPath<'a, C> {
             return;
         }
         let now = now_secs();
-        match memory.query(place, Kind::BreakGlass.prefix(), now).await {
+        let grants_place = crate::break_glass::place_of(place);
+        match memory
+            .query(&grants_place, Kind::BreakGlass.prefix(), now)
+            .await
+        {
             Ok(records) => {
                 let grants = crate::break_glass::grants(&records);
                 for o in current.iter_mut().flatten() {
@@ -545,6 +544,13 @@ impl<'a, C: Clients> EventPath<'a, C> {
                 return conclude(report, notify_error);
             }
         };
+        if self.cfg.has_overrides() {
+            // The mode set for this account or its unit decides whether the
+            // default is put back.
+            let own = crate::modes::for_event(self.cfg, self.clients, ctx.account.as_deref()).await;
+            return Box::pin(EventPath::new(&own, self.clients).defaults_changed(ctx, change))
+                .await;
+        }
         let (current, unread) = match ec2.metadata_defaults().await {
             Ok(d) => (Some(d), None),
             Err(e) => {

@@ -44,6 +44,23 @@ pub async fn from_organization<C: Clients>(
     }
 }
 
+/// The configuration an event in `account` runs under, resolved and ready
+/// to decide with (its own settings cleared): the account the event names,
+/// else the function's own; one that cannot be named runs in the mildest
+/// mode any unit or account is set to.
+pub async fn for_event<C: Clients>(cfg: &Config, clients: &C, account: Option<&str>) -> Config {
+    let id = match account {
+        Some(a) => Some(a.to_string()),
+        None => clients.home_account().await.ok(),
+    };
+    let mut own = match id {
+        Some(id) => from_memory(cfg, clients, &id).await,
+        None => cfg.for_account("", None).mildest_of_all(cfg),
+    };
+    own.overrides.clear();
+    own
+}
+
 /// The configuration `account` runs under, its units as the sweep
 /// remembered them (one read, only with settings per unit); not known yet
 /// (a new account), the mildest any unit could give it.

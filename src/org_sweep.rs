@@ -165,18 +165,16 @@ impl<'a, C: Clients> FanOut<'a, C> {
         if let Some(f) = failure {
             record.data.insert(memory::SHARD_FAILURE.into(), f);
         }
-        // Instances told of by the run's summary, once it is sent:
-        // remembered then. Break-glass grants whose end the shard's report
-        // tells are marked here (the summary carries the report's grants).
+        // What the run's summary tells of, remembered once it is sent:
+        // instances told of, and the ends of break-glass grants.
         let (noticed, marked): (Vec<Record>, Vec<Record>) = to_remember
             .into_iter()
             .partition(|r| r.is_kind(memory::Kind::Noticed));
         if !marked.is_empty() {
-            if let Some(m) = self.clients.memory() {
-                if let Err(e) = m.put(&marked).await {
-                    warn!(%account, error = %e, "ended grants could not be marked as told; the next run tells them again");
-                }
-            }
+            let lines: Vec<String> = marked.iter().map(Record::mark_line).collect();
+            record
+                .data
+                .insert(memory::SHARD_MARKS.into(), lines.join("\n"));
         }
         if !noticed.is_empty() {
             let told: Vec<String> = noticed
@@ -248,6 +246,7 @@ impl<'a, C: Clients> FanOut<'a, C> {
         };
         // Page by page: at most one page of records is held at a time.
         let mut told: Vec<(String, String)> = Vec::new();
+        let mut marks: Vec<Record> = Vec::new();
         let mut after = None;
         loop {
             let (records, next) = memory
@@ -265,6 +264,7 @@ impl<'a, C: Clients> FanOut<'a, C> {
                 summary.add(r.id(), r.shard_outcome(), r.shard_failure());
                 recorded.push(r.id().to_string());
                 told.extend(r.shard_told());
+                marks.extend(r.shard_marks(now_secs()));
             }
             match next {
                 Some(n) => after = Some(n),
@@ -303,6 +303,11 @@ impl<'a, C: Clients> FanOut<'a, C> {
                 }
             }
         };
+        if notification.starts_with("sent ") && !marks.is_empty() {
+            if let Err(e) = memory.put(&marks).await {
+                warn!(error = %e, "the ends of break-glass grants told could not be remembered; the next run tells them again");
+            }
+        }
         if notification.starts_with("sent ") && !told.is_empty() {
             let now = now_secs();
             let records: Vec<Record> = told

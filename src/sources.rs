@@ -88,13 +88,13 @@ impl<'a, C: Clients> Sources<'a, C> {
         let ec2 = self.clients.ec2(&account, &ctx.region);
         let asg = self.clients.autoscaling(&account, &ctx.region);
         // The mode and source fixing set for this account or its unit.
-        let own = match (self.cfg.has_overrides(), account.id(ctx.account.as_deref())) {
-            (true, Some(id)) => {
-                let mut c = crate::modes::from_memory(self.cfg, self.clients, id).await;
-                c.overrides.clear();
-                Some(c)
-            }
-            _ => None,
+        let own = if self.cfg.has_overrides() {
+            Some(
+                crate::modes::for_event(self.cfg, self.clients, account.id(ctx.account.as_deref()))
+                    .await,
+            )
+        } else {
+            None
         };
         let cfg = own.as_ref().unwrap_or(self.cfg);
         report.mode = cfg.mode;

@@ -93,8 +93,10 @@ struct RegionResult {
     /// by page; what they came to once the region is done.
     findings: Option<RegionFindings>,
     findings_report: Option<FindingsReport>,
-    /// The break-glass grants here (the guard's memory), read once.
+    /// The break-glass grants here (the guard's memory), read once, and
+    /// the instances any of them covers (in force or ended).
     grants: Option<Vec<Record>>,
+    granted: std::collections::HashSet<String>,
     /// Changes this run admitted here, and the instances here (counted only
     /// once the circuit breaker's share matters).
     changes: u64,
@@ -380,6 +382,7 @@ impl<'a, C: Clients> Sweep<'a, C> {
             findings: None,
             findings_report: None,
             grants: None,
+            granted: std::collections::HashSet::new(),
             changes: 0,
             total: None,
             tripped: None,
@@ -780,12 +783,7 @@ impl<'a, C: Clients> Sweep<'a, C> {
         let now = now_secs();
         for mut r in reports {
             if let Some(since) = out.since {
-                let had_grant = out
-                    .grants
-                    .as_deref()
-                    .unwrap_or_default()
-                    .iter()
-                    .any(|g| g.id() == r.instance_id);
+                let had_grant = out.granted.contains(&r.instance_id);
                 if crate::watch::missed(&r, since, now, self.cfg.events_grace.as_secs(), had_grant)
                 {
                     out.summary.missed_events += 1;
@@ -873,6 +871,11 @@ impl<'a, C: Clients> Sweep<'a, C> {
         let now = now_secs();
         for o in instances.iter_mut() {
             o.break_glass = crate::break_glass::in_force(&grants, o, now).cloned();
+            // Under a grant, in force or ended: a fix of it now is no
+            // missed event.
+            if grants.iter().any(|g| g.covers(o)) {
+                out.granted.insert(o.instance_id.clone());
+            }
         }
         if self.cfg.exemptions.principals.is_empty() {
             return Ok(());
@@ -925,15 +928,14 @@ impl<'a, C: Clients> Sweep<'a, C> {
 
     /// Since when the guard has enforced here (`watch`): as the memory
     /// says, renewed while sweeps find it, or begun now by the first
-    /// enforcing sweep (nothing it fixes now can be a missed event). `None`
-    /// outside enforce mode or without a memory: nothing is counted.
+    /// enforcing sweep (nothing it fixes now can be a missed event). A sweep
+    /// in another mode records that mode, so enforcing again starts afresh.
+    /// `None` outside enforce mode or without a memory: nothing is counted.
     async fn events_since(&self, out: &RegionResult) -> Option<u64> {
-        if self.cfg.mode != Mode::Enforce {
-            return None;
-        }
         let memory = self.clients.memory()?;
         let place = self.place(out).await?;
         let now = now_secs();
+        let mode = self.cfg.mode;
         let records = match memory.query(&place, Kind::EventsSince.prefix(), now).await {
             Ok(r) => r,
             Err(e) => {
@@ -941,16 +943,15 @@ impl<'a, C: Clients> Sweep<'a, C> {
                 return None;
             }
         };
-        let since = crate::watch::since(&records, Mode::Enforce);
+        let since = crate::watch::since(&records, mode);
         let due = records.first().is_none_or(|r| r.due_for_renewal(now));
         if since.is_none() || due {
-            let record =
-                crate::watch::since_record(&place, Mode::Enforce, since.unwrap_or(now), now);
+            let record = crate::watch::since_record(&place, mode, since.unwrap_or(now), now);
             if let Err(e) = memory.put(&[record]).await {
                 warn!(%place, error = %e, "since when the guard enforces here could not be written; the next sweep tries again");
             }
         }
-        Some(since.unwrap_or(now))
+        (mode == Mode::Enforce).then(|| since.unwrap_or(now))
     }
 
     /// The break-glass grants of this account-region, read once (none
@@ -971,7 +972,11 @@ impl<'a, C: Clients> Sweep<'a, C> {
         };
         out.grants = Some(
             memory
-                .query(&place, Kind::BreakGlass.prefix(), now_secs())
+                .query(
+                    &crate::break_glass::place_of(&place),
+                    Kind::BreakGlass.prefix(),
+                    now_secs(),
+                )
                 .await?,
         );
         Ok(())
@@ -991,19 +996,20 @@ impl<'a, C: Clients> Sweep<'a, C> {
             return;
         }
         let now = now_secs();
+        let records = out.grants.clone().unwrap_or_default();
+        let Some(place) = self.place(out).await else {
+            return;
+        };
+        let grants_place = crate::break_glass::place_of(&place);
         let mut views = Vec::new();
-        for r in out.grants.as_deref().unwrap_or_default() {
-            let Some(g) = crate::break_glass::Grant::from_record(r) else {
-                continue;
-            };
+        for g in crate::break_glass::grants(&records) {
             if g.state(now) == crate::break_glass::State::Active {
                 views.push(crate::break_glass::GrantView::of(&g, now));
-            } else if !crate::break_glass::ended_told(r) {
+            } else if !g.end_was_told(&records) {
                 views.push(crate::break_glass::GrantView::of(&g, now));
-                let mut told = r.clone();
-                told.data
-                    .insert(crate::break_glass::ENDED_TOLD.into(), "true".into());
-                out.to_remember.push(told);
+                // Beside the grant, never over it: a new grant for the
+                // same target written meanwhile stands.
+                out.to_remember.push(g.end_told(&grants_place));
             }
         }
         out.summary.break_glass = views;

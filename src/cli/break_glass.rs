@@ -86,7 +86,10 @@ fn account(v: &str) -> Result<String, String> {
 /// `30m`, `4h`, `2d` as seconds, at most `MAX_GRANT_SECS`.
 fn duration(v: &str) -> Result<u64, String> {
     let v = v.trim();
-    let (n, unit) = v.split_at(v.len().saturating_sub(1));
+    let Some(last) = v.chars().last() else {
+        return Err("expected minutes, hours or days (30m, 4h, 2d)".into());
+    };
+    let (n, unit) = v.split_at(v.len() - last.len_utf8());
     let scale = match unit {
         "m" => 60,
         "h" => 3600,
@@ -212,7 +215,7 @@ mod tests {
         assert_eq!(duration("4h"), Ok(14_400));
         assert_eq!(duration("7d"), Ok(604_800));
         assert!(duration("8d").unwrap_err().contains("at most 168h"));
-        for bad in ["", "4", "h", "0h", "-1h", "4w", "1.5h"] {
+        for bad in ["", "4", "h", "0h", "-1h", "4w", "1.5h", "4µ", "µ"] {
             assert!(duration(bad).is_err(), "{bad:?}");
         }
     }

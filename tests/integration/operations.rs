@@ -102,8 +102,12 @@ async fn a_revert_under_break_glass_is_reported_not_undone_until_the_grant_ends(
     // The grant ends: the next sweep handles the instance as usual and
     // tells of the end, once.
     let mut ended = Grant::from_record(&cloud.records("breakglass#")[0]).unwrap();
+    ended.granted_at = now - 3600;
     ended.until = now - 1;
-    cloud.put_record(ended.record(&place("111122223333", REGION)));
+    cloud.put_record(ended.record(&imds_guard::break_glass::place_of(&place(
+        "111122223333",
+        REGION,
+    ))));
     let swept = g.handle(&scheduled()).await.unwrap();
     assert_eq!(swept.count(Outcome::Remediated), 1);
     assert_eq!(cloud.tokens(ID), "required");
@@ -413,10 +417,16 @@ async fn a_sweep_that_fixes_a_launch_after_enforcing_began_says_events_were_miss
         n.body
     );
 
-    // In another mode nothing is fixed, and the record starts again when
-    // enforcing does.
+    // A sweep in another mode records it; enforcing again starts afresh:
+    // what was launched meanwhile is no missed event.
     let g = guard(&cloud, &[("GUARD_MODE", "notify")]);
+    g.handle(&scheduled()).await.unwrap();
+    cloud.edit("i-0aaaaaaaaaaaaaaa1", |i| {
+        i.observed.options.http_tokens = Some("optional".into())
+    });
+    let g = guard(&cloud, &[("GUARD_MODE", "enforce")]);
     let swept = g.handle(&scheduled()).await.unwrap();
+    assert_eq!(swept.count(Outcome::Remediated), 1);
     assert_eq!(swept.sweep.as_ref().unwrap().regions[0].missed_events, 0);
 }
 

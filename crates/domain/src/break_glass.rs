@@ -1,6 +1,7 @@
 //! Break-glass: a time-boxed, audited exemption a person grants during an
 //! incident, for one instance or for every instance launched from one
-//! launch template (and the template itself). A grant names who granted
+//! launch template (the template's own fixing, `FIX_SOURCES`, is not held:
+//! untag it for that). A grant names who granted
 //! it, why, and until when; it lives in the guard's memory (which only the
 //! guard's role and the break-glass roles may write, never a tag anyone
 //! can write), and the event path and the sweep both honour it until it
@@ -158,14 +159,17 @@ impl Grant {
         if !crate::validate::is_instance_id(target) && !is_template_id(target) {
             return None;
         }
-        Some(Grant {
+        let g = Grant {
             target: target.to_string(),
             until: r.data.get(UNTIL)?.parse().ok()?,
             reason: r.data.get(REASON)?.clone(),
             by: r.data.get(BY)?.clone(),
             granted_at: r.data.get(GRANTED_AT)?.parse().ok()?,
             revoked: r.data.contains_key(REVOKED),
-        })
+        };
+        // A record that grants more than a grant may (written by hand, not
+        // by the command line) is never honoured.
+        (g.until >= g.granted_at && g.until - g.granted_at <= MAX_GRANT_SECS).then_some(g)
     }
 
     /// The same grant, ended now.
@@ -222,17 +226,6 @@ impl GrantView {
             reason: g.reason.clone(),
         }
     }
-}
-
-/// What a sweep tells of the grants of one account-region: every grant in
-/// force (each run, while it lasts), and each that ended since it was last
-/// told (`told` says which were).
-pub fn to_tell(grants: &[Grant], told_ended: &dyn Fn(&Grant) -> bool, now: u64) -> Vec<GrantView> {
-    grants
-        .iter()
-        .filter(|g| g.state(now) == State::Active || !told_ended(g))
-        .map(|g| GrantView::of(g, now))
-        .collect()
 }
 
 /// What a person did with a grant, as the message about it says.
@@ -293,12 +286,36 @@ pub fn notification(
     }
 }
 
-/// The `data` key marking an ended grant's record as told of.
-pub const ENDED_TOLD: &str = "ended_told";
+/// The partition of one account-region's grants, apart from everything
+/// else the guard keeps there: the break-glass role may write this one only
+/// (the table's policy, on `dynamodb:LeadingKeys`).
+pub fn place_of(place: &str) -> String {
+    format!("breakglass#{place}")
+}
 
-/// Whether an ended grant's record says its end was told.
-pub fn ended_told(r: &Record) -> bool {
-    r.data.contains_key(ENDED_TOLD)
+impl Grant {
+    /// The record that says this grant's end was told, beside the grant
+    /// (never over it: a new grant for the same target must not be lost).
+    pub fn end_told(&self, grants_place: &str) -> Record {
+        let mut r = Record::new(
+            Kind::BreakGlass,
+            grants_place,
+            &format!("{}#told#{}", self.target, self.granted_at),
+            None,
+            self.granted_at,
+            std::time::Duration::ZERO,
+        );
+        r.expires_at = self.until + KEEP_AFTER_EXPIRY_SECS;
+        r
+    }
+
+    /// Whether `records` hold the record that this grant's end was told.
+    pub fn end_was_told(&self, records: &[Record]) -> bool {
+        let id = format!("{}#told#{}", self.target, self.granted_at);
+        records
+            .iter()
+            .any(|r| r.is_kind(Kind::BreakGlass) && r.id() == id)
+    }
 }
 
 #[cfg(test)]
@@ -417,24 +434,23 @@ mod tests {
     }
 
     #[test]
-    fn a_sweep_lists_grants_in_force_each_time_and_an_end_once() {
-        let active = grant("i-0123456789abcdef0", 4);
-        let mut ended = grant("i-0fedcba9876543210", 1);
-        ended.until = NOW - 1;
-        let grants = vec![active.clone(), ended.clone()];
-        let views = to_tell(&grants, &|_| false, NOW);
-        assert_eq!(
-            views
-                .iter()
-                .map(|v| (v.target.as_str(), v.state))
-                .collect::<Vec<_>>(),
-            [
-                ("i-0123456789abcdef0", State::Active),
-                ("i-0fedcba9876543210", State::Expired)
-            ]
+    fn an_end_is_told_beside_the_grant_and_a_grant_too_long_is_never_honoured() {
+        let g = grant("i-0123456789abcdef0", 4);
+        let place = place_of("111122223333#eu-west-1");
+        assert_eq!(place, "breakglass#111122223333#eu-west-1");
+        let told = g.end_told(&place);
+        assert_ne!(told.sk, g.record(&place).sk, "never over the grant");
+        assert_eq!(Grant::from_record(&told), None, "a marker is no grant");
+        assert!(g.end_was_told(&[told]));
+        // A new grant for the same target is another grant: not told.
+        let mut again = g.clone();
+        again.granted_at += 60;
+        assert!(!again.end_was_told(&[g.end_told(&place)]));
+        let mut r = g.record(&place);
+        r.data.insert(
+            UNTIL.into(),
+            (g.granted_at + MAX_GRANT_SECS + 1).to_string(),
         );
-        let views = to_tell(&grants, &|g| g.target == ended.target, NOW);
-        assert_eq!(views.len(), 1);
-        assert_eq!(views[0].state, State::Active);
+        assert_eq!(Grant::from_record(&r), None);
     }
 }

@@ -768,6 +768,22 @@ impl Config {
         self.overrides.iter().any(Override::is_ou)
     }
 
+    /// This configuration in the mildest mode any account or unit is set
+    /// to (for an account that cannot even be named), and fixing sources
+    /// only if every setting does.
+    pub fn mildest_of_all(mut self, base: &Config) -> Config {
+        self.mode = base
+            .overrides
+            .iter()
+            .filter_map(|o| o.mode)
+            .chain([base.mode])
+            .min_by_key(|m| m.strength())
+            .unwrap_or(base.mode);
+        self.fix_sources =
+            base.fix_sources && base.overrides.iter().all(|o| o.fix_sources != Some(false));
+        self
+    }
+
     /// Whether anything is set per account or unit.
     pub fn has_overrides(&self) -> bool {
         !self.overrides.is_empty()

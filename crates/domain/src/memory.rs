@@ -39,8 +39,10 @@ pub enum Kind {
     /// findings of instances it no longer lists.
     Finding,
     /// A person's break-glass grant for this instance or launch template
-    /// (`break_glass::Grant`: until, reason, who), kept two weeks past its
-    /// end so the sweep can tell of it (`ended_told` once it has).
+    /// (`break_glass::Grant`: until, reason, who), in the account-region's
+    /// grants partition (`break_glass::place_of`), kept two weeks past its
+    /// end so the sweep can tell of it; beside it, once told, a record that
+    /// its end was (`<target>#told#<granted_at>`).
     BreakGlass,
     /// Since when the guard has enforced in this account-region (`at` of
     /// the first enforcing sweep; `data["mode"]`): an instance launched
@@ -193,6 +195,9 @@ pub const SHARD_REPORT: &str = "report";
 pub const SHARD_ERROR: &str = "error";
 pub const SHARD_FAILURE: &str = "failure";
 pub const SHARD_TOLD: &str = "told_instances";
+/// Other records a shard's report tells of (a break-glass grant's end),
+/// written by the summary once it is sent: `pk sk expires_at` a line.
+pub const SHARD_MARKS: &str = "marks";
 
 /// The `data` key marking a `Noticed` record as told.
 pub const TOLD: &str = "told";
@@ -276,6 +281,34 @@ impl Record {
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// The records a shard's summary writes once it is sent (`SHARD_MARKS`).
+    pub fn shard_marks(&self, now: u64) -> Vec<Record> {
+        self.data
+            .get(SHARD_MARKS)
+            .map(|t| {
+                t.lines()
+                    .filter_map(|l| {
+                        let mut f = l.split(' ');
+                        let (pk, sk, expires) = (f.next()?, f.next()?, f.next()?);
+                        Some(Record {
+                            pk: pk.to_string(),
+                            sk: sk.to_string(),
+                            event_id: None,
+                            at: now,
+                            expires_at: expires.parse().ok()?,
+                            data: BTreeMap::new(),
+                        })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// A record as a `SHARD_MARKS` line (its keys hold no spaces).
+    pub fn mark_line(&self) -> String {
+        format!("{} {} {}", self.pk, self.sk, self.expires_at)
     }
 
     /// What a shard record holds: its report, or why it failed.
