@@ -81,7 +81,7 @@ enum Command {
     #[command(
         long_about = "Break-glass: a time-boxed, audited exemption during an incident.\n\n\
         `grant` writes a grant to the guard's memory (MEMORY_TABLE: the stack's table, which only \
-        the guard's role and the BreakGlassRoleArns may write) for one instance (i-...) or every \
+        the guard's role and the stack's BreakGlassRoleArn may write) for one instance (i-...) or every \
         instance launched from one launch template (lt-...), with a reason and an end (at most 7 \
         days), and tells the guard's topic (NOTIFY_TOPIC_ARN). Until it ends, the event function \
         and the sweep leave it as it is and report, rather than undo, a change back to \
