@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::{Args, Subcommand, ValueEnum};
 use comfy_table::{presets, Table};
 
-use super::emit;
+use super::{account, emit, region};
 use crate::aws::clients::NoOutputs;
 use crate::aws::{load_sdk_config, RegionalClients};
 use crate::break_glass::{Grant, MAX_GRANT_SECS};
@@ -14,7 +14,6 @@ use crate::break_glass_flow::{self as flow, Done};
 use crate::config::Config;
 use crate::finding::iso8601;
 use crate::outputs::now_secs;
-use crate::validate::{is_account_id, is_region};
 
 #[derive(Debug, Args)]
 pub struct BreakGlassArgs {
@@ -69,18 +68,6 @@ struct Place {
 enum Output {
     Table,
     Json,
-}
-
-fn region(v: &str) -> Result<String, String> {
-    is_region(v)
-        .then(|| v.to_string())
-        .ok_or_else(|| format!("{v:?} is not a region (e.g. us-east-1)"))
-}
-
-fn account(v: &str) -> Result<String, String> {
-    is_account_id(v)
-        .then(|| v.to_string())
-        .ok_or_else(|| format!("{v:?} is not an account id (twelve digits)"))
 }
 
 /// `30m`, `4h`, `2d` as seconds, at most `MAX_GRANT_SECS`.

@@ -6,12 +6,11 @@ use std::process::ExitCode;
 use clap::{Args, ValueEnum};
 use comfy_table::{presets, Table};
 
-use super::emit;
+use super::{account, emit, region};
 use crate::aws::clients::NoOutputs;
 use crate::aws::{load_sdk_config, Clients, RegionalClients};
 use crate::config::{Config, SweepAccounts};
 use crate::migrate::{self, Migrated};
-use crate::validate::{is_account_id, is_region};
 
 #[derive(Debug, Args)]
 pub struct MigrateArgs {
@@ -33,18 +32,6 @@ pub struct MigrateArgs {
 enum Output {
     Table,
     Json,
-}
-
-fn region(v: &str) -> Result<String, String> {
-    is_region(v)
-        .then(|| v.to_string())
-        .ok_or_else(|| format!("{v:?} is not a region (e.g. us-east-1)"))
-}
-
-fn account(v: &str) -> Result<String, String> {
-    is_account_id(v)
-        .then(|| v.to_string())
-        .ok_or_else(|| format!("{v:?} is not an account id (twelve digits)"))
 }
 
 pub fn run(args: MigrateArgs) -> Result<ExitCode, String> {

@@ -151,6 +151,20 @@ pub fn run(args: Vec<String>) -> ExitCode {
     }
 }
 
+/// A `--region` value: a region as AWS writes it.
+fn region(v: &str) -> Result<String, String> {
+    crate::validate::is_region(v)
+        .then(|| v.to_string())
+        .ok_or_else(|| format!("{v:?} is not a region (e.g. us-east-1)"))
+}
+
+/// An `--account` value: twelve digits.
+fn account(v: &str) -> Result<String, String> {
+    crate::validate::is_account_id(v)
+        .then(|| v.to_string())
+        .ok_or_else(|| format!("{v:?} is not an account id (twelve digits)"))
+}
+
 /// Writes to stdout; a reader that went away (`| head`) is not an error.
 fn emit(text: &str) {
     let _ = std::io::stdout().write_all(text.as_bytes());

@@ -12,7 +12,7 @@ use clap::{Args, ValueEnum};
 use comfy_table::{presets, CellAlignment, Table};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::{emit, ModeArg};
+use super::{account, emit, region, ModeArg};
 use crate::aws::clients::NoOutputs;
 use crate::aws::{load_sdk_config, RegionalClients};
 use crate::config::{Config, Mode, SweepAccounts};
@@ -20,7 +20,6 @@ use crate::event::{self, EventContext};
 use crate::guard::{Guard, GuardError};
 use crate::report::{InstanceReport, Outcome, RegionSweep, Report};
 use crate::sweep::Progress;
-use crate::validate::{is_account_id, is_region};
 
 #[derive(Debug, Args)]
 pub struct SweepArgs {
@@ -60,22 +59,6 @@ enum SweepOutput {
     /// One self-contained page to hand around: counts, readiness, the
     /// account defaults, charts, sources and instances.
     Html,
-}
-
-fn region(v: &str) -> Result<String, String> {
-    if is_region(v) {
-        Ok(v.to_string())
-    } else {
-        Err(format!("{v:?} is not a region (e.g. us-east-1)"))
-    }
-}
-
-fn account(v: &str) -> Result<String, String> {
-    if is_account_id(v) {
-        Ok(v.to_string())
-    } else {
-        Err(format!("{v:?} is not an account id (twelve digits)"))
-    }
 }
 
 pub fn run(args: SweepArgs) -> Result<ExitCode, String> {

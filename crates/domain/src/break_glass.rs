@@ -54,15 +54,6 @@ pub enum State {
     Revoked,
 }
 
-pub fn is_template_id(s: &str) -> bool {
-    s.strip_prefix("lt-").is_some_and(|hex| {
-        hex.len() == 17
-            && hex
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    })
-}
-
 impl Grant {
     /// A new grant, checked: a target the guard can match, a reason, and an
     /// expiry in the future no further than `MAX_GRANT_SECS`.
@@ -73,7 +64,8 @@ impl Grant {
         by: &str,
         now: u64,
     ) -> Result<Grant, String> {
-        if !crate::validate::is_instance_id(target) && !is_template_id(target) {
+        if !crate::validate::is_instance_id(target) && !crate::event::is_launch_template_id(target)
+        {
             return Err(format!(
                 "{} is neither an instance id (i-...) nor a launch template id (lt-...)",
                 crate::validate::clean(target, 64)
@@ -156,7 +148,8 @@ impl Grant {
             return None;
         }
         let target = r.id();
-        if !crate::validate::is_instance_id(target) && !is_template_id(target) {
+        if !crate::validate::is_instance_id(target) && !crate::event::is_launch_template_id(target)
+        {
             return None;
         }
         let g = Grant {
