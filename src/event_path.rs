@@ -184,7 +184,7 @@ impl<'a, C: Clients> EventPath<'a, C> {
     ) -> Result<Report, GuardError> {
         // The mode set for this account or its unit, when one is and an
         // instance here is not compliant (the mode decides nothing else).
-        if self.cfg.has_overrides() && current.iter().any(|o| self.at_stake(o)) {
+        if self.cfg.has_overrides() && current.iter().any(|o| self.slot_at_stake(o)) {
             let own =
                 crate::modes::for_event(self.cfg, self.clients, account.id(ctx.account.as_deref()))
                     .await;
@@ -351,13 +351,16 @@ impl<'a, C: Clients> EventPath<'a, C> {
 
     /// Whether an instance is one the guard may act on or tell of (not
     /// compliant, not gone): only then does anything more need reading.
-    fn at_stake(&self, slot: &Result<Observed, (String, String)>) -> bool {
-        let Ok(o) = slot else { return false };
+    fn at_stake(&self, o: &Observed) -> bool {
         let nobody = crate::event::Principal::default();
         !matches!(
             crate::policy::Policy::of(self.cfg).decide(o, &nobody),
             crate::policy::Verdict::Compliant | crate::policy::Verdict::Gone { .. }
         )
+    }
+
+    fn slot_at_stake(&self, slot: &Result<Observed, (String, String)>) -> bool {
+        slot.as_ref().is_ok_and(|o| self.at_stake(o))
     }
 
     /// The break-glass grants in force for the instances that are not
@@ -373,8 +376,7 @@ impl<'a, C: Clients> EventPath<'a, C> {
         let (Some(memory), Some(place)) = (self.clients.memory(), place) else {
             return;
         };
-        let at_stake = |o: &Observed| self.at_stake(&Ok(o.clone()));
-        if !current.iter().any(|slot| self.at_stake(slot)) {
+        if !current.iter().any(|slot| self.slot_at_stake(slot)) {
             return;
         }
         let now = now_secs();
@@ -392,7 +394,7 @@ impl<'a, C: Clients> EventPath<'a, C> {
             Err(e) => {
                 for slot in current.iter_mut() {
                     if let Ok(o) = slot {
-                        if at_stake(o) {
+                        if self.at_stake(o) {
                             *slot = Err((
                                 o.instance_id.clone(),
                                 format!("whether a break-glass grant covers it could not be read from the guard's memory: {e}"),
@@ -525,6 +527,13 @@ impl<'a, C: Clients> EventPath<'a, C> {
         if let Some(why) = self.cfg.refusal(ctx.account.as_deref()) {
             return self.refuse(ctx, &[], Vec::new(), why).await;
         }
+        if self.cfg.has_overrides() {
+            // The mode set for this account or its unit decides whether the
+            // default is put back.
+            let own = crate::modes::for_event(self.cfg, self.clients, ctx.account.as_deref()).await;
+            return Box::pin(EventPath::new(&own, self.clients).defaults_changed(ctx, change))
+                .await;
+        }
         let ec2 = match self
             .clients
             .enter(ctx.account.as_deref(), &ctx.region)
@@ -544,13 +553,6 @@ impl<'a, C: Clients> EventPath<'a, C> {
                 return conclude(report, notify_error);
             }
         };
-        if self.cfg.has_overrides() {
-            // The mode set for this account or its unit decides whether the
-            // default is put back.
-            let own = crate::modes::for_event(self.cfg, self.clients, ctx.account.as_deref()).await;
-            return Box::pin(EventPath::new(&own, self.clients).defaults_changed(ctx, change))
-                .await;
-        }
         let (current, unread) = match ec2.metadata_defaults().await {
             Ok(d) => (Some(d), None),
             Err(e) => {

@@ -55,7 +55,7 @@ pub async fn for_event<C: Clients>(cfg: &Config, clients: &C, account: Option<&s
     };
     let mut own = match id {
         Some(id) => from_memory(cfg, clients, &id).await,
-        None => cfg.for_account("", None).mildest_of_all(cfg),
+        None => cfg.for_unnamed_account(),
     };
     own.overrides.clear();
     own

@@ -106,6 +106,22 @@ impl<O: Outputs> RegionalClients<O> {
         O::configure(self, cfg)
     }
 
+    /// Organizations, in the one region of the partition it answers in
+    /// (us-east-1 for the commercial one; the endpoint resolver knows the
+    /// others).
+    fn organizations(&self) -> aws_sdk_organizations::Client {
+        let region = match self.base.region().map(|r| r.as_ref()) {
+            Some(r) if r.starts_with("cn-") => "cn-northwest-1",
+            Some(r) if r.starts_with("us-gov-") => "us-gov-west-1",
+            _ => "us-east-1",
+        };
+        let conf = aws_sdk_organizations::config::Builder::from(&self.base)
+            .region(Region::new(region))
+            .interceptor(self.counter.clone())
+            .build();
+        aws_sdk_organizations::Client::from_conf(conf)
+    }
+
     /// The clients a configuration asks for (its member role, memory and
     /// failed-events queue), with the output clients `O` carries.
     pub fn for_config_with(base: SdkConfig, cfg: &crate::config::Config) -> Self {
@@ -455,36 +471,11 @@ impl<O: Outputs> Clients for RegionalClients<O> {
     }
 
     async fn organization_accounts(&self) -> Result<Vec<String>, AwsError> {
-        // Organizations answers in one region per partition; us-east-1 for
-        // the commercial one (the endpoint resolver knows the others).
-        let region = match self.base.region().map(|r| r.as_ref()) {
-            Some(r) if r.starts_with("cn-") => "cn-northwest-1",
-            Some(r) if r.starts_with("us-gov-") => "us-gov-west-1",
-            _ => "us-east-1",
-        };
-        let conf = aws_sdk_organizations::config::Builder::from(&self.base)
-            .region(Region::new(region))
-            .interceptor(self.counter.clone())
-            .build();
-        super::organizations::organization_accounts(&aws_sdk_organizations::Client::from_conf(conf))
-            .await
+        super::organizations::organization_accounts(&self.organizations()).await
     }
 
     async fn account_units(&self, account: &str) -> Result<Vec<String>, AwsError> {
-        let region = match self.base.region().map(|r| r.as_ref()) {
-            Some(r) if r.starts_with("cn-") => "cn-northwest-1",
-            Some(r) if r.starts_with("us-gov-") => "us-gov-west-1",
-            _ => "us-east-1",
-        };
-        let conf = aws_sdk_organizations::config::Builder::from(&self.base)
-            .region(Region::new(region))
-            .interceptor(self.counter.clone())
-            .build();
-        super::organizations::account_units(
-            &aws_sdk_organizations::Client::from_conf(conf),
-            account,
-        )
-        .await
+        super::organizations::account_units(&self.organizations(), account).await
     }
 }
 

@@ -484,3 +484,39 @@ async fn each_account_runs_in_the_mode_of_its_own_setting_or_its_unit() {
     assert_eq!(region.mode, Some(imds_guard::config::Mode::Enforce));
     assert_eq!(cloud.tokens(ID), "required");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_weakened_account_default_is_judged_in_the_accounts_own_mode() {
+    // Enforce by default, with the default set back; this account audits:
+    // its weakened default is told of, and not written.
+    let cloud = FakeCloud::new();
+    cloud.set_defaults(Some(imds_guard::policy::AccountDefaults {
+        http_tokens: Some("optional".into()),
+        ..Default::default()
+    }));
+    let weaken = fixture("modify-metadata-defaults-weaken.json");
+    let pairs = |overrides: &'static str| {
+        [
+            ("GUARD_MODE", "enforce"),
+            ("SET_ACCOUNT_DEFAULT", "true"),
+            ("MODE_OVERRIDES", overrides),
+        ]
+    };
+    let audited = guard(&cloud, &pairs("111122223333=audit"))
+        .handle(&weaken)
+        .await
+        .unwrap();
+    assert_eq!(audited.mode, imds_guard::config::Mode::Audit);
+    assert_eq!(cloud.count("ModifyInstanceMetadataDefaults"), 0);
+    assert!(!audited.account_defaults.unwrap().weakenings.is_empty());
+    // Another account's setting leaves this one in enforce: set back.
+    let enforced = guard(&cloud, &pairs("444455556666=audit"))
+        .handle(&weaken)
+        .await
+        .unwrap();
+    assert_eq!(
+        enforced.account_defaults.unwrap().action,
+        imds_guard::report::DefaultsAction::SetBack
+    );
+    assert_eq!(cloud.count("ModifyInstanceMetadataDefaults"), 1);
+}

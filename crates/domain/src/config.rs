@@ -768,20 +768,27 @@ impl Config {
         self.overrides.iter().any(Override::is_ou)
     }
 
-    /// This configuration in the mildest mode any account or unit is set
-    /// to (for an account that cannot even be named), and fixing sources
-    /// only if every setting does.
-    pub fn mildest_of_all(mut self, base: &Config) -> Config {
-        self.mode = base
-            .overrides
-            .iter()
+    /// The mildest mode, and whether to fix sources, that the default and
+    /// the settings `among` could give: for an account whose own place is
+    /// not known.
+    fn mildest(&self, among: impl Fn(&Override) -> bool) -> (Mode, bool) {
+        let settings = || self.overrides.iter().filter(|o| among(o));
+        let mode = settings()
             .filter_map(|o| o.mode)
-            .chain([base.mode])
+            .chain([self.mode])
             .min_by_key(|m| m.strength())
-            .unwrap_or(base.mode);
-        self.fix_sources =
-            base.fix_sources && base.overrides.iter().all(|o| o.fix_sources != Some(false));
-        self
+            .unwrap_or(self.mode);
+        let fix = self.fix_sources && settings().all(|o| o.fix_sources != Some(false));
+        (mode, fix)
+    }
+
+    /// The configuration of an account that cannot even be named: the
+    /// mildest mode any account or unit is set to, and fixing sources only
+    /// if every setting does.
+    pub fn for_unnamed_account(&self) -> Config {
+        let mut c = self.clone();
+        (c.mode, c.fix_sources) = self.mildest(|_| true);
+        c
     }
 
     /// Whether anything is set per account or unit.
@@ -799,36 +806,28 @@ impl Config {
         if self.overrides.is_empty() {
             return c;
         }
-        let find = |t: &str| self.overrides.iter().find(|o| o.target == t);
-        let own = find(account);
-        let from_units = |pick: &dyn Fn(&Override) -> Option<Mode>| {
-            ous.and_then(|p| p.iter().find_map(|u| find(u).and_then(pick)))
+        let Some(ous) = ous else {
+            // Units not known: the mildest any unit could give, unless the
+            // account's own setting says.
+            let (mode, fix) = self.mildest(Override::is_ou);
+            let own = self.overrides.iter().find(|o| o.target == account);
+            c.mode = own.and_then(|o| o.mode).unwrap_or(mode);
+            c.fix_sources = own.and_then(|o| o.fix_sources).unwrap_or(fix);
+            return c;
         };
-        c.mode = match (own.and_then(|o| o.mode), ous) {
-            (Some(m), _) => m,
-            (None, Some(_)) => from_units(&|o| o.mode).unwrap_or(self.mode),
-            (None, None) => self
-                .overrides
-                .iter()
-                .filter(|o| o.is_ou())
-                .filter_map(|o| o.mode)
-                .chain([self.mode])
-                .min_by_key(|m| m.strength())
-                .unwrap_or(self.mode),
+        // The account's own setting, else its nearest unit's, else the
+        // default: each of the two settings on its own.
+        let setting = |pick: &dyn Fn(&Override) -> bool| {
+            std::iter::once(account)
+                .chain(ous.iter().map(String::as_str))
+                .find_map(|t| self.overrides.iter().find(|o| o.target == t && pick(o)))
         };
-        let unit_fix = ous.and_then(|p| p.iter().find_map(|u| find(u).and_then(|o| o.fix_sources)));
-        c.fix_sources = match (own.and_then(|o| o.fix_sources), ous) {
-            (Some(f), _) => f,
-            (None, Some(_)) => unit_fix.unwrap_or(self.fix_sources),
-            (None, None) => {
-                self.fix_sources
-                    && self
-                        .overrides
-                        .iter()
-                        .filter(|o| o.is_ou())
-                        .all(|o| o.fix_sources != Some(false))
-            }
-        };
+        if let Some(o) = setting(&|o| o.mode.is_some()) {
+            c.mode = o.mode.unwrap_or(self.mode);
+        }
+        if let Some(o) = setting(&|o| o.fix_sources.is_some()) {
+            c.fix_sources = o.fix_sources.unwrap_or(self.fix_sources);
+        }
         c
     }
 
