@@ -26,6 +26,17 @@ pub fn fixture(name: &str) -> Value {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
+/// Someone's `ModifyInstanceMetadataOptions` back to `optional` on `id`,
+/// as CloudTrail records it (`events/modify-metadata-options-revert.json`).
+pub fn revert_event(id: &str) -> Value {
+    let mut ev = fixture("modify-metadata-options-revert.json");
+    ev["detail"]["requestParameters"]["ModifyInstanceMetadataOptionsRequest"]["InstanceId"] =
+        id.into();
+    ev["detail"]["responseElements"]["ModifyInstanceMetadataOptionsResponse"]["instanceId"] =
+        id.into();
+    ev
+}
+
 /// A launch event from `name` whose instance items carry `ids` (the first
 /// item is copied as needed) and, when given, the launch `region`.
 pub fn launch_event(name: &str, ids: &[String], region: Option<&str>) -> Value {

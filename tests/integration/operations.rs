@@ -11,7 +11,7 @@ use imds_guard::outputs::now_secs;
 use imds_guard::report::Outcome;
 use serde_json::{json, Value};
 
-use crate::common::{config, fixture, launch_event};
+use crate::common::{config, fixture, launch_event, revert_event};
 use crate::fake::{FakeCloud, RESPONDER};
 
 const TOPIC: &str = "arn:aws:sns:us-east-1:111122223333:imds-guard";
@@ -25,16 +25,6 @@ fn guard(cloud: &FakeCloud, pairs: &[(&str, &str)]) -> Guard<crate::fake::FakeCl
     ];
     all.extend_from_slice(pairs);
     Guard::new(config(&all), cloud.clients())
-}
-
-/// Someone sets the instance back to `optional` (CloudTrail's record).
-fn revert(id: &str) -> Value {
-    let mut ev = fixture("modify-metadata-options-revert.json");
-    ev["detail"]["requestParameters"]["ModifyInstanceMetadataOptionsRequest"]["InstanceId"] =
-        id.into();
-    ev["detail"]["responseElements"]["ModifyInstanceMetadataOptionsResponse"]["instanceId"] =
-        id.into();
-    ev
 }
 
 fn scheduled() -> Value {
@@ -77,7 +67,7 @@ async fn a_revert_under_break_glass_is_reported_not_undone_until_the_grant_ends(
     assert!(told[0].body.contains("INC-42"), "{}", told[0].body);
 
     // The responder's revert: reported, with the grant, and not undone.
-    let report = g.handle(&revert(ID)).await.unwrap();
+    let report = g.handle(&revert_event(ID)).await.unwrap();
     let r = &report.instances[0];
     assert_eq!(r.outcome, Outcome::Exempt, "{r:?}");
     assert!(r.action.steps.is_empty(), "nothing written: {r:?}");
@@ -460,7 +450,7 @@ async fn each_account_runs_in_the_mode_of_its_own_setting_or_its_unit() {
     assert_eq!(cloud.records("units#").len(), 1);
 
     // Its events, in the same mode, from what the sweep remembered.
-    let mut ev = revert(ID);
+    let mut ev = revert_event(ID);
     ev["account"] = SANDBOX.into();
     ev["detail"]["recipientAccountId"] = SANDBOX.into();
     let report = g.handle(&ev).await.unwrap();
@@ -470,7 +460,7 @@ async fn each_account_runs_in_the_mode_of_its_own_setting_or_its_unit() {
 
     // An account whose units are not known yet runs in the mildest mode
     // any unit is set to, never enforced by surprise.
-    let mut ev = revert(ID);
+    let mut ev = revert_event(ID);
     ev["account"] = "888899990000".into();
     ev["detail"]["recipientAccountId"] = "888899990000".into();
     let report = g.handle(&ev).await.unwrap();

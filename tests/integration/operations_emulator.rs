@@ -4,30 +4,15 @@
 //! and the circuit breaker holding a sweep at its ceiling. Each test in a
 //! region of its own (other tests sweep theirs).
 
-use std::process::Command;
-
 use aws_sdk_ec2::types::{HttpTokensState, InstanceMetadataEndpointState};
 use imds_guard::aws::RegionalClients;
 use imds_guard::guard::Guard;
 use imds_guard::report::Outcome;
 use serde_json::Value;
 
-use crate::common::{config, fixture, moto_endpoint};
+use crate::common::{config, fixture};
 use crate::emulator::{ec2, launch, memory_table, seen, Launch};
-
-fn cli(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
-    moto_endpoint();
-    let out = Command::new(env!("CARGO_BIN_EXE_imds-guard"))
-        .args(args)
-        .envs(env.iter().copied())
-        .output()
-        .expect("binary runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use crate::sweep_emulator::cli;
 
 /// Someone turns IMDSv1 back on, and CloudTrail records it.
 async fn revert(ec2: &aws_sdk_ec2::Client, id: &str, region: &str) -> Value {
@@ -39,15 +24,11 @@ async fn revert(ec2: &aws_sdk_ec2::Client, id: &str, region: &str) -> Value {
         .send()
         .await
         .unwrap();
-    let mut ev = fixture("modify-metadata-options-revert.json");
+    let mut ev = crate::common::revert_event(id);
     ev["region"] = region.into();
     ev["account"] = "123456789012".into();
     ev["detail"]["awsRegion"] = region.into();
     ev["detail"]["recipientAccountId"] = "123456789012".into();
-    ev["detail"]["requestParameters"]["ModifyInstanceMetadataOptionsRequest"]["InstanceId"] =
-        id.into();
-    ev["detail"]["responseElements"]["ModifyInstanceMetadataOptionsResponse"]["instanceId"] =
-        id.into();
     ev
 }
 

@@ -97,6 +97,18 @@ async fn launch_event_in(
     ev
 }
 
+/// The emulator's organization (made once; tests share the server).
+async fn organization(base: &aws_config::SdkConfig) -> aws_sdk_organizations::Client {
+    let org = aws_sdk_organizations::Client::from_conf(
+        aws_sdk_organizations::config::Builder::from(base)
+            .region(Region::new("us-east-1"))
+            .build(),
+    );
+    // Another test may have made it already.
+    let _ = org.create_organization().send().await;
+    org
+}
+
 fn calls(report: &Report, op: &str) -> u64 {
     report.aws_calls.get(op).copied().unwrap_or(0)
 }
@@ -338,13 +350,7 @@ async fn a_central_sweep_covers_each_listed_account_and_region_and_counts_per_ac
 async fn an_organization_sweep_lists_the_accounts_and_leaves_out_the_not_allowed() {
     let clock = Clock::default();
     let base = crate::common::emulator_sdk().await;
-    let org = aws_sdk_organizations::Client::from_conf(
-        aws_sdk_organizations::config::Builder::from(&base)
-            .region(Region::new("us-east-1"))
-            .build(),
-    );
-    // Another test may have made the organization already.
-    let _ = org.create_organization().send().await;
+    let org = organization(&base).await;
     let mut created = Vec::new();
     for n in 1..=2 {
         let out = org
@@ -637,13 +643,7 @@ async fn a_sweep_names_the_account_whose_role_cannot_be_assumed() {
 async fn an_account_in_a_sandbox_unit_is_audited_while_the_default_enforces() {
     let region = "ap-southeast-3";
     let base = crate::common::emulator_sdk().await;
-    let org = aws_sdk_organizations::Client::from_conf(
-        aws_sdk_organizations::config::Builder::from(&base)
-            .region(Region::new("us-east-1"))
-            .build(),
-    );
-    // Other tests may have made the organization already.
-    let _ = org.create_organization().send().await;
+    let org = organization(&base).await;
     let root = org.list_roots().send().await.unwrap().roots()[0]
         .id()
         .unwrap()

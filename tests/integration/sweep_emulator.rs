@@ -192,7 +192,8 @@ async fn the_scheduled_event_sweeps_a_mixed_region_to_zero_noncompliant() {
     );
 }
 
-fn cli(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+/// The sweep function's binary as a person runs it: status, stdout, stderr.
+pub(crate) fn cli(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     moto_endpoint();
     let out = Command::new(env!("CARGO_BIN_EXE_imds-guard"))
         .args(args)

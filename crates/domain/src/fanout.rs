@@ -221,7 +221,7 @@ pub struct OrgSummary {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub missed_events: Vec<Missed>,
     /// Changes the circuit breaker held back, over every shard.
-    #[serde(skip_serializing_if = "is_zero_u64")]
+    #[serde(skip_serializing_if = "crate::report::is_zero")]
     pub held_by_breaker: u64,
     /// Break-glass grants in force, and those that ended since the last
     /// run, with their account and region (capped).
@@ -522,7 +522,7 @@ impl OrgSummary {
             omitted_sources: usize,
             #[serde(skip_serializing_if = "<[_]>::is_empty")]
             missed_events: &'a [Missed],
-            #[serde(skip_serializing_if = "is_zero_u64")]
+            #[serde(skip_serializing_if = "crate::report::is_zero")]
             held_by_breaker: u64,
             #[serde(skip_serializing_if = "<[_]>::is_empty")]
             break_glass: &'a [serde_json::Value],
@@ -610,10 +610,6 @@ impl OrgSummary {
             ],
         }
     }
-}
-
-fn is_zero_u64(n: &u64) -> bool {
-    *n == 0
 }
 
 fn is_zero(n: &usize) -> bool {

@@ -617,14 +617,14 @@ pub struct FindingsReport {
     /// Findings filed, by compliance status (`PASSED`, `WARNING`, `FAILED`).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub filed: BTreeMap<ComplianceStatus, u64>,
-    #[serde(skip_serializing_if = "is_zero")]
+    #[serde(skip_serializing_if = "crate::report::is_zero")]
     pub archived: u64,
     /// Already as Security Hub holds them (a sweep files only changes).
-    #[serde(skip_serializing_if = "is_zero")]
+    #[serde(skip_serializing_if = "crate::report::is_zero")]
     pub unchanged: u64,
     /// Handed to the outputs function, which files them (the event
     /// function carries no Security Hub client).
-    #[serde(skip_serializing_if = "is_zero")]
+    #[serde(skip_serializing_if = "crate::report::is_zero")]
     pub queued: u64,
     /// Regions where Security Hub is not enabled, and the like.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -633,10 +633,6 @@ pub struct FindingsReport {
     /// fails and names them.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<String>,
-}
-
-fn is_zero(n: &u64) -> bool {
-    *n == 0
 }
 
 impl FindingsReport {

@@ -334,17 +334,13 @@ pub struct SourceReport {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub pinned_by: Vec<String>,
     /// Noncompliant instances it launched (a sweep's attribution).
-    #[serde(skip_serializing_if = "is_zero")]
+    #[serde(skip_serializing_if = "crate::report::is_zero")]
     pub instances: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// Whether this is news for a person.
     #[serde(skip)]
     pub notify: bool,
-}
-
-fn is_zero(n: &u64) -> bool {
-    *n == 0
 }
 
 impl SourceReport {
