@@ -40,11 +40,14 @@ unit:
 demo: venv
 	tools/with-moto.sh tools/demo.sh
 
-# The local emulator (moto's server) and cargo-lambda, pinned, project-local.
+# The local emulator (moto's server), cargo-lambda and AWS's IAM reference
+# data, pinned, project-local.
 venv: $(VENV)/.installed
-$(VENV)/.installed: tools/requirements-test.txt
+$(VENV)/.installed: tools/requirements-test.txt tools/requirements-iam.txt
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r tools/requirements-test.txt
+	# AWS's IAM reference data, for the test that checks the templates' keys.
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps --require-hashes -r tools/requirements-iam.txt
 	# cargo-lambda cross-compiles with zig, which the ziglang wheel ships.
 	ln -sf "$$($(VENV)/bin/python -c 'import ziglang, os; print(os.path.dirname(ziglang.__file__))')/zig" $(VENV)/bin/zig
 	touch $@

@@ -301,6 +301,7 @@ impl<'a, C: Clients> EventPath<'a, C> {
             account: &id,
             region: &ctx.region,
             now: now_secs(),
+            stamp_ms: crate::outputs::stamp_ms(),
         };
         // The event function carries no Security Hub client: it hands them
         // to the outputs function.

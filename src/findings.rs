@@ -252,6 +252,7 @@ impl RegionFindings {
             account: &self.account,
             region: &self.region,
             now,
+            stamp_ms: crate::outputs::stamp_ms(),
         }
     }
 

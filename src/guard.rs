@@ -50,6 +50,7 @@ impl<C: Clients> Guard<C> {
     }
 
     /// Handles one Lambda payload of the sweep function's binary: a
+    /// self-check (`imds_guard_self_check`), answered with its result; a
     /// fan-out step (a payload with `imds_guard_step`), answered with what
     /// the state machine reads next; anything else as `handle_until`, its
     /// report as the answer.
@@ -58,6 +59,12 @@ impl<C: Clients> Guard<C> {
         payload: &Value,
         deadline: Option<Instant>,
     ) -> Result<Value, GuardError> {
+        if crate::self_check::is_request(payload) {
+            return Box::pin(
+                crate::self_check::SelfCheck::new(&self.cfg, &self.clients).run(payload, deadline),
+            )
+            .await;
+        }
         if payload.get(crate::fanout::STEP_KEY).is_some() {
             let step: crate::fanout::Step =
                 serde_json::from_value(payload.clone()).map_err(|e| GuardError::Incomplete {

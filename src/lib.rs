@@ -9,7 +9,7 @@
 
 pub use imds_guard_domain::{
     break_glass, breaker, cap, config, event, fanout, finding, glob, handoff, memory, metrics,
-    notify, plan, policy, report, routing, source, validate, watch,
+    notify, plan, policy, probe, report, routing, source, validate, watch,
 };
 
 pub mod act;
@@ -25,5 +25,6 @@ pub mod migrate;
 pub mod modes;
 pub mod org_sweep;
 pub mod outputs;
+pub mod self_check;
 pub mod sources;
 pub mod sweep;

@@ -10,7 +10,9 @@ venv="${VENV:-$here/.venv}"
 
 port="$("$venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
 log="${MOTO_LOG:-$(mktemp -t moto.XXXXXX.log)}"
-"$venv/bin/moto_server" -H 127.0.0.1 -p "$port" >"$log" 2>&1 &
+# moto's server, with ModifyInstanceMetadataOptions keeping what a request
+# leaves out, as AWS documents (tools/moto_server.py).
+"$venv/bin/python" "$here/tools/moto_server.py" -H 127.0.0.1 -p "$port" >"$log" 2>&1 &
 moto_pid=$!
 cleanup() { kill "$moto_pid" 2>/dev/null || true; wait "$moto_pid" 2>/dev/null || true; }
 trap cleanup EXIT INT TERM

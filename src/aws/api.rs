@@ -107,6 +107,14 @@ pub trait Ec2Api: Send + Sync {
     fn metadata_defaults(&self) -> impl Future<Output = Result<AccountDefaults, AwsError>> + Send;
     /// Sets the account default to `HttpTokens=required`, and nothing else.
     fn require_tokens_by_default(&self) -> impl Future<Output = Result<(), AwsError>> + Send;
+    /// Up to `n` running or stopped instances (the self-check picks its
+    /// targets among them).
+    fn sample(&self, n: i32) -> impl Future<Output = Result<Vec<Observed>, AwsError>> + Send;
+    /// Sends one write with `DryRun=true` and says what EC2 answered.
+    fn dry_run(
+        &self,
+        request: &crate::probe::Request,
+    ) -> impl Future<Output = crate::probe::Answer> + Send;
 }
 
 /// SNS: one message to one topic.
@@ -267,6 +275,11 @@ pub trait Clients: Send + Sync {
             })
         }
     }
+    /// The region the clients' own configuration names (the function's):
+    /// where a run that names none works.
+    fn home_region(&self) -> Option<String> {
+        None
+    }
     /// Who is calling (the caller's ARN, as STS names it): the command
     /// line's break-glass grants record it.
     fn caller(&self) -> impl Future<Output = Result<String, AwsError>> + Send {
@@ -284,6 +297,24 @@ pub trait Clients: Send + Sync {
     /// Central mode's member roles, when configured.
     fn member_roles(&self) -> Option<&MemberRoles> {
         None
+    }
+    /// As `enter`, in the self-check's own role-session
+    /// (`probe::SESSION_NAME`): its dry runs are told apart in CloudTrail.
+    fn enter_for_self_check(
+        &self,
+        account: Option<&str>,
+        region: &str,
+    ) -> impl Future<Output = Result<Account, AwsError>> + Send {
+        async move {
+            match self.member_roles() {
+                Some(members) => {
+                    members
+                        .enter_as(account, region, crate::probe::SESSION_NAME)
+                        .await
+                }
+                None => Ok(Account::Home),
+            }
+        }
     }
     /// Which credentials act in `account` (`None`: the function's own): in
     /// central mode, a member account's role, assumed here (and cached);

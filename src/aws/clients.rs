@@ -202,7 +202,12 @@ impl<O: Outputs> RegionalClients<O> {
             .region(Region::new(region.to_string()))
             .interceptor(self.counter.clone());
         match (account, &self.members) {
-            (Account::Member(id), Some(members)) => b.member(members.provider(id, region)),
+            (Account::Member(id), Some(members)) => {
+                b.member(members.provider(id, region, super::roles::SESSION_NAME))
+            }
+            (Account::Probe(id), Some(members)) => {
+                b.member(members.provider(id, region, crate::probe::SESSION_NAME))
+            }
             _ => b,
         }
     }
@@ -416,6 +421,10 @@ impl<O: Outputs> Clients for RegionalClients<O> {
 
     fn handoff(&self) -> Option<Queue> {
         self.handoff.clone()
+    }
+
+    fn home_region(&self) -> Option<String> {
+        self.base.region().map(|r| r.to_string())
     }
 
     async fn home_account(&self) -> Result<String, AwsError> {

@@ -8,6 +8,7 @@ use aws_sdk_ec2::types::{
 
 use crate::event::{Lookup, MetadataOptions, Observed};
 use crate::policy::{AccountDefaults, Remedy};
+use crate::probe;
 use crate::source::{NewVersion, Template, TemplateVersion};
 
 use super::api::{Ec2Api, Page};
@@ -88,15 +89,15 @@ impl Ec2Api for Ec2 {
         Ok(found)
     }
 
-    /// Writes every metadata option explicitly (tokens required, endpoint on,
-    /// hop limit as decided, the rest as they were).
+    /// Sends what the remedy names: tokens required, the hop limit only when
+    /// lowered, never the endpoint (omitted, EC2 keeps both as they are),
+    /// the IPv6 and tags settings as they were.
     async fn modify(&self, instance_id: &str, remedy: &Remedy) -> Result<(), AwsError> {
         self.0
             .modify_instance_metadata_options()
             .instance_id(instance_id)
             .http_tokens(HttpTokensState::from(remedy.http_tokens))
-            .http_endpoint(InstanceMetadataEndpointState::from(remedy.http_endpoint))
-            .http_put_response_hop_limit(remedy.http_put_response_hop_limit)
+            .set_http_put_response_hop_limit(remedy.http_put_response_hop_limit)
             .set_http_protocol_ipv6(
                 remedy
                     .http_protocol_ipv6
@@ -452,6 +453,103 @@ impl Ec2Api for Ec2 {
             .await
             .map(|_| ())
             .map_err(|e| AwsError::classify(e, "ec2", "ec2:ModifyInstanceMetadataDefaults"))
+    }
+
+    /// Up to `n` running or stopped instances: the self-check's pick.
+    async fn sample(&self, n: i32) -> Result<Vec<Observed>, AwsError> {
+        let out = self
+            .0
+            .describe_instances()
+            .filters(
+                Filter::builder()
+                    .name("instance-state-name")
+                    .values("running")
+                    .values("stopped")
+                    .build(),
+            )
+            .max_results(n.clamp(5, 1000))
+            .send()
+            .await
+            .map_err(|e| AwsError::classify(e, "ec2", "ec2:DescribeInstances"))?;
+        Ok(out
+            .reservations()
+            .iter()
+            .flat_map(|r| r.instances().iter().filter_map(observe))
+            .collect())
+    }
+
+    /// Sends `r` with `DryRun=true`, always, and says what EC2 answered.
+    async fn dry_run(&self, r: &probe::Request) -> probe::Answer {
+        use aws_sdk_ec2::types::{DefaultHttpTokensEnforcedState, MetadataDefaultHttpTokensState};
+        let sent = match r {
+            probe::Request::Modify {
+                instance,
+                tokens,
+                hop,
+                endpoint,
+            } => self
+                .0
+                .modify_instance_metadata_options()
+                .instance_id(instance)
+                .http_tokens(HttpTokensState::from(tokens.as_str()))
+                .set_http_put_response_hop_limit(*hop)
+                .set_http_endpoint(endpoint.as_deref().map(InstanceMetadataEndpointState::from))
+                .dry_run(true)
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| AwsError::classify(e, "ec2", "ec2:ModifyInstanceMetadataOptions")),
+            probe::Request::Tag {
+                instance,
+                key,
+                value,
+            } => self
+                .0
+                .create_tags()
+                .resources(instance)
+                .tags(Tag::builder().key(key).value(value).build())
+                .dry_run(true)
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| AwsError::classify(e, "ec2", "ec2:CreateTags")),
+            probe::Request::Defaults { tokens, enforced } => self
+                .0
+                .modify_instance_metadata_defaults()
+                .http_tokens(MetadataDefaultHttpTokensState::from(tokens.as_str()))
+                .set_http_tokens_enforced(
+                    enforced
+                        .as_deref()
+                        .map(DefaultHttpTokensEnforcedState::from),
+                )
+                .dry_run(true)
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| AwsError::classify(e, "ec2", "ec2:ModifyInstanceMetadataDefaults")),
+        };
+        answer(sent)
+    }
+}
+
+/// What a dry run's result means (`probe::judge` says what that means for
+/// its check).
+fn answer(sent: Result<(), AwsError>) -> probe::Answer {
+    let e = match sent {
+        Ok(()) => return probe::Answer::Applied,
+        Err(e) => e,
+    };
+    if e.is_throttle() {
+        return probe::Answer::Throttled;
+    }
+    match e.code() {
+        Some("DryRunOperation") => probe::Answer::DryRun,
+        Some("UnauthorizedOperation") => probe::Answer::Unauthorized,
+        Some(c @ ("InvalidInstanceID.NotFound" | "IncorrectInstanceState")) => {
+            probe::Answer::Gone(c.to_string())
+        }
+        Some(c) => probe::Answer::Other(c.to_string()),
+        None => probe::Answer::Other(e.to_string()),
     }
 }
 

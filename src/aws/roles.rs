@@ -33,13 +33,17 @@ pub enum Account {
     Home,
     /// A member account, through its member role.
     Member(String),
+    /// A member account, through its member role in the self-check's own
+    /// session (`probe::SESSION_NAME`), so CloudTrail tells its dry runs
+    /// from the guard's work (and from a stolen role's).
+    Probe(String),
 }
 
 impl Account {
     pub fn id<'a>(&'a self, home: Option<&'a str>) -> Option<&'a str> {
         match self {
             Account::Home => home,
-            Account::Member(id) => Some(id),
+            Account::Member(id) | Account::Probe(id) => Some(id),
         }
     }
 }
@@ -62,9 +66,9 @@ pub struct MemberRoles {
     role: MemberRole,
     sts: Sts,
     counter: CallCounter,
-    /// One slot per (account, region): callers for the same key wait for one
-    /// AssumeRole instead of each sending their own.
-    slots: Mutex<HashMap<(String, String), Slot>>,
+    /// One slot per (account, region, session): callers for the same key
+    /// wait for one AssumeRole instead of each sending their own.
+    slots: Mutex<HashMap<(String, String, &'static str), Slot>>,
     home: tokio::sync::OnceCell<String>,
     home_region: String,
     clock: Option<aws_smithy_async::time::SharedTimeSource>,
@@ -163,23 +167,48 @@ impl MemberRoles {
     /// Which credentials act in `account` (none named: the function's own),
     /// assuming the member role there if need be. The error names the role.
     pub async fn enter(&self, account: Option<&str>, region: &str) -> Result<Account, AwsError> {
+        self.enter_as(account, region, SESSION_NAME).await
+    }
+
+    /// As `enter`, in the role-session `session` (the self-check's own:
+    /// `Account::Probe`).
+    pub async fn enter_as(
+        &self,
+        account: Option<&str>,
+        region: &str,
+        session: &'static str,
+    ) -> Result<Account, AwsError> {
         let Some(account) = account else {
             return Ok(Account::Home);
         };
         if self.home_account().await? == account {
             return Ok(Account::Home);
         }
-        self.credentials(account, region).await?;
-        Ok(Account::Member(account.to_string()))
+        self.credentials_as(account, region, session).await?;
+        Ok(if session == SESSION_NAME {
+            Account::Member(account.to_string())
+        } else {
+            Account::Probe(account.to_string())
+        })
     }
 
     /// The member role's credentials for `account` in `region`: cached, and
     /// renewed once less than `REFRESH_BEFORE_EXPIRY` is left of them.
     pub async fn credentials(&self, account: &str, region: &str) -> Result<Credentials, AwsError> {
+        self.credentials_as(account, region, SESSION_NAME).await
+    }
+
+    /// As `credentials`, in the role-session `session`.
+    pub async fn credentials_as(
+        &self,
+        account: &str,
+        region: &str,
+        session: &'static str,
+    ) -> Result<Credentials, AwsError> {
         let slot: Slot = {
             let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
             slots
-                .entry((account.to_string(), region.to_string()))
+                .entry((account.to_string(), region.to_string(), session))
                 .or_default()
                 .clone()
         };
@@ -191,24 +220,29 @@ impl MemberRoles {
             }
         }
         let renewing = cached.is_some();
-        let creds = self.assume(account, region).await?;
+        let creds = self.assume(account, region, session).await?;
         let renew_at = creds
             .expiry()
             .and_then(|e| e.checked_sub(REFRESH_BEFORE_EXPIRY))
             .unwrap_or(now)
             .max(now + MIN_REUSE);
-        info!(%account, %region, renewing, "assumed the member role");
+        info!(%account, %region, %session, renewing, "assumed the member role");
         *cached = Some((creds.clone(), renew_at));
         Ok(creds)
     }
 
-    async fn assume(&self, account: &str, region: &str) -> Result<Credentials, AwsError> {
+    async fn assume(
+        &self,
+        account: &str,
+        region: &str,
+        session: &str,
+    ) -> Result<Credentials, AwsError> {
         let arn = self.role.arn(account, region);
         let out = self
             .sts(region)
             .assume_role()
             .role_arn(&arn)
-            .role_session_name(SESSION_NAME)
+            .role_session_name(session)
             .set_external_id(self.role.external_id.clone())
             .send()
             .await
@@ -227,12 +261,19 @@ impl MemberRoles {
         ))
     }
 
-    /// A credentials provider for clients acting in `account` and `region`.
-    pub fn provider(self: &Arc<Self>, account: &str, region: &str) -> MemberCredentials {
+    /// A credentials provider for clients acting in `account` and `region`
+    /// in the role-session `session`.
+    pub fn provider(
+        self: &Arc<Self>,
+        account: &str,
+        region: &str,
+        session: &'static str,
+    ) -> MemberCredentials {
         MemberCredentials {
             roles: Arc::clone(self),
             account: account.to_string(),
             region: region.to_string(),
+            session,
         }
     }
 }
@@ -243,6 +284,7 @@ pub struct MemberCredentials {
     roles: Arc<MemberRoles>,
     account: String,
     region: String,
+    session: &'static str,
 }
 
 impl std::fmt::Debug for MemberCredentials {
@@ -261,7 +303,7 @@ impl ProvideCredentials for MemberCredentials {
     {
         provider::future::ProvideCredentials::new(async move {
             self.roles
-                .credentials(&self.account, &self.region)
+                .credentials_as(&self.account, &self.region, self.session)
                 .await
                 .map_err(CredentialsError::provider_error)
         })

@@ -172,6 +172,7 @@ mod tests {
             account: "111122223333",
             region: "eu-west-1",
             now: 1_795_000_000,
+            stamp_ms: 0,
         };
         let f = finding::for_report(
             &place,

@@ -405,3 +405,33 @@ fn only_this_machine_is_loopback() {
         assert!(!is_loopback(no), "{no}");
     }
 }
+
+/// The body of every request sent, as the SDK serialized it (an
+/// interceptor sees it as it would leave).
+#[derive(Clone, Debug, Default)]
+pub struct Sent(Arc<std::sync::Mutex<Vec<String>>>);
+
+impl Sent {
+    pub fn bodies(&self) -> Vec<String> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+impl aws_sdk_ec2::config::Intercept for Sent {
+    fn name(&self) -> &'static str {
+        "requests as sent"
+    }
+    fn read_before_transmit(
+        &self,
+        ctx: &aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef<'_>,
+        _: &aws_sdk_ec2::config::RuntimeComponents,
+        _: &mut aws_sdk_ec2::config::ConfigBag,
+    ) -> Result<(), aws_smithy_runtime_api::box_error::BoxError> {
+        let body = ctx.request().body().bytes().unwrap_or_default();
+        self.0
+            .lock()
+            .unwrap()
+            .push(String::from_utf8_lossy(body).into_owned());
+        Ok(())
+    }
+}

@@ -628,14 +628,10 @@ impl Ec2Api for FakeCloud {
             let at = tokio::time::Instant::now();
             s.required_at.entry(instance_id.to_string()).or_insert(at);
             let o = &mut s.instances.get_mut(instance_id).unwrap().observed.options;
-            o.http_tokens = Some(remedy.http_tokens.into());
-            o.http_endpoint = Some(remedy.http_endpoint.into());
-            o.http_put_response_hop_limit = Some(remedy.http_put_response_hop_limit);
+            apply(o, remedy);
             return Ok(());
         }
-        o.http_tokens = Some(remedy.http_tokens.into());
-        o.http_endpoint = Some(remedy.http_endpoint.into());
-        o.http_put_response_hop_limit = Some(remedy.http_put_response_hop_limit);
+        apply(o, remedy);
         Ok(())
     }
 
@@ -836,6 +832,22 @@ impl Ec2Api for FakeCloud {
             .http_tokens = Some("required".into());
         Ok(())
     }
+
+    async fn sample(&self, n: i32) -> Result<Vec<Observed>, AwsError> {
+        let s = self.call("DescribeInstances")?;
+        Ok(s.instances
+            .values()
+            .map(|i| i.observed.clone())
+            .filter(|o| matches!(o.state.as_deref(), Some("running" | "stopped")))
+            .take(usize::try_from(n).unwrap_or(0))
+            .collect())
+    }
+
+    /// Like the local emulator, the fake ignores DryRun: it answers a
+    /// success, which the self-check must take as "probe unsafe".
+    async fn dry_run(&self, _: &imds_guard::probe::Request) -> imds_guard::probe::Answer {
+        imds_guard::probe::Answer::Applied
+    }
 }
 
 impl AutoScalingApi for FakeCloud {
@@ -882,8 +894,9 @@ impl AutoScalingApi for FakeCloud {
 }
 
 impl FindingsApi for FakeCloud {
-    /// As Security Hub: a finding with a known id is replaced; not enabled,
-    /// `InvalidAccessException`.
+    /// As Security Hub: a finding with a known id is replaced, unless the
+    /// update's `UpdatedAt` is not newer than the one held (Security Hub
+    /// ignores it); not enabled, `InvalidAccessException`.
     async fn import(&self, findings: &[Finding]) -> Result<Vec<(String, String)>, AwsError> {
         assert!(
             findings.len() <= 100,
@@ -895,6 +908,12 @@ impl FindingsApi for FakeCloud {
             return Err(api_error("InvalidAccessException"));
         };
         for f in findings {
+            if held
+                .get(&f.id)
+                .is_some_and(|h| h.updated_at >= f.updated_at)
+            {
+                continue;
+            }
             held.insert(f.id.clone(), f.clone());
         }
         Ok(Vec::new())
@@ -1034,5 +1053,14 @@ impl MetricsApi for FakeCloud {
             .iter()
             .filter_map(|(id, _)| Some((id.clone(), *s.rejected.get(id)?)))
             .collect())
+    }
+}
+
+/// What EC2 does with a modify: sets what it names and keeps what it omits
+/// (the endpoint always, the hop limit unless lowered).
+fn apply(o: &mut imds_guard::event::MetadataOptions, remedy: &Remedy) {
+    o.http_tokens = Some(remedy.http_tokens.into());
+    if let Some(hop) = remedy.http_put_response_hop_limit {
+        o.http_put_response_hop_limit = Some(hop);
     }
 }

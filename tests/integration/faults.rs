@@ -127,18 +127,21 @@ async fn launch_of_three_costs_one_describe_k_modifies_one_tag_one_publish() {
             running(MULTI[2], "required", 2),
         ])
     });
-    // Only the two optional ones, tokens required, endpoint on, hop limits kept.
+    // Only the two optional ones: tokens required, and nothing else sent
+    // (the endpoint and hop limit omitted are kept as they are).
     let modify1 = mock!(Ec2Client::modify_instance_metadata_options)
         .match_requests(|r| {
             r.instance_id() == Some(MULTI[0])
                 && r.http_tokens() == Some(&HttpTokensState::Required)
-                && r.http_endpoint() == Some(&InstanceMetadataEndpointState::Enabled)
-                && r.http_put_response_hop_limit() == Some(1)
+                && r.http_endpoint().is_none()
+                && r.http_put_response_hop_limit().is_none()
         })
         .then_output(|| ModifyInstanceMetadataOptionsOutput::builder().build());
     let modify2 = mock!(Ec2Client::modify_instance_metadata_options)
         .match_requests(|r| {
-            r.instance_id() == Some(MULTI[1]) && r.http_put_response_hop_limit() == Some(2)
+            r.instance_id() == Some(MULTI[1])
+                && r.http_endpoint().is_none()
+                && r.http_put_response_hop_limit().is_none()
         })
         .then_output(|| ModifyInstanceMetadataOptionsOutput::builder().build());
     let tag = mock!(Ec2Client::create_tags)
@@ -750,9 +753,10 @@ async fn hop_limit_above_the_maximum_is_lowered_never_raised() {
             running(MULTI[2], "required", 2),
         ])
     });
+    // Within the ceiling: the hop limit is not sent (kept as it is).
     let low = mock!(Ec2Client::modify_instance_metadata_options)
         .match_requests(|r| {
-            r.instance_id() == Some(MULTI[0]) && r.http_put_response_hop_limit() == Some(1)
+            r.instance_id() == Some(MULTI[0]) && r.http_put_response_hop_limit().is_none()
         })
         .then_output(|| ModifyInstanceMetadataOptionsOutput::builder().build());
     let lowered = mock!(Ec2Client::modify_instance_metadata_options)

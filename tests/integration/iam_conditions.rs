@@ -6,13 +6,17 @@
 //! guard sends (serialized by the SDK, seen by an interceptor as they would
 //! leave), turn each into its IAM request context (`ec2:Attribute/<Name>`
 //! for every parameter it sets, as the Service Authorization Reference keys
-//! them) and evaluate both templates' statements on them. A loosening
-//! request, sent the same way, must be denied.
+//! them, and the instance resource's `ec2:MetadataHttp*` keys) and evaluate
+//! both templates' statements on them with `iam::evaluate`.
+//!
+//! AWS documents `ec2:Attribute/HttpTokens` for this action; whether it
+//! fills the other attribute keys, and with what when a request leaves one
+//! out, it does not. So a fix must be allowed in every world: the keys it
+//! sets, every key filled, each key but HttpTokens absent. A loosening
+//! request, sent the same way, must be denied, by the key it loosens.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
 
-use aws_sdk_ec2::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_sdk_ec2::operation::get_instance_metadata_defaults::GetInstanceMetadataDefaultsOutput;
 use aws_sdk_ec2::operation::modify_instance_metadata_defaults::ModifyInstanceMetadataDefaultsOutput;
 use aws_sdk_ec2::types::{
@@ -21,165 +25,96 @@ use aws_sdk_ec2::types::{
 };
 use aws_sdk_ec2::Client as Ec2Client;
 use aws_smithy_mocks::{mock, Rule};
-use aws_smithy_runtime_api::box_error::BoxError;
-use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef;
 use imds_guard::guard::Guard;
-use serde_norway::Value;
 
-use crate::common::{self, config, fixture, FixedClients};
+use crate::common::{self, config, fixture, FixedClients, Sent};
 use crate::faults::{described, modify_ok, running, tag_ok};
+use crate::iam::{evaluate, Decision, Deployment, Request};
 use crate::template::load;
 
-/// The body of every request sent, as the SDK serialized it.
-#[derive(Clone, Debug, Default)]
-struct Sent(Arc<Mutex<Vec<String>>>);
-
-impl Intercept for Sent {
-    fn name(&self) -> &'static str {
-        "requests as sent"
-    }
-    fn read_before_transmit(
-        &self,
-        ctx: &BeforeTransmitInterceptorContextRef<'_>,
-        _: &RuntimeComponents,
-        _: &mut ConfigBag,
-    ) -> Result<(), BoxError> {
-        let body = ctx.request().body().bytes().unwrap_or_default();
-        self.0
-            .lock()
-            .unwrap()
-            .push(String::from_utf8_lossy(body).into_owned());
-        Ok(())
-    }
+/// An instance as EC2 holds it when a request reaches IAM: what the
+/// `ec2:MetadataHttp*` keys of the instance resource describe.
+#[derive(Clone, Copy, Debug)]
+struct Held {
+    tokens: &'static str,
+    hop: i32,
+    endpoint: &'static str,
 }
 
-/// A request's IAM context: its action, and `ec2:Attribute/<Name>` for each
-/// parameter it sets (EC2's query protocol: `Name=value&...`).
-#[derive(Debug)]
-struct Request {
-    action: String,
-    keys: BTreeMap<String, String>,
-}
+const INSTANCE: &str = "arn:aws:ec2:us-east-1:123456789012:instance/i-0aaaaaaaaaaaaaaa1";
 
-impl Sent {
-    fn writes(&self) -> Vec<Request> {
-        self.0
-            .lock()
-            .unwrap()
-            .iter()
-            .filter_map(|body| {
-                let pairs: BTreeMap<&str, &str> = body
-                    .split('&')
-                    .filter_map(|kv| kv.split_once('='))
-                    .collect();
-                let action = pairs.get("Action")?.to_string();
-                if !action.starts_with("ModifyInstanceMetadata") {
-                    return None;
-                }
-                let keys = pairs
-                    .iter()
-                    .filter(|(k, _)| !["Action", "Version", "InstanceId", "DryRun"].contains(k))
-                    .map(|(k, v)| (format!("ec2:Attribute/{k}"), v.to_string()))
-                    .collect();
-                Some(Request { action, keys })
-            })
-            .collect()
+/// A sent request's IAM context: the action, `ec2:Attribute/<Name>` for each
+/// parameter it sets (EC2's query protocol: `Name=value&...`, as the Service
+/// Authorization Reference keys them), and, for an instance, the instance
+/// resource's keys as it is.
+fn context(body: &str, held: Option<Held>) -> Option<Request> {
+    let pairs: BTreeMap<&str, &str> = body
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .collect();
+    let action = pairs.get("Action")?.to_string();
+    if !action.starts_with("ModifyInstanceMetadata") {
+        return None;
     }
-}
-
-/// A template's statement by Sid, inside an `!If` too.
-fn statement<'a>(t: &'a Value, role: &str, sid: &str) -> &'a Value {
-    fn find<'a>(v: &'a Value, sid: &str) -> Option<&'a Value> {
-        match v {
-            Value::Sequence(items) => items.iter().find_map(|i| find(i, sid)),
-            Value::Tagged(t) if t.tag == "!If" => t
-                .value
-                .as_sequence()?
-                .iter()
-                .skip(1)
-                .find_map(|b| find(b, sid)),
-            Value::Mapping(_) if v.get("Sid").and_then(Value::as_str) == Some(sid) => Some(v),
-            _ => None,
+    let resource = if action == "ModifyInstanceMetadataOptions" {
+        INSTANCE
+    } else {
+        "*"
+    };
+    let mut r = Request::new(&format!("ec2:{action}"), resource);
+    for (k, v) in &pairs {
+        if !["Action", "Version", "InstanceId", "DryRun"].contains(k) {
+            r = r.key(&format!("ec2:Attribute/{k}"), v);
         }
     }
-    find(
-        &t["Resources"][role]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"],
-        sid,
-    )
-    .unwrap_or_else(|| panic!("{role}/{sid}"))
+    if let Some(h) = held.filter(|_| resource == INSTANCE) {
+        r = r
+            .key("ec2:MetadataHttpTokens", h.tokens)
+            .key("ec2:MetadataHttpPutResponseHopLimit", &h.hop.to_string())
+            .key("ec2:MetadataHttpEndpoint", h.endpoint);
+    }
+    Some(r)
 }
 
-/// A template's value under its parameters: literals, `!Ref`, and `!If` on
-/// the template's conditions (`!Not`, `!Equals`, `!And`, `!Condition`).
-fn resolve(t: &Value, v: &Value, params: &BTreeMap<&str, &str>) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        Value::Number(n) => n.to_string(),
-        Value::Bool(b) => b.to_string(),
-        Value::Tagged(tag) if tag.tag == "!Ref" => {
-            let name = tag.value.as_str().unwrap();
-            params
-                .get(name)
-                .unwrap_or_else(|| panic!("no value for parameter {name}"))
-                .to_string()
+/// The metadata writes sent, as IAM sees them.
+fn writes(sent: &Sent, held: Option<Held>) -> Vec<Request> {
+    sent.bodies()
+        .iter()
+        .filter_map(|body| context(body, held))
+        .collect()
+}
+
+/// The request if EC2 filled every attribute key, those the request left
+/// out with the instance's own values (nothing AWS documents either way).
+fn all_filled(r: &Request, h: Held) -> Request {
+    let mut r = r.clone();
+    for (k, v) in [
+        ("HttpTokens", h.tokens.to_string()),
+        ("HttpPutResponseHopLimit", h.hop.to_string()),
+        ("HttpEndpoint", h.endpoint.to_string()),
+    ] {
+        r.keys
+            .entry(format!("ec2:Attribute/{k}"))
+            .or_insert_with(|| vec![v]);
+    }
+    r
+}
+
+/// The worlds the fix must be allowed in: the keys the request sets; every
+/// attribute key filled; and, from there, each attribute key but
+/// `HttpTokens` absent in turn.
+fn worlds(r: &Request, h: Held) -> Vec<(String, Request)> {
+    let full = all_filled(r, h);
+    let mut out = vec![
+        ("the keys it sets".to_string(), r.clone()),
+        ("every key filled".to_string(), full.clone()),
+    ];
+    for k in full.keys.keys() {
+        if k.starts_with("ec2:Attribute/") && k != "ec2:Attribute/HttpTokens" {
+            out.push((format!("{k} absent"), full.clone().without(k)));
         }
-        Value::Tagged(tag) if tag.tag == "!If" => {
-            let parts = tag.value.as_sequence().unwrap();
-            let holds = holds(t, &t["Conditions"][parts[0].as_str().unwrap()], params);
-            resolve(t, &parts[if holds { 1 } else { 2 }], params)
-        }
-        other => panic!("cannot resolve {other:?}"),
     }
-}
-
-fn holds(t: &Value, c: &Value, params: &BTreeMap<&str, &str>) -> bool {
-    let Value::Tagged(tag) = c else {
-        panic!("not a condition: {c:?}")
-    };
-    let args = || tag.value.as_sequence().unwrap();
-    match tag.tag.to_string().as_str() {
-        "!Not" => !holds(t, &args()[0], params),
-        "!And" => args().iter().all(|a| holds(t, a, params)),
-        "!Equals" => resolve(t, &args()[0], params) == resolve(t, &args()[1], params),
-        "!Condition" => holds(t, &t["Conditions"][tag.value.as_str().unwrap()], params),
-        other => panic!("condition function {other} not evaluated here"),
-    }
-}
-
-/// Whether an Allow statement's condition holds for the request, as IAM
-/// evaluates the operators these templates use; any other operator fails
-/// the test rather than pass unseen.
-fn allows(t: &Value, st: &Value, r: &Request, params: &BTreeMap<&str, &str>) -> bool {
-    let actions = match &st["Action"] {
-        Value::String(a) => vec![a.clone()],
-        Value::Sequence(s) => s
-            .iter()
-            .filter_map(|a| a.as_str().map(String::from))
-            .collect(),
-        other => panic!("{other:?}"),
-    };
-    if !actions.contains(&format!("ec2:{}", r.action)) {
-        return false;
-    }
-    let Some(Value::Mapping(ops)) = st.get("Condition") else {
-        return true;
-    };
-    ops.iter().all(|(op, keys)| {
-        let op = op.as_str().unwrap();
-        keys.as_mapping().unwrap().iter().all(|(key, want)| {
-            let key = key.as_str().unwrap();
-            let want = resolve(t, want, params);
-            let got = r.keys.get(key);
-            match op {
-                "StringEquals" => got == Some(&want),
-                "NumericLessThanEquals" => {
-                    got.is_some_and(|g| g.parse::<f64>().unwrap() <= want.parse::<f64>().unwrap())
-                }
-                "Null" => (got.is_none()).to_string() == want,
-                other => panic!("operator {other} not evaluated here"),
-            }
-        })
-    })
+    out
 }
 
 const TEMPLATES: [(&str, &str); 2] = [
@@ -187,16 +122,26 @@ const TEMPLATES: [(&str, &str); 2] = [
     ("member/template.yaml", "MemberRole"),
 ];
 
-/// Evaluates `requests` against both templates' statement `sid`.
-fn decide(requests: &[Request], sid: &str, params: &BTreeMap<&str, &str>) -> Vec<bool> {
+/// Each template's decision on each request, under `params`.
+fn decide(requests: &[Request], params: &[(&str, &str)]) -> Vec<Decision> {
+    decide_with(requests, params, |_| {})
+}
+
+/// As `decide`, with the statements changed by `mutate` first.
+fn decide_with(
+    requests: &[Request],
+    params: &[(&str, &str)],
+    mutate: impl Fn(&mut Vec<serde_json::Value>),
+) -> Vec<Decision> {
     TEMPLATES
         .iter()
         .flat_map(|(path, role)| {
             let t = load(path);
-            let st = statement(&t, role, sid).clone();
+            let mut statements = Deployment::with(params).role_statements(&t, role);
+            mutate(&mut statements);
             requests
                 .iter()
-                .map(|r| allows(&t, &st, r, params))
+                .map(|r| evaluate(&statements, r))
                 .collect::<Vec<_>>()
         })
         .collect()
@@ -219,13 +164,34 @@ fn guard(pairs: &[(&str, &str)], rules: &[&Rule], sent: &Sent) -> Guard<FixedCli
     )
 }
 
-#[tokio::test]
-async fn every_fix_the_guard_sends_is_allowed_by_both_roles() {
-    // Hop limits kept as they are (no ceiling), and lowered to a ceiling.
-    for (ceiling, hop, sent_hop) in [("", 3, "3"), ("", 64, "64"), ("2", 8, "2"), ("2", 1, "1")] {
+/// One fix the guard sends, as IAM would see it.
+struct Fix {
+    label: String,
+    params: Vec<(&'static str, &'static str)>,
+    held: Held,
+    request: Request,
+}
+
+/// The fixes the guard really sends (through the event path, serialized by
+/// the SDK), for hop limits kept (no ceiling) and lowered to a ceiling of
+/// each kind (1, 2, above 2), on optional and on required instances; and
+/// the self-check's first probe, `HttpTokens=required` on an instance that
+/// already requires tokens (a no-op if it were ever applied).
+async fn fixes() -> Vec<Fix> {
+    let mut out = Vec::new();
+    for (ceiling, tokens, hop, sent_hop) in [
+        ("", "optional", 1, None),
+        ("", "optional", 3, None),
+        ("", "optional", 64, None),
+        ("2", "optional", 8, Some("2")),
+        ("2", "optional", 1, None),
+        ("1", "optional", 3, Some("1")),
+        ("5", "optional", 9, Some("5")),
+        ("2", "required", 8, Some("2")),
+    ] {
         let sent = Sent::default();
         let describe = mock!(Ec2Client::describe_instances)
-            .then_output(move || described(vec![running("i-0aaaaaaaaaaaaaaa1", "optional", hop)]));
+            .then_output(move || described(vec![running("i-0aaaaaaaaaaaaaaa1", tokens, hop)]));
         let (modify, tag) = (modify_ok(), tag_ok());
         let g = guard(
             &[("MAX_HOP_LIMIT", ceiling)],
@@ -236,25 +202,125 @@ async fn every_fix_the_guard_sends_is_allowed_by_both_roles() {
         event["detail"]["responseElements"]["instancesSet"]["items"][0]["instanceId"] =
             "i-0aaaaaaaaaaaaaaa1".into();
         g.handle(&event).await.unwrap();
-
-        let writes = sent.writes();
+        let held = Held {
+            tokens: if tokens == "optional" {
+                "optional"
+            } else {
+                "required"
+            },
+            hop,
+            endpoint: "enabled",
+        };
+        let writes = writes(&sent, Some(held));
         assert_eq!(writes.len(), 1, "{writes:?}");
-        assert_eq!(writes[0].keys["ec2:Attribute/HttpTokens"], "required");
-        assert_eq!(
-            writes[0].keys["ec2:Attribute/HttpPutResponseHopLimit"],
-            sent_hop
+        let w = &writes[0];
+        assert_eq!(w.keys["ec2:Attribute/HttpTokens"], ["required"]);
+        assert!(
+            !w.keys.contains_key("ec2:Attribute/HttpEndpoint"),
+            "the endpoint is never sent: {w:?}"
         );
-        let params = BTreeMap::from([("MaxHopLimit", ceiling)]);
         assert_eq!(
-            decide(&writes, "RequireImdsV2", &params),
-            [true, true],
-            "ceiling {ceiling:?}: {writes:?}"
+            w.keys
+                .get("ec2:Attribute/HttpPutResponseHopLimit")
+                .map(|v| v[0].as_str()),
+            sent_hop,
+            "the hop limit is sent only when lowered"
+        );
+        out.push(Fix {
+            label: format!("ceiling {ceiling:?}, {tokens} at hop {hop}"),
+            params: vec![("MaxHopLimit", ceiling)],
+            held,
+            request: w.clone(),
+        });
+    }
+    let sent = Sent::default();
+    let modify = modify_ok();
+    let ec2 = common::ec2_seen_by(&[&modify], sent.clone());
+    ec2.modify_instance_metadata_options()
+        .instance_id("i-0aaaaaaaaaaaaaaa1")
+        .http_tokens(HttpTokensState::Required)
+        .dry_run(true)
+        .send()
+        .await
+        .unwrap();
+    let held = Held {
+        tokens: "required",
+        hop: 1,
+        endpoint: "enabled",
+    };
+    out.push(Fix {
+        label: "the self-check's no-op probe".into(),
+        params: vec![("MaxHopLimit", "")],
+        held,
+        request: writes(&sent, Some(held)).remove(0),
+    });
+    out
+}
+
+#[tokio::test]
+async fn every_fix_the_guard_sends_is_allowed_by_both_roles_whatever_ec2_fills_in() {
+    for fix in fixes().await {
+        for (world, r) in worlds(&fix.request, fix.held) {
+            assert_eq!(
+                decide(std::slice::from_ref(&r), &fix.params),
+                [Decision::Allow, Decision::Allow],
+                "{} ({world}): {r:?}",
+                fix.label
+            );
+        }
+        // HttpTokens absent: the one key the allow rests on.
+        let r = all_filled(&fix.request, fix.held).without("ec2:Attribute/HttpTokens");
+        assert!(
+            decide(std::slice::from_ref(&r), &fix.params)
+                .iter()
+                .all(|d| !d.allowed()),
+            "{}: allowed without HttpTokens: {r:?}",
+            fix.label
         );
     }
 }
 
+/// Removing the `Null` guard of any Deny that has one must stop one of the
+/// guard's own fixes (or the account default it sets): each guard is what
+/// keeps its Deny from biting when AWS leaves the key out.
 #[tokio::test]
-async fn the_account_default_the_guard_sets_is_allowed_by_both_roles() {
+async fn every_null_guard_on_a_deny_is_load_bearing() {
+    let fixes = fixes().await;
+    let default = default_request().await;
+    for (path, role) in TEMPLATES {
+        let t = load(path);
+        let statements =
+            Deployment::with(&[("SetAccountDefault", "true")]).role_statements(&t, role);
+        let guarded: Vec<String> = statements
+            .iter()
+            .filter(|st| st["Effect"] == "Deny" && st["Condition"].get("Null").is_some())
+            .map(|st| st["Sid"].as_str().unwrap().to_string())
+            .collect();
+        assert!(guarded.len() >= 5, "{path}: {guarded:?}");
+        for sid in guarded {
+            let strip = |sts: &mut Vec<serde_json::Value>| {
+                for st in sts.iter_mut().filter(|st| st["Sid"] == sid.as_str()) {
+                    st["Condition"].as_object_mut().unwrap().remove("Null");
+                }
+            };
+            let mut bitten = false;
+            for fix in &fixes {
+                let d = decide_with(std::slice::from_ref(&fix.request), &fix.params, strip);
+                bitten |= d.iter().any(|d| !d.allowed());
+            }
+            let d = decide_with(
+                std::slice::from_ref(&default),
+                &[("SetAccountDefault", "true")],
+                strip,
+            );
+            bitten |= d.iter().any(|d| !d.allowed());
+            assert!(bitten, "{path}: {sid} without its Null guard stops no fix");
+        }
+    }
+}
+
+/// The `ModifyInstanceMetadataDefaults` the guard sends with SetAccountDefault.
+async fn default_request() -> Request {
     let sent = Sent::default();
     let empty = mock!(Ec2Client::describe_instances).then_output(|| described(vec![]));
     let get = mock!(Ec2Client::get_instance_metadata_defaults).then_output(|| {
@@ -278,82 +344,190 @@ async fn the_account_default_the_guard_sets_is_allowed_by_both_roles() {
         &sent,
     );
     g.handle(&fixture("scheduled-event.json")).await.unwrap();
-    let writes = sent.writes();
+    let mut writes = writes(&sent, None);
     assert_eq!(writes.len(), 1, "{writes:?}");
-    assert_eq!(writes[0].action, "ModifyInstanceMetadataDefaults");
-    assert_eq!(
-        decide(&writes, "SetAccountDefault", &BTreeMap::new()),
-        [true, true]
-    );
+    assert_eq!(writes[0].action, "ec2:ModifyInstanceMetadataDefaults");
+    writes.remove(0)
+}
+
+#[tokio::test]
+async fn the_account_default_the_guard_sets_is_allowed_by_both_roles() {
+    let r = default_request().await;
+    let on = [("SetAccountDefault", "true")];
+    assert_eq!(decide(std::slice::from_ref(&r), &on), [Decision::Allow; 2]);
+    // Without SetAccountDefault the roles have no such permission at all.
+    let off = [("SetAccountDefault", "false")];
+    assert_eq!(decide(&[r], &off), [Decision::ImplicitDeny; 2]);
+}
+
+/// A loosening request, the instance it is sent to, the parameters, and
+/// the key its denial rests on.
+struct Loosening {
+    what: &'static str,
+    held: Held,
+    params: &'static [(&'static str, &'static str)],
+    key: &'static str,
 }
 
 /// What someone holding the roles' credentials might try, sent through the
-/// same SDK and read the same way: each is denied by both templates.
+/// same SDK and read the same way: each is denied by both templates, and
+/// each by the key it names (without that key the same request passes, so
+/// the case tests the restriction it claims to).
 #[tokio::test]
 async fn a_request_that_would_loosen_imds_is_denied_by_both_roles() {
-    let sent = Sent::default();
-    let (modify, set) = (
-        modify_ok(),
-        mock!(Ec2Client::modify_instance_metadata_defaults)
-            .then_output(|| ModifyInstanceMetadataDefaultsOutput::builder().build()),
-    );
-    let ec2 = common::ec2_seen_by(&[&modify, &set], sent.clone());
-    let id = "i-0aaaaaaaaaaaaaaa1";
-    let m = || ec2.modify_instance_metadata_options().instance_id(id);
-    m().http_tokens(HttpTokensState::Optional)
-        .http_endpoint(InstanceMetadataEndpointState::Enabled)
-        .http_put_response_hop_limit(1)
+    let modify = modify_ok();
+    let optional = Held {
+        tokens: "optional",
+        hop: 1,
+        endpoint: "enabled",
+    };
+    let required = Held {
+        tokens: "required",
+        ..optional
+    };
+    let disabled = Held {
+        endpoint: "disabled",
+        ..optional
+    };
+    let no_ceiling: &[(&str, &str)] = &[("MaxHopLimit", "")];
+    let ceiling_5: &[(&str, &str)] = &[("MaxHopLimit", "5")];
+    type Build = fn(
+        aws_sdk_ec2::operation::modify_instance_metadata_options::builders::ModifyInstanceMetadataOptionsFluentBuilder,
+    ) -> aws_sdk_ec2::operation::modify_instance_metadata_options::builders::ModifyInstanceMetadataOptionsFluentBuilder;
+    let cases: Vec<(Loosening, Build)> = vec![
+        (
+            Loosening {
+                what: "tokens optional",
+                held: required,
+                params: no_ceiling,
+                key: "ec2:Attribute/HttpTokens",
+            },
+            |m| m.http_tokens(HttpTokensState::Optional),
+        ),
+        (
+            Loosening {
+                what: "the endpoint switched off",
+                held: optional,
+                params: no_ceiling,
+                key: "ec2:Attribute/HttpEndpoint",
+            },
+            |m| {
+                m.http_tokens(HttpTokensState::Required)
+                    .http_endpoint(InstanceMetadataEndpointState::Disabled)
+            },
+        ),
+        (
+            Loosening {
+                what: "the endpoint switched on",
+                held: disabled,
+                params: no_ceiling,
+                key: "ec2:Attribute/HttpEndpoint",
+            },
+            |m| {
+                m.http_tokens(HttpTokensState::Required)
+                    .http_endpoint(InstanceMetadataEndpointState::Enabled)
+            },
+        ),
+        (
+            Loosening {
+                what: "hop limit 3 without a ceiling",
+                held: optional,
+                params: no_ceiling,
+                key: "ec2:Attribute/HttpPutResponseHopLimit",
+            },
+            |m| {
+                m.http_tokens(HttpTokensState::Required)
+                    .http_put_response_hop_limit(3)
+            },
+        ),
+        (
+            Loosening {
+                what: "hop limit 6 above a ceiling of 5",
+                held: optional,
+                params: ceiling_5,
+                key: "ec2:Attribute/HttpPutResponseHopLimit",
+            },
+            |m| {
+                m.http_tokens(HttpTokensState::Required)
+                    .http_put_response_hop_limit(6)
+            },
+        ),
+        (
+            Loosening {
+                what: "hop limit 2 on a required instance at 1",
+                held: required,
+                params: no_ceiling,
+                key: "ec2:Attribute/HttpPutResponseHopLimit",
+            },
+            |m| {
+                m.http_tokens(HttpTokensState::Required)
+                    .http_put_response_hop_limit(2)
+            },
+        ),
+        (
+            Loosening {
+                what: "hop limit 5 on a required instance at 1, ceiling 5",
+                held: required,
+                params: ceiling_5,
+                key: "ec2:Attribute/HttpPutResponseHopLimit",
+            },
+            |m| {
+                m.http_tokens(HttpTokensState::Required)
+                    .http_put_response_hop_limit(5)
+            },
+        ),
+    ];
+    for (case, build) in cases {
+        let sent = Sent::default();
+        let ec2 = common::ec2_seen_by(&[&modify], sent.clone());
+        build(
+            ec2.modify_instance_metadata_options()
+                .instance_id("i-0aaaaaaaaaaaaaaa1"),
+        )
         .send()
         .await
         .unwrap();
-    m().http_tokens(HttpTokensState::Required)
-        .http_endpoint(InstanceMetadataEndpointState::Disabled)
-        .http_put_response_hop_limit(1)
-        .send()
-        .await
-        .unwrap();
-    m().http_tokens(HttpTokensState::Required)
-        .http_endpoint(InstanceMetadataEndpointState::Enabled)
-        .http_put_response_hop_limit(3)
-        .send()
-        .await
-        .unwrap();
-    // Leaving a value out: EC2 keeps (or defaults) it, which IAM cannot see.
-    m().http_endpoint(InstanceMetadataEndpointState::Enabled)
-        .http_put_response_hop_limit(1)
-        .send()
-        .await
-        .unwrap();
-    m().http_tokens(HttpTokensState::Required)
-        .http_put_response_hop_limit(1)
-        .send()
-        .await
-        .unwrap();
-    m().http_tokens(HttpTokensState::Required)
-        .http_endpoint(InstanceMetadataEndpointState::Enabled)
-        .send()
-        .await
-        .unwrap();
-    let loosen = sent.writes();
-    assert_eq!(loosen.len(), 6);
-    let ceiling = BTreeMap::from([("MaxHopLimit", "2")]);
-    assert_eq!(
-        decide(&loosen, "RequireImdsV2", &ceiling),
-        [false; 12],
-        "{loosen:?}"
-    );
-    // Without a ceiling, 64 is the most; a tightening request passes.
-    let no_ceiling = BTreeMap::from([("MaxHopLimit", "")]);
-    assert_eq!(
-        decide(&loosen[2..3], "RequireImdsV2", &no_ceiling),
-        [true, true],
-        "hop 3 is fine without a ceiling"
-    );
+        let r = writes(&sent, Some(case.held)).remove(0);
+        assert!(
+            decide(std::slice::from_ref(&r), case.params)
+                .iter()
+                .all(|d| !d.allowed()),
+            "{}: allowed: {r:?}",
+            case.what
+        );
+        // The denial rests on the key the case names: with the loosening
+        // left out, what remains is a fix both roles allow (for the
+        // tokens case, nothing remains to allow).
+        let without = r.clone().without(case.key);
+        let expect = if case.key == "ec2:Attribute/HttpTokens" {
+            [Decision::ImplicitDeny; 2]
+        } else {
+            [Decision::Allow; 2]
+        };
+        assert_eq!(
+            decide(&[without], case.params),
+            expect,
+            "{}: not denied by {}",
+            case.what,
+            case.key
+        );
+    }
+}
 
+/// Loosening the account default: each attribute other than
+/// `HttpTokens=required` is denied, whatever else the request says.
+#[tokio::test]
+async fn a_weakened_account_default_is_denied_by_both_roles() {
+    let set = mock!(Ec2Client::modify_instance_metadata_defaults)
+        .then_output(|| ModifyInstanceMetadataDefaultsOutput::builder().build());
     let sent = Sent::default();
-    let ec2 = common::ec2_seen_by(&[&modify, &set], sent.clone());
+    let ec2 = common::ec2_seen_by(&[&set], sent.clone());
     let d = || ec2.modify_instance_metadata_defaults();
     d().http_tokens(MetadataDefaultHttpTokensState::NoPreference)
+        .send()
+        .await
+        .unwrap();
+    d().http_tokens(MetadataDefaultHttpTokensState::Optional)
         .send()
         .await
         .unwrap();
@@ -377,12 +551,49 @@ async fn a_request_that_would_loosen_imds_is_denied_by_both_roles() {
         .send()
         .await
         .unwrap();
+    d().http_tokens(MetadataDefaultHttpTokensState::Required)
+        .instance_metadata_tags(aws_sdk_ec2::types::DefaultInstanceMetadataTagsState::Enabled)
+        .send()
+        .await
+        .unwrap();
     d().http_put_response_hop_limit(1).send().await.unwrap();
-    let defaults = sent.writes();
-    assert_eq!(defaults.len(), 6);
+    let defaults = writes(&sent, None);
+    assert_eq!(defaults.len(), 8);
+    let on = [("SetAccountDefault", "true")];
+    for r in defaults {
+        assert!(
+            decide(std::slice::from_ref(&r), &on)
+                .iter()
+                .all(|d| !d.allowed()),
+            "allowed: {r:?}"
+        );
+    }
+}
+
+/// The status tag, and only it, on an instance: what the self-check's tag
+/// probes expect of both roles.
+#[test]
+fn the_roles_may_write_the_status_tag_and_no_other() {
+    let tag = |keys: &[&str]| Request::new("ec2:CreateTags", INSTANCE).multi("aws:TagKeys", keys);
+    let status = [("StatusTagKey", "imds-guard:status")];
     assert_eq!(
-        decide(&defaults, "SetAccountDefault", &BTreeMap::new()),
-        [false; 12],
-        "{defaults:?}"
+        decide(&[tag(&["imds-guard:status"])], &status),
+        [Decision::Allow; 2]
+    );
+    for keys in [
+        &["imds-guard-self-check"][..],
+        &["imds-guard:status", "imds-exempt"][..],
+        &["aws:cloudformation:stack-name"][..],
+    ] {
+        assert_eq!(
+            decide(&[tag(keys)], &status),
+            [Decision::ImplicitDeny; 2],
+            "{keys:?}"
+        );
+    }
+    // No key at all: the Null guard keeps a tagless request out.
+    assert_eq!(
+        decide(&[Request::new("ec2:CreateTags", INSTANCE)], &status),
+        [Decision::ImplicitDeny; 2]
     );
 }

@@ -20,6 +20,16 @@
 //!   grants and the circuit breaker; `operations_emulator`, the same on the
 //!   emulator through the command line.
 //! - `cli`: the binary's `check` command.
+//! - `real_records`: real CloudTrail and EventBridge records other projects
+//!   captured (events/real/), through the parser, the event path and
+//!   `imds-guard check`.
+//! - `self_check`: the self-check's dry-run probes on mocked EC2, every
+//!   answer AWS can give (the emulator applies dry runs, so it cannot).
+//! - `iam`: an IAM policy evaluator (IAM's documented semantics, tested on
+//!   AWS's examples) and the templates' policies resolved as CloudFormation
+//!   would; `iam_conditions` evaluates both roles on the requests the guard
+//!   really sends; `reference_keys` checks every condition key against the
+//!   Service Authorization Reference's data (pinned).
 //! - `load`, `function_bench`, `trigger_sim`, `org_sim`: benchmarks and
 //!   simulations, ignored by `make test` (`make load`, `make bench`,
 //!   `make bench-org`).
@@ -34,6 +44,7 @@ mod fanout_runtime;
 mod faults;
 mod flows;
 mod function_bench;
+mod iam;
 mod iam_conditions;
 mod load;
 mod netfaults;
@@ -44,8 +55,11 @@ mod org_sim;
 mod outputs_emulator;
 mod outputs_flow;
 mod properties;
+mod real_records;
+mod reference_keys;
 mod rules_emulator;
 mod runtime;
+mod self_check;
 mod source_faults;
 mod sweep_emulator;
 mod sweep_faults;

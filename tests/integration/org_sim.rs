@@ -98,7 +98,7 @@ impl SimClients {
 
     fn cloud(&self, account: &Account, region: &str) -> FakeCloud {
         let id = match account {
-            Account::Member(id) => id.clone(),
+            Account::Member(id) | Account::Probe(id) => id.clone(),
             Account::Home => "home".into(),
         };
         self.clouds

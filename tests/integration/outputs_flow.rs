@@ -115,8 +115,40 @@ async fn a_flagged_launch_fails_its_finding_and_a_fix_by_hand_passes_it() {
     assert_eq!(cloud.findings().len(), 1, "updated, not a second finding");
     assert_eq!(
         status_of(&cloud, "i-0aaaaaaaaaaaaaaa1"),
-        Some((ComplianceStatus::Passed, RecordState::Active))
+        Some((ComplianceStatus::Passed, RecordState::Archived))
     );
+
+    // A regression files the same finding FAILED and ACTIVE again (Security
+    // Hub then sets its workflow back to NEW), and a fix right after passes
+    // it again: each update is newer than the last, even within one
+    // millisecond, or Security Hub (and the fake) would ignore it.
+    for round in 0..3 {
+        cloud.edit("i-0aaaaaaaaaaaaaaa1", |i| {
+            i.observed.options.http_tokens = Some("optional".into())
+        });
+        let mut revert = crate::common::revert_event("i-0aaaaaaaaaaaaaaa1");
+        revert["region"] = "us-east-1".into();
+        revert["detail"]["awsRegion"] = "us-east-1".into();
+        let report = g.handle(&revert).await.unwrap();
+        assert_eq!(report.count(Outcome::Flagged), 1, "round {round}");
+        assert_eq!(cloud.findings().len(), 1, "the same finding, updated");
+        assert_eq!(
+            status_of(&cloud, "i-0aaaaaaaaaaaaaaa1"),
+            Some((ComplianceStatus::Failed, RecordState::Active)),
+            "round {round}"
+        );
+        cloud.edit("i-0aaaaaaaaaaaaaaa1", |i| {
+            i.observed.options.http_tokens = Some("required".into())
+        });
+        g.handle(&fixed_by_hand("i-0aaaaaaaaaaaaaaa1"))
+            .await
+            .unwrap();
+        assert_eq!(
+            status_of(&cloud, "i-0aaaaaaaaaaaaaaa1"),
+            Some((ComplianceStatus::Passed, RecordState::Archived)),
+            "round {round}"
+        );
+    }
 }
 
 #[tokio::test(start_paused = true)]
@@ -129,7 +161,7 @@ async fn enforce_files_a_passed_finding_for_what_it_fixed() {
     assert_eq!(report.count(Outcome::Remediated), 1);
     assert_eq!(
         status_of(&cloud, "i-0aaaaaaaaaaaaaaa1"),
-        Some((ComplianceStatus::Passed, RecordState::Active))
+        Some((ComplianceStatus::Passed, RecordState::Archived))
     );
 }
 
@@ -200,7 +232,7 @@ async fn the_sweep_files_changes_only_passes_fixed_instances_and_archives_gone_o
     assert_eq!(sh.filed.get(&ComplianceStatus::Passed), Some(&1));
     assert_eq!(
         status_of(&cloud, "i-0aaaaaaaaaaaaaaa1"),
-        Some((ComplianceStatus::Passed, RecordState::Active))
+        Some((ComplianceStatus::Passed, RecordState::Archived))
     );
     assert_eq!(
         status_of(&cloud, "i-0aaaaaaaaaaaaaaa2").map(|s| s.1),
@@ -498,7 +530,7 @@ async fn a_sweep_listing_every_instance_passes_one_fixed_by_hand() {
     assert_eq!(sh.unchanged, 1, "{sh:?}");
     assert_eq!(
         status_of(&cloud, "i-0aaaaaaaaaaaaaaa1"),
-        Some((ComplianceStatus::Passed, RecordState::Active))
+        Some((ComplianceStatus::Passed, RecordState::Archived))
     );
 }
 

@@ -308,7 +308,7 @@ fn fixture_bytes(name: &str) -> Vec<u8> {
 fn hostile_input_never_stops_the_function() {
     let mut malformed_ec2 = crate::common::fixture("run-instances-console.json");
     malformed_ec2["detail"]["responseElements"]["instancesSet"] =
-        serde_json::json!({"items": {"not": "a list"}});
+        serde_json::json!({"items": "not a list"});
     let events: Vec<Vec<u8>> = vec![
         b"{}".to_vec(),
         b"\"just a string\"".to_vec(),
@@ -344,7 +344,7 @@ fn hostile_input_never_stops_the_function() {
     assert!(
         answers[3]
             .body
-            .contains("instancesSet.items is an object, not a list"),
+            .contains("instancesSet.items is a string, not a list"),
         "{}",
         answers[3].body
     );

@@ -89,8 +89,7 @@ mod tests {
     fn remedy() -> Remedy {
         Remedy {
             http_tokens: "required",
-            http_endpoint: "enabled",
-            http_put_response_hop_limit: 2,
+            http_put_response_hop_limit: None,
             http_protocol_ipv6: None,
             instance_metadata_tags: None,
         }

@@ -521,7 +521,7 @@ fn run_instances(
         }
         return Ok(GuardEvent::Unlisted { ctx, lookup });
     };
-    let Some(items) = items.as_array() else {
+    let Some(items) = items_of(items) else {
         return Err(malformed(format!(
             "responseElements.instancesSet.items is {}, not a list",
             kind(items)
@@ -552,8 +552,10 @@ fn run_instances(
 /// `CreateFleet`: an `instant` fleet (Karpenter's kind) launches at once
 /// and lists its instances in `fleetInstanceSet` (each set's `instanceIds`,
 /// a single one sometimes as an object rather than a list: every instance id
-/// under the set is read). Other fleets launch later, and no event lists
-/// those instances here.
+/// under the set is read). Other fleets (`maintain`, the API's default when
+/// the request names no `Type`, and `request`) launch later, and no event
+/// lists those instances here: ignored with the reason. Whatever the type,
+/// instances the response does list are decided.
 fn create_fleet(
     detail: &Value,
     ctx: EventContext,
@@ -566,21 +568,25 @@ fn create_fleet(
         .and_then(|r| r.get("Type").or_else(|| r.get("type")))
         .and_then(Value::as_str)
         .map(|t| clean(t, 16).to_ascii_lowercase());
-    if fleet_type.as_deref().is_some_and(|t| t != "instant") {
-        return Ok(ignored(format!(
-            "a CreateFleet of type {:?} launches its instances later, with no list in this event: the state-change trigger and the sweep cover them",
-            fleet_type.unwrap_or_default()
-        )));
+    let response = detail
+        .get("responseElements")
+        .filter(|r| !r.is_null())
+        .map(|r| r.get("CreateFleetResponse").unwrap_or(r));
+    let sets = response.and_then(|r| r.get("fleetInstanceSet"));
+    let mut ids = Vec::new();
+    if let Some(sets) = sets {
+        collect_instance_ids(sets, &mut ids);
     }
-    let response = detail.get("responseElements").filter(|r| !r.is_null());
-    let sets = response
-        .map(|r| r.get("CreateFleetResponse").unwrap_or(r))
-        .and_then(|r| r.get("fleetInstanceSet"));
-    let Some(sets) = sets else {
-        let errors = response
-            .map(|r| r.get("CreateFleetResponse").unwrap_or(r))
-            .and_then(|r| r.get("errorSet"));
-        if errors.is_some() {
+    if ids.is_empty() && fleet_type.as_deref() != Some("instant") {
+        return Ok(ignored(match fleet_type {
+            Some(t) => format!(
+                "a CreateFleet of type {t:?} launches its instances later, with no list in this event: the state-change trigger and the sweep cover them"
+            ),
+            None => "a CreateFleet that names no Type is a maintain fleet (the API's default): it launches its instances later, with no list in this event; the state-change trigger and the sweep cover them".into(),
+        }));
+    }
+    if sets.is_none() {
+        if response.and_then(|r| r.get("errorSet")).is_some() {
             return Ok(ignored(
                 "the instant fleet launched no instance (only errors)".into(),
             ));
@@ -588,9 +594,7 @@ fn create_fleet(
         return Err(malformed(
             "the instant fleet's response lists no fleetInstanceSet (cut by CloudTrail?): the state-change trigger and the sweep cover its instances".into(),
         ));
-    };
-    let mut ids = Vec::new();
-    collect_instance_ids(sets, &mut ids);
+    }
     let mut instances: Vec<Observed> = ids
         .into_iter()
         .map(|instance_id| Observed {
@@ -682,7 +686,7 @@ fn state_change(
 
 /// The instances a launch asked for at least, when its request says.
 fn min_count(detail: &Value) -> Option<u32> {
-    let items = at(detail, &["requestParameters", "instancesSet", "items"])?.as_array()?;
+    let items = items_of(at(detail, &["requestParameters", "instancesSet", "items"])?)?;
     let counts: Vec<u32> = items
         .iter()
         .filter_map(|i| {
@@ -738,6 +742,16 @@ fn defaults_change(detail: &Value) -> DefaultsChange {
     }
 }
 
+/// A CloudTrail `items` list. Real records sometimes hold a single item as
+/// the object itself rather than a one-element list: both are read.
+fn items_of(v: &Value) -> Option<Vec<&Value>> {
+    match v {
+        Value::Array(items) => Some(items.iter().collect()),
+        Value::Object(_) => Some(vec![v]),
+        _ => None,
+    }
+}
+
 fn ignored(reason: String) -> GuardEvent {
     GuardEvent::Ignored { reason }
 }
@@ -765,7 +779,7 @@ fn launched_instance(item: &Value) -> Result<Observed, String> {
         .unwrap_or_default();
     let tags = item.get("tagSet").map(|ts| {
         ts.get("items")
-            .and_then(Value::as_array)
+            .and_then(items_of)
             .map(|items| {
                 items
                     .iter()
@@ -1303,11 +1317,66 @@ mod tests {
             ]
         );
 
+        // A maintain fleet, named or by the API's default, lists nothing:
+        // ignored with the reason, never failed as malformed.
+        for ty in [Some("maintain"), None] {
+            let mut ev = fixture("create-fleet.json");
+            let req = &mut ev["detail"]["requestParameters"]["CreateFleetRequest"];
+            match ty {
+                Some(t) => req["Type"] = json!(t),
+                None => {
+                    req.as_object_mut().unwrap().remove("Type");
+                }
+            }
+            ev["detail"]["responseElements"] =
+                json!({"CreateFleetResponse": {"fleetId": "fleet-0123456789abcdef0"}});
+            assert!(
+                matches!(parse(&ev).unwrap(), GuardEvent::Ignored { reason } if reason.contains("maintain")),
+                "{ty:?}"
+            );
+        }
+        // Instances a response does list are decided, whatever the type.
         let mut ev = fixture("create-fleet.json");
-        ev["detail"]["requestParameters"]["CreateFleetRequest"]["Type"] = json!("maintain");
-        assert!(
-            matches!(parse(&ev).unwrap(), GuardEvent::Ignored { reason } if reason.contains("maintain"))
+        ev["detail"]["requestParameters"]["CreateFleetRequest"]
+            .as_object_mut()
+            .unwrap()
+            .remove("Type");
+        assert!(matches!(parse(&ev).unwrap(), GuardEvent::Instances { .. }));
+    }
+
+    #[test]
+    fn an_items_list_of_one_may_be_the_object_itself() {
+        let mut ev = fixture("run-instances-console.json");
+        let set = &mut ev["detail"]["responseElements"]["instancesSet"];
+        let first = set["items"][0].clone();
+        set["items"] = first.clone();
+        ev["detail"]["responseElements"]["instancesSet"]["items"]["tagSet"] =
+            json!({"items": {"key": "team", "value": "web"}});
+        ev["detail"]["requestParameters"]["instancesSet"] =
+            json!({"items": {"imageId": "ami-0123456789abcdef0", "minCount": 1, "maxCount": 1}});
+        let GuardEvent::Instances {
+            instances,
+            unreadable,
+            ..
+        } = parse(&ev).unwrap()
+        else {
+            panic!("expected instances")
+        };
+        assert!(unreadable.is_empty(), "{unreadable:?}");
+        assert_eq!(instances.len(), 1);
+        assert_eq!(
+            instances[0].instance_id,
+            first["instanceId"].as_str().unwrap()
         );
+        assert_eq!(instances[0].tag("team"), Some("web"));
+        // And the truncated form reads its request's one item too.
+        let mut ev = fixture("run-instances-truncated.json");
+        ev["detail"]["requestParameters"]["instancesSet"] =
+            json!({"items": {"imageId": "ami-0123456789abcdef0", "minCount": 3, "maxCount": 3}});
+        let GuardEvent::Unlisted { lookup, .. } = parse(&ev).unwrap() else {
+            panic!("expected a lookup")
+        };
+        assert_eq!(lookup.min_count, Some(3));
     }
 
     #[test]

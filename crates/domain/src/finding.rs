@@ -6,14 +6,20 @@
 //! |---------------------------------------|---------------------|---------------|
 //! | flagged, held back, failed to change  | `FAILED`            | `ACTIVE`      |
 //! | exempt                                | `WARNING`           | `ACTIVE`      |
-//! | remediated, or compliant again        | `PASSED`            | `ACTIVE`      |
+//! | remediated, or compliant again        | `PASSED`            | `ARCHIVED`    |
 //! | terminated (found by the sweep)       | unchanged           | `ARCHIVED`    |
 //!
 //! A launch compliant from the start makes no finding. After a finding
 //! exists, `BatchImportFindings` cannot change its `Workflow` or `Note`, so
-//! state moves only through `Compliance.Status` and `RecordState` (a
-//! `PASSED` finding's workflow becomes `RESOLVED` on its own), and severity
-//! sits in `FindingProviderFields`, which only the provider writes.
+//! state moves only through `Compliance.Status` and `RecordState`, and
+//! severity sits in `FindingProviderFields`, which only the provider writes.
+//! Security Hub resolves only its own controls' findings: a custom `PASSED`
+//! finding would stay `NEW` in the default view for up to 90 days, so a
+//! passed finding is archived (the provider's `RecordState`, reversible:
+//! a regression files it `FAILED` and `ACTIVE` again, and Security Hub sets
+//! its workflow back to `NEW`). Its `UpdatedAt` is the decision's time to
+//! the millisecond (`Place::stamp_ms`): Security Hub ignores an update that
+//! is not newer.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -119,14 +125,12 @@ pub fn desired(r: &InstanceReport, trigger: Trigger) -> Option<Desired> {
         })
     };
     match r.outcome {
-        Outcome::Remediated => active(ComplianceStatus::Passed, Severity::Informational),
+        Outcome::Remediated => Some(PASSED),
         // Compliant again after a change of its options (a person fixed it):
         // any finding it has passes. A launch compliant from the start, or a
         // sweep's compliant instance, makes none (the sweep settles the
         // findings of instances it no longer lists, see `settle`).
-        Outcome::Compliant if trigger == Trigger::MetadataChange => {
-            active(ComplianceStatus::Passed, Severity::Informational)
-        }
+        Outcome::Compliant if trigger == Trigger::MetadataChange => Some(PASSED),
         Outcome::Compliant => None,
         Outcome::Flagged if r.action.idle == Idle::AwaitingLauncher => None,
         Outcome::Flagged => active(ComplianceStatus::Failed, exposed),
@@ -140,6 +144,14 @@ pub fn desired(r: &InstanceReport, trigger: Trigger) -> Option<Desired> {
     }
 }
 
+/// A passed finding: archived, out of the default view (Security Hub
+/// resolves only its own controls' findings).
+const PASSED: Desired = Desired {
+    status: ComplianceStatus::Passed,
+    severity: Severity::Informational,
+    record: RecordState::Archived,
+};
+
 fn allows_v1(o: &MetadataOptions) -> bool {
     o.http_tokens.as_deref() != Some("required") && o.http_endpoint.as_deref() != Some("disabled")
 }
@@ -151,6 +163,12 @@ pub struct Place<'a> {
     pub region: &'a str,
     /// Seconds since the epoch.
     pub now: u64,
+    /// When the decision was made, in milliseconds since the epoch: the
+    /// finding's `UpdatedAt`. Security Hub ignores an update whose
+    /// `UpdatedAt` is not newer than the one it holds, so the caller takes
+    /// it from a clock that never repeats itself (`outputs::stamp_ms`); `0`
+    /// means `now` itself.
+    pub stamp_ms: u64,
 }
 
 /// The finding's id: stable for an instance, unique in its account and
@@ -370,11 +388,7 @@ pub fn passed(place: &Place<'_>, instance_id: &str, options: &MetadataOptions) -
     build(
         place,
         instance_id,
-        Desired {
-            status: ComplianceStatus::Passed,
-            severity: Severity::Informational,
-            record: RecordState::Active,
-        },
+        PASSED,
         format!("{instance_id} now requires IMDSv2 (HttpTokens=required, or the metadata endpoint is off)."),
         BTreeMap::from([("imds-guard/Outcome".into(), "compliant".into())]),
         InstanceDetails {
@@ -394,7 +408,7 @@ fn build(
     details: InstanceDetails,
     launched: Option<u64>,
 ) -> Finding {
-    let now = iso8601(place.now);
+    let now = iso8601_ms(place.stamp_ms.max(place.now.saturating_mul(1000)));
     let severity = SeverityField {
         label: d.severity,
         original: Some(d.severity.as_str().into()),
@@ -508,6 +522,13 @@ fn cut(s: &str, max: usize) -> String {
 
 /// Seconds since the epoch as ASFF's timestamps (RFC 3339, UTC).
 pub fn iso8601(secs: u64) -> String {
+    iso8601_ms(secs.saturating_mul(1000))
+}
+
+/// `2026-12-01T01:34:37.123Z`: milliseconds since the epoch, as ASFF and
+/// the reports write times.
+pub fn iso8601_ms(ms: u64) -> String {
+    let secs = ms / 1000;
     let days = secs / 86_400;
     let rem = secs % 86_400;
     // Civil date from days (Howard Hinnant's algorithm).
@@ -521,10 +542,11 @@ pub fn iso8601(secs: u64) -> String {
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
     format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.000Z",
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
         rem / 3600,
         rem % 3600 / 60,
-        rem % 60
+        rem % 60,
+        ms % 1000
     )
 }
 
@@ -637,7 +659,11 @@ pub struct FindingsReport {
 
 impl FindingsReport {
     pub fn count(&mut self, f: &Finding) {
-        if f.record_state == RecordState::Archived {
+        // A passed finding is archived too; `archived` counts those of
+        // instances that are gone.
+        if f.record_state == RecordState::Archived
+            && f.compliance.status != ComplianceStatus::Passed
+        {
             self.archived += 1;
         } else {
             *self.filed.entry(f.compliance.status).or_default() += 1;
@@ -672,6 +698,7 @@ mod tests {
         account: "111122223333",
         region: "eu-west-1",
         now: 1_795_000_000,
+        stamp_ms: 0,
     };
 
     fn optional() -> MetadataOptions {

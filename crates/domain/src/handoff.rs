@@ -93,6 +93,7 @@ impl Handoff {
                 account: &h.account,
                 region: &h.region,
                 now: 0,
+                stamp_ms: 0,
             };
             let ours = crate::finding::instance_of(&f.id).is_some_and(|id| {
                 f.id == crate::finding::finding_id(&place, id)
@@ -132,6 +133,7 @@ mod tests {
             account: "111122223333",
             region: "eu-west-1",
             now: 1_795_000_000,
+            stamp_ms: 0,
         };
         Handoff {
             account: "111122223333".into(),

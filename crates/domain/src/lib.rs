@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod notify;
 pub mod plan;
 pub mod policy;
+pub mod probe;
 pub mod report;
 pub mod routing;
 pub mod source;

@@ -53,6 +53,10 @@ pub enum Kind {
     /// partition `org`: how the event path knows an account's mode when it
     /// is set per unit.
     Units,
+    /// The self-check's last result in this account-region
+    /// (`probe::RegionCheck`, as JSON, under `latest`): what
+    /// `imds-guard doctor` reads.
+    SelfCheck,
 }
 
 impl Kind {
@@ -67,6 +71,7 @@ impl Kind {
             Kind::BreakGlass => "breakglass#",
             Kind::EventsSince => "since#",
             Kind::Units => "units#",
+            Kind::SelfCheck => "selfcheck#",
         }
     }
 
@@ -94,6 +99,9 @@ impl Kind {
             // Each sweep writes it again; an account moved to another unit
             // is known at the next sweep.
             Kind::Units => 7 * DAY,
+            // Each run writes it again (weekly by default); `doctor` calls
+            // one older than `probe::STALE_AFTER_SECS` stale.
+            Kind::SelfCheck => 30 * DAY,
         }
     }
 }

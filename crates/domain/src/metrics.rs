@@ -35,6 +35,9 @@ pub const DEFAULT_NAMESPACE: &str = "ImdsGuard";
 pub const EVENT_METRICS: &[&str] = &["Decisions"];
 /// Without dimensions, from every sweep: what its alarm watches.
 pub const MISSED_EVENTS: &str = "MissedEvents";
+/// Without dimensions, from every self-check run (`probe::metrics`):
+/// account-regions where a probe failed or was unsafe; its alarm watches it.
+pub const SELF_CHECK_FAILURES: &str = "SelfCheckFailures";
 pub const SWEEP_METRICS: &[&str] = &[
     "IMDSv1Left",
     "HeldBack",
@@ -187,7 +190,7 @@ impl Figures {
 
 /// One EMF document: `dims` always, and a second dimension set with
 /// `extra` added when there is one (both sets read the same values).
-fn document(
+pub(crate) fn document(
     m: &MetricsConfig,
     now_ms: u64,
     dims: &[(&str, &str)],

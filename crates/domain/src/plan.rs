@@ -410,7 +410,7 @@ mod tests {
         );
         assert_eq!(r.outcome, Outcome::Remediated);
         let remedy = remedy.expect("enforce applies a remedy");
-        assert_eq!(remedy.http_put_response_hop_limit, 2);
+        assert_eq!(remedy.http_put_response_hop_limit, None, "kept, not sent");
         assert_eq!(r.action.steps, vec![Step::Set(remedy)]);
         assert!(r.notify);
         assert_eq!(r.before.unwrap().http_tokens.as_deref(), Some("optional"));

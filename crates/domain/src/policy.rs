@@ -31,14 +31,17 @@ impl std::fmt::Display for Finding {
     }
 }
 
-/// The options enforce writes. Every field is sent explicitly: tokens
-/// required, endpoint kept on (turning it off could break a workload), hop
-/// limit kept unless above the maximum, the rest as they were.
+/// The options enforce writes: tokens required; the hop limit only when it
+/// is lowered to the ceiling (`None`: not sent, and AWS documents that an
+/// omitted hop limit keeps its value); the endpoint never (AWS documents
+/// that an omitted endpoint keeps its state, and the roles may not switch
+/// it: docs/threat-model.md); the IPv6 endpoint and tags-in-metadata
+/// settings as they were (what omitting those does is not documented).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Remedy {
     pub http_tokens: &'static str,
-    pub http_endpoint: &'static str,
-    pub http_put_response_hop_limit: i32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_put_response_hop_limit: Option<i32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub http_protocol_ipv6: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -47,11 +50,11 @@ pub struct Remedy {
 
 impl std::fmt::Display for Remedy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "set HttpTokens={}, HttpEndpoint={}, HttpPutResponseHopLimit={}",
-            self.http_tokens, self.http_endpoint, self.http_put_response_hop_limit
-        )
+        write!(f, "set HttpTokens={}", self.http_tokens)?;
+        match self.http_put_response_hop_limit {
+            Some(hop) => write!(f, ", HttpPutResponseHopLimit={hop}"),
+            None => Ok(()),
+        }
     }
 }
 
@@ -194,14 +197,15 @@ impl<'a> Policy<'a> {
                 findings,
             };
         }
-        let Some(hop) = hop else {
-            // We never guess a hop limit: lowering it can break containers.
-            return Verdict::Undecided;
+        // Sent only when lowered: with a ceiling the hop limit is known here
+        // (an unknown one is undecided above), and without one it is kept.
+        let lowered = match (hop, self.max_hop_limit) {
+            (Some(hop), Some(max)) if hop > max => Some(max),
+            _ => None,
         };
         let remedy = Remedy {
             http_tokens: "required",
-            http_endpoint: "enabled",
-            http_put_response_hop_limit: self.max_hop_limit.map_or(hop, |max| hop.min(max)),
+            http_put_response_hop_limit: lowered,
             http_protocol_ipv6: o.http_protocol_ipv6.clone(),
             instance_metadata_tags: o.instance_metadata_tags.clone(),
         };
@@ -630,8 +634,8 @@ mod tests {
             }]
         );
         assert_eq!(remedy.http_tokens, "required");
-        assert_eq!(remedy.http_endpoint, "enabled");
-        assert_eq!(remedy.http_put_response_hop_limit, 3);
+        assert_eq!(remedy.http_put_response_hop_limit, None, "kept: not sent");
+        assert_eq!(remedy.to_string(), "set HttpTokens=required");
         assert_eq!(remedy.http_protocol_ipv6.as_deref(), Some("disabled"));
         assert_eq!(remedy.instance_metadata_tags.as_deref(), Some("enabled"));
     }
@@ -645,14 +649,18 @@ mod tests {
         else {
             panic!()
         };
-        assert_eq!(remedy.http_put_response_hop_limit, 2);
+        assert_eq!(remedy.http_put_response_hop_limit, Some(2));
+        assert_eq!(
+            remedy.to_string(),
+            "set HttpTokens=required, HttpPutResponseHopLimit=2"
+        );
         assert_eq!(findings.len(), 2);
         let Verdict::Noncompliant { remedy, .. } =
             p.decide(&inst("optional", "enabled", 1), &Principal::default())
         else {
             panic!()
         };
-        assert_eq!(remedy.http_put_response_hop_limit, 1, "never raised");
+        assert_eq!(remedy.http_put_response_hop_limit, None, "never raised");
         // tokens fine, hop limit too high: still a finding
         let Verdict::Noncompliant { findings, .. } =
             p.decide(&inst("required", "enabled", 9), &Principal::default())
@@ -678,9 +686,23 @@ mod tests {
         let mut i = inst("optional", "enabled", 1);
         i.options.http_tokens = None;
         assert_eq!(p.decide(&i, &Principal::default()), Verdict::Undecided);
+        // An unknown hop limit matters only with a ceiling to compare it with.
         let mut i = inst("optional", "enabled", 1);
         i.options.http_put_response_hop_limit = None;
-        assert_eq!(p.decide(&i, &Principal::default()), Verdict::Undecided);
+        assert!(matches!(
+            p.decide(&i, &Principal::default()),
+            Verdict::Noncompliant {
+                remedy: Remedy {
+                    http_put_response_hop_limit: None,
+                    ..
+                },
+                ..
+            }
+        ));
+        assert_eq!(
+            policy(&ex, Some(2)).decide(&i, &Principal::default()),
+            Verdict::Undecided
+        );
     }
 
     #[test]
