@@ -7,7 +7,7 @@ SAM_VENV := .venv-sam
 CHECKOV_VENV := .venv-checkov
 BENCH_VENV := .venv-bench
 
-.PHONY: report-screenshot test demo lint unit venv sam-venv checkov-venv bench-venv template fuzz fuzz-check load bench bench-function bench-sweep bench-triggers bench-org clean
+.PHONY: smoke-aws report-screenshot test demo lint unit venv sam-venv checkov-venv bench-venv template fuzz fuzz-check load bench bench-function bench-sweep bench-triggers bench-org clean
 
 # Every test: format, lints, unit tests, the fault matrix on mocked AWS, the
 # end-to-end tests against the local emulator, and the CLI.
@@ -99,9 +99,9 @@ bench-function: venv
 	rustup target add aarch64-unknown-linux-gnu
 	# Two builds, not one: built together, the example's dev-dependency
 	# features would change the function's own build (and bench-sweep's).
-	cargo build --release --bin imds-guard --bin imds-guard-event --bin imds-guard-outputs
+	cargo build --release --bin imds-guard-sweep --bin imds-guard-event --bin imds-guard-outputs
 	cargo build --release --example bare_function
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" cargo lambda build --release --arm64 --bin imds-guard --bin imds-guard-event --bin imds-guard-outputs
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" cargo lambda build --release --arm64 --bin imds-guard-sweep --bin imds-guard-event --bin imds-guard-outputs
 	tools/with-moto.sh $(VENV)/bin/python tools/bench_function.py
 
 bench-sweep: venv bench-venv
@@ -122,6 +122,13 @@ load: venv
 	cargo build --release --bin imds-guard-event
 	IMDS_GUARD_BIN=$(CURDIR)/target/release/imds-guard-event tools/with-moto.sh \
 	  cargo test --test integration -- --ignored load --nocapture
+
+# The guard against AWS itself, in a sandbox account you name (never run by
+# this project's CI; docs/proving.md): AWS_PROFILE=<profile> AWS_REGION=<r>
+# IMDS_GUARD_SMOKE=yes make smoke-aws. SMOKE_PLAN=1 make smoke-aws prints the
+# plan and calls nothing.
+smoke-aws:
+	@if [ "$${SMOKE_PLAN:-}" = 1 ]; then tools/smoke-aws.sh; else cargo build --quiet --bin imds-guard && tools/smoke-aws.sh; fi
 
 # The SAM templates: cfn-lint and sam validate --lint for the central stack
 # (template.yaml) and the member stack (member/template.yaml, for StackSets),

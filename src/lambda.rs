@@ -4,9 +4,10 @@
 //! event to the guard; a failure becomes a `Diagnostic` whose type a person
 //! or a metric filter can match.
 //!
-//! Three binaries are built from this crate (docs/design.md): the event
+//! Three function binaries are built from this crate (docs/design.md; the
+//! command line, `imds-guard`, is a fourth): the event
 //! function's (`imds-guard-event`) reaches only the event path, so its
-//! bootstrap carries no sweep client; the sweep functions' (`imds-guard`)
+//! bootstrap carries no sweep client; the sweep functions' (`imds-guard-sweep`)
 //! reach the rest; neither carries Security Hub's or EventBridge's client
 //! (each bootstrap's size budget), and both hand their findings and events
 //! to the outputs function (`imds-guard-outputs`), which carries those two

@@ -8,14 +8,15 @@
 //! through `act` and `sources`, and report through `outputs`; `cli` and `main` are the two doors.
 
 pub use imds_guard_domain::{
-    break_glass, breaker, cap, config, event, fanout, finding, glob, handoff, memory, metrics,
-    notify, plan, policy, probe, report, routing, source, validate, watch,
+    break_glass, breaker, cap, config, doctor, event, fanout, finding, glob, handoff, memory,
+    metrics, notify, plan, policy, probe, report, routing, source, validate, watch,
 };
 
 pub mod act;
 pub mod aws;
 pub mod break_glass_flow;
 pub mod cli;
+pub mod doctor_flow;
 pub mod event_path;
 pub mod findings;
 pub mod guard;

@@ -1,22 +1,18 @@
-//! The sweep function and the command line, one binary: the Lambda function
-//! (every event, the scheduled sweep included) when the runtime starts it,
-//! the command line when a person does. The event function is
-//! `src/bin/event.rs`.
+//! The command line: `imds-guard check | sweep | doctor | break-glass |
+//! migrate-exemptions | completions` (src/cli). A binary of its own, never
+//! deployed: the functions run `imds-guard-event`, `imds-guard-sweep` and
+//! `imds-guard-outputs` (src/bin), whose bootstraps stay within their size
+//! budgets, while this one may carry every client a person's checks need.
 
 use std::process::ExitCode;
 
-// lambda_runtime reports a panic in the handler as that invocation's error
-// (so the event is retried) only when panics unwind; with "abort" the process
-// dies mid-invocation. Refuse to build a bootstrap that would.
-#[cfg(panic = "abort")]
-compile_error!(
-    "imds-guard must be built with panic = \"unwind\" (see [profile.release] in Cargo.toml)"
-);
-
 fn main() -> ExitCode {
     if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some() {
-        imds_guard::lambda::run::<imds_guard::lambda::All>()
-    } else {
-        imds_guard::cli::run(std::env::args().skip(1).collect())
+        eprintln!(
+            "imds-guard is the command line; the stack's functions run imds-guard-event, \
+             imds-guard-sweep and imds-guard-outputs (sam build from template.yaml)"
+        );
+        return ExitCode::FAILURE;
     }
+    imds_guard::cli::run(std::env::args().skip(1).collect())
 }

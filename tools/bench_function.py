@@ -18,11 +18,11 @@ import zipfile
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GUARD = os.path.join(HERE, "target/release/imds-guard-event")
-SWEEP = os.path.join(HERE, "target/release/imds-guard")
+SWEEP = os.path.join(HERE, "target/release/imds-guard-sweep")
 BARE = os.path.join(HERE, "target/release/examples/bare_function")
 BOOTSTRAPS = {
     "event function": (os.path.join(HERE, "target/lambda/imds-guard-event/bootstrap"), 8),
-    "sweep function": (os.path.join(HERE, "target/lambda/imds-guard/bootstrap"), 12),
+    "sweep function": (os.path.join(HERE, "target/lambda/imds-guard-sweep/bootstrap"), 12),
     "outputs function": (os.path.join(HERE, "target/lambda/imds-guard-outputs/bootstrap"), 8),
 }
 CRITERION = os.path.join(HERE, "target/criterion")
@@ -117,7 +117,7 @@ def main():
                      f"{bundle['median']:.1f} ms (p90 {bundle['p90']:.1f}); bare {bundle_bare['median']:.1f} ms: "
                      f"{bundle['median'] / bundle_bare['median']:.1f}×", verdict(within_twice_bare)))
     if sweep_init:
-        rows.append(("  the same for the sweep function (imds-guard)", "",
+        rows.append(("  the same for the sweep function (imds-guard-sweep)", "",
                      f"{sweep_init['median']:.1f} ms (p90 {sweep_init['p90']:.1f})", ""))
     rows += [
         ("first event: one instance at optional, fixed and notified (emulator)", "",

@@ -8,6 +8,7 @@
 
 mod break_glass;
 mod check;
+mod doctor;
 pub mod export;
 mod migrate;
 mod sweep;
@@ -28,10 +29,9 @@ use crate::config::Mode;
     version,
     about = "Keeps EC2 instances on IMDSv2 (HttpTokens=required)",
     long_about = "Keeps EC2 instances on IMDSv2 (HttpTokens=required).\n\n\
-        Started by the Lambda runtime (AWS_LAMBDA_RUNTIME_API set) it is the \
-        sweep function; from a shell, the commands below. Configuration comes \
-        from the same environment variables as the function (GUARD_MODE, \
-        EXEMPT_*, SWEEP_REGIONS, ...); flags override them.",
+        The command line (the stack's functions run their own binaries). \
+        Configuration comes from the same environment variables as the \
+        function (GUARD_MODE, EXEMPT_*, SWEEP_REGIONS, ...); flags override them.",
     after_help = "Exit status: 0 nothing to fix, 1 something noncompliant, 2 error."
 )]
 struct Cli {
@@ -76,6 +76,15 @@ enum Command {
         after_help = "Exit status: 0 done, 2 error."
     )]
     MigrateExemptions(migrate::MigrateArgs),
+    /// Whether the guard will work here: AWS's answers to its roles' dry
+    /// runs (the self-check), a trail, the rules' counts, the queues, the
+    /// topic, Security Hub and the memory's protection, with the fix for
+    /// each failure.
+    #[command(
+        long_about = "Whether the guard will work in this account, check by check.\n\n        What AWS allows the guard's roles is judged by AWS itself: the stack's self-check sends         each writing role's writes with DryRun=true (on deploy and weekly) and records what AWS         answered in the guard's memory, which doctor reads. The rest is read with your own         credentials, read-only (--print-policy prints the policy): a CloudTrail trail logging         write management events in each region, the rules' matched and invoked counts, the         undelivered-events and failed-events queues, a confirmed subscription on the topic,         Security Hub where findings are on, and the memory table's resource policy.",
+        after_help = "Exit status: 0 nothing to fix (warnings aside), 1 something to fix, 2 could not run."
+    )]
+    Doctor(doctor::DoctorArgs),
     /// Break-glass: exempt one instance (or a launch template's instances)
     /// for a while, with a reason, during an incident.
     #[command(
@@ -134,6 +143,7 @@ pub fn run(args: Vec<String>) -> ExitCode {
         Command::Check(args) => ("check", check::run(args)),
         Command::Sweep(args) => ("sweep", sweep::run(args)),
         Command::MigrateExemptions(args) => ("migrate-exemptions", migrate::run(args)),
+        Command::Doctor(args) => ("doctor", doctor::run(args)),
         Command::BreakGlass(args) => ("break-glass", break_glass::run(args)),
         Command::Completions { shell } => {
             let mut out = Vec::new();
@@ -163,6 +173,26 @@ fn account(v: &str) -> Result<String, String> {
     crate::validate::is_account_id(v)
         .then(|| v.to_string())
         .ok_or_else(|| format!("{v:?} is not an account id (twelve digits)"))
+}
+
+/// Says in one line, with the fix, that there are no credentials, rather
+/// than a table of errors.
+async fn credentials(sdk: &aws_config::SdkConfig) -> Result<(), String> {
+    use aws_credential_types::provider::ProvideCredentials;
+    let no = |why: &str| {
+        format!(
+            "no AWS credentials ({}); set AWS_PROFILE (or run `aws sso login`), or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or run where a role provides them",
+            crate::validate::clean(why, 200)
+        )
+    };
+    let Some(provider) = sdk.credentials_provider() else {
+        return Err(no("no credentials provider is configured"));
+    };
+    provider
+        .provide_credentials()
+        .await
+        .map(|_| ())
+        .map_err(|e| no(&e.to_string()))
 }
 
 /// Writes to stdout; a reader that went away (`| head`) is not an error.

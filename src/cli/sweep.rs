@@ -7,7 +7,6 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use aws_credential_types::provider::ProvideCredentials;
 use clap::{Args, ValueEnum};
 use comfy_table::{presets, CellAlignment, Table};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -118,12 +117,7 @@ pub fn run(args: SweepArgs) -> Result<ExitCode, String> {
         }
         // Without credentials nothing can be swept: say so once, with the
         // fix, rather than a table of errors.
-        let Some(provider) = sdk.credentials_provider() else {
-            return Err(no_credentials("no credentials provider is configured"));
-        };
-        if let Err(e) = provider.provide_credentials().await {
-            return Err(no_credentials(&e.to_string()));
-        }
+        super::credentials(&sdk).await?;
         if !mode_given {
             eprintln!(
                 "imds-guard sweep: audit mode, nothing is written; pass --mode enforce (or set GUARD_MODE) to fix what it finds"
@@ -210,13 +204,6 @@ pub fn run(args: SweepArgs) -> Result<ExitCode, String> {
     } else {
         ExitCode::SUCCESS
     })
-}
-
-fn no_credentials(why: &str) -> String {
-    format!(
-        "no AWS credentials ({}); set AWS_PROFILE (or run `aws sso login`), or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or run where a role provides them",
-        crate::validate::clean(why, 200)
-    )
 }
 
 fn place(g: &RegionSweep) -> String {

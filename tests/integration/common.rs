@@ -67,7 +67,7 @@ pub fn config(pairs: &[(&str, &str)]) -> Config {
     Config::from_lookup(|k| map.get(k).cloned()).expect("valid test config")
 }
 
-fn interceptor(rules: &[&Rule]) -> MockResponseInterceptor {
+pub fn interceptor(rules: &[&Rule]) -> MockResponseInterceptor {
     let mut i = MockResponseInterceptor::new().rule_mode(RuleMode::MatchAny);
     for r in rules {
         i = i.with_rule(r);
@@ -102,7 +102,7 @@ fn with_no_sources(rules: &[&Rule]) -> MockResponseInterceptor {
 
 /// What every mocked client shares: a region, test credentials, no network,
 /// and the product's own retry settings, so SDK-level retries are what ship.
-fn mock_base() -> SdkConfig {
+pub fn mock_base() -> SdkConfig {
     SdkConfig::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new("us-east-1"))

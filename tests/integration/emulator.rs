@@ -736,3 +736,41 @@ async fn a_message_sns_refused_lands_in_the_queue_and_a_retry_sends_it_once() {
     g.handle(&event).await.unwrap();
     assert_eq!(sent(&topic).len(), 1, "once");
 }
+
+/// The self-check against the emulator, which applies a dry-run modify: its
+/// first probe (the instance's own HttpTokens, a no-op) comes back a
+/// success, so it stops there, says "probe unsafe" and fails the run; no
+/// loosening probe is ever sent, and the instances are as they were.
+#[tokio::test]
+async fn the_self_check_stops_at_its_no_op_probe_on_an_emulator_that_applies_dry_runs() {
+    let region = "ap-south-2";
+    let ec2 = ec2(region).await;
+    let optional = launch(&ec2, Launch::default()).await;
+    let required = launch(
+        &ec2,
+        Launch {
+            tokens: "required",
+            ..Default::default()
+        },
+    )
+    .await;
+    let g = guard(&[("SWEEP_REGIONS", region)]).await;
+    let r = g
+        .handle_payload(
+            &serde_json::json!({"imds_guard_self_check": "invoke", "region": region}),
+            None,
+        )
+        .await;
+    let Err(imds_guard::guard::GuardError::Incomplete { summary }) = r else {
+        panic!("the emulator applies dry runs: the self-check must stop, unsafe: {r:?}")
+    };
+    assert!(summary.contains("probe unsafe"), "{summary}");
+    // Had a loosening probe gone out, the instance at required would now
+    // be at optional: the emulator applies what it is sent.
+    assert_eq!(seen(&ec2, &optional[0]).await.tokens, "optional");
+    let s = seen(&ec2, &required[0]).await;
+    assert_eq!(
+        (s.tokens.as_str(), s.hop, s.endpoint.as_str()),
+        ("required", 1, "enabled")
+    );
+}

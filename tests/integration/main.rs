@@ -23,6 +23,10 @@
 //! - `real_records`: real CloudTrail and EventBridge records other projects
 //!   captured (events/real/), through the parser, the event path and
 //!   `imds-guard check`.
+//! - `doctor`: `imds-guard doctor` on mocked AWS, each check's answers, and
+//!   its read-only policy kept in step with the calls it makes.
+//! - `smoke_script`: tools/smoke-aws.sh with stub `aws` and `sam`: its plan
+//!   makes no call, its refusals refuse, Ctrl-C deletes what it began.
 //! - `self_check`: the self-check's dry-run probes on mocked EC2, every
 //!   answer AWS can give (the emulator applies dry runs, so it cannot).
 //! - `iam`: an IAM policy evaluator (IAM's documented semantics, tested on
@@ -37,6 +41,7 @@
 mod cli;
 mod common;
 mod corpus;
+mod doctor;
 mod emulator;
 mod fake;
 mod fanout_flow;
@@ -60,6 +65,7 @@ mod reference_keys;
 mod rules_emulator;
 mod runtime;
 mod self_check;
+mod smoke_script;
 mod source_faults;
 mod sweep_emulator;
 mod sweep_faults;

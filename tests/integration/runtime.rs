@@ -256,7 +256,7 @@ pub fn start_function(api: &RuntimeApi, env: &[(&str, &str)]) -> Function {
 /// As `start_function`, for the sweep function (`imds-guard`, which also
 /// takes every event).
 pub fn start_sweep_function(api: &RuntimeApi, env: &[(&str, &str)]) -> Function {
-    start_binary(env!("CARGO_BIN_EXE_imds-guard"), api, env)
+    start_binary(env!("CARGO_BIN_EXE_imds-guard-sweep"), api, env)
 }
 
 /// As `start_function`, for a given build of the binary (the load benchmark

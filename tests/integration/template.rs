@@ -196,8 +196,23 @@ pub fn problems(t: &Value) -> Vec<String> {
     if binary("GuardFunction") != "imds-guard-event" {
         p.push("GuardFunction: should be the event function (Binary imds-guard-event)".into());
     }
-    if binary("SourceFunction") != "imds-guard" {
-        p.push("SourceFunction: should be the sweep function's binary (Binary imds-guard), which carries Auto Scaling".into());
+    if binary("SourceFunction") != "imds-guard-sweep" {
+        p.push("SourceFunction: should be the sweep function's binary (Binary imds-guard-sweep), which carries Auto Scaling".into());
+    }
+    // The command line (`imds-guard`) is never deployed; the self-check
+    // runs the sweep's binary (EC2, STS and the memory it needs are there).
+    if binary("SelfCheckFunction") != "imds-guard-sweep" {
+        p.push(
+            "SelfCheckFunction: should run the sweep function's binary (Binary imds-guard-sweep)"
+                .into(),
+        );
+    }
+    for (name, _) in &functions {
+        if binary(name) == "imds-guard" {
+            p.push(format!(
+                "{name}: the command line is never deployed (Binary imds-guard)"
+            ));
+        }
     }
     for rule in ["SourceRule", "CentralSourceRule"] {
         let targets = get(t, &["Resources", rule, "Properties", "Targets"])
@@ -207,8 +222,8 @@ pub fn problems(t: &Value) -> Vec<String> {
             p.push(format!("{rule}: source events go to the sources function"));
         }
     }
-    if binary("SweepFunction") != "imds-guard" {
-        p.push("SweepFunction: should be the sweep function (Binary imds-guard)".into());
+    if binary("SweepFunction") != "imds-guard-sweep" {
+        p.push("SweepFunction: should be the sweep function (Binary imds-guard-sweep)".into());
     }
     let sweep_retries = get(
         t,

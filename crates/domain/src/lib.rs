@@ -8,6 +8,7 @@ pub mod break_glass;
 pub mod breaker;
 pub mod cap;
 pub mod config;
+pub mod doctor;
 pub mod event;
 pub mod fanout;
 pub mod finding;

@@ -44,6 +44,8 @@ pub enum Check {
     FixAllowed,
     /// `HttpTokens=optional`. Refused.
     OptionalRefused,
+    /// With a ceiling: lowering a hop limit above it to it. Allowed.
+    HopLowerAllowed,
     /// A hop limit above the ceiling (2 without one). Refused.
     HopAboveCeilingRefused,
     /// A raised hop limit on an instance already at `required`. Refused.
@@ -63,9 +65,10 @@ pub enum Check {
 }
 
 impl Check {
-    pub const ALL: [Check; 10] = [
+    pub const ALL: [Check; 11] = [
         Check::FixAllowed,
         Check::OptionalRefused,
+        Check::HopLowerAllowed,
         Check::HopAboveCeilingRefused,
         Check::HopRaiseRefused,
         Check::EndpointRefused,
@@ -80,7 +83,10 @@ impl Check {
     pub fn allowed(self) -> bool {
         matches!(
             self,
-            Check::FixAllowed | Check::StatusTagAllowed | Check::DefaultAllowed
+            Check::FixAllowed
+                | Check::HopLowerAllowed
+                | Check::StatusTagAllowed
+                | Check::DefaultAllowed
         )
     }
 
@@ -88,6 +94,7 @@ impl Check {
         match self {
             Check::FixAllowed => "fix-allowed",
             Check::OptionalRefused => "optional-refused",
+            Check::HopLowerAllowed => "hop-lower-allowed",
             Check::HopAboveCeilingRefused => "hop-above-ceiling-refused",
             Check::HopRaiseRefused => "hop-raise-refused",
             Check::EndpointRefused => "endpoint-refused",
@@ -108,6 +115,7 @@ impl Check {
         match self {
             Check::FixAllowed => "the fix, HttpTokens=required, is allowed",
             Check::OptionalRefused => "HttpTokens=optional is refused",
+            Check::HopLowerAllowed => "lowering a hop limit to the ceiling is allowed",
             Check::HopAboveCeilingRefused => "a hop limit above the ceiling is refused",
             Check::HopRaiseRefused => "raising the hop limit of an instance at required is refused",
             Check::EndpointRefused => "switching the metadata endpoint is refused",
@@ -365,6 +373,10 @@ pub fn plan(instances: &[Observed], s: &Settings<'_>) -> Vec<Step> {
     let raise = targets
         .iter()
         .find(|t| t.tokens == "required" && t.hop < s.most());
+    // With a ceiling, one above it: the lowering the guard makes.
+    let above = s
+        .ceiling
+        .and_then(|c| targets.iter().find(|t| t.hop > c).map(|t| (t, c)));
     // Above the ceiling: the Deny covers instances within it (one already
     // above it only repeats its own value, which IAM cannot tell apart).
     let within = main
@@ -417,6 +429,15 @@ pub fn plan(instances: &[Observed], s: &Settings<'_>) -> Vec<Step> {
                 "optional"
             };
             steps.push(send(second, modify(t, other, None, None), second_gate));
+            // Only where there is something to lower (nothing is at stake
+            // elsewhere): a tightening, like the fix.
+            if let Some((a, c)) = above {
+                steps.push(send(
+                    Check::HopLowerAllowed,
+                    modify(a, "required", Some(c), None),
+                    Gate::Safe,
+                ));
+            }
             match within {
                 Some(w) => steps.push(send(
                     Check::HopAboveCeilingRefused,
@@ -853,7 +874,8 @@ mod tests {
         let sh = plan(&high, &settings());
         assert!(sh.iter().any(|s| matches!(s, Step::Known(o) if o.check == Check::HopAboveCeilingRefused && o.status == Status::Warn)));
         // With a ceiling of 5, the raise probe asks for the ceiling, the
-        // above-ceiling one for 6.
+        // above-ceiling one for 6; no instance is above it, so no lowering
+        // is probed. With a ceiling of 1, the lowering is.
         let five = Settings {
             ceiling: Some(5),
             ..settings()
@@ -865,6 +887,14 @@ mod tests {
                 && matches!(r, Request::Modify { hop: Some(6), .. })));
         assert!(s5.iter().any(|(c, r, _)| *c == Check::HopRaiseRefused
             && matches!(r, Request::Modify { instance, hop: Some(5), .. } if instance == "i-req")));
+        assert!(!s5.iter().any(|(c, ..)| *c == Check::HopLowerAllowed));
+        let one = Settings {
+            ceiling: Some(1),
+            ..settings()
+        };
+        assert!(sends(&plan(&fleet, &one)).iter().any(|(c, r, g)| *c == Check::HopLowerAllowed
+            && *g == Gate::Safe
+            && matches!(r, Request::Modify { instance, hop: Some(1), tokens, .. } if instance == "i-req" && tokens == "required")));
         // No instance at all: every instance check is "not probed", never passed.
         let none = plan(&[], &settings());
         assert!(none

@@ -1,0 +1,102 @@
+//! `imds-guard doctor`: whether the guard will work in this account, check
+//! by check, with AWS as the judge where it can be (the self-check's dry
+//! runs) and the person's own read permissions for the rest. Needs no write
+//! permission and no right to invoke the guard (`--print-policy` prints the
+//! read-only policy it needs).
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+
+use super::{account, emit, region};
+use crate::aws::load_sdk_config;
+use crate::doctor::{exit_code, operator_policy, render};
+use crate::doctor_flow::{Doctor, Scope};
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// The stack's name (sam deploy's stack_name). Default: IMDS_GUARD_STACK,
+    /// else imds-guard.
+    #[arg(long, value_name = "NAME")]
+    stack: Option<String>,
+    /// A region to check (repeatable). Default: the stack's SweepRegions,
+    /// else the stack's region.
+    #[arg(long = "region", value_name = "REGION", value_parser = region)]
+    regions: Vec<String>,
+    /// An account whose self-check results to show (repeatable; central
+    /// mode). Default: the stack's own and those SweepAccounts lists.
+    #[arg(long = "account", value_name = "ID", value_parser = account, conflicts_with = "organization")]
+    accounts: Vec<String>,
+    /// Every active account of the organization (central mode).
+    #[arg(long)]
+    organization: bool,
+    /// Days of the rules' counts to read (1-90).
+    #[arg(long, value_name = "N", default_value_t = 7, value_parser = clap::value_parser!(u64).range(1..=90))]
+    days: u64,
+    /// Stop waiting after this many seconds and say what was not reached.
+    #[arg(long, value_name = "SECONDS", default_value_t = 120, value_parser = clap::value_parser!(u64).range(5..=3600))]
+    timeout: u64,
+    /// How to print the result.
+    #[arg(long, value_enum, default_value_t = DoctorOutput::Table)]
+    output: DoctorOutput,
+    /// Print the read-only IAM policy doctor needs, and nothing else.
+    #[arg(long)]
+    print_policy: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum DoctorOutput {
+    /// By section, worst first, with the fix for each ✗.
+    Table,
+    /// Every row, as JSON.
+    Json,
+}
+
+pub fn run(args: DoctorArgs) -> Result<ExitCode, String> {
+    let stack = args
+        .stack
+        .clone()
+        .or_else(|| {
+            std::env::var("IMDS_GUARD_STACK")
+                .ok()
+                .filter(|s| !s.trim().is_empty())
+        })
+        .unwrap_or_else(|| "imds-guard".into());
+    if args.print_policy {
+        let p = operator_policy(&stack, "aws");
+        emit(&format!(
+            "{}\n",
+            serde_json::to_string_pretty(&p).unwrap_or_default()
+        ));
+        return Ok(ExitCode::SUCCESS);
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    let (rows, could_not_run) = runtime.block_on(async {
+        let sdk = load_sdk_config().await;
+        super::credentials(&sdk).await?;
+        let scope = Scope {
+            stack,
+            regions: args.regions.clone(),
+            accounts: args.accounts.clone(),
+            organization: args.organization,
+            days: args.days,
+            timeout: Duration::from_secs(args.timeout),
+            endpoint: std::env::var("AWS_ENDPOINT_URL")
+                .ok()
+                .filter(|e| !e.trim().is_empty()),
+        };
+        Ok::<_, String>(Doctor::new(sdk).run(&scope).await)
+    })?;
+    match args.output {
+        DoctorOutput::Table => emit(&render(&rows)),
+        DoctorOutput::Json => emit(&format!(
+            "{}\n",
+            serde_json::to_string_pretty(&rows).unwrap_or_default()
+        )),
+    }
+    Ok(ExitCode::from(exit_code(&rows, could_not_run)))
+}
