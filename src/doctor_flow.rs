@@ -286,47 +286,24 @@ impl Doctor {
             .iter()
             .flat_map(|a| regions.iter().map(move |r| (a.clone(), r.clone())))
             .collect();
-        let table_ref = &table;
-        let ddb_ref = &ddb;
+        let memory = crate::aws::memory::Memory {
+            client: ddb.clone(),
+            table: table.clone(),
+        };
+        let memory = &memory;
         let found: Vec<Vec<Row>> = stream::iter(pairs)
             .map(|(account, region)| async move {
+                use crate::aws::MemoryApi;
                 let place = format!("{account} {region}");
                 let pk = crate::memory::place(&account, &region);
-                let got = ddb_ref
-                    .query()
-                    .table_name(table_ref)
-                    .key_condition_expression("pk = :pk AND begins_with(sk, :p)")
-                    .expression_attribute_values(
-                        ":pk",
-                        aws_sdk_dynamodb::types::AttributeValue::S(pk),
-                    )
-                    .expression_attribute_values(
-                        ":p",
-                        aws_sdk_dynamodb::types::AttributeValue::S(
-                            crate::memory::Kind::SelfCheck.prefix().into(),
-                        ),
-                    )
-                    .send()
-                    .await;
-                match got {
-                    Ok(out) => {
-                        let check = out
-                            .items()
+                match memory
+                    .query(&pk, crate::memory::Kind::SelfCheck.prefix(), now)
+                    .await
+                {
+                    Ok(records) => {
+                        let check = records
                             .iter()
-                            .filter_map(|i| {
-                                let s = |k: &str| i.get(k).and_then(|v| v.as_s().ok()).cloned();
-                                let mut r = crate::memory::Record::new(
-                                    crate::memory::Kind::SelfCheck,
-                                    &s("pk")?,
-                                    "latest",
-                                    None,
-                                    0,
-                                    Duration::ZERO,
-                                );
-                                r.sk = s("sk")?;
-                                r.data.insert("result".into(), s("result")?);
-                                probe::from_record(&r)
-                            })
+                            .filter_map(probe::from_record)
                             .max_by_key(|c| c.at);
                         doctor::self_check_rows(&place, check.as_ref(), now)
                     }
@@ -335,10 +312,7 @@ impl Doctor {
                         Status::Warn,
                         "self-check",
                         &place,
-                        format!(
-                            "unknown: the guard's memory could not be read ({})",
-                            AwsError::classify(e, "dynamodb", "dynamodb:Query")
-                        ),
+                        format!("unknown: the guard's memory could not be read ({e})"),
                     )],
                 }
             })
@@ -448,36 +422,9 @@ impl Doctor {
         let mut out = vec![stack.account.clone()];
         let listed: Vec<String> = if scope.organization {
             let org = client!(self, aws_sdk_organizations, "us-east-1");
-            let mut all = Vec::new();
-            let mut token = None;
-            loop {
-                let page = org
-                    .list_accounts()
-                    .set_next_token(token.take())
-                    .send()
-                    .await
-                    .map_err(|e| {
-                        err(AwsError::classify(
-                            e,
-                            "organizations",
-                            "organizations:ListAccounts",
-                        ))
-                    })?;
-                all.extend(
-                    page.accounts()
-                        .iter()
-                        .filter(|a| {
-                            a.state().map(|s| s.as_str()) == Some("ACTIVE")
-                                || a.status().map(|s| s.as_str()) == Some("ACTIVE")
-                        })
-                        .filter_map(|a| a.id().map(str::to_string)),
-                );
-                match page.next_token() {
-                    Some(t) if !t.is_empty() => token = Some(t.to_string()),
-                    _ => break,
-                }
-            }
-            all
+            crate::aws::organizations::organization_accounts(&org)
+                .await
+                .map_err(err)?
         } else if !scope.accounts.is_empty() {
             scope.accounts.clone()
         } else {

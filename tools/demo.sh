@@ -71,7 +71,7 @@ echo "  exit status $?"
 set -e
 
 step "9. The scheduled sweep, delivered to the function (events/scheduled-event.json)"
-cargo lambda invoke --invoke-address 127.0.0.1 --invoke-port "$port" --data-file events/scheduled-event.json imds-guard \
+cargo lambda invoke --invoke-address 127.0.0.1 --invoke-port "$port" --data-file events/scheduled-event.json imds-guard-sweep \
   > "$work/sweep.json" || { echo "invoke failed; function log:"; tail -20 "$work/watch.log"; exit 1; }
 "$here/.venv/bin/python" - "$work/sweep.json" <<'PY'
 import json, sys

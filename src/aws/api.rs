@@ -305,16 +305,12 @@ pub trait Clients: Send + Sync {
         account: Option<&str>,
         region: &str,
     ) -> impl Future<Output = Result<Account, AwsError>> + Send {
-        async move {
-            match self.member_roles() {
-                Some(members) => {
-                    members
-                        .enter_as(account, region, crate::probe::SESSION_NAME)
-                        .await
-                }
-                None => Ok(Account::Home),
-            }
-        }
+        enter_as(
+            self.member_roles(),
+            account,
+            region,
+            crate::probe::SESSION_NAME,
+        )
     }
     /// Which credentials act in `account` (`None`: the function's own): in
     /// central mode, a member account's role, assumed here (and cached);
@@ -324,12 +320,12 @@ pub trait Clients: Send + Sync {
         account: Option<&str>,
         region: &str,
     ) -> impl Future<Output = Result<Account, AwsError>> + Send {
-        async move {
-            match self.member_roles() {
-                Some(members) => members.enter(account, region).await,
-                None => Ok(Account::Home),
-            }
-        }
+        enter_as(
+            self.member_roles(),
+            account,
+            region,
+            super::roles::SESSION_NAME,
+        )
     }
     /// The organizational units `account` is in, nearest first, up to the
     /// root (the sweep's: the event path reads what the sweep remembered).
@@ -353,5 +349,19 @@ pub trait Clients: Send + Sync {
                 message: "these clients cannot list the organization's accounts".into(),
             })
         }
+    }
+}
+
+/// Which credentials act in `account`, in the member role's session
+/// `session` when there are member roles; the function's own otherwise.
+async fn enter_as(
+    members: Option<&MemberRoles>,
+    account: Option<&str>,
+    region: &str,
+    session: &'static str,
+) -> Result<Account, AwsError> {
+    match members {
+        Some(m) => m.enter_as(account, region, session).await,
+        None => Ok(Account::Home),
     }
 }

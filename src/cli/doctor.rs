@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
-use super::{account, emit, region};
+use super::emit;
 use crate::aws::load_sdk_config;
 use crate::doctor::{exit_code, operator_policy, render};
 use crate::doctor_flow::{Doctor, Scope};
@@ -20,17 +20,8 @@ pub struct DoctorArgs {
     /// else imds-guard.
     #[arg(long, value_name = "NAME")]
     stack: Option<String>,
-    /// A region to check (repeatable). Default: the stack's SweepRegions,
-    /// else the stack's region.
-    #[arg(long = "region", value_name = "REGION", value_parser = region)]
-    regions: Vec<String>,
-    /// An account whose self-check results to show (repeatable; central
-    /// mode). Default: the stack's own and those SweepAccounts lists.
-    #[arg(long = "account", value_name = "ID", value_parser = account, conflicts_with = "organization")]
-    accounts: Vec<String>,
-    /// Every active account of the organization (central mode).
-    #[arg(long)]
-    organization: bool,
+    #[command(flatten)]
+    targets: super::Targets,
     /// Days of the rules' counts to read (1-90).
     #[arg(long, value_name = "N", default_value_t = 7, value_parser = clap::value_parser!(u64).range(1..=90))]
     days: u64,
@@ -80,9 +71,9 @@ pub fn run(args: DoctorArgs) -> Result<ExitCode, String> {
         super::credentials(&sdk).await?;
         let scope = Scope {
             stack,
-            regions: args.regions.clone(),
-            accounts: args.accounts.clone(),
-            organization: args.organization,
+            regions: args.targets.regions.clone(),
+            accounts: args.targets.accounts.clone(),
+            organization: args.targets.organization,
             days: args.days,
             timeout: Duration::from_secs(args.timeout),
             endpoint: std::env::var("AWS_ENDPOINT_URL")

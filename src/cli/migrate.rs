@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::{Args, ValueEnum};
 use comfy_table::{presets, Table};
 
-use super::{account, emit, region};
+use super::emit;
 use crate::aws::clients::NoOutputs;
 use crate::aws::{load_sdk_config, Clients, RegionalClients};
 use crate::config::{Config, SweepAccounts};
@@ -14,15 +14,8 @@ use crate::migrate::{self, Migrated};
 
 #[derive(Debug, Args)]
 pub struct MigrateArgs {
-    /// A region (repeatable). Default: SWEEP_REGIONS, else the SDK's region.
-    #[arg(long = "region", value_name = "REGION", value_parser = region)]
-    regions: Vec<String>,
-    /// An account, through its member role (repeatable; central mode).
-    #[arg(long = "account", value_name = "ID", value_parser = account, conflicts_with = "organization")]
-    accounts: Vec<String>,
-    /// Every active account of the organization (central mode).
-    #[arg(long)]
-    organization: bool,
+    #[command(flatten)]
+    targets: super::Targets,
     /// How to print the result.
     #[arg(long, value_enum, default_value_t = Output::Table)]
     output: Output,
@@ -42,7 +35,8 @@ pub fn run(args: MigrateArgs) -> Result<ExitCode, String> {
     if let Some(why) = migrate::cannot_start(&cfg) {
         return Err(why.into());
     }
-    if (args.organization || !args.accounts.is_empty()) && cfg.member_role.is_none() {
+    if (args.targets.organization || !args.targets.accounts.is_empty()) && cfg.member_role.is_none()
+    {
         return Err("other accounts need MEMBER_ROLE_NAME, the role to assume in them".into());
     }
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -51,7 +45,7 @@ pub fn run(args: MigrateArgs) -> Result<ExitCode, String> {
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
     let done: Vec<Migrated> = runtime.block_on(async {
         let sdk = load_sdk_config().await;
-        let mut regions = args.regions.clone();
+        let mut regions = args.targets.regions.clone();
         if regions.is_empty() {
             regions = cfg.sweep_regions.clone();
         }
@@ -65,7 +59,7 @@ pub fn run(args: MigrateArgs) -> Result<ExitCode, String> {
         }
         let clients =
             RegionalClients::<NoOutputs>::for_config_with(sdk, &cfg).with_outputs_of(&cfg);
-        let accounts: Vec<Option<String>> = if args.organization {
+        let accounts: Vec<Option<String>> = if args.targets.organization {
             clients
                 .organization_accounts()
                 .await
@@ -74,8 +68,8 @@ pub fn run(args: MigrateArgs) -> Result<ExitCode, String> {
                 .filter(|a| cfg.refusal(Some(a)).is_none())
                 .map(Some)
                 .collect()
-        } else if !args.accounts.is_empty() {
-            args.accounts.iter().cloned().map(Some).collect()
+        } else if !args.targets.accounts.is_empty() {
+            args.targets.accounts.iter().cloned().map(Some).collect()
         } else {
             match &cfg.sweep_accounts {
                 SweepAccounts::Listed(list) => list.iter().cloned().map(Some).collect(),

@@ -81,7 +81,14 @@ enum Command {
     /// topic, Security Hub and the memory's protection, with the fix for
     /// each failure.
     #[command(
-        long_about = "Whether the guard will work in this account, check by check.\n\n        What AWS allows the guard's roles is judged by AWS itself: the stack's self-check sends         each writing role's writes with DryRun=true (on deploy and weekly) and records what AWS         answered in the guard's memory, which doctor reads. The rest is read with your own         credentials, read-only (--print-policy prints the policy): a CloudTrail trail logging         write management events in each region, the rules' matched and invoked counts, the         undelivered-events and failed-events queues, a confirmed subscription on the topic,         Security Hub where findings are on, and the memory table's resource policy.",
+        long_about = "Whether the guard will work in this account, check by check.\n\n\
+        What AWS allows the guard's roles is judged by AWS itself: the stack's self-check sends \
+        each writing role's writes with DryRun=true (on deploy and weekly) and records what AWS \
+        answered in the guard's memory, which doctor reads. The rest is read with your own \
+        credentials, read-only (--print-policy prints the policy): a CloudTrail trail logging \
+        write management events in each region, the rules' matched and invoked counts, the \
+        undelivered-events and failed-events queues, a confirmed subscription on the topic, \
+        Security Hub where findings are on, and the memory table's resource policy.",
         after_help = "Exit status: 0 nothing to fix (warnings aside), 1 something to fix, 2 could not run."
     )]
     Doctor(doctor::DoctorArgs),
@@ -159,6 +166,22 @@ pub fn run(args: Vec<String>) -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// Where a command looks, as `sweep` takes it: regions, and in central
+/// mode accounts (through their member role) or the whole organization.
+#[derive(Debug, clap::Args)]
+pub struct Targets {
+    /// A region (repeatable). Default: SWEEP_REGIONS (doctor: the stack's
+    /// SweepRegions), else the SDK's region.
+    #[arg(long = "region", value_name = "REGION", value_parser = region)]
+    pub regions: Vec<String>,
+    /// An account (repeatable; central mode, through its member role).
+    #[arg(long = "account", value_name = "ID", value_parser = account, conflicts_with = "organization")]
+    pub accounts: Vec<String>,
+    /// Every active account of the organization (central mode).
+    #[arg(long)]
+    pub organization: bool,
 }
 
 /// A `--region` value: a region as AWS writes it.

@@ -11,7 +11,7 @@ use clap::{Args, ValueEnum};
 use comfy_table::{presets, CellAlignment, Table};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::{account, emit, region, ModeArg};
+use super::{emit, ModeArg};
 use crate::aws::clients::NoOutputs;
 use crate::aws::{load_sdk_config, RegionalClients};
 use crate::config::{Config, Mode, SweepAccounts};
@@ -22,17 +22,8 @@ use crate::sweep::Progress;
 
 #[derive(Debug, Args)]
 pub struct SweepArgs {
-    /// A region to sweep (repeatable). Default: SWEEP_REGIONS, else the
-    /// SDK's region.
-    #[arg(long = "region", value_name = "REGION", value_parser = region)]
-    regions: Vec<String>,
-    /// An account to sweep through its member role (repeatable; central
-    /// mode, MEMBER_ROLE_NAME set).
-    #[arg(long = "account", value_name = "ID", value_parser = account, conflicts_with = "organization")]
-    accounts: Vec<String>,
-    /// Every active account of the organization (central mode).
-    #[arg(long)]
-    organization: bool,
+    #[command(flatten)]
+    targets: super::Targets,
     /// What to do with what it finds. Default: GUARD_MODE, else audit
     /// (nothing written).
     #[arg(long, value_enum)]
@@ -77,23 +68,24 @@ pub fn run(args: SweepArgs) -> Result<ExitCode, String> {
         None if !mode_given => cfg.mode = Mode::Audit,
         None => {}
     }
-    if args.organization || !args.accounts.is_empty() {
+    if args.targets.organization || !args.targets.accounts.is_empty() {
         if cfg.member_role.is_none() {
             return Err(
                 "sweeping other accounts needs MEMBER_ROLE_NAME, the role to assume in them".into(),
             );
         }
         if let Some(a) = args
+            .targets
             .accounts
             .iter()
             .find(|a| cfg.refusal(Some(a)).is_some())
         {
             return Err(format!("--account {a} is not in ALLOWED_ACCOUNT_IDS"));
         }
-        cfg.sweep_accounts = if args.organization {
+        cfg.sweep_accounts = if args.targets.organization {
             SweepAccounts::Organization
         } else {
-            SweepAccounts::Listed(args.accounts.clone())
+            SweepAccounts::Listed(args.targets.accounts.clone())
         };
     }
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -103,7 +95,7 @@ pub fn run(args: SweepArgs) -> Result<ExitCode, String> {
     let tty = std::io::stderr().is_terminal();
     let result = runtime.block_on(async {
         let sdk = load_sdk_config().await;
-        let mut regions = args.regions.clone();
+        let mut regions = args.targets.regions.clone();
         if regions.is_empty() {
             regions = cfg.sweep_regions.clone();
         }

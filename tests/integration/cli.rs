@@ -259,3 +259,27 @@ fn the_sweeps_concurrency_is_a_flag_within_its_range() {
     assert!(err.contains("which region?"), "{err}");
     assert!(stdout(&bare(&["sweep", "--help"])).contains("--concurrency <N>"));
 }
+
+#[test]
+fn doctor_prints_its_read_only_policy_and_says_in_one_line_when_it_cannot_run() {
+    let o = bare(&["doctor", "--stack", "guard-prod", "--print-policy"]);
+    assert_eq!(o.status.code(), Some(0));
+    let policy: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let text = policy.to_string();
+    assert!(
+        text.contains("stack/guard-prod/*") && text.contains("table/guard-prod-memory"),
+        "{text}"
+    );
+    for verb in ["Put", "Modify", "Delete", "Create", "Invoke"] {
+        assert!(!text.contains(verb), "{verb} in {text}");
+    }
+    // No credentials: one line with the fix, exit 2, before any call.
+    let o = bare(&["doctor"]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.starts_with("imds-guard doctor: no AWS credentials"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
