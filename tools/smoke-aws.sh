@@ -73,6 +73,10 @@ report="${SMOKE_REPORT:-$here/smoke-report.txt}"
 : > "$report"
 note() { printf '%s\n' "$*" | tee -a "$report" >&2; }
 
+if [ ! -x "$guard_bin" ]; then
+  say "building the command line ($guard_bin)"
+  (cd "$here" && cargo build --quiet --bin imds-guard)
+fi
 account="$(text sts get-caller-identity --query Account)"
 note "smoke $run: account $account, region $region, stack $stack"
 
