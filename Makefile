@@ -14,13 +14,15 @@ BENCH_VENV := .venv-bench
 # Clippy, then the fuzz target's check, build into a target dir of their own,
 # side by side with the test build: each spends minutes compiling the EC2
 # crate on one core, so together they share the two cores instead of
-# queueing for the build-dir lock.
+# queueing for the build-dir lock. Clippy runs niced: the tests' build is
+# the longer path (the build, then minutes of tests waiting on the
+# single-threaded emulator), so clippy takes the cycles it leaves idle.
 test: venv
 	cargo fmt --all -- --check
 	mkdir -p target
-	{ { CARGO_TARGET_DIR=target/lint cargo clippy --workspace --all-targets -- -D warnings && \
+	{ { CARGO_TARGET_DIR=target/lint nice -n 19 cargo clippy --workspace --all-targets -- -D warnings && \
 	    echo "== the fuzz target builds" && \
-	    CARGO_TARGET_DIR=target/lint cargo check --quiet --manifest-path fuzz/Cargo.toml; } >target/lint.log 2>&1; \
+	    CARGO_TARGET_DIR=target/lint nice -n 19 cargo check --quiet --manifest-path fuzz/Cargo.toml; } >target/lint.log 2>&1; \
 	  echo $$? >target/lint.rc; } & \
 	tests=0; tools/with-moto.sh cargo test --workspace --tests || tests=$$?; wait; \
 	echo "== cargo clippy --workspace --all-targets -- -D warnings"; cat target/lint.log; \
