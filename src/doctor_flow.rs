@@ -10,52 +10,16 @@
 //! is bounded by a timeout: what it did not reach is said.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aws_config::{Region, SdkConfig};
-use aws_sdk_ec2::config::{ConfigBag, RuntimeComponents};
-use aws_smithy_runtime_api::box_error::BoxError;
-use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef;
 use aws_smithy_runtime_api::client::interceptors::{Intercept, SharedInterceptor};
-use aws_smithy_runtime_api::client::orchestrator::Metadata;
 use futures_util::stream::{self, StreamExt};
 
-use crate::aws::AwsError;
+use crate::aws::{AwsError, CallCounter};
 use crate::doctor::{self, FieldSelector, Row, RuleActivity, Section, Selectors, Trail};
 use crate::probe::{self, Status};
 use crate::validate::{is_account_id, is_region, partition};
-
-/// Every request sent, as (service, operation): what `--print-policy`
-/// must allow (a test compares the two).
-#[derive(Clone, Debug, Default)]
-pub struct Calls(Arc<Mutex<Vec<(String, String)>>>);
-
-impl Calls {
-    pub fn seen(&self) -> Vec<(String, String)> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-}
-
-impl Intercept for Calls {
-    fn name(&self) -> &'static str {
-        "imds-guard doctor calls"
-    }
-    fn read_before_transmit(
-        &self,
-        _: &BeforeTransmitInterceptorContextRef<'_>,
-        _: &RuntimeComponents,
-        cfg: &mut ConfigBag,
-    ) -> Result<(), BoxError> {
-        if let Some(m) = cfg.load::<Metadata>() {
-            self.0
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push((m.service().to_string(), m.name().to_string()));
-        }
-        Ok(())
-    }
-}
 
 /// What to look at.
 #[derive(Clone, Debug)]
@@ -97,11 +61,12 @@ impl Stack {
     }
 }
 
-/// Builds clients from the person's configuration, each seen by `Calls` and
-/// by any extra interceptor (the tests' mocks).
+/// Builds clients from the person's configuration, each counted (what
+/// `--print-policy` must allow: a test compares the two) and seen by any
+/// extra interceptor (the tests' mocks).
 pub struct Doctor {
     base: SdkConfig,
-    calls: Calls,
+    calls: CallCounter,
     extra: Vec<SharedInterceptor>,
 }
 
@@ -125,7 +90,7 @@ impl Doctor {
     pub fn new(base: SdkConfig) -> Self {
         Doctor {
             base,
-            calls: Calls::default(),
+            calls: CallCounter::default(),
             extra: Vec::new(),
         }
     }
@@ -136,7 +101,7 @@ impl Doctor {
         self
     }
 
-    pub fn calls(&self) -> &Calls {
+    pub fn calls(&self) -> &CallCounter {
         &self.calls
     }
 

@@ -1,4 +1,4 @@
-//! The call counter: what each client sent, by operation.
+//! The call counter: what each client sent, by service and operation.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -9,15 +9,31 @@ use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterce
 use aws_smithy_runtime_api::client::interceptors::Intercept;
 use aws_smithy_runtime_api::client::orchestrator::Metadata;
 
-/// Counts the requests each client sends, by operation: the figure behind
-/// "AWS calls per instance", measured where the SDK transmits (so retries
-/// count), not where our code asks.
+/// Counts the requests each client sends, by service and operation: the
+/// figure behind "AWS calls per instance", measured where the SDK transmits
+/// (so retries count), not where our code asks; and what `doctor`'s
+/// read-only policy must allow.
 #[derive(Clone, Debug, Default)]
-pub struct CallCounter(Arc<Mutex<BTreeMap<String, u64>>>);
+pub struct CallCounter(Arc<Mutex<BTreeMap<(String, String), u64>>>);
 
 impl CallCounter {
+    /// Requests sent, by operation.
     pub fn snapshot(&self) -> BTreeMap<String, u64> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        let mut by_op = BTreeMap::new();
+        for ((_, op), n) in self.0.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            *by_op.entry(op.clone()).or_insert(0) += n;
+        }
+        by_op
+    }
+
+    /// Every (service, operation) that sent a request.
+    pub fn operations(&self) -> Vec<(String, String)> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .cloned()
+            .collect()
     }
 }
 
@@ -32,15 +48,15 @@ impl Intercept for CallCounter {
         _components: &RuntimeComponents,
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
-        let name = cfg
-            .load::<Metadata>()
-            .map_or("unknown", Metadata::name)
-            .to_string();
+        let (service, name) = cfg.load::<Metadata>().map_or_else(
+            || ("unknown".to_string(), "unknown".to_string()),
+            |m| (m.service().to_string(), m.name().to_string()),
+        );
         *self
             .0
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .entry(name)
+            .entry((service, name))
             .or_insert(0) += 1;
         Ok(())
     }

@@ -236,7 +236,7 @@ impl World {
             endpoint: None,
         };
         let (rows, could_not) = d.run(&scope).await;
-        (rows, could_not, d.calls().seen())
+        (rows, could_not, d.calls().operations())
     }
 }
 
