@@ -141,6 +141,19 @@ impl<'a, C: Clients> SelfCheck<'a, C> {
         }
     }
 
+    /// An account-region's result with nothing found yet.
+    async fn fresh(&self, trigger: &str, account: Option<&str>, region: &str) -> RegionCheck {
+        RegionCheck {
+            account: self.account_id(account).await,
+            region: region.to_string(),
+            role: String::new(),
+            at: now_secs(),
+            trigger: trigger.to_string(),
+            error: None,
+            outcomes: Vec::new(),
+        }
+    }
+
     async fn unchecked(
         &self,
         trigger: &str,
@@ -149,29 +162,16 @@ impl<'a, C: Clients> SelfCheck<'a, C> {
         why: &str,
     ) -> RegionCheck {
         RegionCheck {
-            account: self.account_id(account).await,
-            region: region.to_string(),
-            role: String::new(),
-            at: now_secs(),
-            trigger: trigger.to_string(),
             error: Some(why.to_string()),
-            outcomes: Vec::new(),
+            ..self.fresh(trigger, account, region).await
         }
     }
 
     /// One account-region: enter it as the self-check, pick the targets,
     /// send the probes.
     pub async fn region(&self, trigger: &str, account: Option<&str>, region: &str) -> RegionCheck {
-        let id = self.account_id(account).await;
-        let mut c = RegionCheck {
-            account: id.clone(),
-            region: region.to_string(),
-            role: String::new(),
-            at: now_secs(),
-            trigger: trigger.to_string(),
-            error: None,
-            outcomes: Vec::new(),
-        };
+        let mut c = self.fresh(trigger, account, region).await;
+        let id = c.account.clone();
         let who = match self.clients.enter_for_self_check(account, region).await {
             Ok(who) => who,
             Err(e) => {
