@@ -105,10 +105,8 @@ pub async fn deliver<C: Clients>(
         },
     };
     let h = crate::handoff::Handoff {
-        account,
-        region: region.to_string(),
-        findings: Vec::new(),
         events: events.to_vec(),
+        ..crate::handoff::Handoff::new(&account, region)
     };
     match crate::handoff_flow::send(&queue, &h).await {
         Ok(()) => out.queued = h.events.len() as u64,

@@ -265,6 +265,12 @@ pub trait Clients: Send + Sync {
     fn handoff(&self) -> Option<Self::Keeper> {
         None
     }
+    /// The outputs function's dead-letter queue, when one is configured
+    /// (`OUTPUTS_DEAD_LETTER_QUEUE_URL`): where it keeps a message it
+    /// refuses, with the reason.
+    fn refusals(&self) -> Option<Self::Keeper> {
+        None
+    }
     /// The function's own account, when it must be named (an event that
     /// names none, a sweep of the own account): asked of STS once.
     fn home_account(&self) -> impl Future<Output = Result<String, AwsError>> + Send {

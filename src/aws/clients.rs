@@ -43,6 +43,7 @@ pub struct RegionalClients<O: Outputs = AllOutputs> {
     keeper: Option<Queue>,
     /// The queue to the outputs function, in the function's own account.
     handoff: Option<Queue>,
+    refusals: Option<Queue>,
     /// The function's own account, asked of STS once.
     home: tokio::sync::OnceCell<String>,
 }
@@ -97,6 +98,7 @@ impl<O: Outputs> RegionalClients<O> {
             memory: None,
             keeper: None,
             handoff: None,
+            refusals: None,
             home: tokio::sync::OnceCell::new(),
         }
     }
@@ -130,6 +132,7 @@ impl<O: Outputs> RegionalClients<O> {
             .with_memory(cfg.memory_table.clone())
             .with_keeper(cfg.failed_events_queue_url.clone())
             .with_handoff(cfg.outputs_queue_url.clone())
+            .with_refusals(cfg.outputs_refused_queue_url.clone())
     }
 
     /// The guard's memory: `table` in the function's own account and region.
@@ -160,6 +163,12 @@ impl<O: Outputs> RegionalClients<O> {
     /// The queue to the outputs function (`OUTPUTS_QUEUE_URL`).
     pub fn with_handoff(mut self, url: Option<String>) -> Self {
         self.handoff = url.map(|url| self.queue_at(url));
+        self
+    }
+
+    /// The outputs function's dead-letter queue, for what it refuses.
+    pub fn with_refusals(mut self, url: Option<String>) -> Self {
+        self.refusals = url.map(|url| self.queue_at(url));
         self
     }
 
@@ -421,6 +430,10 @@ impl<O: Outputs> Clients for RegionalClients<O> {
 
     fn handoff(&self) -> Option<Queue> {
         self.handoff.clone()
+    }
+
+    fn refusals(&self) -> Option<Queue> {
+        self.refusals.clone()
     }
 
     fn home_region(&self) -> Option<String> {

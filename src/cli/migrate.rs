@@ -7,7 +7,7 @@ use clap::{Args, ValueEnum};
 use comfy_table::{presets, Table};
 
 use super::emit;
-use crate::aws::clients::NoOutputs;
+use crate::aws::clients::AllOutputs;
 use crate::aws::{load_sdk_config, Clients, RegionalClients};
 use crate::config::{Config, SweepAccounts};
 use crate::migrate::{self, Migrated};
@@ -58,7 +58,7 @@ pub fn run(args: MigrateArgs) -> Result<ExitCode, String> {
             );
         }
         let clients =
-            RegionalClients::<NoOutputs>::for_config_with(sdk, &cfg).with_outputs_of(&cfg);
+            RegionalClients::<AllOutputs>::for_config_with(sdk, &cfg).with_outputs_of(&cfg);
         let accounts: Vec<Option<String>> = if args.targets.organization {
             clients
                 .organization_accounts()

@@ -12,7 +12,7 @@ use comfy_table::{presets, CellAlignment, Table};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::{emit, ModeArg};
-use crate::aws::clients::NoOutputs;
+use crate::aws::clients::AllOutputs;
 use crate::aws::{load_sdk_config, RegionalClients};
 use crate::config::{Config, Mode, SweepAccounts};
 use crate::event::{self, EventContext};
@@ -120,7 +120,7 @@ pub fn run(args: SweepArgs) -> Result<ExitCode, String> {
             region: regions[0].clone(),
             ..EventContext::default()
         };
-        let clients = RegionalClients::<NoOutputs>::for_config_with(sdk, &cfg).with_outputs_of(&cfg);
+        let clients = RegionalClients::<AllOutputs>::for_config_with(sdk, &cfg).with_outputs_of(&cfg);
         let guard = Guard::new(cfg.clone(), clients);
         let bar = tty.then(|| {
             let bar = ProgressBar::new_spinner();

@@ -76,6 +76,8 @@ struct State {
     without_outputs: bool,
     /// Messages sent to the outputs function (`None`: no such queue).
     handed_off: Option<Vec<String>>,
+    /// The outputs function's dead-letter queue: what it refused.
+    refused: Option<Vec<String>>,
     /// Tags the guard wrote on groups.
     group_tags: Vec<(String, String, String)>,
     /// The organization's accounts (`None`: not an organization).
@@ -405,6 +407,23 @@ impl FakeCloud {
         self
     }
 
+    /// An outputs dead-letter queue for what the outputs function refuses.
+    pub fn with_refusals_queue(&self) -> &Self {
+        self.state().refused.get_or_insert_with(Vec::new);
+        self
+    }
+
+    /// What the outputs function refused and kept, each with its reason.
+    pub fn refused(&self) -> Vec<serde_json::Value> {
+        self.state()
+            .refused
+            .clone()
+            .unwrap_or_default()
+            .iter()
+            .map(|b| serde_json::from_str(b).unwrap())
+            .collect()
+    }
+
     /// The messages sent to the outputs function, taken off its queue.
     pub fn take_handed_off(&self) -> Vec<String> {
         std::mem::take(self.state().handed_off.get_or_insert_with(Vec::new))
@@ -522,6 +541,9 @@ impl Clients for FakeClients {
     }
     fn handoff(&self) -> Option<FakeCloud> {
         self.0.state().handed_off.is_some().then(|| self.0.clone())
+    }
+    fn refusals(&self) -> Option<FakeCloud> {
+        self.0.state().refused.is_some().then(|| self.0.clone())
     }
     fn sns(&self, _region: &str) -> FakeCloud {
         self.0.clone()
@@ -956,6 +978,10 @@ impl Keeper for FakeCloud {
         // kind attribute each message carries.
         if kind == imds_guard::handoff::KIND {
             s.handed_off
+                .get_or_insert_with(Vec::new)
+                .push(body.to_string());
+        } else if kind == imds_guard::handoff::REFUSED_KIND {
+            s.refused
                 .get_or_insert_with(Vec::new)
                 .push(body.to_string());
         } else {

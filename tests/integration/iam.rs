@@ -101,6 +101,49 @@ pub fn evaluate(statements: &[Json], r: &Request) -> Decision {
     Decision::ImplicitDeny
 }
 
+/// IAM's decision on a same-account request by `principal` (a role's ARN,
+/// or a service principal such as `events.amazonaws.com`) whose identity
+/// policies are `identity`, on a resource whose policy is `resource`
+/// ("Policy evaluation logic", same account): an explicit deny in either
+/// wins; otherwise an allow in either allows. A resource policy's statement
+/// applies to the principals its `Principal` names: `*`, an ARN, the
+/// account (`arn:...:root` or its id), or a service.
+pub fn evaluate_for(
+    identity: &[Json],
+    resource: &[Json],
+    principal: &str,
+    r: &Request,
+) -> Decision {
+    let mut named: Vec<Json> = resource
+        .iter()
+        .filter(|st| names(&st["Principal"], principal))
+        .cloned()
+        .collect();
+    named.extend_from_slice(identity);
+    evaluate(&named, r)
+}
+
+fn names(p: &Json, principal: &str) -> bool {
+    let account = principal.split(':').nth(4).unwrap_or("");
+    match p {
+        Json::String(s) => s == "*",
+        Json::Object(m) => m.iter().any(|(kind, v)| {
+            strings(v).iter().any(|v| match kind.as_str() {
+                "AWS" => {
+                    v == "*"
+                        || v == principal
+                        || (!account.is_empty()
+                            && (v == account || *v == format!("arn:aws:iam::{account}:root")))
+                }
+                "Service" => v == principal,
+                _ => false,
+            })
+        }),
+        Json::Null => panic!("a resource policy's statement names no Principal"),
+        other => panic!("not a Principal: {other}"),
+    }
+}
+
 fn strings(v: &Json) -> Vec<String> {
     match v {
         Json::String(s) => vec![s.clone()],
@@ -414,6 +457,21 @@ impl<'a> Deployment<'a> {
         }
         out.push_str(rest);
         out
+    }
+
+    /// The statements of a resource policy (`AWS::SQS::QueuePolicy`,
+    /// `AWS::SNS::TopicPolicy`, ...), resolved; empty when its condition
+    /// does not hold here.
+    pub fn policy_statements(&self, t: &Value, policy: &str) -> Vec<Json> {
+        let r = &t["Resources"][policy];
+        assert!(!r.is_null(), "no resource {policy}");
+        if let Some(c) = r.get("Condition").and_then(Value::as_str) {
+            if !self.holds(t, c) {
+                return Vec::new();
+            }
+        }
+        let doc = self.resolve(t, &r["Properties"]["PolicyDocument"]).unwrap();
+        doc["Statement"].as_array().cloned().unwrap_or_default()
     }
 
     /// Every statement of a role's policies, resolved.

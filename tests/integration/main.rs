@@ -62,6 +62,7 @@ mod outputs_flow;
 mod properties;
 mod real_records;
 mod reference_keys;
+mod resource_policies;
 mod rules_emulator;
 mod runtime;
 mod self_check;

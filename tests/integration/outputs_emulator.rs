@@ -318,6 +318,25 @@ async fn chat_subscribers_get_a_card_and_a_queue_the_usual_body() {
     );
 }
 
+/// The sender id the emulator gives every message.
+const EMULATOR_SENDER: &str = "AIDAIT2UOQQY3AUEKVGXU";
+
+/// A received message as Lambda's SQS event source hands it over, with the
+/// sender SQS recorded.
+fn as_lambda_delivers(m: &aws_sdk_sqs::types::Message) -> serde_json::Value {
+    let sender = m
+        .attributes()
+        .and_then(|a| a.get(&aws_sdk_sqs::types::MessageSystemAttributeName::SenderId))
+        .expect("SQS names the sender");
+    assert_eq!(sender, EMULATOR_SENDER);
+    serde_json::json!({"Records": [{
+        "messageId": m.message_id().unwrap(),
+        "eventSource": "aws:sqs",
+        "body": m.body().unwrap(),
+        "attributes": {"SenderId": sender},
+    }]})
+}
+
 #[tokio::test]
 async fn the_event_functions_and_the_sweeps_findings_reach_security_hub_through_the_outputs_queue()
 {
@@ -331,6 +350,9 @@ async fn the_event_functions_and_the_sweeps_findings_reach_security_hub_through_
         ("SECURITY_HUB_FINDINGS", "true"),
         ("MEMORY_TABLE", table.as_str()),
         ("OUTPUTS_QUEUE_URL", url.as_str()),
+        // The emulator names every sender by this one id (as SQS names a
+        // role's session by its role's unique id, which the stack passes).
+        ("OUTPUTS_SENDERS", EMULATOR_SENDER),
     ];
     let cfg = config(&pairs);
 
@@ -367,6 +389,7 @@ async fn the_event_functions_and_the_sweeps_findings_reach_security_hub_through_
         .queue_url(&url)
         .max_number_of_messages(10)
         .message_attribute_names("All")
+        .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::SenderId)
         .send()
         .await
         .unwrap();
@@ -376,11 +399,7 @@ async fn the_event_functions_and_the_sweeps_findings_reach_security_hub_through_
         m.message_attributes().unwrap()["kind"].string_value(),
         Some(imds_guard::handoff::KIND)
     );
-    let batch = serde_json::json!({"Records": [{
-        "messageId": m.message_id().unwrap(),
-        "eventSource": "aws:sqs",
-        "body": m.body().unwrap(),
-    }]});
+    let batch = as_lambda_delivers(m);
     let outputs_function = Guard::new(cfg.clone(), RegionalClients::for_config(base.clone(), &cfg));
     let answer = outputs_function.handle_handoffs(&batch).await.unwrap();
     assert_eq!(answer, serde_json::json!({"batchItemFailures": []}));
@@ -409,16 +428,13 @@ async fn the_event_functions_and_the_sweeps_findings_reach_security_hub_through_
         .receive_message()
         .queue_url(&url)
         .max_number_of_messages(10)
+        .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::SenderId)
         .send()
         .await
         .unwrap();
     assert_eq!(got.messages().len(), 1);
     let m = &got.messages()[0];
-    let batch = serde_json::json!({"Records": [{
-        "messageId": m.message_id().unwrap(),
-        "eventSource": "aws:sqs",
-        "body": m.body().unwrap(),
-    }]});
+    let batch = as_lambda_delivers(m);
     let answer = outputs_function.handle_handoffs(&batch).await.unwrap();
     assert_eq!(answer, serde_json::json!({"batchItemFailures": []}));
     assert_eq!(

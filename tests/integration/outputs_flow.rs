@@ -23,6 +23,21 @@ fn guard(cloud: &FakeCloud, pairs: &[(&str, &str)]) -> Guard<crate::fake::FakeCl
     Guard::new(config(&all), cloud.clients())
 }
 
+/// The guard's role's unique id, as the stack hands it to the outputs
+/// function (`OUTPUTS_SENDERS`), and a session of it as SQS names the sender.
+const GUARD_ROLE_ID: &str = "AROAGUARDROLE0000001";
+const GUARD_SENDER: &str = "AROAGUARDROLE0000001:imds-guard-event";
+
+/// An SQS record as Lambda delivers it, sent by `sender`.
+fn sqs_from(sender: &str, id: &str, body: &str) -> Value {
+    json!({"messageId": id, "eventSource": "aws:sqs", "body": body,
+           "attributes": {"SenderId": sender}})
+}
+
+fn sqs(id: &str, body: &str) -> Value {
+    sqs_from(GUARD_SENDER, id, body)
+}
+
 fn launch(ids: &[&str]) -> Value {
     let ids: Vec<String> = ids.iter().map(|s| s.to_string()).collect();
     launch_event("run-instances-cli-multi.json", &ids, Some("us-east-1"))
@@ -362,6 +377,7 @@ async fn the_event_function_hands_its_findings_and_events_to_the_outputs_functio
             "OUTPUTS_QUEUE_URL",
             "https://sqs.us-east-1.amazonaws.com/111122223333/imds-guard-outputs",
         ),
+        ("OUTPUTS_SENDERS", GUARD_ROLE_ID),
     ];
     let g = guard(&cloud, &pairs);
 
@@ -385,11 +401,9 @@ async fn the_event_function_hands_its_findings_and_events_to_the_outputs_functio
     let mut records: Vec<Value> = messages
         .iter()
         .enumerate()
-        .map(|(i, body)| json!({"messageId": format!("m-{i}"), "eventSource": "aws:sqs", "body": body}))
+        .map(|(i, body)| sqs(&format!("m-{i}"), body))
         .collect();
-    records.push(
-        json!({"messageId": "m-bad", "eventSource": "aws:sqs", "body": "{\"account\": \"x\"}"}),
-    );
+    records.push(sqs("m-bad", "{\"account\": \"x\"}"));
     let answer = g
         .handle_handoffs(&json!({ "Records": records }))
         .await
@@ -416,7 +430,7 @@ async fn the_event_function_hands_its_findings_and_events_to_the_outputs_functio
         crate::fake::api_error("InternalException"),
     );
     let answer = g
-        .handle_handoffs(&json!({"Records": [{"messageId": "m-0", "eventSource": "aws:sqs", "body": messages[0]}]}))
+        .handle_handoffs(&json!({"Records": [sqs("m-0", &messages[0])]}))
         .await
         .unwrap();
     assert_eq!(
@@ -442,6 +456,7 @@ async fn the_sweep_hands_off_its_findings_and_its_summary_and_remembers_none_its
             "OUTPUTS_QUEUE_URL",
             "https://sqs.us-east-1.amazonaws.com/111122223333/imds-guard-outputs",
         ),
+        ("OUTPUTS_SENDERS", GUARD_ROLE_ID),
     ];
     let g = guard(&cloud, &pairs);
 
@@ -471,7 +486,7 @@ async fn the_sweep_hands_off_its_findings_and_its_summary_and_remembers_none_its
     let records: Vec<Value> = messages
         .iter()
         .enumerate()
-        .map(|(i, body)| json!({"messageId": format!("m-{i}"), "eventSource": "aws:sqs", "body": body}))
+        .map(|(i, body)| sqs(&format!("m-{i}"), body))
         .collect();
     let answer = g
         .handle_handoffs(&json!({ "Records": records }))
@@ -547,4 +562,180 @@ async fn a_sweep_with_nowhere_to_file_its_findings_fails_naming_why() {
     let err = g.handle(&scheduled()).await.unwrap_err();
     assert!(err.to_string().contains("no OUTPUTS_QUEUE_URL"), "{err}");
     assert!(cloud.findings().is_empty());
+}
+
+/// A handoff the guard's event function really sent, for a noncompliant
+/// instance, with the guard that receives it.
+async fn sent_by_the_event_function(
+    cloud: &FakeCloud,
+) -> (Guard<crate::fake::FakeClients>, Vec<String>) {
+    cloud.with_security_hub();
+    cloud.with_memory();
+    cloud.with_bus();
+    cloud.with_refusals_queue();
+    cloud.set_defaults(Some(Default::default()));
+    cloud.add("i-0aaaaaaaaaaaaaaa1", "optional", 2);
+    let pairs = [
+        ("GUARD_MODE", "notify"),
+        ("EVENT_BUS_NAME", "security-events"),
+        (
+            "OUTPUTS_QUEUE_URL",
+            "https://sqs.us-east-1.amazonaws.com/111122223333/imds-guard-outputs",
+        ),
+        ("OUTPUTS_SENDERS", GUARD_ROLE_ID),
+        (
+            "OUTPUTS_DEAD_LETTER_QUEUE_URL",
+            "https://sqs.us-east-1.amazonaws.com/111122223333/imds-guard-outputs-dlq",
+        ),
+    ];
+    let g = guard(cloud, &pairs);
+    cloud.as_event_function(true);
+    g.handle(&launch(&["i-0aaaaaaaaaaaaaaa1"])).await.unwrap();
+    cloud.as_event_function(false);
+    (g, cloud.take_handed_off())
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_handoff_sent_by_anyone_but_the_guards_role_is_refused_and_kept_with_why() {
+    let cloud = FakeCloud::new();
+    let (g, messages) = sent_by_the_event_function(&cloud).await;
+    // Word for word what the guard sent, but sent by an operator's role, by
+    // a user, or with no sender at all: nothing is filed or put, and each is
+    // kept with its reason (and done: delivering it again changes nothing).
+    let forged: Vec<Value> = ["AROAOPERATOR00000001:mallory", "AIDAUSER000000000001"]
+        .iter()
+        .enumerate()
+        .flat_map(|(i, who)| {
+            messages
+                .iter()
+                .enumerate()
+                .map(move |(j, body)| sqs_from(who, &format!("f-{i}-{j}"), body))
+        })
+        .chain([json!({"messageId": "f-none", "eventSource": "aws:sqs", "body": messages[0]})])
+        .collect();
+    let n = forged.len();
+    let answer = g
+        .handle_handoffs(&json!({ "Records": forged }))
+        .await
+        .unwrap();
+    assert_eq!(answer, json!({"batchItemFailures": []}));
+    assert!(cloud.findings().is_empty(), "{:?}", cloud.findings());
+    assert!(cloud.routed().is_empty());
+    let kept = cloud.refused();
+    assert_eq!(kept.len(), n);
+    assert_eq!(kept[0]["sender"], "AROAOPERATOR00000001:mallory");
+    assert!(kept[0]["refused"]
+        .as_str()
+        .unwrap()
+        .contains("not the guard's role"));
+    assert_eq!(kept[0]["body"], messages[0].as_str());
+    assert!(kept[n - 1]["refused"]
+        .as_str()
+        .unwrap()
+        .contains("no SenderId"));
+
+    // The same messages from the guard's role are filed and put.
+    let real: Vec<Value> = messages
+        .iter()
+        .enumerate()
+        .map(|(i, b)| sqs(&format!("m-{i}"), b))
+        .collect();
+    let answer = g
+        .handle_handoffs(&json!({ "Records": real }))
+        .await
+        .unwrap();
+    assert_eq!(answer, json!({"batchItemFailures": []}));
+    assert_eq!(
+        status_of(&cloud, "i-0aaaaaaaaaaaaaaa1"),
+        Some((ComplianceStatus::Failed, RecordState::Active))
+    );
+    assert_eq!(cloud.routed().len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_outputs_function_files_what_it_builds_not_what_a_message_says() {
+    let cloud = FakeCloud::new();
+    let (g, messages) = sent_by_the_event_function(&cloud).await;
+    let findings: Value = messages
+        .iter()
+        .map(|m| serde_json::from_str::<Value>(m).unwrap())
+        .find(|m| m.get("filings").is_some())
+        .unwrap();
+    // What crosses is the decision's facts: no status, severity or words
+    // of a finding's own.
+    let filing = &findings["filings"][0];
+    assert_eq!(filing["as"], "decided");
+    for field in ["Compliance", "Severity", "Title", "Description", "Types"] {
+        assert!(
+            !findings.to_string().contains(field),
+            "{field} in {findings}"
+        );
+    }
+    // Forged in the previous format (ASFF) from the guard's own queue: a
+    // FAILED finding passed, and one downgraded, are not findings the guard
+    // builds, and an event of a type the guard does not put is refused.
+    let place = imds_guard::finding::Place {
+        account: "111122223333",
+        region: "us-east-1",
+        now: 1_795_000_000,
+        stamp_ms: 0,
+    };
+    let honest =
+        imds_guard::finding::rebuild(&place, &serde_json::from_value(filing.clone()).unwrap())
+            .unwrap();
+    let mut passed = serde_json::to_value(&honest).unwrap();
+    passed["Compliance"]["Status"] = "PASSED".into();
+    let mut low = serde_json::to_value(&honest).unwrap();
+    low["FindingProviderFields"]["Severity"]["Label"] = "LOW".into();
+    low["Severity"]["Label"] = "LOW".into();
+    let v1 = |f: &Value| {
+        json!({"account": "111122223333", "region": "us-east-1", "findings": [f]}).to_string()
+    };
+    let event = json!({"v": 2, "account": "111122223333", "region": "us-east-1",
+        "events": [{"detail_type": "Instance Exempted Forever", "detail": "{}"}]})
+    .to_string();
+    let batch = json!({"Records": [
+        sqs("p", &v1(&passed)), sqs("l", &v1(&low)), sqs("e", &event),
+    ]});
+    let answer = g.handle_handoffs(&batch).await.unwrap();
+    assert_eq!(answer, json!({"batchItemFailures": []}));
+    assert!(cloud.findings().is_empty() && cloud.routed().is_empty());
+    let why: Vec<String> = cloud
+        .refused()
+        .iter()
+        .map(|k| k["refused"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(why.len(), 3, "{why:?}");
+    assert!(why[0].contains("not one of the guard's") && why[1].contains("not one of the guard's"));
+    assert!(why[2].contains("not one the guard puts"), "{why:?}");
+
+    // A previous-format message the guard really sent, still queued at an
+    // upgrade, is filed as it says.
+    let answer = g
+        .handle_handoffs(
+            &json!({"Records": [sqs("old", &v1(&serde_json::to_value(&honest).unwrap()))]}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(answer, json!({"batchItemFailures": []}));
+    assert_eq!(
+        status_of(&cloud, "i-0aaaaaaaaaaaaaaa1"),
+        Some((ComplianceStatus::Failed, RecordState::Active))
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refusal_that_cannot_be_kept_is_named_for_sqs_to_deliver_again() {
+    let cloud = FakeCloud::new();
+    let (g, messages) = sent_by_the_event_function(&cloud).await;
+    cloud.fail("SendMessage", 1, crate::fake::api_error("InternalError"));
+    let answer = g
+        .handle_handoffs(&json!({"Records": [sqs_from("AIDAUSER000000000001", "x", &messages[0])]}))
+        .await
+        .unwrap();
+    assert_eq!(
+        answer,
+        json!({"batchItemFailures": [{"itemIdentifier": "x"}]})
+    );
+    assert!(cloud.findings().is_empty() && cloud.refused().is_empty());
 }

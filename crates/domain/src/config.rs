@@ -9,7 +9,7 @@ use crate::glob::Glob;
 use crate::validate::{is_account_id, is_image_id, is_region, partition, sns_topic_region};
 
 /// What the guardrail does with a noncompliant instance.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// Set `HttpTokens=required`, tag, notify.
@@ -184,6 +184,12 @@ pub struct Config {
     /// Where the event function hands its findings and events to the
     /// outputs function (it carries neither client itself).
     pub outputs_queue_url: Option<String>,
+    /// The outputs function takes a message only from these senders (IAM
+    /// unique ids: the guard's role's `AROA...`), as SQS's `SenderId` says.
+    pub outputs_senders: Vec<String>,
+    /// Where the outputs function keeps a message it refuses, with the
+    /// reason (its queue's dead-letter queue).
+    pub outputs_refused_queue_url: Option<String>,
     /// Publish with a Chatbot card for chat subscribers (SNS
     /// `MessageStructure=json`: the `https` protocol gets the card, every
     /// other the usual JSON body).
@@ -279,6 +285,8 @@ impl Default for Config {
             }),
             event_bus: None,
             outputs_queue_url: None,
+            outputs_senders: Vec::new(),
+            outputs_refused_queue_url: None,
             chat_notifications: false,
         }
     }
@@ -730,6 +738,26 @@ impl Config {
         if let Some(v) = get("OUTPUTS_QUEUE_URL") {
             cfg.outputs_queue_url =
                 Some(valid_queue_url(&v).map_err(|r| err("OUTPUTS_QUEUE_URL", &v, r))?);
+        }
+        if let Some(v) = get("OUTPUTS_SENDERS") {
+            for id in v.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+                if !(16..=128).contains(&id.len())
+                    || !id
+                        .bytes()
+                        .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+                {
+                    return Err(err(
+                        "OUTPUTS_SENDERS",
+                        &v,
+                        "expected IAM unique ids (a role's AROA..., as CloudFormation's RoleId gives), comma-separated",
+                    ));
+                }
+                cfg.outputs_senders.push(id.to_string());
+            }
+        }
+        if let Some(v) = get("OUTPUTS_DEAD_LETTER_QUEUE_URL") {
+            cfg.outputs_refused_queue_url =
+                Some(valid_queue_url(&v).map_err(|r| err("OUTPUTS_DEAD_LETTER_QUEUE_URL", &v, r))?);
         }
         if let Some(v) = get("CHAT_NOTIFICATIONS") {
             cfg.chat_notifications =
@@ -1436,5 +1464,34 @@ mod tests {
                 .variable,
             "SECURITY_HUB_FINDINGS"
         );
+    }
+
+    #[test]
+    fn the_outputs_senders_are_iam_unique_ids() {
+        let cfg = from(&[(
+            "OUTPUTS_SENDERS",
+            " AROAGUARDROLE0000001 ,AIDAUSER000000000001,",
+        )])
+        .unwrap();
+        assert_eq!(
+            cfg.outputs_senders,
+            ["AROAGUARDROLE0000001", "AIDAUSER000000000001"]
+        );
+        assert!(from(&[]).unwrap().outputs_senders.is_empty());
+        for bad in [
+            "arn:aws:iam::123456789012:role/x",
+            "AROA1",
+            "aroaguardrole0000001",
+        ] {
+            assert_eq!(
+                from(&[("OUTPUTS_SENDERS", bad)]).unwrap_err().variable,
+                "OUTPUTS_SENDERS",
+                "{bad}"
+            );
+        }
+        let dlq = "https://sqs.us-east-1.amazonaws.com/123456789012/imds-guard-outputs-dlq";
+        let cfg = from(&[("OUTPUTS_DEAD_LETTER_QUEUE_URL", dlq)]).unwrap();
+        assert_eq!(cfg.outputs_refused_queue_url.as_deref(), Some(dlq));
+        assert!(from(&[("OUTPUTS_DEAD_LETTER_QUEUE_URL", "not a url")]).is_err());
     }
 }

@@ -85,7 +85,7 @@ pub struct EventContext {
 
 /// An instance's metadata options as reported by EC2 (any field may be
 /// missing from an event; `DescribeInstances` fills them in).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct MetadataOptions {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub http_tokens: Option<String>,
@@ -155,7 +155,7 @@ pub struct DefaultsChange {
     pub http_put_response_hop_limit: Option<i32>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub enum Trigger {
     /// A CloudTrail launch (`RunInstances`, `CreateFleet`), which names who
     /// launched.

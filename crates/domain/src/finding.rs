@@ -111,6 +111,10 @@ pub struct Desired {
 /// (a launch compliant from the start, an instance not looked at, one whose
 /// launcher is not known yet, an event from an account refused).
 pub fn desired(r: &InstanceReport, trigger: Trigger) -> Option<Desired> {
+    desired_of(&Facts::of(r), trigger)
+}
+
+fn desired_of(r: &Facts, trigger: Trigger) -> Option<Desired> {
     // An instance profile puts the role's credentials one IMDSv1 GET away.
     let exposed = if r.instance_profile.is_some() {
         Severity::High
@@ -132,7 +136,7 @@ pub fn desired(r: &InstanceReport, trigger: Trigger) -> Option<Desired> {
         // findings of instances it no longer lists, see `settle`).
         Outcome::Compliant if trigger == Trigger::MetadataChange => Some(PASSED),
         Outcome::Compliant => None,
-        Outcome::Flagged if r.action.idle == Idle::AwaitingLauncher => None,
+        Outcome::Flagged if r.awaiting_launcher => None,
         Outcome::Flagged => active(ComplianceStatus::Failed, exposed),
         Outcome::Exempt => active(ComplianceStatus::Warning, Severity::Low),
         // Failed after it was seen noncompliant (the change was refused):
@@ -169,6 +173,134 @@ pub struct Place<'a> {
     /// it from a clock that never repeats itself (`outputs::stamp_ms`); `0`
     /// means `now` itself.
     pub stamp_ms: u64,
+}
+
+/// The facts a decision's finding is made of, and nothing a reader would
+/// take as the guard's own words: the outputs function rebuilds each
+/// finding handed to it from these (`Filing`), so a message chooses no
+/// finding's status, severity, title or types; the domain derives them, as
+/// it does for a finding filed directly.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Facts {
+    pub instance_id: String,
+    pub outcome: Outcome,
+    /// Flagged while its launcher is not known yet: no finding.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub awaiting_launcher: bool,
+    /// What was done, in the report's words.
+    pub action: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub would: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exemption: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before: Option<MetadataOptions>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_profile: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub launch_time: Option<u64>,
+}
+
+/// The longest word a handed-off fact may carry (longer is cut).
+const MAX_FACT: usize = 256;
+
+impl Facts {
+    pub fn of(r: &InstanceReport) -> Facts {
+        Facts {
+            instance_id: r.instance_id.clone(),
+            outcome: r.outcome,
+            awaiting_launcher: r.action.idle == Idle::AwaitingLauncher,
+            action: r.action.to_string(),
+            would: r.would.clone(),
+            exemption: r.exemption.as_ref().map(ToString::to_string),
+            error: r.error.clone(),
+            before: r.before.clone(),
+            image_id: r.image_id.clone(),
+            instance_profile: r.instance_profile.clone(),
+            launch_time: r.launch_time,
+        }
+    }
+
+    /// The facts as a reader of a message may take them: ids that are
+    /// ids, words cleaned and cut (`None`: not facts of one instance).
+    fn cleaned(&self) -> Option<Facts> {
+        let word = |w: &Option<String>| w.as_deref().map(|w| clean(w, MAX_FACT));
+        crate::validate::is_instance_id(&self.instance_id).then(|| Facts {
+            instance_id: self.instance_id.clone(),
+            outcome: self.outcome,
+            awaiting_launcher: self.awaiting_launcher,
+            action: clean(&self.action, MAX_FACT),
+            would: word(&self.would),
+            exemption: word(&self.exemption),
+            error: word(&self.error),
+            before: self.before.clone(),
+            image_id: self
+                .image_id
+                .clone()
+                .filter(|i| crate::validate::is_image_id(i)),
+            instance_profile: word(&self.instance_profile),
+            launch_time: self.launch_time,
+        })
+    }
+}
+
+/// What a finding is made from: a decision's facts, or a sweep's settling
+/// of an instance it no longer decides. Findings cross the outputs queue as
+/// these, never as ASFF.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "as", rename_all = "snake_case")]
+pub enum Filing {
+    Decided {
+        mode: crate::config::Mode,
+        trigger: Trigger,
+        facts: Facts,
+    },
+    /// Terminated or no longer shown: archived, keeping its status.
+    Gone {
+        instance_id: String,
+        status: ComplianceStatus,
+    },
+    /// Requires tokens now, changed by someone other than the guard.
+    Passed {
+        instance_id: String,
+        options: MetadataOptions,
+    },
+}
+
+impl Filing {
+    pub fn instance_id(&self) -> &str {
+        match self {
+            Filing::Decided { facts, .. } => &facts.instance_id,
+            Filing::Gone { instance_id, .. } | Filing::Passed { instance_id, .. } => instance_id,
+        }
+    }
+}
+
+/// The finding a filing makes in `place`, built as the guard builds every
+/// finding; `None` when it makes none, or when what it names is not an
+/// instance (a reader of a message gets no finding it could not build).
+pub fn rebuild(place: &Place<'_>, filing: &Filing) -> Option<Finding> {
+    match filing {
+        Filing::Decided {
+            mode,
+            trigger,
+            facts,
+        } => decided(place, *mode, *trigger, facts.cleaned()?),
+        Filing::Gone {
+            instance_id,
+            status,
+        } => crate::validate::is_instance_id(instance_id)
+            .then(|| archived(place, instance_id, *status)),
+        Filing::Passed {
+            instance_id,
+            options,
+        } => crate::validate::is_instance_id(instance_id)
+            .then(|| passed(place, instance_id, options)),
+    }
 }
 
 /// The finding's id: stable for an instance, unique in its account and
@@ -230,6 +362,20 @@ pub struct Finding {
     pub resources: Vec<Resource>,
     pub compliance: Compliance,
     pub record_state: RecordState,
+    /// What it was built from: what crosses the outputs queue in its place.
+    #[serde(skip)]
+    pub filing: MadeFrom,
+}
+
+/// What a finding was built from. Not part of what the finding says: two
+/// findings that say the same are equal whatever each was made from.
+#[derive(Clone, Debug, Default)]
+pub struct MadeFrom(pub Option<Filing>);
+
+impl PartialEq for MadeFrom {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -331,19 +477,25 @@ pub fn for_report(
     r: &InstanceReport,
     trigger: Trigger,
 ) -> Option<Finding> {
-    let d = desired(r, trigger)?;
-    let description = describe(r, mode, &d);
+    decided(place, mode, trigger, Facts::of(r))
+}
+
+fn decided(
+    place: &Place<'_>,
+    mode: crate::config::Mode,
+    trigger: Trigger,
+    r: Facts,
+) -> Option<Finding> {
+    let d = desired_of(&r, trigger)?;
+    let description = describe(&r, mode, &d);
     let mut fields = BTreeMap::new();
     fields.insert("imds-guard/Mode".into(), mode.as_str().into());
     fields.insert("imds-guard/Outcome".into(), r.outcome.as_str().into());
-    fields.insert(
-        "imds-guard/Action".into(),
-        clean(&r.action.to_string(), 256),
-    );
+    fields.insert("imds-guard/Action".into(), clean(&r.action, 256));
     if let Some(e) = &r.exemption {
-        fields.insert("imds-guard/Exemption".into(), clean(&e.to_string(), 256));
+        fields.insert("imds-guard/Exemption".into(), clean(e, 256));
     }
-    Some(build(
+    let mut f = build(
         place,
         &r.instance_id,
         d,
@@ -362,12 +514,18 @@ pub fn for_report(
             }),
         },
         r.launch_time,
-    ))
+    );
+    f.filing = MadeFrom(Some(Filing::Decided {
+        mode,
+        trigger,
+        facts: r,
+    }));
+    Some(f)
 }
 
 /// Archives the finding of an instance that is gone, keeping its status.
 pub fn archived(place: &Place<'_>, instance_id: &str, status: ComplianceStatus) -> Finding {
-    build(
+    let mut f = build(
         place,
         instance_id,
         Desired {
@@ -379,13 +537,18 @@ pub fn archived(place: &Place<'_>, instance_id: &str, status: ComplianceStatus) 
         BTreeMap::from([("imds-guard/Outcome".into(), "gone".into())]),
         InstanceDetails::default(),
         None,
-    )
+    );
+    f.filing = MadeFrom(Some(Filing::Gone {
+        instance_id: instance_id.into(),
+        status,
+    }));
+    f
 }
 
 /// Passes the finding of an instance that now requires tokens, changed by
 /// someone other than the guard (found by the sweep).
 pub fn passed(place: &Place<'_>, instance_id: &str, options: &MetadataOptions) -> Finding {
-    build(
+    let mut f = build(
         place,
         instance_id,
         PASSED,
@@ -396,7 +559,12 @@ pub fn passed(place: &Place<'_>, instance_id: &str, options: &MetadataOptions) -
             ..InstanceDetails::default()
         },
         None,
-    )
+    );
+    f.filing = MadeFrom(Some(Filing::Passed {
+        instance_id: instance_id.into(),
+        options: options.clone(),
+    }));
+    f
 }
 
 fn build(
@@ -458,11 +626,12 @@ fn build(
         }],
         compliance: Compliance { status: d.status },
         record_state: d.record,
+        filing: MadeFrom(None),
     }
 }
 
 /// What the guard found and did, in a sentence or two.
-fn describe(r: &InstanceReport, mode: crate::config::Mode, d: &Desired) -> String {
+fn describe(r: &Facts, mode: crate::config::Mode, d: &Desired) -> String {
     let id = &r.instance_id;
     let found = r
         .before
@@ -488,10 +657,7 @@ fn describe(r: &InstanceReport, mode: crate::config::Mode, d: &Desired) -> Strin
         (Outcome::Compliant, _) => format!("{id} now requires IMDSv2 ({found})."),
         (Outcome::Exempt, _) => format!(
             "{id} allows IMDSv1 ({found}) and is exempt: {}.",
-            r.exemption
-                .as_ref()
-                .map(ToString::to_string)
-                .unwrap_or_else(|| "exempt".into())
+            r.exemption.as_deref().unwrap_or("exempt")
         ),
         (Outcome::Failed, _) => format!(
             "{id} allows IMDSv1 ({found}); imds-guard could not change it: {}.{profile}",

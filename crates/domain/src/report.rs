@@ -10,7 +10,9 @@ use crate::event::{DefaultsChange, EventContext, MetadataOptions};
 use crate::policy::{AccountDefaults, Exemption, NotOurs, Readiness, Remedy};
 
 /// Every instance an event names ends in exactly one of these.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     /// Already `HttpTokens=required` (or the endpoint is off).
