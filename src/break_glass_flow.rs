@@ -40,8 +40,11 @@ fn memory_of<C: Clients>(cfg: &Config, clients: &C) -> Result<C::Memory, String>
         .ok_or_else(|| "the guard's memory is not configured".to_string())
 }
 
-/// Writes a new grant for `target`, then tells of it. The grant stands
-/// once written: a message that could not be sent is said, not retried.
+/// Writes a new grant for `target`, lasting `lasting` seconds, then tells
+/// of it. The grant stands once written: a message that could not be sent
+/// is said, not retried (every sweep's summary lists the grants in force).
+/// It is stamped with AWS's time (the `Date` of STS's answer naming the
+/// caller); `now`, this machine's clock, only when that answer carried none.
 #[allow(clippy::too_many_arguments)]
 pub async fn grant<C: Clients>(
     cfg: &Config,
@@ -49,7 +52,7 @@ pub async fn grant<C: Clients>(
     account: Option<&str>,
     region: &str,
     target: &str,
-    until: u64,
+    lasting: u64,
     reason: &str,
     now: u64,
 ) -> Result<Done, String> {
@@ -58,7 +61,8 @@ pub async fn grant<C: Clients>(
         .caller()
         .await
         .map_err(|e| format!("who is granting could not be named: {e}"))?;
-    let g = Grant::new(target, until, reason, &by, now)?;
+    let now = clients.aws_now().unwrap_or(now);
+    let g = Grant::new(target, now.saturating_add(lasting), reason, &by, now)?;
     let account = account_of(clients, account).await?;
     let place = break_glass::place_of(&memory::place(&account, region));
     memory

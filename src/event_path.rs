@@ -323,7 +323,7 @@ impl<'a, C: Clients> EventPath<'a, C> {
         place: Option<&str>,
         current: &mut [Result<Observed, (String, String)>],
     ) {
-        if self.cfg.exemptions.principals.is_empty() {
+        if self.cfg.exemptions.principals.is_empty() && self.cfg.legacy_exempt_before.is_none() {
             return;
         }
         let (Some(memory), Some(place)) = (self.clients.memory(), place) else {

@@ -88,10 +88,7 @@ async fn copy<C: Clients>(
                 records.push(Record::exempt(
                     &place,
                     &o.instance_id,
-                    &format!(
-                        "{}={EXEMPT_STATUS} (a legacy record, migrated)",
-                        cfg.status_tag_key
-                    ),
+                    &format!("{}={EXEMPT_STATUS}{}", cfg.status_tag_key, memory::MIGRATED),
                     None,
                     now,
                 ));

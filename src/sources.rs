@@ -476,27 +476,19 @@ pub async fn carry_out(
             SourceAction::Fix(versions) => {
                 let mut done = Vec::new();
                 for v in &versions {
-                    let made = match v.existing {
-                        Some(n) => Ok(n),
-                        None => ec2.create_template_version(v).await,
-                    };
-                    match made {
+                    match ec2.create_template_version(v).await {
                         Ok(n) => {
-                            let mut line = match v.existing {
-                                Some(_) => {
-                                    format!("version {n}, an earlier fix of version {}", v.from)
-                                }
-                                None => format!(
-                                    "created version {n} from version {}, requiring tokens",
-                                    v.from
-                                ),
-                            };
+                            let mut line = format!(
+                                "created version {n} from version {}, requiring tokens",
+                                v.from
+                            );
                             if v.make_default {
                                 match ec2.set_default_version(&v.template_id, n).await {
                                     Ok(()) => line.push_str(", now the default"),
                                     Err(e) => {
-                                        // The next run finds this version by its
-                                        // description and only makes it the default.
+                                        // The next run makes a fresh one (it
+                                        // promotes no version it finds), up
+                                        // to MAX_UNPROMOTED_FIXES.
                                         report.outcome = SourceOutcome::Failed;
                                         report.error = Some(format!(
                                             "version {n} was created but could not be made the default: {e}"

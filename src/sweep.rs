@@ -81,8 +81,12 @@ struct RegionResult {
     /// The exemptions the guard recorded at launch here, by instance, read
     /// on the first page that needs them.
     exemptions: Option<HashMap<String, Record>>,
-    /// Instances left alone on a legacy record (warned of in the summary).
+    /// Noncompliant instances carrying a legacy `exempt` status tag, which
+    /// is not honoured (warned of in the summary).
     legacy: u64,
+    /// Exemption records no longer honoured (their glob is not configured),
+    /// by instance: not renewed, and warned of in the summary.
+    lapsed: Vec<(String, String)>,
     /// Noncompliant instances by the source that launched them (their
     /// `aws:autoscaling:groupName` / `aws:ec2launchtemplate:id` tags).
     attributed: HashMap<(SourceKind, String), u64>,
@@ -376,6 +380,7 @@ impl<'a, C: Clients> Sweep<'a, C> {
             to_remember: Vec::new(),
             exemptions: None,
             legacy: 0,
+            lapsed: Vec::new(),
             attributed: HashMap::new(),
             sources: Vec::new(),
             sources_read: false,
@@ -444,8 +449,22 @@ impl<'a, C: Clients> Sweep<'a, C> {
         self.sources(&mut out).await;
         if out.legacy > 0 {
             out.summary.warnings.push(format!(
-                "{} instance(s) left alone on a legacy exempt record (a status tag, honoured for instances launched before LEGACY_EXEMPT_BEFORE): run `imds-guard migrate-exemptions`, then unset LEGACY_EXEMPT_BEFORE",
-                out.legacy
+                "{} noncompliant instance(s) carry a legacy {}=exempt tag, which is not honoured (anyone who may tag can write one): `imds-guard migrate-exemptions` copies those launched before LEGACY_EXEMPT_BEFORE into the guard's memory (review its list), honoured while LEGACY_EXEMPT_BEFORE is set",
+                out.legacy, self.cfg.status_tag_key
+            ));
+        }
+        if !out.lapsed.is_empty() {
+            let shown: Vec<String> = out
+                .lapsed
+                .iter()
+                .take(10)
+                .map(|(id, glob)| format!("{id} ({})", crate::validate::clean(glob, 128)))
+                .collect();
+            out.summary.warnings.push(format!(
+                "{} exemption record(s) no longer honoured nor renewed, their glob no longer in EXEMPT_PRINCIPAL_ARNS (or, migrated, LEGACY_EXEMPT_BEFORE unset): {}{}",
+                out.lapsed.len(),
+                shown.join(", "),
+                if out.lapsed.len() > shown.len() { ", ..." } else { "" }
             ));
         }
 
@@ -722,7 +741,10 @@ impl<'a, C: Clients> Sweep<'a, C> {
         let mut remedies: Vec<Option<Remedy>> = Vec::new();
         for o in &instances {
             let (report, remedy) = plan(self.cfg, o, &ctx, Trigger::Sweep);
-            if matches!(report.exemption, Some(crate::policy::Exemption::Legacy(_))) {
+            if report.exemption.is_none()
+                && report.outcome != Outcome::Compliant
+                && o.tag(&self.cfg.status_tag_key) == Some(crate::policy::EXEMPT_STATUS)
+            {
                 out.legacy += 1;
             }
             if matches!(report.outcome, Outcome::Compliant | Outcome::Gone) {
@@ -877,7 +899,7 @@ impl<'a, C: Clients> Sweep<'a, C> {
                 out.granted.insert(o.instance_id.clone());
             }
         }
-        if self.cfg.exemptions.principals.is_empty() {
+        if self.cfg.exemptions.principals.is_empty() && self.cfg.legacy_exempt_before.is_none() {
             return Ok(());
         }
         let Some(memory) = self.clients.memory() else {
@@ -900,12 +922,19 @@ impl<'a, C: Clients> Sweep<'a, C> {
             );
         }
         let known = out.exemptions.get_or_insert_with(Default::default);
+        let policy = crate::policy::Policy::of(self.cfg);
         let mut renew = Vec::new();
         for o in instances.iter_mut() {
             let Some(record) = known.get_mut(&o.instance_id) else {
                 continue;
             };
             o.recorded_exemption = record.data.get(memory::GLOB).cloned();
+            // Renewed only while honoured: a removed glob's records lapse.
+            let glob = o.recorded_exemption.as_deref().unwrap_or_default();
+            if !policy.honours_record(glob) {
+                out.lapsed.push((o.instance_id.clone(), glob.to_string()));
+                continue;
+            }
             if record.due_for_renewal(now) {
                 let glob = o.recorded_exemption.clone().unwrap_or_default();
                 *record = Record::exempt(
@@ -1003,7 +1032,12 @@ impl<'a, C: Clients> Sweep<'a, C> {
         let grants_place = crate::break_glass::place_of(&place);
         let mut views = Vec::new();
         for g in crate::break_glass::grants(&records) {
-            if g.state(now) == crate::break_glass::State::Active {
+            // In force, or refused as stamped ahead of this clock: told
+            // every run while it stands.
+            if matches!(
+                g.state(now),
+                crate::break_glass::State::Active | crate::break_glass::State::NotHonoured
+            ) {
                 views.push(crate::break_glass::GrantView::of(&g, now));
             } else if !g.end_was_told(&records) {
                 views.push(crate::break_glass::GrantView::of(&g, now));

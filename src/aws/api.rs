@@ -296,6 +296,13 @@ pub trait Clients: Send + Sync {
             })
         }
     }
+    /// AWS's time, in seconds since the epoch, as the last `caller`
+    /// answer's `Date` said: what a grant is stamped with, so a skewed
+    /// laptop clock does not decide how long a grant stands. `None` when no
+    /// answer carried one.
+    fn aws_now(&self) -> Option<u64> {
+        None
+    }
     /// Requests sent so far (every attempt, retries included), by operation.
     fn calls(&self) -> BTreeMap<String, u64> {
         BTreeMap::new()

@@ -43,7 +43,10 @@ pub struct RegionalClients<O: Outputs = AllOutputs> {
     keeper: Option<Queue>,
     /// The queue to the outputs function, in the function's own account.
     handoff: Option<Queue>,
+    /// The outputs function's dead-letter queue, for what it refuses.
     refusals: Option<Queue>,
+    /// AWS's clock, as STS's last answer dated it.
+    server_date: crate::aws::counter::ServerDate,
     /// The function's own account, asked of STS once.
     home: tokio::sync::OnceCell<String>,
 }
@@ -99,6 +102,7 @@ impl<O: Outputs> RegionalClients<O> {
             keeper: None,
             handoff: None,
             refusals: None,
+            server_date: Default::default(),
             home: tokio::sync::OnceCell::new(),
         }
     }
@@ -469,6 +473,7 @@ impl<O: Outputs> Clients for RegionalClients<O> {
     async fn caller(&self) -> Result<String, AwsError> {
         let conf = aws_sdk_sts::config::Builder::from(&self.base)
             .interceptor(self.counter.clone())
+            .interceptor(self.server_date.clone())
             .build();
         let out = aws_sdk_sts::Client::from_conf(conf)
             .get_caller_identity()
@@ -482,6 +487,10 @@ impl<O: Outputs> Clients for RegionalClients<O> {
                 code: "NoArn".into(),
                 message: "GetCallerIdentity named no ARN".into(),
             })
+    }
+
+    fn aws_now(&self) -> Option<u64> {
+        self.server_date.seconds()
     }
 
     fn calls(&self) -> BTreeMap<String, u64> {

@@ -61,3 +61,45 @@ impl Intercept for CallCounter {
         Ok(())
     }
 }
+
+/// The `Date` of the last answer a client saw: AWS's clock, which the
+/// command line stamps a break-glass grant with rather than the laptop's.
+#[derive(Clone, Debug, Default)]
+pub struct ServerDate(Arc<Mutex<Option<u64>>>);
+
+impl ServerDate {
+    /// Seconds since the epoch, when an answer carried a readable `Date`.
+    pub fn seconds(&self) -> Option<u64> {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Intercept for ServerDate {
+    fn name(&self) -> &'static str {
+        "imds-guard server date"
+    }
+
+    fn read_after_transmit(
+        &self,
+        context: &aws_smithy_runtime_api::client::interceptors::context::BeforeDeserializationInterceptorContextRef<'_>,
+        _components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let date = context
+            .response()
+            .headers()
+            .get("date")
+            .and_then(|d| {
+                aws_sdk_sts::primitives::DateTime::from_str(
+                    d,
+                    aws_sdk_sts::primitives::DateTimeFormat::HttpDate,
+                )
+                .ok()
+            })
+            .and_then(|d| u64::try_from(d.secs()).ok());
+        if date.is_some() {
+            *self.0.lock().unwrap_or_else(|p| p.into_inner()) = date;
+        }
+        Ok(())
+    }
+}

@@ -125,7 +125,7 @@ pub fn run(args: BreakGlassArgs) -> Result<ExitCode, String> {
                     place.account.as_deref(),
                     &place.region,
                     &target,
-                    now + lasting,
+                    lasting,
                     &reason,
                     now,
                 )
@@ -183,7 +183,10 @@ fn render(account: &str, region: &str, grants: &[Grant], now: u64) -> String {
     for g in grants {
         t.add_row(vec![
             g.target.clone(),
-            format!("{:?}", g.state(now)).to_lowercase(),
+            serde_json::to_value(g.state(now))
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default(),
             iso8601(g.until),
             g.by.clone(),
             g.reason.clone(),

@@ -78,6 +78,8 @@ struct State {
     handed_off: Option<Vec<String>>,
     /// The outputs function's dead-letter queue: what it refused.
     refused: Option<Vec<String>>,
+    /// AWS's clock, as its answers' `Date` says (`None`: no `Date`).
+    aws_clock: Option<u64>,
     /// Tags the guard wrote on groups.
     group_tags: Vec<(String, String, String)>,
     /// The organization's accounts (`None`: not an organization).
@@ -407,6 +409,12 @@ impl FakeCloud {
         self
     }
 
+    /// AWS's answers dated `secs` (the laptop's clock may differ).
+    pub fn set_aws_clock(&self, secs: u64) -> &Self {
+        self.state().aws_clock = Some(secs);
+        self
+    }
+
     /// An outputs dead-letter queue for what the outputs function refuses.
     pub fn with_refusals_queue(&self) -> &Self {
         self.state().refused.get_or_insert_with(Vec::new);
@@ -565,6 +573,9 @@ impl Clients for FakeClients {
     }
     async fn caller(&self) -> Result<String, AwsError> {
         Ok(RESPONDER.into())
+    }
+    fn aws_now(&self) -> Option<u64> {
+        self.0.state().aws_clock
     }
     async fn account_units(&self, account: &str) -> Result<Vec<String>, AwsError> {
         let s = self.0.call("ListParents")?;

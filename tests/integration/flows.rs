@@ -1092,9 +1092,11 @@ async fn a_retry_in_notify_mode_sends_the_kept_message_alone() {
 }
 
 /// The new default could not be set: the event fails (and is retried); the
-/// retry makes the version already created the default, creating none.
+/// retry creates a fresh version and makes it the default, promoting none
+/// it finds (anyone who may create versions could have written it); fixes
+/// never made the default stop at `MAX_UNPROMOTED_FIXES`, failed and named.
 #[tokio::test(start_paused = true)]
-async fn a_fix_that_could_not_become_the_default_is_reused_by_the_retry() {
+async fn a_fix_that_could_not_become_the_default_is_made_afresh_by_the_retry() {
     use imds_guard::source::SourceOutcome;
     let cloud = FakeCloud::new();
     cloud.add_template(LT, &[OPT_IN], 1, &[(1, lt_options("optional", 2))]);
@@ -1119,10 +1121,133 @@ async fn a_fix_that_could_not_become_the_default_is_reused_by_the_retry() {
         r.sources[0]
     );
     let (t, _) = cloud.template(LT);
+    // A fresh fix of version 1 (3) made the default, and the latest (2)
+    // copied after it, so `$Latest` launches what it did.
     assert_eq!(
         (t.default_version, t.latest_version),
-        (2, 2),
-        "no third version"
+        (3, 4),
+        "a fresh version, made the default; version 2 is not promoted"
     );
-    assert_eq!(cloud.count("CreateLaunchTemplateVersion"), 1);
+    assert_eq!(cloud.count("CreateLaunchTemplateVersion"), 3);
+
+    // A default that can never be set: two fixes, then no more.
+    let cloud = FakeCloud::new();
+    cloud.add_template(LT, &[OPT_IN], 1, &[(1, lt_options("optional", 2))]);
+    cloud.fail(
+        "ModifyLaunchTemplate",
+        9,
+        api_error("UnauthorizedOperation"),
+    );
+    let g = guard(&cloud, &[("FIX_SOURCES", "true")]);
+    let mut made = Vec::new();
+    for _ in 0..4 {
+        let _ = g.handle(&event).await;
+        made.push(cloud.count("CreateLaunchTemplateVersion"));
+    }
+    // Two fixes of version 1 (and the latest's copy), then none.
+    assert_eq!(made, [1, 3, 3, 3]);
+    let Err(GuardError::Unhandled { report, .. }) = g.handle(&event).await else {
+        panic!("still failed, and named");
+    };
+    let e = report.sources[0].error.clone().unwrap();
+    assert!(e.contains("never made the default"), "{e}");
+}
+
+/// An exemption record is honoured, and renewed by sweeps, only while its
+/// glob is still configured (a cosmetic edit keeps it); a removed glob's
+/// records lapse, named in the summary. A migrated legacy record only while
+/// `LEGACY_EXEMPT_BEFORE` is set, and a legacy tag never.
+#[tokio::test(start_paused = true)]
+async fn a_removed_exemption_glob_ends_the_records_it_made() {
+    use imds_guard::memory::{place, Record, MIGRATED};
+    let kept = "i-0ccccccccccccccc1";
+    let retired = "i-0ccccccccccccccc2";
+    let migrated = "i-0ccccccccccccccc3";
+    let tagged = "i-0ccccccccccccccc4";
+    let cloud = FakeCloud::new();
+    cloud.with_memory();
+    cloud.set_defaults(Some(Default::default()));
+    let here = place("111122223333", "us-east-1");
+    // A year old, so each is due for renewal.
+    let then = imds_guard::outputs::now_secs() - 365 * 24 * 3600;
+    for (id, glob) in [
+        (kept, "arn:aws:iam::*:role/packer-**".to_string()),
+        (retired, "arn:aws:iam::*:role/retired-*".to_string()),
+        (migrated, format!("imds-guard:status=exempt{MIGRATED}")),
+    ] {
+        cloud.add(id, "optional", 1);
+        cloud.put_record(Record::exempt(&here, id, &glob, None, then));
+    }
+    cloud.add(tagged, "optional", 1);
+    cloud.edit(tagged, |i| {
+        i.observed.tags = Some(vec![("imds-guard:status".into(), "exempt".into())]);
+        i.observed.launch_time = Some(1);
+    });
+    let g = guard(
+        &cloud,
+        &[
+            ("GUARD_MODE", "enforce"),
+            ("EXEMPT_PRINCIPAL_ARNS", " arn:aws:iam::*:role/packer-* "),
+        ],
+    );
+    let r = g.handle(&scheduled()).await.unwrap();
+    assert_eq!(
+        cloud.tokens(kept),
+        "optional",
+        "its glob is still configured"
+    );
+    for id in [retired, migrated, tagged] {
+        assert_eq!(cloud.tokens(id), "required", "{id}");
+    }
+    let region = &r.sweep.as_ref().unwrap().regions[0];
+    let lapsed = region
+        .warnings
+        .iter()
+        .find(|w| w.contains("no longer honoured"))
+        .unwrap_or_else(|| panic!("{:?}", region.warnings));
+    assert!(
+        lapsed.contains(retired) && lapsed.contains(migrated),
+        "{lapsed}"
+    );
+    assert!(!lapsed.contains(kept), "{lapsed}");
+    assert!(
+        region
+            .warnings
+            .iter()
+            .any(|w| w.contains("legacy imds-guard:status=exempt tag")),
+        "{:?}",
+        region.warnings
+    );
+    // Only the honoured record was renewed.
+    let renewed: Vec<_> = cloud
+        .records("exempt#")
+        .into_iter()
+        .filter(|r| r.at > then)
+        .map(|r| r.id().to_string())
+        .collect();
+    assert_eq!(renewed, [kept]);
+
+    // With LEGACY_EXEMPT_BEFORE set, the migrated record is honoured again.
+    let cloud2 = FakeCloud::new();
+    cloud2.with_memory();
+    cloud2.set_defaults(Some(Default::default()));
+    cloud2.add(migrated, "optional", 1);
+    cloud2.put_record(Record::exempt(
+        &here,
+        migrated,
+        &format!("imds-guard:status=exempt{MIGRATED}"),
+        None,
+        then,
+    ));
+    guard(
+        &cloud2,
+        &[
+            ("GUARD_MODE", "enforce"),
+            ("LEGACY_EXEMPT_BEFORE", "2026-11-01T00:00:00Z"),
+        ],
+    )
+    .handle(&scheduled())
+    .await
+    .unwrap();
+    assert_eq!(cloud2.tokens(migrated), "optional");
 }

@@ -53,7 +53,7 @@ async fn a_revert_under_break_glass_is_reported_not_undone_until_the_grant_ends(
         None,
         REGION,
         ID,
-        now + 4 * 3600,
+        4 * 3600,
         "INC-42: the legacy agent needs IMDSv1",
         now,
     )
@@ -130,7 +130,7 @@ async fn a_launch_template_grant_covers_its_instances_and_a_revoke_ends_it() {
         None,
         "us-east-1",
         template,
-        now + 3600,
+        3600,
         "load test",
         now,
     )
@@ -204,7 +204,7 @@ async fn a_grant_needs_the_memory_and_a_reason() {
         None,
         REGION,
         ID,
-        now + 60,
+        60,
         "why",
         now,
     )
@@ -213,18 +213,9 @@ async fn a_grant_needs_the_memory_and_a_reason() {
     assert!(e.contains("MEMORY_TABLE"), "{e}");
     cloud.with_memory();
     let g = guard(&cloud, &[]);
-    let e = flow::grant(
-        g.config(),
-        &cloud.clients(),
-        None,
-        REGION,
-        ID,
-        now + 60,
-        " ",
-        now,
-    )
-    .await
-    .unwrap_err();
+    let e = flow::grant(g.config(), &cloud.clients(), None, REGION, ID, 60, " ", now)
+        .await
+        .unwrap_err();
     assert!(e.contains("needs a reason"), "{e}");
     assert!(cloud.records("breakglass#").is_empty());
 }
@@ -509,4 +500,55 @@ async fn a_weakened_account_default_is_judged_in_the_accounts_own_mode() {
         imds_guard::report::DefaultsAction::SetBack
     );
     assert_eq!(cloud.count("ModifyInstanceMetadataDefaults"), 1);
+}
+
+/// A grant is stamped with AWS's time, not a skewed laptop's; one stamped
+/// ahead of the reader's clock (written by hand to outlast its seven days,
+/// or by a clock ten minutes fast) is not honoured, and the sweep lists it.
+#[tokio::test(start_paused = true)]
+async fn a_grant_stands_by_aws_time_and_one_stamped_ahead_is_not_honoured() {
+    let cloud = FakeCloud::new();
+    cloud.with_memory();
+    cloud.set_defaults(Some(Default::default()));
+    cloud.add(ID, "optional", 2);
+    let g = guard(&cloud, &[("GUARD_MODE", "enforce")]);
+    let aws = now_secs();
+    cloud.set_aws_clock(aws);
+    // This laptop's clock runs a day fast: the grant is AWS's.
+    let done = flow::grant(
+        g.config(),
+        &cloud.clients(),
+        None,
+        REGION,
+        ID,
+        3600,
+        "INC-7",
+        aws + 24 * 3600,
+    )
+    .await
+    .unwrap();
+    assert_eq!((done.grant.granted_at, done.grant.until), (aws, aws + 3600));
+    let report = g.handle(&revert_event(ID)).await.unwrap();
+    assert_eq!(report.instances[0].outcome, Outcome::Exempt);
+
+    // Written by hand, stamped ten minutes ahead: the revert is undone.
+    let mut ahead = Grant::from_record(&cloud.records("breakglass#")[0]).unwrap();
+    ahead.granted_at = aws + 600;
+    ahead.until = aws + 600 + 7 * 24 * 3600;
+    cloud.put_record(ahead.record(&imds_guard::break_glass::place_of(&place(
+        "111122223333",
+        REGION,
+    ))));
+    let report = g.handle(&revert_event(ID)).await.unwrap();
+    assert_eq!(
+        report.instances[0].outcome,
+        Outcome::Remediated,
+        "{:?}",
+        report.instances[0]
+    );
+    assert_eq!(cloud.tokens(ID), "required");
+    let swept = g.handle(&scheduled()).await.unwrap();
+    let listed = &swept.sweep.as_ref().unwrap().regions[0].break_glass;
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0].state, State::NotHonoured);
 }

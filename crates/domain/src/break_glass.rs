@@ -22,6 +22,11 @@ pub const KEEP_AFTER_EXPIRY_SECS: u64 = 14 * 24 * 3600;
 pub const TEMPLATE_TAG: &str = "aws:ec2launchtemplate:id";
 /// The longest reason kept.
 pub const MAX_REASON: usize = 256;
+/// How far ahead of the reader's clock a grant may say it was made and
+/// still be honoured: clocks differ by seconds, not minutes. A grant
+/// stamped further ahead (a skewed laptop, or a record written by hand to
+/// outlast its seven days) is not honoured.
+pub const MAX_SKEW_SECS: u64 = 5 * 60;
 
 const UNTIL: &str = "until";
 const REASON: &str = "reason";
@@ -52,6 +57,9 @@ pub enum State {
     Active,
     Expired,
     Revoked,
+    /// Says it was made in the future (beyond `MAX_SKEW_SECS`), or lasts
+    /// past seven days from now: never honoured, and told.
+    NotHonoured,
 }
 
 impl Grant {
@@ -94,9 +102,16 @@ impl Grant {
         })
     }
 
+    /// Where it stands by the reader's clock, whatever the record says of
+    /// itself: nothing is honoured that was made more than `MAX_SKEW_SECS`
+    /// ahead of `now`, or that lasts past `MAX_GRANT_SECS` from `now`.
     pub fn state(&self, now: u64) -> State {
         if self.revoked {
             State::Revoked
+        } else if self.granted_at > now.saturating_add(MAX_SKEW_SECS)
+            || self.until > now.saturating_add(MAX_GRANT_SECS)
+        {
+            State::NotHonoured
         } else if now < self.until {
             State::Active
         } else {
@@ -155,8 +170,10 @@ impl Grant {
         let g = Grant {
             target: target.to_string(),
             until: r.data.get(UNTIL)?.parse().ok()?,
-            reason: r.data.get(REASON)?.clone(),
-            by: r.data.get(BY)?.clone(),
+            // Anyone who may write the record chose these: cleaned as read
+            // (terminal escapes, bidirectional overrides), wherever shown.
+            reason: crate::validate::clean(r.data.get(REASON)?, MAX_REASON),
+            by: crate::validate::clean(r.data.get(BY)?, 256),
             granted_at: r.data.get(GRANTED_AT)?.parse().ok()?,
             revoked: r.data.contains_key(REVOKED),
         };
@@ -445,5 +462,50 @@ mod tests {
             (g.granted_at + MAX_GRANT_SECS + 1).to_string(),
         );
         assert_eq!(Grant::from_record(&r), None);
+    }
+
+    #[test]
+    fn a_grant_is_bounded_by_the_readers_clock_not_by_what_it_says() {
+        let i = instance("i-0aaaaaaaaaaaaaaa1", None);
+        let at = |granted_at: u64, until: u64| Grant {
+            target: i.instance_id.clone(),
+            until,
+            reason: "incident 42".into(),
+            by: "arn:aws:sts::111122223333:assumed-role/oncall/alice".into(),
+            granted_at,
+            revoked: false,
+        };
+        // Clocks four minutes apart, either way: honoured.
+        for skew in [NOW - 4 * 60, NOW + 4 * 60] {
+            let g = at(skew, skew + HOUR);
+            assert_eq!(g.state(NOW), State::Active, "granted at {skew}");
+            assert!(in_force(std::slice::from_ref(&g), &i, NOW).is_some());
+        }
+        // Ten minutes ahead: a skewed writer, or a record written to
+        // outlast its seven days. Not honoured, whatever it lasts.
+        let ahead = at(NOW + 10 * 60, NOW + 10 * 60 + HOUR);
+        assert_eq!(ahead.state(NOW), State::NotHonoured);
+        assert!(in_force(std::slice::from_ref(&ahead), &i, NOW).is_none());
+        // A week ahead and seven days long: it would have stood for two.
+        let far = at(NOW + 7 * 24 * HOUR, NOW + 14 * 24 * HOUR);
+        assert!(Grant::from_record(&far.record("p")).is_some());
+        assert_eq!(far.state(NOW), State::NotHonoured);
+        // Once the reader's clock reaches it, it is honoured as any other.
+        assert_eq!(ahead.state(NOW + 10 * 60), State::Active);
+    }
+
+    #[test]
+    fn a_grants_words_are_cleaned_as_they_are_read() {
+        let g = Grant::new("i-0aaaaaaaaaaaaaaa1", NOW + HOUR, "ok", "me", NOW).unwrap();
+        let mut r = g.record("p");
+        r.data.insert(
+            REASON.into(),
+            "fine\u{1b}]0;owned\u{7}\u{1b}[2J\u{202e}txet".into(),
+        );
+        r.data.insert(BY.into(), "alice\u{1b}[31m".into());
+        let read = Grant::from_record(&r).unwrap();
+        assert!(!read.reason.contains('\u{1b}') && !read.reason.contains('\u{202e}'));
+        assert!(!read.by.contains('\u{1b}'), "{:?}", read.by);
+        assert!(read.reason.starts_with("fine"), "{:?}", read.reason);
     }
 }

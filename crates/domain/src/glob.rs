@@ -96,6 +96,25 @@ impl Glob {
         &self.0
     }
 
+    /// The glob as compared with one recorded earlier: spaces around it
+    /// and runs of `*` (which match what one `*` matches) do not make it
+    /// another glob, so a cosmetic edit of `EXEMPT_PRINCIPAL_ARNS` leaves
+    /// the records it made honoured.
+    pub fn canonical(pattern: &str) -> String {
+        let mut out = String::with_capacity(pattern.len());
+        for c in pattern.trim().chars() {
+            if !(c == '*' && out.ends_with('*')) {
+                out.push(c);
+            }
+        }
+        out
+    }
+
+    /// Whether `recorded` (a record's glob) is this glob, up to `canonical`.
+    pub fn is(&self, recorded: &str) -> bool {
+        Glob::canonical(&self.0) == Glob::canonical(recorded)
+    }
+
     /// What the glob names: a role (matched against the role behind a
     /// session) or a user.
     pub fn names(&self) -> Names {

@@ -132,6 +132,10 @@ pub const FINDING_STATUS: &str = "status";
 /// The `data` key of an exemption record: the glob that matched.
 pub const GLOB: &str = "glob";
 
+/// How a record copied by `migrate-exemptions` from a legacy status tag
+/// ends its `glob`: honoured only while `LEGACY_EXEMPT_BEFORE` is set.
+pub const MIGRATED: &str = " (a legacy record, migrated)";
+
 /// The partition of records about the organization (`Kind::Units`).
 pub const ORG_PLACE: &str = "org";
 

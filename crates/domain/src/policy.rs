@@ -69,10 +69,6 @@ pub enum Exemption {
     /// (`<STATUS_TAG_KEY>=exempt`): how a sweep, which cannot know who
     /// launched an instance, honours it.
     Recorded(String),
-    /// A principal exemption recorded on the instance itself by a version
-    /// before the guard had a memory (`<STATUS_TAG_KEY>=exempt`), honoured
-    /// only on an instance launched before `LEGACY_EXEMPT_BEFORE`.
-    Legacy(String),
     /// A person's time-boxed grant during an incident (`imds-guard
     /// break-glass grant`), from the guard's memory.
     BreakGlass(crate::break_glass::Grant),
@@ -95,10 +91,6 @@ impl std::fmt::Display for Exemption {
                 "launched by an exempt principal (matching {glob}), as the guard recorded"
             ),
             Exemption::BreakGlass(g) => write!(f, "{g}"),
-            Exemption::Legacy(key) => write!(
-                f,
-                "a legacy record {key}={EXEMPT_STATUS} on an instance launched before LEGACY_EXEMPT_BEFORE (migrate it: imds-guard migrate-exemptions)"
-            ),
         }
     }
 }
@@ -137,10 +129,11 @@ pub const EXEMPT_STATUS: &str = "exempt";
 pub struct Policy<'a> {
     pub exemptions: &'a Exemptions,
     pub max_hop_limit: Option<i32>,
-    /// Where versions before the guard's memory recorded a principal
-    /// exemption (`STATUS_TAG_KEY`), and the launch time before which such a
-    /// legacy record is still honoured (`LEGACY_EXEMPT_BEFORE`).
-    pub legacy: Option<(&'a str, u64)>,
+    /// Whether the records `migrate-exemptions` copied from legacy status
+    /// tags are honoured (`LEGACY_EXEMPT_BEFORE` set). A legacy tag itself
+    /// never is: anyone who may tag could write one after the upgrade; the
+    /// migration is the one snapshot of them, reviewed when it is run.
+    pub honour_migrated: bool,
 }
 
 impl<'a> Policy<'a> {
@@ -149,10 +142,20 @@ impl<'a> Policy<'a> {
         Policy {
             exemptions: &cfg.exemptions,
             max_hop_limit: cfg.max_hop_limit,
-            legacy: cfg
-                .legacy_exempt_before
-                .map(|before| (cfg.status_tag_key.as_str(), before)),
+            honour_migrated: cfg.legacy_exempt_before.is_some(),
         }
+    }
+
+    /// Whether an exemption record's glob is honoured (and renewed): only
+    /// while that glob is still configured (compared as `Glob::canonical`,
+    /// so a cosmetic edit does not un-exempt), or, for a record migrated
+    /// from a legacy tag, while `LEGACY_EXEMPT_BEFORE` is set. Removing a
+    /// glob lets the records it made lapse.
+    pub fn honours_record(&self, glob: &str) -> bool {
+        if glob.ends_with(crate::memory::MIGRATED) {
+            return self.honour_migrated;
+        }
+        self.exemptions.principals.iter().any(|g| g.is(glob))
     }
 
     pub fn decide(&self, instance: &Observed, principal: &Principal) -> Verdict {
@@ -243,21 +246,9 @@ impl<'a> Policy<'a> {
                 return Some(Exemption::Principal(glob.as_str().to_string()));
             }
         }
-        // Honoured only while principal exemptions are configured: removing
-        // them all lets every recorded one lapse.
-        if !ex.principals.is_empty() {
-            if let Some(glob) = &instance.recorded_exemption {
+        if let Some(glob) = &instance.recorded_exemption {
+            if self.honours_record(glob) {
                 return Some(Exemption::Recorded(glob.clone()));
-            }
-            // A record from before the memory: anyone who could tag could
-            // have written it, so only instances launched before the
-            // operator's cutoff count.
-            if let Some((key, before)) = self.legacy {
-                if instance.tag(key) == Some(EXEMPT_STATUS)
-                    && instance.launch_time.is_some_and(|t| t < before)
-                {
-                    return Some(Exemption::Legacy(key.to_string()));
-                }
             }
         }
         None
@@ -602,7 +593,7 @@ mod tests {
         Policy {
             exemptions: ex,
             max_hop_limit: max,
-            legacy: Some(("imds-guard:status", 1_000)),
+            honour_migrated: false,
         }
     }
 
@@ -768,33 +759,54 @@ mod tests {
                 ..
             }
         ));
-        // ...a tag anyone can write does not, on an instance launched after
-        // the upgrade's cutoff (1,000 here)...
-        let mut forged = inst("optional", "enabled", 1);
-        forged.image_id = None;
-        forged.tags = Some(vec![("imds-guard:status".into(), "exempt".into())]);
-        forged.launch_time = Some(5_000);
+        // ...and a cosmetic edit of its glob keeps it honoured...
+        by_role.recorded_exemption = Some(" arn:aws:iam::*:role/packer ".into());
         assert!(matches!(
-            p.decide(&forged, &Principal::default()),
+            p.decide(&by_role, &Principal::default()),
+            Verdict::Exempt { .. }
+        ));
+        // ...but a glob no longer configured (another one still is) lets
+        // the records it made lapse.
+        let mut removed = by_role.clone();
+        removed.recorded_exemption = Some("arn:aws:iam::*:role/retired-*".into());
+        assert!(matches!(
+            p.decide(&removed, &Principal::default()),
             Verdict::Noncompliant { .. }
         ));
-        // ...while a legacy record on an instance launched before it does.
-        forged.launch_time = Some(999);
+        assert!(!p.honours_record("arn:aws:iam::*:role/retired-*"));
+        assert!(p.honours_record("arn:aws:iam::*:role/packer"));
+        // A legacy status tag is never honoured, launched before any cutoff
+        // or not: anyone who may tag could have written it after the
+        // upgrade. What `migrate-exemptions` copied is, and only while
+        // LEGACY_EXEMPT_BEFORE is set.
+        let mut tagged = inst("optional", "enabled", 1);
+        tagged.image_id = None;
+        tagged.tags = Some(vec![("imds-guard:status".into(), "exempt".into())]);
+        tagged.launch_time = Some(1);
         assert!(matches!(
-            p.decide(&forged, &Principal::default()),
+            p.decide(&tagged, &Principal::default()),
+            Verdict::Noncompliant { .. }
+        ));
+        let mut migrated = tagged.clone();
+        migrated.recorded_exemption = Some(format!(
+            "imds-guard:status=exempt{}",
+            crate::memory::MIGRATED
+        ));
+        assert!(matches!(
+            p.decide(&migrated, &Principal::default()),
+            Verdict::Noncompliant { .. }
+        ));
+        let with_flag = Policy {
+            honour_migrated: true,
+            ..p
+        };
+        assert!(matches!(
+            with_flag.decide(&migrated, &Principal::default()),
             Verdict::Exempt {
-                exemption: Exemption::Legacy(_),
+                exemption: Exemption::Recorded(_),
                 ..
             }
         ));
-        forged.launch_time = None;
-        assert!(
-            matches!(
-                p.decide(&forged, &Principal::default()),
-                Verdict::Noncompliant { .. }
-            ),
-            "no launch time, no legacy"
-        );
         // ...but only while principal exemptions are configured at all.
         let none = Exemptions::default();
         assert!(matches!(

@@ -400,11 +400,15 @@ pub struct NewVersion {
     pub options: MetadataOptions,
     /// Make the new version the default.
     pub make_default: bool,
-    /// A fix an earlier run created but could not make the default (its
-    /// `ModifyLaunchTemplate` failed): made the default now, nothing new
-    /// created, so retries never pile versions up.
-    pub existing: Option<i64>,
 }
+
+/// How many fixes of one default version, never made the default, the
+/// guard leaves before it stops adding more. It never promotes one it
+/// finds: anyone who may create versions could have written that one, with
+/// the guard's description and an AMI or user data of their own. So a
+/// retry creates a fresh version, and a template whose default cannot be
+/// set stops collecting them here, failed and named.
+pub const MAX_UNPROMOTED_FIXES: usize = 2;
 
 /// How the guard describes a version it created to fix version `from`.
 pub fn fix_description(from: i64) -> String {
@@ -542,11 +546,23 @@ pub fn plan_template(cfg: &Config, f: &TemplateFacts<'_>) -> (SourceReport, Sour
                 report.action = format!("none: {why}");
                 SourceAction::None
             }
+            None if unpromoted(f.versions, default, dv.is_noncompliant())
+                >= MAX_UNPROMOTED_FIXES =>
+            {
+                report.outcome = SourceOutcome::Failed;
+                report.action = "none: no more versions added".into();
+                report.error = Some(format!(
+                    "{} versions described as the guard's fix of version {} were never made the default: the guard adds no more and promotes none (it cannot prove it made them); see CloudTrail for CreateLaunchTemplateVersion and ModifyLaunchTemplate on {}",
+                    unpromoted(f.versions, default, true),
+                    default.version,
+                    t.id
+                ));
+                SourceAction::None
+            }
             None => {
                 let plan = new_versions(
                     cfg,
                     t,
-                    f.versions,
                     default,
                     latest,
                     dv.is_noncompliant(),
@@ -592,7 +608,6 @@ fn fix_refusal(cfg: &Config, t: &Template, owner: Option<&str>) -> Option<String
 fn new_versions(
     cfg: &Config,
     t: &Template,
-    versions: &[TemplateVersion],
     default: &TemplateVersion,
     latest: &TemplateVersion,
     default_bad: bool,
@@ -603,21 +618,7 @@ fn new_versions(
         from: v.version,
         options: fixed_options(cfg, v.options.as_ref()),
         make_default,
-        existing: None,
     };
-    // The default's fix, made by an earlier run that could not make it the
-    // default: reused. (The latest, then, was already copied after it.)
-    let made = versions.iter().find(|v| {
-        default_bad
-            && v.version > default.version
-            && v.description.as_deref() == Some(fix_description(default.version).as_str())
-            && v.options.as_ref().and_then(|o| o.http_tokens.as_deref()) == Some("required")
-    });
-    if let Some(made) = made {
-        let mut reuse = new(default, true);
-        reuse.existing = Some(made.version);
-        return vec![reuse];
-    }
     let same = default.version == latest.version;
     match (default_bad, latest_bad || same) {
         (true, _) if same => vec![new(default, true)],
@@ -634,16 +635,24 @@ fn new_versions(
     }
 }
 
+/// The versions newer than the default that say they are the guard's fix
+/// of it: earlier runs' fixes that were never made the default (or
+/// versions written to look like them).
+fn unpromoted(versions: &[TemplateVersion], default: &TemplateVersion, default_bad: bool) -> usize {
+    let fix = fix_description(default.version);
+    versions
+        .iter()
+        .filter(|v| {
+            default_bad && v.version > default.version && v.description.as_deref() == Some(&fix)
+        })
+        .count()
+}
+
 fn describe_fix(plan: &[NewVersion]) -> String {
     let parts: Vec<String> = plan
         .iter()
         .map(|v| {
-            if let Some(n) = v.existing {
-                format!(
-                    "make version {n} (an earlier fix of version {}) the default",
-                    v.from
-                )
-            } else if v.make_default {
+            if v.make_default {
                 format!(
                     "new default version from version {}, requiring tokens",
                     v.from
@@ -1018,7 +1027,6 @@ mod tests {
                     ..MetadataOptions::default()
                 },
                 make_default: true,
-                existing: None,
             }])
         );
 
@@ -1106,17 +1114,17 @@ mod tests {
     }
 
     #[test]
-    fn a_fix_an_earlier_run_could_not_make_the_default_is_reused_not_made_again() {
+    fn a_version_that_looks_like_the_guards_fix_is_never_promoted() {
+        // Someone who may create versions, but not set the default, writes
+        // one with the guard's description, tokens required, and their own
+        // AMI: the guard makes a fresh version from the default instead.
         let on = cfg(&[("FIX_SOURCES", "true")]);
-        let t = template(2, 4, &[OPTED_IN]);
+        let t = template(2, 3, &[OPTED_IN]);
         let inh = Inherited::default();
-        let mut fix = version(3, Some("required"), Some(1));
-        fix.description = Some(fix_description(2));
-        let v = vec![
-            version(2, Some("optional"), Some(1)),
-            fix,
-            version(4, Some("required"), Some(2)),
-        ];
+        let mut planted = version(3, Some("required"), Some(1));
+        planted.description = Some(fix_description(2));
+        planted.image_id = Some("ami-0badbadbadbadbad0".into());
+        let v = vec![version(2, Some("optional"), Some(1)), planted];
         let f = TemplateFacts {
             template: &t,
             versions: &v,
@@ -1125,9 +1133,36 @@ mod tests {
         };
         let (r, a) = plan_template(&on, &f);
         let SourceAction::Fix(plan) = a else { panic!() };
-        assert_eq!(plan.len(), 1);
-        assert_eq!((plan[0].existing, plan[0].make_default), (Some(3), true));
-        assert!(r.action.contains("make version 3"), "{}", r.action);
+        assert_eq!((plan[0].from, plan[0].make_default), (2, true), "{plan:?}");
+        // (The latest is copied after it, so `$Latest` keeps what it had:
+        // nothing of version 3 becomes the default.)
+        assert!(
+            plan.iter().all(|p| p.from != 3 || !p.make_default),
+            "{plan:?}"
+        );
+        assert_eq!(r.outcome, SourceOutcome::Fixed);
+
+        // Fixes never made the default pile up no further than the cap:
+        // then the template is failed and named, and nothing is added.
+        let mut more = v.clone();
+        let mut second = version(4, Some("required"), Some(1));
+        second.description = Some(fix_description(2));
+        more.push(second);
+        let t = template(2, 4, &[OPTED_IN]);
+        let f = TemplateFacts {
+            template: &t,
+            versions: &more,
+            groups: &[],
+            inherited: &inh,
+        };
+        let (r, a) = plan_template(&on, &f);
+        assert_eq!(a, SourceAction::None);
+        assert_eq!(r.outcome, SourceOutcome::Failed);
+        let e = r.error.unwrap();
+        assert!(
+            e.contains("2 versions described as the guard's fix of version 2"),
+            "{e}"
+        );
     }
 
     #[test]
