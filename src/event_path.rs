@@ -255,6 +255,7 @@ impl<'a, C: Clients> EventPath<'a, C> {
         }
         let security_hub = self.file_findings(account, &ctx, trigger, &reports).await;
         let mut report = Report::handled(Status::Handled, self.cfg.mode, ctx);
+        report.fallback = self.cfg.fallback_units.clone();
         report.instances = reports;
         report.unreadable = unreadable;
         report.security_hub = security_hub;
@@ -335,10 +336,9 @@ impl<'a, C: Clients> EventPath<'a, C> {
             let prefix = format!("{}{}", Kind::Exempt.prefix(), o.instance_id);
             match memory.query(place, &prefix, now).await {
                 Ok(records) => {
-                    o.recorded_exemption = records
-                        .iter()
-                        .find(|r| r.id() == o.instance_id)
-                        .and_then(|r| r.data.get(memory::GLOB).cloned());
+                    let record = records.iter().find(|r| r.id() == o.instance_id);
+                    o.recorded_exemption = record.and_then(|r| r.data.get(memory::GLOB).cloned());
+                    o.recorded_unconfirmed = record.is_some_and(crate::confirm::is_unconfirmed);
                 }
                 Err(e) => {
                     *slot = Err((
@@ -408,9 +408,11 @@ impl<'a, C: Clients> EventPath<'a, C> {
     }
 
     /// A launch by an exempt principal is recorded in the guard's memory,
-    /// where only the guard writes, so a later sweep or change honours it.
-    /// If it cannot be, the instance is left as it is now but fails, so the
-    /// event is retried: a sweep that does not know would change it.
+    /// where only the guard writes, so a later sweep or change honours it:
+    /// unconfirmed, until the exemption check finds CloudTrail's own record
+    /// of the launch (`confirm`). If it cannot be, the instance is left as
+    /// it is now but fails, so the event is retried: a sweep that does not
+    /// know would change it.
     async fn record_exemptions(
         &self,
         ctx: &EventContext,
@@ -421,19 +423,40 @@ impl<'a, C: Clients> EventPath<'a, C> {
         let Some(place) = place else {
             return;
         };
-        let records =
-            exemption_records(trigger, place, ctx.event_id.as_deref(), reports, now_secs());
-        if records.is_empty() {
+        let Some((account, region)) = place.split_once('#') else {
             return;
-        }
+        };
+        let now = now_secs();
+        let waiting = exemption_records(
+            trigger,
+            (account, region),
+            ctx.event_id.as_deref(),
+            reports,
+            now,
+        );
         let Some(memory) = self.clients.memory() else {
             return;
         };
-        if let Err(e) = memory.put(&records).await {
-            for r in reports
-                .iter_mut()
-                .filter(|r| records.iter().any(|rec| rec.id() == r.instance_id))
-            {
+        // Each waits for CloudTrail from the first event that claimed it:
+        // an entry already waiting is left as it is (marked told, so even a
+        // redelivery of the same event cannot restart its window).
+        let mut failed = Vec::new();
+        let mut fresh = Vec::new();
+        for w in waiting {
+            match memory.claim(&w.entry().told(), now).await {
+                Ok(Claim::Ours) => fresh.push(w),
+                Ok(Claim::Taken) => {}
+                Err(e) => failed.push((w.instance_id, e.to_string())),
+            }
+        }
+        if !fresh.is_empty() {
+            let records: Vec<Record> = fresh.iter().map(|w| w.exemption()).collect();
+            if let Err(e) = memory.put(&records).await {
+                failed.extend(fresh.into_iter().map(|w| (w.instance_id, e.to_string())));
+            }
+        }
+        for (id, e) in failed {
+            if let Some(r) = reports.iter_mut().find(|r| r.instance_id == id) {
                 r.error = Some(format!(
                     "exempt, but the exemption could not be recorded in the guard's memory (a sweep would not know it): {e}"
                 ));

@@ -59,6 +59,12 @@ impl<C: Clients> Guard<C> {
         payload: &Value,
         deadline: Option<Instant>,
     ) -> Result<Value, GuardError> {
+        if crate::exemption_check::is_request(payload) {
+            return Box::pin(
+                crate::exemption_check::ExemptionCheck::new(&self.cfg, &self.clients).run(),
+            )
+            .await;
+        }
         if crate::self_check::is_request(payload) {
             return Box::pin(
                 crate::self_check::SelfCheck::new(&self.cfg, &self.clients).run(payload, deadline),

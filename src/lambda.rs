@@ -90,7 +90,11 @@ pub fn run<S: Serves>() -> ExitCode {
     lambda_runtime::tracing::init_default_subscriber();
     // Read and check the configuration once; a bad value fails init, naming
     // the variable, before any event is taken.
-    let cfg = match Config::from_env().and_then(|cfg| cfg.needs_memory().map(|()| cfg)) {
+    let cfg = match Config::from_env().and_then(|cfg| {
+        cfg.needs_memory()?;
+        cfg.fails_open()?;
+        Ok(cfg)
+    }) {
         Ok(cfg) => cfg,
         Err(e) => {
             tracing::error!(variable = e.variable, "{e}");

@@ -8,8 +8,8 @@
 //! through `act` and `sources`, and report through `outputs`; `cli` and `main` are the two doors.
 
 pub use imds_guard_domain::{
-    break_glass, breaker, cap, config, doctor, event, fanout, finding, glob, handoff, memory,
-    metrics, notify, plan, policy, probe, report, routing, source, validate, watch,
+    break_glass, breaker, cap, config, confirm, doctor, event, fanout, finding, glob, handoff,
+    memory, metrics, notify, plan, policy, probe, report, routing, source, validate, watch,
 };
 
 pub mod act;
@@ -18,6 +18,7 @@ pub mod break_glass_flow;
 pub mod cli;
 pub mod doctor_flow;
 pub mod event_path;
+pub mod exemption_check;
 pub mod findings;
 pub mod guard;
 pub mod handoff_flow;

@@ -286,18 +286,28 @@ impl<'a, C: Clients> FanOut<'a, C> {
                     Ok(id) => format!("sent {id}"),
                     Err(e) => {
                         // No retry would find this message again: keep it
-                        // for a person, and fail the run.
-                        if let Some(q) = self.clients.keeper() {
-                            use crate::aws::Keeper;
-                            let _ = q
-                                .keep(
-                                    &message.kept(topic, &e.to_string(), None),
-                                    crate::notify::KEPT_KIND,
-                                )
-                                .await;
+                        // for a person, and fail the run saying where it is.
+                        let kept = match self.clients.keeper() {
+                            None => "and there is no failed-events queue (FAILED_EVENTS_QUEUE_URL) to keep it in: it is in this function's log".to_string(),
+                            Some(q) => {
+                                use crate::aws::Keeper;
+                                match q
+                                    .keep(
+                                        &message.kept(topic, &e.to_string(), None),
+                                        crate::notify::KEPT_KIND,
+                                    )
+                                    .await
+                                {
+                                    Ok(()) => "kept in the failed-events queue".to_string(),
+                                    Err(k) => format!("and could not be kept in the failed-events queue ({k}): it is in this function's log"),
+                                }
+                            }
+                        };
+                        if !kept.starts_with("kept") {
+                            error!(subject = %message.subject, message = %message.body, "an organization summary could not be published nor kept anywhere but here");
                         }
                         return Err(GuardError::Incomplete {
-                            summary: format!("the summary could not be published ({e}); kept in the failed-events queue"),
+                            summary: format!("the summary could not be published ({e}); {kept}"),
                         });
                     }
                 }

@@ -141,8 +141,10 @@ pub struct Sweep<'a, C> {
     /// Sees every instance decided, not only those with news (the command
     /// line's `--output csv|html`): what the report's caps leave out.
     every: Option<&'a (dyn Fn(&InstanceReport) + Sync)>,
-    /// Changes this run may still make (`MAX_CHANGES_PER_RUN`), shared by
-    /// the account-regions it sweeps at once, whatever each runs in.
+    /// Changes this run may still make in the account being swept
+    /// (`MAX_CHANGES_PER_RUN`), shared by its regions, whatever each runs
+    /// in. Each account has its own, as each fan-out shard does: one
+    /// account's fleet cannot spend another's.
     run_room: Arc<AtomicU64>,
 }
 
@@ -156,13 +158,14 @@ impl<'a, C: Clients> Sweep<'a, C> {
         }
     }
 
-    /// The same run, in an account that runs under `cfg` (its own mode).
-    fn with_cfg<'b>(&'b self, cfg: &'b Config) -> Sweep<'b, C> {
+    /// The same run, in an account that runs under `cfg` (its own mode),
+    /// with that account's room for changes.
+    fn for_account<'b>(&'b self, cfg: &'b Config, room: Arc<AtomicU64>) -> Sweep<'b, C> {
         Sweep {
             cfg,
             clients: self.clients,
             every: self.every,
-            run_room: self.run_room.clone(),
+            run_room: room,
         }
     }
 
@@ -288,16 +291,34 @@ impl<'a, C: Clients> Sweep<'a, C> {
             }
         }
         let own = &own;
+        // Each account its own MAX_CHANGES_PER_RUN (one account: this run's).
+        let rooms: HashMap<Option<String>, Arc<AtomicU64>> = targets
+            .iter()
+            .map(|a| {
+                let room = if targets.len() == 1 {
+                    self.run_room.clone()
+                } else {
+                    Arc::new(AtomicU64::new(self.cfg.max_changes_per_run))
+                };
+                (a.clone(), room)
+            })
+            .collect();
+        let rooms = &rooms;
         let per_pair = MAX_LISTED / pairs.len().max(1);
         let results: Vec<RegionResult> = stream::iter(pairs)
             .map(|(account, region)| async move {
+                let room = rooms
+                    .get(&account)
+                    .cloned()
+                    .unwrap_or_else(|| self.run_room.clone());
                 let Some((cfg, why)) = own.get(&account) else {
                     return self
+                        .for_account(self.cfg, room)
                         .region(account.as_deref(), &region, per_pair, deadline, progress)
                         .await;
                 };
                 let mut r = self
-                    .with_cfg(cfg)
+                    .for_account(cfg, room)
                     .region(account.as_deref(), &region, per_pair, deadline, progress)
                     .await;
                 r.summary.mode = Some(cfg.mode);
@@ -353,8 +374,27 @@ impl<'a, C: Clients> Sweep<'a, C> {
             .sort_by(|a, b| b.instances.cmp(&a.instances).then(a.id.cmp(&b.id)));
         accounts.sort_by(|a, b| a.account.cmp(&b.account));
         sweep.accounts = accounts;
+        sweep.memory = self.memory_problem().await;
         report.sweep = Some(sweep);
         (report, to_remember)
+    }
+
+    /// What is wrong with the protection of the guard's memory (its
+    /// resource policy, against the stack's: `memory::policy_problem`);
+    /// `None` when it holds, or when the stack does not say what it made
+    /// (`MEMORY_TABLE_ARN`, `MEMORY_WRITERS`).
+    async fn memory_problem(&self) -> Option<String> {
+        let arn = self.cfg.memory_table_arn.as_deref()?;
+        if self.cfg.memory_writers.is_empty() {
+            return None;
+        }
+        let memory = self.clients.memory()?;
+        match memory.policy(arn).await {
+            Ok(p) => crate::memory::policy_problem(p.as_deref(), &self.cfg.memory_writers),
+            Err(e) => Some(format!(
+                "its resource policy could not be read to check it is the stack's ({e})"
+            )),
+        }
     }
 
     /// One account-region: its instances listed and acted on while its
@@ -929,10 +969,16 @@ impl<'a, C: Clients> Sweep<'a, C> {
                 continue;
             };
             o.recorded_exemption = record.data.get(memory::GLOB).cloned();
+            o.recorded_unconfirmed = crate::confirm::is_unconfirmed(record);
             // Renewed only while honoured: a removed glob's records lapse.
             let glob = o.recorded_exemption.as_deref().unwrap_or_default();
             if !policy.honours_record(glob) {
                 out.lapsed.push((o.instance_id.clone(), glob.to_string()));
+                continue;
+            }
+            // Never renewed while CloudTrail has not confirmed it: only the
+            // exemption check keeps one.
+            if o.recorded_unconfirmed {
                 continue;
             }
             if record.due_for_renewal(now) {

@@ -202,6 +202,17 @@ pub trait MetricsApi: Send + Sync {
     ) -> impl Future<Output = Result<HashMap<String, f64>, AwsError>> + Send;
 }
 
+/// CloudTrail's own record of an event (a launch a principal exemption
+/// rests on: `confirm`).
+pub trait TrailApi: Send + Sync {
+    /// The record of event `event_id`, in the account and region this
+    /// client calls; `None` when CloudTrail has none (yet).
+    fn event(
+        &self,
+        event_id: &str,
+    ) -> impl Future<Output = Result<Option<crate::confirm::TrailRecord>, AwsError>> + Send;
+}
+
 /// The guard's memory (docs/design.md).
 pub trait MemoryApi: Send + Sync {
     /// Writes `record` unless a live record with its key was written by
@@ -229,6 +240,12 @@ pub trait MemoryApi: Send + Sync {
         prefix: &str,
         now: u64,
     ) -> impl Future<Output = Result<Vec<Record>, AwsError>> + Send;
+    /// The table's resource policy (`GetResourcePolicy` on `table_arn`);
+    /// `None` when it has none.
+    fn policy(
+        &self,
+        table_arn: &str,
+    ) -> impl Future<Output = Result<Option<String>, AwsError>> + Send;
 }
 
 /// Hands out clients by account and region.
@@ -241,8 +258,11 @@ pub trait Clients: Send + Sync {
     type AutoScaling: AutoScalingApi;
     type Findings: FindingsApi;
     type Events: EventsApi;
+    type Trail: TrailApi;
 
     fn ec2(&self, account: &Account, region: &str) -> Self::Ec2;
+    /// CloudTrail in `account` and `region` (a member's through its role).
+    fn trail(&self, account: &Account, region: &str) -> Self::Trail;
     /// Notifications go out from the function's own account.
     fn sns(&self, region: &str) -> Self::Sns;
     fn autoscaling(&self, account: &Account, region: &str) -> Self::AutoScaling;

@@ -361,7 +361,8 @@ config_for!(
     aws_sdk_dynamodb,
     aws_sdk_sqs,
     aws_sdk_securityhub,
-    aws_sdk_eventbridge
+    aws_sdk_eventbridge,
+    aws_sdk_cloudtrail
 );
 
 fn cached<C: Clone>(
@@ -387,12 +388,21 @@ impl<O: Outputs> Clients for RegionalClients<O> {
     type AutoScaling = AutoScaling;
     type Findings = O::Findings;
     type Events = O::Events;
+    type Trail = super::cloudtrail::Trail;
 
     fn ec2(&self, account: &Account, region: &str) -> Ec2 {
         Ec2(cached(&self.ec2, account, region, || {
             let b = aws_sdk_ec2::config::Builder::from(&self.base);
             aws_sdk_ec2::Client::from_conf(self.layer(account, region, b).build())
         }))
+    }
+
+    fn trail(&self, account: &Account, region: &str) -> super::cloudtrail::Trail {
+        // Asked rarely (the exemption check): built per use, not cached.
+        let b = aws_sdk_cloudtrail::config::Builder::from(&self.base);
+        super::cloudtrail::Trail(aws_sdk_cloudtrail::Client::from_conf(
+            self.layer(account, region, b).build(),
+        ))
     }
 
     fn sns(&self, region: &str) -> Sns {

@@ -590,6 +590,7 @@ fn observe(i: &aws_sdk_ec2::types::Instance) -> Option<Observed> {
             .and_then(|p| p.arn())
             .map(str::to_string),
         recorded_exemption: None,
+        recorded_unconfirmed: false,
         break_glass: None,
     })
 }

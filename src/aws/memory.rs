@@ -69,6 +69,29 @@ fn record(item: &HashMap<String, AttributeValue>) -> Option<Record> {
 }
 
 impl MemoryApi for Memory {
+    async fn policy(&self, table_arn: &str) -> Result<Option<String>, AwsError> {
+        match self
+            .client
+            .get_resource_policy()
+            .resource_arn(table_arn)
+            .send()
+            .await
+        {
+            Ok(out) => Ok(out.policy().map(str::to_string)),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_policy_not_found_exception()) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(AwsError::classify(
+                e,
+                "dynamodb",
+                "dynamodb:GetResourcePolicy",
+            )),
+        }
+    }
+
     async fn claim(&self, r: &Record, now: u64) -> Result<Claim, AwsError> {
         let mut req = self
             .client

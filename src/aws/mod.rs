@@ -1,7 +1,7 @@
 //! Every AWS call the function makes, behind small adapters that speak the
 //! domain's types. The flows see only the traits of `api`; the SDK adapters
-//! (`ec2`, `autoscaling`, `sns`, `sqs`, `cloudwatch`, `memory`, `roles`,
-//! `organizations`, `securityhub`, `eventbridge`) implement them, and `clients` hands them out per account
+//! (`ec2`, `autoscaling`, `sns`, `sqs`, `cloudwatch`, `cloudtrail`, `memory`,
+//! `roles`, `organizations`, `securityhub`, `eventbridge`) implement them, and `clients` hands them out per account
 //! and region. Errors are classified
 //! once, in `error`.
 //!
@@ -11,6 +11,7 @@
 pub mod api;
 pub mod autoscaling;
 pub mod clients;
+pub mod cloudtrail;
 pub mod cloudwatch;
 pub mod counter;
 pub mod ec2;
@@ -26,7 +27,7 @@ pub mod sqs;
 
 pub use api::{
     AutoScalingApi, Clients, Ec2Api, EventsApi, FindingsApi, Keeper, MemoryApi, MetricsApi, Page,
-    Publisher,
+    Publisher, TrailApi,
 };
 pub use clients::RegionalClients;
 pub use counter::CallCounter;

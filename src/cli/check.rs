@@ -158,6 +158,7 @@ pub fn evaluate(cfg: &Config, payload: &serde_json::Value) -> Result<Report, eve
                 security_hub: None,
                 routed: None,
                 breaker: None,
+                fallback: None,
             }
         }
     })

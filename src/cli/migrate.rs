@@ -39,6 +39,20 @@ pub fn run(args: MigrateArgs) -> Result<ExitCode, String> {
     {
         return Err("other accounts need MEMBER_ROLE_NAME, the role to assume in them".into());
     }
+    // The accounts the guard may act in, as everywhere else.
+    let listed = match &cfg.sweep_accounts {
+        SweepAccounts::Listed(list) if args.targets.accounts.is_empty() => list.as_slice(),
+        _ => args.targets.accounts.as_slice(),
+    };
+    if let Some(a) = listed.iter().find(|a| cfg.refusal(Some(a)).is_some()) {
+        return Err(format!("account {a} is not in ALLOWED_ACCOUNT_IDS"));
+    }
+    if cfg.sweep_accounts == SweepAccounts::Organization
+        && !args.targets.organization
+        && args.targets.accounts.is_empty()
+    {
+        return Err("SWEEP_ACCOUNTS=ORGANIZATION: pass --organization (or --account) to migrate the organization's accounts; without, only the caller's own would be".into());
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

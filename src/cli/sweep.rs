@@ -189,7 +189,10 @@ pub fn run(args: SweepArgs) -> Result<ExitCode, String> {
         eprintln!("imds-guard sweep: {summary}");
     }
     let left = report.count(Outcome::Flagged) + report.count(Outcome::Failed);
-    Ok(if region_errors {
+    // 2 whenever the same run as a function would have failed (a region
+    // not swept, or its notification, findings or events not delivered):
+    // a pipeline gate must not pass on a run that did not finish.
+    Ok(if region_errors || failed.is_some() {
         ExitCode::from(2)
     } else if left > 0 {
         ExitCode::from(1)

@@ -203,9 +203,13 @@ impl Clients for FixedClients {
     type AutoScaling = AutoScaling;
     type Findings = SecurityHub;
     type Events = Bus;
+    type Trail = imds_guard::aws::cloudtrail::Trail;
 
     fn ec2(&self, _account: &Account, _region: &str) -> Ec2 {
         Ec2(self.ec2.clone())
+    }
+    fn trail(&self, _account: &Account, _region: &str) -> Self::Trail {
+        panic!("these clients have no CloudTrail: the exemption check runs on the fake")
     }
     fn findings(&self, _account: &Account, _region: &str) -> Option<SecurityHub> {
         Some(SecurityHub(self.findings.clone()))

@@ -80,6 +80,10 @@ struct State {
     refused: Option<Vec<String>>,
     /// AWS's clock, as its answers' `Date` says (`None`: no `Date`).
     aws_clock: Option<u64>,
+    /// The memory table's resource policy.
+    memory_policy: Option<String>,
+    /// CloudTrail's records, by event id.
+    trail: HashMap<String, imds_guard::confirm::TrailRecord>,
     /// Tags the guard wrote on groups.
     group_tags: Vec<(String, String, String)>,
     /// The organization's accounts (`None`: not an organization).
@@ -409,6 +413,22 @@ impl FakeCloud {
         self
     }
 
+    /// CloudTrail's record of event `event_id` (`LookupEvents` finds it).
+    pub fn record_in_trail(
+        &self,
+        event_id: &str,
+        record: imds_guard::confirm::TrailRecord,
+    ) -> &Self {
+        self.state().trail.insert(event_id.to_string(), record);
+        self
+    }
+
+    /// The memory table's resource policy, as `GetResourcePolicy` returns it.
+    pub fn set_memory_policy(&self, policy: Option<String>) -> &Self {
+        self.state().memory_policy = policy;
+        self
+    }
+
     /// AWS's answers dated `secs` (the laptop's clock may differ).
     pub fn set_aws_clock(&self, secs: u64) -> &Self {
         self.state().aws_clock = Some(secs);
@@ -536,8 +556,12 @@ impl Clients for FakeClients {
     type AutoScaling = FakeCloud;
     type Findings = FakeCloud;
     type Events = FakeCloud;
+    type Trail = FakeCloud;
 
     fn ec2(&self, _account: &Account, _region: &str) -> FakeCloud {
+        self.0.clone()
+    }
+    fn trail(&self, _account: &Account, _region: &str) -> FakeCloud {
         self.0.clone()
     }
     fn findings(&self, _account: &Account, _region: &str) -> Option<FakeCloud> {
@@ -1002,7 +1026,23 @@ impl Keeper for FakeCloud {
     }
 }
 
+impl imds_guard::aws::TrailApi for FakeCloud {
+    async fn event(
+        &self,
+        event_id: &str,
+    ) -> Result<Option<imds_guard::confirm::TrailRecord>, AwsError> {
+        self.pace("LookupEvents").await?;
+        let s = self.call("LookupEvents")?;
+        Ok(s.trail.get(event_id).cloned())
+    }
+}
+
 impl MemoryApi for FakeCloud {
+    async fn policy(&self, _table_arn: &str) -> Result<Option<String>, AwsError> {
+        let s = self.call("GetResourcePolicy")?;
+        Ok(s.memory_policy.clone())
+    }
+
     /// Pages of two records, to make a reader follow them.
     async fn query_page(
         &self,

@@ -349,3 +349,58 @@ async fn a_shards_own_failures_count_and_what_it_told_of_is_remembered_after_the
         "remembered as told once the summary was sent"
     );
 }
+
+/// An organization summary SNS refuses fails the run, saying where the
+/// message is: kept in the failed-events queue only when it was.
+#[tokio::test(start_paused = true)]
+async fn an_unpublished_summary_says_where_it_was_kept_or_that_it_was_not() {
+    for (queue, keep_fails, said) in [
+        (true, false, "; kept in the failed-events queue"),
+        (true, true, "could not be kept in the failed-events queue"),
+        (false, false, "there is no failed-events queue"),
+    ] {
+        let cloud = FakeCloud::new();
+        cloud.with_memory();
+        if queue {
+            cloud.with_keeper();
+        }
+        cloud.set_organization(vec!["111111111111".into()]);
+        let g = Guard::new(
+            config(&[
+                (
+                    "NOTIFY_TOPIC_ARN",
+                    "arn:aws:sns:us-east-1:111122223333:imds-guard",
+                ),
+                ("MEMBER_ROLE_NAME", "imds-guard-member"),
+                ("SWEEP_ACCOUNTS", "ORGANIZATION"),
+                ("SWEEP_REGIONS", "us-east-1"),
+                ("FANOUT_THRESHOLD", "1"),
+                ("MEMORY_TABLE", "imds-guard-memory"),
+            ]),
+            cloud.clients(),
+        );
+        g.handle_payload(
+            &json!({"imds_guard_step": "shard", "run": "r-1", "account": "111111111111"}),
+            None,
+        )
+        .await
+        .unwrap();
+        cloud.fail("Publish", 9, api_error("AuthorizationError"));
+        if keep_fails {
+            cloud.fail("SendMessage", 9, api_error("AccessDenied"));
+        }
+        let plan = json!({"run": "r-1", "single": false, "accounts": ["111111111111"],
+            "regions": ["us-east-1"], "concurrency": 1});
+        let Err(GuardError::Incomplete { summary }) = g
+            .handle_payload(
+                &json!({"imds_guard_step": "summarize", "run": "r-1", "plan": plan}),
+                None,
+            )
+            .await
+        else {
+            panic!("an unpublished summary fails the run");
+        };
+        assert!(summary.contains(said), "{queue} {keep_fails}: {summary}");
+        assert_eq!(cloud.kept().len(), usize::from(queue && !keep_fails));
+    }
+}

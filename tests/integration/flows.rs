@@ -1251,3 +1251,47 @@ async fn a_removed_exemption_glob_ends_the_records_it_made() {
     .unwrap();
     assert_eq!(cloud2.tokens(migrated), "optional");
 }
+
+/// Each sweep checks the memory's resource policy is still the stack's; a
+/// policy removed or loosened fails the run and heads its notification.
+#[tokio::test(start_paused = true)]
+async fn a_sweep_fails_loudly_when_the_memorys_protection_is_gone() {
+    let guard_role = "arn:aws:iam::111122223333:role/imds-guard-GuardRole-X";
+    let stacks = json!({"Version": "2012-10-17", "Statement": [{
+        "Sid": "OnlyTheGuardWrites", "Effect": "Deny", "Principal": "*",
+        "Action": imds_guard::memory::GUARDED_WRITES, "Resource": "*",
+        "Condition": {"ArnNotEquals": {"aws:PrincipalArn": [guard_role]}}
+    }]})
+    .to_string();
+    let cloud = FakeCloud::new();
+    cloud.with_memory();
+    cloud.set_defaults(Some(Default::default()));
+    cloud.set_memory_policy(Some(stacks));
+    let g = guard(
+        &cloud,
+        &[
+            (
+                "MEMORY_TABLE_ARN",
+                "arn:aws:dynamodb:us-east-1:111122223333:table/imds-guard-memory",
+            ),
+            ("MEMORY_WRITERS", guard_role),
+        ],
+    );
+    let r = g.handle(&scheduled()).await.unwrap();
+    assert_eq!(r.sweep.as_ref().unwrap().memory, None);
+    assert_eq!(r.aws_calls.get("GetResourcePolicy"), Some(&1));
+
+    // Someone deletes the policy: the run fails, and says so first.
+    cloud.set_memory_policy(None);
+    let Err(GuardError::Unhandled { summary, report }) = g.handle(&scheduled()).await else {
+        panic!("an unprotected memory fails the sweep");
+    };
+    assert!(summary.contains("no resource policy"), "{summary}");
+    assert!(report.sweep.as_ref().unwrap().memory.is_some());
+    let told = cloud.published();
+    assert!(
+        told.last().unwrap().subject.contains("MEMORY UNPROTECTED"),
+        "{}",
+        told.last().unwrap().subject
+    );
+}

@@ -459,6 +459,28 @@ impl<'a> Deployment<'a> {
         out
     }
 
+    /// The stack's `Rules` that refuse this deployment, by name: a rule
+    /// whose `RuleCondition` holds (or that has none) and one of whose
+    /// assertions does not.
+    pub fn refused_by(&self, t: &Value) -> Vec<String> {
+        let Some(rules) = t.get("Rules").and_then(Value::as_mapping) else {
+            return Vec::new();
+        };
+        rules
+            .iter()
+            .filter(|(_, rule)| {
+                rule.get("RuleCondition")
+                    .is_none_or(|c| self.condition(t, c))
+                    && rule["Assertions"]
+                        .as_sequence()
+                        .unwrap()
+                        .iter()
+                        .any(|a| !self.condition(t, &a["Assert"]))
+            })
+            .map(|(name, _)| name.as_str().unwrap().to_string())
+            .collect()
+    }
+
     /// The statements of a resource policy (`AWS::SQS::QueuePolicy`,
     /// `AWS::SNS::TopicPolicy`, ...), resolved; empty when its condition
     /// does not hold here.
@@ -470,7 +492,12 @@ impl<'a> Deployment<'a> {
                 return Vec::new();
             }
         }
-        let doc = self.resolve(t, &r["Properties"]["PolicyDocument"]).unwrap();
+        // A queue's or topic's policy resource, or a table's own.
+        let doc = match r["Properties"].get("ResourcePolicy") {
+            Some(p) => &p["PolicyDocument"],
+            None => &r["Properties"]["PolicyDocument"],
+        };
+        let doc = self.resolve(t, doc).unwrap();
         doc["Statement"].as_array().cloned().unwrap_or_default()
     }
 

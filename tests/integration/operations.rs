@@ -457,6 +457,23 @@ async fn each_account_runs_in_the_mode_of_its_own_setting_or_its_unit() {
     let report = g.handle(&ev).await.unwrap();
     assert_eq!(report.mode, imds_guard::config::Mode::Audit);
     assert_eq!(cloud.tokens(ID), "optional");
+    // ...and its notification says so.
+    let fallback = report.fallback.as_deref().unwrap_or_default();
+    assert!(
+        fallback.contains("888899990000's organizational units are not known"),
+        "{report:?}"
+    );
+    let told = cloud.published();
+    assert!(
+        told.last().unwrap().body.contains("not known yet"),
+        "{}",
+        told.last().unwrap().body
+    );
+    // An account whose units the sweep learnt says nothing of the kind.
+    let mut ev = revert_event(ID);
+    ev["account"] = SANDBOX.into();
+    ev["detail"]["recipientAccountId"] = SANDBOX.into();
+    assert_eq!(g.handle(&ev).await.unwrap().fallback, None);
 
     // A production account enforces, as the default says.
     let g = guard(&cloud, &pairs(PROD));

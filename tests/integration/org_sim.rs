@@ -163,8 +163,12 @@ impl Clients for SimClients {
     type AutoScaling = FakeCloud;
     type Findings = FakeCloud;
     type Events = FakeCloud;
+    type Trail = FakeCloud;
 
     fn ec2(&self, account: &Account, region: &str) -> FakeCloud {
+        self.cloud(account, region)
+    }
+    fn trail(&self, account: &Account, region: &str) -> FakeCloud {
         self.cloud(account, region)
     }
     fn findings(&self, account: &Account, region: &str) -> Option<FakeCloud> {
@@ -490,4 +494,36 @@ async fn an_organization_of_17000_account_regions_is_swept_to_the_end() {
         "(simulated seconds; {:.1} s of this machine's time)",
         real.elapsed().as_secs_f64()
     );
+}
+
+/// A single-invocation sweep of several accounts gives each account its own
+/// `MAX_CHANGES_PER_RUN`, as each fan-out shard has: one member's fleet
+/// cannot spend the budget of the others.
+#[tokio::test(start_paused = true)]
+async fn each_account_of_one_sweep_has_its_own_change_budget() {
+    let sim = SimClients::new(3, pace());
+    let cfg = config(&[
+        ("MEMBER_ROLE_NAME", "imds-guard-member"),
+        ("SWEEP_ACCOUNTS", "ORGANIZATION"),
+        ("SWEEP_REGIONS", "us-east-1"),
+        ("MEMORY_TABLE", "imds-guard-memory"),
+        ("GUARD_MODE", "enforce"),
+        ("MAX_CHANGES_PER_RUN", "4"),
+        ("MAX_CHANGE_PERCENT", "100"),
+    ]);
+    let (report, _) = imds_guard::sweep::Sweep::new(&cfg, &sim)
+        .collect(Default::default(), vec!["us-east-1".into()], None, &|_| {})
+        .await;
+    let regions = &report.sweep.as_ref().unwrap().regions;
+    assert_eq!(regions.len(), 3);
+    for r in regions {
+        // Six noncompliant in each: four changed, two held, in every one.
+        assert_eq!(
+            r.count(imds_guard::report::Outcome::Remediated),
+            4,
+            "{:?}: {:?}",
+            r.account,
+            r.counts
+        );
+    }
 }

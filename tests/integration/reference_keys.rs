@@ -22,8 +22,9 @@ use crate::template::load;
 
 /// Global condition keys the templates use, with their types (IAM User
 /// Guide, "AWS global condition context keys").
-const GLOBAL: [(&str, &str); 9] = [
+const GLOBAL: [(&str, &str); 10] = [
     ("aws:PrincipalArn", "ARN"),
+    ("aws:PrincipalIsAWSService", "Bool"),
     ("aws:PrincipalOrgID", "String"),
     ("aws:ResourceAccount", "String"),
     ("aws:ResourceOrgID", "String"),

@@ -11,11 +11,28 @@ const GUARD_ROLE: &str = "arn:aws:iam::123456789012:role/imds-guard-GuardRole-1A
 const ADMIN_ROLE: &str =
     "arn:aws:iam::123456789012:role/aws-reserved/sso.amazonaws.com/AWSReservedSSO_Admin_0123";
 
-/// The statements with each `!GetAtt GuardRole.Arn` the deployed ARN.
+/// The ARN a resource's `!GetAtt <name>.Arn` resolves to once deployed:
+/// the guard's role's as `GUARD_ROLE`, any other one of its own.
+fn arn_of(placeholder: &str) -> String {
+    match placeholder {
+        "<GuardRole.Arn>" => GUARD_ROLE.to_string(),
+        p => format!(
+            "arn:aws:cloudformation:us-east-1:123456789012:resource/{}",
+            p.trim_start_matches('<').trim_end_matches(".Arn>")
+        ),
+    }
+}
+
+/// The statements with each `!GetAtt <name>.Arn` the deployed ARN.
 fn deployed(statements: Vec<Json>) -> Vec<Json> {
-    let s = Json::Array(statements)
-        .to_string()
-        .replace("<GuardRole.Arn>", GUARD_ROLE);
+    let mut s = Json::Array(statements).to_string();
+    while let Some(end) = s.find(".Arn>") {
+        let Some(start) = s[..end].rfind('<') else {
+            break;
+        };
+        let placeholder = s[start..end + 5].to_string();
+        s = s.replace(&placeholder, &arn_of(&placeholder));
+    }
     serde_json::from_str::<Json>(&s)
         .unwrap()
         .as_array()
@@ -44,6 +61,7 @@ fn only_the_guards_role_may_send_to_the_outputs_queues_and_only_over_tls() {
     // An administrator of the account: allowed everything by its own policy.
     let admin = vec![json!({"Effect": "Allow", "Action": "*", "Resource": "*"})];
     for queue in ["<OutputsQueue.Arn>", "<OutputsDeadLetterQueue.Arn>"] {
+        let queue = &arn_of(queue);
         assert_eq!(
             evaluate_for(&guard, &policy, GUARD_ROLE, &send(queue, GUARD_ROLE, true)),
             Decision::Allow,
@@ -68,8 +86,7 @@ fn only_the_guards_role_may_send_to_the_outputs_queues_and_only_over_tls() {
         // A request that names no principal (SQS moving a message to the
         // dead-letter queue itself) is not caught by the sender deny.
         let unnamed = Request::new("sqs:SendMessage", queue).key("aws:SecureTransport", "true");
-        let allow_all =
-            vec![json!({"Effect": "Allow", "Action": "sqs:SendMessage", "Resource": "*"})];
+        let allow_all = [json!({"Effect": "Allow", "Action": "sqs:SendMessage", "Resource": "*"})];
         assert_eq!(
             crate::iam::evaluate(&[&policy[..], &allow_all[..]].concat(), &unnamed),
             Decision::Allow
@@ -81,7 +98,7 @@ fn only_the_guards_role_may_send_to_the_outputs_queues_and_only_over_tls() {
         "sqs:DeleteMessage",
         "sqs:GetQueueAttributes",
     ] {
-        let r = Request::new(action, "<OutputsQueue.Arn>")
+        let r = Request::new(action, &arn_of("<OutputsQueue.Arn>"))
             .key("aws:PrincipalArn", GUARD_ROLE)
             .key("aws:SecureTransport", "true");
         assert_eq!(
@@ -97,4 +114,210 @@ fn a_stack_that_hands_nothing_off_has_no_outputs_queue_policy() {
     let t = load("template.yaml");
     let d = Deployment::with(&[("SecurityHubFindings", "false"), ("EventBusName", "")]);
     assert!(d.policy_statements(&t, "OutputsQueuePolicy").is_empty());
+}
+
+/// The break-glass role writes grants only: a write naming another
+/// partition, a write naming none, and PartiQL are denied it by the table;
+/// its `Query` (for `break-glass list`) is not.
+#[test]
+fn the_break_glass_role_writes_only_grants_and_names_their_partition() {
+    const BREAK_GLASS: &str = "arn:aws:iam::123456789012:role/incident-responder";
+    let t = load("template.yaml");
+    let d = Deployment::with(&[("BreakGlassRoleArn", BREAK_GLASS)]);
+    let table = deployed(d.policy_statements(&t, "MemoryTable"));
+    // What the role's own policy grants it on the table (the operator's).
+    let own = vec![json!({"Effect": "Allow", "Action": "dynamodb:*", "Resource": "*"})];
+    let ask = |action: &str, keys: Option<&[&str]>| {
+        let mut r = Request::new(
+            action,
+            "arn:aws:dynamodb:us-east-1:123456789012:table/imds-guard-memory",
+        )
+        .key("aws:PrincipalArn", BREAK_GLASS);
+        if let Some(k) = keys {
+            r = r.multi("dynamodb:LeadingKeys", k);
+        }
+        evaluate_for(&own, &table, BREAK_GLASS, &r)
+    };
+    let grants = ["breakglass#123456789012#us-east-1"];
+    for write in [
+        "dynamodb:PutItem",
+        "dynamodb:UpdateItem",
+        "dynamodb:DeleteItem",
+        "dynamodb:BatchWriteItem",
+    ] {
+        assert_eq!(
+            ask(write, Some(&grants)),
+            Decision::Allow,
+            "{write} on grants"
+        );
+        assert_eq!(
+            ask(write, Some(&["123456789012#us-east-1"])),
+            Decision::ExplicitDeny,
+            "{write} on the guard's own records"
+        );
+        assert_eq!(
+            ask(write, None),
+            Decision::ExplicitDeny,
+            "{write} naming no partition"
+        );
+    }
+    for partiql in [
+        "dynamodb:PartiQLInsert",
+        "dynamodb:PartiQLUpdate",
+        "dynamodb:PartiQLDelete",
+        "dynamodb:PartiQLSelect",
+    ] {
+        assert_eq!(ask(partiql, None), Decision::ExplicitDeny, "{partiql}");
+    }
+    assert_eq!(ask("dynamodb:Query", Some(&grants)), Decision::Allow);
+    // The guard's own role is not touched by any of it.
+    let guard_put = Request::new("dynamodb:PutItem", "*")
+        .key("aws:PrincipalArn", GUARD_ROLE)
+        .multi("dynamodb:LeadingKeys", &["123456789012#us-east-1"]);
+    assert_eq!(
+        evaluate_for(&own, &table, GUARD_ROLE, &guard_put),
+        Decision::Allow
+    );
+}
+
+/// Who sends to the topic and the failed-events queue, each as IAM sees its
+/// request: the test names every sender the guard relies on, and fails
+/// when a policy drops one (or lets a stranger in).
+#[test]
+fn the_topic_and_the_failed_events_queue_take_every_sender_the_guard_needs_and_no_other() {
+    const BREAK_GLASS: &str = "arn:aws:iam::123456789012:role/incident-responder";
+    const OPERATOR: &str =
+        "arn:aws:iam::123456789012:role/aws-reserved/sso.amazonaws.com/eu-west-1/AWSReservedSSO_SecOps_0123abcd";
+    let t = load("template.yaml");
+    let d = Deployment::with(&[
+        ("BreakGlassRoleArn", BREAK_GLASS),
+        (
+            "OperatorRoleArns",
+            "arn:aws:iam::123456789012:role/aws-reserved/sso.amazonaws.com/*/AWSReservedSSO_SecOps_*",
+        ),
+        ("OrganizationId", "o-abc123def4"),
+        ("MemberRoleName", "imds-guard-member"),
+        ("MemberRoleExternalId", "imds-guard-0123456789"),
+    ]);
+    let anyone = vec![json!({"Effect": "Allow", "Action": "*", "Resource": "*"})];
+    let role = |arn: &str| {
+        Request::new("", "")
+            .key("aws:PrincipalArn", arn)
+            .key("aws:PrincipalIsAWSService", "false")
+            .key("aws:SecureTransport", "true")
+    };
+    let service = |source: &str| {
+        Request::new("", "")
+            .key("aws:PrincipalIsAWSService", "true")
+            .key("aws:SourceArn", source)
+            .key("aws:SourceAccount", "123456789012")
+            .key("aws:SecureTransport", "true")
+    };
+    for (policy, action, resource) in [
+        (
+            "NotificationTopicPolicy",
+            "sns:Publish",
+            "<NotificationTopic>".to_string(),
+        ),
+        (
+            "FailedEventsQueuePolicy",
+            "sqs:SendMessage",
+            arn_of("<FailedEventsQueue.Arn>"),
+        ),
+    ] {
+        let statements = deployed(d.policy_statements(&t, policy));
+        let decide = |principal: &str, identity: &[Json], r: Request| {
+            let mut r = r;
+            r.action = action.into();
+            r.resource = resource.clone();
+            evaluate_for(identity, &statements, principal, &r)
+        };
+        let guard = deployed(d.role_statements(&t, "GuardRole"));
+        // The guard's functions (and Lambda's on-failure destinations, which
+        // send as the function's role), the break-glass and operator roles.
+        assert_eq!(
+            decide(GUARD_ROLE, &guard, role(GUARD_ROLE)),
+            Decision::Allow,
+            "{policy}: the guard"
+        );
+        assert_eq!(
+            decide(BREAK_GLASS, &anyone, role(BREAK_GLASS)),
+            Decision::Allow,
+            "{policy}: break-glass"
+        );
+        assert_eq!(
+            decide(OPERATOR, &anyone, role(OPERATOR)),
+            Decision::Allow,
+            "{policy}: an operator"
+        );
+        // Anyone else of the account, however broad its own policy.
+        assert_eq!(
+            decide(ADMIN_ROLE, &anyone, role(ADMIN_ROLE)),
+            Decision::ExplicitDeny,
+            "{policy}: a stranger"
+        );
+        if policy == "NotificationTopicPolicy" {
+            // The alarm path: CloudWatch alarms, and the rules that publish.
+            let alarm = "arn:aws:cloudwatch:us-east-1:123456789012:alarm:imds-guard-errors";
+            assert_eq!(
+                decide("cloudwatch.amazonaws.com", &[], service(alarm)),
+                Decision::Allow,
+                "alarms"
+            );
+            for rule in ["<CentralAlarmRule.Arn>", "<MemoryTamperRule.Arn>"] {
+                assert_eq!(
+                    decide("events.amazonaws.com", &[], service(&arn_of(rule))),
+                    Decision::Allow,
+                    "{rule}"
+                );
+            }
+            assert_ne!(
+                decide(
+                    "events.amazonaws.com",
+                    &[],
+                    service("arn:aws:events:us-east-1:123456789012:rule/other")
+                ),
+                Decision::Allow,
+                "another rule"
+            );
+        }
+    }
+}
+
+/// With a deployment role, only it may change what protects the memory.
+#[test]
+fn with_a_deployment_role_only_it_may_remove_the_memorys_protection() {
+    const DEPLOYER: &str = "arn:aws:iam::123456789012:role/imds-guard-deployer";
+    let t = load("template.yaml");
+    let anyone = vec![json!({"Effect": "Allow", "Action": "*", "Resource": "*"})];
+    let table = "arn:aws:dynamodb:us-east-1:123456789012:table/imds-guard-memory";
+    let protected = deployed(
+        Deployment::with(&[("DeploymentRoleArn", DEPLOYER)]).policy_statements(&t, "MemoryTable"),
+    );
+    let unprotected = deployed(Deployment::with(&[]).policy_statements(&t, "MemoryTable"));
+    for action in [
+        "dynamodb:DeleteResourcePolicy",
+        "dynamodb:PutResourcePolicy",
+        "dynamodb:DeleteTable",
+        "dynamodb:UpdateTable",
+        "dynamodb:UpdateTimeToLive",
+    ] {
+        let by = |who: &str| Request::new(action, table).key("aws:PrincipalArn", who);
+        assert_eq!(
+            evaluate_for(&anyone, &protected, ADMIN_ROLE, &by(ADMIN_ROLE)),
+            Decision::ExplicitDeny,
+            "{action}"
+        );
+        assert_eq!(
+            evaluate_for(&anyone, &protected, DEPLOYER, &by(DEPLOYER)),
+            Decision::Allow,
+            "{action}"
+        );
+        // Without one, nothing is denied (only told: MemoryTamperRule).
+        assert_eq!(
+            evaluate_for(&anyone, &unprotected, ADMIN_ROLE, &by(ADMIN_ROLE)),
+            Decision::Allow,
+            "{action}"
+        );
+    }
 }

@@ -255,20 +255,29 @@ async fn the_guards_own_changes_never_reach_it_and_everyone_elses_do() {
         all_but(&member_events, &["failed call", "the member role"])
     );
 
-    // The central bus leaves out both of the guard's roles, in any account.
+    // The central bus leaves out the guard's own role by its ARN, and no
+    // role merely named like one of the guard's in another account: a
+    // member's own forwarding rule (above) leaves out the member role by
+    // its exact ARN there.
     let got = matched(
         &pattern("template.yaml", "CentralLaunchRule", CENTRAL),
         &member_events,
         "central",
     )
     .await;
+    assert_eq!(got, all_but(&member_events, &["failed call"]));
+    let got = matched(
+        &pattern("template.yaml", "CentralLaunchRule", CENTRAL),
+        &central_events,
+        "central-own",
+    )
+    .await;
     assert_eq!(
         got,
         all_but(
-            &member_events,
+            &central_events,
             &[
                 "failed call",
-                "the member role",
                 "the guard's own role",
                 "the guard setting the default"
             ]
@@ -373,11 +382,29 @@ async fn source_rules_take_templates_and_groups_but_the_guards_own_fixes() {
     want.insert("the guard's new default".into());
     assert_eq!(got, want, "a member forwards all but the member role's");
 
+    // The central bus leaves out the guard's role by its ARN only: a role
+    // merely named like it (or like the member role) in a member is not
+    // the guard (the member's forwarding rule, above, leaves out its own
+    // member role by ARN).
     let got = matched(
         &pattern("template.yaml", "CentralSourceRule", CENTRAL),
         &member,
         "central-sources",
     )
     .await;
-    assert_eq!(got, people, "the central bus leaves out both roles");
+    let all: BTreeSet<String> = member
+        .keys()
+        .filter(|k| !["failed source call", "another Auto Scaling call"].contains(k))
+        .map(|s| s.to_string())
+        .collect();
+    assert_eq!(got, all, "nothing in a member is left out by name");
+    let got = matched(
+        &pattern("template.yaml", "CentralSourceRule", CENTRAL),
+        &central,
+        "central-own-sources",
+    )
+    .await;
+    let mut want = people.clone();
+    want.insert("the member role's new version".into());
+    assert_eq!(got, want, "the function's own role, by ARN");
 }

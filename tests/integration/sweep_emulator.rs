@@ -257,6 +257,19 @@ async fn the_cli_audits_then_enforces_and_its_exit_status_gates_a_pipeline() {
     let (code, _, err) = cli(&["sweep", "--region", region, "--mode", "audit"], &env);
     assert_eq!(code, 0, "{err}");
 
+    // A run the function would have failed (its notification could not be
+    // published: here, a topic that does not exist) exits 2 and names why,
+    // though nothing is left to fix.
+    let (code, _, err) = cli(
+        &["sweep", "--region", region, "--mode", "audit"],
+        &[(
+            "NOTIFY_TOPIC_ARN",
+            "arn:aws:sns:ca-central-1:123456789012:no-such-topic",
+        )],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("imds-guard sweep:"), "{err}");
+
     // Errors exit 2 and say what is wrong.
     let (code, _, err) = cli(&["sweep", "--region", "Mars"], &env);
     assert_eq!(code, 2);
@@ -404,14 +417,16 @@ async fn a_principal_exemption_recorded_at_launch_holds_and_nothing_forged_does(
         .iter()
         .find(|i| i.instance_id == by_exempt_role[0])
         .unwrap();
+    // Unconfirmed: the emulator has no CloudTrail to confirm the launch
+    // (the exemption check is tested on the fake, `exemption_check`).
     assert!(
-        matches!(exempt.exemption, Some(Exemption::Recorded(_))),
+        matches!(exempt.exemption, Some(Exemption::Unconfirmed(_))),
         "{exempt:?}"
     );
 }
 
 #[tokio::test]
-async fn legacy_records_count_only_before_the_cutoff_and_migrate_in_one_step() {
+async fn legacy_tags_count_only_once_migrated_and_while_the_cutoff_is_set() {
     let region = "eu-south-1";
     let ec2 = ec2(region).await;
     let legacy = launch(
@@ -464,11 +479,12 @@ async fn legacy_records_count_only_before_the_cutoff_and_migrate_in_one_step() {
         }
     };
 
-    // With the cutoff after their launch, the legacy records count, with a
-    // warning in the summary; without it, they do not.
+    // A legacy tag itself counts for nothing, cutoff or not (anyone who may
+    // tag could have written it after the upgrade): the summary says how
+    // to migrate them.
     let r = sweep_with(vec![("LEGACY_EXEMPT_BEFORE", after_launch.clone())]).await;
     let g = &r.sweep.as_ref().unwrap().regions[0];
-    assert_eq!(g.count(Outcome::Exempt), 2, "{g:?}");
+    assert_eq!(g.count(Outcome::Flagged), 2, "{g:?}");
     assert!(
         g.warnings[0].contains("migrate-exemptions"),
         "{:?}",
@@ -516,11 +532,50 @@ async fn legacy_records_count_only_before_the_cutoff_and_migrate_in_one_step() {
     expect.sort();
     assert_eq!(recorded, expect);
 
-    // Now the guard's own records hold, with no cutoff set.
-    let r = sweep_with(vec![]).await;
+    // Now the snapshot holds, while the cutoff stays set (the explicit
+    // flag)...
+    let r = sweep_with(vec![("LEGACY_EXEMPT_BEFORE", after_launch.clone())]).await;
     let g = &r.sweep.as_ref().unwrap().regions[0];
     assert_eq!(g.count(Outcome::Exempt), 2, "{g:?}");
-    assert!(g.warnings.is_empty());
+    assert!(g.warnings.is_empty(), "{:?}", g.warnings);
+    // ...and lapses, named, once it is unset.
+    let r = sweep_with(vec![]).await;
+    let g = &r.sweep.as_ref().unwrap().regions[0];
+    assert_eq!(g.count(Outcome::Flagged), 2, "{g:?}");
+    assert!(
+        g.warnings.iter().any(|w| w.contains("no longer honoured")),
+        "{:?}",
+        g.warnings
+    );
+
+    // The migration acts only where the guard may: an account outside
+    // ALLOWED_ACCOUNT_IDS, or an organization it was not asked to walk, is
+    // refused before any call.
+    let mut refused = env(&after_launch);
+    refused.push(("MEMBER_ROLE_NAME", "imds-guard-member".into()));
+    refused.push(("MEMBER_ROLE_EXTERNAL_ID", "imds-guard-0123456789".into()));
+    refused.push(("ALLOWED_ACCOUNT_IDS", "111122223333".into()));
+    let pairs: Vec<(&str, &str)> = refused.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (code, _, err) = cli(
+        &[
+            "migrate-exemptions",
+            "--region",
+            region,
+            "--account",
+            "444455556666",
+        ],
+        &pairs,
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("444455556666 is not in ALLOWED_ACCOUNT_IDS"),
+        "{err}"
+    );
+    let mut org = pairs.clone();
+    org.push(("SWEEP_ACCOUNTS", "ORGANIZATION"));
+    let (code, _, err) = cli(&["migrate-exemptions", "--region", region], &org);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--organization"), "{err}");
 }
 
 /// Sources end to end on the emulator's launch templates and Auto Scaling:

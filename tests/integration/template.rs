@@ -103,12 +103,17 @@ const ALLOWED_ACTIONS: &[&str] = &[
     "dynamodb:PutItem",
     "dynamodb:BatchWriteItem",
     "dynamodb:Query",
+    // Each sweep checks the memory's resource policy is the stack's.
+    "dynamodb:GetResourcePolicy",
+    // The exemption check: CloudTrail's own record of a launch.
+    "cloudtrail:LookupEvents",
 ];
 
 /// Actions that support no resource-level permissions: `*` is their only
 /// resource.
 const NO_RESOURCE_LEVEL: &[&str] = &[
     "ec2:DescribeInstances",
+    "cloudtrail:LookupEvents",
     "ec2:GetInstanceMetadataDefaults",
     "ec2:ModifyInstanceMetadataDefaults",
     "cloudwatch:GetMetricData",
@@ -777,6 +782,28 @@ fn rule_problems(t: &Value, p: &mut Vec<String>) {
                 .map(strings)
                 .unwrap_or_default()
         };
+        if pat(&["source"]) == ["aws.dynamodb"] {
+            // Tampering with the guard's memory, told to the topic: the
+            // calls that could remove its protection, on its own table.
+            let mut names = pat(&["detail", "eventName"]);
+            names.sort();
+            let on_table = get(r, &["Properties", "EventPattern", "detail", "$or"])
+                .map(strings_deep)
+                .unwrap_or_default();
+            if names
+                != [
+                    "DeleteResourcePolicy",
+                    "DeleteTable",
+                    "PutResourcePolicy",
+                    "UpdateTable",
+                    "UpdateTimeToLive",
+                ]
+                || !on_table.iter().any(|s| s.contains("MemoryTable"))
+            {
+                p.push(format!("{name}: the tamper rule watches the five calls that could remove the memory's protection, on its table"));
+            }
+            continue;
+        }
         if pat(&["source"]) == ["aws.cloudformation"] {
             // The self-check on deploy: this stack's own status changes
             // only, and a fixed payload (nothing in the event is read).
@@ -1359,6 +1386,7 @@ pub fn member_problems(t: &Value, central: &Value) -> Vec<String> {
                 || a.starts_with("cloudwatch:")
                 || a.starts_with("autoscaling:")
                 || a.starts_with("securityhub:")
+                || a.starts_with("cloudtrail:")
         })
         .collect();
     let member = actions_of(t, "MemberRole");

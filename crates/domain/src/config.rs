@@ -190,6 +190,17 @@ pub struct Config {
     /// Where the outputs function keeps a message it refuses, with the
     /// reason (its queue's dead-letter queue).
     pub outputs_refused_queue_url: Option<String>,
+    /// The stack's sweep schedule (`SWEEP_SCHEDULE`), when it has one:
+    /// what settings that only a sweep can complete need.
+    pub sweep_schedule: Option<String>,
+    /// The memory table's ARN (`MEMORY_TABLE_ARN`) and the principals its
+    /// policy lets write (`MEMORY_WRITERS`): with both, each sweep checks
+    /// the policy is still the stack's (`memory::policy_problem`).
+    pub memory_table_arn: Option<String>,
+    pub memory_writers: Vec<String>,
+    /// Set by `for_account` when the account's units are not known and it
+    /// runs in the mildest mode a unit gives: said in its notification.
+    pub fallback_units: Option<String>,
     /// Publish with a Chatbot card for chat subscribers (SNS
     /// `MessageStructure=json`: the `https` protocol gets the card, every
     /// other the usual JSON body).
@@ -287,6 +298,10 @@ impl Default for Config {
             outputs_queue_url: None,
             outputs_senders: Vec::new(),
             outputs_refused_queue_url: None,
+            sweep_schedule: None,
+            memory_table_arn: None,
+            memory_writers: Vec::new(),
+            fallback_units: None,
             chat_notifications: false,
         }
     }
@@ -739,6 +754,41 @@ impl Config {
             cfg.outputs_queue_url =
                 Some(valid_queue_url(&v).map_err(|r| err("OUTPUTS_QUEUE_URL", &v, r))?);
         }
+        if let Some(v) = get("SWEEP_SCHEDULE") {
+            if !(v.starts_with("rate(") || v.starts_with("cron(")) || !v.ends_with(')') {
+                return Err(err(
+                    "SWEEP_SCHEDULE",
+                    &v,
+                    "expected an EventBridge schedule expression such as rate(1 day)",
+                ));
+            }
+            cfg.sweep_schedule = Some(v.clone());
+        }
+        if let Some(v) = get("MEMORY_TABLE_ARN") {
+            let ok = v.starts_with("arn:")
+                && v.split(':').nth(2) == Some("dynamodb")
+                && v.split(':').nth(5).is_some_and(|r| r.starts_with("table/"));
+            if !ok {
+                return Err(err(
+                    "MEMORY_TABLE_ARN",
+                    &v,
+                    "expected a DynamoDB table ARN (arn:<partition>:dynamodb:<region>:<account>:table/<name>)",
+                ));
+            }
+            cfg.memory_table_arn = Some(v.clone());
+        }
+        if let Some(v) = get("MEMORY_WRITERS") {
+            for arn in v.split(',').map(str::trim).filter(|a| !a.is_empty()) {
+                if !arn.starts_with("arn:") {
+                    return Err(err(
+                        "MEMORY_WRITERS",
+                        &v,
+                        "expected IAM role ARNs, comma-separated",
+                    ));
+                }
+                cfg.memory_writers.push(arn.to_string());
+            }
+        }
         if let Some(v) = get("OUTPUTS_SENDERS") {
             for id in v.split(',').map(str::trim).filter(|i| !i.is_empty()) {
                 if !(16..=128).contains(&id.len())
@@ -841,6 +891,12 @@ impl Config {
             let own = self.overrides.iter().find(|o| o.target == account);
             c.mode = own.and_then(|o| o.mode).unwrap_or(mode);
             c.fix_sources = own.and_then(|o| o.fix_sources).unwrap_or(fix);
+            if self.has_ou_overrides() && own.is_none_or(|o| o.mode.is_none()) {
+                c.fallback_units = Some(format!(
+                    "account {account}'s organizational units are not known yet (a sweep of the organization learns them), so it ran in the mildest mode any unit is set to ({})",
+                    c.mode.as_str()
+                ));
+            }
             return c;
         };
         // The account's own setting, else its nearest unit's, else the
@@ -882,6 +938,42 @@ impl Config {
                     .collect::<Vec<_>>()
                     .join(","),
                 reason: "needs MEMORY_TABLE: the guard records each principal exemption there when it sees the launch, where nobody else can write one (a tag anyone could)".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Settings that would fail open where the stack runs the guard (the
+    /// functions' init; the stack's `Rules` refuse what they can say
+    /// before deploying): each completes only through a sweep, so without a
+    /// scheduled one it would quietly never enforce.
+    pub fn fails_open(&self) -> Result<(), ConfigError> {
+        let no_sweep = self.sweep_schedule.is_none();
+        if self.triggers == Triggers::StateChange
+            && !self.exemptions.principals.is_empty()
+            && no_sweep
+        {
+            return Err(ConfigError {
+                variable: "TRIGGERS",
+                value: "state-change".into(),
+                reason: "with EXEMPT_PRINCIPAL_ARNS and no SWEEP_SCHEDULE, no launch would ever be enforced or reported: a state-change names no principal, so each launch waits for a decision only CloudTrail (TRIGGERS=both) or a sweep can make".into(),
+            });
+        }
+        if self.has_ou_overrides()
+            && (no_sweep
+                || (self.member_role.is_some()
+                    && self.sweep_accounts != SweepAccounts::Organization))
+        {
+            return Err(ConfigError {
+                variable: "MODE_OVERRIDES",
+                value: self
+                    .overrides
+                    .iter()
+                    .filter(|o| o.is_ou())
+                    .map(|o| o.target.as_str())
+                    .collect::<Vec<_>>()
+                    .join(","),
+                reason: "settings per organizational unit need a scheduled sweep of the organization (SWEEP_SCHEDULE, and SWEEP_ACCOUNTS=ORGANIZATION in central mode): only it learns each account's units, and until it does every account runs in the mildest mode any unit is set to".into(),
             });
         }
         Ok(())
@@ -1493,5 +1585,54 @@ mod tests {
         let cfg = from(&[("OUTPUTS_DEAD_LETTER_QUEUE_URL", dlq)]).unwrap();
         assert_eq!(cfg.outputs_refused_queue_url.as_deref(), Some(dlq));
         assert!(from(&[("OUTPUTS_DEAD_LETTER_QUEUE_URL", "not a url")]).is_err());
+    }
+
+    #[test]
+    fn settings_that_would_fail_open_are_refused_naming_the_setting() {
+        let principals = ("EXEMPT_PRINCIPAL_ARNS", "arn:aws:iam::*:role/packer-*");
+        let sweep = ("SWEEP_SCHEDULE", "rate(1 day)");
+        let e = from(&[("TRIGGERS", "state-change"), principals])
+            .unwrap()
+            .fails_open()
+            .unwrap_err();
+        assert_eq!(e.variable, "TRIGGERS");
+        assert!(e.reason.contains("SWEEP_SCHEDULE"), "{}", e.reason);
+        for ok in [
+            vec![("TRIGGERS", "state-change"), principals, sweep],
+            vec![("TRIGGERS", "both"), principals],
+            vec![("TRIGGERS", "state-change")],
+        ] {
+            assert_eq!(from(&ok).unwrap().fails_open(), Ok(()), "{ok:?}");
+        }
+
+        // Units need central mode; there, a scheduled sweep of the
+        // organization.
+        let central = [
+            (
+                "MODE_OVERRIDES",
+                "ou-ab12-cdefgh34=enforce,111122223333=audit",
+            ),
+            ("MEMBER_ROLE_NAME", "imds-guard-member"),
+            ("MEMBER_ROLE_EXTERNAL_ID", "imds-guard-0123456789"),
+        ];
+        let e = from(&central).unwrap().fails_open().unwrap_err();
+        assert_eq!(e.variable, "MODE_OVERRIDES");
+        assert_eq!(e.value, "ou-ab12-cdefgh34");
+        let mut swept = central.to_vec();
+        swept.push(sweep);
+        assert!(
+            from(&swept).unwrap().fails_open().is_err(),
+            "a sweep of one account"
+        );
+        swept.push(("SWEEP_ACCOUNTS", "ORGANIZATION"));
+        assert_eq!(from(&swept).unwrap().fails_open(), Ok(()));
+        // Settings per account need no sweep.
+        assert_eq!(
+            from(&[("MODE_OVERRIDES", "111122223333=audit")])
+                .unwrap()
+                .fails_open(),
+            Ok(())
+        );
+        assert!(from(&[("SWEEP_SCHEDULE", "daily")]).is_err());
     }
 }

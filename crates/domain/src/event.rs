@@ -126,6 +126,9 @@ pub struct Observed {
     /// glob that matched), read from the guard's memory: only the guard can
     /// write one, unlike a tag.
     pub recorded_exemption: Option<String>,
+    /// That record is a launch event's claim CloudTrail has not confirmed
+    /// yet (`confirm`): honoured for the window, and said so.
+    pub recorded_unconfirmed: bool,
     /// A person's break-glass grant in force for it (its own, or its launch
     /// template's), read from the guard's memory.
     pub break_glass: Option<crate::break_glass::Grant>,
@@ -803,6 +806,7 @@ fn launched_instance(item: &Value) -> Result<Observed, String> {
         instance_profile: text(item, &["iamInstanceProfile", "arn"])
             .filter(|a| a.starts_with("arn:") && a.contains(":instance-profile/")),
         recorded_exemption: None,
+        recorded_unconfirmed: false,
         break_glass: None,
     })
 }

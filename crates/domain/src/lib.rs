@@ -8,6 +8,7 @@ pub mod break_glass;
 pub mod breaker;
 pub mod cap;
 pub mod config;
+pub mod confirm;
 pub mod doctor;
 pub mod event;
 pub mod fanout;

@@ -57,6 +57,10 @@ pub enum Kind {
     /// (`probe::RegionCheck`, as JSON, under `latest`): what
     /// `imds-guard doctor` reads.
     SelfCheck,
+    /// A principal exemption a launch event claimed, waiting for CloudTrail
+    /// to confirm it (`confirm::Waiting`), in the partition
+    /// `exemption-check`: what the check asks CloudTrail about.
+    Unconfirmed,
 }
 
 impl Kind {
@@ -72,6 +76,7 @@ impl Kind {
             Kind::EventsSince => "since#",
             Kind::Units => "units#",
             Kind::SelfCheck => "selfcheck#",
+            Kind::Unconfirmed => "unconfirmed#",
         }
     }
 
@@ -96,12 +101,14 @@ impl Kind {
             Kind::BreakGlass => 0,
             // Renewed by the sweeps while they find it (as exemptions are).
             Kind::EventsSince => EXEMPT_LIFETIME,
-            // Each sweep writes it again; an account moved to another unit
-            // is known at the next sweep.
-            Kind::Units => 7 * DAY,
+            // The last known units stand until a sweep learns new ones:
+            // letting them lapse would put the account in the mildest mode.
+            Kind::Units => EXEMPT_LIFETIME,
             // Each run writes it again (weekly by default); `doctor` calls
             // one older than `probe::STALE_AFTER_SECS` stale.
             Kind::SelfCheck => 30 * DAY,
+            // Set from the window (`confirm::Waiting::entry`).
+            Kind::Unconfirmed => 0,
         }
     }
 }
@@ -358,6 +365,77 @@ pub enum Claim {
     Taken,
 }
 
+/// The writes the table's policy denies to all but the guard's writers
+/// (`OnlyTheGuardWrites`).
+pub const GUARDED_WRITES: [&str; 7] = [
+    "dynamodb:PutItem",
+    "dynamodb:UpdateItem",
+    "dynamodb:DeleteItem",
+    "dynamodb:BatchWriteItem",
+    "dynamodb:PartiQLInsert",
+    "dynamodb:PartiQLUpdate",
+    "dynamodb:PartiQLDelete",
+];
+
+/// What is wrong with the memory's resource policy, as `GetResourcePolicy`
+/// returned it (`None`: the table has none), against the stack's: its
+/// `OnlyTheGuardWrites` statement denies every guarded write to every
+/// principal but `writers` (the guard's role, and the migration and
+/// break-glass roles while the stack names them). `None` when it holds.
+/// Anyone who may change the policy could forge exemption records; this
+/// makes such a change loud, it does not prevent it.
+pub fn policy_problem(policy: Option<&str>, writers: &[String]) -> Option<String> {
+    let Some(policy) = policy else {
+        return Some("the table has no resource policy: anyone the account lets write to DynamoDB can write exemption records".into());
+    };
+    let Ok(doc) = serde_json::from_str::<serde_json::Value>(policy) else {
+        return Some("the table's resource policy is not JSON".into());
+    };
+    let statements: Vec<&serde_json::Value> = match &doc["Statement"] {
+        serde_json::Value::Array(a) => a.iter().collect(),
+        one @ serde_json::Value::Object(_) => vec![one],
+        _ => Vec::new(),
+    };
+    let Some(st) = statements.iter().find(|s| s["Sid"] == "OnlyTheGuardWrites") else {
+        return Some("the table's resource policy has no OnlyTheGuardWrites statement".into());
+    };
+    let strings = |v: &serde_json::Value| -> Vec<String> {
+        match v {
+            serde_json::Value::String(s) => vec![s.clone()],
+            serde_json::Value::Array(a) => a
+                .iter()
+                .filter_map(|x| x.as_str().map(str::to_string))
+                .collect(),
+            _ => Vec::new(),
+        }
+    };
+    let actions = strings(&st["Action"]);
+    let everyone = st["Principal"] == "*" || st["Principal"]["AWS"] == "*";
+    let mut excepted = strings(&st["Condition"]["ArnNotEquals"]["aws:PrincipalArn"]);
+    excepted.sort();
+    let mut expected = writers.to_vec();
+    expected.sort();
+    let other_conditions = st["Condition"]
+        .as_object()
+        .is_some_and(|c| c.keys().any(|k| k != "ArnNotEquals"));
+    if st["Effect"] != "Deny"
+        || !everyone
+        || !GUARDED_WRITES
+            .iter()
+            .all(|a| actions.iter().any(|x| x == a))
+        || strings(&st["Resource"]) != ["*"]
+        || other_conditions
+        || excepted != expected
+    {
+        return Some(format!(
+            "the table's OnlyTheGuardWrites statement is not the stack's (it must deny {} to every principal but {})",
+            GUARDED_WRITES.join(", "),
+            expected.join(", ")
+        ));
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -411,5 +489,52 @@ mod tests {
             "a redelivery of the teller"
         );
         assert!(told.free_for(Some("e-2"), 1_000 + 7 * DAY), "lapsed");
+    }
+
+    #[test]
+    fn the_memorys_policy_is_the_stacks_or_the_difference_is_named() {
+        let guard = "arn:aws:iam::111122223333:role/imds-guard-GuardRole-X".to_string();
+        let writers = vec![guard.clone()];
+        let policy = |st: serde_json::Value| {
+            serde_json::json!({"Version": "2012-10-17", "Statement": [st]}).to_string()
+        };
+        let stacks = serde_json::json!({
+            "Sid": "OnlyTheGuardWrites", "Effect": "Deny", "Principal": "*",
+            "Action": GUARDED_WRITES, "Resource": "*",
+            "Condition": {"ArnNotEquals": {"aws:PrincipalArn": [guard]}}
+        });
+        assert_eq!(
+            policy_problem(Some(&policy(stacks.clone())), &writers),
+            None
+        );
+        assert!(policy_problem(None, &writers)
+            .unwrap()
+            .contains("no resource policy"));
+        let tampered = |f: &dyn Fn(&mut serde_json::Value)| {
+            let mut st = stacks.clone();
+            f(&mut st);
+            policy_problem(Some(&policy(st)), &writers)
+        };
+        // Another writer added, a write left out, an Allow, a narrower
+        // principal, a condition that disarms it: each named.
+        assert!(
+            tampered(&|s| s["Condition"]["ArnNotEquals"]["aws:PrincipalArn"]
+                .as_array_mut()
+                .unwrap()
+                .push("arn:aws:iam::111122223333:role/mallory".into()))
+            .is_some()
+        );
+        assert!(tampered(&|s| s["Action"] = serde_json::json!(["dynamodb:DeleteItem"])).is_some());
+        assert!(tampered(&|s| s["Effect"] = "Allow".into()).is_some());
+        assert!(
+            tampered(&|s| s["Principal"] = serde_json::json!({"AWS": "arn:aws:iam::1:root"}))
+                .is_some()
+        );
+        assert!(tampered(&|s| s["Condition"]["StringEquals"] =
+            serde_json::json!({"aws:PrincipalTag/x": "never"}))
+        .is_some());
+        assert!(tampered(&|s| s["Sid"] = "Renamed".into())
+            .unwrap()
+            .contains("no OnlyTheGuardWrites"));
     }
 }

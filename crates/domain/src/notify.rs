@@ -377,6 +377,15 @@ pub fn build(report: &Report) -> Notification {
             t.headline()
         );
     }
+    // So does a memory whose protection is gone: exemption records can be
+    // forged until it is back.
+    if let Some(m) = report.sweep.as_ref().and_then(|s| s.memory.as_deref()) {
+        headline = format!("MEMORY UNPROTECTED: {headline}");
+        summary = format!("the guard's memory is not protected as the stack made it ({m}): redeploy the stack, and check CloudTrail for who changed it; {summary}");
+    }
+    if let Some(f) = &report.fallback {
+        summary = format!("{summary} Note: {f}.");
+    }
     let subject = subject(&headline);
 
     let counts = report.counts();
@@ -654,6 +663,7 @@ mod tests {
             security_hub: None,
             routed: None,
             breaker: None,
+            fallback: None,
         }
     }
 
@@ -757,6 +767,7 @@ mod tests {
             accounts,
             omitted_instances: 0,
             sources: Vec::new(),
+            memory: None,
         });
 
         let n = build(&r);

@@ -116,23 +116,33 @@ fn verdict_to_report(
 /// The exemptions to record in the guard's memory: each instance a launch
 /// event shows exempt because of who launched it (the glob that matched),
 /// so a later sweep or change, which cannot know who launched it, honours
-/// it too. Only a launch records one; a change never does.
+/// it too. Only a launch records one; a change never does. The event is
+/// only a claim (anyone who may invoke the function can forge one), so what
+/// is recorded is unconfirmed: honoured for `confirm::WINDOW_SECS`, and kept
+/// only once CloudTrail's own record of the event confirms it (`confirm`).
+/// An event with no id cannot be confirmed: nothing is recorded.
 pub fn exemption_records(
     trigger: Trigger,
-    place: &str,
+    (account, region): (&str, &str),
     event_id: Option<&str>,
     reports: &[InstanceReport],
     now: u64,
-) -> Vec<crate::memory::Record> {
-    if trigger != Trigger::Launch {
+) -> Vec<crate::confirm::Waiting> {
+    let Some(event_id) = event_id.filter(|_| trigger == Trigger::Launch) else {
         return Vec::new();
-    }
+    };
     reports
         .iter()
         .filter_map(|r| match (&r.outcome, &r.exemption) {
-            (Outcome::Exempt, Some(Exemption::Principal(glob))) => Some(
-                crate::memory::Record::exempt(place, &r.instance_id, glob, event_id, now),
-            ),
+            (Outcome::Exempt, Some(Exemption::Principal(glob))) => Some(crate::confirm::Waiting {
+                account: account.into(),
+                region: region.into(),
+                instance_id: r.instance_id.clone(),
+                event_id: event_id.into(),
+                glob: glob.clone(),
+                place: crate::memory::place(account, region),
+                seen_at: now,
+            }),
             _ => None,
         })
         .collect()
@@ -310,7 +320,9 @@ pub fn failure_summary(report: &Report, notify_error: Option<&str>) -> Option<St
     let sources = report.unhandled_sources();
     let findings: &[String] = report.security_hub.as_ref().map_or(&[], |f| &f.errors);
     let routed: &[String] = report.routed.as_ref().map_or(&[], |r| &r.errors);
+    let memory = report.sweep.as_ref().and_then(|s| s.memory.as_deref());
     if instances.is_empty()
+        && memory.is_none()
         && regions.is_empty()
         && defaults.is_none()
         && sources.is_empty()
@@ -321,6 +333,9 @@ pub fn failure_summary(report: &Report, notify_error: Option<&str>) -> Option<St
         return None;
     }
     let mut parts = Vec::new();
+    if let Some(m) = memory {
+        parts.push(format!("the guard's memory: {m}"));
+    }
     if !instances.is_empty() {
         parts.push(format!(
             "{} of {} not handled: {}",
@@ -490,10 +505,24 @@ mod tests {
         let (r, remedy) = plan(&c, &o, &ctx, Trigger::Launch);
         assert_eq!(r.outcome, Outcome::Exempt);
         assert!(remedy.is_none());
-        let records = exemption_records(Trigger::Launch, "p", Some("e-1"), &[r], 1_000);
-        assert_eq!(records.len(), 1);
-        assert_eq!(records[0].sk, "exempt#i-00000001");
-        assert_eq!(records[0].data["glob"], "arn:aws:iam::*:role/packer");
+        let here = ("111122223333", "us-east-1");
+        let waiting = exemption_records(
+            Trigger::Launch,
+            here,
+            Some("e-1"),
+            std::slice::from_ref(&r),
+            1_000,
+        );
+        // Unconfirmed, for the window, and listed for CloudTrail's check.
+        assert_eq!(waiting.len(), 1);
+        let exemption = waiting[0].exemption();
+        assert_eq!(exemption.sk, "exempt#i-00000001");
+        assert_eq!(exemption.data["glob"], "arn:aws:iam::*:role/packer");
+        assert!(crate::confirm::is_unconfirmed(&exemption));
+        assert_eq!(exemption.expires_at, 1_000 + crate::confirm::WINDOW_SECS);
+        assert_eq!(waiting[0].entry().pk, crate::confirm::CHECK_PLACE);
+        // With no event id there is nothing CloudTrail could confirm.
+        assert!(exemption_records(Trigger::Launch, here, None, &[r], 1_000).is_empty());
 
         // The same principal changing someone else's instance: remediated,
         // and nothing recorded.
@@ -501,7 +530,14 @@ mod tests {
         let (r, remedy) = plan(&c, &o, &ctx, Trigger::MetadataChange);
         assert_eq!(r.outcome, Outcome::Remediated);
         assert!(remedy.is_some());
-        assert!(exemption_records(Trigger::MetadataChange, "p", None, &[r], 1_000).is_empty());
+        assert!(exemption_records(
+            Trigger::MetadataChange,
+            ("111122223333", "us-east-1"),
+            Some("e-2"),
+            &[r],
+            1_000
+        )
+        .is_empty());
     }
 
     #[test]
@@ -768,6 +804,7 @@ mod tests {
             accounts: vec![],
             omitted_instances: 0,
             sources: Vec::new(),
+            memory: None,
         });
         let s = failure_summary(&r, None).unwrap();
         assert_eq!(

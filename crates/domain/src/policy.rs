@@ -69,6 +69,9 @@ pub enum Exemption {
     /// (`<STATUS_TAG_KEY>=exempt`): how a sweep, which cannot know who
     /// launched an instance, honours it.
     Recorded(String),
+    /// The same, from a launch event CloudTrail has not confirmed yet:
+    /// honoured for at most `confirm::WINDOW_SECS`.
+    Unconfirmed(String),
     /// A person's time-boxed grant during an incident (`imds-guard
     /// break-glass grant`), from the guard's memory.
     BreakGlass(crate::break_glass::Grant),
@@ -89,6 +92,11 @@ impl std::fmt::Display for Exemption {
             Exemption::Recorded(glob) => write!(
                 f,
                 "launched by an exempt principal (matching {glob}), as the guard recorded"
+            ),
+            Exemption::Unconfirmed(glob) => write!(
+                f,
+                "launched by an exempt principal (matching {glob}), as its launch event says; kept once CloudTrail's record of the launch confirms it, for at most {} minutes until then",
+                crate::confirm::WINDOW_SECS / 60
             ),
             Exemption::BreakGlass(g) => write!(f, "{g}"),
         }
@@ -248,7 +256,11 @@ impl<'a> Policy<'a> {
         }
         if let Some(glob) = &instance.recorded_exemption {
             if self.honours_record(glob) {
-                return Some(Exemption::Recorded(glob.clone()));
+                return Some(if instance.recorded_unconfirmed {
+                    Exemption::Unconfirmed(glob.clone())
+                } else {
+                    Exemption::Recorded(glob.clone())
+                });
             }
         }
         None
@@ -759,6 +771,15 @@ mod tests {
                 ..
             }
         ));
+        // ...one a launch event claimed, unconfirmed by CloudTrail, too,
+        // and it says so...
+        let mut claimed = by_role.clone();
+        claimed.recorded_unconfirmed = true;
+        let Verdict::Exempt { exemption, .. } = p.decide(&claimed, &Principal::default()) else {
+            panic!()
+        };
+        assert!(matches!(exemption, Exemption::Unconfirmed(_)));
+        assert!(exemption.to_string().contains("CloudTrail"), "{exemption}");
         // ...and a cosmetic edit of its glob keeps it honoured...
         by_role.recorded_exemption = Some(" arn:aws:iam::*:role/packer ".into());
         assert!(matches!(

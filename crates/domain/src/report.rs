@@ -513,6 +513,11 @@ pub struct SweepSummary {
     /// always listed.
     #[serde(skip_serializing_if = "is_zero")]
     pub omitted_instances: u64,
+    /// The guard's memory is no longer protected as the stack made it
+    /// (its resource policy changed or gone), or could not be checked: the
+    /// run fails, naming it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<String>,
 }
 
 /// What was done about an account's IMDS default for new launches.
@@ -620,6 +625,10 @@ pub struct Report {
     /// What the circuit breaker held back (`breaker`), when it tripped.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub breaker: Option<crate::breaker::Tripped>,
+    /// Why the account ran in a mode it may not be set to: its units were
+    /// not known (`Config::fallback_units`). Said in the notification.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<String>,
 }
 
 /// What was put on the EventBridge bus.
@@ -654,6 +663,7 @@ impl Report {
             security_hub: None,
             routed: None,
             breaker: None,
+            fallback: None,
         }
     }
 
@@ -674,6 +684,7 @@ impl Report {
             security_hub: None,
             routed: None,
             breaker: None,
+            fallback: None,
         }
     }
 
@@ -697,6 +708,7 @@ impl Report {
             security_hub: None,
             routed: None,
             breaker: None,
+            fallback: None,
         }
     }
 

@@ -1,0 +1,43 @@
+//! CloudTrail through the SDK: its own record of one event, by id
+//! (`LookupEvents`: management events of the last 90 days, in the region
+//! called, at two calls a second per account and region).
+
+use aws_sdk_cloudtrail::types::{LookupAttribute, LookupAttributeKey};
+
+use crate::confirm::TrailRecord;
+
+use super::api::TrailApi;
+use super::error::AwsError;
+
+#[derive(Clone, Debug)]
+pub struct Trail(pub aws_sdk_cloudtrail::Client);
+
+impl TrailApi for Trail {
+    async fn event(&self, event_id: &str) -> Result<Option<TrailRecord>, AwsError> {
+        let attribute = LookupAttribute::builder()
+            .attribute_key(LookupAttributeKey::EventId)
+            .attribute_value(event_id)
+            .build()
+            .map_err(|e| AwsError::Api {
+                code: "InvalidLookup".into(),
+                message: e.to_string(),
+            })?;
+        let out = self
+            .0
+            .lookup_events()
+            .lookup_attributes(attribute)
+            .max_results(1)
+            .send()
+            .await
+            .map_err(|e| AwsError::classify(e, "cloudtrail", "cloudtrail:LookupEvents"))?;
+        Ok(out.events().first().map(|e| TrailRecord {
+            record: e.cloud_trail_event().unwrap_or_default().to_string(),
+            instances: e
+                .resources()
+                .iter()
+                .filter(|r| r.resource_type() == Some("AWS::EC2::Instance"))
+                .filter_map(|r| r.resource_name().map(str::to_string))
+                .collect(),
+        }))
+    }
+}
