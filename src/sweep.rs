@@ -801,14 +801,17 @@ impl<'a, C: Clients> Sweep<'a, C> {
         drop(instances);
 
         if self.cfg.check_metadata_no_token {
-            self.hold_back_v1_users(
-                &out.who,
-                &region,
-                &mut reports,
-                &mut remedies,
-                &mut out.summary,
-            )
-            .await;
+            let held = self
+                .hold_back_v1_users(
+                    &out.who,
+                    &region,
+                    &mut reports,
+                    &mut remedies,
+                    &mut out.summary,
+                )
+                .await;
+            self.hold_back_ceiling(out, held, &mut reports, &mut remedies)
+                .await;
         }
 
         self.skip_told(out, &mut reports).await;
@@ -870,6 +873,8 @@ impl<'a, C: Clients> Sweep<'a, C> {
     /// With `CHECK_METADATA_NO_TOKEN`, an instance that answered IMDSv1
     /// calls in the lookback is flagged instead of changed (`plan::hold_back`);
     /// if the metric cannot be read, nothing is changed blind.
+    /// Returns the instances held back from a change because they used
+    /// IMDSv1: their index, the change, and their report before the hold.
     async fn hold_back_v1_users(
         &self,
         who: &Account,
@@ -877,7 +882,7 @@ impl<'a, C: Clients> Sweep<'a, C> {
         reports: &mut [InstanceReport],
         remedies: &mut [Option<Remedy>],
         s: &mut RegionSweep,
-    ) {
+    ) -> Vec<(usize, Remedy, InstanceReport)> {
         let ids: Vec<String> = reports
             .iter()
             .filter(|r| {
@@ -888,8 +893,9 @@ impl<'a, C: Clients> Sweep<'a, C> {
             })
             .map(|r| r.instance_id.clone())
             .collect();
+        let mut held = Vec::new();
         if ids.is_empty() {
-            return;
+            return held;
         }
         let hours = self.cfg.no_token_lookback.as_secs() / 3600;
         let calls: Result<HashMap<String, f64>, AwsError> = self
@@ -897,7 +903,7 @@ impl<'a, C: Clients> Sweep<'a, C> {
             .metrics(who, region)
             .no_token_calls(&ids, self.cfg.no_token_lookback)
             .await;
-        for (r, remedy) in reports.iter_mut().zip(remedies.iter_mut()) {
+        for (i, (r, remedy)) in reports.iter_mut().zip(remedies.iter_mut()).enumerate() {
             if !ids.contains(&r.instance_id) {
                 continue;
             }
@@ -905,13 +911,95 @@ impl<'a, C: Clients> Sweep<'a, C> {
                 Err(e) => unread_metric(r, remedy, &e.to_string()),
                 Ok(calls) => {
                     let n = calls.get(&r.instance_id).copied();
+                    let before = (remedy.clone(), r.clone());
                     match hold_back(r, remedy, n, hours, self.cfg.no_token_missing_as_zero) {
-                        V1Use::InUse => s.v1_in_use += 1,
+                        V1Use::InUse => {
+                            s.v1_in_use += 1;
+                            if let (Some(change), report) = before {
+                                held.push((i, change, report));
+                            }
+                        }
                         V1Use::Unused => s.v1_unused += 1,
                         V1Use::NoData => s.v1_no_data += 1,
                     }
                 }
             }
+        }
+        held
+    }
+
+    /// The opt-in ceiling on holding back (`NO_TOKEN_HOLD_DAYS`): since when
+    /// each instance has been held (the guard's memory), told a day before
+    /// its switch, and switched once past it. Off, or without a memory,
+    /// an instance is held for as long as it uses IMDSv1.
+    async fn hold_back_ceiling(
+        &self,
+        out: &mut RegionResult,
+        held: Vec<(usize, Remedy, InstanceReport)>,
+        reports: &mut [InstanceReport],
+        remedies: &mut [Option<Remedy>],
+    ) {
+        let Some(days) = self.cfg.no_token_hold_days else {
+            return;
+        };
+        if held.is_empty() || self.cfg.mode != crate::config::Mode::Enforce {
+            return;
+        }
+        let Some(memory) = self.clients.memory() else {
+            return;
+        };
+        let Some(place) = self.place(out).await else {
+            return;
+        };
+        let now = now_secs();
+        let known: HashMap<String, Record> = match memory
+            .query(&place, Kind::HeldBack.prefix(), now)
+            .await
+        {
+            Ok(records) => records
+                .into_iter()
+                .map(|r| (r.id().to_string(), r))
+                .collect(),
+            Err(e) => {
+                out.summary.warnings.push(format!(
+                        "since when instances were held back could not be read (NO_TOKEN_HOLD_DAYS): none is switched this run: {e}"
+                    ));
+                return;
+            }
+        };
+        let mut writes = Vec::new();
+        for (i, change, before) in held {
+            let id = before.instance_id.clone();
+            let (since, told) = known.get(&id).map_or((now, None), crate::plan::held_of);
+            match crate::plan::ceiling(since, told, now, days) {
+                crate::plan::Ceiling::Hold => {
+                    writes.push(crate::plan::held_record(&place, &id, since, told, now));
+                }
+                crate::plan::Ceiling::Tell { at } => {
+                    let r = &mut reports[i];
+                    r.findings.push(format!(
+                        "held back for IMDSv1 use since {}: switched at {} unless it stops (NO_TOKEN_HOLD_DAYS={days})",
+                        crate::finding::iso8601(since),
+                        crate::finding::iso8601(at)
+                    ));
+                    r.notify = true;
+                    writes.push(crate::plan::held_record(&place, &id, since, Some(now), now));
+                }
+                crate::plan::Ceiling::Switch { days: held_for } => {
+                    let mut r = before;
+                    r.findings.push(format!(
+                        "switched after {held_for} day(s) held back for IMDSv1 use (NO_TOKEN_HOLD_DAYS={days}): what still calls IMDSv1 there now gets 401"
+                    ));
+                    reports[i] = r;
+                    remedies[i] = Some(change);
+                    let mut done = crate::plan::held_record(&place, &id, since, told, now);
+                    done.expires_at = now;
+                    writes.push(done);
+                }
+            }
+        }
+        if let Err(e) = memory.put(&writes).await {
+            warn!(error = %e, "since when instances were held back could not be remembered; their days start again");
         }
     }
 

@@ -47,7 +47,7 @@ fuzz_target!(|data: &[u8]| {
             match (Policy {
                 exemptions: ex,
                 max_hop_limit: max,
-                legacy: Some(("imds-guard:status", 1_700_000_000)),
+                honour_migrated: true,
             })
             .decide(o, &ctx.principal)
             {
@@ -98,6 +98,7 @@ fuzz_target!(|data: &[u8]| {
         security_hub: None,
         routed: None,
         breaker: None,
+        fallback: None,
     };
     let _ = Mode::Audit;
     let n = notify::build(&report);

@@ -1295,3 +1295,94 @@ async fn a_sweep_fails_loudly_when_the_memorys_protection_is_gone() {
         told.last().unwrap().subject
     );
 }
+
+/// With `NO_TOKEN_HOLD_DAYS`, an instance held back for its IMDSv1 use is
+/// told a day before its switch, then switched; without it, held for as
+/// long as anything on it makes an IMDSv1 call.
+#[tokio::test(start_paused = true)]
+async fn a_hold_back_ceiling_tells_a_day_ahead_then_switches() {
+    use imds_guard::memory::place;
+    let id = "i-0aaaaaaaaaaaaaaa1";
+    let day = 24 * 3600;
+    let now = imds_guard::outputs::now_secs();
+    let here = place("111122223333", "us-east-1");
+    let setup = || {
+        let cloud = FakeCloud::new();
+        cloud.with_memory();
+        cloud.set_defaults(Some(Default::default()));
+        cloud.add(id, "optional", 1);
+        cloud.set_no_token(id, 3.0);
+        cloud
+    };
+    let pairs = [
+        ("GUARD_MODE", "enforce"),
+        ("CHECK_METADATA_NO_TOKEN", "true"),
+        ("NO_TOKEN_HOLD_DAYS", "3"),
+    ];
+
+    // Held two and a half days: a day from the ceiling, so told when.
+    let cloud = setup();
+    cloud.put_record(imds_guard::plan::held_record(
+        &here,
+        id,
+        now - 5 * day / 2,
+        None,
+        now,
+    ));
+    let r = guard(&cloud, &pairs).handle(&scheduled()).await.unwrap();
+    assert_eq!(cloud.tokens(id), "optional");
+    let held = r.instances.iter().find(|i| i.instance_id == id).unwrap();
+    assert!(
+        held.findings.iter().any(|f| f.contains("switched at")),
+        "{held:?}"
+    );
+    assert!(cloud
+        .published()
+        .last()
+        .unwrap()
+        .body
+        .contains("switched at"));
+
+    // Past three days, told more than a day ago: switched, and said why.
+    let cloud = setup();
+    cloud.put_record(imds_guard::plan::held_record(
+        &here,
+        id,
+        now - 4 * day,
+        Some(now - day - 60),
+        now,
+    ));
+    let r = guard(&cloud, &pairs).handle(&scheduled()).await.unwrap();
+    assert_eq!(cloud.tokens(id), "required");
+    let switched = r.instances.iter().find(|i| i.instance_id == id).unwrap();
+    assert_eq!(switched.outcome, Outcome::Remediated);
+    assert!(
+        switched
+            .findings
+            .iter()
+            .any(|f| f.contains("NO_TOKEN_HOLD_DAYS=3")),
+        "{switched:?}"
+    );
+
+    // Without the ceiling, the same instance is held, however long.
+    let cloud = setup();
+    cloud.put_record(imds_guard::plan::held_record(
+        &here,
+        id,
+        now - 400 * day,
+        Some(now - 300 * day),
+        now,
+    ));
+    guard(&cloud, &pairs[..2])
+        .handle(&scheduled())
+        .await
+        .unwrap();
+    assert_eq!(cloud.tokens(id), "optional");
+
+    // A first hold starts the count: recorded, since now.
+    let cloud = setup();
+    guard(&cloud, &pairs).handle(&scheduled()).await.unwrap();
+    let rec = cloud.records("heldback#");
+    assert_eq!(rec.len(), 1);
+    assert!(rec[0].at >= now);
+}

@@ -15,6 +15,7 @@ const CENTRAL: &str = "111122223333";
 const MEMBER: &str = "444455556666";
 const GUARD_ROLE: &str = "imds-guard-GuardRole-1A2B3C4D5E6F";
 const MEMBER_ROLE: &str = "imds-guard-member";
+const MEMORY_TABLE: &str = "imds-guard-memory";
 
 /// A template's YAML value as the JSON pattern CloudFormation would hand
 /// EventBridge, with the intrinsics the patterns use resolved as a deployed
@@ -39,6 +40,10 @@ fn resolve(v: &serde_norway::Value, account: &str) -> Value {
                     json!(format!("arn:aws:iam::{CENTRAL}:role/{GUARD_ROLE}"))
                 }
                 "!Ref" if arg.as_str() == Some("GuardRole") => json!(GUARD_ROLE),
+                "!Ref" if arg.as_str() == Some("MemoryTable") => json!(MEMORY_TABLE),
+                "!GetAtt" if arg.as_str() == Some("MemoryTable.Arn") => json!(format!(
+                    "arn:aws:dynamodb:us-east-1:{account}:table/{MEMORY_TABLE}"
+                )),
                 "!Ref" if arg.as_str() == Some("MemberRoleName") => json!(MEMBER_ROLE),
                 "!Sub" => json!(arg
                     .as_str()
@@ -407,4 +412,72 @@ async fn source_rules_take_templates_and_groups_but_the_guards_own_fixes() {
     let mut want = people.clone();
     want.insert("the member role's new version".into());
     assert_eq!(got, want, "the function's own role, by ARN");
+}
+
+/// Every call that could remove what protects the guard's memory reaches
+/// the tamper rule, whether it names the table or its ARN; the same calls
+/// on another table, a failed read and the guard's own writes do not.
+#[tokio::test]
+async fn every_call_that_could_unprotect_the_memory_is_told() {
+    let arn = format!("arn:aws:dynamodb:us-east-1:{CENTRAL}:table/{MEMORY_TABLE}");
+    let call = |name: &str, params: Value| {
+        json!({
+            "version": "0", "id": format!("e-{name}"), "detail-type": "AWS API Call via CloudTrail",
+            "source": "aws.dynamodb", "account": CENTRAL, "time": "2026-12-01T06:00:00Z",
+            "region": "us-east-1", "resources": [],
+            "detail": {"eventSource": "dynamodb.amazonaws.com", "eventName": name,
+                "userIdentity": {"type": "AssumedRole", "arn": format!("arn:aws:sts::{CENTRAL}:assumed-role/Admin/eve")},
+                "requestParameters": params}
+        })
+    };
+    let mut events: BTreeMap<&'static str, Value> = BTreeMap::new();
+    events.insert(
+        "policy deleted",
+        call("DeleteResourcePolicy", json!({"resourceArn": arn})),
+    );
+    events.insert(
+        "policy replaced",
+        call(
+            "PutResourcePolicy",
+            json!({"resourceArn": arn, "policy": "{}"}),
+        ),
+    );
+    events.insert(
+        "table deleted",
+        call("DeleteTable", json!({"tableName": MEMORY_TABLE})),
+    );
+    events.insert(
+        "table deleted by arn",
+        call("DeleteTable", json!({"tableName": arn})),
+    );
+    events.insert(
+        "table updated",
+        call("UpdateTable", json!({"tableName": MEMORY_TABLE})),
+    );
+    events.insert(
+        "ttl updated by arn",
+        call("UpdateTimeToLive", json!({"tableName": arn})),
+    );
+    events.insert(
+        "another table",
+        call("DeleteTable", json!({"tableName": "someone-elses"})),
+    );
+    events.insert(
+        "a read",
+        call("DescribeTable", json!({"tableName": MEMORY_TABLE})),
+    );
+    events.insert(
+        "a write",
+        call("PutItem", json!({"tableName": MEMORY_TABLE})),
+    );
+    let got = matched(
+        &pattern("template.yaml", "MemoryTamperRule", CENTRAL),
+        &events,
+        "memory-tamper",
+    )
+    .await;
+    assert_eq!(
+        got,
+        all_but(&events, &["another table", "a read", "a write"])
+    );
 }

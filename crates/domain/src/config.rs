@@ -121,6 +121,10 @@ pub struct Config {
     /// that answered IMDSv1 calls recently is flagged instead of changed.
     pub check_metadata_no_token: bool,
     pub no_token_lookback: Duration,
+    /// With `CHECK_METADATA_NO_TOKEN`: after this many days held back for
+    /// IMDSv1 use, an instance is switched anyway, told a day before
+    /// (`NO_TOKEN_HOLD_DAYS`; unset: held back for as long as it is used).
+    pub no_token_hold_days: Option<u64>,
     /// Central mode: the role, in every member account, that the function
     /// assumes to act there. Unset: the function acts with its own role only.
     pub member_role: Option<MemberRole>,
@@ -271,6 +275,7 @@ impl Default for Config {
             set_account_default: false,
             check_metadata_no_token: false,
             no_token_lookback: Duration::from_secs(DEFAULT_NO_TOKEN_LOOKBACK_HOURS * 3600),
+            no_token_hold_days: None,
             member_role: None,
             allowed_accounts: Vec::new(),
             sweep_accounts: SweepAccounts::Own,
@@ -434,6 +439,21 @@ impl Config {
         if let Some(v) = get("CHECK_METADATA_NO_TOKEN") {
             cfg.check_metadata_no_token = flag(&v)
                 .ok_or_else(|| err("CHECK_METADATA_NO_TOKEN", &v, "expected true or false"))?;
+        }
+        if let Some(v) = get("NO_TOKEN_HOLD_DAYS") {
+            let days: u64 = v
+                .trim()
+                .parse()
+                .ok()
+                .filter(|d| (2..=365).contains(d))
+                .ok_or_else(|| {
+                    err(
+                        "NO_TOKEN_HOLD_DAYS",
+                        &v,
+                        "expected a number of days from 2 to 365 (the switch is told a day before)",
+                    )
+                })?;
+            cfg.no_token_hold_days = Some(days);
         }
         if let Some(v) = get("NO_TOKEN_LOOKBACK_HOURS") {
             let why = "expected a whole number of hours from 1 to 2160 (90 days)";
@@ -1634,5 +1654,23 @@ mod tests {
             Ok(())
         );
         assert!(from(&[("SWEEP_SCHEDULE", "daily")]).is_err());
+    }
+
+    #[test]
+    fn a_hold_back_ceiling_is_days_from_two_to_a_year() {
+        assert_eq!(from(&[]).unwrap().no_token_hold_days, None);
+        assert_eq!(
+            from(&[("NO_TOKEN_HOLD_DAYS", "14")])
+                .unwrap()
+                .no_token_hold_days,
+            Some(14)
+        );
+        for bad in ["1", "0", "366", "two weeks"] {
+            assert_eq!(
+                from(&[("NO_TOKEN_HOLD_DAYS", bad)]).unwrap_err().variable,
+                "NO_TOKEN_HOLD_DAYS",
+                "{bad}"
+            );
+        }
     }
 }

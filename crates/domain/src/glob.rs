@@ -187,6 +187,15 @@ mod tests {
         assert!(!g.matches("arn:aws:iam::123456789012:role/packer-team/admin"));
         assert!(!Glob::new("arn:aws:iam::*:role/*builder*")
             .matches("arn:aws:iam::123456789012:role/ci/x/builder"));
+        // Nor does `?`: it stands for one character within a part.
+        assert!(
+            Glob::new("arn:aws:iam::*:role/ci-?").matches("arn:aws:iam::123456789012:role/ci-a")
+        );
+        assert!(
+            !Glob::new("arn:aws:iam::*:role/ci?x").matches("arn:aws:iam::123456789012:role/ci/x")
+        );
+        assert!(!Glob::new("arn:aws:iam::12345678901?:role/x")
+            .matches("arn:aws:iam::12345678901:role/x"));
         // The account `*` is one part: it cannot reach into the resource.
         assert!(!Glob::new("arn:aws:iam::*").matches("arn:aws:iam::123456789012:role/x"));
         // IAM Identity Center roles: the path written out, `*` in the name.

@@ -61,6 +61,10 @@ pub enum Kind {
     /// to confirm it (`confirm::Waiting`), in the partition
     /// `exemption-check`: what the check asks CloudTrail about.
     Unconfirmed,
+    /// Since when (`at`) a sweep has held this instance back for its
+    /// IMDSv1 use, and when (`data["told"]`) it was told the switch is a day
+    /// off (`NO_TOKEN_HOLD_DAYS`).
+    HeldBack,
 }
 
 impl Kind {
@@ -77,6 +81,7 @@ impl Kind {
             Kind::Units => "units#",
             Kind::SelfCheck => "selfcheck#",
             Kind::Unconfirmed => "unconfirmed#",
+            Kind::HeldBack => "heldback#",
         }
     }
 
@@ -109,6 +114,8 @@ impl Kind {
             Kind::SelfCheck => 30 * DAY,
             // Set from the window (`confirm::Waiting::entry`).
             Kind::Unconfirmed => 0,
+            // Set by `plan::held_record`: lapses unless sweeps keep finding it.
+            Kind::HeldBack => 0,
         }
     }
 }

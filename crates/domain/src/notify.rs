@@ -700,6 +700,17 @@ mod tests {
         let s = subject(&format!("a\r\nb\u{7}{}", "é".repeat(200)));
         assert!(s.len() <= MAX_SUBJECT);
         assert!(s.chars().all(|c| c.is_ascii_graphic() || c == ' '), "{s:?}");
+        // What a caller chooses (its ARN and session name, its user agent)
+        // reaches the body, cleaned, and never the subject.
+        let mut hostile = report(1);
+        let ctx = hostile.event.as_mut().unwrap();
+        ctx.principal.arn = Some("arn:aws:sts::111122223333:assumed-role/x/PAY-NOW-evil".into());
+        ctx.user_agent = Some("URGENT-click-here".into());
+        let n = build(&hostile);
+        for chosen in ["PAY-NOW", "URGENT"] {
+            assert!(!n.subject.contains(chosen), "{}", n.subject);
+        }
+        assert!(n.body.contains("PAY-NOW-evil"), "{}", n.body);
     }
 
     #[test]

@@ -301,6 +301,70 @@ pub fn hold_back(
     used
 }
 
+/// What a hold-back ceiling (`NO_TOKEN_HOLD_DAYS`) says of an instance held
+/// back for its IMDSv1 use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ceiling {
+    /// Held back, as before.
+    Hold,
+    /// A day from the ceiling: held back, and told when it will be switched.
+    Tell { at: u64 },
+    /// Past the ceiling, told at least a day ago: switched anyway.
+    Switch { days: u64 },
+}
+
+const DAY: u64 = 24 * 3600;
+const TOLD: &str = "told";
+/// A held-back record lapses unless a sweep finds the instance held again
+/// within this: its days count only while it stays held.
+const HELD_GAP: u64 = 3 * DAY;
+
+/// Where an instance held back since `since` (told at `told`) stands
+/// against a ceiling of `days`. The switch always comes at least a day
+/// after the message, whatever the sweeps' schedule.
+pub fn ceiling(since: u64, told: Option<u64>, now: u64, days: u64) -> Ceiling {
+    let limit = since + days * DAY;
+    match told {
+        Some(t) if now >= limit && now >= t + DAY => Ceiling::Switch {
+            days: (now - since) / DAY,
+        },
+        Some(_) => Ceiling::Hold,
+        None if now + DAY >= limit => Ceiling::Tell {
+            at: limit.max(now + DAY),
+        },
+        None => Ceiling::Hold,
+    }
+}
+
+/// The record of an instance held back (`Kind::HeldBack`): since when,
+/// and when it was told, renewed each time a sweep holds it again.
+pub fn held_record(
+    place: &str,
+    id: &str,
+    since: u64,
+    told: Option<u64>,
+    now: u64,
+) -> crate::memory::Record {
+    let mut r = crate::memory::Record::new(
+        crate::memory::Kind::HeldBack,
+        place,
+        id,
+        None,
+        since,
+        std::time::Duration::ZERO,
+    );
+    r.expires_at = now + HELD_GAP;
+    if let Some(t) = told {
+        r.data.insert(TOLD.into(), t.to_string());
+    }
+    r
+}
+
+/// Since when, and when told, as a held-back record says.
+pub fn held_of(r: &crate::memory::Record) -> (u64, Option<u64>) {
+    (r.at, r.data.get(TOLD).and_then(|t| t.parse().ok()))
+}
+
 /// The metric could not be read: nothing is changed blind, and the instance
 /// a remedy was planned for fails, named.
 pub fn unread_metric(r: &mut InstanceReport, remedy: &mut Option<Remedy>, error: &str) {
@@ -819,5 +883,41 @@ mod tests {
             .insert(Outcome::Failed, 1);
         let s = failure_summary(&r, None).unwrap();
         assert!(s.starts_with("1 of 8 not handled: i-1"), "{s}");
+    }
+
+    #[test]
+    fn a_hold_back_ceiling_tells_a_day_before_and_then_switches() {
+        const NOW: u64 = 1_795_000_000;
+        let days = 14;
+        // Held back for ten days: held.
+        assert_eq!(ceiling(NOW - 10 * DAY, None, NOW, days), Ceiling::Hold);
+        // A day from the ceiling: told, for the ceiling's time.
+        let since = NOW - 13 * DAY;
+        assert_eq!(
+            ceiling(since, None, NOW, days),
+            Ceiling::Tell {
+                at: since + 14 * DAY
+            }
+        );
+        // Past it, told a day ago: switched.
+        assert_eq!(
+            ceiling(since, Some(NOW), NOW + DAY, days),
+            Ceiling::Switch { days: 14 }
+        );
+        // Past it but told only an hour ago (a sweep that skipped the day
+        // before): held until a day after the message.
+        let long_ago = NOW - 30 * DAY;
+        assert_eq!(
+            ceiling(long_ago, Some(NOW - 3600), NOW, days),
+            Ceiling::Hold
+        );
+        // Never told, far past it: told now, switched no sooner than a day on.
+        assert_eq!(
+            ceiling(long_ago, None, NOW, days),
+            Ceiling::Tell { at: NOW + DAY }
+        );
+        let r = held_record("p", "i-1", since, Some(NOW), NOW);
+        assert_eq!(held_of(&r), (since, Some(NOW)));
+        assert!(r.live(NOW + 2 * DAY) && !r.live(NOW + HELD_GAP));
     }
 }
