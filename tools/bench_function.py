@@ -23,7 +23,9 @@ BARE = os.path.join(HERE, "target/release/examples/bare_function")
 BOOTSTRAPS = {
     "event function": (os.path.join(HERE, "target/lambda/imds-guard-event/bootstrap"), 8),
     "sweep function": (os.path.join(HERE, "target/lambda/imds-guard-sweep/bootstrap"), 12),
-    "outputs function": (os.path.join(HERE, "target/lambda/imds-guard-outputs/bootstrap"), 8),
+    # 8.1 MB since it builds each finding itself (issue 24): off a queue,
+    # its cold start is on no launch's path.
+    "outputs function": (os.path.join(HERE, "target/lambda/imds-guard-outputs/bootstrap"), 8.1),
 }
 CRITERION = os.path.join(HERE, "target/criterion")
 MB = 1_000_000

@@ -59,6 +59,16 @@ pub fn launch_event(name: &str, ids: &[String], region: Option<&str>) -> Value {
     ev
 }
 
+/// The sweep's schedule firing in `region` of the fake's account.
+pub fn scheduled_in(region: &str) -> Value {
+    serde_json::json!({
+        "version": "0", "id": "e-sweep", "detail-type": "Scheduled Event",
+        "source": "aws.events", "account": "111122223333",
+        "time": "2026-11-29T06:00:00Z", "region": region,
+        "resources": [], "detail": {}
+    })
+}
+
 pub fn config(pairs: &[(&str, &str)]) -> Config {
     let map: std::collections::HashMap<String, String> = pairs
         .iter()

@@ -70,12 +70,7 @@ fn check() -> Value {
 }
 
 fn scheduled() -> Value {
-    json!({
-        "version": "0", "id": "e-sweep", "detail-type": "Scheduled Event",
-        "source": "aws.events", "account": "111122223333",
-        "time": "2026-11-29T06:00:00Z", "region": "us-east-1",
-        "resources": [], "detail": {}
-    })
+    crate::common::scheduled_in("us-east-1")
 }
 
 /// Every entry waiting for CloudTrail, seen as `ago` seconds ago.

@@ -28,12 +28,7 @@ fn guard(cloud: &FakeCloud, pairs: &[(&str, &str)]) -> Guard<crate::fake::FakeCl
 }
 
 fn scheduled() -> Value {
-    json!({
-        "version": "0", "id": "e-sweep", "detail-type": "Scheduled Event",
-        "source": "aws.events", "account": "111122223333",
-        "time": "2026-11-29T06:00:00Z", "region": REGION,
-        "resources": [], "detail": {}
-    })
+    crate::common::scheduled_in(REGION)
 }
 
 #[tokio::test(start_paused = true)]

@@ -32,3 +32,19 @@ fn state_change_only_with_exempt_principals_needs_a_sweep() {
         ["ExemptTagIsNotTheStatusTag"]
     );
 }
+
+#[test]
+fn break_glass_needs_a_sweep_to_announce_its_grants() {
+    let t = load("template.yaml");
+    let role = (
+        "BreakGlassRoleArn",
+        "arn:aws:iam::123456789012:role/incident-responder",
+    );
+    assert_eq!(
+        Deployment::with(&[role]).refused_by(&t),
+        ["BreakGlassNeedsASweep"]
+    );
+    assert!(Deployment::with(&[role, ("SweepSchedule", "rate(1 day)")])
+        .refused_by(&t)
+        .is_empty());
+}

@@ -252,7 +252,7 @@ impl Facts {
 /// of an instance it no longer decides. Findings cross the outputs queue as
 /// these, never as ASFF.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "as", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum Filing {
     Decided {
         mode: crate::config::Mode,

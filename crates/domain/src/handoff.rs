@@ -423,7 +423,7 @@ mod tests {
         asff_in_v2["findings"] = previous(1)["findings"].clone();
         assert!(Handoff::parse(&asff_in_v2.to_string()).is_err());
         let mut not_an_instance = serde_json::to_value(handoff(1)).unwrap();
-        not_an_instance["filings"][0]["facts"]["instance_id"] = "../../etc".into();
+        not_an_instance["filings"][0]["decided"]["facts"]["instance_id"] = "../../etc".into();
         assert!(Handoff::parse(&not_an_instance.to_string()).is_err());
     }
 
