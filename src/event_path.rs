@@ -324,7 +324,7 @@ impl<'a, C: Clients> EventPath<'a, C> {
         place: Option<&str>,
         current: &mut [Result<Observed, (String, String)>],
     ) {
-        if self.cfg.exemptions.principals.is_empty() && self.cfg.legacy_exempt_before.is_none() {
+        if !self.cfg.reads_exemption_records() {
             return;
         }
         let (Some(memory), Some(place)) = (self.clients.memory(), place) else {
@@ -437,20 +437,24 @@ impl<'a, C: Clients> EventPath<'a, C> {
         let Some(memory) = self.clients.memory() else {
             return;
         };
-        // Each waits for CloudTrail from the first event that claimed it:
-        // an entry already waiting is left as it is (marked told, so even a
-        // redelivery of the same event cannot restart its window).
+        // Each waits for CloudTrail from the first event that claimed it: an
+        // entry another event wrote, or this one's once recorded (marked
+        // told with it), is left as it is; only a retry of this event after
+        // a failed write writes it again.
         let mut failed = Vec::new();
         let mut fresh = Vec::new();
         for w in waiting {
-            match memory.claim(&w.entry().told(), now).await {
+            match memory.claim(&w.entry(), now).await {
                 Ok(Claim::Ours) => fresh.push(w),
                 Ok(Claim::Taken) => {}
                 Err(e) => failed.push((w.instance_id, e.to_string())),
             }
         }
         if !fresh.is_empty() {
-            let records: Vec<Record> = fresh.iter().map(|w| w.exemption()).collect();
+            let records: Vec<Record> = fresh
+                .iter()
+                .flat_map(|w| [w.exemption(), w.entry().told()])
+                .collect();
             if let Err(e) = memory.put(&records).await {
                 failed.extend(fresh.into_iter().map(|w| (w.instance_id, e.to_string())));
             }

@@ -239,6 +239,18 @@ impl<'a, C: Clients> FanOut<'a, C> {
             });
             summary.failed += 1;
         }
+        // The memory's protection, once for the whole run (as a sweep's).
+        if let Some(m) = crate::sweep::Sweep::new(self.cfg, self.clients)
+            .memory_problem()
+            .await
+        {
+            summary.problems.push(crate::fanout::ShardProblem {
+                account: "the guard's memory".into(),
+                status: crate::fanout::ShardStatus::Failed,
+                error: format!("MEMORY UNPROTECTED: not as the stack made it ({m})"),
+            });
+            summary.failed += 1;
+        }
         let Some(memory) = self.clients.memory() else {
             return Err(GuardError::Incomplete {
                 summary: "the fan-out needs the guard's memory (MEMORY_TABLE)".into(),
@@ -287,25 +299,23 @@ impl<'a, C: Clients> FanOut<'a, C> {
                     Err(e) => {
                         // No retry would find this message again: keep it
                         // for a person, and fail the run saying where it is.
-                        let kept = match self.clients.keeper() {
-                            None => "and there is no failed-events queue (FAILED_EVENTS_QUEUE_URL) to keep it in: it is in this function's log".to_string(),
+                        let kept: Result<(), String> = match self.clients.keeper() {
+                            None => Err("and there is no failed-events queue (FAILED_EVENTS_QUEUE_URL) to keep it in: it is in this function's log".to_string()),
                             Some(q) => {
                                 use crate::aws::Keeper;
-                                match q
-                                    .keep(
-                                        &message.kept(topic, &e.to_string(), None),
-                                        crate::notify::KEPT_KIND,
-                                    )
-                                    .await
-                                {
-                                    Ok(()) => "kept in the failed-events queue".to_string(),
-                                    Err(k) => format!("and could not be kept in the failed-events queue ({k}): it is in this function's log"),
-                                }
+                                q.keep(
+                                    &message.kept(topic, &e.to_string(), None),
+                                    crate::notify::KEPT_KIND,
+                                )
+                                .await
+                                .map_err(|k| format!("and could not be kept in the failed-events queue ({k}): it is in this function's log"))
                             }
                         };
-                        if !kept.starts_with("kept") {
+                        if kept.is_err() {
                             error!(subject = %message.subject, message = %message.body, "an organization summary could not be published nor kept anywhere but here");
                         }
+                        let kept = kept
+                            .map_or_else(|why| why, |()| "kept in the failed-events queue".into());
                         return Err(GuardError::Incomplete {
                             summary: format!("the summary could not be published ({e}); {kept}"),
                         });

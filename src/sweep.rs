@@ -198,6 +198,10 @@ impl<'a, C: Clients> Sweep<'a, C> {
         progress: &(dyn Fn(Progress<'_>) + Sync),
     ) -> Result<Report, GuardError> {
         let (mut report, to_remember) = self.collect(ctx, regions, deadline, progress).await;
+        // Once a run (a fan-out's summary checks it for the whole run).
+        if let Some(s) = report.sweep.as_mut() {
+            s.memory = self.memory_problem().await;
+        }
         let notify_error = tell(self.cfg, self.clients, &mut report, None).await;
         if report.notification.starts_with("sent ") && !to_remember.is_empty() {
             if let Some(memory) = self.clients.memory() {
@@ -291,15 +295,11 @@ impl<'a, C: Clients> Sweep<'a, C> {
             }
         }
         let own = &own;
-        // Each account its own MAX_CHANGES_PER_RUN (one account: this run's).
+        // Each account its own MAX_CHANGES_PER_RUN.
         let rooms: HashMap<Option<String>, Arc<AtomicU64>> = targets
             .iter()
             .map(|a| {
-                let room = if targets.len() == 1 {
-                    self.run_room.clone()
-                } else {
-                    Arc::new(AtomicU64::new(self.cfg.max_changes_per_run))
-                };
+                let room = Arc::new(AtomicU64::new(self.cfg.max_changes_per_run));
                 (a.clone(), room)
             })
             .collect();
@@ -307,10 +307,7 @@ impl<'a, C: Clients> Sweep<'a, C> {
         let per_pair = MAX_LISTED / pairs.len().max(1);
         let results: Vec<RegionResult> = stream::iter(pairs)
             .map(|(account, region)| async move {
-                let room = rooms
-                    .get(&account)
-                    .cloned()
-                    .unwrap_or_else(|| self.run_room.clone());
+                let room = rooms[&account].clone();
                 let Some((cfg, why)) = own.get(&account) else {
                     return self
                         .for_account(self.cfg, room)
@@ -374,7 +371,6 @@ impl<'a, C: Clients> Sweep<'a, C> {
             .sort_by(|a, b| b.instances.cmp(&a.instances).then(a.id.cmp(&b.id)));
         accounts.sort_by(|a, b| a.account.cmp(&b.account));
         sweep.accounts = accounts;
-        sweep.memory = self.memory_problem().await;
         report.sweep = Some(sweep);
         (report, to_remember)
     }
@@ -383,7 +379,7 @@ impl<'a, C: Clients> Sweep<'a, C> {
     /// resource policy, against the stack's: `memory::policy_problem`);
     /// `None` when it holds, or when the stack does not say what it made
     /// (`MEMORY_TABLE_ARN`, `MEMORY_WRITERS`).
-    async fn memory_problem(&self) -> Option<String> {
+    pub async fn memory_problem(&self) -> Option<String> {
         let arn = self.cfg.memory_table_arn.as_deref()?;
         if self.cfg.memory_writers.is_empty() {
             return None;
@@ -973,7 +969,9 @@ impl<'a, C: Clients> Sweep<'a, C> {
             let (since, told) = known.get(&id).map_or((now, None), crate::plan::held_of);
             match crate::plan::ceiling(since, told, now, days) {
                 crate::plan::Ceiling::Hold => {
-                    writes.push(crate::plan::held_record(&place, &id, since, told, now));
+                    writes.push(crate::plan::held_record(
+                        &place, &id, since, told, now, days,
+                    ));
                 }
                 crate::plan::Ceiling::Tell { at } => {
                     let r = &mut reports[i];
@@ -983,7 +981,14 @@ impl<'a, C: Clients> Sweep<'a, C> {
                         crate::finding::iso8601(at)
                     ));
                     r.notify = true;
-                    writes.push(crate::plan::held_record(&place, &id, since, Some(now), now));
+                    writes.push(crate::plan::held_record(
+                        &place,
+                        &id,
+                        since,
+                        Some(now),
+                        now,
+                        days,
+                    ));
                 }
                 crate::plan::Ceiling::Switch { days: held_for } => {
                     let mut r = before;
@@ -992,7 +997,7 @@ impl<'a, C: Clients> Sweep<'a, C> {
                     ));
                     reports[i] = r;
                     remedies[i] = Some(change);
-                    let mut done = crate::plan::held_record(&place, &id, since, told, now);
+                    let mut done = crate::plan::held_record(&place, &id, since, told, now, days);
                     done.expires_at = now;
                     writes.push(done);
                 }
@@ -1027,7 +1032,7 @@ impl<'a, C: Clients> Sweep<'a, C> {
                 out.granted.insert(o.instance_id.clone());
             }
         }
-        if self.cfg.exemptions.principals.is_empty() && self.cfg.legacy_exempt_before.is_none() {
+        if !self.cfg.reads_exemption_records() {
             return Ok(());
         }
         let Some(memory) = self.clients.memory() else {

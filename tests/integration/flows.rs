@@ -1323,6 +1323,7 @@ async fn a_hold_back_ceiling_tells_a_day_ahead_then_switches() {
         now - 5 * day / 2,
         None,
         now,
+        3,
     ));
     let r = guard(&cloud, &pairs).handle(&scheduled()).await.unwrap();
     assert_eq!(cloud.tokens(id), "optional");
@@ -1346,6 +1347,7 @@ async fn a_hold_back_ceiling_tells_a_day_ahead_then_switches() {
         now - 4 * day,
         Some(now - day - 60),
         now,
+        3,
     ));
     let r = guard(&cloud, &pairs).handle(&scheduled()).await.unwrap();
     assert_eq!(cloud.tokens(id), "required");
@@ -1367,6 +1369,7 @@ async fn a_hold_back_ceiling_tells_a_day_ahead_then_switches() {
         now - 400 * day,
         Some(now - 300 * day),
         now,
+        3,
     ));
     guard(&cloud, &pairs[..2])
         .handle(&scheduled())

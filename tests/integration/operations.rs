@@ -9,7 +9,7 @@ use imds_guard::guard::Guard;
 use imds_guard::memory::place;
 use imds_guard::outputs::now_secs;
 use imds_guard::report::Outcome;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::common::{config, fixture, launch_event, revert_event};
 use crate::fake::{FakeCloud, RESPONDER};

@@ -798,7 +798,7 @@ impl Config {
             cfg.memory_table_arn = Some(v.clone());
         }
         if let Some(v) = get("MEMORY_WRITERS") {
-            for arn in v.split(',').map(str::trim).filter(|a| !a.is_empty()) {
+            for arn in list(&v) {
                 if !arn.starts_with("arn:") {
                     return Err(err(
                         "MEMORY_WRITERS",
@@ -810,7 +810,7 @@ impl Config {
             }
         }
         if let Some(v) = get("OUTPUTS_SENDERS") {
-            for id in v.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+            for id in list(&v) {
                 if !(16..=128).contains(&id.len())
                     || !id
                         .bytes()
@@ -961,6 +961,13 @@ impl Config {
             });
         }
         Ok(())
+    }
+
+    /// Whether an instance's exemption record can count (`Policy::
+    /// honours_record`): with principal exemptions, or migrated legacy
+    /// records, configured. Otherwise no record is read.
+    pub fn reads_exemption_records(&self) -> bool {
+        !self.exemptions.principals.is_empty() || self.legacy_exempt_before.is_some()
     }
 
     /// Settings that would fail open where the stack runs the guard (the

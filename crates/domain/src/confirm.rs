@@ -167,57 +167,46 @@ pub fn judge(w: &Waiting, found: Option<&TrailRecord>, now: u64) -> Verdict {
             w.region
         ));
     }
-    if !matches!(
-        s(&record["eventName"]).as_str(),
-        "RunInstances" | "CreateFleet"
-    ) || record.get("errorCode").is_some_and(|e| !e.is_null())
-    {
-        return refuted(format!(
-            "CloudTrail records event {} as {}, not a launch",
-            w.event_id,
-            crate::validate::clean(&s(&record["eventName"]), 64)
-        ));
-    }
-    // The principal as the policy matches it: the role behind a session,
-    // else the caller itself (a user).
-    let identity = &record["userIdentity"];
-    let role = s(&identity["sessionContext"]["sessionIssuer"]["arn"]);
-    let caller = s(&identity["arn"]);
-    let glob = Glob::new(&w.glob);
-    let by = if identity["type"] == "AssumedRole" {
-        role
-    } else {
-        caller
+    // Read as the guard reads any launch event (`event::parse`): the same
+    // principal, the same instances, whatever shape the response has.
+    let envelope = serde_json::json!({
+        "version": "0",
+        "id": w.event_id,
+        "detail-type": "AWS API Call via CloudTrail",
+        "source": "aws.ec2",
+        "account": w.account,
+        "region": w.region,
+        "detail": record,
+    });
+    let (principal, mut launched) = match crate::event::parse(&envelope) {
+        Ok(crate::event::GuardEvent::Instances {
+            ctx,
+            trigger: crate::event::Trigger::Launch,
+            instances,
+            ..
+        }) => (
+            ctx.principal,
+            instances.into_iter().map(|o| o.instance_id).collect(),
+        ),
+        // CloudTrail cut the response: its `Resources` list names them.
+        Ok(crate::event::GuardEvent::Unlisted { ctx, .. }) => (ctx.principal, Vec::new()),
+        _ => {
+            return refuted(format!(
+                "CloudTrail records event {} as {}, not a launch that succeeded",
+                w.event_id,
+                crate::validate::clean(&s(&record["eventName"]), 64)
+            ))
+        }
     };
-    if by.is_empty() || !glob.matches(&by) {
+    launched.extend(found.instances.iter().cloned());
+    if !crate::policy::names(&Glob::new(&w.glob), &principal) {
         return refuted(format!(
             "CloudTrail records the launch by {}, which {} does not match",
-            if by.is_empty() {
-                "no principal".to_string()
-            } else {
-                crate::validate::clean(&by, 256)
-            },
+            crate::validate::clean(&principal.display(), 256),
             w.glob
         ));
     }
-    let launched = found.instances.contains(&w.instance_id)
-        || record["responseElements"]["instancesSet"]["items"]
-            .as_array()
-            .is_some_and(|items| {
-                items
-                    .iter()
-                    .any(|i| i["instanceId"] == w.instance_id.as_str())
-            })
-        || record["responseElements"]["instanceSet"]
-            .as_array()
-            .is_some_and(|fleets| {
-                fleets.iter().any(|f| {
-                    f["instanceIds"]
-                        .as_array()
-                        .is_some_and(|ids| ids.iter().any(|i| i == w.instance_id.as_str()))
-                })
-            });
-    if !launched {
+    if !launched.contains(&w.instance_id) {
         return refuted(format!(
             "CloudTrail's record of event {} does not name {}",
             w.event_id, w.instance_id
@@ -321,6 +310,28 @@ mod tests {
             other(&|v| v["eventID"] = "another".into()),
             Verdict::Refuted { .. }
         ));
+    }
+
+    #[test]
+    fn a_fleets_launch_is_read_as_the_guard_reads_any_create_fleet() {
+        let w = waiting();
+        let fleet = TrailRecord {
+            record: serde_json::json!({
+                "eventID": w.event_id, "eventName": "CreateFleet",
+                "eventSource": "ec2.amazonaws.com",
+                "awsRegion": "eu-west-1", "recipientAccountId": "111122223333",
+                "userIdentity": {"type": "AssumedRole",
+                    "arn": "arn:aws:sts::111122223333:assumed-role/packer-ci/x",
+                    "sessionContext": {"sessionIssuer": {"type": "Role",
+                        "arn": "arn:aws:iam::111122223333:role/packer-ci"}}},
+                "requestParameters": {"CreateFleetRequest": {"Type": "instant"}},
+                "responseElements": {"CreateFleetResponse": {"fleetId": "fleet-1",
+                    "fleetInstanceSet": {"item": {"instanceIds": {"item": w.instance_id}}}}}
+            })
+            .to_string(),
+            instances: vec![],
+        };
+        assert_eq!(judge(&w, Some(&fleet), NOW), Verdict::Confirmed);
     }
 
     #[test]

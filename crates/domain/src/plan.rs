@@ -315,9 +315,6 @@ pub enum Ceiling {
 
 const DAY: u64 = 24 * 3600;
 const TOLD: &str = "told";
-/// A held-back record lapses unless a sweep finds the instance held again
-/// within this: its days count only while it stays held.
-const HELD_GAP: u64 = 3 * DAY;
 
 /// Where an instance held back since `since` (told at `told`) stands
 /// against a ceiling of `days`. The switch always comes at least a day
@@ -344,6 +341,7 @@ pub fn held_record(
     since: u64,
     told: Option<u64>,
     now: u64,
+    days: u64,
 ) -> crate::memory::Record {
     let mut r = crate::memory::Record::new(
         crate::memory::Kind::HeldBack,
@@ -353,7 +351,10 @@ pub fn held_record(
         since,
         std::time::Duration::ZERO,
     );
-    r.expires_at = now + HELD_GAP;
+    // Kept a ceiling and a day past the last sweep that held it, so sweeps
+    // further apart than a day still count its days; it lapses only once
+    // no sweep has held it for that long.
+    r.expires_at = now + (days + 1) * DAY;
     if let Some(t) = told {
         r.data.insert(TOLD.into(), t.to_string());
     }
@@ -916,8 +917,9 @@ mod tests {
             ceiling(long_ago, None, NOW, days),
             Ceiling::Tell { at: NOW + DAY }
         );
-        let r = held_record("p", "i-1", since, Some(NOW), NOW);
+        let r = held_record("p", "i-1", since, Some(NOW), NOW, days);
         assert_eq!(held_of(&r), (since, Some(NOW)));
-        assert!(r.live(NOW + 2 * DAY) && !r.live(NOW + HELD_GAP));
+        // A weekly sweep keeps counting: the record outlives the gap.
+        assert!(r.live(NOW + 7 * DAY) && !r.live(NOW + (days + 1) * DAY));
     }
 }

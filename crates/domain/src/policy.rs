@@ -242,17 +242,8 @@ impl<'a> Policy<'a> {
                 return Some(Exemption::Image(image.clone()));
             }
         }
-        for glob in &ex.principals {
-            // A role glob is matched against the role behind a session,
-            // never the session's own ARN (its last part is the caller's to
-            // choose); a user glob against the user.
-            let arn = match glob.names() {
-                Names::Role => principal.role_arn.as_deref(),
-                Names::User => principal.arn.as_deref(),
-            };
-            if arn.is_some_and(|arn| glob.matches(arn)) {
-                return Some(Exemption::Principal(glob.as_str().to_string()));
-            }
+        if let Some(glob) = ex.principals.iter().find(|g| names(g, principal)) {
+            return Some(Exemption::Principal(glob.as_str().to_string()));
         }
         if let Some(glob) = &instance.recorded_exemption {
             if self.honours_record(glob) {
@@ -265,6 +256,17 @@ impl<'a> Policy<'a> {
         }
         None
     }
+}
+
+/// Whether `glob` names `principal`: a role glob is matched against the
+/// role behind a session, never the session's own ARN (its last part is
+/// the caller's to choose); a user glob against the user.
+pub fn names(glob: &crate::glob::Glob, principal: &Principal) -> bool {
+    let arn = match glob.names() {
+        Names::Role => principal.role_arn.as_deref(),
+        Names::User => principal.arn.as_deref(),
+    };
+    arn.is_some_and(|arn| glob.matches(arn))
 }
 
 /// The account's IMDS defaults for new launches, in one region, as

@@ -542,6 +542,7 @@ pub fn plan_template(cfg: &Config, f: &TemplateFacts<'_>) -> (SourceReport, Sour
             SourceAction::Tag
         }
         Mode::Enforce => match fix_refusal(cfg, t, report.owner.as_deref()) {
+            // (`unpromoted` counts nothing when the default needs no fix.)
             Some(why) => {
                 report.action = format!("none: {why}");
                 SourceAction::None
@@ -552,8 +553,7 @@ pub fn plan_template(cfg: &Config, f: &TemplateFacts<'_>) -> (SourceReport, Sour
                 report.outcome = SourceOutcome::Failed;
                 report.action = "none: no more versions added".into();
                 report.error = Some(format!(
-                    "{} versions described as the guard's fix of version {} were never made the default: the guard adds no more and promotes none (it cannot prove it made them); see CloudTrail for CreateLaunchTemplateVersion and ModifyLaunchTemplate on {}",
-                    unpromoted(f.versions, default, true),
+                    "{MAX_UNPROMOTED_FIXES} or more versions described as the guard's fix of version {} were never made the default: the guard adds no more and promotes none (it cannot prove it made them); see CloudTrail for CreateLaunchTemplateVersion and ModifyLaunchTemplate on {}",
                     default.version,
                     t.id
                 ));
@@ -1160,7 +1160,7 @@ mod tests {
         assert_eq!(r.outcome, SourceOutcome::Failed);
         let e = r.error.unwrap();
         assert!(
-            e.contains("2 versions described as the guard's fix of version 2"),
+            e.contains("2 or more versions described as the guard's fix of version 2"),
             "{e}"
         );
     }
