@@ -209,3 +209,26 @@ async fn forging_the_launch_again_does_not_restart_its_window() {
     g.handle_payload(&check(), None).await.unwrap();
     assert_eq!(cloud.tokens(VICTIM), "required");
 }
+
+/// The exemption could not be written: the launch event fails, and its
+/// retry (the same event) writes it; only then is the entry marked told.
+#[tokio::test(start_paused = true)]
+async fn a_retried_launch_event_writes_the_exemption_its_first_delivery_could_not() {
+    let cloud = cloud();
+    let g = guard(&cloud);
+    cloud.fail(
+        "BatchWriteItem",
+        1,
+        crate::fake::api_error("ProvisionedThroughputExceededException"),
+    );
+    let first = g.handle(&launch_by(PACKER, EVENT)).await;
+    assert!(
+        first.is_err(),
+        "a launch whose exemption was not recorded fails"
+    );
+    assert!(live_exemption(&cloud).is_none());
+    g.handle(&launch_by(PACKER, EVENT)).await.unwrap();
+    let held = live_exemption(&cloud).expect("the retry records it");
+    assert!(imds_guard::confirm::is_unconfirmed(&held));
+    assert_eq!(cloud.tokens(VICTIM), "optional");
+}

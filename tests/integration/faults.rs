@@ -845,7 +845,8 @@ async fn principal_exemption_matches_the_role_behind_a_session() {
     let modify = modify_ok();
     let tag = tag_ok();
     // Recorded in the guard's memory, where only it writes, so a sweep
-    // (which knows no principal) leaves them alone too: one call for both.
+    // (which knows no principal) leaves them alone too: one call for both,
+    // each with its entry for CloudTrail's check (`confirm`).
     let recorded = mock!(DynamoClient::batch_write_item)
         .match_requests(|i| {
             let items = &i.request_items().unwrap()["imds-guard-memory"];
@@ -860,10 +861,17 @@ async fn principal_exemption_matches_the_role_behind_a_session() {
                         .map(String::as_str)
                 })
                 .collect();
-            sk == [
-                format!("exempt#{}", MULTI[0]).as_str(),
-                format!("exempt#{}", MULTI[1]).as_str(),
-            ]
+            let exempt: Vec<&str> = sk
+                .iter()
+                .copied()
+                .filter(|s| s.starts_with("exempt#"))
+                .collect();
+            exempt
+                == [
+                    format!("exempt#{}", MULTI[0]).as_str(),
+                    format!("exempt#{}", MULTI[1]).as_str(),
+                ]
+                && sk.iter().filter(|s| s.starts_with("unconfirmed#")).count() == 2
         })
         .then_output(|| BatchWriteItemOutput::builder().build());
     let claim = mock!(DynamoClient::put_item).then_output(|| PutItemOutput::builder().build());
