@@ -7,7 +7,7 @@ SAM_VENV := .venv-sam
 CHECKOV_VENV := .venv-checkov
 BENCH_VENV := .venv-bench
 
-.PHONY: smoke-aws report-screenshot test demo lint unit venv sam-venv checkov-venv bench-venv template fuzz fuzz-check load bench bench-function bench-sweep bench-triggers bench-org clean
+.PHONY: smoke-aws report-screenshot test demo lint unit venv sam-venv checkov-venv bench-venv template fuzz fuzz-check load bench bench-function bench-sweep bench-triggers bench-memory bench-org clean
 
 # Every test: format, lints, unit tests, the fault matrix on mocked AWS, the
 # end-to-end tests against the local emulator, and the CLI.
@@ -83,13 +83,19 @@ report-screenshot: venv
 # - the sweep: 1,000 and 10,000 seeded instances (BENCH_SIZES), swept by the
 #   release build, by a bare boto3 loop (the emulator's floor) and by Cloud
 #   Custodian's `custodian run`, each on a freshly seeded fleet.
-bench: bench-function bench-sweep bench-triggers
+bench: bench-function bench-sweep bench-triggers bench-memory
 
 # Seconds from pending to required, by trigger: the event path on the
 # in-memory fake with simulated delivery delays and pending times (paused
 # time; the assumptions are in tests/integration/trigger_sim.rs).
 bench-triggers:
 	cargo test --test integration -- --ignored --exact trigger_sim::seconds_from_pending_to_required_by_trigger --nocapture 2>&1 | grep -E '^\|'
+
+# DynamoDB calls and (simulated) time per 50-instance launch event: the
+# event path on the in-memory fake with paused time (the assumptions are in
+# tests/integration/memory_sim.rs).
+bench-memory:
+	cargo test --test integration -- --ignored --exact memory_sim::dynamodb_calls_and_time_per_50_instance_launch --nocapture 2>&1 | grep -E '^\||^\(simulated'
 
 # The organization sweep fanned out at 100, 1,000 and 17,000
 # account-regions: the real steps on simulated AWS with paused time (the
