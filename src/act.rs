@@ -21,10 +21,10 @@ use tokio::time::Instant;
 use tracing::warn;
 
 use crate::aws::{AwsError, Ec2Api, MemoryApi};
+use crate::clock::now_secs;
 use crate::config::Mode;
 use crate::event::{Lookup, Observed};
 use crate::memory::{Kind, Record};
-use crate::outputs::now_secs;
 use crate::plan::tag_batches;
 use crate::policy::{is_gone, AccountDefaults, Remedy};
 use crate::report::{DefaultsAction, InstanceReport, Outcome, Step};

@@ -4,11 +4,10 @@
 //! is, and what it covers, is the domain's (`break_glass`); the event path
 //! and the sweep honour the grants they read.
 
-use crate::aws::{Clients, MemoryApi, Publisher};
+use crate::aws::{Clients, MemoryApi};
 use crate::break_glass::{self, Act, Grant};
 use crate::config::Config;
 use crate::memory::{self, Kind};
-use crate::validate::sns_topic_region;
 
 /// What a grant or revocation came to.
 #[derive(Debug)]
@@ -146,6 +145,8 @@ pub async fn list<C: Clients>(
     Ok((account, break_glass::grants(&records)))
 }
 
+/// Tells of a grant or its end; from the command line, so a message SNS
+/// refuses is reported to the operator, not kept.
 async fn tell<C: Clients>(
     cfg: &Config,
     clients: &C,
@@ -154,16 +155,9 @@ async fn tell<C: Clients>(
     account: &str,
     region: &str,
 ) -> String {
-    let Some(topic) = &cfg.topic_arn else {
-        return "no topic configured (NOTIFY_TOPIC_ARN)".into();
-    };
     let n = break_glass::notification(act, g, account, region);
-    match clients
-        .sns(sns_topic_region(topic).unwrap_or("us-east-1"))
-        .publish(topic, &n, false)
+    crate::outbox::Outbox::new(cfg, clients)
+        .send(&n, false, crate::outbox::Keep::CommandLine)
         .await
-    {
-        Ok(id) => format!("sent {id}"),
-        Err(e) => format!("failed: {e}"),
-    }
+        .to_string()
 }

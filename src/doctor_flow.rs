@@ -246,7 +246,7 @@ impl Doctor {
                     .into(),
             ));
         }
-        let now = crate::outputs::now_secs();
+        let now = crate::clock::now_secs();
         let pairs: Vec<(String, String)> = accounts
             .iter()
             .flat_map(|a| regions.iter().map(move |r| (a.clone(), r.clone())))

@@ -17,17 +17,20 @@ use crate::act::{
     apply_default, look, look_launch, remember_remediated, write_tags, Pacer, Pacing,
 };
 use crate::aws::{Account, Clients, Ec2Api, MemoryApi};
+use crate::clock::now_secs;
 use crate::config::Config;
+use crate::error::{conclude, GuardError};
 use crate::event::{DefaultsChange, EventContext, Lookup, Observed, Trigger};
 use crate::finding::{self, FindingsReport};
 use crate::findings;
 use crate::memory::{self, Claim, Kind, Record};
-use crate::outputs::{conclude, log_decision, now_secs, tell, GuardError};
+use crate::outbox::Outbox;
 use crate::plan::{exemption_records, judge_defaults_change, needs_claim, plan};
 use crate::policy::{Policy, Remedy, Verdict};
 use crate::report::{
     DefaultsAction, DefaultsReport, Idle, InstanceReport, Outcome, Report, Status,
 };
+use crate::telemetry::log_decision;
 
 /// One event's handling, with the configuration and clients it acts with.
 pub struct EventPath<'a, C> {
@@ -75,7 +78,10 @@ impl<'a, C: Clients> EventPath<'a, C> {
                         .unreadable
                         .push(format!("the event could not be acted on: {why}"));
                 }
-                let notify_error = tell(self.cfg, self.clients, &mut report, None).await;
+                let delivery = Outbox::new(self.cfg, self.clients)
+                    .tell(&mut report, None)
+                    .await;
+                let notify_error = delivery.error().map(str::to_string);
                 Err(conclude(report, notify_error))
             }
         }
@@ -163,7 +169,10 @@ impl<'a, C: Clients> EventPath<'a, C> {
                 report
                     .unreadable
                     .push(format!("launch event {event}: {} and {why}", lookup.why));
-                let notify_error = tell(self.cfg, self.clients, &mut report, None).await;
+                let delivery = Outbox::new(self.cfg, self.clients)
+                    .tell(&mut report, None)
+                    .await;
+                let notify_error = delivery.error().map(str::to_string);
                 conclude(report, notify_error)
             }
         }
@@ -260,8 +269,11 @@ impl<'a, C: Clients> EventPath<'a, C> {
         report.unreadable = unreadable;
         report.security_hub = security_hub;
         report.breaker = tripped;
-        let notify_error = tell(self.cfg, self.clients, &mut report, place.as_deref()).await;
-        if report.notification.starts_with("sent ") {
+        let delivery = Outbox::new(self.cfg, self.clients)
+            .tell(&mut report, place.as_deref())
+            .await;
+        let notify_error = delivery.error().map(str::to_string);
+        if delivery.published() {
             self.mark_told(claimed).await;
         }
         conclude(report, notify_error)
@@ -302,11 +314,11 @@ impl<'a, C: Clients> EventPath<'a, C> {
             account: &id,
             region: &ctx.region,
             now: now_secs(),
-            stamp_ms: crate::outputs::stamp_ms(),
+            stamp_ms: crate::clock::stamp_ms(),
         };
         // The event function carries no Security Hub client: it hands them
         // to the outputs function.
-        let Some(api) = crate::handoff_flow::filer(self.clients, account, &ctx.region) else {
+        let Some(api) = crate::outbox::filer(self.clients, account, &ctx.region) else {
             return Some(FindingsReport {
                 errors: vec!["SECURITY_HUB_FINDINGS is set, but this function carries no Security Hub client and no OUTPUTS_QUEUE_URL to hand its findings to".into()],
                 ..FindingsReport::default()
@@ -577,7 +589,10 @@ impl<'a, C: Clients> EventPath<'a, C> {
                     action: DefaultsAction::None,
                     error: Some(e.to_string()),
                 });
-                let notify_error = tell(self.cfg, self.clients, &mut report, None).await;
+                let delivery = Outbox::new(self.cfg, self.clients)
+                    .tell(&mut report, None)
+                    .await;
+                let notify_error = delivery.error().map(str::to_string);
                 return conclude(report, notify_error);
             }
         };
@@ -617,7 +632,10 @@ impl<'a, C: Clients> EventPath<'a, C> {
             action,
             error,
         });
-        let notify_error = tell(self.cfg, self.clients, &mut report, None).await;
+        let delivery = Outbox::new(self.cfg, self.clients)
+            .tell(&mut report, None)
+            .await;
+        let notify_error = delivery.error().map(str::to_string);
         conclude(report, notify_error)
     }
 
@@ -648,7 +666,10 @@ impl<'a, C: Clients> EventPath<'a, C> {
             .collect();
         report.unreadable = unreadable;
         report.reason = Some(why);
-        let notify_error = tell(self.cfg, self.clients, &mut report, None).await;
+        let delivery = Outbox::new(self.cfg, self.clients)
+            .tell(&mut report, None)
+            .await;
+        let notify_error = delivery.error().map(str::to_string);
         conclude(report, notify_error)
     }
 }

@@ -12,12 +12,13 @@ use serde_json::Value;
 use tracing::{info, warn};
 
 use crate::aws::{Clients, MemoryApi, TrailApi};
+use crate::clock::now_secs;
 use crate::config::Config;
 use crate::confirm::{self, TrailRecord, Verdict, Waiting};
+use crate::error::GuardError;
 use crate::event::{EventContext, Observed, Trigger};
 use crate::event_path::EventPath;
 use crate::memory::{Kind, Record};
-use crate::outputs::{now_secs, GuardError};
 
 /// The payload key of a check (the schedule's fixed input).
 pub const REQUEST_KEY: &str = "imds_guard_check_exemptions";

@@ -2,7 +2,7 @@
 //! from the instance's own account and region (`Clients::findings` hands
 //! out a member account's through its role), or, by a binary without
 //! Security Hub's client, handed to the outputs function to file
-//! (`handoff_flow::filer`). The event path files what its
+//! (`outbox::filer`). The event path files what its
 //! decisions mean (`for_event`); the sweep reconciles a whole account-region
 //! with what the guard filed, as its memory keeps it (`RegionFindings`), with
 //! no read of Security Hub: it files only changes,
@@ -252,7 +252,7 @@ impl RegionFindings {
             account: &self.account,
             region: &self.region,
             now,
-            stamp_ms: crate::outputs::stamp_ms(),
+            stamp_ms: crate::clock::stamp_ms(),
         }
     }
 

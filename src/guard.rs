@@ -8,12 +8,12 @@ use tracing::{error, info};
 
 use crate::aws::Clients;
 use crate::config::Config;
+pub use crate::error::GuardError;
 use crate::event::{self, EventContext, GuardEvent};
 use crate::event_path::EventPath;
-pub use crate::outputs::GuardError;
-use crate::outputs::{calls_since, emit_metrics};
 use crate::report::Report;
 use crate::sweep::{Progress, Sweep};
+use crate::telemetry::{calls_since, emit_metrics};
 
 /// Reads a payload; an EC2 call event that cannot be read is an error, kept.
 fn parse(payload: &Value) -> Result<GuardEvent, GuardError> {
@@ -90,12 +90,12 @@ impl<C: Clients> Guard<C> {
     /// messages not done (`batchItemFailures`). Anything else is refused,
     /// kept by the runtime's retries and named.
     pub async fn handle_handoffs(&self, payload: &Value) -> Result<Value, GuardError> {
-        if !crate::handoff_flow::is_batch(payload) {
+        if !crate::outputs_function::is_batch(payload) {
             return Err(GuardError::Incomplete {
                 summary: "the outputs function takes only batches of its queue's messages".into(),
             });
         }
-        Ok(crate::handoff_flow::receive(&self.cfg, &self.clients, payload).await)
+        Ok(crate::outputs_function::receive(&self.cfg, &self.clients, payload).await)
     }
 
     /// Handles one Lambda payload of the event function: everything but the

@@ -9,9 +9,9 @@
 use serde::Serialize;
 
 use crate::aws::{AwsError, Clients, Ec2Api, MemoryApi};
+use crate::clock::now_secs;
 use crate::config::Config;
 use crate::memory::{self, Record};
-use crate::outputs::now_secs;
 use crate::policy::EXEMPT_STATUS;
 
 /// One account-region's migration.

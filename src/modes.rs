@@ -8,9 +8,9 @@
 use tracing::warn;
 
 use crate::aws::{Clients, MemoryApi};
+use crate::clock::now_secs;
 use crate::config::Config;
 use crate::memory::{Kind, Record, ORG_PLACE};
-use crate::outputs::now_secs;
 
 /// The configuration `account` runs under, its units read from the
 /// organization (the sweep's) and remembered for the event path. When they

@@ -11,15 +11,17 @@ use serde_json::{json, Value};
 use tokio::time::Instant;
 use tracing::{error, info, warn};
 
-use crate::aws::{Clients, MemoryApi, Publisher};
+use crate::aws::{Clients, MemoryApi};
 use crate::cap;
+use crate::clock::now_secs;
 use crate::config::{Config, SweepAccounts};
+use crate::delivery::Sent;
+use crate::error::GuardError;
 use crate::event::{self, EventContext};
 use crate::fanout::{fans_out, rerun_accounts, OrgSummary, Plan, Step};
 use crate::memory::{self, Kind, Record};
-use crate::outputs::{now_secs, GuardError};
+use crate::outbox::Keep;
 use crate::sweep::Sweep;
-use crate::validate::sns_topic_region;
 
 /// A shard's report as recorded: small enough for one DynamoDB item
 /// (400 KB) with room to spare; its instance list is cut to fit (failed
@@ -114,9 +116,9 @@ impl<'a, C: Clients> FanOut<'a, C> {
             let result = sweep.run(ctx, regions, deadline, &|_| {}).await;
             // As the single sweep function's: its metrics, failed or not.
             match &result {
-                Ok(report) => crate::outputs::emit_metrics(self.cfg, report),
+                Ok(report) => crate::telemetry::emit_metrics(self.cfg, report),
                 Err(GuardError::Unhandled { report, .. }) => {
-                    crate::outputs::emit_metrics(self.cfg, report)
+                    crate::telemetry::emit_metrics(self.cfg, report)
                 }
                 Err(_) => {}
             }
@@ -158,7 +160,7 @@ impl<'a, C: Clients> FanOut<'a, C> {
             .await;
         // What the single sweep would fail its invocation for fails the
         // shard in the summary: regions, instances, sources, the default.
-        crate::outputs::emit_metrics(&cfg, &report);
+        crate::telemetry::emit_metrics(&cfg, &report);
         let failure = crate::plan::failure_summary(&report, None);
         let complete = failure.is_none();
         let mut record = Record::shard(run, account, Ok(record_json(&report)), now_secs());
@@ -285,50 +287,32 @@ impl<'a, C: Clients> FanOut<'a, C> {
         }
         summary.finish(plan, &recorded);
         let message = summary.notification();
-        let notification = match &self.cfg.topic_arn {
-            None => "no topic configured".to_string(),
-            Some(topic) => {
-                let sns = self
-                    .clients
-                    .sns(sns_topic_region(topic).unwrap_or("us-east-1"));
-                match sns
-                    .publish(topic, &message, self.cfg.chat_notifications)
-                    .await
-                {
-                    Ok(id) => format!("sent {id}"),
-                    Err(e) => {
-                        // No retry would find this message again: keep it
-                        // for a person, and fail the run saying where it is.
-                        let kept: Result<(), String> = match self.clients.keeper() {
-                            None => Err("and there is no failed-events queue (FAILED_EVENTS_QUEUE_URL) to keep it in: it is in this function's log".to_string()),
-                            Some(q) => {
-                                use crate::aws::Keeper;
-                                q.keep(
-                                    &message.kept(topic, &e.to_string(), None),
-                                    crate::notify::KEPT_KIND,
-                                )
-                                .await
-                                .map_err(|k| format!("and could not be kept in the failed-events queue ({k}): it is in this function's log"))
-                            }
-                        };
-                        if kept.is_err() {
-                            error!(subject = %message.subject, message = %message.body, "an organization summary could not be published nor kept anywhere but here");
-                        }
-                        let kept = kept
-                            .map_or_else(|why| why, |()| "kept in the failed-events queue".into());
-                        return Err(GuardError::Incomplete {
-                            summary: format!("the summary could not be published ({e}); {kept}"),
-                        });
-                    }
-                }
-            }
-        };
-        if notification.starts_with("sent ") && !marks.is_empty() {
+        // No retry would find this message again: a message SNS refuses is
+        // kept for a person, and the run fails saying where it is.
+        let outbox = crate::outbox::Outbox::new(self.cfg, self.clients);
+        let delivery = outbox
+            .send(&message, self.cfg.chat_notifications, Keep::Queue)
+            .await;
+        if let Sent::Failed {
+            why, kept, refused, ..
+        } = &delivery.sent
+        {
+            let kept = match (kept.is_empty(), refused.first()) {
+                (false, _) => "kept in the failed-events queue".to_string(),
+                (true, Some((_, k))) => format!("and could not be kept in the failed-events queue ({k}): it is in this function's log"),
+                (true, None) => "and there is no failed-events queue (FAILED_EVENTS_QUEUE_URL) to keep it in: it is in this function's log".to_string(),
+            };
+            return Err(GuardError::Incomplete {
+                summary: format!("the summary could not be published ({why}); {kept}"),
+            });
+        }
+        let notification = delivery.to_string();
+        if delivery.published() && !marks.is_empty() {
             if let Err(e) = memory.put(&marks).await {
                 warn!(error = %e, "the ends of break-glass grants told could not be remembered; the next run tells them again");
             }
         }
-        if notification.starts_with("sent ") && !told.is_empty() {
+        if delivery.published() && !told.is_empty() {
             let now = now_secs();
             let records: Vec<Record> = told
                 .iter()
@@ -357,14 +341,14 @@ impl<'a, C: Clients> FanOut<'a, C> {
                 // Handed off, the event names where the run was planned
                 // (the function's own account and first region).
                 let region = self.regions().into_iter().next().unwrap_or_default();
-                crate::outputs::deliver(
-                    self.clients,
-                    bus,
-                    None,
-                    &region,
-                    &[crate::routing::sweep_finished(self.cfg.mode, &message.body)],
-                )
-                .await
+                outbox
+                    .route(
+                        bus,
+                        None,
+                        &region,
+                        &[crate::routing::sweep_finished(self.cfg.mode, &message.body)],
+                    )
+                    .await
             }
         };
         if let Some(e) = routed.as_ref().and_then(|r| r.errors.first()) {

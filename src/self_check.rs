@@ -16,12 +16,13 @@ use serde_json::{json, Value};
 use tokio::time::Instant;
 use tracing::{error, info, warn};
 
-use crate::aws::{Account, Clients, Ec2Api, Keeper, MemoryApi, Publisher};
+use crate::aws::{Account, Clients, Ec2Api, MemoryApi};
+use crate::clock::now_secs;
 use crate::config::Config;
-use crate::outputs::{now_secs, GuardError};
+use crate::error::GuardError;
 use crate::probe::{self, RegionCheck, Status};
 use crate::sweep::Sweep;
-use crate::validate::{clean, is_region, sns_topic_region};
+use crate::validate::{clean, is_region};
 
 /// The payload key that starts a self-check.
 pub const KEY: &str = "imds_guard_self_check";
@@ -291,23 +292,9 @@ impl<'a, C: Clients> SelfCheck<'a, C> {
     /// Publishes `n`; a message SNS refuses is kept in the failed-events
     /// queue for a person.
     async fn tell(&self, n: &crate::notify::Notification) -> String {
-        let Some(topic) = &self.cfg.topic_arn else {
-            return "no topic configured".into();
-        };
-        match self
-            .clients
-            .sns(sns_topic_region(topic).unwrap_or("us-east-1"))
-            .publish(topic, n, false)
+        crate::outbox::Outbox::new(self.cfg, self.clients)
+            .send(n, false, crate::outbox::Keep::Queue)
             .await
-        {
-            Ok(id) => format!("sent {id}"),
-            Err(e) => match self.clients.keeper() {
-                Some(k) => match k.keep(&n.body, crate::notify::KEPT_KIND).await {
-                    Ok(()) => format!("failed ({e}); kept in the failed-events queue"),
-                    Err(k) => format!("failed ({e}); not kept either ({k})"),
-                },
-                None => format!("failed ({e}); no failed-events queue to keep it in"),
-            },
-        }
+            .to_string()
     }
 }

@@ -9,8 +9,9 @@ use tracing::{info, warn};
 
 use crate::aws::{Account, AutoScalingApi, AwsError, Clients, Ec2Api};
 use crate::config::Config;
+use crate::error::{conclude, GuardError};
 use crate::event::{EventContext, SourceChange};
-use crate::outputs::{conclude, tell, GuardError};
+use crate::outbox::Outbox;
 use crate::plan::NONCOMPLIANT;
 use crate::policy::AccountDefaults;
 use crate::report::{Report, Status};
@@ -64,7 +65,10 @@ impl<'a, C: Clients> Sources<'a, C> {
         if let Some(why) = self.cfg.refusal(ctx.account.as_deref()) {
             let mut report = Report::handled(Status::Refused, self.cfg.mode, ctx);
             report.reason = Some(why);
-            let notify_error = tell(self.cfg, self.clients, &mut report, None).await;
+            let delivery = Outbox::new(self.cfg, self.clients)
+                .tell(&mut report, None)
+                .await;
+            let notify_error = delivery.error().map(str::to_string);
             return conclude(report, notify_error);
         }
         let mut report = Report::handled(Status::Handled, self.cfg.mode, ctx.clone());
@@ -81,7 +85,10 @@ impl<'a, C: Clients> Sources<'a, C> {
                 failed.error = Some(e.to_string());
                 failed.notify = true;
                 report.sources = vec![failed];
-                let notify_error = tell(self.cfg, self.clients, &mut report, None).await;
+                let delivery = Outbox::new(self.cfg, self.clients)
+                    .tell(&mut report, None)
+                    .await;
+                let notify_error = delivery.error().map(str::to_string);
                 return conclude(report, notify_error);
             }
         };
@@ -105,7 +112,10 @@ impl<'a, C: Clients> Sources<'a, C> {
             info!(source = %s.label(), outcome = ?s.outcome, action = %s.action, findings = %s.findings.join("; "), region = %ctx.region, "source decision");
         }
         report.sources = sources;
-        let notify_error = tell(self.cfg, self.clients, &mut report, None).await;
+        let delivery = Outbox::new(self.cfg, self.clients)
+            .tell(&mut report, None)
+            .await;
+        let notify_error = delivery.error().map(str::to_string);
         conclude(report, notify_error)
     }
 

@@ -18,13 +18,14 @@ use tracing::{info, warn};
 use crate::act::{apply_default, remember_remediated, write_tags, Pacer, Pacing};
 use crate::aws::{Account, AwsError, Clients, Ec2Api, MemoryApi, MetricsApi};
 use crate::breaker::{self, Tripped};
+use crate::clock::now_secs;
 use crate::config::{Config, Mode, SweepAccounts};
+use crate::error::{conclude, GuardError};
 use crate::event::{EventContext, Observed, Trigger};
 use crate::finding::FindingsReport;
 use crate::findings::RegionFindings;
-use crate::handoff_flow::filer;
 use crate::memory::{self, Kind, Record};
-use crate::outputs::{conclude, log_decision, now_secs, tell, GuardError};
+use crate::outbox::{filer, Outbox};
 use crate::plan::{hold_back, plan, sweep_default_action, unread_metric, V1Use};
 use crate::policy::{readiness, Remedy, SweepFacts};
 use crate::report::{
@@ -33,6 +34,7 @@ use crate::report::{
 };
 use crate::source::{attribution, SourceKind, SourceOutcome, SourceReport};
 use crate::sources::Sources;
+use crate::telemetry::log_decision;
 use crate::validate::is_account_id;
 
 /// Instances with news kept in the report, across regions; beyond this only
@@ -202,8 +204,11 @@ impl<'a, C: Clients> Sweep<'a, C> {
         if let Some(s) = report.sweep.as_mut() {
             s.memory = self.memory_problem().await;
         }
-        let notify_error = tell(self.cfg, self.clients, &mut report, None).await;
-        if report.notification.starts_with("sent ") && !to_remember.is_empty() {
+        let delivery = Outbox::new(self.cfg, self.clients)
+            .tell(&mut report, None)
+            .await;
+        let notify_error = delivery.error().map(str::to_string);
+        if delivery.published() && !to_remember.is_empty() {
             if let Some(memory) = self.clients.memory() {
                 if let Err(e) = memory.put(&to_remember).await {
                     warn!(error = %e, "what the sweep told of could not be remembered; the next sweep lists it again");

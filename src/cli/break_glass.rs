@@ -11,9 +11,9 @@ use crate::aws::clients::NoOutputs;
 use crate::aws::{load_sdk_config, RegionalClients};
 use crate::break_glass::{Grant, MAX_GRANT_SECS};
 use crate::break_glass_flow::{self as flow, Done};
+use crate::clock::now_secs;
 use crate::config::Config;
 use crate::finding::iso8601;
-use crate::outputs::now_secs;
 
 #[derive(Debug, Args)]
 pub struct BreakGlassArgs {

@@ -177,7 +177,7 @@ pub fn run(args: SweepArgs) -> Result<ExitCode, String> {
         SweepOutput::Html => emit(&super::export::html(
             &report,
             &every,
-            crate::outputs::now_secs(),
+            crate::clock::now_secs(),
         )),
     }
     let region_errors = report

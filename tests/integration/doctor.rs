@@ -105,7 +105,7 @@ fn self_check_item(outcomes: Vec<probe::Outcome>) -> Rule {
         account: "111122223333".into(),
         region: "us-east-1".into(),
         role: "the function's role".into(),
-        at: imds_guard::outputs::now_secs() - 3600,
+        at: imds_guard::clock::now_secs() - 3600,
         trigger: "deploy".into(),
         error: None,
         outcomes,

@@ -4,10 +4,10 @@
 //! kept once it confirms, and a record that names another principal ends
 //! it at once.
 
+use imds_guard::clock::now_secs;
 use imds_guard::confirm::TrailRecord;
 use imds_guard::guard::Guard;
 use imds_guard::memory::Record;
-use imds_guard::outputs::now_secs;
 use imds_guard::report::Outcome;
 use serde_json::{json, Value};
 

@@ -468,7 +468,7 @@ async fn an_instance_the_guard_broke_is_reported_first_and_the_region_is_not_rea
     let broken = "i-0bbbbbbbbbbbbbbb1";
     cloud.add(broken, "required", 2);
     cloud.add("i-0bbbbbbbbbbbbbbb2", "required", 2);
-    let day_ago = imds_guard::outputs::now_secs() - 24 * 3600;
+    let day_ago = imds_guard::clock::now_secs() - 24 * 3600;
     for id in [broken, "i-0bbbbbbbbbbbbbbb2"] {
         cloud.put_record(Record::new(
             Kind::Remediated,
@@ -1164,7 +1164,7 @@ async fn a_removed_exemption_glob_ends_the_records_it_made() {
     cloud.set_defaults(Some(Default::default()));
     let here = place("111122223333", "us-east-1");
     // A year old, so each is due for renewal.
-    let then = imds_guard::outputs::now_secs() - 365 * 24 * 3600;
+    let then = imds_guard::clock::now_secs() - 365 * 24 * 3600;
     for (id, glob) in [
         (kept, "arn:aws:iam::*:role/packer-**".to_string()),
         (retired, "arn:aws:iam::*:role/retired-*".to_string()),
@@ -1299,7 +1299,7 @@ async fn a_hold_back_ceiling_tells_a_day_ahead_then_switches() {
     use imds_guard::memory::place;
     let id = "i-0aaaaaaaaaaaaaaa1";
     let day = 24 * 3600;
-    let now = imds_guard::outputs::now_secs();
+    let now = imds_guard::clock::now_secs();
     let here = place("111122223333", "us-east-1");
     let setup = || {
         let cloud = FakeCloud::new();

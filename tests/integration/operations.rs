@@ -5,14 +5,14 @@
 
 use imds_guard::break_glass::{Grant, State};
 use imds_guard::break_glass_flow as flow;
+use imds_guard::clock::now_secs;
 use imds_guard::guard::Guard;
 use imds_guard::memory::place;
-use imds_guard::outputs::now_secs;
 use imds_guard::report::Outcome;
 use serde_json::Value;
 
 use crate::common::{config, fixture, launch_event, revert_event};
-use crate::fake::{FakeCloud, RESPONDER};
+use crate::fake::{api_error, FakeCloud, RESPONDER};
 
 const TOPIC: &str = "arn:aws:sns:us-east-1:111122223333:imds-guard";
 const ID: &str = "i-0fedcba9876543210";
@@ -563,4 +563,42 @@ async fn a_grant_stands_by_aws_time_and_one_stamped_ahead_is_not_honoured() {
     let listed = &swept.sweep.as_ref().unwrap().regions[0].break_glass;
     assert_eq!(listed.len(), 1, "{listed:?}");
     assert_eq!(listed[0].state, State::NotHonoured);
+}
+
+/// The command line tells through the same outbox as the functions, and a
+/// grant's message SNS refuses is reported to the operator, kept nowhere:
+/// the function's failed-events queue is not the operator's to fill.
+#[tokio::test(start_paused = true)]
+async fn a_grants_message_that_cannot_be_sent_is_reported_not_kept_from_the_command_line() {
+    let cloud = FakeCloud::new();
+    cloud.with_memory();
+    cloud.with_keeper();
+    let g = guard(&cloud, &[("GUARD_MODE", "enforce")]);
+    cloud.fail("Publish", 1, api_error("AuthorizationError"));
+    let done = flow::grant(
+        g.config(),
+        &cloud.clients(),
+        None,
+        REGION,
+        ID,
+        3600,
+        "INC-43: a vendor agent",
+        now_secs(),
+    )
+    .await
+    .unwrap();
+    assert!(
+        done.notification.starts_with("failed: ")
+            && done.notification.ends_with("; not kept (command line)"),
+        "{}",
+        done.notification
+    );
+    assert!(cloud.kept().is_empty(), "{:?}", cloud.kept());
+    // The grant itself stands: it was written before it was told.
+    assert_eq!(
+        cloud
+            .records(imds_guard::memory::Kind::BreakGlass.prefix())
+            .len(),
+        1
+    );
 }

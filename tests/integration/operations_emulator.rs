@@ -225,7 +225,7 @@ async fn the_first_enforcing_sweep_begins_the_record_of_since_when_in_dynamodb()
     let item = got.item().expect("the first enforcing sweep wrote it");
     assert_eq!(item["mode"].as_s().unwrap(), "enforce");
     let since: u64 = item["since"].as_s().unwrap().parse().unwrap();
-    let now = imds_guard::outputs::now_secs();
+    let now = imds_guard::clock::now_secs();
     assert!(since <= now && since + 600 > now, "{since} vs {now}");
 
     // A launch fixed within its grace is not counted: its event may be on

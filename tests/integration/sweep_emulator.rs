@@ -439,7 +439,7 @@ async fn legacy_tags_count_only_once_migrated_and_while_the_cutoff_is_set() {
     )
     .await;
     let table = memory_table("imds-guard-memory-legacy").await;
-    let now = imds_guard::outputs::now_secs();
+    let now = imds_guard::clock::now_secs();
     let utc = |secs: u64| {
         // The cutoff as the operator writes it (UTC).
         let d = secs / 86_400;

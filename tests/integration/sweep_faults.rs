@@ -226,7 +226,7 @@ async fn a_fix_of_a_launch_whose_event_never_came_is_counted_from_the_memorys_re
     use aws_sdk_dynamodb::operation::query::QueryOutput;
     use aws_sdk_dynamodb::types::AttributeValue;
     use aws_sdk_dynamodb::Client as DynamoClient;
-    let now = imds_guard::outputs::now_secs();
+    let now = imds_guard::clock::now_secs();
     let hour = 3600;
     let launched = |id: &str, secs: u64| {
         let mut i = running(id, "optional", 1);
@@ -692,7 +692,7 @@ async fn metadata_no_token_rejected_is_read_since_the_guard_switched_each_instan
     use aws_sdk_dynamodb::Client as DynamoClient;
     use std::collections::HashMap;
 
-    let now = imds_guard::outputs::now_secs();
+    let now = imds_guard::clock::now_secs();
     let switched = now - 6 * 3600;
     // Nothing is left at optional; the memory knows two instances the guard
     // switched six hours ago.

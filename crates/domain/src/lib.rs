@@ -9,6 +9,7 @@ pub mod breaker;
 pub mod cap;
 pub mod config;
 pub mod confirm;
+pub mod delivery;
 pub mod doctor;
 pub mod event;
 pub mod fanout;

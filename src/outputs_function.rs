@@ -1,95 +1,23 @@
-//! Outputs handed off. Only the outputs function's binary carries Security
-//! Hub's and EventBridge's clients (each function's bootstrap budget,
-//! docs/design.md): the event function and the sweep send the findings they
-//! would have filed and the events they would have put to a queue
-//! (`OUTPUTS_QUEUE_URL`), and the outputs function (an SQS event source
-//! with partial batch failures) files, remembers and puts them. What the
-//! messages say, and what the outputs function takes of them, is the
-//! domain's (`handoff`); this module carries them, and keeps what it
-//! refuses in the dead-letter queue with the reason.
+//! The outputs function: files and puts what the event function and the
+//! sweep handed off. Only its binary carries Security Hub's and
+//! EventBridge's clients (each function's bootstrap budget,
+//! docs/design.md): the others send the findings they would have filed and
+//! the events they would have put to a queue (`OUTPUTS_QUEUE_URL`, through
+//! `outbox`), and this function (an SQS event source with partial batch
+//! failures) files, remembers and puts them. What the messages say, and
+//! what this function takes of them, is the domain's (`handoff`); this
+//! module carries them out, and keeps what it refuses in the dead-letter
+//! queue with the reason.
 
 use serde_json::{json, Value};
 use tracing::{error, warn};
 
-use crate::aws::{Account, AwsError, Clients, FindingsApi, Keeper};
+use crate::aws::{Clients, Keeper};
+use crate::clock::{now_secs, stamp_ms};
 use crate::config::Config;
 use crate::finding::{Finding, FindingsReport, Place};
-use crate::handoff::{Handoff, KIND, REFUSED_KIND};
-use crate::outputs::{now_secs, put_events, stamp_ms};
-
-/// Sends `h` as messages to the outputs function's queue.
-pub async fn send(queue: &impl Keeper, h: &Handoff) -> Result<(), AwsError> {
-    for m in h.messages() {
-        queue.keep(&m, KIND).await?;
-    }
-    Ok(())
-}
-
-/// Findings handed to the outputs function instead of filed: Security Hub
-/// as a binary without its client sees it. The outputs function files them
-/// and remembers what Security Hub took (so the sender does not).
-pub struct Queued<K>(pub K);
-
-impl<K: Keeper> FindingsApi for Queued<K> {
-    async fn import(&self, findings: &[Finding]) -> Result<Vec<(String, String)>, AwsError> {
-        // A call's findings are of one account and region (the callers file
-        // per account-region), which each finding names.
-        let Some(first) = findings.first() else {
-            return Ok(Vec::new());
-        };
-        // Each crosses as what it was made from, which the outputs
-        // function rebuilds (a finding built otherwise has no place here).
-        let filings = findings
-            .iter()
-            .map(|f| f.filing.0.clone())
-            .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| AwsError::Api {
-                code: "NotHandedOff".into(),
-                message: "a finding not built by the guard's own constructors cannot be handed off"
-                    .into(),
-            })?;
-        let h = Handoff {
-            filings,
-            ..Handoff::new(&first.aws_account_id, &first.region)
-        };
-        send(&self.0, &h).await?;
-        Ok(Vec::new())
-    }
-    fn hands_off(&self) -> bool {
-        true
-    }
-}
-
-/// Where findings go: Security Hub itself, or the outputs queue.
-pub enum Filer<F, K> {
-    Direct(F),
-    Queued(Queued<K>),
-}
-
-impl<F: FindingsApi, K: Keeper> FindingsApi for Filer<F, K> {
-    async fn import(&self, findings: &[Finding]) -> Result<Vec<(String, String)>, AwsError> {
-        match self {
-            Filer::Direct(api) => api.import(findings).await,
-            Filer::Queued(q) => q.import(findings).await,
-        }
-    }
-    fn hands_off(&self) -> bool {
-        matches!(self, Filer::Queued(_))
-    }
-}
-
-/// How this binary files findings in `account` and `region`: with its own
-/// Security Hub client, or through the outputs queue; `None` with neither.
-pub fn filer<C: Clients>(
-    clients: &C,
-    account: &Account,
-    region: &str,
-) -> Option<Filer<C::Findings, C::Keeper>> {
-    match clients.findings(account, region) {
-        Some(api) => Some(Filer::Direct(api)),
-        None => clients.handoff().map(|q| Filer::Queued(Queued(q))),
-    }
-}
+use crate::handoff::{Handoff, REFUSED_KIND};
+use crate::outbox::put_events;
 
 /// Whether a payload is a batch of SQS messages (the outputs function's).
 pub fn is_batch(payload: &Value) -> bool {
