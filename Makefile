@@ -19,6 +19,9 @@ BENCH_VENV := .venv-bench
 # single-threaded emulator), so clippy takes the cycles it leaves idle.
 test: venv
 	cargo fmt --all -- --check
+	# The docs' links and anchors, docs/configuration.md against config.rs,
+	# the README's size.
+	$(PYTHON) tools/check-docs.py
 	mkdir -p target
 	{ { CARGO_TARGET_DIR=target/lint nice -n 19 cargo clippy --workspace --all-targets -- -D warnings && \
 	    echo "== the fuzz target builds" && \
