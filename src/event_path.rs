@@ -13,10 +13,11 @@ use std::collections::HashMap;
 use tokio::time::Instant;
 use tracing::{error, info, warn};
 
+use crate::account_region::{claim_each, read_each, AccountRegion, Closed};
 use crate::act::{
     apply_default, look, look_launch, remember_remediated, write_tags, Pacer, Pacing,
 };
-use crate::aws::{Account, Clients, Ec2Api, MemoryApi};
+use crate::aws::{Clients, Ec2Api, MemoryApi};
 use crate::clock::now_secs;
 use crate::config::Config;
 use crate::error::{conclude, GuardError};
@@ -43,26 +44,22 @@ impl<'a, C: Clients> EventPath<'a, C> {
         EventPath { cfg, clients }
     }
 
-    /// The account the event acts in (the member role assumed in central
-    /// mode), or the report of an event that cannot act at all.
+    /// The account-region the event acts in (the member role assumed in
+    /// central mode), or the report of an event that cannot act at all.
     async fn enter(
         &self,
         ctx: &EventContext,
         ids: &[String],
         unreadable: &[String],
-    ) -> Result<Account, Result<Report, GuardError>> {
-        if let Some(why) = self.cfg.refusal(ctx.account.as_deref()) {
-            return Err(self
-                .refuse(ctx.clone(), ids, unreadable.to_vec(), why)
-                .await);
-        }
-        match self
-            .clients
-            .enter(ctx.account.as_deref(), &ctx.region)
+    ) -> Result<AccountRegion<'a, C>, Result<Report, GuardError>> {
+        match AccountRegion::enter(self.cfg, self.clients, ctx.account.as_deref(), &ctx.region)
             .await
         {
-            Ok(account) => Ok(account),
-            Err(e) => {
+            Ok(here) => Ok(here),
+            Err(Closed::Refused(why)) => Err(self
+                .refuse(ctx.clone(), ids, unreadable.to_vec(), why)
+                .await),
+            Err(Closed::Unreachable(e)) => {
                 // Not one instance can be looked at: each is named, and the
                 // invocation fails so the event is retried (a member stack
                 // deployed late, a throttled STS) and kept if it never works.
@@ -78,13 +75,17 @@ impl<'a, C: Clients> EventPath<'a, C> {
                         .unreadable
                         .push(format!("the event could not be acted on: {why}"));
                 }
-                let delivery = Outbox::new(self.cfg, self.clients)
-                    .tell(&mut report, None)
-                    .await;
-                let notify_error = delivery.error().map(str::to_string);
-                Err(conclude(report, notify_error))
+                Err(self.finish(report, None).await)
             }
         }
+    }
+
+    /// Tells the report's news and makes it the invocation's result.
+    async fn finish(&self, mut report: Report, place: Option<&str>) -> Result<Report, GuardError> {
+        let delivery = Outbox::new(self.cfg, self.clients)
+            .tell(&mut report, place)
+            .await;
+        conclude(report, delivery.error().map(str::to_string))
     }
 
     /// The instances an event names: each is decided on what EC2 shows now
@@ -100,11 +101,10 @@ impl<'a, C: Clients> EventPath<'a, C> {
     ) -> Result<Report, GuardError> {
         let deadline = Instant::now() + self.cfg.retry_budget;
         let ids: Vec<String> = from_event.iter().map(|o| o.instance_id.clone()).collect();
-        let account = match self.enter(&ctx, &ids, &unreadable).await {
-            Ok(account) => account,
+        let here = match self.enter(&ctx, &ids, &unreadable).await {
+            Ok(here) => here,
             Err(done) => return done,
         };
-        let ec2 = self.clients.ec2(&account, &ctx.region);
 
         // A compliant instance whose event carries complete options (a
         // launch, or a change such as the guard's own) costs no call.
@@ -118,7 +118,7 @@ impl<'a, C: Clients> EventPath<'a, C> {
         let (mut seen, failures) = if to_look.is_empty() {
             (HashMap::new(), HashMap::new())
         } else {
-            look(&ec2, &to_look, deadline, self.cfg.retry_budget).await
+            look(&here.ec2, &to_look, deadline, self.cfg.retry_budget).await
         };
         let current = from_event
             .into_iter()
@@ -130,7 +130,7 @@ impl<'a, C: Clients> EventPath<'a, C> {
                 }
             })
             .collect();
-        self.decide_and_act(ctx, trigger, &account, &ec2, current, unreadable, deadline)
+        self.decide_and_act(ctx, trigger, &here, current, unreadable, deadline)
             .await
     }
 
@@ -140,28 +140,19 @@ impl<'a, C: Clients> EventPath<'a, C> {
     /// retry budget, the invocation fails, naming the event and why.
     pub async fn unlisted(&self, ctx: EventContext, lookup: Lookup) -> Result<Report, GuardError> {
         let deadline = Instant::now() + self.cfg.retry_budget;
-        let account = match self.enter(&ctx, &[], &[]).await {
-            Ok(account) => account,
+        let here = match self.enter(&ctx, &[], &[]).await {
+            Ok(here) => here,
             Err(done) => return done,
         };
-        let ec2 = self.clients.ec2(&account, &ctx.region);
-        match look_launch(&ec2, &lookup, deadline, self.cfg.retry_budget).await {
+        match look_launch(&here.ec2, &lookup, deadline, self.cfg.retry_budget).await {
             Ok(found) => {
                 info!(
                     event_id = ctx.event_id.as_deref().unwrap_or(""), why = %lookup.why,
                     instances = found.len(), "the launch's instances were found without its list"
                 );
                 let current = found.into_iter().map(Ok).collect();
-                self.decide_and_act(
-                    ctx,
-                    Trigger::Launch,
-                    &account,
-                    &ec2,
-                    current,
-                    Vec::new(),
-                    deadline,
-                )
-                .await
+                self.decide_and_act(ctx, Trigger::Launch, &here, current, Vec::new(), deadline)
+                    .await
             }
             Err(why) => {
                 let event = ctx.event_id.clone().unwrap_or_else(|| "without id".into());
@@ -169,49 +160,53 @@ impl<'a, C: Clients> EventPath<'a, C> {
                 report
                     .unreadable
                     .push(format!("launch event {event}: {} and {why}", lookup.why));
-                let delivery = Outbox::new(self.cfg, self.clients)
-                    .tell(&mut report, None)
-                    .await;
-                let notify_error = delivery.error().map(str::to_string);
-                conclude(report, notify_error)
+                self.finish(report, None).await
             }
         }
     }
 
     /// Decides each instance on what EC2 shows now (or why it could not be
     /// looked at), acts as the mode says, and reports.
-    #[allow(clippy::too_many_arguments)]
     async fn decide_and_act(
         &self,
         ctx: EventContext,
         trigger: Trigger,
-        account: &Account,
-        ec2: &C::Ec2,
+        here: &AccountRegion<'a, C>,
         current: Vec<Result<Observed, (String, String)>>,
         unreadable: Vec<String>,
         deadline: Instant,
     ) -> Result<Report, GuardError> {
         // The mode set for this account or its unit, when one is and an
-        // instance here is not compliant (the mode decides nothing else).
+        // instance here is not compliant (the mode decides nothing else):
+        // resolved once, by the account-region.
         if self.cfg.has_overrides() && current.iter().any(|o| self.slot_at_stake(o)) {
-            let own =
-                crate::modes::for_event(self.cfg, self.clients, account.id(ctx.account.as_deref()))
-                    .await;
-            // Resolved (its own settings cleared): decided with as it is.
-            return Box::pin(
-                EventPath::new(&own, self.clients)
-                    .decide_and_act(ctx, trigger, account, ec2, current, unreadable, deadline),
-            )
-            .await;
+            let own = here.config().await;
+            return EventPath::new(own, self.clients)
+                .act(ctx, trigger, here, current, unreadable, deadline)
+                .await;
         }
-        let place = self.place(&ctx, account).await;
+        self.act(ctx, trigger, here, current, unreadable, deadline)
+            .await
+    }
+
+    /// `decide_and_act` in the configuration this account runs under.
+    async fn act(
+        &self,
+        ctx: EventContext,
+        trigger: Trigger,
+        here: &AccountRegion<'_, C>,
+        current: Vec<Result<Observed, (String, String)>>,
+        unreadable: Vec<String>,
+        deadline: Instant,
+    ) -> Result<Report, GuardError> {
+        let place = here.place().await;
         // A change or a state change names no launcher: the exemption the
         // instance's launch left in the guard's memory is what counts.
         let mut current = current;
         if trigger != Trigger::Launch {
             self.recall_exemptions(place.as_deref(), &mut current).await;
         }
-        self.recall_break_glass(place.as_deref(), &mut current)
+        self.recall_break_glass(here, place.as_deref(), &mut current)
             .await;
 
         // Decide.
@@ -246,9 +241,15 @@ impl<'a, C: Clients> EventPath<'a, C> {
 
         // Act.
         Pacer::new(Pacing::EVENT)
-            .remediate(ec2, &mut reports, to_modify, deadline)
+            .remediate(&here.ec2, &mut reports, to_modify, deadline)
             .await;
-        write_tags(ec2, &self.cfg.status_tag_key, self.cfg.mode, &mut reports).await;
+        write_tags(
+            &here.ec2,
+            &self.cfg.status_tag_key,
+            self.cfg.mode,
+            &mut reports,
+        )
+        .await;
         if self.cfg.check_metadata_no_token {
             if let (Some(memory), Some(place)) = (self.clients.memory(), place.as_deref()) {
                 remember_remediated(&memory, place, &reports, self.cfg.no_token_lookback).await;
@@ -262,7 +263,7 @@ impl<'a, C: Clients> EventPath<'a, C> {
         for item in &unreadable {
             error!(%item, "event item could not be read");
         }
-        let security_hub = self.file_findings(account, &ctx, trigger, &reports).await;
+        let security_hub = self.file_findings(here, &ctx, trigger, &reports).await;
         let mut report = Report::handled(Status::Handled, self.cfg.mode, ctx);
         report.fallback = self.cfg.fallback_units.clone();
         report.instances = reports;
@@ -284,7 +285,7 @@ impl<'a, C: Clients> EventPath<'a, C> {
     /// none: no call at all).
     async fn file_findings(
         &self,
-        account: &Account,
+        here: &AccountRegion<'_, C>,
         ctx: &EventContext,
         trigger: Trigger,
         reports: &[InstanceReport],
@@ -296,19 +297,16 @@ impl<'a, C: Clients> EventPath<'a, C> {
         {
             return None;
         }
-        let id = match account.id(ctx.account.as_deref()) {
-            Some(id) => id.to_string(),
-            None => match self.clients.home_account().await {
-                Ok(id) => id,
-                Err(e) => {
-                    return Some(FindingsReport {
-                        errors: vec![format!(
-                            "the account to file findings in could not be named: {e}"
-                        )],
-                        ..FindingsReport::default()
-                    })
-                }
-            },
+        let id = match here.account().await {
+            Ok(id) => id.to_string(),
+            Err(e) => {
+                return Some(FindingsReport {
+                    errors: vec![format!(
+                        "the account to file findings in could not be named: {e}"
+                    )],
+                    ..FindingsReport::default()
+                })
+            }
         };
         let place = finding::Place {
             account: &id,
@@ -318,7 +316,7 @@ impl<'a, C: Clients> EventPath<'a, C> {
         };
         // The event function carries no Security Hub client: it hands them
         // to the outputs function.
-        let Some(api) = crate::outbox::filer(self.clients, account, &ctx.region) else {
+        let Some(api) = crate::outbox::filer(self.clients, &here.who, &ctx.region) else {
             return Some(FindingsReport {
                 errors: vec!["SECURITY_HUB_FINDINGS is set, but this function carries no Security Hub client and no OUTPUTS_QUEUE_URL to hand its findings to".into()],
                 ..FindingsReport::default()
@@ -342,22 +340,31 @@ impl<'a, C: Clients> EventPath<'a, C> {
         let (Some(memory), Some(place)) = (self.clients.memory(), place) else {
             return;
         };
-        let now = now_secs();
+        let ids: Vec<String> = current
+            .iter()
+            .flatten()
+            .map(|o| o.instance_id.clone())
+            .collect();
+        let mut read = read_each(&memory, place, Kind::Exempt, &ids, now_secs())
+            .await
+            .into_iter();
         for slot in current.iter_mut() {
             let Ok(o) = slot else { continue };
-            let prefix = format!("{}{}", Kind::Exempt.prefix(), o.instance_id);
-            match memory.query(place, &prefix, now).await {
-                Ok(records) => {
-                    let record = records.iter().find(|r| r.id() == o.instance_id);
-                    o.recorded_exemption = record.and_then(|r| r.data.get(memory::GLOB).cloned());
-                    o.recorded_unconfirmed = record.is_some_and(crate::confirm::is_unconfirmed);
+            match read.next() {
+                Some(Ok(record)) => {
+                    o.recorded_exemption = record
+                        .as_ref()
+                        .and_then(|r| r.data.get(memory::GLOB).cloned());
+                    o.recorded_unconfirmed =
+                        record.as_ref().is_some_and(crate::confirm::is_unconfirmed);
                 }
-                Err(e) => {
+                Some(Err(e)) => {
                     *slot = Err((
                         o.instance_id.clone(),
                         format!("whether its launch was exempt could not be read from the guard's memory: {e}"),
                     ));
                 }
+                None => {}
             }
         }
     }
@@ -383,23 +390,20 @@ impl<'a, C: Clients> EventPath<'a, C> {
     /// fails, and the event is retried.
     async fn recall_break_glass(
         &self,
+        here: &AccountRegion<'_, C>,
         place: Option<&str>,
         current: &mut [Result<Observed, (String, String)>],
     ) {
-        let (Some(memory), Some(place)) = (self.clients.memory(), place) else {
+        let (Some(_), Some(place)) = (self.clients.memory(), place) else {
             return;
         };
         if !current.iter().any(|slot| self.slot_at_stake(slot)) {
             return;
         }
         let now = now_secs();
-        let grants_place = crate::break_glass::place_of(place);
-        match memory
-            .query(&grants_place, Kind::BreakGlass.prefix(), now)
-            .await
-        {
+        match here.grants(place, now).await {
             Ok(records) => {
-                let grants = crate::break_glass::grants(&records);
+                let grants = crate::break_glass::grants(records);
                 for o in current.iter_mut().flatten() {
                     o.break_glass = crate::break_glass::in_force(&grants, o, now).cloned();
                 }
@@ -455,8 +459,10 @@ impl<'a, C: Clients> EventPath<'a, C> {
         // a failed write writes it again.
         let mut failed = Vec::new();
         let mut fresh = Vec::new();
-        for w in waiting {
-            match memory.claim(&w.entry(), now).await {
+        let entries: Vec<Record> = waiting.iter().map(|w| w.entry()).collect();
+        let claims = claim_each(&memory, &entries, now).await;
+        for (w, claim) in waiting.into_iter().zip(claims) {
+            match claim {
                 Ok(Claim::Ours) => fresh.push(w),
                 Ok(Claim::Taken) => {}
                 Err(e) => failed.push((w.instance_id, e.to_string())),
@@ -495,24 +501,6 @@ impl<'a, C: Clients> EventPath<'a, C> {
         }
     }
 
-    /// The memory partition of the event's account and region, when the
-    /// guard has a memory (the function's own account is asked of STS if
-    /// the event does not name it).
-    async fn place(&self, ctx: &EventContext, account: &Account) -> Option<String> {
-        self.clients.memory()?;
-        let id = match account.id(ctx.account.as_deref()) {
-            Some(id) => id.to_string(),
-            None => match self.clients.home_account().await {
-                Ok(id) => id,
-                Err(e) => {
-                    warn!(error = %e, "the function's own account could not be named; the memory is not used for this event");
-                    return None;
-                }
-            },
-        };
-        Some(memory::place(&id, &ctx.region))
-    }
-
     /// News of a launch that another event may tell as well (the other
     /// trigger, a redelivery) is claimed in the guard's memory first; what
     /// another event claimed is not told (nor tagged) again. Without a
@@ -530,16 +518,26 @@ impl<'a, C: Clients> EventPath<'a, C> {
             return claimed;
         };
         let now = now_secs();
-        for r in reports.iter_mut().filter(|r| needs_claim(trigger, r)) {
-            let record = Record::new(
-                Kind::Noticed,
-                place,
-                &r.instance_id,
-                ctx.event_id.as_deref(),
-                now,
-                self.cfg.no_token_lookback,
-            );
-            match memory.claim(&record, now).await {
+        let mut to_claim: Vec<&mut InstanceReport> = reports
+            .iter_mut()
+            .filter(|r| needs_claim(trigger, r))
+            .collect();
+        let records: Vec<Record> = to_claim
+            .iter()
+            .map(|r| {
+                Record::new(
+                    Kind::Noticed,
+                    place,
+                    &r.instance_id,
+                    ctx.event_id.as_deref(),
+                    now,
+                    self.cfg.no_token_lookback,
+                )
+            })
+            .collect();
+        let claims = claim_each(&memory, &records, now).await;
+        for ((r, record), claim) in to_claim.iter_mut().zip(records).zip(claims) {
+            match claim {
                 Ok(Claim::Ours) => claimed.push(record),
                 Ok(Claim::Taken) => {
                     r.notify = false;
@@ -564,38 +562,39 @@ impl<'a, C: Clients> EventPath<'a, C> {
         ctx: EventContext,
         change: DefaultsChange,
     ) -> Result<Report, GuardError> {
-        if let Some(why) = self.cfg.refusal(ctx.account.as_deref()) {
-            return self.refuse(ctx, &[], Vec::new(), why).await;
-        }
-        if self.cfg.has_overrides() {
-            // The mode set for this account or its unit decides whether the
-            // default is put back.
-            let own = crate::modes::for_event(self.cfg, self.clients, ctx.account.as_deref()).await;
-            return Box::pin(EventPath::new(&own, self.clients).defaults_changed(ctx, change))
-                .await;
-        }
-        let ec2 = match self
-            .clients
-            .enter(ctx.account.as_deref(), &ctx.region)
+        let here =
+            match AccountRegion::enter(self.cfg, self.clients, ctx.account.as_deref(), &ctx.region)
+                .await
+            {
+                Ok(here) => here,
+                Err(Closed::Refused(why)) => return self.refuse(ctx, &[], Vec::new(), why).await,
+                Err(Closed::Unreachable(e)) => {
+                    let mut report = Report::handled(Status::DefaultsChanged, self.cfg.mode, ctx);
+                    report.account_defaults = Some(DefaultsReport {
+                        weakenings: change.weakenings(),
+                        requested: change,
+                        current: None,
+                        action: DefaultsAction::None,
+                        error: Some(e.to_string()),
+                    });
+                    return self.finish(report, None).await;
+                }
+            };
+        // The mode set for this account or its unit decides whether the
+        // default is put back.
+        let cfg = here.config().await;
+        EventPath::new(cfg, self.clients)
+            .defaults_changed_in(&here, ctx, change)
             .await
-        {
-            Ok(account) => self.clients.ec2(&account, &ctx.region),
-            Err(e) => {
-                let mut report = Report::handled(Status::DefaultsChanged, self.cfg.mode, ctx);
-                report.account_defaults = Some(DefaultsReport {
-                    weakenings: change.weakenings(),
-                    requested: change,
-                    current: None,
-                    action: DefaultsAction::None,
-                    error: Some(e.to_string()),
-                });
-                let delivery = Outbox::new(self.cfg, self.clients)
-                    .tell(&mut report, None)
-                    .await;
-                let notify_error = delivery.error().map(str::to_string);
-                return conclude(report, notify_error);
-            }
-        };
+    }
+
+    async fn defaults_changed_in(
+        &self,
+        here: &AccountRegion<'_, C>,
+        ctx: EventContext,
+        change: DefaultsChange,
+    ) -> Result<Report, GuardError> {
+        let ec2 = &here.ec2;
         let (current, unread) = match ec2.metadata_defaults().await {
             Ok(d) => (Some(d), None),
             Err(e) => {
@@ -605,7 +604,7 @@ impl<'a, C: Clients> EventPath<'a, C> {
         };
         let judged = judge_defaults_change(self.cfg, &change, current.as_ref());
         let (action, mut error) = apply_default(
-            &ec2,
+            ec2,
             judged.restore,
             DefaultsAction::SetBack,
             DefaultsAction::None,
@@ -632,11 +631,7 @@ impl<'a, C: Clients> EventPath<'a, C> {
             action,
             error,
         });
-        let delivery = Outbox::new(self.cfg, self.clients)
-            .tell(&mut report, None)
-            .await;
-        let notify_error = delivery.error().map(str::to_string);
-        conclude(report, notify_error)
+        self.finish(report, None).await
     }
 
     /// The event's account is not one this function may act in: nothing is
@@ -666,10 +661,6 @@ impl<'a, C: Clients> EventPath<'a, C> {
             .collect();
         report.unreadable = unreadable;
         report.reason = Some(why);
-        let delivery = Outbox::new(self.cfg, self.clients)
-            .tell(&mut report, None)
-            .await;
-        let notify_error = delivery.error().map(str::to_string);
-        conclude(report, notify_error)
+        self.finish(report, None).await
     }
 }

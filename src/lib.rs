@@ -17,6 +17,7 @@ pub use imds_guard_domain::{
     watch,
 };
 
+pub mod account_region;
 pub mod act;
 pub mod aws;
 pub mod break_glass_flow;

@@ -38,6 +38,7 @@
 //!   simulations, ignored by `make test` (`make load`, `make bench`,
 //!   `make bench-org`).
 
+mod claims_race;
 mod cli;
 mod common;
 mod corpus;
