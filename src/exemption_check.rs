@@ -11,6 +11,7 @@ use serde::Serialize;
 use serde_json::Value;
 use tracing::{info, warn};
 
+use crate::account_region::{AccountRegion, Closed};
 use crate::aws::{Clients, MemoryApi, TrailApi};
 use crate::clock::now_secs;
 use crate::config::Config;
@@ -128,9 +129,15 @@ impl<'a, C: Clients> ExemptionCheck<'a, C> {
             self.write(memory, writes, out).await;
             return;
         }
-        let trail = match self.clients.enter(Some(account), region).await {
-            Ok(who) => self.clients.trail(&who, region),
-            Err(e) => {
+        let trail = match AccountRegion::enter(self.cfg, self.clients, Some(account), region).await
+        {
+            Ok(here) => self.clients.trail(&here.who, region),
+            Err(Closed::Refused(e)) => {
+                out.errors
+                    .push(format!("{account}/{region}: not allowed: {e}"));
+                return;
+            }
+            Err(Closed::Unreachable(e)) => {
                 out.errors.push(format!(
                     "{account}/{region}: CloudTrail could not be reached: {e}"
                 ));

@@ -12,6 +12,7 @@
 use serde_json::{json, Value};
 use tracing::{error, warn};
 
+use crate::account_region::{AccountRegion, Closed};
 use crate::aws::{Clients, Keeper};
 use crate::clock::{now_secs, stamp_ms};
 use crate::config::Config;
@@ -89,12 +90,14 @@ async fn one<C: Clients>(cfg: &Config, clients: &C, h: Handoff) -> Result<(), St
     }
     let findings = findings_of(&h);
     if !findings.is_empty() {
-        let who = clients
-            .enter(Some(&h.account), &h.region)
+        let here = AccountRegion::enter(cfg, clients, Some(&h.account), &h.region)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|closed| match closed {
+                Closed::Refused(why) => why,
+                Closed::Unreachable(e) => e.to_string(),
+            })?;
         let api = clients
-            .findings(&who, &h.region)
+            .findings(&here.who, &h.region)
             .ok_or("this function carries no Security Hub client")?;
         let memory = clients.memory();
         let place = crate::memory::place(&h.account, &h.region);

@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use tracing::{info, warn};
 
+use crate::account_region::{AccountRegion, Closed};
 use crate::aws::{Account, AutoScalingApi, AwsError, Clients, Ec2Api};
 use crate::config::Config;
 use crate::error::{conclude, GuardError};
@@ -62,61 +63,49 @@ impl<'a, C: Clients> Sources<'a, C> {
         ctx: EventContext,
         change: SourceChange,
     ) -> Result<Report, GuardError> {
-        if let Some(why) = self.cfg.refusal(ctx.account.as_deref()) {
-            let mut report = Report::handled(Status::Refused, self.cfg.mode, ctx);
-            report.reason = Some(why);
-            let delivery = Outbox::new(self.cfg, self.clients)
-                .tell(&mut report, None)
-                .await;
-            let notify_error = delivery.error().map(str::to_string);
-            return conclude(report, notify_error);
-        }
+        let here =
+            match AccountRegion::enter(self.cfg, self.clients, ctx.account.as_deref(), &ctx.region)
+                .await
+            {
+                Ok(here) => here,
+                Err(Closed::Refused(why)) => {
+                    let mut report = Report::handled(Status::Refused, self.cfg.mode, ctx);
+                    report.reason = Some(why);
+                    return self.finish(report).await;
+                }
+                Err(Closed::Unreachable(e)) => {
+                    let mut report = Report::handled(Status::Handled, self.cfg.mode, ctx);
+                    let mut failed =
+                        SourceReport::new(change_kind(&change), &change_label(&change), None);
+                    failed.outcome = SourceOutcome::Failed;
+                    failed.error = Some(e.to_string());
+                    failed.notify = true;
+                    report.sources = vec![failed];
+                    return self.finish(report).await;
+                }
+            };
         let mut report = Report::handled(Status::Handled, self.cfg.mode, ctx.clone());
-        let account = match self
-            .clients
-            .enter(ctx.account.as_deref(), &ctx.region)
-            .await
-        {
-            Ok(a) => a,
-            Err(e) => {
-                let mut failed =
-                    SourceReport::new(change_kind(&change), &change_label(&change), None);
-                failed.outcome = SourceOutcome::Failed;
-                failed.error = Some(e.to_string());
-                failed.notify = true;
-                report.sources = vec![failed];
-                let delivery = Outbox::new(self.cfg, self.clients)
-                    .tell(&mut report, None)
-                    .await;
-                let notify_error = delivery.error().map(str::to_string);
-                return conclude(report, notify_error);
-            }
-        };
-        let ec2 = self.clients.ec2(&account, &ctx.region);
-        let asg = self.clients.autoscaling(&account, &ctx.region);
+        let ec2 = &here.ec2;
+        let asg = self.clients.autoscaling(&here.who, &ctx.region);
         // The mode and source fixing set for this account or its unit.
-        let own = if self.cfg.has_overrides() {
-            Some(
-                crate::modes::for_event(self.cfg, self.clients, account.id(ctx.account.as_deref()))
-                    .await,
-            )
-        } else {
-            None
-        };
-        let cfg = own.as_ref().unwrap_or(self.cfg);
+        let cfg = here.config().await;
         report.mode = cfg.mode;
-        let facts = gather(&ec2, &asg, Scope::Event(&change), None).await;
+        let facts = gather(ec2, &asg, Scope::Event(&change), None).await;
         let planned = decide(cfg, &facts, Some(&change));
-        let sources = carry_out(cfg, &ec2, &asg, planned).await;
+        let sources = carry_out(cfg, ec2, &asg, planned).await;
         for s in &sources {
             info!(source = %s.label(), outcome = ?s.outcome, action = %s.action, findings = %s.findings.join("; "), region = %ctx.region, "source decision");
         }
         report.sources = sources;
+        self.finish(report).await
+    }
+
+    /// Tells the report's news and makes it the invocation's result.
+    async fn finish(&self, mut report: Report) -> Result<Report, GuardError> {
         let delivery = Outbox::new(self.cfg, self.clients)
             .tell(&mut report, None)
             .await;
-        let notify_error = delivery.error().map(str::to_string);
-        conclude(report, notify_error)
+        conclude(report, delivery.error().map(str::to_string))
     }
 
     /// Every source of one region, for the sweep: decided and acted on.

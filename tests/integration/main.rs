@@ -66,6 +66,7 @@ mod outputs_flow;
 mod properties;
 mod real_records;
 mod reference_keys;
+mod refusals;
 mod resource_policies;
 mod rules_emulator;
 mod runtime;
