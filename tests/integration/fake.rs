@@ -154,6 +154,11 @@ impl FakeCloud {
     pub fn new() -> Self {
         let cloud = FakeCloud::default();
         cloud.state().page_size = 1000;
+        // Wired as the event and sweep functions are in production: no
+        // Security Hub or EventBridge client, a queue to the outputs
+        // function. A test of what files directly (the command line, the
+        // outputs function) says so: `as_event_function(false)`.
+        cloud.as_event_function(true);
         cloud
     }
 

@@ -14,6 +14,15 @@ use crate::fake::FakeCloud;
 
 const TOPIC: &str = "arn:aws:sns:us-east-1:111122223333:imds-guard";
 
+/// A guard that files its findings and puts its events itself, as the
+/// command line does (and the outputs function, whose handoffs are tested
+/// below): the fake otherwise wires the functions as production does, the
+/// event and sweep functions handing off.
+fn direct(cloud: &FakeCloud, pairs: &[(&str, &str)]) -> Guard<crate::fake::FakeClients> {
+    cloud.as_event_function(false);
+    guard(cloud, pairs)
+}
+
 fn guard(cloud: &FakeCloud, pairs: &[(&str, &str)]) -> Guard<crate::fake::FakeClients> {
     let mut all = vec![
         ("NOTIFY_TOPIC_ARN", TOPIC),
@@ -84,7 +93,7 @@ async fn a_flagged_launch_fails_its_finding_and_a_fix_by_hand_passes_it() {
     cloud
         .add("i-0aaaaaaaaaaaaaaa1", "optional", 2)
         .add("i-0aaaaaaaaaaaaaaa2", "required", 2);
-    let g = guard(&cloud, &[("GUARD_MODE", "notify")]);
+    let g = direct(&cloud, &[("GUARD_MODE", "notify")]);
     let report = g
         .handle(&launch(&["i-0aaaaaaaaaaaaaaa1", "i-0aaaaaaaaaaaaaaa2"]))
         .await
@@ -166,7 +175,7 @@ async fn enforce_files_a_passed_finding_for_what_it_fixed() {
     let cloud = FakeCloud::new();
     cloud.with_security_hub();
     cloud.add("i-0aaaaaaaaaaaaaaa1", "optional", 2);
-    let g = guard(&cloud, &[]);
+    let g = direct(&cloud, &[]);
     let report = g.handle(&launch(&["i-0aaaaaaaaaaaaaaa1"])).await.unwrap();
     assert_eq!(report.count(Outcome::Remediated), 1);
     assert_eq!(
@@ -215,7 +224,7 @@ async fn the_sweep_files_changes_only_passes_fixed_instances_and_archives_gone_o
         .add("i-0aaaaaaaaaaaaaaa2", "optional", 2)
         .add("i-0aaaaaaaaaaaaaaa3", "optional", 2)
         .add("i-0aaaaaaaaaaaaaaa4", "required", 2);
-    let g = guard(&cloud, &[("GUARD_MODE", "notify")]);
+    let g = direct(&cloud, &[("GUARD_MODE", "notify")]);
 
     let first = g.handle(&scheduled()).await.unwrap();
     let sh = first.security_hub.clone().unwrap();
@@ -260,7 +269,7 @@ async fn security_hub_not_enabled_is_a_warning_not_a_failure() {
     let cloud = FakeCloud::new();
     cloud.set_defaults(Some(Default::default()));
     cloud.add("i-0aaaaaaaaaaaaaaa1", "optional", 2);
-    let g = guard(&cloud, &[("GUARD_MODE", "notify")]);
+    let g = direct(&cloud, &[("GUARD_MODE", "notify")]);
     let report = g.handle(&launch(&["i-0aaaaaaaaaaaaaaa1"])).await.unwrap();
     let sh = report.security_hub.unwrap();
     assert!(sh.errors.is_empty());
@@ -284,7 +293,7 @@ async fn without_the_memory_a_sweep_files_every_decision_and_says_it_settles_non
     cloud.with_security_hub();
     cloud.set_defaults(Some(Default::default()));
     cloud.add("i-0aaaaaaaaaaaaaaa1", "optional", 2);
-    let g = guard(&cloud, &[("GUARD_MODE", "notify")]);
+    let g = direct(&cloud, &[("GUARD_MODE", "notify")]);
     for _ in 0..2 {
         let swept = g.handle(&scheduled()).await.unwrap();
         let sh = swept.security_hub.unwrap();
@@ -303,7 +312,7 @@ async fn a_finding_that_cannot_be_filed_fails_the_invocation_naming_it() {
         1,
         crate::fake::api_error("InternalException"),
     );
-    let g = guard(&cloud, &[("GUARD_MODE", "notify")]);
+    let g = direct(&cloud, &[("GUARD_MODE", "notify")]);
     let err = g
         .handle(&launch(&["i-0aaaaaaaaaaaaaaa1"]))
         .await
@@ -320,6 +329,9 @@ async fn a_finding_that_cannot_be_filed_fails_the_invocation_naming_it() {
 async fn the_news_goes_on_the_bus_one_event_per_instance_and_the_sweep_its_summary() {
     let cloud = FakeCloud::new();
     cloud.with_bus();
+    // Puts its events itself, as the command line (and the outputs
+    // function) does.
+    cloud.as_event_function(false);
     cloud.set_defaults(Some(Default::default()));
     cloud
         .add("i-0aaaaaaaaaaaaaaa1", "optional", 2)
@@ -507,7 +519,7 @@ async fn a_sweep_listing_every_instance_passes_one_fixed_by_hand() {
     cloud
         .add("i-0aaaaaaaaaaaaaaa1", "optional", 2)
         .add("i-0aaaaaaaaaaaaaaa2", "optional", 2);
-    let g = guard(&cloud, &[("GUARD_MODE", "notify"), ("MAX_HOP_LIMIT", "2")]);
+    let g = direct(&cloud, &[("GUARD_MODE", "notify"), ("MAX_HOP_LIMIT", "2")]);
     let first = g.handle(&scheduled()).await.unwrap();
     assert_eq!(
         first
