@@ -16,6 +16,9 @@ pub enum Finding {
     TokensNotRequired { http_tokens: String },
     /// The hop limit is above the configured `MAX_HOP_LIMIT`.
     HopLimitAboveMax { current: i32, max: i32 },
+    /// A source sets no `HttpTokens`, and neither the account default nor
+    /// its AMI (when it names one) requires tokens: launches get `optional`.
+    TokensNotSet { image: Option<String> },
 }
 
 impl std::fmt::Display for Finding {
@@ -27,8 +30,67 @@ impl std::fmt::Display for Finding {
             Finding::HopLimitAboveMax { current, max } => {
                 write!(f, "HttpPutResponseHopLimit={current} above {max}")
             }
+            Finding::TokensNotSet { .. } => {
+                write!(f, "HttpTokens not set (launches get optional)")
+            }
         }
     }
+}
+
+impl Finding {
+    /// The finding as said of a source, whose every launch it concerns.
+    pub fn of_source(&self) -> String {
+        match self {
+            Finding::TokensNotRequired { http_tokens } => {
+                format!("HttpTokens={http_tokens}: every launch opens IMDSv1")
+            }
+            Finding::HopLimitAboveMax { .. } => self.to_string(),
+            Finding::TokensNotSet { image: Some(i) } => format!(
+                "sets no HttpTokens, and neither the account default nor its AMI {i} requires tokens: launches get optional"
+            ),
+            Finding::TokensNotSet { image: None } => "sets no HttpTokens nor an AMI, and the account default does not require tokens: launches get optional".into(),
+        }
+    }
+}
+
+/// What a launch that sets no `HttpTokens` gets instead: the account
+/// default, else its AMI's `ImdsSupport` (what a source's judgement needs
+/// beside its own options).
+#[derive(Clone, Debug, Default)]
+pub struct Inherited {
+    /// The account default's `HttpTokens` (`None`: not read, or none set).
+    pub account_default: Option<String>,
+    /// Whether the account default was read at all.
+    pub defaults_read: bool,
+    /// AMIs whose `ImdsSupport` is `v2.0`.
+    pub v2_images: std::collections::BTreeSet<String>,
+    /// AMIs looked up (an AMI not among them is unknown).
+    pub images_read: std::collections::BTreeSet<String>,
+}
+
+/// Whose metadata options are judged: an instance's, as EC2 shows them (a
+/// value not shown is not known), or a source's, as its launches ask for
+/// them (a value not set is inherited).
+#[derive(Clone, Copy, Debug)]
+pub enum Subject<'a> {
+    Instance,
+    Source {
+        image: Option<&'a str>,
+        inherited: &'a Inherited,
+    },
+}
+
+/// The one judgement of metadata options, for instances and sources alike.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Judged {
+    /// Tokens required, or no endpoint (the reason says which setting).
+    Compliant(String),
+    /// An instance's options not shown in full: look again.
+    Undecided,
+    /// A source that sets no `HttpTokens` where what it inherits is not
+    /// known: the account default (or its AMI) decides.
+    Depends(String),
+    Noncompliant(Vec<Finding>),
 }
 
 /// The options enforce writes: tokens required; the hop limit only when it
@@ -166,6 +228,105 @@ impl<'a> Policy<'a> {
         self.exemptions.principals.iter().any(|g| g.is(glob))
     }
 
+    /// Judges metadata options: what the endpoint, the tokens and the hop
+    /// limit allow, with what a source's launches inherit when it sets no
+    /// tokens. The instance's verdict (`decide`) and a source's
+    /// (`source::judge`) both rest on this one function.
+    pub fn judge(&self, o: &crate::event::MetadataOptions, subject: Subject<'_>) -> Judged {
+        let instance = matches!(subject, Subject::Instance);
+        match o.http_endpoint.as_deref() {
+            // No metadata service at all: nothing to steal over IMDSv1.
+            Some("disabled") => return Judged::Compliant("HttpEndpoint=disabled".into()),
+            None if instance => return Judged::Undecided,
+            _ => {}
+        }
+        let mut findings = Vec::new();
+        match (o.http_tokens.as_deref(), subject) {
+            (Some("required"), _) => {}
+            (Some(other), _) => findings.push(Finding::TokensNotRequired {
+                http_tokens: other.to_string(),
+            }),
+            (None, Subject::Instance) => return Judged::Undecided,
+            (None, Subject::Source { image, inherited }) => {
+                if inherited.account_default.as_deref() == Some("required") {
+                    return self.hop_only(
+                        o,
+                        "sets no HttpTokens; the account default (required) applies".into(),
+                    );
+                }
+                match image {
+                    Some(i) if inherited.v2_images.contains(i) => {
+                        return self.hop_only(
+                            o,
+                            format!(
+                            "sets no HttpTokens; its AMI {i} requires tokens (ImdsSupport v2.0)"
+                        ),
+                        )
+                    }
+                    Some(i) if inherited.defaults_read && inherited.images_read.contains(i) => {
+                        findings.push(Finding::TokensNotSet {
+                            image: Some(i.to_string()),
+                        })
+                    }
+                    None if inherited.defaults_read => {
+                        findings.push(Finding::TokensNotSet { image: None })
+                    }
+                    _ => {
+                        return Judged::Depends(
+                            "sets no HttpTokens: the account default (or its AMI) decides".into(),
+                        )
+                    }
+                }
+            }
+        }
+        if let Some(max) = self.max_hop_limit {
+            match o.http_put_response_hop_limit {
+                Some(current) if current > max => {
+                    findings.push(Finding::HopLimitAboveMax { current, max })
+                }
+                Some(_) => {}
+                // An instance's unknown hop limit cannot be compared; a
+                // source's unset one is the launch's default, never above.
+                None if instance => return Judged::Undecided,
+                None => {}
+            }
+        }
+        if findings.is_empty() {
+            Judged::Compliant("HttpTokens=required".into())
+        } else {
+            Judged::Noncompliant(findings)
+        }
+    }
+
+    /// Compliant for `why`, unless the hop limit is above the ceiling.
+    fn hop_only(&self, o: &crate::event::MetadataOptions, why: String) -> Judged {
+        match (self.max_hop_limit, o.http_put_response_hop_limit) {
+            (Some(max), Some(current)) if current > max => {
+                Judged::Noncompliant(vec![Finding::HopLimitAboveMax { current, max }])
+            }
+            _ => Judged::Compliant(why),
+        }
+    }
+
+    /// The exemptions a resource's own marks carry, for an instance and a
+    /// source alike: its exempt tag (`EXEMPT_TAG_KEY` = `true`), else its
+    /// AMI (`EXEMPT_IMAGE_IDS`).
+    pub fn marked_exemption<'t>(
+        &self,
+        tag: impl Fn(&str) -> Option<&'t str>,
+        image: Option<&str>,
+    ) -> Option<Exemption> {
+        let ex = self.exemptions;
+        if let Some(key) = &ex.tag_key {
+            if tag(key).is_some_and(|v| v.trim().eq_ignore_ascii_case("true")) {
+                return Some(Exemption::Tag(key.clone()));
+            }
+        }
+        image
+            .filter(|i| ex.image_ids.iter().any(|x| x == i))
+            .map(|i| Exemption::Image(i.to_string()))
+    }
+
     pub fn decide(&self, instance: &Observed, principal: &Principal) -> Verdict {
         if let Some(state) = instance.state.as_deref().filter(|s| is_gone(s)) {
             return Verdict::Gone {
@@ -173,35 +334,12 @@ impl<'a> Policy<'a> {
             };
         }
         let o = &instance.options;
-        let Some(endpoint) = o.http_endpoint.as_deref() else {
-            return Verdict::Undecided;
+        let findings = match self.judge(o, Subject::Instance) {
+            Judged::Compliant(_) => return Verdict::Compliant,
+            Judged::Undecided | Judged::Depends(_) => return Verdict::Undecided,
+            Judged::Noncompliant(findings) => findings,
         };
-        if endpoint == "disabled" {
-            // No metadata service at all: nothing to steal over IMDSv1.
-            return Verdict::Compliant;
-        }
-        let Some(tokens) = o.http_tokens.as_deref() else {
-            return Verdict::Undecided;
-        };
-        let mut findings = Vec::new();
-        if tokens != "required" {
-            findings.push(Finding::TokensNotRequired {
-                http_tokens: tokens.to_string(),
-            });
-        }
         let hop = o.http_put_response_hop_limit;
-        if let Some(max) = self.max_hop_limit {
-            match hop {
-                Some(current) if current > max => {
-                    findings.push(Finding::HopLimitAboveMax { current, max })
-                }
-                Some(_) => {}
-                None => return Verdict::Undecided,
-            }
-        }
-        if findings.is_empty() {
-            return Verdict::Compliant;
-        }
         if let Some(exemption) = self.exemption(instance, principal) {
             return Verdict::Exempt {
                 exemption,
@@ -228,21 +366,15 @@ impl<'a> Policy<'a> {
         if let Some(g) = &instance.break_glass {
             return Some(Exemption::BreakGlass(g.clone()));
         }
-        let ex = self.exemptions;
-        if let Some(key) = &ex.tag_key {
-            if instance
-                .tag(key)
-                .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
-            {
-                return Some(Exemption::Tag(key.clone()));
-            }
+        if let Some(e) = self.marked_exemption(|k| instance.tag(k), instance.image_id.as_deref()) {
+            return Some(e);
         }
-        if let Some(image) = &instance.image_id {
-            if ex.image_ids.iter().any(|i| i == image) {
-                return Some(Exemption::Image(image.clone()));
-            }
-        }
-        if let Some(glob) = ex.principals.iter().find(|g| names(g, principal)) {
+        if let Some(glob) = self
+            .exemptions
+            .principals
+            .iter()
+            .find(|g| names(g, principal))
+        {
             return Some(Exemption::Principal(glob.as_str().to_string()));
         }
         if let Some(glob) = &instance.recorded_exemption {

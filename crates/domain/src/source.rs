@@ -5,13 +5,13 @@
 //! new version. Pure: the adapters read templates and groups, the flows
 //! carry the plan out.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use serde::Serialize;
 
 use crate::config::{Config, Mode};
 use crate::event::MetadataOptions;
-use crate::policy::Exemption;
+use crate::policy::{Exemption, Finding, Judged, Policy, Subject};
 
 /// What kind of source.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -132,20 +132,7 @@ pub struct LaunchConfiguration {
     pub image_id: Option<String>,
 }
 
-/// What decides a launch whose source sets no `HttpTokens`: the account's
-/// default, then the AMI's `ImdsSupport`. Unknown fields leave the verdict
-/// `depends`.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Inherited {
-    /// The account default's `HttpTokens` (`None`: not read, or none set).
-    pub account_default: Option<String>,
-    /// Whether the account default was read at all.
-    pub defaults_read: bool,
-    /// AMIs whose `ImdsSupport` is `v2.0`.
-    pub v2_images: BTreeSet<String>,
-    /// AMIs looked up (an AMI not among them is unknown).
-    pub images_read: BTreeSet<String>,
-}
+pub use crate::policy::Inherited;
 
 /// A source's verdict.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -153,12 +140,12 @@ pub enum SourceVerdict {
     /// It launches with tokens required (the reason says which setting).
     Compliant(String),
     /// It would launch `HttpTokens=optional` (the findings say why).
-    Noncompliant(Vec<String>),
+    Noncompliant(Vec<Finding>),
     /// It sets no `HttpTokens`, and what it inherits is not known: the
     /// account default (or the AMI) decides.
     Depends(String),
     /// Noncompliant, but an exemption applies.
-    Exempt(Exemption, Vec<String>),
+    Exempt(Exemption, Vec<Finding>),
 }
 
 impl SourceVerdict {
@@ -168,7 +155,8 @@ impl SourceVerdict {
 }
 
 /// The verdict on metadata options a source would launch with (`None`: it
-/// sets none), from an AMI, for a source tagged `tags`.
+/// sets none), from an AMI, for a source tagged `tags`: the instance
+/// policy's own judgement (`Policy::judge`) and exemptions.
 pub fn judge(
     cfg: &Config,
     options: Option<&MetadataOptions>,
@@ -176,83 +164,23 @@ pub fn judge(
     tags: &[(String, String)],
     inherited: &Inherited,
 ) -> SourceVerdict {
+    let policy = Policy::of(cfg);
     let o = options.cloned().unwrap_or_default();
-    if o.http_endpoint.as_deref() == Some("disabled") {
-        return SourceVerdict::Compliant("HttpEndpoint=disabled".into());
-    }
-    let mut findings = Vec::new();
-    match o.http_tokens.as_deref() {
-        Some("required") => {}
-        Some(other) => findings.push(format!("HttpTokens={other}: every launch opens IMDSv1")),
-        None => {
-            if inherited.account_default.as_deref() == Some("required") {
-                return hop_verdict(
-                    cfg,
-                    &o,
-                    "sets no HttpTokens; the account default (required) applies",
-                );
-            }
-            match image {
-                Some(i) if inherited.v2_images.contains(i) => {
-                    return hop_verdict(
-                        cfg,
-                        &o,
-                        &format!("sets no HttpTokens; its AMI {i} requires tokens (ImdsSupport v2.0)"),
-                    );
-                }
-                Some(i) if inherited.defaults_read && inherited.images_read.contains(i) => {
-                    findings.push(format!(
-                        "sets no HttpTokens, and neither the account default nor its AMI {i} requires tokens: launches get optional"
-                    ));
-                }
-                None if inherited.defaults_read => findings.push(
-                    "sets no HttpTokens nor an AMI, and the account default does not require tokens: launches get optional".into(),
-                ),
-                _ => {
-                    return SourceVerdict::Depends(
-                        "sets no HttpTokens: the account default (or its AMI) decides".into(),
-                    )
-                }
+    match policy.judge(&o, Subject::Source { image, inherited }) {
+        Judged::Compliant(why) => SourceVerdict::Compliant(why),
+        Judged::Depends(why) => SourceVerdict::Depends(why),
+        // A source's unset values are inherited, never unknown.
+        Judged::Undecided => SourceVerdict::Depends(
+            "sets no HttpTokens: the account default (or its AMI) decides".into(),
+        ),
+        Judged::Noncompliant(findings) => {
+            let tag = |k: &str| tags.iter().find(|(t, _)| t == k).map(|(_, v)| v.as_str());
+            match policy.marked_exemption(tag, image) {
+                Some(e) => SourceVerdict::Exempt(e, findings),
+                None => SourceVerdict::Noncompliant(findings),
             }
         }
     }
-    if let (Some(max), Some(hop)) = (cfg.max_hop_limit, o.http_put_response_hop_limit) {
-        if hop > max {
-            findings.push(format!("HttpPutResponseHopLimit={hop} above {max}"));
-        }
-    }
-    if findings.is_empty() {
-        return SourceVerdict::Compliant("HttpTokens=required".into());
-    }
-    match exemption(cfg, image, tags) {
-        Some(e) => SourceVerdict::Exempt(e, findings),
-        None => SourceVerdict::Noncompliant(findings),
-    }
-}
-
-fn hop_verdict(cfg: &Config, o: &MetadataOptions, why: &str) -> SourceVerdict {
-    match (cfg.max_hop_limit, o.http_put_response_hop_limit) {
-        (Some(max), Some(hop)) if hop > max => {
-            SourceVerdict::Noncompliant(vec![format!("HttpPutResponseHopLimit={hop} above {max}")])
-        }
-        _ => SourceVerdict::Compliant(why.into()),
-    }
-}
-
-/// The exemptions that apply to a source: its tag, or its AMI.
-fn exemption(cfg: &Config, image: Option<&str>, tags: &[(String, String)]) -> Option<Exemption> {
-    let ex = &cfg.exemptions;
-    if let Some(key) = &ex.tag_key {
-        if tags
-            .iter()
-            .any(|(k, v)| k == key && v.trim().eq_ignore_ascii_case("true"))
-        {
-            return Some(Exemption::Tag(key.clone()));
-        }
-    }
-    image
-        .filter(|i| ex.image_ids.iter().any(|x| x == i))
-        .map(|i| Exemption::Image(i.to_string()))
 }
 
 /// Who else manages a template or group, by the tags they put on it (or the
@@ -491,9 +419,10 @@ pub fn plan_template(cfg: &Config, f: &TemplateFacts<'_>) -> (SourceReport, Sour
     };
     for (v, verdict) in judged {
         match verdict {
-            SourceVerdict::Noncompliant(fs) => {
-                findings.extend(fs.iter().map(|x| format!("{}: {x}", which(v))))
-            }
+            SourceVerdict::Noncompliant(fs) => findings.extend(
+                fs.iter()
+                    .map(|x| format!("{}: {}", which(v), x.of_source())),
+            ),
             SourceVerdict::Exempt(e, _) => exempt = Some(e.clone()),
             SourceVerdict::Depends(why) => depends = Some(format!("{}: {why}", which(v))),
             SourceVerdict::Compliant(_) => {}
@@ -706,10 +635,14 @@ pub fn plan_group(
             &tags,
             inherited,
         ) {
-            SourceVerdict::Noncompliant(fs) => findings.extend(
-                fs.into_iter()
-                    .map(|x| format!("launch template {} version {n} ({}): {x}", t.id, r.version)),
-            ),
+            SourceVerdict::Noncompliant(fs) => findings.extend(fs.into_iter().map(|x| {
+                format!(
+                    "launch template {} version {n} ({}): {}",
+                    t.id,
+                    r.version,
+                    x.of_source()
+                )
+            })),
             SourceVerdict::Exempt(e, _) => exempt = Some(e),
             SourceVerdict::Depends(_) | SourceVerdict::Compliant(_) => {}
         }
@@ -726,7 +659,8 @@ pub fn plan_group(
                 ) {
                     findings.extend(fs.into_iter().map(|x| {
                         format!(
-                            "launch configuration {name} (cannot be changed, only replaced): {x}"
+                            "launch configuration {name} (cannot be changed, only replaced): {}",
+                            x.of_source()
                         )
                     }));
                 }
@@ -797,7 +731,7 @@ pub fn plan_configuration(
     ) {
         SourceVerdict::Noncompliant(fs) => {
             report.outcome = SourceOutcome::Flagged;
-            report.findings = fs;
+            report.findings = fs.iter().map(Finding::of_source).collect();
             report.notify = true;
             report.action = "none: a launch configuration cannot be changed; replace it with a launch template that requires tokens".into();
         }
@@ -831,6 +765,192 @@ pub fn attribution(tags: &[(String, String)]) -> Option<(SourceKind, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The verdict as `judge` gave it before sources were judged by the
+    /// instance policy (`Policy::judge`), kept here verbatim as the
+    /// reference of the differential test below.
+    #[derive(Debug, PartialEq)]
+    enum Before {
+        Compliant(String),
+        Noncompliant(Vec<String>),
+        Depends(String),
+        Exempt(Exemption, Vec<String>),
+    }
+
+    fn judge_before(
+        cfg: &Config,
+        options: Option<&MetadataOptions>,
+        image: Option<&str>,
+        tags: &[(String, String)],
+        inherited: &Inherited,
+    ) -> Before {
+        let o = options.cloned().unwrap_or_default();
+        if o.http_endpoint.as_deref() == Some("disabled") {
+            return Before::Compliant("HttpEndpoint=disabled".into());
+        }
+        let mut findings = Vec::new();
+        match o.http_tokens.as_deref() {
+            Some("required") => {}
+            Some(other) => findings.push(format!("HttpTokens={other}: every launch opens IMDSv1")),
+            None => {
+                if inherited.account_default.as_deref() == Some("required") {
+                    return hop_verdict(
+                        cfg,
+                        &o,
+                        "sets no HttpTokens; the account default (required) applies",
+                    );
+                }
+                match image {
+                    Some(i) if inherited.v2_images.contains(i) => {
+                        return hop_verdict(
+                            cfg,
+                            &o,
+                            &format!("sets no HttpTokens; its AMI {i} requires tokens (ImdsSupport v2.0)"),
+                        );
+                    }
+                    Some(i) if inherited.defaults_read && inherited.images_read.contains(i) => {
+                        findings.push(format!(
+                            "sets no HttpTokens, and neither the account default nor its AMI {i} requires tokens: launches get optional"
+                        ));
+                    }
+                    None if inherited.defaults_read => findings.push(
+                        "sets no HttpTokens nor an AMI, and the account default does not require tokens: launches get optional".into(),
+                    ),
+                    _ => {
+                        return Before::Depends(
+                            "sets no HttpTokens: the account default (or its AMI) decides".into(),
+                        )
+                    }
+                }
+            }
+        }
+        if let (Some(max), Some(hop)) = (cfg.max_hop_limit, o.http_put_response_hop_limit) {
+            if hop > max {
+                findings.push(format!("HttpPutResponseHopLimit={hop} above {max}"));
+            }
+        }
+        if findings.is_empty() {
+            return Before::Compliant("HttpTokens=required".into());
+        }
+        match exemption(cfg, image, tags) {
+            Some(e) => Before::Exempt(e, findings),
+            None => Before::Noncompliant(findings),
+        }
+    }
+
+    fn hop_verdict(cfg: &Config, o: &MetadataOptions, why: &str) -> Before {
+        match (cfg.max_hop_limit, o.http_put_response_hop_limit) {
+            (Some(max), Some(hop)) if hop > max => {
+                Before::Noncompliant(vec![format!("HttpPutResponseHopLimit={hop} above {max}")])
+            }
+            _ => Before::Compliant(why.into()),
+        }
+    }
+
+    /// The exemptions that apply to a source: its tag, or its AMI.
+    fn exemption(
+        cfg: &Config,
+        image: Option<&str>,
+        tags: &[(String, String)],
+    ) -> Option<Exemption> {
+        let ex = &cfg.exemptions;
+        if let Some(key) = &ex.tag_key {
+            if tags
+                .iter()
+                .any(|(k, v)| k == key && v.trim().eq_ignore_ascii_case("true"))
+            {
+                return Some(Exemption::Tag(key.clone()));
+            }
+        }
+        image
+            .filter(|i| ex.image_ids.iter().any(|x| x == i))
+            .map(|i| Exemption::Image(i.to_string()))
+    }
+
+    /// Every combination of what a source can set and inherit, judged by
+    /// the shared policy and by the copy it replaced: the same verdict,
+    /// finding for finding, each time.
+    #[test]
+    fn sources_judged_by_the_instance_policy_get_the_verdicts_they_got_before() {
+        let tokens = [None, Some("required"), Some("optional"), Some("")];
+        let endpoints = [None, Some("enabled"), Some("disabled")];
+        let hops = [None, Some(1), Some(2), Some(5)];
+        let images = [
+            None,
+            Some("ami-0aaaaaaaaaaaaaaa2"),
+            Some("ami-0aaaaaaaaaaaaaaa1"),
+            Some("ami-0aaaaaaaaaaaaaaa3"),
+        ];
+        let tag_sets: [Vec<(String, String)>; 3] = [
+            vec![],
+            vec![("imds-exempt".into(), "true".into())],
+            vec![("imds-exempt".into(), "no".into())],
+        ];
+        let configs = [
+            cfg(&[]),
+            cfg(&[("MAX_HOP_LIMIT", "2")]),
+            cfg(&[
+                ("EXEMPT_TAG_KEY", "imds-exempt"),
+                ("EXEMPT_IMAGE_IDS", "ami-0aaaaaaaaaaaaaaa1"),
+            ]),
+        ];
+        let mut compared = 0;
+        for defaults in [None, Some("required"), Some("optional")] {
+            for defaults_read in [false, true] {
+                let inherited = Inherited {
+                    account_default: defaults.map(str::to_string),
+                    defaults_read,
+                    v2_images: ["ami-0aaaaaaaaaaaaaaa2".to_string()].into(),
+                    images_read: [
+                        "ami-0aaaaaaaaaaaaaaa2".to_string(),
+                        "ami-0aaaaaaaaaaaaaaa1".to_string(),
+                    ]
+                    .into(),
+                };
+                for c in &configs {
+                    for t in tokens {
+                        for e in endpoints {
+                            for h in hops {
+                                for i in images {
+                                    for tags in &tag_sets {
+                                        for set in [false, true] {
+                                            let o = MetadataOptions {
+                                                http_tokens: t.map(str::to_string),
+                                                http_endpoint: e.map(str::to_string),
+                                                http_put_response_hop_limit: h,
+                                                ..Default::default()
+                                            };
+                                            let o = set.then_some(&o);
+                                            let now = match judge(c, o, i, tags, &inherited) {
+                                                SourceVerdict::Compliant(w) => Before::Compliant(w),
+                                                SourceVerdict::Depends(w) => Before::Depends(w),
+                                                SourceVerdict::Noncompliant(fs) => {
+                                                    Before::Noncompliant(
+                                                        fs.iter().map(|f| f.of_source()).collect(),
+                                                    )
+                                                }
+                                                SourceVerdict::Exempt(x, fs) => Before::Exempt(
+                                                    x,
+                                                    fs.iter().map(|f| f.of_source()).collect(),
+                                                ),
+                                            };
+                                            let before = judge_before(c, o, i, tags, &inherited);
+                                            assert_eq!(
+                                                now, before,
+                                                "{o:?} {i:?} {tags:?} {inherited:?}"
+                                            );
+                                            compared += 1;
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        assert_eq!(compared, 6 * 3 * 4 * 3 * 4 * 4 * 3 * 2);
+    }
 
     fn cfg(pairs: &[(&str, &str)]) -> Config {
         let map: BTreeMap<String, String> = pairs
