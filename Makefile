@@ -22,6 +22,8 @@ test: venv
 	# The docs' links and anchors, docs/configuration.md against config.rs,
 	# the README's size.
 	$(PYTHON) tools/check-docs.py
+	# No import circle in src/ or in the domain crate (ARCHITECTURE.md).
+	$(PYTHON) tools/modgraph.py
 	mkdir -p target
 	{ { CARGO_TARGET_DIR=target/lint nice -n 19 cargo clippy --workspace --all-targets -- -D warnings && \
 	    echo "== the fuzz target builds" && \

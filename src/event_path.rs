@@ -405,7 +405,7 @@ impl<'a, C: Clients> EventPath<'a, C> {
             Ok(records) => {
                 let grants = crate::break_glass::grants(records);
                 for o in current.iter_mut().flatten() {
-                    o.break_glass = crate::break_glass::in_force(&grants, o, now).cloned();
+                    o.break_glass = crate::policy::grant_in_force(&grants, o, now).cloned();
                 }
             }
             Err(e) => {

@@ -166,7 +166,7 @@ impl<'a, C: Clients> Sweep<'a, C> {
         let grants = crate::break_glass::grants(out.grants.as_deref().unwrap_or_default());
         let now = now_secs();
         for o in instances.iter_mut() {
-            o.break_glass = crate::break_glass::in_force(&grants, o, now).cloned();
+            o.break_glass = crate::policy::grant_in_force(&grants, o, now).cloned();
             // Under a grant, in force or ended: a fix of it now is no
             // missed event.
             if grants.iter().any(|g| g.covers(o)) {

@@ -10,7 +10,6 @@
 
 use serde::Serialize;
 
-use crate::event::Observed;
 use crate::memory::{Kind, Record};
 
 /// The longest grant: an incident's worth, not a standing exemption (that
@@ -72,7 +71,8 @@ impl Grant {
         by: &str,
         now: u64,
     ) -> Result<Grant, String> {
-        if !crate::validate::is_instance_id(target) && !crate::event::is_launch_template_id(target)
+        if !crate::validate::is_instance_id(target)
+            && !crate::validate::is_launch_template_id(target)
         {
             return Err(format!(
                 "{} is neither an instance id (i-...) nor a launch template id (lt-...)",
@@ -123,16 +123,6 @@ impl Grant {
         self.target.starts_with("lt-")
     }
 
-    /// Whether it covers `instance`: the instance itself, or the launch
-    /// template it was launched from.
-    pub fn covers(&self, instance: &Observed) -> bool {
-        if self.is_template() {
-            instance.tag(TEMPLATE_TAG) == Some(self.target.as_str())
-        } else {
-            instance.instance_id == self.target
-        }
-    }
-
     /// The record of it in the account-region's partition: kept until two
     /// weeks after it ends, so the sweep can tell of its expiry.
     pub fn record(&self, place: &str) -> Record {
@@ -163,7 +153,8 @@ impl Grant {
             return None;
         }
         let target = r.id();
-        if !crate::validate::is_instance_id(target) && !crate::event::is_launch_template_id(target)
+        if !crate::validate::is_instance_id(target)
+            && !crate::validate::is_launch_template_id(target)
         {
             return None;
         }
@@ -207,15 +198,6 @@ pub fn grants(records: &[Record]) -> Vec<Grant> {
     records.iter().filter_map(Grant::from_record).collect()
 }
 
-/// The grant in force for `instance` at `now`: its own first, then its
-/// launch template's; the one that lasts longest when there are several.
-pub fn in_force<'a>(grants: &'a [Grant], instance: &Observed, now: u64) -> Option<&'a Grant> {
-    grants
-        .iter()
-        .filter(|g| g.state(now) == State::Active && g.covers(instance))
-        .max_by_key(|g| (!g.is_template(), g.until))
-}
-
 /// A grant as a sweep's summary lists it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct GrantView {
@@ -253,7 +235,7 @@ pub fn notification(
     g: &Grant,
     account: &str,
     region: &str,
-) -> crate::notify::Notification {
+) -> crate::message::Notification {
     let (verb, outcome) = match act {
         Act::Granted => ("granted", "break_glass_granted"),
         Act::Revoked => ("revoked", "break_glass_revoked"),
@@ -266,7 +248,7 @@ pub fn notification(
     } else {
         format!("instance {}", g.target)
     };
-    let subject = crate::notify::subject(&format!(
+    let subject = crate::message::subject(&format!(
         "imds-guard: break-glass {verb} for {} in {account}/{region}",
         g.target
     ));
@@ -285,7 +267,7 @@ pub fn notification(
             g.reason
         ),
     };
-    crate::notify::Notification {
+    crate::message::Notification {
         subject,
         body,
         outcomes: vec![outcome.to_string()],
@@ -331,6 +313,8 @@ impl Grant {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::Observed;
+    use crate::policy::grant_in_force as in_force;
 
     const NOW: u64 = 1_795_000_000;
     const HOUR: u64 = 3600;

@@ -6,9 +6,8 @@
 //! change it would have made, and the run's one message says so first.
 //! Pure: the flows count and carry out what is admitted here.
 
-use serde::Serialize;
-
 use crate::policy::Remedy;
+pub use crate::report::Tripped;
 use crate::report::{Idle, InstanceReport, Outcome};
 
 /// A share is never held below this many changes: a quarter of a region of
@@ -18,35 +17,6 @@ pub const FLOOR: u64 = 10;
 /// How many of an account-region's `total` instances one run may change.
 pub fn region_cap(total: u64, percent: u8) -> u64 {
     (total * u64::from(percent) / 100).max(FLOOR)
-}
-
-/// What the breaker held back, and which ceiling it reached.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct Tripped {
-    /// The ceilings reached, as settings (`MAX_CHANGES_PER_RUN=500`).
-    pub limits: Vec<String>,
-    /// Instances left as they are that would have been changed.
-    pub held: u64,
-}
-
-impl Tripped {
-    pub fn merge(&mut self, other: Tripped) {
-        for l in other.limits {
-            if !self.limits.contains(&l) {
-                self.limits.push(l);
-            }
-        }
-        self.held += other.held;
-    }
-
-    /// The headline's first words.
-    pub fn headline(&self) -> String {
-        format!(
-            "CIRCUIT BREAKER held {} change(s) ({})",
-            self.held,
-            self.limits.join(", ")
-        )
-    }
 }
 
 /// Admits the first `room` remedies of `todo`; every one past it is held:

@@ -182,7 +182,7 @@ pub struct Config {
     /// noncompliant, from the instance's own account and region.
     pub security_hub_findings: bool,
     /// EMF metrics in the function's log (`METRICS=false` turns them off).
-    pub metrics: Option<crate::metrics::MetricsConfig>,
+    pub metrics: Option<MetricsConfig>,
     /// Put each report's news on this EventBridge bus too (name or ARN).
     pub event_bus: Option<String>,
     /// Where the event function hands its findings and events to the
@@ -287,7 +287,7 @@ impl Default for Config {
             max_changes_per_event: 50,
             max_changes_per_run: 500,
             max_change_percent: 25,
-            events_grace: Duration::from_secs(crate::watch::GRACE_SECS),
+            events_grace: Duration::from_secs(GRACE_SECS),
             fanout_threshold: 100,
             fanout_concurrency: 40,
             fix_source_tag_key: "imds-guard:fix-source".into(),
@@ -295,8 +295,8 @@ impl Default for Config {
             no_token_missing_as_zero: false,
             legacy_exempt_before: None,
             security_hub_findings: false,
-            metrics: Some(crate::metrics::MetricsConfig {
-                namespace: crate::metrics::DEFAULT_NAMESPACE.into(),
+            metrics: Some(MetricsConfig {
+                namespace: DEFAULT_NAMESPACE.into(),
                 per_account: false,
             }),
             event_bus: None,
@@ -1138,6 +1138,23 @@ fn valid_tag_key(value: &str) -> Result<String, &'static str> {
     }
     Ok(key.to_string())
 }
+
+/// By default, an instance launched within this long before the sweep may
+/// still have its event on the way (CloudTrail delivers within minutes;
+/// Lambda retries a failed event for longer): not counted yet
+/// (`EVENTS_GRACE_MINUTES`).
+pub const GRACE_SECS: u64 = 3600;
+
+/// Where the metrics go and how finely they are cut.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MetricsConfig {
+    pub namespace: String,
+    /// Adds an `Account` dimension to the sweep's metrics (one more metric
+    /// per account and region: opt-in).
+    pub per_account: bool,
+}
+
+pub const DEFAULT_NAMESPACE: &str = "ImdsGuard";
 
 #[cfg(test)]
 mod tests {

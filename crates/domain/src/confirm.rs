@@ -20,12 +20,8 @@ use serde_json::Value;
 
 use crate::glob::Glob;
 use crate::memory::{Kind, Record};
+pub use crate::policy::WINDOW_SECS;
 
-/// How long an unconfirmed exemption is honoured while CloudTrail has no
-/// record of its launch (CloudTrail's records reach `LookupEvents` minutes
-/// after EventBridge's events): then it lapses and the instance is decided
-/// as any other's.
-pub const WINDOW_SECS: u64 = 3600;
 /// The partition of the exemptions waiting for CloudTrail.
 pub const CHECK_PLACE: &str = "exemption-check";
 /// The `data` key of a record marking an exemption not yet confirmed.

@@ -11,6 +11,7 @@ use aws_lambda_events::eventbridge::EventBridgeEvent;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub use crate::validate::is_launch_template_id;
 use crate::validate::{clean, is_account_id, is_image_id, is_instance_id, is_region};
 
 pub const RUN_INSTANCES: &str = "RunInstances";
@@ -241,7 +242,7 @@ pub enum SourceChange {
     Group {
         name: String,
         /// The templates the request named (offline check only).
-        templates: Vec<crate::source::TemplateRef>,
+        templates: Vec<crate::launch_template::TemplateRef>,
         launch_configuration: Option<String>,
     },
 }
@@ -874,10 +875,12 @@ fn group_change(
     let Some(name) = text(request, &["autoScalingGroupName"]) else {
         return Err(malformed("names no autoScalingGroupName".into()));
     };
-    let spec = |v: &Value| crate::source::TemplateRef {
+    let spec = |v: &Value| crate::launch_template::TemplateRef {
         id: text(v, &["launchTemplateId"]),
         name: text(v, &["launchTemplateName"]),
-        version: crate::source::VersionRef::parse(at(v, &["version"]).and_then(Value::as_str)),
+        version: crate::launch_template::VersionRef::parse(
+            at(v, &["version"]).and_then(Value::as_str),
+        ),
     };
     let mut templates = Vec::new();
     if let Some(lt) = request.get("launchTemplate") {
@@ -922,16 +925,6 @@ fn pascal_or_camel_options(m: &Value) -> MetadataOptions {
         http_protocol_ipv6: pick("HttpProtocolIpv6", "httpProtocolIpv6"),
         instance_metadata_tags: pick("InstanceMetadataTags", "instanceMetadataTags"),
     }
-}
-
-/// `lt-` and 17 lowercase hex digits.
-pub fn is_launch_template_id(s: &str) -> bool {
-    s.strip_prefix("lt-").is_some_and(|hex| {
-        hex.len() == 17
-            && hex
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    })
 }
 
 /// An instance's options as CloudTrail writes them (camelCase).

@@ -26,7 +26,9 @@ use std::collections::{BTreeMap, HashMap};
 use serde::{Deserialize, Serialize};
 
 use crate::event::{MetadataOptions, Trigger};
+pub use crate::report::{ComplianceStatus, FindingsReport};
 use crate::report::{Idle, InstanceReport, Outcome};
+pub use crate::time::{iso8601, iso8601_ms};
 use crate::validate::{clean, partition};
 
 pub const SCHEMA_VERSION: &str = "2018-10-08";
@@ -44,33 +46,6 @@ pub const MAX_PER_CALL: usize = 100;
 pub const MAX_DESCRIPTION: usize = 1024;
 const DOCS_URL: &str =
     "https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/configuring-IMDS-existing-instances.html";
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum ComplianceStatus {
-    Passed,
-    Warning,
-    Failed,
-}
-
-impl ComplianceStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ComplianceStatus::Passed => "PASSED",
-            ComplianceStatus::Warning => "WARNING",
-            ComplianceStatus::Failed => "FAILED",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "PASSED" => Some(ComplianceStatus::Passed),
-            "WARNING" => Some(ComplianceStatus::Warning),
-            "FAILED" => Some(ComplianceStatus::Failed),
-            _ => None,
-        }
-    }
-}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
@@ -686,36 +661,6 @@ fn cut(s: &str, max: usize) -> String {
     format!("{}...", &s[..end])
 }
 
-/// Seconds since the epoch as ASFF's timestamps (RFC 3339, UTC).
-pub fn iso8601(secs: u64) -> String {
-    iso8601_ms(secs.saturating_mul(1000))
-}
-
-/// `2026-12-01T01:34:37.123Z`: milliseconds since the epoch, as ASFF and
-/// the reports write times.
-pub fn iso8601_ms(ms: u64) -> String {
-    let secs = ms / 1000;
-    let days = secs / 86_400;
-    let rem = secs % 86_400;
-    // Civil date from days (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        ms % 1000
-    )
-}
-
 /// One of the guard's active findings, as Security Hub holds it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Active {
@@ -799,30 +744,8 @@ pub fn held(records: &[crate::memory::Record]) -> Vec<Active> {
         .collect()
 }
 
-/// What the findings of one invocation came to, by compliance status.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct FindingsReport {
-    /// Findings filed, by compliance status (`PASSED`, `WARNING`, `FAILED`).
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    pub filed: BTreeMap<ComplianceStatus, u64>,
-    #[serde(skip_serializing_if = "crate::report::is_zero")]
-    pub archived: u64,
-    /// Already as Security Hub holds them (a sweep files only changes).
-    #[serde(skip_serializing_if = "crate::report::is_zero")]
-    pub unchanged: u64,
-    /// Handed to the outputs function, which files them (the event
-    /// function carries no Security Hub client).
-    #[serde(skip_serializing_if = "crate::report::is_zero")]
-    pub queued: u64,
-    /// Regions where Security Hub is not enabled, and the like.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub warnings: Vec<String>,
-    /// Findings Security Hub refused, or calls that failed: the invocation
-    /// fails and names them.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub errors: Vec<String>,
-}
-
+/// Counted as Security Hub's finding says (the report's type is lower
+/// down; what a finding is, is this module's).
 impl FindingsReport {
     pub fn count(&mut self, f: &Finding) {
         // A passed finding is archived too; `archived` counts those of
@@ -834,21 +757,6 @@ impl FindingsReport {
         } else {
             *self.filed.entry(f.compliance.status).or_default() += 1;
         }
-    }
-
-    pub fn merge(&mut self, other: FindingsReport) {
-        for (k, v) in other.filed {
-            *self.filed.entry(k).or_default() += v;
-        }
-        self.archived += other.archived;
-        self.unchanged += other.unchanged;
-        self.queued += other.queued;
-        self.warnings.extend(other.warnings);
-        self.errors.extend(other.errors);
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self == &FindingsReport::default()
     }
 }
 

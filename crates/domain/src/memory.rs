@@ -252,7 +252,7 @@ impl Record {
     pub fn notice(
         place: &str,
         event_id: &str,
-        n: &crate::notify::Notification,
+        n: &crate::message::Notification,
         now: u64,
     ) -> Record {
         let mut r = Record::new(

@@ -16,19 +16,9 @@ use std::collections::BTreeMap;
 use serde_json::{json, Map, Value};
 
 use crate::config::Config;
+pub use crate::config::{MetricsConfig, DEFAULT_NAMESPACE};
 use crate::policy::ReadinessVerdict;
 use crate::report::{Outcome, Report};
-
-/// Where the metrics go and how finely they are cut.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MetricsConfig {
-    pub namespace: String,
-    /// Adds an `Account` dimension to the sweep's metrics (one more metric
-    /// per account and region: opt-in).
-    pub per_account: bool,
-}
-
-pub const DEFAULT_NAMESPACE: &str = "ImdsGuard";
 
 /// Every metric the function emits, and the dimension sets it is emitted
 /// with (`Account` only with `per_account`).

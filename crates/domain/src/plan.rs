@@ -11,9 +11,7 @@ use crate::policy::{why_not_set_default, AccountDefaults, Exemption, Policy, Rem
 use crate::report::{DefaultsAction, Idle, InstanceReport, Outcome, Report, Step};
 use crate::validate::clean;
 
-/// The status tag values the guard writes.
-pub const REMEDIATED: &str = "remediated";
-pub const NONCOMPLIANT: &str = "noncompliant";
+pub use crate::policy::{NONCOMPLIANT, REMEDIATED};
 
 /// The report for one instance as the policy and mode decide it, and the
 /// remedy to apply if enforcing. Shared by the event path, the sweep and

@@ -4,6 +4,7 @@
 
 use serde::Serialize;
 
+use crate::break_glass::Grant;
 use crate::config::{Config, Exemptions};
 use crate::event::{DefaultsChange, Observed, Principal};
 use crate::glob::Names;
@@ -158,7 +159,7 @@ impl std::fmt::Display for Exemption {
             Exemption::Unconfirmed(glob) => write!(
                 f,
                 "launched by an exempt principal (matching {glob}), as its launch event says; kept once CloudTrail's record of the launch confirms it, for at most {} minutes until then",
-                crate::confirm::WINDOW_SECS / 60
+                WINDOW_SECS / 60
             ),
             Exemption::BreakGlass(g) => write!(f, "{g}"),
         }
@@ -190,6 +191,16 @@ pub enum Verdict {
 pub fn is_gone(state: &str) -> bool {
     matches!(state, "shutting-down" | "terminated")
 }
+
+/// How long an unconfirmed exemption is honoured while CloudTrail has no
+/// record of its launch (CloudTrail's records reach `LookupEvents` minutes
+/// after EventBridge's events): then it lapses and the instance is decided
+/// as any other's.
+pub const WINDOW_SECS: u64 = 3600;
+
+/// The status tag values the guard writes.
+pub const REMEDIATED: &str = "remediated";
+pub const NONCOMPLIANT: &str = "noncompliant";
 
 /// The status tag value that records a principal exemption at launch.
 pub const EXEMPT_STATUS: &str = "exempt";
@@ -669,6 +680,29 @@ pub fn readiness(f: &SweepFacts) -> Readiness {
         verdict: ReadinessVerdict::Ready,
         reasons: Vec::new(),
     }
+}
+
+/// Which instances a break-glass grant covers: a policy question, asked
+/// of what the guard observed (a grant itself is a record, lower down).
+impl Grant {
+    /// Whether it covers `instance`: the instance itself, or the launch
+    /// template it was launched from.
+    pub fn covers(&self, instance: &Observed) -> bool {
+        if self.is_template() {
+            instance.tag(crate::break_glass::TEMPLATE_TAG) == Some(self.target.as_str())
+        } else {
+            instance.instance_id == self.target
+        }
+    }
+}
+
+/// The grant in force for `instance` at `now`: its own first, then its
+/// launch template's; the one that lasts longest when there are several.
+pub fn grant_in_force<'a>(grants: &'a [Grant], instance: &Observed, now: u64) -> Option<&'a Grant> {
+    grants
+        .iter()
+        .filter(|g| g.state(now) == crate::break_glass::State::Active && g.covers(instance))
+        .max_by_key(|g| (!g.is_template(), g.until))
 }
 
 #[cfg(test)]

@@ -739,7 +739,7 @@ pub fn notification(
 /// or unsafe) and `SelfCheckUnsafe`, no dimension, which the stack's alarm
 /// watches. Nothing when metrics are off.
 pub fn metrics(
-    m: Option<&crate::metrics::MetricsConfig>,
+    m: Option<&crate::config::MetricsConfig>,
     checks: &[RegionCheck],
     now_ms: u64,
 ) -> Vec<String> {

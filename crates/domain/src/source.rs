@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use crate::config::{Config, Mode};
 use crate::event::MetadataOptions;
+pub use crate::launch_template::{Template, TemplateRef, VersionRef};
 use crate::policy::{Exemption, Finding, Judged, Policy, Subject};
 
 /// What kind of source.
@@ -32,18 +33,6 @@ impl std::fmt::Display for SourceKind {
     }
 }
 
-/// A launch template, as EC2 shows it (what its versions do not say).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Template {
-    pub id: String,
-    pub name: Option<String>,
-    pub default_version: i64,
-    pub latest_version: i64,
-    pub tags: Vec<(String, String)>,
-    /// The principal that created it (`CreatedBy`).
-    pub created_by: Option<String>,
-}
-
 /// One version of a launch template, as EC2 shows it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TemplateVersion {
@@ -54,63 +43,6 @@ pub struct TemplateVersion {
     /// `None`: the version sets no metadata options at all.
     pub options: Option<MetadataOptions>,
     pub image_id: Option<String>,
-}
-
-/// Which version of a template a launch uses.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum VersionRef {
-    Default,
-    Latest,
-    Number(i64),
-}
-
-impl VersionRef {
-    /// As Auto Scaling and EC2 write it: `$Default` (also when unset),
-    /// `$Latest`, or a number.
-    pub fn parse(v: Option<&str>) -> VersionRef {
-        match v.map(str::trim) {
-            Some("$Latest") => VersionRef::Latest,
-            Some(n) => n
-                .parse::<i64>()
-                .map_or(VersionRef::Default, VersionRef::Number),
-            None => VersionRef::Default,
-        }
-    }
-
-    /// The version number it names in `t` today.
-    pub fn resolve(&self, t: &Template) -> i64 {
-        match self {
-            VersionRef::Default => t.default_version,
-            VersionRef::Latest => t.latest_version,
-            VersionRef::Number(n) => *n,
-        }
-    }
-}
-
-impl std::fmt::Display for VersionRef {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            VersionRef::Default => f.write_str("$Default"),
-            VersionRef::Latest => f.write_str("$Latest"),
-            VersionRef::Number(n) => write!(f, "{n}"),
-        }
-    }
-}
-
-/// A launch template as a group (or an override of its mixed-instances
-/// policy) names it: by id or by name, and a version.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct TemplateRef {
-    pub id: Option<String>,
-    pub name: Option<String>,
-    pub version: VersionRef,
-}
-
-impl TemplateRef {
-    pub fn names(&self, t: &Template) -> bool {
-        self.id.as_deref() == Some(t.id.as_str())
-            || (self.id.is_none() && self.name.is_some() && self.name == t.name)
-    }
 }
 
 /// An Auto Scaling group, as Auto Scaling shows it.
@@ -262,7 +194,7 @@ pub struct SourceReport {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub pinned_by: Vec<String>,
     /// Noncompliant instances it launched (a sweep's attribution).
-    #[serde(skip_serializing_if = "crate::report::is_zero")]
+    #[serde(skip_serializing_if = "is_zero")]
     pub instances: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -466,7 +398,7 @@ pub fn plan_template(cfg: &Config, f: &TemplateFacts<'_>) -> (SourceReport, Sour
             report.action = format!(
                 "tagged {}={}",
                 cfg.status_tag_key,
-                crate::plan::NONCOMPLIANT
+                crate::policy::NONCOMPLIANT
             );
             SourceAction::Tag
         }
@@ -691,7 +623,7 @@ pub fn plan_group(
             report.action = format!(
                 "tagged {}={}",
                 cfg.status_tag_key,
-                crate::plan::NONCOMPLIANT
+                crate::policy::NONCOMPLIANT
             );
             SourceAction::Tag
         }
@@ -760,6 +692,10 @@ pub fn attribution(tags: &[(String, String)]) -> Option<(SourceKind, String)> {
     tag("aws:autoscaling:groupName")
         .map(|g| (SourceKind::AutoScalingGroup, g))
         .or_else(|| tag("aws:ec2launchtemplate:id").map(|t| (SourceKind::LaunchTemplate, t)))
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[cfg(test)]

@@ -170,6 +170,16 @@ pub fn utc_seconds(s: &str) -> Option<u64> {
         .map(|d| d * 86_400 + hh * 3600 + mm * 60 + ss)
 }
 
+/// `lt-` and 17 lowercase hex digits.
+pub fn is_launch_template_id(s: &str) -> bool {
+    s.strip_prefix("lt-").is_some_and(|hex| {
+        hex.len() == 17
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,12 +10,6 @@ use crate::config::Mode;
 use crate::memory::{Kind, Record};
 use crate::report::{InstanceReport, Outcome};
 
-/// By default, an instance launched within this long before the sweep may
-/// still have its event on the way (CloudTrail delivers within minutes;
-/// Lambda retries a failed event for longer): not counted yet
-/// (`EVENTS_GRACE_MINUTES`).
-pub const GRACE_SECS: u64 = 3600;
-
 const MODE: &str = "mode";
 /// The record's id in the account-region's partition.
 pub const ID: &str = "events";
@@ -58,6 +52,7 @@ pub fn missed(r: &InstanceReport, since: u64, now: u64, grace: u64, had_grant: b
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::GRACE_SECS;
     use crate::report::{Idle, Step};
 
     const SINCE: u64 = 1_795_000_000;
