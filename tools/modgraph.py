@@ -861,6 +861,12 @@ def main(argv):
         default=["src", "crates/domain/src"],
         help="crate source directories, relative to the root (default: src crates/domain/src)",
     )
+    ap.add_argument(
+        "--max-lines",
+        type=int,
+        default=800,
+        help="the most lines a production file may hold outside its tests (default 800)",
+    )
     args = ap.parse_args(argv)
     try:
         crates = [Crate(args.root, s) for s in args.src]
@@ -876,7 +882,32 @@ def main(argv):
         return report_dot(crates)
     if args.layers:
         return report_layers(crates)
-    return report_circles(crates)
+    rc = report_circles(crates)
+    return max(rc, report_sizes(args.root, args.src, args.max_lines))
+
+
+def report_sizes(root, dirs, limit):
+    """No production file over `limit` lines (its lines before its first
+    `#[cfg(test)]`): a file that long holds more than one concern
+    (ARCHITECTURE.md)."""
+    over = []
+    for d in dirs:
+        for dirpath, _, files in os.walk(os.path.join(root, d)):
+            for f in sorted(files):
+                if not f.endswith(".rs"):
+                    continue
+                path = os.path.join(dirpath, f)
+                n = 0
+                with open(path, encoding="utf-8") as fh:
+                    for line in fh:
+                        if line.startswith("#[cfg(test)]"):
+                            break
+                        n += 1
+                if n > limit:
+                    over.append((n, os.path.relpath(path, root)))
+    for n, path in sorted(over, reverse=True):
+        print(f"modgraph: {path} has {n} lines outside its tests (at most {limit}): split it by concept")
+    return 1 if over else 0
 
 
 if __name__ == "__main__":

@@ -17,7 +17,28 @@ use crate::routing::Routed;
 use crate::source::{Group, LaunchConfiguration, NewVersion, Template, TemplateVersion};
 
 use super::error::AwsError;
-use super::roles::{Account, MemberRoles};
+
+/// Whose credentials a client uses.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Account {
+    /// The function's own (its execution role).
+    Home,
+    /// A member account, through its member role.
+    Member(String),
+    /// A member account, through its member role in the self-check's own
+    /// session (`probe::SESSION_NAME`), so CloudTrail tells its dry runs
+    /// from the guard's work (and from a stolen role's).
+    Probe(String),
+}
+
+impl Account {
+    pub fn id<'a>(&'a self, home: Option<&'a str>) -> Option<&'a str> {
+        match self {
+            Account::Home => home,
+            Account::Member(id) | Account::Probe(id) => Some(id),
+        }
+    }
+}
 
 /// One page of a sweep's listing.
 #[derive(Debug, Default)]
@@ -327,10 +348,6 @@ pub trait Clients: Send + Sync {
     fn calls(&self) -> BTreeMap<String, u64> {
         BTreeMap::new()
     }
-    /// Central mode's member roles, when configured.
-    fn member_roles(&self) -> Option<&MemberRoles> {
-        None
-    }
     /// As `enter`, in the self-check's own role-session
     /// (`probe::SESSION_NAME`): its dry runs are told apart in CloudTrail.
     fn enter_for_self_check(
@@ -338,27 +355,18 @@ pub trait Clients: Send + Sync {
         account: Option<&str>,
         region: &str,
     ) -> impl Future<Output = Result<Account, AwsError>> + Send {
-        enter_as(
-            self.member_roles(),
-            account,
-            region,
-            crate::probe::SESSION_NAME,
-        )
+        self.enter(account, region)
     }
     /// Which credentials act in `account` (`None`: the function's own): in
-    /// central mode, a member account's role, assumed here (and cached);
-    /// otherwise the function's own role acts, whatever the event.
+    /// central mode, a member account's role, assumed (and cached) by the
+    /// adapter; otherwise the function's own role acts, whatever the event.
     fn enter(
         &self,
         account: Option<&str>,
         region: &str,
     ) -> impl Future<Output = Result<Account, AwsError>> + Send {
-        enter_as(
-            self.member_roles(),
-            account,
-            region,
-            super::roles::SESSION_NAME,
-        )
+        let _ = (account, region);
+        async { Ok(Account::Home) }
     }
     /// The organizational units `account` is in, nearest first, up to the
     /// root (the sweep's: the event path reads what the sweep remembered).
@@ -382,19 +390,5 @@ pub trait Clients: Send + Sync {
                 message: "these clients cannot list the organization's accounts".into(),
             })
         }
-    }
-}
-
-/// Which credentials act in `account`, in the member role's session
-/// `session` when there are member roles; the function's own otherwise.
-async fn enter_as(
-    members: Option<&MemberRoles>,
-    account: Option<&str>,
-    region: &str,
-    session: &'static str,
-) -> Result<Account, AwsError> {
-    match members {
-        Some(m) => m.enter_as(account, region, session).await,
-        None => Ok(Account::Home),
     }
 }

@@ -8,6 +8,7 @@ use aws_config::{Region, SdkConfig};
 
 use crate::config::MemberRole;
 
+use super::api::Account;
 use super::api::{Clients, EventsApi, FindingsApi};
 use super::autoscaling::AutoScaling;
 use super::cloudwatch::Metrics;
@@ -16,7 +17,7 @@ use super::ec2::Ec2;
 use super::error::AwsError;
 use super::eventbridge::Bus;
 use super::memory::Memory;
-use super::roles::{Account, MemberCredentials, MemberRoles};
+use super::roles::{MemberCredentials, MemberRoles};
 use super::securityhub::SecurityHub;
 use super::sns::Sns;
 use super::sqs::Queue;
@@ -507,8 +508,28 @@ impl<O: Outputs> Clients for RegionalClients<O> {
         self.counter.snapshot()
     }
 
-    fn member_roles(&self) -> Option<&MemberRoles> {
-        self.members.as_deref()
+    async fn enter(&self, account: Option<&str>, region: &str) -> Result<Account, AwsError> {
+        super::roles::enter_as(
+            self.members.as_deref(),
+            account,
+            region,
+            super::roles::SESSION_NAME,
+        )
+        .await
+    }
+
+    async fn enter_for_self_check(
+        &self,
+        account: Option<&str>,
+        region: &str,
+    ) -> Result<Account, AwsError> {
+        super::roles::enter_as(
+            self.members.as_deref(),
+            account,
+            region,
+            crate::probe::SESSION_NAME,
+        )
+        .await
     }
 
     async fn organization_accounts(&self) -> Result<Vec<String>, AwsError> {

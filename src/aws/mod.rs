@@ -17,6 +17,7 @@ pub mod counter;
 pub mod ec2;
 pub mod error;
 pub mod eventbridge;
+pub mod handoff;
 pub mod memory;
 pub mod organizations;
 pub mod roles;
@@ -26,11 +27,11 @@ pub mod sns;
 pub mod sqs;
 
 pub use api::{
-    AutoScalingApi, Clients, Ec2Api, EventsApi, FindingsApi, Keeper, MemoryApi, MetricsApi, Page,
-    Publisher, TrailApi,
+    Account, AutoScalingApi, Clients, Ec2Api, EventsApi, FindingsApi, Keeper, MemoryApi,
+    MetricsApi, Page, Publisher, TrailApi,
 };
 pub use clients::RegionalClients;
 pub use counter::CallCounter;
 pub use error::AwsError;
-pub use roles::{Account, MemberRoles};
+pub use roles::{enter_as, MemberRoles};
 pub use sdk::{load_sdk_config, page_timeouts, sdk_retry, sdk_timeouts};

@@ -12,6 +12,7 @@ use aws_credential_types::provider::{self, error::CredentialsError, ProvideCrede
 use aws_credential_types::Credentials;
 use tracing::info;
 
+use super::api::Account;
 use super::counter::CallCounter;
 use super::error::AwsError;
 use crate::config::MemberRole;
@@ -25,28 +26,6 @@ pub const REFRESH_BEFORE_EXPIRY: Duration = Duration::from_secs(5 * 60);
 pub const MIN_REUSE: Duration = Duration::from_secs(60);
 /// Shown in the member account's CloudTrail as the session that acted.
 pub const SESSION_NAME: &str = "imds-guard";
-
-/// Whose credentials a client uses.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Account {
-    /// The function's own (its execution role).
-    Home,
-    /// A member account, through its member role.
-    Member(String),
-    /// A member account, through its member role in the self-check's own
-    /// session (`probe::SESSION_NAME`), so CloudTrail tells its dry runs
-    /// from the guard's work (and from a stolen role's).
-    Probe(String),
-}
-
-impl Account {
-    pub fn id<'a>(&'a self, home: Option<&'a str>) -> Option<&'a str> {
-        match self {
-            Account::Home => home,
-            Account::Member(id) | Account::Probe(id) => Some(id),
-        }
-    }
-}
 
 /// Where STS clients come from: one per region (STS's regional endpoints,
 /// so a region's events do not depend on another region), or one fixed
@@ -307,6 +286,20 @@ impl ProvideCredentials for MemberCredentials {
                 .await
                 .map_err(CredentialsError::provider_error)
         })
+    }
+}
+
+/// Which credentials act in `account`, in the member role's session
+/// `session` when there are member roles; the function's own otherwise.
+pub async fn enter_as(
+    members: Option<&MemberRoles>,
+    account: Option<&str>,
+    region: &str,
+    session: &'static str,
+) -> Result<Account, AwsError> {
+    match members {
+        Some(m) => m.enter_as(account, region, session).await,
+        None => Ok(Account::Home),
     }
 }
 

@@ -242,8 +242,25 @@ impl Clients for FixedClients {
     fn keeper(&self) -> Option<Queue> {
         self.keeper.clone()
     }
-    fn member_roles(&self) -> Option<&MemberRoles> {
-        self.members.as_deref()
+    async fn enter(
+        &self,
+        account: Option<&str>,
+        region: &str,
+    ) -> Result<Account, imds_guard::aws::AwsError> {
+        imds_guard::aws::enter_as(self.members.as_deref(), account, region, "imds-guard").await
+    }
+    async fn enter_for_self_check(
+        &self,
+        account: Option<&str>,
+        region: &str,
+    ) -> Result<Account, imds_guard::aws::AwsError> {
+        imds_guard::aws::enter_as(
+            self.members.as_deref(),
+            account,
+            region,
+            imds_guard::probe::SESSION_NAME,
+        )
+        .await
     }
     async fn home_account(&self) -> Result<String, imds_guard::aws::AwsError> {
         Ok("111122223333".into())
