@@ -22,7 +22,7 @@ use tracing::warn;
 
 use crate::aws::{AwsError, Ec2Api, MemoryApi};
 use crate::clock::now_secs;
-use crate::config::Mode;
+use crate::config::{Config, Mode};
 use crate::event::{Lookup, Observed};
 use crate::memory::{Kind, Record};
 use crate::plan::tag_batches;
@@ -285,6 +285,31 @@ pub async fn look_launch(
         }
         sleep_until_retry(attempt, deadline).await;
         attempt += 1;
+    }
+}
+
+/// The acting half of the one pipeline, the same for an event and a
+/// sweep page (only the pace and the deadline differ): the admitted
+/// remedies applied at `pacer`'s pace until `deadline`, the status tags
+/// written, and, with `CHECK_METADATA_NO_TOKEN`, each instance switched
+/// remembered at `memory`'s place, so a later sweep can see whether it has
+/// refused IMDSv1 calls since.
+#[allow(clippy::too_many_arguments)]
+pub async fn carry_out<M: MemoryApi>(
+    cfg: &Config,
+    ec2: &impl Ec2Api,
+    pacer: &mut Pacer,
+    reports: &mut [InstanceReport],
+    todo: Vec<(usize, Remedy)>,
+    deadline: Instant,
+    memory: Option<(&M, &str)>,
+) {
+    pacer.remediate(ec2, reports, todo, deadline).await;
+    write_tags(ec2, &cfg.status_tag_key, cfg.mode, reports).await;
+    if cfg.check_metadata_no_token {
+        if let Some((memory, place)) = memory {
+            remember_remediated(memory, place, reports, cfg.no_token_lookback).await;
+        }
     }
 }
 

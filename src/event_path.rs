@@ -14,9 +14,7 @@ use tokio::time::Instant;
 use tracing::{error, info, warn};
 
 use crate::account_region::{claim_each, read_each, AccountRegion, Closed};
-use crate::act::{
-    apply_default, look, look_launch, remember_remediated, write_tags, Pacer, Pacing,
-};
+use crate::act::{apply_default, carry_out, look, look_launch, Pacer, Pacing};
 use crate::aws::{Clients, Ec2Api, MemoryApi};
 use crate::clock::now_secs;
 use crate::config::Config;
@@ -240,21 +238,17 @@ impl<'a, C: Clients> EventPath<'a, C> {
             .await;
 
         // Act.
-        Pacer::new(Pacing::EVENT)
-            .remediate(&here.ec2, &mut reports, to_modify, deadline)
-            .await;
-        write_tags(
+        let memory = self.clients.memory();
+        carry_out(
+            self.cfg,
             &here.ec2,
-            &self.cfg.status_tag_key,
-            self.cfg.mode,
+            &mut Pacer::new(Pacing::EVENT),
             &mut reports,
+            to_modify,
+            deadline,
+            memory.as_ref().zip(place.as_deref()),
         )
         .await;
-        if self.cfg.check_metadata_no_token {
-            if let (Some(memory), Some(place)) = (self.clients.memory(), place.as_deref()) {
-                remember_remediated(&memory, place, &reports, self.cfg.no_token_lookback).await;
-            }
-        }
 
         // Report.
         for r in &reports {

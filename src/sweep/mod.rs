@@ -20,7 +20,7 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use crate::account_region::{AccountRegion, Closed};
-use crate::act::{apply_default, remember_remediated, write_tags, Pacer, Pacing};
+use crate::act::{apply_default, carry_out, Pacer, Pacing};
 use crate::aws::{Account, AwsError, Clients, Ec2Api, MemoryApi, MetricsApi};
 use crate::breaker::{self, Tripped};
 use crate::clock::now_secs;

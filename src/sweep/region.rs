@@ -438,10 +438,21 @@ impl<'a, C: Clients> Sweep<'a, C> {
         let to_modify = self.admit(ec2, out, &mut reports, to_modify).await;
         let budget_end = Instant::now() + self.cfg.retry_budget;
         let deadline = stop_at.map_or(budget_end, |s| s.min(budget_end));
-        pacer
-            .remediate(ec2, &mut reports, to_modify, deadline)
-            .await;
-        write_tags(ec2, &self.cfg.status_tag_key, self.cfg.mode, &mut reports).await;
+        let place = match self.cfg.check_metadata_no_token {
+            true => self.place(out).await,
+            false => None,
+        };
+        let memory = self.clients.memory();
+        carry_out(
+            self.cfg,
+            ec2,
+            pacer,
+            &mut reports,
+            to_modify,
+            deadline,
+            memory.as_ref().zip(place.as_deref()),
+        )
+        .await;
         out.changed |= reports.iter().any(|r| r.action.wrote());
         if let (Some(f), Some(api)) = (
             out.findings.as_mut(),
@@ -450,11 +461,6 @@ impl<'a, C: Clients> Sweep<'a, C> {
             let memory = self.clients.memory();
             f.page(&api, memory.as_ref(), self.cfg, &reports, now_secs())
                 .await;
-        }
-        if self.cfg.check_metadata_no_token {
-            if let (Some(memory), Some(place)) = (self.clients.memory(), self.place(out).await) {
-                remember_remediated(&memory, &place, &reports, self.cfg.no_token_lookback).await;
-            }
         }
 
         // Record.
