@@ -1,6 +1,9 @@
-//! The guard: one Lambda payload, read once and handed to the flow it
-//! belongs to (`event_path` for CloudTrail calls, `sweep` for the schedule),
-//! with the AWS calls it cost counted into its report.
+//! The guard: one Lambda payload, read once and handed to the flow it belongs
+//! to: `event_path` (CloudTrail calls and EC2's state changes), `sources`
+//! (launch template and Auto Scaling group calls), `sweep` (the schedule),
+//! `org_sweep` (a fan-out step), `self_check`, `exemption_check`, and
+//! `outputs_function` (a batch of the outputs queue). An event's or a sweep's
+//! report counts the AWS calls it cost.
 
 use serde_json::Value;
 use tokio::time::Instant;

@@ -1,8 +1,10 @@
-//! The function's edge: what both binaries do when the Lambda runtime starts
-//! them. Tracing set up, the configuration read and checked once, clients
-//! built once (per region on first use), then the runtime loop hands each
-//! event to the guard; a failure becomes a `Diagnostic` whose type a person
-//! or a metric filter can match.
+//! The function's edge: what each of the three function binaries does when the
+//! Lambda runtime starts it. Tracing set up, the configuration read and checked
+//! once; at init the SDK configuration loaded and the own-account clients built
+//! (the memory's DynamoDB, the queues' SQS, and the outputs binary's bus), the
+//! rest per account and region on first use, and kept; then the runtime loop
+//! hands each event to the guard. A failure becomes a `Diagnostic` whose type a
+//! person or a metric filter can match.
 //!
 //! Three function binaries are built from this crate (docs/design.md; the
 //! command line, `imds-guard`, is a fourth): the event

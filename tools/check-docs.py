@@ -8,8 +8,8 @@ only, no network; a fraction of a second.
       of the target, slugged as GitHub slugs them: lowercase, punctuation
       dropped (letters, digits, `_`, `-` and spaces kept), spaces to `-`,
       and a repeated heading gets `-1`, `-2`, ... A link to a page not
-      written yet (PENDING below: ARCHITECTURE.md) may dangle until it
-      exists, and the summary says so.
+      written yet (PENDING below) may dangle until it exists, and the
+      summary says so.
   (b) docs/configuration.md documents exactly the environment variables
       crates/domain/src/config.rs reads. A variable is documented when it
       heads a row of a table there: the row's first cell holds it in
@@ -35,8 +35,9 @@ README_LIMIT = 16384
 # Pages the docs link to before they are written: a link to one may dangle
 # while the file does not exist (said in the summary); once it exists it is
 # checked like any page. Remove a name once its page is written.
-PENDING = {"ARCHITECTURE.md"}
-CONFIG_RS = os.path.join("crates", "domain", "src", "config.rs")
+PENDING = set()
+# The configuration module: a folder (its files read as one text).
+CONFIG_RS = os.path.join("crates", "domain", "src", "config")
 CONFIG_MD = os.path.join("docs", "configuration.md")
 
 # ---------------------------------------------------------------- markdown
@@ -230,7 +231,9 @@ def variables_read(config_rs):
     if cut >= 0:
         src = src[:cut]
     name = r'"([A-Z][A-Z0-9_]*)"'
-    read = set(re.findall(r"\b(?:get|lookup|std::env::var|env::var|var_os)\(\s*" + name + r"\s*\)", src))
+    read = set(re.findall(r"\b(?:get|lookup|std::env::var|env::var|var_os|flag_of)\(\s*" + name + r"\s*\)", src))
+    # The typed helpers: whole(&get, "NAME", ...).
+    read |= set(re.findall(r"\bwhole\(\s*&get,\s*" + name, src))
     # for (name, ...) in [("NAME", ...), ...] { ... get(name) ... }
     for m in re.finditer(r"\bfor\s*\(\s*([a-z_][a-z0-9_]*)[^)]*\)\s*in\s*\[", src):
         ident = m.group(1)
@@ -271,8 +274,15 @@ def check_configuration(root):
     rs_path, md_path = os.path.join(root, CONFIG_RS), os.path.join(root, CONFIG_MD)
     if not os.path.exists(md_path):
         return [f"{CONFIG_MD} does not exist"], 0
-    with open(rs_path, encoding="utf-8") as f:
-        read, unexplained = variables_read(f.read())
+    text = ""
+    for f in sorted(os.listdir(rs_path)):
+        if f.endswith(".rs"):
+            with open(os.path.join(rs_path, f), encoding="utf-8") as fh:
+                # Each file's tests cut off on its own.
+                src = fh.read()
+                cut = src.find("#[cfg(test)]")
+                text += (src[:cut] if cut >= 0 else src) + "\n"
+    read, unexplained = variables_read(text)
     with open(md_path, encoding="utf-8") as f:
         documented = variables_documented(f.read())
     if len(read) < 10:

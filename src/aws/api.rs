@@ -1,8 +1,11 @@
-//! The seams between the flows and AWS: the few operations the event path
-//! and the sweep use, in the domain's types. The SDK adapters (`ec2`, `sns`,
-//! `cloudwatch`) implement them for real; tests implement them with mocked
-//! SDK clients (request building and error classification) or with an
-//! in-memory fake (flow logic).
+//! The seams between the flows and AWS (the ports): the operations the flows
+//! use, in the domain's types, and `Account`, whose credentials act. The SDK
+//! adapters implement them for real: `ec2`, `autoscaling`, `sns`, `sqs`,
+//! `cloudwatch`, `cloudtrail`, `memory` (DynamoDB), `securityhub`,
+//! `eventbridge`, `handoff` (the outputs queue, as Security Hub) and `clients`
+//! (`Clients`, which hands them out); this module imports none of them. Tests
+//! implement them with mocked SDK clients (request building and error
+//! classification) or with an in-memory fake (flow logic).
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;

@@ -1,5 +1,11 @@
-//! The clients the function uses for real: one per service, account and
-//! region, built on first use.
+//! The clients the functions and the command line use for real
+//! (`RegionalClients`, the adapter behind the `Clients` port). Those of the
+//! function's own account are built once, from the configuration: the memory's
+//! DynamoDB, the queues' SQS (failed events, outputs, refusals) and, where the
+//! binary carries it, the bus. The rest are one per service, account and
+//! region, built on first use and kept (CloudTrail's and Organizations', rarely
+//! asked, built per use); a member account's clients act through its role
+//! (`roles`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};

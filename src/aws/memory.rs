@@ -1,6 +1,10 @@
 //! The guard's memory through the SDK: one DynamoDB table (`MEMORY_TABLE`),
-//! written with conditions where two writers can race, read one partition
-//! (account and region) at a time.
+//! written with conditions where two writers can race, and read one partition
+//! at a time, by sort-key prefix, with consistent reads. The partitions
+//! (`crate::memory`): `<account>#<region>` for most kinds,
+//! `breakglass#<account>#<region>` for grants, `org` for accounts' units,
+//! `run#<execution>` for a fan-out run's shards, and `exemption-check` for the
+//! exemptions waiting for CloudTrail.
 
 use std::collections::{BTreeMap, HashMap};
 

@@ -1,5 +1,9 @@
-//! SQS through the SDK: a message SNS refused, kept in the failed-events
-//! queue for a person (the queue's depth alarms).
+//! SQS through the SDK: one `Queue` (the `Keeper` port) for the three queues of
+//! the function's own account, each message with a `kind` attribute: the
+//! failed-events queue, where a message SNS refused is kept for a person (its
+//! depth alarms); the outputs queue, where findings and events are handed to
+//! the outputs function (`handoff`); and that function's dead-letter queue,
+//! where it keeps what it refuses, with the reason.
 
 use aws_sdk_sqs::types::MessageAttributeValue;
 

@@ -1,5 +1,6 @@
-//! The outputs function: the findings and events the other two functions
-//! hand off through its queue, filed in Security Hub and put on the bus.
+//! The outputs function: the findings and events the event function and the
+//! sweep functions' binary (a sweep, a fan-out shard or summary, a source
+//! event) hand off through its queue, filed in Security Hub and put on the bus.
 //! Its bootstrap carries those two clients (and the memory's and STS's,
 //! to remember findings and enter member accounts), and no EC2 or sweep
 //! code (docs/design.md).

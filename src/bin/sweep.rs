@@ -1,9 +1,9 @@
 //! The sweep functions' binary: the scheduled sweep, source events, the
-//! organization fan-out's steps and the self-check, when the Lambda
-//! runtime starts it (SweepFunction, SourceFunction, FanOutFunction,
-//! SelfCheckFunction). The command line is `imds-guard` (src/main.rs), a
-//! binary of its own, so this bootstrap carries none of its clients or
-//! crates (docs/design.md).
+//! organization fan-out's steps, the self-check and the exemption check, when
+//! the Lambda runtime starts it (SweepFunction, SourceFunction, FanOutFunction,
+//! SelfCheckFunction, ExemptionCheckFunction). The command line is
+//! `imds-guard` (src/main.rs), a binary of its own, so this bootstrap carries
+//! none of its clients or crates (docs/design.md).
 
 use std::process::ExitCode;
 

@@ -1,10 +1,13 @@
 //! The command line: `imds-guard check EVENT.json` evaluates an event file
 //! offline, with no AWS call, and prints what the function would do;
 //! `imds-guard sweep` sweeps regions exactly as the scheduled function does;
-//! `imds-guard completions SHELL` prints shell completions. Arguments are
-//! parsed by clap (each subcommand has its own `--help`); the configuration
-//! comes from the same environment variables as the function, and flags
-//! override it.
+//! `imds-guard doctor` says whether the guard will work in this account;
+//! `imds-guard break-glass` grants, revokes and lists time-boxed exemptions;
+//! `imds-guard migrate-exemptions` copies legacy exemption tags into the
+//! guard's memory; `imds-guard completions SHELL` prints shell completions.
+//! Arguments are parsed by clap (each subcommand has its own `--help`); the
+//! commands that need a configuration read the same environment variables as
+//! the function, and flags override them.
 
 mod break_glass;
 mod check;

@@ -1,7 +1,8 @@
 //! `imds-guard sweep`: the scheduled function's sweep, from a shell. It
 //! writes only when asked (without `--mode` or `GUARD_MODE` it audits), says
 //! in one line why it cannot start (no region, no credentials), shows its
-//! progress on a terminal, and prints a table or the JSON report.
+//! progress on a terminal, and prints a table, the JSON report, or every
+//! instance decided as CSV or one HTML page (`--output csv|html`: `export`).
 
 use std::io::IsTerminal;
 use std::process::ExitCode;

@@ -1,12 +1,15 @@
 //! Break-glass: a time-boxed, audited exemption a person grants during an
 //! incident, for one instance or for every instance launched from one
 //! launch template (the template's own fixing, `FIX_SOURCES`, is not held:
-//! untag it for that). A grant names who granted
-//! it, why, and until when; it lives in the guard's memory (which only the
-//! guard's role and the break-glass roles may write, never a tag anyone
-//! can write), and the event path and the sweep both honour it until it
-//! expires, then handle the instance as usual. Pure: the flows read and
-//! write the records, and the policy decides with what is read here.
+//! untag it for that). A grant names who granted it, why, and until when. It
+//! lives in the guard's memory, in the account-region's own grants partition
+//! (`place_of`: `breakglass#<account>#<region>`), never in a tag anyone can
+//! write: only the guard's role, the migration role while `MigrationRoleArn`
+//! is set, and the break-glass role (`BreakGlassRoleArn`, in the grants'
+//! partitions only) may write the memory. The event path and the sweep both
+//! honour a grant until it expires, then handle the instance as usual. Pure:
+//! the flows read and write the records, and the policy decides with what is
+//! read here.
 
 use serde::Serialize;
 

@@ -1,4 +1,5 @@
-//! What the event function and the sweep hand to the outputs function.
+//! What the event function and the sweep functions' binary (a sweep, a fan-out
+//! shard or summary, a source event) hand to the outputs function.
 //! Their bootstraps carry neither Security Hub's nor EventBridge's client
 //! (each binary's budget), so the findings their decisions make and the
 //! events their news makes go through a queue (`OUTPUTS_QUEUE_URL`) to the

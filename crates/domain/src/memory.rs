@@ -2,9 +2,15 @@
 //! says, where it lives and how long it lasts. Pure: the DynamoDB adapter
 //! stores and reads these, and the flows decide with them.
 //!
-//! Every record of one account and region shares a partition
+//! Most records of one account and region share a partition
 //! (`pk = <account>#<region>`), so a sweep reads what it needs of that
-//! account-region with one query per kind (`sk` begins with `<kind>#`).
+//! account-region with one query per kind (`sk` begins with `<kind>#`). A few
+//! kinds have partitions of their own: break-glass grants in
+//! `breakglass#<account>#<region>` (`break_glass::place_of`, the only one the
+//! break-glass role may write), accounts' units in `org` (`ORG_PLACE`), a
+//! fan-out run's shards in `run#<execution>` (`Record::run_place`), and the
+//! exemptions waiting for CloudTrail in `exemption-check`
+//! (`confirm::CHECK_PLACE`).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
