@@ -54,6 +54,13 @@ pub struct AccountRegion<'a, C: Clients> {
 }
 
 impl<'a, C: Clients> AccountRegion<'a, C> {
+    /// The door's first check, for a step that names an account before it
+    /// knows a region (a fan-out shard): why the account may not be
+    /// entered, if it may not.
+    pub fn refuses(cfg: &Config, account: Option<&str>) -> Option<String> {
+        cfg.refusal(account)
+    }
+
     /// The door: refuses an account outside `ALLOWED_ACCOUNT_IDS` before
     /// any call, then takes the credentials that act there (the member
     /// role, in central mode).
@@ -63,7 +70,7 @@ impl<'a, C: Clients> AccountRegion<'a, C> {
         account: Option<&str>,
         region: &str,
     ) -> Result<Self, Closed> {
-        if let Some(why) = cfg.refusal(account) {
+        if let Some(why) = Self::refuses(cfg, account) {
             return Err(Closed::Refused(why));
         }
         let who = clients

@@ -146,6 +146,17 @@ impl<'a, C: Clients> FanOut<'a, C> {
         account: &str,
         deadline: Option<Instant>,
     ) -> Result<Value, GuardError> {
+        // A shard naming an account the guard may not enter (a forged or
+        // stale state-machine input) fails, with the reason, for the
+        // summary: nothing is looked at there.
+        if let Some(why) =
+            crate::account_region::AccountRegion::<C>::refuses(self.cfg, Some(account))
+        {
+            warn!(%account, reason = %why, "shard refused");
+            self.record(Record::shard(run, account, Err(why), now_secs()))
+                .await?;
+            return Ok(json!({"account": account, "status": "failed"}));
+        }
         let mut cfg = self.cfg.clone();
         cfg.sweep_accounts = SweepAccounts::Listed(vec![account.to_string()]);
         let regions = self.regions();

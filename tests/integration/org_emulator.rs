@@ -26,6 +26,10 @@ const MEMBER_B: &str = "222222222222";
 const OUTSIDER: &str = "333333333333";
 const R1: &str = "ap-south-1";
 const R2: &str = "eu-west-3";
+/// The organization sweep's region, its own: it enforces in every account
+/// the organization lists, the central account too, so in R1 it would fix
+/// another test's instance there before that test's event is handled.
+const R_ORG: &str = "me-central-1";
 const ROLE: &str = "imds-guard-member";
 const EXTERNAL_ID: &str = "o-exampleorg1";
 
@@ -369,9 +373,9 @@ async fn an_organization_sweep_lists_the_accounts_and_leaves_out_the_not_allowed
         );
     }
     let (in_scope, out_of_scope) = (&created[0], &created[1]);
-    let ec2 = ec2_in(in_scope, R1).await;
+    let ec2 = ec2_in(in_scope, R_ORG).await;
     let open = launch(&ec2, Launch::default()).await;
-    let outside = ec2_in(out_of_scope, R1).await;
+    let outside = ec2_in(out_of_scope, R_ORG).await;
     let untouched = launch(&outside, Launch::default()).await;
 
     let allowed = format!("{CENTRAL},{in_scope}");
@@ -380,7 +384,7 @@ async fn an_organization_sweep_lists_the_accounts_and_leaves_out_the_not_allowed
             ("MEMBER_ROLE_NAME", ROLE),
             ("ALLOWED_ACCOUNT_IDS", &allowed),
             ("SWEEP_ACCOUNTS", "ORGANIZATION"),
-            ("SWEEP_REGIONS", R1),
+            ("SWEEP_REGIONS", R_ORG),
             ("GUARD_MODE", "enforce"),
         ],
         &clock,
