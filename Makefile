@@ -19,7 +19,7 @@ BENCH_VENV := .venv-bench
 # single-threaded emulator), so clippy takes the cycles it leaves idle.
 test: venv
 	cargo fmt --all -- --check
-	# The docs' links and anchors, docs/configuration.md against config.rs,
+	# The docs' links and anchors, docs/configuration.md against crates/domain/src/config/,
 	# the README's size.
 	$(PYTHON) tools/check-docs.py
 	# No import circle in src/ or in the domain crate (ARCHITECTURE.md).

@@ -14,7 +14,6 @@ use tokio::time::Instant;
 use tracing::{error, info, warn};
 
 use crate::account_region::{claim_each, read_each, AccountRegion, Closed};
-use crate::act::{apply_default, carry_out, look, look_launch, Pacer, Pacing};
 use crate::aws::{Clients, Ec2Api, MemoryApi};
 use crate::clock::now_secs;
 use crate::config::Config;
@@ -26,6 +25,7 @@ use crate::memory::{self, Claim, Kind, Record};
 use crate::outbox::Outbox;
 use crate::plan::{exemption_records, judge_defaults_change, needs_claim, plan};
 use crate::policy::{Policy, Remedy, Verdict};
+use crate::remedies::{apply_default, carry_out, look, look_launch, Pacer, Pacing};
 use crate::report::{
     DefaultsAction, DefaultsReport, Idle, InstanceReport, Outcome, Report, Status,
 };

@@ -75,7 +75,7 @@ impl<C: Clients> Guard<C> {
             .await;
         }
         if payload.get(crate::fanout::STEP_KEY).is_some() {
-            let step: crate::fanout::Step =
+            let step: crate::fanout::FanOutStep =
                 serde_json::from_value(payload.clone()).map_err(|e| GuardError::Incomplete {
                     summary: format!("an unreadable fan-out step: {e}"),
                 })?;

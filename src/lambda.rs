@@ -29,7 +29,7 @@ use crate::guard::{Guard, GuardError};
 
 /// Which events a function takes. A type, not a value: each binary's loop is
 /// compiled for its own, so the event function's never reaches the sweep.
-pub trait Serves {
+pub trait Function {
     /// The output clients the binary carries (Security Hub, EventBridge).
     type Outputs: Outputs;
     fn handle<'a>(
@@ -41,9 +41,9 @@ pub trait Serves {
 
 /// CloudTrail and EC2 events only; a scheduled event is ignored, with the
 /// reason (the sweep function takes it).
-pub struct Events;
+pub struct EventFunction;
 
-impl Serves for Events {
+impl Function for EventFunction {
     /// None: the event function's bootstrap stays within its 8 MB budget;
     /// it hands findings and events to the outputs function.
     type Outputs = NoOutputs;
@@ -59,9 +59,9 @@ impl Serves for Events {
 
 /// Everything else: the scheduled sweep, source events, and the fan-out's
 /// steps.
-pub struct All;
+pub struct SweepFunction;
 
-impl Serves for All {
+impl Function for SweepFunction {
     /// None: the outputs function files and puts them.
     type Outputs = NoOutputs;
     fn handle<'a>(
@@ -74,9 +74,9 @@ impl Serves for All {
 }
 
 /// The outputs function: batches of handed-off findings and events.
-pub struct HandedOff;
+pub struct OutputsFunction;
 
-impl Serves for HandedOff {
+impl Function for OutputsFunction {
     type Outputs = AllOutputs;
     async fn handle(
         guard: &Guard<RegionalClients<AllOutputs>>,
@@ -88,7 +88,7 @@ impl Serves for HandedOff {
 }
 
 /// Runs the Lambda runtime loop until the runtime stops.
-pub fn run<S: Serves>() -> ExitCode {
+pub fn run<F: Function>() -> ExitCode {
     lambda_runtime::tracing::init_default_subscriber();
     // Read and check the configuration once; a bad value fails init, naming
     // the variable, before any event is taken.
@@ -119,7 +119,7 @@ pub fn run<S: Serves>() -> ExitCode {
     let result = runtime.block_on(async {
         // Credentials and endpoints are resolved once; clients per account
         // and region are built on first use and reused across invocations.
-        let clients = RegionalClients::<S::Outputs>::for_config_with(load_sdk_config().await, &cfg)
+        let clients = RegionalClients::<F::Outputs>::for_config_with(load_sdk_config().await, &cfg)
             .with_outputs_of(&cfg);
         let guard = Guard::new(cfg, clients);
         let guard = &guard;
@@ -129,7 +129,7 @@ pub fn run<S: Serves>() -> ExitCode {
             // Boxed: the guard's future is deep, and the runtime's future
             // that holds it would otherwise exceed the compiler's layout
             // depth limit (one allocation per event).
-            Box::pin(S::handle(guard, &event.payload, deadline))
+            Box::pin(F::handle(guard, &event.payload, deadline))
                 .await
                 .map_err(diagnostic)
         }))

@@ -7,7 +7,7 @@
 //! decision → actions → report), `sources` (launch templates and groups),
 //! `sweep`, `org_sweep` (the fan-out's steps), `self_check`,
 //! `exemption_check`, `outputs_function` (the outputs function's batches).
-//! The flows act through `act` and tell through `outbox`; `lambda` (the
+//! The flows act through `remedies` and tell through `outbox`; `lambda` (the
 //! three function binaries, `src/bin`) and `cli` (the command line,
 //! `src/main.rs`) are the two doors. ARCHITECTURE.md draws the layers.
 
@@ -18,7 +18,6 @@ pub use imds_guard_domain::{
 };
 
 pub mod account_region;
-pub mod act;
 pub mod aws;
 pub mod break_glass_flow;
 pub mod cli;
@@ -35,6 +34,7 @@ pub mod modes;
 pub mod org_sweep;
 pub mod outbox;
 pub mod outputs_function;
+pub mod remedies;
 pub mod self_check;
 pub mod sources;
 pub mod sweep;

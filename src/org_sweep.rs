@@ -18,7 +18,7 @@ use crate::config::{Config, SweepAccounts};
 use crate::delivery::Sent;
 use crate::error::GuardError;
 use crate::event::{self, EventContext};
-use crate::fanout::{fans_out, rerun_accounts, OrgSummary, Plan, Step};
+use crate::fanout::{fans_out, rerun_accounts, FanOutStep, OrgSummary, Plan};
 use crate::memory::{self, Kind, Record};
 use crate::outbox::Keep;
 use crate::sweep::Sweep;
@@ -39,16 +39,20 @@ impl<'a, C: Clients> FanOut<'a, C> {
     }
 
     /// Runs one step; its answer is what the state machine reads next.
-    pub async fn step(&self, step: Step, deadline: Option<Instant>) -> Result<Value, GuardError> {
+    pub async fn step(
+        &self,
+        step: FanOutStep,
+        deadline: Option<Instant>,
+    ) -> Result<Value, GuardError> {
         match step {
-            Step::Plan { run, input } => self.plan(run, &input, deadline).await,
-            Step::Shard { run, account } => self.shard(&run, &account, deadline).await,
-            Step::ShardFailed {
+            FanOutStep::Plan { run, input } => self.plan(run, &input, deadline).await,
+            FanOutStep::Shard { run, account } => self.shard(&run, &account, deadline).await,
+            FanOutStep::ShardFailed {
                 run,
                 account,
                 error,
             } => self.shard_failed(&run, &account, &error).await,
-            Step::Summarize { run: _, plan } => self.summarize(&plan).await,
+            FanOutStep::Summarize { run: _, plan } => self.summarize(&plan).await,
         }
     }
 

@@ -12,7 +12,7 @@ use std::collections::BTreeSet;
 use tracing::{error, warn};
 
 pub use crate::aws::handoff::{filer, hand_off, Filer, Queued};
-use crate::aws::{Clients, EventsApi, Keeper, MemoryApi, Publisher};
+use crate::aws::{Clients, EventsApi, MemoryApi, Publisher, QueueApi};
 use crate::clock::now_secs;
 use crate::config::Config;
 use crate::delivery::{Delivery, Earlier, KeptIn, NotKept, Sent};
@@ -105,7 +105,7 @@ impl<'a, C: Clients> Outbox<'a, C> {
         bus: &str,
         account: Option<String>,
         region: &str,
-        events: &[routing::Routed],
+        events: &[routing::BusEvent],
     ) -> Option<Routed> {
         let clients = self.clients;
         if events.is_empty() {
@@ -288,7 +288,7 @@ impl<'a, C: Clients> Outbox<'a, C> {
                 }
             }
         }
-        if let Some(queue) = self.clients.keeper() {
+        if let Some(queue) = self.clients.failed_events_queue() {
             match queue
                 .keep(&message.kept(topic, why, retried), notify::KEPT_KIND)
                 .await
@@ -310,7 +310,7 @@ impl<'a, C: Clients> Outbox<'a, C> {
 
 /// Puts `events` on the bus, in calls of 10 (256 KB); `None` when there is
 /// no bus or no event.
-pub async fn put_events<C: Clients>(clients: &C, events: &[routing::Routed]) -> Option<Routed> {
+pub async fn put_events<C: Clients>(clients: &C, events: &[routing::BusEvent]) -> Option<Routed> {
     let bus = clients.events()?;
     if events.is_empty() {
         return None;

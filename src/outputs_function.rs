@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use tracing::{error, warn};
 
 use crate::account_region::{AccountRegion, Closed};
-use crate::aws::{Clients, Keeper};
+use crate::aws::{Clients, QueueApi};
 use crate::clock::{now_secs, stamp_ms};
 use crate::config::Config;
 use crate::finding::{Finding, FindingsReport, Place};

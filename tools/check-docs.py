@@ -11,9 +11,9 @@ only, no network; a fraction of a second.
       written yet (PENDING below) may dangle until it exists, and the
       summary says so.
   (b) docs/configuration.md documents exactly the environment variables
-      crates/domain/src/config.rs reads. A variable is documented when it
+      crates/domain/src/config/ reads. A variable is documented when it
       heads a row of a table there: the row's first cell holds it in
-      backticks (`GUARD_MODE`). A variable is read when config.rs passes it
+      backticks (`GUARD_MODE`). A variable is read when config/ passes it
       to its lookup: `get("NAME")` (or `lookup("NAME")`,
       `std::env::var("NAME")`), or a `for (name, ...) in [("NAME", ...),
       ...]` loop whose body calls `get(name)`.
@@ -176,7 +176,7 @@ def check_links(root, pages):
 # ---------------------------------------------------------- configuration
 
 def strip_rust_comments(src):
-    """config.rs without its comments (strings kept), so a name in a doc
+    """config/ without its comments (strings kept), so a name in a doc
     comment is not taken for a read."""
     out, i, n = [], 0, len(src)
     while i < n:
@@ -223,7 +223,7 @@ def matching(src, open_at, open_ch, close_ch):
 
 
 def variables_read(config_rs):
-    """The environment variables config.rs reads, and anything it names in
+    """The environment variables config/ reads, and anything it names in
     an error that it does not seem to read (a sign this extraction missed
     a way of reading)."""
     src = strip_rust_comments(config_rs)
@@ -301,8 +301,8 @@ def check_configuration(root):
     if missing or extra:
         problems.append(
             f"{CONFIG_MD} and {CONFIG_RS} disagree (a variable is documented when a table row's first cell names it in backticks):\n"
-            f"      read by config.rs, not documented: {', '.join(missing) or '(none)'}\n"
-            f"      documented, not read by config.rs: {', '.join(extra) or '(none)'}"
+            f"      read by config/, not documented: {', '.join(missing) or '(none)'}\n"
+            f"      documented, not read by config/: {', '.join(extra) or '(none)'}"
         )
     for v in twice:
         problems.append(
@@ -344,7 +344,7 @@ def main():
     waiting = f" (links to {', '.join(sorted(pending))}, not written yet, allowed)" if pending else ""
     print(
         f"check-docs: ok: {len(pages)} pages, {links} relative links ({anchored} with anchors) resolve{waiting}; "
-        f"{CONFIG_MD} documents the {variables} variables config.rs reads; README.md {size:,} bytes"
+        f"{CONFIG_MD} documents the {variables} variables config/ reads; README.md {size:,} bytes"
     )
     return 0
 

@@ -16,7 +16,7 @@ use crate::finding::Finding;
 use crate::memory::{Claim, Record};
 use crate::notify::Notification;
 use crate::policy::{AccountDefaults, Remedy};
-use crate::routing::Routed;
+use crate::routing::BusEvent;
 use crate::source::{Group, LaunchConfiguration, NewVersion, Template, TemplateVersion};
 
 use super::error::AwsError;
@@ -171,7 +171,10 @@ pub trait FindingsApi: Send + Sync {
 /// The EventBridge bus the guard's news is put on.
 pub trait EventsApi: Send + Sync {
     /// Puts at most 10 events (256 KB); returns those refused, with why.
-    fn put(&self, events: &[Routed]) -> impl Future<Output = Result<Vec<String>, AwsError>> + Send;
+    fn put(
+        &self,
+        events: &[BusEvent],
+    ) -> impl Future<Output = Result<Vec<String>, AwsError>> + Send;
     /// The bus, as the report names it.
     fn bus(&self) -> &str;
 }
@@ -200,7 +203,7 @@ pub trait AutoScalingApi: Send + Sync {
 }
 
 /// Where a message that could not be published is kept for a person.
-pub trait Keeper: Send + Sync {
+pub trait QueueApi: Send + Sync {
     /// Keeps `body`, with a `kind` attribute that tells it from the failed
     /// invocations beside it.
     fn keep(&self, body: &str, kind: &str) -> impl Future<Output = Result<(), AwsError>> + Send;
@@ -278,7 +281,7 @@ pub trait Clients: Send + Sync {
     type Sns: Publisher;
     type Metrics: MetricsApi;
     type Memory: MemoryApi;
-    type Keeper: Keeper;
+    type Queue: QueueApi;
     type AutoScaling: AutoScalingApi;
     type Findings: FindingsApi;
     type Events: EventsApi;
@@ -302,17 +305,17 @@ pub trait Clients: Send + Sync {
     fn memory(&self) -> Option<Self::Memory>;
     /// The failed-events queue, when one is configured
     /// (`FAILED_EVENTS_QUEUE_URL`).
-    fn keeper(&self) -> Option<Self::Keeper>;
+    fn failed_events_queue(&self) -> Option<Self::Queue>;
     /// The queue to the outputs function, when one is configured
     /// (`OUTPUTS_QUEUE_URL`): how a binary without Security Hub's or
     /// EventBridge's client has its findings filed and events put.
-    fn handoff(&self) -> Option<Self::Keeper> {
+    fn handoff(&self) -> Option<Self::Queue> {
         None
     }
     /// The outputs function's dead-letter queue, when one is configured
     /// (`OUTPUTS_DEAD_LETTER_QUEUE_URL`): where it keeps a message it
     /// refuses, with the reason.
-    fn refusals(&self) -> Option<Self::Keeper> {
+    fn refusals(&self) -> Option<Self::Queue> {
         None
     }
     /// The function's own account, when it must be named (an event that

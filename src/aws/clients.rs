@@ -47,7 +47,7 @@ pub struct RegionalClients<O: Outputs = AllOutputs> {
     /// The guard's memory, in the function's own account and region.
     memory: Option<Memory>,
     /// The failed-events queue, in the function's own account.
-    keeper: Option<Queue>,
+    failed_events_queue: Option<Queue>,
     /// The queue to the outputs function, in the function's own account.
     handoff: Option<Queue>,
     /// The outputs function's dead-letter queue, for what it refuses.
@@ -106,7 +106,7 @@ impl<O: Outputs> RegionalClients<O> {
             counter: CallCounter::default(),
             members: None,
             memory: None,
-            keeper: None,
+            failed_events_queue: None,
             handoff: None,
             refusals: None,
             server_date: Default::default(),
@@ -141,7 +141,7 @@ impl<O: Outputs> RegionalClients<O> {
         RegionalClients::with_outputs(base)
             .with_member_role(cfg.member_role.clone())
             .with_memory(cfg.memory_table.clone())
-            .with_keeper(cfg.failed_events_queue_url.clone())
+            .with_failed_events_queue(cfg.failed_events_queue_url.clone())
             .with_handoff(cfg.outputs_queue_url.clone())
             .with_refusals(cfg.outputs_refused_queue_url.clone())
     }
@@ -166,8 +166,8 @@ impl<O: Outputs> RegionalClients<O> {
 
     /// The failed-events queue at `url`, in the region its URL names (the
     /// function's own otherwise, as for a local endpoint's URL).
-    pub fn with_keeper(mut self, url: Option<String>) -> Self {
-        self.keeper = url.map(|url| self.queue_at(url));
+    pub fn with_failed_events_queue(mut self, url: Option<String>) -> Self {
+        self.failed_events_queue = url.map(|url| self.queue_at(url));
         self
     }
 
@@ -308,7 +308,7 @@ impl FindingsApi for Absent {
 }
 
 impl EventsApi for Absent {
-    async fn put(&self, _: &[crate::routing::Routed]) -> Result<Vec<String>, AwsError> {
+    async fn put(&self, _: &[crate::routing::BusEvent]) -> Result<Vec<String>, AwsError> {
         match *self {}
     }
     fn bus(&self) -> &str {
@@ -391,7 +391,7 @@ impl<O: Outputs> Clients for RegionalClients<O> {
     type Sns = Sns;
     type Metrics = Metrics;
     type Memory = Memory;
-    type Keeper = Queue;
+    type Queue = Queue;
     type AutoScaling = AutoScaling;
     type Findings = O::Findings;
     type Events = O::Events;
@@ -445,8 +445,8 @@ impl<O: Outputs> Clients for RegionalClients<O> {
         self.memory.clone()
     }
 
-    fn keeper(&self) -> Option<Queue> {
-        self.keeper.clone()
+    fn failed_events_queue(&self) -> Option<Queue> {
+        self.failed_events_queue.clone()
     }
 
     fn handoff(&self) -> Option<Queue> {

@@ -3,7 +3,7 @@
 
 use aws_sdk_eventbridge::types::PutEventsRequestEntry;
 
-use crate::routing::{Routed, SOURCE};
+use crate::routing::{BusEvent, SOURCE};
 
 use super::api::EventsApi;
 use super::error::AwsError;
@@ -16,7 +16,7 @@ pub struct Bus {
 }
 
 impl EventsApi for Bus {
-    async fn put(&self, events: &[Routed]) -> Result<Vec<String>, AwsError> {
+    async fn put(&self, events: &[BusEvent]) -> Result<Vec<String>, AwsError> {
         let entries = events
             .iter()
             .map(|e| {

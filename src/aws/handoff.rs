@@ -3,13 +3,13 @@
 //! which files and puts them (`outputs_function`). `Queued` is Security Hub
 //! as such a binary sees it; `Filer` picks it or the real client.
 
-use super::api::{Account, Clients, FindingsApi, Keeper};
+use super::api::{Account, Clients, FindingsApi, QueueApi};
 use super::error::AwsError;
 use crate::finding::Finding;
 use crate::handoff::{Handoff, KIND};
 
 /// Sends `h` as messages to the outputs function's queue.
-pub async fn hand_off(queue: &impl Keeper, h: &Handoff) -> Result<(), AwsError> {
+pub async fn hand_off(queue: &impl QueueApi, h: &Handoff) -> Result<(), AwsError> {
     for m in h.messages() {
         queue.keep(&m, KIND).await?;
     }
@@ -21,7 +21,7 @@ pub async fn hand_off(queue: &impl Keeper, h: &Handoff) -> Result<(), AwsError> 
 /// and remembers what Security Hub took (so the sender does not).
 pub struct Queued<K>(pub K);
 
-impl<K: Keeper> FindingsApi for Queued<K> {
+impl<K: QueueApi> FindingsApi for Queued<K> {
     async fn import(&self, findings: &[Finding]) -> Result<Vec<(String, String)>, AwsError> {
         // A call's findings are of one account and region (the callers file
         // per account-region), which each finding names.
@@ -57,7 +57,7 @@ pub enum Filer<F, K> {
     Queued(Queued<K>),
 }
 
-impl<F: FindingsApi, K: Keeper> FindingsApi for Filer<F, K> {
+impl<F: FindingsApi, K: QueueApi> FindingsApi for Filer<F, K> {
     async fn import(&self, findings: &[Finding]) -> Result<Vec<(String, String)>, AwsError> {
         match self {
             Filer::Direct(api) => api.import(findings).await,
@@ -75,7 +75,7 @@ pub fn filer<C: Clients>(
     clients: &C,
     account: &Account,
     region: &str,
-) -> Option<Filer<C::Findings, C::Keeper>> {
+) -> Option<Filer<C::Findings, C::Queue>> {
     match clients.findings(account, region) {
         Some(api) => Some(Filer::Direct(api)),
         None => clients.handoff().map(|q| Filer::Queued(Queued(q))),

@@ -1,9 +1,9 @@
 //! Every AWS call the function makes, behind small adapters that speak the
 //! domain's types. The flows see only the traits of `api`; the SDK adapters
 //! (`ec2`, `autoscaling`, `sns`, `sqs`, `cloudwatch`, `cloudtrail`, `memory`,
-//! `roles`, `organizations`, `securityhub`, `eventbridge`) implement them, and `clients` hands them out per account
-//! and region. Errors are classified
-//! once, in `error`.
+//! `roles`, `organizations`, `securityhub`, `eventbridge`, and `handoff`, the
+//! outputs queue as Security Hub) implement them, and `clients` hands them
+//! out per account and region. Errors are classified once, in `error`.
 //!
 //! Dependencies run one way: `api` and the adapters use `error` (and
 //! `roles` the call `counter`); `clients` uses them all; none uses `clients`.
@@ -27,8 +27,8 @@ pub mod sns;
 pub mod sqs;
 
 pub use api::{
-    Account, AutoScalingApi, Clients, Ec2Api, EventsApi, FindingsApi, Keeper, MemoryApi,
-    MetricsApi, Page, Publisher, TrailApi,
+    Account, AutoScalingApi, Clients, Ec2Api, EventsApi, FindingsApi, MemoryApi, MetricsApi, Page,
+    Publisher, QueueApi, TrailApi,
 };
 pub use clients::RegionalClients;
 pub use counter::CallCounter;

@@ -1,4 +1,4 @@
-//! SQS through the SDK: one `Queue` (the `Keeper` port) for the three queues of
+//! SQS through the SDK: one `Queue` (the `QueueApi` port) for the three queues of
 //! the function's own account, each message with a `kind` attribute: the
 //! failed-events queue, where a message SNS refused is kept for a person (its
 //! depth alarms); the outputs queue, where findings and events are handed to
@@ -7,7 +7,7 @@
 
 use aws_sdk_sqs::types::MessageAttributeValue;
 
-use super::api::Keeper;
+use super::api::QueueApi;
 use super::error::AwsError;
 
 #[derive(Clone, Debug)]
@@ -16,7 +16,7 @@ pub struct Queue {
     pub url: String,
 }
 
-impl Keeper for Queue {
+impl QueueApi for Queue {
     async fn keep(&self, body: &str, kind: &str) -> Result<(), AwsError> {
         let attr = MessageAttributeValue::builder()
             .data_type("String")

@@ -10,5 +10,5 @@ compile_error!(
 );
 
 fn main() -> ExitCode {
-    imds_guard::lambda::run::<imds_guard::lambda::Events>()
+    imds_guard::lambda::run::<imds_guard::lambda::EventFunction>()
 }

@@ -13,5 +13,5 @@ compile_error!(
 );
 
 fn main() -> ExitCode {
-    imds_guard::lambda::run::<imds_guard::lambda::HandedOff>()
+    imds_guard::lambda::run::<imds_guard::lambda::OutputsFunction>()
 }

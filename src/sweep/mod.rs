@@ -2,7 +2,7 @@
 //! guardrail, events EventBridge never delivered). Each region is listed page
 //! by page, so memory stays bounded by a page and the instances with news;
 //! every instance is decided by the same plan as the event path and acted on
-//! through the same layer (`act`, at the sweep's pace); one report and one
+//! through the same layer (`remedies`, at the sweep's pace); one report and one
 //! notification sum the sweep up, with each region's account defaults and
 //! its readiness for AWS's own `HttpTokensEnforced`.
 
@@ -20,7 +20,6 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use crate::account_region::{AccountRegion, Closed};
-use crate::act::{apply_default, carry_out, Pacer, Pacing};
 use crate::aws::{Account, AwsError, Clients, Ec2Api, MemoryApi, MetricsApi};
 use crate::breaker::{self, Tripped};
 use crate::clock::now_secs;
@@ -33,6 +32,7 @@ use crate::memory::{self, Kind, Record};
 use crate::outbox::{filer, Outbox};
 use crate::plan::{hold_back, plan, sweep_default_action, unread_metric, V1Use};
 use crate::policy::{readiness, Remedy, SweepFacts};
+use crate::remedies::{apply_default, carry_out, Pacer, Pacing};
 use crate::report::{
     Access, AccountSweep, DefaultsAction, InstanceReport, Outcome, Refusing, RegionSweep, Report,
     Status, SweepSummary, MAX_REFUSING,

@@ -196,7 +196,7 @@ pub struct FixedClients {
     /// The guard's memory, on a mocked DynamoDB client.
     pub memory: Option<Memory>,
     /// The failed-events queue, on a mocked SQS client.
-    pub keeper: Option<Queue>,
+    pub failed_events_queue: Option<Queue>,
     pub autoscaling: aws_sdk_autoscaling::Client,
     /// Security Hub, on a mocked client.
     pub findings: aws_sdk_securityhub::Client,
@@ -209,7 +209,7 @@ impl Clients for FixedClients {
     type Sns = Sns;
     type Metrics = Metrics;
     type Memory = Memory;
-    type Keeper = Queue;
+    type Queue = Queue;
     type AutoScaling = AutoScaling;
     type Findings = SecurityHub;
     type Events = Bus;
@@ -239,8 +239,8 @@ impl Clients for FixedClients {
     fn memory(&self) -> Option<Memory> {
         self.memory.clone()
     }
-    fn keeper(&self) -> Option<Queue> {
-        self.keeper.clone()
+    fn failed_events_queue(&self) -> Option<Queue> {
+        self.failed_events_queue.clone()
     }
     async fn enter(
         &self,
@@ -268,7 +268,7 @@ impl Clients for FixedClients {
 }
 
 /// An SQS client answered by `rules`, as the failed-events queue.
-pub fn keeper(rules: &[&Rule]) -> Queue {
+pub fn failed_events_queue(rules: &[&Rule]) -> Queue {
     let conf = aws_sdk_sqs::config::Builder::from(&mock_base()).interceptor(interceptor(rules));
     Queue {
         client: aws_sdk_sqs::Client::from_conf(conf.build()),
@@ -295,7 +295,7 @@ pub fn guard(cfg: Config, ec2_rules: &[&Rule], sns_rules: &[&Rule]) -> Guard<Fix
             metrics: metrics(&[]),
             members: None,
             memory: None,
-            keeper: None,
+            failed_events_queue: None,
             autoscaling: autoscaling(&[]),
             findings: securityhub(&[]),
             events: None,
@@ -318,7 +318,7 @@ pub fn guard_with_memory(
             metrics: metrics(&[]),
             members: None,
             memory: Some(memory(memory_rules)),
-            keeper: None,
+            failed_events_queue: None,
             autoscaling: autoscaling(&[]),
             findings: securityhub(&[]),
             events: None,

@@ -10,15 +10,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use imds_guard::aws::{
-    Account, AutoScalingApi, AwsError, Clients, Ec2Api, EventsApi, FindingsApi, Keeper, MemoryApi,
-    MetricsApi, Page, Publisher,
+    Account, AutoScalingApi, AwsError, Clients, Ec2Api, EventsApi, FindingsApi, MemoryApi,
+    MetricsApi, Page, Publisher, QueueApi,
 };
 use imds_guard::event::{Lookup, MetadataOptions, Observed};
 use imds_guard::finding::Finding;
 use imds_guard::memory::{Claim, Record};
 use imds_guard::notify::Notification;
 use imds_guard::policy::{AccountDefaults, Remedy};
-use imds_guard::routing::Routed;
+use imds_guard::routing::BusEvent;
 use imds_guard::source::{Group, LaunchConfiguration, NewVersion, Template, TemplateVersion};
 
 /// One fake instance: what EC2 would show, and how it misbehaves.
@@ -71,7 +71,7 @@ struct State {
     /// Security Hub, by finding id (`None`: not enabled here).
     findings: Option<BTreeMap<String, Finding>>,
     /// The events put on the bus (`None`: no bus).
-    bus: Option<Vec<Routed>>,
+    bus: Option<Vec<BusEvent>>,
     /// As the event function: no Security Hub or EventBridge client.
     without_outputs: bool,
     /// Messages sent to the outputs function (`None`: no such queue).
@@ -308,7 +308,7 @@ impl FakeCloud {
     }
 
     /// Gives the fake a failed-events queue.
-    pub fn with_keeper(&self) -> &Self {
+    pub fn with_failed_events_queue(&self) -> &Self {
         self.state().kept = Some(Vec::new());
         self
     }
@@ -397,7 +397,7 @@ impl FakeCloud {
     }
 
     /// The events put on the bus.
-    pub fn routed(&self) -> Vec<Routed> {
+    pub fn routed(&self) -> Vec<BusEvent> {
         self.state().bus.clone().unwrap_or_default()
     }
 
@@ -557,7 +557,7 @@ impl Clients for FakeClients {
     type Sns = FakeCloud;
     type Metrics = FakeCloud;
     type Memory = FakeCloud;
-    type Keeper = FakeCloud;
+    type Queue = FakeCloud;
     type AutoScaling = FakeCloud;
     type Findings = FakeCloud;
     type Events = FakeCloud;
@@ -594,7 +594,7 @@ impl Clients for FakeClients {
     fn memory(&self) -> Option<FakeCloud> {
         self.0.state().memory.is_some().then(|| self.0.clone())
     }
-    fn keeper(&self) -> Option<FakeCloud> {
+    fn failed_events_queue(&self) -> Option<FakeCloud> {
         self.0.state().kept.is_some().then(|| self.0.clone())
     }
     async fn home_account(&self) -> Result<String, AwsError> {
@@ -983,7 +983,7 @@ impl FindingsApi for FakeCloud {
 }
 
 impl EventsApi for FakeCloud {
-    async fn put(&self, events: &[Routed]) -> Result<Vec<String>, AwsError> {
+    async fn put(&self, events: &[BusEvent]) -> Result<Vec<String>, AwsError> {
         assert!(events.len() <= 10, "PutEvents takes 10 at most");
         let mut s = self.call("PutEvents")?;
         s.bus
@@ -1010,7 +1010,7 @@ impl Publisher for FakeCloud {
     }
 }
 
-impl Keeper for FakeCloud {
+impl QueueApi for FakeCloud {
     async fn keep(&self, body: &str, kind: &str) -> Result<(), AwsError> {
         self.pace("SendMessage").await?;
         let mut s = self.call("SendMessage")?;

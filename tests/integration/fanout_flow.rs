@@ -362,7 +362,7 @@ async fn an_unpublished_summary_says_where_it_was_kept_or_that_it_was_not() {
         let cloud = FakeCloud::new();
         cloud.with_memory();
         if queue {
-            cloud.with_keeper();
+            cloud.with_failed_events_queue();
         }
         cloud.set_organization(vec!["111111111111".into()]);
         let g = Guard::new(

@@ -558,7 +558,7 @@ async fn a_sweep_whose_pages_shift_under_the_filter_still_reaches_every_instance
 #[tokio::test(start_paused = true)]
 async fn a_message_sns_refused_is_kept_and_the_retry_publishes_it_once() {
     let cloud = FakeCloud::new();
-    cloud.with_memory().with_keeper();
+    cloud.with_memory().with_failed_events_queue();
     cloud.add("i-0aaaaaaaaaaaaaaa1", "optional", 2);
     cloud.fail("Publish", 1, api_error("AuthorizationError"));
     let g = guard(&cloud, &[]);
@@ -621,7 +621,7 @@ async fn where_a_refused_message_is_kept_is_said() {
             cloud.with_memory();
         }
         if queue {
-            cloud.with_keeper();
+            cloud.with_failed_events_queue();
         }
         cloud.add("i-0aaaaaaaaaaaaaaa1", "optional", 2);
         cloud.fail("Publish", 1, api_error("AuthorizationError"));
@@ -1060,7 +1060,7 @@ async fn the_sweep_ranks_sources_by_the_instances_they_launched_and_readiness_co
 async fn a_retry_in_notify_mode_sends_the_kept_message_alone() {
     for mode in ["notify", "audit"] {
         let cloud = FakeCloud::new();
-        cloud.with_memory().with_keeper();
+        cloud.with_memory().with_failed_events_queue();
         cloud.add("i-0aaaaaaaaaaaaaaa1", "optional", 2);
         cloud.fail("Publish", 1, api_error("AuthorizationError"));
         let g = guard(&cloud, &[("GUARD_MODE", mode)]);

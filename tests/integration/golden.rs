@@ -51,7 +51,7 @@ fn cloud() -> FakeCloud {
     cloud.with_memory();
     cloud.with_security_hub();
     cloud.with_bus();
-    cloud.with_keeper();
+    cloud.with_failed_events_queue();
     cloud.set_defaults(Some(Default::default()));
     cloud.as_event_function(true);
     cloud

@@ -156,7 +156,7 @@ fn guard(pairs: &[(&str, &str)], rules: &[&Rule], sent: &Sent) -> Guard<FixedCli
             metrics: common::metrics(&[]),
             members: None,
             memory: None,
-            keeper: None,
+            failed_events_queue: None,
             autoscaling: crate::common::autoscaling(&[]),
             findings: crate::common::securityhub(&[]),
             events: None,

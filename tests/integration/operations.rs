@@ -572,7 +572,7 @@ async fn a_grant_stands_by_aws_time_and_one_stamped_ahead_is_not_honoured() {
 async fn a_grants_message_that_cannot_be_sent_is_reported_not_kept_from_the_command_line() {
     let cloud = FakeCloud::new();
     cloud.with_memory();
-    cloud.with_keeper();
+    cloud.with_failed_events_queue();
     let g = guard(&cloud, &[("GUARD_MODE", "enforce")]);
     cloud.fail("Publish", 1, api_error("AuthorizationError"));
     let done = flow::grant(

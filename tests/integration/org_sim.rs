@@ -33,7 +33,7 @@ use std::time::Duration;
 
 use futures_util::stream::{self, StreamExt};
 use imds_guard::aws::{Account, AwsError, Clients};
-use imds_guard::fanout::{Plan, Step};
+use imds_guard::fanout::{FanOutStep, Plan};
 use imds_guard::org_sweep::FanOut;
 use serde_json::Value;
 use tokio::time::Instant;
@@ -159,7 +159,7 @@ impl Clients for SimClients {
     type Sns = FakeCloud;
     type Metrics = FakeCloud;
     type Memory = FakeCloud;
-    type Keeper = FakeCloud;
+    type Queue = FakeCloud;
     type AutoScaling = FakeCloud;
     type Findings = FakeCloud;
     type Events = FakeCloud;
@@ -189,7 +189,7 @@ impl Clients for SimClients {
     fn memory(&self) -> Option<FakeCloud> {
         Some(self.central.clone())
     }
-    fn keeper(&self) -> Option<FakeCloud> {
+    fn failed_events_queue(&self) -> Option<FakeCloud> {
         None
     }
     fn calls(&self) -> BTreeMap<String, u64> {
@@ -317,7 +317,7 @@ async fn fan_out(accounts: usize, regions: &[&str]) -> Run {
     let engine_retries = std::sync::atomic::AtomicU64::new(0);
     let caught = std::sync::atomic::AtomicU64::new(0);
     let shard_ms = std::sync::atomic::AtomicU64::new(0);
-    let invoke = |step: Step| {
+    let invoke = |step: FanOutStep| {
         let (steps, invocations, pace) = (&steps, &invocations, &pace);
         async move {
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -334,7 +334,7 @@ async fn fan_out(accounts: usize, regions: &[&str]) -> Run {
     };
 
     let plan: Plan = serde_json::from_value(
-        invoke(Step::Plan {
+        invoke(FanOutStep::Plan {
             run: "sim".into(),
             input: Value::Null,
         })
@@ -352,7 +352,7 @@ async fn fan_out(accounts: usize, regions: &[&str]) -> Run {
                 let mut last = String::new();
                 for attempt in 0..=retry.attempts {
                     let began = Instant::now();
-                    let answer = invoke(Step::Shard {
+                    let answer = invoke(FanOutStep::Shard {
                         run: "sim".into(),
                         account: account.clone(),
                     })
@@ -374,7 +374,7 @@ async fn fan_out(accounts: usize, regions: &[&str]) -> Run {
                 // The catch: the shard's error, recorded.
                 caught.fetch_add(1, Ordering::Relaxed);
                 let error = serde_json::json!({"Error": "States.TaskFailed", "Cause": last});
-                let _ = invoke(Step::ShardFailed {
+                let _ = invoke(FanOutStep::ShardFailed {
                     run: "sim".into(),
                     account: account.clone(),
                     error,
@@ -386,7 +386,7 @@ async fn fan_out(accounts: usize, regions: &[&str]) -> Run {
         .buffer_unordered(plan.concurrency as usize)
         .collect::<Vec<()>>()
         .await;
-    let summary = invoke(Step::Summarize {
+    let summary = invoke(FanOutStep::Summarize {
         run: "sim".into(),
         plan: plan.clone(),
     })

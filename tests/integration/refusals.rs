@@ -156,7 +156,7 @@ async fn the_outputs_function_files_nothing_for_another_account() {
     // A message as the guard's role sends it, naming the other account:
     // with no bus here, anything but a drop would fail the message.
     let h = imds_guard::handoff::Handoff {
-        events: vec![imds_guard::routing::Routed {
+        events: vec![imds_guard::routing::BusEvent {
             detail_type: imds_guard::routing::SWEEP_FINISHED.into(),
             detail: "{}".into(),
         }],

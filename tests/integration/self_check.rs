@@ -125,7 +125,7 @@ async fn self_check(
             metrics: common::metrics(&[]),
             members,
             memory: Some(common::memory(&[&batch])),
-            keeper: None,
+            failed_events_queue: None,
             autoscaling: common::autoscaling(&[]),
             findings: common::securityhub(&[]),
             events: None,

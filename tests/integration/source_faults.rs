@@ -40,7 +40,7 @@ fn guard(pairs: &[(&str, &str)], ec2: &[&Rule], asg: &[&Rule]) -> Guard<FixedCli
             metrics: common::metrics(&[]),
             members: None,
             memory: None,
-            keeper: None,
+            failed_events_queue: None,
             autoscaling: common::autoscaling(asg),
             findings: common::securityhub(&[]),
             events: None,

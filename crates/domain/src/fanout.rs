@@ -21,7 +21,7 @@ pub const STEP_KEY: &str = "imds_guard_step";
 /// One step's payload, as the state machine sends it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "imds_guard_step", rename_all = "snake_case")]
-pub enum Step {
+pub enum FanOutStep {
     /// List the accounts and regions to sweep; a small organization is
     /// swept whole, here and now, as the single-invocation sweep. `input`
     /// is the execution's: `{"accounts": [...]}` re-runs those accounts only.
@@ -706,13 +706,13 @@ mod tests {
         assert!(fans_out(100, 100));
         let p = plan(1000, &["us-east-1"; 17]);
         assert_eq!(p.account_regions(), 17_000);
-        let step: Step = serde_json::from_value(serde_json::json!({
+        let step: FanOutStep = serde_json::from_value(serde_json::json!({
             "imds_guard_step": "shard", "run": "r", "account": "111122223333"
         }))
         .unwrap();
         assert_eq!(
             step,
-            Step::Shard {
+            FanOutStep::Shard {
                 run: "r".into(),
                 account: "111122223333".into()
             }

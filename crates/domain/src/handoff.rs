@@ -17,7 +17,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::finding::{Filing, Finding};
-use crate::routing::Routed;
+use crate::routing::BusEvent;
 
 /// The `kind` attribute of a handoff message.
 pub const KIND: &str = "imds-guard-outputs";
@@ -47,7 +47,7 @@ pub struct Handoff {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub findings: Vec<Finding>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub events: Vec<Routed>,
+    pub events: Vec<BusEvent>,
 }
 
 fn previous() -> u32 {
@@ -302,7 +302,7 @@ mod tests {
     fn handoff(n: usize) -> Handoff {
         Handoff {
             filings: (0..n).map(|i| finding(i).filing.0.unwrap()).collect(),
-            events: vec![Routed {
+            events: vec![BusEvent {
                 detail_type: crate::routing::INSTANCE_DECIDED.into(),
                 detail: "{}".into(),
             }],
@@ -394,7 +394,7 @@ mod tests {
     fn a_message_cannot_put_events_the_guard_does_not_put() {
         let with = |detail_type: &str, detail: &str| {
             let mut h = handoff(0);
-            h.events = vec![Routed {
+            h.events = vec![BusEvent {
                 detail_type: detail_type.into(),
                 detail: detail.into(),
             }];

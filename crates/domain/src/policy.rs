@@ -12,7 +12,7 @@ use crate::glob::Names;
 /// Why an instance is not compliant.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case", tag = "finding")]
-pub enum Finding {
+pub enum Violation {
     /// `HttpTokens` is not `required` while the endpoint is on: IMDSv1 is open.
     TokensNotRequired { http_tokens: String },
     /// The hop limit is above the configured `MAX_HOP_LIMIT`.
@@ -22,34 +22,34 @@ pub enum Finding {
     TokensNotSet { image: Option<String> },
 }
 
-impl std::fmt::Display for Finding {
+impl std::fmt::Display for Violation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Finding::TokensNotRequired { http_tokens } => {
+            Violation::TokensNotRequired { http_tokens } => {
                 write!(f, "HttpTokens={http_tokens} (IMDSv1 open)")
             }
-            Finding::HopLimitAboveMax { current, max } => {
+            Violation::HopLimitAboveMax { current, max } => {
                 write!(f, "HttpPutResponseHopLimit={current} above {max}")
             }
-            Finding::TokensNotSet { .. } => {
+            Violation::TokensNotSet { .. } => {
                 write!(f, "HttpTokens not set (launches get optional)")
             }
         }
     }
 }
 
-impl Finding {
+impl Violation {
     /// The finding as said of a source, whose every launch it concerns.
     pub fn of_source(&self) -> String {
         match self {
-            Finding::TokensNotRequired { http_tokens } => {
+            Violation::TokensNotRequired { http_tokens } => {
                 format!("HttpTokens={http_tokens}: every launch opens IMDSv1")
             }
-            Finding::HopLimitAboveMax { .. } => self.to_string(),
-            Finding::TokensNotSet { image: Some(i) } => format!(
+            Violation::HopLimitAboveMax { .. } => self.to_string(),
+            Violation::TokensNotSet { image: Some(i) } => format!(
                 "sets no HttpTokens, and neither the account default nor its AMI {i} requires tokens: launches get optional"
             ),
-            Finding::TokensNotSet { image: None } => "sets no HttpTokens nor an AMI, and the account default does not require tokens: launches get optional".into(),
+            Violation::TokensNotSet { image: None } => "sets no HttpTokens nor an AMI, and the account default does not require tokens: launches get optional".into(),
         }
     }
 }
@@ -91,7 +91,7 @@ pub enum Judged {
     /// A source that sets no `HttpTokens` where what it inherits is not
     /// known: the account default (or its AMI) decides.
     Depends(String),
-    Noncompliant(Vec<Finding>),
+    Noncompliant(Vec<Violation>),
 }
 
 /// The options enforce writes: tokens required; the hop limit only when it
@@ -178,11 +178,11 @@ pub enum Verdict {
     /// Noncompliant, but an exemption applies: nothing is written.
     Exempt {
         exemption: Exemption,
-        findings: Vec<Finding>,
+        findings: Vec<Violation>,
     },
     /// Noncompliant: the mode decides whether to apply `remedy`, flag, or report.
     Noncompliant {
-        findings: Vec<Finding>,
+        findings: Vec<Violation>,
         remedy: Remedy,
     },
 }
@@ -254,7 +254,7 @@ impl<'a> Policy<'a> {
         let mut findings = Vec::new();
         match (o.http_tokens.as_deref(), subject) {
             (Some("required"), _) => {}
-            (Some(other), _) => findings.push(Finding::TokensNotRequired {
+            (Some(other), _) => findings.push(Violation::TokensNotRequired {
                 http_tokens: other.to_string(),
             }),
             (None, Subject::Instance) => return Judged::Undecided,
@@ -275,12 +275,12 @@ impl<'a> Policy<'a> {
                         )
                     }
                     Some(i) if inherited.defaults_read && inherited.images_read.contains(i) => {
-                        findings.push(Finding::TokensNotSet {
+                        findings.push(Violation::TokensNotSet {
                             image: Some(i.to_string()),
                         })
                     }
                     None if inherited.defaults_read => {
-                        findings.push(Finding::TokensNotSet { image: None })
+                        findings.push(Violation::TokensNotSet { image: None })
                     }
                     _ => {
                         return Judged::Depends(
@@ -293,7 +293,7 @@ impl<'a> Policy<'a> {
         if let Some(max) = self.max_hop_limit {
             match o.http_put_response_hop_limit {
                 Some(current) if current > max => {
-                    findings.push(Finding::HopLimitAboveMax { current, max })
+                    findings.push(Violation::HopLimitAboveMax { current, max })
                 }
                 Some(_) => {}
                 // An instance's unknown hop limit cannot be compared; a
@@ -313,7 +313,7 @@ impl<'a> Policy<'a> {
     fn hop_only(&self, o: &crate::event::MetadataOptions, why: String) -> Judged {
         match (self.max_hop_limit, o.http_put_response_hop_limit) {
             (Some(max), Some(current)) if current > max => {
-                Judged::Noncompliant(vec![Finding::HopLimitAboveMax { current, max }])
+                Judged::Noncompliant(vec![Violation::HopLimitAboveMax { current, max }])
             }
             _ => Judged::Compliant(why),
         }
@@ -800,7 +800,7 @@ mod tests {
         };
         assert_eq!(
             findings,
-            vec![Finding::TokensNotRequired {
+            vec![Violation::TokensNotRequired {
                 http_tokens: "optional".into()
             }]
         );
@@ -840,7 +840,7 @@ mod tests {
         };
         assert_eq!(
             findings,
-            vec![Finding::HopLimitAboveMax { current: 9, max: 2 }]
+            vec![Violation::HopLimitAboveMax { current: 9, max: 2 }]
         );
     }
 

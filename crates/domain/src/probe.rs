@@ -337,7 +337,7 @@ impl Settings<'_> {
 
 /// One probe to send, or a result already known without sending one.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Step {
+pub enum Planned {
     Send {
         check: Check,
         request: Request,
@@ -346,8 +346,8 @@ pub enum Step {
     Known(Outcome),
 }
 
-fn not_probed(check: Check, why: &str) -> Step {
-    Step::Known(Outcome {
+fn not_probed(check: Check, why: &str) -> Planned {
+    Planned::Known(Outcome {
         check,
         status: Status::Warn,
         detail: format!("not probed: {why}"),
@@ -356,7 +356,7 @@ fn not_probed(check: Check, why: &str) -> Step {
 
 /// The probes for one account-region, in the order they are sent, from the
 /// instances a listing showed (the guard's own pick: never from input).
-pub fn plan(instances: &[Observed], s: &Settings<'_>) -> Vec<Step> {
+pub fn plan(instances: &[Observed], s: &Settings<'_>) -> Vec<Planned> {
     let targets: Vec<Target> = instances
         .iter()
         .filter_map(|o| Target::of(o, s.status_key))
@@ -406,7 +406,7 @@ pub fn plan(instances: &[Observed], s: &Settings<'_>) -> Vec<Step> {
             }
         }
         Some(t) => {
-            let send = |check, request, gate| Step::Send {
+            let send = |check, request, gate| Planned::Send {
                 check,
                 request,
                 gate,
@@ -522,7 +522,7 @@ pub fn plan(instances: &[Observed], s: &Settings<'_>) -> Vec<Step> {
         ];
         for (check, request, gate) in defaults {
             if s.defaults_managed {
-                steps.push(Step::Known(Outcome {
+                steps.push(Planned::Known(Outcome {
                     check,
                     status: Status::Managed,
                     detail: "managed by a declarative policy: the account cannot change its \
@@ -530,7 +530,7 @@ pub fn plan(instances: &[Observed], s: &Settings<'_>) -> Vec<Step> {
                         .into(),
                 }));
             } else {
-                steps.push(Step::Send {
+                steps.push(Planned::Send {
                     check,
                     request,
                     gate,
@@ -545,7 +545,7 @@ pub fn plan(instances: &[Observed], s: &Settings<'_>) -> Vec<Step> {
 /// a loosening probe only after `DryRunOperation` was seen, nothing more
 /// after an unsafe answer, and nothing more in this account-region after
 /// throttling. Returns the outcomes and whether an unsafe answer stopped it.
-pub async fn run<F, Fut>(steps: Vec<Step>, mut send: F) -> (Vec<Outcome>, bool)
+pub async fn run<F, Fut>(steps: Vec<Planned>, mut send: F) -> (Vec<Outcome>, bool)
 where
     F: FnMut(Request) -> Fut,
     Fut: std::future::Future<Output = Answer>,
@@ -555,13 +555,13 @@ where
     let mut stop: Option<String> = None;
     for step in steps {
         match step {
-            Step::Known(o) => out.push(o),
-            Step::Send { check, .. } if stop.is_some() => out.push(Outcome {
+            Planned::Known(o) => out.push(o),
+            Planned::Send { check, .. } if stop.is_some() => out.push(Outcome {
                 check,
                 status: Status::Warn,
                 detail: format!("not probed: {}", stop.as_deref().unwrap_or_default()),
             }),
-            Step::Send {
+            Planned::Send {
                 check,
                 gate: Gate::AfterDryRunShown,
                 ..
@@ -572,7 +572,7 @@ where
                          this probe would loosen or write something if it did not"
                     .into(),
             }),
-            Step::Send { check, request, .. } => {
+            Planned::Send { check, request, .. } => {
                 let answer = send(request).await;
                 dry_run_shown |= answer == Answer::DryRun;
                 let o = judge(check, &answer);
@@ -792,16 +792,16 @@ mod tests {
         }
     }
 
-    fn sends(steps: &[Step]) -> Vec<(Check, Request, Gate)> {
+    fn sends(steps: &[Planned]) -> Vec<(Check, Request, Gate)> {
         steps
             .iter()
             .filter_map(|s| match s {
-                Step::Send {
+                Planned::Send {
                     check,
                     request,
                     gate,
                 } => Some((*check, request.clone(), *gate)),
-                Step::Known(_) => None,
+                Planned::Known(_) => None,
             })
             .collect()
     }
@@ -872,7 +872,7 @@ mod tests {
         // bites: another within it is probed, or none.
         let high = [inst("i-high", "required", 4, "enabled", "running")];
         let sh = plan(&high, &settings());
-        assert!(sh.iter().any(|s| matches!(s, Step::Known(o) if o.check == Check::HopAboveCeilingRefused && o.status == Status::Warn)));
+        assert!(sh.iter().any(|s| matches!(s, Planned::Known(o) if o.check == Check::HopAboveCeilingRefused && o.status == Status::Warn)));
         // With a ceiling of 5, the raise probe asks for the ceiling, the
         // above-ceiling one for 6; no instance is above it, so no lowering
         // is probed. With a ceiling of 1, the lowering is.
@@ -899,7 +899,7 @@ mod tests {
         let none = plan(&[], &settings());
         assert!(none
             .iter()
-            .all(|s| matches!(s, Step::Known(o) if o.status == Status::Warn)));
+            .all(|s| matches!(s, Planned::Known(o) if o.status == Status::Warn)));
         assert_eq!(none.len(), 7);
     }
 
@@ -949,7 +949,7 @@ mod tests {
         );
     }
 
-    fn run_with(steps: Vec<Step>, answers: Vec<Answer>) -> (Vec<Outcome>, bool, Vec<Request>) {
+    fn run_with(steps: Vec<Planned>, answers: Vec<Answer>) -> (Vec<Outcome>, bool, Vec<Request>) {
         let sent = std::cell::RefCell::new(Vec::new());
         let answers = std::cell::RefCell::new(answers.into_iter());
         let (out, stopped) = futures_lite(run(steps, |r| {
@@ -1048,9 +1048,9 @@ mod tests {
             ..settings()
         };
         let steps = plan(&[], &s);
-        let managed: Vec<&Step> = steps
+        let managed: Vec<&Planned> = steps
             .iter()
-            .filter(|s| matches!(s, Step::Known(o) if o.status == Status::Managed))
+            .filter(|s| matches!(s, Planned::Known(o) if o.status == Status::Managed))
             .collect();
         assert_eq!(managed.len(), 3);
         let unmanaged = Settings {

@@ -28,13 +28,13 @@ pub const MAX_ENTRIES: usize = 10;
 pub const MAX_CALL_BYTES: usize = 256 * 1024;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Routed {
+pub struct BusEvent {
     pub detail_type: String,
     /// A JSON object.
     pub detail: String,
 }
 
-impl Routed {
+impl BusEvent {
     /// What EventBridge counts of an entry: source, detail-type and detail
     /// (the bus and resources add a little; allowed for in `batches`).
     fn size(&self) -> usize {
@@ -44,7 +44,7 @@ impl Routed {
 
 /// The events for a report's news. `sweep_body` is the notification's body,
 /// when a sweep sent one (already capped to fit).
-pub fn events(report: &Report, sweep_body: Option<&str>) -> Vec<Routed> {
+pub fn events(report: &Report, sweep_body: Option<&str>) -> Vec<BusEvent> {
     let ctx = report.event.clone().unwrap_or_default();
     let mode = report.mode.as_str();
     let mut out = Vec::new();
@@ -52,7 +52,7 @@ pub fn events(report: &Report, sweep_body: Option<&str>) -> Vec<Routed> {
         out.extend(sweep_body.map(|body| sweep_finished(report.mode, body)));
     }
     for r in report.instances.iter().filter(|r| r.notify) {
-        out.push(Routed {
+        out.push(BusEvent {
             detail_type: INSTANCE_DECIDED.into(),
             detail: json!({
                 "mode": mode,
@@ -68,7 +68,7 @@ pub fn events(report: &Report, sweep_body: Option<&str>) -> Vec<Routed> {
     }
     let in_sweep = report.sweep.iter().flat_map(|s| &s.sources);
     for s in report.sources.iter().chain(in_sweep).filter(|s| s.notify) {
-        out.push(Routed {
+        out.push(BusEvent {
             detail_type: SOURCE_DECIDED.into(),
             detail: json!({
                 "mode": mode,
@@ -86,7 +86,7 @@ pub fn events(report: &Report, sweep_body: Option<&str>) -> Vec<Routed> {
         .as_ref()
         .filter(|d| !d.weakenings.is_empty())
     {
-        out.push(Routed {
+        out.push(BusEvent {
             detail_type: DEFAULTS_WEAKENED.into(),
             detail: json!({
                 "mode": mode,
@@ -104,10 +104,10 @@ pub fn events(report: &Report, sweep_body: Option<&str>) -> Vec<Routed> {
 
 /// A sweep's summary (the notification's body), as one event; also what an
 /// organization sweep's summary step puts.
-pub fn sweep_finished(mode: crate::config::Mode, body: &str) -> Routed {
+pub fn sweep_finished(mode: crate::config::Mode, body: &str) -> BusEvent {
     let summary: Value =
         serde_json::from_str(body).unwrap_or_else(|_| Value::String(body.to_string()));
-    Routed {
+    BusEvent {
         detail_type: SWEEP_FINISHED.into(),
         detail: json!({"mode": mode.as_str(), "summary": summary}).to_string(),
     }
@@ -115,7 +115,7 @@ pub fn sweep_finished(mode: crate::config::Mode, body: &str) -> Routed {
 
 /// Events in calls: at most 10 a call and 256 KB in all (with room for the
 /// bus name and time each entry also carries).
-pub fn batches(events: &[Routed]) -> Vec<&[Routed]> {
+pub fn batches(events: &[BusEvent]) -> Vec<&[BusEvent]> {
     const PER_ENTRY_OVERHEAD: usize = 512;
     let mut out = Vec::new();
     let mut start = 0;
@@ -200,18 +200,18 @@ mod tests {
 
     #[test]
     fn batches_hold_ten_entries_and_256_kb_at_most_and_lose_none() {
-        let small = |n: usize| Routed {
+        let small = |n: usize| BusEvent {
             detail_type: INSTANCE_DECIDED.into(),
             detail: format!("{{\"n\":{n}}}"),
         };
-        let ev: Vec<Routed> = (0..25).map(small).collect();
+        let ev: Vec<BusEvent> = (0..25).map(small).collect();
         let b = batches(&ev);
         assert_eq!(b.iter().map(|b| b.len()).collect::<Vec<_>>(), [10, 10, 5]);
-        let big = |n: usize| Routed {
+        let big = |n: usize| BusEvent {
             detail_type: SWEEP_FINISHED.into(),
             detail: format!("{{\"n\":{n},\"pad\":\"{}\"}}", "x".repeat(100 * 1024)),
         };
-        let ev: Vec<Routed> = (0..5).map(big).collect();
+        let ev: Vec<BusEvent> = (0..5).map(big).collect();
         let b = batches(&ev);
         assert_eq!(b.iter().map(|b| b.len()).sum::<usize>(), 5);
         for call in &b {

@@ -12,7 +12,7 @@ use serde::Serialize;
 use crate::config::{Config, Mode};
 use crate::event::MetadataOptions;
 pub use crate::launch_template::{Template, TemplateRef, VersionRef};
-use crate::policy::{Exemption, Finding, Judged, Policy, Subject};
+use crate::policy::{Exemption, Judged, Policy, Subject, Violation};
 
 /// What kind of source.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -72,12 +72,12 @@ pub enum SourceVerdict {
     /// It launches with tokens required (the reason says which setting).
     Compliant(String),
     /// It would launch `HttpTokens=optional` (the findings say why).
-    Noncompliant(Vec<Finding>),
+    Noncompliant(Vec<Violation>),
     /// It sets no `HttpTokens`, and what it inherits is not known: the
     /// account default (or the AMI) decides.
     Depends(String),
     /// Noncompliant, but an exemption applies.
-    Exempt(Exemption, Vec<Finding>),
+    Exempt(Exemption, Vec<Violation>),
 }
 
 impl SourceVerdict {
@@ -663,7 +663,7 @@ pub fn plan_configuration(
     ) {
         SourceVerdict::Noncompliant(fs) => {
             report.outcome = SourceOutcome::Flagged;
-            report.findings = fs.iter().map(Finding::of_source).collect();
+            report.findings = fs.iter().map(Violation::of_source).collect();
             report.notify = true;
             report.action = "none: a launch configuration cannot be changed; replace it with a launch template that requires tokens".into();
         }
