@@ -183,7 +183,26 @@ fn ctrl_c_during_the_deploy_deletes_what_it_began() {
     env.push(("STUB_SAM_SLEEP", "60"));
     // Its own process group, so the signal reaches the script and the stub
     // it waits on, as a terminal's Ctrl-C does.
-    let child = s.command(&env).process_group(0).spawn().unwrap();
+    //
+    // A shell that starts a command in the background without job control
+    // (a CI runner's `cmd &`, make's own jobs) starts it with SIGINT
+    // ignored, and bash cannot trap a signal ignored on entry: the script
+    // would run on as if no one had pressed Ctrl-C. A terminal's Ctrl-C
+    // reaches a foreground command whose SIGINT is not ignored, so the
+    // script starts that way here, however the tests were launched.
+    let mut command = s.command(&env);
+    command.process_group(0);
+    // SAFETY: between fork and exec, only sigaction(2) through signal(3),
+    // which is async-signal-safe; no allocation, no lock.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::signal(libc::SIGINT, libc::SIG_DFL) == libc::SIG_ERR {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = command.spawn().unwrap();
     let start = Instant::now();
     while !s.log().contains("sam deploy") {
         assert!(
@@ -199,7 +218,19 @@ fn ctrl_c_during_the_deploy_deletes_what_it_began() {
     assert!(group > 1);
     // SAFETY: kill(2) with a group id this test created; no memory involved.
     assert_eq!(unsafe { libc::kill(-group, libc::SIGINT) }, 0);
+    // A script that ignores the interrupt would run its whole course (a
+    // quarter of an hour of waiting on stubs): stopped after two minutes,
+    // and the assertion below says so.
+    let (done, finished) = std::sync::mpsc::channel::<()>();
+    let watchdog = std::thread::spawn(move || {
+        if finished.recv_timeout(Duration::from_secs(120)).is_err() {
+            // SAFETY: as above; the group is this test's, still waited on.
+            unsafe { libc::kill(-group, libc::SIGKILL) };
+        }
+    });
     let out = child.wait_with_output().unwrap();
+    let _ = done.send(());
+    watchdog.join().unwrap();
     assert_eq!(out.status.code(), Some(130), "{out:?}");
     let log = s.log();
     let after = &log[log.find("sam deploy").unwrap()..];
