@@ -19,7 +19,9 @@ use tracing::warn;
 
 use crate::aws::{Account, AwsError, Clients, MemoryApi};
 use crate::config::Config;
+use crate::event::EventContext;
 use crate::memory::{self, Claim, Kind, Record};
+use crate::report::{Named, NotEntered, Report};
 
 /// Conditional claims sent side by side, at most: each is one `PutItem`
 /// with a condition (`BatchWriteItem` takes none, and a transaction fails
@@ -91,6 +93,31 @@ impl<'a, C: Clients> AccountRegion<'a, C> {
         })
     }
 
+    /// The door for one event: enters its account-region, or gives the
+    /// report of an event that could not (refused, or unreachable), naming
+    /// what the event was about. Each flow tells that report as it tells
+    /// any other.
+    pub async fn enter_for(
+        cfg: &'a Config,
+        clients: &'a C,
+        ctx: &EventContext,
+        named: Named<'_>,
+    ) -> Result<Self, Report> {
+        let why = match Self::enter(cfg, clients, ctx.account.as_deref(), &ctx.region).await {
+            Ok(here) => return Ok(here),
+            Err(Closed::Refused(why)) => {
+                warn!(
+                    account = ctx.account.as_deref().unwrap_or(""), region = %ctx.region,
+                    event_name = %ctx.event_name, event_id = ctx.event_id.as_deref().unwrap_or(""),
+                    "event refused: {why}"
+                );
+                NotEntered::Refused(why)
+            }
+            Err(Closed::Unreachable(e)) => NotEntered::Unreachable(e.to_string()),
+        };
+        Err(Report::not_entered(cfg.mode, ctx.clone(), named, why))
+    }
+
     /// The account, named: the one asked for or entered, else the
     /// function's own (STS, once a process).
     pub async fn account(&self) -> Result<&str, &str> {
@@ -108,10 +135,10 @@ impl<'a, C: Clients> AccountRegion<'a, C> {
 
     /// The memory partition here; `None` without a memory, or when the
     /// account cannot be named (the memory is then not used, and said so).
-    pub async fn place(&self) -> Option<String> {
+    pub async fn partition(&self) -> Option<String> {
         self.clients.memory()?;
         match self.account().await {
-            Ok(id) => Some(memory::place(id, &self.region)),
+            Ok(id) => Some(memory::partition(id, &self.region)),
             Err(e) => {
                 warn!(error = %e, "the function's own account could not be named; the memory is not used here");
                 None
@@ -135,7 +162,7 @@ impl<'a, C: Clients> AccountRegion<'a, C> {
     }
 
     /// The break-glass grants here, read once (the grants' own partition).
-    pub async fn grants(&self, place: &str, now: u64) -> Result<&[Record], &str> {
+    pub async fn grants(&self, partition: &str, now: u64) -> Result<&[Record], &str> {
         let read = self
             .grants
             .get_or_init(|| async {
@@ -144,7 +171,7 @@ impl<'a, C: Clients> AccountRegion<'a, C> {
                 };
                 memory
                     .query(
-                        &crate::break_glass::place_of(place),
+                        &crate::break_glass::partition_of(partition),
                         Kind::BreakGlass.prefix(),
                         now,
                     )
@@ -174,7 +201,7 @@ pub async fn claim_each<M: MemoryApi>(
 /// sort key is exact), a few side by side; the answers in `ids`' order.
 pub async fn read_each<M: MemoryApi>(
     memory: &M,
-    place: &str,
+    partition: &str,
     kind: Kind,
     ids: &[String],
     now: u64,
@@ -182,7 +209,7 @@ pub async fn read_each<M: MemoryApi>(
     stream::iter(ids)
         .map(|id| async move {
             let prefix = format!("{}{id}", kind.prefix());
-            let records = memory.query(place, &prefix, now).await?;
+            let records = memory.query(partition, &prefix, now).await?;
             Ok(records.into_iter().find(|r| r.id() == id))
         })
         .buffered(MAX_CLAIM_CONCURRENCY)

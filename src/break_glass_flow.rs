@@ -63,9 +63,9 @@ pub async fn grant<C: Clients>(
     let now = clients.aws_now().unwrap_or(now);
     let g = Grant::new(target, now.saturating_add(lasting), reason, &by, now)?;
     let account = account_of(clients, account).await?;
-    let place = break_glass::place_of(&memory::place(&account, region));
+    let partition = break_glass::partition_of(&memory::partition(&account, region));
     memory
-        .put(&[g.record(&place)])
+        .put(&[g.record(&partition)])
         .await
         .map_err(|e| format!("the grant could not be written to the guard's memory: {e}"))?;
     let notification = tell(cfg, clients, Act::Granted, &g, &account, region).await;
@@ -87,10 +87,10 @@ pub async fn revoke<C: Clients>(
 ) -> Result<Done, String> {
     let memory = memory_of(cfg, clients)?;
     let account = account_of(clients, account).await?;
-    let place = break_glass::place_of(&memory::place(&account, region));
+    let partition = break_glass::partition_of(&memory::partition(&account, region));
     let current = memory
         .query(
-            &place,
+            &partition,
             &format!("{}{target}", Kind::BreakGlass.prefix()),
             now,
         )
@@ -108,7 +108,7 @@ pub async fn revoke<C: Clients>(
         .map_err(|e| format!("who is revoking could not be named: {e}"))?;
     let mut ended = g.revoke(now);
     // Who ended it is what the message says; the record keeps both.
-    let mut record = ended.record(&place);
+    let mut record = ended.record(&partition);
     record.data.insert("revoked_by".into(), by.clone());
     memory
         .put(&[record])
@@ -136,7 +136,7 @@ pub async fn list<C: Clients>(
     let account = account_of(clients, account).await?;
     let records = memory
         .query(
-            &break_glass::place_of(&memory::place(&account, region)),
+            &break_glass::partition_of(&memory::partition(&account, region)),
             Kind::BreakGlass.prefix(),
             now,
         )

@@ -260,7 +260,7 @@ impl Doctor {
             .map(|(account, region)| async move {
                 use crate::aws::MemoryApi;
                 let place = format!("{account} {region}");
-                let pk = crate::memory::place(&account, &region);
+                let pk = crate::memory::partition(&account, &region);
                 match memory
                     .query(&pk, crate::memory::Kind::SelfCheck.prefix(), now)
                     .await

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use tokio::time::Instant;
 use tracing::{error, info, warn};
 
-use crate::account_region::{claim_each, read_each, AccountRegion, Closed};
+use crate::account_region::{claim_each, read_each, AccountRegion};
 use crate::aws::{Clients, Ec2Api, MemoryApi};
 use crate::clock::now_secs;
 use crate::config::Config;
@@ -26,9 +26,7 @@ use crate::outbox::Outbox;
 use crate::plan::{exemption_records, judge_defaults_change, needs_claim, plan};
 use crate::policy::{Policy, Remedy, Verdict};
 use crate::remedies::{apply_default, carry_out, look, look_launch, Pacer, Pacing};
-use crate::report::{
-    DefaultsAction, DefaultsReport, Idle, InstanceReport, Outcome, Report, Status,
-};
+use crate::report::{DefaultsAction, DefaultsReport, Idle, InstanceReport, Named, Report, Status};
 use crate::telemetry::log_decision;
 
 /// One event's handling, with the configuration and clients it acts with.
@@ -42,46 +40,14 @@ impl<'a, C: Clients> EventPath<'a, C> {
         EventPath { cfg, clients }
     }
 
-    /// The account-region the event acts in (the member role assumed in
-    /// central mode), or the report of an event that cannot act at all.
-    async fn enter(
-        &self,
-        ctx: &EventContext,
-        ids: &[String],
-        unreadable: &[String],
-    ) -> Result<AccountRegion<'a, C>, Result<Report, GuardError>> {
-        match AccountRegion::enter(self.cfg, self.clients, ctx.account.as_deref(), &ctx.region)
-            .await
-        {
-            Ok(here) => Ok(here),
-            Err(Closed::Refused(why)) => Err(self
-                .refuse(ctx.clone(), ids, unreadable.to_vec(), why)
-                .await),
-            Err(Closed::Unreachable(e)) => {
-                // Not one instance can be looked at: each is named, and the
-                // invocation fails so the event is retried (a member stack
-                // deployed late, a throttled STS) and kept if it never works.
-                let why = e.to_string();
-                let mut report = Report::handled(Status::Handled, self.cfg.mode, ctx.clone());
-                report.instances = ids
-                    .iter()
-                    .map(|id| InstanceReport::failed(id, why.clone()))
-                    .collect();
-                report.unreadable = unreadable.to_vec();
-                if ids.is_empty() && unreadable.is_empty() {
-                    report
-                        .unreadable
-                        .push(format!("the event could not be acted on: {why}"));
-                }
-                Err(self.finish(report, None).await)
-            }
-        }
-    }
-
     /// Tells the report's news and makes it the invocation's result.
-    async fn finish(&self, mut report: Report, place: Option<&str>) -> Result<Report, GuardError> {
+    async fn finish(
+        &self,
+        mut report: Report,
+        partition: Option<&str>,
+    ) -> Result<Report, GuardError> {
         let delivery = Outbox::new(self.cfg, self.clients)
-            .tell(&mut report, place)
+            .tell(&mut report, partition)
             .await;
         conclude(report, delivery.error().map(str::to_string))
     }
@@ -99,9 +65,13 @@ impl<'a, C: Clients> EventPath<'a, C> {
     ) -> Result<Report, GuardError> {
         let deadline = Instant::now() + self.cfg.retry_budget;
         let ids: Vec<String> = from_event.iter().map(|o| o.instance_id.clone()).collect();
-        let here = match self.enter(&ctx, &ids, &unreadable).await {
+        let named = Named::Instances {
+            ids: &ids,
+            unreadable: &unreadable,
+        };
+        let here = match AccountRegion::enter_for(self.cfg, self.clients, &ctx, named).await {
             Ok(here) => here,
-            Err(done) => return done,
+            Err(closed) => return self.finish(closed, None).await,
         };
 
         // A compliant instance whose event carries complete options (a
@@ -138,9 +108,13 @@ impl<'a, C: Clients> EventPath<'a, C> {
     /// retry budget, the invocation fails, naming the event and why.
     pub async fn unlisted(&self, ctx: EventContext, lookup: Lookup) -> Result<Report, GuardError> {
         let deadline = Instant::now() + self.cfg.retry_budget;
-        let here = match self.enter(&ctx, &[], &[]).await {
+        let named = Named::Instances {
+            ids: &[],
+            unreadable: &[],
+        };
+        let here = match AccountRegion::enter_for(self.cfg, self.clients, &ctx, named).await {
             Ok(here) => here,
-            Err(done) => return done,
+            Err(closed) => return self.finish(closed, None).await,
         };
         match look_launch(&here.ec2, &lookup, deadline, self.cfg.retry_budget).await {
             Ok(found) => {
@@ -197,14 +171,15 @@ impl<'a, C: Clients> EventPath<'a, C> {
         unreadable: Vec<String>,
         deadline: Instant,
     ) -> Result<Report, GuardError> {
-        let place = here.place().await;
+        let partition = here.partition().await;
         // A change or a state change names no launcher: the exemption the
         // instance's launch left in the guard's memory is what counts.
         let mut current = current;
         if trigger != Trigger::Launch {
-            self.recall_exemptions(place.as_deref(), &mut current).await;
+            self.recall_exemptions(partition.as_deref(), &mut current)
+                .await;
         }
-        self.recall_break_glass(here, place.as_deref(), &mut current)
+        self.recall_break_glass(here, partition.as_deref(), &mut current)
             .await;
 
         // Decide.
@@ -231,10 +206,10 @@ impl<'a, C: Clients> EventPath<'a, C> {
             &mut reports,
             to_modify,
         );
-        self.record_exemptions(&ctx, trigger, place.as_deref(), &mut reports)
+        self.record_exemptions(&ctx, trigger, partition.as_deref(), &mut reports)
             .await;
         let claimed = self
-            .claim_news(&ctx, trigger, place.as_deref(), &mut reports)
+            .claim_news(&ctx, trigger, partition.as_deref(), &mut reports)
             .await;
 
         // Act.
@@ -246,7 +221,7 @@ impl<'a, C: Clients> EventPath<'a, C> {
             &mut reports,
             to_modify,
             deadline,
-            memory.as_ref().zip(place.as_deref()),
+            memory.as_ref().zip(partition.as_deref()),
         )
         .await;
 
@@ -265,7 +240,7 @@ impl<'a, C: Clients> EventPath<'a, C> {
         report.security_hub = security_hub;
         report.breaker = tripped;
         let delivery = Outbox::new(self.cfg, self.clients)
-            .tell(&mut report, place.as_deref())
+            .tell(&mut report, partition.as_deref())
             .await;
         let notify_error = delivery.error().map(str::to_string);
         if delivery.published() {
@@ -325,13 +300,13 @@ impl<'a, C: Clients> EventPath<'a, C> {
     /// instance whose record cannot be read is not decided blind: it fails.
     async fn recall_exemptions(
         &self,
-        place: Option<&str>,
+        partition: Option<&str>,
         current: &mut [Result<Observed, (String, String)>],
     ) {
         if !self.cfg.reads_exemption_records() {
             return;
         }
-        let (Some(memory), Some(place)) = (self.clients.memory(), place) else {
+        let (Some(memory), Some(partition)) = (self.clients.memory(), partition) else {
             return;
         };
         let ids: Vec<String> = current
@@ -339,17 +314,17 @@ impl<'a, C: Clients> EventPath<'a, C> {
             .flatten()
             .map(|o| o.instance_id.clone())
             .collect();
-        let mut read = read_each(&memory, place, Kind::Exempt, &ids, now_secs())
+        let mut read = read_each(&memory, partition, Kind::Exempt, &ids, now_secs())
             .await
             .into_iter();
         for slot in current.iter_mut() {
             let Ok(o) = slot else { continue };
             match read.next() {
                 Some(Ok(record)) => {
-                    o.recorded_exemption = record
+                    o.standing.exemption = record
                         .as_ref()
                         .and_then(|r| r.data.get(memory::GLOB).cloned());
-                    o.recorded_unconfirmed =
+                    o.standing.unconfirmed =
                         record.as_ref().is_some_and(crate::confirm::is_unconfirmed);
                 }
                 Some(Err(e)) => {
@@ -385,21 +360,21 @@ impl<'a, C: Clients> EventPath<'a, C> {
     async fn recall_break_glass(
         &self,
         here: &AccountRegion<'_, C>,
-        place: Option<&str>,
+        partition: Option<&str>,
         current: &mut [Result<Observed, (String, String)>],
     ) {
-        let (Some(_), Some(place)) = (self.clients.memory(), place) else {
+        let (Some(_), Some(partition)) = (self.clients.memory(), partition) else {
             return;
         };
         if !current.iter().any(|slot| self.slot_at_stake(slot)) {
             return;
         }
         let now = now_secs();
-        match here.grants(place, now).await {
+        match here.grants(partition, now).await {
             Ok(records) => {
                 let grants = crate::break_glass::grants(records);
                 for o in current.iter_mut().flatten() {
-                    o.break_glass = crate::policy::grant_in_force(&grants, o, now).cloned();
+                    o.standing.grant = crate::policy::grant_in_force(&grants, o, now).cloned();
                 }
             }
             Err(e) => {
@@ -427,13 +402,13 @@ impl<'a, C: Clients> EventPath<'a, C> {
         &self,
         ctx: &EventContext,
         trigger: Trigger,
-        place: Option<&str>,
+        partition: Option<&str>,
         reports: &mut [InstanceReport],
     ) {
-        let Some(place) = place else {
+        let Some(partition) = partition else {
             return;
         };
-        let Some((account, region)) = place.split_once('#') else {
+        let Some((account, region)) = partition.split_once('#') else {
             return;
         };
         let now = now_secs();
@@ -504,11 +479,11 @@ impl<'a, C: Clients> EventPath<'a, C> {
         &self,
         ctx: &EventContext,
         trigger: Trigger,
-        place: Option<&str>,
+        partition: Option<&str>,
         reports: &mut [InstanceReport],
     ) -> Vec<Record> {
         let mut claimed = Vec::new();
-        let (Some(memory), Some(place)) = (self.clients.memory(), place) else {
+        let (Some(memory), Some(partition)) = (self.clients.memory(), partition) else {
             return claimed;
         };
         let now = now_secs();
@@ -521,7 +496,7 @@ impl<'a, C: Clients> EventPath<'a, C> {
             .map(|r| {
                 Record::new(
                     Kind::Noticed,
-                    place,
+                    partition,
                     &r.instance_id,
                     ctx.event_id.as_deref(),
                     now,
@@ -556,24 +531,11 @@ impl<'a, C: Clients> EventPath<'a, C> {
         ctx: EventContext,
         change: DefaultsChange,
     ) -> Result<Report, GuardError> {
-        let here =
-            match AccountRegion::enter(self.cfg, self.clients, ctx.account.as_deref(), &ctx.region)
-                .await
-            {
-                Ok(here) => here,
-                Err(Closed::Refused(why)) => return self.refuse(ctx, &[], Vec::new(), why).await,
-                Err(Closed::Unreachable(e)) => {
-                    let mut report = Report::handled(Status::DefaultsChanged, self.cfg.mode, ctx);
-                    report.account_defaults = Some(DefaultsReport {
-                        weakenings: change.weakenings(),
-                        requested: change,
-                        current: None,
-                        action: DefaultsAction::None,
-                        error: Some(e.to_string()),
-                    });
-                    return self.finish(report, None).await;
-                }
-            };
+        let named = Named::Defaults(change.clone());
+        let here = match AccountRegion::enter_for(self.cfg, self.clients, &ctx, named).await {
+            Ok(here) => here,
+            Err(closed) => return self.finish(closed, None).await,
+        };
         // The mode set for this account or its unit decides whether the
         // default is put back.
         let cfg = here.config().await;
@@ -625,36 +587,6 @@ impl<'a, C: Clients> EventPath<'a, C> {
             action,
             error,
         });
-        self.finish(report, None).await
-    }
-
-    /// The event's account is not one this function may act in: nothing is
-    /// looked at or written there. Each instance the event names is
-    /// reported `refused`, and a person is told; the invocation succeeds,
-    /// since a retry would be refused the same way.
-    async fn refuse(
-        &self,
-        ctx: EventContext,
-        ids: &[String],
-        unreadable: Vec<String>,
-        why: String,
-    ) -> Result<Report, GuardError> {
-        warn!(
-            account = ctx.account.as_deref().unwrap_or(""), region = %ctx.region,
-            event_name = %ctx.event_name, event_id = ctx.event_id.as_deref().unwrap_or(""),
-            "event refused: {why}"
-        );
-        let mut report = Report::handled(Status::Refused, self.cfg.mode, ctx);
-        report.instances = ids
-            .iter()
-            .map(|id| {
-                let mut r = InstanceReport::new(id, Outcome::Refused, Idle::NotAllowed);
-                r.notify = true;
-                r
-            })
-            .collect();
-        report.unreadable = unreadable;
-        report.reason = Some(why);
         self.finish(report, None).await
     }
 }

@@ -71,15 +71,15 @@ impl<'a, C: Clients> ExemptionCheck<'a, C> {
         };
         let now = now_secs();
         let entries = memory
-            .query(confirm::CHECK_PLACE, Kind::Unconfirmed.prefix(), now)
+            .query(confirm::CHECK_PARTITION, Kind::Unconfirmed.prefix(), now)
             .await
             .map_err(|e| GuardError::Incomplete {
                 summary: format!("the exemptions waiting for CloudTrail could not be read: {e}"),
             })?;
-        let mut by_place: BTreeMap<(String, String), Vec<(Waiting, Record)>> = BTreeMap::new();
+        let mut by_region: BTreeMap<(String, String), Vec<(Waiting, Record)>> = BTreeMap::new();
         for r in entries {
             match Waiting::from_entry(&r) {
-                Some(w) => by_place
+                Some(w) => by_region
                     .entry((w.account.clone(), w.region.clone()))
                     .or_default()
                     .push((w, r)),
@@ -88,8 +88,8 @@ impl<'a, C: Clients> ExemptionCheck<'a, C> {
                 }
             }
         }
-        for ((account, region), waiting) in by_place {
-            self.place(&memory, &account, &region, waiting, now, &mut out)
+        for ((account, region), waiting) in by_region {
+            self.check_region(&memory, &account, &region, waiting, now, &mut out)
                 .await;
         }
         info!(checked = %serde_json::to_string(&out).unwrap_or_default(), "exemption check");
@@ -106,7 +106,7 @@ impl<'a, C: Clients> ExemptionCheck<'a, C> {
         }
     }
 
-    async fn place(
+    async fn check_region(
         &self,
         memory: &C::Memory,
         account: &str,
@@ -168,7 +168,7 @@ impl<'a, C: Clients> ExemptionCheck<'a, C> {
                 Verdict::Waiting => out.waiting += 1,
                 Verdict::Confirmed => {
                     writes.push(Record::exempt(
-                        &w.place,
+                        &w.partition,
                         &w.instance_id,
                         &w.glob,
                         Some(&w.event_id),

@@ -122,10 +122,10 @@ pub async fn for_event(
         return None;
     }
     let mut out = FindingsReport::default();
-    let memory_place = crate::memory::place(place.account, place.region);
+    let memory_partition = crate::memory::partition(place.account, place.region);
     file_and_remember(
         api,
-        memory.map(|m| (m, memory_place.as_str())),
+        memory.map(|m| (m, memory_partition.as_str())),
         place.region,
         &findings,
         &mut out,
@@ -139,7 +139,7 @@ pub async fn for_event(
 /// that cannot be written costs a second filing later, nothing more.
 pub async fn remember(
     memory: &impl MemoryApi,
-    memory_place: &str,
+    memory_partition: &str,
     filed: &[Finding],
     now: u64,
 ) -> Option<String> {
@@ -148,7 +148,7 @@ pub async fn remember(
     }
     let records: Vec<_> = filed
         .iter()
-        .map(|f| finding::record(memory_place, f, now))
+        .map(|f| finding::record(memory_partition, f, now))
         .collect();
     let e = memory.put(&records).await.err()?;
     warn!(error = %e, "the findings filed could not be remembered; the next sweep files them again");
@@ -172,9 +172,9 @@ pub async fn file_and_remember(
     // remembered as filed. Findings handed off are remembered by the
     // outputs function once Security Hub takes them.
     if filed == Filed::All && !api.hands_off() {
-        if let Some((memory, place)) = memory {
+        if let Some((memory, partition)) = memory {
             out.warnings
-                .extend(remember(memory, place, findings, now).await);
+                .extend(remember(memory, partition, findings, now).await);
         }
     }
     filed
@@ -187,7 +187,7 @@ pub async fn file_and_remember(
 pub struct RegionFindings {
     account: String,
     region: String,
-    memory_place: String,
+    memory_partition: String,
     /// The guard's active findings here, by instance.
     held: HashMap<String, ComplianceStatus>,
     /// Instances whose finding this sweep decided.
@@ -207,11 +207,11 @@ impl RegionFindings {
         region: &str,
         now: u64,
     ) -> RegionFindings {
-        let memory_place = crate::memory::place(account, region);
+        let memory_partition = crate::memory::partition(account, region);
         let mut this = RegionFindings {
             account: account.to_string(),
             region: region.to_string(),
-            memory_place,
+            memory_partition,
             held: HashMap::new(),
             seen: HashSet::new(),
             off: false,
@@ -226,7 +226,7 @@ impl RegionFindings {
             return this;
         };
         match memory
-            .query(&this.memory_place, Kind::Finding.prefix(), now)
+            .query(&this.memory_partition, Kind::Finding.prefix(), now)
             .await
         {
             Ok(records) => {
@@ -294,7 +294,7 @@ impl RegionFindings {
         let r = finding::reconcile(&held, decided, &|_| true);
         let mut out = std::mem::take(&mut self.report);
         out.unchanged += r.unchanged;
-        let memory = memory.map(|m| (m, self.memory_place.as_str()));
+        let memory = memory.map(|m| (m, self.memory_partition.as_str()));
         self.off = file_and_remember(api, memory, &self.region, &r.file, &mut out, now).await
             == Filed::NotEnabled;
         self.report = out;
@@ -356,7 +356,7 @@ impl RegionFindings {
             }
         }
         let mut out = std::mem::take(&mut self.report);
-        let memory = memory.map(|m| (m, self.memory_place.as_str()));
+        let memory = memory.map(|m| (m, self.memory_partition.as_str()));
         file_and_remember(api, memory, &self.region, &settle, &mut out, now).await;
         out
     }

@@ -81,12 +81,12 @@ async fn copy<C: Clients>(
             Some(a) => a,
             None => clients.home_account().await?,
         };
-        let place = memory::place(&owner, &out.region);
+        let partition = memory::partition(&owner, &out.region);
         let mut records = Vec::new();
         for o in &page.instances {
             if o.launch_time.is_some_and(|t| t < before) {
                 records.push(Record::exempt(
-                    &place,
+                    &partition,
                     &o.instance_id,
                     &format!("{}={EXEMPT_STATUS}{}", cfg.status_tag_key, memory::MIGRATED),
                     None,

@@ -26,9 +26,12 @@ use crate::validate::sns_topic_region;
 /// Where a message that cannot be published may be kept.
 #[derive(Clone, Copy, Debug)]
 pub enum Keep<'a> {
-    /// In the memory at `place` for a retry of the event `event_id` (which
+    /// In the memory at `partition` for a retry of the event `event_id` (which
     /// publishes it once), and in the failed-events queue.
-    ForRetry { event_id: &'a str, place: &'a str },
+    ForRetry {
+        event_id: &'a str,
+        partition: &'a str,
+    },
     /// In the failed-events queue only: no retry would find it again.
     Queue,
     /// Nowhere: the command line reports the failure to its operator.
@@ -48,11 +51,11 @@ impl<'a, C: Clients> Outbox<'a, C> {
 
     /// Tells the report's news: one message when it holds news, first any
     /// message an earlier delivery of the same event kept (in the memory at
-    /// `place`), then the same news on the bus when one is configured.
+    /// `partition`), then the same news on the bus when one is configured.
     /// Records both in the report; the delivery's `error` fails the
     /// invocation (so the event is retried).
-    pub async fn tell(&self, report: &mut Report, place: Option<&str>) -> Delivery {
-        let delivery = self.publish(report, place).await;
+    pub async fn tell(&self, report: &mut Report, partition: Option<&str>) -> Delivery {
+        let delivery = self.publish(report, partition).await;
         report.notification = delivery.to_string();
         report.routed = self.route_report(report).await;
         delivery
@@ -150,7 +153,7 @@ impl<'a, C: Clients> Outbox<'a, C> {
     }
 
     /// Publishes the report's message (see `tell`).
-    async fn publish(&self, report: &Report, place: Option<&str>) -> Delivery {
+    async fn publish(&self, report: &Report, partition: Option<&str>) -> Delivery {
         let (cfg, clients) = (self.cfg, self.clients);
         let needed = notify::needed(report);
         let Some(topic) = &cfg.topic_arn else {
@@ -164,15 +167,15 @@ impl<'a, C: Clients> Outbox<'a, C> {
         let sns = clients.sns(sns_topic_region(topic).unwrap_or("us-east-1"));
         // Only an event with an id can find its earlier delivery's message.
         let event_id = report.event.as_ref().and_then(|e| e.event_id.clone());
-        let kept_at = event_id.as_deref().zip(place);
+        let kept_at = event_id.as_deref().zip(partition);
 
         // What the earlier delivery's message already says, and whether it
         // went out now: a retry whose own news it covers sends nothing more.
         let mut earlier: Option<Earlier> = None;
         let mut covered: Option<(BTreeSet<String>, Option<String>)> = None;
-        if let (Some((event_id, place)), Some(memory)) = (kept_at, clients.memory()) {
+        if let (Some((event_id, partition)), Some(memory)) = (kept_at, clients.memory()) {
             let prefix = format!("{}{event_id}", Kind::Notice.prefix());
-            match memory.query(place, &prefix, now_secs()).await {
+            match memory.query(partition, &prefix, now_secs()).await {
                 Ok(records) => {
                     for rec in records
                         .into_iter()
@@ -235,7 +238,10 @@ impl<'a, C: Clients> Outbox<'a, C> {
                 Err(e) => {
                     let why = e.to_string();
                     let keep = match kept_at {
-                        Some((event_id, place)) => Keep::ForRetry { event_id, place },
+                        Some((event_id, partition)) => Keep::ForRetry {
+                            event_id,
+                            partition,
+                        },
                         None => Keep::Queue,
                     };
                     self.keep(keep, topic, &message, &news(report), &why).await
@@ -271,8 +277,15 @@ impl<'a, C: Clients> Outbox<'a, C> {
         let mut kept = Vec::new();
         let mut refused = Vec::new();
         let mut retried = None;
-        if let (Keep::ForRetry { event_id, place }, Some(memory)) = (keep, self.clients.memory()) {
-            let mut record = Record::notice(place, event_id, message, now_secs());
+        if let (
+            Keep::ForRetry {
+                event_id,
+                partition,
+            },
+            Some(memory),
+        ) = (keep, self.clients.memory())
+        {
+            let mut record = Record::notice(partition, event_id, message, now_secs());
             record.data.insert(
                 NEWS.into(),
                 said.iter().cloned().collect::<Vec<_>>().join("\n"),

@@ -100,11 +100,11 @@ async fn one<C: Clients>(cfg: &Config, clients: &C, h: Handoff) -> Result<(), St
             .findings(&here.who, &h.region)
             .ok_or("this function carries no Security Hub client")?;
         let memory = clients.memory();
-        let place = crate::memory::place(&h.account, &h.region);
+        let partition = crate::memory::partition(&h.account, &h.region);
         let mut out = FindingsReport::default();
         crate::findings::file_and_remember(
             &api,
-            memory.as_ref().map(|m| (m, place.as_str())),
+            memory.as_ref().map(|m| (m, partition.as_str())),
             &h.region,
             &findings,
             &mut out,

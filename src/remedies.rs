@@ -292,7 +292,7 @@ pub async fn look_launch(
 /// sweep page (only the pace and the deadline differ): the admitted
 /// remedies applied at `pacer`'s pace until `deadline`, the status tags
 /// written, and, with `CHECK_METADATA_NO_TOKEN`, each instance switched
-/// remembered at `memory`'s place, so a later sweep can see whether it has
+/// remembered at `memory`'s partition, so a later sweep can see whether it has
 /// refused IMDSv1 calls since.
 #[allow(clippy::too_many_arguments)]
 pub async fn carry_out<M: MemoryApi>(
@@ -307,8 +307,8 @@ pub async fn carry_out<M: MemoryApi>(
     pacer.remediate(ec2, reports, todo, deadline).await;
     write_tags(ec2, &cfg.status_tag_key, cfg.mode, reports).await;
     if cfg.check_metadata_no_token {
-        if let Some((memory, place)) = memory {
-            remember_remediated(memory, place, reports, cfg.no_token_lookback).await;
+        if let Some((memory, partition)) = memory {
+            remember_remediated(memory, partition, reports, cfg.no_token_lookback).await;
         }
     }
 }
@@ -319,7 +319,7 @@ pub async fn carry_out<M: MemoryApi>(
 /// remediation stands.
 pub async fn remember_remediated(
     memory: &impl MemoryApi,
-    place: &str,
+    partition: &str,
     reports: &[InstanceReport],
     lookback: Duration,
 ) {
@@ -327,13 +327,22 @@ pub async fn remember_remediated(
     let records: Vec<Record> = reports
         .iter()
         .filter(|r| r.outcome == Outcome::Remediated)
-        .map(|r| Record::new(Kind::Remediated, place, &r.instance_id, None, now, lookback))
+        .map(|r| {
+            Record::new(
+                Kind::Remediated,
+                partition,
+                &r.instance_id,
+                None,
+                now,
+                lookback,
+            )
+        })
         .collect();
     if records.is_empty() {
         return;
     }
     if let Err(e) = memory.put(&records).await {
-        warn!(%place, count = records.len(), error = %e, "remediations could not be remembered; MetadataNoTokenRejected is not watched for them");
+        warn!(%partition, count = records.len(), error = %e, "remediations could not be remembered; MetadataNoTokenRejected is not watched for them");
     }
 }
 

@@ -231,7 +231,7 @@ impl<'a, C: Clients> SelfCheck<'a, C> {
         if let Some(memory) = self.clients.memory() {
             let records: Vec<_> = checks
                 .iter()
-                .map(|c| probe::record(&crate::memory::place(&c.account, &c.region), c))
+                .map(|c| probe::record(&crate::memory::partition(&c.account, &c.region), c))
                 .collect();
             if let Err(e) = memory.put(&records).await {
                 problems.push(format!("the results could not be remembered: {e}"));

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use tracing::{info, warn};
 
-use crate::account_region::{AccountRegion, Closed};
+use crate::account_region::AccountRegion;
 use crate::aws::{Account, AutoScalingApi, AwsError, Clients, Ec2Api};
 use crate::config::Config;
 use crate::error::{conclude, GuardError};
@@ -15,7 +15,7 @@ use crate::event::{EventContext, SourceChange};
 use crate::outbox::Outbox;
 use crate::plan::NONCOMPLIANT;
 use crate::policy::AccountDefaults;
-use crate::report::{Report, Status};
+use crate::report::{Named, Report, Status};
 use crate::source::{
     plan_configuration, plan_group, plan_template, Group, Inherited, LaunchConfiguration,
     SourceAction, SourceKind, SourceOutcome, SourceReport, Template, TemplateFacts, TemplateRef,
@@ -63,27 +63,11 @@ impl<'a, C: Clients> Sources<'a, C> {
         ctx: EventContext,
         change: SourceChange,
     ) -> Result<Report, GuardError> {
-        let here =
-            match AccountRegion::enter(self.cfg, self.clients, ctx.account.as_deref(), &ctx.region)
-                .await
-            {
-                Ok(here) => here,
-                Err(Closed::Refused(why)) => {
-                    let mut report = Report::handled(Status::Refused, self.cfg.mode, ctx);
-                    report.reason = Some(why);
-                    return self.finish(report).await;
-                }
-                Err(Closed::Unreachable(e)) => {
-                    let mut report = Report::handled(Status::Handled, self.cfg.mode, ctx);
-                    let mut failed =
-                        SourceReport::new(change_kind(&change), &change_label(&change), None);
-                    failed.outcome = SourceOutcome::Failed;
-                    failed.error = Some(e.to_string());
-                    failed.notify = true;
-                    report.sources = vec![failed];
-                    return self.finish(report).await;
-                }
-            };
+        let named = Named::Source(&change);
+        let here = match AccountRegion::enter_for(self.cfg, self.clients, &ctx, named).await {
+            Ok(here) => here,
+            Err(closed) => return self.finish(closed).await,
+        };
         let mut report = Report::handled(Status::Handled, self.cfg.mode, ctx.clone());
         let ec2 = &here.ec2;
         let asg = self.clients.autoscaling(&here.who, &ctx.region);
@@ -122,22 +106,6 @@ impl<'a, C: Clients> Sources<'a, C> {
         let planned = decide(self.cfg, &facts, None);
         let sources = carry_out(self.cfg, &ec2, &asg, planned).await;
         (sources, facts.errors)
-    }
-}
-
-fn change_kind(c: &SourceChange) -> SourceKind {
-    match c {
-        SourceChange::Template { .. } => SourceKind::LaunchTemplate,
-        SourceChange::Group { .. } => SourceKind::AutoScalingGroup,
-    }
-}
-
-fn change_label(c: &SourceChange) -> String {
-    match c {
-        SourceChange::Template { id, name, .. } => {
-            id.clone().or_else(|| name.clone()).unwrap_or_default()
-        }
-        SourceChange::Group { name, .. } => name.clone(),
     }
 }
 
@@ -418,15 +386,13 @@ pub fn decide(cfg: &Config, f: &Facts, event: Option<&SourceChange>) -> Vec<Plan
     // What an event names that could not be read is a failure, named.
     if let Some(change) = event {
         if out.is_empty() || !f.errors.is_empty() {
-            let mut failed = SourceReport::new(change_kind(change), &change_label(change), None);
-            failed.outcome = SourceOutcome::Failed;
-            failed.error = Some(if f.errors.is_empty() {
+            let error = if f.errors.is_empty() {
                 "not shown (yet)".to_string()
             } else {
                 f.errors.join("; ")
-            });
+            };
+            let mut failed = SourceReport::failed_change(change, error);
             failed.action = "none: it could not be read".into();
-            failed.notify = true;
             out.push(Planned {
                 report: failed,
                 action: SourceAction::None,

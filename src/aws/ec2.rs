@@ -6,7 +6,7 @@ use aws_sdk_ec2::types::{
     InstanceMetadataTagsState, Tag,
 };
 
-use crate::event::{Lookup, MetadataOptions, Observed};
+use crate::event::{Lookup, MetadataOptions, Observed, Standing};
 use crate::policy::{AccountDefaults, Remedy};
 use crate::probe;
 use crate::source::{NewVersion, Template, TemplateVersion};
@@ -589,8 +589,6 @@ fn observe(i: &aws_sdk_ec2::types::Instance) -> Option<Observed> {
             .iam_instance_profile()
             .and_then(|p| p.arn())
             .map(str::to_string),
-        recorded_exemption: None,
-        recorded_unconfirmed: false,
-        break_glass: None,
+        standing: Standing::default(),
     })
 }

@@ -85,12 +85,12 @@ impl<'a, C: Clients> Sweep<'a, C> {
         let Some(memory) = self.clients.memory() else {
             return;
         };
-        let Some(place) = self.place(out).await else {
+        let Some(partition) = self.partition(out).await else {
             return;
         };
         let now = now_secs();
         let known: HashMap<String, Record> = match memory
-            .query(&place, Kind::HeldBack.prefix(), now)
+            .query(&partition, Kind::HeldBack.prefix(), now)
             .await
         {
             Ok(records) => records
@@ -111,7 +111,7 @@ impl<'a, C: Clients> Sweep<'a, C> {
             match crate::plan::ceiling(since, told, now, days) {
                 crate::plan::Ceiling::Hold => {
                     writes.push(crate::plan::held_record(
-                        &place, &id, since, told, now, days,
+                        &partition, &id, since, told, now, days,
                     ));
                 }
                 crate::plan::Ceiling::Tell { at } => {
@@ -123,7 +123,7 @@ impl<'a, C: Clients> Sweep<'a, C> {
                     ));
                     r.notify = true;
                     writes.push(crate::plan::held_record(
-                        &place,
+                        &partition,
                         &id,
                         since,
                         Some(now),
@@ -138,7 +138,8 @@ impl<'a, C: Clients> Sweep<'a, C> {
                     ));
                     reports[i] = r;
                     remedies[i] = Some(change);
-                    let mut done = crate::plan::held_record(&place, &id, since, told, now, days);
+                    let mut done =
+                        crate::plan::held_record(&partition, &id, since, told, now, days);
                     done.expires_at = now;
                     writes.push(done);
                 }
@@ -166,7 +167,7 @@ impl<'a, C: Clients> Sweep<'a, C> {
         let grants = crate::break_glass::grants(out.grants.as_deref().unwrap_or_default());
         let now = now_secs();
         for o in instances.iter_mut() {
-            o.break_glass = crate::policy::grant_in_force(&grants, o, now).cloned();
+            o.standing.grant = crate::policy::grant_in_force(&grants, o, now).cloned();
             // Under a grant, in force or ended: a fix of it now is no
             // missed event.
             if grants.iter().any(|g| g.covers(o)) {
@@ -179,7 +180,7 @@ impl<'a, C: Clients> Sweep<'a, C> {
         let Some(memory) = self.clients.memory() else {
             return Ok(());
         };
-        let Some(place) = self.place(out).await else {
+        let Some(partition) = self.partition(out).await else {
             return Err(AwsError::Api {
                 code: "NoAccount".into(),
                 message: "the account could not be named".into(),
@@ -187,7 +188,7 @@ impl<'a, C: Clients> Sweep<'a, C> {
         };
         let now = now_secs();
         if out.exemptions.is_none() {
-            let records = memory.query(&place, Kind::Exempt.prefix(), now).await?;
+            let records = memory.query(&partition, Kind::Exempt.prefix(), now).await?;
             out.exemptions = Some(
                 records
                     .into_iter()
@@ -202,23 +203,23 @@ impl<'a, C: Clients> Sweep<'a, C> {
             let Some(record) = known.get_mut(&o.instance_id) else {
                 continue;
             };
-            o.recorded_exemption = record.data.get(memory::GLOB).cloned();
-            o.recorded_unconfirmed = crate::confirm::is_unconfirmed(record);
+            o.standing.exemption = record.data.get(memory::GLOB).cloned();
+            o.standing.unconfirmed = crate::confirm::is_unconfirmed(record);
             // Renewed only while honoured: a removed glob's records lapse.
-            let glob = o.recorded_exemption.as_deref().unwrap_or_default();
+            let glob = o.standing.exemption.as_deref().unwrap_or_default();
             if !policy.honours_record(glob) {
                 out.lapsed.push((o.instance_id.clone(), glob.to_string()));
                 continue;
             }
             // Never renewed while CloudTrail has not confirmed it: only the
             // exemption check keeps one.
-            if o.recorded_unconfirmed {
+            if o.standing.unconfirmed {
                 continue;
             }
             if record.due_for_renewal(now) {
-                let glob = o.recorded_exemption.clone().unwrap_or_default();
+                let glob = o.standing.exemption.clone().unwrap_or_default();
                 *record = Record::exempt(
-                    &place,
+                    &partition,
                     &o.instance_id,
                     &glob,
                     record.event_id.as_deref(),
@@ -229,7 +230,7 @@ impl<'a, C: Clients> Sweep<'a, C> {
         }
         if !renew.is_empty() {
             if let Err(e) = memory.put(&renew).await {
-                warn!(%place, error = %e, "exemption records could not be renewed; the next sweep tries again");
+                warn!(%partition, error = %e, "exemption records could not be renewed; the next sweep tries again");
             }
         }
         Ok(())
@@ -242,22 +243,25 @@ impl<'a, C: Clients> Sweep<'a, C> {
     /// `None` outside enforce mode or without a memory: nothing is counted.
     pub(super) async fn events_since(&self, out: &RegionResult) -> Option<u64> {
         let memory = self.clients.memory()?;
-        let place = self.place(out).await?;
+        let partition = self.partition(out).await?;
         let now = now_secs();
         let mode = self.cfg.mode;
-        let records = match memory.query(&place, Kind::EventsSince.prefix(), now).await {
+        let records = match memory
+            .query(&partition, Kind::EventsSince.prefix(), now)
+            .await
+        {
             Ok(r) => r,
             Err(e) => {
-                warn!(%place, error = %e, "since when the guard enforces here could not be read; missed events are not counted this run");
+                warn!(%partition, error = %e, "since when the guard enforces here could not be read; missed events are not counted this run");
                 return None;
             }
         };
         let since = crate::watch::since(&records, mode);
         let due = records.first().is_none_or(|r| r.due_for_renewal(now));
         if since.is_none() || due {
-            let record = crate::watch::since_record(&place, mode, since.unwrap_or(now), now);
+            let record = crate::watch::since_record(&partition, mode, since.unwrap_or(now), now);
             if let Err(e) = memory.put(&[record]).await {
-                warn!(%place, error = %e, "since when the guard enforces here could not be written; the next sweep tries again");
+                warn!(%partition, error = %e, "since when the guard enforces here could not be written; the next sweep tries again");
             }
         }
         (mode == Mode::Enforce).then(|| since.unwrap_or(now))
@@ -273,7 +277,7 @@ impl<'a, C: Clients> Sweep<'a, C> {
             out.grants = Some(Vec::new());
             return Ok(());
         };
-        let Some(place) = self.place(out).await else {
+        let Some(partition) = self.partition(out).await else {
             return Err(AwsError::Api {
                 code: "NoAccount".into(),
                 message: "the account could not be named".into(),
@@ -282,7 +286,7 @@ impl<'a, C: Clients> Sweep<'a, C> {
         out.grants = Some(
             memory
                 .query(
-                    &crate::break_glass::place_of(&place),
+                    &crate::break_glass::partition_of(&partition),
                     Kind::BreakGlass.prefix(),
                     now_secs(),
                 )
@@ -306,10 +310,10 @@ impl<'a, C: Clients> Sweep<'a, C> {
         }
         let now = now_secs();
         let records = out.grants.clone().unwrap_or_default();
-        let Some(place) = self.place(out).await else {
+        let Some(partition) = self.partition(out).await else {
             return;
         };
-        let grants_place = crate::break_glass::place_of(&place);
+        let grants_partition = crate::break_glass::partition_of(&partition);
         let mut views = Vec::new();
         for g in crate::break_glass::grants(&records) {
             // In force, or refused as stamped ahead of this clock: told
@@ -323,7 +327,7 @@ impl<'a, C: Clients> Sweep<'a, C> {
                 views.push(crate::break_glass::GrantView::of(&g, now));
                 // Beside the grant, never over it: a new grant for the
                 // same target written meanwhile stands.
-                out.to_remember.push(g.end_told(&grants_place));
+                out.to_remember.push(g.end_told(&grants_partition));
             }
         }
         out.summary.break_glass = views;
@@ -344,12 +348,12 @@ impl<'a, C: Clients> Sweep<'a, C> {
         if !reports.iter().any(candidates) {
             return;
         }
-        let Some(place) = self.place(out).await else {
+        let Some(partition) = self.partition(out).await else {
             return;
         };
         let now = now_secs();
         if out.noticed.is_none() {
-            let told = match memory.query(&place, Kind::Noticed.prefix(), now).await {
+            let told = match memory.query(&partition, Kind::Noticed.prefix(), now).await {
                 // A claim whose telling never happened told no one.
                 Ok(records) => records
                     .iter()
@@ -357,7 +361,7 @@ impl<'a, C: Clients> Sweep<'a, C> {
                     .map(|r| r.id().to_string())
                     .collect(),
                 Err(e) => {
-                    warn!(%place, error = %e, "the memory could not be read; every flagged instance is listed");
+                    warn!(%partition, error = %e, "the memory could not be read; every flagged instance is listed");
                     Default::default()
                 }
             };
@@ -373,7 +377,7 @@ impl<'a, C: Clients> Sweep<'a, C> {
                 out.to_remember.push(
                     Record::new(
                         Kind::Noticed,
-                        &place,
+                        &partition,
                         &r.instance_id,
                         None,
                         now,
@@ -406,12 +410,12 @@ impl<'a, C: Clients> Sweep<'a, C> {
 
     /// The memory partition of this account-region: the account swept, or
     /// the one EC2 says owns the instances, or the function's own.
-    pub(super) async fn place(&self, out: &RegionResult) -> Option<String> {
+    pub(super) async fn partition(&self, out: &RegionResult) -> Option<String> {
         let account = match out.summary.account.clone().or_else(|| out.owner.clone()) {
             Some(a) => a,
             None => self.clients.home_account().await.ok()?,
         };
-        Some(memory::place(&account, &out.summary.region))
+        Some(memory::partition(&account, &out.summary.region))
     }
 
     /// With `CHECK_METADATA_NO_TOKEN`: every instance the guard switched to
@@ -425,7 +429,7 @@ impl<'a, C: Clients> Sweep<'a, C> {
             );
             return;
         };
-        let Some(place) = self.place(out).await else {
+        let Some(partition) = self.partition(out).await else {
             out.summary.errors.push(
                 "MetadataNoTokenRejected could not be watched: the account could not be named"
                     .into(),
@@ -433,7 +437,7 @@ impl<'a, C: Clients> Sweep<'a, C> {
             return;
         };
         let remediated = match memory
-            .query(&place, Kind::Remediated.prefix(), now_secs())
+            .query(&partition, Kind::Remediated.prefix(), now_secs())
             .await
         {
             Ok(r) => r,

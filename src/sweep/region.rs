@@ -438,8 +438,8 @@ impl<'a, C: Clients> Sweep<'a, C> {
         let to_modify = self.admit(ec2, out, &mut reports, to_modify).await;
         let budget_end = Instant::now() + self.cfg.retry_budget;
         let deadline = stop_at.map_or(budget_end, |s| s.min(budget_end));
-        let place = match self.cfg.check_metadata_no_token {
-            true => self.place(out).await,
+        let partition = match self.cfg.check_metadata_no_token {
+            true => self.partition(out).await,
             false => None,
         };
         let memory = self.clients.memory();
@@ -450,7 +450,7 @@ impl<'a, C: Clients> Sweep<'a, C> {
             &mut reports,
             to_modify,
             deadline,
-            memory.as_ref().zip(place.as_deref()),
+            memory.as_ref().zip(partition.as_deref()),
         )
         .await;
         out.changed |= reports.iter().any(|r| r.action.wrote());

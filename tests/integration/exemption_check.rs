@@ -11,7 +11,7 @@ use imds_guard::memory::Record;
 use imds_guard::report::Outcome;
 use serde_json::{json, Value};
 
-use crate::common::{config, launch_event};
+use crate::common::launch_event;
 use crate::fake::FakeCloud;
 
 const VICTIM: &str = "i-0ddddddddddddddd1";
@@ -19,18 +19,15 @@ const EVENT: &str = "a1b2c3d4-0000-4000-8000-00000000e001";
 const PACKER: &str = "arn:aws:iam::111122223333:role/packer-ci";
 
 fn guard(cloud: &FakeCloud) -> Guard<crate::fake::FakeClients> {
-    Guard::new(
-        config(&[
-            ("GUARD_MODE", "enforce"),
-            (
-                "NOTIFY_TOPIC_ARN",
-                "arn:aws:sns:us-east-1:111122223333:imds-guard",
-            ),
-            ("MEMORY_TABLE", "imds-guard-memory"),
-            ("EXEMPT_PRINCIPAL_ARNS", "arn:aws:iam::*:role/packer-*"),
-        ]),
-        cloud.clients(),
-    )
+    cloud.guard(&[
+        ("GUARD_MODE", "enforce"),
+        (
+            "NOTIFY_TOPIC_ARN",
+            "arn:aws:sns:us-east-1:111122223333:imds-guard",
+        ),
+        ("MEMORY_TABLE", "imds-guard-memory"),
+        ("EXEMPT_PRINCIPAL_ARNS", "arn:aws:iam::*:role/packer-*"),
+    ])
 }
 
 fn cloud() -> FakeCloud {

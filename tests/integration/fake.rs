@@ -538,6 +538,12 @@ impl FakeCloud {
         }
     }
 
+    /// A guard on this cloud, with these settings (a later setting of a
+    /// name wins), wired as the event and sweep functions are.
+    pub fn guard(&self, settings: &[(&str, &str)]) -> imds_guard::guard::Guard<FakeClients> {
+        imds_guard::guard::Guard::new(crate::common::config(settings), self.clients())
+    }
+
     pub fn clients(&self) -> FakeClients {
         FakeClients(self.clone())
     }

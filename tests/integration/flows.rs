@@ -6,7 +6,7 @@ use imds_guard::guard::{Guard, GuardError};
 use imds_guard::report::{DefaultsAction, Outcome, Status};
 use serde_json::{json, Value};
 
-use crate::common::{config, launch_event};
+use crate::common::launch_event;
 use crate::fake::{api_error, FakeCloud};
 
 const TOPIC: &str = "arn:aws:sns:us-east-1:111122223333:imds-guard";
@@ -14,7 +14,7 @@ const TOPIC: &str = "arn:aws:sns:us-east-1:111122223333:imds-guard";
 fn guard(cloud: &FakeCloud, pairs: &[(&str, &str)]) -> Guard<crate::fake::FakeClients> {
     let mut all = vec![("NOTIFY_TOPIC_ARN", TOPIC)];
     all.extend_from_slice(pairs);
-    Guard::new(config(&all), cloud.clients())
+    cloud.guard(&all)
 }
 
 fn launch(ids: &[&str]) -> Value {
@@ -456,7 +456,7 @@ async fn no_metric_data_is_not_zero_unless_the_setting_says_so() {
 
 #[tokio::test(start_paused = true)]
 async fn an_instance_the_guard_broke_is_reported_first_and_the_region_is_not_ready() {
-    use imds_guard::memory::{place, Kind, Record};
+    use imds_guard::memory::{partition, Kind, Record};
     let cloud = FakeCloud::new();
     cloud.with_memory();
     cloud.set_defaults(Some(imds_guard::policy::AccountDefaults {
@@ -472,7 +472,7 @@ async fn an_instance_the_guard_broke_is_reported_first_and_the_region_is_not_rea
     for id in [broken, "i-0bbbbbbbbbbbbbbb2"] {
         cloud.put_record(Record::new(
             Kind::Remediated,
-            &place("111122223333", "us-east-1"),
+            &partition("111122223333", "us-east-1"),
             id,
             None,
             day_ago,
@@ -1154,7 +1154,7 @@ async fn a_fix_that_could_not_become_the_default_is_made_afresh_by_the_retry() {
 /// `LEGACY_EXEMPT_BEFORE` is set, and a legacy tag never.
 #[tokio::test(start_paused = true)]
 async fn a_removed_exemption_glob_ends_the_records_it_made() {
-    use imds_guard::memory::{place, Record, MIGRATED};
+    use imds_guard::memory::{partition, Record, MIGRATED};
     let kept = "i-0ccccccccccccccc1";
     let retired = "i-0ccccccccccccccc2";
     let migrated = "i-0ccccccccccccccc3";
@@ -1162,7 +1162,7 @@ async fn a_removed_exemption_glob_ends_the_records_it_made() {
     let cloud = FakeCloud::new();
     cloud.with_memory();
     cloud.set_defaults(Some(Default::default()));
-    let here = place("111122223333", "us-east-1");
+    let here = partition("111122223333", "us-east-1");
     // A year old, so each is due for renewal.
     let then = imds_guard::clock::now_secs() - 365 * 24 * 3600;
     for (id, glob) in [
@@ -1296,11 +1296,11 @@ async fn a_sweep_fails_loudly_when_the_memorys_protection_is_gone() {
 /// long as anything on it makes an IMDSv1 call.
 #[tokio::test(start_paused = true)]
 async fn a_hold_back_ceiling_tells_a_day_ahead_then_switches() {
-    use imds_guard::memory::place;
+    use imds_guard::memory::partition;
     let id = "i-0aaaaaaaaaaaaaaa1";
     let day = 24 * 3600;
     let now = imds_guard::clock::now_secs();
-    let here = place("111122223333", "us-east-1");
+    let here = partition("111122223333", "us-east-1");
     let setup = || {
         let cloud = FakeCloud::new();
         cloud.with_memory();

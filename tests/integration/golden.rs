@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use imds_guard::guard::Guard;
 use serde_json::{json, Map, Value};
 
-use crate::common::{config, scheduled_in};
+use crate::common::scheduled_in;
 use crate::fake::{FakeClients, FakeCloud};
 
 const TOPIC: &str = "arn:aws:sns:us-east-1:111122223333:imds-guard";
@@ -400,7 +400,7 @@ async fn every_event_fixture_says_and_does_what_its_golden_file_says() {
             seed(&cloud, event);
             let mut ids = BTreeSet::new();
             ids_in(event, "i-", &mut ids);
-            let g = Guard::new(config(&settings(mode, &[])), cloud.clients());
+            let g = cloud.guard(&settings(mode, &[]));
             let function = function_of(event);
             let first = run(&cloud, &g, event, function, &ids).await;
             // Delivered again (EventBridge delivers at least once): what a
@@ -466,7 +466,7 @@ async fn every_sweep_scenario_says_and_does_what_its_golden_file_says() {
         for mode in ["enforce", "notify", "audit"] {
             let cloud = cloud();
             let ids = fleet(&cloud);
-            let g = Guard::new(config(&settings(mode, extra)), cloud.clients());
+            let g = cloud.guard(&settings(mode, extra));
             let first = run(&cloud, &g, &scheduled_in("us-east-1"), "sweep", &ids).await;
             let second = run(&cloud, &g, &scheduled_in("us-east-1"), "sweep", &ids).await;
             by_mode.insert(mode.into(), json!({"first": first, "second": second}));

@@ -13,10 +13,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use imds_guard::guard::Guard;
 use tokio::time::Instant;
 
-use crate::common::{config, launch_event};
+use crate::common::launch_event;
 use crate::fake::{FakeCloud, Pace};
 
 const TOPIC: &str = "arn:aws:sns:us-east-1:111122223333:imds-guard";
@@ -50,7 +49,7 @@ async fn one(n: usize, pairs: &[(&str, &str)]) -> (u64, u64, u64) {
     cloud.with_pace(pace());
     let mut all = vec![("NOTIFY_TOPIC_ARN", TOPIC), ("MEMORY_TABLE", "memory")];
     all.extend_from_slice(pairs);
-    let g = Guard::new(config(&all), cloud.clients());
+    let g = cloud.guard(&all);
     let mut event = launch_event("run-instances-cli-multi.json", &ids, Some("us-east-1"));
     // Every item as the fixture's first (noncompliant), with its own id.
     if let Some(items) = event["detail"]["responseElements"]["instancesSet"]["items"].as_array_mut()

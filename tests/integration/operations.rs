@@ -7,11 +7,11 @@ use imds_guard::break_glass::{Grant, State};
 use imds_guard::break_glass_flow as flow;
 use imds_guard::clock::now_secs;
 use imds_guard::guard::Guard;
-use imds_guard::memory::place;
+use imds_guard::memory::partition;
 use imds_guard::report::Outcome;
 use serde_json::Value;
 
-use crate::common::{config, fixture, launch_event, revert_event};
+use crate::common::{fixture, launch_event, revert_event};
 use crate::fake::{api_error, FakeCloud, RESPONDER};
 
 const TOPIC: &str = "arn:aws:sns:us-east-1:111122223333:imds-guard";
@@ -24,7 +24,7 @@ fn guard(cloud: &FakeCloud, pairs: &[(&str, &str)]) -> Guard<crate::fake::FakeCl
         ("MEMORY_TABLE", "imds-guard-memory"),
     ];
     all.extend_from_slice(pairs);
-    Guard::new(config(&all), cloud.clients())
+    cloud.guard(&all)
 }
 
 fn scheduled() -> Value {
@@ -89,10 +89,12 @@ async fn a_revert_under_break_glass_is_reported_not_undone_until_the_grant_ends(
     let mut ended = Grant::from_record(&cloud.records("breakglass#")[0]).unwrap();
     ended.granted_at = now - 3600;
     ended.until = now - 1;
-    cloud.put_record(ended.record(&imds_guard::break_glass::place_of(&place(
-        "111122223333",
-        REGION,
-    ))));
+    cloud.put_record(
+        ended.record(&imds_guard::break_glass::partition_of(&partition(
+            "111122223333",
+            REGION,
+        ))),
+    );
     let swept = g.handle(&scheduled()).await.unwrap();
     assert_eq!(swept.count(Outcome::Remediated), 1);
     assert_eq!(cloud.tokens(ID), "required");
@@ -191,7 +193,7 @@ async fn a_launch_template_grant_covers_its_instances_and_a_revoke_ends_it() {
 #[tokio::test(start_paused = true)]
 async fn a_grant_needs_the_memory_and_a_reason() {
     let cloud = FakeCloud::new();
-    let g = Guard::new(config(&[]), cloud.clients());
+    let g = cloud.guard(&[]);
     let now = now_secs();
     let e = flow::grant(
         g.config(),
@@ -223,14 +225,11 @@ async fn the_breaker_caps_an_event_and_says_so_first() {
     for id in &ids {
         cloud.add(id, "optional", 2);
     }
-    let g = Guard::new(
-        config(&[
-            ("NOTIFY_TOPIC_ARN", TOPIC),
-            ("GUARD_MODE", "enforce"),
-            ("MAX_CHANGES_PER_EVENT", "1"),
-        ]),
-        cloud.clients(),
-    );
+    let g = cloud.guard(&[
+        ("NOTIFY_TOPIC_ARN", TOPIC),
+        ("GUARD_MODE", "enforce"),
+        ("MAX_CHANGES_PER_EVENT", "1"),
+    ]);
     let report = g
         .handle(&launch_event("run-instances-cli-multi.json", &ids, None))
         .await
@@ -277,10 +276,7 @@ async fn the_breaker_caps_a_run_and_an_account_regions_share() {
         cloud.add(&format!("i-{n:017x}"), tokens, 1);
     }
     cloud.set_page_size(7);
-    let g = Guard::new(
-        config(&[("NOTIFY_TOPIC_ARN", TOPIC), ("GUARD_MODE", "enforce")]),
-        cloud.clients(),
-    );
+    let g = cloud.guard(&[("NOTIFY_TOPIC_ARN", TOPIC), ("GUARD_MODE", "enforce")]);
     let report = g.handle(&scheduled()).await.unwrap();
     assert_eq!(cloud.count("ModifyInstanceMetadataOptions"), 10);
     assert_eq!(report.count(Outcome::Remediated), 10);
@@ -302,14 +298,11 @@ async fn the_breaker_caps_a_run_and_an_account_regions_share() {
     for n in 0..12 {
         cloud.add(&format!("i-{n:017x}"), "optional", 1);
     }
-    let g = Guard::new(
-        config(&[
-            ("GUARD_MODE", "enforce"),
-            ("MAX_CHANGES_PER_RUN", "4"),
-            ("MAX_CHANGE_PERCENT", "100"),
-        ]),
-        cloud.clients(),
-    );
+    let g = cloud.guard(&[
+        ("GUARD_MODE", "enforce"),
+        ("MAX_CHANGES_PER_RUN", "4"),
+        ("MAX_CHANGE_PERCENT", "100"),
+    ]);
     let report = g.handle(&scheduled()).await.unwrap();
     assert_eq!(cloud.count("ModifyInstanceMetadataOptions"), 4);
     assert_eq!(
@@ -323,7 +316,7 @@ async fn the_breaker_caps_a_run_and_an_account_regions_share() {
     for n in 0..3 {
         cloud.add(&format!("i-{n:017x}"), "optional", 1);
     }
-    let g = Guard::new(config(&[("GUARD_MODE", "enforce")]), cloud.clients());
+    let g = cloud.guard(&[("GUARD_MODE", "enforce")]);
     let report = g.handle(&scheduled()).await.unwrap();
     assert_eq!(report.count(Outcome::Remediated), 3);
     assert!(report.breaker.is_none());
@@ -359,9 +352,9 @@ async fn a_sweep_that_fixes_a_launch_after_enforcing_began_says_events_were_miss
     assert_eq!(cloud.records("since#").len(), 1);
 
     // Enforcing began ten hours ago.
-    let place = place("111122223333", REGION);
+    let partition = partition("111122223333", REGION);
     cloud.put_record(imds_guard::watch::since_record(
-        &place,
+        &partition,
         imds_guard::config::Mode::Enforce,
         now - 10 * hour,
         now,
@@ -547,10 +540,12 @@ async fn a_grant_stands_by_aws_time_and_one_stamped_ahead_is_not_honoured() {
     let mut ahead = Grant::from_record(&cloud.records("breakglass#")[0]).unwrap();
     ahead.granted_at = aws + 600;
     ahead.until = aws + 600 + 7 * 24 * 3600;
-    cloud.put_record(ahead.record(&imds_guard::break_glass::place_of(&place(
-        "111122223333",
-        REGION,
-    ))));
+    cloud.put_record(
+        ahead.record(&imds_guard::break_glass::partition_of(&partition(
+            "111122223333",
+            REGION,
+        ))),
+    );
     let report = g.handle(&revert_event(ID)).await.unwrap();
     assert_eq!(
         report.instances[0].outcome,

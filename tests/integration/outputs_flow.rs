@@ -9,7 +9,7 @@ use imds_guard::report::Outcome;
 use imds_guard::routing;
 use serde_json::{json, Value};
 
-use crate::common::{config, launch_event};
+use crate::common::launch_event;
 use crate::fake::FakeCloud;
 
 const TOPIC: &str = "arn:aws:sns:us-east-1:111122223333:imds-guard";
@@ -29,7 +29,7 @@ fn guard(cloud: &FakeCloud, pairs: &[(&str, &str)]) -> Guard<crate::fake::FakeCl
         ("SECURITY_HUB_FINDINGS", "true"),
     ];
     all.extend_from_slice(pairs);
-    Guard::new(config(&all), cloud.clients())
+    cloud.guard(&all)
 }
 
 /// The guard's role's unique id, as the stack hands it to the outputs
@@ -336,13 +336,10 @@ async fn the_news_goes_on_the_bus_one_event_per_instance_and_the_sweep_its_summa
     cloud
         .add("i-0aaaaaaaaaaaaaaa1", "optional", 2)
         .add("i-0aaaaaaaaaaaaaaa2", "optional", 2);
-    let g = Guard::new(
-        config(&[
-            ("NOTIFY_TOPIC_ARN", TOPIC),
-            ("EVENT_BUS_NAME", "security-events"),
-        ]),
-        cloud.clients(),
-    );
+    let g = cloud.guard(&[
+        ("NOTIFY_TOPIC_ARN", TOPIC),
+        ("EVENT_BUS_NAME", "security-events"),
+    ]);
     let report = g
         .handle(&launch(&["i-0aaaaaaaaaaaaaaa1", "i-0aaaaaaaaaaaaaaa2"]))
         .await

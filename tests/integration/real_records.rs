@@ -8,11 +8,10 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use imds_guard::event::{self, EventError, GuardEvent};
-use imds_guard::guard::{Guard, GuardError};
+use imds_guard::guard::GuardError;
 use imds_guard::report::{Outcome, Status};
 use serde_json::{json, Value};
 
-use crate::common::config;
 use crate::fake::FakeCloud;
 
 fn dir() -> PathBuf {
@@ -110,7 +109,7 @@ async fn every_real_record_through_the_event_path_is_decided_ignored_or_failed_b
                 cloud.add(&i.instance_id, "optional", 1);
             }
         }
-        let g = Guard::new(config(&[("GUARD_MODE", "enforce")]), cloud.clients());
+        let g = cloud.guard(&[("GUARD_MODE", "enforce")]);
         let outcome = match g.handle_event(&ev, None).await {
             Ok(r) => {
                 match r.status {

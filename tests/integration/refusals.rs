@@ -11,7 +11,7 @@ use imds_guard::guard::Guard;
 use imds_guard::report::{Outcome, Status};
 use serde_json::{json, Value};
 
-use crate::common::{config, fixture, launch_event};
+use crate::common::{fixture, launch_event};
 use crate::fake::{FakeClients, FakeCloud};
 
 const ALLOWED: &str = "111122223333";
@@ -26,7 +26,7 @@ fn guard(cloud: &FakeCloud, extra: &[(&str, &str)]) -> Guard<FakeClients> {
         ("GUARD_MODE", "enforce"),
     ];
     all.extend_from_slice(extra);
-    Guard::new(config(&all), cloud.clients())
+    cloud.guard(&all)
 }
 
 fn cloud() -> FakeCloud {

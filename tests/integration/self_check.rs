@@ -464,7 +464,7 @@ async fn the_in_memory_fake_like_the_emulator_applies_a_dry_run_and_is_told_so()
     // success makes the run unsafe, and nothing more is sent.
     let cloud = crate::fake::FakeCloud::new();
     cloud.add("i-0aaaaaaaaaaaaaaa1", "optional", 1);
-    let g = Guard::new(config(&[("SWEEP_REGIONS", "us-east-1")]), cloud.clients());
+    let g = cloud.guard(&[("SWEEP_REGIONS", "us-east-1")]);
     let r = g
         .handle_payload(&json!({"imds_guard_self_check": "invoke"}), None)
         .await;

@@ -1997,18 +1997,20 @@ fn the_functions_outputs_are_handed_off_and_never_lost() {
 #[test]
 fn the_break_glass_role_may_write_grants_only() {
     // The table denies the break-glass role every write outside the
-    // partitions the guard keeps grants in (`break_glass::place_of`).
+    // partitions the guard keeps grants in (`break_glass::partition_of`).
     let t = load("template.yaml");
     let text = serde_norway::to_string(get(&t, &["Resources", "MemoryTable"]).unwrap()).unwrap();
     assert!(text.contains("BreakGlassWritesGrantsOnly"), "{text}");
     let pattern = "breakglass#*";
     assert!(text.contains(pattern), "{text}");
-    let grants =
-        imds_guard::break_glass::place_of(&imds_guard::memory::place("111122223333", "eu-west-1"));
+    let grants = imds_guard::break_glass::partition_of(&imds_guard::memory::partition(
+        "111122223333",
+        "eu-west-1",
+    ));
     assert!(grants.starts_with(pattern.trim_end_matches('*')));
     // Nothing else the guard keeps lives under that prefix.
     for other in [
-        imds_guard::memory::place("111122223333", "eu-west-1"),
+        imds_guard::memory::partition("111122223333", "eu-west-1"),
         imds_guard::memory::ORG_PLACE.to_string(),
         imds_guard::memory::Record::run_place("r-1"),
     ] {

@@ -23,7 +23,7 @@ use imds_guard::guard::Guard;
 use serde_json::Value;
 use tokio::time::Instant;
 
-use crate::common::{config, fixture, launch_event};
+use crate::common::{fixture, launch_event};
 use crate::fake::FakeCloud;
 
 /// A small deterministic generator (xorshift64*), enough for draws.
@@ -82,7 +82,7 @@ async fn seconds_from_pending_to_required_by_trigger() {
             cloud.add(&id, "optional", 2);
             let until = Instant::now() + Duration::from_secs_f64(pending);
             cloud.edit(&id, |i| i.pending_until = Some(until));
-            let g = Guard::new(config(&[]), cloud.clients());
+            let g = cloud.guard(&[]);
             let event = if k == 0 {
                 let mut e = fixture("state-change-pending.json");
                 e["detail"]["instance-id"] = id.clone().into();

@@ -3,7 +3,7 @@
 //! launch template (the template's own fixing, `FIX_SOURCES`, is not held:
 //! untag it for that). A grant names who granted it, why, and until when. It
 //! lives in the guard's memory, in the account-region's own grants partition
-//! (`place_of`: `breakglass#<account>#<region>`), never in a tag anyone can
+//! (`partition_of`: `breakglass#<account>#<region>`), never in a tag anyone can
 //! write: only the guard's role, the migration role while `MigrationRoleArn`
 //! is set, and the break-glass role (`BreakGlassRoleArn`, in the grants'
 //! partitions only) may write the memory. The event path and the sweep both
@@ -128,10 +128,10 @@ impl Grant {
 
     /// The record of it in the account-region's partition: kept until two
     /// weeks after it ends, so the sweep can tell of its expiry.
-    pub fn record(&self, place: &str) -> Record {
+    pub fn record(&self, partition: &str) -> Record {
         let mut r = Record::new(
             Kind::BreakGlass,
-            place,
+            partition,
             &self.target,
             None,
             self.granted_at,
@@ -284,17 +284,17 @@ pub fn notification(
 /// The partition of one account-region's grants, apart from everything
 /// else the guard keeps there: the break-glass role may write this one only
 /// (the table's policy, on `dynamodb:LeadingKeys`).
-pub fn place_of(place: &str) -> String {
-    format!("breakglass#{place}")
+pub fn partition_of(partition: &str) -> String {
+    format!("breakglass#{partition}")
 }
 
 impl Grant {
     /// The record that says this grant's end was told, beside the grant
     /// (never over it: a new grant for the same target must not be lost).
-    pub fn end_told(&self, grants_place: &str) -> Record {
+    pub fn end_told(&self, grants_partition: &str) -> Record {
         let mut r = Record::new(
             Kind::BreakGlass,
-            grants_place,
+            grants_partition,
             &format!("{}#told#{}", self.target, self.granted_at),
             None,
             self.granted_at,
@@ -433,17 +433,17 @@ mod tests {
     #[test]
     fn an_end_is_told_beside_the_grant_and_a_grant_too_long_is_never_honoured() {
         let g = grant("i-0123456789abcdef0", 4);
-        let place = place_of("111122223333#eu-west-1");
-        assert_eq!(place, "breakglass#111122223333#eu-west-1");
-        let told = g.end_told(&place);
-        assert_ne!(told.sk, g.record(&place).sk, "never over the grant");
+        let partition = partition_of("111122223333#eu-west-1");
+        assert_eq!(partition, "breakglass#111122223333#eu-west-1");
+        let told = g.end_told(&partition);
+        assert_ne!(told.sk, g.record(&partition).sk, "never over the grant");
         assert_eq!(Grant::from_record(&told), None, "a marker is no grant");
         assert!(g.end_was_told(&[told]));
         // A new grant for the same target is another grant: not told.
         let mut again = g.clone();
         again.granted_at += 60;
-        assert!(!again.end_was_told(&[g.end_told(&place)]));
-        let mut r = g.record(&place);
+        assert!(!again.end_was_told(&[g.end_told(&partition)]));
+        let mut r = g.record(&partition);
         r.data.insert(
             UNTIL.into(),
             (g.granted_at + MAX_GRANT_SECS + 1).to_string(),

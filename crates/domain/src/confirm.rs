@@ -7,7 +7,7 @@
 //! leaves an **unconfirmed** exemption: honoured (the instance is left as
 //! it is, as an exempt launch must be while CloudTrail lags), kept only
 //! `WINDOW_SECS`, and listed for the check (`Kind::Unconfirmed`, partition
-//! `CHECK_PLACE`). The check, run from the sweep's binary on a schedule,
+//! `CHECK_PARTITION`). The check, run from the sweep's binary on a schedule,
 //! asks CloudTrail for its own record of that event id in that account and
 //! region (`LookupEvents`) and keeps the exemption only when the record
 //! names the same launch by a principal the glob matches and the instance;
@@ -23,12 +23,13 @@ use crate::memory::{Kind, Record};
 pub use crate::policy::WINDOW_SECS;
 
 /// The partition of the exemptions waiting for CloudTrail.
-pub const CHECK_PLACE: &str = "exemption-check";
+pub const CHECK_PARTITION: &str = "exemption-check";
 /// The `data` key of a record marking an exemption not yet confirmed.
 pub const UNCONFIRMED: &str = "unconfirmed";
 const EVENT: &str = "event_id";
 const GLOB: &str = "glob";
-const PLACE: &str = "place";
+/// Kept under the name records have always used: the memory partition.
+const PARTITION: &str = "place";
 
 /// One exemption waiting for CloudTrail.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -39,7 +40,7 @@ pub struct Waiting {
     pub event_id: String,
     pub glob: String,
     /// The memory partition of the exemption itself.
-    pub place: String,
+    pub partition: String,
     /// When the guard saw the launch event.
     pub seen_at: u64,
 }
@@ -49,7 +50,7 @@ impl Waiting {
     /// honoured, but only for `WINDOW_SECS`, and never renewed by a sweep.
     pub fn exemption(&self) -> Record {
         let mut r = Record::exempt(
-            &self.place,
+            &self.partition,
             &self.instance_id,
             &self.glob,
             Some(&self.event_id),
@@ -65,7 +66,7 @@ impl Waiting {
     pub fn entry(&self) -> Record {
         let mut r = Record::new(
             Kind::Unconfirmed,
-            CHECK_PLACE,
+            CHECK_PARTITION,
             &format!("{}#{}#{}", self.account, self.region, self.instance_id),
             Some(&self.event_id),
             self.seen_at,
@@ -74,7 +75,7 @@ impl Waiting {
         r.expires_at = self.seen_at + WINDOW_SECS + 24 * 3600;
         r.data.insert(EVENT.into(), self.event_id.clone());
         r.data.insert(GLOB.into(), self.glob.clone());
-        r.data.insert(PLACE.into(), self.place.clone());
+        r.data.insert(PARTITION.into(), self.partition.clone());
         r
     }
 
@@ -98,7 +99,7 @@ impl Waiting {
             instance_id: instance.into(),
             event_id: r.data.get(EVENT)?.clone(),
             glob: r.data.get(GLOB)?.clone(),
-            place: r.data.get(PLACE)?.clone(),
+            partition: r.data.get(PARTITION)?.clone(),
             seen_at: r.at,
         })
     }
@@ -224,7 +225,7 @@ mod tests {
             instance_id: "i-0aaaaaaaaaaaaaaa1".into(),
             event_id: "9c5a2f8e-0000-4000-8000-000000000001".into(),
             glob: "arn:aws:iam::*:role/packer-*".into(),
-            place: "111122223333#eu-west-1".into(),
+            partition: "111122223333#eu-west-1".into(),
             seen_at: NOW,
         }
     }

@@ -1020,10 +1020,10 @@ mod tests {
         )
         .unwrap();
         let gone = archived(&PLACE, "i-00000000000000009", ComplianceStatus::Failed);
-        let place = crate::memory::place(PLACE.account, PLACE.region);
+        let partition = crate::memory::partition(PLACE.account, PLACE.region);
         let records = [
-            record(&place, &flagged, PLACE.now),
-            record(&place, &gone, PLACE.now),
+            record(&partition, &flagged, PLACE.now),
+            record(&partition, &gone, PLACE.now),
         ];
         assert_eq!(records[0].id(), "i-0123456789abcdef0");
         assert!(records[0].live(PLACE.now + 29 * 86_400));

@@ -6,11 +6,11 @@
 //! (`pk = <account>#<region>`), so a sweep reads what it needs of that
 //! account-region with one query per kind (`sk` begins with `<kind>#`). A few
 //! kinds have partitions of their own: break-glass grants in
-//! `breakglass#<account>#<region>` (`break_glass::place_of`, the only one the
+//! `breakglass#<account>#<region>` (`break_glass::partition_of`, the only one the
 //! break-glass role may write), accounts' units in `org` (`ORG_PLACE`), a
 //! fan-out run's shards in `run#<execution>` (`Record::run_place`), and the
 //! exemptions waiting for CloudTrail in `exemption-check`
-//! (`confirm::CHECK_PLACE`).
+//! (`confirm::CHECK_PARTITION`).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -46,7 +46,7 @@ pub enum Kind {
     Finding,
     /// A person's break-glass grant for this instance or launch template
     /// (`break_glass::Grant`: until, reason, who), in the account-region's
-    /// grants partition (`break_glass::place_of`), kept two weeks past its
+    /// grants partition (`break_glass::partition_of`), kept two weeks past its
     /// end so the sweep can tell of it; beside it, once told, a record that
     /// its end was (`<target>#told#<granted_at>`).
     BreakGlass,
@@ -184,21 +184,21 @@ impl Record {
 }
 
 /// The partition of one account and region.
-pub fn place(account: &str, region: &str) -> String {
+pub fn partition(account: &str, region: &str) -> String {
     format!("{account}#{region}")
 }
 
 impl Record {
     pub fn new(
         kind: Kind,
-        place: &str,
+        partition: &str,
         id: &str,
         event_id: Option<&str>,
         now: u64,
         lookback: Duration,
     ) -> Record {
         Record {
-            pk: place.to_string(),
+            pk: partition.to_string(),
             sk: format!("{}{id}", kind.prefix()),
             event_id: event_id.map(str::to_string),
             at: now,
@@ -243,27 +243,34 @@ impl Record {
 
     /// The exemption record of a launch by a principal matching `glob`.
     pub fn exempt(
-        place: &str,
+        partition: &str,
         instance: &str,
         glob: &str,
         event_id: Option<&str>,
         now: u64,
     ) -> Record {
-        let mut r = Record::new(Kind::Exempt, place, instance, event_id, now, Duration::ZERO);
+        let mut r = Record::new(
+            Kind::Exempt,
+            partition,
+            instance,
+            event_id,
+            now,
+            Duration::ZERO,
+        );
         r.data.insert(GLOB.into(), glob.into());
         r
     }
 
     /// The message event `event_id` could not publish, kept for its retry.
     pub fn notice(
-        place: &str,
+        partition: &str,
         event_id: &str,
         n: &crate::message::Notification,
         now: u64,
     ) -> Record {
         let mut r = Record::new(
             Kind::Notice,
-            place,
+            partition,
             event_id,
             Some(event_id),
             now,
@@ -301,7 +308,7 @@ impl Record {
         self.data.get(SHARD_FAILURE).map(String::as_str)
     }
 
-    /// The instances a shard told of for the first time (`place` and id),
+    /// The instances a shard told of for the first time (`partition` and id),
     /// to remember as told once the run's summary is sent.
     pub fn shard_told(&self) -> Vec<(String, String)> {
         self.data
@@ -458,7 +465,7 @@ mod tests {
         let week = Duration::from_secs(7 * DAY);
         let n = Record::new(
             Kind::Noticed,
-            &place("111122223333", "eu-west-1"),
+            &partition("111122223333", "eu-west-1"),
             "i-0123456789abcdef0",
             Some("e-1"),
             1_000,
@@ -473,7 +480,7 @@ mod tests {
 
         let r = Record::new(
             Kind::Remediated,
-            &place("111122223333", "eu-west-1"),
+            &partition("111122223333", "eu-west-1"),
             "i-0123456789abcdef0",
             None,
             1_000,

@@ -138,7 +138,7 @@ pub fn exemption_records(
                 instance_id: r.instance_id.clone(),
                 event_id: event_id.into(),
                 glob: glob.clone(),
-                place: crate::memory::place(account, region),
+                partition: crate::memory::partition(account, region),
                 seen_at: now,
             }),
             _ => None,
@@ -334,7 +334,7 @@ pub fn ceiling(since: u64, told: Option<u64>, now: u64, days: u64) -> Ceiling {
 /// The record of an instance held back (`Kind::HeldBack`): since when,
 /// and when it was told, renewed each time a sweep holds it again.
 pub fn held_record(
-    place: &str,
+    partition: &str,
     id: &str,
     since: u64,
     told: Option<u64>,
@@ -343,7 +343,7 @@ pub fn held_record(
 ) -> crate::memory::Record {
     let mut r = crate::memory::Record::new(
         crate::memory::Kind::HeldBack,
-        place,
+        partition,
         id,
         None,
         since,
@@ -583,7 +583,7 @@ mod tests {
         assert_eq!(exemption.data["glob"], "arn:aws:iam::*:role/packer");
         assert!(crate::confirm::is_unconfirmed(&exemption));
         assert_eq!(exemption.expires_at, 1_000 + crate::confirm::WINDOW_SECS);
-        assert_eq!(waiting[0].entry().pk, crate::confirm::CHECK_PLACE);
+        assert_eq!(waiting[0].entry().pk, crate::confirm::CHECK_PARTITION);
         // With no event id there is nothing CloudTrail could confirm.
         assert!(exemption_records(Trigger::Launch, here, None, &[r], 1_000).is_empty());
 
@@ -615,7 +615,7 @@ mod tests {
         )
         .unwrap();
         let mut o = optional("i-0123456789abcdef0");
-        o.break_glass = Some(grant.clone());
+        o.standing.grant = Some(grant.clone());
         let mut ctx = launch();
         ctx.event_name = "ModifyInstanceMetadataOptions".into();
         // No principal exemptions configured: the grant alone exempts.
@@ -630,7 +630,7 @@ mod tests {
             .to_string()
             .starts_with("break-glass granted by arn:aws:iam::111122223333:user/alice until "));
         // Without it, the same change is undone.
-        o.break_glass = None;
+        o.standing.grant = None;
         let (r, remedy) = plan(&cfg(Mode::Enforce), &o, &ctx, Trigger::MetadataChange);
         assert_eq!(r.outcome, Outcome::Remediated);
         assert!(remedy.is_some());

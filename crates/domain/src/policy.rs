@@ -374,7 +374,7 @@ impl<'a> Policy<'a> {
 
     fn exemption(&self, instance: &Observed, principal: &Principal) -> Option<Exemption> {
         // A person's grant first: it is why the instance is as it is now.
-        if let Some(g) = &instance.break_glass {
+        if let Some(g) = &instance.standing.grant {
             return Some(Exemption::BreakGlass(g.clone()));
         }
         if let Some(e) = self.marked_exemption(|k| instance.tag(k), instance.image_id.as_deref()) {
@@ -388,9 +388,9 @@ impl<'a> Policy<'a> {
         {
             return Some(Exemption::Principal(glob.as_str().to_string()));
         }
-        if let Some(glob) = &instance.recorded_exemption {
+        if let Some(glob) = &instance.standing.exemption {
             if self.honours_record(glob) {
-                return Some(if instance.recorded_unconfirmed {
+                return Some(if instance.standing.unconfirmed {
                     Exemption::Unconfirmed(glob.clone())
                 } else {
                     Exemption::Recorded(glob.clone())
@@ -931,7 +931,7 @@ mod tests {
 
         // A principal exemption the guard recorded at launch (its memory)
         // holds for whoever looks later (a sweep knows no principal)...
-        by_role.recorded_exemption = Some("arn:aws:iam::*:role/packer".into());
+        by_role.standing.exemption = Some("arn:aws:iam::*:role/packer".into());
         assert!(matches!(
             p.decide(&by_role, &Principal::default()),
             Verdict::Exempt {
@@ -942,14 +942,14 @@ mod tests {
         // ...one a launch event claimed, unconfirmed by CloudTrail, too,
         // and it says so...
         let mut claimed = by_role.clone();
-        claimed.recorded_unconfirmed = true;
+        claimed.standing.unconfirmed = true;
         let Verdict::Exempt { exemption, .. } = p.decide(&claimed, &Principal::default()) else {
             panic!()
         };
         assert!(matches!(exemption, Exemption::Unconfirmed(_)));
         assert!(exemption.to_string().contains("CloudTrail"), "{exemption}");
         // ...and a cosmetic edit of its glob keeps it honoured...
-        by_role.recorded_exemption = Some(" arn:aws:iam::*:role/packer ".into());
+        by_role.standing.exemption = Some(" arn:aws:iam::*:role/packer ".into());
         assert!(matches!(
             p.decide(&by_role, &Principal::default()),
             Verdict::Exempt { .. }
@@ -957,7 +957,7 @@ mod tests {
         // ...but a glob no longer configured (another one still is) lets
         // the records it made lapse.
         let mut removed = by_role.clone();
-        removed.recorded_exemption = Some("arn:aws:iam::*:role/retired-*".into());
+        removed.standing.exemption = Some("arn:aws:iam::*:role/retired-*".into());
         assert!(matches!(
             p.decide(&removed, &Principal::default()),
             Verdict::Noncompliant { .. }
@@ -977,7 +977,7 @@ mod tests {
             Verdict::Noncompliant { .. }
         ));
         let mut migrated = tagged.clone();
-        migrated.recorded_exemption = Some(format!(
+        migrated.standing.exemption = Some(format!(
             "imds-guard:status=exempt{}",
             crate::memory::MIGRATED
         ));

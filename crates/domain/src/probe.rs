@@ -629,10 +629,10 @@ impl RegionCheck {
 
 /// The memory record of an account-region's self-check
 /// (`memory::Kind::SelfCheck`), its result as JSON.
-pub fn record(place: &str, c: &RegionCheck) -> crate::memory::Record {
+pub fn record(partition: &str, c: &RegionCheck) -> crate::memory::Record {
     let mut r = crate::memory::Record::new(
         crate::memory::Kind::SelfCheck,
-        place,
+        partition,
         "latest",
         None,
         c.at,

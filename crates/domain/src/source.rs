@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::config::{Config, Mode};
-use crate::event::MetadataOptions;
+use crate::event::{MetadataOptions, SourceChange};
 pub use crate::launch_template::{Template, TemplateRef, VersionRef};
 use crate::policy::{Exemption, Judged, Policy, Subject, Violation};
 
@@ -222,6 +222,23 @@ impl SourceReport {
             error: None,
             notify: false,
         }
+    }
+
+    /// The source an event's change names, failed: it could not be read
+    /// or fixed, and a person is told.
+    pub fn failed_change(change: &SourceChange, error: String) -> Self {
+        let (kind, id) = match change {
+            SourceChange::Template { id, name, .. } => (
+                SourceKind::LaunchTemplate,
+                id.clone().or_else(|| name.clone()).unwrap_or_default(),
+            ),
+            SourceChange::Group { name, .. } => (SourceKind::AutoScalingGroup, name.clone()),
+        };
+        let mut failed = SourceReport::new(kind, &id, None);
+        failed.outcome = SourceOutcome::Failed;
+        failed.error = Some(error);
+        failed.notify = true;
+        failed
     }
 
     /// How a person names it: `launch template web (lt-0abc…)`.

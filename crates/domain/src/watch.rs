@@ -15,10 +15,10 @@ const MODE: &str = "mode";
 pub const ID: &str = "events";
 
 /// The record of since when the guard has enforced here.
-pub fn since_record(place: &str, mode: Mode, since: u64, now: u64) -> Record {
+pub fn since_record(partition: &str, mode: Mode, since: u64, now: u64) -> Record {
     let mut r = Record::new(
         Kind::EventsSince,
-        place,
+        partition,
         ID,
         None,
         now,

@@ -136,16 +136,24 @@ pub struct Observed {
     pub launch_time: Option<u64>,
     /// Its instance profile's ARN, when it has one and the source said.
     pub instance_profile: Option<String>,
+    /// What the guard's own memory says of it: not a fact EC2 or an event
+    /// shows, so kept apart from them.
+    pub standing: Standing,
+}
+
+/// What the guard's memory says of an instance, read by a flow before the
+/// policy decides (an event and EC2 never carry it).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Standing {
     /// The principal exemption the guard recorded when it was launched (the
-    /// glob that matched), read from the guard's memory: only the guard can
-    /// write one, unlike a tag.
-    pub recorded_exemption: Option<String>,
+    /// glob that matched): only the guard can write one, unlike a tag.
+    pub exemption: Option<String>,
     /// That record is a launch event's claim CloudTrail has not confirmed
     /// yet (`confirm`): honoured for the window, and said so.
-    pub recorded_unconfirmed: bool,
+    pub unconfirmed: bool,
     /// A person's break-glass grant in force for it (its own, or its launch
-    /// template's), read from the guard's memory.
-    pub break_glass: Option<crate::break_glass::Grant>,
+    /// template's).
+    pub grant: Option<crate::break_glass::Grant>,
 }
 
 impl Observed {

@@ -288,9 +288,7 @@ pub(super) fn launched_instance(item: &Value) -> Result<Observed, String> {
         launch_time: item.get("launchTime").and_then(epoch_secs),
         instance_profile: text(item, &["iamInstanceProfile", "arn"])
             .filter(|a| a.starts_with("arn:") && a.contains(":instance-profile/")),
-        recorded_exemption: None,
-        recorded_unconfirmed: false,
-        break_glass: None,
+        standing: Standing::default(),
     })
 }
 

@@ -1,9 +1,11 @@
 //! What happened: one outcome per instance, and the invocation's report
 //! (the function's response, the CLI's output and the notification's source).
 
+mod closed;
 mod summaries;
 mod sweep;
 
+pub use closed::*;
 pub use summaries::*;
 pub use sweep::*;
 
