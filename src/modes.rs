@@ -10,7 +10,7 @@ use tracing::warn;
 use crate::aws::{Clients, MemoryApi};
 use crate::clock::now_secs;
 use crate::config::Config;
-use crate::memory::{Kind, Record, ORG_PLACE};
+use crate::memory::{Kind, Record, ORG_PARTITION};
 
 /// The configuration `account` runs under, its units read from the
 /// organization (the sweep's) and remembered for the event path. When they
@@ -72,7 +72,7 @@ pub async fn from_memory<C: Clients>(cfg: &Config, clients: &C, account: &str) -
         None => None,
         Some(memory) => match memory
             .query(
-                ORG_PLACE,
+                ORG_PARTITION,
                 &format!("{}{account}", Kind::Units.prefix()),
                 now_secs(),
             )

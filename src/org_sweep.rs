@@ -280,7 +280,7 @@ impl<'a, C: Clients> FanOut<'a, C> {
         loop {
             let (records, next) = memory
                 .query_page(
-                    &Record::run_place(&plan.run),
+                    &Record::run_partition(&plan.run),
                     Kind::Shard.prefix(),
                     now_secs(),
                     after,
@@ -331,10 +331,10 @@ impl<'a, C: Clients> FanOut<'a, C> {
             let now = now_secs();
             let records: Vec<Record> = told
                 .iter()
-                .map(|(place, id)| {
+                .map(|(partition, id)| {
                     Record::new(
                         Kind::Noticed,
-                        place,
+                        partition,
                         id,
                         None,
                         now,

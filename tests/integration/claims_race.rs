@@ -13,7 +13,7 @@ use std::time::Duration;
 use imds_guard::account_region::claim_each;
 use imds_guard::memory::{Claim, Kind, Record};
 
-const PLACE: &str = "111122223333#us-east-1";
+const PARTITION: &str = "111122223333#us-east-1";
 const LAUNCHES: usize = 50;
 
 fn ids() -> Vec<String> {
@@ -42,7 +42,7 @@ async fn claim_worker() {
         .map(|id| {
             Record::new(
                 Kind::Noticed,
-                PLACE,
+                PARTITION,
                 id,
                 Some(&event),
                 now,

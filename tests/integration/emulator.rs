@@ -554,14 +554,18 @@ async fn each_exemption_kind_leaves_its_instance_alone() {
 }
 
 /// The glob the guard's memory recorded for `instance`'s launch, if any.
-pub(crate) async fn recorded_exemption(table: &str, place: &str, instance: &str) -> Option<String> {
+pub(crate) async fn recorded_exemption(
+    table: &str,
+    partition: &str,
+    instance: &str,
+) -> Option<String> {
     let db = aws_sdk_dynamodb::Client::new(&crate::common::emulator_sdk().await);
     let out = db
         .get_item()
         .table_name(table)
         .key(
             "pk",
-            aws_sdk_dynamodb::types::AttributeValue::S(place.into()),
+            aws_sdk_dynamodb::types::AttributeValue::S(partition.into()),
         )
         .key(
             "sk",

@@ -75,22 +75,33 @@ const ORG: [&str; 4] = [
     "444444444444",
 ];
 
-fn guard(cloud: &FakeCloud, threshold: &str) -> Guard<crate::fake::FakeClients> {
-    cloud.guard(&[
+/// The organization's settings every test here shares, then its own.
+fn org_guard(cloud: &FakeCloud, own: &[(&str, &str)]) -> Guard<crate::fake::FakeClients> {
+    let mut all = vec![
         (
             "NOTIFY_TOPIC_ARN",
             "arn:aws:sns:us-east-1:111122223333:imds-guard",
         ),
         ("MEMBER_ROLE_NAME", "imds-guard-member"),
         ("SWEEP_ACCOUNTS", "ORGANIZATION"),
-        ("SWEEP_REGIONS", "us-east-1,eu-west-1"),
-        (
-            "ALLOWED_ACCOUNT_IDS",
-            "111111111111,222222222222,333333333333",
-        ),
-        ("FANOUT_THRESHOLD", threshold),
         ("MEMORY_TABLE", "imds-guard-memory"),
-    ])
+    ];
+    all.extend_from_slice(own);
+    cloud.guard(&all)
+}
+
+fn guard(cloud: &FakeCloud, threshold: &str) -> Guard<crate::fake::FakeClients> {
+    org_guard(
+        cloud,
+        &[
+            ("SWEEP_REGIONS", "us-east-1,eu-west-1"),
+            (
+                "ALLOWED_ACCOUNT_IDS",
+                "111111111111,222222222222,333333333333",
+            ),
+            ("FANOUT_THRESHOLD", threshold),
+        ],
+    )
 }
 
 /// Plan → a shard per account (one failing past the engine's retries, so
@@ -294,18 +305,14 @@ async fn a_shards_own_failures_count_and_what_it_told_of_is_remembered_after_the
     cloud.with_memory();
     cloud.set_organization(vec!["111111111111".into(), "222222222222".into()]);
     cloud.add("i-0aaaaaaaaaaaaaaa1", "optional", 1);
-    let g = cloud.guard(&[
-        (
-            "NOTIFY_TOPIC_ARN",
-            "arn:aws:sns:us-east-1:111122223333:imds-guard",
-        ),
-        ("MEMBER_ROLE_NAME", "imds-guard-member"),
-        ("SWEEP_ACCOUNTS", "ORGANIZATION"),
-        ("SWEEP_REGIONS", "us-east-1"),
-        ("FANOUT_THRESHOLD", "1"),
-        ("MEMORY_TABLE", "imds-guard-memory"),
-        ("GUARD_MODE", "notify"),
-    ]);
+    let g = org_guard(
+        &cloud,
+        &[
+            ("SWEEP_REGIONS", "us-east-1"),
+            ("FANOUT_THRESHOLD", "1"),
+            ("GUARD_MODE", "notify"),
+        ],
+    );
     let plan = json!({"run": "r-1", "single": false, "accounts": ["111111111111", "222222222222"],
         "regions": ["us-east-1"], "concurrency": 2});
     // The first shard cannot tag what it flags.
@@ -358,17 +365,10 @@ async fn an_unpublished_summary_says_where_it_was_kept_or_that_it_was_not() {
             cloud.with_failed_events_queue();
         }
         cloud.set_organization(vec!["111111111111".into()]);
-        let g = cloud.guard(&[
-            (
-                "NOTIFY_TOPIC_ARN",
-                "arn:aws:sns:us-east-1:111122223333:imds-guard",
-            ),
-            ("MEMBER_ROLE_NAME", "imds-guard-member"),
-            ("SWEEP_ACCOUNTS", "ORGANIZATION"),
-            ("SWEEP_REGIONS", "us-east-1"),
-            ("FANOUT_THRESHOLD", "1"),
-            ("MEMORY_TABLE", "imds-guard-memory"),
-        ]);
+        let g = org_guard(
+            &cloud,
+            &[("SWEEP_REGIONS", "us-east-1"), ("FANOUT_THRESHOLD", "1")],
+        );
         g.handle_payload(
             &json!({"imds_guard_step": "shard", "run": "r-1", "account": "111111111111"}),
             None,

@@ -202,36 +202,53 @@ fn ctrl_c_during_the_deploy_deletes_what_it_began() {
             Ok(())
         });
     }
-    let child = command.spawn().unwrap();
-    let start = Instant::now();
-    while !s.log().contains("sam deploy") {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "never reached the deploy: {}",
-            s.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let mut child = command.spawn().unwrap();
     // The child leads its own group (process_group(0)): its pid is the
     // group's id. Never 0 or 1, which would reach far more than the script.
     let group = i32::try_from(child.id()).unwrap();
     assert!(group > 1);
+    // Stops the whole group. Only ever called while the child is not yet
+    // reaped, so the group id is still this test's and cannot be reused.
     // SAFETY: kill(2) with a group id this test created; no memory involved.
+    let stop = || unsafe { libc::kill(-group, libc::SIGKILL) };
+    let drain = |mut pipe: Box<dyn std::io::Read + Send>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = std::io::Read::read_to_string(&mut pipe, &mut text);
+            text
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().unwrap()));
+    let stderr = drain(Box::new(child.stderr.take().unwrap()));
+    let start = Instant::now();
+    while !s.log().contains("sam deploy") {
+        if start.elapsed() > Duration::from_secs(30) {
+            stop();
+            panic!("never reached the deploy: {}", s.log());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // SAFETY: as above.
     assert_eq!(unsafe { libc::kill(-group, libc::SIGINT) }, 0);
-    // A script that ignores the interrupt would run its whole course (a
+    // A script that ignored the interrupt would run its whole course (a
     // quarter of an hour of waiting on stubs): stopped after two minutes,
     // and the assertion below says so.
-    let (done, finished) = std::sync::mpsc::channel::<()>();
-    let watchdog = std::thread::spawn(move || {
-        if finished.recv_timeout(Duration::from_secs(120)).is_err() {
-            // SAFETY: as above; the group is this test's, still waited on.
-            unsafe { libc::kill(-group, libc::SIGKILL) };
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
         }
-    });
-    let out = child.wait_with_output().unwrap();
-    let _ = done.send(());
-    watchdog.join().unwrap();
-    assert_eq!(out.status.code(), Some(130), "{out:?}");
+        if start.elapsed() > Duration::from_secs(120) {
+            stop();
+            break child.wait().unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let (stdout, stderr) = (stdout.join().unwrap(), stderr.join().unwrap());
+    assert_eq!(
+        status.code(),
+        Some(130),
+        "{status:?}\nstdout: {stdout}\nstderr: {stderr}"
+    );
     let log = s.log();
     let after = &log[log.find("sam deploy").unwrap()..];
     for call in [

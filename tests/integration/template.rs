@@ -2011,8 +2011,8 @@ fn the_break_glass_role_may_write_grants_only() {
     // Nothing else the guard keeps lives under that prefix.
     for other in [
         imds_guard::memory::partition("111122223333", "eu-west-1"),
-        imds_guard::memory::ORG_PLACE.to_string(),
-        imds_guard::memory::Record::run_place("r-1"),
+        imds_guard::memory::ORG_PARTITION.to_string(),
+        imds_guard::memory::Record::run_partition("r-1"),
     ] {
         assert!(!other.starts_with("breakglass#"), "{other}");
     }

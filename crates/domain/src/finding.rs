@@ -709,11 +709,11 @@ pub fn reconcile(
 }
 
 /// The guard's memory of a finding it filed (`memory::Kind::Finding`).
-pub fn record(memory_place: &str, f: &Finding, now: u64) -> crate::memory::Record {
+pub fn record(memory_partition: &str, f: &Finding, now: u64) -> crate::memory::Record {
     let id = instance_of(&f.id).unwrap_or(&f.id);
     let mut r = crate::memory::Record::new(
         crate::memory::Kind::Finding,
-        memory_place,
+        memory_partition,
         id,
         None,
         now,

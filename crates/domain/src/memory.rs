@@ -7,8 +7,8 @@
 //! account-region with one query per kind (`sk` begins with `<kind>#`). A few
 //! kinds have partitions of their own: break-glass grants in
 //! `breakglass#<account>#<region>` (`break_glass::partition_of`, the only one the
-//! break-glass role may write), accounts' units in `org` (`ORG_PLACE`), a
-//! fan-out run's shards in `run#<execution>` (`Record::run_place`), and the
+//! break-glass role may write), accounts' units in `org` (`ORG_PARTITION`), a
+//! fan-out run's shards in `run#<execution>` (`Record::run_partition`), and the
 //! exemptions waiting for CloudTrail in `exemption-check`
 //! (`confirm::CHECK_PARTITION`).
 
@@ -157,12 +157,19 @@ pub const GLOB: &str = "glob";
 pub const MIGRATED: &str = " (a legacy record, migrated)";
 
 /// The partition of records about the organization (`Kind::Units`).
-pub const ORG_PLACE: &str = "org";
+pub const ORG_PARTITION: &str = "org";
 
 impl Record {
     /// The units `account` is in, nearest first.
     pub fn units(account: &str, units: &[String], now: u64) -> Record {
-        let mut r = Record::new(Kind::Units, ORG_PLACE, account, None, now, Duration::ZERO);
+        let mut r = Record::new(
+            Kind::Units,
+            ORG_PARTITION,
+            account,
+            None,
+            now,
+            Duration::ZERO,
+        );
         r.data.insert("units".into(), units.join(","));
         r
     }
@@ -281,7 +288,7 @@ impl Record {
     }
 
     /// The partition of one fan-out run.
-    pub fn run_place(run: &str) -> String {
+    pub fn run_partition(run: &str) -> String {
         format!("run#{run}")
     }
 
@@ -289,7 +296,7 @@ impl Record {
     pub fn shard(run: &str, account: &str, outcome: Result<String, String>, now: u64) -> Record {
         let mut r = Record::new(
             Kind::Shard,
-            &Record::run_place(run),
+            &Record::run_partition(run),
             account,
             None,
             now,

@@ -409,33 +409,13 @@ pub struct Routed {
 }
 
 impl Report {
-    pub fn ignored(mode: Mode, reason: String) -> Report {
-        Report {
-            status: Status::Ignored,
-            mode,
-            reason: Some(reason),
-            event: None,
-            instances: Vec::new(),
-            unreadable: Vec::new(),
-            notification: "not needed".into(),
-            sweep: None,
-            account_defaults: None,
-            aws_calls: BTreeMap::new(),
-            sources: Vec::new(),
-            security_hub: None,
-            routed: None,
-            breaker: None,
-            fallback: None,
-        }
-    }
-
-    /// A report for `ctx` with nothing in it yet.
-    pub fn handled(status: Status, mode: Mode, ctx: EventContext) -> Report {
+    /// A report with nothing in it yet.
+    fn empty(status: Status, mode: Mode, event: Option<EventContext>) -> Report {
         Report {
             status,
             mode,
             reason: None,
-            event: Some(ctx),
+            event,
             instances: Vec::new(),
             unreadable: Vec::new(),
             notification: String::new(),
@@ -450,28 +430,28 @@ impl Report {
         }
     }
 
+    pub fn ignored(mode: Mode, reason: String) -> Report {
+        let mut r = Report::empty(Status::Ignored, mode, None);
+        r.reason = Some(reason);
+        r.notification = "not needed".into();
+        r
+    }
+
+    /// A report for `ctx` with nothing in it yet.
+    pub fn handled(status: Status, mode: Mode, ctx: EventContext) -> Report {
+        Report::empty(status, mode, Some(ctx))
+    }
+
     /// The API call itself failed: nothing was launched or changed.
     pub fn failed_call(mode: Mode, ctx: EventContext, error_code: &str) -> Report {
-        Report {
-            status: Status::FailedCall,
-            mode,
-            reason: Some(format!(
-                "{} failed with {error_code}: nothing was launched or changed",
-                ctx.event_name
-            )),
-            event: Some(ctx),
-            instances: Vec::new(),
-            unreadable: Vec::new(),
-            notification: "not needed".into(),
-            sweep: None,
-            account_defaults: None,
-            aws_calls: BTreeMap::new(),
-            sources: Vec::new(),
-            security_hub: None,
-            routed: None,
-            breaker: None,
-            fallback: None,
-        }
+        let reason = format!(
+            "{} failed with {error_code}: nothing was launched or changed",
+            ctx.event_name
+        );
+        let mut r = Report::empty(Status::FailedCall, mode, Some(ctx));
+        r.reason = Some(reason);
+        r.notification = "not needed".into();
+        r
     }
 
     /// Instances by outcome: a sweep's full counts (its `instances` list is
