@@ -49,7 +49,9 @@ pub struct AccountRegion<'a, C: Clients> {
     pub region: String,
     /// Whose credentials act here.
     pub who: Account,
-    pub ec2: C::Ec2,
+    /// Built when a flow first asks (`ec2()`): the outputs function enters
+    /// too and never asks, so its bootstrap links no EC2 client.
+    ec2: std::sync::OnceLock<C::Ec2>,
     account: OnceCell<Result<String, String>>,
     own: OnceCell<Config>,
     grants: OnceCell<Result<Vec<Record>, String>>,
@@ -79,14 +81,13 @@ impl<'a, C: Clients> AccountRegion<'a, C> {
             .enter(account, region)
             .await
             .map_err(Closed::Unreachable)?;
-        let ec2 = clients.ec2(&who, region);
         Ok(AccountRegion {
             cfg,
             clients,
             asked: account.map(str::to_string),
             region: region.to_string(),
             who,
-            ec2,
+            ec2: std::sync::OnceLock::new(),
             account: OnceCell::new(),
             own: OnceCell::new(),
             grants: OnceCell::new(),
@@ -116,6 +117,12 @@ impl<'a, C: Clients> AccountRegion<'a, C> {
             Err(Closed::Unreachable(e)) => NotEntered::Unreachable(e.to_string()),
         };
         Err(Report::not_entered(cfg.mode, ctx.clone(), named, why))
+    }
+
+    /// The EC2 client that acts here.
+    pub fn ec2(&self) -> &C::Ec2 {
+        self.ec2
+            .get_or_init(|| self.clients.ec2(&self.who, &self.region))
     }
 
     /// The account, named: the one asked for or entered, else the

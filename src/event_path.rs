@@ -86,7 +86,7 @@ impl<'a, C: Clients> EventPath<'a, C> {
         let (mut seen, failures) = if to_look.is_empty() {
             (HashMap::new(), HashMap::new())
         } else {
-            look(&here.ec2, &to_look, deadline, self.cfg.retry_budget).await
+            look(here.ec2(), &to_look, deadline, self.cfg.retry_budget).await
         };
         let current = from_event
             .into_iter()
@@ -116,7 +116,7 @@ impl<'a, C: Clients> EventPath<'a, C> {
             Ok(here) => here,
             Err(closed) => return self.finish(closed, None).await,
         };
-        match look_launch(&here.ec2, &lookup, deadline, self.cfg.retry_budget).await {
+        match look_launch(here.ec2(), &lookup, deadline, self.cfg.retry_budget).await {
             Ok(found) => {
                 info!(
                     event_id = ctx.event_id.as_deref().unwrap_or(""), why = %lookup.why,
@@ -216,7 +216,7 @@ impl<'a, C: Clients> EventPath<'a, C> {
         let memory = self.clients.memory();
         carry_out(
             self.cfg,
-            &here.ec2,
+            here.ec2(),
             &mut Pacer::new(Pacing::EVENT),
             &mut reports,
             to_modify,
@@ -550,7 +550,7 @@ impl<'a, C: Clients> EventPath<'a, C> {
         ctx: EventContext,
         change: DefaultsChange,
     ) -> Result<Report, GuardError> {
-        let ec2 = &here.ec2;
+        let ec2 = here.ec2();
         let (current, unread) = match ec2.metadata_defaults().await {
             Ok(d) => (Some(d), None),
             Err(e) => {

@@ -69,7 +69,7 @@ impl<'a, C: Clients> Sources<'a, C> {
             Err(closed) => return self.finish(closed).await,
         };
         let mut report = Report::handled(Status::Handled, self.cfg.mode, ctx.clone());
-        let ec2 = &here.ec2;
+        let ec2 = here.ec2();
         let asg = self.clients.autoscaling(&here.who, &ctx.region);
         // The mode and source fixing set for this account or its unit.
         let cfg = here.config().await;

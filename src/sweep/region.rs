@@ -62,7 +62,7 @@ impl<'a, C: Clients> Sweep<'a, C> {
             }
         };
         out.who = here.who.clone();
-        let ec2 = here.ec2;
+        let ec2 = here.ec2();
         out.since = self.events_since(&out).await;
         if self.cfg.security_hub_findings {
             if filer(self.clients, &out.who, region).is_some() {
@@ -77,8 +77,8 @@ impl<'a, C: Clients> Sweep<'a, C> {
         // The account defaults are read while the instances are listed.
         let mut defaults = RegionSweep::new(region);
         let (_, ()) = tokio::join!(
-            self.account_defaults(&ec2, &mut defaults),
-            self.list_and_act(&ec2, &mut out, max_listed, deadline, progress)
+            self.account_defaults(ec2, &mut defaults),
+            self.list_and_act(ec2, &mut out, max_listed, deadline, progress)
         );
         if let Some(f) = out.findings.take() {
             // Settled only after a listing that reached its end: an instance
@@ -87,7 +87,7 @@ impl<'a, C: Clients> Sweep<'a, C> {
             if let Some(api) = filer(self.clients, &out.who, region) {
                 let memory = self.clients.memory();
                 out.findings_report = Some(
-                    f.close(&api, memory.as_ref(), &ec2, self.cfg, complete, now_secs())
+                    f.close(&api, memory.as_ref(), ec2, self.cfg, complete, now_secs())
                         .await,
                 );
             }
