@@ -531,7 +531,7 @@ impl<'a, C: Clients> EventPath<'a, C> {
         ctx: EventContext,
         change: DefaultsChange,
     ) -> Result<Report, GuardError> {
-        let named = Named::Defaults(change.clone());
+        let named = Named::Defaults(&change);
         let here = match AccountRegion::enter_for(self.cfg, self.clients, &ctx, named).await {
             Ok(here) => here,
             Err(closed) => return self.finish(closed, None).await,

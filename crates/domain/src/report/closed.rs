@@ -17,7 +17,7 @@ pub enum Named<'a> {
         unreadable: &'a [String],
     },
     /// A change of the account's metadata defaults.
-    Defaults(DefaultsChange),
+    Defaults(&'a DefaultsChange),
     /// A launch template or Auto Scaling group created or changed.
     Source(&'a SourceChange),
 }
@@ -72,7 +72,7 @@ impl Report {
                     let mut report = Report::handled(Status::DefaultsChanged, mode, ctx);
                     report.account_defaults = Some(DefaultsReport {
                         weakenings: change.weakenings(),
-                        requested: change,
+                        requested: change.clone(),
                         current: None,
                         action: DefaultsAction::None,
                         error: Some(why),
@@ -187,7 +187,7 @@ mod tests {
         let r = Report::not_entered(
             Mode::Enforce,
             ctx(),
-            Named::Defaults(change.clone()),
+            Named::Defaults(&change),
             NotEntered::Unreachable("no role".into()),
         );
         assert_eq!(r.status, Status::DefaultsChanged);
@@ -207,7 +207,7 @@ mod tests {
             launch_configuration: None,
         };
         for named in [
-            Named::Defaults(DefaultsChange::default()),
+            Named::Defaults(&DefaultsChange::default()),
             Named::Source(&group),
         ] {
             let r =
