@@ -1,6 +1,7 @@
 //! The event path: one event (a launch, a change of an instance's metadata
 //! options, a change of the account's defaults, an instance starting)
-//! through decide → act → report.
+//! through decide → act → report: its instances through the one pipeline
+//! (`pipeline`, with this path's strategy, `EventSteps`), then one report.
 //!
 //! Invariant: every instance an event names ends in exactly one outcome, or
 //! the invocation fails and names it (so the asynchronous retry and the
@@ -15,6 +16,7 @@ use tracing::{error, info, warn};
 
 use crate::account_region::{claim_each, read_each, AccountRegion};
 use crate::aws::{Clients, Ec2Api, MemoryApi};
+use crate::breaker::Tripped;
 use crate::clock::now_secs;
 use crate::config::Config;
 use crate::error::{conclude, GuardError};
@@ -23,9 +25,10 @@ use crate::finding::{self, FindingsReport};
 use crate::findings;
 use crate::memory::{self, Claim, Kind, Record};
 use crate::outbox::Outbox;
-use crate::plan::{exemption_records, judge_defaults_change, needs_claim, plan};
+use crate::pipeline::{self, Pace, Slot, Steps};
+use crate::plan::{exemption_records, judge_defaults_change, needs_claim};
 use crate::policy::{Policy, Remedy, Verdict};
-use crate::remedies::{apply_default, carry_out, look, look_launch, Pacer, Pacing};
+use crate::remedies::{apply_default, look, look_launch, Pacer, Pacing};
 use crate::report::{DefaultsAction, DefaultsReport, Idle, InstanceReport, Named, Report, Status};
 use crate::telemetry::log_decision;
 
@@ -93,7 +96,7 @@ impl<'a, C: Clients> EventPath<'a, C> {
             .map(|launched| {
                 let id = &launched.instance_id;
                 match failures.get(id) {
-                    Some(why) => Err((id.clone(), why.clone())),
+                    Some(why) => Err(Box::new(InstanceReport::failed(id, why.clone()))),
                     None => Ok(seen.remove(id).unwrap_or(launched)),
                 }
             })
@@ -144,7 +147,7 @@ impl<'a, C: Clients> EventPath<'a, C> {
         ctx: EventContext,
         trigger: Trigger,
         here: &AccountRegion<'a, C>,
-        current: Vec<Result<Observed, (String, String)>>,
+        current: Vec<Slot>,
         unreadable: Vec<String>,
         deadline: Instant,
     ) -> Result<Report, GuardError> {
@@ -161,78 +164,55 @@ impl<'a, C: Clients> EventPath<'a, C> {
             .await
     }
 
-    /// `decide_and_act` in the configuration this account runs under.
+    /// `decide_and_act` in the configuration this account runs under: the
+    /// instances through the one pipeline (`pipeline`), then one report and
+    /// one notification.
     async fn act(
         &self,
         ctx: EventContext,
         trigger: Trigger,
         here: &AccountRegion<'_, C>,
-        current: Vec<Result<Observed, (String, String)>>,
+        current: Vec<Slot>,
         unreadable: Vec<String>,
         deadline: Instant,
     ) -> Result<Report, GuardError> {
         let partition = here.partition().await;
-        // A change or a state change names no launcher: the exemption the
-        // instance's launch left in the guard's memory is what counts.
-        let mut current = current;
-        if trigger != Trigger::Launch {
-            self.recall_exemptions(partition.as_deref(), &mut current)
-                .await;
-        }
-        self.recall_break_glass(here, partition.as_deref(), &mut current)
-            .await;
-
-        // Decide.
-        let mut reports: Vec<InstanceReport> = Vec::with_capacity(current.len());
-        let mut to_modify: Vec<(usize, Remedy)> = Vec::new();
-        for o in current {
-            let o = match o {
-                Ok(o) => o,
-                Err((id, why)) => {
-                    reports.push(InstanceReport::failed(&id, why));
-                    continue;
-                }
-            };
-            let (report, remedy) = plan(self.cfg, &o, &ctx, trigger);
-            if let Some(remedy) = remedy {
-                to_modify.push((reports.len(), remedy));
-            }
-            reports.push(report);
-        }
-        // The circuit breaker: at most so many changes per event.
-        let (to_modify, tripped) = crate::breaker::admit(
-            self.cfg.max_changes_per_event,
-            &format!("MAX_CHANGES_PER_EVENT={}", self.cfg.max_changes_per_event),
-            &mut reports,
-            to_modify,
-        );
-        self.record_exemptions(&ctx, trigger, partition.as_deref(), &mut reports)
-            .await;
-        let claimed = self
-            .claim_news(&ctx, trigger, partition.as_deref(), &mut reports)
-            .await;
-
-        // Act.
         let memory = self.clients.memory();
-        carry_out(
+        let mut steps = EventSteps {
+            path: self,
+            here,
+            ctx: &ctx,
+            trigger,
+            partition: partition.clone(),
+            pacer: Pacer::new(Pacing::EVENT),
+            deadline,
+            tripped: None,
+            claimed: Vec::new(),
+            security_hub: None,
+            reports: Vec::new(),
+        };
+        pipeline::run(
             self.cfg,
             here.ec2(),
-            &mut Pacer::new(Pacing::EVENT),
-            &mut reports,
-            to_modify,
-            deadline,
-            memory.as_ref().zip(partition.as_deref()),
+            memory.as_ref(),
+            &ctx,
+            trigger,
+            current,
+            &mut steps,
         )
         .await;
+        let EventSteps {
+            tripped,
+            claimed,
+            security_hub,
+            reports,
+            ..
+        } = steps;
 
         // Report.
-        for r in &reports {
-            log_decision(&ctx, self.cfg.mode, r);
-        }
         for item in &unreadable {
             error!(%item, "event item could not be read");
         }
-        let security_hub = self.file_findings(here, &ctx, trigger, &reports).await;
         let mut report = Report::handled(Status::Handled, self.cfg.mode, ctx);
         report.fallback = self.cfg.fallback_units.clone();
         report.instances = reports;
@@ -298,11 +278,7 @@ impl<'a, C: Clients> EventPath<'a, C> {
     /// The exemptions the guard recorded when these instances were launched
     /// (only with principal exemptions configured, which honour them). An
     /// instance whose record cannot be read is not decided blind: it fails.
-    async fn recall_exemptions(
-        &self,
-        partition: Option<&str>,
-        current: &mut [Result<Observed, (String, String)>],
-    ) {
+    async fn recall_exemptions(&self, partition: Option<&str>, current: &mut [Slot]) {
         if !self.cfg.reads_exemption_records() {
             return;
         }
@@ -328,10 +304,10 @@ impl<'a, C: Clients> EventPath<'a, C> {
                         record.as_ref().is_some_and(crate::confirm::is_unconfirmed);
                 }
                 Some(Err(e)) => {
-                    *slot = Err((
-                        o.instance_id.clone(),
+                    *slot = Err(Box::new(InstanceReport::failed(
+                        &o.instance_id,
                         format!("whether its launch was exempt could not be read from the guard's memory: {e}"),
-                    ));
+                    )));
                 }
                 None => {}
             }
@@ -348,7 +324,7 @@ impl<'a, C: Clients> EventPath<'a, C> {
         )
     }
 
-    fn slot_at_stake(&self, slot: &Result<Observed, (String, String)>) -> bool {
+    fn slot_at_stake(&self, slot: &Slot) -> bool {
         slot.as_ref().is_ok_and(|o| self.at_stake(o))
     }
 
@@ -361,7 +337,7 @@ impl<'a, C: Clients> EventPath<'a, C> {
         &self,
         here: &AccountRegion<'_, C>,
         partition: Option<&str>,
-        current: &mut [Result<Observed, (String, String)>],
+        current: &mut [Slot],
     ) {
         let (Some(_), Some(partition)) = (self.clients.memory(), partition) else {
             return;
@@ -381,10 +357,10 @@ impl<'a, C: Clients> EventPath<'a, C> {
                 for slot in current.iter_mut() {
                     if let Ok(o) = slot {
                         if self.at_stake(o) {
-                            *slot = Err((
-                                o.instance_id.clone(),
+                            *slot = Err(Box::new(InstanceReport::failed(
+                                &o.instance_id,
                                 format!("whether a break-glass grant covers it could not be read from the guard's memory: {e}"),
-                            ));
+                            )));
                         }
                     }
                 }
@@ -588,5 +564,96 @@ impl<'a, C: Clients> EventPath<'a, C> {
             error,
         });
         self.finish(report, None).await
+    }
+}
+
+/// The event path's strategy for the one pipeline (`pipeline::Steps`): the
+/// instances of one event, in the account-region it entered.
+struct EventSteps<'p, 'a, 'h, C: Clients> {
+    path: &'p EventPath<'a, C>,
+    here: &'p AccountRegion<'h, C>,
+    ctx: &'p EventContext,
+    trigger: Trigger,
+    partition: Option<String>,
+    pacer: Pacer,
+    deadline: Instant,
+    /// What the circuit breaker held.
+    tripped: Option<Tripped>,
+    /// The news this event claimed: marked told once it is.
+    claimed: Vec<Record>,
+    security_hub: Option<FindingsReport>,
+    /// Every instance's report, in the event's order.
+    reports: Vec<InstanceReport>,
+}
+
+impl<C: Clients> Steps for EventSteps<'_, '_, '_, C> {
+    /// A change or a state change names no launcher: the exemption the
+    /// instance's launch left in the guard's memory is what counts. The
+    /// grants are read for the instances at stake.
+    async fn recall(&mut self, slots: &mut [Slot]) {
+        let partition = self.partition.as_deref();
+        if self.trigger != Trigger::Launch {
+            self.path.recall_exemptions(partition, slots).await;
+        }
+        self.path
+            .recall_break_glass(self.here, partition, slots)
+            .await;
+    }
+
+    fn decided(&mut self, _: &Observed, _: &InstanceReport) -> bool {
+        true
+    }
+
+    /// An event's instance is new: nothing shows it used IMDSv1 yet.
+    async fn hold_back(&mut self, _: &mut [InstanceReport], _: &mut [Option<Remedy>]) {}
+
+    /// At most so many changes per event.
+    async fn admit(
+        &mut self,
+        reports: &mut [InstanceReport],
+        todo: Vec<(usize, Remedy)>,
+    ) -> Vec<(usize, Remedy)> {
+        let cfg = self.path.cfg;
+        let (todo, tripped) = crate::breaker::admit(
+            cfg.max_changes_per_event,
+            &format!("MAX_CHANGES_PER_EVENT={}", cfg.max_changes_per_event),
+            reports,
+            todo,
+        );
+        self.tripped = tripped;
+        todo
+    }
+
+    /// An exempt launch is recorded before anything else is done, and news
+    /// another event may tell as well is claimed.
+    async fn dedup(&mut self, reports: &mut [InstanceReport]) {
+        let partition = self.partition.as_deref();
+        self.path
+            .record_exemptions(self.ctx, self.trigger, partition, reports)
+            .await;
+        self.claimed = self
+            .path
+            .claim_news(self.ctx, self.trigger, partition, reports)
+            .await;
+    }
+
+    async fn pace(&mut self) -> Pace<'_> {
+        Pace {
+            pacer: &mut self.pacer,
+            deadline: self.deadline,
+            partition: self.partition.clone(),
+        }
+    }
+
+    async fn file(&mut self, reports: &[InstanceReport]) {
+        self.security_hub = self
+            .path
+            .file_findings(self.here, self.ctx, self.trigger, reports)
+            .await;
+    }
+
+    fn record(&mut self, report: InstanceReport) {
+        log_decision(self.ctx, self.path.cfg.mode, &report);
+        self.reports.push(report);
     }
 }

@@ -34,6 +34,7 @@ pub mod modes;
 pub mod org_sweep;
 pub mod outbox;
 pub mod outputs_function;
+pub mod pipeline;
 pub mod remedies;
 pub mod self_check;
 pub mod sources;

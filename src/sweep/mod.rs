@@ -7,6 +7,7 @@
 //! its readiness for AWS's own `HttpTokensEnforced`.
 
 mod budget;
+mod page;
 mod recall;
 mod region;
 
@@ -32,7 +33,7 @@ use crate::memory::{self, Kind, Record};
 use crate::outbox::{filer, Outbox};
 use crate::plan::{hold_back, plan, sweep_default_action, unread_metric, V1Use};
 use crate::policy::{readiness, Remedy, SweepFacts};
-use crate::remedies::{apply_default, carry_out, Pacer, Pacing};
+use crate::remedies::{apply_default, Pacer, Pacing};
 use crate::report::{
     Access, AccountSweep, DefaultsAction, InstanceReport, Outcome, Refusing, RegionSweep, Report,
     Status, SweepSummary, MAX_REFUSING,

@@ -157,7 +157,7 @@ impl<'a, C: Clients> Sweep<'a, C> {
     pub(super) async fn recall_exemptions(
         &self,
         out: &mut RegionResult,
-        instances: &mut [Observed],
+        instances: &mut [crate::pipeline::Slot],
     ) -> Result<(), AwsError> {
         if instances.is_empty() {
             return Ok(());
@@ -166,7 +166,7 @@ impl<'a, C: Clients> Sweep<'a, C> {
         self.read_grants(out).await?;
         let grants = crate::break_glass::grants(out.grants.as_deref().unwrap_or_default());
         let now = now_secs();
-        for o in instances.iter_mut() {
+        for o in instances.iter_mut().flatten() {
             o.standing.grant = crate::policy::grant_in_force(&grants, o, now).cloned();
             // Under a grant, in force or ended: a fix of it now is no
             // missed event.
@@ -199,7 +199,7 @@ impl<'a, C: Clients> Sweep<'a, C> {
         let known = out.exemptions.get_or_insert_with(Default::default);
         let policy = crate::policy::Policy::of(self.cfg);
         let mut renew = Vec::new();
-        for o in instances.iter_mut() {
+        for o in instances.iter_mut().flatten() {
             let Some(record) = known.get_mut(&o.instance_id) else {
                 continue;
             };
@@ -337,13 +337,16 @@ impl<'a, C: Clients> Sweep<'a, C> {
     /// exempt instances the guard's memory says it told of (a launch event,
     /// or an earlier sweep, within a week) are counted but not listed or
     /// tagged again; the others are remembered as told once the summary is
-    /// sent. Without a memory, every sweep lists them all.
+    /// sent. A change the circuit breaker held is news every run it is held.
+    /// Without a memory, every sweep lists them all.
     pub(super) async fn skip_told(&self, out: &mut RegionResult, reports: &mut [InstanceReport]) {
         let Some(memory) = self.clients.memory() else {
             return;
         };
         let candidates = |r: &InstanceReport| {
-            r.notify && matches!(r.outcome, Outcome::Flagged | Outcome::Exempt)
+            r.notify
+                && matches!(r.outcome, Outcome::Flagged | Outcome::Exempt)
+                && !matches!(r.action.idle, crate::report::Idle::Breaker(_))
         };
         if !reports.iter().any(candidates) {
             return;

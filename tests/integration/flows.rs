@@ -1384,3 +1384,70 @@ async fn a_hold_back_ceiling_tells_a_day_ahead_then_switches() {
     assert_eq!(rec.len(), 1);
     assert!(rec[0].at >= now);
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_instance_whose_standing_cannot_be_read_is_never_decided_blind_on_either_path() {
+    // The one pipeline's recall: with principal exemptions configured, what
+    // the guard's memory says of an instance decides it. DynamoDB refuses
+    // every read: the noncompliant instance fails on both paths, named, and
+    // is not changed; the compliant one is only counted.
+    let noncompliant = "i-0ddddddddddddddd1";
+    let compliant = "i-0ddddddddddddddd2";
+    let cloud = FakeCloud::new();
+    cloud.with_memory();
+    cloud.set_defaults(Some(Default::default()));
+    cloud
+        .add(noncompliant, "optional", 1)
+        .add(compliant, "required", 2);
+    let g = guard(
+        &cloud,
+        &[
+            ("GUARD_MODE", "enforce"),
+            ("EXEMPT_PRINCIPAL_ARNS", "arn:aws:iam::*:role/packer-*"),
+            // Every instance listed, the compliant one too.
+            ("MAX_HOP_LIMIT", "2"),
+        ],
+    );
+    cloud.fail("Query", 1000, api_error("InternalServerError"));
+
+    let Err(GuardError::Unhandled { summary, report }) = g.handle(&scheduled()).await else {
+        panic!("the sweep must fail, naming the instance it could not decide")
+    };
+    assert!(summary.contains(noncompliant), "{summary}");
+    let failed: Vec<_> = report
+        .instances
+        .iter()
+        .filter(|r| r.outcome == Outcome::Failed)
+        .collect();
+    assert_eq!(failed.len(), 1, "{:?}", report.instances);
+    assert_eq!(failed[0].instance_id, noncompliant);
+    assert!(
+        failed[0]
+            .error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("exempt at launch could not be read from the guard's memory"),
+        "{:?}",
+        failed[0]
+    );
+    assert_eq!(report.count(Outcome::Compliant), 1);
+    assert_eq!(cloud.tokens(noncompliant), "optional");
+
+    let revert = crate::common::revert_event(noncompliant);
+    let Err(GuardError::Unhandled { summary, report }) = g.handle(&revert).await else {
+        panic!("the event must fail, naming the instance it could not decide")
+    };
+    assert!(summary.contains(noncompliant), "{summary}");
+    assert_eq!(report.instances.len(), 1);
+    assert_eq!(report.instances[0].outcome, Outcome::Failed);
+    assert!(
+        report.instances[0]
+            .error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("could not be read from the guard's memory"),
+        "{:?}",
+        report.instances[0]
+    );
+    assert_eq!(cloud.tokens(noncompliant), "optional");
+}

@@ -1,0 +1,155 @@
+//! The one pipeline a batch of instances goes through, the same for the
+//! instances one event names and for a page of a sweep:
+//!
+//! recall → decide → hold back → admit → dedup → act → file → record
+//!
+//! The pipeline fixes the order and does the steps that are the same for
+//! both (deciding with `plan::plan`, acting with `remedies::carry_out`); what
+//! really differs is a strategy, `Steps`, as `remedies::Pacing` is one level
+//! down:
+//!
+//! | step | event path (`event_path`) | sweep page (`sweep/page.rs`) |
+//! |---|---|---|
+//! | recall | exemptions per instance (not for a launch), the grants once | exemptions and grants once per region |
+//! | decide | every instance goes on | compliant and gone ones are only counted |
+//! | hold back | nothing | IMDSv1 users (`CHECK_METADATA_NO_TOKEN`), their ceiling |
+//! | admit | `MAX_CHANGES_PER_EVENT` | the region's share and the run's ceiling |
+//! | dedup | exemptions recorded, the news claimed | what was told before is skipped |
+//! | act | `Pacing::EVENT`, the retry budget | `Pacing::SWEEP`, the page's deadline |
+//! | file | findings of the event | the region's findings, page by page |
+//! | record | kept for the event's report | logged, counted, listed within the caps |
+//!
+//! An instance whose standing cannot be read is never decided blind: its
+//! strategy's recall turns it into its failed report, which is recorded in
+//! its place and skips every step between.
+
+use std::borrow::Cow;
+
+use tokio::time::Instant;
+
+use crate::aws::{Ec2Api, MemoryApi};
+use crate::config::Config;
+use crate::event::{EventContext, Observed, Trigger};
+use crate::plan::plan;
+use crate::policy::Remedy;
+use crate::remedies::{carry_out, Pacer};
+use crate::report::InstanceReport;
+
+/// One instance of a batch: as EC2 or the event shows it, or already its
+/// failed report (it could not be looked at, or its standing read).
+pub type Slot = Result<Observed, Box<InstanceReport>>;
+
+/// How the act runs: its pace, its deadline, and the memory partition where
+/// switched instances are remembered (with `CHECK_METADATA_NO_TOKEN`).
+pub struct Pace<'p> {
+    pub pacer: &'p mut Pacer,
+    pub deadline: Instant,
+    pub partition: Option<String>,
+}
+
+/// What differs between the event path and a sweep page, step by step.
+pub(crate) trait Steps {
+    /// What the guard's memory says of these instances (their `Standing`).
+    /// One whose standing cannot be read becomes its failed report.
+    async fn recall(&mut self, slots: &mut [Slot]);
+    /// A decided instance: whether it goes on through the pipeline (false:
+    /// the strategy has counted it, and it is done).
+    fn decided(&mut self, o: &Observed, report: &InstanceReport) -> bool;
+    /// Changes withheld for the workload's sake; `remedies` is parallel to
+    /// `reports`.
+    async fn hold_back(&mut self, reports: &mut [InstanceReport], remedies: &mut [Option<Remedy>]);
+    /// The circuit breaker: of `todo`, what may be changed.
+    async fn admit(
+        &mut self,
+        reports: &mut [InstanceReport],
+        todo: Vec<(usize, Remedy)>,
+    ) -> Vec<(usize, Remedy)>;
+    /// News told before is not told again, and what must be in the memory
+    /// before anything is changed is written.
+    async fn dedup(&mut self, reports: &mut [InstanceReport]);
+    /// How the act runs.
+    async fn pace(&mut self) -> Pace<'_>;
+    /// After the act: the findings these reports make.
+    async fn file(&mut self, reports: &[InstanceReport]);
+    /// Each report, in the batch's order, at the end.
+    fn record(&mut self, report: InstanceReport);
+}
+
+/// Runs a batch through the pipeline.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn run<S: Steps, M: MemoryApi>(
+    cfg: &Config,
+    ec2: &impl Ec2Api,
+    memory: Option<&M>,
+    ctx: &EventContext,
+    trigger: Trigger,
+    slots: Vec<Slot>,
+    steps: &mut S,
+) {
+    let mut slots = slots;
+    steps.recall(&mut slots).await;
+
+    // Decide. What could not be read keeps its place, failed.
+    let mut reports = Vec::with_capacity(slots.len());
+    let mut remedies = Vec::with_capacity(slots.len());
+    let mut undecided = Vec::new();
+    for slot in slots {
+        match slot {
+            Ok(o) => {
+                let (report, remedy) = plan(cfg, &o, ctx, trigger);
+                if steps.decided(&o, &report) {
+                    reports.push(report);
+                    remedies.push(remedy);
+                }
+            }
+            Err(failed) => {
+                undecided.push(reports.len());
+                reports.push(*failed);
+                remedies.push(None);
+            }
+        }
+    }
+
+    steps.hold_back(&mut reports, &mut remedies).await;
+    let todo: Vec<(usize, Remedy)> = remedies
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, r)| Some((i, r?)))
+        .collect();
+    let todo = steps.admit(&mut reports, todo).await;
+    steps.dedup(&mut reports).await;
+
+    // Act.
+    let pace = steps.pace().await;
+    carry_out(
+        cfg,
+        ec2,
+        pace.pacer,
+        &mut reports,
+        todo,
+        pace.deadline,
+        memory.zip(pace.partition.as_deref()),
+    )
+    .await;
+
+    // File what was decided: an instance that could not be decided makes
+    // no finding (nor settles one) on what little is known of it.
+    let decided: Cow<'_, [InstanceReport]> = if undecided.is_empty() {
+        Cow::Borrowed(&reports)
+    } else {
+        Cow::Owned(
+            reports
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| !undecided.contains(i))
+                .map(|(_, r)| r.clone())
+                .collect(),
+        )
+    };
+    steps.file(&decided).await;
+    drop(decided);
+
+    for r in reports {
+        steps.record(r);
+    }
+}

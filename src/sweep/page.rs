@@ -1,0 +1,179 @@
+//! One page of a sweep's listing through the one pipeline (`pipeline`):
+//! the sweep's strategy for each step.
+
+use super::*;
+use crate::pipeline::{self, Pace, Slot, Steps};
+
+impl<'a, C: Clients> Sweep<'a, C> {
+    /// Decides one page, acts on it and records the outcomes.
+    pub(super) async fn page(
+        &self,
+        ec2: &impl Ec2Api,
+        instances: Vec<Observed>,
+        out: &mut RegionResult,
+        max_listed: usize,
+        pacer: &mut Pacer,
+        stop_at: Option<Instant>,
+    ) {
+        let ctx = EventContext {
+            event_name: crate::event::SWEEP.into(),
+            region: out.summary.region.clone(),
+            ..EventContext::default()
+        };
+        let memory = self.clients.memory();
+        let mut steps = PageSteps {
+            sweep: self,
+            ec2,
+            out,
+            ctx: &ctx,
+            max_listed,
+            pacer,
+            stop_at,
+        };
+        let slots = instances.into_iter().map(Ok).collect();
+        pipeline::run(
+            self.cfg,
+            ec2,
+            memory.as_ref(),
+            &ctx,
+            Trigger::Sweep,
+            slots,
+            &mut steps,
+        )
+        .await;
+    }
+}
+
+/// The sweep's strategy for one page of one account-region.
+struct PageSteps<'p, 'a, C, E> {
+    sweep: &'p Sweep<'a, C>,
+    ec2: &'p E,
+    out: &'p mut RegionResult,
+    ctx: &'p EventContext,
+    max_listed: usize,
+    /// One pace for the whole region: what EC2 throttled on one page slows
+    /// the next.
+    pacer: &'p mut Pacer,
+    stop_at: Option<Instant>,
+}
+
+impl<C: Clients, E: Ec2Api> Steps for PageSteps<'_, '_, C, E> {
+    /// The region's exemptions and grants, read once. Deciding without the
+    /// records would change instances their owners exempted: if they
+    /// cannot be read, this page's noncompliant instances fail.
+    async fn recall(&mut self, slots: &mut [Slot]) {
+        let Err(e) = self.sweep.recall_exemptions(self.out, slots).await else {
+            return;
+        };
+        for slot in slots.iter_mut() {
+            let Ok(o) = slot else { continue };
+            let (mut report, _) = plan(self.sweep.cfg, o, self.ctx, Trigger::Sweep);
+            if matches!(report.outcome, Outcome::Compliant | Outcome::Gone) {
+                continue;
+            }
+            report.mark_failed(format!(
+                "whether it was exempt at launch could not be read from the guard's memory: {e}"
+            ));
+            *slot = Err(Box::new(report));
+        }
+    }
+
+    /// Compliant and gone instances are only counted; a noncompliant one
+    /// counts toward its source and, with a legacy exempt tag, a warning.
+    fn decided(&mut self, o: &Observed, report: &InstanceReport) -> bool {
+        let out = &mut *self.out;
+        if matches!(report.outcome, Outcome::Compliant | Outcome::Gone) {
+            *out.summary.counts.entry(report.outcome).or_insert(0) += 1;
+            self.sweep.seen(out, report);
+            return false;
+        }
+        if report.exemption.is_none()
+            && o.tag(&self.sweep.cfg.status_tag_key) == Some(crate::policy::EXEMPT_STATUS)
+        {
+            out.legacy += 1;
+        }
+        if let Some(source) = o.tags.as_deref().and_then(attribution) {
+            *out.attributed.entry(source).or_insert(0) += 1;
+        }
+        true
+    }
+
+    async fn hold_back(&mut self, reports: &mut [InstanceReport], remedies: &mut [Option<Remedy>]) {
+        if !self.sweep.cfg.check_metadata_no_token {
+            return;
+        }
+        let out = &mut *self.out;
+        let region = out.summary.region.clone();
+        let held = self
+            .sweep
+            .hold_back_v1_users(&out.who, &region, reports, remedies, &mut out.summary)
+            .await;
+        self.sweep
+            .hold_back_ceiling(out, held, reports, remedies)
+            .await;
+    }
+
+    async fn admit(
+        &mut self,
+        reports: &mut [InstanceReport],
+        todo: Vec<(usize, Remedy)>,
+    ) -> Vec<(usize, Remedy)> {
+        self.sweep.admit(self.ec2, self.out, reports, todo).await
+    }
+
+    async fn dedup(&mut self, reports: &mut [InstanceReport]) {
+        self.sweep.skip_told(self.out, reports).await;
+    }
+
+    async fn pace(&mut self) -> Pace<'_> {
+        let budget_end = Instant::now() + self.sweep.cfg.retry_budget;
+        let partition = match self.sweep.cfg.check_metadata_no_token {
+            true => self.sweep.partition(self.out).await,
+            false => None,
+        };
+        Pace {
+            pacer: &mut *self.pacer,
+            deadline: self.stop_at.map_or(budget_end, |s| s.min(budget_end)),
+            partition,
+        }
+    }
+
+    async fn file(&mut self, reports: &[InstanceReport]) {
+        let out = &mut *self.out;
+        out.changed |= reports.iter().any(|r| r.action.wrote());
+        if let (Some(f), Some(api)) = (
+            out.findings.as_mut(),
+            filer(self.sweep.clients, &out.who, &out.summary.region),
+        ) {
+            let memory = self.sweep.clients.memory();
+            f.page(&api, memory.as_ref(), self.sweep.cfg, reports, now_secs())
+                .await;
+        }
+    }
+
+    /// Logged and counted; listed when it is news, within the report's cap
+    /// (a failure always).
+    fn record(&mut self, mut r: InstanceReport) {
+        let cfg = self.sweep.cfg;
+        let out = &mut *self.out;
+        if let Some(since) = out.since {
+            let had_grant = out.granted.contains(&r.instance_id);
+            if crate::watch::missed(&r, since, now_secs(), cfg.events_grace.as_secs(), had_grant) {
+                out.summary.missed_events += 1;
+            }
+        }
+        log_decision(self.ctx, cfg.mode, &r);
+        self.sweep.seen(out, &r);
+        *out.summary.counts.entry(r.outcome).or_insert(0) += 1;
+        if !r.is_news() {
+            return;
+        }
+        if out.listed.len() < self.max_listed || r.outcome == Outcome::Failed || r.error.is_some() {
+            r.region = Some(out.summary.region.clone());
+            r.account.clone_from(&out.summary.account);
+            out.listed.push(r);
+        } else {
+            out.omitted += 1;
+        }
+    }
+}
