@@ -597,3 +597,41 @@ async fn a_grants_message_that_cannot_be_sent_is_reported_not_kept_from_the_comm
         1
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_change_the_breaker_holds_is_news_every_sweep_it_is_held() {
+    // What a person was told of is not listed again, but a change the
+    // circuit breaker held is: the guard is not doing its job there, each
+    // run it is held, until the breaker lets it through.
+    let cloud = FakeCloud::new();
+    cloud.with_memory();
+    cloud.set_defaults(Some(Default::default()));
+    for n in 0..3 {
+        cloud.add(&format!("i-{n:017x}"), "optional", 1);
+    }
+    let g = guard(
+        &cloud,
+        &[
+            ("GUARD_MODE", "enforce"),
+            ("MAX_CHANGES_PER_RUN", "1"),
+            ("MAX_CHANGE_PERCENT", "100"),
+        ],
+    );
+    let held = |report: &imds_guard::report::Report| -> Vec<String> {
+        report
+            .instances
+            .iter()
+            .filter(|r| matches!(r.action.idle, imds_guard::report::Idle::Breaker(_)))
+            .map(|r| r.instance_id.clone())
+            .collect()
+    };
+    let first = g.handle(&scheduled()).await.unwrap();
+    assert_eq!(first.count(Outcome::Remediated), 1);
+    assert_eq!(held(&first).len(), 2, "{:?}", first.instances);
+    let second = g.handle(&scheduled()).await.unwrap();
+    assert_eq!(second.count(Outcome::Remediated), 1);
+    let still = held(&second);
+    assert_eq!(still.len(), 1, "{:?}", second.instances);
+    assert_eq!(cloud.tokens(&still[0]), "optional");
+    assert!(held(&first).contains(&still[0]));
+}
