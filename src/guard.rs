@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use tracing::{error, info};
 
 use crate::aws::Clients;
-use crate::config::Config;
+use crate::config::{Config, Scope};
 pub use crate::error::GuardError;
 use crate::event::{self, EventContext, GuardEvent};
 use crate::event_path::EventPath;
@@ -115,17 +115,17 @@ impl<C: Clients> Guard<C> {
         self.counting_calls(self.dispatch_events(payload)).await
     }
 
-    /// Sweeps `regions` (the CLI's door to the same sweep the schedule runs),
-    /// counting the calls it sent.
+    /// Sweeps what `scope` covers (the CLI's door to the same sweep the
+    /// schedule runs), counting the calls it sent.
     pub async fn sweep(
         &self,
         ctx: EventContext,
-        regions: Vec<String>,
+        scope: &Scope,
         deadline: Option<Instant>,
         progress: &(dyn Fn(Progress<'_>) + Sync),
     ) -> Result<Report, GuardError> {
         self.counting_calls(
-            Sweep::new(&self.cfg, &self.clients).run(ctx, regions, deadline, progress),
+            Sweep::new(&self.cfg, &self.clients).run(ctx, scope, deadline, progress),
         )
         .await
     }
@@ -134,14 +134,14 @@ impl<C: Clients> Guard<C> {
     pub async fn sweep_every(
         &self,
         ctx: EventContext,
-        regions: Vec<String>,
+        scope: &Scope,
         progress: &(dyn Fn(Progress<'_>) + Sync),
         every: &(dyn Fn(&crate::report::InstanceReport) + Sync),
     ) -> Result<Report, GuardError> {
         self.counting_calls(
             Sweep::new(&self.cfg, &self.clients)
                 .with_every(every)
-                .run(ctx, regions, None, progress),
+                .run(ctx, scope, None, progress),
         )
         .await
     }
@@ -174,13 +174,9 @@ impl<C: Clients> Guard<C> {
     ) -> Result<Report, GuardError> {
         match parse(payload)? {
             GuardEvent::Sweep { ctx } => {
-                let regions = if self.cfg.sweep_regions.is_empty() {
-                    vec![ctx.region.clone()]
-                } else {
-                    self.cfg.sweep_regions.clone()
-                };
+                let scope = Scope::configured(&self.cfg, Some(&ctx.region));
                 Sweep::new(&self.cfg, &self.clients)
-                    .run(ctx, regions, deadline, &|_| {})
+                    .run(ctx, &scope, deadline, &|_| {})
                     .await
             }
             GuardEvent::SourceChanged { ctx, change } => {

@@ -14,7 +14,7 @@ use tracing::{error, info, warn};
 use crate::aws::{Clients, MemoryApi};
 use crate::cap;
 use crate::clock::now_secs;
-use crate::config::{Config, SweepAccounts};
+use crate::config::{Config, Scope, SweepAccounts};
 use crate::delivery::Sent;
 use crate::error::GuardError;
 use crate::event::{self, EventContext};
@@ -56,13 +56,10 @@ impl<'a, C: Clients> FanOut<'a, C> {
         }
     }
 
-    fn regions(&self) -> Vec<String> {
-        if self.cfg.sweep_regions.is_empty() {
-            // The function's own region, as the single sweep does.
-            std::env::var("AWS_REGION").into_iter().collect()
-        } else {
-            self.cfg.sweep_regions.clone()
-        }
+    /// What the run covers: the deployment's accounts, and its regions or
+    /// else the function's own (as the single sweep does).
+    fn scope(&self) -> Scope {
+        Scope::configured(self.cfg, self.clients.home_region().as_deref())
     }
 
     /// Lists what to sweep. Without central mode, or below the threshold,
@@ -74,22 +71,21 @@ impl<'a, C: Clients> FanOut<'a, C> {
         input: &Value,
         deadline: Option<Instant>,
     ) -> Result<Value, GuardError> {
-        let regions = self.regions();
         // A re-run of some shards: those accounts only (still within
         // ALLOWED_ACCOUNT_IDS).
-        let mut cfg = self.cfg.clone();
-        match rerun_accounts(input) {
-            Ok(Some(list)) => cfg.sweep_accounts = SweepAccounts::Listed(list),
-            Ok(None) => {}
+        let scope = match rerun_accounts(input) {
+            Ok(Some(list)) => self.scope().in_accounts(SweepAccounts::Listed(list)),
+            Ok(None) => self.scope(),
             Err(e) => return Err(GuardError::Incomplete { summary: e }),
-        }
-        let cfg = &cfg;
+        };
+        let regions = scope.regions.clone();
+        let cfg = self.cfg;
         let sweep = Sweep::new(cfg, self.clients);
-        let (accounts, not_allowed, error) = match sweep.targets().await {
+        let (accounts, not_allowed, error) = match sweep.targets(&scope.accounts).await {
             Ok((accounts, refused)) => (accounts, refused, None),
             Err(e) => (Vec::new(), Vec::new(), Some(e)),
         };
-        let central = cfg.member_role.is_some() && cfg.sweep_accounts != SweepAccounts::Own;
+        let central = cfg.member_role.is_some() && scope.names_accounts();
         let count = accounts.len() * regions.len();
         let mut plan = Plan {
             run,
@@ -117,7 +113,7 @@ impl<'a, C: Clients> FanOut<'a, C> {
                 region: regions.first().cloned().unwrap_or_default(),
                 ..EventContext::default()
             };
-            let result = sweep.run(ctx, regions, deadline, &|_| {}).await;
+            let result = sweep.run(ctx, &scope, deadline, &|_| {}).await;
             // As the single sweep function's: its metrics, failed or not.
             match &result {
                 Ok(report) => crate::telemetry::emit_metrics(self.cfg, report),
@@ -161,21 +157,22 @@ impl<'a, C: Clients> FanOut<'a, C> {
                 .await?;
             return Ok(json!({"account": account, "status": "failed"}));
         }
-        let mut cfg = self.cfg.clone();
-        cfg.sweep_accounts = SweepAccounts::Listed(vec![account.to_string()]);
-        let regions = self.regions();
+        // The shard's one account, in the run's regions.
+        let scope = self
+            .scope()
+            .in_accounts(SweepAccounts::Listed(vec![account.to_string()]));
         let ctx = EventContext {
             event_name: event::SWEEP.into(),
             account: Some(account.to_string()),
-            region: regions.first().cloned().unwrap_or_default(),
+            region: scope.regions.first().cloned().unwrap_or_default(),
             ..EventContext::default()
         };
-        let (report, to_remember) = Sweep::new(&cfg, self.clients)
-            .collect(ctx, regions, deadline, &|_| {})
+        let (report, to_remember) = Sweep::new(self.cfg, self.clients)
+            .collect(ctx, &scope, deadline, &|_| {})
             .await;
         // What the single sweep would fail its invocation for fails the
         // shard in the summary: regions, instances, sources, the default.
-        crate::telemetry::emit_metrics(&cfg, &report);
+        crate::telemetry::emit_metrics(self.cfg, &report);
         let failure = crate::plan::failure_summary(&report, None);
         let complete = failure.is_none();
         let mut record = Record::shard(run, account, Ok(record_json(&report)), now_secs());
@@ -355,7 +352,7 @@ impl<'a, C: Clients> FanOut<'a, C> {
             Some(bus) => {
                 // Handed off, the event names where the run was planned
                 // (the function's own account and first region).
-                let region = self.regions().into_iter().next().unwrap_or_default();
+                let region = self.scope().regions.into_iter().next().unwrap_or_default();
                 outbox
                     .route(
                         bus,

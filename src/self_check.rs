@@ -18,7 +18,7 @@ use tracing::{error, info, warn};
 
 use crate::aws::{Account, Clients, Ec2Api, MemoryApi};
 use crate::clock::now_secs;
-use crate::config::Config;
+use crate::config::{Config, Scope};
 use crate::error::GuardError;
 use crate::probe::{self, RegionCheck, Status};
 use crate::sweep::Sweep;
@@ -57,17 +57,13 @@ impl<'a, C: Clients> SelfCheck<'a, C> {
             .map(|t| clean(t, 32))
             .filter(|t| !t.is_empty())
             .unwrap_or_else(|| "invoke".into());
-        let mut regions = self.cfg.sweep_regions.clone();
-        if regions.is_empty() {
-            // The stack's rules name their region; a person's invoke may not.
-            let named = payload["region"].as_str().filter(|r| is_region(r));
-            if let Some(r) = named
-                .map(str::to_string)
-                .or_else(|| self.clients.home_region())
-            {
-                regions.push(r);
-            }
-        }
+        // The deployment's scope, in the region the stack's rules name (a
+        // person's invoke may name none: the function's own).
+        let named = payload["region"].as_str().filter(|r| is_region(r));
+        let here = named
+            .map(str::to_string)
+            .or_else(|| self.clients.home_region());
+        let Scope { accounts, regions } = Scope::configured(self.cfg, here.as_deref());
         if regions.is_empty() {
             return Err(GuardError::Incomplete {
                 summary:
@@ -76,7 +72,7 @@ impl<'a, C: Clients> SelfCheck<'a, C> {
             });
         }
         let (accounts, _) = Sweep::new(self.cfg, self.clients)
-            .targets()
+            .targets(&accounts)
             .await
             .map_err(|summary| GuardError::Incomplete { summary })?;
         let checks = self.check(&trigger, accounts, &regions, deadline).await;

@@ -15,7 +15,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use super::{emit, ModeArg};
 use crate::aws::clients::AllOutputs;
 use crate::aws::{load_sdk_config, RegionalClients};
-use crate::config::{Config, Mode, SweepAccounts};
+use crate::config::{Config, Mode, Scope, SweepAccounts};
 use crate::event::{self, EventContext};
 use crate::guard::{Guard, GuardError};
 use crate::report::{InstanceReport, Outcome, RegionSweep, Report};
@@ -83,12 +83,16 @@ pub fn run(args: SweepArgs) -> Result<ExitCode, String> {
         {
             return Err(format!("--account {a} is not in ALLOWED_ACCOUNT_IDS"));
         }
-        cfg.sweep_accounts = if args.targets.organization {
-            SweepAccounts::Organization
-        } else {
-            SweepAccounts::Listed(args.targets.accounts.clone())
-        };
     }
+    // What this run covers: the accounts and regions named here, else the
+    // deployment's (the settings themselves are not changed for it).
+    let accounts = if args.targets.organization {
+        SweepAccounts::Organization
+    } else if !args.targets.accounts.is_empty() {
+        SweepAccounts::Listed(args.targets.accounts.clone())
+    } else {
+        cfg.sweep_accounts.clone()
+    };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -96,15 +100,12 @@ pub fn run(args: SweepArgs) -> Result<ExitCode, String> {
     let tty = std::io::stderr().is_terminal();
     let result = runtime.block_on(async {
         let sdk = load_sdk_config().await;
-        let mut regions = args.targets.regions.clone();
-        if regions.is_empty() {
-            regions = cfg.sweep_regions.clone();
+        let mut scope =
+            Scope::configured(&cfg, sdk.region().map(|r| r.as_ref())).in_accounts(accounts);
+        if !args.targets.regions.is_empty() {
+            scope.regions = args.targets.regions.clone();
         }
-        if regions.is_empty() {
-            if let Some(r) = sdk.region() {
-                regions.push(r.to_string());
-            }
-        }
+        let regions = &scope.regions;
         if regions.is_empty() {
             return Err("which region? Pass --region, or set SWEEP_REGIONS or AWS_REGION".to_string());
         }
@@ -152,9 +153,9 @@ pub fn run(args: SweepArgs) -> Result<ExitCode, String> {
         };
         let result = match args.output {
             SweepOutput::Csv | SweepOutput::Html => {
-                guard.sweep_every(ctx, regions, &show, &keep).await
+                guard.sweep_every(ctx, &scope, &show, &keep).await
             }
-            SweepOutput::Table | SweepOutput::Json => guard.sweep(ctx, regions, None, &show).await,
+            SweepOutput::Table | SweepOutput::Json => guard.sweep(ctx, &scope, None, &show).await,
         };
         let every = every.into_inner().unwrap_or_else(|p| p.into_inner());
         if let Some(bar) = bar {

@@ -24,7 +24,7 @@ use crate::account_region::{AccountRegion, Closed};
 use crate::aws::{Account, AwsError, Clients, Ec2Api, MemoryApi, MetricsApi};
 use crate::breaker::{self, Tripped};
 use crate::clock::now_secs;
-use crate::config::{Config, Mode, SweepAccounts};
+use crate::config::{Config, Mode, Scope, SweepAccounts};
 use crate::error::{conclude, GuardError};
 use crate::event::{EventContext, Observed, Trigger};
 use crate::finding::FindingsReport;
@@ -192,8 +192,8 @@ impl<'a, C: Clients> Sweep<'a, C> {
         }
     }
 
-    /// Sweeps `regions` of the accounts configured (`SWEEP_ACCOUNTS`; the
-    /// function's own by default), a few account-region pairs at a time. The
+    /// Sweeps what `scope` covers (the deployment's, `Scope::configured`, or
+    /// one the caller names), a few account-region pairs at a time. The
     /// report holds each pair's counts, account defaults and readiness, one
     /// line per account, and the instances with news; the invocation fails,
     /// naming them, when an instance, a region or an account could not be
@@ -201,11 +201,11 @@ impl<'a, C: Clients> Sweep<'a, C> {
     pub async fn run(
         &self,
         ctx: EventContext,
-        regions: Vec<String>,
+        scope: &Scope,
         deadline: Option<Instant>,
         progress: &(dyn Fn(Progress<'_>) + Sync),
     ) -> Result<Report, GuardError> {
-        let (mut report, to_remember) = self.collect(ctx, regions, deadline, progress).await;
+        let (mut report, to_remember) = self.collect(ctx, scope, deadline, progress).await;
         // Once a run (a fan-out's summary checks it for the whole run).
         if let Some(s) = report.sweep.as_mut() {
             s.memory = self.memory_problem().await;
@@ -224,10 +224,13 @@ impl<'a, C: Clients> Sweep<'a, C> {
         conclude(report, notify_error)
     }
 
-    /// The accounts a sweep covers (`None`: the function's own), and those
-    /// of the organization `ALLOWED_ACCOUNT_IDS` leaves out.
-    pub async fn targets(&self) -> Result<(Vec<Option<String>>, Vec<String>), String> {
-        match &self.cfg.sweep_accounts {
+    /// The accounts `accounts` names (`None`: the function's own), and
+    /// those `ALLOWED_ACCOUNT_IDS` leaves out.
+    pub async fn targets(
+        &self,
+        accounts: &SweepAccounts,
+    ) -> Result<(Vec<Option<String>>, Vec<String>), String> {
+        match accounts {
             SweepAccounts::Own => Ok((vec![None], Vec::new())),
             SweepAccounts::Listed(list) => {
                 let (allowed, refused): (Vec<String>, Vec<String>) = list
@@ -256,12 +259,12 @@ impl<'a, C: Clients> Sweep<'a, C> {
     pub async fn collect(
         &self,
         ctx: EventContext,
-        regions: Vec<String>,
+        scope: &Scope,
         deadline: Option<Instant>,
         progress: &(dyn Fn(Progress<'_>) + Sync),
     ) -> (Report, Vec<Record>) {
         let mut report = Report::handled(Status::Swept, self.cfg.mode, ctx);
-        let regions: Vec<String> = regions.into_iter().filter(|r| !r.is_empty()).collect();
+        let regions: Vec<&String> = scope.regions.iter().filter(|r| !r.is_empty()).collect();
         if regions.is_empty() {
             report.unreadable.push(
                 "the scheduled event names no region and SWEEP_REGIONS is not set: nothing swept"
@@ -270,7 +273,7 @@ impl<'a, C: Clients> Sweep<'a, C> {
         }
         let mut accounts: Vec<AccountSweep> = Vec::new();
         let mut to_remember: Vec<Record> = Vec::new();
-        let targets: Vec<Option<String>> = match self.targets().await {
+        let targets: Vec<Option<String>> = match self.targets(&scope.accounts).await {
             Ok((allowed, refused)) => {
                 // Accounts of the organization left out of the allow list
                 // are out of scope, by choice: counted, not errors.
@@ -287,7 +290,7 @@ impl<'a, C: Clients> Sweep<'a, C> {
         };
         let pairs: Vec<(Option<String>, String)> = targets
             .iter()
-            .flat_map(|a| regions.iter().map(move |r| (a.clone(), r.clone())))
+            .flat_map(|a| regions.iter().map(move |r| (a.clone(), r.to_string())))
             .collect();
         // Each account in the mode set for it or its unit (`modes`).
         let mut own: HashMap<Option<String>, (Config, Option<String>)> = HashMap::new();
@@ -341,7 +344,7 @@ impl<'a, C: Clients> Sweep<'a, C> {
             regions: Vec::with_capacity(results.len()),
             ..SweepSummary::default()
         };
-        let listed_accounts = self.cfg.sweep_accounts != SweepAccounts::Own;
+        let listed_accounts = scope.names_accounts();
         for r in results {
             if let Some(ctx) = report.event.as_mut().filter(|c| c.account.is_none()) {
                 ctx.account = r.owner.clone();

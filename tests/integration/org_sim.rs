@@ -434,7 +434,7 @@ async fn single_ceiling(accounts: usize, regions: &[&str]) -> (usize, u64) {
     let (report, _) = imds_guard::sweep::Sweep::new(&cfg, &sim)
         .collect(
             Default::default(),
-            regions.iter().map(|r| r.to_string()).collect(),
+            &imds_guard::config::Scope::configured(&cfg, None),
             Some(deadline),
             &|_| {},
         )
@@ -512,7 +512,12 @@ async fn each_account_of_one_sweep_has_its_own_change_budget() {
         ("MAX_CHANGE_PERCENT", "100"),
     ]);
     let (report, _) = imds_guard::sweep::Sweep::new(&cfg, &sim)
-        .collect(Default::default(), vec!["us-east-1".into()], None, &|_| {})
+        .collect(
+            Default::default(),
+            &imds_guard::config::Scope::configured(&cfg, None),
+            None,
+            &|_| {},
+        )
         .await;
     let regions = &report.sweep.as_ref().unwrap().regions;
     assert_eq!(regions.len(), 3);

@@ -259,6 +259,46 @@ pub enum SweepAccounts {
     Organization,
 }
 
+/// What one sweep covers: a value of the run, never a change to the
+/// deployment's settings. The deployment's own is `Scope::configured`; the
+/// command line (`--account`, `--organization`, `--region`), a fan-out
+/// shard (its one account) and a re-run (its accounts) each name theirs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Scope {
+    pub accounts: SweepAccounts,
+    pub regions: Vec<String>,
+}
+
+impl Scope {
+    /// The deployment's: `SWEEP_ACCOUNTS`, and `SWEEP_REGIONS`, else `here`,
+    /// the region the run was asked in, when one is known.
+    pub fn configured(cfg: &Config, here: Option<&str>) -> Scope {
+        let regions = if cfg.sweep_regions.is_empty() {
+            here.filter(|r| !r.is_empty())
+                .map(str::to_string)
+                .into_iter()
+                .collect()
+        } else {
+            cfg.sweep_regions.clone()
+        };
+        Scope {
+            accounts: cfg.sweep_accounts.clone(),
+            regions,
+        }
+    }
+
+    /// The same regions, in these accounts.
+    pub fn in_accounts(self, accounts: SweepAccounts) -> Scope {
+        Scope { accounts, ..self }
+    }
+
+    /// Whether it names accounts (a listed account, or the organization's),
+    /// rather than the function's own.
+    pub fn names_accounts(&self) -> bool {
+        self.accounts != SweepAccounts::Own
+    }
+}
+
 pub const DEFAULT_STATUS_TAG_KEY: &str = "imds-guard:status";
 pub const DEFAULT_RETRY_BUDGET_SECS: u64 = 60;
 /// A week: long enough to see weekly jobs that still call IMDSv1.
@@ -507,6 +547,29 @@ pub const DEFAULT_NAMESPACE: &str = "ImdsGuard";
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_runs_scope_is_the_deployments_unless_named_and_leaves_the_settings_alone() {
+        let mut c = Config::default();
+        assert_eq!(
+            Scope::configured(&c, Some("eu-west-1")).regions,
+            ["eu-west-1"]
+        );
+        assert!(Scope::configured(&c, Some("")).regions.is_empty());
+        assert!(Scope::configured(&c, None).regions.is_empty());
+        c.sweep_regions = vec!["us-east-1".into(), "eu-central-1".into()];
+        c.sweep_accounts = SweepAccounts::Organization;
+        let scope = Scope::configured(&c, Some("eu-west-1"));
+        assert_eq!(scope.regions, ["us-east-1", "eu-central-1"]);
+        assert!(scope.names_accounts());
+        let shard = scope.in_accounts(SweepAccounts::Listed(vec!["444455556666".into()]));
+        assert_eq!(shard.regions, ["us-east-1", "eu-central-1"]);
+        assert_eq!(
+            shard.accounts,
+            SweepAccounts::Listed(vec!["444455556666".into()])
+        );
+        assert_eq!(c.sweep_accounts, SweepAccounts::Organization);
+    }
+
     use super::*;
     use std::collections::HashMap;
 
