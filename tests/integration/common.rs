@@ -59,6 +59,16 @@ pub fn launch_event(name: &str, ids: &[String], region: Option<&str>) -> Value {
     ev
 }
 
+/// The guard's topic in the tests' account.
+pub const TOPIC: &str = "arn:aws:sns:us-east-1:111122223333:imds-guard";
+/// The guard's memory table.
+pub const MEMORY_TABLE: &str = "imds-guard-memory";
+
+/// The sweep's schedule firing in us-east-1 of the fake's account.
+pub fn scheduled() -> Value {
+    scheduled_in("us-east-1")
+}
+
 /// The sweep's schedule firing in `region` of the fake's account.
 pub fn scheduled_in(region: &str) -> Value {
     serde_json::json!({

@@ -6,29 +6,17 @@
 
 use imds_guard::clock::now_secs;
 use imds_guard::confirm::TrailRecord;
-use imds_guard::guard::Guard;
 use imds_guard::memory::Record;
 use imds_guard::report::Outcome;
 use serde_json::{json, Value};
 
 use crate::common::launch_event;
+use crate::common::scheduled;
 use crate::fake::FakeCloud;
 
 const VICTIM: &str = "i-0ddddddddddddddd1";
 const EVENT: &str = "a1b2c3d4-0000-4000-8000-00000000e001";
 const PACKER: &str = "arn:aws:iam::111122223333:role/packer-ci";
-
-fn guard(cloud: &FakeCloud) -> Guard<crate::fake::FakeClients> {
-    cloud.guard(&[
-        ("GUARD_MODE", "enforce"),
-        (
-            "NOTIFY_TOPIC_ARN",
-            "arn:aws:sns:us-east-1:111122223333:imds-guard",
-        ),
-        ("MEMORY_TABLE", "imds-guard-memory"),
-        ("EXEMPT_PRINCIPAL_ARNS", "arn:aws:iam::*:role/packer-*"),
-    ])
-}
 
 fn cloud() -> FakeCloud {
     let cloud = FakeCloud::new();
@@ -66,10 +54,6 @@ fn check() -> Value {
     json!({"imds_guard_check_exemptions": true})
 }
 
-fn scheduled() -> Value {
-    crate::common::scheduled_in("us-east-1")
-}
-
 /// Every entry waiting for CloudTrail, seen as `ago` seconds ago.
 fn age_entries(cloud: &FakeCloud, ago: u64) {
     for mut r in cloud.records("unconfirmed#") {
@@ -88,7 +72,13 @@ fn live_exemption(cloud: &FakeCloud) -> Option<Record> {
 #[tokio::test(start_paused = true)]
 async fn a_forged_launch_with_the_victims_real_ids_but_no_cloudtrail_record_records_no_exemption() {
     let cloud = cloud();
-    let g = guard(&cloud);
+    let g = cloud
+        .test_guard()
+        .enforcing()
+        .notifying()
+        .remembering()
+        .with(&[("EXEMPT_PRINCIPAL_ARNS", "arn:aws:iam::*:role/packer-*")])
+        .build();
     // The launch time and reservation id are the victim's real ones (the
     // fake describes the instance as it is); only the principal is forged.
     let r = g.handle(&launch_by(PACKER, EVENT)).await.unwrap();
@@ -139,7 +129,13 @@ async fn a_forged_launch_with_the_victims_real_ids_but_no_cloudtrail_record_reco
 #[tokio::test(start_paused = true)]
 async fn a_real_exempt_launch_is_left_alone_while_cloudtrail_lags_and_kept_once_it_confirms() {
     let cloud = cloud();
-    let g = guard(&cloud);
+    let g = cloud
+        .test_guard()
+        .enforcing()
+        .notifying()
+        .remembering()
+        .with(&[("EXEMPT_PRINCIPAL_ARNS", "arn:aws:iam::*:role/packer-*")])
+        .build();
     g.handle(&launch_by(PACKER, EVENT)).await.unwrap();
     // CloudTrail lags: checked, waiting; a sweep meanwhile leaves it alone.
     assert_eq!(
@@ -169,7 +165,13 @@ async fn a_real_exempt_launch_is_left_alone_while_cloudtrail_lags_and_kept_once_
 #[tokio::test(start_paused = true)]
 async fn a_record_of_the_launch_by_another_principal_ends_the_exemption_at_once() {
     let cloud = cloud();
-    let g = guard(&cloud);
+    let g = cloud
+        .test_guard()
+        .enforcing()
+        .notifying()
+        .remembering()
+        .with(&[("EXEMPT_PRINCIPAL_ARNS", "arn:aws:iam::*:role/packer-*")])
+        .build();
     g.handle(&launch_by(PACKER, EVENT)).await.unwrap();
     // The real launch was someone else's: the event named an exempt role.
     cloud.record_in_trail(
@@ -186,7 +188,13 @@ async fn a_record_of_the_launch_by_another_principal_ends_the_exemption_at_once(
 #[tokio::test(start_paused = true)]
 async fn forging_the_launch_again_does_not_restart_its_window() {
     let cloud = cloud();
-    let g = guard(&cloud);
+    let g = cloud
+        .test_guard()
+        .enforcing()
+        .notifying()
+        .remembering()
+        .with(&[("EXEMPT_PRINCIPAL_ARNS", "arn:aws:iam::*:role/packer-*")])
+        .build();
     g.handle(&launch_by(PACKER, EVENT)).await.unwrap();
     age_entries(&cloud, 50 * 60);
     // The same forged event again, and another with a new id.
@@ -212,7 +220,13 @@ async fn forging_the_launch_again_does_not_restart_its_window() {
 #[tokio::test(start_paused = true)]
 async fn a_retried_launch_event_writes_the_exemption_its_first_delivery_could_not() {
     let cloud = cloud();
-    let g = guard(&cloud);
+    let g = cloud
+        .test_guard()
+        .enforcing()
+        .notifying()
+        .remembering()
+        .with(&[("EXEMPT_PRINCIPAL_ARNS", "arn:aws:iam::*:role/packer-*")])
+        .build();
     cloud.fail(
         "BatchWriteItem",
         1,

@@ -544,8 +544,69 @@ impl FakeCloud {
         imds_guard::guard::Guard::new(crate::common::config(settings), self.clients())
     }
 
+    /// A guard on this cloud built from named presets and settings, so a
+    /// test says at its call what it runs with:
+    /// `cloud.test_guard().notifying().remembering().with(&[..]).build()`.
+    pub fn test_guard(&self) -> TestGuard<'_> {
+        TestGuard {
+            cloud: self,
+            settings: Vec::new(),
+        }
+    }
+
     pub fn clients(&self) -> FakeClients {
         FakeClients(self.clone())
+    }
+}
+
+/// The settings of a guard on the fake, built up (`FakeCloud::test_guard`);
+/// a later setting of a name wins.
+pub struct TestGuard<'c> {
+    cloud: &'c FakeCloud,
+    settings: Vec<(String, String)>,
+}
+
+impl TestGuard<'_> {
+    fn set(mut self, name: &str, value: &str) -> Self {
+        self.settings.push((name.into(), value.into()));
+        self
+    }
+
+    /// Tells a topic (`NOTIFY_TOPIC_ARN`, `crate::common::TOPIC`).
+    pub fn notifying(self) -> Self {
+        self.set("NOTIFY_TOPIC_ARN", crate::common::TOPIC)
+    }
+
+    /// Has a memory (`MEMORY_TABLE`).
+    pub fn remembering(self) -> Self {
+        self.set("MEMORY_TABLE", crate::common::MEMORY_TABLE)
+    }
+
+    /// Files findings (`SECURITY_HUB_FINDINGS`).
+    pub fn filing(self) -> Self {
+        self.set("SECURITY_HUB_FINDINGS", "true")
+    }
+
+    /// Fixes what it finds (`GUARD_MODE=enforce`).
+    pub fn enforcing(self) -> Self {
+        self.set("GUARD_MODE", "enforce")
+    }
+
+    /// Any other settings, after the presets.
+    pub fn with(mut self, settings: &[(&str, &str)]) -> Self {
+        for (name, value) in settings {
+            self = self.set(name, value);
+        }
+        self
+    }
+
+    pub fn build(self) -> imds_guard::guard::Guard<FakeClients> {
+        let settings: Vec<(&str, &str)> = self
+            .settings
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect();
+        self.cloud.guard(&settings)
     }
 }
 

@@ -26,7 +26,7 @@ use imds_guard::report::{Outcome, Status};
 
 use crate::common::{config, fixture, guard, guard_with_memory, launch_event};
 
-const TOPIC: &str = "arn:aws:sns:us-east-1:111122223333:imds-guard";
+use crate::common::TOPIC;
 
 pub(crate) fn inst(
     id: &str,

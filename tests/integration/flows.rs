@@ -2,28 +2,17 @@
 //! sweep do with EC2's answers, through the one acting layer they share. No
 //! HTTP, and time is paused (retries and backoff cost no wall time).
 
-use imds_guard::guard::{Guard, GuardError};
+use imds_guard::guard::GuardError;
 use imds_guard::report::{DefaultsAction, Outcome, Status};
 use serde_json::{json, Value};
 
 use crate::common::launch_event;
+use crate::common::scheduled;
 use crate::fake::{api_error, FakeCloud};
-
-const TOPIC: &str = "arn:aws:sns:us-east-1:111122223333:imds-guard";
-
-fn guard(cloud: &FakeCloud, pairs: &[(&str, &str)]) -> Guard<crate::fake::FakeClients> {
-    let mut all = vec![("NOTIFY_TOPIC_ARN", TOPIC)];
-    all.extend_from_slice(pairs);
-    cloud.guard(&all)
-}
 
 fn launch(ids: &[&str]) -> Value {
     let ids: Vec<String> = ids.iter().map(|s| s.to_string()).collect();
     launch_event("run-instances-cli-multi.json", &ids, None)
-}
-
-fn scheduled() -> Value {
-    crate::common::scheduled_in("us-east-1")
 }
 
 #[tokio::test(start_paused = true)]
@@ -35,7 +24,7 @@ async fn the_event_path_and_the_sweep_fix_the_same_way() {
         .add("i-0bbbbbbbbbbbbbbb1", "optional", 2)
         .add("i-0bbbbbbbbbbbbbbb2", "required", 1);
     cloud.set_defaults(Some(Default::default()));
-    let g = guard(&cloud, &[]);
+    let g = cloud.test_guard().notifying().build();
 
     let by_event = g
         .handle(&launch(&["i-0aaaaaaaaaaaaaaa1", "i-0aaaaaaaaaaaaaaa2"]))
@@ -79,7 +68,10 @@ async fn a_new_instance_not_yet_visible_and_still_pending_is_fixed_on_the_event_
         i.invisible_for = 2;
         i.pending_for = 3;
     });
-    let r = guard(&cloud, &[])
+    let r = cloud
+        .test_guard()
+        .notifying()
+        .build()
         .handle(&launch(&["i-0aaaaaaaaaaaaaaa1"]))
         .await
         .unwrap();
@@ -101,7 +93,10 @@ async fn not_found_means_not_yet_on_the_event_path_and_gone_in_the_sweep() {
         2,
         api_error("InvalidInstanceID.NotFound"),
     );
-    let r = guard(&cloud, &[])
+    let r = cloud
+        .test_guard()
+        .notifying()
+        .build()
         .handle(&launch(&["i-0aaaaaaaaaaaaaaa1"]))
         .await
         .unwrap();
@@ -116,7 +111,13 @@ async fn not_found_means_not_yet_on_the_event_path_and_gone_in_the_sweep() {
         1,
         api_error("InvalidInstanceID.NotFound"),
     );
-    let r = guard(&cloud, &[]).handle(&scheduled()).await.unwrap();
+    let r = cloud
+        .test_guard()
+        .notifying()
+        .build()
+        .handle(&scheduled())
+        .await
+        .unwrap();
     assert_eq!(r.count(Outcome::Gone), 1);
     assert_eq!(cloud.count("ModifyInstanceMetadataOptions"), 1);
 }
@@ -127,7 +128,10 @@ async fn throttling_fails_an_event_instance_but_slows_the_sweep_down() {
     let cloud = FakeCloud::new();
     cloud.add("i-0aaaaaaaaaaaaaaa1", "optional", 1);
     cloud.fail("ModifyInstanceMetadataOptions", 1, throttled());
-    let err = guard(&cloud, &[])
+    let err = cloud
+        .test_guard()
+        .notifying()
+        .build()
         .handle(&launch(&["i-0aaaaaaaaaaaaaaa1"]))
         .await
         .unwrap_err();
@@ -144,7 +148,11 @@ async fn throttling_fails_an_event_instance_but_slows_the_sweep_down() {
     cloud.set_page_size(7);
     cloud.fail("ModifyInstanceMetadataOptions", 6, throttled());
     // Every instance of the region: no circuit breaker share here.
-    let r = guard(&cloud, &[("MAX_CHANGE_PERCENT", "100")])
+    let r = cloud
+        .test_guard()
+        .notifying()
+        .with(&[("MAX_CHANGE_PERCENT", "100")])
+        .build()
         .handle(&scheduled())
         .await
         .unwrap();
@@ -162,7 +170,11 @@ async fn throttling_fails_an_event_instance_but_slows_the_sweep_down() {
 async fn notify_tags_once_and_audit_writes_nothing() {
     let cloud = FakeCloud::new();
     cloud.add("i-0aaaaaaaaaaaaaaa1", "optional", 1);
-    let g = guard(&cloud, &[("GUARD_MODE", "audit")]);
+    let g = cloud
+        .test_guard()
+        .notifying()
+        .with(&[("GUARD_MODE", "audit")])
+        .build();
     let r = g.handle(&launch(&["i-0aaaaaaaaaaaaaaa1"])).await.unwrap();
     assert_eq!(r.instances[0].outcome, Outcome::Flagged);
     assert_eq!(
@@ -171,7 +183,11 @@ async fn notify_tags_once_and_audit_writes_nothing() {
     );
 
     cloud.with_memory();
-    let g = guard(&cloud, &[("GUARD_MODE", "notify")]);
+    let g = cloud
+        .test_guard()
+        .notifying()
+        .with(&[("GUARD_MODE", "notify")])
+        .build();
     g.handle(&launch(&["i-0aaaaaaaaaaaaaaa1"])).await.unwrap();
     let again = g.handle(&launch(&["i-0aaaaaaaaaaaaaaa1"])).await.unwrap();
     assert_eq!(again.notification, "not needed", "a redelivery is quiet");
@@ -189,7 +205,11 @@ async fn notify_tags_once_and_audit_writes_nothing() {
 async fn the_account_default_is_set_by_the_sweep_and_put_back_after_a_weakening() {
     let cloud = FakeCloud::new();
     cloud.set_defaults(Some(Default::default()));
-    let g = guard(&cloud, &[("SET_ACCOUNT_DEFAULT", "true")]);
+    let g = cloud
+        .test_guard()
+        .notifying()
+        .with(&[("SET_ACCOUNT_DEFAULT", "true")])
+        .build();
     let r = g.handle(&scheduled()).await.unwrap();
     let region = &r.sweep.as_ref().unwrap().regions[0];
     assert_eq!(region.account_default_action, DefaultsAction::Set);
@@ -219,7 +239,11 @@ async fn an_instance_still_using_imdsv1_is_held_back_by_the_sweep() {
     cloud.set_defaults(Some(Default::default()));
     cloud.set_no_token("i-0aaaaaaaaaaaaaaa1", 42.0);
     cloud.set_no_token("i-0aaaaaaaaaaaaaaa2", 0.0);
-    let r = guard(&cloud, &[("CHECK_METADATA_NO_TOKEN", "true")])
+    let r = cloud
+        .test_guard()
+        .notifying()
+        .with(&[("CHECK_METADATA_NO_TOKEN", "true")])
+        .build()
         .handle(&scheduled())
         .await
         .unwrap();
@@ -249,7 +273,13 @@ async fn only_ec2_refusing_the_filter_makes_the_sweep_list_everything() {
             message: "dispatch failure".into(),
         },
     );
-    let err = guard(&cloud, &[]).handle(&scheduled()).await.unwrap_err();
+    let err = cloud
+        .test_guard()
+        .notifying()
+        .build()
+        .handle(&scheduled())
+        .await
+        .unwrap_err();
     let GuardError::Unhandled { summary, report } = err else {
         panic!("expected the region to fail")
     };
@@ -267,7 +297,13 @@ async fn only_ec2_refusing_the_filter_makes_the_sweep_list_everything() {
     cloud.add("i-0aaaaaaaaaaaaaaa1", "optional", 1);
     cloud.set_defaults(Some(Default::default()));
     cloud.fail("DescribeInstances", 1, api_error("InvalidParameterValue"));
-    let r = guard(&cloud, &[]).handle(&scheduled()).await.unwrap();
+    let r = cloud
+        .test_guard()
+        .notifying()
+        .build()
+        .handle(&scheduled())
+        .await
+        .unwrap();
     assert!(r.sweep.unwrap().regions[0].listing.contains("refused"));
     assert_eq!(cloud.tokens("i-0aaaaaaaaaaaaaaa1"), "required");
 }
@@ -296,7 +332,10 @@ async fn a_launch_whose_event_was_cut_is_found_by_its_client_token_and_fixed() {
                                                      // A new reservation may take a moment to show.
     cloud.edit("i-00000000000000000", |i| i.invisible_for = 1);
     cloud.edit("i-00000000000000001", |i| i.invisible_for = 1);
-    let r = guard(&cloud, &[])
+    let r = cloud
+        .test_guard()
+        .notifying()
+        .build()
         .handle(&fixture("run-instances-truncated.json"))
         .await
         .unwrap();
@@ -318,7 +357,11 @@ async fn a_launch_whose_event_was_cut_is_found_by_its_client_token_and_fixed() {
     // Nothing found in the retry budget: the invocation fails, naming the
     // event and why.
     let empty = FakeCloud::new();
-    let err = guard(&empty, &[("RETRY_BUDGET_SECONDS", "5")])
+    let err = empty
+        .test_guard()
+        .notifying()
+        .with(&[("RETRY_BUDGET_SECONDS", "5")])
+        .build()
         .handle(&fixture("run-instances-truncated.json"))
         .await
         .unwrap_err();
@@ -337,7 +380,7 @@ async fn a_launch_whose_event_was_cut_is_found_by_its_client_token_and_fixed() {
 async fn an_instant_fleet_is_fixed_and_a_redelivery_writes_nothing_twice() {
     let cloud = FakeCloud::new();
     cloud.add("i-0c1d2e3f4a5b6c7d8", "optional", 2);
-    let g = guard(&cloud, &[]);
+    let g = cloud.test_guard().notifying().build();
     let r = g.handle(&fixture("create-fleet.json")).await.unwrap();
     assert_eq!(r.instances[0].outcome, Outcome::Remediated);
     let again = g.handle(&fixture("create-fleet.json")).await.unwrap();
@@ -351,7 +394,10 @@ async fn an_instant_fleet_is_fixed_and_a_redelivery_writes_nothing_twice() {
 async fn the_guards_own_change_is_decided_from_its_event_with_no_call() {
     let cloud = FakeCloud::new();
     cloud.add("i-0fedcba9876543210", "required", 2);
-    let r = guard(&cloud, &[])
+    let r = cloud
+        .test_guard()
+        .notifying()
+        .build()
         .handle(&fixture("modify-metadata-options-by-guard.json"))
         .await
         .unwrap();
@@ -375,7 +421,11 @@ async fn with_both_triggers_a_launch_is_written_and_told_once_in_every_mode() {
         let cloud = FakeCloud::new();
         cloud.with_memory();
         cloud.add(id, "optional", 1);
-        let g = guard(&cloud, &[("GUARD_MODE", mode), ("TRIGGERS", "both")]);
+        let g = cloud
+            .test_guard()
+            .notifying()
+            .with(&[("GUARD_MODE", mode), ("TRIGGERS", "both")])
+            .build();
         let (pending, launch) = both_events(id);
         let first = g.handle(&pending).await.unwrap();
         let second = g.handle(&launch).await.unwrap();
@@ -402,16 +452,17 @@ async fn with_exempt_principals_the_state_change_waits_for_the_launcher() {
     let cloud = FakeCloud::new();
     cloud.with_memory();
     cloud.add(id, "optional", 1);
-    let g = guard(
-        &cloud,
-        &[
+    let g = cloud
+        .test_guard()
+        .notifying()
+        .with(&[
             ("TRIGGERS", "both"),
             (
                 "EXEMPT_PRINCIPAL_ARNS",
                 "arn:aws:iam::111122223333:user/alice",
             ),
-        ],
-    );
+        ])
+        .build();
     let (pending, launch) = both_events(id);
     let waiting = g.handle(&pending).await.unwrap();
     assert_eq!(waiting.instances[0].outcome, Outcome::Flagged);
@@ -433,16 +484,17 @@ async fn no_metric_data_is_not_zero_unless_the_setting_says_so() {
         let cloud = FakeCloud::new();
         cloud.add("i-0aaaaaaaaaaaaaaa1", "optional", 1);
         cloud.set_defaults(Some(Default::default()));
-        let r = guard(
-            &cloud,
-            &[
+        let r = cloud
+            .test_guard()
+            .notifying()
+            .with(&[
                 ("CHECK_METADATA_NO_TOKEN", "true"),
                 ("NO_TOKEN_MISSING_AS_ZERO", missing_as_zero),
-            ],
-        )
-        .handle(&scheduled())
-        .await
-        .unwrap();
+            ])
+            .build()
+            .handle(&scheduled())
+            .await
+            .unwrap();
         assert_eq!(
             cloud.tokens("i-0aaaaaaaaaaaaaaa1"),
             expect,
@@ -480,7 +532,11 @@ async fn an_instance_the_guard_broke_is_reported_first_and_the_region_is_not_rea
         ));
     }
     cloud.set_rejected(broken, 17.0);
-    let r = guard(&cloud, &[("CHECK_METADATA_NO_TOKEN", "true")])
+    let r = cloud
+        .test_guard()
+        .notifying()
+        .with(&[("CHECK_METADATA_NO_TOKEN", "true")])
+        .build()
         .handle(&scheduled())
         .await
         .unwrap();
@@ -520,7 +576,11 @@ async fn the_guard_remembers_what_it_switched_when_it_watches_imdsv1() {
     cloud.add("i-0aaaaaaaaaaaaaaa1", "optional", 1);
     cloud.set_no_token("i-0aaaaaaaaaaaaaaa1", 0.0);
     cloud.set_defaults(Some(Default::default()));
-    let g = guard(&cloud, &[("CHECK_METADATA_NO_TOKEN", "true")]);
+    let g = cloud
+        .test_guard()
+        .notifying()
+        .with(&[("CHECK_METADATA_NO_TOKEN", "true")])
+        .build();
     g.handle(&launch(&["i-0aaaaaaaaaaaaaaa1"])).await.unwrap();
     let records = cloud.records("remediated#");
     assert_eq!(records.len(), 1);
@@ -539,7 +599,13 @@ async fn a_sweep_whose_pages_shift_under_the_filter_still_reaches_every_instance
     cloud.set_defaults(Some(Default::default()));
     cloud.set_page_size(3);
     cloud.set_offset_pages();
-    let r = guard(&cloud, &[]).handle(&scheduled()).await.unwrap();
+    let r = cloud
+        .test_guard()
+        .notifying()
+        .build()
+        .handle(&scheduled())
+        .await
+        .unwrap();
     for n in 0..10 {
         assert_eq!(cloud.tokens(&format!("i-{n:017x}")), "required", "{n}");
     }
@@ -561,7 +627,7 @@ async fn a_message_sns_refused_is_kept_and_the_retry_publishes_it_once() {
     cloud.with_memory().with_failed_events_queue();
     cloud.add("i-0aaaaaaaaaaaaaaa1", "optional", 2);
     cloud.fail("Publish", 1, api_error("AuthorizationError"));
-    let g = guard(&cloud, &[]);
+    let g = cloud.test_guard().notifying().build();
     let event = launch(&["i-0aaaaaaaaaaaaaaa1"]);
 
     let Err(GuardError::Unhandled { summary, report }) = g.handle(&event).await else {
@@ -625,7 +691,10 @@ async fn where_a_refused_message_is_kept_is_said() {
         }
         cloud.add("i-0aaaaaaaaaaaaaaa1", "optional", 2);
         cloud.fail("Publish", 1, api_error("AuthorizationError"));
-        let Err(GuardError::Unhandled { report, .. }) = guard(&cloud, &[])
+        let Err(GuardError::Unhandled { report, .. }) = cloud
+            .test_guard()
+            .notifying()
+            .build()
             .handle(&launch(&["i-0aaaaaaaaaaaaaaa1"]))
             .await
         else {
@@ -660,7 +729,7 @@ async fn a_sweep_whose_deadline_passes_mid_listing_stops_between_pages_and_says_
     }
     cloud.set_page_size(3);
     cloud.set_list_delay(std::time::Duration::from_secs(10));
-    let g = guard(&cloud, &[]);
+    let g = cloud.test_guard().notifying().build();
     // Time for three pages before the sweep's stop margin.
     let deadline = tokio::time::Instant::now()
         + imds_guard::sweep::STOP_MARGIN
@@ -734,7 +803,11 @@ async fn a_template_created_optional_is_fixed_at_its_source_within_one_event() {
     cloud.add_template(LT, &[OPT_IN], 1, &[(1, lt_options("optional", 3))]);
     cloud.add_group(group("web-asg", VersionRef::Default));
     cloud.add_group(group("pinned-asg", VersionRef::Number(1)));
-    let g = guard(&cloud, &[("FIX_SOURCES", "true")]);
+    let g = cloud
+        .test_guard()
+        .notifying()
+        .with(&[("FIX_SOURCES", "true")])
+        .build();
     let r = g
         .handle(&fixture("create-launch-template.json"))
         .await
@@ -824,7 +897,11 @@ async fn a_template_is_fixed_only_when_enforce_fixing_and_its_owner_allow() {
     for (env, tags, outcome, says) in cases {
         let cloud = FakeCloud::new();
         cloud.add_template(LT, tags, 1, &[(1, lt_options("optional", 2))]);
-        let r = guard(&cloud, env)
+        let r = cloud
+            .test_guard()
+            .notifying()
+            .with(env)
+            .build()
             .handle(&fixture("create-launch-template.json"))
             .await
             .unwrap();
@@ -871,7 +948,11 @@ async fn a_group_event_decides_the_group_by_its_templates_and_fixes_them() {
         version: VersionRef::Latest,
     });
     cloud.add_group(g);
-    let r = guard(&cloud, &[("FIX_SOURCES", "true")])
+    let r = cloud
+        .test_guard()
+        .notifying()
+        .with(&[("FIX_SOURCES", "true")])
+        .build()
         .handle(&fixture("create-auto-scaling-group.json"))
         .await
         .unwrap();
@@ -912,7 +993,11 @@ async fn a_group_event_decides_the_group_by_its_templates_and_fixes_them() {
     let cloud = FakeCloud::new();
     cloud.add_template(LT, &[], 1, &[(1, lt_options("optional", 2))]);
     cloud.add_group(group("web-asg", VersionRef::Default));
-    guard(&cloud, &[("GUARD_MODE", "notify")])
+    cloud
+        .test_guard()
+        .notifying()
+        .with(&[("GUARD_MODE", "notify")])
+        .build()
         .handle(&fixture("create-auto-scaling-group.json"))
         .await
         .unwrap();
@@ -944,7 +1029,10 @@ async fn a_template_without_tokens_is_decided_by_the_default_then_the_ami() {
             http_tokens: default.map(str::to_string),
             ..AccountDefaults::default()
         }));
-        let r = guard(&cloud, &[])
+        let r = cloud
+            .test_guard()
+            .notifying()
+            .build()
             .handle(&fixture("create-launch-template.json"))
             .await
             .unwrap();
@@ -957,7 +1045,10 @@ async fn a_template_without_tokens_is_decided_by_the_default_then_the_ami() {
     // Neither can be read: it depends, and says on what.
     let cloud = FakeCloud::new();
     cloud.add_template(LT, &[], 1, &[(1, None)]);
-    let r = guard(&cloud, &[])
+    let r = cloud
+        .test_guard()
+        .notifying()
+        .build()
         .handle(&fixture("create-launch-template.json"))
         .await
         .unwrap();
@@ -1021,7 +1112,11 @@ async fn the_sweep_ranks_sources_by_the_instances_they_launched_and_readiness_co
         &[("aws:autoscaling:groupName", "legacy-asg")],
     );
     cloud.add("i-0ddddddddddddddd1", "required", 1);
-    let r = guard(&cloud, &[("GUARD_MODE", "audit")])
+    let r = cloud
+        .test_guard()
+        .notifying()
+        .with(&[("GUARD_MODE", "audit")])
+        .build()
         .handle(&scheduled())
         .await
         .unwrap();
@@ -1063,7 +1158,11 @@ async fn a_retry_in_notify_mode_sends_the_kept_message_alone() {
         cloud.with_memory().with_failed_events_queue();
         cloud.add("i-0aaaaaaaaaaaaaaa1", "optional", 2);
         cloud.fail("Publish", 1, api_error("AuthorizationError"));
-        let g = guard(&cloud, &[("GUARD_MODE", mode)]);
+        let g = cloud
+            .test_guard()
+            .notifying()
+            .with(&[("GUARD_MODE", mode)])
+            .build();
         let event = launch(&["i-0aaaaaaaaaaaaaaa1"]);
         assert!(g.handle(&event).await.is_err(), "{mode}");
         let retried = g.handle(&event).await.unwrap();
@@ -1100,7 +1199,11 @@ async fn a_fix_that_could_not_become_the_default_is_made_afresh_by_the_retry() {
         1,
         api_error("ConcurrentModification"),
     );
-    let g = guard(&cloud, &[("FIX_SOURCES", "true")]);
+    let g = cloud
+        .test_guard()
+        .notifying()
+        .with(&[("FIX_SOURCES", "true")])
+        .build();
     let event = fixture("create-launch-template.json");
     let Err(GuardError::Unhandled { report, .. }) = g.handle(&event).await else {
         panic!("a default not set fails the event");
@@ -1133,7 +1236,11 @@ async fn a_fix_that_could_not_become_the_default_is_made_afresh_by_the_retry() {
         9,
         api_error("UnauthorizedOperation"),
     );
-    let g = guard(&cloud, &[("FIX_SOURCES", "true")]);
+    let g = cloud
+        .test_guard()
+        .notifying()
+        .with(&[("FIX_SOURCES", "true")])
+        .build();
     let mut made = Vec::new();
     for _ in 0..4 {
         let _ = g.handle(&event).await;
@@ -1178,13 +1285,14 @@ async fn a_removed_exemption_glob_ends_the_records_it_made() {
         i.observed.tags = Some(vec![("imds-guard:status".into(), "exempt".into())]);
         i.observed.launch_time = Some(1);
     });
-    let g = guard(
-        &cloud,
-        &[
+    let g = cloud
+        .test_guard()
+        .notifying()
+        .with(&[
             ("GUARD_MODE", "enforce"),
             ("EXEMPT_PRINCIPAL_ARNS", " arn:aws:iam::*:role/packer-* "),
-        ],
-    );
+        ])
+        .build();
     let r = g.handle(&scheduled()).await.unwrap();
     assert_eq!(
         cloud.tokens(kept),
@@ -1234,16 +1342,17 @@ async fn a_removed_exemption_glob_ends_the_records_it_made() {
         None,
         then,
     ));
-    guard(
-        &cloud2,
-        &[
+    cloud2
+        .test_guard()
+        .notifying()
+        .with(&[
             ("GUARD_MODE", "enforce"),
             ("LEGACY_EXEMPT_BEFORE", "2026-11-01T00:00:00Z"),
-        ],
-    )
-    .handle(&scheduled())
-    .await
-    .unwrap();
+        ])
+        .build()
+        .handle(&scheduled())
+        .await
+        .unwrap();
     assert_eq!(cloud2.tokens(migrated), "optional");
 }
 
@@ -1262,16 +1371,17 @@ async fn a_sweep_fails_loudly_when_the_memorys_protection_is_gone() {
     cloud.with_memory();
     cloud.set_defaults(Some(Default::default()));
     cloud.set_memory_policy(Some(stacks));
-    let g = guard(
-        &cloud,
-        &[
+    let g = cloud
+        .test_guard()
+        .notifying()
+        .with(&[
             (
                 "MEMORY_TABLE_ARN",
                 "arn:aws:dynamodb:us-east-1:111122223333:table/imds-guard-memory",
             ),
             ("MEMORY_WRITERS", guard_role),
-        ],
-    );
+        ])
+        .build();
     let r = g.handle(&scheduled()).await.unwrap();
     assert_eq!(r.sweep.as_ref().unwrap().memory, None);
     assert_eq!(r.aws_calls.get("GetResourcePolicy"), Some(&1));
@@ -1325,7 +1435,14 @@ async fn a_hold_back_ceiling_tells_a_day_ahead_then_switches() {
         now,
         3,
     ));
-    let r = guard(&cloud, &pairs).handle(&scheduled()).await.unwrap();
+    let r = cloud
+        .test_guard()
+        .notifying()
+        .with(&pairs)
+        .build()
+        .handle(&scheduled())
+        .await
+        .unwrap();
     assert_eq!(cloud.tokens(id), "optional");
     let held = r.instances.iter().find(|i| i.instance_id == id).unwrap();
     assert!(
@@ -1349,7 +1466,14 @@ async fn a_hold_back_ceiling_tells_a_day_ahead_then_switches() {
         now,
         3,
     ));
-    let r = guard(&cloud, &pairs).handle(&scheduled()).await.unwrap();
+    let r = cloud
+        .test_guard()
+        .notifying()
+        .with(&pairs)
+        .build()
+        .handle(&scheduled())
+        .await
+        .unwrap();
     assert_eq!(cloud.tokens(id), "required");
     let switched = r.instances.iter().find(|i| i.instance_id == id).unwrap();
     assert_eq!(switched.outcome, Outcome::Remediated);
@@ -1371,7 +1495,11 @@ async fn a_hold_back_ceiling_tells_a_day_ahead_then_switches() {
         now,
         3,
     ));
-    guard(&cloud, &pairs[..2])
+    cloud
+        .test_guard()
+        .notifying()
+        .with(&pairs[..2])
+        .build()
         .handle(&scheduled())
         .await
         .unwrap();
@@ -1379,7 +1507,14 @@ async fn a_hold_back_ceiling_tells_a_day_ahead_then_switches() {
 
     // A first hold starts the count: recorded, since now.
     let cloud = setup();
-    guard(&cloud, &pairs).handle(&scheduled()).await.unwrap();
+    cloud
+        .test_guard()
+        .notifying()
+        .with(&pairs)
+        .build()
+        .handle(&scheduled())
+        .await
+        .unwrap();
     let rec = cloud.records("heldback#");
     assert_eq!(rec.len(), 1);
     assert!(rec[0].at >= now);
@@ -1399,15 +1534,16 @@ async fn an_instance_whose_standing_cannot_be_read_is_never_decided_blind_on_eit
     cloud
         .add(noncompliant, "optional", 1)
         .add(compliant, "required", 2);
-    let g = guard(
-        &cloud,
-        &[
+    let g = cloud
+        .test_guard()
+        .notifying()
+        .with(&[
             ("GUARD_MODE", "enforce"),
             ("EXEMPT_PRINCIPAL_ARNS", "arn:aws:iam::*:role/packer-*"),
             // Every instance listed, the compliant one too.
             ("MAX_HOP_LIMIT", "2"),
-        ],
-    );
+        ])
+        .build();
     cloud.fail("Query", 1000, api_error("InternalServerError"));
 
     let Err(GuardError::Unhandled { summary, report }) = g.handle(&scheduled()).await else {

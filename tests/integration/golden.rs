@@ -21,7 +21,7 @@ use serde_json::{json, Map, Value};
 use crate::common::scheduled_in;
 use crate::fake::{FakeClients, FakeCloud};
 
-const TOPIC: &str = "arn:aws:sns:us-east-1:111122223333:imds-guard";
+use crate::common::TOPIC;
 const QUEUE: &str = "https://sqs.us-east-1.amazonaws.com/111122223333/imds-guard-outputs";
 const GUARD_ROLE_ID: &str = "AROAGUARDROLE0000001";
 const GUARD_SENDER: &str = "AROAGUARDROLE0000001:imds-guard-event";

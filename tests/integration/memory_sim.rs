@@ -18,7 +18,7 @@ use tokio::time::Instant;
 use crate::common::launch_event;
 use crate::fake::{FakeCloud, Pace};
 
-const TOPIC: &str = "arn:aws:sns:us-east-1:111122223333:imds-guard";
+use crate::common::TOPIC;
 /// Who launched, in the fixture.
 const LAUNCHER: &str = "arn:aws:iam::111122223333:role/DevOps";
 

@@ -6,30 +6,16 @@
 use imds_guard::break_glass::{Grant, State};
 use imds_guard::break_glass_flow as flow;
 use imds_guard::clock::now_secs;
-use imds_guard::guard::Guard;
 use imds_guard::memory::partition;
 use imds_guard::report::Outcome;
-use serde_json::Value;
 
+use crate::common::scheduled_in;
 use crate::common::{fixture, launch_event, revert_event};
 use crate::fake::{api_error, FakeCloud, RESPONDER};
 
-const TOPIC: &str = "arn:aws:sns:us-east-1:111122223333:imds-guard";
+use crate::common::TOPIC;
 const ID: &str = "i-0fedcba9876543210";
 const REGION: &str = "eu-west-1";
-
-fn guard(cloud: &FakeCloud, pairs: &[(&str, &str)]) -> Guard<crate::fake::FakeClients> {
-    let mut all = vec![
-        ("NOTIFY_TOPIC_ARN", TOPIC),
-        ("MEMORY_TABLE", "imds-guard-memory"),
-    ];
-    all.extend_from_slice(pairs);
-    cloud.guard(&all)
-}
-
-fn scheduled() -> Value {
-    crate::common::scheduled_in(REGION)
-}
 
 #[tokio::test(start_paused = true)]
 async fn a_revert_under_break_glass_is_reported_not_undone_until_the_grant_ends() {
@@ -37,7 +23,12 @@ async fn a_revert_under_break_glass_is_reported_not_undone_until_the_grant_ends(
     cloud.with_memory();
     cloud.set_defaults(Some(Default::default()));
     cloud.add(ID, "optional", 2);
-    let g = guard(&cloud, &[("GUARD_MODE", "enforce")]);
+    let g = cloud
+        .test_guard()
+        .notifying()
+        .remembering()
+        .with(&[("GUARD_MODE", "enforce")])
+        .build();
     let now = now_secs();
 
     // A responder grants it, with a reason, for four hours: written to the
@@ -77,7 +68,7 @@ async fn a_revert_under_break_glass_is_reported_not_undone_until_the_grant_ends(
         used.body
     );
     // The sweep honours it too, and lists it in force.
-    let swept = g.handle(&scheduled()).await.unwrap();
+    let swept = g.handle(&scheduled_in(REGION)).await.unwrap();
     assert_eq!(swept.count(Outcome::Exempt), 1);
     assert_eq!(cloud.tokens(ID), "optional");
     let region = &swept.sweep.as_ref().unwrap().regions[0];
@@ -95,13 +86,13 @@ async fn a_revert_under_break_glass_is_reported_not_undone_until_the_grant_ends(
             REGION,
         ))),
     );
-    let swept = g.handle(&scheduled()).await.unwrap();
+    let swept = g.handle(&scheduled_in(REGION)).await.unwrap();
     assert_eq!(swept.count(Outcome::Remediated), 1);
     assert_eq!(cloud.tokens(ID), "required");
     let region = &swept.sweep.as_ref().unwrap().regions[0];
     assert_eq!(region.break_glass.len(), 1);
     assert_eq!(region.break_glass[0].state, State::Expired);
-    let again = g.handle(&scheduled()).await.unwrap();
+    let again = g.handle(&scheduled_in(REGION)).await.unwrap();
     assert!(again.sweep.as_ref().unwrap().regions[0]
         .break_glass
         .is_empty());
@@ -119,7 +110,12 @@ async fn a_launch_template_grant_covers_its_instances_and_a_revoke_ends_it() {
     cloud.edit("i-0aaaaaaaaaaaaaaa1", |i| {
         i.observed.tags = Some(vec![("aws:ec2launchtemplate:id".into(), template.into())])
     });
-    let g = guard(&cloud, &[("GUARD_MODE", "enforce")]);
+    let g = cloud
+        .test_guard()
+        .notifying()
+        .remembering()
+        .with(&[("GUARD_MODE", "enforce")])
+        .build();
     let now = now_secs();
     flow::grant(
         g.config(),
@@ -171,7 +167,7 @@ async fn a_launch_template_grant_covers_its_instances_and_a_revoke_ends_it() {
         cloud.published().last().unwrap().outcomes,
         ["break_glass_revoked"]
     );
-    let mut sweep = scheduled();
+    let mut sweep = scheduled_in(REGION);
     sweep["region"] = "us-east-1".into();
     let swept = g.handle(&sweep).await.unwrap();
     assert_eq!(swept.count(Outcome::Remediated), 1);
@@ -209,7 +205,7 @@ async fn a_grant_needs_the_memory_and_a_reason() {
     .unwrap_err();
     assert!(e.contains("MEMORY_TABLE"), "{e}");
     cloud.with_memory();
-    let g = guard(&cloud, &[]);
+    let g = cloud.test_guard().notifying().remembering().build();
     let e = flow::grant(g.config(), &cloud.clients(), None, REGION, ID, 60, " ", now)
         .await
         .unwrap_err();
@@ -277,7 +273,7 @@ async fn the_breaker_caps_a_run_and_an_account_regions_share() {
     }
     cloud.set_page_size(7);
     let g = cloud.guard(&[("NOTIFY_TOPIC_ARN", TOPIC), ("GUARD_MODE", "enforce")]);
-    let report = g.handle(&scheduled()).await.unwrap();
+    let report = g.handle(&scheduled_in(REGION)).await.unwrap();
     assert_eq!(cloud.count("ModifyInstanceMetadataOptions"), 10);
     assert_eq!(report.count(Outcome::Remediated), 10);
     let region = &report.sweep.as_ref().unwrap().regions[0];
@@ -303,7 +299,7 @@ async fn the_breaker_caps_a_run_and_an_account_regions_share() {
         ("MAX_CHANGES_PER_RUN", "4"),
         ("MAX_CHANGE_PERCENT", "100"),
     ]);
-    let report = g.handle(&scheduled()).await.unwrap();
+    let report = g.handle(&scheduled_in(REGION)).await.unwrap();
     assert_eq!(cloud.count("ModifyInstanceMetadataOptions"), 4);
     assert_eq!(
         report.breaker.as_ref().unwrap().limits,
@@ -317,7 +313,7 @@ async fn the_breaker_caps_a_run_and_an_account_regions_share() {
         cloud.add(&format!("i-{n:017x}"), "optional", 1);
     }
     let g = cloud.guard(&[("GUARD_MODE", "enforce")]);
-    let report = g.handle(&scheduled()).await.unwrap();
+    let report = g.handle(&scheduled_in(REGION)).await.unwrap();
     assert_eq!(report.count(Outcome::Remediated), 3);
     assert!(report.breaker.is_none());
     assert_eq!(
@@ -343,11 +339,16 @@ async fn a_sweep_that_fixes_a_launch_after_enforcing_began_says_events_were_miss
         cloud.add(id, "optional", 2);
         cloud.edit(id, |i| i.observed.launch_time = Some(launched));
     }
-    let g = guard(&cloud, &[("GUARD_MODE", "enforce")]);
+    let g = cloud
+        .test_guard()
+        .notifying()
+        .remembering()
+        .with(&[("GUARD_MODE", "enforce")])
+        .build();
 
     // The first enforcing sweep here begins the record: nothing it fixes
     // can be a missed event.
-    let first = g.handle(&scheduled()).await.unwrap();
+    let first = g.handle(&scheduled_in(REGION)).await.unwrap();
     assert_eq!(first.sweep.as_ref().unwrap().regions[0].missed_events, 0);
     assert_eq!(cloud.records("since#").len(), 1);
 
@@ -368,7 +369,7 @@ async fn a_sweep_that_fixes_a_launch_after_enforcing_began_says_events_were_miss
             i.observed.options.http_tokens = Some("optional".into())
         });
     }
-    let swept = g.handle(&scheduled()).await.unwrap();
+    let swept = g.handle(&scheduled_in(REGION)).await.unwrap();
     assert_eq!(swept.count(Outcome::Remediated), 3);
     let region = &swept.sweep.as_ref().unwrap().regions[0];
     assert_eq!(region.missed_events, 1);
@@ -388,13 +389,23 @@ async fn a_sweep_that_fixes_a_launch_after_enforcing_began_says_events_were_miss
 
     // A sweep in another mode records it; enforcing again starts afresh:
     // what was launched meanwhile is no missed event.
-    let g = guard(&cloud, &[("GUARD_MODE", "notify")]);
-    g.handle(&scheduled()).await.unwrap();
+    let g = cloud
+        .test_guard()
+        .notifying()
+        .remembering()
+        .with(&[("GUARD_MODE", "notify")])
+        .build();
+    g.handle(&scheduled_in(REGION)).await.unwrap();
     cloud.edit("i-0aaaaaaaaaaaaaaa1", |i| {
         i.observed.options.http_tokens = Some("optional".into())
     });
-    let g = guard(&cloud, &[("GUARD_MODE", "enforce")]);
-    let swept = g.handle(&scheduled()).await.unwrap();
+    let g = cloud
+        .test_guard()
+        .notifying()
+        .remembering()
+        .with(&[("GUARD_MODE", "enforce")])
+        .build();
+    let swept = g.handle(&scheduled_in(REGION)).await.unwrap();
     assert_eq!(swept.count(Outcome::Remediated), 1);
     assert_eq!(swept.sweep.as_ref().unwrap().regions[0].missed_events, 0);
 }
@@ -420,8 +431,13 @@ async fn each_account_runs_in_the_mode_of_its_own_setting_or_its_unit() {
 
     // A sandbox account's sweep audits: nothing changed, and the summary
     // says the mode it ran in; its units are remembered for its events.
-    let g = guard(&cloud, &pairs(SANDBOX));
-    let swept = g.handle(&scheduled()).await.unwrap();
+    let g = cloud
+        .test_guard()
+        .notifying()
+        .remembering()
+        .with(&pairs(SANDBOX))
+        .build();
+    let swept = g.handle(&scheduled_in(REGION)).await.unwrap();
     let region = &swept.sweep.as_ref().unwrap().regions[0];
     assert_eq!(region.mode, Some(imds_guard::config::Mode::Audit));
     assert_eq!(swept.count(Outcome::Flagged), 1);
@@ -464,8 +480,13 @@ async fn each_account_runs_in_the_mode_of_its_own_setting_or_its_unit() {
     assert_eq!(g.handle(&ev).await.unwrap().fallback, None);
 
     // A production account enforces, as the default says.
-    let g = guard(&cloud, &pairs(PROD));
-    let swept = g.handle(&scheduled()).await.unwrap();
+    let g = cloud
+        .test_guard()
+        .notifying()
+        .remembering()
+        .with(&pairs(PROD))
+        .build();
+    let swept = g.handle(&scheduled_in(REGION)).await.unwrap();
     let region = &swept.sweep.as_ref().unwrap().regions[0];
     assert_eq!(region.mode, Some(imds_guard::config::Mode::Enforce));
     assert_eq!(cloud.tokens(ID), "required");
@@ -488,7 +509,12 @@ async fn a_weakened_account_default_is_judged_in_the_accounts_own_mode() {
             ("MODE_OVERRIDES", overrides),
         ]
     };
-    let audited = guard(&cloud, &pairs("111122223333=audit"))
+    let audited = cloud
+        .test_guard()
+        .notifying()
+        .remembering()
+        .with(&pairs("111122223333=audit"))
+        .build()
         .handle(&weaken)
         .await
         .unwrap();
@@ -496,7 +522,12 @@ async fn a_weakened_account_default_is_judged_in_the_accounts_own_mode() {
     assert_eq!(cloud.count("ModifyInstanceMetadataDefaults"), 0);
     assert!(!audited.account_defaults.unwrap().weakenings.is_empty());
     // Another account's setting leaves this one in enforce: set back.
-    let enforced = guard(&cloud, &pairs("444455556666=audit"))
+    let enforced = cloud
+        .test_guard()
+        .notifying()
+        .remembering()
+        .with(&pairs("444455556666=audit"))
+        .build()
         .handle(&weaken)
         .await
         .unwrap();
@@ -516,7 +547,12 @@ async fn a_grant_stands_by_aws_time_and_one_stamped_ahead_is_not_honoured() {
     cloud.with_memory();
     cloud.set_defaults(Some(Default::default()));
     cloud.add(ID, "optional", 2);
-    let g = guard(&cloud, &[("GUARD_MODE", "enforce")]);
+    let g = cloud
+        .test_guard()
+        .notifying()
+        .remembering()
+        .with(&[("GUARD_MODE", "enforce")])
+        .build();
     let aws = now_secs();
     cloud.set_aws_clock(aws);
     // This laptop's clock runs a day fast: the grant is AWS's.
@@ -554,7 +590,7 @@ async fn a_grant_stands_by_aws_time_and_one_stamped_ahead_is_not_honoured() {
         report.instances[0]
     );
     assert_eq!(cloud.tokens(ID), "required");
-    let swept = g.handle(&scheduled()).await.unwrap();
+    let swept = g.handle(&scheduled_in(REGION)).await.unwrap();
     let listed = &swept.sweep.as_ref().unwrap().regions[0].break_glass;
     assert_eq!(listed.len(), 1, "{listed:?}");
     assert_eq!(listed[0].state, State::NotHonoured);
@@ -568,7 +604,12 @@ async fn a_grants_message_that_cannot_be_sent_is_reported_not_kept_from_the_comm
     let cloud = FakeCloud::new();
     cloud.with_memory();
     cloud.with_failed_events_queue();
-    let g = guard(&cloud, &[("GUARD_MODE", "enforce")]);
+    let g = cloud
+        .test_guard()
+        .notifying()
+        .remembering()
+        .with(&[("GUARD_MODE", "enforce")])
+        .build();
     cloud.fail("Publish", 1, api_error("AuthorizationError"));
     let done = flow::grant(
         g.config(),
@@ -609,14 +650,16 @@ async fn a_change_the_breaker_holds_is_news_every_sweep_it_is_held() {
     for n in 0..3 {
         cloud.add(&format!("i-{n:017x}"), "optional", 1);
     }
-    let g = guard(
-        &cloud,
-        &[
+    let g = cloud
+        .test_guard()
+        .notifying()
+        .remembering()
+        .with(&[
             ("GUARD_MODE", "enforce"),
             ("MAX_CHANGES_PER_RUN", "1"),
             ("MAX_CHANGE_PERCENT", "100"),
-        ],
-    );
+        ])
+        .build();
     let held = |report: &imds_guard::report::Report| -> Vec<String> {
         report
             .instances
@@ -625,10 +668,10 @@ async fn a_change_the_breaker_holds_is_news_every_sweep_it_is_held() {
             .map(|r| r.instance_id.clone())
             .collect()
     };
-    let first = g.handle(&scheduled()).await.unwrap();
+    let first = g.handle(&scheduled_in(REGION)).await.unwrap();
     assert_eq!(first.count(Outcome::Remediated), 1);
     assert_eq!(held(&first).len(), 2, "{:?}", first.instances);
-    let second = g.handle(&scheduled()).await.unwrap();
+    let second = g.handle(&scheduled_in(REGION)).await.unwrap();
     assert_eq!(second.count(Outcome::Remediated), 1);
     let still = held(&second);
     assert_eq!(still.len(), 1, "{:?}", second.instances);

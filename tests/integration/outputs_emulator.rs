@@ -10,7 +10,8 @@ use imds_guard::guard::Guard;
 use imds_guard::report::Outcome;
 use serde_json::Value;
 
-use crate::common::{config, fixture};
+use crate::common::config;
+use crate::common::scheduled_in;
 use crate::emulator::{ec2, event_for, launch, memory_table, sent, topic, Launch};
 
 /// The guard's findings the emulator holds for `ids` (its `GetFindings`
@@ -81,13 +82,6 @@ async fn read_findings(
     out
 }
 
-fn scheduled(region: &str) -> Value {
-    let mut ev = fixture("scheduled-event.json");
-    ev["region"] = region.into();
-    ev["resources"] = serde_json::json!([]);
-    ev
-}
-
 #[tokio::test]
 async fn a_finding_per_noncompliant_instance_passes_when_fixed_and_archives_when_terminated() {
     // Each test launches in a region of its own: other tests sweep theirs.
@@ -133,7 +127,7 @@ async fn a_finding_per_noncompliant_instance_passes_when_fixed_and_archives_when
     assert_eq!(findings_of(region, &ids).await, expected);
 
     // A sweep with nothing changed files nothing.
-    let swept = g.handle(&scheduled(region)).await.unwrap();
+    let swept = g.handle(&scheduled_in(region)).await.unwrap();
     let sh = swept.security_hub.clone().unwrap();
     assert_eq!(sh.unchanged, 2, "{sh:?}");
     assert_eq!(swept.aws_calls.get("BatchImportFindings"), None);
@@ -153,7 +147,7 @@ async fn a_finding_per_noncompliant_instance_passes_when_fixed_and_archives_when
         .send()
         .await
         .unwrap();
-    let swept = g.handle(&scheduled(region)).await.unwrap();
+    let swept = g.handle(&scheduled_in(region)).await.unwrap();
     let sh = swept.security_hub.clone().unwrap();
     assert_eq!(sh.archived, 1, "{sh:?}");
     let mut expected = vec![
@@ -419,7 +413,7 @@ async fn the_event_functions_and_the_sweeps_findings_reach_security_hub_through_
         .send()
         .await
         .unwrap();
-    let swept = event_function.handle(&scheduled(region)).await.unwrap();
+    let swept = event_function.handle(&scheduled_in(region)).await.unwrap();
     let sh = swept.security_hub.clone().unwrap();
     assert_eq!(sh.queued, 1, "{sh:?}");
     assert!(sh.filed.is_empty() && sh.errors.is_empty(), "{sh:?}");
@@ -442,7 +436,7 @@ async fn the_event_functions_and_the_sweeps_findings_reach_security_hub_through_
         [(ids[0].clone(), "PASSED".to_string(), "ARCHIVED".to_string())]
     );
     // And the next sweep finds it as filed: nothing handed off again.
-    let again = event_function.handle(&scheduled(region)).await.unwrap();
+    let again = event_function.handle(&scheduled_in(region)).await.unwrap();
     assert_eq!(
         again.aws_calls.get("SendMessage"),
         None,

@@ -10,9 +10,10 @@ use imds_guard::routing;
 use serde_json::{json, Value};
 
 use crate::common::launch_event;
+use crate::common::scheduled;
 use crate::fake::FakeCloud;
 
-const TOPIC: &str = "arn:aws:sns:us-east-1:111122223333:imds-guard";
+use crate::common::TOPIC;
 
 /// A guard that files its findings and puts its events itself, as the
 /// command line does (and the outputs function, whose handoffs are tested
@@ -20,16 +21,7 @@ const TOPIC: &str = "arn:aws:sns:us-east-1:111122223333:imds-guard";
 /// event and sweep functions handing off.
 fn direct(cloud: &FakeCloud, pairs: &[(&str, &str)]) -> Guard<crate::fake::FakeClients> {
     cloud.as_event_function(false);
-    guard(cloud, pairs)
-}
-
-fn guard(cloud: &FakeCloud, pairs: &[(&str, &str)]) -> Guard<crate::fake::FakeClients> {
-    let mut all = vec![
-        ("NOTIFY_TOPIC_ARN", TOPIC),
-        ("SECURITY_HUB_FINDINGS", "true"),
-    ];
-    all.extend_from_slice(pairs);
-    cloud.guard(&all)
+    cloud.test_guard().notifying().filing().with(pairs).build()
 }
 
 /// The guard's role's unique id, as the stack hands it to the outputs
@@ -71,10 +63,6 @@ fn fixed_by_hand(id: &str) -> Value {
     resp["instanceId"] = id.into();
     resp["instanceMetadataOptions"]["httpTokens"] = "required".into();
     ev
-}
-
-fn scheduled() -> Value {
-    crate::common::scheduled_in("us-east-1")
 }
 
 fn status_of(cloud: &FakeCloud, id: &str) -> Option<(ComplianceStatus, RecordState)> {
@@ -190,14 +178,16 @@ async fn a_compliant_launch_costs_no_call_with_every_output_on() {
     cloud.with_security_hub();
     cloud.with_bus();
     cloud.add("i-0aaaaaaaaaaaaaaa1", "required", 2);
-    let g = guard(
-        &cloud,
-        &[
+    let g = cloud
+        .test_guard()
+        .notifying()
+        .filing()
+        .with(&[
             ("CHAT_NOTIFICATIONS", "true"),
             ("EVENT_BUS_NAME", "security-events"),
             ("METRICS_PER_ACCOUNT", "true"),
-        ],
-    );
+        ])
+        .build();
     // The fixture's item says `required` with complete options.
     let report = g
         .handle(&launch_event(
@@ -448,7 +438,7 @@ async fn the_sweep_hands_off_its_findings_and_its_summary_and_remembers_none_its
         ),
         ("OUTPUTS_SENDERS", GUARD_ROLE_ID),
     ];
-    let g = guard(&cloud, &pairs);
+    let g = cloud.test_guard().notifying().filing().with(&pairs).build();
 
     // The sweep's binary carries neither client: its findings and its
     // summary go to the queue, and nothing is remembered as filed yet.
@@ -495,7 +485,12 @@ async fn the_sweep_hands_off_its_findings_and_its_summary_and_remembers_none_its
 async fn the_outputs_function_takes_only_its_queues_batches() {
     let cloud = FakeCloud::new();
     cloud.add("i-0aaaaaaaaaaaaaaa1", "optional", 2);
-    let g = guard(&cloud, &[("GUARD_MODE", "enforce")]);
+    let g = cloud
+        .test_guard()
+        .notifying()
+        .filing()
+        .with(&[("GUARD_MODE", "enforce")])
+        .build();
     let err = g
         .handle_handoffs(&launch(&["i-0aaaaaaaaaaaaaaa1"]))
         .await
@@ -546,7 +541,12 @@ async fn a_sweep_with_nowhere_to_file_its_findings_fails_naming_why() {
     cloud.with_memory();
     cloud.set_defaults(Some(Default::default()));
     cloud.add("i-0aaaaaaaaaaaaaaa1", "optional", 2);
-    let g = guard(&cloud, &[("GUARD_MODE", "notify")]);
+    let g = cloud
+        .test_guard()
+        .notifying()
+        .filing()
+        .with(&[("GUARD_MODE", "notify")])
+        .build();
     // No Security Hub client and no OUTPUTS_QUEUE_URL: never a silent skip.
     cloud.as_event_function(true).without_outputs_queue();
     let err = g.handle(&scheduled()).await.unwrap_err();
@@ -579,7 +579,7 @@ fn handing_off(cloud: &FakeCloud, refusals: bool) -> Guard<crate::fake::FakeClie
             "https://sqs.us-east-1.amazonaws.com/111122223333/imds-guard-outputs-dlq",
         ));
     }
-    guard(cloud, &pairs)
+    cloud.test_guard().notifying().filing().with(&pairs).build()
 }
 
 /// A handoff the guard's event function really sent, for a noncompliant

@@ -7,27 +7,14 @@
 
 use std::process::Command;
 
-use imds_guard::guard::Guard;
 use imds_guard::report::{Outcome, Status};
 use serde_json::{json, Value};
 
 use crate::common::{fixture, launch_event};
-use crate::fake::{FakeClients, FakeCloud};
+use crate::fake::FakeCloud;
 
 const ALLOWED: &str = "111122223333";
 const OTHER: &str = "999999999999";
-const TOPIC: &str = "arn:aws:sns:us-east-1:111122223333:imds-guard";
-
-fn guard(cloud: &FakeCloud, extra: &[(&str, &str)]) -> Guard<FakeClients> {
-    let mut all = vec![
-        ("ALLOWED_ACCOUNT_IDS", ALLOWED),
-        ("NOTIFY_TOPIC_ARN", TOPIC),
-        ("MEMORY_TABLE", "imds-guard-memory"),
-        ("GUARD_MODE", "enforce"),
-    ];
-    all.extend_from_slice(extra);
-    cloud.guard(&all)
-}
 
 fn cloud() -> FakeCloud {
     let cloud = FakeCloud::new();
@@ -62,7 +49,16 @@ async fn the_event_function_refuses_another_account_before_any_call() {
         &["i-0aaaaaaaaaaaaaaa1".into()],
         None,
     ));
-    let r = guard(&cloud, &[]).handle_event(&ev, None).await.unwrap();
+    let r = cloud
+        .test_guard()
+        .notifying()
+        .remembering()
+        .enforcing()
+        .with(&[("ALLOWED_ACCOUNT_IDS", ALLOWED)])
+        .build()
+        .handle_event(&ev, None)
+        .await
+        .unwrap();
     assert_eq!(r.status, Status::Refused);
     assert_eq!(r.instances[0].outcome, Outcome::Refused);
     assert!(touched(&cloud).is_empty(), "{:?}", cloud.calls());
@@ -73,7 +69,14 @@ async fn the_event_function_refuses_another_account_before_any_call() {
 async fn the_sources_function_refuses_another_account_before_any_call() {
     let cloud = cloud();
     let ev = in_other(fixture("create-launch-template.json"));
-    let r = guard(&cloud, &[("FIX_SOURCES", "true")])
+    let r = cloud
+        .test_guard()
+        .notifying()
+        .remembering()
+        .enforcing()
+        .with(&[("ALLOWED_ACCOUNT_IDS", ALLOWED)])
+        .with(&[("FIX_SOURCES", "true")])
+        .build()
         .handle(&ev)
         .await
         .unwrap();
@@ -87,14 +90,18 @@ async fn the_sweep_and_a_fan_out_shard_refuse_another_account_before_any_call() 
     // never entered.
     let cloud = cloud();
     cloud.set_organization(vec![OTHER.into()]);
-    let g = guard(
-        &cloud,
-        &[
+    let g = cloud
+        .test_guard()
+        .notifying()
+        .remembering()
+        .enforcing()
+        .with(&[("ALLOWED_ACCOUNT_IDS", ALLOWED)])
+        .with(&[
             ("MEMBER_ROLE_NAME", "imds-guard-member"),
             ("SWEEP_ACCOUNTS", "ORGANIZATION"),
             ("SWEEP_REGIONS", "us-east-1"),
-        ],
-    );
+        ])
+        .build();
     let r = g
         .handle(&crate::common::scheduled_in("us-east-1"))
         .await
@@ -122,7 +129,14 @@ async fn the_sweep_and_a_fan_out_shard_refuse_another_account_before_any_call() 
     // A shard step naming it (a forged or stale state-machine input): the
     // door refuses it too.
     let cloud = crate::refusals::cloud();
-    let g = guard(&cloud, &[("MEMBER_ROLE_NAME", "imds-guard-member")]);
+    let g = cloud
+        .test_guard()
+        .notifying()
+        .remembering()
+        .enforcing()
+        .with(&[("ALLOWED_ACCOUNT_IDS", ALLOWED)])
+        .with(&[("MEMBER_ROLE_NAME", "imds-guard-member")])
+        .build();
     let answer = g
         .handle_payload(
             &json!({"imds_guard_step": "shard", "run": "r-1", "account": OTHER}),
@@ -146,13 +160,17 @@ async fn the_sweep_and_a_fan_out_shard_refuse_another_account_before_any_call() 
 #[tokio::test(start_paused = true)]
 async fn the_outputs_function_files_nothing_for_another_account() {
     let cloud = cloud();
-    let g = guard(
-        &cloud,
-        &[
+    let g = cloud
+        .test_guard()
+        .notifying()
+        .remembering()
+        .enforcing()
+        .with(&[("ALLOWED_ACCOUNT_IDS", ALLOWED)])
+        .with(&[
             ("SECURITY_HUB_FINDINGS", "true"),
             ("OUTPUTS_SENDERS", "AROAGUARDROLE0000001"),
-        ],
-    );
+        ])
+        .build();
     // A message as the guard's role sends it, naming the other account:
     // with no bus here, anything but a drop would fail the message.
     let h = imds_guard::handoff::Handoff {

@@ -10,6 +10,7 @@ use imds_guard::policy::{Exemption, ReadinessVerdict};
 use imds_guard::report::{Outcome, Status};
 use serde_json::Value;
 
+use crate::common::scheduled_in;
 use crate::common::{config, fixture, moto_endpoint};
 use crate::emulator::{ec2, launch, memory_table, seen, seen_all, sent, topic, Launch};
 
@@ -98,12 +99,6 @@ async fn seed(region: &str, scale: i32) -> Fleet {
     }
 }
 
-fn scheduled(region: &str) -> Value {
-    let mut ev = fixture("scheduled-event.json");
-    ev["region"] = region.into();
-    ev
-}
-
 #[tokio::test]
 async fn the_scheduled_event_sweeps_a_mixed_region_to_zero_noncompliant() {
     let region = "ap-southeast-2";
@@ -119,7 +114,7 @@ async fn the_scheduled_event_sweeps_a_mixed_region_to_zero_noncompliant() {
         RegionalClients::new(crate::common::emulator_sdk().await),
     );
 
-    let report = g.handle(&scheduled(region)).await.unwrap();
+    let report = g.handle(&scheduled_in(region)).await.unwrap();
     assert_eq!(report.status, Status::Swept);
     let sweep = report.sweep.as_ref().unwrap();
     let r = &sweep.regions[0];
@@ -183,7 +178,7 @@ async fn the_scheduled_event_sweeps_a_mixed_region_to_zero_noncompliant() {
         .contains("remediated"));
 
     // A second sweep finds nothing left to do.
-    let again = g.handle(&scheduled(region)).await.unwrap();
+    let again = g.handle(&scheduled_in(region)).await.unwrap();
     let r = &again.sweep.as_ref().unwrap().regions[0];
     assert_eq!(r.count(Outcome::Remediated), 0);
     assert_eq!(
@@ -295,7 +290,7 @@ async fn sweep_regions_covers_each_region_in_one_report() {
         RegionalClients::new(crate::common::emulator_sdk().await).with_memory(Some(table.clone())),
     );
     // The rule's own region is not in the list: only the listed ones count.
-    let report = g.handle(&scheduled("us-west-2")).await.unwrap();
+    let report = g.handle(&scheduled_in("us-west-2")).await.unwrap();
     let regions = &report.sweep.as_ref().unwrap().regions;
     assert_eq!(
         regions
@@ -318,7 +313,7 @@ async fn sweep_regions_covers_each_region_in_one_report() {
 
     // A second notify sweep does not tag again or list them as news: the
     // guard's memory says it told of them (a tag, anyone could write).
-    let again = g.handle(&scheduled("us-west-2")).await.unwrap();
+    let again = g.handle(&scheduled_in("us-west-2")).await.unwrap();
     assert!(again.instances.is_empty(), "{:?}", again.instances);
     assert_eq!(
         again.sweep.as_ref().unwrap().regions[1].count(Outcome::Flagged),
@@ -402,7 +397,7 @@ async fn a_principal_exemption_recorded_at_launch_holds_and_nothing_forged_does(
         },
     )
     .await;
-    let report = g.handle(&scheduled(region)).await.unwrap();
+    let report = g.handle(&scheduled_in(region)).await.unwrap();
     let r = &report.sweep.as_ref().unwrap().regions[0];
     assert_eq!(
         (r.count(Outcome::Exempt), r.count(Outcome::Remediated)),
@@ -475,7 +470,7 @@ async fn legacy_tags_count_only_once_migrated_and_while_the_cutoff_is_set() {
                 cfg,
                 RegionalClients::new(crate::common::emulator_sdk().await).with_memory(Some(table)),
             );
-            g.handle(&scheduled(region)).await.unwrap()
+            g.handle(&scheduled_in(region)).await.unwrap()
         }
     };
 
@@ -701,7 +696,7 @@ async fn a_template_fixed_at_its_source_and_the_sweep_naming_what_still_launches
         config(&[("GUARD_MODE", "audit"), ("SWEEP_REGIONS", region)]),
         RegionalClients::new(base),
     )
-    .handle(&scheduled(region))
+    .handle(&scheduled_in(region))
     .await
     .unwrap();
     let sweep = swept.sweep.as_ref().unwrap();

@@ -24,12 +24,12 @@ use aws_smithy_mocks::{mock, Rule};
 use imds_guard::guard::{Guard, GuardError};
 use imds_guard::policy::ReadinessVerdict;
 use imds_guard::report::{DefaultsAction, Idle, Outcome, Status};
-use serde_json::Value;
 
+use crate::common::scheduled;
 use crate::common::{self, config, fixture, FixedClients};
 use crate::faults::{described, meta, modify_ok, running, tag_ok};
 
-const TOPIC: &str = "arn:aws:sns:us-east-1:111122223333:imds-guard";
+use crate::common::TOPIC;
 
 fn ids(n: usize, from: usize) -> Vec<String> {
     (from..from + n).map(|k| format!("i-{k:017x}")).collect()
@@ -85,10 +85,6 @@ fn guard_with(
             events: None,
         },
     )
-}
-
-fn scheduled() -> Value {
-    fixture("scheduled-event.json")
 }
 
 #[tokio::test]
