@@ -112,7 +112,7 @@ fn seed(cloud: &FakeCloud, event: &Value) {
 
 /// Replaces wall-clock times: ISO 8601 stamps inside any string, and
 /// numbers that are seconds or milliseconds since the epoch of this decade.
-fn normalize(v: &mut Value) {
+pub(crate) fn normalize(v: &mut Value) {
     match v {
         Value::String(s) => *s = without_stamps(s),
         Value::Number(n) => {
@@ -328,7 +328,7 @@ fn function_of(event: &Value) -> &'static str {
 
 /// Compares `actual` with the golden file `name`, or writes it when
 /// `UPDATE_GOLDEN` is set.
-fn check(name: &str, actual: &Value, failures: &mut Vec<String>) {
+pub(crate) fn check(name: &str, actual: &Value, failures: &mut Vec<String>) {
     let path = root().join("tests/golden").join(format!("{name}.json"));
     let text = serde_json::to_string_pretty(actual).unwrap_or_default() + "\n";
     if std::env::var_os("UPDATE_GOLDEN").is_some() {

@@ -52,6 +52,7 @@ mod faults;
 mod flows;
 mod function_bench;
 mod golden;
+mod golden_emulator;
 mod iam;
 mod iam_conditions;
 mod load;
