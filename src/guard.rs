@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use tracing::{error, info};
 
 use crate::aws::Clients;
-use crate::config::{Config, Scope};
+use crate::config::{Config, SweepScope};
 pub use crate::error::GuardError;
 use crate::event::{self, EventContext, GuardEvent};
 use crate::event_path::EventPath;
@@ -120,7 +120,7 @@ impl<C: Clients> Guard<C> {
     pub async fn sweep(
         &self,
         ctx: EventContext,
-        scope: &Scope,
+        scope: &SweepScope,
         deadline: Option<Instant>,
         progress: &(dyn Fn(Progress<'_>) + Sync),
     ) -> Result<Report, GuardError> {
@@ -134,7 +134,7 @@ impl<C: Clients> Guard<C> {
     pub async fn sweep_every(
         &self,
         ctx: EventContext,
-        scope: &Scope,
+        scope: &SweepScope,
         progress: &(dyn Fn(Progress<'_>) + Sync),
         every: &(dyn Fn(&crate::report::InstanceReport) + Sync),
     ) -> Result<Report, GuardError> {
@@ -174,7 +174,7 @@ impl<C: Clients> Guard<C> {
     ) -> Result<Report, GuardError> {
         match parse(payload)? {
             GuardEvent::Sweep { ctx } => {
-                let scope = Scope::configured(&self.cfg, Some(&ctx.region));
+                let scope = SweepScope::configured(&self.cfg, Some(&ctx.region));
                 Sweep::new(&self.cfg, &self.clients)
                     .run(ctx, &scope, deadline, &|_| {})
                     .await

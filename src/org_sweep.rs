@@ -14,7 +14,7 @@ use tracing::{error, info, warn};
 use crate::aws::{Clients, MemoryApi};
 use crate::cap;
 use crate::clock::now_secs;
-use crate::config::{Config, Scope, SweepAccounts};
+use crate::config::{Config, SweepAccounts, SweepScope};
 use crate::delivery::Sent;
 use crate::error::GuardError;
 use crate::event::{self, EventContext};
@@ -57,9 +57,10 @@ impl<'a, C: Clients> FanOut<'a, C> {
     }
 
     /// What the run covers: the deployment's accounts, and its regions or
-    /// else the function's own (as the single sweep does).
-    fn scope(&self) -> Scope {
-        Scope::configured(self.cfg, self.clients.home_region().as_deref())
+    /// else the function's own (the region its clients are configured in;
+    /// a step names no region of its own, as a scheduled event does).
+    fn scope(&self) -> SweepScope {
+        SweepScope::configured(self.cfg, self.clients.home_region().as_deref())
     }
 
     /// Lists what to sweep. Without central mode, or below the threshold,

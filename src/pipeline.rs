@@ -17,11 +17,14 @@
 //! | dedup | exemptions recorded, the news claimed | what was told before is skipped |
 //! | act | `Pacing::EVENT`, the retry budget | `Pacing::SWEEP`, the page's deadline |
 //! | file | findings of the event | the region's findings, page by page |
-//! | record | kept for the event's report | logged, counted, listed within the caps |
+//! | record | logged, kept for the event's report | logged, counted, listed within the caps |
 //!
-//! An instance whose standing cannot be read is never decided blind: its
-//! strategy's recall turns it into its failed report, which is recorded in
-//! its place and skips every step between.
+//! An instance that could not be looked at, or whose standing cannot be
+//! read, is never decided blind: it arrives, or the strategy's recall turns
+//! it, into its failed report. That report keeps its place in the batch;
+//! the steps between leave a failed report alone (nothing to hold back,
+//! admit, dedup or change), and the file step does not see it: no finding
+//! is made, or settled, on what little is known of it.
 
 use std::borrow::Cow;
 
@@ -67,8 +70,9 @@ pub(crate) trait Steps {
     /// News told before is not told again, and what must be in the memory
     /// before anything is changed is written.
     async fn dedup(&mut self, reports: &mut [InstanceReport]);
-    /// How the act runs.
-    async fn pace(&mut self) -> Pace<'_>;
+    /// How the act runs; `acting`: whether any change was admitted (a
+    /// partition is only needed to remember one).
+    async fn pace(&mut self, acting: bool) -> Pace<'_>;
     /// After the act: the findings these reports make.
     async fn file(&mut self, reports: &[InstanceReport]);
     /// Each report, in the batch's order, at the end.
@@ -120,7 +124,7 @@ pub(crate) async fn run<S: Steps, M: MemoryApi>(
     steps.dedup(&mut reports).await;
 
     // Act.
-    let pace = steps.pace().await;
+    let pace = steps.pace(!todo.is_empty()).await;
     carry_out(
         cfg,
         ec2,

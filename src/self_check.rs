@@ -18,7 +18,7 @@ use tracing::{error, info, warn};
 
 use crate::aws::{Account, Clients, Ec2Api, MemoryApi};
 use crate::clock::now_secs;
-use crate::config::{Config, Scope};
+use crate::config::{Config, SweepScope};
 use crate::error::GuardError;
 use crate::probe::{self, RegionCheck, Status};
 use crate::sweep::Sweep;
@@ -63,7 +63,7 @@ impl<'a, C: Clients> SelfCheck<'a, C> {
         let here = named
             .map(str::to_string)
             .or_else(|| self.clients.home_region());
-        let Scope { accounts, regions } = Scope::configured(self.cfg, here.as_deref());
+        let SweepScope { accounts, regions } = SweepScope::configured(self.cfg, here.as_deref());
         if regions.is_empty() {
             return Err(GuardError::Incomplete {
                 summary:

@@ -15,7 +15,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use super::{emit, ModeArg};
 use crate::aws::clients::AllOutputs;
 use crate::aws::{load_sdk_config, RegionalClients};
-use crate::config::{Config, Mode, Scope, SweepAccounts};
+use crate::config::{Config, Mode, SweepAccounts, SweepScope};
 use crate::event::{self, EventContext};
 use crate::guard::{Guard, GuardError};
 use crate::report::{InstanceReport, Outcome, RegionSweep, Report};
@@ -101,7 +101,7 @@ pub fn run(args: SweepArgs) -> Result<ExitCode, String> {
     let result = runtime.block_on(async {
         let sdk = load_sdk_config().await;
         let mut scope =
-            Scope::configured(&cfg, sdk.region().map(|r| r.as_ref())).in_accounts(accounts);
+            SweepScope::configured(&cfg, sdk.region().map(|r| r.as_ref())).in_accounts(accounts);
         if !args.targets.regions.is_empty() {
             scope.regions = args.targets.regions.clone();
         }

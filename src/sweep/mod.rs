@@ -24,7 +24,7 @@ use crate::account_region::{AccountRegion, Closed};
 use crate::aws::{Account, AwsError, Clients, Ec2Api, MemoryApi, MetricsApi};
 use crate::breaker::{self, Tripped};
 use crate::clock::now_secs;
-use crate::config::{Config, Mode, Scope, SweepAccounts};
+use crate::config::{Config, Mode, SweepAccounts, SweepScope};
 use crate::error::{conclude, GuardError};
 use crate::event::{EventContext, Observed, Trigger};
 use crate::finding::FindingsReport;
@@ -192,7 +192,7 @@ impl<'a, C: Clients> Sweep<'a, C> {
         }
     }
 
-    /// Sweeps what `scope` covers (the deployment's, `Scope::configured`, or
+    /// Sweeps what `scope` covers (the deployment's, `SweepScope::configured`, or
     /// one the caller names), a few account-region pairs at a time. The
     /// report holds each pair's counts, account defaults and readiness, one
     /// line per account, and the instances with news; the invocation fails,
@@ -201,7 +201,7 @@ impl<'a, C: Clients> Sweep<'a, C> {
     pub async fn run(
         &self,
         ctx: EventContext,
-        scope: &Scope,
+        scope: &SweepScope,
         deadline: Option<Instant>,
         progress: &(dyn Fn(Progress<'_>) + Sync),
     ) -> Result<Report, GuardError> {
@@ -259,7 +259,7 @@ impl<'a, C: Clients> Sweep<'a, C> {
     pub async fn collect(
         &self,
         ctx: EventContext,
-        scope: &Scope,
+        scope: &SweepScope,
         deadline: Option<Instant>,
         progress: &(dyn Fn(Progress<'_>) + Sync),
     ) -> (Report, Vec<Record>) {

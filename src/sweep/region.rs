@@ -1,6 +1,6 @@
 //! One account-region of a sweep: entered, its instances listed page by
-//! page and each page decided, acted on and remembered through the same
-//! layers as the event path; its account defaults, sources and readiness.
+//! page (each page through the one pipeline, `page.rs`), its account
+//! defaults, sources and readiness.
 
 use super::*;
 

@@ -48,6 +48,8 @@ struct State {
     published: Vec<Notification>,
     /// Scripted failures: the next calls of an operation fail with these.
     faults: HashMap<&'static str, VecDeque<AwsError>>,
+    /// Reads of the memory whose sort-key prefix starts so fail, always.
+    unreadable: Vec<(String, AwsError)>,
     no_token: HashMap<String, f64>,
     rejected: HashMap<String, f64>,
     calls: BTreeMap<String, u64>,
@@ -341,6 +343,12 @@ impl FakeCloud {
         let mut s = self.state();
         let q = s.faults.entry(op).or_default();
         q.extend(std::iter::repeat_n(error, n));
+    }
+
+    /// Every read of the memory's records of one kind (a sort-key prefix
+    /// such as `exempt#`) fails with `error`; the other kinds read well.
+    pub fn fail_reads_of(&self, prefix: &str, error: AwsError) {
+        self.state().unreadable.push((prefix.to_string(), error));
     }
 
     /// When the instance's tokens became `required` (paused time), if they did.
@@ -1125,6 +1133,9 @@ impl MemoryApi for FakeCloud {
     ) -> Result<(Vec<Record>, Option<String>), AwsError> {
         self.pace("Query").await?;
         let s = self.call("Query")?;
+        if let Some((_, e)) = s.unreadable.iter().find(|(p, _)| prefix.starts_with(p)) {
+            return Err(e.clone());
+        }
         let page: Vec<Record> = s
             .memory
             .iter()
@@ -1168,6 +1179,9 @@ impl MemoryApi for FakeCloud {
     async fn query(&self, pk: &str, prefix: &str, now: u64) -> Result<Vec<Record>, AwsError> {
         self.pace("Query").await?;
         let s = self.call("Query")?;
+        if let Some((_, e)) = s.unreadable.iter().find(|(p, _)| prefix.starts_with(p)) {
+            return Err(e.clone());
+        }
         Ok(s.memory
             .iter()
             .flat_map(|m| m.values())

@@ -1522,14 +1522,18 @@ async fn a_hold_back_ceiling_tells_a_day_ahead_then_switches() {
 
 #[tokio::test(start_paused = true)]
 async fn an_instance_whose_standing_cannot_be_read_is_never_decided_blind_on_either_path() {
-    // The one pipeline's recall: with principal exemptions configured, what
-    // the guard's memory says of an instance decides it. DynamoDB refuses
-    // every read: the noncompliant instance fails on both paths, named, and
-    // is not changed; the compliant one is only counted.
+    // The one pipeline's recall: with principal exemptions configured, the
+    // exemption the guard recorded at launch decides an instance. DynamoDB
+    // refuses every read of those records (the other kinds read well): the
+    // noncompliant instance fails on both paths, named, is not changed, and
+    // makes no finding on what little is known of it; the compliant one is
+    // only counted.
     let noncompliant = "i-0ddddddddddddddd1";
     let compliant = "i-0ddddddddddddddd2";
     let cloud = FakeCloud::new();
     cloud.with_memory();
+    cloud.with_security_hub();
+    cloud.as_event_function(false);
     cloud.set_defaults(Some(Default::default()));
     cloud
         .add(noncompliant, "optional", 1)
@@ -1537,14 +1541,15 @@ async fn an_instance_whose_standing_cannot_be_read_is_never_decided_blind_on_eit
     let g = cloud
         .test_guard()
         .notifying()
+        .enforcing()
+        .filing()
         .with(&[
-            ("GUARD_MODE", "enforce"),
             ("EXEMPT_PRINCIPAL_ARNS", "arn:aws:iam::*:role/packer-*"),
             // Every instance listed, the compliant one too.
             ("MAX_HOP_LIMIT", "2"),
         ])
         .build();
-    cloud.fail("Query", 1000, api_error("InternalServerError"));
+    cloud.fail_reads_of("exempt#", api_error("InternalServerError"));
 
     let Err(GuardError::Unhandled { summary, report }) = g.handle(&scheduled()).await else {
         panic!("the sweep must fail, naming the instance it could not decide")
@@ -1562,12 +1567,17 @@ async fn an_instance_whose_standing_cannot_be_read_is_never_decided_blind_on_eit
             .error
             .as_deref()
             .unwrap_or_default()
-            .contains("exempt at launch could not be read from the guard's memory"),
+            .contains("whether it was exempt at launch could not be read from the guard's memory"),
         "{:?}",
         failed[0]
     );
     assert_eq!(report.count(Outcome::Compliant), 1);
     assert_eq!(cloud.tokens(noncompliant), "optional");
+    assert!(
+        cloud.findings().is_empty(),
+        "an instance not decided makes no finding: {:?}",
+        cloud.findings()
+    );
 
     let revert = crate::common::revert_event(noncompliant);
     let Err(GuardError::Unhandled { summary, report }) = g.handle(&revert).await else {
@@ -1581,9 +1591,10 @@ async fn an_instance_whose_standing_cannot_be_read_is_never_decided_blind_on_eit
             .error
             .as_deref()
             .unwrap_or_default()
-            .contains("could not be read from the guard's memory"),
+            .contains("whether its launch was exempt could not be read from the guard's memory"),
         "{:?}",
         report.instances[0]
     );
     assert_eq!(cloud.tokens(noncompliant), "optional");
+    assert!(cloud.findings().is_empty(), "{:?}", cloud.findings());
 }

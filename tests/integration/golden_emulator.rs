@@ -5,9 +5,9 @@
 //! changes what the guard says, does or sends fails here, naming the
 //! scenario. Each scenario has a region of its own in the shared emulator.
 //!
-//! What the emulator makes up (instance ids, message ids) is replaced by
-//! its place (`<i-0>`, `<i-1>`, in launch order; `<uuid>`), and clocks as
-//! in `golden.rs`. `UPDATE_GOLDEN=1` rewrites the files.
+//! What the emulator makes up (the instance ids a scenario launches,
+//! message ids) is replaced by its place (`<i-0>`, `<i-1>`, in launch
+//! order; `<uuid>`), and clocks as in `golden.rs`. `UPDATE_GOLDEN=1` rewrites the files.
 
 use std::collections::BTreeMap;
 
@@ -65,8 +65,9 @@ fn messages(topic: &str) -> Value {
         .collect()
 }
 
-/// Replaces what the emulator made up: each of `ids` by its place, every
-/// other instance id and every UUID by a marker; then the clocks.
+/// Replaces what the emulator made up: each of `ids` (every instance a
+/// scenario launches) by its place, and every UUID by a marker; then the
+/// clocks.
 fn stable(mut v: Value, ids: &[String]) -> Value {
     let places: BTreeMap<&str, String> = ids
         .iter()

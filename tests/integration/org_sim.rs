@@ -434,7 +434,7 @@ async fn single_ceiling(accounts: usize, regions: &[&str]) -> (usize, u64) {
     let (report, _) = imds_guard::sweep::Sweep::new(&cfg, &sim)
         .collect(
             Default::default(),
-            &imds_guard::config::Scope::configured(&cfg, None),
+            &imds_guard::config::SweepScope::configured(&cfg, None),
             Some(deadline),
             &|_| {},
         )
@@ -514,7 +514,7 @@ async fn each_account_of_one_sweep_has_its_own_change_budget() {
     let (report, _) = imds_guard::sweep::Sweep::new(&cfg, &sim)
         .collect(
             Default::default(),
-            &imds_guard::config::Scope::configured(&cfg, None),
+            &imds_guard::config::SweepScope::configured(&cfg, None),
             None,
             &|_| {},
         )

@@ -260,19 +260,19 @@ pub enum SweepAccounts {
 }
 
 /// What one sweep covers: a value of the run, never a change to the
-/// deployment's settings. The deployment's own is `Scope::configured`; the
+/// deployment's settings. The deployment's own is `SweepScope::configured`; the
 /// command line (`--account`, `--organization`, `--region`), a fan-out
 /// shard (its one account) and a re-run (its accounts) each name theirs.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Scope {
+pub struct SweepScope {
     pub accounts: SweepAccounts,
     pub regions: Vec<String>,
 }
 
-impl Scope {
+impl SweepScope {
     /// The deployment's: `SWEEP_ACCOUNTS`, and `SWEEP_REGIONS`, else `here`,
     /// the region the run was asked in, when one is known.
-    pub fn configured(cfg: &Config, here: Option<&str>) -> Scope {
+    pub fn configured(cfg: &Config, here: Option<&str>) -> SweepScope {
         let regions = if cfg.sweep_regions.is_empty() {
             here.filter(|r| !r.is_empty())
                 .map(str::to_string)
@@ -281,15 +281,15 @@ impl Scope {
         } else {
             cfg.sweep_regions.clone()
         };
-        Scope {
+        SweepScope {
             accounts: cfg.sweep_accounts.clone(),
             regions,
         }
     }
 
     /// The same regions, in these accounts.
-    pub fn in_accounts(self, accounts: SweepAccounts) -> Scope {
-        Scope { accounts, ..self }
+    pub fn in_accounts(self, accounts: SweepAccounts) -> SweepScope {
+        SweepScope { accounts, ..self }
     }
 
     /// Whether it names accounts (a listed account, or the organization's),
@@ -551,14 +551,14 @@ mod tests {
     fn a_runs_scope_is_the_deployments_unless_named_and_leaves_the_settings_alone() {
         let mut c = Config::default();
         assert_eq!(
-            Scope::configured(&c, Some("eu-west-1")).regions,
+            SweepScope::configured(&c, Some("eu-west-1")).regions,
             ["eu-west-1"]
         );
-        assert!(Scope::configured(&c, Some("")).regions.is_empty());
-        assert!(Scope::configured(&c, None).regions.is_empty());
+        assert!(SweepScope::configured(&c, Some("")).regions.is_empty());
+        assert!(SweepScope::configured(&c, None).regions.is_empty());
         c.sweep_regions = vec!["us-east-1".into(), "eu-central-1".into()];
         c.sweep_accounts = SweepAccounts::Organization;
-        let scope = Scope::configured(&c, Some("eu-west-1"));
+        let scope = SweepScope::configured(&c, Some("eu-west-1"));
         assert_eq!(scope.regions, ["us-east-1", "eu-central-1"]);
         assert!(scope.names_accounts());
         let shard = scope.in_accounts(SweepAccounts::Listed(vec!["444455556666".into()]));
