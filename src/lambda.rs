@@ -104,6 +104,9 @@ pub fn run<F: Function>() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    for notice in cfg.notices() {
+        tracing::warn!("{notice}");
+    }
     // One thread: a 128 MB function has a fraction of a vCPU, and the work
     // is waiting on AWS, not computing.
     let runtime = match tokio::runtime::Builder::new_current_thread()

@@ -44,24 +44,31 @@ fuzz_target!(|data: &[u8]| {
     for o in &instances {
         assert!(imds_guard_domain::validate::is_instance_id(&o.instance_id));
         for (ex, max) in [(&exemptions, Some(2)), (&none, None)] {
-            match (Policy {
+            let policy = Policy {
                 exemptions: ex,
                 max_hop_limit: max,
+                container_hop: 2,
+                container_tag: Some("containers"),
                 honour_migrated: true,
-            })
-            .decide(o, &ctx.principal)
-            {
+            };
+            match policy.decide(o, &ctx.principal) {
                 Verdict::Noncompliant { remedy, .. } => {
                     // The endpoint is never sent; a hop limit only to lower
-                    // one above the ceiling to it.
+                    // one above the ceiling to it, or to raise a container
+                    // host switched from optional to 2, never above it.
                     assert_eq!(remedy.http_tokens, "required");
                     if let Some(sent) = remedy.http_put_response_hop_limit {
                         let hop = o
                             .options
                             .http_put_response_hop_limit
-                            .expect("a hop limit is lowered only when known");
-                        assert_eq!(Some(sent), max);
-                        assert!(sent < hop);
+                            .expect("a hop limit is sent only when known");
+                        if sent < hop {
+                            assert_eq!(Some(sent), max);
+                        } else {
+                            assert!(sent > hop && sent == 2);
+                            assert_ne!(o.options.http_tokens.as_deref(), Some("required"));
+                            assert!(policy.container_host(o).is_some());
+                        }
                     }
                 }
                 Verdict::Compliant => {

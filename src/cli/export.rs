@@ -20,6 +20,7 @@ pub const CSV_COLUMNS: &[&str] = &[
     "http_tokens",
     "http_endpoint",
     "hop_limit",
+    "launcher",
     "image_id",
     "instance_profile",
     "launch_time",
@@ -47,6 +48,7 @@ pub fn csv(rows: &[InstanceReport]) -> Result<String, String> {
                 .http_put_response_hop_limit
                 .map(|h| h.to_string())
                 .unwrap_or_default(),
+            r.launcher.clone().unwrap_or_default(),
             r.image_id.clone().unwrap_or_default(),
             r.instance_profile.clone().unwrap_or_default(),
             r.launch_time.map(iso8601).unwrap_or_default(),
@@ -232,11 +234,11 @@ pub fn html(report: &Report, rows: &[InstanceReport], generated_at: u64) -> Stri
 
     // Sources.
     if !sweep.sources.is_empty() {
-        h.push_str("<h2>Sources that launch IMDSv1 instances</h2>\n<table id=\"sources\">\n<thead><tr><th>Source</th><th>Where</th><th>Instances</th><th>Outcome</th><th>Action</th><th>Owner</th></tr></thead>\n<tbody>\n");
+        h.push_str("<h2>Sources that launch IMDSv1 instances</h2>\n<table id=\"sources\">\n<thead><tr><th>Source</th><th>Where</th><th>Instances</th><th>Outcome</th><th>Action</th><th>Launcher</th><th>Lasting fix</th></tr></thead>\n<tbody>\n");
         for s in &sweep.sources {
             let _ = writeln!(
                 h,
-                "<tr><td>{}</td><td><code>{}</code></td><td class=\"n\">{}</td><td>{:?}</td><td>{}</td><td>{}</td></tr>",
+                "<tr><td>{}</td><td><code>{}</code></td><td class=\"n\">{}</td><td>{:?}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 esc(&s.label()),
                 esc(&format!(
                     "{}/{}",
@@ -246,7 +248,8 @@ pub fn html(report: &Report, rows: &[InstanceReport], generated_at: u64) -> Stri
                 s.instances,
                 s.outcome,
                 esc(&s.action),
-                esc(s.owner.as_deref().unwrap_or(""))
+                esc(s.launcher.as_deref().unwrap_or("")),
+                esc(s.setting.as_deref().unwrap_or(""))
             );
         }
         h.push_str("</tbody>\n</table>\n");
@@ -262,7 +265,7 @@ pub fn html(report: &Report, rows: &[InstanceReport], generated_at: u64) -> Stri
         "<h2>Instances not compliant when swept ({})</h2>",
         listed.len()
     );
-    h.push_str("<table id=\"instances\">\n<thead><tr><th>Instance</th><th>Where</th><th>Outcome</th><th>Action</th><th>Found</th><th>Profile</th></tr></thead>\n<tbody>\n");
+    h.push_str("<table id=\"instances\">\n<thead><tr><th>Instance</th><th>Where</th><th>Outcome</th><th>Action</th><th>Found</th><th>Launcher</th><th>Profile</th></tr></thead>\n<tbody>\n");
     for r in listed {
         let found = r
             .before
@@ -279,13 +282,14 @@ pub fn html(report: &Report, rows: &[InstanceReport], generated_at: u64) -> Stri
             .unwrap_or_default();
         let _ = writeln!(
             h,
-            "<tr><td><code>{}</code></td><td><code>{}/{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td><code>{}</code></td><td><code>{}/{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             esc(&r.instance_id),
             esc(r.account.as_deref().unwrap_or("")),
             esc(r.region.as_deref().unwrap_or("")),
             esc(r.outcome.as_str()),
             esc(&r.error.clone().unwrap_or_else(|| r.action.to_string())),
             esc(&found),
+            esc(r.launcher.as_deref().unwrap_or("")),
             if r.instance_profile.is_some() { "yes" } else { "" }
         );
     }
@@ -442,7 +446,8 @@ mod tests {
         let mut reader = csv::Reader::from_reader(text.as_bytes());
         let rec = reader.records().next().unwrap().unwrap();
         assert_eq!(rec.len(), CSV_COLUMNS.len());
-        assert!(rec[14].starts_with("'=HYPERLINK"));
+        let error = CSV_COLUMNS.iter().position(|c| *c == "error").unwrap();
+        assert!(rec[error].starts_with("'=HYPERLINK"));
     }
 
     /// The page's structure: every element closed in order, no script and

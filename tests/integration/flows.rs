@@ -1598,3 +1598,68 @@ async fn an_instance_whose_standing_cannot_be_read_is_never_decided_blind_on_eit
     assert_eq!(cloud.tokens(noncompliant), "optional");
     assert!(cloud.findings().is_empty(), "{:?}", cloud.findings());
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_container_host_is_switched_with_a_second_hop_in_one_call_and_a_plain_instance_keeps_its_own(
+) {
+    // Karpenter's node and an EKS node group's, at hop limit 1: their pods
+    // reached IMDS through the IMDSv1 fallback. Switched to required with
+    // hop limit 2 in the same call, on both paths; a plain instance and a
+    // node already at 2 keep theirs.
+    let karpenter = "i-0eeeeeeeeeeeeeee1";
+    let plain = "i-0eeeeeeeeeeeeeee2";
+    let at_two = "i-0eeeeeeeeeeeeeee3";
+    let swept = "i-0eeeeeeeeeeeeeee4";
+    let cloud = FakeCloud::new();
+    cloud.set_defaults(Some(Default::default()));
+    for (id, hop, tags) in [
+        (karpenter, 1, vec![("karpenter.sh/nodepool", "default")]),
+        (plain, 1, vec![("team", "web")]),
+        (at_two, 2, vec![("eks:cluster-name", "prod")]),
+        (swept, 1, vec![("eks:nodegroup-name", "ng-1")]),
+    ] {
+        cloud.add(id, "optional", hop);
+        let tags: Vec<(String, String)> = tags
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        cloud.edit(id, |i| i.observed.tags = Some(tags));
+    }
+    let g = cloud.test_guard().notifying().enforcing().build();
+    let report = g.handle(&launch(&[karpenter, plain])).await.unwrap();
+    assert_eq!(
+        report.count(Outcome::Remediated),
+        2,
+        "{:?}",
+        report.instances
+    );
+    assert_eq!(
+        cloud.count("ModifyInstanceMetadataOptions"),
+        2,
+        "one call each"
+    );
+    for (id, hop) in [(karpenter, 2), (plain, 1)] {
+        assert_eq!(cloud.tokens(id), "required", "{id}");
+        assert_eq!(cloud.hop(id), Some(hop), "{id}");
+    }
+    let node = &report.instances[0];
+    assert_eq!(node.launcher.as_deref(), Some("Karpenter"));
+    assert!(
+        node.findings.iter().any(|f| f.contains("container host")),
+        "{node:?}"
+    );
+
+    // The sweep: the node group's node raised, the node at 2 kept.
+    // The sweep: the node group's node raised, the node at 2 kept.
+    let report = g.handle(&scheduled()).await.unwrap();
+    assert_eq!(
+        report.count(Outcome::Remediated),
+        2,
+        "{:?}",
+        report.instances
+    );
+    for (id, hop) in [(swept, 2), (at_two, 2)] {
+        assert_eq!(cloud.tokens(id), "required", "{id}");
+        assert_eq!(cloud.hop(id), Some(hop), "{id}");
+    }
+}

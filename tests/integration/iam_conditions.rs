@@ -28,7 +28,7 @@ use aws_smithy_mocks::{mock, Rule};
 use imds_guard::guard::Guard;
 
 use crate::common::{self, config, fixture, FixedClients, Sent};
-use crate::faults::{described, modify_ok, running, tag_ok};
+use crate::faults::{described, modify_ok, tag_ok};
 use crate::iam::{evaluate, Decision, Deployment, Request};
 use crate::template::load;
 
@@ -179,19 +179,37 @@ struct Fix {
 /// already requires tokens (a no-op if it were ever applied).
 async fn fixes() -> Vec<Fix> {
     let mut out = Vec::new();
-    for (ceiling, tokens, hop, sent_hop) in [
-        ("", "optional", 1, None),
-        ("", "optional", 3, None),
-        ("", "optional", 64, None),
-        ("2", "optional", 8, Some("2")),
-        ("2", "optional", 1, None),
-        ("1", "optional", 3, Some("1")),
-        ("5", "optional", 9, Some("5")),
-        ("2", "required", 8, Some("2")),
+    // The last three: a container host (Karpenter's tag), switched from
+    // optional at hop 1 with hop 2 in the same call, without a ceiling and
+    // under one of 2 and of 5.
+    for (ceiling, tokens, hop, sent_hop, host) in [
+        ("", "optional", 1, None, false),
+        ("", "optional", 3, None, false),
+        ("", "optional", 64, None, false),
+        ("2", "optional", 8, Some("2"), false),
+        ("2", "optional", 1, None, false),
+        ("1", "optional", 3, Some("1"), false),
+        ("5", "optional", 9, Some("5"), false),
+        ("2", "required", 8, Some("2"), false),
+        ("", "optional", 1, Some("2"), true),
+        ("2", "optional", 1, Some("2"), true),
+        ("5", "optional", 1, Some("2"), true),
     ] {
         let sent = Sent::default();
-        let describe = mock!(Ec2Client::describe_instances)
-            .then_output(move || described(vec![running("i-0aaaaaaaaaaaaaaa1", tokens, hop)]));
+        let tags: &[(&str, &str)] = if host {
+            &[("karpenter.sh/nodepool", "default")]
+        } else {
+            &[]
+        };
+        let describe = mock!(Ec2Client::describe_instances).then_output(move || {
+            described(vec![crate::faults::inst(
+                "i-0aaaaaaaaaaaaaaa1",
+                tokens,
+                hop,
+                aws_sdk_ec2::types::InstanceStateName::Running,
+                tags,
+            )])
+        });
         let (modify, tag) = (modify_ok(), tag_ok());
         let g = guard(
             &[("MAX_HOP_LIMIT", ceiling)],
@@ -224,10 +242,10 @@ async fn fixes() -> Vec<Fix> {
                 .get("ec2:Attribute/HttpPutResponseHopLimit")
                 .map(|v| v[0].as_str()),
             sent_hop,
-            "the hop limit is sent only when lowered"
+            "the hop limit is sent only when lowered, or raised on a container host"
         );
         out.push(Fix {
-            label: format!("ceiling {ceiling:?}, {tokens} at hop {hop}"),
+            label: format!("ceiling {ceiling:?}, {tokens} at hop {hop}, container host {host}"),
             params: vec![("MaxHopLimit", ceiling)],
             held,
             request: w.clone(),

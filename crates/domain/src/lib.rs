@@ -17,6 +17,7 @@ pub mod finding;
 pub mod glob;
 pub mod handoff;
 pub mod launch_template;
+pub mod launcher;
 pub mod memory;
 pub mod message;
 pub mod metrics;

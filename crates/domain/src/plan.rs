@@ -25,6 +25,28 @@ pub fn plan(
     trigger: Trigger,
 ) -> (InstanceReport, Option<Remedy>) {
     let (mut report, mut remedy) = verdict_to_report(cfg, current, ctx, trigger);
+    let launcher = crate::launcher::recognise(&crate::launcher::Signals {
+        tags: current.tags.as_deref().unwrap_or_default(),
+        ..Default::default()
+    });
+    report.launcher = launcher.as_ref().map(|r| r.label());
+    if matches!(report.outcome, Outcome::Remediated | Outcome::Flagged) {
+        // Its launcher replaces it from its own setting: say where the fix
+        // that lasts is made.
+        if let Some(r) = &launcher {
+            report.findings.push(format!(
+                "launched by {}: a fix of this instance lasts until it is replaced; the lasting fix: {}",
+                r.label(),
+                r.launcher.setting
+            ));
+        }
+        let hop = current.options.http_put_response_hop_limit;
+        if let (Some((to, host)), Some(hop)) = (Policy::of(cfg).container_raise(current), hop) {
+            report.findings.push(format!(
+                "a container host ({host}): its hop limit {hop} is raised to {to} with the switch, so its pods and tasks keep reaching IMDS (CONTAINER_HOP_LIMIT)"
+            ));
+        }
+    }
     report.before = Some(current.options.clone());
     report.image_id = current.image_id.clone();
     report.instance_profile = current.instance_profile.clone();
@@ -476,6 +498,52 @@ mod tests {
             region: "us-east-1".into(),
             ..EventContext::default()
         }
+    }
+
+    #[test]
+    fn a_container_host_is_planned_with_its_second_hop_said_and_its_launcher_named() {
+        let mut node = optional("i-00000001");
+        node.options.http_put_response_hop_limit = Some(1);
+        node.tags = Some(vec![("eks:nodegroup-name".into(), "ng-1".into())]);
+        for mode in [Mode::Enforce, Mode::Notify, Mode::Audit] {
+            let (r, remedy) = plan(&cfg(mode), &node, &launch(), Trigger::Launch);
+            assert_eq!(r.launcher.as_deref(), Some("EKS managed node group ng-1"));
+            assert!(
+                r.findings
+                    .iter()
+                    .any(|f| f.contains("the lasting fix: the node group's own launch template")),
+                "{:?}",
+                r.findings
+            );
+            assert!(
+                r.findings
+                    .iter()
+                    .any(|f| f.contains("container host")
+                        && f.contains("hop limit 1 is raised to 2")),
+                "{:?}",
+                r.findings
+            );
+            match mode {
+                Mode::Enforce => {
+                    assert_eq!(remedy.unwrap().http_put_response_hop_limit, Some(2))
+                }
+                Mode::Audit => assert!(
+                    r.would
+                        .as_deref()
+                        .unwrap_or_default()
+                        .contains("HttpPutResponseHopLimit=2"),
+                    "{r:?}"
+                ),
+                Mode::Notify => assert_eq!(remedy, None),
+            }
+        }
+        // A plain instance names no launcher and keeps its hop limit.
+        let mut plain = optional("i-00000002");
+        plain.options.http_put_response_hop_limit = Some(1);
+        let (r, remedy) = plan(&cfg(Mode::Enforce), &plain, &launch(), Trigger::Launch);
+        assert_eq!(r.launcher, None);
+        assert_eq!(remedy.unwrap().http_put_response_hop_limit, None);
+        assert!(!r.findings.iter().any(|f| f.contains("container host")));
     }
 
     #[test]

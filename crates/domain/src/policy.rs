@@ -210,6 +210,10 @@ pub const EXEMPT_STATUS: &str = "exempt";
 pub struct Policy<'a> {
     pub exemptions: &'a Exemptions,
     pub max_hop_limit: Option<i32>,
+    /// The hop limit a container host is switched with (`Config::container_hop`).
+    pub container_hop: i32,
+    /// The tag key that makes any instance a container host.
+    pub container_tag: Option<&'a str>,
     /// Whether the records `migrate-exemptions` copied from legacy status
     /// tags are honoured (`LEGACY_EXEMPT_BEFORE` set). A legacy tag itself
     /// never is: anyone who may tag could write one after the upgrade; the
@@ -223,6 +227,8 @@ impl<'a> Policy<'a> {
         Policy {
             exemptions: &cfg.exemptions,
             max_hop_limit: cfg.max_hop_limit,
+            container_hop: cfg.container_hop(),
+            container_tag: cfg.container_host_tag.as_deref(),
             honour_migrated: cfg.legacy_exempt_before.is_some(),
         }
     }
@@ -363,13 +369,51 @@ impl<'a> Policy<'a> {
             (Some(hop), Some(max)) if hop > max => Some(max),
             _ => None,
         };
+        // Or raised, in the same call that switches a container host from
+        // `optional`: its pods and tasks reached IMDS through the IMDSv1
+        // fallback, whatever the hop limit; with tokens required, the
+        // token's answer must cross one more hop. Never above the container
+        // hop limit, never on an instance already at `required` (the roles
+        // refuse that: NoHopLimitRaiseToTwo), never when the hop limit is
+        // not known.
+        let raised = self.container_raise(instance).map(|(to, _)| to);
         let remedy = Remedy {
             http_tokens: "required",
-            http_put_response_hop_limit: lowered,
+            http_put_response_hop_limit: lowered.or(raised),
             http_protocol_ipv6: o.http_protocol_ipv6.clone(),
             instance_metadata_tags: o.instance_metadata_tags.clone(),
         };
         Verdict::Noncompliant { findings, remedy }
+    }
+
+    /// The hop limit a container host is raised to with its switch, and
+    /// why it is one: only from `optional`, only below the container hop
+    /// limit, only when its hop limit is known.
+    pub fn container_raise(&self, instance: &Observed) -> Option<(i32, String)> {
+        let o = &instance.options;
+        let switching = o.http_tokens.as_deref() != Some("required");
+        let hop = o.http_put_response_hop_limit?;
+        if !switching || hop >= self.container_hop {
+            return None;
+        }
+        Some((self.container_hop, self.container_host(instance)?))
+    }
+
+    /// Why an instance is a container host, if it is: its launcher runs
+    /// containers (`launcher`), or it carries `CONTAINER_HOST_TAG`. A
+    /// forgeable signal counts: it only chooses how the instance is fixed.
+    pub fn container_host(&self, instance: &Observed) -> Option<String> {
+        let tags = instance.tags.as_deref().unwrap_or_default();
+        if let Some(key) = self.container_tag {
+            if tags.iter().any(|(k, _)| k == key) {
+                return Some(format!("tag {key}"));
+            }
+        }
+        let r = crate::launcher::recognise(&crate::launcher::Signals {
+            tags,
+            ..Default::default()
+        })?;
+        r.launcher.containers.then(|| r.label())
     }
 
     fn exemption(&self, instance: &Observed, principal: &Principal) -> Option<Exemption> {
@@ -773,6 +817,8 @@ mod tests {
         Policy {
             exemptions: ex,
             max_hop_limit: max,
+            container_hop: max.map_or(2, |m| m.min(2)),
+            container_tag: None,
             honour_migrated: false,
         }
     }
@@ -842,6 +888,97 @@ mod tests {
             findings,
             vec![Violation::HopLimitAboveMax { current: 9, max: 2 }]
         );
+    }
+
+    fn tagged(tokens: &str, hop: i32, tags: &[(&str, &str)]) -> Observed {
+        let mut i = inst(tokens, "enabled", hop);
+        i.tags = Some(
+            tags.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        );
+        i
+    }
+
+    fn hop_sent(p: &Policy<'_>, i: &Observed) -> Option<i32> {
+        match p.decide(i, &Principal::default()) {
+            Verdict::Noncompliant { remedy, .. } => remedy.http_put_response_hop_limit,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_container_host_is_switched_with_a_second_hop_and_a_plain_instance_keeps_its_own() {
+        let ex = Exemptions::default();
+        let p = policy(&ex, None);
+        // Karpenter's node at hop 1: required and hop 2, in one call.
+        let node = tagged("optional", 1, &[("karpenter.sh/nodepool", "default")]);
+        assert_eq!(hop_sent(&p, &node), Some(2));
+        let Verdict::Noncompliant { remedy, .. } = p.decide(&node, &Principal::default()) else {
+            panic!()
+        };
+        assert_eq!(
+            remedy.to_string(),
+            "set HttpTokens=required, HttpPutResponseHopLimit=2"
+        );
+        assert_eq!(p.container_host(&node).as_deref(), Some("Karpenter"));
+        // Already at 2 or above: kept (never lowered to 2, never raised).
+        assert_eq!(
+            hop_sent(&p, &tagged("optional", 2, &[("eks:cluster-name", "c")])),
+            None
+        );
+        assert_eq!(
+            hop_sent(&p, &tagged("optional", 3, &[("eks:cluster-name", "c")])),
+            None
+        );
+        // A plain instance, and one whose launcher runs no containers.
+        assert_eq!(
+            hop_sent(&p, &tagged("optional", 1, &[("team", "web")])),
+            None
+        );
+        assert_eq!(
+            hop_sent(
+                &p,
+                &tagged(
+                    "optional",
+                    1,
+                    &[("aws:elasticmapreduce:job-flow-id", "j-1")]
+                )
+            ),
+            None
+        );
+        // An unknown hop limit is not raised.
+        let mut unknown = node.clone();
+        unknown.options.http_put_response_hop_limit = None;
+        assert_eq!(hop_sent(&p, &unknown), None);
+        // The operator's own tag.
+        let tag = Policy {
+            container_tag: Some("platform:containers"),
+            ..policy(&ex, None)
+        };
+        let own = tagged("optional", 1, &[("platform:containers", "yes")]);
+        assert_eq!(hop_sent(&tag, &own), Some(2));
+        assert_eq!(hop_sent(&p, &own), None, "without the setting, a plain tag");
+        // CONTAINER_HOP_LIMIT=1 (or a ceiling of 1): nothing raised.
+        let one = Policy {
+            container_hop: 1,
+            ..policy(&ex, None)
+        };
+        assert_eq!(hop_sent(&one, &node), None);
+        assert_eq!(hop_sent(&policy(&ex, Some(1)), &node), None);
+    }
+
+    #[test]
+    fn a_hardened_container_host_at_required_is_never_raised() {
+        // Required at hop 1 with a hop limit above a ceiling elsewhere: only
+        // ever lowered; and a required node at 1 is compliant, untouched.
+        let ex = Exemptions::default();
+        let p = policy(&ex, None);
+        let node = tagged("required", 1, &[("karpenter.sh/nodepool", "default")]);
+        assert_eq!(p.decide(&node, &Principal::default()), Verdict::Compliant);
+        let p = policy(&ex, Some(2));
+        let high = tagged("required", 5, &[("karpenter.sh/nodepool", "default")]);
+        assert_eq!(hop_sent(&p, &high), Some(2), "lowered to the ceiling");
     }
 
     #[test]

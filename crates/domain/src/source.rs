@@ -12,6 +12,7 @@ use serde::Serialize;
 use crate::config::{Config, Mode};
 use crate::event::{MetadataOptions, SourceChange};
 pub use crate::launch_template::{Template, TemplateRef, VersionRef};
+use crate::launcher::{Recognised, Signals};
 use crate::policy::{Exemption, Judged, Policy, Subject, Violation};
 
 /// What kind of source.
@@ -115,38 +116,39 @@ pub fn judge(
     }
 }
 
-/// Who else manages a template or group, by the tags they put on it (or the
-/// service role that created it): changing it would start a drift fight
-/// with its owner, so it is reported, never changed.
+/// The launcher a template or group shows (`launcher::recognise`): who
+/// makes its instances, and where the lasting fix is made.
+pub fn launcher_of(
+    tags: &[(String, String)],
+    created_by: Option<&str>,
+    name: Option<&str>,
+) -> Option<Recognised> {
+    crate::launcher::recognise(&Signals {
+        operator: None,
+        created_by,
+        tags,
+        name,
+    })
+}
+
+/// Who else manages a template or group, when a service or stack owns it:
+/// changing it would start a drift fight with its owner (or do nothing: a
+/// copy the service pinned), so it is reported, never changed.
 pub fn owner(tags: &[(String, String)], created_by: Option<&str>) -> Option<String> {
-    let tag = |k: &str| tags.iter().find(|(t, _)| t == k).map(|(_, v)| v.as_str());
-    let prefixed = |p: &str| tags.iter().any(|(t, _)| t.starts_with(p));
-    if let Some(stack) = tag("aws:cloudformation:stack-name") {
-        return Some(format!("CloudFormation stack {stack}"));
+    launcher_of(tags, created_by, None)
+        .filter(|r| r.launcher.owns_templates)
+        .map(|r| r.label())
+}
+
+/// Fills what a report says of its source's launcher: its owner, when the
+/// service owns it, and where the lasting fix is made.
+fn name_launcher(report: &mut SourceReport, recognised: Option<Recognised>) {
+    let Some(r) = recognised else { return };
+    if r.launcher.owns_templates {
+        report.owner = Some(r.label());
     }
-    if prefixed("karpenter.sh/") || prefixed("karpenter.k8s.aws/") {
-        return Some("Karpenter".into());
-    }
-    if let Some(group) = tag("eks:nodegroup-name") {
-        return Some(format!("EKS node group {group}"));
-    }
-    if prefixed("eks:") {
-        return Some("Amazon EKS".into());
-    }
-    if prefixed("elasticbeanstalk:") {
-        return Some("Elastic Beanstalk".into());
-    }
-    if prefixed("aws:batch:") || tag("AWSBatchServiceTag").is_some() {
-        return Some("AWS Batch".into());
-    }
-    if let Some(by) = created_by.filter(|b| b.contains("AWSServiceRole")) {
-        let role = by
-            .split('/')
-            .find(|p| p.starts_with("AWSServiceRole"))
-            .unwrap_or(by);
-        return Some(format!("the service that created it ({role})"));
-    }
-    None
+    report.launcher = Some(r.label());
+    report.setting = Some(r.launcher.setting.to_string());
 }
 
 /// What a source ends as.
@@ -186,6 +188,13 @@ pub struct SourceReport {
     /// Who manages it instead (it is never changed then).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
+    /// The service or tool that launches from it, when one shows
+    /// (`launcher`): named even when the template is the user's to fix.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub launcher: Option<String>,
+    /// Where the fix that lasts is made, for that launcher.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub setting: Option<String>,
     /// The groups that launch from it.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub used_by: Vec<String>,
@@ -216,6 +225,8 @@ impl SourceReport {
             action: "none".into(),
             exemption: None,
             owner: None,
+            launcher: None,
+            setting: None,
             used_by: Vec::new(),
             pinned_by: Vec::new(),
             instances: 0,
@@ -321,7 +332,10 @@ pub struct TemplateFacts<'a> {
 pub fn plan_template(cfg: &Config, f: &TemplateFacts<'_>) -> (SourceReport, SourceAction) {
     let t = f.template;
     let mut report = SourceReport::new(SourceKind::LaunchTemplate, &t.id, t.name.as_deref());
-    report.owner = owner(&t.tags, t.created_by.as_deref());
+    name_launcher(
+        &mut report,
+        launcher_of(&t.tags, t.created_by.as_deref(), t.name.as_deref()),
+    );
     report.used_by = f
         .groups
         .iter()
@@ -419,7 +433,7 @@ pub fn plan_template(cfg: &Config, f: &TemplateFacts<'_>) -> (SourceReport, Sour
             );
             SourceAction::Tag
         }
-        Mode::Enforce => match fix_refusal(cfg, t, report.owner.as_deref()) {
+        Mode::Enforce => match fix_refusal(cfg, t, &report) {
             // (`unpromoted` counts nothing when the default needs no fix.)
             Some(why) => {
                 report.action = format!("none: {why}");
@@ -456,13 +470,17 @@ pub fn plan_template(cfg: &Config, f: &TemplateFacts<'_>) -> (SourceReport, Sour
 }
 
 /// Why enforce does not fix this template, if it does not.
-fn fix_refusal(cfg: &Config, t: &Template, owner: Option<&str>) -> Option<String> {
+fn fix_refusal(cfg: &Config, t: &Template, report: &SourceReport) -> Option<String> {
     if !cfg.fix_sources {
         return Some("fixing sources is off (FIX_SOURCES)".into());
     }
-    if let Some(owner) = owner {
+    if let Some(owner) = &report.owner {
+        let there = report
+            .setting
+            .as_deref()
+            .unwrap_or("its owner's own setting");
         return Some(format!(
-            "managed by {owner}: change it there (the guard would fight its owner's next update)"
+            "managed by {owner}: the lasting fix is {there} (a version added here would be pinned past, regenerated or overwritten)"
         ));
     }
     let opted_in = t
@@ -554,7 +572,7 @@ pub fn plan_group(
     inherited: &Inherited,
 ) -> (SourceReport, SourceAction) {
     let mut report = SourceReport::new(SourceKind::AutoScalingGroup, &g.name, None);
-    report.owner = owner(&g.tags, None);
+    name_launcher(&mut report, launcher_of(&g.tags, None, None));
     let mut findings = Vec::new();
     let mut unknown = Vec::new();
     let mut exempt = None;
@@ -1045,26 +1063,94 @@ mod tests {
         );
         assert_eq!(
             owner(&t("eks:nodegroup-name", "ng-1"), None).unwrap(),
-            "EKS node group ng-1"
+            "EKS managed node group ng-1"
         );
         assert_eq!(
             owner(&t("elasticbeanstalk:environment-name", "prod"), None).unwrap(),
             "Elastic Beanstalk"
         );
+        // The service before the stack that deployed it.
+        let mut beanstalk = t("aws:cloudformation:stack-name", "awseb-e-1-stack");
+        beanstalk.extend(t("elasticbeanstalk:environment-name", "prod"));
+        assert_eq!(owner(&beanstalk, None).unwrap(), "Elastic Beanstalk");
         assert_eq!(
             owner(&t("AWSBatchServiceTag", "ce"), None).unwrap(),
             "AWS Batch"
         );
-        assert!(owner(
-            &[],
-            Some("arn:aws:sts::1:assumed-role/AWSServiceRoleForAmazonEKSNodegroup/x")
-        )
-        .unwrap()
-        .contains("AWSServiceRoleForAmazonEKSNodegroup"));
+        assert_eq!(
+            owner(
+                &[],
+                Some("arn:aws:sts::1:assumed-role/AWSServiceRoleForAmazonEKSNodegroup/x")
+            )
+            .unwrap(),
+            "EKS managed node group"
+        );
+        // Application Migration Service's templates are the user's to fix.
+        assert_eq!(
+            owner(
+                &[],
+                Some("arn:aws:sts::1:assumed-role/AWSServiceRoleForApplicationMigrationService/x")
+            ),
+            None
+        );
         assert_eq!(
             owner(&t("team", "web"), Some("arn:aws:iam::1:role/platform")),
             None
         );
+    }
+
+    #[test]
+    fn a_services_copy_is_never_edited_and_says_where_the_lasting_fix_is() {
+        let groups = vec![];
+        let inh = Inherited::default();
+        let on = cfg(&[("FIX_SOURCES", "true")]);
+        let v = vec![version(1, Some("optional"), Some(1))];
+        // Batch's copy of the user's template: opted in (its tags were
+        // copied too), but Batch pins the version it copied.
+        let mut batch = template(1, 1, &[OPTED_IN]);
+        batch.name = Some("Batch-lt-0d8a7e2c-1b3f-4c5d-9e6f-0a1b2c3d4e5f".into());
+        let f = TemplateFacts {
+            template: &batch,
+            versions: &v,
+            groups: &groups,
+            inherited: &inh,
+        };
+        let (r, a) = plan_template(&on, &f);
+        assert_eq!((r.outcome, a), (SourceOutcome::Flagged, SourceAction::None));
+        assert_eq!(r.owner.as_deref(), Some("AWS Batch"));
+        let setting = r.setting.as_deref().unwrap_or_default();
+        assert!(setting.contains("compute environment"), "{setting}");
+        assert!(r.action.contains(setting), "{}", r.action);
+
+        // EKS's own copy, by its creator.
+        let mut eks = template(1, 1, &[OPTED_IN]);
+        eks.created_by = Some(
+            "arn:aws:sts::111122223333:assumed-role/AWSServiceRoleForAmazonEKSNodegroup/EKS".into(),
+        );
+        let f2 = TemplateFacts {
+            template: &eks,
+            ..f
+        };
+        let (r, a) = plan_template(&on, &f2);
+        assert_eq!((r.outcome, a), (SourceOutcome::Flagged, SourceAction::None));
+        assert!(r.action.contains("UpdateNodegroupVersion"), "{}", r.action);
+
+        // Application Migration Service's template is the user's: fixed,
+        // and the launcher still named.
+        let mut mgn = template(1, 1, &[OPTED_IN]);
+        mgn.created_by = Some(
+            "arn:aws:sts::111122223333:assumed-role/AWSServiceRoleForApplicationMigrationService/x"
+                .into(),
+        );
+        let f3 = TemplateFacts {
+            template: &mgn,
+            ..f
+        };
+        let (r, a) = plan_template(&on, &f3);
+        assert_eq!(r.outcome, SourceOutcome::Fixed);
+        assert!(matches!(a, SourceAction::Fix(_)));
+        assert_eq!(r.owner, None);
+        assert_eq!(r.launcher.as_deref(), Some("Application Migration Service"));
     }
 
     #[test]

@@ -111,6 +111,16 @@ pub struct Config {
     pub exemptions: Exemptions,
     /// In enforce mode, a higher `HttpPutResponseHopLimit` is lowered to this.
     pub max_hop_limit: Option<i32>,
+    /// A container host (a launcher whose hosts run containers, or an
+    /// instance tagged `container_host_tag`) switched from `optional` to
+    /// `required` gets at least this hop limit in the same call, so its
+    /// pods and tasks keep reaching IMDS (`CONTAINER_HOP_LIMIT`: 2; 1
+    /// blocks them, for teams on pod identities). Never above
+    /// `max_hop_limit`.
+    pub container_hop_limit: i32,
+    /// An instance carrying this tag key is a container host too
+    /// (`CONTAINER_HOST_TAG`).
+    pub container_host_tag: Option<String>,
     /// How long one invocation keeps retrying an instance that EC2 does not
     /// show yet or that is still `pending`. Must fit the function's timeout.
     pub retry_budget: Duration,
@@ -299,6 +309,10 @@ impl SweepScope {
     }
 }
 
+/// The hop limit a container host is switched with: AWS's own choice for
+/// IMDSv2-only images (`ImdsSupport: v2.0`).
+pub const DEFAULT_CONTAINER_HOP_LIMIT: i32 = 2;
+
 pub const DEFAULT_STATUS_TAG_KEY: &str = "imds-guard:status";
 pub const DEFAULT_RETRY_BUDGET_SECS: u64 = 60;
 /// A week: long enough to see weekly jobs that still call IMDSv1.
@@ -312,6 +326,8 @@ impl Default for Config {
             status_tag_key: DEFAULT_STATUS_TAG_KEY.to_string(),
             exemptions: Exemptions::default(),
             max_hop_limit: None,
+            container_hop_limit: DEFAULT_CONTAINER_HOP_LIMIT,
+            container_host_tag: None,
             retry_budget: Duration::from_secs(DEFAULT_RETRY_BUDGET_SECS),
             sweep_regions: Vec::new(),
             set_account_default: false,
@@ -393,6 +409,29 @@ impl Config {
     }
 
     /// Whether anything is set per account or unit.
+    /// The hop limit a container host is switched with: `CONTAINER_HOP_LIMIT`,
+    /// capped by `MAX_HOP_LIMIT` when that is lower.
+    pub fn container_hop(&self) -> i32 {
+        self.max_hop_limit.map_or(self.container_hop_limit, |max| {
+            self.container_hop_limit.min(max)
+        })
+    }
+
+    /// What a person deploying these settings should know, said once at
+    /// init: a setting another one overrides.
+    pub fn notices(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.container_hop() < self.container_hop_limit {
+            out.push(format!(
+                "CONTAINER_HOP_LIMIT={} is capped by MAX_HOP_LIMIT={}: container hosts are switched at hop limit {}, where their pods and tasks cannot reach IMDS",
+                self.container_hop_limit,
+                self.container_hop(),
+                self.container_hop()
+            ));
+        }
+        out
+    }
+
     pub fn has_overrides(&self) -> bool {
         !self.overrides.is_empty()
     }
@@ -568,6 +607,32 @@ mod tests {
             SweepAccounts::Listed(vec!["444455556666".into()])
         );
         assert_eq!(c.sweep_accounts, SweepAccounts::Organization);
+    }
+
+    #[test]
+    fn a_container_hosts_hop_limit_is_2_unless_set_or_capped_and_a_cap_is_said() {
+        let c = Config::default();
+        assert_eq!((c.container_hop(), c.notices().len()), (2, 0));
+        let one = from(&[("CONTAINER_HOP_LIMIT", "1")]).unwrap();
+        assert_eq!((one.container_hop(), one.notices().len()), (1, 0));
+        let capped = from(&[("MAX_HOP_LIMIT", "1")]).unwrap();
+        assert_eq!(capped.container_hop(), 1);
+        let said = capped.notices();
+        assert!(
+            said.len() == 1 && said[0].contains("capped by MAX_HOP_LIMIT=1"),
+            "{said:?}"
+        );
+        for bad in ["3", "0", "two"] {
+            let e = from(&[("CONTAINER_HOP_LIMIT", bad)]).unwrap_err();
+            assert_eq!(e.variable, "CONTAINER_HOP_LIMIT");
+        }
+        let tagged = from(&[("CONTAINER_HOST_TAG", "platform:containers")]).unwrap();
+        assert_eq!(
+            tagged.container_host_tag.as_deref(),
+            Some("platform:containers")
+        );
+        let e = from(&[("CONTAINER_HOST_TAG", "aws:eks:cluster-name")]).unwrap_err();
+        assert_eq!(e.variable, "CONTAINER_HOST_TAG");
     }
 
     use super::*;

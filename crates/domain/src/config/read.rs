@@ -85,6 +85,18 @@ impl Config {
         }
         if let Some(n) = whole(
             &get,
+            "CONTAINER_HOP_LIMIT",
+            1..=2,
+            "expected 1 or 2 (2 lets a container host's pods and tasks reach IMDS; 1 blocks them)",
+        )? {
+            cfg.container_hop_limit = n;
+        }
+        if let Some(v) = get("CONTAINER_HOST_TAG") {
+            cfg.container_host_tag =
+                Some(valid_tag_key(&v).map_err(|r| err("CONTAINER_HOST_TAG", &v, r))?);
+        }
+        if let Some(n) = whole(
+            &get,
             "RETRY_BUDGET_SECONDS",
             1..=600,
             "expected a whole number of seconds from 1 to 600",

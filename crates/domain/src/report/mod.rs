@@ -76,6 +76,9 @@ pub struct InstanceReport {
     /// The metadata options as found, before any change.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub before: Option<MetadataOptions>,
+    /// The service or tool that launched it, when one shows (`launcher`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub launcher: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub image_id: Option<String>,
     /// The instance profile's ARN: with one, an IMDSv1 GET hands out a
@@ -104,6 +107,7 @@ impl InstanceReport {
             findings: Vec::new(),
             exemption: None,
             before: None,
+            launcher: None,
             image_id: None,
             instance_profile: None,
             launch_time: None,
