@@ -90,7 +90,7 @@ impl Ec2Api for Ec2 {
     }
 
     /// Sends what the remedy names: tokens required, the hop limit only when
-    /// lowered, never the endpoint (omitted, EC2 keeps both as they are),
+    /// lowered or raised on a container host, never the endpoint (omitted, EC2 keeps both as they are),
     /// the IPv6 and tags settings as they were.
     async fn modify(&self, instance_id: &str, remedy: &Remedy) -> Result<(), AwsError> {
         self.0

@@ -20,13 +20,13 @@ pub const CSV_COLUMNS: &[&str] = &[
     "http_tokens",
     "http_endpoint",
     "hop_limit",
-    "launcher",
     "image_id",
     "instance_profile",
     "launch_time",
     "exemption",
     "findings",
     "error",
+    "launcher",
 ];
 
 /// One row per instance decided (RFC 4180, by the `csv` crate).
@@ -48,7 +48,6 @@ pub fn csv(rows: &[InstanceReport]) -> Result<String, String> {
                 .http_put_response_hop_limit
                 .map(|h| h.to_string())
                 .unwrap_or_default(),
-            r.launcher.clone().unwrap_or_default(),
             r.image_id.clone().unwrap_or_default(),
             r.instance_profile.clone().unwrap_or_default(),
             r.launch_time.map(iso8601).unwrap_or_default(),
@@ -58,6 +57,7 @@ pub fn csv(rows: &[InstanceReport]) -> Result<String, String> {
                 .unwrap_or_default(),
             r.findings.join("; "),
             r.error.clone().unwrap_or_default(),
+            r.launcher.clone().unwrap_or_default(),
         ];
         w.write_record(record.iter().map(|f| spreadsheet_safe(f)))
             .map_err(|e| e.to_string())?;
@@ -234,11 +234,11 @@ pub fn html(report: &Report, rows: &[InstanceReport], generated_at: u64) -> Stri
 
     // Sources.
     if !sweep.sources.is_empty() {
-        h.push_str("<h2>Sources that launch IMDSv1 instances</h2>\n<table id=\"sources\">\n<thead><tr><th>Source</th><th>Where</th><th>Instances</th><th>Outcome</th><th>Action</th><th>Launcher</th><th>Lasting fix</th></tr></thead>\n<tbody>\n");
+        h.push_str("<h2>Sources that launch IMDSv1 instances</h2>\n<table id=\"sources\">\n<thead><tr><th>Source</th><th>Where</th><th>Instances</th><th>Outcome</th><th>Action</th><th>Owner</th><th>Launcher</th><th>Lasting fix</th></tr></thead>\n<tbody>\n");
         for s in &sweep.sources {
             let _ = writeln!(
                 h,
-                "<tr><td>{}</td><td><code>{}</code></td><td class=\"n\">{}</td><td>{:?}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                "<tr><td>{}</td><td><code>{}</code></td><td class=\"n\">{}</td><td>{:?}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 esc(&s.label()),
                 esc(&format!(
                     "{}/{}",
@@ -248,6 +248,7 @@ pub fn html(report: &Report, rows: &[InstanceReport], generated_at: u64) -> Stri
                 s.instances,
                 s.outcome,
                 esc(&s.action),
+                esc(s.owner.as_deref().unwrap_or("")),
                 esc(s.launcher.as_deref().unwrap_or("")),
                 esc(s.setting.as_deref().unwrap_or(""))
             );

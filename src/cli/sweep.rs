@@ -60,6 +60,9 @@ pub fn run(args: SweepArgs) -> Result<ExitCode, String> {
     // stdout is the user's.
     cfg.metrics = None;
     cfg.needs_memory().map_err(|e| e.to_string())?;
+    for notice in cfg.notices() {
+        eprintln!("imds-guard sweep: {notice}");
+    }
     if let Some(n) = args.concurrency {
         cfg.sweep_concurrency = usize::from(n);
     }

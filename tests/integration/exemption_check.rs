@@ -69,16 +69,21 @@ fn live_exemption(cloud: &FakeCloud) -> Option<Record> {
         .find(|r| r.id() == VICTIM && r.live(now_secs()))
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_forged_launch_with_the_victims_real_ids_but_no_cloudtrail_record_records_no_exemption() {
-    let cloud = cloud();
-    let g = cloud
+/// The guard these tests run: enforcing, telling, remembering, with Packer's
+/// roles exempt at launch (the exemption CloudTrail must confirm).
+fn packer_exempt(cloud: &FakeCloud) -> crate::fake::TestGuard<'_> {
+    cloud
         .test_guard()
         .enforcing()
         .notifying()
         .remembering()
         .with(&[("EXEMPT_PRINCIPAL_ARNS", "arn:aws:iam::*:role/packer-*")])
-        .build();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_forged_launch_with_the_victims_real_ids_but_no_cloudtrail_record_records_no_exemption() {
+    let cloud = cloud();
+    let g = packer_exempt(&cloud).build();
     // The launch time and reservation id are the victim's real ones (the
     // fake describes the instance as it is); only the principal is forged.
     let r = g.handle(&launch_by(PACKER, EVENT)).await.unwrap();
@@ -129,13 +134,7 @@ async fn a_forged_launch_with_the_victims_real_ids_but_no_cloudtrail_record_reco
 #[tokio::test(start_paused = true)]
 async fn a_real_exempt_launch_is_left_alone_while_cloudtrail_lags_and_kept_once_it_confirms() {
     let cloud = cloud();
-    let g = cloud
-        .test_guard()
-        .enforcing()
-        .notifying()
-        .remembering()
-        .with(&[("EXEMPT_PRINCIPAL_ARNS", "arn:aws:iam::*:role/packer-*")])
-        .build();
+    let g = packer_exempt(&cloud).build();
     g.handle(&launch_by(PACKER, EVENT)).await.unwrap();
     // CloudTrail lags: checked, waiting; a sweep meanwhile leaves it alone.
     assert_eq!(
@@ -165,13 +164,7 @@ async fn a_real_exempt_launch_is_left_alone_while_cloudtrail_lags_and_kept_once_
 #[tokio::test(start_paused = true)]
 async fn a_record_of_the_launch_by_another_principal_ends_the_exemption_at_once() {
     let cloud = cloud();
-    let g = cloud
-        .test_guard()
-        .enforcing()
-        .notifying()
-        .remembering()
-        .with(&[("EXEMPT_PRINCIPAL_ARNS", "arn:aws:iam::*:role/packer-*")])
-        .build();
+    let g = packer_exempt(&cloud).build();
     g.handle(&launch_by(PACKER, EVENT)).await.unwrap();
     // The real launch was someone else's: the event named an exempt role.
     cloud.record_in_trail(
@@ -188,13 +181,7 @@ async fn a_record_of_the_launch_by_another_principal_ends_the_exemption_at_once(
 #[tokio::test(start_paused = true)]
 async fn forging_the_launch_again_does_not_restart_its_window() {
     let cloud = cloud();
-    let g = cloud
-        .test_guard()
-        .enforcing()
-        .notifying()
-        .remembering()
-        .with(&[("EXEMPT_PRINCIPAL_ARNS", "arn:aws:iam::*:role/packer-*")])
-        .build();
+    let g = packer_exempt(&cloud).build();
     g.handle(&launch_by(PACKER, EVENT)).await.unwrap();
     age_entries(&cloud, 50 * 60);
     // The same forged event again, and another with a new id.
@@ -220,13 +207,7 @@ async fn forging_the_launch_again_does_not_restart_its_window() {
 #[tokio::test(start_paused = true)]
 async fn a_retried_launch_event_writes_the_exemption_its_first_delivery_could_not() {
     let cloud = cloud();
-    let g = cloud
-        .test_guard()
-        .enforcing()
-        .notifying()
-        .remembering()
-        .with(&[("EXEMPT_PRINCIPAL_ARNS", "arn:aws:iam::*:role/packer-*")])
-        .build();
+    let g = packer_exempt(&cloud).build();
     cloud.fail(
         "BatchWriteItem",
         1,

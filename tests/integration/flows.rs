@@ -1616,7 +1616,18 @@ async fn a_container_host_is_switched_with_a_second_hop_in_one_call_and_a_plain_
         (karpenter, 1, vec![("karpenter.sh/nodepool", "default")]),
         (plain, 1, vec![("team", "web")]),
         (at_two, 2, vec![("eks:cluster-name", "prod")]),
-        (swept, 1, vec![("eks:nodegroup-name", "ng-1")]),
+        // As Auto Scaling launches a node group's node: through a fleet.
+        (
+            swept,
+            1,
+            vec![
+                (
+                    "aws:ec2:fleet-id",
+                    "fleet-180da986-0bb4-c936-0c9a-0e20a0c6d1aa",
+                ),
+                ("eks:nodegroup-name", "ng-1"),
+            ],
+        ),
     ] {
         cloud.add(id, "optional", hop);
         let tags: Vec<(String, String)> = tags

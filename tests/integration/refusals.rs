@@ -41,6 +41,16 @@ fn in_other(mut ev: Value) -> Value {
     ev
 }
 
+/// An enforcing guard that tells and remembers, allowed into `ALLOWED` only.
+fn allowed_only(cloud: &FakeCloud) -> crate::fake::TestGuard<'_> {
+    cloud
+        .test_guard()
+        .notifying()
+        .remembering()
+        .enforcing()
+        .with(&[("ALLOWED_ACCOUNT_IDS", ALLOWED)])
+}
+
 #[tokio::test(start_paused = true)]
 async fn the_event_function_refuses_another_account_before_any_call() {
     let cloud = cloud();
@@ -49,12 +59,7 @@ async fn the_event_function_refuses_another_account_before_any_call() {
         &["i-0aaaaaaaaaaaaaaa1".into()],
         None,
     ));
-    let r = cloud
-        .test_guard()
-        .notifying()
-        .remembering()
-        .enforcing()
-        .with(&[("ALLOWED_ACCOUNT_IDS", ALLOWED)])
+    let r = allowed_only(&cloud)
         .build()
         .handle_event(&ev, None)
         .await
@@ -69,12 +74,7 @@ async fn the_event_function_refuses_another_account_before_any_call() {
 async fn the_sources_function_refuses_another_account_before_any_call() {
     let cloud = cloud();
     let ev = in_other(fixture("create-launch-template.json"));
-    let r = cloud
-        .test_guard()
-        .notifying()
-        .remembering()
-        .enforcing()
-        .with(&[("ALLOWED_ACCOUNT_IDS", ALLOWED)])
+    let r = allowed_only(&cloud)
         .with(&[("FIX_SOURCES", "true")])
         .build()
         .handle(&ev)
@@ -90,12 +90,7 @@ async fn the_sweep_and_a_fan_out_shard_refuse_another_account_before_any_call() 
     // never entered.
     let cloud = cloud();
     cloud.set_organization(vec![OTHER.into()]);
-    let g = cloud
-        .test_guard()
-        .notifying()
-        .remembering()
-        .enforcing()
-        .with(&[("ALLOWED_ACCOUNT_IDS", ALLOWED)])
+    let g = allowed_only(&cloud)
         .with(&[
             ("MEMBER_ROLE_NAME", "imds-guard-member"),
             ("SWEEP_ACCOUNTS", "ORGANIZATION"),
@@ -129,12 +124,7 @@ async fn the_sweep_and_a_fan_out_shard_refuse_another_account_before_any_call() 
     // A shard step naming it (a forged or stale state-machine input): the
     // door refuses it too.
     let cloud = crate::refusals::cloud();
-    let g = cloud
-        .test_guard()
-        .notifying()
-        .remembering()
-        .enforcing()
-        .with(&[("ALLOWED_ACCOUNT_IDS", ALLOWED)])
+    let g = allowed_only(&cloud)
         .with(&[("MEMBER_ROLE_NAME", "imds-guard-member")])
         .build();
     let answer = g
@@ -160,12 +150,7 @@ async fn the_sweep_and_a_fan_out_shard_refuse_another_account_before_any_call() 
 #[tokio::test(start_paused = true)]
 async fn the_outputs_function_files_nothing_for_another_account() {
     let cloud = cloud();
-    let g = cloud
-        .test_guard()
-        .notifying()
-        .remembering()
-        .enforcing()
-        .with(&[("ALLOWED_ACCOUNT_IDS", ALLOWED)])
+    let g = allowed_only(&cloud)
         .with(&[
             ("SECURITY_HUB_FINDINGS", "true"),
             ("OUTPUTS_SENDERS", "AROAGUARDROLE0000001"),

@@ -9,6 +9,9 @@
 //! fix that lasts, and from which version it supports IMDSv2 only when not
 //! every version does.
 //!
+//! The table marks managed instances (`Operator`); the adapters do not
+//! read `Operator` yet, so today they are decided as any other instance.
+//!
 //! A launcher is recognised by signals of four kinds, most trusted first
 //! (`Trust`): the `Operator` field EC2 sets on a managed instance or
 //! template; a template's `CreatedBy`, when it is a service-linked role's
@@ -246,8 +249,27 @@ fn matches_key(pattern: &str, key: &str) -> bool {
     }
 }
 
-/// The launcher these signals show, by the most trusted signal there is.
+/// Launchers that say how instances were deployed, not who runs them: a
+/// service's signal is named before them.
+pub fn deploys_only(l: &Launcher) -> bool {
+    [&STACK, &SPOT_FLEET, &EC2_FLEET].contains(&l)
+}
+
+/// The launcher these signals show: the most trusted signal that names a
+/// service, else the stack or fleet that deployed it.
 pub fn recognise(s: &Signals<'_>) -> Option<Recognised> {
+    let all = recognise_all(s);
+    let best = all
+        .iter()
+        .position(|r| !deploys_only(r.launcher))
+        .unwrap_or(0);
+    all.into_iter().nth(best)
+}
+
+/// Every launcher these signals show, most trusted first (an EKS node
+/// launched through a fleet, in a stack, shows all three).
+pub fn recognise_all(s: &Signals<'_>) -> Vec<Recognised> {
+    let mut out = Vec::new();
     if let Some(op) = s.operator.filter(|o| o.managed) {
         let principal = op.principal.as_deref().unwrap_or("");
         let launcher = match principal {
@@ -258,7 +280,7 @@ pub fn recognise(s: &Signals<'_>) -> Option<Recognised> {
         };
         let signal = format!("Operator.Managed=true, Principal={principal}");
         let named = (launcher == &MANAGED_INSTANCE).then_some(principal);
-        return Some(Recognised::new(launcher, Trust::Operator, signal).naming(named));
+        out.push(Recognised::new(launcher, Trust::Operator, signal).naming(named));
     }
     if let Some(by) = s.created_by.filter(|b| b.contains("AWSServiceRole")) {
         let role = by
@@ -267,27 +289,24 @@ pub fn recognise(s: &Signals<'_>) -> Option<Recognised> {
             .unwrap_or(by);
         let known = SERVICE_ROLES.iter().find(|(r, _)| *r == role);
         let signal = format!("CreatedBy {role}");
-        return Some(match known {
+        out.push(match known {
             Some((_, l)) => Recognised::new(l, Trust::CreatedBy, signal),
             None => Recognised::new(&SERVICE, Trust::CreatedBy, signal).naming(Some(role)),
         });
     }
-    let by_tags = |table: &[(&str, &'static Launcher)], trust: Trust| {
-        table.iter().find_map(|(pattern, l)| {
-            let (key, value) = s.tags.iter().find(|(k, _)| matches_key(pattern, k))?;
-            let r = Recognised::new(l, trust, format!("tag {key}"));
-            Some(r.naming(detail_of(key, value).as_deref()))
-        })
+    let mut by_tags = |table: &[(&str, &'static Launcher)], trust: Trust| {
+        for (pattern, l) in table {
+            if out.iter().any(|r: &Recognised| r.launcher == *l) {
+                continue;
+            }
+            if let Some((key, value)) = s.tags.iter().find(|(k, _)| matches_key(pattern, k)) {
+                let r = Recognised::new(l, trust, format!("tag {key}"));
+                out.push(r.naming(detail_of(key, value).as_deref()));
+            }
+        }
     };
-    // A service's own tag, forgeable or not, names it before the stack or
-    // fleet that deployed it; the trust kept is the tag's own.
-    let aws = by_tags(AWS_TAGS, Trust::AwsTag);
-    if let Some(r) = aws.as_ref().filter(|r| r.launcher != &STACK) {
-        return Some(r.clone());
-    }
-    if let Some(r) = by_tags(TAGS, Trust::Forgeable) {
-        return Some(r);
-    }
+    by_tags(AWS_TAGS, Trust::AwsTag);
+    by_tags(TAGS, Trust::Forgeable);
     if let Some(name) = s.name {
         let named = NAMES.iter().find(|(p, _)| {
             name.strip_prefix(p).is_some_and(|rest| {
@@ -297,15 +316,17 @@ pub fn recognise(s: &Signals<'_>) -> Option<Recognised> {
             })
         });
         if let Some((_, l)) = named {
-            let shown = crate::validate::clean(name, 128);
-            return Some(Recognised::new(
-                l,
-                Trust::Forgeable,
-                format!("name {shown}"),
-            ));
+            if !out.iter().any(|r| r.launcher == *l) {
+                let shown = crate::validate::clean(name, 128);
+                out.push(Recognised::new(
+                    l,
+                    Trust::Forgeable,
+                    format!("name {shown}"),
+                ));
+            }
         }
     }
-    aws
+    out
 }
 
 /// `8-4-4-4-12` hex digits.
@@ -573,6 +594,53 @@ mod tests {
         for l in [&EMR, &BEANSTALK, &PARALLELCLUSTER, &SPOT_FLEET, &STACK] {
             assert!(!l.containers, "{}", l.name);
         }
+    }
+
+    #[test]
+    fn a_node_launched_through_a_fleet_in_a_stack_is_its_services() {
+        // The tags of a real EKS managed node group's instance
+        // (events/real/run-instances-panther-1.json): Auto Scaling launched
+        // it through a fleet; the node group is what runs it.
+        let t = tags(&[
+            ("k8s.io/cluster-autoscaler/enabled", "true"),
+            ("aws:autoscaling:groupName", "eks-ng-0ca246e9-cac9e862"),
+            (
+                "aws:ec2:fleet-id",
+                "fleet-180da986-0bb4-c936-0c9a-0e20a0c6d1aa",
+            ),
+            ("eks:cluster-name", "k8s-goat-cluster"),
+            ("eks:nodegroup-name", "ng-0ca246e9"),
+            ("alpha.eksctl.io/nodegroup-name", "ng-0ca246e9"),
+        ]);
+        let s = Signals {
+            tags: &t,
+            ..Signals::default()
+        };
+        let r = recognise(&s).unwrap();
+        assert_eq!(r.label(), "EKS managed node group ng-0ca246e9");
+        assert!(recognise_all(&s).iter().any(|r| r.launcher == &EC2_FLEET));
+        // A fleet alone names the fleet.
+        let r = of(&[("aws:ec2:fleet-id", "fleet-1")]).unwrap();
+        assert_eq!(r.launcher, &EC2_FLEET);
+        // A stack and a forgeable tag: both are shown, the service first.
+        let t = tags(&[
+            ("aws:cloudformation:stack-name", "web"),
+            ("AmazonECSManaged", ""),
+        ]);
+        let all = recognise_all(&Signals {
+            tags: &t,
+            ..Signals::default()
+        });
+        assert_eq!(all.len(), 2);
+        assert_eq!(
+            of(&[
+                ("aws:cloudformation:stack-name", "web"),
+                ("AmazonECSManaged", "")
+            ])
+            .unwrap()
+            .launcher,
+            &ECS
+        );
     }
 
     #[test]

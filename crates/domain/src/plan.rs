@@ -43,7 +43,7 @@ pub fn plan(
         let hop = current.options.http_put_response_hop_limit;
         if let (Some((to, host)), Some(hop)) = (Policy::of(cfg).container_raise(current), hop) {
             report.findings.push(format!(
-                "a container host ({host}): its hop limit {hop} is raised to {to} with the switch, so its pods and tasks keep reaching IMDS (CONTAINER_HOP_LIMIT)"
+                "a container host ({host}): switching it raises its hop limit {hop} to {to} in the same call, so its pods and tasks keep reaching IMDS (CONTAINER_HOP_LIMIT)"
             ));
         }
     }
@@ -519,7 +519,7 @@ mod tests {
                 r.findings
                     .iter()
                     .any(|f| f.contains("container host")
-                        && f.contains("hop limit 1 is raised to 2")),
+                        && f.contains("raises its hop limit 1 to 2")),
                 "{:?}",
                 r.findings
             );

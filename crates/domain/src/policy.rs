@@ -95,6 +95,7 @@ pub enum Judged {
 }
 
 /// The options enforce writes: tokens required; the hop limit only when it
+/// is raised on a container host switched from `optional`, or
 /// is lowered to the ceiling (`None`: not sent, and AWS documents that an
 /// omitted hop limit keeps its value); the endpoint never (AWS documents
 /// that an omitted endpoint keeps its state, and the roles may not switch
@@ -409,11 +410,13 @@ impl<'a> Policy<'a> {
                 return Some(format!("tag {key}"));
             }
         }
-        let r = crate::launcher::recognise(&crate::launcher::Signals {
+        crate::launcher::recognise_all(&crate::launcher::Signals {
             tags,
             ..Default::default()
-        })?;
-        r.launcher.containers.then(|| r.label())
+        })
+        .into_iter()
+        .find(|r| r.launcher.containers)
+        .map(|r| r.label())
     }
 
     fn exemption(&self, instance: &Observed, principal: &Principal) -> Option<Exemption> {

@@ -135,18 +135,38 @@ pub fn launcher_of(
 /// changing it would start a drift fight with its owner (or do nothing: a
 /// copy the service pinned), so it is reported, never changed.
 pub fn owner(tags: &[(String, String)], created_by: Option<&str>) -> Option<String> {
-    launcher_of(tags, created_by, None)
-        .filter(|r| r.launcher.owns_templates)
-        .map(|r| r.label())
+    owner_of(tags, created_by, None)
+}
+
+/// The first of every launcher shown that owns its templates: a stack's
+/// template stays the stack's whatever else it is tagged with.
+fn owner_of(
+    tags: &[(String, String)],
+    created_by: Option<&str>,
+    name: Option<&str>,
+) -> Option<String> {
+    let owning: Vec<Recognised> = crate::launcher::recognise_all(&Signals {
+        operator: None,
+        created_by,
+        tags,
+        name,
+    })
+    .into_iter()
+    .filter(|r| r.launcher.owns_templates)
+    .collect();
+    // The service before the stack that deployed it.
+    let best = owning
+        .iter()
+        .position(|r| !crate::launcher::deploys_only(r.launcher))
+        .unwrap_or(0);
+    owning.into_iter().nth(best).map(|r| r.label())
 }
 
 /// Fills what a report says of its source's launcher: its owner, when the
 /// service owns it, and where the lasting fix is made.
-fn name_launcher(report: &mut SourceReport, recognised: Option<Recognised>) {
+fn name_launcher(report: &mut SourceReport, recognised: Option<Recognised>, owner: Option<String>) {
+    report.owner = owner;
     let Some(r) = recognised else { return };
-    if r.launcher.owns_templates {
-        report.owner = Some(r.label());
-    }
     report.launcher = Some(r.label());
     report.setting = Some(r.launcher.setting.to_string());
 }
@@ -335,6 +355,7 @@ pub fn plan_template(cfg: &Config, f: &TemplateFacts<'_>) -> (SourceReport, Sour
     name_launcher(
         &mut report,
         launcher_of(&t.tags, t.created_by.as_deref(), t.name.as_deref()),
+        owner_of(&t.tags, t.created_by.as_deref(), t.name.as_deref()),
     );
     report.used_by = f
         .groups
@@ -572,7 +593,11 @@ pub fn plan_group(
     inherited: &Inherited,
 ) -> (SourceReport, SourceAction) {
     let mut report = SourceReport::new(SourceKind::AutoScalingGroup, &g.name, None);
-    name_launcher(&mut report, launcher_of(&g.tags, None, None));
+    name_launcher(
+        &mut report,
+        launcher_of(&g.tags, None, None),
+        owner_of(&g.tags, None, None),
+    );
     let mut findings = Vec::new();
     let mut unknown = Vec::new();
     let mut exempt = None;
@@ -1073,6 +1098,10 @@ mod tests {
         let mut beanstalk = t("aws:cloudformation:stack-name", "awseb-e-1-stack");
         beanstalk.extend(t("elasticbeanstalk:environment-name", "prod"));
         assert_eq!(owner(&beanstalk, None).unwrap(), "Elastic Beanstalk");
+        // A forgeable tag on a stack's template leaves it the stack's.
+        let mut ecs = t("aws:cloudformation:stack-name", "web");
+        ecs.extend(t("AmazonECSManaged", ""));
+        assert_eq!(owner(&ecs, None).unwrap(), "CloudFormation stack web");
         assert_eq!(
             owner(&t("AWSBatchServiceTag", "ce"), None).unwrap(),
             "AWS Batch"

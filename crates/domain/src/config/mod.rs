@@ -408,7 +408,6 @@ impl Config {
         c
     }
 
-    /// Whether anything is set per account or unit.
     /// The hop limit a container host is switched with: `CONTAINER_HOP_LIMIT`,
     /// capped by `MAX_HOP_LIMIT` when that is lower.
     pub fn container_hop(&self) -> i32 {
@@ -432,6 +431,7 @@ impl Config {
         out
     }
 
+    /// Whether anything is set per account or unit.
     pub fn has_overrides(&self) -> bool {
         !self.overrides.is_empty()
     }
@@ -631,8 +631,10 @@ mod tests {
             tagged.container_host_tag.as_deref(),
             Some("platform:containers")
         );
-        let e = from(&[("CONTAINER_HOST_TAG", "aws:eks:cluster-name")]).unwrap_err();
-        assert_eq!(e.variable, "CONTAINER_HOST_TAG");
+        for bad in ["aws:eks:cluster-name", "imds-guard:status"] {
+            let e = from(&[("CONTAINER_HOST_TAG", bad)]).unwrap_err();
+            assert_eq!(e.variable, "CONTAINER_HOST_TAG", "{bad}");
+        }
     }
 
     use super::*;

@@ -92,8 +92,15 @@ impl Config {
             cfg.container_hop_limit = n;
         }
         if let Some(v) = get("CONTAINER_HOST_TAG") {
-            cfg.container_host_tag =
-                Some(valid_tag_key(&v).map_err(|r| err("CONTAINER_HOST_TAG", &v, r))?);
+            let key = valid_tag_key(&v).map_err(|r| err("CONTAINER_HOST_TAG", &v, r))?;
+            if key == cfg.status_tag_key || cfg.exemptions.tag_key.as_deref() == Some(&key) {
+                return Err(err(
+                    "CONTAINER_HOST_TAG",
+                    &v,
+                    "must differ from STATUS_TAG_KEY and EXEMPT_TAG_KEY, or the guard's own tags would make container hosts",
+                ));
+            }
+            cfg.container_host_tag = Some(key);
         }
         if let Some(n) = whole(
             &get,
