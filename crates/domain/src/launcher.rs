@@ -251,19 +251,25 @@ fn matches_key(pattern: &str, key: &str) -> bool {
 
 /// Launchers that say how instances were deployed, not who runs them: a
 /// service's signal is named before them.
-pub fn deploys_only(l: &Launcher) -> bool {
+fn deploys_only(l: &Launcher) -> bool {
     [&STACK, &SPOT_FLEET, &EC2_FLEET].contains(&l)
 }
 
 /// The launcher these signals show: the most trusted signal that names a
 /// service, else the stack or fleet that deployed it.
 pub fn recognise(s: &Signals<'_>) -> Option<Recognised> {
-    let all = recognise_all(s);
-    let best = all
+    best(recognise_all(s))
+}
+
+/// Of launchers shown (most trusted first), the one to name: the first that
+/// names a service, else the stack or fleet that deployed it.
+pub fn best(shown: impl IntoIterator<Item = Recognised>) -> Option<Recognised> {
+    let shown: Vec<Recognised> = shown.into_iter().collect();
+    let at = shown
         .iter()
         .position(|r| !deploys_only(r.launcher))
         .unwrap_or(0);
-    all.into_iter().nth(best)
+    shown.into_iter().nth(at)
 }
 
 /// Every launcher these signals show, most trusted first (an EKS node

@@ -116,57 +116,43 @@ pub fn judge(
     }
 }
 
-/// The launcher a template or group shows (`launcher::recognise`): who
-/// makes its instances, and where the lasting fix is made.
-pub fn launcher_of(
+/// Every launcher a template or group shows (`launcher`), most trusted
+/// first.
+fn launchers(
     tags: &[(String, String)],
     created_by: Option<&str>,
     name: Option<&str>,
-) -> Option<Recognised> {
-    crate::launcher::recognise(&Signals {
+) -> Vec<Recognised> {
+    crate::launcher::recognise_all(&Signals {
         operator: None,
         created_by,
         tags,
         name,
     })
+}
+
+/// Of those, the one that owns its templates, if any: a stack's template
+/// stays the stack's whatever else it is tagged with.
+fn owning(shown: &[Recognised]) -> Option<String> {
+    let owners = shown.iter().filter(|r| r.launcher.owns_templates).cloned();
+    crate::launcher::best(owners).map(|r| r.label())
 }
 
 /// Who else manages a template or group, when a service or stack owns it:
 /// changing it would start a drift fight with its owner (or do nothing: a
 /// copy the service pinned), so it is reported, never changed.
 pub fn owner(tags: &[(String, String)], created_by: Option<&str>) -> Option<String> {
-    owner_of(tags, created_by, None)
+    owning(&launchers(tags, created_by, None))
 }
 
-/// The first of every launcher shown that owns its templates: a stack's
-/// template stays the stack's whatever else it is tagged with.
-fn owner_of(
-    tags: &[(String, String)],
-    created_by: Option<&str>,
-    name: Option<&str>,
-) -> Option<String> {
-    let owning: Vec<Recognised> = crate::launcher::recognise_all(&Signals {
-        operator: None,
-        created_by,
-        tags,
-        name,
-    })
-    .into_iter()
-    .filter(|r| r.launcher.owns_templates)
-    .collect();
-    // The service before the stack that deployed it.
-    let best = owning
-        .iter()
-        .position(|r| !crate::launcher::deploys_only(r.launcher))
-        .unwrap_or(0);
-    owning.into_iter().nth(best).map(|r| r.label())
-}
-
-/// Fills what a report says of its source's launcher: its owner, when the
-/// service owns it, and where the lasting fix is made.
-fn name_launcher(report: &mut SourceReport, recognised: Option<Recognised>, owner: Option<String>) {
-    report.owner = owner;
-    let Some(r) = recognised else { return };
+/// Fills what a report says of its source's launchers: its owner, when a
+/// service or stack owns it, the launcher named, and where the lasting fix
+/// is made.
+fn name_launcher(report: &mut SourceReport, shown: Vec<Recognised>) {
+    report.owner = owning(&shown);
+    let Some(r) = crate::launcher::best(shown) else {
+        return;
+    };
     report.launcher = Some(r.label());
     report.setting = Some(r.launcher.setting.to_string());
 }
@@ -354,8 +340,7 @@ pub fn plan_template(cfg: &Config, f: &TemplateFacts<'_>) -> (SourceReport, Sour
     let mut report = SourceReport::new(SourceKind::LaunchTemplate, &t.id, t.name.as_deref());
     name_launcher(
         &mut report,
-        launcher_of(&t.tags, t.created_by.as_deref(), t.name.as_deref()),
-        owner_of(&t.tags, t.created_by.as_deref(), t.name.as_deref()),
+        launchers(&t.tags, t.created_by.as_deref(), t.name.as_deref()),
     );
     report.used_by = f
         .groups
@@ -593,11 +578,7 @@ pub fn plan_group(
     inherited: &Inherited,
 ) -> (SourceReport, SourceAction) {
     let mut report = SourceReport::new(SourceKind::AutoScalingGroup, &g.name, None);
-    name_launcher(
-        &mut report,
-        launcher_of(&g.tags, None, None),
-        owner_of(&g.tags, None, None),
-    );
+    name_launcher(&mut report, launchers(&g.tags, None, None));
     let mut findings = Vec::new();
     let mut unknown = Vec::new();
     let mut exempt = None;
