@@ -13,8 +13,8 @@
 
 pub use imds_guard_domain::{
     break_glass, breaker, cap, config, confirm, delivery, doctor, event, fanout, finding, glob,
-    handoff, launch_template, memory, message, metrics, notify, plan, policy, probe, report,
-    routing, source, time, validate, watch,
+    handoff, launch_template, launcher, memory, message, metrics, notify, plan, policy, probe,
+    report, routing, source, time, validate, watch,
 };
 
 pub mod account_region;

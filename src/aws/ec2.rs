@@ -7,6 +7,7 @@ use aws_sdk_ec2::types::{
 };
 
 use crate::event::{Lookup, MetadataOptions, Observed, Standing};
+use crate::launcher::Operator;
 use crate::policy::{AccountDefaults, Remedy};
 use crate::probe;
 use crate::source::{NewVersion, Template, TemplateVersion};
@@ -37,6 +38,7 @@ impl Ec2Api for Ec2 {
                 let out = self
                     .0
                     .describe_instances()
+                    .include_managed_resources(true)
                     .filters(
                         Filter::builder()
                             .name("instance-id")
@@ -73,6 +75,7 @@ impl Ec2Api for Ec2 {
             let out = self
                 .0
                 .describe_instances()
+                .include_managed_resources(true)
                 .filters(Filter::builder().name(name).values(value.clone()).build())
                 .set_next_token(token.take())
                 .send()
@@ -142,6 +145,7 @@ impl Ec2Api for Ec2 {
         let mut req = self
             .0
             .describe_instances()
+            .include_managed_resources(true)
             .filters(
                 Filter::builder()
                     .name("instance-state-name")
@@ -206,6 +210,7 @@ impl Ec2Api for Ec2 {
         let out = self
             .0
             .describe_instances()
+            .include_managed_resources(true)
             .filters(
                 Filter::builder()
                     .name("instance-state-name")
@@ -274,7 +279,11 @@ impl Ec2Api for Ec2 {
         names: &[String],
         token: Option<String>,
     ) -> Result<(Vec<Template>, Option<String>), AwsError> {
-        let mut req = self.0.describe_launch_templates().set_next_token(token);
+        let mut req = self
+            .0
+            .describe_launch_templates()
+            .include_managed_resources(true)
+            .set_next_token(token);
         if !ids.is_empty() {
             req = req.set_launch_template_ids(Some(ids.to_vec()));
         }
@@ -305,6 +314,7 @@ impl Ec2Api for Ec2 {
                         })
                         .collect(),
                     created_by: t.created_by().map(str::to_string),
+                    operator: t.operator().map(operator),
                 })
             })
             .collect();
@@ -460,6 +470,7 @@ impl Ec2Api for Ec2 {
         let out = self
             .0
             .describe_instances()
+            .include_managed_resources(true)
             .filters(
                 Filter::builder()
                     .name("instance-state-name")
@@ -589,6 +600,15 @@ fn observe(i: &aws_sdk_ec2::types::Instance) -> Option<Observed> {
             .iam_instance_profile()
             .and_then(|p| p.arn())
             .map(str::to_string),
+        operator: i.operator().map(operator),
         standing: Standing::default(),
     })
+}
+
+/// EC2's `Operator` of an instance or template: managed, and by whom.
+fn operator(o: &aws_sdk_ec2::types::OperatorResponse) -> Operator {
+    Operator {
+        managed: o.managed().unwrap_or(false),
+        principal: o.principal().map(str::to_string),
+    }
 }

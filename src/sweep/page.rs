@@ -87,6 +87,9 @@ impl<C: Clients, E: Ec2Api> Steps for PageSteps<'_, '_, C, E> {
             self.sweep.seen(out, report);
             return false;
         }
+        if report.exemption.as_ref().is_some_and(|e| e.is_managed()) {
+            out.summary.managed += 1;
+        }
         if report.exemption.is_none()
             && o.tag(&self.sweep.cfg.status_tag_key) == Some(crate::policy::EXEMPT_STATUS)
         {
@@ -99,7 +102,11 @@ impl<C: Clients, E: Ec2Api> Steps for PageSteps<'_, '_, C, E> {
     }
 
     async fn hold_back(&mut self, reports: &mut [InstanceReport], remedies: &mut [Option<Remedy>]) {
-        if !self.sweep.cfg.check_metadata_no_token {
+        let gated = reports
+            .iter()
+            .zip(remedies.iter())
+            .any(|(r, change)| r.needs_version.is_some() && change.is_some());
+        if !self.sweep.cfg.check_metadata_no_token && !gated {
             return;
         }
         let out = &mut *self.out;

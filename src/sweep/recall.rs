@@ -9,9 +9,11 @@ use super::*;
 impl<'a, C: Clients> Sweep<'a, C> {
     /// With `CHECK_METADATA_NO_TOKEN`, an instance that answered IMDSv1
     /// calls in the lookback is flagged instead of changed (`plan::hold_back`);
-    /// if the metric cannot be read, nothing is changed blind.
-    /// Returns the instances held back from a change because they used
-    /// IMDSv1: their index, the change, and their report before the hold.
+    /// if the metric cannot be read, nothing is changed blind. Whatever the
+    /// setting, a version-gated launcher's instance (`needs_version`) is
+    /// changed only when the metric shows no IMDSv1 call: no data holds it.
+    /// Returns the instances held back from a change: their index, the
+    /// change, and their report before the hold.
     pub(super) async fn hold_back_v1_users(
         &self,
         who: &Account,
@@ -20,15 +22,21 @@ impl<'a, C: Clients> Sweep<'a, C> {
         remedies: &mut [Option<Remedy>],
         s: &mut RegionSweep,
     ) -> Vec<(usize, Remedy, InstanceReport)> {
+        let check = self.cfg.check_metadata_no_token;
         let ids: Vec<String> = reports
             .iter()
-            .filter(|r| {
-                matches!(
-                    r.outcome,
-                    Outcome::Remediated | Outcome::Flagged | Outcome::Exempt
-                )
+            .zip(remedies.iter())
+            .filter(|(r, change)| {
+                if r.needs_version.is_some() && change.is_some() {
+                    return true;
+                }
+                check
+                    && matches!(
+                        r.outcome,
+                        Outcome::Remediated | Outcome::Flagged | Outcome::Exempt
+                    )
             })
-            .map(|r| r.instance_id.clone())
+            .map(|(r, _)| r.instance_id.clone())
             .collect();
         let mut held = Vec::new();
         if ids.is_empty() {
@@ -44,22 +52,35 @@ impl<'a, C: Clients> Sweep<'a, C> {
             if !ids.contains(&r.instance_id) {
                 continue;
             }
-            match &calls {
-                Err(e) => unread_metric(r, remedy, &e.to_string()),
+            let gated = r.needs_version.is_some() && remedy.is_some();
+            let before = (remedy.clone(), r.clone());
+            let used = match &calls {
+                Err(e) => {
+                    unread_metric(r, remedy, &e.to_string());
+                    None
+                }
                 Ok(calls) => {
                     let n = calls.get(&r.instance_id).copied();
-                    let before = (remedy.clone(), r.clone());
-                    match hold_back(r, remedy, n, hours, self.cfg.no_token_missing_as_zero) {
-                        V1Use::InUse => {
-                            s.v1_in_use += 1;
-                            if let (Some(change), report) = before {
-                                held.push((i, change, report));
-                            }
-                        }
+                    // No data is never zero for a gated launcher.
+                    let missing_as_zero = self.cfg.no_token_missing_as_zero && !gated;
+                    let used = hold_back(r, remedy, n, hours, missing_as_zero);
+                    match used {
+                        V1Use::InUse => s.v1_in_use += 1,
                         V1Use::Unused => s.v1_unused += 1,
                         V1Use::NoData => s.v1_no_data += 1,
                     }
+                    Some(used)
                 }
+            };
+            if gated && remedy.is_none() {
+                s.version_gated += 1;
+            }
+            // Held for its use, or (gated) for want of data: the ceiling
+            // bounds both.
+            let bounded = matches!(used, Some(V1Use::InUse))
+                || (gated && matches!(used, Some(V1Use::NoData)));
+            if let (true, true, (Some(change), report)) = (bounded, remedy.is_none(), before) {
+                held.push((i, change, report));
             }
         }
         held
@@ -117,7 +138,8 @@ impl<'a, C: Clients> Sweep<'a, C> {
                 crate::plan::Ceiling::Tell { at } => {
                     let r = &mut reports[i];
                     r.findings.push(format!(
-                        "held back for IMDSv1 use since {}: switched at {} unless it stops (NO_TOKEN_HOLD_DAYS={days})",
+                        "held back {} since {}: switched at {} unless MetadataNoToken shows no IMDSv1 call by then (NO_TOKEN_HOLD_DAYS={days})",
+                        held_why(&before),
                         crate::finding::iso8601(since),
                         crate::finding::iso8601(at)
                     ));
@@ -132,9 +154,10 @@ impl<'a, C: Clients> Sweep<'a, C> {
                     ));
                 }
                 crate::plan::Ceiling::Switch { days: held_for } => {
+                    let why = held_why(&before);
                     let mut r = before;
                     r.findings.push(format!(
-                        "switched after {held_for} day(s) held back for IMDSv1 use (NO_TOKEN_HOLD_DAYS={days}): what still calls IMDSv1 there now gets 401"
+                        "switched after {held_for} day(s) held back {why} (NO_TOKEN_HOLD_DAYS={days}): what still calls IMDSv1 there now gets 401"
                     ));
                     reports[i] = r;
                     remedies[i] = Some(change);
@@ -486,5 +509,14 @@ impl<'a, C: Clients> Sweep<'a, C> {
                 remediated_at: at,
             });
         }
+    }
+}
+
+/// Why an instance was held back from its switch, for a person.
+fn held_why(r: &InstanceReport) -> &'static str {
+    if r.needs_version.is_some() {
+        "until MetadataNoToken shows its launcher needs no IMDSv1"
+    } else {
+        "for IMDSv1 use"
     }
 }

@@ -125,7 +125,8 @@ impl<'a, C: Clients> Sweep<'a, C> {
         s.readiness = readiness(&SweepFacts {
             complete: s.errors.is_empty(),
             noncompliant_left: s.count(Outcome::Flagged) + s.count(Outcome::Failed),
-            exempt: s.count(Outcome::Exempt),
+            exempt: s.count(Outcome::Exempt).saturating_sub(s.managed),
+            managed: s.managed,
             v1_in_use: s.v1_in_use,
             refusing: s.refusing,
             defaults: s.account_defaults.clone(),

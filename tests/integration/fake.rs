@@ -255,6 +255,7 @@ impl FakeCloud {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             created_by: Some("arn:aws:iam::111122223333:role/platform".into()),
+            operator: None,
         };
         let vs = versions
             .iter()

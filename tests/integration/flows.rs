@@ -3,7 +3,8 @@
 //! HTTP, and time is paused (retries and backoff cost no wall time).
 
 use imds_guard::guard::GuardError;
-use imds_guard::report::{DefaultsAction, Outcome, Status};
+use imds_guard::policy::AccountDefaults;
+use imds_guard::report::{DefaultsAction, Idle, Outcome, Status};
 use serde_json::{json, Value};
 
 use crate::common::launch_event;
@@ -1661,7 +1662,6 @@ async fn a_container_host_is_switched_with_a_second_hop_in_one_call_and_a_plain_
     );
 
     // The sweep: the node group's node raised, the node at 2 kept.
-    // The sweep: the node group's node raised, the node at 2 kept.
     let report = g.handle(&scheduled()).await.unwrap();
     assert_eq!(
         report.count(Outcome::Remediated),
@@ -1673,4 +1673,231 @@ async fn a_container_host_is_switched_with_a_second_hop_in_one_call_and_a_plain_
         assert_eq!(cloud.tokens(id), "required", "{id}");
         assert_eq!(cloud.hop(id), Some(hop), "{id}");
     }
+}
+
+/// Tags an instance of the fake carries.
+fn with_tags(cloud: &FakeCloud, id: &str, tags: &[(&str, &str)]) {
+    let tags: Vec<(String, String)> = tags
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    cloud.edit(id, |i| i.observed.tags = Some(tags));
+}
+
+fn managed_by(cloud: &FakeCloud, id: &str, principal: &str) {
+    cloud.edit(id, |i| {
+        i.observed.operator = Some(imds_guard::launcher::Operator {
+            managed: true,
+            principal: Some(principal.into()),
+        })
+    });
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_managed_instance_is_reported_by_the_sweep_counted_apart_and_never_written() {
+    // An EKS Auto Mode node at optional (its service's choice), beside a
+    // plain instance. Enforce mode, principal exemptions and a container
+    // tag change nothing for it: nothing is written to it, on either path.
+    let node = "i-0fffffffffffffff1";
+    let plain = "i-0fffffffffffffff2";
+    let cloud = FakeCloud::new();
+    cloud.set_defaults(Some(AccountDefaults {
+        http_tokens: Some("required".into()),
+        ..Default::default()
+    }));
+    cloud.add(node, "optional", 1);
+    cloud.add(plain, "optional", 1);
+    with_tags(&cloud, node, &[("eks:eks-cluster-name", "prod")]);
+    managed_by(&cloud, node, "eks.amazonaws.com");
+    let g = cloud.test_guard().notifying().enforcing().build();
+
+    // The event path: looked at, left alone, not told of.
+    let report = g.handle(&launch(&[node])).await.unwrap();
+    let r = &report.instances[0];
+    assert_eq!(r.outcome, Outcome::Exempt, "{r:?}");
+    assert!(
+        r.exemption
+            .as_ref()
+            .is_some_and(|e| e.to_string().contains("eks.amazonaws.com operates it")),
+        "{r:?}"
+    );
+    assert_eq!(r.launcher.as_deref(), Some("EKS Auto Mode"));
+    assert!(cloud.published().is_empty(), "{:?}", cloud.published());
+
+    // The sweep: listed with its options and its operator, counted apart.
+    let report = g.handle(&scheduled()).await.unwrap();
+    let region = &report.sweep.as_ref().unwrap().regions[0];
+    assert_eq!(region.managed, 1);
+    assert_eq!(region.count(Outcome::Remediated), 1, "the plain one");
+    let listed = report
+        .instances
+        .iter()
+        .find(|i| i.instance_id == node)
+        .expect("the managed instance is listed");
+    assert_eq!(
+        listed.before.as_ref().unwrap().http_tokens.as_deref(),
+        Some("optional")
+    );
+    assert!(
+        region.readiness.reasons[0].starts_with("1 managed instance(s) at HttpTokens=optional"),
+        "{:?}",
+        region.readiness
+    );
+    assert!(
+        !region
+            .readiness
+            .reasons
+            .iter()
+            .any(|r| r.contains("exempt instance")),
+        "{:?}",
+        region.readiness
+    );
+    let body = cloud.published().last().unwrap().body.clone();
+    assert!(body.contains(node), "{body}");
+
+    // Nothing was ever written to it.
+    assert_eq!(cloud.tokens(node), "optional");
+    assert_eq!(cloud.hop(node), Some(1));
+    assert_eq!(cloud.tag(node, "imds-guard:status"), None);
+    assert_eq!(cloud.tokens(plain), "required");
+    assert_eq!(
+        cloud.count("ModifyInstanceMetadataOptions"),
+        1,
+        "the plain one"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_version_gated_launchers_instance_is_switched_only_once_its_metric_shows_no_imdsv1() {
+    // An EMR node (EMR sets the aws: tags; before 5.32/6.2 it needs
+    // IMDSv1), with CHECK_METADATA_NO_TOKEN off. Its launch is held for the
+    // sweep; the sweep holds it while the metric has no data, and switches
+    // it once the metric shows zero.
+    let emr = "i-0ddddddddddddddd1";
+    let cloud = FakeCloud::new();
+    cloud.set_defaults(Some(Default::default()));
+    cloud.add(emr, "optional", 1);
+    with_tags(
+        &cloud,
+        emr,
+        &[
+            ("aws:elasticmapreduce:job-flow-id", "j-2AXXXXXXGAPLF"),
+            ("aws:elasticmapreduce:instance-group-role", "CORE"),
+        ],
+    );
+    let g = cloud.test_guard().notifying().enforcing().build();
+
+    let report = g.handle(&launch(&[emr])).await.unwrap();
+    let r = &report.instances[0];
+    assert_eq!(
+        (r.outcome, &r.action.idle),
+        (Outcome::Flagged, &Idle::HeldBack)
+    );
+    assert!(r.needs_version.is_some(), "{r:?}");
+    assert_eq!(cloud.tokens(emr), "optional");
+
+    // No data: held, and said why.
+    let report = g.handle(&scheduled()).await.unwrap();
+    let region = &report.sweep.as_ref().unwrap().regions[0];
+    assert_eq!(region.version_gated, 1);
+    assert_eq!(region.v1_no_data, 1);
+    assert_eq!(cloud.tokens(emr), "optional");
+    assert_eq!(
+        cloud.count("GetMetricData"),
+        1,
+        "asked though the check is off"
+    );
+
+    // In use: held.
+    cloud.set_no_token(emr, 4.0);
+    g.handle(&scheduled()).await.unwrap();
+    assert_eq!(cloud.tokens(emr), "optional");
+
+    // Zero over the lookback: switched.
+    cloud.set_no_token(emr, 0.0);
+    let report = g.handle(&scheduled()).await.unwrap();
+    assert_eq!(cloud.tokens(emr), "required");
+    let r = report
+        .instances
+        .iter()
+        .find(|i| i.instance_id == emr)
+        .unwrap();
+    assert_eq!(r.outcome, Outcome::Remediated);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_version_gated_instance_without_data_is_switched_once_the_ceiling_passes() {
+    use imds_guard::memory::partition;
+    let emr = "i-0ddddddddddddddd2";
+    let day = 24 * 3600;
+    let now = imds_guard::clock::now_secs();
+    let cloud = FakeCloud::new();
+    cloud.with_memory();
+    cloud.set_defaults(Some(Default::default()));
+    cloud.add(emr, "optional", 1);
+    with_tags(&cloud, emr, &[("aws:elasticmapreduce:job-flow-id", "j-1")]);
+    // Held four days, told more than a day ago, never any metric data.
+    cloud.put_record(imds_guard::plan::held_record(
+        &partition("111122223333", "us-east-1"),
+        emr,
+        now - 4 * day,
+        Some(now - day - 60),
+        now,
+        3,
+    ));
+    let g = cloud
+        .test_guard()
+        .notifying()
+        .with(&[("GUARD_MODE", "enforce"), ("NO_TOKEN_HOLD_DAYS", "3")])
+        .build();
+    let report = g.handle(&scheduled()).await.unwrap();
+    assert_eq!(cloud.tokens(emr), "required");
+    let r = report
+        .instances
+        .iter()
+        .find(|i| i.instance_id == emr)
+        .unwrap();
+    assert!(
+        r.findings
+            .iter()
+            .any(|f| f.contains("switched after 4 day(s)")
+                && f.contains("its launcher needs no IMDSv1")),
+        "{r:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_forged_launcher_tag_chooses_the_fix_but_never_exempts_or_holds() {
+    // Anyone who may tag can write `AmazonECSManaged` or
+    // `elasticbeanstalk:environment-name`: the first makes the switch raise
+    // the hop limit (a container host), neither holds or exempts.
+    let ecs = "i-0ccccccccccccccc1";
+    let beanstalk = "i-0ccccccccccccccc2";
+    let cloud = FakeCloud::new();
+    cloud.set_defaults(Some(Default::default()));
+    cloud.add(ecs, "optional", 1);
+    cloud.add(beanstalk, "optional", 1);
+    with_tags(&cloud, ecs, &[("AmazonECSManaged", "")]);
+    with_tags(
+        &cloud,
+        beanstalk,
+        &[("elasticbeanstalk:environment-name", "prod")],
+    );
+    let g = cloud.test_guard().notifying().enforcing().build();
+    let report = g.handle(&launch(&[ecs, beanstalk])).await.unwrap();
+    assert_eq!(
+        report.count(Outcome::Remediated),
+        2,
+        "{:?}",
+        report.instances
+    );
+    assert_eq!(
+        (cloud.tokens(ecs), cloud.hop(ecs)),
+        ("required".into(), Some(2))
+    );
+    assert_eq!(
+        (cloud.tokens(beanstalk), cloud.hop(beanstalk)),
+        ("required".into(), Some(1))
+    );
+    assert!(report.instances.iter().all(|r| r.needs_version.is_none()));
 }

@@ -400,3 +400,181 @@ async fn a_group_is_tagged_without_propagating_to_its_instances() {
         r.sources
     );
 }
+
+/// The account default EC2 answers: `HttpTokens=required`.
+fn defaults_required() -> Rule {
+    use aws_sdk_ec2::operation::get_instance_metadata_defaults::GetInstanceMetadataDefaultsOutput;
+    mock!(Ec2Client::get_instance_metadata_defaults)
+        .sequence()
+        .output(|| {
+            GetInstanceMetadataDefaultsOutput::builder()
+                .account_level(
+                    aws_sdk_ec2::types::InstanceMetadataDefaultsResponse::builder()
+                        .http_tokens(aws_sdk_ec2::types::HttpTokensState::Required)
+                        .build(),
+                )
+                .build()
+        })
+        .repeatedly()
+        .build()
+}
+
+/// Templates as services make them, every one opted in (a service copies
+/// the user's tags): a Batch copy (`Batch-lt-<uuid>`, pinned by Batch), an
+/// EKS node group's (`eks-<uuid>`, created by its service-linked role), an
+/// EMR cluster's (an `aws:` tag), Beanstalk's, Karpenter's, and an ECS
+/// managed instance's (`Operator`). With `FIX_SOURCES` in enforce mode,
+/// none is written: each is reported with its launcher and its setting.
+#[tokio::test]
+async fn service_templates_are_reported_with_their_setting_and_never_written() {
+    fn shaped(
+        id: &str,
+        name: &str,
+        created_by: Option<&str>,
+        tag: Option<(&str, &str)>,
+        operator: Option<&str>,
+    ) -> Ec2Template {
+        let mut t = Ec2Template::builder()
+            .launch_template_id(id)
+            .launch_template_name(name)
+            .default_version_number(1)
+            .latest_version_number(1)
+            .tags(
+                Tag::builder()
+                    .key("imds-guard:fix-source")
+                    .value("true")
+                    .build(),
+            )
+            .set_created_by(created_by.map(str::to_string));
+        if let Some((k, v)) = tag {
+            t = t.tags(Tag::builder().key(k).value(v).build());
+        }
+        if let Some(p) = operator {
+            t = t.operator(
+                aws_sdk_ec2::types::OperatorResponse::builder()
+                    .managed(true)
+                    .principal(p)
+                    .build(),
+            );
+        }
+        t.build()
+    }
+    const IDS: [&str; 6] = [
+        "lt-0000000000000b001",
+        "lt-0000000000000e001",
+        "lt-0000000000000e002",
+        "lt-0000000000000b002",
+        "lt-0000000000000k001",
+        "lt-0000000000000c001",
+    ];
+    // Answered only when managed resources are asked for, as in an
+    // account whose managed-resource visibility is `hidden`.
+    let listed = mock!(Ec2Client::describe_launch_templates)
+        .match_requests(|r| r.include_managed_resources() == Some(true))
+        .then_output(|| {
+            DescribeLaunchTemplatesOutput::builder()
+                .launch_templates(shaped(IDS[0], "Batch-lt-0d8a7e2c-1b3f-4c5d-9e6f-0a1b2c3d4e5f", Some("arn:aws:sts::111122223333:assumed-role/AWSServiceRoleForBatch/aws-batch"), None, None))
+                .launch_templates(shaped(IDS[1], "eks-5ec4a6b0-7d6c-4f3e-9a1b-2c3d4e5f6a7b", Some("arn:aws:sts::111122223333:assumed-role/AWSServiceRoleForAmazonEKSNodegroup/EKS"), Some(("eks:nodegroup-name", "ng-1")), None))
+                .launch_templates(shaped(IDS[2], "emr-core", None, Some(("aws:elasticmapreduce:job-flow-id", "j-2AXXXXXXGAPLF")), None))
+                .launch_templates(shaped(IDS[3], "AWSEBEC2LaunchTemplate_1a2b3c4d5e6f", None, Some(("elasticbeanstalk:environment-name", "prod")), None))
+                .launch_templates(shaped(IDS[4], "karpenter.k8s.aws/12345678901234567890", None, Some(("karpenter.k8s.aws/ec2nodeclass", "default")), None))
+                .launch_templates(shaped(IDS[5], "ecs-managed", None, None, Some("ecs.amazonaws.com")))
+                .build()
+        });
+    let v = mock!(Ec2Client::describe_launch_template_versions).then_compute_output(|r| {
+        let id = r.launch_template_id().unwrap_or_default().to_string();
+        DescribeLaunchTemplateVersionsOutput::builder()
+            .launch_template_versions(version(&id, 1, Some("optional"), Some(1)))
+            .build()
+    });
+    let create = mock!(Ec2Client::create_launch_template_version).then_output(|| {
+        CreateLaunchTemplateVersionOutput::builder()
+            .launch_template_version(LaunchTemplateVersion::builder().version_number(2).build())
+            .build()
+    });
+    let set = mock!(Ec2Client::modify_launch_template)
+        .then_output(|| ModifyLaunchTemplateOutput::builder().build());
+    let none = mock!(Ec2Client::describe_instances).then_output(|| {
+        aws_sdk_ec2::operation::describe_instances::DescribeInstancesOutput::builder().build()
+    });
+    let d = defaults_required();
+    let g = guard(
+        &[("FIX_SOURCES", "true"), ("GUARD_MODE", "enforce")],
+        &[&listed, &v, &create, &set, &none, &d],
+        &[],
+    );
+    let r = g.handle(&crate::common::scheduled()).await.unwrap();
+    assert_eq!(listed.num_calls(), 1, "asked with IncludeManagedResources");
+    assert_eq!(
+        (create.num_calls(), set.num_calls()),
+        (0, 0),
+        "no CreateLaunchTemplateVersion, no ModifyLaunchTemplate"
+    );
+    let expect = [
+        (IDS[0], "AWS Batch", "compute environment"),
+        (IDS[1], "EKS managed node group", "UpdateNodegroupVersion"),
+        (IDS[2], "Amazon EMR", "security configuration"),
+        (IDS[3], "Elastic Beanstalk", "DisableIMDSv1"),
+        (IDS[4], "Karpenter", "EC2NodeClass"),
+        (IDS[5], "ECS Managed Instances", "ECS sets"),
+    ];
+    for (id, owner, setting) in expect {
+        let s = r
+            .sweep
+            .as_ref()
+            .unwrap()
+            .sources
+            .iter()
+            .find(|s| s.id == id)
+            .unwrap_or_else(|| panic!("{id} reported: {:?}", r.sources));
+        assert_eq!(s.kind, SourceKind::LaunchTemplate);
+        assert_eq!(s.outcome, SourceOutcome::Flagged, "{s:?}");
+        assert!(
+            s.owner.as_deref().unwrap_or_default().starts_with(owner),
+            "{id}: {s:?}"
+        );
+        assert!(s.action.contains(setting), "{id}: {}", s.action);
+    }
+}
+
+/// The sweep asks for managed instances (`IncludeManagedResources`), reads
+/// EC2's `Operator`, and never writes to one.
+#[tokio::test]
+async fn a_managed_instance_is_asked_for_and_never_written() {
+    use crate::faults::{described, running};
+    let id = "i-0abcdef0123456789";
+    let listing = mock!(Ec2Client::describe_instances)
+        .match_requests(|r| r.include_managed_resources() == Some(true))
+        .then_compute_output(move |_| {
+            let mut i = running(id, "optional", 1);
+            i.operator = Some(
+                aws_sdk_ec2::types::OperatorResponse::builder()
+                    .managed(true)
+                    .principal("ecs.amazonaws.com")
+                    .build(),
+            );
+            described(vec![i])
+        });
+    let modify = mock!(Ec2Client::modify_instance_metadata_options).then_output(|| {
+        aws_sdk_ec2::operation::modify_instance_metadata_options::ModifyInstanceMetadataOptionsOutput::builder().build()
+    });
+    let tag = mock!(Ec2Client::create_tags)
+        .then_output(|| aws_sdk_ec2::operation::create_tags::CreateTagsOutput::builder().build());
+    let d = defaults_required();
+    let g = guard(
+        &[("GUARD_MODE", "enforce")],
+        &[&listing, &modify, &tag, &d],
+        &[],
+    );
+    let r = g.handle(&crate::common::scheduled()).await.unwrap();
+    assert!(listing.num_calls() >= 1);
+    assert_eq!((modify.num_calls(), tag.num_calls()), (0, 0));
+    let region = &r.sweep.as_ref().unwrap().regions[0];
+    assert_eq!(region.managed, 1);
+    let i = &r.instances[0];
+    assert_eq!(i.launcher.as_deref(), Some("ECS Managed Instances"));
+    assert!(
+        i.exemption.as_ref().is_some_and(|e| e.is_managed()),
+        "{i:?}"
+    );
+}

@@ -12,6 +12,9 @@ pub struct Template {
     pub tags: Vec<(String, String)>,
     /// The principal that created it (`CreatedBy`).
     pub created_by: Option<String>,
+    /// EC2's `Operator`: set on a managed instance's template, which the
+    /// service that operates it owns.
+    pub operator: Option<crate::launcher::Operator>,
 }
 
 /// Which version of a template a launch uses.

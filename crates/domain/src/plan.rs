@@ -25,20 +25,37 @@ pub fn plan(
     trigger: Trigger,
 ) -> (InstanceReport, Option<Remedy>) {
     let (mut report, mut remedy) = verdict_to_report(cfg, current, ctx, trigger);
-    let launcher = crate::launcher::recognise(&crate::launcher::Signals {
+    let shown = crate::launcher::recognise_all(&crate::launcher::Signals {
+        operator: current.operator.as_ref(),
         tags: current.tags.as_deref().unwrap_or_default(),
         ..Default::default()
     });
+    // A launcher that supports IMDSv2 only from a version on, shown by a
+    // signal only AWS sets: its version cannot be seen here, so whether a
+    // switch breaks it is left to `MetadataNoToken` (`gate`). A forgeable
+    // signal of one is only said.
+    let gated = shown
+        .iter()
+        .find(|r| r.trust.unforgeable() && r.launcher.since.is_some())
+        .cloned();
+    let launcher = crate::launcher::best(shown);
     report.launcher = launcher.as_ref().map(|r| r.label());
     if matches!(report.outcome, Outcome::Remediated | Outcome::Flagged) {
         // Its launcher replaces it from its own setting: say where the fix
         // that lasts is made.
         if let Some(r) = &launcher {
-            report.findings.push(format!(
+            let mut said = format!(
                 "launched by {}: a fix of this instance lasts until it is replaced; the lasting fix: {}",
                 r.label(),
                 r.launcher.setting
-            ));
+            );
+            if let (Some(since), None) = (r.launcher.since, &gated) {
+                said.push_str(&format!(
+                    "; it supports IMDSv2 only from {since}, which the guard cannot see (recognised by {}, which anyone who may tag can write, so not held back for it)",
+                    r.signal
+                ));
+            }
+            report.findings.push(said);
         }
         let hop = current.options.http_put_response_hop_limit;
         if let (Some((to, host)), Some(hop)) = (Policy::of(cfg).container_raise(current), hop) {
@@ -46,6 +63,14 @@ pub fn plan(
                 "a container host ({host}): switching it raises its hop limit {hop} to {to} in the same call, so its pods and tasks keep reaching IMDS (CONTAINER_HOP_LIMIT)"
             ));
         }
+        if let Some(g) = &gated {
+            gate(&mut report, &mut remedy, g, trigger);
+        }
+    }
+    if trigger != Trigger::Sweep && report.exemption.as_ref().is_some_and(Exemption::is_managed) {
+        // Left alone on the event path, and not told of: the sweep lists
+        // it, once.
+        report.notify = false;
     }
     report.before = Some(current.options.clone());
     report.image_id = current.image_id.clone();
@@ -64,6 +89,34 @@ pub fn plan(
         report.notify = false;
     }
     (report, remedy)
+}
+
+/// A version-gated launcher's instance (`gated`): the sweep switches it
+/// only once `MetadataNoToken` shows no IMDSv1 call over the lookback (a
+/// healthy instance right after a switch proves nothing: an old agent fails
+/// at its next restart); an event, which has no such data for a new
+/// instance, holds it back for the sweep.
+fn gate(
+    report: &mut InstanceReport,
+    remedy: &mut Option<Remedy>,
+    gated: &crate::launcher::Recognised,
+    trigger: Trigger,
+) {
+    let since = gated.launcher.since.unwrap_or_default();
+    report.needs_version = Some(since.to_string());
+    report.findings.push(format!(
+        "launched by {} ({}), which supports IMDSv2 only from {since}: its version cannot be seen here, so it is switched only once MetadataNoToken shows no IMDSv1 call over the lookback",
+        gated.label(),
+        gated.signal
+    ));
+    if trigger == Trigger::Sweep {
+        return;
+    }
+    if let Some(change) = remedy.take() {
+        report.outcome = Outcome::Flagged;
+        report.action = Idle::HeldBack.into();
+        report.would = Some(change.to_string());
+    }
 }
 
 fn verdict_to_report(
@@ -560,6 +613,104 @@ mod tests {
         assert_eq!(r.action.steps, vec![Step::Set(remedy)]);
         assert!(r.notify);
         assert_eq!(r.before.unwrap().http_tokens.as_deref(), Some("optional"));
+    }
+
+    fn tagged(id: &str, tags: &[(&str, &str)]) -> Observed {
+        let mut o = optional(id);
+        o.tags = Some(
+            tags.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        );
+        o
+    }
+
+    #[test]
+    fn a_managed_instance_is_never_written_and_only_a_sweep_tells_of_it() {
+        let mut o = optional("i-00000001");
+        o.operator = Some(crate::launcher::Operator {
+            managed: true,
+            principal: Some("eks.amazonaws.com".into()),
+        });
+        // Even a tag that would make it a container host, and an exempt
+        // principal's launch, change nothing: the service sets its options.
+        o.tags = Some(vec![("eks:nodegroup-name".into(), "ng".into())]);
+        for mode in [Mode::Enforce, Mode::Notify, Mode::Audit] {
+            for trigger in [Trigger::Launch, Trigger::StateChange, Trigger::Sweep] {
+                let (r, remedy) = plan(&cfg(mode), &o, &launch(), trigger);
+                assert!(remedy.is_none(), "{mode} {trigger:?}");
+                assert_eq!(r.outcome, Outcome::Exempt);
+                assert_eq!(
+                    r.exemption,
+                    Some(Exemption::Managed("eks.amazonaws.com".into()))
+                );
+                assert_eq!(r.launcher.as_deref(), Some("EKS Auto Mode"));
+                assert_eq!(r.notify, trigger == Trigger::Sweep, "{mode} {trigger:?}");
+                assert!(tag_batches(mode, &[r]).is_empty(), "never tagged");
+            }
+        }
+        // `Managed: false` is any instance.
+        o.operator = Some(crate::launcher::Operator::default());
+        let (r, remedy) = plan(&cfg(Mode::Enforce), &o, &launch(), Trigger::Launch);
+        assert_eq!((r.outcome, remedy.is_some()), (Outcome::Remediated, true));
+    }
+
+    #[test]
+    fn a_version_gated_launcher_shown_by_aws_holds_a_launch_for_the_sweeps_metric() {
+        let emr = tagged(
+            "i-00000001",
+            &[("aws:elasticmapreduce:job-flow-id", "j-2AXXXXXXGAPLF")],
+        );
+        let (r, remedy) = plan(&cfg(Mode::Enforce), &emr, &launch(), Trigger::Launch);
+        assert!(remedy.is_none(), "held: a new instance has no metric yet");
+        assert_eq!(r.outcome, Outcome::Flagged);
+        assert_eq!(r.action.idle, Idle::HeldBack);
+        assert!(r.would.as_deref().unwrap().contains("HttpTokens=required"));
+        assert_eq!(
+            r.needs_version.as_deref(),
+            Some("EMR 5.32 or 6.2 (or 5.23.1, 5.27.1)")
+        );
+        assert!(
+            r.findings
+                .iter()
+                .any(|f| f.contains("tag aws:elasticmapreduce:job-flow-id")
+                    && f.contains("only once MetadataNoToken shows no IMDSv1 call")),
+            "{:?}",
+            r.findings
+        );
+        // The sweep keeps the change: its metric decides (`hold_back`).
+        let (r, remedy) = plan(&cfg(Mode::Enforce), &emr, &launch(), Trigger::Sweep);
+        assert_eq!((r.outcome, remedy.is_some()), (Outcome::Remediated, true));
+        assert!(r.needs_version.is_some());
+    }
+
+    #[test]
+    fn a_forgeable_sign_of_a_version_gated_launcher_is_said_never_held() {
+        // Beanstalk's and ECS's instance tags are ordinary tags: anyone who
+        // may tag can write them, so they never hold an instance back.
+        for (key, launcher) in [
+            ("elasticbeanstalk:environment-name", "Elastic Beanstalk"),
+            ("AmazonECSManaged", "ECS capacity provider"),
+            ("parallelcluster:version", "AWS ParallelCluster"),
+        ] {
+            let o = tagged("i-00000001", &[(key, "x")]);
+            let (r, remedy) = plan(&cfg(Mode::Enforce), &o, &launch(), Trigger::Launch);
+            assert_eq!(
+                (r.outcome, remedy.is_some()),
+                (Outcome::Remediated, true),
+                "{key}"
+            );
+            assert_eq!(r.needs_version, None);
+            assert_eq!(r.launcher.as_deref(), Some(launcher));
+            assert!(
+                r.findings
+                    .iter()
+                    .any(|f| f.contains("supports IMDSv2 only from")
+                        && f.contains("not held back for it")),
+                "{key}: {:?}",
+                r.findings
+            );
+        }
     }
 
     #[test]

@@ -139,6 +139,18 @@ pub enum Exemption {
     /// A person's time-boxed grant during an incident (`imds-guard
     /// break-glass grant`), from the guard's memory.
     BreakGlass(crate::break_glass::Grant),
+    /// An EC2 managed instance (`Operator.Managed`): the service that
+    /// operates it (its principal) sets its options, and the guard never
+    /// writes to it.
+    Managed(String),
+}
+
+impl Exemption {
+    /// Whether it is a managed instance's: not a choice anyone made here,
+    /// so counted apart from exemptions.
+    pub fn is_managed(&self) -> bool {
+        matches!(self, Exemption::Managed(_))
+    }
 }
 
 impl Serialize for Exemption {
@@ -163,6 +175,10 @@ impl std::fmt::Display for Exemption {
                 WINDOW_SECS / 60
             ),
             Exemption::BreakGlass(g) => write!(f, "{g}"),
+            Exemption::Managed(principal) => write!(
+                f,
+                "a managed instance: {principal} operates it and sets its options (Operator.Managed), so the guard never writes to it"
+            ),
         }
     }
 }
@@ -358,6 +374,16 @@ impl<'a> Policy<'a> {
             Judged::Noncompliant(findings) => findings,
         };
         let hop = o.http_put_response_hop_limit;
+        // The service that operates a managed instance sets its options:
+        // a write would be the guard against that service, whatever else
+        // applies. EC2 sets `Operator`; no one else can.
+        if let Some(op) = instance.operator.as_ref().filter(|o| o.managed) {
+            let principal = op.principal.as_deref().unwrap_or("its service");
+            return Verdict::Exempt {
+                exemption: Exemption::Managed(crate::validate::clean(principal, 128)),
+                findings,
+            };
+        }
         if let Some(exemption) = self.exemption(instance, principal) {
             return Verdict::Exempt {
                 exemption,
@@ -565,6 +591,9 @@ pub struct SweepFacts {
     pub noncompliant_left: u64,
     /// Instances left at `optional` because an exemption applies.
     pub exempt: u64,
+    /// EC2 managed instances left at `optional` by the service that
+    /// operates them (not among `exempt`).
+    pub managed: u64,
     /// Of those left at `optional`, the ones that answered IMDSv1 calls in
     /// the lookback (only known when the metric check is on).
     pub v1_in_use: u64,
@@ -665,6 +694,12 @@ pub fn readiness(f: &SweepFacts) -> Readiness {
         reasons.push(format!(
             "{} exempt instance(s) still at HttpTokens=optional (enforcement has no exemptions)",
             f.exempt
+        ));
+    }
+    if f.managed > 0 {
+        reasons.push(format!(
+            "{} managed instance(s) at HttpTokens=optional, set so by the service that operates each: change it in that service first (AWS does not document how HttpTokensEnforced treats a managed instance's launch)",
+            f.managed
         ));
     }
     if f.refusing > 0 {
@@ -797,6 +832,20 @@ mod tests {
         let mut f = facts();
         f.noncompliant_left = 1;
         assert_eq!(readiness(&f).verdict, ReadinessVerdict::NotReady);
+    }
+
+    #[test]
+    fn managed_instances_at_optional_are_counted_apart_and_stand_in_the_way() {
+        let mut f = facts();
+        assert_eq!(readiness(&f).verdict, ReadinessVerdict::Ready);
+        f.managed = 2;
+        let r = readiness(&f);
+        assert_eq!(r.verdict, ReadinessVerdict::NotReady);
+        assert_eq!(r.reasons.len(), 1, "not among the exemptions: {r:?}");
+        assert!(
+            r.reasons[0].starts_with("2 managed instance(s) at HttpTokens=optional"),
+            "{r:?}"
+        );
     }
 
     fn inst(tokens: &str, endpoint: &str, hop: i32) -> Observed {

@@ -122,9 +122,10 @@ fn launchers(
     tags: &[(String, String)],
     created_by: Option<&str>,
     name: Option<&str>,
+    operator: Option<&crate::launcher::Operator>,
 ) -> Vec<Recognised> {
     crate::launcher::recognise_all(&Signals {
-        operator: None,
+        operator,
         created_by,
         tags,
         name,
@@ -142,7 +143,7 @@ fn owning(shown: &[Recognised]) -> Option<String> {
 /// changing it would start a drift fight with its owner (or do nothing: a
 /// copy the service pinned), so it is reported, never changed.
 pub fn owner(tags: &[(String, String)], created_by: Option<&str>) -> Option<String> {
-    owning(&launchers(tags, created_by, None))
+    owning(&launchers(tags, created_by, None, None))
 }
 
 /// Fills what a report says of its source's launchers: its owner, when a
@@ -311,15 +312,29 @@ pub fn fix_description(from: i64) -> String {
 
 /// The options a fixed version launches with: tokens required, the
 /// endpoint on, the hop limit kept (lowered to `MAX_HOP_LIMIT` if above it,
-/// never added where the source set none), the rest as they were.
-pub fn fixed_options(cfg: &Config, o: Option<&MetadataOptions>) -> MetadataOptions {
+/// never added where the source set none), the rest as they were. A
+/// container host's template (`container_template`) gets the container hop
+/// limit where it set a lower one or none: its pods and tasks reached IMDS
+/// through the IMDSv1 fallback, and with tokens required the token's answer
+/// must cross one more hop (the same rule an instance's switch follows).
+pub fn fixed_options(
+    cfg: &Config,
+    o: Option<&MetadataOptions>,
+    container: bool,
+) -> MetadataOptions {
     let o = o.cloned().unwrap_or_default();
+    let kept = o
+        .http_put_response_hop_limit
+        .map(|h| cfg.max_hop_limit.map_or(h, |max| h.min(max)));
+    let hop = match kept {
+        Some(h) if container && h < cfg.container_hop() => Some(cfg.container_hop()),
+        None if container => Some(cfg.container_hop()),
+        kept => kept,
+    };
     MetadataOptions {
         http_tokens: Some("required".into()),
         http_endpoint: Some("enabled".into()),
-        http_put_response_hop_limit: o
-            .http_put_response_hop_limit
-            .map(|h| cfg.max_hop_limit.map_or(h, |max| h.min(max))),
+        http_put_response_hop_limit: hop,
         http_protocol_ipv6: o.http_protocol_ipv6,
         instance_metadata_tags: o.instance_metadata_tags,
     }
@@ -340,7 +355,12 @@ pub fn plan_template(cfg: &Config, f: &TemplateFacts<'_>) -> (SourceReport, Sour
     let mut report = SourceReport::new(SourceKind::LaunchTemplate, &t.id, t.name.as_deref());
     name_launcher(
         &mut report,
-        launchers(&t.tags, t.created_by.as_deref(), t.name.as_deref()),
+        launchers(
+            &t.tags,
+            t.created_by.as_deref(),
+            t.name.as_deref(),
+            t.operator.as_ref(),
+        ),
     );
     report.used_by = f
         .groups
@@ -502,6 +522,25 @@ fn fix_refusal(cfg: &Config, t: &Template, report: &SourceReport) -> Option<Stri
     None
 }
 
+/// Whether a template launches container hosts: a launcher that runs
+/// containers shows on it (a forgeable tag counts: it only chooses how the
+/// template is fixed), or it carries `CONTAINER_HOST_TAG`.
+fn container_template(cfg: &Config, t: &Template) -> bool {
+    if let Some(key) = &cfg.container_host_tag {
+        if t.tags.iter().any(|(k, _)| k == key) {
+            return true;
+        }
+    }
+    launchers(
+        &t.tags,
+        t.created_by.as_deref(),
+        t.name.as_deref(),
+        t.operator.as_ref(),
+    )
+    .iter()
+    .any(|r| r.launcher.containers)
+}
+
 /// The versions that fix a template without changing what anyone launches
 /// beyond the metadata options. A new version is always the newest, so
 /// `$Latest` moves to whatever is created last: when the default is not the
@@ -515,10 +554,11 @@ fn new_versions(
     default_bad: bool,
     latest_bad: bool,
 ) -> Vec<NewVersion> {
+    let container = container_template(cfg, t);
     let new = |v: &TemplateVersion, make_default: bool| NewVersion {
         template_id: t.id.clone(),
         from: v.version,
-        options: fixed_options(cfg, v.options.as_ref()),
+        options: fixed_options(cfg, v.options.as_ref(), container),
         make_default,
     };
     let same = default.version == latest.version;
@@ -578,7 +618,7 @@ pub fn plan_group(
     inherited: &Inherited,
 ) -> (SourceReport, SourceAction) {
     let mut report = SourceReport::new(SourceKind::AutoScalingGroup, &g.name, None);
-    name_launcher(&mut report, launchers(&g.tags, None, None));
+    name_launcher(&mut report, launchers(&g.tags, None, None, None));
     let mut findings = Vec::new();
     let mut unknown = Vec::new();
     let mut exempt = None;
@@ -957,6 +997,7 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             created_by: Some("arn:aws:iam::111122223333:role/platform".into()),
+            operator: None,
         }
     }
 
@@ -1161,6 +1202,76 @@ mod tests {
         assert!(matches!(a, SourceAction::Fix(_)));
         assert_eq!(r.owner, None);
         assert_eq!(r.launcher.as_deref(), Some("Application Migration Service"));
+    }
+
+    #[test]
+    fn a_container_hosts_template_is_fixed_with_its_second_hop() {
+        let groups = vec![];
+        let inh = Inherited::default();
+        let on = cfg(&[("FIX_SOURCES", "true")]);
+        let hop_of = |c: &Config, tags: &[(&str, &str)], hop: Option<i32>| {
+            let t = template(1, 1, tags);
+            let v = vec![version(1, Some("optional"), hop)];
+            let f = TemplateFacts {
+                template: &t,
+                versions: &v,
+                groups: &groups,
+                inherited: &inh,
+            };
+            match plan_template(c, &f).1 {
+                SourceAction::Fix(plan) => plan[0].options.http_put_response_hop_limit,
+                other => panic!("{tags:?}: not fixed: {other:?}"),
+            }
+        };
+        // An ECS capacity provider's template is the user's: fixed, and its
+        // tasks keep reaching IMDS.
+        let ecs = [OPTED_IN, ("AmazonECSManaged", "")];
+        assert_eq!(hop_of(&on, &ecs, Some(1)), Some(2));
+        assert_eq!(
+            hop_of(&on, &ecs, None),
+            Some(2),
+            "an unset hop is 1 at launch"
+        );
+        assert_eq!(
+            hop_of(&on, &ecs, Some(3)),
+            Some(3),
+            "never lowered but by the ceiling"
+        );
+        // A plain template keeps its hop limit, or none.
+        assert_eq!(hop_of(&on, &[OPTED_IN], Some(1)), Some(1));
+        assert_eq!(hop_of(&on, &[OPTED_IN], None), None);
+        // The operator's own tag, and their choice of hop 1 for pods.
+        let tagged = cfg(&[("FIX_SOURCES", "true"), ("CONTAINER_HOST_TAG", "k8s-node")]);
+        assert_eq!(
+            hop_of(&tagged, &[OPTED_IN, ("k8s-node", "")], Some(1)),
+            Some(2)
+        );
+        let one = cfg(&[("FIX_SOURCES", "true"), ("CONTAINER_HOP_LIMIT", "1")]);
+        assert_eq!(hop_of(&one, &ecs, Some(1)), Some(1));
+        assert_eq!(hop_of(&one, &ecs, None), Some(1));
+    }
+
+    #[test]
+    fn a_managed_instances_template_is_its_services_never_edited() {
+        let groups = vec![];
+        let inh = Inherited::default();
+        let on = cfg(&[("FIX_SOURCES", "true")]);
+        let mut t = template(1, 1, &[OPTED_IN]);
+        t.operator = Some(crate::launcher::Operator {
+            managed: true,
+            principal: Some("ecs.amazonaws.com".into()),
+        });
+        let v = vec![version(1, Some("optional"), Some(1))];
+        let f = TemplateFacts {
+            template: &t,
+            versions: &v,
+            groups: &groups,
+            inherited: &inh,
+        };
+        let (r, a) = plan_template(&on, &f);
+        assert_eq!((r.outcome, a), (SourceOutcome::Flagged, SourceAction::None));
+        assert_eq!(r.owner.as_deref(), Some("ECS Managed Instances"));
+        assert!(r.action.contains("ECS sets"), "{}", r.action);
     }
 
     #[test]

@@ -136,6 +136,9 @@ pub struct Observed {
     pub launch_time: Option<u64>,
     /// Its instance profile's ARN, when it has one and the source said.
     pub instance_profile: Option<String>,
+    /// EC2's `Operator`: set on a managed instance, whose options the
+    /// service that operates it sets (`None` when the source did not say).
+    pub operator: Option<crate::launcher::Operator>,
     /// What the guard's own memory says of it: not a fact EC2 or an event
     /// shows, so kept apart from them.
     pub standing: Standing,

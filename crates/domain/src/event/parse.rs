@@ -288,6 +288,12 @@ pub(super) fn launched_instance(item: &Value) -> Result<Observed, String> {
         launch_time: item.get("launchTime").and_then(epoch_secs),
         instance_profile: text(item, &["iamInstanceProfile", "arn"])
             .filter(|a| a.starts_with("arn:") && a.contains(":instance-profile/")),
+        // As EC2 writes an instance's `operator`; the instance is looked at
+        // again before anything is written, and EC2's answer decides.
+        operator: item.get("operator").map(|o| crate::launcher::Operator {
+            managed: o.get("managed").and_then(Value::as_bool).unwrap_or(false),
+            principal: text(o, &["principal"]).map(|p| clean(&p, 128)),
+        }),
         standing: Standing::default(),
     })
 }

@@ -79,6 +79,12 @@ pub struct InstanceReport {
     /// The service or tool that launched it, when one shows (`launcher`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub launcher: Option<String>,
+    /// The version its launcher supports IMDSv2 only from, when a signal
+    /// only AWS sets shows a launcher that not every version of which does
+    /// (`launcher`): the sweep switches it only once `MetadataNoToken`
+    /// shows no IMDSv1 call.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub needs_version: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub image_id: Option<String>,
     /// The instance profile's ARN: with one, an IMDSv1 GET hands out a
@@ -108,6 +114,7 @@ impl InstanceReport {
             exemption: None,
             before: None,
             launcher: None,
+            needs_version: None,
             image_id: None,
             instance_profile: None,
             launch_time: None,

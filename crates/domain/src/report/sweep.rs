@@ -50,6 +50,15 @@ pub struct RegionSweep {
     /// with the change it would have made).
     #[serde(skip_serializing_if = "is_zero")]
     pub held_by_breaker: u64,
+    /// EC2 managed instances left at `optional`: the service that operates
+    /// each sets its options (counted among `exempt`, and apart here).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub managed: u64,
+    /// Instances held back because their launcher supports IMDSv2 only
+    /// from a version the guard cannot see (`launcher`), until
+    /// `MetadataNoToken` shows no IMDSv1 call.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub version_gated: u64,
     /// Instances this sweep fixed that were launched after the guard began
     /// enforcing here: each an event that never arrived (`watch`).
     #[serde(skip_serializing_if = "is_zero")]
@@ -92,6 +101,8 @@ impl RegionSweep {
             refusing: 0,
             throttled: 0,
             held_by_breaker: 0,
+            managed: 0,
+            version_gated: 0,
             missed_events: 0,
             no_member_stack: false,
             break_glass: Vec::new(),
