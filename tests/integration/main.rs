@@ -20,6 +20,8 @@
 //!   grants and the circuit breaker; `operations_emulator`, the same on the
 //!   emulator through the command line.
 //! - `cli`: the binary's `check` command.
+//! - `launcher_shapes`: instances and templates as services and tools make
+//!   them (events/shapes/launchers.json, with provenance), fixed as each needs.
 //! - `real_records`: real CloudTrail and EventBridge records other projects
 //!   captured (events/real/), through the parser, the event path and
 //!   `imds-guard check`.
@@ -55,6 +57,7 @@ mod golden;
 mod golden_emulator;
 mod iam;
 mod iam_conditions;
+mod launcher_shapes;
 mod load;
 mod memory_sim;
 mod netfaults;

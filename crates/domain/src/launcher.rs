@@ -9,8 +9,9 @@
 //! fix that lasts, and from which version it supports IMDSv2 only when not
 //! every version does.
 //!
-//! The table marks managed instances (`Operator`); the adapters do not
-//! read `Operator` yet, so today they are decided as any other instance.
+//! A managed instance (`Operator`) is never written (`Policy::decide`); an
+//! instance of a version-gated launcher shown by an unforgeable signal is
+//! switched only once `MetadataNoToken` shows no IMDSv1 call (`plan`).
 //!
 //! A launcher is recognised by signals of four kinds, most trusted first
 //! (`Trust`): the `Operator` field EC2 sets on a managed instance or
@@ -269,7 +270,20 @@ pub fn best(shown: impl IntoIterator<Item = Recognised>) -> Option<Recognised> {
         .iter()
         .position(|r| !deploys_only(r.launcher))
         .unwrap_or(0);
-    shown.into_iter().nth(at)
+    // EKS's own `aws:` tag says only "EKS": a node group's or Karpenter's
+    // tags on the same node say which, and where its fix is made (both run
+    // containers, and neither holds anything back, so a forged one only
+    // changes the words).
+    let refined = shown.get(at).and_then(|r| {
+        (r.launcher == &EKS)
+            .then(|| {
+                shown
+                    .iter()
+                    .position(|s| [&EKS_NODE_GROUP, &KARPENTER, &EKSCTL].contains(&s.launcher))
+            })
+            .flatten()
+    });
+    shown.into_iter().nth(refined.unwrap_or(at))
 }
 
 /// Every launcher these signals show, most trusted first (an EKS node
@@ -361,6 +375,29 @@ mod tests {
             tags: &tags(pairs),
             ..Signals::default()
         })
+    }
+
+    #[test]
+    fn eks_is_refined_by_the_node_group_or_karpenter_that_made_the_node() {
+        // A real node group's node: EKS's aws: tag and the group's own.
+        let r = of(&[
+            ("aws:eks:cluster-name", "evergreen"),
+            ("eks:cluster-name", "evergreen"),
+            ("eks:nodegroup-name", "ng-system"),
+        ])
+        .unwrap();
+        assert_eq!(r.label(), "EKS managed node group ng-system");
+        let r = of(&[
+            ("aws:eks:cluster-name", "prod"),
+            ("karpenter.sh/nodepool", "default"),
+        ])
+        .unwrap();
+        assert_eq!(r.launcher, &KARPENTER);
+        // Alone, it names EKS.
+        assert_eq!(
+            of(&[("aws:eks:cluster-name", "prod")]).unwrap().launcher,
+            &EKS
+        );
     }
 
     #[test]
