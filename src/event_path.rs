@@ -637,7 +637,7 @@ impl<C: Clients> Steps for EventSteps<'_, '_, '_, C> {
             .await;
     }
 
-    async fn pace(&mut self, _: bool) -> Pace<'_> {
+    async fn pace(&mut self, _remember: bool) -> Pace<'_> {
         Pace {
             pacer: &mut self.pacer,
             deadline: self.deadline,

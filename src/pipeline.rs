@@ -12,7 +12,7 @@
 //! |---|---|---|
 //! | recall | exemptions per instance (not for a launch), the grants once | exemptions and grants once per region |
 //! | decide | every instance goes on | compliant and gone ones are only counted |
-//! | hold back | nothing | IMDSv1 users (`CHECK_METADATA_NO_TOKEN`), their ceiling |
+//! | hold back | nothing (`plan` holds a version-gated launcher's) | IMDSv1 users (`CHECK_METADATA_NO_TOKEN`), version-gated launchers' instances, their ceiling |
 //! | admit | `MAX_CHANGES_PER_EVENT` | the region's share and the run's ceiling |
 //! | dedup | exemptions recorded, the news claimed | what was told before is skipped |
 //! | act | `Pacing::EVENT`, the retry budget | `Pacing::SWEEP`, the page's deadline |
@@ -70,9 +70,9 @@ pub(crate) trait Steps {
     /// News told before is not told again, and what must be in the memory
     /// before anything is changed is written.
     async fn dedup(&mut self, reports: &mut [InstanceReport]);
-    /// How the act runs; `acting`: whether any change was admitted (a
-    /// partition is only needed to remember one).
-    async fn pace(&mut self, acting: bool) -> Pace<'_>;
+    /// How the act runs; `remember`: whether an admitted change is to be
+    /// remembered (`remedies::remembers`: a partition is only needed then).
+    async fn pace(&mut self, remember: bool) -> Pace<'_>;
     /// After the act: the findings these reports make.
     async fn file(&mut self, reports: &[InstanceReport]);
     /// Each report, in the batch's order, at the end.
@@ -124,7 +124,10 @@ pub(crate) async fn run<S: Steps, M: MemoryApi>(
     steps.dedup(&mut reports).await;
 
     // Act.
-    let pace = steps.pace(!todo.is_empty()).await;
+    let remember = todo
+        .iter()
+        .any(|(i, _)| crate::remedies::remembers(cfg, &reports[*i]));
+    let pace = steps.pace(remember).await;
     carry_out(
         cfg,
         ec2,

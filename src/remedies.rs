@@ -306,27 +306,35 @@ pub async fn carry_out<M: MemoryApi>(
 ) {
     pacer.remediate(ec2, reports, todo, deadline).await;
     write_tags(ec2, &cfg.status_tag_key, cfg.mode, reports).await;
-    if cfg.check_metadata_no_token {
-        if let Some((memory, partition)) = memory {
-            remember_remediated(memory, partition, reports, cfg.no_token_lookback).await;
-        }
+    if let Some((memory, partition)) = memory {
+        remember_remediated(memory, partition, cfg, reports).await;
     }
 }
 
-/// Remembers when the guard required tokens on each instance it remediated,
-/// so a sweep can watch what that broke (`MetadataNoTokenRejected` since
-/// then). A failure to remember costs only that watch: it is logged, and the
-/// remediation stands.
+/// Whether a switch of this instance is remembered, to be watched with
+/// `MetadataNoTokenRejected` afterwards: every one with
+/// `CHECK_METADATA_NO_TOKEN`, and a version-gated launcher's whatever it
+/// says (its metric showed zero, but an old agent fails at its next
+/// restart).
+pub fn remembers(cfg: &Config, r: &InstanceReport) -> bool {
+    cfg.check_metadata_no_token || r.needs_version.is_some()
+}
+
+/// Remembers when the guard required tokens on each instance it remediated
+/// (that `remembers` names), so a sweep can watch what that broke
+/// (`MetadataNoTokenRejected` since then). A failure to remember costs only
+/// that watch: it is logged, and the remediation stands.
 pub async fn remember_remediated(
     memory: &impl MemoryApi,
     partition: &str,
+    cfg: &Config,
     reports: &[InstanceReport],
-    lookback: Duration,
 ) {
     let now = now_secs();
+    let lookback = cfg.no_token_lookback;
     let records: Vec<Record> = reports
         .iter()
-        .filter(|r| r.outcome == Outcome::Remediated)
+        .filter(|r| r.outcome == Outcome::Remediated && remembers(cfg, r))
         .map(|r| {
             Record::new(
                 Kind::Remediated,

@@ -329,6 +329,7 @@ impl Ec2Api for Ec2 {
         let out = self
             .0
             .describe_launch_template_versions()
+            .include_managed_resources(true)
             .launch_template_id(template_id)
             .set_versions(Some(versions.to_vec()))
             .send()

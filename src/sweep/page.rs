@@ -132,11 +132,11 @@ impl<C: Clients, E: Ec2Api> Steps for PageSteps<'_, '_, C, E> {
         self.sweep.skip_told(self.out, reports).await;
     }
 
-    /// With `CHECK_METADATA_NO_TOKEN`, what is switched is remembered in
-    /// the account-region's partition (named only when something is).
-    async fn pace(&mut self, acting: bool) -> Pace<'_> {
+    /// What is switched and watched afterwards (`remedies::remembers`) is
+    /// remembered in the account-region's partition (named only then).
+    async fn pace(&mut self, remember: bool) -> Pace<'_> {
         let budget_end = Instant::now() + self.sweep.cfg.retry_budget;
-        let partition = match self.sweep.cfg.check_metadata_no_token && acting {
+        let partition = match remember {
             true => self.sweep.partition(self.out).await,
             false => None,
         };

@@ -61,9 +61,8 @@ impl<'a, C: Clients> Sweep<'a, C> {
                 }
                 Ok(calls) => {
                     let n = calls.get(&r.instance_id).copied();
-                    // No data is never zero for a gated launcher.
-                    let missing_as_zero = self.cfg.no_token_missing_as_zero && !gated;
-                    let used = hold_back(r, remedy, n, hours, missing_as_zero);
+                    // (No data is never zero for a gated launcher: `hold_back`.)
+                    let used = hold_back(r, remedy, n, hours, self.cfg.no_token_missing_as_zero);
                     match used {
                         V1Use::InUse => s.v1_in_use += 1,
                         V1Use::Unused => s.v1_unused += 1,
@@ -72,7 +71,8 @@ impl<'a, C: Clients> Sweep<'a, C> {
                     Some(used)
                 }
             };
-            if gated && remedy.is_none() {
+            // Held for want of proof (an unread metric fails it instead).
+            if gated && used.is_some() && remedy.is_none() {
                 s.version_gated += 1;
             }
             // Held for its use, or (gated) for want of data: the ceiling

@@ -96,7 +96,9 @@ impl<'a, C: Clients> Sweep<'a, C> {
         out.summary.account_defaults = defaults.account_defaults;
         out.summary.account_default_action = defaults.account_default_action;
         out.summary.errors.extend(defaults.errors);
-        if self.cfg.check_metadata_no_token {
+        // With the check off, only version-gated launchers' switches are
+        // remembered: watched when there is a memory to find them in.
+        if self.cfg.check_metadata_no_token || self.clients.memory().is_some() {
             self.watch_refusals(&mut out).await;
         }
         self.sources(&mut out).await;

@@ -3,7 +3,7 @@
 //! HTTP, and time is paused (retries and backoff cost no wall time).
 
 use imds_guard::guard::GuardError;
-use imds_guard::policy::AccountDefaults;
+use imds_guard::policy::{AccountDefaults, ReadinessVerdict};
 use imds_guard::report::{DefaultsAction, Idle, Outcome, Status};
 use serde_json::{json, Value};
 
@@ -1775,6 +1775,7 @@ async fn a_version_gated_launchers_instance_is_switched_only_once_its_metric_sho
     // it once the metric shows zero.
     let emr = "i-0ddddddddddddddd1";
     let cloud = FakeCloud::new();
+    cloud.with_memory();
     cloud.set_defaults(Some(Default::default()));
     cloud.add(emr, "optional", 1);
     with_tags(
@@ -1791,7 +1792,7 @@ async fn a_version_gated_launchers_instance_is_switched_only_once_its_metric_sho
     let r = &report.instances[0];
     assert_eq!(
         (r.outcome, &r.action.idle),
-        (Outcome::Flagged, &Idle::HeldBack)
+        (Outcome::Flagged, &Idle::Unproven)
     );
     assert!(r.needs_version.is_some(), "{r:?}");
     assert_eq!(cloud.tokens(emr), "optional");
@@ -1823,6 +1824,14 @@ async fn a_version_gated_launchers_instance_is_switched_only_once_its_metric_sho
         .find(|i| i.instance_id == emr)
         .unwrap();
     assert_eq!(r.outcome, Outcome::Remediated);
+
+    // And watched afterwards, the check still off: an old agent that
+    // fails at its next restart refuses IMDSv1 calls, and is told first.
+    cloud.set_rejected(emr, 3.0);
+    let report = g.handle(&scheduled()).await.unwrap();
+    let region = &report.sweep.as_ref().unwrap().regions[0];
+    assert_eq!(region.refusing, 1, "{region:?}");
+    assert_eq!(region.readiness.verdict, ReadinessVerdict::NotReady);
 }
 
 #[tokio::test(start_paused = true)]

@@ -615,3 +615,22 @@ fn the_roles_may_write_the_status_tag_and_no_other() {
         [Decision::ImplicitDeny; 2]
     );
 }
+
+/// Both roles may read `MetadataNoToken` whatever `CheckMetadataNoToken`
+/// says: a version-gated launcher's instance is switched only on its proof,
+/// and watched afterwards with `MetadataNoTokenRejected`.
+#[test]
+fn both_roles_read_the_metric_with_the_check_off() {
+    let read = Request::new("cloudwatch:GetMetricData", "*");
+    for check in ["false", "true"] {
+        let decisions = decide(
+            std::slice::from_ref(&read),
+            &[("CheckMetadataNoToken", check)],
+        );
+        assert_eq!(decisions.len(), TEMPLATES.len());
+        assert!(
+            decisions.iter().all(|d| *d == Decision::Allow),
+            "CheckMetadataNoToken={check}: {decisions:?}"
+        );
+    }
+}

@@ -481,12 +481,14 @@ async fn service_templates_are_reported_with_their_setting_and_never_written() {
                 .launch_templates(shaped(IDS[5], "ecs-managed", None, None, Some("ecs.amazonaws.com")))
                 .build()
         });
-    let v = mock!(Ec2Client::describe_launch_template_versions).then_compute_output(|r| {
-        let id = r.launch_template_id().unwrap_or_default().to_string();
-        DescribeLaunchTemplateVersionsOutput::builder()
-            .launch_template_versions(version(&id, 1, Some("optional"), Some(1)))
-            .build()
-    });
+    let v = mock!(Ec2Client::describe_launch_template_versions)
+        .match_requests(|r| r.include_managed_resources() == Some(true))
+        .then_compute_output(|r| {
+            let id = r.launch_template_id().unwrap_or_default().to_string();
+            DescribeLaunchTemplateVersionsOutput::builder()
+                .launch_template_versions(version(&id, 1, Some("optional"), Some(1)))
+                .build()
+        });
     let create = mock!(Ec2Client::create_launch_template_version).then_output(|| {
         CreateLaunchTemplateVersionOutput::builder()
             .launch_template_version(LaunchTemplateVersion::builder().version_number(2).build())
@@ -516,7 +518,11 @@ async fn service_templates_are_reported_with_their_setting_and_never_written() {
         (IDS[2], "Amazon EMR", "security configuration"),
         (IDS[3], "Elastic Beanstalk", "DisableIMDSv1"),
         (IDS[4], "Karpenter", "EC2NodeClass"),
-        (IDS[5], "ECS Managed Instances", "ECS sets"),
+        (
+            IDS[5],
+            "ECS Managed Instances",
+            "managed by ecs.amazonaws.com",
+        ),
     ];
     for (id, owner, setting) in expect {
         let s = r

@@ -114,7 +114,7 @@ fn gate(
     }
     if let Some(change) = remedy.take() {
         report.outcome = Outcome::Flagged;
-        report.action = Idle::HeldBack.into();
+        report.action = Idle::Unproven.into();
         report.would = Some(change.to_string());
     }
 }
@@ -344,6 +344,9 @@ pub enum V1Use {
 /// still making them, but flagged with the finding. No data is not zero: it
 /// is held back the same way, unless `missing_as_zero` says to count it as
 /// not in use.
+///
+/// A version-gated launcher's instance (`needs_version`) is switched only on
+/// proof: no data holds it whatever `missing_as_zero` says.
 pub fn hold_back(
     r: &mut InstanceReport,
     remedy: &mut Option<Remedy>,
@@ -351,12 +354,19 @@ pub fn hold_back(
     hours: u64,
     missing_as_zero: bool,
 ) -> V1Use {
+    let gated = r.needs_version.is_some();
     let (used, finding) = match calls {
         Some(n) if n > 0.0 => (
             V1Use::InUse,
             format!("answered {n:.0} IMDSv1 call(s) in the last {hours}h (MetadataNoToken)"),
         ),
         Some(_) => return V1Use::Unused,
+        None if gated => (
+            V1Use::NoData,
+            format!(
+                "no MetadataNoToken data in the last {hours}h: with its launcher's version unknown, no data is no proof it needs no IMDSv1"
+            ),
+        ),
         None if missing_as_zero => return V1Use::NoData,
         None => (
             V1Use::NoData,
@@ -368,7 +378,11 @@ pub fn hold_back(
     r.findings.push(finding);
     if let Some(remedy) = remedy.take() {
         r.outcome = Outcome::Flagged;
-        r.action = Idle::HeldBack.into();
+        r.action = match used {
+            V1Use::NoData if gated => Idle::Unproven,
+            _ => Idle::HeldBack,
+        }
+        .into();
         r.would = Some(remedy.to_string());
     }
     used
@@ -632,12 +646,27 @@ mod tests {
             managed: true,
             principal: Some("eks.amazonaws.com".into()),
         });
-        // Even a tag that would make it a container host, and an exempt
-        // principal's launch, change nothing: the service sets its options.
+        // Even a tag that would make it a container host, an exempt
+        // principal's launch and a person's grant change nothing: the
+        // service sets its options.
         o.tags = Some(vec![("eks:nodegroup-name".into(), "ng".into())]);
+        o.standing.grant = Some(crate::break_glass::Grant {
+            target: "i-00000001".into(),
+            until: u64::MAX,
+            reason: "incident".into(),
+            by: "arn:aws:sts::111122223333:assumed-role/Responder/alice".into(),
+            granted_at: 0,
+            revoked: false,
+        });
+        let mut ctx = launch();
+        ctx.principal.role_arn = Some("arn:aws:iam::111122223333:role/packer".into());
         for mode in [Mode::Enforce, Mode::Notify, Mode::Audit] {
+            let mut c = cfg(mode);
+            c.exemptions
+                .principals
+                .push(crate::glob::Glob::new("arn:aws:iam::*:role/packer"));
             for trigger in [Trigger::Launch, Trigger::StateChange, Trigger::Sweep] {
-                let (r, remedy) = plan(&cfg(mode), &o, &launch(), trigger);
+                let (r, remedy) = plan(&c, &o, &ctx, trigger);
                 assert!(remedy.is_none(), "{mode} {trigger:?}");
                 assert_eq!(r.outcome, Outcome::Exempt);
                 assert_eq!(
@@ -651,6 +680,7 @@ mod tests {
         }
         // `Managed: false` is any instance.
         o.operator = Some(crate::launcher::Operator::default());
+        o.standing.grant = None;
         let (r, remedy) = plan(&cfg(Mode::Enforce), &o, &launch(), Trigger::Launch);
         assert_eq!((r.outcome, remedy.is_some()), (Outcome::Remediated, true));
     }
@@ -664,7 +694,7 @@ mod tests {
         let (r, remedy) = plan(&cfg(Mode::Enforce), &emr, &launch(), Trigger::Launch);
         assert!(remedy.is_none(), "held: a new instance has no metric yet");
         assert_eq!(r.outcome, Outcome::Flagged);
-        assert_eq!(r.action.idle, Idle::HeldBack);
+        assert_eq!(r.action.idle, Idle::Unproven);
         assert!(r.would.as_deref().unwrap().contains("HttpTokens=required"));
         assert_eq!(
             r.needs_version.as_deref(),
@@ -682,6 +712,25 @@ mod tests {
         let (r, remedy) = plan(&cfg(Mode::Enforce), &emr, &launch(), Trigger::Sweep);
         assert_eq!((r.outcome, remedy.is_some()), (Outcome::Remediated, true));
         assert!(r.needs_version.is_some());
+        // No data holds it even where no data counts as zero; zero switches.
+        let (mut held, mut change) = (r.clone(), remedy.clone());
+        assert_eq!(
+            hold_back(&mut held, &mut change, None, 24, true),
+            V1Use::NoData
+        );
+        assert!(change.is_none());
+        assert_eq!(held.action.idle, Idle::Unproven);
+        assert!(
+            held.findings.iter().any(|f| f.contains("no proof")),
+            "{:?}",
+            held.findings
+        );
+        let (mut r, mut change) = (r, remedy);
+        assert_eq!(
+            hold_back(&mut r, &mut change, Some(0.0), 24, true),
+            V1Use::Unused
+        );
+        assert!(change.is_some(), "switched on proof");
     }
 
     #[test]

@@ -305,7 +305,10 @@ pub struct Target {
 
 impl Target {
     fn of(o: &Observed, status_key: &str) -> Option<Target> {
-        let live = matches!(o.state.as_deref(), Some("running" | "stopped"));
+        // A managed instance's service may refuse a change its own way:
+        // an answer from it would say nothing of the role's IAM.
+        let managed = o.operator.as_ref().is_some_and(|op| op.managed);
+        let live = !managed && matches!(o.state.as_deref(), Some("running" | "stopped"));
         Some(Target {
             instance_id: o.instance_id.clone(),
             tokens: o.options.http_tokens.clone()?,

@@ -446,6 +446,15 @@ pub fn plan_template(cfg: &Config, f: &TemplateFacts<'_>) -> (SourceReport, Sour
     report.findings = findings;
     report.notify = true;
     report.outcome = SourceOutcome::Flagged;
+    if let Some(op) = t.operator.as_ref().filter(|o| o.managed) {
+        // A managed instance's template: its service's, never written,
+        // not even tagged, in any mode.
+        report.action = format!(
+            "none: managed by {}, which sets its options",
+            op.principal.as_deref().unwrap_or("its service")
+        );
+        return (report, SourceAction::None);
+    }
     let action = match cfg.mode {
         Mode::Audit => {
             report.action = "none (audit mode)".into();
@@ -1255,7 +1264,6 @@ mod tests {
     fn a_managed_instances_template_is_its_services_never_edited() {
         let groups = vec![];
         let inh = Inherited::default();
-        let on = cfg(&[("FIX_SOURCES", "true")]);
         let mut t = template(1, 1, &[OPTED_IN]);
         t.operator = Some(crate::launcher::Operator {
             managed: true,
@@ -1268,10 +1276,21 @@ mod tests {
             groups: &groups,
             inherited: &inh,
         };
-        let (r, a) = plan_template(&on, &f);
-        assert_eq!((r.outcome, a), (SourceOutcome::Flagged, SourceAction::None));
-        assert_eq!(r.owner.as_deref(), Some("ECS Managed Instances"));
-        assert!(r.action.contains("ECS sets"), "{}", r.action);
+        for mode in ["enforce", "notify", "audit"] {
+            let c = cfg(&[("FIX_SOURCES", "true"), ("GUARD_MODE", mode)]);
+            let (r, a) = plan_template(&c, &f);
+            assert_eq!(
+                (r.outcome, a),
+                (SourceOutcome::Flagged, SourceAction::None),
+                "{mode}: not even tagged"
+            );
+            assert_eq!(r.owner.as_deref(), Some("ECS Managed Instances"));
+            assert!(
+                r.action.contains("ecs.amazonaws.com"),
+                "{mode}: {}",
+                r.action
+            );
+        }
     }
 
     #[test]

@@ -186,6 +186,9 @@ pub enum Idle {
     AlreadyTold,
     /// Enforce held back: the instance still answers IMDSv1 calls.
     HeldBack,
+    /// Enforce held back: its launcher supports IMDSv2 only from a version
+    /// the guard cannot see, and `MetadataNoToken` does not show it unused.
+    Unproven,
     /// The event's account is not one the function may act in.
     NotAllowed,
     /// A state-change notification names no principal: with principal
@@ -204,6 +207,9 @@ impl std::fmt::Display for Idle {
             Idle::Gone(state) => write!(f, "none: instance is {state}"),
             Idle::AlreadyTold => f.write_str("none: already told of this launch"),
             Idle::HeldBack => f.write_str("none: held back, IMDSv1 still in use"),
+            Idle::Unproven => f.write_str(
+                "none: held back until MetadataNoToken shows no IMDSv1 call (its launcher's version is not known)",
+            ),
             Idle::NotAllowed => f.write_str("none: the account is not allowed"),
             Idle::Breaker(limit) => write!(f, "none: circuit breaker ({limit})"),
             Idle::AwaitingLauncher => f.write_str(
