@@ -66,7 +66,9 @@ impl<'a, C: Clients> EventPath<'a, C> {
         from_event: Vec<Observed>,
         unreadable: Vec<String>,
     ) -> Result<Report, GuardError> {
-        let deadline = Instant::now() + self.cfg.retry_budget;
+        let state = ctx.state.as_deref();
+        let within = crate::event::act_within(trigger, state, self.cfg.retry_budget);
+        let deadline = Instant::now() + within;
         let ids: Vec<String> = from_event.iter().map(|o| o.instance_id.clone()).collect();
         let named = Named::Instances {
             ids: &ids,
@@ -89,13 +91,20 @@ impl<'a, C: Clients> EventPath<'a, C> {
         let (mut seen, failures) = if to_look.is_empty() {
             (HashMap::new(), HashMap::new())
         } else {
-            look(here.ec2(), &to_look, deadline, self.cfg.retry_budget).await
+            look(here.ec2(), &to_look, deadline, within).await
         };
+        let awaits = crate::event::awaits_running(trigger, ctx.state.as_deref());
         let current = from_event
             .into_iter()
             .map(|launched| {
                 let id = &launched.instance_id;
                 match failures.get(id) {
+                    // A pending instance EC2 does not show yet: its running
+                    // notification decides.
+                    Some(why) if awaits => Err(Box::new(InstanceReport::awaiting_running(
+                        id,
+                        format!("not looked at while pending: {why}"),
+                    ))),
                     Some(why) => Err(Box::new(InstanceReport::failed(id, why.clone()))),
                     None => Ok(seen.remove(id).unwrap_or(launched)),
                 }
@@ -184,7 +193,12 @@ impl<'a, C: Clients> EventPath<'a, C> {
             ctx: &ctx,
             trigger,
             partition: partition.clone(),
-            pacer: Pacer::new(Pacing::EVENT),
+            pacer: Pacer::new(
+                match crate::event::awaits_running(trigger, ctx.state.as_deref()) {
+                    true => Pacing::PENDING,
+                    false => Pacing::EVENT,
+                },
+            ),
             deadline,
             tripped: None,
             claimed: Vec::new(),

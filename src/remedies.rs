@@ -52,6 +52,10 @@ pub struct Pacing {
     /// and retry (true), or fail the instance (false).
     pub adaptive: bool,
     pub not_found: NotFound,
+    /// What the retry budget's end leaves of a change EC2 did not take
+    /// yet: a failure (false), or, for a `pending` notification's one try,
+    /// a wait for the instance's `running` notification (true).
+    pub awaits_running: bool,
 }
 
 impl Pacing {
@@ -60,12 +64,20 @@ impl Pacing {
         max_concurrency: MAX_MODIFY_CONCURRENCY,
         adaptive: false,
         not_found: NotFound::NotYetVisible,
+        awaits_running: false,
+    };
+    /// A `pending` notification's instance: one try, then its `running`
+    /// notification decides.
+    pub const PENDING: Pacing = Pacing {
+        awaits_running: true,
+        ..Pacing::EVENT
     };
     /// A region's many instances, at EC2's pace.
     pub const SWEEP: Pacing = Pacing {
         max_concurrency: MAX_MODIFY_CONCURRENCY,
         adaptive: true,
         not_found: NotFound::Gone,
+        awaits_running: false,
     };
 }
 
@@ -130,6 +142,10 @@ impl Pacer {
                         if Instant::now() < deadline {
                             retry_later = true;
                             queue.push_back((idx, remedy));
+                        } else if self.pacing.awaits_running && !e.is_throttle() {
+                            r.mark_awaiting_running(format!(
+                                "EC2 did not take the change while the instance was pending: {e}"
+                            ));
                         } else {
                             r.mark_failed(format!(
                                 "still refused when the retry budget ran out: {e}"

@@ -131,7 +131,7 @@ fn corpus() -> Vec<Case> {
                 v
             }),
             false,
-            "only pending starts one",
+            "only pending and running start one",
         ),
         case(
             "state-change notification with an instance id not one",

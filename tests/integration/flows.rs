@@ -1910,3 +1910,132 @@ async fn a_forged_launcher_tag_chooses_the_fix_but_never_exempts_or_holds() {
     );
     assert!(report.instances.iter().all(|r| r.needs_version.is_none()));
 }
+
+/// EC2's state-change notification of `id` entering `state`.
+fn state_change(id: &str, state: &str) -> Value {
+    let mut e = fixture("state-change-pending.json");
+    e["detail"]["instance-id"] = id.into();
+    e["detail"]["state"] = state.into();
+    e
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_running_notification_fixes_with_one_describe_and_one_modify() {
+    let id = "i-0b1b2c3d4e5f60718";
+    let cloud = FakeCloud::new();
+    cloud.add(id, "optional", 1);
+    let g = cloud.test_guard().notifying().enforcing().build();
+    let started = tokio::time::Instant::now();
+    let r = g.handle(&state_change(id, "running")).await.unwrap();
+    assert_eq!(r.instances[0].outcome, Outcome::Remediated, "{r:?}");
+    assert_eq!(cloud.count("DescribeInstances"), 1);
+    assert_eq!(cloud.count("ModifyInstanceMetadataOptions"), 1);
+    assert_eq!(started.elapsed(), std::time::Duration::ZERO, "no wait");
+    assert_eq!(cloud.tokens(id), "required");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_running_notification_retries_briefly_when_ec2_does_not_show_it_yet() {
+    let id = "i-0b1b2c3d4e5f60719";
+    // Shown at the third look (eventual consistency): within the bounded
+    // retry, in the same invocation.
+    let cloud = FakeCloud::new();
+    cloud.add(id, "optional", 1);
+    cloud.edit(id, |i| i.invisible_for = 2);
+    let g = cloud.test_guard().notifying().enforcing().build();
+    let started = tokio::time::Instant::now();
+    let r = g.handle(&state_change(id, "running")).await.unwrap();
+    assert_eq!(r.instances[0].outcome, Outcome::Remediated, "{r:?}");
+    assert_eq!(cloud.count("DescribeInstances"), 3);
+    assert!(started.elapsed() <= imds_guard::event::RUNNING_RETRY);
+
+    // Never shown: the retry ends at RUNNING_RETRY, not the whole budget,
+    // and the invocation fails naming it (EventBridge delivers it again).
+    let cloud = FakeCloud::new();
+    cloud.add(id, "optional", 1);
+    cloud.edit(id, |i| i.invisible_for = 1000);
+    let g = cloud
+        .test_guard()
+        .notifying()
+        .enforcing()
+        .with(&[("RETRY_BUDGET_SECONDS", "60")])
+        .build();
+    let started = tokio::time::Instant::now();
+    let err = g.handle(&state_change(id, "running")).await.unwrap_err();
+    assert!(err.to_string().contains(id), "{err}");
+    assert!(
+        started.elapsed() <= imds_guard::event::RUNNING_RETRY,
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_pending_notification_tries_once_and_its_running_one_decides_telling_once() {
+    let id = "i-0b1b2c3d4e5f6071a";
+    for mode in ["enforce", "notify"] {
+        // Still pending: EC2 refuses the change. One try, no wait, nothing
+        // written or told, the invocation succeeds.
+        let cloud = FakeCloud::new();
+        cloud.with_memory();
+        cloud.add(id, "optional", 1);
+        let until = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+        cloud.edit(id, |i| i.pending_until = Some(until));
+        let g = cloud
+            .test_guard()
+            .notifying()
+            .with(&[("GUARD_MODE", mode), ("TRIGGERS", "state-change")])
+            .build();
+        let started = tokio::time::Instant::now();
+        let r = g.handle(&state_change(id, "pending")).await.unwrap();
+        assert_eq!(
+            started.elapsed(),
+            std::time::Duration::ZERO,
+            "{mode}: no wait"
+        );
+        let i = &r.instances[0];
+        if mode == "enforce" {
+            assert_eq!(i.action.idle, Idle::AwaitingRunning, "{mode}: {i:?}");
+            assert_eq!(cloud.count("ModifyInstanceMetadataOptions"), 1, "one try");
+            assert_eq!(r.notification, "not needed");
+            assert!(cloud.published().is_empty());
+            assert_eq!(cloud.tag(id, "imds-guard:status"), None);
+        }
+
+        // Running: decided, and told once in all.
+        tokio::time::sleep_until(until).await;
+        let r = g.handle(&state_change(id, "running")).await.unwrap();
+        let i = &r.instances[0];
+        let want = if mode == "enforce" {
+            Outcome::Remediated
+        } else {
+            Outcome::Flagged
+        };
+        assert!(
+            i.outcome == want || i.action.idle == Idle::AlreadyTold,
+            "{mode}: {i:?}"
+        );
+        assert_eq!(cloud.published().len(), 1, "{mode}: told once");
+        if mode == "enforce" {
+            assert_eq!(cloud.tokens(id), "required");
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_pending_notification_ec2_takes_fixes_before_the_instance_runs() {
+    let id = "i-0b1b2c3d4e5f6071b";
+    let cloud = FakeCloud::new();
+    cloud.with_memory();
+    cloud.add(id, "optional", 1);
+    cloud.edit(id, |i| i.observed.state = Some("pending".into()));
+    let g = cloud.test_guard().notifying().enforcing().build();
+    let r = g.handle(&state_change(id, "pending")).await.unwrap();
+    assert_eq!(r.instances[0].outcome, Outcome::Remediated, "{r:?}");
+    // Its running notification finds it compliant: nothing more is done
+    // or told.
+    let r = g.handle(&state_change(id, "running")).await.unwrap();
+    assert_eq!(r.instances[0].outcome, Outcome::Compliant, "{r:?}");
+    assert_eq!(cloud.count("ModifyInstanceMetadataOptions"), 1);
+    assert_eq!(cloud.published().len(), 1);
+}

@@ -289,14 +289,34 @@ async fn the_guards_own_changes_never_reach_it_and_everyone_elses_do() {
         )
     );
 
-    // The state-change trigger takes instances entering pending, nothing else.
+    // The state-change trigger takes instances entering pending and
+    // running, nothing else.
     let got = matched(
         &pattern("template.yaml", "StateChangeRule", CENTRAL),
         &central_events,
         "state",
     )
     .await;
-    assert_eq!(got, BTreeSet::from(["instance pending".to_string()]));
+    let starting = BTreeSet::from([
+        "instance pending".to_string(),
+        "instance running".to_string(),
+    ]);
+    assert_eq!(got, starting);
+    // The same on the central bus, and in what a member forwards to it.
+    let got = matched(
+        &pattern("template.yaml", "CentralStateChangeRule", CENTRAL),
+        &central_events,
+        "central-state",
+    )
+    .await;
+    assert_eq!(got, starting);
+    let got = matched(
+        &pattern("member/template.yaml", "ForwardStateChangeRule", MEMBER),
+        &events(MEMBER),
+        "forward-state",
+    )
+    .await;
+    assert_eq!(got, starting);
 }
 
 /// Source events by people and pipelines, and the guard's own fixes.

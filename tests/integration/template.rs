@@ -758,7 +758,7 @@ const SOURCE_EVENTS: [&str; 5] = [
 
 /// Every rule on CloudTrail calls watches the launches and the changes,
 /// drops failed calls and the guard's own changes; a state-change rule
-/// watches `pending` and depends on the triggers chosen; every target has a
+/// watches `pending` and `running` and depends on the triggers chosen; every target has a
 /// retry policy (but on a bus) and a dead-letter queue.
 fn rule_problems(t: &Value, p: &mut Vec<String>) {
     let rules = resources_of(t, "AWS::Events::Rule");
@@ -866,8 +866,10 @@ fn rule_problems(t: &Value, p: &mut Vec<String>) {
             p.push(format!("{name}: source should be aws.ec2"));
         }
         if pat(&["detail-type"]) == ["EC2 Instance State-change Notification"] {
-            if pat(&["detail", "state"]) != ["pending"] {
-                p.push(format!("{name}: a state-change rule watches pending only"));
+            if pat(&["detail", "state"]) != ["pending", "running"] {
+                p.push(format!(
+                    "{name}: a state-change rule watches pending and running only"
+                ));
             }
             if r.get("Condition").is_none() {
                 p.push(format!(

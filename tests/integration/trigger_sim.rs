@@ -8,8 +8,9 @@
 //!   options while it is (`IncorrectInstanceState`; the guard retries with
 //!   backoff within its 60 s budget, and a Lambda retry a minute later when
 //!   that is not enough);
-//! - the EC2 state-change notification reaches the function 1–5 s after the
-//!   launch (an EC2 service event);
+//! - the EC2 state-change notifications reach the function 1–5 s after the
+//!   instance enters each state (an EC2 service event): `pending` tries once
+//!   without waiting, `running` decides;
 //! - the CloudTrail event reaches it 60–300 s after the launch (AWS delivers
 //!   CloudTrail events to EventBridge best effort, typically within minutes).
 //!
@@ -39,23 +40,24 @@ impl Draws {
     }
 }
 
-/// The seconds from `pending` to `required` for one launch, when the
-/// function is first invoked `delay` after it, and Lambda retries a failed
-/// invocation a minute, then two, later.
+/// The seconds from `pending` to `required` for one launch, when its
+/// events reach the function at the given seconds after it (in order), and
+/// Lambda retries a failed invocation a minute, then two, later.
 async fn one(
     cloud: &FakeCloud,
     g: &Guard<crate::fake::FakeClients>,
     id: &str,
-    event: Value,
-    delay: f64,
+    events: Vec<(f64, Value)>,
 ) -> f64 {
     let launched = Instant::now();
-    tokio::time::sleep(Duration::from_secs_f64(delay)).await;
-    for retry_after in [60, 120, 0] {
-        if g.handle(&event).await.is_ok() {
-            break;
+    for (at, event) in events {
+        tokio::time::sleep_until(launched + Duration::from_secs_f64(at)).await;
+        for retry_after in [60, 120, 0] {
+            if g.handle(&event).await.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_secs(retry_after)).await;
         }
-        tokio::time::sleep(Duration::from_secs(retry_after)).await;
     }
     let at = cloud.required_at(id).expect("switched in the end");
     at.duration_since(launched).as_secs_f64()
@@ -76,6 +78,7 @@ async fn seconds_from_pending_to_required_by_trigger() {
     for n in 0..LAUNCHES {
         let pending = draws.between(10.0, 60.0);
         let delays = [draws.between(1.0, 5.0), draws.between(60.0, 300.0)];
+        let running_delay = draws.between(1.0, 5.0);
         for (k, delay) in delays.into_iter().enumerate() {
             let cloud = FakeCloud::new();
             let id = format!("i-{n:017x}");
@@ -83,18 +86,28 @@ async fn seconds_from_pending_to_required_by_trigger() {
             let until = Instant::now() + Duration::from_secs_f64(pending);
             cloud.edit(&id, |i| i.pending_until = Some(until));
             let g = cloud.guard(&[]);
-            let event = if k == 0 {
-                let mut e = fixture("state-change-pending.json");
-                e["detail"]["instance-id"] = id.clone().into();
-                e
+            let events = if k == 0 {
+                let state = |s: &str| {
+                    let mut e = fixture("state-change-pending.json");
+                    e["detail"]["instance-id"] = id.clone().into();
+                    e["detail"]["state"] = s.into();
+                    e
+                };
+                vec![
+                    (delay, state("pending")),
+                    (pending + running_delay, state("running")),
+                ]
             } else {
-                launch_event(
-                    "run-instances-console.json",
-                    std::slice::from_ref(&id),
-                    None,
-                )
+                vec![(
+                    delay,
+                    launch_event(
+                        "run-instances-console.json",
+                        std::slice::from_ref(&id),
+                        None,
+                    ),
+                )]
             };
-            by[k].push(one(&cloud, &g, &id, event, delay).await);
+            by[k].push(one(&cloud, &g, &id, events).await);
         }
     }
     let [state, trail] = by.map(stats);

@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::event::{MetadataOptions, Trigger};
 pub use crate::report::{ComplianceStatus, FindingsReport};
-use crate::report::{Idle, InstanceReport, Outcome};
+use crate::report::{InstanceReport, Outcome};
 pub use crate::time::{iso8601, iso8601_ms};
 use crate::validate::{clean, partition};
 
@@ -159,7 +159,8 @@ pub struct Place<'a> {
 pub struct Facts {
     pub instance_id: String,
     pub outcome: Outcome,
-    /// Flagged while its launcher is not known yet: no finding.
+    /// Flagged while another event decides it (its launcher not known yet,
+    /// or a `pending` try awaiting `running`): no finding.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub awaiting_launcher: bool,
     /// What was done, in the report's words.
@@ -188,7 +189,9 @@ impl Facts {
         Facts {
             instance_id: r.instance_id.clone(),
             outcome: r.outcome,
-            awaiting_launcher: r.action.idle == Idle::AwaitingLauncher,
+            // (The name stays: the outputs function of an older version
+            // reads it. It covers a `pending` try awaiting `running` too.)
+            awaiting_launcher: r.action.idle.awaits_another_event(),
             action: r.action.to_string(),
             would: r.would.clone(),
             exemption: r.exemption.as_ref().map(ToString::to_string),
@@ -765,7 +768,7 @@ mod tests {
     use super::*;
     use crate::config::Mode;
     use crate::policy::Exemption;
-    use crate::report::Action;
+    use crate::report::{Action, Idle};
     use serde_json::Value;
 
     const PLACE: Place<'static> = Place {

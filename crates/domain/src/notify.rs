@@ -537,6 +537,7 @@ mod tests {
                 },
                 source_ip: Some("198.51.100.7".into()),
                 user_agent: Some("x".repeat(256)),
+                state: None,
             }),
             instances: (0..n)
                 .map(|i| {

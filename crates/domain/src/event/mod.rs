@@ -95,6 +95,39 @@ pub struct EventContext {
     pub source_ip: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user_agent: Option<String>,
+    /// The state a state-change notification names (`pending`, `running`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+}
+
+/// How long a running instance's notification retries a change EC2 does
+/// not take yet, within the invocation: it is running, so a refusal is
+/// brief (eventual consistency), and no function waits through `pending`.
+pub const RUNNING_RETRY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// How long an event's instances may be looked at and changed again while
+/// EC2 does not show or take them (`budget`: `RETRY_BUDGET_SECONDS`). A
+/// `pending` notification tries once, without waiting: if EC2 takes the
+/// change, the instance never runs with IMDSv1; if not, its `running`
+/// notification decides. A `running` one retries briefly. Any other event
+/// (a CloudTrail launch, minutes late, may still find an instance pending)
+/// has the whole budget.
+pub fn act_within(
+    trigger: Trigger,
+    state: Option<&str>,
+    budget: std::time::Duration,
+) -> std::time::Duration {
+    match (trigger, state) {
+        (Trigger::StateChange, Some("pending")) => std::time::Duration::ZERO,
+        (Trigger::StateChange, _) => budget.min(RUNNING_RETRY),
+        _ => budget,
+    }
+}
+
+/// Whether what EC2 could not show or take yet waits for the instance's
+/// `running` notification rather than failing the invocation.
+pub fn awaits_running(trigger: Trigger, state: Option<&str>) -> bool {
+    trigger == Trigger::StateChange && state == Some("pending")
 }
 
 /// An instance's metadata options as reported by EC2 (any field may be
@@ -189,8 +222,9 @@ pub enum Trigger {
     /// launched.
     Launch,
     MetadataChange,
-    /// EC2's `pending` state-change notification: seconds after a launch,
-    /// with no trail needed, but naming no principal.
+    /// EC2's `pending` or `running` state-change notification: seconds
+    /// after a launch (or a start), with no trail needed, but naming no
+    /// principal.
     StateChange,
     /// Found by a sweep, not named by an event.
     Sweep,
@@ -684,9 +718,39 @@ mod tests {
         );
         assert_eq!(ctx.principal, Principal::default());
         assert_eq!(instances[0].instance_id, "i-0a1b2c3d4e5f60718");
+        assert_eq!(ctx.state.as_deref(), Some("pending"));
+        // Running starts one too, and says so; stopping and the rest do not.
         let mut ev = fixture("state-change-pending.json");
         ev["detail"]["state"] = json!("running");
-        assert!(matches!(parse(&ev).unwrap(), GuardEvent::Ignored { .. }));
+        let GuardEvent::Instances { ctx, .. } = parse(&ev).unwrap() else {
+            panic!("running is decided")
+        };
+        assert_eq!(ctx.state.as_deref(), Some("running"));
+        for state in ["stopping", "stopped", "shutting-down", "terminated"] {
+            ev["detail"]["state"] = json!(state);
+            assert!(
+                matches!(parse(&ev).unwrap(), GuardEvent::Ignored { .. }),
+                "{state}"
+            );
+        }
+    }
+
+    #[test]
+    fn pending_tries_once_running_retries_briefly_and_the_rest_have_the_budget() {
+        use std::time::Duration;
+        let budget = Duration::from_secs(30);
+        let sc = Trigger::StateChange;
+        assert_eq!(act_within(sc, Some("pending"), budget), Duration::ZERO);
+        assert_eq!(act_within(sc, Some("running"), budget), RUNNING_RETRY);
+        assert_eq!(
+            act_within(sc, Some("running"), Duration::from_secs(4)),
+            Duration::from_secs(4),
+            "never more than the budget"
+        );
+        assert_eq!(act_within(Trigger::Launch, None, budget), budget);
+        assert!(awaits_running(sc, Some("pending")));
+        assert!(!awaits_running(sc, Some("running")));
+        assert!(!awaits_running(Trigger::Launch, Some("pending")));
     }
 
     #[test]

@@ -144,6 +144,7 @@ pub fn parse(payload: &Value) -> Result<GuardEvent, EventError> {
         },
         source_ip: text(detail, &["sourceIPAddress"]),
         user_agent: text(detail, &["userAgent"]),
+        state: None,
     };
 
     if let Some(code) = detail.get("errorCode").filter(|v| !v.is_null()) {

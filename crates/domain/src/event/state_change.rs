@@ -2,8 +2,9 @@
 
 use super::*;
 
-/// EC2's `pending` notification: an instance is starting (a launch, or a
-/// stopped instance started again). It names no principal.
+/// EC2's `pending` or `running` notification: an instance is starting (a
+/// launch, or a stopped instance started again) or has started. It names
+/// no principal.
 pub(super) fn state_change(
     envelope: &EventBridgeEvent<Unread>,
     detail: &Value,
@@ -15,9 +16,9 @@ pub(super) fn state_change(
         reason,
     };
     let state = text(detail, &["state"]).unwrap_or_default();
-    if state != "pending" {
+    if !matches!(state.as_str(), "pending" | "running") {
         return Ok(ignored(format!(
-            "an instance entering state {:?}: only pending starts one",
+            "an instance entering state {:?}: only pending and running start one",
             clean(&state, 32)
         )));
     }
@@ -43,6 +44,7 @@ pub(super) fn state_change(
             event_time: envelope.time.map(|t| t.to_rfc3339()),
             account: envelope.account.clone().filter(|a| is_account_id(a)),
             region,
+            state: Some(state.clone()),
             ..EventContext::default()
         },
         trigger: Trigger::StateChange,

@@ -105,6 +105,7 @@ mod tests {
             principal: Principal::default(),
             source_ip: None,
             user_agent: None,
+            state: None,
         }
     }
 

@@ -143,6 +143,30 @@ impl InstanceReport {
         self.notify = false;
     }
 
+    /// A `pending` notification's one try did not take (`why`): nothing
+    /// is written, no one is told, and the instance's `running`
+    /// notification decides (`Idle::AwaitingRunning`).
+    pub fn mark_awaiting_running(&mut self, why: String) {
+        let change = self.action.steps.iter().find_map(|s| match s {
+            Step::Set(remedy) => Some(remedy.to_string()),
+            _ => None,
+        });
+        self.outcome = Outcome::Flagged;
+        self.action = Action::from(Idle::AwaitingRunning);
+        self.would = change.or(self.would.take());
+        self.findings.push(why);
+        self.error = None;
+        self.notify = false;
+    }
+
+    /// An instance a `pending` notification could not look at yet (`why`):
+    /// its `running` notification decides.
+    pub fn awaiting_running(instance_id: &str, why: String) -> Self {
+        let mut r = InstanceReport::new(instance_id, Outcome::Flagged, Idle::AwaitingRunning);
+        r.findings.push(why);
+        r
+    }
+
     /// Nothing could be done: the instance fails, and is named.
     pub fn mark_failed(&mut self, error: String) {
         self.outcome = Outcome::Failed;
@@ -194,8 +218,19 @@ pub enum Idle {
     /// A state-change notification names no principal: with principal
     /// exemptions configured, the CloudTrail launch event decides.
     AwaitingLauncher,
+    /// A `pending` notification's one try found the instance not shown or
+    /// not taking the change yet: its `running` notification decides.
+    AwaitingRunning,
     /// The circuit breaker held it back: the ceiling reached, as a setting.
     Breaker(String),
+}
+
+impl Idle {
+    /// Another event decides it (its launch's, or its `running`
+    /// notification): nothing is filed or told meanwhile.
+    pub fn awaits_another_event(&self) -> bool {
+        matches!(self, Idle::AwaitingLauncher | Idle::AwaitingRunning)
+    }
 }
 
 impl std::fmt::Display for Idle {
@@ -212,6 +247,9 @@ impl std::fmt::Display for Idle {
             ),
             Idle::NotAllowed => f.write_str("none: the account is not allowed"),
             Idle::Breaker(limit) => write!(f, "none: circuit breaker ({limit})"),
+            Idle::AwaitingRunning => f.write_str(
+                "none yet: EC2 did not take the change while the instance was pending; its running notification decides",
+            ),
             Idle::AwaitingLauncher => f.write_str(
                 "none yet: the CloudTrail launch event, which names who launched it, decides (principal exemptions are configured)",
             ),
