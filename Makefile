@@ -90,11 +90,12 @@ report-screenshot: venv
 #   Custodian's `custodian run`, each on a freshly seeded fleet.
 bench: bench-function bench-sweep bench-triggers bench-memory
 
-# Seconds from pending to required, by trigger: the event path on the
-# in-memory fake with simulated delivery delays and pending times (paused
-# time; the assumptions are in tests/integration/trigger_sim.rs).
+# Seconds from running to applied, by trigger: the event path on the
+# in-memory fake with simulated delivery delays, call latencies and pending
+# times (paused time; every input is an assumption, listed with its range
+# in the table and in tests/integration/trigger_sim.rs).
 bench-triggers:
-	cargo test --test integration -- --ignored --exact trigger_sim::seconds_from_pending_to_required_by_trigger --nocapture 2>&1 | grep -E '^\|'
+	cargo test --test integration -- --ignored --exact trigger_sim::seconds_from_running_to_applied_by_trigger --nocapture 2>&1 | grep -E '^\|'
 
 # DynamoDB calls and (simulated) time per 50-instance launch event: the
 # event path on the in-memory fake with paused time (the assumptions are in

@@ -1,6 +1,6 @@
 //! A bare Rust Lambda function: the runtime loop, an echo handler, nothing
 //! else, built with imds-guard's release profile and started the same way
-//! (one-thread runtime, the runtime's tracing). `make bench` measures its
+//! (one-thread runtime, the same logs as `lambda::logs`). `make bench` measures its
 //! init beside imds-guard's, so "close to a bare Rust function" is a figure
 //! from this machine rather than from someone else's.
 
@@ -8,7 +8,11 @@ use lambda_runtime::{service_fn, Error, LambdaEvent};
 use serde_json::Value;
 
 fn main() -> Result<(), Error> {
-    lambda_runtime::tracing::init_default_subscriber();
+    tracing_subscriber::fmt()
+        .with_target(false)
+        .without_time()
+        .with_max_level(tracing_subscriber::filter::LevelFilter::INFO)
+        .init();
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?

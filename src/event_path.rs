@@ -28,7 +28,7 @@ use crate::outbox::Outbox;
 use crate::pipeline::{self, Pace, Slot, Steps};
 use crate::plan::{exemption_records, judge_defaults_change, needs_claim};
 use crate::policy::{Policy, Remedy, Verdict};
-use crate::remedies::{apply_default, look, look_launch, Pacer, Pacing};
+use crate::remedies::{apply_default, look, look_launch, Pacer, Pacing, Unseen};
 use crate::report::{DefaultsAction, DefaultsReport, Idle, InstanceReport, Named, Report, Status};
 use crate::telemetry::log_decision;
 
@@ -100,12 +100,11 @@ impl<'a, C: Clients> EventPath<'a, C> {
                 let id = &launched.instance_id;
                 match failures.get(id) {
                     // A pending instance EC2 does not show yet: its running
-                    // notification decides.
-                    Some(why) if awaits => Err(Box::new(InstanceReport::awaiting_running(
-                        id,
-                        format!("not looked at while pending: {why}"),
-                    ))),
-                    Some(why) => Err(Box::new(InstanceReport::failed(id, why.clone()))),
+                    // notification decides. A failed call fails, named.
+                    Some(Unseen::NotShown(_)) if awaits => Err(Box::new(
+                        InstanceReport::awaiting_running(id, "not shown yet while pending".into()),
+                    )),
+                    Some(why) => Err(Box::new(InstanceReport::failed(id, why.why()))),
                     None => Ok(seen.remove(id).unwrap_or(launched)),
                 }
             })

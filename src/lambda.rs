@@ -87,9 +87,34 @@ impl Function for OutputsFunction {
     }
 }
 
+/// The function's logs, as `lambda_runtime`'s default subscriber writes
+/// them (no target, no time: CloudWatch stamps each line; JSON when Lambda's
+/// log format is JSON), at the level Lambda's advanced logging controls set
+/// (`AWS_LAMBDA_LOG_LEVEL`), else `RUST_LOG`'s, else INFO. A level, not
+/// `EnvFilter` directives: its regex engine would not fit the event
+/// bootstrap's 8 MB.
+fn logs() {
+    use tracing_subscriber::filter::LevelFilter;
+    let level = std::env::var("AWS_LAMBDA_LOG_LEVEL")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .ok()
+        .and_then(|l| l.trim().parse::<LevelFilter>().ok())
+        .unwrap_or(LevelFilter::INFO);
+    let json = std::env::var("AWS_LAMBDA_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
+    let fmt = tracing_subscriber::fmt()
+        .with_target(false)
+        .without_time()
+        .with_max_level(level);
+    if json {
+        fmt.json().init()
+    } else {
+        fmt.init()
+    }
+}
+
 /// Runs the Lambda runtime loop until the runtime stops.
 pub fn run<F: Function>() -> ExitCode {
-    lambda_runtime::tracing::init_default_subscriber();
+    logs();
     // Read and check the configuration once; a bad value fails init, naming
     // the variable, before any event is taken.
     let cfg = match Config::from_env().and_then(|cfg| {

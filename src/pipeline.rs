@@ -15,7 +15,7 @@
 //! | hold back | nothing (`plan` holds a version-gated launcher's) | IMDSv1 users (`CHECK_METADATA_NO_TOKEN`), version-gated launchers' instances, their ceiling |
 //! | admit | `MAX_CHANGES_PER_EVENT` | the region's share and the run's ceiling |
 //! | dedup | exemptions recorded, the news claimed | what was told before is skipped |
-//! | act | `Pacing::EVENT`, the retry budget | `Pacing::SWEEP`, the page's deadline |
+//! | act | `Pacing::EVENT`, the retry budget (a `pending` notification: `Pacing::PENDING`, one try; `running`: at most 10 s) | `Pacing::SWEEP`, the page's deadline |
 //! | file | findings of the event | the region's findings, page by page |
 //! | record | logged, kept for the event's report | logged, counted, listed within the caps |
 //!

@@ -10,7 +10,9 @@
 //! | `InvalidInstanceID.NotFound` | not visible yet: retry | listed a moment ago: gone |
 //!
 //! Both retry an instance still `pending` (`IncorrectInstanceState`) within
-//! the deadline, and end one shutting down or terminated as `gone`.
+//! the deadline (a `pending` notification's deadline is now: `PENDING`
+//! leaves what EC2 did not take to the `running` one), and end one shutting
+//! down or terminated as `gone`.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Duration;
@@ -142,10 +144,11 @@ impl Pacer {
                         if Instant::now() < deadline {
                             retry_later = true;
                             queue.push_back((idx, remedy));
-                        } else if self.pacing.awaits_running && !e.is_throttle() {
-                            r.mark_awaiting_running(format!(
-                                "EC2 did not take the change while the instance was pending: {e}"
-                            ));
+                        } else if self.pacing.awaits_running {
+                            // (Only a refusal while pending comes here:
+                            // this pacing is not adaptive, so a throttle
+                            // fails above.)
+                            r.mark_awaiting_running(format!("refused while pending: {e}"));
                         } else {
                             r.mark_failed(format!(
                                 "still refused when the retry budget ran out: {e}"
@@ -213,6 +216,23 @@ async fn sleep_until_retry(attempt: u32, deadline: Instant) {
     tokio::time::sleep(backoff(attempt).min(left)).await;
 }
 
+/// Why an instance could not be looked at.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Unseen {
+    /// EC2 did not show it by the deadline (a new instance, not visible yet).
+    NotShown(String),
+    /// The call failed (a missing permission, throttling, an outage).
+    Failed(String),
+}
+
+impl Unseen {
+    pub fn why(&self) -> &str {
+        match self {
+            Unseen::NotShown(w) | Unseen::Failed(w) => w,
+        }
+    }
+}
+
 /// Describes `ids`, retrying those EC2 does not show yet (new instances)
 /// until `deadline`. Returns what was seen and, per id, why it could not be.
 pub async fn look(
@@ -220,7 +240,7 @@ pub async fn look(
     ids: &[String],
     deadline: Instant,
     budget: Duration,
-) -> (HashMap<String, Observed>, HashMap<String, String>) {
+) -> (HashMap<String, Observed>, HashMap<String, Unseen>) {
     let mut seen = HashMap::new();
     let mut missing: Vec<String> = ids.to_vec();
     let mut attempt = 0;
@@ -238,7 +258,7 @@ pub async fn look(
             // An InstanceIds-style lookup answers NotFound for new ids: retry.
             Err(e) if e.is_not_found() => {}
             Err(e) => {
-                let why = e.to_string();
+                let why = Unseen::Failed(e.to_string());
                 return (
                     seen,
                     missing.into_iter().map(|id| (id, why.clone())).collect(),
@@ -246,10 +266,10 @@ pub async fn look(
             }
         }
         if Instant::now() >= deadline {
-            let why = format!(
+            let why = Unseen::NotShown(format!(
                 "EC2 did not show the instance within {}s (DescribeInstances)",
                 budget.as_secs()
-            );
+            ));
             return (
                 seen,
                 missing.into_iter().map(|id| (id, why.clone())).collect(),

@@ -2000,21 +2000,21 @@ async fn a_pending_notification_tries_once_and_its_running_one_decides_telling_o
             assert_eq!(r.notification, "not needed");
             assert!(cloud.published().is_empty());
             assert_eq!(cloud.tag(id, "imds-guard:status"), None);
+        } else {
+            // Notify writes nothing EC2 could refuse: flagged and told now.
+            assert_eq!(i.outcome, Outcome::Flagged, "{mode}: {i:?}");
+            assert_eq!(cloud.published().len(), 1, "{mode}");
         }
 
         // Running: decided, and told once in all.
         tokio::time::sleep_until(until).await;
         let r = g.handle(&state_change(id, "running")).await.unwrap();
         let i = &r.instances[0];
-        let want = if mode == "enforce" {
-            Outcome::Remediated
+        if mode == "enforce" {
+            assert_eq!(i.outcome, Outcome::Remediated, "{mode}: {i:?}");
         } else {
-            Outcome::Flagged
-        };
-        assert!(
-            i.outcome == want || i.action.idle == Idle::AlreadyTold,
-            "{mode}: {i:?}"
-        );
+            assert_eq!(i.action.idle, Idle::AlreadyTold, "{mode}: {i:?}");
+        }
         assert_eq!(cloud.published().len(), 1, "{mode}: told once");
         if mode == "enforce" {
             assert_eq!(cloud.tokens(id), "required");
@@ -2038,4 +2038,78 @@ async fn a_pending_notification_ec2_takes_fixes_before_the_instance_runs() {
     assert_eq!(r.instances[0].outcome, Outcome::Compliant, "{r:?}");
     assert_eq!(cloud.count("ModifyInstanceMetadataOptions"), 1);
     assert_eq!(cloud.published().len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_pending_notification_leaves_an_unshown_instance_to_running_and_fails_a_failed_call() {
+    let id = "i-0b1b2c3d4e5f6071c";
+    // Not shown yet: its running notification decides.
+    let cloud = FakeCloud::new();
+    cloud.add(id, "optional", 1);
+    cloud.edit(id, |i| i.invisible_for = 1);
+    let g = cloud.test_guard().notifying().enforcing().build();
+    let r = g.handle(&state_change(id, "pending")).await.unwrap();
+    assert_eq!(r.instances[0].action.idle, Idle::AwaitingRunning, "{r:?}");
+    assert_eq!(cloud.count("DescribeInstances"), 1, "one look, no wait");
+    let r = g.handle(&state_change(id, "running")).await.unwrap();
+    assert_eq!(r.instances[0].outcome, Outcome::Remediated, "{r:?}");
+
+    // A describe that fails (a missing permission) is no reason to wait:
+    // the invocation fails, naming the instance.
+    let cloud = FakeCloud::new();
+    cloud.add(id, "optional", 1);
+    cloud.fail("DescribeInstances", 1, api_error("UnauthorizedOperation"));
+    let g = cloud.test_guard().notifying().enforcing().build();
+    let err = g.handle(&state_change(id, "pending")).await.unwrap_err();
+    assert!(err.to_string().contains(id), "{err}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_running_notification_retries_a_refused_change_within_its_bound() {
+    let id = "i-0b1b2c3d4e5f6071d";
+    let cloud = FakeCloud::new();
+    cloud.add(id, "optional", 1);
+    // EC2 refuses the first two modifies (IncorrectInstanceState), then
+    // takes the third: within the 10 s bound, in one invocation.
+    cloud.edit(id, |i| i.pending_for = 2);
+    let g = cloud.test_guard().notifying().enforcing().build();
+    let started = tokio::time::Instant::now();
+    let r = g.handle(&state_change(id, "running")).await.unwrap();
+    assert_eq!(r.instances[0].outcome, Outcome::Remediated, "{r:?}");
+    assert_eq!(cloud.count("ModifyInstanceMetadataOptions"), 3);
+    assert!(started.elapsed() <= imds_guard::event::RUNNING_RETRY);
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_both_triggers_three_events_of_one_launch_write_and_tell_once() {
+    let id = "i-0b1b2c3d4e5f6071e";
+    for mode in ["enforce", "notify", "audit"] {
+        let cloud = FakeCloud::new();
+        cloud.with_memory();
+        cloud.add(id, "optional", 1);
+        let until = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
+        cloud.edit(id, |i| i.pending_until = Some(until));
+        let g = cloud
+            .test_guard()
+            .notifying()
+            .with(&[("GUARD_MODE", mode), ("TRIGGERS", "both")])
+            .build();
+        g.handle(&state_change(id, "pending")).await.unwrap();
+        tokio::time::sleep_until(until).await;
+        g.handle(&state_change(id, "running")).await.unwrap();
+        let launch = crate::common::launch_event("run-instances-console.json", &[id.into()], None);
+        g.handle(&launch).await.unwrap();
+        assert_eq!(cloud.published().len(), 1, "{mode}: told once");
+        let writes = (
+            cloud.count("ModifyInstanceMetadataOptions"),
+            cloud.count("CreateTags"),
+        );
+        let expected = match mode {
+            // One refused try at pending, one taken at running; one tag.
+            "enforce" => (2, 1),
+            "notify" => (0, 1),
+            _ => (0, 0),
+        };
+        assert_eq!(writes, expected, "{mode}");
+    }
 }

@@ -144,7 +144,19 @@ fn events(account: &str) -> BTreeMap<&'static str, Value> {
     e["account"] = account.into();
     out.insert("instance pending", e.clone());
     e["detail"]["state"] = "running".into();
-    out.insert("instance running", e);
+    out.insert("instance running", e.clone());
+    for state in ["stopping", "stopped", "shutting-down", "terminated"] {
+        e["detail"]["state"] = state.into();
+        out.insert(
+            match state {
+                "stopping" => "instance stopping",
+                "stopped" => "instance stopped",
+                "shutting-down" => "instance shutting down",
+                _ => "instance terminated",
+            },
+            e.clone(),
+        );
+    }
     out
 }
 

@@ -1,23 +1,24 @@
-//! How soon a launch is on IMDSv2, by trigger (`make bench-triggers`, not
-//! part of `make test`): the event path on the in-memory fake with paused
-//! time, so the figures are simulated seconds, not this machine's.
+//! How long a new instance runs with IMDSv1 open, by trigger
+//! (`make bench-triggers`, not part of `make test`): seconds from `running`
+//! (nothing on an instance can call IMDS before) to the moment EC2 shows
+//! the change `applied`, through the event path exactly as it runs in the
+//! function (its plan, its one try at `pending`, its bounded retry at
+//! `running`, the SDK-less backoff), on the in-memory fake with paused time.
+//! The figures are simulated seconds, fixed by the inputs below: every
+//! input is an assumption (AWS documents none of these latencies; EventBridge
+//! delivers AWS service events "best effort", EventBridge User Guide, *Event
+//! delivery from AWS services*), so the result is "met under these
+//! assumptions" or "not met", never "measured". A sensitivity table moves
+//! each input to the ends of its range. The real-AWS smoke test records
+//! the same seconds when a maintainer runs it, to replace them.
 //!
-//! What is simulated, and with which assumptions (each launch draws its own
-//! values, from a seeded generator, so every run prints the same table):
-//! - the instance is `pending` for 10–60 s, and EC2 refuses to change its
-//!   options while it is (`IncorrectInstanceState`; the guard retries with
-//!   backoff within its 60 s budget, and a Lambda retry a minute later when
-//!   that is not enough);
-//! - the EC2 state-change notifications reach the function 1–5 s after the
-//!   instance enters each state (an EC2 service event): `pending` tries once
-//!   without waiting, `running` decides;
-//! - the CloudTrail event reaches it 60–300 s after the launch (AWS delivers
-//!   CloudTrail events to EventBridge best effort, typically within minutes).
-//!
-//! What is real: the event path, its plan, retries and backoff, exactly as
-//! they run in the function. The distributions are assumptions: change them
-//! here and the table follows.
+//! What the inputs do not fix, and the benchmark asserts: with no principal
+//! exemptions, a `running` notification that EC2 answers on time switches
+//! the instance in its one invocation (no second one), and no state-change
+//! invocation waits through `pending`.
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use imds_guard::guard::Guard;
@@ -25,110 +26,342 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 use crate::common::{fixture, launch_event};
-use crate::fake::FakeCloud;
+use crate::fake::{FakeCloud, Pace};
 
 /// A small deterministic generator (xorshift64*), enough for draws.
 struct Draws(u64);
 
 impl Draws {
-    fn between(&mut self, lo: f64, hi: f64) -> f64 {
+    fn next(&mut self) -> f64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
-        let x = self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11;
-        lo + (hi - lo) * (x as f64 / (1u64 << 53) as f64)
+        (self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    fn between(&mut self, (lo, hi): (f64, f64)) -> f64 {
+        lo + (hi - lo) * self.next()
     }
 }
 
-/// The seconds from `pending` to `required` for one launch, when its
-/// events reach the function at the given seconds after it (in order), and
-/// Lambda retries a failed invocation a minute, then two, later.
-async fn one(
-    cloud: &FakeCloud,
-    g: &Guard<crate::fake::FakeClients>,
-    id: &str,
-    events: Vec<(f64, Value)>,
-) -> f64 {
+/// One input: its range in seconds, uniform, and where it comes from.
+#[derive(Clone, Copy)]
+struct Input {
+    name: &'static str,
+    range: (f64, f64),
+    source: &'static str,
+}
+
+const ASSUMED: &str = "assumed";
+
+/// The inputs, each assumed (no AWS figure exists for any of them).
+fn inputs() -> [Input; 6] {
+    [
+        Input {
+            name: "pending (launch to running)",
+            range: (5.0, 30.0),
+            source: ASSUMED,
+        },
+        Input {
+            name: "state-change delivery to the function",
+            range: (0.5, 3.0),
+            source: ASSUMED,
+        },
+        Input {
+            name: "CloudTrail delivery to the function",
+            range: (60.0, 300.0),
+            source: "assumed (CloudTrail delivers its log files within about 5 minutes on average; EventBridge's delivery is best effort)",
+        },
+        Input {
+            name: "one EC2 call (describe, modify)",
+            range: (0.03, 0.3),
+            source: ASSUMED,
+        },
+        Input {
+            name: "modify pending to applied",
+            range: (0.5, 3.0),
+            source: ASSUMED,
+        },
+        Input {
+            name: "EC2 shows a new instance to DescribeInstances after",
+            range: (0.0, 2.0),
+            source: ASSUMED,
+        },
+    ]
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Trigger {
+    StateChange,
+    CloudTrail,
+}
+
+/// One launch's draws.
+struct Launch {
+    pending: f64,
+    state_delivery: [f64; 2],
+    trail_delivery: f64,
+    call: f64,
+    apply: f64,
+    visible_after: f64,
+}
+
+impl Launch {
+    /// Draws each input, or pins one to `pinned` (its index, its value).
+    fn draw(draws: &mut Draws, ins: &[Input; 6], pinned: Option<(usize, f64)>) -> Self {
+        let mut v = [0.0; 6];
+        for (k, input) in ins.iter().enumerate() {
+            v[k] = draws.between(input.range);
+        }
+        let second_delivery = draws.between(ins[1].range);
+        if let Some((k, x)) = pinned {
+            v[k] = x;
+        }
+        Launch {
+            pending: v[0],
+            state_delivery: [
+                v[1],
+                if pinned.is_some_and(|(k, _)| k == 1) {
+                    v[1]
+                } else {
+                    second_delivery
+                },
+            ],
+            trail_delivery: v[2],
+            call: v[3],
+            apply: v[4],
+            visible_after: v[5],
+        }
+    }
+}
+
+/// What one launch came to.
+struct Outcome {
+    /// Seconds from `running` to `applied` (0 when applied before running).
+    exposed: f64,
+    /// Invocations that failed and were retried by the platform.
+    retried: u32,
+    /// The longest a state-change invocation ran.
+    longest_state_change: f64,
+    /// Seconds the function ran, all invocations.
+    function_seconds: f64,
+    /// `ModifyInstanceMetadataOptions` calls, refused ones included.
+    modifies: u64,
+}
+
+/// Runs one launch under `trigger`: the instance `pending` for its
+/// draw, not shown to `DescribeInstances` for the first part of it, every
+/// EC2 call taking `call` seconds, each event reaching the function its
+/// delivery after the state it reports (a failed invocation is retried a
+/// minute, then two, later, as Lambda does for EventBridge).
+async fn one(n: usize, trigger: Trigger, l: &Launch) -> Outcome {
+    let cloud = FakeCloud::new();
+    let id = format!("i-{n:017x}");
+    cloud.add(&id, "optional", 2);
     let launched = Instant::now();
+    let running_at = launched + Duration::from_secs_f64(l.pending);
+    cloud.edit(&id, |i| i.pending_until = Some(running_at));
+    // A describe before EC2 shows it misses it: only the `pending`
+    // notification's can come that early (the fake counts describes).
+    let early = l.state_delivery[0] + l.call < l.visible_after;
+    if trigger == Trigger::StateChange && early {
+        cloud.edit(&id, |i| i.invisible_for = 1);
+    }
+    let call = Duration::from_secs_f64(l.call);
+    cloud.with_pace(Arc::new(Pace::new(
+        HashMap::from([
+            ("DescribeInstances", call),
+            ("ModifyInstanceMetadataOptions", call),
+        ]),
+        Duration::from_millis(20),
+        HashMap::new(),
+        0,
+    )));
+    let g = cloud.guard(&[("GUARD_MODE", "enforce"), ("TRIGGERS", "both")]);
+    let state = |s: &str| {
+        let mut e = fixture("state-change-pending.json");
+        e["detail"]["instance-id"] = id.clone().into();
+        e["detail"]["state"] = s.into();
+        e
+    };
+    let events: Vec<(f64, Value)> = match trigger {
+        Trigger::StateChange => vec![
+            (l.state_delivery[0], state("pending")),
+            (l.pending + l.state_delivery[1], state("running")),
+        ],
+        Trigger::CloudTrail => vec![(
+            l.trail_delivery,
+            launch_event(
+                "run-instances-console.json",
+                std::slice::from_ref(&id),
+                None,
+            ),
+        )],
+    };
+    let mut retried = 0;
+    let (mut longest, mut function_seconds) = (0.0f64, 0.0);
     for (at, event) in events {
         tokio::time::sleep_until(launched + Duration::from_secs_f64(at)).await;
         for retry_after in [60, 120, 0] {
-            if g.handle(&event).await.is_ok() {
+            let started = Instant::now();
+            let ok = run(&g, &event).await;
+            let ran = started.elapsed().as_secs_f64();
+            function_seconds += ran;
+            if trigger == Trigger::StateChange {
+                longest = longest.max(ran);
+            }
+            if ok {
                 break;
             }
+            retried += 1;
             tokio::time::sleep(Duration::from_secs(retry_after)).await;
         }
     }
-    let at = cloud.required_at(id).expect("switched in the end");
-    at.duration_since(launched).as_secs_f64()
+    let required = cloud.required_at(&id).expect("switched in the end");
+    let applied = required + Duration::from_secs_f64(l.apply);
+    Outcome {
+        exposed: applied.saturating_duration_since(running_at).as_secs_f64(),
+        retried,
+        longest_state_change: longest,
+        function_seconds,
+        modifies: cloud.count("ModifyInstanceMetadataOptions"),
+    }
 }
 
-fn stats(mut xs: Vec<f64>) -> (f64, f64, f64) {
+async fn run(g: &Guard<crate::fake::FakeClients>, event: &Value) -> bool {
+    g.handle(event).await.is_ok()
+}
+
+fn quantile(xs: &mut [f64], q: f64) -> f64 {
     xs.sort_by(f64::total_cmp);
-    let at = |q: f64| xs[((xs.len() - 1) as f64 * q).round() as usize];
-    (at(0.5), at(0.9), xs[xs.len() - 1])
+    xs[((xs.len() - 1) as f64 * q).round() as usize]
+}
+
+struct Row {
+    median: f64,
+    p99: f64,
+    max: f64,
+    retried: u32,
+    longest: f64,
+    /// Means per launch.
+    function_seconds: f64,
+    modifies: f64,
+}
+
+async fn row(trigger: Trigger, seed: u64, pinned: Option<(usize, f64)>) -> Row {
+    const LAUNCHES: usize = 400;
+    let ins = inputs();
+    let mut draws = Draws(seed);
+    let mut exposed = Vec::with_capacity(LAUNCHES);
+    let (mut retried, mut longest) = (0, 0.0f64);
+    let (mut seconds, mut modifies) = (0.0, 0u64);
+    for n in 0..LAUNCHES {
+        let l = Launch::draw(&mut draws, &ins, pinned);
+        let o = one(n, trigger, &l).await;
+        exposed.push(o.exposed);
+        retried += o.retried;
+        longest = longest.max(o.longest_state_change);
+        seconds += o.function_seconds;
+        modifies += o.modifies;
+    }
+    Row {
+        median: quantile(&mut exposed, 0.5),
+        p99: quantile(&mut exposed, 0.99),
+        max: quantile(&mut exposed, 1.0),
+        retried,
+        longest,
+        function_seconds: seconds / LAUNCHES as f64,
+        modifies: modifies as f64 / LAUNCHES as f64,
+    }
+}
+
+/// The goal (docs/benchmarks.md): median at most 5 s and p99 at most 15 s
+/// from `running` to `applied`, state-change trigger, no principal
+/// exemptions, first-boot grace 0.
+fn meets(r: &Row) -> bool {
+    r.median <= 5.0 && r.p99 <= 15.0
 }
 
 #[tokio::test(start_paused = true)]
 #[ignore = "a benchmark: run with `make bench-triggers`"]
-async fn seconds_from_pending_to_required_by_trigger() {
-    const LAUNCHES: usize = 200;
-    let mut draws = Draws(0x1d_8e_4e_27_c4_7d_12_4f);
-    let mut by = [Vec::new(), Vec::new()];
-    for n in 0..LAUNCHES {
-        let pending = draws.between(10.0, 60.0);
-        let delays = [draws.between(1.0, 5.0), draws.between(60.0, 300.0)];
-        let running_delay = draws.between(1.0, 5.0);
-        for (k, delay) in delays.into_iter().enumerate() {
-            let cloud = FakeCloud::new();
-            let id = format!("i-{n:017x}");
-            cloud.add(&id, "optional", 2);
-            let until = Instant::now() + Duration::from_secs_f64(pending);
-            cloud.edit(&id, |i| i.pending_until = Some(until));
-            let g = cloud.guard(&[]);
-            let events = if k == 0 {
-                let state = |s: &str| {
-                    let mut e = fixture("state-change-pending.json");
-                    e["detail"]["instance-id"] = id.clone().into();
-                    e["detail"]["state"] = s.into();
-                    e
-                };
-                vec![
-                    (delay, state("pending")),
-                    (pending + running_delay, state("running")),
-                ]
-            } else {
-                vec![(
-                    delay,
-                    launch_event(
-                        "run-instances-console.json",
-                        std::slice::from_ref(&id),
-                        None,
-                    ),
-                )]
-            };
-            by[k].push(one(&cloud, &g, &id, events).await);
-        }
-    }
-    let [state, trail] = by.map(stats);
+async fn seconds_from_running_to_applied_by_trigger() {
+    const SEED: u64 = 0x1d_8e_4e_27_c4_7d_12_4f;
+    let state = row(Trigger::StateChange, SEED, None).await;
+    let trail = row(Trigger::CloudTrail, SEED, None).await;
     println!(
         "BENCH {}",
         serde_json::json!({
-            "launches": LAUNCHES,
-            "state_change": {"median": state.0, "p90": state.1, "max": state.2},
-            "cloudtrail": {"median": trail.0, "p90": trail.1, "max": trail.2},
+            "state_change": {"median": state.median, "p99": state.p99, "max": state.max},
+            "cloudtrail": {"median": trail.median, "p99": trail.p99, "max": trail.max},
         })
     );
-    println!("| trigger | seconds from pending to required: median | p90 | max |");
-    println!("|---|---:|---:|---:|");
+    println!("| input | range (s) | source |");
+    println!("|---|---|---|");
+    for i in inputs() {
+        println!(
+            "| {} | {}–{} | {} |",
+            i.name, i.range.0, i.range.1, i.source
+        );
+    }
+    println!("| Lambda's own start and the guard's other calls | 0.02 per call | assumed |");
+    println!("| EC2 takes a modify while the instance is pending | no: refused, so running decides | assumed (AWS documents the modify for running or stopped instances only) |");
+    println!();
     println!(
-        "| EC2 state change (1–5 s delivery) | {:.1} | {:.1} | {:.1} |",
-        state.0, state.1, state.2
+        "| trigger | seconds from running to applied: median | p99 | max | invocations retried | function seconds a launch | modify calls a launch |"
     );
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    for (name, r) in [
+        ("EC2 state change (pending, running)", &state),
+        ("CloudTrail (RunInstances)", &trail),
+    ] {
+        println!(
+            "| {name} | {:.1} | {:.1} | {:.1} | {} | {:.2} | {:.2} |",
+            r.median, r.p99, r.max, r.retried, r.function_seconds, r.modifies
+        );
+    }
+    println!();
     println!(
-        "| CloudTrail (60–300 s delivery) | {:.1} | {:.1} | {:.1} |",
-        trail.0, trail.1, trail.2
+        "| goal: median ≤ 5 s, p99 ≤ 15 s (state change) | {} |",
+        if meets(&state) {
+            "met under these assumptions"
+        } else {
+            "not met under these assumptions"
+        }
     );
-    // The state change is faster for every launch's distribution as a whole.
-    assert!(state.0 < trail.0);
+    println!("|---|---|");
+    println!();
+    println!("| state change, with this input at | its low end: median / p99 | its high end: median / p99 |");
+    println!("|---|---:|---:|");
+    for (k, i) in inputs().iter().enumerate() {
+        if k == 2 {
+            continue; // CloudTrail's delivery: not on the state-change path.
+        }
+        let lo = row(Trigger::StateChange, SEED, Some((k, i.range.0))).await;
+        let hi = row(Trigger::StateChange, SEED, Some((k, i.range.1))).await;
+        println!(
+            "| {} | {:.1} / {:.1} | {:.1} / {:.1} |",
+            i.name, lo.median, lo.p99, hi.median, hi.p99
+        );
+        // What the inputs do not fix holds at every end of every range.
+        assert_eq!(
+            lo.retried + hi.retried,
+            0,
+            "{}: a second invocation",
+            i.name
+        );
+    }
+    // What the inputs do not fix: the running notification switches in
+    // its one invocation when EC2 answers on time, and no state-change
+    // invocation waits through pending (its longest is its bounded retry).
+    assert_eq!(
+        state.retried, 0,
+        "a state-change launch needed a second invocation"
+    );
+    assert!(
+        state.longest <= imds_guard::event::RUNNING_RETRY.as_secs_f64() + 1.0,
+        "a state-change invocation ran {:.1} s",
+        state.longest
+    );
+    // The state change beats CloudTrail for the distribution as a whole.
+    assert!(state.median < trail.median);
 }

@@ -45,9 +45,16 @@ pub fn documents(cfg: &Config, report: &Report, now_ms: u64) -> Vec<String> {
     };
     let mut docs = Vec::new();
     // An event's decisions, by outcome (a sweep's are its region figures).
+    // One launch is counted once: not while another event decides it (a
+    // `pending` try awaiting `running`, a launcher not known yet), nor when
+    // another event already told of it.
     if report.sweep.is_none() {
         let mut by_outcome: BTreeMap<Outcome, u64> = BTreeMap::new();
-        for r in &report.instances {
+        let counted = |r: &&crate::report::InstanceReport| {
+            !r.action.idle.awaits_another_event()
+                && r.action.idle != crate::report::Idle::AlreadyTold
+        };
+        for r in report.instances.iter().filter(counted) {
             *by_outcome.entry(r.outcome).or_default() += 1;
         }
         for (outcome, n) in by_outcome {
@@ -302,9 +309,21 @@ mod tests {
             InstanceReport::new("i-00000000000000001", Outcome::Remediated, Idle::None),
             InstanceReport::new("i-00000000000000002", Outcome::Remediated, Idle::None),
             InstanceReport::new("i-00000000000000003", Outcome::Exempt, Idle::Exempt),
+            // Counted by the event that decides or told of them.
+            InstanceReport::new(
+                "i-00000000000000004",
+                Outcome::Flagged,
+                Idle::AwaitingRunning,
+            ),
+            InstanceReport::new(
+                "i-00000000000000005",
+                Outcome::Flagged,
+                Idle::AwaitingLauncher,
+            ),
+            InstanceReport::new("i-00000000000000006", Outcome::Flagged, Idle::AlreadyTold),
         ];
         let docs = documents(&cfg(false), &report, 1_795_000_000_000);
-        assert_eq!(docs.len(), 2);
+        assert_eq!(docs.len(), 2, "{docs:?}");
         let v: Vec<Value> = docs.iter().map(|d| check_emf(d)).collect();
         assert_eq!(v[0]["Outcome"], "remediated");
         assert_eq!(v[0]["Mode"], "enforce");

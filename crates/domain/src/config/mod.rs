@@ -122,7 +122,8 @@ pub struct Config {
     /// (`CONTAINER_HOST_TAG`).
     pub container_host_tag: Option<String>,
     /// How long one invocation keeps retrying an instance that EC2 does not
-    /// show yet or that is still `pending`. Must fit the function's timeout.
+    /// show yet or that is still `pending` (a state-change notification's is
+    /// shorter: `event::act_within`). Must fit the function's timeout.
     pub retry_budget: Duration,
     /// Regions a scheduled sweep covers; empty means the function's own.
     pub sweep_regions: Vec<String>,
@@ -231,8 +232,8 @@ pub enum Triggers {
     /// launch; needs a trail; names who launched).
     #[default]
     Cloudtrail,
-    /// EC2's `pending` state-change notification (seconds; no trail; no
-    /// principal).
+    /// EC2's `pending` and `running` state-change notifications (seconds; no
+    /// trail; no principal).
     StateChange,
     Both,
 }
