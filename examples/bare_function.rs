@@ -1,6 +1,7 @@
 //! A bare Rust Lambda function: the runtime loop, an echo handler, nothing
 //! else, built with imds-guard's release profile and started the same way
-//! (one-thread runtime, the same logs as `lambda::logs`). `make bench` measures its
+//! (one-thread runtime, logs as `lambda::logs` sets them up: plain text,
+//! INFO). `make bench` measures its
 //! init beside imds-guard's, so "close to a bare Rust function" is a figure
 //! from this machine rather than from someone else's.
 

@@ -145,10 +145,9 @@ impl Pacer {
                             retry_later = true;
                             queue.push_back((idx, remedy));
                         } else if self.pacing.awaits_running {
-                            // (Only a refusal while pending comes here:
-                            // this pacing is not adaptive, so a throttle
-                            // fails above.)
-                            r.mark_awaiting_running(format!("refused while pending: {e}"));
+                            // Refused while pending, or not shown yet (this
+                            // pacing is not adaptive: a throttle failed above).
+                            r.mark_awaiting_running(format!("not taken while pending: {e}"));
                         } else {
                             r.mark_failed(format!(
                                 "still refused when the retry budget ran out: {e}"

@@ -55,7 +55,7 @@ struct Input {
 const ASSUMED: &str = "assumed";
 
 /// The inputs, each assumed (no AWS figure exists for any of them).
-fn inputs() -> [Input; 6] {
+fn inputs() -> [Input; 7] {
     [
         Input {
             name: "pending (launch to running)",
@@ -87,6 +87,11 @@ fn inputs() -> [Input; 6] {
             range: (0.0, 2.0),
             source: ASSUMED,
         },
+        Input {
+            name: "modifies EC2 refuses just after running (a count)",
+            range: (0.0, 2.99),
+            source: ASSUMED,
+        },
     ]
 }
 
@@ -104,12 +109,16 @@ struct Launch {
     call: f64,
     apply: f64,
     visible_after: f64,
+    /// Refusals of the modify at `running` (`IncorrectInstanceState`).
+    refused_at_running: u32,
+    /// EC2 takes a modify while the instance is pending.
+    accepts_pending: bool,
 }
 
 impl Launch {
     /// Draws each input, or pins one to `pinned` (its index, its value).
-    fn draw(draws: &mut Draws, ins: &[Input; 6], pinned: Option<(usize, f64)>) -> Self {
-        let mut v = [0.0; 6];
+    fn draw(draws: &mut Draws, ins: &[Input; 7], pinned: Option<(usize, f64)>) -> Self {
+        let mut v = [0.0; 7];
         for (k, input) in ins.iter().enumerate() {
             v[k] = draws.between(input.range);
         }
@@ -131,6 +140,8 @@ impl Launch {
             call: v[3],
             apply: v[4],
             visible_after: v[5],
+            refused_at_running: v[6] as u32,
+            accepts_pending: false,
         }
     }
 }
@@ -160,7 +171,9 @@ async fn one(n: usize, trigger: Trigger, l: &Launch) -> Outcome {
     cloud.add(&id, "optional", 2);
     let launched = Instant::now();
     let running_at = launched + Duration::from_secs_f64(l.pending);
-    cloud.edit(&id, |i| i.pending_until = Some(running_at));
+    if !l.accepts_pending {
+        cloud.edit(&id, |i| i.pending_until = Some(running_at));
+    }
     // A describe before EC2 shows it misses it: only the `pending`
     // notification's can come that early (the fake counts describes).
     let early = l.state_delivery[0] + l.call < l.visible_after;
@@ -177,7 +190,14 @@ async fn one(n: usize, trigger: Trigger, l: &Launch) -> Outcome {
         HashMap::new(),
         0,
     )));
-    let g = cloud.guard(&[("GUARD_MODE", "enforce"), ("TRIGGERS", "both")]);
+    // As the stack deploys it: a memory and a topic (claims, the message).
+    cloud.with_memory();
+    let g = cloud
+        .test_guard()
+        .notifying()
+        .remembering()
+        .with(&[("GUARD_MODE", "enforce"), ("TRIGGERS", "both")])
+        .build();
     let state = |s: &str| {
         let mut e = fixture("state-change-pending.json");
         e["detail"]["instance-id"] = id.clone().into();
@@ -200,8 +220,14 @@ async fn one(n: usize, trigger: Trigger, l: &Launch) -> Outcome {
     };
     let mut retried = 0;
     let (mut longest, mut function_seconds) = (0.0f64, 0.0);
-    for (at, event) in events {
+    // (Each event waits for the one before, retries included: any retry
+    // fails the benchmark, so none delays a later delivery here.)
+    for (k, (at, event)) in events.into_iter().enumerate() {
         tokio::time::sleep_until(launched + Duration::from_secs_f64(at)).await;
+        if trigger == Trigger::StateChange && k == 1 {
+            let n = l.refused_at_running;
+            cloud.edit(&id, |i| i.pending_for = n);
+        }
         for retry_after in [60, 120, 0] {
             let started = Instant::now();
             let ok = run(&g, &event).await;
@@ -248,7 +274,12 @@ struct Row {
     modifies: f64,
 }
 
-async fn row(trigger: Trigger, seed: u64, pinned: Option<(usize, f64)>) -> Row {
+async fn row(
+    trigger: Trigger,
+    seed: u64,
+    pinned: Option<(usize, f64)>,
+    accepts_pending: bool,
+) -> Row {
     const LAUNCHES: usize = 400;
     let ins = inputs();
     let mut draws = Draws(seed);
@@ -256,7 +287,8 @@ async fn row(trigger: Trigger, seed: u64, pinned: Option<(usize, f64)>) -> Row {
     let (mut retried, mut longest) = (0, 0.0f64);
     let (mut seconds, mut modifies) = (0.0, 0u64);
     for n in 0..LAUNCHES {
-        let l = Launch::draw(&mut draws, &ins, pinned);
+        let mut l = Launch::draw(&mut draws, &ins, pinned);
+        l.accepts_pending = accepts_pending;
         let o = one(n, trigger, &l).await;
         exposed.push(o.exposed);
         retried += o.retried;
@@ -286,8 +318,8 @@ fn meets(r: &Row) -> bool {
 #[ignore = "a benchmark: run with `make bench-triggers`"]
 async fn seconds_from_running_to_applied_by_trigger() {
     const SEED: u64 = 0x1d_8e_4e_27_c4_7d_12_4f;
-    let state = row(Trigger::StateChange, SEED, None).await;
-    let trail = row(Trigger::CloudTrail, SEED, None).await;
+    let state = row(Trigger::StateChange, SEED, None, false).await;
+    let trail = row(Trigger::CloudTrail, SEED, None, false).await;
     println!(
         "BENCH {}",
         serde_json::json!({
@@ -303,7 +335,7 @@ async fn seconds_from_running_to_applied_by_trigger() {
             i.name, i.range.0, i.range.1, i.source
         );
     }
-    println!("| Lambda's own start and the guard's other calls | 0.02 per call | assumed |");
+    println!("| the guard's other calls (memory, publish, tag) | 0.02 each | assumed |");
     println!("| EC2 takes a modify while the instance is pending | no: refused, so running decides | assumed (AWS documents the modify for running or stopped instances only) |");
     println!();
     println!(
@@ -330,17 +362,25 @@ async fn seconds_from_running_to_applied_by_trigger() {
     );
     println!("|---|---|");
     println!();
-    println!("| state change, with this input at | its low end: median / p99 | its high end: median / p99 |");
-    println!("|---|---:|---:|");
+    let verdict = |r: &Row| if meets(r) { "met" } else { "not met" };
+    println!("| state change, with this input at | its low end: median / p99 | goal | its high end: median / p99 | goal |");
+    println!("|---|---:|---|---:|---|");
+    let bound = imds_guard::event::RUNNING_RETRY.as_secs_f64();
     for (k, i) in inputs().iter().enumerate() {
         if k == 2 {
             continue; // CloudTrail's delivery: not on the state-change path.
         }
-        let lo = row(Trigger::StateChange, SEED, Some((k, i.range.0))).await;
-        let hi = row(Trigger::StateChange, SEED, Some((k, i.range.1))).await;
+        let lo = row(Trigger::StateChange, SEED, Some((k, i.range.0)), false).await;
+        let hi = row(Trigger::StateChange, SEED, Some((k, i.range.1)), false).await;
         println!(
-            "| {} | {:.1} / {:.1} | {:.1} / {:.1} |",
-            i.name, lo.median, lo.p99, hi.median, hi.p99
+            "| {} | {:.1} / {:.1} | {} | {:.1} / {:.1} | {} |",
+            i.name,
+            lo.median,
+            lo.p99,
+            verdict(&lo),
+            hi.median,
+            hi.p99,
+            verdict(&hi)
         );
         // What the inputs do not fix holds at every end of every range.
         assert_eq!(
@@ -349,7 +389,19 @@ async fn seconds_from_running_to_applied_by_trigger() {
             "{}: a second invocation",
             i.name
         );
+        assert!(
+            lo.longest.max(hi.longest) <= bound,
+            "{}: past the bound",
+            i.name
+        );
     }
+    let takes = row(Trigger::StateChange, SEED, None, true).await;
+    println!(
+        "| EC2 takes a modify while pending (yes, instead of no) | {:.1} / {:.1} | {} | | |",
+        takes.median,
+        takes.p99,
+        verdict(&takes)
+    );
     // What the inputs do not fix: the running notification switches in
     // its one invocation when EC2 answers on time, and no state-change
     // invocation waits through pending (its longest is its bounded retry).
@@ -358,7 +410,7 @@ async fn seconds_from_running_to_applied_by_trigger() {
         "a state-change launch needed a second invocation"
     );
     assert!(
-        state.longest <= imds_guard::event::RUNNING_RETRY.as_secs_f64() + 1.0,
+        state.longest <= bound,
         "a state-change invocation ran {:.1} s",
         state.longest
     );
