@@ -93,7 +93,7 @@ impl<'a, C: Clients> EventPath<'a, C> {
         } else {
             look(here.ec2(), &to_look, deadline, within).await
         };
-        let awaits = crate::event::awaits_running(trigger, ctx.state.as_deref());
+        let awaits = crate::event::awaits_running(trigger, state);
         let current = from_event
             .into_iter()
             .map(|launched| {

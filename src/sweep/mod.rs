@@ -31,7 +31,7 @@ use crate::finding::FindingsReport;
 use crate::findings::RegionFindings;
 use crate::memory::{self, Kind, Record};
 use crate::outbox::{filer, Outbox};
-use crate::plan::{hold_back, plan, sweep_default_action, unread_metric, V1Use};
+use crate::plan::{awaits_proof, hold_back, plan, sweep_default_action, unread_metric, V1Use};
 use crate::policy::{readiness, Remedy, SweepFacts};
 use crate::remedies::{apply_default, Pacer, Pacing};
 use crate::report::{

@@ -102,13 +102,8 @@ impl<C: Clients, E: Ec2Api> Steps for PageSteps<'_, '_, C, E> {
     }
 
     async fn hold_back(&mut self, reports: &mut [InstanceReport], remedies: &mut [Option<Remedy>]) {
-        let gated = reports
-            .iter()
-            .zip(remedies.iter())
-            .any(|(r, change)| r.needs_version.is_some() && change.is_some());
-        if !self.sweep.cfg.check_metadata_no_token && !gated {
-            return;
-        }
+        // (Nothing to read, and no call made, when neither the check nor a
+        // version-gated launcher asks: `hold_back_v1_users` sees no id.)
         let out = &mut *self.out;
         let region = out.summary.region.clone();
         let held = self

@@ -27,7 +27,7 @@ impl<'a, C: Clients> Sweep<'a, C> {
             .iter()
             .zip(remedies.iter())
             .filter(|(r, change)| {
-                if r.needs_version.is_some() && change.is_some() {
+                if awaits_proof(r, change) {
                     return true;
                 }
                 check
@@ -52,7 +52,7 @@ impl<'a, C: Clients> Sweep<'a, C> {
             if !ids.contains(&r.instance_id) {
                 continue;
             }
-            let gated = r.needs_version.is_some() && remedy.is_some();
+            let gated = awaits_proof(r, remedy);
             let before = (remedy.clone(), r.clone());
             let used = match &calls {
                 Err(e) => {

@@ -388,6 +388,13 @@ pub fn hold_back(
     used
 }
 
+/// Whether a planned change waits for `MetadataNoToken`'s proof whatever
+/// `CHECK_METADATA_NO_TOKEN` says: a version-gated launcher's instance
+/// (`needs_version`) with a change to make.
+pub fn awaits_proof(r: &InstanceReport, change: &Option<Remedy>) -> bool {
+    r.needs_version.is_some() && change.is_some()
+}
+
 /// What a hold-back ceiling (`NO_TOKEN_HOLD_DAYS`) says of an instance held
 /// back for its IMDSv1 use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
