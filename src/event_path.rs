@@ -36,11 +36,24 @@ use crate::telemetry::log_decision;
 pub struct EventPath<'a, C> {
     cfg: &'a Config,
     clients: &'a C,
+    /// A delayed first-boot decision: how many times it already came back
+    /// to no `MetadataNoToken` data (`first_boot`).
+    rechecks: u32,
 }
 
 impl<'a, C: Clients> EventPath<'a, C> {
     pub fn new(cfg: &'a Config, clients: &'a C) -> Self {
-        EventPath { cfg, clients }
+        EventPath {
+            cfg,
+            clients,
+            rechecks: 0,
+        }
+    }
+
+    /// A delayed first-boot decision that came back `rechecks` times to no
+    /// `MetadataNoToken` data.
+    pub fn with_rechecks(self, rechecks: u32) -> Self {
+        EventPath { rechecks, ..self }
     }
 
     /// Tells the report's news and makes it the invocation's result.
@@ -104,6 +117,15 @@ impl<'a, C: Clients> EventPath<'a, C> {
                     Some(Unseen::NotShown(_)) if awaits => Err(Box::new(
                         InstanceReport::awaiting_running(id, "not shown yet while pending".into()),
                     )),
+                    // Waited for, and gone meanwhile (terminated and no
+                    // longer listed): nothing left to decide.
+                    Some(Unseen::NotShown(_)) if trigger == Trigger::FirstBoot => {
+                        Err(Box::new(InstanceReport::new(
+                            id,
+                            crate::report::Outcome::Gone,
+                            Idle::Gone("no longer shown by EC2".into()),
+                        )))
+                    }
                     Some(why) => Err(Box::new(InstanceReport::failed(id, why.why()))),
                     None => Ok(seen.remove(id).unwrap_or(launched)),
                 }
@@ -165,6 +187,7 @@ impl<'a, C: Clients> EventPath<'a, C> {
         if self.cfg.has_overrides() && current.iter().any(|o| self.slot_at_stake(o)) {
             let own = here.config().await;
             return EventPath::new(own, self.clients)
+                .with_rechecks(self.rechecks)
                 .act(ctx, trigger, here, current, unreadable, deadline)
                 .await;
         }
@@ -201,6 +224,7 @@ impl<'a, C: Clients> EventPath<'a, C> {
             deadline,
             tripped: None,
             claimed: Vec::new(),
+            again: Vec::new(),
             security_hub: None,
             reports: Vec::new(),
         };
@@ -594,6 +618,9 @@ struct EventSteps<'p, 'a, 'h, C: Clients> {
     tripped: Option<Tripped>,
     /// The news this event claimed: marked told once it is.
     claimed: Vec<Record>,
+    /// Delayed first-boot decisions that found no `MetadataNoToken` data
+    /// yet and wait again.
+    again: Vec<String>,
     security_hub: Option<FindingsReport>,
     /// Every instance's report, in the event's order.
     reports: Vec<InstanceReport>,
@@ -617,8 +644,19 @@ impl<C: Clients> Steps for EventSteps<'_, '_, '_, C> {
         true
     }
 
-    /// An event's instance is new: nothing shows it used IMDSv1 yet.
-    async fn hold_back(&mut self, _: &mut [InstanceReport], _: &mut [Option<Remedy>]) {}
+    /// An event's instance is new: nothing shows it used IMDSv1 yet. Once
+    /// its first boot was waited for, `MetadataNoToken` may (with
+    /// `CHECK_METADATA_NO_TOKEN`).
+    async fn hold_back(&mut self, reports: &mut [InstanceReport], remedies: &mut [Option<Remedy>]) {
+        if self.trigger != Trigger::FirstBoot {
+            return;
+        }
+        let place = (&self.here.who, self.ctx.region.as_str());
+        let (cfg, clients, rechecks) = (self.path.cfg, self.path.clients, self.path.rechecks);
+        self.again =
+            crate::first_boot_flow::hold_back(cfg, clients, place, rechecks, reports, remedies)
+                .await;
+    }
 
     /// At most so many changes per event.
     async fn admit(
@@ -648,6 +686,34 @@ impl<C: Clients> Steps for EventSteps<'_, '_, '_, C> {
             .path
             .claim_news(self.ctx, self.trigger, partition, reports)
             .await;
+    }
+
+    /// Each instance whose first boot is waited for is queued to come back
+    /// when its grace ends (one another event already told of was queued
+    /// by that event).
+    async fn wait(&mut self, reports: &mut [InstanceReport]) {
+        if !reports.iter().any(crate::first_boot::is_waiting) {
+            return;
+        }
+        let account = match self.here.account().await {
+            Ok(account) => account.to_string(),
+            Err(e) => {
+                for r in reports
+                    .iter_mut()
+                    .filter(|r| crate::first_boot::is_waiting(r))
+                {
+                    r.mark_failed(format!("waits for its first boot, but its account could not be named to queue it: {e}"));
+                }
+                return;
+            }
+        };
+        let origin = crate::first_boot_flow::Origin {
+            account: &account,
+            region: &self.ctx.region,
+            event_id: self.ctx.event_id.as_deref(),
+            rechecks: self.path.rechecks,
+        };
+        crate::first_boot_flow::enqueue(self.path.clients, &origin, reports, &self.again).await;
     }
 
     async fn pace(&mut self, _remember: bool) -> Pace<'_> {

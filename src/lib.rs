@@ -6,15 +6,16 @@
 //! `guard` reads a payload and hands it to its flow: `event_path` (event →
 //! decision → actions → report), `sources` (launch templates and groups),
 //! `sweep`, `org_sweep` (the fan-out's steps), `self_check`,
-//! `exemption_check`, `outputs_function` (the outputs function's batches).
+//! `exemption_check`, `outputs_function` (the outputs function's batches),
+//! `first_boot_function` (the first-boot function's delayed decisions).
 //! The flows act through `remedies` and tell through `outbox`; `lambda` (the
 //! three function binaries, `src/bin`) and `cli` (the command line,
 //! `src/main.rs`) are the two doors. ARCHITECTURE.md draws the layers.
 
 pub use imds_guard_domain::{
-    break_glass, breaker, cap, config, confirm, delivery, doctor, event, fanout, finding, glob,
-    handoff, launch_template, launcher, memory, message, metrics, notify, plan, policy, probe,
-    report, routing, source, time, validate, watch,
+    break_glass, breaker, cap, config, confirm, delivery, doctor, event, fanout, finding,
+    first_boot, glob, handoff, launch_template, launcher, memory, message, metrics, notify, plan,
+    policy, probe, report, routing, source, time, validate, watch,
 };
 
 pub mod account_region;
@@ -27,6 +28,8 @@ pub mod error;
 pub mod event_path;
 pub mod exemption_check;
 pub mod findings;
+pub mod first_boot_flow;
+pub mod first_boot_function;
 pub mod guard;
 pub mod lambda;
 pub mod migrate;

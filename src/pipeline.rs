@@ -1,7 +1,8 @@
 //! The one pipeline a batch of instances goes through, the same for the
 //! instances one event names and for a page of a sweep:
 //!
-//! recall → decide → hold back → admit → dedup → act → file → record
+//! recall → decide → hold back → admit → first boot → dedup → wait → act →
+//! file → record
 //!
 //! The pipeline fixes the order and does the steps that are the same for
 //! both (deciding with `plan::plan`, acting with `remedies::carry_out`); what
@@ -14,7 +15,9 @@
 //! | decide | every instance goes on | compliant and gone ones are only counted |
 //! | hold back | nothing (`plan` holds a version-gated launcher's) | IMDSv1 users (`CHECK_METADATA_NO_TOKEN`), version-gated launchers' instances, their ceiling |
 //! | admit | `MAX_CHANGES_PER_EVENT` | the region's share and the run's ceiling |
+//! | first boot | the same (`first_boot_flow::defer`): a change to an instance launched within `FIRST_BOOT_GRACE_SECONDS` from an AMI not declaring `ImdsSupport: v2.0` waits | the same |
 //! | dedup | exemptions recorded, the news claimed | what was told before is skipped |
+//! | wait | each waiting instance queued to come back when its grace ends | counted (its launch's event queued it) |
 //! | act | `Pacing::EVENT`, the retry budget (a `pending` notification: `Pacing::PENDING`, one try; `running`: at most 10 s) | `Pacing::SWEEP`, the page's deadline |
 //! | file | findings of the event | the region's findings, page by page |
 //! | record | logged, kept for the event's report | logged, counted, listed within the caps |
@@ -70,6 +73,9 @@ pub(crate) trait Steps {
     /// News told before is not told again, and what must be in the memory
     /// before anything is changed is written.
     async fn dedup(&mut self, reports: &mut [InstanceReport]);
+    /// The instances whose first boot is waited for (`first_boot`), after
+    /// dedup: each brought back when its grace ends, or only counted.
+    async fn wait(&mut self, _reports: &mut [InstanceReport]) {}
     /// How the act runs; `remember`: whether an admitted change is to be
     /// remembered (`remedies::remembers`: a partition is only needed then).
     async fn pace(&mut self, remember: bool) -> Pace<'_>;
@@ -120,8 +126,12 @@ pub(crate) async fn run<S: Steps, M: MemoryApi>(
         .enumerate()
         .filter_map(|(i, r)| Some((i, r?)))
         .collect();
+    // The breaker counts a change that waits for a first boot against the
+    // event that launched it: admitted first, then deferred.
     let todo = steps.admit(&mut reports, todo).await;
+    let todo = crate::first_boot_flow::defer(cfg, ec2, trigger, &mut reports, todo).await;
     steps.dedup(&mut reports).await;
+    steps.wait(&mut reports).await;
 
     // Act.
     let remember = todo

@@ -207,6 +207,15 @@ pub trait QueueApi: Send + Sync {
     /// Keeps `body`, with a `kind` attribute that tells it from the failed
     /// invocations beside it.
     fn keep(&self, body: &str, kind: &str) -> impl Future<Output = Result<(), AwsError>> + Send;
+    /// As `keep`, delivered only `seconds` from now (SQS's `DelaySeconds`,
+    /// at most 900): how a first boot is waited for without a running
+    /// function (`first_boot`).
+    fn delay(
+        &self,
+        body: &str,
+        kind: &str,
+        seconds: u64,
+    ) -> impl Future<Output = Result<(), AwsError>> + Send;
 }
 
 /// CloudWatch, for `MetadataNoToken` and `MetadataNoTokenRejected`.
@@ -310,6 +319,12 @@ pub trait Clients: Send + Sync {
     /// (`OUTPUTS_QUEUE_URL`): how a binary without Security Hub's or
     /// EventBridge's client has its findings filed and events put.
     fn handoff(&self) -> Option<Self::Queue> {
+        None
+    }
+    /// The queue where first boots are waited for, when one is configured
+    /// (`FIRST_BOOT_QUEUE_URL`): each waiting instance comes back in a
+    /// delayed message (`first_boot`).
+    fn first_boot_queue(&self) -> Option<Self::Queue> {
         None
     }
     /// The outputs function's dead-letter queue, when one is configured

@@ -52,6 +52,8 @@ pub struct RegionalClients<O: Outputs = AllOutputs> {
     handoff: Option<Queue>,
     /// The outputs function's dead-letter queue, for what it refuses.
     refusals: Option<Queue>,
+    /// Where first boots are waited for (`FIRST_BOOT_QUEUE_URL`).
+    first_boot: Option<Queue>,
     /// AWS's clock, as STS's last answer dated it.
     server_date: crate::aws::counter::ServerDate,
     /// The function's own account, asked of STS once.
@@ -109,6 +111,7 @@ impl<O: Outputs> RegionalClients<O> {
             failed_events_queue: None,
             handoff: None,
             refusals: None,
+            first_boot: None,
             server_date: Default::default(),
             home: tokio::sync::OnceCell::new(),
         }
@@ -144,6 +147,7 @@ impl<O: Outputs> RegionalClients<O> {
             .with_failed_events_queue(cfg.failed_events_queue_url.clone())
             .with_handoff(cfg.outputs_queue_url.clone())
             .with_refusals(cfg.outputs_refused_queue_url.clone())
+            .with_first_boot_queue(cfg.first_boot_queue_url.clone())
     }
 
     /// The guard's memory: `table` in the function's own account and region.
@@ -180,6 +184,12 @@ impl<O: Outputs> RegionalClients<O> {
     /// The outputs function's dead-letter queue, for what it refuses.
     pub fn with_refusals(mut self, url: Option<String>) -> Self {
         self.refusals = url.map(|url| self.queue_at(url));
+        self
+    }
+
+    /// Where first boots are waited for (`FIRST_BOOT_QUEUE_URL`).
+    pub fn with_first_boot_queue(mut self, url: Option<String>) -> Self {
+        self.first_boot = url.map(|url| self.queue_at(url));
         self
     }
 
@@ -455,6 +465,10 @@ impl<O: Outputs> Clients for RegionalClients<O> {
 
     fn refusals(&self) -> Option<Queue> {
         self.refusals.clone()
+    }
+
+    fn first_boot_queue(&self) -> Option<Queue> {
+        self.first_boot.clone()
     }
 
     fn home_region(&self) -> Option<String> {

@@ -167,6 +167,9 @@ impl<C: Clients, E: Ec2Api> Steps for PageSteps<'_, '_, C, E> {
             }
         }
         log_decision(self.ctx, cfg.mode, &r);
+        if crate::first_boot::is_waiting(&r) {
+            out.summary.first_boot_waiting += 1;
+        }
         self.sweep.seen(out, &r);
         *out.summary.counts.entry(r.outcome).or_insert(0) += 1;
         if !r.is_news() {

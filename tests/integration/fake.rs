@@ -80,6 +80,9 @@ struct State {
     handed_off: Option<Vec<String>>,
     /// The outputs function's dead-letter queue: what it refused.
     refused: Option<Vec<String>>,
+    /// The first-boot queue (`None`: no such queue): each message with its
+    /// delay in seconds.
+    first_boot: Option<Vec<(String, u64)>>,
     /// AWS's clock, as its answers' `Date` says (`None`: no `Date`).
     aws_clock: Option<u64>,
     /// The memory table's resource policy.
@@ -198,6 +201,11 @@ impl FakeCloud {
             .instances
             .insert(i.observed.instance_id.clone(), i);
         self
+    }
+
+    /// EC2 no longer shows it (terminated long enough ago).
+    pub fn remove(&self, id: &str) {
+        self.state().instances.remove(id);
     }
 
     pub fn edit(&self, id: &str, f: impl FnOnce(&mut FakeInstance)) {
@@ -466,6 +474,18 @@ impl FakeCloud {
             .collect()
     }
 
+    /// A first-boot queue, where waiting instances are delayed.
+    pub fn with_first_boot_queue(&self) -> &Self {
+        self.state().first_boot.get_or_insert_with(Vec::new);
+        self
+    }
+
+    /// The delayed messages sent to the first-boot queue, each with its
+    /// delay, taken off it.
+    pub fn take_delayed(&self) -> Vec<(String, u64)> {
+        std::mem::take(self.state().first_boot.get_or_insert_with(Vec::new))
+    }
+
     /// The messages sent to the outputs function, taken off its queue.
     pub fn take_handed_off(&self) -> Vec<String> {
         std::mem::take(self.state().handed_off.get_or_insert_with(Vec::new))
@@ -657,6 +677,9 @@ impl Clients for FakeClients {
     }
     fn refusals(&self) -> Option<FakeCloud> {
         self.0.state().refused.is_some().then(|| self.0.clone())
+    }
+    fn first_boot_queue(&self) -> Option<FakeCloud> {
+        self.0.state().first_boot.is_some().then(|| self.0.clone())
     }
     fn sns(&self, _region: &str) -> FakeCloud {
         self.0.clone()
@@ -1103,6 +1126,21 @@ impl QueueApi for FakeCloud {
         } else {
             s.kept.get_or_insert_with(Vec::new).push(body.to_string());
         }
+        Ok(())
+    }
+
+    async fn delay(&self, body: &str, kind: &str, seconds: u64) -> Result<(), AwsError> {
+        self.pace("SendMessage").await?;
+        let mut s = self.call("SendMessage")?;
+        assert_eq!(
+            kind,
+            imds_guard::first_boot::KIND,
+            "only first boots are delayed"
+        );
+        assert!(seconds <= 900, "SQS delays at most 900 s, not {seconds}");
+        s.first_boot
+            .get_or_insert_with(Vec::new)
+            .push((body.to_string(), seconds));
         Ok(())
     }
 }

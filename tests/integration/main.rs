@@ -51,6 +51,7 @@ mod fake;
 mod fanout_flow;
 mod fanout_runtime;
 mod faults;
+mod first_boot;
 mod flows;
 mod function_bench;
 mod golden;

@@ -53,19 +53,56 @@ fn send(queue: &str, principal: &str, tls: bool) -> Request {
 
 #[test]
 fn only_the_guards_role_may_send_to_the_outputs_queues_and_only_over_tls() {
+    only_the_guard_sends(
+        &handing_off(),
+        "OutputsQueuePolicy",
+        ["<OutputsQueue.Arn>", "<OutputsDeadLetterQueue.Arn>"],
+        true,
+    );
+}
+
+#[test]
+fn only_the_guards_role_may_send_to_the_first_boot_queues_and_only_over_tls() {
+    only_the_guard_sends(
+        &Deployment::with(&[("FirstBootGraceSeconds", "600")]),
+        "FirstBootQueuePolicy",
+        ["<FirstBootQueue.Arn>", "<FirstBootDeadLetterQueue.Arn>"],
+        false,
+    );
     let t = load("template.yaml");
-    let d = handing_off();
-    let policy = deployed(d.policy_statements(&t, "OutputsQueuePolicy"));
-    assert!(!policy.is_empty(), "the outputs queues have no policy");
+    let d = Deployment::with(&[("FirstBootGraceSeconds", "0")]);
+    assert!(d.policy_statements(&t, "FirstBootQueuePolicy").is_empty());
+}
+
+/// A queue pair (`[queue, dead-letter queue]`) that only the guard's role
+/// sends to, over TLS, and whose event source (the guard's role) reads.
+fn only_the_guard_sends(
+    d: &Deployment<'_>,
+    policy_name: &str,
+    queues: [&str; 2],
+    keeps_refusals: bool,
+) {
+    let t = load("template.yaml");
+    let policy = deployed(d.policy_statements(&t, policy_name));
+    assert!(
+        !policy.is_empty(),
+        "{policy_name}: the queues have no policy"
+    );
     let guard = deployed(d.role_statements(&t, "GuardRole"));
     // An administrator of the account: allowed everything by its own policy.
     let admin = vec![json!({"Effect": "Allow", "Action": "*", "Resource": "*"})];
-    for queue in ["<OutputsQueue.Arn>", "<OutputsDeadLetterQueue.Arn>"] {
+    for (n, queue) in queues.into_iter().enumerate() {
         let queue = &arn_of(queue);
+        // The outputs function keeps refusals in its dead-letter queue; the
+        // first-boot function keeps nothing in its own.
+        let expected = match n == 0 || keeps_refusals {
+            true => Decision::Allow,
+            false => Decision::ImplicitDeny,
+        };
         assert_eq!(
             evaluate_for(&guard, &policy, GUARD_ROLE, &send(queue, GUARD_ROLE, true)),
-            Decision::Allow,
-            "the guard's functions hand off to {queue} (and keep refusals)"
+            expected,
+            "the guard's functions send to {queue}"
         );
         assert_eq!(
             evaluate_for(&admin, &policy, ADMIN_ROLE, &send(queue, ADMIN_ROLE, true)),
@@ -92,13 +129,13 @@ fn only_the_guards_role_may_send_to_the_outputs_queues_and_only_over_tls() {
             Decision::Allow
         );
     }
-    // The outputs function's event source still reads and deletes.
+    // The function's event source still reads and deletes.
     for action in [
         "sqs:ReceiveMessage",
         "sqs:DeleteMessage",
         "sqs:GetQueueAttributes",
     ] {
-        let r = Request::new(action, &arn_of("<OutputsQueue.Arn>"))
+        let r = Request::new(action, &arn_of(queues[0]))
             .key("aws:PrincipalArn", GUARD_ROLE)
             .key("aws:SecureTransport", "true");
         assert_eq!(

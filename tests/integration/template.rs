@@ -1996,6 +1996,85 @@ fn the_functions_outputs_are_handed_off_and_never_lost() {
     assert!(env.iter().any(|s| s.contains("OutputsQueue")), "{env:?}");
 }
 
+/// First boot, safely: the wait is a delayed SQS message, decided by the
+/// sweep binary (which carries CloudWatch's client), only the guard's role
+/// may send, a failed decision ends in its own alarmed dead-letter queue,
+/// and the grace is bounded as init bounds it.
+#[test]
+fn a_first_boot_waits_in_a_queue_only_the_guard_sends_to() {
+    let t = load("template.yaml");
+    let p = get(&t, &["Parameters", "FirstBootGraceSeconds"]).unwrap();
+    assert_eq!(
+        p.get("Default").and_then(Value::as_u64),
+        Some(0),
+        "switch at once by default"
+    );
+    assert_eq!(p.get("MinValue").and_then(Value::as_u64), Some(0));
+    assert_eq!(
+        p.get("MaxValue").and_then(Value::as_u64),
+        Some(imds_guard::first_boot::MAX_GRACE_SECS)
+    );
+    let f = get(&t, &["Resources", "FirstBootFunction"]).expect("FirstBootFunction");
+    assert_eq!(
+        f.get("Condition").and_then(Value::as_str),
+        Some("FirstBootGrace")
+    );
+    assert_eq!(
+        get(f, &["Metadata", "BuildProperties", "Binary"]).and_then(Value::as_str),
+        Some("imds-guard-sweep"),
+        "not the event bootstrap: CloudWatch's client stays out of its size budget"
+    );
+    let source = get(f, &["Properties", "Events", "GraceEnded", "Properties"]).unwrap();
+    assert_eq!(
+        source.get("FunctionResponseTypes").map(strings),
+        Some(vec!["ReportBatchItemFailures".to_string()])
+    );
+    let senders = strings_deep(get(f, &["Properties", "Environment"]).unwrap());
+    assert!(
+        senders.iter().any(|s| s.contains("GuardRole.RoleId")),
+        "{senders:?}"
+    );
+    let q = get(&t, &["Resources", "FirstBootQueue", "Properties"]).unwrap();
+    assert_eq!(
+        q.get("SqsManagedSseEnabled").and_then(Value::as_bool),
+        Some(true)
+    );
+    assert!(strings_deep(q)
+        .iter()
+        .any(|s| s.contains("FirstBootDeadLetterQueue")));
+    let visibility = q.get("VisibilityTimeout").and_then(Value::as_u64).unwrap();
+    let timeout = get(f, &["Properties", "Timeout"])
+        .and_then(Value::as_u64)
+        .unwrap();
+    assert!(
+        visibility >= 6 * timeout,
+        "Lambda's advice for an SQS source"
+    );
+    let policy =
+        serde_norway::to_string(get(&t, &["Resources", "FirstBootQueuePolicy"]).unwrap()).unwrap();
+    for needed in [
+        "OnlyTheGuardSends",
+        "aws:PrincipalArn",
+        "GuardRole.Arn",
+        "aws:SecureTransport",
+        "FirstBootDeadLetterQueue",
+    ] {
+        assert!(policy.contains(needed), "{needed}: {policy}");
+    }
+    let alarm = get(&t, &["Resources", "FirstBootDeadLetterAlarm", "Properties"]).unwrap();
+    assert!(strings_deep(alarm)
+        .iter()
+        .any(|s| s.contains("FirstBootDeadLetterQueue")));
+    let env = strings_deep(get(&t, &["Globals", "Function", "Environment"]).unwrap());
+    assert!(
+        env.iter().any(|s| s.contains("FirstBootGraceSeconds")),
+        "{env:?}"
+    );
+    assert!(env.iter().any(|s| s.contains("FirstBootQueue")), "{env:?}");
+    let role = serde_norway::to_string(get(&t, &["Resources", "GuardRole"]).unwrap()).unwrap();
+    assert!(role.contains("WaitForFirstBoots") && role.contains("ec2:DescribeImages"));
+}
+
 #[test]
 fn the_break_glass_role_may_write_grants_only() {
     // The table denies the break-glass role every write outside the

@@ -14,6 +14,7 @@ pub mod doctor;
 pub mod event;
 pub mod fanout;
 pub mod finding;
+pub mod first_boot;
 pub mod glob;
 pub mod handoff;
 pub mod launch_template;

@@ -46,13 +46,16 @@ pub fn documents(cfg: &Config, report: &Report, now_ms: u64) -> Vec<String> {
     let mut docs = Vec::new();
     // An event's decisions, by outcome (a sweep's are its region figures).
     // One launch is counted once: not while another event decides it (a
-    // `pending` try awaiting `running`, a launcher not known yet), nor when
-    // another event already told of it.
+    // `pending` try awaiting `running`, a launcher not known yet, a first
+    // boot waited for), nor when another event already told of it.
     if report.sweep.is_none() {
         let mut by_outcome: BTreeMap<Outcome, u64> = BTreeMap::new();
         let counted = |r: &&crate::report::InstanceReport| {
             !r.action.idle.awaits_another_event()
-                && r.action.idle != crate::report::Idle::AlreadyTold
+                && !matches!(
+                    r.action.idle,
+                    crate::report::Idle::AlreadyTold | crate::report::Idle::FirstBoot { .. }
+                )
         };
         for r in report.instances.iter().filter(counted) {
             *by_outcome.entry(r.outcome).or_default() += 1;

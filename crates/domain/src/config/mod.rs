@@ -207,6 +207,17 @@ pub struct Config {
     /// Where the outputs function keeps a message it refuses, with the
     /// reason (its queue's dead-letter queue).
     pub outputs_refused_queue_url: Option<String>,
+    /// An instance whose AMI does not declare `ImdsSupport: v2.0` is
+    /// switched only once this long has passed since its launch
+    /// (`FIRST_BOOT_GRACE_SECONDS`, 0 to 3600; 0: at once): its first boot
+    /// may still need IMDSv1 (`first_boot`).
+    pub first_boot_grace: Duration,
+    /// Where the wait is kept (`FIRST_BOOT_QUEUE_URL`): an SQS queue whose
+    /// delayed messages bring each waiting instance back to be decided.
+    pub first_boot_queue_url: Option<String>,
+    /// The delayed decisions are taken only from these senders (IAM unique
+    /// ids, as SQS's `SenderId` says): the guard's role.
+    pub first_boot_senders: Vec<String>,
     /// The stack's sweep schedule (`SWEEP_SCHEDULE`), when it has one:
     /// what settings that only a sweep can complete need.
     pub sweep_schedule: Option<String>,
@@ -316,6 +327,9 @@ pub const DEFAULT_CONTAINER_HOP_LIMIT: i32 = 2;
 
 pub const DEFAULT_STATUS_TAG_KEY: &str = "imds-guard:status";
 pub const DEFAULT_RETRY_BUDGET_SECS: u64 = 60;
+/// The longest `FIRST_BOOT_GRACE_SECONDS` (an hour: a first boot that needs
+/// longer is not a first boot the guard should wait for).
+pub const MAX_FIRST_BOOT_GRACE_SECS: u64 = 3600;
 /// A week: long enough to see weekly jobs that still call IMDSv1.
 pub const DEFAULT_NO_TOKEN_LOOKBACK_HOURS: u64 = 168;
 
@@ -362,6 +376,9 @@ impl Default for Config {
             outputs_queue_url: None,
             outputs_senders: Vec::new(),
             outputs_refused_queue_url: None,
+            first_boot_grace: Duration::ZERO,
+            first_boot_queue_url: None,
+            first_boot_senders: Vec::new(),
             sweep_schedule: None,
             memory_table_arn: None,
             memory_writers: Vec::new(),
@@ -518,6 +535,13 @@ impl Config {
     /// before deploying): each completes only through a sweep, so without a
     /// scheduled one it would quietly never enforce.
     pub fn fails_open(&self) -> Result<(), ConfigError> {
+        if !self.first_boot_grace.is_zero() && self.first_boot_queue_url.is_none() {
+            return Err(ConfigError {
+                variable: "FIRST_BOOT_GRACE_SECONDS",
+                value: self.first_boot_grace.as_secs().to_string(),
+                reason: "needs FIRST_BOOT_QUEUE_URL: a first boot is waited for in that queue (a delayed message brings the instance back), never in a running function; without it an instance left waiting would be decided only by a sweep".into(),
+            });
+        }
         let no_sweep = self.sweep_schedule.is_none();
         if self.triggers == Triggers::StateChange
             && !self.exemptions.principals.is_empty()
@@ -1080,6 +1104,40 @@ mod tests {
                 .variable,
             "SECURITY_HUB_FINDINGS"
         );
+    }
+
+    #[test]
+    fn a_first_boot_grace_is_bounded_and_needs_its_queue() {
+        let url = "https://sqs.us-east-1.amazonaws.com/123456789012/imds-guard-first-boot";
+        assert_eq!(from(&[]).unwrap().first_boot_grace, Duration::ZERO);
+        let cfg = from(&[
+            ("FIRST_BOOT_GRACE_SECONDS", "600"),
+            ("FIRST_BOOT_QUEUE_URL", url),
+            ("FIRST_BOOT_SENDERS", "AROAGUARDROLE0000001"),
+        ])
+        .unwrap();
+        assert_eq!(cfg.first_boot_grace, Duration::from_secs(600));
+        assert_eq!(cfg.first_boot_queue_url.as_deref(), Some(url));
+        assert_eq!(cfg.first_boot_senders, ["AROAGUARDROLE0000001"]);
+        assert_eq!(cfg.fails_open(), Ok(()));
+        for bad in ["3601", "-1", "ten minutes"] {
+            assert_eq!(
+                from(&[("FIRST_BOOT_GRACE_SECONDS", bad)])
+                    .unwrap_err()
+                    .variable,
+                "FIRST_BOOT_GRACE_SECONDS",
+                "{bad}"
+            );
+        }
+        assert!(from(&[("FIRST_BOOT_QUEUE_URL", "not a url")]).is_err());
+        assert!(from(&[("FIRST_BOOT_SENDERS", "arn:aws:iam::123456789012:role/x")]).is_err());
+        // A grace with nowhere to wait would leave instances to the sweep.
+        let e = from(&[("FIRST_BOOT_GRACE_SECONDS", "600")])
+            .unwrap()
+            .fails_open()
+            .unwrap_err();
+        assert_eq!(e.variable, "FIRST_BOOT_GRACE_SECONDS");
+        assert!(e.reason.contains("FIRST_BOOT_QUEUE_URL"), "{}", e.reason);
     }
 
     #[test]

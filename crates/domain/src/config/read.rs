@@ -498,21 +498,19 @@ impl Config {
                 cfg.memory_writers.push(arn.to_string());
             }
         }
-        if let Some(v) = get("OUTPUTS_SENDERS") {
-            for id in list(&v) {
-                if !(16..=128).contains(&id.len())
-                    || !id
-                        .bytes()
-                        .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
-                {
-                    return Err(err(
-                        "OUTPUTS_SENDERS",
-                        &v,
-                        "expected IAM unique ids (a role's AROA..., as CloudFormation's RoleId gives), comma-separated",
-                    ));
-                }
-                cfg.outputs_senders.push(id.to_string());
-            }
+        cfg.outputs_senders = senders(&get, "OUTPUTS_SENDERS")?;
+        cfg.first_boot_senders = senders(&get, "FIRST_BOOT_SENDERS")?;
+        if let Some(n) = whole(
+            &get,
+            "FIRST_BOOT_GRACE_SECONDS",
+            0..=super::MAX_FIRST_BOOT_GRACE_SECS,
+            "expected a whole number of seconds from 0 (switch at once) to 3600",
+        )? {
+            cfg.first_boot_grace = Duration::from_secs(n);
+        }
+        if let Some(v) = get("FIRST_BOOT_QUEUE_URL") {
+            cfg.first_boot_queue_url =
+                Some(valid_queue_url(&v).map_err(|r| err("FIRST_BOOT_QUEUE_URL", &v, r))?);
         }
         if let Some(v) = get("OUTPUTS_DEAD_LETTER_QUEUE_URL") {
             cfg.outputs_refused_queue_url =
@@ -666,6 +664,30 @@ pub(super) fn valid_tag_key(value: &str) -> Result<String, &'static str> {
 
 /// A whole number in `range`, read from `name` (unset: `None`); anything
 /// else is an error naming the variable and what was `expected`.
+/// IAM unique ids (a role's `AROA...`), comma-separated: whom a queue's
+/// messages are taken from, as SQS's `SenderId` names them.
+fn senders(
+    get: &impl Fn(&str) -> Option<String>,
+    name: &'static str,
+) -> Result<Vec<String>, ConfigError> {
+    let Some(v) = get(name) else {
+        return Ok(Vec::new());
+    };
+    list(&v)
+        .map(|id| {
+            let ok = (16..=128).contains(&id.len())
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit());
+            ok.then(|| id.to_string()).ok_or_else(|| ConfigError {
+                variable: name,
+                value: v.clone(),
+                reason: "expected IAM unique ids (a role's AROA..., as CloudFormation's RoleId gives), comma-separated".into(),
+            })
+        })
+        .collect()
+}
+
 fn whole<T: std::str::FromStr + PartialOrd>(
     get: &impl Fn(&str) -> Option<String>,
     name: &'static str,

@@ -228,6 +228,11 @@ pub enum Trigger {
     StateChange,
     /// Found by a sweep, not named by an event.
     Sweep,
+    /// A launch's instance whose first boot was waited for
+    /// (`first_boot`): decided afresh once the grace has passed. It names
+    /// no principal: the exemption its launch left in the guard's memory
+    /// counts.
+    FirstBoot,
 }
 
 /// How to find the instances of a launch whose event does not list them

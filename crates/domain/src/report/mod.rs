@@ -223,6 +223,12 @@ pub enum Idle {
     AwaitingRunning,
     /// The circuit breaker held it back: the ceiling reached, as a setting.
     Breaker(String),
+    /// Its AMI does not declare `ImdsSupport: v2.0` and it was launched
+    /// within `FIRST_BOOT_GRACE_SECONDS`: its first boot may still need
+    /// IMDSv1, so it is decided again then (`first_boot`).
+    FirstBoot {
+        until: u64,
+    },
 }
 
 impl Idle {
@@ -252,6 +258,11 @@ impl std::fmt::Display for Idle {
             ),
             Idle::AwaitingLauncher => f.write_str(
                 "none yet: the CloudTrail launch event, which names who launched it, decides (principal exemptions are configured)",
+            ),
+            Idle::FirstBoot { until } => write!(
+                f,
+                "none yet: waits for its first boot until {}; then decided again",
+                crate::time::iso8601(*until)
             ),
         }
     }
@@ -611,6 +622,19 @@ impl Report {
         instances + self.unreadable.len() as u64
     }
 
+    /// Instances not switched yet because their first boot may still need
+    /// IMDSv1 (`Idle::FirstBoot`): counted among the flagged.
+    pub fn first_boot_waiting(&self) -> u64 {
+        match &self.sweep {
+            Some(sweep) => sweep.regions.iter().map(|r| r.first_boot_waiting).sum(),
+            None => self
+                .instances
+                .iter()
+                .filter(|r| matches!(r.action.idle, Idle::FirstBoot { .. }))
+                .count() as u64,
+        }
+    }
+
     /// `2 remediated, 1 exempt`, in a fixed order, zero counts left out.
     pub fn tally(&self) -> String {
         let order = [
@@ -623,10 +647,15 @@ impl Report {
             Outcome::Gone,
         ];
         let counts = self.counts();
+        let waiting = self.first_boot_waiting();
         let parts: Vec<String> = order
             .iter()
             .filter_map(|&o| match counts.get(&o).copied().unwrap_or(0) {
                 0 => None,
+                n if o == Outcome::Flagged && waiting > 0 => Some(format!(
+                    "{n} {} ({waiting} waiting for first boot)",
+                    o.as_str()
+                )),
                 n => Some(format!("{n} {}", o.as_str())),
             })
             .collect();

@@ -59,6 +59,11 @@ pub struct RegionSweep {
     /// `MetadataNoToken` shows no IMDSv1 call.
     #[serde(skip_serializing_if = "is_zero")]
     pub version_gated: u64,
+    /// Instances launched within `FIRST_BOOT_GRACE_SECONDS` from an AMI
+    /// that does not declare `ImdsSupport: v2.0`: not switched yet (their
+    /// launch's event brings each back when the grace ends; `first_boot`).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub first_boot_waiting: u64,
     /// Instances this sweep fixed that were launched after the guard began
     /// enforcing here: each an event that never arrived (`watch`).
     #[serde(skip_serializing_if = "is_zero")]
@@ -103,6 +108,7 @@ impl RegionSweep {
             held_by_breaker: 0,
             managed: 0,
             version_gated: 0,
+            first_boot_waiting: 0,
             missed_events: 0,
             no_member_stack: false,
             break_glass: Vec::new(),
