@@ -36,9 +36,8 @@ use crate::telemetry::log_decision;
 pub struct EventPath<'a, C> {
     cfg: &'a Config,
     clients: &'a C,
-    /// A delayed first-boot decision: how many times it already came back
-    /// to no `MetadataNoToken` data (`first_boot`).
-    rechecks: u32,
+    /// A delayed first-boot decision's facts (`first_boot_flow::Facts`).
+    first_boot: crate::first_boot_flow::Facts,
 }
 
 impl<'a, C: Clients> EventPath<'a, C> {
@@ -46,14 +45,14 @@ impl<'a, C: Clients> EventPath<'a, C> {
         EventPath {
             cfg,
             clients,
-            rechecks: 0,
+            first_boot: Default::default(),
         }
     }
 
-    /// A delayed first-boot decision that came back `rechecks` times to no
-    /// `MetadataNoToken` data.
-    pub fn with_rechecks(self, rechecks: u32) -> Self {
-        EventPath { rechecks, ..self }
+    /// A delayed first-boot decision, with what the first-boot function
+    /// read for it.
+    pub fn with_first_boot(self, first_boot: crate::first_boot_flow::Facts) -> Self {
+        EventPath { first_boot, ..self }
     }
 
     /// Tells the report's news and makes it the invocation's result.
@@ -187,7 +186,7 @@ impl<'a, C: Clients> EventPath<'a, C> {
         if self.cfg.has_overrides() && current.iter().any(|o| self.slot_at_stake(o)) {
             let own = here.config().await;
             return EventPath::new(own, self.clients)
-                .with_rechecks(self.rechecks)
+                .with_first_boot(self.first_boot.clone())
                 .act(ctx, trigger, here, current, unreadable, deadline)
                 .await;
         }
@@ -521,6 +520,11 @@ impl<'a, C: Clients> EventPath<'a, C> {
         for ((r, record), claim) in to_claim.iter_mut().zip(records).zip(claims) {
             match claim {
                 Ok(Claim::Ours) => claimed.push(record),
+                Ok(Claim::Taken) if crate::first_boot::is_waiting(r) => {
+                    // Told of already, but its wait is not lost: queued
+                    // again (a second delayed decision finds it switched).
+                    r.notify = false;
+                }
                 Ok(Claim::Taken) => {
                     r.notify = false;
                     r.action = Idle::AlreadyTold.into();
@@ -651,11 +655,8 @@ impl<C: Clients> Steps for EventSteps<'_, '_, '_, C> {
         if self.trigger != Trigger::FirstBoot {
             return;
         }
-        let place = (&self.here.who, self.ctx.region.as_str());
-        let (cfg, clients, rechecks) = (self.path.cfg, self.path.clients, self.path.rechecks);
-        self.again =
-            crate::first_boot_flow::hold_back(cfg, clients, place, rechecks, reports, remedies)
-                .await;
+        let (cfg, facts) = (self.path.cfg, &self.path.first_boot);
+        self.again = crate::first_boot_flow::hold_back(cfg, facts, reports, remedies);
     }
 
     /// At most so many changes per event.
@@ -711,7 +712,7 @@ impl<C: Clients> Steps for EventSteps<'_, '_, '_, C> {
             account: &account,
             region: &self.ctx.region,
             event_id: self.ctx.event_id.as_deref(),
-            rechecks: self.path.rechecks,
+            rechecks: self.path.first_boot.rechecks,
         };
         crate::first_boot_flow::enqueue(self.path.clients, &origin, reports, &self.again).await;
     }

@@ -13,7 +13,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use tracing::{info, warn};
 
-use crate::aws::{Account, Clients, Ec2Api, MetricsApi, QueueApi};
+use crate::aws::{Clients, Ec2Api, QueueApi};
 use crate::clock::now_secs;
 use crate::config::Config;
 use crate::event::Trigger;
@@ -144,16 +144,27 @@ pub(crate) async fn enqueue<C: Clients>(
     }
 }
 
-/// With `CHECK_METADATA_NO_TOKEN`, a delayed decision reads first whether
-/// the instance's first boot used IMDSv1 (`first_boot::after_grace`). An
-/// instance still within its grace (a wait longer than one delay) is left
-/// to wait on. Returns the instances that found no data yet and wait again;
-/// one whose data cannot be read fails, so its message comes back.
-pub(crate) async fn hold_back<C: Clients>(
+/// What a delayed first-boot decision brings to the event path: how many
+/// times it came back to no `MetadataNoToken` data, and, with
+/// `CHECK_METADATA_NO_TOKEN`, the readings the first-boot function took
+/// (the sweep binary's CloudWatch client: the event bootstrap carries none).
+#[derive(Clone, Debug, Default)]
+pub struct Facts {
+    pub rechecks: u32,
+    /// IMDSv1 calls each instance answered over the lookback (absent: no
+    /// data), or why they could not be read.
+    pub calls: Option<Result<HashMap<String, f64>, String>>,
+}
+
+/// With `CHECK_METADATA_NO_TOKEN`, a delayed decision holds back an
+/// instance whose first boot used IMDSv1 (`first_boot::after_grace`), on
+/// the readings in `facts`. An instance still within its grace (a wait
+/// longer than one delay) is left to wait on. Returns the instances that
+/// found no data yet and wait again; one whose data could not be read
+/// fails, so its message comes back.
+pub(crate) fn hold_back(
     cfg: &Config,
-    clients: &C,
-    (who, region): (&Account, &str),
-    rechecks: u32,
+    facts: &Facts,
     reports: &mut [InstanceReport],
     remedies: &mut [Option<Remedy>],
 ) -> Vec<String> {
@@ -162,44 +173,40 @@ pub(crate) async fn hold_back<C: Clients>(
         return again;
     }
     let now = now_secs();
-    let grace = cfg.first_boot_grace.as_secs();
-    let ids: Vec<String> = reports
-        .iter()
-        .zip(remedies.iter())
-        .filter(|(r, remedy)| {
-            remedy.is_some()
-                && (r.launch_time.is_none()
-                    || waits_until(grace, false, r.launch_time, now).is_none())
-        })
-        .map(|(r, _)| r.instance_id.clone())
-        .collect();
-    if ids.is_empty() {
-        return again;
-    }
-    let calls = clients
-        .metrics(who, region)
-        .no_token_calls(&ids, cfg.no_token_lookback)
-        .await;
     let hours = cfg.no_token_lookback.as_secs() / 3600;
     for (r, remedy) in reports.iter_mut().zip(remedies.iter_mut()) {
-        if !ids.contains(&r.instance_id) {
+        if !awaits_reading(cfg, r, remedy, now) {
             continue;
         }
-        match &calls {
-            Err(e) => {
+        match &facts.calls {
+            None => {
+                *remedy = None;
+                r.mark_failed("whether its first boot used IMDSv1 was not read (MetadataNoToken), so it is not switched blind".into());
+            }
+            Some(Err(e)) => {
                 *remedy = None;
                 r.mark_failed(format!(
                     "whether its first boot used IMDSv1 could not be read (MetadataNoToken), so it is not switched blind: {e}"
                 ));
             }
-            Ok(calls) => {
+            Some(Ok(calls)) => {
                 let n = calls.get(&r.instance_id).copied();
-                let facts = (hours, cfg.no_token_missing_as_zero);
-                if after_grace(r, remedy, n, rechecks, facts, now) == AfterGrace::AgainNoData {
+                let lookback = (hours, cfg.no_token_missing_as_zero);
+                if after_grace(r, remedy, n, facts.rechecks, lookback, now)
+                    == AfterGrace::AgainNoData
+                {
                     again.push(r.instance_id.clone());
                 }
             }
         }
     }
     again
+}
+
+/// Whether a delayed decision's change waits on `MetadataNoToken`: it is
+/// still to be made, and the instance's grace has passed.
+fn awaits_reading(cfg: &Config, r: &InstanceReport, remedy: &Option<Remedy>, now: u64) -> bool {
+    let grace = cfg.first_boot_grace.as_secs();
+    remedy.is_some()
+        && (r.launch_time.is_none() || waits_until(grace, false, r.launch_time, now).is_none())
 }

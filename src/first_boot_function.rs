@@ -3,10 +3,14 @@
 //! brought back by their delayed messages and decided afresh through the
 //! event path (`Trigger::FirstBoot`), the messages of one launch together.
 
+use std::time::Duration;
+
 use serde_json::{json, Value};
+use tokio::time::Instant;
 use tracing::{error, warn};
 
-use crate::aws::Clients;
+use crate::account_region::{AccountRegion, Closed};
+use crate::aws::{Clients, MetricsApi};
 use crate::config::Config;
 use crate::event::{EventContext, Observed, Trigger};
 use crate::event_path::EventPath;
@@ -34,15 +38,22 @@ pub fn is_batch(cfg: &Config, payload: &Value) -> bool {
 /// count keeps it in the dead-letter queue (alarmed). A message refused
 /// (not sent by the guard's role, or not a delayed decision the guard
 /// makes) is logged and done: delivering it again would refuse it again,
-/// and it decides nothing.
-pub async fn receive<C: Clients>(cfg: &Config, clients: &C, payload: &Value) -> Value {
+/// and it decides nothing. Near `deadline` (the function's timeout), the
+/// groups not begun are left to SQS to deliver again, named.
+pub async fn receive<C: Clients>(
+    cfg: &Config,
+    clients: &C,
+    payload: &Value,
+    deadline: Option<Instant>,
+) -> Value {
     type Key = (String, String, Option<String>, u32);
     let mut groups: Vec<(Key, Vec<(String, String)>)> = Vec::new();
     for r in payload["Records"].as_array().into_iter().flatten() {
         let id = r["messageId"].as_str().unwrap_or("").to_string();
         let sender = r["attributes"]["SenderId"].as_str();
-        let taken = crate::handoff::sender_allowed(sender, &cfg.first_boot_senders)
-            .and_then(|()| Delayed::parse(r["body"].as_str().unwrap_or("")));
+        let taken =
+            crate::handoff::sender_in(sender, &cfg.first_boot_senders, "FIRST_BOOT_SENDERS")
+                .and_then(|()| Delayed::parse(r["body"].as_str().unwrap_or("")));
         let d = match taken {
             Ok(d) => d,
             Err(why) => {
@@ -72,7 +83,20 @@ pub async fn receive<C: Clients>(cfg: &Config, clients: &C, payload: &Value) -> 
                 ..Observed::default()
             })
             .collect();
-        let path = EventPath::new(cfg, clients).with_rechecks(rechecks);
+        // A decision takes at most `RUNNING_RETRY` to look and one
+        // notification: one not begun with less than a minute left is
+        // delivered again rather than cut off.
+        if deadline.is_some_and(|d| Instant::now() + Duration::from_secs(60) > d) {
+            warn!(account = %ctx.account.as_deref().unwrap_or(""), "the function's time is nearly up: these delayed decisions are delivered again");
+            failures.extend(members.iter().map(|(m, _)| json!({ "itemIdentifier": m })));
+            continue;
+        }
+        let ids: Vec<String> = members.iter().map(|(_, i)| i.clone()).collect();
+        let facts = crate::first_boot_flow::Facts {
+            rechecks,
+            calls: read_calls(cfg, clients, &ctx, &ids).await,
+        };
+        let path = EventPath::new(cfg, clients).with_first_boot(facts);
         let failed: Vec<&str> = match path
             .instances(ctx, Trigger::FirstBoot, observed, Vec::new())
             .await
@@ -105,4 +129,32 @@ pub async fn receive<C: Clients>(cfg: &Config, clients: &C, payload: &Value) -> 
         failures.extend(failed.into_iter().map(|m| json!({ "itemIdentifier": m })));
     }
     json!({ "batchItemFailures": failures })
+}
+
+/// With `CHECK_METADATA_NO_TOKEN`: the IMDSv1 calls these instances
+/// answered over the lookback, read here (the sweep binary carries
+/// CloudWatch's client; the event bootstrap does not) and handed to the
+/// event path as data. `None` without the check.
+async fn read_calls<C: Clients>(
+    cfg: &Config,
+    clients: &C,
+    ctx: &EventContext,
+    ids: &[String],
+) -> Option<Result<std::collections::HashMap<String, f64>, String>> {
+    if !cfg.check_metadata_no_token {
+        return None;
+    }
+    let here = match AccountRegion::enter(cfg, clients, ctx.account.as_deref(), &ctx.region).await {
+        Ok(here) => here,
+        // Refused: the event path refuses it too, and says so.
+        Err(Closed::Refused(_)) => return Some(Ok(Default::default())),
+        Err(Closed::Unreachable(e)) => return Some(Err(e.to_string())),
+    };
+    Some(
+        clients
+            .metrics(&here.who, &ctx.region)
+            .no_token_calls(ids, cfg.no_token_lookback)
+            .await
+            .map_err(|e| e.to_string()),
+    )
 }

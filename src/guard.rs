@@ -75,9 +75,13 @@ impl<C: Clients> Guard<C> {
             .await;
         }
         if crate::first_boot_function::is_batch(&self.cfg, payload) {
-            return Ok(
-                crate::first_boot_function::receive(&self.cfg, &self.clients, payload).await,
-            );
+            return Ok(crate::first_boot_function::receive(
+                &self.cfg,
+                &self.clients,
+                payload,
+                deadline,
+            )
+            .await);
         }
         if payload.get(crate::fanout::STEP_KEY).is_some() {
             let step: crate::fanout::FanOutStep =

@@ -17,7 +17,7 @@
 //! | admit | `MAX_CHANGES_PER_EVENT` | the region's share and the run's ceiling |
 //! | first boot | the same (`first_boot_flow::defer`): a change to an instance launched within `FIRST_BOOT_GRACE_SECONDS` from an AMI not declaring `ImdsSupport: v2.0` waits | the same |
 //! | dedup | exemptions recorded, the news claimed | what was told before is skipped |
-//! | wait | each waiting instance queued to come back when its grace ends | counted (its launch's event queued it) |
+//! | wait | each waiting instance queued to come back when its grace ends | the same (its launch's events may have been missed) |
 //! | act | `Pacing::EVENT`, the retry budget (a `pending` notification: `Pacing::PENDING`, one try; `running`: at most 10 s) | `Pacing::SWEEP`, the page's deadline |
 //! | file | findings of the event | the region's findings, page by page |
 //! | record | logged, kept for the event's report | logged, counted, listed within the caps |

@@ -247,6 +247,17 @@ pub trait TrailApi: Send + Sync {
         &self,
         event_id: &str,
     ) -> impl Future<Output = Result<Option<crate::confirm::TrailRecord>, AwsError>> + Send;
+    /// One page (at most 50) of the management events user `name` made
+    /// since `start` (seconds since the epoch), in the account and region
+    /// this client calls: each record's JSON (`CloudTrailEvent`), and the
+    /// token of the next page. For an assumed role, the user name is the
+    /// role session name: an instance role's is the instance id.
+    fn user_events(
+        &self,
+        name: &str,
+        start: u64,
+        next: Option<String>,
+    ) -> impl Future<Output = Result<(Vec<String>, Option<String>), AwsError>> + Send;
 }
 
 /// The guard's memory (docs/design.md).

@@ -1,6 +1,7 @@
-//! CloudTrail through the SDK: its own record of one event, by id
-//! (`LookupEvents`: management events of the last 90 days, in the region
-//! called, at two calls a second per account and region).
+//! CloudTrail through the SDK: its own record of one event, by id, and the
+//! events one user (an instance role's session) made (`LookupEvents`:
+//! management events of the last 90 days, in the region called, at two
+//! calls a second per account and region).
 
 use aws_sdk_cloudtrail::types::{LookupAttribute, LookupAttributeKey};
 
@@ -39,5 +40,38 @@ impl TrailApi for Trail {
                 .filter_map(|r| r.resource_name().map(str::to_string))
                 .collect(),
         }))
+    }
+
+    async fn user_events(
+        &self,
+        name: &str,
+        start: u64,
+        next: Option<String>,
+    ) -> Result<(Vec<String>, Option<String>), AwsError> {
+        let attribute = LookupAttribute::builder()
+            .attribute_key(LookupAttributeKey::Username)
+            .attribute_value(name)
+            .build()
+            .map_err(|e| AwsError::Api {
+                code: "InvalidLookup".into(),
+                message: e.to_string(),
+            })?;
+        let start = i64::try_from(start).unwrap_or(0);
+        let out = self
+            .0
+            .lookup_events()
+            .lookup_attributes(attribute)
+            .start_time(aws_sdk_cloudtrail::primitives::DateTime::from_secs(start))
+            .max_results(50)
+            .set_next_token(next)
+            .send()
+            .await
+            .map_err(|e| AwsError::classify(e, "cloudtrail", "cloudtrail:LookupEvents"))?;
+        let records = out
+            .events()
+            .iter()
+            .filter_map(|e| e.cloud_trail_event().map(str::to_string))
+            .collect();
+        Ok((records, out.next_token().map(str::to_string)))
     }
 }

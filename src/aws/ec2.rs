@@ -602,8 +602,39 @@ fn observe(i: &aws_sdk_ec2::types::Instance) -> Option<Observed> {
             .and_then(|p| p.arn())
             .map(str::to_string),
         operator: i.operator().map(operator),
+        addresses: addresses(i),
         standing: Standing::default(),
     })
+}
+
+/// Every private and public address of an instance's interfaces.
+fn addresses(i: &aws_sdk_ec2::types::Instance) -> crate::event::Addresses {
+    fn add(list: &mut Vec<String>, v: Option<&str>) {
+        if let Some(v) = v.filter(|v| !v.is_empty()) {
+            if !list.iter().any(|x| x == v) {
+                list.push(v.to_string());
+            }
+        }
+    }
+    let mut a = crate::event::Addresses::default();
+    add(&mut a.private, i.private_ip_address());
+    add(&mut a.public, i.public_ip_address());
+    for n in i.network_interfaces() {
+        for p in n.private_ip_addresses() {
+            add(&mut a.private, p.private_ip_address());
+            add(&mut a.public, p.association().and_then(|x| x.public_ip()));
+        }
+        for v6 in n.ipv6_addresses() {
+            add(&mut a.private, v6.ipv6_address());
+        }
+        for p in n.ipv4_prefixes() {
+            add(&mut a.prefixes, p.ipv4_prefix());
+        }
+        for p in n.ipv6_prefixes() {
+            add(&mut a.prefixes, p.ipv6_prefix());
+        }
+    }
+    a
 }
 
 /// EC2's `Operator` of an instance or template: managed, and by whom.

@@ -3,11 +3,12 @@
 //! `--output html` (one self-contained page: no network fetch, no script;
 //! charts are inline SVG).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 
 use crate::finding::iso8601;
 use crate::report::{InstanceReport, Outcome, RegionSweep, Report};
+use crate::v1_callers::InstanceCallers;
 
 /// The CSV's columns, in order.
 pub const CSV_COLUMNS: &[&str] = &[
@@ -27,13 +28,63 @@ pub const CSV_COLUMNS: &[&str] = &[
     "findings",
     "error",
     "launcher",
+    "imdsv1_software",
+    "imdsv1_hypothesis",
+    "credential_theft",
 ];
 
-/// One row per instance decided (RFC 4180, by the `csv` crate).
-pub fn csv(rows: &[InstanceReport]) -> Result<String, String> {
+/// What CloudTrail showed of each instance (`LOOKUP_IMDSV1_CALLERS`), by
+/// region and instance (an instance id names one instance; a row's
+/// account may be the one EC2 named, which a region's summary leaves out).
+fn callers_of(report: &Report) -> HashMap<(String, String), &InstanceCallers> {
+    let mut by = HashMap::new();
+    for region in report.sweep.iter().flat_map(|s| &s.regions) {
+        for i in region.imdsv1_callers.iter().flat_map(|m| &m.instances) {
+            by.insert((region.region.clone(), i.instance_id.clone()), i);
+        }
+    }
+    by
+}
+
+/// `aws-cli/1.16.102 (role app, 3 calls); ...`, the hypotheses, and the
+/// addresses its credentials were used from elsewhere.
+fn callers_cells(i: Option<&&InstanceCallers>) -> [String; 3] {
+    let Some(i) = i else {
+        return Default::default();
+    };
+    let software = i
+        .seen
+        .callers
+        .iter()
+        .map(|c| format!("{} (role {}, {} calls)", c.agent, c.role, c.calls))
+        .collect::<Vec<_>>()
+        .join("; ");
+    let hypotheses = i
+        .seen
+        .callers
+        .iter()
+        .map(|c| format!("{} [{}]", c.hypothesis.text, c.hypothesis.source))
+        .collect::<Vec<_>>()
+        .join("; ");
+    let theft = i
+        .seen
+        .suspects
+        .iter()
+        .map(|s| format!("{} (role {}, {} calls)", s.address, s.role, s.calls))
+        .collect::<Vec<_>>()
+        .join("; ");
+    [software, hypotheses, theft]
+}
+
+/// One row per instance decided (RFC 4180, by the `csv` crate), with what
+/// CloudTrail showed of it when it was asked.
+pub fn csv(report: &Report, rows: &[InstanceReport]) -> Result<String, String> {
+    let callers = callers_of(report);
     let mut w = csv::Writer::from_writer(Vec::new());
     w.write_record(CSV_COLUMNS).map_err(|e| e.to_string())?;
     for r in rows {
+        let key = (r.region.clone().unwrap_or_default(), r.instance_id.clone());
+        let [software, hypotheses, theft] = callers_cells(callers.get(&key));
         let before = r.before.clone().unwrap_or_default();
         let record = [
             r.account.clone().unwrap_or_default(),
@@ -58,6 +109,9 @@ pub fn csv(rows: &[InstanceReport]) -> Result<String, String> {
             r.findings.join("; "),
             r.error.clone().unwrap_or_default(),
             r.launcher.clone().unwrap_or_default(),
+            software,
+            hypotheses,
+            theft,
         ];
         w.write_record(record.iter().map(|f| spreadsheet_safe(f)))
             .map_err(|e| e.to_string())?;
@@ -256,6 +310,8 @@ pub fn html(report: &Report, rows: &[InstanceReport], generated_at: u64) -> Stri
         h.push_str("</tbody>\n</table>\n");
     }
 
+    last_mile(&mut h, &sweep.regions);
+
     // Instances.
     let listed: Vec<&InstanceReport> = rows
         .iter()
@@ -296,6 +352,65 @@ pub fn html(report: &Report, rows: &[InstanceReport], generated_at: u64) -> Stri
     }
     h.push_str("</tbody>\n</table>\n</body>\n</html>\n");
     h
+}
+
+/// The last mile (`LOOKUP_IMDSV1_CALLERS`): possible credential theft
+/// first, then the software still using IMDSv1-delivered credentials, each
+/// with its hypothesis and source; nothing when CloudTrail was not asked.
+fn last_mile(h: &mut String, regions: &[RegionSweep]) {
+    let asked: Vec<&RegionSweep> = regions
+        .iter()
+        .filter(|r| r.imdsv1_callers.is_some())
+        .collect();
+    if asked.is_empty() {
+        return;
+    }
+    let each = || {
+        asked.iter().flat_map(|r| {
+            r.imdsv1_callers
+                .iter()
+                .flat_map(|m| &m.instances)
+                .map(move |i| (*r, i))
+        })
+    };
+    if each().any(|(_, i)| !i.seen.suspects.is_empty()) {
+        h.push_str("<h2>Possible credential theft (IMDSv1-delivered credentials used elsewhere)</h2>\n<table id=\"credential-theft\">\n<thead><tr><th>Instance</th><th>Where</th><th>Role</th><th>Used from</th><th>Calls</th><th>Last seen</th><th>Example</th></tr></thead>\n<tbody>\n");
+        for (r, i) in each() {
+            for s in &i.seen.suspects {
+                let _ = writeln!(
+                    h,
+                    "<tr><td><code>{}</code></td><td><code>{}</code></td><td>{}</td><td><code>{}</code></td><td class=\"n\">{}</td><td>{}</td><td><code>{}</code></td></tr>",
+                    esc(&i.instance_id), esc(&place(r)), esc(&s.role), esc(&s.address), s.calls, esc(&iso8601(s.last_seen)), esc(&s.example)
+                );
+            }
+        }
+        h.push_str("</tbody>\n</table>\n");
+    }
+    let asked_n: u64 = asked
+        .iter()
+        .filter_map(|r| r.imdsv1_callers.as_ref())
+        .map(|m| m.asked)
+        .sum();
+    let not_asked: u64 = asked
+        .iter()
+        .filter_map(|r| r.imdsv1_callers.as_ref())
+        .map(|m| m.not_asked)
+        .sum();
+    let _ = writeln!(
+        h,
+        "<h2>Software still using IMDSv1-delivered credentials (CloudTrail)</h2>\n<div class=\"meta\">{asked_n} instance(s) left at optional asked this run, {not_asked} not yet. Not seen here: data events, metadata reads that fetch no credentials, calls in regions not swept, calls older than the lookback (NO_TOKEN_LOOKBACK_HOURS, at most 90 days).</div>"
+    );
+    h.push_str("<table id=\"imdsv1-callers\">\n<thead><tr><th>Instance</th><th>Where</th><th>Software</th><th>Role</th><th>Calls</th><th>Last seen</th><th>Example</th><th>Hypothesis</th><th>Source</th></tr></thead>\n<tbody>\n");
+    for (r, i) in each() {
+        for c in &i.seen.callers {
+            let _ = writeln!(
+                h,
+                "<tr><td><code>{}</code></td><td><code>{}</code></td><td><code>{}</code></td><td>{}</td><td class=\"n\">{}</td><td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td></tr>",
+                esc(&i.instance_id), esc(&place(r)), esc(&c.agent), esc(&c.role), c.calls, esc(&iso8601(c.last_seen)), esc(&c.example), esc(&c.hypothesis.text), esc(&c.hypothesis.source)
+            );
+        }
+    }
+    h.push_str("</tbody>\n</table>\n");
 }
 
 /// A horizontal stacked bar per account-region: failed, flagged, exempt,
@@ -408,6 +523,7 @@ mod tests {
             verdict: ReadinessVerdict::NotReady,
             reasons: vec!["10 instance(s) still at optional <script>".into()],
         };
+        a.imdsv1_callers = Some(last_mile_of("i-00000000000000000"));
         let mut b = RegionSweep::new("us-east-1");
         b.account = Some("111122223333".into());
         b.readiness = Readiness {
@@ -422,10 +538,91 @@ mod tests {
         r
     }
 
+    /// One instance whose old CLI used IMDSv1-delivered credentials, and
+    /// whose credentials were used from elsewhere too.
+    fn last_mile_of(id: &str) -> crate::v1_callers::LastMile {
+        use crate::v1_callers::*;
+        let call = |source: &str| Call {
+            instance: id.into(),
+            role: "app".into(),
+            v1: true,
+            agent: "aws-cli/1.16.102 botocore/1.12.92".into(),
+            source: source.into(),
+            example: "s3:ListBuckets".into(),
+            time: 1_795_000_000,
+        };
+        let private = vec!["10.0.0.12".to_string()];
+        let public = vec!["54.1.2.3".to_string()];
+        let calls = [call("10.0.0.12"), call("10.0.0.12"), call("45.142.212.18")];
+        LastMile {
+            asked: 1,
+            lookups: 1,
+            instances: vec![InstanceCallers {
+                instance_id: id.into(),
+                asked_at: 1_795_000_000,
+                seen: attribute(
+                    id,
+                    &calls,
+                    Place {
+                        private: &private,
+                        public: &public,
+                        prefixes: &[],
+                        launched: None,
+                    },
+                    Host::default(),
+                ),
+            }],
+            ..LastMile::default()
+        }
+    }
+
+    #[test]
+    fn the_last_mile_is_in_the_csv_and_on_the_page() {
+        let rows = rows(3);
+        let text = csv(&report(), &rows).unwrap();
+        let mut reader = csv::Reader::from_reader(text.as_bytes());
+        let rec = reader.records().next().unwrap().unwrap();
+        let col = |name: &str| CSV_COLUMNS.iter().position(|c| *c == name).unwrap();
+        assert_eq!(
+            &rec[col("imdsv1_software")],
+            "aws-cli/1.16.102 botocore/1.12.92 (role app, 2 calls)"
+        );
+        assert!(rec[col("imdsv1_hypothesis")].contains("before 1.16.289"));
+        assert_eq!(
+            &rec[col("credential_theft")],
+            "45.142.212.18 (role app, 1 calls)"
+        );
+        let other = reader.records().next().unwrap().unwrap();
+        assert_eq!(&other[col("imdsv1_software")], "");
+        // A sweep of its own account: the region's summary names none, the
+        // rows the account EC2 named.
+        let mut own = report();
+        own.sweep.as_mut().unwrap().regions[0].account = None;
+        let text = csv(&own, &rows).unwrap();
+        let rec = csv::Reader::from_reader(text.as_bytes())
+            .records()
+            .next()
+            .unwrap()
+            .unwrap();
+        assert!(rec[col("imdsv1_software")].starts_with("aws-cli/1.16.102"));
+        let page = html(&report(), &rows, 1_795_000_000);
+        let count = |id: &str| {
+            let t = &page[page.find(&format!("id=\"{id}\"")).unwrap()..];
+            let t = &t[..t.find("</table>").unwrap()];
+            t.matches("<tr>").count() - 1
+        };
+        assert_eq!(count("credential-theft"), 1);
+        assert_eq!(count("imdsv1-callers"), 1);
+        assert!(
+            page.find("credential-theft") < page.find("imdsv1-callers"),
+            "theft first"
+        );
+    }
+
     #[test]
     fn the_csv_has_a_row_for_every_instance_decided_however_many() {
         let rows = rows(10_000);
-        let text = csv(&rows).unwrap();
+        let text = csv(&report(), &rows).unwrap();
         let mut reader = csv::Reader::from_reader(text.as_bytes());
         assert_eq!(
             reader.headers().unwrap().iter().collect::<Vec<_>>(),
@@ -443,7 +640,7 @@ mod tests {
     fn a_csv_cell_never_becomes_a_formula_and_commas_stay_in_their_cell() {
         let mut r = rows(1).remove(0);
         r.error = Some("=HYPERLINK(\"http://x\",\"y\"), and \"quotes\"".into());
-        let text = csv(&[r]).unwrap();
+        let text = csv(&report(), &[r]).unwrap();
         let mut reader = csv::Reader::from_reader(text.as_bytes());
         let rec = reader.records().next().unwrap().unwrap();
         assert_eq!(rec.len(), CSV_COLUMNS.len());

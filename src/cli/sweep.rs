@@ -178,7 +178,7 @@ pub fn run(args: SweepArgs) -> Result<ExitCode, String> {
             emit("\n");
         }
         SweepOutput::Table => emit(&render_sweep(&report)),
-        SweepOutput::Csv => emit(&super::export::csv(&every)?),
+        SweepOutput::Csv => emit(&super::export::csv(&report, &every)?),
         SweepOutput::Html => emit(&super::export::html(
             &report,
             &every,

@@ -7,6 +7,7 @@
 //! its readiness for AWS's own `HttpTokensEnforced`.
 
 mod budget;
+mod callers;
 mod page;
 mod recall;
 mod region;
@@ -116,6 +117,11 @@ struct RegionResult {
     tripped: Option<Tripped>,
     /// Since when the guard has enforced here (`watch`).
     since: Option<u64>,
+    /// With `LOOKUP_IMDSV1_CALLERS`: what CloudTrail is asked about each
+    /// noncompliant instance decided here, and, of them, those left at
+    /// `optional` (the last mile's candidates, `callers.rs`).
+    candidates: HashMap<String, callers::Candidate>,
+    last_mile: Vec<callers::Candidate>,
 }
 
 /// Records what the breaker held in a region.

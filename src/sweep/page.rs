@@ -98,6 +98,10 @@ impl<C: Clients, E: Ec2Api> Steps for PageSteps<'_, '_, C, E> {
         if let Some(source) = o.tags.as_deref().and_then(attribution) {
             *out.attributed.entry(source).or_insert(0) += 1;
         }
+        if self.sweep.cfg.lookup_imdsv1_callers {
+            let c = super::callers::Candidate::of(self.sweep.cfg, o);
+            out.candidates.insert(o.instance_id.clone(), c);
+        }
         true
     }
 
@@ -125,6 +129,37 @@ impl<C: Clients, E: Ec2Api> Steps for PageSteps<'_, '_, C, E> {
 
     async fn dedup(&mut self, reports: &mut [InstanceReport]) {
         self.sweep.skip_told(self.out, reports).await;
+    }
+
+    /// An instance within its first boot's grace that the sweep finds (its
+    /// launch's events may have been missed) is queued to come back as its
+    /// launch's would have been: a second decision, if the event queued it
+    /// too, finds it switched.
+    async fn wait(&mut self, reports: &mut [InstanceReport]) {
+        if !reports.iter().any(crate::first_boot::is_waiting) {
+            return;
+        }
+        let out = &*self.out;
+        let Some(partition) = self.sweep.partition(out).await else {
+            for r in reports
+                .iter_mut()
+                .filter(|r| crate::first_boot::is_waiting(r))
+            {
+                r.mark_failed(
+                    "waits for its first boot, but its account could not be named to queue it"
+                        .into(),
+                );
+            }
+            return;
+        };
+        let account = partition.split('#').next().unwrap_or_default().to_string();
+        let origin = crate::first_boot_flow::Origin {
+            account: &account,
+            region: &out.summary.region,
+            event_id: None,
+            rechecks: 0,
+        };
+        crate::first_boot_flow::enqueue(self.sweep.clients, &origin, reports, &[]).await;
     }
 
     /// What is switched and watched afterwards (`remedies::remembers`) is
@@ -162,11 +197,25 @@ impl<C: Clients, E: Ec2Api> Steps for PageSteps<'_, '_, C, E> {
         let out = &mut *self.out;
         if let Some(since) = out.since {
             let had_grant = out.granted.contains(&r.instance_id);
-            if crate::watch::missed(&r, since, now_secs(), cfg.events_grace.as_secs(), had_grant) {
+            // A first boot waited for is decided after its grace and its
+            // rechecks: no missed event before.
+            let grace = match cfg.first_boot_grace.as_secs() {
+                0 => cfg.events_grace.as_secs(),
+                fb => cfg.events_grace.as_secs().max(
+                    fb + u64::from(crate::first_boot::RECHECKS) * crate::first_boot::RECHECK_SECS
+                        + 1800,
+                ),
+            };
+            if crate::watch::missed(&r, since, now_secs(), grace, had_grant) {
                 out.summary.missed_events += 1;
             }
         }
         log_decision(self.ctx, cfg.mode, &r);
+        if let Some(c) = out.candidates.remove(&r.instance_id) {
+            if super::callers::left_optional(&r) {
+                out.last_mile.push(c);
+            }
+        }
         if crate::first_boot::is_waiting(&r) {
             out.summary.first_boot_waiting += 1;
         }

@@ -397,7 +397,10 @@ impl<'a, C: Clients> Sweep<'a, C> {
         for r in reports.iter_mut().filter(|r| candidates(r)) {
             if told.contains(&r.instance_id) {
                 r.notify = false;
-                r.action = crate::report::Idle::AlreadyTold.into();
+                // A first boot waited for stays waiting: it is queued.
+                if !crate::first_boot::is_waiting(r) {
+                    r.action = crate::report::Idle::AlreadyTold.into();
+                }
             } else {
                 told.insert(r.instance_id.clone());
                 out.to_remember.push(

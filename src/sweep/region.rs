@@ -40,6 +40,8 @@ impl<'a, C: Clients> Sweep<'a, C> {
             total: None,
             tripped: None,
             since: None,
+            candidates: HashMap::new(),
+            last_mile: Vec::new(),
         };
         out.summary.account = account.map(str::to_string);
         if stop_time(deadline).is_some_and(|t| Instant::now() >= t) {
@@ -123,6 +125,8 @@ impl<'a, C: Clients> Sweep<'a, C> {
             ));
         }
 
+        self.ask_trail(&mut out, stop_time(deadline)).await;
+
         let s = &mut out.summary;
         s.readiness = readiness(&SweepFacts {
             complete: s.errors.is_empty(),
@@ -140,6 +144,11 @@ impl<'a, C: Clients> Sweep<'a, C> {
                 .collect(),
             sources_read: out.sources_read,
         });
+        if let Some(m) = &s.imdsv1_callers {
+            s.readiness
+                .reasons
+                .extend(crate::v1_callers::readiness_notes(m));
+        }
         info!(
             account = s.account.as_deref().unwrap_or(""),
             %region, pages = s.pages, examined = s.examined, listing = %s.listing,

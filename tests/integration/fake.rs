@@ -89,6 +89,9 @@ struct State {
     memory_policy: Option<String>,
     /// CloudTrail's records, by event id.
     trail: HashMap<String, imds_guard::confirm::TrailRecord>,
+    /// CloudTrail's records by user name (a role session's: an instance
+    /// id), each with its time.
+    user_events: HashMap<String, Vec<(u64, String)>>,
     /// Tags the guard wrote on groups.
     group_tags: Vec<(String, String, String)>,
     /// The organization's accounts (`None`: not an organization).
@@ -442,6 +445,30 @@ impl FakeCloud {
         record: imds_guard::confirm::TrailRecord,
     ) -> &Self {
         self.state().trail.insert(event_id.to_string(), record);
+        self
+    }
+
+    /// The sort keys of the memory's records that start with `prefix`.
+    pub fn memory_keys(&self, prefix: &str) -> Vec<String> {
+        self.state()
+            .memory
+            .as_ref()
+            .map(|m| {
+                m.keys()
+                    .filter(|(_, sk)| sk.starts_with(prefix))
+                    .map(|(_, sk)| sk.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// A record CloudTrail keeps of a call by user `name` at `time`.
+    pub fn record_user_event(&self, name: &str, time: u64, record: &str) -> &Self {
+        self.state()
+            .user_events
+            .entry(name.to_string())
+            .or_default()
+            .push((time, record.to_string()));
         self
     }
 
@@ -1153,6 +1180,31 @@ impl imds_guard::aws::TrailApi for FakeCloud {
         self.pace("LookupEvents").await?;
         let s = self.call("LookupEvents")?;
         Ok(s.trail.get(event_id).cloned())
+    }
+
+    /// Pages of 50, as CloudTrail's; the token is the next page's index.
+    async fn user_events(
+        &self,
+        name: &str,
+        start: u64,
+        next: Option<String>,
+    ) -> Result<(Vec<String>, Option<String>), AwsError> {
+        self.pace("LookupEvents").await?;
+        let s = self.call("LookupEvents")?;
+        let all: Vec<&(u64, String)> = s
+            .user_events
+            .get(name)
+            .map(|v| v.iter().filter(|(t, _)| *t >= start).collect())
+            .unwrap_or_default();
+        let page: usize = next.as_deref().map_or(0, |t| t.parse().unwrap());
+        let records = all
+            .iter()
+            .skip(page * 50)
+            .take(50)
+            .map(|(_, r)| r.clone())
+            .collect();
+        let more = all.len() > (page + 1) * 50;
+        Ok((records, more.then(|| (page + 1).to_string())))
     }
 }
 

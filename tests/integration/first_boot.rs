@@ -224,11 +224,20 @@ async fn what_changed_while_it_waited_decides() {
             }),
         }
         let writes = cloud.count("ModifyInstanceMetadataOptions");
+        let looks = cloud.count("DescribeInstances");
         let answer = g
             .handle_payload(&batch(&[body], ROLE_ID), None)
             .await
             .unwrap();
         assert!(failures(&answer).is_empty(), "{change}: {answer}");
+        assert!(
+            cloud.count("DescribeInstances") > looks,
+            "{change}: decided, not dropped"
+        );
+        assert!(
+            cloud.take_delayed().is_empty(),
+            "{change}: not queued again"
+        );
         assert_eq!(
             cloud.count("ModifyInstanceMetadataOptions"),
             writes,
@@ -291,7 +300,8 @@ async fn a_first_boot_that_used_imdsv1_is_held_and_no_data_waits_a_bounded_time(
         assert!(failures(&answer).is_empty(), "{answer}");
         let again = cloud.take_delayed();
         assert_eq!(again.len(), 1, "{rechecks}");
-        assert_eq!(again[0].1, RECHECK_SECS);
+        // (The clock is read twice: a second may pass between.)
+        assert!((RECHECK_SECS - 1..=RECHECK_SECS).contains(&again[0].1));
         assert_eq!(Delayed::parse(&again[0].0).unwrap().rechecks, rechecks + 1);
     }
     assert!(cloud.published().is_empty(), "a wait for data is not news");
@@ -364,8 +374,10 @@ async fn the_breaker_counts_waiting_changes_against_their_launch() {
     let cloud = FakeCloud::new();
     cloud.with_first_boot_queue();
     launched(&cloud, &ids, 30);
-    let g = guard(&cloud, "600", &[("MAX_CHANGES_PER_EVENT", "1")]);
-    let r = g.handle(&launch(&ids)).await.unwrap();
+    let r = guard(&cloud, "600", &[("MAX_CHANGES_PER_EVENT", "1")])
+        .handle(&launch(&ids))
+        .await
+        .unwrap();
     assert!(r.breaker.is_some());
     assert!(matches!(r.instances[0].action.idle, Idle::FirstBoot { .. }));
     assert!(matches!(r.instances[1].action.idle, Idle::Breaker(_)));
@@ -373,26 +385,58 @@ async fn the_breaker_counts_waiting_changes_against_their_launch() {
     assert_eq!(delayed.len(), 1, "only what the breaker admitted waits");
     assert!(delayed[0].0.contains(ids[0]));
 
-    // Two delayed decisions of one launch come back in one batch: decided
-    // together, against the same limit.
-    let again = g.handle(&launch(&ids)).await.unwrap();
-    assert!(again.breaker.is_some());
-    let mut bodies: Vec<String> = delayed.into_iter().map(|(b, _)| b).collect();
-    bodies.push(bodies[0].replace(ids[0], ids[1]));
+    // Two delayed decisions of one launch in one batch are one event to the
+    // breaker: with a lower limit by the time they come back, it holds.
+    let cloud = FakeCloud::new();
+    cloud.with_first_boot_queue();
+    launched(&cloud, &ids, 30);
+    guard(&cloud, "600", &[("MAX_CHANGES_PER_EVENT", "2")])
+        .handle(&launch(&ids))
+        .await
+        .unwrap();
+    let bodies: Vec<String> = cloud.take_delayed().into_iter().map(|(b, _)| b).collect();
+    assert_eq!(bodies.len(), 2);
     for id in ids {
         cloud.edit(id, |i| i.observed.launch_time = Some(now_secs() - 601));
     }
-    cloud.take_delayed();
-    let answer = g
+    let answer = guard(&cloud, "600", &[("MAX_CHANGES_PER_EVENT", "1")])
         .handle_payload(&batch(&bodies, ROLE_ID), None)
         .await
         .unwrap();
     assert!(failures(&answer).is_empty());
-    assert_eq!(
-        cloud.count("ModifyInstanceMetadataOptions"),
-        1,
-        "the limit holds for the delayed decisions too"
-    );
+    assert_eq!(cloud.count("ModifyInstanceMetadataOptions"), 1);
+    let told = cloud.published();
+    let last = &told.last().unwrap().body;
+    assert!(last.contains("circuit breaker"), "{last}");
+}
+
+/// With the guard's memory: a redelivery after a send that failed finds
+/// the news claimed; it is not lost: it is queued now.
+#[tokio::test(start_paused = true)]
+async fn a_claimed_launch_is_still_queued() {
+    let id = "i-0aaaaaaaaaaaaaaa1";
+    let cloud = FakeCloud::new();
+    cloud.with_first_boot_queue();
+    cloud.with_memory();
+    launched(&cloud, &[id], 30);
+    let g = cloud
+        .test_guard()
+        .notifying()
+        .remembering()
+        .with(&[
+            ("FIRST_BOOT_GRACE_SECONDS", "600"),
+            ("FIRST_BOOT_QUEUE_URL", QUEUE),
+            ("FIRST_BOOT_SENDERS", ROLE_ID),
+        ])
+        .build();
+    cloud.fail("SendMessage", 1, crate::fake::api_error("AccessDenied"));
+    let e = g.handle(&launch(&[id])).await.unwrap_err();
+    assert!(e.to_string().contains(id), "{e}");
+    assert!(cloud.take_delayed().is_empty());
+    let r = g.handle(&launch(&[id])).await.unwrap();
+    let action = &r.instances[0].action;
+    assert!(matches!(action.idle, Idle::FirstBoot { .. }), "{action}");
+    assert_eq!(cloud.take_delayed().len(), 1);
 }
 
 /// Only the guard's role's messages, and only delayed decisions, are taken:
@@ -446,10 +490,42 @@ async fn a_wait_that_cannot_be_queued_fails_the_event() {
     assert_eq!(cloud.tokens(id), "optional");
 }
 
-/// The sweep neither switches nor queues an instance within its grace: it
-/// counts it (its launch's event queued it).
+/// With the guard's memory, a second sweep within the grace finds the
+/// instance told of already: quiet, but still waiting and queued.
 #[tokio::test(start_paused = true)]
-async fn the_sweep_counts_a_waiting_instance_and_leaves_it() {
+async fn a_sweep_that_told_before_still_queues_the_wait() {
+    let id = "i-0aaaaaaaaaaaaaaa1";
+    let cloud = FakeCloud::new();
+    cloud.with_first_boot_queue();
+    cloud.with_memory();
+    cloud.set_defaults(Some(Default::default()));
+    launched(&cloud, &[id], 30);
+    let g = cloud
+        .test_guard()
+        .notifying()
+        .remembering()
+        .with(&[
+            ("FIRST_BOOT_GRACE_SECONDS", "600"),
+            ("FIRST_BOOT_QUEUE_URL", QUEUE),
+            ("FIRST_BOOT_SENDERS", ROLE_ID),
+        ])
+        .build();
+    for run in 0..2 {
+        let r = g.handle(&crate::common::scheduled()).await.unwrap();
+        assert_eq!(
+            r.sweep.as_ref().unwrap().regions[0].first_boot_waiting,
+            1,
+            "run {run}"
+        );
+        assert_eq!(cloud.take_delayed().len(), 1, "run {run}");
+    }
+    assert_eq!(cloud.tokens(id), "optional");
+}
+
+/// The sweep does not switch an instance within its grace: it counts it and
+/// queues it (its launch's events may have been missed).
+#[tokio::test(start_paused = true)]
+async fn the_sweep_counts_queues_and_leaves_a_waiting_instance() {
     let id = "i-0aaaaaaaaaaaaaaa1";
     let cloud = FakeCloud::new();
     cloud.with_first_boot_queue();
@@ -460,7 +536,13 @@ async fn the_sweep_counts_a_waiting_instance_and_leaves_it() {
         .await
         .unwrap();
     assert_eq!(cloud.tokens(id), "optional");
-    assert!(cloud.take_delayed().is_empty());
+    let queued = cloud.take_delayed();
+    assert_eq!(
+        queued.len(),
+        1,
+        "its launch's events may have been missed: queued"
+    );
+    assert_eq!(Delayed::parse(&queued[0].0).unwrap().event_id, None);
     assert_eq!(r.sweep.as_ref().unwrap().regions[0].first_boot_waiting, 1);
     let named = r
         .instances

@@ -58,6 +58,7 @@ mod golden;
 mod golden_emulator;
 mod iam;
 mod iam_conditions;
+mod last_mile;
 mod launcher_shapes;
 mod load;
 mod memory_sim;

@@ -358,3 +358,47 @@ fn with_a_deployment_role_only_it_may_remove_the_memorys_protection() {
         );
     }
 }
+
+/// `cloudtrail:LookupEvents` reads every management event of the account
+/// and region: granted only when a setting needs it (the last mile, or
+/// principal exemptions' check), in both stacks.
+#[test]
+fn cloudtrail_is_read_only_when_a_setting_needs_it() {
+    let lookup = |path: &str, params: &[(&str, &str)], role: &str| {
+        let t = load(path);
+        let statements = deployed(Deployment::with(params).role_statements(&t, role));
+        let r = Request::new("cloudtrail:LookupEvents", "*");
+        crate::iam::evaluate(&statements, &r)
+    };
+    assert_eq!(
+        lookup("template.yaml", &[], "GuardRole"),
+        Decision::ImplicitDeny
+    );
+    assert_eq!(
+        lookup(
+            "template.yaml",
+            &[("LookupImdsV1Callers", "true")],
+            "GuardRole"
+        ),
+        Decision::Allow
+    );
+    let central = "arn:aws:iam::111122223333:role/imds-guard-GuardRole-1A2B3C";
+    let member = [
+        (
+            "CentralEventBusArn",
+            "arn:aws:events:us-east-1:111122223333:event-bus/imds-guard",
+        ),
+        ("CentralRoleArn", central),
+        ("Triggers", "state-change"),
+    ];
+    assert_eq!(
+        lookup("member/template.yaml", &member, "MemberRole"),
+        Decision::ImplicitDeny
+    );
+    let mut with = member.to_vec();
+    with.push(("LookupImdsV1Callers", "true"));
+    assert_eq!(
+        lookup("member/template.yaml", &with, "MemberRole"),
+        Decision::Allow
+    );
+}

@@ -1826,8 +1826,15 @@ fn emitted_metrics() -> std::collections::BTreeSet<(String, Vec<String>)> {
     .map(|o| InstanceReport::new("i-00000000000000001", o, Idle::None))
     .collect();
     let mut sweep = Report::handled(Status::Swept, Mode::Enforce, Default::default());
+    // A region where CloudTrail was asked (LOOKUP_IMDSV1_CALLERS) emits
+    // IMDSv1CredentialUsers too.
+    let mut asked = RegionSweep::new("us-east-1");
+    asked.imdsv1_callers = Some(imds_guard::v1_callers::LastMile {
+        asked: 1,
+        ..Default::default()
+    });
     sweep.sweep = Some(SweepSummary {
-        regions: vec![RegionSweep::new("us-east-1")],
+        regions: vec![asked],
         ..SweepSummary::default()
     });
     let mut out = std::collections::BTreeSet::new();
@@ -1887,7 +1894,7 @@ fn the_dashboard_shows_exactly_the_metrics_the_function_emits() {
     let shown = dashboard_metrics(&dashboard_body(&load("template.yaml")));
     let emitted = emitted_metrics();
     assert_eq!(shown, emitted, "dashboard vs emitted");
-    assert_eq!(emitted.len(), 8);
+    assert_eq!(emitted.len(), 9);
     // The missed-events alarm watches one of them, as emitted.
     let t = load("template.yaml");
     let alarm = get(&t, &["Resources", "MissedEventsAlarm", "Properties"]).unwrap();

@@ -245,11 +245,15 @@ impl Handoff {
 /// one of `allowed` (`OUTPUTS_SENDERS`: the guard's role's unique id).
 /// Refused, with the reason, when it is not, or cannot be known.
 pub fn sender_allowed(sender: Option<&str>, allowed: &[String]) -> Result<(), String> {
+    sender_in(sender, allowed, "OUTPUTS_SENDERS")
+}
+
+/// As `sender_allowed`, for the senders the setting `setting` names.
+pub fn sender_in(sender: Option<&str>, allowed: &[String], setting: &str) -> Result<(), String> {
     if allowed.is_empty() {
-        return Err(
-            "OUTPUTS_SENDERS names no sender, so no message's sender can be proven the guard's"
-                .into(),
-        );
+        return Err(format!(
+            "{setting} names no sender, so no message's sender can be proven the guard's"
+        ));
     }
     let Some(sender) = sender.filter(|s| !s.is_empty()) else {
         return Err("the message carries no SenderId".into());
@@ -259,7 +263,7 @@ pub fn sender_allowed(sender: Option<&str>, allowed: &[String]) -> Result<(), St
         Ok(())
     } else {
         Err(format!(
-            "sent by {}, which is not the guard's role (OUTPUTS_SENDERS)",
+            "sent by {}, which is not the guard's role ({setting})",
             crate::validate::clean(sender, 160)
         ))
     }

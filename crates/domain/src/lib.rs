@@ -30,5 +30,6 @@ pub mod report;
 pub mod routing;
 pub mod source;
 pub mod time;
+pub mod v1_callers;
 pub mod validate;
 pub mod watch;

@@ -71,6 +71,11 @@ pub enum Kind {
     /// IMDSv1 use, and when (`data["told"]`) it was told the switch is a day
     /// off (`NO_TOKEN_HOLD_DAYS`).
     HeldBack,
+    /// When (`at`) the sweep last asked CloudTrail who used this instance's
+    /// IMDSv1-delivered credentials, and what it saw (`data["seen"]`:
+    /// `v1_callers::Seen` as JSON): the next run asks the instances asked
+    /// longest ago first, and reports what it did not ask again.
+    Callers,
 }
 
 impl Kind {
@@ -88,6 +93,7 @@ impl Kind {
             Kind::SelfCheck => "selfcheck#",
             Kind::Unconfirmed => "unconfirmed#",
             Kind::HeldBack => "heldback#",
+            Kind::Callers => "callers#",
         }
     }
 
@@ -122,6 +128,8 @@ impl Kind {
             Kind::Unconfirmed => 0,
             // Set by `plan::held_record`: lapses unless sweeps keep finding it.
             Kind::HeldBack => 0,
+            // As long as `MetadataNoToken` is looked back over.
+            Kind::Callers => lookback.as_secs(),
         }
     }
 }

@@ -35,6 +35,7 @@ pub const SWEEP_METRICS: &[&str] = &[
     "RemediatedBySweep",
     "NoncompliantSources",
     "Ready",
+    "IMDSv1CredentialUsers",
 ];
 
 /// The EMF documents for a report, one JSON object per line (`now_ms`:
@@ -134,6 +135,10 @@ struct Figures {
     remediated: u64,
     sources: u64,
     ready: bool,
+    /// Instances where software used IMDSv1-delivered credentials
+    /// (CloudTrail); `None` where CloudTrail was not asked: not measured is
+    /// not zero.
+    credential_users: Option<u64>,
     /// Holds at least one account-region's figures.
     any: bool,
 }
@@ -147,6 +152,7 @@ impl Figures {
             remediated: 0,
             sources: 0,
             ready: true,
+            credential_users: None,
             any: false,
         }
     }
@@ -162,6 +168,12 @@ impl Figures {
                 s.readiness.verdict,
                 ReadinessVerdict::Ready | ReadinessVerdict::AlreadyEnforced
             ),
+            credential_users: s.imdsv1_callers.as_ref().filter(|m| m.asked > 0).map(|m| {
+                m.instances
+                    .iter()
+                    .filter(|i| !i.seen.callers.is_empty())
+                    .count() as u64
+            }),
             any: true,
         }
     }
@@ -173,18 +185,25 @@ impl Figures {
         self.remediated += o.remediated;
         self.sources += o.sources;
         self.ready &= o.ready;
+        if let Some(n) = o.credential_users {
+            *self.credential_users.get_or_insert(0) += n;
+        }
         self.any = true;
     }
 
-    fn values(&self) -> [(&'static str, f64, &'static str); 6] {
-        [
+    fn values(&self) -> Vec<(&'static str, f64, &'static str)> {
+        let mut v = vec![
             ("IMDSv1Left", self.left as f64, "Count"),
             ("HeldBack", self.held as f64, "Count"),
             ("Exempt", self.exempt as f64, "Count"),
             ("RemediatedBySweep", self.remediated as f64, "Count"),
             ("NoncompliantSources", self.sources as f64, "Count"),
             ("Ready", if self.ready { 1.0 } else { 0.0 }, "None"),
-        ]
+        ];
+        if let Some(n) = self.credential_users {
+            v.push(("IMDSv1CredentialUsers", n as f64, "Count"));
+        }
+        v
     }
 }
 
@@ -357,6 +376,31 @@ mod tests {
         a.counts.insert(Outcome::Exempt, 2);
         a.v1_in_use = 3;
         a.sources = 1;
+        a.imdsv1_callers = Some(crate::v1_callers::LastMile {
+            asked: 2,
+            instances: vec![crate::v1_callers::InstanceCallers {
+                instance_id: "i-0aaaaaaaaaaaaaaa1".into(),
+                asked_at: 1_795_000_000,
+                seen: crate::v1_callers::attribute(
+                    "i-0aaaaaaaaaaaaaaa1",
+                    &[crate::v1_callers::Call {
+                        instance: "i-0aaaaaaaaaaaaaaa1".into(),
+                        role: "app".into(),
+                        v1: true,
+                        agent: "aws-cli/1.16.102".into(),
+                        source: "10.0.0.12".into(),
+                        example: "s3:ListBuckets".into(),
+                        time: 1_795_000_000,
+                    }],
+                    crate::v1_callers::Place {
+                        private: &["10.0.0.12".to_string()],
+                        ..Default::default()
+                    },
+                    Default::default(),
+                ),
+            }],
+            ..Default::default()
+        });
         a.readiness = Readiness {
             verdict: ReadinessVerdict::NotReady,
             reasons: vec![],
@@ -400,9 +444,14 @@ mod tests {
             a["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
             json!([["Region"]])
         );
+        assert_eq!(a["IMDSv1CredentialUsers"], 1.0);
         let b = check_emf(&docs[1]);
         assert_eq!(b["Ready"], 1.0);
         assert_eq!(b["IMDSv1Left"], 0.0);
+        assert!(
+            b.get("IMDSv1CredentialUsers").is_none(),
+            "CloudTrail not asked there: not measured, not zero"
+        );
         let names: Vec<&str> = a["_aws"]["CloudWatchMetrics"][0]["Metrics"]
             .as_array()
             .unwrap()

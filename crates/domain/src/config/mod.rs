@@ -133,6 +133,10 @@ pub struct Config {
     /// Consult CloudWatch `MetadataNoToken` before changing an instance; one
     /// that answered IMDSv1 calls recently is flagged instead of changed.
     pub check_metadata_no_token: bool,
+    /// The last mile (`LOOKUP_IMDSV1_CALLERS`): the sweep asks CloudTrail
+    /// which software used IMDSv1-delivered credentials on the instances
+    /// it leaves at `optional` (`v1_callers`).
+    pub lookup_imdsv1_callers: bool,
     pub no_token_lookback: Duration,
     /// With `CHECK_METADATA_NO_TOKEN`: after this many days held back for
     /// IMDSv1 use, an instance is switched anyway, told a day before
@@ -347,6 +351,7 @@ impl Default for Config {
             sweep_regions: Vec::new(),
             set_account_default: false,
             check_metadata_no_token: false,
+            lookup_imdsv1_callers: false,
             no_token_lookback: Duration::from_secs(DEFAULT_NO_TOKEN_LOOKBACK_HOURS * 3600),
             no_token_hold_days: None,
             member_role: None,
@@ -1103,6 +1108,22 @@ mod tests {
                 .unwrap_err()
                 .variable,
             "SECURITY_HUB_FINDINGS"
+        );
+    }
+
+    #[test]
+    fn the_last_mile_is_off_by_default() {
+        assert!(!from(&[]).unwrap().lookup_imdsv1_callers);
+        assert!(
+            from(&[("LOOKUP_IMDSV1_CALLERS", "true")])
+                .unwrap()
+                .lookup_imdsv1_callers
+        );
+        assert_eq!(
+            from(&[("LOOKUP_IMDSV1_CALLERS", "sometimes")])
+                .unwrap_err()
+                .variable,
+            "LOOKUP_IMDSV1_CALLERS"
         );
     }
 

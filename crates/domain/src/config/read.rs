@@ -132,6 +132,9 @@ impl Config {
         if let Some(on) = flag_of("CHECK_METADATA_NO_TOKEN")? {
             cfg.check_metadata_no_token = on;
         }
+        if let Some(on) = flag_of("LOOKUP_IMDSV1_CALLERS")? {
+            cfg.lookup_imdsv1_callers = on;
+        }
         if let Some(v) = get("NO_TOKEN_HOLD_DAYS") {
             let days: u64 = v
                 .trim()

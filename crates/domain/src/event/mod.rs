@@ -109,7 +109,8 @@ pub const RUNNING_RETRY: std::time::Duration = std::time::Duration::from_secs(10
 /// EC2 does not show or take them (`budget`: `RETRY_BUDGET_SECONDS`). A
 /// `pending` notification tries once, without waiting: if EC2 takes the
 /// change, the instance never runs with IMDSv1; if not, its `running`
-/// notification decides. A `running` one retries briefly. Any other event
+/// notification decides. A `running` one, and a delayed first-boot
+/// decision, retry briefly. Any other event
 /// (a CloudTrail launch, minutes late, may still find an instance pending)
 /// has the whole budget.
 pub fn act_within(
@@ -120,6 +121,9 @@ pub fn act_within(
     match (trigger, state) {
         (Trigger::StateChange, Some("pending")) => std::time::Duration::ZERO,
         (Trigger::StateChange, _) => budget.min(RUNNING_RETRY),
+        // Launched a grace ago: EC2 shows it and takes the change at once,
+        // and a batch of these shares one function's timeout.
+        (Trigger::FirstBoot, _) => budget.min(RUNNING_RETRY),
         _ => budget,
     }
 }
@@ -172,9 +176,23 @@ pub struct Observed {
     /// EC2's `Operator`: set on a managed instance, whose options the
     /// service that operates it sets (`None` when the source did not say).
     pub operator: Option<crate::launcher::Operator>,
+    /// Its addresses, as `DescribeInstances` shows them (none from an
+    /// event): where a call made with its credentials may come from.
+    pub addresses: Addresses,
     /// What the guard's own memory says of it: not a fact EC2 or an event
     /// shows, so kept apart from them.
     pub standing: Standing,
+}
+
+/// An instance's IP addresses: private (every interface's, IPv6 too) and
+/// public (the interfaces' public IPv4 addresses).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Addresses {
+    pub private: Vec<String>,
+    pub public: Vec<String>,
+    /// Prefixes delegated to its interfaces (CIDRs: pods' addresses on a
+    /// container host).
+    pub prefixes: Vec<String>,
 }
 
 /// What the guard's memory says of an instance, read by a flow before the

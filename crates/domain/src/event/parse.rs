@@ -295,6 +295,7 @@ pub(super) fn launched_instance(item: &Value) -> Result<Observed, String> {
             managed: o.get("managed").and_then(Value::as_bool).unwrap_or(false),
             principal: text(o, &["principal"]).map(|p| clean(&p, 128)),
         }),
+        addresses: Default::default(),
         standing: Standing::default(),
     })
 }

@@ -60,10 +60,14 @@ pub struct RegionSweep {
     #[serde(skip_serializing_if = "is_zero")]
     pub version_gated: u64,
     /// Instances launched within `FIRST_BOOT_GRACE_SECONDS` from an AMI
-    /// that does not declare `ImdsSupport: v2.0`: not switched yet (their
-    /// launch's event brings each back when the grace ends; `first_boot`).
+    /// that does not declare `ImdsSupport: v2.0`: not switched yet (each
+    /// queued to come back when its grace ends; `first_boot`).
     #[serde(skip_serializing_if = "is_zero")]
     pub first_boot_waiting: u64,
+    /// The last mile (`LOOKUP_IMDSV1_CALLERS`): which software used
+    /// IMDSv1-delivered credentials on the instances left at `optional`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub imdsv1_callers: Option<crate::v1_callers::LastMile>,
     /// Instances this sweep fixed that were launched after the guard began
     /// enforcing here: each an event that never arrived (`watch`).
     #[serde(skip_serializing_if = "is_zero")]
@@ -109,6 +113,7 @@ impl RegionSweep {
             managed: 0,
             version_gated: 0,
             first_boot_waiting: 0,
+            imdsv1_callers: None,
             missed_events: 0,
             no_member_stack: false,
             break_glass: Vec::new(),

@@ -1,0 +1,241 @@
+//! The last mile (`LOOKUP_IMDSV1_CALLERS`) on the fake cloud: the sweep
+//! asks CloudTrail about the instances it leaves at `optional`, attributes
+//! IMDSv1-delivered calls to their software, reports a call from elsewhere
+//! as possible theft, and keeps within its budget, carrying the rest over.
+
+use imds_guard::clock::now_secs;
+use imds_guard::v1_callers::CALLS_PER_REGION;
+
+use crate::common::scheduled;
+use crate::fake::{api_error, FakeCloud};
+
+const ID: &str = "i-0aaaaaaaaaaaaaaa1";
+
+/// A CloudTrail record of a call made with instance `id`'s role
+/// credentials, shaped as AWS's own documentation examples (AWS
+/// Marketplace Metering's `MeterUsage`, CodeGuru Profiler's
+/// `ConfigureAgent`), `delivery` its `ec2RoleDelivery` (none: left out).
+fn record(id: &str, delivery: Option<&str>, source: &str, agent: &str) -> String {
+    let delivery = delivery
+        .map(|d| format!(r#","ec2RoleDelivery":"{d}""#))
+        .unwrap_or_default();
+    format!(
+        r#"{{"eventVersion":"1.05","userIdentity":{{"type":"AssumedRole","principalId":"AROAEXAMPLE:{id}","arn":"arn:aws:sts::111122223333:assumed-role/app-role/{id}","accountId":"111122223333","sessionContext":{{"sessionIssuer":{{"type":"Role","arn":"arn:aws:iam::111122223333:role/app-role","userName":"app-role"}},"attributes":{{"mfaAuthenticated":"false","creationDate":"2026-11-30T10:00:00Z"}}{delivery}}}}},"eventTime":"2026-11-30T10:05:00Z","eventSource":"metering-marketplace.amazonaws.com","eventName":"MeterUsage","awsRegion":"us-east-1","sourceIPAddress":"{source}","userAgent":"{agent}"}}"#
+    )
+}
+
+const OLD_CLI: &str =
+    "aws-cli/1.16.102 Python/2.7.16 Linux/4.14.133-113.112.amzn2.x86_64 botocore/1.12.92";
+
+fn instance(cloud: &FakeCloud, id: &str) {
+    cloud.add(id, "optional", 1);
+    cloud.edit(id, |i| {
+        i.observed.addresses.private = vec!["10.0.0.12".into()];
+        i.observed.addresses.public = vec!["54.1.2.3".into()];
+    });
+}
+
+fn guard(cloud: &FakeCloud) -> imds_guard::guard::Guard<crate::fake::FakeClients> {
+    cloud
+        .test_guard()
+        .notifying()
+        .remembering()
+        .with(&[("GUARD_MODE", "audit"), ("LOOKUP_IMDSV1_CALLERS", "true")])
+        .build()
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_sweep_names_the_software_and_a_call_from_elsewhere() {
+    let cloud = FakeCloud::new();
+    cloud.with_memory();
+    cloud.set_defaults(Some(Default::default()));
+    instance(&cloud, ID);
+    cloud.add("i-0aaaaaaaaaaaaaaa9", "required", 1);
+    let t = now_secs() - 3600;
+    for (delivery, source, agent) in [
+        (Some("1.0"), "10.0.0.12", OLD_CLI),
+        (Some("1.0"), "10.0.0.12", OLD_CLI),
+        (Some("1.0"), "AWS Internal", "AWS Internal"),
+        (Some("2.0"), "10.0.0.12", "aws-cli/2.17.23 Python/3.12.2"),
+        (None, "10.0.0.12", OLD_CLI),
+        (
+            Some("1.0"),
+            "45.142.212.18",
+            "aws-cli/2.17.23 Python/3.12.2 Linux/6.1.0 botocore/2.4.5",
+        ),
+    ] {
+        cloud.record_user_event(ID, t, &record(ID, delivery, source, agent));
+    }
+    let r = guard(&cloud).handle(&scheduled()).await.unwrap();
+    let region = &r.sweep.as_ref().unwrap().regions[0];
+    let m = region.imdsv1_callers.as_ref().expect("asked");
+    assert_eq!(
+        (m.asked, m.not_asked, m.lookups),
+        (1, 0, 1),
+        "only the instance left at optional"
+    );
+    let seen = &m.instances[0].seen;
+    assert_eq!(
+        seen.events, 5,
+        "the record without ec2RoleDelivery is not an instance role's call"
+    );
+    assert_eq!(seen.v2_calls, 1);
+    let software: Vec<(&str, u64)> = seen
+        .callers
+        .iter()
+        .map(|c| (c.agent.as_str(), c.calls))
+        .collect();
+    assert_eq!(
+        software,
+        [
+            ("AWS Internal", 1),
+            ("aws-cli/1.16.102 botocore/1.12.92", 2)
+        ]
+    );
+    let cli = &seen.callers[1];
+    assert!(
+        cli.hypothesis.text.contains("before 1.16.289"),
+        "{}",
+        cli.hypothesis.text
+    );
+    assert!(cli
+        .hypothesis
+        .source
+        .starts_with("https://docs.aws.amazon.com/"));
+    assert_eq!(seen.suspects.len(), 1);
+    assert_eq!(seen.suspects[0].address, "45.142.212.18");
+    assert!(
+        region.warnings[0].starts_with("possible credential theft: i-0aaaaaaaaaaaaaaa1"),
+        "{:?}",
+        region.warnings
+    );
+    assert!(region
+        .readiness
+        .reasons
+        .iter()
+        .any(|r| r.contains("software still uses IMDSv1-delivered credentials") && r.contains(ID)));
+    // Never the instance's addresses or the OS in what is kept.
+    let json = serde_json::to_string(m).unwrap();
+    assert!(
+        !json.contains("10.0.0.12") && !json.contains("Linux/") && !json.contains("Python"),
+        "{json}"
+    );
+    let told = &cloud.published()[0].body;
+    assert!(told.contains("possible credential theft"), "{told}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn nothing_seen_is_not_proof_and_says_what_was_not_looked_at() {
+    let cloud = FakeCloud::new();
+    cloud.with_memory();
+    instance(&cloud, ID);
+    let r = guard(&cloud).handle(&scheduled()).await.unwrap();
+    let region = &r.sweep.as_ref().unwrap().regions[0];
+    let m = region.imdsv1_callers.as_ref().unwrap();
+    assert_eq!(m.asked, 1);
+    assert!(m.instances.is_empty());
+    let note = region
+        .readiness
+        .reasons
+        .iter()
+        .find(|r| r.contains("no IMDSv1-delivered credentials seen"))
+        .expect("a caveat");
+    assert!(
+        note.contains("data events") && note.contains("other regions"),
+        "{note}"
+    );
+}
+
+/// At most `CALLS_PER_REGION` calls a run; the rest are asked first next
+/// run, and the report says so. A busy instance's events are read page by
+/// page, at most `PAGES_PER_INSTANCE` pages.
+#[tokio::test(start_paused = true)]
+async fn the_budget_holds_and_the_rest_are_asked_next_run() {
+    let cloud = FakeCloud::new();
+    cloud.with_memory();
+    let n = CALLS_PER_REGION as usize + 10;
+    let ids: Vec<String> = (0..n).map(|k| format!("i-0b{k:015x}")).collect();
+    for id in &ids {
+        instance(&cloud, id);
+    }
+    // The first in id order is busy: three pages.
+    let t = now_secs() - 3600;
+    for _ in 0..120 {
+        cloud.record_user_event(
+            &ids[0],
+            t,
+            &record(&ids[0], Some("2.0"), "10.0.0.12", OLD_CLI),
+        );
+    }
+    let g = guard(&cloud);
+    let r = g.handle(&scheduled()).await.unwrap();
+    let region = &r.sweep.as_ref().unwrap().regions[0];
+    let m = region.imdsv1_callers.as_ref().unwrap();
+    assert_eq!(m.lookups, u64::from(CALLS_PER_REGION));
+    assert_eq!(cloud.count("LookupEvents"), u64::from(CALLS_PER_REGION));
+    assert_eq!(m.asked + m.not_asked, n as u64);
+    assert_eq!(
+        m.asked,
+        u64::from(CALLS_PER_REGION) - 2,
+        "the busy one cost three"
+    );
+    assert!(
+        region
+            .warnings
+            .iter()
+            .any(|w| w.contains("asked first next run")),
+        "{:?}",
+        region.warnings
+    );
+
+    // The next run asks the ones left first: every instance has been asked.
+    let r = g.handle(&scheduled()).await.unwrap();
+    let m = r.sweep.as_ref().unwrap().regions[0]
+        .imdsv1_callers
+        .clone()
+        .unwrap();
+    assert!(m.asked >= 12, "{m:?}");
+    let remembered = cloud.memory_keys("callers#");
+    assert_eq!(remembered.len(), n, "each asked once at least");
+}
+
+/// CloudTrail throttling (two calls a second per account and region) stops
+/// the asking for this run, named; nothing fails.
+#[tokio::test(start_paused = true)]
+async fn throttling_stops_the_asking_and_says_so() {
+    let cloud = FakeCloud::new();
+    cloud.with_memory();
+    instance(&cloud, ID);
+    instance(&cloud, "i-0aaaaaaaaaaaaaaa2");
+    cloud.fail("LookupEvents", 1, api_error("ThrottlingException"));
+    let r = guard(&cloud).handle(&scheduled()).await.unwrap();
+    let region = &r.sweep.as_ref().unwrap().regions[0];
+    let m = region.imdsv1_callers.as_ref().unwrap();
+    assert_eq!((m.asked, m.not_asked), (0, 2));
+    assert!(
+        m.errors[0].contains("ThrottlingException"),
+        "{:?}",
+        m.errors
+    );
+    assert!(
+        region.errors.is_empty(),
+        "not a failed sweep: {:?}",
+        region.errors
+    );
+}
+
+/// Off by default: no CloudTrail call, nothing in the report.
+#[tokio::test(start_paused = true)]
+async fn off_by_default() {
+    let cloud = FakeCloud::new();
+    instance(&cloud, ID);
+    let r = cloud
+        .test_guard()
+        .with(&[("GUARD_MODE", "audit")])
+        .build()
+        .handle(&scheduled())
+        .await
+        .unwrap();
+    assert!(r.sweep.unwrap().regions[0].imdsv1_callers.is_none());
+    assert_eq!(cloud.count("LookupEvents"), 0);
+}
