@@ -13,8 +13,9 @@ use crate::common::launch_event;
 use crate::fake::FakeCloud;
 
 const AMI: &str = "ami-0c02fb55956c7d316";
-const ROLE_ID: &str = "AROAGUARDROLE0000001";
-const QUEUE: &str = "https://sqs.us-east-1.amazonaws.com/111122223333/imds-guard-first-boot";
+pub(crate) const ROLE_ID: &str = "AROAGUARDROLE0000001";
+pub(crate) const QUEUE: &str =
+    "https://sqs.us-east-1.amazonaws.com/111122223333/imds-guard-first-boot";
 
 fn launch(ids: &[&str]) -> Value {
     let ids: Vec<String> = ids.iter().map(|s| s.to_string()).collect();
@@ -30,7 +31,7 @@ fn launched(cloud: &FakeCloud, ids: &[&str], ago: u64) {
 }
 
 /// A batch of the first-boot queue, as Lambda's SQS source delivers it.
-fn batch(bodies: &[String], sender: &str) -> Value {
+pub(crate) fn batch(bodies: &[String], sender: &str) -> Value {
     let records: Vec<Value> = bodies
         .iter()
         .enumerate()

@@ -99,7 +99,15 @@ fn inputs() -> [Input; 7] {
 enum Trigger {
     StateChange,
     CloudTrail,
+    /// The state-change trigger with `FIRST_BOOT_GRACE_SECONDS` this long,
+    /// from an AMI that does not declare `ImdsSupport: v2.0`: the first-boot
+    /// queue brings it back (`SQS_DELIVERY` after its delay ends).
+    Grace(u64),
 }
+
+/// How long after its delay ends a first-boot message reaches the
+/// function: assumed (Lambda's SQS poller long-polls, up to 20 s).
+const SQS_DELIVERY: (f64, f64) = (0.5, 20.0);
 
 /// One launch's draws.
 struct Launch {
@@ -113,6 +121,8 @@ struct Launch {
     refused_at_running: u32,
     /// EC2 takes a modify while the instance is pending.
     accepts_pending: bool,
+    /// A first-boot message's delivery after its delay ends.
+    sqs_delivery: f64,
 }
 
 impl Launch {
@@ -123,6 +133,7 @@ impl Launch {
             v[k] = draws.between(input.range);
         }
         let second_delivery = draws.between(ins[1].range);
+        let sqs_delivery = draws.between(SQS_DELIVERY);
         if let Some((k, x)) = pinned {
             v[k] = x;
         }
@@ -142,6 +153,7 @@ impl Launch {
             visible_after: v[5],
             refused_at_running: v[6] as u32,
             accepts_pending: false,
+            sqs_delivery,
         }
     }
 }
@@ -192,11 +204,30 @@ async fn one(n: usize, trigger: Trigger, l: &Launch) -> Outcome {
     )));
     // As the stack deploys it: a memory and a topic (claims, the message).
     cloud.with_memory();
+    let grace = match trigger {
+        Trigger::Grace(g) => g,
+        _ => 0,
+    };
+    let grace_text = grace.to_string();
+    let launch_wall = imds_guard::clock::now_secs();
+    let mut settings = vec![("GUARD_MODE", "enforce"), ("TRIGGERS", "both")];
+    if grace > 0 {
+        // Launched now, by the fake's clock and the guard's (the wall
+        // clock: paused time does not move it, so a message's return sets
+        // the launch back by the time that passed).
+        cloud.with_first_boot_queue();
+        cloud.edit(&id, |i| i.observed.launch_time = Some(launch_wall));
+        settings.extend([
+            ("FIRST_BOOT_GRACE_SECONDS", grace_text.as_str()),
+            ("FIRST_BOOT_QUEUE_URL", crate::first_boot::QUEUE),
+            ("FIRST_BOOT_SENDERS", crate::first_boot::ROLE_ID),
+        ]);
+    }
     let g = cloud
         .test_guard()
         .notifying()
         .remembering()
-        .with(&[("GUARD_MODE", "enforce"), ("TRIGGERS", "both")])
+        .with(&settings)
         .build();
     let state = |s: &str| {
         let mut e = fixture("state-change-pending.json");
@@ -205,7 +236,7 @@ async fn one(n: usize, trigger: Trigger, l: &Launch) -> Outcome {
         e
     };
     let events: Vec<(f64, Value)> = match trigger {
-        Trigger::StateChange => vec![
+        Trigger::StateChange | Trigger::Grace(_) => vec![
             (l.state_delivery[0], state("pending")),
             (l.pending + l.state_delivery[1], state("running")),
         ],
@@ -222,9 +253,18 @@ async fn one(n: usize, trigger: Trigger, l: &Launch) -> Outcome {
     let (mut longest, mut function_seconds) = (0.0f64, 0.0);
     // (Each event waits for the one before, retries included: any retry
     // fails the benchmark, so none delays a later delivery here.)
+    // The first-boot queue: each message comes back its delay after it was
+    // sent, plus SQS's delivery; no function runs meanwhile.
+    let mut queue: Vec<(Instant, String)> = Vec::new();
+    let queued = |queue: &mut Vec<(Instant, String)>| {
+        for (body, delay) in cloud.take_delayed() {
+            let back = Duration::from_secs(delay) + Duration::from_secs_f64(l.sqs_delivery);
+            queue.push((Instant::now() + back, body));
+        }
+    };
     for (k, (at, event)) in events.into_iter().enumerate() {
         tokio::time::sleep_until(launched + Duration::from_secs_f64(at)).await;
-        if trigger == Trigger::StateChange && k == 1 {
+        if trigger != Trigger::CloudTrail && k == 1 {
             let n = l.refused_at_running;
             cloud.edit(&id, |i| i.pending_for = n);
         }
@@ -233,7 +273,7 @@ async fn one(n: usize, trigger: Trigger, l: &Launch) -> Outcome {
             let ok = run(&g, &event).await;
             let ran = started.elapsed().as_secs_f64();
             function_seconds += ran;
-            if trigger == Trigger::StateChange {
+            if trigger != Trigger::CloudTrail {
                 longest = longest.max(ran);
             }
             if ok {
@@ -242,8 +282,44 @@ async fn one(n: usize, trigger: Trigger, l: &Launch) -> Outcome {
             retried += 1;
             tokio::time::sleep(Duration::from_secs(retry_after)).await;
         }
+        queued(&mut queue);
+    }
+    while let Some(k) = (0..queue.len()).min_by_key(|&k| queue[k].0) {
+        let (due, body) = queue.remove(k);
+        if cloud.required_at(&id).is_none() {
+            assert!(
+                due.duration_since(launched).as_secs_f64() >= grace as f64 - 1.0,
+                "a first-boot message came back before its grace ended"
+            );
+        }
+        tokio::time::sleep_until(due).await;
+        // The guard reads the wall clock, which paused time does not move:
+        // the launch is set back by the time that passed instead.
+        // (EC2's refusals just after `running` are long over by now.)
+        let passed = launched.elapsed().as_secs();
+        cloud.edit(&id, |i| {
+            i.observed.launch_time = Some(launch_wall - passed);
+            i.pending_for = 0;
+        });
+        let started = Instant::now();
+        let answer = g
+            .handle_payload(
+                &crate::first_boot::batch(&[body], crate::first_boot::ROLE_ID),
+                None,
+            )
+            .await
+            .unwrap();
+        function_seconds += started.elapsed().as_secs_f64();
+        assert_eq!(answer["batchItemFailures"], serde_json::json!([]));
+        queued(&mut queue);
     }
     let required = cloud.required_at(&id).expect("switched in the end");
+    if grace > 0 {
+        assert!(
+            required.duration_since(launched).as_secs_f64() >= grace as f64,
+            "switched before its grace ended"
+        );
+    }
     let applied = required + Duration::from_secs_f64(l.apply);
     Outcome {
         exposed: applied.saturating_duration_since(running_at).as_secs_f64(),
@@ -320,6 +396,7 @@ async fn seconds_from_running_to_applied_by_trigger() {
     const SEED: u64 = 0x1d_8e_4e_27_c4_7d_12_4f;
     let state = row(Trigger::StateChange, SEED, None, false).await;
     let trail = row(Trigger::CloudTrail, SEED, None, false).await;
+    let grace = row(Trigger::Grace(600), SEED, None, false).await;
     println!(
         "BENCH {}",
         serde_json::json!({
@@ -337,6 +414,10 @@ async fn seconds_from_running_to_applied_by_trigger() {
     }
     println!("| the guard's other calls (memory, publish, tag) | 0.02 each | assumed |");
     println!("| EC2 takes a modify while the instance is pending | no: refused, so running decides | assumed (AWS documents the modify for running or stopped instances only) |");
+    println!(
+        "| a first-boot message reaches the function after its delay ends | {}–{} | assumed (Lambda's SQS poller long-polls, up to 20 s) |",
+        SQS_DELIVERY.0, SQS_DELIVERY.1
+    );
     println!();
     println!(
         "| trigger | seconds from running to applied: median | p99 | max | invocations retried | function seconds a launch | modify calls a launch |"
@@ -345,6 +426,10 @@ async fn seconds_from_running_to_applied_by_trigger() {
     for (name, r) in [
         ("EC2 state change (pending, running)", &state),
         ("CloudTrail (RunInstances)", &trail),
+        (
+            "EC2 state change, FIRST_BOOT_GRACE_SECONDS=600, undeclared AMI",
+            &grace,
+        ),
     ] {
         println!(
             "| {name} | {:.1} | {:.1} | {:.1} | {} | {:.2} | {:.2} |",
@@ -414,6 +499,9 @@ async fn seconds_from_running_to_applied_by_trigger() {
         "a state-change invocation ran {:.1} s",
         state.longest
     );
+    // With a grace: never switched before it ends (asserted per launch),
+    // and no invocation retried.
+    assert_eq!(grace.retried, 0);
     // The state change beats CloudTrail for the distribution as a whole.
     assert!(state.median < trail.median);
 }
