@@ -195,6 +195,7 @@ pub fn html(report: &Report, rows: &[InstanceReport], generated_at: u64) -> Stri
         ".ready{color:#1e8e3e;font-weight:600}.notready{color:#b3261e;font-weight:600}.unknown{color:#e8710a;font-weight:600}\n",
         ".legend span{display:inline-block;margin-right:14px}.legend i{display:inline-block;width:10px;height:10px;margin-right:4px;border-radius:2px}\n",
         "code{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:12.5px}\n",
+        "td.src{overflow-wrap:anywhere;font-size:12px;color:#5f6368;max-width:260px}\n",
         "</style>\n</head>\n<body>\n",
     ));
     let accounts = sweep
@@ -405,7 +406,7 @@ fn last_mile(h: &mut String, regions: &[RegionSweep]) {
         for c in &i.seen.callers {
             let _ = writeln!(
                 h,
-                "<tr><td><code>{}</code></td><td><code>{}</code></td><td><code>{}</code></td><td>{}</td><td class=\"n\">{}</td><td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td></tr>",
+                "<tr><td><code>{}</code></td><td><code>{}</code></td><td><code>{}</code></td><td>{}</td><td class=\"n\">{}</td><td>{}</td><td><code>{}</code></td><td>{}</td><td class=\"src\">{}</td></tr>",
                 esc(&i.instance_id), esc(&place(r)), esc(&c.agent), esc(&c.role), c.calls, esc(&iso8601(c.last_seen)), esc(&c.example), esc(&c.hypothesis.text), esc(&c.hypothesis.source)
             );
         }
