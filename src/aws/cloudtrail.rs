@@ -15,14 +15,7 @@ pub struct Trail(pub aws_sdk_cloudtrail::Client);
 
 impl TrailApi for Trail {
     async fn event(&self, event_id: &str) -> Result<Option<TrailRecord>, AwsError> {
-        let attribute = LookupAttribute::builder()
-            .attribute_key(LookupAttributeKey::EventId)
-            .attribute_value(event_id)
-            .build()
-            .map_err(|e| AwsError::Api {
-                code: "InvalidLookup".into(),
-                message: e.to_string(),
-            })?;
+        let attribute = lookup(LookupAttributeKey::EventId, event_id)?;
         let out = self
             .0
             .lookup_events()
@@ -48,14 +41,7 @@ impl TrailApi for Trail {
         start: u64,
         next: Option<String>,
     ) -> Result<(Vec<String>, Option<String>), AwsError> {
-        let attribute = LookupAttribute::builder()
-            .attribute_key(LookupAttributeKey::Username)
-            .attribute_value(name)
-            .build()
-            .map_err(|e| AwsError::Api {
-                code: "InvalidLookup".into(),
-                message: e.to_string(),
-            })?;
+        let attribute = lookup(LookupAttributeKey::Username, name)?;
         let start = i64::try_from(start).unwrap_or(0);
         let out = self
             .0
@@ -74,4 +60,16 @@ impl TrailApi for Trail {
             .collect();
         Ok((records, out.next_token().map(str::to_string)))
     }
+}
+
+/// The one attribute a `LookupEvents` call looks up by.
+fn lookup(key: LookupAttributeKey, value: &str) -> Result<LookupAttribute, AwsError> {
+    LookupAttribute::builder()
+        .attribute_key(key)
+        .attribute_value(value)
+        .build()
+        .map_err(|e| AwsError::Api {
+            code: "InvalidLookup".into(),
+            message: e.to_string(),
+        })
 }

@@ -420,16 +420,11 @@ async fn a_claimed_launch_is_still_queued() {
     cloud.with_first_boot_queue();
     cloud.with_memory();
     launched(&cloud, &[id], 30);
-    let g = cloud
-        .test_guard()
-        .notifying()
-        .remembering()
-        .with(&[
-            ("FIRST_BOOT_GRACE_SECONDS", "600"),
-            ("FIRST_BOOT_QUEUE_URL", QUEUE),
-            ("FIRST_BOOT_SENDERS", ROLE_ID),
-        ])
-        .build();
+    let g = guard(
+        &cloud,
+        "600",
+        &[("MEMORY_TABLE", crate::common::MEMORY_TABLE)],
+    );
     cloud.fail("SendMessage", 1, crate::fake::api_error("AccessDenied"));
     let e = g.handle(&launch(&[id])).await.unwrap_err();
     assert!(e.to_string().contains(id), "{e}");
@@ -501,16 +496,11 @@ async fn a_sweep_that_told_before_still_queues_the_wait() {
     cloud.with_memory();
     cloud.set_defaults(Some(Default::default()));
     launched(&cloud, &[id], 30);
-    let g = cloud
-        .test_guard()
-        .notifying()
-        .remembering()
-        .with(&[
-            ("FIRST_BOOT_GRACE_SECONDS", "600"),
-            ("FIRST_BOOT_QUEUE_URL", QUEUE),
-            ("FIRST_BOOT_SENDERS", ROLE_ID),
-        ])
-        .build();
+    let g = guard(
+        &cloud,
+        "600",
+        &[("MEMORY_TABLE", crate::common::MEMORY_TABLE)],
+    );
     for run in 0..2 {
         let r = g.handle(&crate::common::scheduled()).await.unwrap();
         assert_eq!(
