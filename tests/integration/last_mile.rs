@@ -239,3 +239,55 @@ async fn off_by_default() {
     assert!(r.sweep.unwrap().regions[0].imdsv1_callers.is_none());
     assert_eq!(cloud.count("LookupEvents"), 0);
 }
+
+/// The CloudTrail adapter as the SDK sees it (aws-smithy-mocks): a lookup
+/// by user name (the instance id), from the start of the lookback, 50 a
+/// page, its token carried to the next page and back.
+#[tokio::test]
+async fn the_adapter_looks_up_by_user_name_page_by_page() {
+    use aws_sdk_cloudtrail::operation::lookup_events::LookupEventsOutput;
+    use aws_sdk_cloudtrail::types::{Event, LookupAttributeKey};
+    use aws_smithy_mocks::mock;
+    use imds_guard::aws::TrailApi;
+
+    let page = |n: usize, token: Option<&str>| {
+        let events: Vec<Event> = (0..n)
+            .map(|_| {
+                Event::builder()
+                    .cloud_trail_event(record(ID, Some("1.0"), "10.0.0.12", OLD_CLI))
+                    .build()
+            })
+            .collect();
+        LookupEventsOutput::builder()
+            .set_events(Some(events))
+            .set_next_token(token.map(str::to_string))
+            .build()
+    };
+    let first = mock!(aws_sdk_cloudtrail::Client::lookup_events)
+        .match_requests(|r| {
+            let a = &r.lookup_attributes()[0];
+            a.attribute_key() == &LookupAttributeKey::Username
+                && a.attribute_value() == ID
+                && r.start_time().map(|t| t.secs()) == Some(1_795_000_000)
+                && r.max_results() == Some(50)
+                && r.next_token().is_none()
+        })
+        .then_output(move || page(50, Some("t-2")));
+    let second = mock!(aws_sdk_cloudtrail::Client::lookup_events)
+        .match_requests(|r| r.next_token() == Some("t-2"))
+        .then_output(move || page(3, None));
+    let conf = aws_sdk_cloudtrail::config::Builder::from(&crate::common::mock_base())
+        .interceptor(crate::common::interceptor(&[&first, &second]));
+    let trail =
+        imds_guard::aws::cloudtrail::Trail(aws_sdk_cloudtrail::Client::from_conf(conf.build()));
+    let (records, next) = trail.user_events(ID, 1_795_000_000, None).await.unwrap();
+    assert_eq!((records.len(), next.as_deref()), (50, Some("t-2")));
+    let call = imds_guard::v1_callers::read(&records[0]).unwrap().unwrap();
+    assert_eq!(call.instance, ID);
+    let (records, next) = trail
+        .user_events(ID, 1_795_000_000, Some("t-2".into()))
+        .await
+        .unwrap();
+    assert_eq!((records.len(), next), (3, None));
+    assert_eq!((first.num_calls(), second.num_calls()), (1, 1));
+}
