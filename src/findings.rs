@@ -143,18 +143,21 @@ pub async fn remember(
     filed: &[Finding],
     now: u64,
 ) -> Option<String> {
-    if filed.is_empty() {
-        return None;
-    }
+    // Only an instance's check is reconciled, so only those are kept (a
+    // theft finding is filed again by each sweep that sees it).
     let records: Vec<_> = filed
         .iter()
+        .filter(|f| finding::instance_of(&f.id).is_some())
         .map(|f| finding::record(memory_partition, f, now))
         .collect();
+    if records.is_empty() {
+        return None;
+    }
     let e = memory.put(&records).await.err()?;
     warn!(error = %e, "the findings filed could not be remembered; the next sweep files them again");
     Some(format!(
         "{} finding(s) filed but not remembered ({e}): the next sweep files them again, and cannot archive one whose instance is gone by then",
-        filed.len()
+        records.len()
     ))
 }
 

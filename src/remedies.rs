@@ -371,14 +371,19 @@ pub async fn remember_remediated(
         .iter()
         .filter(|r| r.outcome == Outcome::Remediated && remembers(cfg, r))
         .map(|r| {
-            Record::new(
+            let mut record = Record::new(
                 Kind::Remediated,
                 partition,
                 &r.instance_id,
                 None,
                 now,
                 lookback,
-            )
+            );
+            // The last reading before the switch: the metric is zero after.
+            if let Some(Ok(n)) = r.metadata_no_token.map(|n| serde_json::to_string(&n)) {
+                record.data.insert(crate::memory::NO_TOKEN_BEFORE.into(), n);
+            }
+            record
         })
         .collect();
     if records.is_empty() {

@@ -102,6 +102,7 @@ fn to_sdk(f: &Finding) -> AwsSecurityFinding {
         .region(&f.region)
         .set_types(Some(f.types.clone()))
         .set_first_observed_at(f.first_observed_at.clone())
+        .set_last_observed_at(f.last_observed_at.clone())
         .created_at(&f.created_at)
         .updated_at(&f.updated_at)
         .severity(Severity::builder().label(label(f.severity.label)).build())
@@ -135,11 +136,11 @@ fn to_sdk(f: &Finding) -> AwsSecurityFinding {
                 .collect(),
         ))
         .set_resources(Some(resources))
-        .compliance(
+        .set_compliance(f.status().map(|s| {
             Compliance::builder()
-                .status(SdkStatus::from(f.compliance.status.as_str()))
-                .build(),
-        )
+                .status(SdkStatus::from(s.as_str()))
+                .build()
+        }))
         .record_state(match f.record_state {
             RecordState::Active => SdkRecord::Active,
             RecordState::Archived => SdkRecord::Archived,

@@ -28,6 +28,7 @@ pub const CSV_COLUMNS: &[&str] = &[
     "findings",
     "error",
     "launcher",
+    "metadata_no_token",
     "imdsv1_software",
     "imdsv1_hypothesis",
     "credential_theft",
@@ -109,6 +110,9 @@ pub fn csv(report: &Report, rows: &[InstanceReport]) -> Result<String, String> {
             r.findings.join("; "),
             r.error.clone().unwrap_or_default(),
             r.launcher.clone().unwrap_or_default(),
+            r.metadata_no_token
+                .map(|n| n.to_string())
+                .unwrap_or_default(),
             software,
             hypotheses,
             theft,
@@ -323,7 +327,7 @@ pub fn html(report: &Report, rows: &[InstanceReport], generated_at: u64) -> Stri
         "<h2>Instances not compliant when swept ({})</h2>",
         listed.len()
     );
-    h.push_str("<table id=\"instances\">\n<thead><tr><th>Instance</th><th>Where</th><th>Outcome</th><th>Action</th><th>Found</th><th>Launcher</th><th>Profile</th></tr></thead>\n<tbody>\n");
+    h.push_str("<table id=\"instances\">\n<thead><tr><th>Instance</th><th>Where</th><th>Outcome</th><th>Action</th><th>Found</th><th>MetadataNoToken</th><th>Launcher</th><th>Profile</th></tr></thead>\n<tbody>\n");
     for r in listed {
         let found = r
             .before
@@ -340,13 +344,16 @@ pub fn html(report: &Report, rows: &[InstanceReport], generated_at: u64) -> Stri
             .unwrap_or_default();
         let _ = writeln!(
             h,
-            "<tr><td><code>{}</code></td><td><code>{}/{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td><code>{}</code></td><td><code>{}/{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             esc(&r.instance_id),
             esc(r.account.as_deref().unwrap_or("")),
             esc(r.region.as_deref().unwrap_or("")),
             esc(r.outcome.as_str()),
             esc(&r.error.clone().unwrap_or_else(|| r.action.to_string())),
             esc(&found),
+            r.metadata_no_token
+                .map(|n| esc(&n.to_string()))
+                .unwrap_or_else(|| "not read".into()),
             esc(r.launcher.as_deref().unwrap_or("")),
             if r.instance_profile.is_some() { "yes" } else { "" }
         );
@@ -579,7 +586,15 @@ mod tests {
 
     #[test]
     fn the_last_mile_is_in_the_csv_and_on_the_page() {
-        let rows = rows(3);
+        let mut rows = rows(4);
+        rows[0].metadata_no_token = Some(crate::report::NoToken {
+            calls: Some(37),
+            hours: 24,
+        });
+        rows[1].metadata_no_token = Some(crate::report::NoToken {
+            calls: None,
+            hours: 24,
+        });
         let text = csv(&report(), &rows).unwrap();
         let mut reader = csv::Reader::from_reader(text.as_bytes());
         let rec = reader.records().next().unwrap().unwrap();
@@ -593,8 +608,12 @@ mod tests {
             &rec[col("credential_theft")],
             "45.142.212.18 (role app, 1 calls)"
         );
+        assert_eq!(&rec[col("metadata_no_token")], "37 IMDSv1 call(s) in 24h");
         let other = reader.records().next().unwrap().unwrap();
         assert_eq!(&other[col("imdsv1_software")], "");
+        assert_eq!(&other[col("metadata_no_token")], "no data in 24h");
+        let third = reader.records().next().unwrap().unwrap();
+        assert_eq!(&third[col("metadata_no_token")], "", "not read");
         // A sweep of its own account: the region's summary names none, the
         // rows the account EC2 named.
         let mut own = report();
@@ -612,6 +631,10 @@ mod tests {
             let t = &t[..t.find("</table>").unwrap()];
             t.matches("<tr>").count() - 1
         };
+        let instances = &page[page.find("id=\"instances\"").unwrap()..];
+        assert!(instances.contains("<td>37 IMDSv1 call(s) in 24h</td>"));
+        assert!(instances.contains("<td>no data in 24h</td>"));
+        assert!(instances.contains("<td>not read</td>"));
         assert_eq!(count("credential-theft"), 1);
         assert_eq!(count("imdsv1-callers"), 1);
         assert!(

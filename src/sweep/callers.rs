@@ -8,8 +8,9 @@
 use super::*;
 use crate::aws::TrailApi;
 use crate::event::Addresses;
+use crate::finding::theft;
 use crate::v1_callers::{
-    attribute, read, Call, Host, InstanceCallers, LastMile, Place, Seen, CALLS_PER_REGION,
+    attribute, read, Call, Host, InstanceCallers, LastMile, Place, Seen, Suspect, CALLS_PER_REGION,
     PAGES_PER_INSTANCE,
 };
 
@@ -95,6 +96,8 @@ impl<'a, C: Clients> Sweep<'a, C> {
         let mut budget = CALLS_PER_REGION;
         let mut to_remember = Vec::new();
         let mut stopped: Option<String> = None;
+        // What this run's answers show of theft: filed as findings.
+        let mut suspects: Vec<(String, Suspect)> = Vec::new();
         for c in &candidates {
             if stopped.is_none() && stop_at.is_some_and(|t| Instant::now() >= t) {
                 stopped = Some("the function's time is nearly up".into());
@@ -124,6 +127,7 @@ impl<'a, C: Clients> Sweep<'a, C> {
                         );
                         to_remember.push(r);
                     }
+                    suspects.extend(seen.suspects.iter().map(|s| (c.id.clone(), s.clone())));
                     push_if_news(&mut m, &c.id, now, seen);
                 }
                 Err(e) => {
@@ -158,6 +162,7 @@ impl<'a, C: Clients> Sweep<'a, C> {
                 ));
             }
         }
+        self.file_theft(out, &suspects, now).await;
         if let (Some(memory), false) = (&memory, to_remember.is_empty()) {
             if let Err(e) = memory.put(&to_remember).await {
                 out.summary.warnings.push(format!(
@@ -166,6 +171,42 @@ impl<'a, C: Clients> Sweep<'a, C> {
             }
         }
         out.summary.imdsv1_callers = Some(m);
+    }
+}
+
+impl<'a, C: Clients> Sweep<'a, C> {
+    /// With `SECURITY_HUB_FINDINGS`, each suspect this run saw is a
+    /// finding (`finding::theft`), filed in the instance's account and
+    /// region; a later run that sees it again updates it.
+    async fn file_theft(&self, out: &mut RegionResult, suspects: &[(String, Suspect)], now: u64) {
+        if !self.cfg.security_hub_findings || suspects.is_empty() {
+            return;
+        }
+        let region = out.summary.region.clone();
+        let Some(api) = filer(self.clients, &out.who, &region) else {
+            return;
+        };
+        let mut report = out.findings_report.take().unwrap_or_default();
+        match self.findings_account(out).await {
+            Some(account) => {
+                let place = crate::finding::Place {
+                    account: &account,
+                    region: &region,
+                    now,
+                    stamp_ms: crate::clock::stamp_ms(),
+                };
+                let findings: Vec<_> = suspects
+                    .iter()
+                    .filter_map(|(id, s)| theft::finding(&place, id, s))
+                    .collect();
+                crate::findings::file(&api, &region, &findings, &mut report).await;
+            }
+            None => report.errors.push(format!(
+                "{} possible credential theft finding(s) in {region} not filed: the account could not be named",
+                suspects.len()
+            )),
+        }
+        out.findings_report = Some(report);
     }
 }
 

@@ -5,6 +5,7 @@
 //! switched.
 
 use super::*;
+use crate::report::NoToken;
 
 impl<'a, C: Clients> Sweep<'a, C> {
     /// With `CHECK_METADATA_NO_TOKEN`, an instance that answered IMDSv1
@@ -53,7 +54,7 @@ impl<'a, C: Clients> Sweep<'a, C> {
                 continue;
             }
             let gated = awaits_proof(r, remedy);
-            let before = (remedy.clone(), r.clone());
+            let mut before = (remedy.clone(), r.clone());
             let used = match &calls {
                 Err(e) => {
                     unread_metric(r, remedy, &e.to_string());
@@ -71,6 +72,8 @@ impl<'a, C: Clients> Sweep<'a, C> {
                     Some(used)
                 }
             };
+            // A switch after the hold (its ceiling) keeps the reading.
+            before.1.metadata_no_token = r.metadata_no_token;
             // Held for want of proof (an unread metric fails it instead).
             if gated && used.is_some() && remedy.is_none() {
                 s.version_gated += 1;
@@ -422,19 +425,24 @@ impl<'a, C: Clients> Sweep<'a, C> {
     /// (the account swept, or the one that owns the instances, or the
     /// function's own).
     pub(super) async fn open_findings(&self, out: &RegionResult) -> Option<RegionFindings> {
-        let region = &out.summary.region;
-        let account = match out.summary.account.clone() {
-            Some(a) => a,
-            None => match self.clients.home_account().await {
-                Ok(a) => a,
-                Err(e) => {
-                    warn!(%region, error = %e, "the account to file findings in could not be named");
-                    return None;
-                }
-            },
-        };
+        let account = self.findings_account(out).await?;
         let memory = self.clients.memory();
-        Some(RegionFindings::open(memory.as_ref(), &account, region, now_secs()).await)
+        Some(RegionFindings::open(memory.as_ref(), &account, &out.summary.region, now_secs()).await)
+    }
+
+    /// The account whose findings these are: the one swept, or the
+    /// function's own.
+    pub(super) async fn findings_account(&self, out: &RegionResult) -> Option<String> {
+        if let Some(a) = out.summary.account.clone() {
+            return Some(a);
+        }
+        match self.clients.home_account().await {
+            Ok(a) => Some(a),
+            Err(e) => {
+                warn!(region = %out.summary.region, error = %e, "the account to file findings in could not be named");
+                None
+            }
+        }
     }
 
     /// The memory partition of this account-region: the account swept, or
@@ -484,6 +492,13 @@ impl<'a, C: Clients> Sweep<'a, C> {
             .iter()
             .map(|r| (r.id().to_string(), r.at))
             .collect();
+        let before: HashMap<&str, NoToken> = remediated
+            .iter()
+            .filter_map(|r| {
+                let n = r.data.get(memory::NO_TOKEN_BEFORE)?;
+                Some((r.id(), serde_json::from_str(n).ok()?))
+            })
+            .collect();
         let refused = match self
             .clients
             .metrics(&out.who, &out.summary.region)
@@ -507,6 +522,7 @@ impl<'a, C: Clients> Sweep<'a, C> {
             out.refusing.push(Refusing {
                 account: out.summary.account.clone(),
                 region: out.summary.region.clone(),
+                before_switch: before.get(id.as_str()).copied(),
                 instance_id: id,
                 refused_calls: n,
                 remediated_at: at,

@@ -1485,6 +1485,38 @@ async fn a_hold_back_ceiling_tells_a_day_ahead_then_switches() {
             .any(|f| f.contains("NO_TOKEN_HOLD_DAYS=3")),
         "{switched:?}"
     );
+    // The last reading before the switch is kept (the metric reads zero
+    // afterwards), and said when the switch breaks something.
+    assert_eq!(
+        switched.metadata_no_token.and_then(|n| n.calls),
+        Some(3),
+        "{switched:?}"
+    );
+    let kept = cloud.records("remediated#");
+    assert_eq!(kept.len(), 1);
+    assert!(
+        kept[0].data[imds_guard::memory::NO_TOKEN_BEFORE].contains("\"calls\":3"),
+        "{:?}",
+        kept[0].data
+    );
+    cloud.set_rejected(id, 5.0);
+    let r = cloud
+        .test_guard()
+        .notifying()
+        .with(&pairs)
+        .build()
+        .handle(&scheduled())
+        .await
+        .unwrap();
+    let refusing = &r.sweep.as_ref().unwrap().refusing_imdsv1;
+    assert_eq!(refusing.len(), 1, "{refusing:?}");
+    assert_eq!(refusing[0].before_switch.and_then(|n| n.calls), Some(3));
+    assert!(cloud
+        .published()
+        .last()
+        .unwrap()
+        .body
+        .contains("\"before_switch\""));
 
     // Without the ceiling, the same instance is held, however long.
     let cloud = setup();

@@ -291,3 +291,155 @@ async fn the_adapter_looks_up_by_user_name_page_by_page() {
     assert_eq!((records.len(), next), (3, None));
     assert_eq!((first.num_calls(), second.num_calls()), (1, 1));
 }
+
+/// With `SECURITY_HUB_FINDINGS`, a call from elsewhere is also a finding:
+/// high, in the TTPs namespace, with no compliance status, one per
+/// instance, role and address, updated (not doubled) by the next run that
+/// sees it; software seen using IMDSv1 makes none of its own.
+#[tokio::test(start_paused = true)]
+async fn possible_theft_is_a_finding_and_the_next_run_updates_it() {
+    use imds_guard::finding::theft;
+    let cloud = FakeCloud::new();
+    cloud.with_memory().with_security_hub();
+    cloud.set_defaults(Some(Default::default()));
+    instance(&cloud, ID);
+    let t = now_secs() - 3600;
+    cloud.record_user_event(ID, t, &record(ID, Some("1.0"), "10.0.0.12", OLD_CLI));
+    cloud.record_user_event(
+        ID,
+        t,
+        &record(ID, Some("1.0"), "45.142.212.18", "aws-cli/2.17.23"),
+    );
+    let g = cloud
+        .test_guard()
+        .notifying()
+        .remembering()
+        .filing()
+        .with(&[
+            ("GUARD_MODE", "audit"),
+            ("LOOKUP_IMDSV1_CALLERS", "true"),
+            (
+                "OUTPUTS_QUEUE_URL",
+                "https://sqs.us-east-1.amazonaws.com/111122223333/imds-guard-outputs",
+            ),
+            ("OUTPUTS_SENDERS", "AROAGUARDROLE0000001"),
+        ])
+        .build();
+    let thefts = |cloud: &FakeCloud| -> Vec<imds_guard::finding::Finding> {
+        cloud
+            .findings()
+            .into_values()
+            .filter(|f| f.generator_id == theft::GENERATOR_ID)
+            .collect()
+    };
+    // The sweep function, as deployed, hands its findings to the outputs
+    // function, which files them.
+    cloud.as_event_function(true);
+    let r = g.handle(&scheduled()).await.unwrap();
+    assert_eq!(r.security_hub.as_ref().map(|s| s.queued), Some(2));
+    cloud.as_event_function(false);
+    let records: Vec<serde_json::Value> = cloud
+        .take_handed_off()
+        .iter()
+        .enumerate()
+        .map(|(i, body)| {
+            serde_json::json!({"messageId": format!("m-{i}"), "eventSource": "aws:sqs",
+                "body": body, "attributes": {"SenderId": "AROAGUARDROLE0000001:imds-guard-sweep"}})
+        })
+        .collect();
+    let answer = g
+        .handle_handoffs(&serde_json::json!({ "Records": records }))
+        .await
+        .unwrap();
+    assert_eq!(answer, serde_json::json!({"batchItemFailures": []}));
+    let found = thefts(&cloud);
+    assert_eq!(found.len(), 1, "{:?}", cloud.findings().keys());
+    let f = &found[0];
+    assert!(f.id.contains(ID) && f.id.ends_with("/app-role/45.142.212.18"));
+    assert_eq!(f.status(), None);
+    assert_eq!(f.types, [theft::FINDING_TYPE]);
+    assert!(f.description.contains("45.142.212.18"), "{}", f.description);
+    assert_eq!(f.product_fields["imds-guard/Calls"], "1");
+    // The instance's own check is still one finding, as before.
+    assert_eq!(
+        cloud
+            .findings()
+            .values()
+            .filter(|f| f.generator_id == imds_guard::finding::GENERATOR_ID)
+            .count(),
+        1
+    );
+    // Nothing kept of it in the memory: only checks are reconciled.
+    assert!(cloud
+        .records("finding#")
+        .iter()
+        .all(|r| !r.sk.contains("imdsv1-credentials")));
+
+    // A later run that sees more calls from the same address updates it.
+    cloud.record_user_event(
+        ID,
+        t + 60,
+        &record(ID, Some("1.0"), "45.142.212.18", "aws-cli/2.17.23"),
+    );
+    tokio::time::advance(std::time::Duration::from_secs(3600)).await;
+    // Filed directly this time (a binary with Security Hub's client).
+    let r = g.handle(&scheduled()).await.unwrap();
+    assert_eq!(r.security_hub.as_ref().map(|s| s.theft), Some(1));
+    let found = thefts(&cloud);
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].product_fields["imds-guard/Calls"], "2");
+}
+
+/// Real instance-role records captured by other projects (`events/real/lookup-events/`,
+/// with provenance in `events/real/PROVENANCE.md`): `2.0` deliveries are counted and never named as
+/// IMDSv1 software; a record from before `ec2RoleDelivery` existed is not
+/// a call to attribute. (No real `1.0` record with a licence to copy was
+/// found: the `1.0` shapes above follow AWS's documentation.)
+#[tokio::test(start_paused = true)]
+async fn real_instance_role_records_are_read_as_their_delivery_says() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("events/real/lookup-events");
+    let provenance = std::fs::read_to_string(dir.parent().unwrap().join("PROVENANCE.md")).unwrap();
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    let (mut v2, mut older) = (0, 0);
+    for path in files {
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(
+            provenance.contains(&format!("`lookup-events/{name}`")),
+            "{name} has no provenance"
+        );
+        let text = std::fs::read_to_string(&path).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let Some(delivery) = v["userIdentity"]["sessionContext"]["ec2RoleDelivery"].as_str() else {
+            // From before CloudTrail recorded the delivery: nothing to read.
+            assert_eq!(imds_guard::v1_callers::read(&text), Ok(None), "{name}");
+            older += 1;
+            continue;
+        };
+        assert_eq!(delivery, "2.0", "{name}: a real 1.0 record is new: test it");
+        let id = v["userIdentity"]["arn"]
+            .as_str()
+            .unwrap()
+            .rsplit('/')
+            .next()
+            .unwrap()
+            .to_string();
+        let call = imds_guard::v1_callers::read(&text).unwrap().expect(&name);
+        assert_eq!((call.instance.as_str(), call.v1), (id.as_str(), false));
+        // Through the sweep: counted, never named as IMDSv1 software.
+        let cloud = FakeCloud::new();
+        cloud.with_memory();
+        cloud.set_defaults(Some(Default::default()));
+        instance(&cloud, &id);
+        cloud.record_user_event(&id, now_secs() - 3600, &text);
+        let r = guard(&cloud).handle(&scheduled()).await.unwrap();
+        let m = r.sweep.unwrap().regions[0].imdsv1_callers.clone().unwrap();
+        assert_eq!(m.asked, 1, "{name}");
+        assert!(m.instances.is_empty(), "{name}: {:?}", m.instances);
+        v2 += 1;
+    }
+    assert_eq!((v2, older), (3, 1));
+}

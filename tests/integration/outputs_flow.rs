@@ -70,7 +70,7 @@ fn status_of(cloud: &FakeCloud, id: &str) -> Option<(ComplianceStatus, RecordSta
         .findings()
         .values()
         .find(|f| f.id.ends_with(&format!("/{id}")))
-        .map(|f| (f.compliance.status, f.record_state))
+        .map(|f| (f.status().unwrap(), f.record_state))
 }
 
 #[tokio::test(start_paused = true)]
@@ -95,7 +95,7 @@ async fn a_flagged_launch_fails_its_finding_and_a_fix_by_hand_passes_it() {
         "imds-guard/111122223333/us-east-1/i-0aaaaaaaaaaaaaaa1"
     );
     assert_eq!(f.aws_account_id, "111122223333");
-    assert_eq!(f.compliance.status, ComplianceStatus::Failed);
+    assert_eq!(f.status(), Some(ComplianceStatus::Failed));
     assert_eq!(report.aws_calls.get("BatchImportFindings"), Some(&1));
     // Remembered, so the sweep does not file it again.
     let swept = g

@@ -29,6 +29,8 @@ use crate::event::{MetadataOptions, Trigger};
 pub use crate::report::{ComplianceStatus, FindingsReport};
 use crate::report::{InstanceReport, Outcome};
 pub use crate::time::{iso8601, iso8601_ms};
+
+pub mod theft;
 use crate::validate::{clean, partition};
 
 pub const SCHEMA_VERSION: &str = "2018-10-08";
@@ -226,6 +228,13 @@ impl Facts {
     }
 }
 
+impl Finding {
+    /// Its compliance status: `None` for a finding that is not a check's.
+    pub fn status(&self) -> Option<ComplianceStatus> {
+        self.compliance.as_ref().map(|c| c.status)
+    }
+}
+
 /// What a finding is made from: a decision's facts, or a sweep's settling
 /// of an instance it no longer decides. Findings cross the outputs queue as
 /// these, never as ASFF.
@@ -247,13 +256,20 @@ pub enum Filing {
         instance_id: String,
         options: MetadataOptions,
     },
+    /// Its IMDSv1-delivered credentials used from elsewhere (`theft`).
+    Theft {
+        instance_id: String,
+        suspect: crate::v1_callers::Suspect,
+    },
 }
 
 impl Filing {
     pub fn instance_id(&self) -> &str {
         match self {
             Filing::Decided { facts, .. } => &facts.instance_id,
-            Filing::Gone { instance_id, .. } | Filing::Passed { instance_id, .. } => instance_id,
+            Filing::Gone { instance_id, .. }
+            | Filing::Passed { instance_id, .. }
+            | Filing::Theft { instance_id, .. } => instance_id,
         }
     }
 }
@@ -278,6 +294,10 @@ pub fn rebuild(place: &Place<'_>, filing: &Filing) -> Option<Finding> {
             options,
         } => crate::validate::is_instance_id(instance_id)
             .then(|| passed(place, instance_id, options)),
+        Filing::Theft {
+            instance_id,
+            suspect,
+        } => theft::finding(place, instance_id, suspect),
     }
 }
 
@@ -329,6 +349,8 @@ pub struct Finding {
     pub types: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub first_observed_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_observed_at: Option<String>,
     pub created_at: String,
     pub updated_at: String,
     pub severity: SeverityField,
@@ -338,7 +360,9 @@ pub struct Finding {
     pub remediation: Remediation,
     pub product_fields: BTreeMap<String, String>,
     pub resources: Vec<Resource>,
-    pub compliance: Compliance,
+    /// Only for a control check's finding (ASFF): a theft finding has none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compliance: Option<Compliance>,
     pub record_state: RecordState,
     /// What it was built from: what crosses the outputs queue in its place.
     #[serde(skip)]
@@ -571,6 +595,7 @@ fn build(
         region: place.region.into(),
         types: vec![FINDING_TYPE.into()],
         first_observed_at: launched.map(iso8601),
+        last_observed_at: None,
         // As Security Hub asks of a provider that re-imports: the time of
         // this import (it keeps its own first-seen time).
         created_at: now.clone(),
@@ -602,7 +627,7 @@ fn build(
             region: place.region.into(),
             details: ResourceDetails { instance: details },
         }],
-        compliance: Compliance { status: d.status },
+        compliance: Some(Compliance { status: d.status }),
         record_state: d.record,
         filing: MadeFrom(None),
     }
@@ -696,7 +721,7 @@ pub fn reconcile(
     for f in decided {
         let same = instance_of(&f.id)
             .and_then(|id| held.get(id))
-            .is_some_and(|s| *s == f.compliance.status && f.record_state == RecordState::Active);
+            .is_some_and(|s| Some(*s) == f.status() && f.record_state == RecordState::Active);
         if same {
             out.unchanged += 1;
         } else {
@@ -724,7 +749,7 @@ pub fn record(memory_partition: &str, f: &Finding, now: u64) -> crate::memory::R
     );
     let status = match f.record_state {
         RecordState::Archived => "ARCHIVED",
-        RecordState::Active => f.compliance.status.as_str(),
+        RecordState::Active => f.status().map_or("", ComplianceStatus::as_str),
     };
     r.data
         .insert(crate::memory::FINDING_STATUS.into(), status.into());
@@ -753,12 +778,13 @@ impl FindingsReport {
     pub fn count(&mut self, f: &Finding) {
         // A passed finding is archived too; `archived` counts those of
         // instances that are gone.
-        if f.record_state == RecordState::Archived
-            && f.compliance.status != ComplianceStatus::Passed
-        {
-            self.archived += 1;
-        } else {
-            *self.filed.entry(f.compliance.status).or_default() += 1;
+        match f.status() {
+            // Not a check: possible credential theft.
+            None => self.theft += 1,
+            Some(s) if f.record_state == RecordState::Archived && s != ComplianceStatus::Passed => {
+                self.archived += 1
+            }
+            Some(s) => *self.filed.entry(s).or_default() += 1,
         }
     }
 }
@@ -1096,7 +1122,7 @@ mod tests {
         let filed: Vec<(&str, ComplianceStatus)> = r
             .file
             .iter()
-            .map(|f| (instance_of(&f.id).unwrap(), f.compliance.status))
+            .map(|f| (instance_of(&f.id).unwrap(), f.status().unwrap()))
             .collect();
         assert_eq!(
             filed,

@@ -210,11 +210,11 @@ impl Handoff {
             });
             let types = [crate::finding::FINDING_TYPE.to_string()];
             let severity = f.finding_provider_fields.severity.label;
-            let as_built = match (f.compliance.status, f.record_state) {
-                (C::Passed, R::Archived) => severity == S::Informational,
-                (C::Failed, R::Active) => matches!(severity, S::High | S::Medium),
-                (C::Warning, R::Active) => severity == S::Low,
-                (_, R::Archived) => severity == S::Informational,
+            let as_built = match (f.status(), f.record_state) {
+                (Some(C::Passed), R::Archived) => severity == S::Informational,
+                (Some(C::Failed), R::Active) => matches!(severity, S::High | S::Medium),
+                (Some(C::Warning), R::Active) => severity == S::Low,
+                (Some(_), R::Archived) => severity == S::Informational,
                 _ => false,
             };
             if !ours

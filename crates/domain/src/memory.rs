@@ -157,6 +157,10 @@ pub const FINDING_LIFETIME: u64 = 30 * DAY;
 /// The `data` key of a finding record: the status filed.
 pub const FINDING_STATUS: &str = "status";
 
+/// The `data` key of a remediation record: `MetadataNoToken` as the guard
+/// last read it before the switch (`report::NoToken`, in JSON).
+pub const NO_TOKEN_BEFORE: &str = "no_token_before";
+
 /// The `data` key of an exemption record: the glob that matched.
 pub const GLOB: &str = "glob";
 

@@ -670,6 +670,10 @@ mod tests {
                 instance_id: format!("i-{i:017x}"),
                 refused_calls: 12.0,
                 remediated_at: 1_795_932_000,
+                before_switch: Some(crate::report::NoToken {
+                    calls: Some(4_000),
+                    hours: 168,
+                }),
             })
             .collect();
         r.sweep = Some(SweepSummary {

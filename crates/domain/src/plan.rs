@@ -355,6 +355,12 @@ pub fn hold_back(
     missing_as_zero: bool,
 ) -> V1Use {
     let gated = r.needs_version.is_some();
+    // Kept whatever it decides: the sweep shows it, and a switch remembers
+    // it (afterwards the metric is zero by construction).
+    r.metadata_no_token = Some(crate::report::NoToken {
+        calls: calls.map(|n| n.max(0.0).round() as u64),
+        hours,
+    });
     let (used, finding) = match calls {
         Some(n) if n > 0.0 => (
             V1Use::InUse,

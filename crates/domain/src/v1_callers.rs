@@ -176,6 +176,19 @@ const RUNTIME: &[&str] = &[
 /// workload, as its owner chose. Anything else (an OS, a kernel, per-call
 /// metadata, a hostname) is dropped, so no instance detail is kept.
 pub fn normalise_agent(ua: &str) -> String {
+    // The ECS container agent names itself in words:
+    // `Amazon ECS Agent - v1.12.2 (ecda8a6) (+http://aws.amazon.com/ecs/)`.
+    if let Some(rest) = ua.trim_start().strip_prefix("Amazon ECS Agent - v") {
+        let v = rest.split_whitespace().next().unwrap_or("");
+        if !v.is_empty()
+            && v.len() <= 32
+            && v.starts_with(|c: char| c.is_ascii_digit())
+            && v.chars()
+                .all(|c| c.is_ascii_alphanumeric() || ".-_".contains(c))
+        {
+            return format!("amazon-ecs-agent/{v}");
+        }
+    }
     let kept: Vec<(bool, String)> = ua
         .split_whitespace()
         .filter_map(|token| {
@@ -580,6 +593,37 @@ pub const CATALOGUE: &[Known] = &[
         before: "calls IMDSv1 first by design (IMDSv2 from 2.3.814.0)",
         source: "https://github.com/aws/amazon-ssm-agent/issues/319",
     },
+    // Its user agent is its own (`CWAgent/<version> (go…)`, set in
+    // `handlers/agentinfo`), replacing the SDK's.
+    Known {
+        product: "cwagent",
+        line: "",
+        label: "CloudWatch agent",
+        fixed: "1.300028.0",
+        before: "falls back to IMDSv1 (it tries IMDSv2 alone first from 1.300028.0; 1.247348 failed under HttpTokens=required, issue #253)",
+        source: "https://github.com/aws/amazon-cloudwatch-agent/releases/tag/v1.300028.0",
+    },
+    // `Amazon ECS Agent - v<version> (<hash>)`, read by `normalise_agent`.
+    // Which release first fetched its credentials with IMDSv2 is not
+    // verified: `fixed` is empty, and the hypothesis says so.
+    Known {
+        product: "amazon-ecs-agent",
+        line: "",
+        label: "Amazon ECS container agent",
+        fixed: "",
+        before: "failed to start under HttpTokens=required in early releases (containers-roadmap #670); the first release that fetches its credentials with IMDSv2 is not verified here: upgrade it, then read MetadataNoToken",
+        source: "https://github.com/aws/containers-roadmap/issues/670",
+    },
+    // Fluent Bit's C AWS client sends `aws-fluent-bit-plugin` (with `-ecs`,
+    // `-k8s` or `-windows`), never a version.
+    Known {
+        product: "aws-fluent-bit-plugin",
+        line: "",
+        label: "Fluent Bit's AWS outputs",
+        fixed: "1.8.9",
+        before: "use IMDSv1 only (1.8.8 added IMDSv2, with a broken fallback)",
+        source: "https://github.com/fluent/fluent-bit/issues/4388",
+    },
 ];
 
 /// The SDKs' documented fallback (every current AWS SDK tries IMDSv2, then
@@ -591,14 +635,29 @@ const FALLBACK: &str = "https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/inst
 /// host whose hop limit is 1 is the usual cause); or unknown.
 pub fn hypothesis(agent: &str, host: Host) -> Hypothesis {
     for token in agent.split_whitespace() {
-        let Some((name, version)) = token.split_once('/') else {
-            continue;
-        };
+        let (name, version) = token.split_once('/').unwrap_or((token, ""));
         let name = name.to_ascii_lowercase();
-        let known = CATALOGUE
-            .iter()
-            .find(|k| k.product == name && version.starts_with(k.line));
+        let known = CATALOGUE.iter().find(|k| {
+            (k.product == name
+                || (version.is_empty() && name.starts_with(&format!("{}-", k.product))))
+                && version.starts_with(k.line)
+        });
         let Some(k) = known else { continue };
+        if version.is_empty() {
+            return Hypothesis {
+                text: format!(
+                    "{}: its user agent carries no version; before {} they {}: check the version installed",
+                    k.label, k.fixed, k.before
+                ),
+                source: k.source.into(),
+            };
+        }
+        if k.fixed.is_empty() {
+            return Hypothesis {
+                text: format!("{} {version} {}", k.label, k.before),
+                source: k.source.into(),
+            };
+        }
         if older(version, k.fixed) {
             return Hypothesis {
                 text: format!(
@@ -961,5 +1020,49 @@ mod tests {
         for k in CATALOGUE {
             assert!(k.source.starts_with("https://"), "{}", k.label);
         }
+    }
+
+    /// Agents whose user agent is their own: as their source sets it (the
+    /// ECS agent's as a real record has it, `events/real/lookup-events/`).
+    #[test]
+    fn agents_that_name_themselves_are_named_and_explained() {
+        let ecs =
+            normalise_agent("Amazon ECS Agent - v1.12.2 (ecda8a6) (+http://aws.amazon.com/ecs/)");
+        assert_eq!(ecs, "amazon-ecs-agent/1.12.2");
+        let h = hypothesis(&ecs, Host::default());
+        assert!(h.text.contains("not verified"), "{}", h.text);
+        assert!(h.source.contains("containers-roadmap"));
+        assert_eq!(
+            normalise_agent("Amazon ECS Agent - v$(id) x"),
+            "(unrecognised user agent)"
+        );
+
+        let cw = normalise_agent(
+            "CWAgent/1.247347.3 (go1.15.6; linux; amd64) No Build Date inputs:(cpu disk mem)",
+        );
+        assert_eq!(cw, "CWAgent/1.247347.3");
+        let h = hypothesis(&cw, Host::default());
+        assert!(
+            h.text.contains("before 1.300028.0: upgrade it"),
+            "{}",
+            h.text
+        );
+        let h = hypothesis("CWAgent/1.300050.0", Host::default());
+        assert!(h.text.starts_with("SDK fallback"), "{}", h.text);
+
+        for fluent in ["aws-fluent-bit-plugin", "aws-fluent-bit-plugin-ecs"] {
+            assert_eq!(normalise_agent(fluent), fluent);
+            let h = hypothesis(fluent, Host::default());
+            assert!(
+                h.text.contains("no version") && h.text.contains("1.8.9"),
+                "{}",
+                h.text
+            );
+            assert!(h.source.contains("fluent-bit/issues/4388"));
+        }
+        // A name that only begins like a catalogued one is not it.
+        assert!(hypothesis("aws-clix/1.0", Host::default())
+            .text
+            .starts_with("unknown"));
     }
 }

@@ -54,6 +54,24 @@ impl Outcome {
     }
 }
 
+/// One reading of `MetadataNoToken`: the IMDSv1 calls an instance answered
+/// over the last `hours`, summed; `calls: None` when there was no data at
+/// all (stopped throughout, or just launched), which is not zero.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NoToken {
+    pub calls: Option<u64>,
+    pub hours: u64,
+}
+
+impl std::fmt::Display for NoToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.calls {
+            Some(n) => write!(f, "{n} IMDSv1 call(s) in {}h", self.hours),
+            None => write!(f, "no data in {}h", self.hours),
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct InstanceReport {
     pub instance_id: String,
@@ -96,6 +114,10 @@ pub struct InstanceReport {
     pub launch_time: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// What `MetadataNoToken` said over the lookback, when it was read
+    /// (`CHECK_METADATA_NO_TOKEN`, or a version-gated launcher).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metadata_no_token: Option<NoToken>,
     /// Whether this outcome is news a person should be told about.
     #[serde(skip)]
     pub notify: bool,
@@ -119,6 +141,7 @@ impl InstanceReport {
             instance_profile: None,
             launch_time: None,
             error: None,
+            metadata_no_token: None,
             notify: false,
         }
     }

@@ -67,6 +67,10 @@ pub struct FindingsReport {
     pub filed: BTreeMap<ComplianceStatus, u64>,
     #[serde(skip_serializing_if = "is_zero")]
     pub archived: u64,
+    /// Possible credential theft filed (`finding::theft`): not a check's
+    /// finding, so no compliance status.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub theft: u64,
     /// Already as Security Hub holds them (a sweep files only changes).
     #[serde(skip_serializing_if = "is_zero")]
     pub unchanged: u64,
@@ -89,6 +93,7 @@ impl FindingsReport {
             *self.filed.entry(k).or_default() += v;
         }
         self.archived += other.archived;
+        self.theft += other.theft;
         self.unchanged += other.unchanged;
         self.queued += other.queued;
         self.warnings.extend(other.warnings);

@@ -239,6 +239,10 @@ pub struct Refusing {
     pub refused_calls: f64,
     /// When the guard required tokens, in seconds since the epoch.
     pub remediated_at: u64,
+    /// `MetadataNoToken` as the guard last read it before that switch, as
+    /// its memory keeps it (the metric reads zero since, by construction).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub before_switch: Option<super::NoToken>,
 }
 
 impl Eq for Refusing {}
