@@ -15,7 +15,7 @@
 pub use imds_guard_domain::{
     break_glass, breaker, cap, config, confirm, delivery, doctor, event, fanout, finding,
     first_boot, glob, handoff, launch_template, launcher, memory, message, metrics, notify, plan,
-    policy, probe, report, routing, source, time, v1_callers, validate, watch,
+    policy, prevention, probe, report, routing, source, time, v1_callers, validate, watch,
 };
 
 pub mod account_region;

@@ -4,7 +4,8 @@
 //! `imds-guard doctor` says whether the guard will work in this account;
 //! `imds-guard break-glass` grants, revokes and lists time-boxed exemptions;
 //! `imds-guard migrate-exemptions` copies legacy exemption tags into the
-//! guard's memory; `imds-guard completions SHELL` prints shell completions.
+//! guard's memory; `imds-guard policy` prints the preventive policy the
+//! settings imply; `imds-guard completions SHELL` prints shell completions.
 //! Arguments are parsed by clap (each subcommand has its own `--help`); the
 //! commands that need a configuration read the same environment variables as
 //! the function, and flags override them.
@@ -14,6 +15,7 @@ mod check;
 mod doctor;
 pub mod export;
 mod migrate;
+mod policy;
 mod sweep;
 
 use std::io::Write;
@@ -109,6 +111,20 @@ enum Command {
         after_help = "Exit status: 0 done, 2 error."
     )]
     BreakGlass(break_glass::BreakGlassArgs),
+    /// Print the preventive policy the guard's settings imply: an SCP, an
+    /// identity policy or an EC2 declarative policy (no AWS call).
+    #[command(
+        long_about = "Print the preventive policy the guard's settings imply, on stdout alone \
+        (minified JSON, deterministic), from the same environment variables as the function \
+        (EXEMPT_PRINCIPAL_ARNS, EXEMPT_TAG_KEY, STATUS_TAG_KEY, MAX_HOP_LIMIT, ...). What the \
+        policy cannot bind, and with --explain what each statement does, go to stderr.\n\n\
+        --kind scp: deny launches that do not require IMDSv2, changes that turn IMDSv1 back on, \
+        weakening the account default, and writing the guard's tags, except the administrator \
+        role you name (and the exempt principals where IAM means the same thing). --kind iam: \
+        the same as an identity policy. --kind declarative: the EC2 instance metadata defaults.",
+        after_help = "Exit status: 0 printed, 2 refused (the reason on stderr)."
+    )]
+    Policy(policy::PolicyArgs),
     /// Print shell completions (e.g. `imds-guard completions bash >
     /// /etc/bash_completion.d/imds-guard`).
     Completions {
@@ -155,6 +171,7 @@ pub fn run(args: Vec<String>) -> ExitCode {
         Command::MigrateExemptions(args) => ("migrate-exemptions", migrate::run(args)),
         Command::Doctor(args) => ("doctor", doctor::run(args)),
         Command::BreakGlass(args) => ("break-glass", break_glass::run(args)),
+        Command::Policy(args) => ("policy", policy::run(args)),
         Command::Completions { shell } => {
             let mut out = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "imds-guard", &mut out);

@@ -69,6 +69,7 @@ mod org_emulator;
 mod org_sim;
 mod outputs_emulator;
 mod outputs_flow;
+mod prevention;
 mod properties;
 mod real_records;
 mod reference_keys;

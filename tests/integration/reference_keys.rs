@@ -317,3 +317,33 @@ fn the_check_refuses_what_aws_does_not_list() {
     assert!(operator_fits("ForAllValues:StringEquals", "ArrayOfString"));
     assert!(!operator_fits("ArnEquals", "String"));
 }
+
+/// The problems of one policy document's condition uses, checked as the
+/// templates' are (a generated policy: `prevention`). A statement on every
+/// action (`"*"`) is checked against its key's service directly.
+pub fn policy_problems(policy: &Json) -> Vec<String> {
+    let reference = reference();
+    let doc: Value = serde_norway::to_value(policy).unwrap();
+    let mut wrapped = serde_norway::Mapping::new();
+    let mut resources = serde_norway::Mapping::new();
+    resources.insert("Policy".into(), doc);
+    wrapped.insert("Resources".into(), Value::Mapping(resources));
+    let mut problems = Vec::new();
+    for u in uses(&Value::Mapping(wrapped)) {
+        let ty = if u.actions == ["*"] {
+            let service = u.key.split(':').next().unwrap_or("");
+            reference[service]["conditions"][&u.key]["type"]
+                .as_str()
+                .map(str::to_string)
+                .ok_or(format!("{} is not a condition key AWS lists", u.key))
+        } else {
+            key_type(&reference, &u)
+        };
+        match ty {
+            Ok(ty) if operator_fits(&u.operator, &ty) => {}
+            Ok(ty) => problems.push(format!("{} on {} (typed {ty})", u.operator, u.key)),
+            Err(e) => problems.push(e),
+        }
+    }
+    problems
+}

@@ -25,6 +25,7 @@ pub mod metrics;
 pub mod notify;
 pub mod plan;
 pub mod policy;
+pub mod prevention;
 pub mod probe;
 pub mod report;
 pub mod routing;
