@@ -13,6 +13,7 @@ use std::process::{Command, Output};
 
 use imds_guard::glob::Glob;
 use imds_guard::prevention::{self, Inputs, Kind};
+use imds_guard::v1_callers::{Caller, Hypothesis, InstanceCallers, LastMile, Seen};
 use serde_json::{json, Value};
 
 use crate::iam::{evaluate, Decision, Request};
@@ -99,6 +100,23 @@ fn the_seeds_cases_and_the_guards_own_as_iam_decides_them() {
             evaluate(&pst, &tagged("arn:aws:iam::111122223333:role/platform")),
             Decision::Allow
         );
+        // `True`, as the guard reads it, too.
+        assert_eq!(
+            evaluate(
+                &pst,
+                &tagged("arn:aws:iam::111122223333:role/platform")
+                    .key("aws:RequestTag/imds-exempt", "True")
+            ),
+            Decision::Allow
+        );
+        // Without the guard's roles the tag is unprotected: not carried.
+        let mut open = platform.clone();
+        open.guard_roles.clear();
+        let ost = statements(kind, &open);
+        assert_eq!(
+            evaluate(&ost, &tagged("arn:aws:iam::111122223333:role/platform")),
+            Decision::ExplicitDeny
+        );
         // A change to optional: denied. The guard's own fix (the instance
         // is at optional as it asks): allowed. A hop-limit change alone:
         // allowed. The administrator's undo: allowed.
@@ -118,6 +136,26 @@ fn the_seeds_cases_and_the_guards_own_as_iam_decides_them() {
         );
         assert_eq!(
             d(modify(ADMIN).key("ec2:Attribute/HttpTokens", "optional")),
+            Decision::Allow
+        );
+        // The hop limit after launch, and as the default: the guard's
+        // ceiling holds; the guard's own container fix (2) passes.
+        assert_eq!(
+            d(modify(BOUND).key("ec2:Attribute/HttpPutResponseHopLimit", "3")),
+            Decision::ExplicitDeny
+        );
+        assert_eq!(
+            d(modify(GUARD)
+                .key("ec2:Attribute/HttpTokens", "required")
+                .key("ec2:Attribute/HttpPutResponseHopLimit", "2")),
+            Decision::Allow
+        );
+        assert_eq!(
+            d(defaults(BOUND).key("ec2:Attribute/HttpPutResponseHopLimit", "5")),
+            Decision::ExplicitDeny
+        );
+        assert_eq!(
+            d(defaults(BOUND).key("ec2:Attribute/HttpPutResponseHopLimit", "-1")),
             Decision::Allow
         );
         // The account default: weakening it denied, but to the
@@ -151,6 +189,11 @@ fn the_seeds_cases_and_the_guards_own_as_iam_decides_them() {
         );
         assert_eq!(d(tag(GUARD, &["imds-guard:status"])), Decision::Allow);
         assert_eq!(d(tag(BOUND, &["team"])), Decision::Allow);
+        // DeleteTags naming no tag deletes them all.
+        let delete_all =
+            |by: &str| Request::new("ec2:DeleteTags", INSTANCE).key("aws:PrincipalArn", by);
+        assert_eq!(d(delete_all(BOUND)), Decision::ExplicitDeny);
+        assert_eq!(d(delete_all(GUARD)), Decision::Allow);
         let group = Request::new("autoscaling:CreateOrUpdateTags", "*")
             .key("aws:PrincipalArn", BOUND)
             .multi("aws:TagKeys", &["imds-exempt"]);
@@ -219,6 +262,12 @@ fn a_glob_iam_reads_otherwise_is_refused_with_the_reason() {
         Decision::Allow,
         "IAM's ArnLike crosses the slash"
     );
+    // A session's ARN is never aws:PrincipalArn: refused, with the fix.
+    let mut session = inputs();
+    session.admin_roles = vec!["arn:aws:sts::111122223333:assumed-role/Admin/me".into()];
+    assert!(prevention::policy(Kind::Scp, &session)
+        .unwrap_err()
+        .contains("name the role"));
     // Without an administrator role, no way back: refused.
     let mut none = inputs();
     none.admin_roles.clear();
@@ -269,12 +318,13 @@ fn the_declarative_policy_has_the_guides_shape() {
     assert_eq!(
         doc,
         json!({"ec2_attributes": {"instance_metadata_defaults": {
-            "http_tokens": {"@@assign": "required"},
-            "http_put_response_hop_limit": {"@@assign": "2"}
+            "http_tokens": {"@@assign": "required"}
         }}})
     );
     assert!(p.policy.len() <= prevention::DECLARATIVE_LIMIT);
     assert!(p.notes.iter().any(|n| n.contains("HttpTokensEnforced")));
+    // MAX_HOP_LIMIT is a ceiling: never made every launch's default.
+    assert!(p.notes.iter().any(|n| n.contains("ceiling, not a default")));
 }
 
 fn sweep_report(callers: Value) -> Value {
@@ -284,23 +334,52 @@ fn sweep_report(callers: Value) -> Value {
     ]}})
 }
 
+/// What the sweep writes, as its own types serialize it.
+fn last_mile(asked: u64, not_asked: u64, callers: Vec<Caller>) -> Value {
+    let mut m = LastMile {
+        asked,
+        not_asked,
+        lookups: asked,
+        ..LastMile::default()
+    };
+    if !callers.is_empty() {
+        m.instances.push(InstanceCallers {
+            instance_id: "i-0aaaaaaaaaaaaaaa1".into(),
+            asked_at: 0,
+            seen: Seen {
+                callers,
+                events: 2,
+                ..Seen::default()
+            },
+        });
+    }
+    serde_json::to_value(&m).unwrap()
+}
+
 #[test]
 fn role_delivery_needs_evidence_and_says_what_it_did_not_see() {
     // Software seen: refused, named.
-    let seen = sweep_report(
-        json!({"asked": 3, "not_asked": 0, "lookups": 3, "instances": [
-        {"instance_id": "i-0aaaaaaaaaaaaaaa1", "asked_at": 0, "seen": {"callers": [
-            {"role": "app", "agent": "aws-cli/1.16.102", "first_seen": 0, "last_seen": 0,
-             "calls": 2, "example": "s3:ListBuckets",
-             "hypothesis": {"text": "t", "source": "s"}}], "v2_calls": 0, "events": 2}}]}),
-    );
+    let cli = Caller {
+        role: "app".into(),
+        agent: "aws-cli/1.16.102".into(),
+        first_seen: 0,
+        last_seen: 0,
+        calls: 2,
+        example: "s3:ListBuckets".into(),
+        through: None,
+        hypothesis: Hypothesis {
+            text: "t".into(),
+            source: "s".into(),
+        },
+    };
+    let seen = sweep_report(last_mile(3, 0, vec![cli]));
     let e = prevention::role_delivery_evidence(&seen).unwrap_err();
     assert!(
         e.contains("i-0aaaaaaaaaaaaaaa1") && e.contains("aws-cli/1.16.102"),
         "{e}"
     );
     // None seen: allowed, with what was not looked at.
-    let clean = sweep_report(json!({"asked": 2, "not_asked": 1, "lookups": 2, "instances": []}));
+    let clean = sweep_report(last_mile(2, 1, vec![]));
     let blind = prevention::role_delivery_evidence(&clean).unwrap();
     let all = blind.join("\n");
     assert!(all.contains("data events"), "{all}");
@@ -312,9 +391,14 @@ fn role_delivery_needs_evidence_and_says_what_it_did_not_see() {
         all.contains("1 instance(s) left at optional not asked yet"),
         "{all}"
     );
-    // Nothing measured: refused.
+    // Nothing measured: refused; a region whose first call was throttled
+    // asked no instance, which is nothing measured too.
     let unmeasured = json!({"sweep": {"regions": [{"region": "us-east-1"}]}});
     assert!(prevention::role_delivery_evidence(&unmeasured)
+        .unwrap_err()
+        .contains("not measured"));
+    let throttled = sweep_report(last_mile(0, 3, vec![]));
+    assert!(prevention::role_delivery_evidence(&throttled)
         .unwrap_err()
         .contains("not measured"));
     assert!(prevention::role_delivery_evidence(&json!({"instances": []})).is_err());

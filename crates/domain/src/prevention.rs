@@ -118,9 +118,18 @@ fn denies(kind: Kind, i: &Inputs) -> Result<Printed, String> {
         .chain(&i.guard_roles)
         .chain(&i.platform_roles)
     {
-        if !r.starts_with("arn:") || r.splitn(6, ':').count() != 6 {
+        let parts: Vec<&str> = r.splitn(6, ':').collect();
+        let ok = matches!(
+            parts.as_slice(),
+            ["arn", "aws" | "aws-cn" | "aws-us-gov", "iam", "", account, resource]
+                if (*account == "*" || crate::validate::is_account_id(account))
+                    && (resource.starts_with("role/") || resource.starts_with("user/"))
+        );
+        if !ok {
+            // aws:PrincipalArn is the role's ARN, never a session's (what
+            // `aws sts get-caller-identity` prints).
             return Err(format!(
-                "{r:?} is not a role ARN (arn:aws:iam::<account>:role/<name>)"
+                "{r:?} is not an IAM role or user ARN (arn:aws:iam::<account>:role/<name>; for a session arn:aws:sts::<account>:assumed-role/<name>/<session>, name the role)"
             ));
         }
     }
@@ -138,24 +147,38 @@ fn denies(kind: Kind, i: &Inputs) -> Result<Printed, String> {
     let mut statements = Vec::new();
 
     // 1. A launch that does not require tokens.
-    let mut not_equals = Map::new();
-    not_equals.insert("ec2:MetadataHttpTokens".into(), json!("required"));
-    if let Some(key) = &i.exempt_tag_key {
-        not_equals.insert(format!("aws:RequestTag/{key}"), json!("true"));
+    // The exempt tag lets a launch through only where the tag itself is
+    // protected (the guard's roles named): else anyone could write it.
+    let tag_exempts = i
+        .exempt_tag_key
+        .as_ref()
+        .filter(|_| !i.guard_roles.is_empty());
+    let mut condition = Map::new();
+    condition.insert(
+        "StringNotEquals".into(),
+        json!({"ec2:MetadataHttpTokens": "required"}),
+    );
+    if let Some(key) = tag_exempts {
+        // The guard reads `true` in any case.
+        condition.insert(
+            "StringNotEqualsIgnoreCase".into(),
+            json!({ format!("aws:RequestTag/{key}"): "true" }),
+        );
+        notes.push(format!("a launch tagged {key}=true is let through (as the guard reads it, without the spaces around it the guard also accepts)"));
+    } else if let Some(key) = &i.exempt_tag_key {
+        notes.push(format!("EXEMPT_TAG_KEY {key}: not carried over, since without --guard-role the tag is not protected and anyone could write it"));
     }
+    condition.insert("ArnNotLike".into(), json!({"aws:PrincipalArn": exempt}));
     statements.push(json!({
         "Sid": "RequireImdsV2AtLaunch",
         "Effect": "Deny",
         "Action": "ec2:RunInstances",
         "Resource": instance,
-        "Condition": {
-            "StringNotEquals": not_equals,
-            "ArnNotLike": {"aws:PrincipalArn": exempt},
-        },
+        "Condition": condition,
     }));
     explained.push(format!(
         "RequireImdsV2AtLaunch: a launch whose instance does not set HttpTokens=required is denied{}, except by {}",
-        if i.exempt_tag_key.is_some() { " (unless tagged as the guard's exempt tag says)" } else { "" },
+        if tag_exempts.is_some() { " (unless tagged as the guard's exempt tag says)" } else { "" },
         exempt.join(", ")
     ));
     // 2. A hop limit above the guard's ceiling.
@@ -167,12 +190,44 @@ fn denies(kind: Kind, i: &Inputs) -> Result<Printed, String> {
             "Resource": instance,
             "Condition": {
                 "NumericGreaterThan": {"ec2:MetadataHttpPutResponseHopLimit": max.to_string()},
-                "ArnNotLike": {"aws:PrincipalArn": exempt},
+                "ArnNotLike": {"aws:PrincipalArn": admins},
+            },
+        }));
+        // After launch the request's value is typed String: the values
+        // allowed are listed (the account default's -1 is no preference).
+        let allowed: Vec<String> = (1..=max.max(1)).map(|n| n.to_string()).collect();
+        let mut with_none = allowed.clone();
+        with_none.insert(0, "-1".into());
+        statements.push(json!({
+            "Sid": "CapHopLimitAfterLaunch",
+            "Effect": "Deny",
+            "Action": "ec2:ModifyInstanceMetadataOptions",
+            "Resource": instance,
+            "Condition": {
+                "StringNotEquals": {"ec2:Attribute/HttpPutResponseHopLimit": allowed},
+                "Null": {"ec2:Attribute/HttpPutResponseHopLimit": "false"},
+                "ArnNotLike": {"aws:PrincipalArn": admins},
+            },
+        }));
+        statements.push(json!({
+            "Sid": "CapTheDefaultHopLimit",
+            "Effect": "Deny",
+            "Action": "ec2:ModifyInstanceMetadataDefaults",
+            "Resource": "*",
+            "Condition": {
+                "StringNotEquals": {"ec2:Attribute/HttpPutResponseHopLimit": with_none},
+                "Null": {"ec2:Attribute/HttpPutResponseHopLimit": "false"},
+                "ArnNotLike": {"aws:PrincipalArn": admins},
             },
         }));
         explained.push(format!(
-            "CapHopLimitAtLaunch: a launch with a hop limit above {max} (MAX_HOP_LIMIT) is denied"
+            "CapHopLimitAtLaunch, CapHopLimitAfterLaunch, CapTheDefaultHopLimit: a hop limit above {max} (MAX_HOP_LIMIT) is denied at launch, on a running instance and as the account default, except by the administrator role"
         ));
+        // Their lists would not fit an SCP beside the launch's and the
+        // change's: the exemptions cover HttpTokens, not the ceiling.
+        if !i.exempt_principals.is_empty() {
+            notes.push(format!("the hop-limit ceiling ({max}) binds exempt principals too (only the administrator role is excepted): their exemption covers HttpTokens"));
+        }
     }
     // 3. A change that turns IMDSv1 back on: the request's value, guarded
     // as AWS's example is (`Null`: only a request that sets it).
@@ -238,6 +293,18 @@ fn denies(kind: Kind, i: &Inputs) -> Result<Printed, String> {
             "Resource": instance,
             "Condition": {
                 "ForAnyValue:StringEquals": {"aws:TagKeys": tag_keys},
+                "ArnNotLike": {"aws:PrincipalArn": writers},
+            },
+        }));
+        // `DeleteTags` naming no tag deletes them all, with no
+        // `aws:TagKeys` to match.
+        statements.push(json!({
+            "Sid": "ProtectTheGuardsTagsFromDeleteAll",
+            "Effect": "Deny",
+            "Action": "ec2:DeleteTags",
+            "Resource": instance,
+            "Condition": {
+                "Null": {"aws:TagKeys": "true"},
                 "ArnNotLike": {"aws:PrincipalArn": writers},
             },
         }));
@@ -320,18 +387,13 @@ fn denies(kind: Kind, i: &Inputs) -> Result<Printed, String> {
 fn declarative(i: &Inputs) -> Result<Printed, String> {
     let mut defaults = Map::new();
     defaults.insert("http_tokens".into(), json!({"@@assign": "required"}));
-    if let Some(max) = i.max_hop_limit {
-        defaults.insert(
-            "http_put_response_hop_limit".into(),
-            json!({"@@assign": max.to_string()}),
-        );
-    }
     let policy = json!({"ec2_attributes": {"instance_metadata_defaults": defaults}});
     let text = minified(&policy);
     if text.chars().count() > DECLARATIVE_LIMIT {
         return Err(format!("the policy is over {DECLARATIVE_LIMIT} characters"));
     }
     let mut notes = vec![
+        format!("MAX_HOP_LIMIT is a ceiling, not a default: the declarative policy leaves the hop limit's default as it is{}", i.max_hop_limit.map(|m| format!(" (the SCP caps it at {m})")).unwrap_or_default()),
         format!("shape as the AWS Organizations guide's \"Instance metadata defaults\" example ({DECLARATIVE_GUIDE})"),
         "HttpTokensEnforced is not an attribute that guide documents for the declarative policy: turn it on per account and region (ModifyInstanceMetadataDefaults --http-tokens-enforced enabled) once each is ready".into(),
         "a declarative policy sets the default only: a launch that asks for HttpTokens=optional still gets it (the SCP, HttpTokensEnforced and the guard cover that), and running instances are unchanged".into(),
@@ -375,7 +437,7 @@ pub fn role_delivery_evidence(report: &Value) -> Result<Vec<String>, String> {
         "not seen by the last mile anywhere: data events (S3 objects, DynamoDB items), calls older than the lookback (at most 90 days), accounts and regions not in this report".to_string(),
     ];
     let mut users = Vec::new();
-    let mut asked_regions = 0;
+    let mut asked = 0;
     for r in regions {
         let place = match r["account"].as_str() {
             Some(a) => format!("{a}/{}", r["region"].as_str().unwrap_or("?")),
@@ -385,7 +447,7 @@ pub fn role_delivery_evidence(report: &Value) -> Result<Vec<String>, String> {
             blind.push(format!("{place}: CloudTrail was not asked (LOOKUP_IMDSV1_CALLERS off, or the region not swept to the end)"));
             continue;
         };
-        asked_regions += 1;
+        asked += m["asked"].as_u64().unwrap_or(0);
         let not_asked = m["not_asked"].as_u64().unwrap_or(0);
         if not_asked > 0 {
             blind.push(format!("{place}: {not_asked} instance(s) left at optional not asked yet (a later run asks them)"));
@@ -397,10 +459,14 @@ pub fn role_delivery_evidence(report: &Value) -> Result<Vec<String>, String> {
         }
         for i in m["instances"].as_array().into_iter().flatten() {
             let id = i["instance_id"].as_str().unwrap_or("?");
-            if i["seen"]["partial"].as_bool() == Some(true) {
+            // `InstanceCallers` flattens what was seen into the instance.
+            if i["partial"].as_bool() == Some(true) {
                 blind.push(format!("{place}: {id}'s events were not all read"));
             }
-            for c in i["seen"]["callers"].as_array().into_iter().flatten() {
+            if i["unread"].as_u64().is_some_and(|n| n > 0) {
+                blind.push(format!("{place}: some of {id}'s records could not be read"));
+            }
+            for c in i["callers"].as_array().into_iter().flatten() {
                 users.push(format!(
                     "{place} {id}: {} (role {})",
                     c["agent"].as_str().unwrap_or("?"),
@@ -417,8 +483,8 @@ pub fn role_delivery_evidence(report: &Value) -> Result<Vec<String>, String> {
             if users.len() > shown { format!("; and {} more", users.len() - shown) } else { String::new() }
         ));
     }
-    if asked_regions == 0 {
-        return Err("refused: IMDSv1-delivered credential use not measured: no region of this report asked CloudTrail (run the sweep with LOOKUP_IMDSV1_CALLERS=true)".into());
+    if asked == 0 {
+        return Err("refused: IMDSv1-delivered credential use not measured: CloudTrail was asked about no instance in this report (run the sweep with LOOKUP_IMDSV1_CALLERS=true; a region whose first call was throttled asked none)".into());
     }
     Ok(blind)
 }
