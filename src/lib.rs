@@ -14,8 +14,9 @@
 
 pub use imds_guard_domain::{
     break_glass, breaker, cap, config, confirm, delivery, doctor, event, fanout, finding,
-    first_boot, glob, handoff, launch_template, launcher, memory, message, metrics, notify, plan,
-    policy, prevention, probe, report, routing, source, time, v1_callers, validate, watch,
+    first_boot, glob, handoff, launch_template, launcher, memory, message, metrics, native, notify,
+    plan, policy, prevention, probe, report, rollout, routing, source, time, v1_callers, validate,
+    watch,
 };
 
 pub mod account_region;
@@ -34,6 +35,7 @@ pub mod guard;
 pub mod lambda;
 pub mod migrate;
 pub mod modes;
+pub mod native_flow;
 pub mod org_sweep;
 pub mod outbox;
 pub mod outputs_function;

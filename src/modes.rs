@@ -14,14 +14,17 @@ use crate::memory::{Kind, Record, ORG_PARTITION};
 
 /// The configuration `account` runs under, its units read from the
 /// organization (the sweep's) and remembered for the event path. When they
-/// cannot be read, the mildest any unit could give it, and why.
+/// cannot be read, the mildest any unit could give it, and why. Also its
+/// nearest unit, for the rollout's roll-up, when they were read (`learn`:
+/// an organization's sweep reads them even with nothing set per unit).
 pub async fn from_organization<C: Clients>(
     cfg: &Config,
     clients: &C,
     account: &str,
-) -> (Config, Option<String>) {
-    if !cfg.has_ou_overrides() {
-        return (cfg.for_account(account, Some(&[])), None);
+    learn: bool,
+) -> (Config, Option<String>, Option<String>) {
+    if !cfg.has_ou_overrides() && !learn {
+        return (cfg.for_account(account, Some(&[])), None, None);
     }
     match clients.account_units(account).await {
         Ok(units) => {
@@ -33,13 +36,23 @@ pub async fn from_organization<C: Clients>(
                     warn!(%account, error = %e, "the account's units could not be remembered; its events run in the mildest mode until they are");
                 }
             }
-            (cfg.for_account(account, Some(&units)), None)
+            let nearest = units.first().cloned();
+            (cfg.for_account(account, Some(&units)), None, nearest)
         }
+        // Read only for the rollout's roll-up: the mode does not hang on it.
+        Err(e) if !cfg.has_ou_overrides() => (
+            cfg.for_account(account, Some(&[])),
+            Some(format!(
+                "its organizational units could not be read ({e}): the rollout lists it under its account"
+            )),
+            None,
+        ),
         Err(e) => (
             cfg.for_account(account, None),
             Some(format!(
                 "its organizational units could not be read ({e}): run in the mildest mode any unit is set to"
             )),
+            None,
         ),
     }
 }

@@ -131,6 +131,14 @@ pub trait Ec2Api: Send + Sync {
     fn metadata_defaults(&self) -> impl Future<Output = Result<AccountDefaults, AwsError>> + Send;
     /// Sets the account default to `HttpTokens=required`, and nothing else.
     fn require_tokens_by_default(&self) -> impl Future<Output = Result<(), AwsError>> + Send;
+    /// Sets the account's `HttpTokens` and `HttpTokensEnforced` defaults
+    /// (`imds-guard enforce-native`, as a person: the guard's roles are not
+    /// allowed to touch `HttpTokensEnforced`).
+    fn set_native_defaults(
+        &self,
+        http_tokens: &str,
+        http_tokens_enforced: &str,
+    ) -> impl Future<Output = Result<(), AwsError>> + Send;
     /// Up to `n` running or stopped instances (the self-check picks its
     /// targets among them).
     fn sample(&self, n: i32) -> impl Future<Output = Result<Vec<Observed>, AwsError>> + Send;

@@ -466,6 +466,22 @@ impl Ec2Api for Ec2 {
             .map_err(|e| AwsError::classify(e, "ec2", "ec2:ModifyInstanceMetadataDefaults"))
     }
 
+    async fn set_native_defaults(
+        &self,
+        http_tokens: &str,
+        http_tokens_enforced: &str,
+    ) -> Result<(), AwsError> {
+        use aws_sdk_ec2::types::{DefaultHttpTokensEnforcedState, MetadataDefaultHttpTokensState};
+        self.0
+            .modify_instance_metadata_defaults()
+            .http_tokens(MetadataDefaultHttpTokensState::from(http_tokens))
+            .http_tokens_enforced(DefaultHttpTokensEnforcedState::from(http_tokens_enforced))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| AwsError::classify(e, "ec2", "ec2:ModifyInstanceMetadataDefaults"))
+    }
+
     /// Up to `n` running or stopped instances: the self-check's pick.
     async fn sample(&self, n: i32) -> Result<Vec<Observed>, AwsError> {
         let out = self

@@ -315,6 +315,9 @@ pub fn html(report: &Report, rows: &[InstanceReport], generated_at: u64) -> Stri
         h.push_str("</tbody>\n</table>\n");
     }
 
+    if let Some(r) = &sweep.native_enforcement {
+        native_enforcement(&mut h, r);
+    }
     last_mile(&mut h, &sweep.regions);
 
     // Instances.
@@ -365,6 +368,85 @@ pub fn html(report: &Report, rows: &[InstanceReport], generated_at: u64) -> Stri
 /// The last mile (`LOOKUP_IMDSV1_CALLERS`): possible credential theft
 /// first, then the software still using IMDSv1-delivered credentials, each
 /// with its hypothesis and source; nothing when CloudTrail was not asked.
+/// The way out: whole units ready first, then each account-region with its
+/// next step and every blocker named.
+fn native_enforcement(h: &mut String, r: &crate::rollout::Rollout) {
+    let _ = writeln!(
+        h,
+        "<h2>Native enforcement: where AWS's HttpTokensEnforced can go on</h2>\n<div class=\"meta\">{} account-region(s) ready now. Ready means nothing left at optional, no source asking for it, no exemption or grant in force, IMDSv1 use measured as none (MetadataNoToken and CloudTrail's ec2RoleDelivery) and the account default at required. Switching it on is a person's step: <code>imds-guard enforce-native</code>.</div>",
+        r.ready()
+    );
+    h.push_str("<table id=\"native-units\">\n<thead><tr><th>Unit</th><th>Account-regions</th><th>Ready</th><th>Enforced</th><th>Blocked</th><th>Status</th><th>Blocked by</th></tr></thead>\n<tbody>\n");
+    for u in &r.units {
+        let by: Vec<String> = u
+            .blockers
+            .iter()
+            .map(|(k, n)| {
+                format!(
+                    "{} ({n})",
+                    serde_json::to_value(k)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_string))
+                        .unwrap_or_default()
+                )
+            })
+            .collect();
+        let _ = writeln!(
+            h,
+            "<tr><td><code>{}</code></td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"{}\">{}</td><td>{}</td></tr>",
+            esc(&u.unit),
+            u.account_regions,
+            u.ready,
+            u.enforced,
+            u.blocked,
+            status_class(u.status),
+            u.status.as_str(),
+            esc(&by.join(", "))
+        );
+    }
+    h.push_str("</tbody>\n</table>\n");
+    h.push_str("<table id=\"native-enforcement\">\n<thead><tr><th>Account/region</th><th>Unit</th><th>Status</th><th>Next step</th><th>Blockers</th></tr></thead>\n<tbody>\n");
+    for s in &r.account_regions {
+        let place = match &s.account {
+            Some(a) => format!("{a}/{}", s.region),
+            None => s.region.clone(),
+        };
+        let _ = writeln!(
+            h,
+            "<tr><td><code>{}</code></td><td><code>{}</code></td><td class=\"{}\">{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&place),
+            esc(s.unit.as_deref().unwrap_or("")),
+            status_class(s.status),
+            s.status.as_str(),
+            if s.status == crate::rollout::Status::Ready {
+                format!("<code>{}</code>", esc(&s.next))
+            } else {
+                esc(&s.next)
+            },
+            s.blockers
+                .iter()
+                .map(|b| esc(&b.detail))
+                .collect::<Vec<_>>()
+                .join("<br>")
+        );
+    }
+    h.push_str("</tbody>\n</table>\n");
+    if r.omitted > 0 {
+        let _ = writeln!(
+            h,
+            "<div class=\"meta\">{} more account-region(s), counted in their units.</div>",
+            r.omitted
+        );
+    }
+}
+
+fn status_class(s: crate::rollout::Status) -> &'static str {
+    match s {
+        crate::rollout::Status::Ready | crate::rollout::Status::Enforced => "ready",
+        crate::rollout::Status::Blocked => "notready",
+    }
+}
+
 fn last_mile(h: &mut String, regions: &[RegionSweep]) {
     let asked: Vec<&RegionSweep> = regions
         .iter()
@@ -538,9 +620,25 @@ mod tests {
             verdict: ReadinessVerdict::Ready,
             reasons: vec![],
         };
+        b.account_defaults = Some(crate::policy::AccountDefaults {
+            http_tokens: Some("required".into()),
+            ..Default::default()
+        });
+        b.imdsv1_measured = crate::report::Measured {
+            metadata_no_token: true,
+            credentials: true,
+        };
         let mut r = Report::handled(Status::Swept, Mode::Notify, Default::default());
+        let regions = vec![a, b];
+        let native_enforcement = Some(crate::rollout::Rollout::of(
+            regions
+                .iter()
+                .map(|r| crate::rollout::step(&r.rollout_facts(&[])))
+                .collect(),
+        ));
         r.sweep = Some(SweepSummary {
-            regions: vec![a, b],
+            regions,
+            native_enforcement,
             ..SweepSummary::default()
         });
         r
@@ -722,5 +820,18 @@ mod tests {
         assert!(page.contains("data-outcome=\"flagged\""));
         assert!(page.contains("<td class=\"notready\">not ready</td>"));
         assert!(page.contains("<td class=\"ready\">ready</td>"));
+        // The way out: the unit, then the ready region first with its
+        // command, the blocked one with its blockers named.
+        assert_eq!(count("native-units"), 1);
+        assert_eq!(count("native-enforcement"), 2);
+        let way = &page[page.find("id=\"native-enforcement\"").unwrap()..];
+        let ready = way.find("111122223333/us-east-1").unwrap();
+        let blocked = way.find("111122223333/eu-west-1").unwrap();
+        assert!(ready < blocked, "ready first");
+        assert!(way.contains(
+            "<code>imds-guard enforce-native --account 111122223333 --region us-east-1</code>"
+        ));
+        assert!(way.contains("10 instance(s) still at HttpTokens=optional"));
+        assert!(way.contains("IMDSv1 use not measured"));
     }
 }

@@ -5,7 +5,9 @@
 //! `imds-guard break-glass` grants, revokes and lists time-boxed exemptions;
 //! `imds-guard migrate-exemptions` copies legacy exemption tags into the
 //! guard's memory; `imds-guard policy` prints the preventive policy the
-//! settings imply; `imds-guard completions SHELL` prints shell completions.
+//! settings imply; `imds-guard plan` says where AWS's own enforcement can go
+//! on, and `imds-guard enforce-native` switches it on in one account-region;
+//! `imds-guard completions SHELL` prints shell completions.
 //! Arguments are parsed by clap (each subcommand has its own `--help`); the
 //! commands that need a configuration read the same environment variables as
 //! the function, and flags override them.
@@ -13,6 +15,7 @@
 mod break_glass;
 mod check;
 mod doctor;
+mod enforce_native;
 pub mod export;
 mod migrate;
 mod policy;
@@ -125,6 +128,34 @@ enum Command {
         after_help = "Exit status: 0 printed, 2 refused (the reason on stderr)."
     )]
     Policy(policy::PolicyArgs),
+    /// Where AWS's own enforcement (HttpTokensEnforced) can go on now, per
+    /// account-region and unit, whole units that are ready first.
+    #[command(
+        long_about = "Where AWS's own enforcement (HttpTokensEnforced) can go on now, per \
+        account-region and organizational unit: ready (with the command that switches it on), \
+        enforced, or blocked with each blocker named (instances still at optional by source, \
+        exemptions, break-glass grants, workloads still using IMDSv1, IMDSv1 use not measured, \
+        the account default).\n\n\
+        Reads a sweep's JSON report (--from), or sweeps now in audit mode (nothing written) \
+        with the same settings and targets as `imds-guard sweep`. Measuring IMDSv1 use needs \
+        CHECK_METADATA_NO_TOKEN and LOOKUP_IMDSV1_CALLERS: without them nothing is ready.",
+        after_help = "Exit status: 0 nothing blocked, 1 something blocked, 2 error."
+    )]
+    Plan(sweep::PlanArgs),
+    /// Switch AWS's own enforcement on in one account-region, as a person:
+    /// the account default to required and HttpTokensEnforced to enabled.
+    #[command(
+        long_about = "Switch AWS's own enforcement on in one account-region, with your own \
+        credentials (AWS_PROFILE may name a role there to assume): re-checks readiness with an audit \
+        sweep first; without --apply prints exactly what it would change; with --apply records \
+        the prior values (in the guard's memory, MEMORY_TABLE, and the message) and sets the \
+        account default HttpTokens=required and HttpTokensEnforced=enabled, then publishes what \
+        it did (NOTIFY_TOPIC_ARN). Refuses when not ready, unless --force with --reason and \
+        --confirm-account repeating the account id; refuses where a declarative policy manages \
+        the defaults. --undo restores exactly the recorded prior values (never with --force).",
+        after_help = "Exit status: 0 done (or, without --apply, would be done), 1 refused, 2 error."
+    )]
+    EnforceNative(enforce_native::EnforceArgs),
     /// Print shell completions (e.g. `imds-guard completions bash >
     /// /etc/bash_completion.d/imds-guard`).
     Completions {
@@ -172,6 +203,8 @@ pub fn run(args: Vec<String>) -> ExitCode {
         Command::Doctor(args) => ("doctor", doctor::run(args)),
         Command::BreakGlass(args) => ("break-glass", break_glass::run(args)),
         Command::Policy(args) => ("policy", policy::run(args)),
+        Command::Plan(args) => ("plan", sweep::plan(args)),
+        Command::EnforceNative(args) => ("enforce-native", enforce_native::run(args)),
         Command::Completions { shell } => {
             let mut out = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "imds-guard", &mut out);

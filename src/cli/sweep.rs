@@ -39,6 +39,77 @@ pub struct SweepArgs {
     output: SweepOutput,
 }
 
+/// `imds-guard plan`: the way out (`rollout`), as a table, whole units
+/// that are ready first: from a saved sweep report, or an audit sweep now.
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    targets: super::Targets,
+    /// A sweep's JSON report (`imds-guard sweep --output json`) to read
+    /// instead of sweeping now.
+    #[arg(long, value_name = "SWEEP.json", conflicts_with_all = ["regions", "accounts", "organization"])]
+    from: Option<std::path::PathBuf>,
+    /// Print the plan as JSON (the report's `native_enforcement`).
+    #[arg(long)]
+    json: bool,
+    /// Account-regions swept at once (1-32), as `sweep --concurrency`.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=32))]
+    concurrency: Option<u8>,
+}
+
+pub fn plan(args: PlanArgs) -> Result<ExitCode, String> {
+    let Some(path) = args.from else {
+        return run(SweepArgs {
+            targets: args.targets,
+            mode: Some(ModeArg::Audit),
+            concurrency: args.concurrency,
+            output: if args.json {
+                SweepOutput::PlanJson
+            } else {
+                SweepOutput::Plan
+            },
+        });
+    };
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let report: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| format!("{} is not JSON: {e}", path.display()))?;
+    let rollout = report
+        .pointer("/sweep/native_enforcement")
+        .ok_or_else(|| {
+            format!(
+                "{} has no native_enforcement section: it is not a sweep report (imds-guard sweep --output json, from this version on)",
+                path.display()
+            )
+        })
+        .and_then(|v| {
+            serde_json::from_value::<crate::rollout::Rollout>(v.clone())
+                .map_err(|e| format!("its native_enforcement section cannot be read: {e}"))
+        })?;
+    emit_plan(&rollout, args.json)?;
+    Ok(plan_code(&rollout))
+}
+
+fn emit_plan(rollout: &crate::rollout::Rollout, json: bool) -> Result<(), String> {
+    if json {
+        emit(&serde_json::to_string_pretty(rollout).map_err(|e| e.to_string())?);
+        emit("\n");
+    } else {
+        emit(&rollout.table());
+    }
+    Ok(())
+}
+
+/// 0 when nothing is blocked (each account-region ready or enforced), 1
+/// when some is.
+fn plan_code(rollout: &crate::rollout::Rollout) -> ExitCode {
+    if rollout.units.iter().any(|u| u.blocked > 0) {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum SweepOutput {
     /// One row per region, then the instances with news.
@@ -50,6 +121,11 @@ enum SweepOutput {
     /// One self-contained page to hand around: counts, readiness, the
     /// account defaults, charts, sources and instances.
     Html,
+    /// The way out (`imds-guard plan`): where AWS's own enforcement can go
+    /// on, whole units that are ready first.
+    Plan,
+    #[value(skip)]
+    PlanJson,
 }
 
 pub fn run(args: SweepArgs) -> Result<ExitCode, String> {
@@ -65,6 +141,12 @@ pub fn run(args: SweepArgs) -> Result<ExitCode, String> {
     }
     if let Some(n) = args.concurrency {
         cfg.sweep_concurrency = usize::from(n);
+    }
+    // A plan is a reading: it tells no one and files nothing.
+    if matches!(args.output, SweepOutput::Plan | SweepOutput::PlanJson) {
+        cfg.topic_arn = None;
+        cfg.event_bus = None;
+        cfg.security_hub_findings = false;
     }
     match args.mode {
         Some(m) => cfg.mode = m.into(),
@@ -158,7 +240,7 @@ pub fn run(args: SweepArgs) -> Result<ExitCode, String> {
             SweepOutput::Csv | SweepOutput::Html => {
                 guard.sweep_every(ctx, &scope, &show, &keep).await
             }
-            SweepOutput::Table | SweepOutput::Json => guard.sweep(ctx, &scope, None, &show).await,
+            _ => guard.sweep(ctx, &scope, None, &show).await,
         };
         let every = every.into_inner().unwrap_or_else(|p| p.into_inner());
         if let Some(bar) = bar {
@@ -184,6 +266,27 @@ pub fn run(args: SweepArgs) -> Result<ExitCode, String> {
             &every,
             crate::clock::now_secs(),
         )),
+        SweepOutput::Plan | SweepOutput::PlanJson => {
+            let rollout = report
+                .sweep
+                .as_ref()
+                .and_then(|s| s.native_enforcement.clone())
+                .unwrap_or_default();
+            emit_plan(&rollout, args.output == SweepOutput::PlanJson)?;
+            // A region not swept to the end is not judged: an error, as
+            // for the sweep.
+            let unjudged = report
+                .sweep
+                .as_ref()
+                .is_some_and(|s| s.regions.iter().any(|r| !r.errors.is_empty()));
+            if failed.is_some() || unjudged || !report.unreadable.is_empty() {
+                if let Some(summary) = &failed {
+                    eprintln!("imds-guard plan: {summary}");
+                }
+                return Ok(ExitCode::from(2));
+            }
+            return Ok(plan_code(&rollout));
+        }
     }
     let region_errors = report
         .sweep

@@ -300,21 +300,32 @@ impl<'a, C: Clients> Sweep<'a, C> {
             .collect();
         // Each account in the mode set for it or its unit (`modes`).
         let mut own: HashMap<Option<String>, (Config, Option<String>)> = HashMap::new();
-        if self.cfg.has_overrides() {
+        let mut units: HashMap<Option<String>, String> = HashMap::new();
+        // An organization's sweep reads each account's units for the
+        // rollout's roll-up (the deployment's, or one the command line asks).
+        let learn = self.cfg.learns_units()
+            || (self.cfg.member_role.is_some() && scope.accounts == SweepAccounts::Organization);
+        if self.cfg.has_overrides() || learn {
             for a in &targets {
                 let id = match a {
                     Some(a) => Some(a.clone()),
                     None => self.clients.home_account().await.ok(),
                 };
                 if let Some(id) = id {
-                    let (mut c, why) =
-                        crate::modes::from_organization(self.cfg, self.clients, &id).await;
-                    c.overrides.clear();
-                    own.insert(a.clone(), (c, why));
+                    let (mut c, why, nearest) =
+                        crate::modes::from_organization(self.cfg, self.clients, &id, learn).await;
+                    if let Some(u) = nearest {
+                        units.insert(a.clone(), u);
+                    }
+                    if self.cfg.has_overrides() {
+                        c.overrides.clear();
+                        own.insert(a.clone(), (c, why));
+                    }
                 }
             }
         }
         let own = &own;
+        let units = &units;
         // Each account its own MAX_CHANGES_PER_RUN.
         let rooms: HashMap<Option<String>, Arc<AtomicU64>> = targets
             .iter()
@@ -328,17 +339,21 @@ impl<'a, C: Clients> Sweep<'a, C> {
         let results: Vec<RegionResult> = stream::iter(pairs)
             .map(|(account, region)| async move {
                 let room = rooms[&account].clone();
+                let unit = units.get(&account).cloned();
                 let Some((cfg, why)) = own.get(&account) else {
-                    return self
+                    let mut r = self
                         .for_account(self.cfg, room)
                         .region(account.as_deref(), &region, per_pair, deadline, progress)
                         .await;
+                    r.summary.unit = unit;
+                    return r;
                 };
                 let mut r = self
                     .for_account(cfg, room)
                     .region(account.as_deref(), &region, per_pair, deadline, progress)
                     .await;
                 r.summary.mode = Some(cfg.mode);
+                r.summary.unit = unit;
                 r.summary.warnings.extend(why.clone());
                 r
             })
@@ -351,7 +366,11 @@ impl<'a, C: Clients> Sweep<'a, C> {
             ..SweepSummary::default()
         };
         let listed_accounts = scope.names_accounts();
+        // Whose each region is, for the rollout's command (a sweep of the
+        // caller's own account names no account in its regions).
+        let mut owners: Vec<Option<String>> = Vec::with_capacity(results.len());
         for r in results {
+            owners.push(r.summary.account.clone().or_else(|| r.owner.clone()));
             if let Some(ctx) = report.event.as_mut().filter(|c| c.account.is_none()) {
                 ctx.account = r.owner.clone();
             }
@@ -391,6 +410,25 @@ impl<'a, C: Clients> Sweep<'a, C> {
             .sort_by(|a, b| b.instances.cmp(&a.instances).then(a.id.cmp(&b.id)));
         accounts.sort_by(|a, b| a.account.cmp(&b.account));
         sweep.accounts = accounts;
+        if owners.iter().any(Option::is_none) {
+            // A region with no instance names no owner: the caller's own.
+            let home = self.clients.home_account().await.ok();
+            for o in owners.iter_mut().filter(|o| o.is_none()) {
+                o.clone_from(&home);
+            }
+        }
+        sweep.native_enforcement = Some(crate::rollout::Rollout::of(
+            sweep
+                .regions
+                .iter()
+                .zip(&owners)
+                .map(|(r, owner)| {
+                    let mut f = r.rollout_facts(&sweep.sources);
+                    f.account = f.account.or_else(|| owner.clone());
+                    crate::rollout::step(&f)
+                })
+                .collect(),
+        ));
         report.sweep = Some(sweep);
         (report, to_remember)
     }

@@ -126,6 +126,15 @@ impl<'a, C: Clients> Sweep<'a, C> {
         }
 
         self.ask_trail(&mut out, stop_time(deadline)).await;
+        out.summary.imdsv1_measured = crate::report::Measured {
+            metadata_no_token: self.cfg.check_metadata_no_token && out.summary.v1_no_data == 0,
+            credentials: self.cfg.lookup_imdsv1_callers
+                && out
+                    .summary
+                    .imdsv1_callers
+                    .as_ref()
+                    .is_none_or(|m| m.not_asked == 0 && m.errors.is_empty()),
+        };
 
         let s = &mut out.summary;
         s.readiness = readiness(&SweepFacts {
@@ -172,6 +181,7 @@ impl<'a, C: Clients> Sweep<'a, C> {
             )
             .await;
         out.sources_read = errors.is_empty();
+        out.summary.sources_unread = !out.sources_read;
         out.summary.errors.extend(errors);
         out.sources = reports
             .into_iter()

@@ -1021,6 +1021,21 @@ impl Ec2Api for FakeCloud {
         Ok(())
     }
 
+    async fn set_native_defaults(
+        &self,
+        http_tokens: &str,
+        http_tokens_enforced: &str,
+    ) -> Result<(), AwsError> {
+        self.pace("ModifyInstanceMetadataDefaults").await?;
+        let mut s = self.call("ModifyInstanceMetadataDefaults")?;
+        let d = s.defaults.get_or_insert_with(AccountDefaults::default);
+        // EC2 reports a cleared default as absent.
+        let keep = |v: &str| (v != "no-preference").then(|| v.to_string());
+        d.http_tokens = keep(http_tokens);
+        d.http_tokens_enforced = keep(http_tokens_enforced);
+        Ok(())
+    }
+
     async fn sample(&self, n: i32) -> Result<Vec<Observed>, AwsError> {
         let s = self.call("DescribeInstances")?;
         Ok(s.instances

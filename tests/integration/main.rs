@@ -62,6 +62,7 @@ mod last_mile;
 mod launcher_shapes;
 mod load;
 mod memory_sim;
+mod native;
 mod netfaults;
 mod operations;
 mod operations_emulator;

@@ -217,6 +217,82 @@ fn the_break_glass_role_writes_only_grants_and_names_their_partition() {
     );
 }
 
+/// The operators (`OperatorRoleArns`, wildcards allowed) record what
+/// `enforce-native` changed, in its own partitions only; a stranger writes
+/// nothing, and the guard's role is untouched.
+#[test]
+fn the_operators_write_only_enforce_natives_records() {
+    const OPERATORS: &str =
+        "arn:aws:iam::123456789012:role/aws-reserved/sso.amazonaws.com/*/AWSReservedSSO_Ops_*";
+    const ALICE: &str = "arn:aws:iam::123456789012:role/aws-reserved/sso.amazonaws.com/eu-west-1/AWSReservedSSO_Ops_0a1b";
+    const STRANGER: &str = "arn:aws:iam::123456789012:role/developer";
+    let t = load("template.yaml");
+    let d = Deployment::with(&[("OperatorRoleArns", OPERATORS)]);
+    let table = deployed(d.policy_statements(&t, "MemoryTable"));
+    let own = vec![json!({"Effect": "Allow", "Action": "dynamodb:*", "Resource": "*"})];
+    let ask = |who: &str, action: &str, keys: Option<&[&str]>| {
+        let mut r = Request::new(
+            action,
+            "arn:aws:dynamodb:us-east-1:123456789012:table/imds-guard-memory",
+        )
+        .key("aws:PrincipalArn", who);
+        if let Some(k) = keys {
+            r = r.multi("dynamodb:LeadingKeys", k);
+        }
+        evaluate_for(&own, &table, who, &r)
+    };
+    let native = imds_guard::native::partition("123456789012", "us-east-1");
+    let native = [native.as_str()];
+    assert_eq!(
+        ask(ALICE, "dynamodb:PutItem", Some(&native)),
+        Decision::Allow
+    );
+    assert_eq!(ask(ALICE, "dynamodb:Query", Some(&native)), Decision::Allow);
+    for write in [
+        "dynamodb:PutItem",
+        "dynamodb:UpdateItem",
+        "dynamodb:DeleteItem",
+        "dynamodb:BatchWriteItem",
+    ] {
+        assert_eq!(
+            ask(ALICE, write, Some(&["123456789012#us-east-1"])),
+            Decision::ExplicitDeny,
+            "{write}: an exemption record is never an operator's"
+        );
+        assert_eq!(
+            ask(ALICE, write, None),
+            Decision::ExplicitDeny,
+            "{write} naming no partition"
+        );
+        assert_eq!(
+            ask(STRANGER, write, Some(&native)),
+            Decision::ExplicitDeny,
+            "{write} by a stranger"
+        );
+    }
+    assert_eq!(
+        ask(ALICE, "dynamodb:PartiQLInsert", None),
+        Decision::ExplicitDeny
+    );
+    assert_eq!(
+        ask(
+            GUARD_ROLE,
+            "dynamodb:PutItem",
+            Some(&["123456789012#us-east-1"])
+        ),
+        Decision::Allow
+    );
+    // Nothing else the guard keeps lives under that prefix.
+    for other in [
+        imds_guard::memory::partition("123456789012", "us-east-1"),
+        imds_guard::memory::ORG_PARTITION.to_string(),
+        imds_guard::memory::Record::run_partition("r-1"),
+        imds_guard::break_glass::partition_of("123456789012#us-east-1"),
+    ] {
+        assert!(!other.starts_with("native#"), "{other}");
+    }
+}
+
 /// Who sends to the topic and the failed-events queue, each as IAM sees its
 /// request: the test names every sender the guard relies on, and fails
 /// when a policy drops one (or lets a stranger in).

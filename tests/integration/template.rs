@@ -440,7 +440,7 @@ pub fn problems(t: &Value) -> Vec<String> {
                     .iter()
                     .any(|a| a == w)
             })
-            && get(st, &["Condition", "ArnNotEquals", "aws:PrincipalArn"])
+            && get(st, &["Condition", "ArnNotLike", "aws:PrincipalArn"])
                 .map(strings_deep)
                 .unwrap_or_default()
                 .iter()

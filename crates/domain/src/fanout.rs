@@ -167,6 +167,8 @@ pub struct SweepView {
     pub refusing_imdsv1: Vec<serde_json::Value>,
     #[serde(default)]
     pub omitted_instances: u64,
+    #[serde(default)]
+    pub native_enforcement: Option<crate::rollout::Rollout>,
 }
 
 /// An account-region that is not ready, with why.
@@ -237,6 +239,12 @@ pub struct OrgSummary {
     /// events cannot reach the guard either).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub no_member_stack: Vec<String>,
+    /// The way out over the organization: each account-region's step,
+    /// rolled up per organizational unit (`rollout`), from the shards'.
+    pub native_enforcement: crate::rollout::Rollout,
+    /// The shards' steps, gathered until `finish` rolls them up.
+    #[serde(skip)]
+    steps: Vec<crate::rollout::Step>,
 }
 
 /// An account-region with missed events.
@@ -331,6 +339,9 @@ impl OrgSummary {
                 });
             }
         }
+        if let Some(r) = sweep.native_enforcement {
+            self.steps.extend(r.account_regions);
+        }
         self.refusing_imdsv1.extend(sweep.refusing_imdsv1);
         self.sources.extend(sweep.sources);
         self.instances.extend(report.instances);
@@ -388,6 +399,7 @@ impl OrgSummary {
         }
         self.problems
             .sort_by(|a, b| a.status.cmp(&b.status).then(a.account.cmp(&b.account)));
+        self.native_enforcement = crate::rollout::Rollout::of(std::mem::take(&mut self.steps));
         self.missed_events.sort_by(|a, b| {
             b.instances
                 .cmp(&a.instances)
@@ -532,12 +544,18 @@ impl OrgSummary {
             modes: &'a BTreeMap<String, u64>,
             #[serde(skip_serializing_if = "BTreeMap::is_empty")]
             accounts_not_in_the_default_mode: &'a BTreeMap<String, String>,
+            /// The rollout per unit, whole units ready first (each
+            /// account-region's step is in its shard's record).
+            native_enforcement: &'a [crate::rollout::UnitPlan],
+            #[serde(skip_serializing_if = "is_zero")]
+            omitted_units: usize,
             instances: &'a [serde_json::Value],
             omitted_instances: u64,
         }
         // These lead the message and stay short: the most first.
         let missed = &self.missed_events[..self.missed_events.len().min(100)];
         let grants = &self.break_glass[..self.break_glass.len().min(100)];
+        let units = &self.native_enforcement.units;
         // Given way in this order: instances, sources, regions not ready,
         // refusing instances, failed shards.
         let lens = [
@@ -574,6 +592,8 @@ impl OrgSummary {
                 no_member_stack: &self.no_member_stack[..self.no_member_stack.len().min(100)],
                 modes: &self.modes,
                 accounts_not_in_the_default_mode: &self.not_default,
+                native_enforcement: &units[..units.len().min(100)],
+                omitted_units: units.len().saturating_sub(100),
                 instances: &self.instances[..shown[0]],
                 omitted_instances: self.omitted_instances
                     + (self.instances.len() - shown[0]) as u64,

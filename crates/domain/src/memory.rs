@@ -76,6 +76,10 @@ pub enum Kind {
     /// `v1_callers::Seen` as JSON): the next run asks the instances asked
     /// longest ago first, and reports what it did not ask again.
     Callers,
+    /// The account defaults before a person switched AWS's enforcement on
+    /// with `imds-guard enforce-native` (`native::record`), in the
+    /// partition `native#<account>#<region>`: what `--undo` puts back.
+    Native,
 }
 
 impl Kind {
@@ -94,6 +98,7 @@ impl Kind {
             Kind::Unconfirmed => "unconfirmed#",
             Kind::HeldBack => "heldback#",
             Kind::Callers => "callers#",
+            Kind::Native => "native#",
         }
     }
 
@@ -130,6 +135,8 @@ impl Kind {
             Kind::HeldBack => 0,
             // As long as `MetadataNoToken` is looked back over.
             Kind::Callers => lookback.as_secs(),
+            // Kept until an undo reads it: a person may undo years later.
+            Kind::Native => 10 * 365 * DAY,
         }
     }
 }
@@ -450,13 +457,20 @@ pub fn policy_problem(policy: Option<&str>, writers: &[String]) -> Option<String
     };
     let actions = strings(&st["Action"]);
     let everyone = st["Principal"] == "*" || st["Principal"]["AWS"] == "*";
-    let mut excepted = strings(&st["Condition"]["ArnNotEquals"]["aws:PrincipalArn"]);
+    // `ArnNotLike` since the operators (who may be named with wildcards)
+    // write too; `ArnNotEquals` in stacks made before. IAM reads both alike.
+    let operator = if st["Condition"].get("ArnNotLike").is_some() {
+        "ArnNotLike"
+    } else {
+        "ArnNotEquals"
+    };
+    let mut excepted = strings(&st["Condition"][operator]["aws:PrincipalArn"]);
     excepted.sort();
     let mut expected = writers.to_vec();
     expected.sort();
     let other_conditions = st["Condition"]
         .as_object()
-        .is_some_and(|c| c.keys().any(|k| k != "ArnNotEquals"));
+        .is_some_and(|c| c.keys().any(|k| k != operator));
     if st["Effect"] != "Deny"
         || !everyone
         || !GUARDED_WRITES

@@ -683,6 +683,7 @@ mod tests {
             omitted_instances: 0,
             sources: Vec::new(),
             memory: None,
+            native_enforcement: None,
         });
 
         let n = build(&r);

@@ -1149,6 +1149,7 @@ mod tests {
             omitted_instances: 0,
             sources: Vec::new(),
             memory: None,
+            native_enforcement: None,
         });
         let s = failure_summary(&r, None).unwrap();
         assert_eq!(

@@ -408,6 +408,13 @@ impl Config {
         self.overrides.iter().any(Override::is_ou)
     }
 
+    /// Whether a sweep reads each account's organizational units even with
+    /// nothing set per unit: an organization's sweep in central mode, whose
+    /// rollout rolls account-regions up per unit (`rollout`).
+    pub fn learns_units(&self) -> bool {
+        self.member_role.is_some() && self.sweep_accounts == SweepAccounts::Organization
+    }
+
     /// The mildest mode, and whether to fix sources, that the default and
     /// the settings `among` could give: for an account whose own place is
     /// not known.

@@ -15,6 +15,10 @@ pub struct RegionSweep {
     /// or organizational unit (`MODE_OVERRIDES`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mode: Option<crate::config::Mode>,
+    /// The account's nearest organizational unit, when the sweep read its
+    /// units (an organization's sweep, or settings per unit).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unit: Option<String>,
     /// `server-side filter`, or why the listing was filtered here instead.
     pub listing: String,
     pub pages: u64,
@@ -46,6 +50,10 @@ pub struct RegionSweep {
     /// launch at `optional` (named in the summary's `sources`).
     #[serde(skip_serializing_if = "is_zero")]
     pub sources: u64,
+    /// The launch templates, groups or launch configurations here could
+    /// not all be read (the reason is among `errors`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub sources_unread: bool,
     /// Instances the circuit breaker held back this run (each listed,
     /// with the change it would have made).
     #[serde(skip_serializing_if = "is_zero")]
@@ -85,6 +93,10 @@ pub struct RegionSweep {
     /// What was done about the account default.
     pub account_default_action: DefaultsAction,
     pub readiness: Readiness,
+    /// Whether IMDSv1 use was measured here, as AWS's own enforcement
+    /// needs it: `MetadataNoToken` read, CloudTrail asked about every
+    /// instance left at `optional`.
+    pub imdsv1_measured: Measured,
     /// What could not be done: the listing stopped or failed, or the
     /// account default could not be set. Each fails the invocation.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -100,6 +112,7 @@ impl RegionSweep {
             account: None,
             region: region.to_string(),
             mode: None,
+            unit: None,
             listing: String::new(),
             pages: 0,
             examined: 0,
@@ -118,9 +131,11 @@ impl RegionSweep {
             no_member_stack: false,
             break_glass: Vec::new(),
             sources: 0,
+            sources_unread: false,
             account_defaults: None,
             account_default_action: DefaultsAction::None,
             readiness: Readiness::unknown(),
+            imdsv1_measured: Measured::default(),
             errors: Vec::new(),
             warnings: Vec::new(),
         }
@@ -129,6 +144,97 @@ impl RegionSweep {
     pub fn count(&self, outcome: Outcome) -> u64 {
         self.counts.get(&outcome).copied().unwrap_or(0)
     }
+
+    /// What the rollout needs of this region (`rollout::step`), with the
+    /// sweep's noncompliant `sources` (of every region: this one's are
+    /// picked) and the instances it left at `optional`, by source.
+    pub fn rollout_facts(&self, sources: &[crate::source::SourceReport]) -> crate::rollout::Facts {
+        let here: Vec<&crate::source::SourceReport> = sources
+            .iter()
+            .filter(|s| {
+                s.region.as_deref().is_none_or(|r| r == self.region)
+                    && (s.account.is_none() || s.account == self.account)
+            })
+            .collect();
+        let calls = self.imdsv1_callers.as_ref();
+        crate::rollout::Facts {
+            account: self.account.clone(),
+            region: self.region.clone(),
+            unit: self.unit.clone(),
+            complete: self.errors.is_empty(),
+            left_optional: self.count(Outcome::Flagged) + self.count(Outcome::Failed),
+            by_source: here
+                .iter()
+                .filter(|s| s.instances > 0)
+                .map(|s| {
+                    let owner = s.owner.as_deref().map(|o| format!(", owner {o}"));
+                    (
+                        format!("{}{}", s.label(), owner.unwrap_or_default()),
+                        s.instances,
+                    )
+                })
+                .collect(),
+            sources_optional: here
+                .iter()
+                .filter(|s| s.asks_for_optional())
+                .map(|s| s.label())
+                .collect(),
+            sources_read: !self.sources_unread,
+            exempt: self.count(Outcome::Exempt).saturating_sub(self.managed),
+            managed: self.managed,
+            grants: self
+                .break_glass
+                .iter()
+                .filter(|g| g.state == crate::break_glass::State::Active)
+                .map(|g| format!("{} until {}", g.target, g.until))
+                .collect(),
+            v1_in_use: self.v1_in_use,
+            v1_credentials: calls
+                .map(|m| {
+                    m.instances
+                        .iter()
+                        .filter(|i| !i.seen.callers.is_empty())
+                        .map(|i| {
+                            let agents: Vec<&str> =
+                                i.seen.callers.iter().map(|c| c.agent.as_str()).collect();
+                            format!("{}: {}", i.instance_id, agents.join(", "))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+            refusing: self.refusing,
+            metric_gap: (!self.imdsv1_measured.metadata_no_token).then(|| {
+                if self.v1_no_data > 0 {
+                    format!(
+                        "{} instance(s) at optional have no MetadataNoToken data in the lookback (stopped, or just launched)",
+                        self.v1_no_data
+                    )
+                } else {
+                    "MetadataNoToken was not read (CHECK_METADATA_NO_TOKEN is off)".into()
+                }
+            }),
+            credentials_gap: (!self.imdsv1_measured.credentials).then(|| match calls {
+                Some(m) if m.not_asked > 0 => format!(
+                    "CloudTrail was not asked about {} instance(s) left at optional yet (LOOKUP_IMDSV1_CALLERS' budget a run; the next runs ask them)",
+                    m.not_asked
+                ),
+                Some(_) => "CloudTrail could not be asked about every instance left at optional (see the warnings)".into(),
+                None => "CloudTrail was not asked who uses IMDSv1-delivered credentials (LOOKUP_IMDSV1_CALLERS is off)".into(),
+            }),
+            defaults: self.account_defaults.clone(),
+        }
+    }
+}
+
+/// Whether a region's sweep measured IMDSv1 use (absence of evidence is
+/// never proof: what was not measured blocks AWS's own enforcement).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Measured {
+    /// `MetadataNoToken` (and `MetadataNoTokenRejected`) were read.
+    pub metadata_no_token: bool,
+    /// CloudTrail was asked about every instance left at `optional`
+    /// (none left counts: no instance can hand out IMDSv1 credentials).
+    pub credentials: bool,
 }
 
 /// How a sweep reached an account.
@@ -271,6 +377,10 @@ pub struct SweepSummary {
     /// run fails, naming it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory: Option<String>,
+    /// The way out: where AWS's own enforcement can go on now, and what
+    /// blocks it elsewhere (`rollout`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub native_enforcement: Option<crate::rollout::Rollout>,
 }
 
 /// Instances listed in `SweepSummary::refusing_imdsv1`, at most.
