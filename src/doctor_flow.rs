@@ -38,6 +38,8 @@ pub struct Scope {
     /// The endpoint is not AWS's (AWS_ENDPOINT_URL): said, so nothing reads
     /// as AWS's judgement.
     pub endpoint: Option<String>,
+    /// `--prevention`: dry-run launches as the person, in each region.
+    pub prevention: Option<LaunchProbe>,
 }
 
 /// The stack, as CloudFormation describes it.
@@ -81,6 +83,10 @@ macro_rules! client {
         $krate::Client::from_conf(b.build())
     }};
 }
+
+// After the macro, which it uses.
+mod launch;
+pub use launch::LaunchProbe;
 
 fn err(e: AwsError) -> String {
     e.to_string()
@@ -300,6 +306,17 @@ impl Doctor {
             .collect()
             .await;
         rows.extend(per_region.into_iter().flatten());
+        if let Some(probe) = &scope.prevention {
+            let found: Vec<Row> = stream::iter(regions.clone())
+                .map(|region| async move {
+                    let place = format!("{} {region}", stack.account);
+                    self.prevention(&place, &region, probe).await
+                })
+                .buffered(8)
+                .collect()
+                .await;
+            rows.extend(found);
+        }
         rows.extend(self.rules(stack, scope.days).await);
         rows.extend(self.queues(stack).await);
         if let Some(topic) = stack.outputs.get("TopicArn") {

@@ -31,9 +31,30 @@ pub struct DoctorArgs {
     /// How to print the result.
     #[arg(long, value_enum, default_value_t = DoctorOutput::Table)]
     output: DoctorOutput,
-    /// Print the read-only IAM policy doctor needs, and nothing else.
+    /// Print the read-only IAM policy doctor needs, and nothing else (with
+    /// --prevention, also what its dry-run launches need).
     #[arg(long)]
     print_policy: bool,
+    /// Also check AWS's own prevention as it binds you: in each region, two
+    /// launches with DryRun=true (never without), one without metadata
+    /// options and one with HttpTokens=required; what AWS answered each.
+    #[arg(long)]
+    prevention: bool,
+    /// The image the dry-run launches name (default: Amazon's newest Amazon
+    /// Linux 2023, x86_64).
+    #[arg(long, value_name = "AMI", requires = "prevention")]
+    image_id: Option<String>,
+    /// The subnet they name (default: the region's first default subnet).
+    #[arg(long, value_name = "SUBNET", requires = "prevention")]
+    subnet_id: Option<String>,
+    /// The instance type they name.
+    #[arg(
+        long,
+        value_name = "TYPE",
+        default_value = "t3.micro",
+        requires = "prevention"
+    )]
+    instance_type: String,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -55,7 +76,11 @@ pub fn run(args: DoctorArgs) -> Result<ExitCode, String> {
         })
         .unwrap_or_else(|| "imds-guard".into());
     if args.print_policy {
-        let p = operator_policy(&stack, "aws");
+        let p = if args.prevention {
+            crate::doctor::prevention_policy(&stack, "aws")
+        } else {
+            operator_policy(&stack, "aws")
+        };
         emit(&format!(
             "{}\n",
             serde_json::to_string_pretty(&p).unwrap_or_default()
@@ -79,6 +104,11 @@ pub fn run(args: DoctorArgs) -> Result<ExitCode, String> {
             endpoint: std::env::var("AWS_ENDPOINT_URL")
                 .ok()
                 .filter(|e| !e.trim().is_empty()),
+            prevention: args.prevention.then(|| crate::doctor_flow::LaunchProbe {
+                image: args.image_id.clone(),
+                subnet: args.subnet_id.clone(),
+                instance_type: args.instance_type.clone(),
+            }),
         };
         Ok::<_, String>(Doctor::new(sdk).run(&scope).await)
     })?;

@@ -25,8 +25,8 @@ use aws_sdk_sns::types::Subscription;
 use aws_sdk_sqs::operation::get_queue_attributes::GetQueueAttributesOutput;
 use aws_sdk_sqs::types::QueueAttributeName;
 use aws_smithy_mocks::{mock, Rule};
-use imds_guard::doctor::{exit_code, Row, OPERATOR_ACTIONS};
-use imds_guard::doctor_flow::{Doctor, Scope};
+use imds_guard::doctor::{exit_code, Row, OPERATOR_ACTIONS, PREVENTION_ACTIONS};
+use imds_guard::doctor_flow::{Doctor, LaunchProbe, Scope};
 use imds_guard::probe::{self, judge, Answer, Check, RegionCheck, Status};
 
 use crate::common::{interceptor, mock_base};
@@ -224,6 +224,14 @@ impl World {
     }
 
     async fn run(&self, organization: bool) -> (Vec<Row>, bool, Vec<(String, String)>) {
+        self.run_with(organization, None).await
+    }
+
+    async fn run_with(
+        &self,
+        organization: bool,
+        prevention: Option<LaunchProbe>,
+    ) -> (Vec<Row>, bool, Vec<(String, String)>) {
         let rules: Vec<&Rule> = self.rules.iter().collect();
         let d = Doctor::new(mock_base()).with_interceptor(interceptor(&rules));
         let scope = Scope {
@@ -234,6 +242,7 @@ impl World {
             days: 7,
             timeout: Duration::from_secs(30),
             endpoint: None,
+            prevention,
         };
         let (rows, could_not) = d.run(&scope).await;
         (rows, could_not, d.calls().operations())
@@ -412,4 +421,125 @@ async fn the_operators_policy_and_the_calls_doctor_makes_are_the_same() {
     let made: std::collections::BTreeSet<String> =
         made.into_iter().map(|a| a.to_ascii_lowercase()).collect();
     assert_eq!(made, policy, "calls made vs the policy printed");
+}
+
+/// The world where EC2 answers dry-run launches: an image and a default
+/// subnet to find, the account default as given, and a launch without
+/// metadata options refused (`prevented`) or not; one with
+/// `HttpTokens=required` always allowed. Every launch must be a dry run.
+fn launching(prevented: bool, default_required: bool) -> World {
+    use aws_sdk_ec2::operation::describe_images::DescribeImagesOutput;
+    use aws_sdk_ec2::operation::describe_subnets::DescribeSubnetsOutput;
+    use aws_sdk_ec2::operation::get_instance_metadata_defaults::GetInstanceMetadataDefaultsOutput;
+    use aws_sdk_ec2::operation::run_instances::RunInstancesError;
+    use aws_sdk_ec2::types::{Image, InstanceMetadataDefaultsResponse, Subnet};
+    World::good()
+        .with(mock!(aws_sdk_ec2::Client::describe_images).then_output(|| {
+            let i = |id: &str, at: &str| Image::builder().image_id(id).creation_date(at).build();
+            DescribeImagesOutput::builder()
+                .images(i("ami-0old", "2025-01-01T00:00:00.000Z"))
+                .images(i("ami-0new", "2026-11-01T00:00:00.000Z"))
+                .build()
+        }))
+        .with(
+            mock!(aws_sdk_ec2::Client::describe_subnets).then_output(|| {
+                DescribeSubnetsOutput::builder()
+                    .subnets(Subnet::builder().subnet_id("subnet-0default").build())
+                    .build()
+            }),
+        )
+        .with(
+            mock!(aws_sdk_ec2::Client::get_instance_metadata_defaults).then_output(move || {
+                let mut l = InstanceMetadataDefaultsResponse::builder();
+                if default_required {
+                    l = l.http_tokens(aws_sdk_ec2::types::HttpTokensState::Required);
+                }
+                GetInstanceMetadataDefaultsOutput::builder()
+                    .account_level(l.build())
+                    .build()
+            }),
+        )
+        .with(
+            mock!(aws_sdk_ec2::Client::run_instances)
+                .match_requests(|r| {
+                    r.dry_run() == Some(true)
+                        && r.metadata_options().is_none()
+                        && r.image_id() == Some("ami-0new")
+                        && r.subnet_id() == Some("subnet-0default")
+                })
+                .then_error(move || {
+                    RunInstancesError::generic(code(if prevented {
+                        "UnauthorizedOperation"
+                    } else {
+                        "DryRunOperation"
+                    }))
+                }),
+        )
+        .with(
+            mock!(aws_sdk_ec2::Client::run_instances)
+                .match_requests(|r| {
+                    r.dry_run() == Some(true)
+                        && r.metadata_options().and_then(|m| m.http_tokens())
+                            == Some(&aws_sdk_ec2::types::HttpTokensState::Required)
+                })
+                .then_error(|| RunInstancesError::generic(code("DryRunOperation"))),
+        )
+}
+
+fn probe() -> Option<LaunchProbe> {
+    Some(LaunchProbe {
+        instance_type: "t3.micro".into(),
+        ..LaunchProbe::default()
+    })
+}
+
+/// `doctor --prevention`: AWS's answers to the person's own dry-run
+/// launches, said as they are; where the account default requires tokens
+/// nothing is asserted. (AWS's own IAM is not evaluated here: mocked.)
+#[tokio::test]
+async fn prevention_is_what_aws_answered_the_persons_dry_run_launches() {
+    let (rows, _, _) = launching(true, false).run_with(false, probe()).await;
+    let r = status_of(&rows, "does not require IMDSv2 is refused to you");
+    assert_eq!(r.status, Status::Pass, "{r:?}");
+    assert!(
+        r.detail.contains("ami-0new") && r.detail.contains("subnet-0default"),
+        "newest image, default subnet: {r:?}"
+    );
+
+    let (rows, _, _) = launching(false, false).run_with(false, probe()).await;
+    let r = status_of(&rows, "does not require IMDSv2 is refused to you");
+    assert_eq!(r.status, Status::Warn);
+    assert!(r.detail.starts_with("no prevention binds you"), "{r:?}");
+
+    let (rows, _, _) = launching(false, true).run_with(false, probe()).await;
+    let r = status_of(&rows, "does not require IMDSv2 is refused to you");
+    assert!(r.detail.starts_with("not shown"), "{r:?}");
+
+    // Without --prevention, nothing is launched, even as a dry run.
+    let (_, _, calls) = launching(true, false).run(false).await;
+    assert!(
+        !calls.iter().any(|(_, op)| op == "RunInstances"),
+        "{calls:?}"
+    );
+}
+
+/// `--print-policy --prevention` allows exactly what `--prevention` adds.
+#[tokio::test]
+async fn the_prevention_policy_and_the_calls_it_makes_are_the_same() {
+    let (_, _, base) = launching(true, false).run(false).await;
+    let (_, _, with) = launching(true, false).run_with(false, probe()).await;
+    let added: std::collections::BTreeSet<String> = with
+        .into_iter()
+        .filter(|c| !base.contains(c))
+        .map(|(service, op)| format!("{}:{op}", prefix(&service)).to_ascii_lowercase())
+        .collect();
+    let policy: std::collections::BTreeSet<String> = PREVENTION_ACTIONS
+        .iter()
+        .map(|a| a.to_ascii_lowercase())
+        .collect();
+    assert_eq!(added, policy);
+    let printed = imds_guard::doctor::prevention_policy("imds-guard", "aws").to_string();
+    for a in PREVENTION_ACTIONS {
+        assert!(printed.contains(a), "{a}");
+    }
 }

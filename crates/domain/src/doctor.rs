@@ -29,6 +29,9 @@ pub enum Section {
     Events,
     /// Whether what the guard says reaches people.
     Outputs,
+    /// AWS's own prevention, as it binds the person running `doctor`
+    /// (`doctor --prevention`: dry-run launches as them).
+    Prevention,
 }
 
 impl Section {
@@ -38,6 +41,7 @@ impl Section {
             Section::Permissions => "What AWS allows the guard's roles (the self-check's dry runs)",
             Section::Events => "Events reach the guard",
             Section::Outputs => "What the guard says reaches people",
+            Section::Prevention => "AWS's own prevention, as it binds you (dry-run launches)",
         }
     }
 }
@@ -558,6 +562,31 @@ pub fn operator_policy(stack: &str, partition: &str) -> serde_json::Value {
         })
         .collect();
     serde_json::json!({"Version": "2012-10-17", "Statement": statements})
+}
+
+/// What `doctor --prevention` calls besides: the image and subnet it
+/// picks, the account default, and two launches, each with `DryRun=true`.
+pub const PREVENTION_ACTIONS: [&str; 4] = [
+    "ec2:DescribeImages",
+    "ec2:DescribeSubnets",
+    "ec2:GetInstanceMetadataDefaults",
+    "ec2:RunInstances",
+];
+
+/// The operator's policy for `doctor --prevention`: the read-only one, and
+/// a statement for the dry-run launches. IAM cannot require `DryRun`: the
+/// launch it allows is one the person may already make.
+pub fn prevention_policy(stack: &str, partition: &str) -> serde_json::Value {
+    let mut p = operator_policy(stack, partition);
+    if let Some(st) = p["Statement"].as_array_mut() {
+        st.push(serde_json::json!({
+            "Sid": "ImdsGuardDoctorPrevention",
+            "Effect": "Allow",
+            "Action": PREVENTION_ACTIONS,
+            "Resource": "*",
+        }));
+    }
+    p
 }
 
 #[cfg(test)]

@@ -488,3 +488,95 @@ pub fn role_delivery_evidence(report: &Value) -> Result<Vec<String>, String> {
     }
     Ok(blind)
 }
+
+/// What EC2 answered one dry-run launch (`RunInstances`, `DryRun=true`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Launch {
+    /// `DryRunOperation`: it would have launched.
+    Would,
+    /// `UnauthorizedOperation`: a policy refused it.
+    Refused,
+    /// Anything else (a bad image or subnet, throttling, ...), said.
+    Other(String),
+}
+
+/// `doctor --prevention`'s row for one account-region, from two dry-run
+/// launches as the person running it: one without metadata options, one
+/// with `HttpTokens=required`. The guard's roles cannot launch at all, so
+/// only a person's own launch shows whether prevention binds them. Where
+/// the account default already requires tokens, a launch without options
+/// may be judged with it: nothing is asserted there.
+pub fn dry_run_row(
+    place: &str,
+    without: &Launch,
+    required: &Launch,
+    default_requires: Option<bool>,
+) -> crate::doctor::Row {
+    use crate::doctor::{Row, Section};
+    use crate::probe::Status;
+    let check = "a launch that does not require IMDSv2 is refused to you";
+    let row = |status, detail: String| Row::new(Section::Prevention, status, check, place, detail);
+    match (without, required) {
+        (Launch::Refused, Launch::Would) => row(
+            Status::Pass,
+            "in force for you: a launch without metadata options was refused (UnauthorizedOperation), one with HttpTokens=required would launch (DryRunOperation)".into(),
+        ),
+        (Launch::Would, Launch::Would) if default_requires == Some(true) => row(
+            Status::Warn,
+            "not shown: a launch without metadata options would launch, and the account default requires tokens, so it would launch with IMDSv2; whether a launch asking for optional is refused is not asked".into(),
+        ),
+        (Launch::Would, Launch::Would) => row(
+            Status::Warn,
+            "no prevention binds you here: a launch without metadata options would launch, with IMDSv1 open unless its image says otherwise".into(),
+        )
+        .fix("attach the policy `imds-guard policy --kind scp` prints (or `--kind iam` outside an organization), and set the account default (SET_ACCOUNT_DEFAULT)"),
+        (_, Launch::Refused) => row(
+            Status::Warn,
+            "inconclusive: even a launch with HttpTokens=required was refused to you (UnauthorizedOperation): you may not launch this image, type or subnet here at all".into(),
+        )
+        .fix("run it as a principal that may launch (or pass --image-id, --subnet-id, --instance-type it may use)"),
+        (Launch::Other(e), _) | (_, Launch::Other(e)) => row(
+            Status::Warn,
+            format!("not checked: EC2 answered the dry run with {e}"),
+        )
+        .fix("pass --image-id and --subnet-id that exist in this region"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dry_run_launch_says_whether_prevention_binds_the_person() {
+        use crate::probe::Status;
+        let r = |a, b, d| dry_run_row("111122223333 us-east-1", &a, &b, d).status;
+        assert_eq!(r(Launch::Refused, Launch::Would, Some(false)), Status::Pass);
+        assert_eq!(r(Launch::Refused, Launch::Would, Some(true)), Status::Pass);
+        let open = dry_run_row("p", &Launch::Would, &Launch::Would, Some(false));
+        assert_eq!(open.status, Status::Warn);
+        assert!(
+            open.detail.starts_with("no prevention binds you"),
+            "{}",
+            open.detail
+        );
+        assert!(open.fix.unwrap().contains("imds-guard policy --kind scp"));
+        let by_default = dry_run_row("p", &Launch::Would, &Launch::Would, Some(true));
+        assert!(
+            by_default.detail.starts_with("not shown"),
+            "nothing asserted: {}",
+            by_default.detail
+        );
+        assert_eq!(r(Launch::Refused, Launch::Refused, None), Status::Warn);
+        assert!(dry_run_row("p", &Launch::Refused, &Launch::Refused, None)
+            .detail
+            .starts_with("inconclusive"));
+        let other = dry_run_row(
+            "p",
+            &Launch::Other("InvalidAMIID.NotFound".into()),
+            &Launch::Would,
+            None,
+        );
+        assert!(other.detail.contains("InvalidAMIID.NotFound"));
+    }
+}
