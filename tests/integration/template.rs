@@ -1150,6 +1150,88 @@ fn parameter_problems(t: &Value, p: &mut Vec<String>) {
     }
 }
 
+/// What the console and the Serverless Application Repository show of a
+/// stack's parameters: each in exactly one group, each with a label, the
+/// groups in the order of the decisions they serve (start here first).
+fn interface_problems(t: &Value) -> Vec<String> {
+    let mut p = Vec::new();
+    let params: Vec<String> = t
+        .get("Parameters")
+        .and_then(Value::as_mapping)
+        .map(|m| {
+            m.keys()
+                .filter_map(|k| k.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    let ui = get(t, &["Metadata", "AWS::CloudFormation::Interface"]).unwrap_or(&Value::Null);
+    let grouped: Vec<String> = ui
+        .get("ParameterGroups")
+        .and_then(Value::as_sequence)
+        .into_iter()
+        .flatten()
+        .flat_map(|g| strings(g.get("Parameters").unwrap_or(&Value::Null)))
+        .collect();
+    for name in &params {
+        match grouped.iter().filter(|g| *g == name).count() {
+            1 => {}
+            0 => p.push(format!("parameter {name} is in no group")),
+            n => p.push(format!("parameter {name} is in {n} groups")),
+        }
+        let label = get(ui, &["ParameterLabels", name, "default"]).and_then(Value::as_str);
+        if label.is_none_or(|l| l.trim().is_empty()) {
+            p.push(format!("parameter {name} has no label"));
+        }
+    }
+    for g in &grouped {
+        if !params.contains(g) {
+            p.push(format!("group names {g}, which is no parameter"));
+        }
+    }
+    p
+}
+
+#[test]
+fn every_parameter_is_grouped_once_and_labelled_start_here_first() {
+    for path in ["template.yaml", "member/template.yaml"] {
+        let problems = interface_problems(&load(path));
+        assert!(problems.is_empty(), "{path}:\n  {}", problems.join("\n  "));
+    }
+    let t = load("template.yaml");
+    let first = get(
+        &t,
+        &[
+            "Metadata",
+            "AWS::CloudFormation::Interface",
+            "ParameterGroups",
+        ],
+    )
+    .and_then(Value::as_sequence)
+    .and_then(|g| g.first())
+    .cloned()
+    .unwrap();
+    assert!(
+        strings(first.get("Label").and_then(|l| l.get("default")).unwrap())
+            .concat()
+            .starts_with("Start here")
+    );
+    assert_eq!(
+        strings(first.get("Parameters").unwrap())[..3],
+        ["GuardMode", "NotificationEmail", "SweepSchedule"]
+    );
+    // A parameter dropped from the interface is caught.
+    let mut broken = t.clone();
+    if let Some(m) =
+        broken["Metadata"]["AWS::CloudFormation::Interface"]["ParameterLabels"].as_mapping_mut()
+    {
+        m.remove("GuardMode");
+    }
+    assert_eq!(
+        interface_problems(&broken),
+        ["parameter GuardMode has no label"]
+    );
+}
+
 #[test]
 fn the_template_holds() {
     let problems = problems(&load("template.yaml"));
