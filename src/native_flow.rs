@@ -18,6 +18,8 @@ use crate::rollout::Step;
 #[derive(Debug)]
 pub struct Done {
     pub decision: Decision,
+    /// The latest recorded switch here (what an undo restores).
+    pub recorded: Option<native::Recorded>,
     /// The step the audit sweep computed (not for an undo).
     pub step: Option<Step>,
     /// Whether the change was made (`--apply`).
@@ -66,10 +68,16 @@ pub async fn enforce<C: Clients>(
     } else {
         Some(recheck(cfg, clients, ask).await?)
     };
-    let decision = native::decide(ask, &live, step.as_ref(), recorded.as_ref());
+    let decision = native::decide(
+        ask,
+        &live,
+        step.as_ref(),
+        recorded.as_ref().map(|r| &r.values),
+    );
     let Decision::Change { from, to, forced } = &decision else {
         return Ok(Done {
             decision,
+            recorded,
             step,
             applied: false,
             notification: None,
@@ -78,6 +86,7 @@ pub async fn enforce<C: Clients>(
     if !apply {
         return Ok(Done {
             decision,
+            recorded,
             step,
             applied: false,
             notification: None,
@@ -116,6 +125,7 @@ pub async fn enforce<C: Clients>(
     })?;
     Ok(Done {
         decision,
+        recorded,
         step,
         applied: true,
         notification: Some(notification),

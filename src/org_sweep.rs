@@ -393,6 +393,14 @@ impl<'a, C: Clients> FanOut<'a, C> {
 /// (failed ones first; `omitted_instances` counts the rest).
 fn record_json(report: &crate::report::Report) -> String {
     let mut r = report.clone();
+    // The rollout without its sentences: the summary rolls up statuses and
+    // blocker kinds, and the record stays within its size.
+    if let Some(s) = r.sweep.as_mut() {
+        s.native_enforcement = s
+            .native_enforcement
+            .as_ref()
+            .map(crate::rollout::Rollout::compact);
+    }
     r.instances
         .sort_by_key(|i| i.outcome != crate::report::Outcome::Failed);
     let all = std::mem::take(&mut r.instances);

@@ -87,6 +87,13 @@ pub fn run(args: DoctorArgs) -> Result<ExitCode, String> {
         ));
         return Ok(ExitCode::SUCCESS);
     }
+    let endpoint = std::env::var("AWS_ENDPOINT_URL")
+        .ok()
+        .filter(|e| !e.trim().is_empty());
+    if args.prevention && endpoint.is_some() {
+        // An emulator may not honour DryRun: it would launch.
+        return Err("--prevention sends RunInstances with DryRun=true, which an emulator may ignore and launch: refused while AWS_ENDPOINT_URL is set".into());
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -101,9 +108,7 @@ pub fn run(args: DoctorArgs) -> Result<ExitCode, String> {
             organization: args.targets.organization,
             days: args.days,
             timeout: Duration::from_secs(args.timeout),
-            endpoint: std::env::var("AWS_ENDPOINT_URL")
-                .ok()
-                .filter(|e| !e.trim().is_empty()),
+            endpoint,
             prevention: args.prevention.then(|| crate::doctor_flow::LaunchProbe {
                 image: args.image_id.clone(),
                 subnet: args.subnet_id.clone(),

@@ -81,6 +81,13 @@ fn say(done: &crate::native_flow::Done, ask: &Ask, apply: bool) -> ExitCode {
                 _ => "would change (pass --apply to make it)",
             };
             emit(&format!("{place}: {verb}: {from} -> {to}\n"));
+            if let (true, Some(r)) = (ask.undo, &done.recorded) {
+                emit(&format!(
+                    "  the values recorded when {} switched it on at {}\n",
+                    r.by,
+                    crate::time::iso8601(r.at)
+                ));
+            }
             if let Some(f) = forced {
                 emit(&format!("  {f}\n"));
             }

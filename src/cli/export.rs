@@ -365,9 +365,6 @@ pub fn html(report: &Report, rows: &[InstanceReport], generated_at: u64) -> Stri
     h
 }
 
-/// The last mile (`LOOKUP_IMDSV1_CALLERS`): possible credential theft
-/// first, then the software still using IMDSv1-delivered credentials, each
-/// with its hypothesis and source; nothing when CloudTrail was not asked.
 /// The way out: whole units ready first, then each account-region with its
 /// next step and every blocker named.
 fn native_enforcement(h: &mut String, r: &crate::rollout::Rollout) {
@@ -447,6 +444,9 @@ fn status_class(s: crate::rollout::Status) -> &'static str {
     }
 }
 
+/// The last mile (`LOOKUP_IMDSV1_CALLERS`): possible credential theft
+/// first, then the software still using IMDSv1-delivered credentials, each
+/// with its hypothesis and source; nothing when CloudTrail was not asked.
 fn last_mile(h: &mut String, regions: &[RegionSweep]) {
     let asked: Vec<&RegionSweep> = regions
         .iter()

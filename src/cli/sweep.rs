@@ -87,6 +87,24 @@ pub fn plan(args: PlanArgs) -> Result<ExitCode, String> {
                 .map_err(|e| format!("its native_enforcement section cannot be read: {e}"))
         })?;
     emit_plan(&rollout, args.json)?;
+    // A region the saved sweep did not finish was not judged: as `sweep`.
+    let unfinished = report
+        .pointer("/sweep/regions")
+        .and_then(serde_json::Value::as_array)
+        .is_some_and(|rs| {
+            rs.iter().any(|r| {
+                r.get("errors")
+                    .and_then(serde_json::Value::as_array)
+                    .is_some_and(|e| !e.is_empty())
+            })
+        });
+    if unfinished {
+        eprintln!(
+            "imds-guard plan: a region of {} was not swept to the end: its step is not known",
+            path.display()
+        );
+        return Ok(ExitCode::from(2));
+    }
     Ok(plan_code(&rollout))
 }
 

@@ -20,9 +20,10 @@ pub struct LaunchProbe {
 }
 
 impl Doctor {
-    /// Two launches as the person, each with `DryRun=true` (never without):
-    /// without metadata options, and with `HttpTokens=required`; what AWS
-    /// answered each is the row (`prevention::dry_run_row`).
+    /// Three launches as the person, each with `DryRun=true` (never
+    /// without): asking for `HttpTokens=optional`, for `required`, and
+    /// without metadata options; what AWS answered each is the row
+    /// (`prevention::dry_run_row`).
     pub(super) async fn prevention(&self, place: &str, region: &str, probe: &LaunchProbe) -> Row {
         use crate::prevention::{dry_run_row, Launch};
         use aws_sdk_ec2::types::{
@@ -95,17 +96,7 @@ impl Doctor {
                 }
             }
         };
-        let default_requires = ec2
-            .get_instance_metadata_defaults()
-            .send()
-            .await
-            .ok()
-            .map(|o| {
-                o.account_level()
-                    .and_then(|l| l.http_tokens())
-                    .is_some_and(|t| t.as_str() == "required")
-            });
-        let launch = |required: bool| {
+        let launch = |tokens: Option<HttpTokensState>| {
             let req = ec2
                 .run_instances()
                 .image_id(&image)
@@ -114,14 +105,13 @@ impl Doctor {
                 .min_count(1)
                 .max_count(1)
                 .dry_run(true);
-            let req = if required {
-                req.metadata_options(
+            let req = match tokens {
+                Some(t) => req.metadata_options(
                     InstanceMetadataOptionsRequest::builder()
-                        .http_tokens(HttpTokensState::Required)
+                        .http_tokens(t)
                         .build(),
-                )
-            } else {
-                req
+                ),
+                None => req,
             };
             async move {
                 match req.send().await {
@@ -141,9 +131,10 @@ impl Doctor {
                 }
             }
         };
-        let without = launch(false).await;
-        let with_required = launch(true).await;
-        let mut row = dry_run_row(place, &without, &with_required, default_requires);
+        let optional = launch(Some(HttpTokensState::Optional)).await;
+        let required = launch(Some(HttpTokensState::Required)).await;
+        let without = launch(None).await;
+        let mut row = dry_run_row(place, &optional, &required, &without);
         row.detail = format!(
             "{} ({image}, {}, {subnet})",
             row.detail, probe.instance_type

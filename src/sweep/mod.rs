@@ -300,7 +300,8 @@ impl<'a, C: Clients> Sweep<'a, C> {
             .collect();
         // Each account in the mode set for it or its unit (`modes`).
         let mut own: HashMap<Option<String>, (Config, Option<String>)> = HashMap::new();
-        let mut units: HashMap<Option<String>, String> = HashMap::new();
+        // Each account's nearest unit, or why it could not be read.
+        let mut units: HashMap<Option<String>, Result<String, String>> = HashMap::new();
         // An organization's sweep reads each account's units for the
         // rollout's roll-up (the deployment's, or one the command line asks).
         let learn = self.cfg.learns_units()
@@ -315,11 +316,14 @@ impl<'a, C: Clients> Sweep<'a, C> {
                     let (mut c, why, nearest) =
                         crate::modes::from_organization(self.cfg, self.clients, &id, learn).await;
                     if let Some(u) = nearest {
-                        units.insert(a.clone(), u);
+                        units.insert(a.clone(), Ok(u));
                     }
                     if self.cfg.has_overrides() {
                         c.overrides.clear();
                         own.insert(a.clone(), (c, why));
+                    } else if let Some(why) = why {
+                        // Read for the roll-up alone: said, never silent.
+                        units.insert(a.clone(), Err(why));
                     }
                 }
             }
@@ -339,13 +343,18 @@ impl<'a, C: Clients> Sweep<'a, C> {
         let results: Vec<RegionResult> = stream::iter(pairs)
             .map(|(account, region)| async move {
                 let room = rooms[&account].clone();
-                let unit = units.get(&account).cloned();
+                let (unit, unread) = match units.get(&account) {
+                    Some(Ok(u)) => (Some(u.clone()), None),
+                    Some(Err(why)) => (None, Some(why.clone())),
+                    None => (None, None),
+                };
                 let Some((cfg, why)) = own.get(&account) else {
                     let mut r = self
                         .for_account(self.cfg, room)
                         .region(account.as_deref(), &region, per_pair, deadline, progress)
                         .await;
                     r.summary.unit = unit;
+                    r.summary.warnings.extend(unread);
                     return r;
                 };
                 let mut r = self
@@ -425,6 +434,7 @@ impl<'a, C: Clients> Sweep<'a, C> {
                 .map(|(r, owner)| {
                     let mut f = r.rollout_facts(&sweep.sources);
                     f.account = f.account.or_else(|| owner.clone());
+                    f.exemptions_configured = self.cfg.exemptions_configured();
                     crate::rollout::step(&f)
                 })
                 .collect(),

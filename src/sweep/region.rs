@@ -183,6 +183,12 @@ impl<'a, C: Clients> Sweep<'a, C> {
         out.sources_read = errors.is_empty();
         out.summary.sources_unread = !out.sources_read;
         out.summary.errors.extend(errors);
+        out.summary.sources_exempt = reports
+            .iter()
+            .filter(|r| r.outcome == SourceOutcome::Exempt)
+            .take(20)
+            .map(SourceReport::label)
+            .collect();
         out.sources = reports
             .into_iter()
             .filter(|r| {

@@ -424,15 +424,14 @@ async fn the_operators_policy_and_the_calls_doctor_makes_are_the_same() {
 }
 
 /// The world where EC2 answers dry-run launches: an image and a default
-/// subnet to find, the account default as given, and a launch without
-/// metadata options refused (`prevented`) or not; one with
-/// `HttpTokens=required` always allowed. Every launch must be a dry run.
-fn launching(prevented: bool, default_required: bool) -> World {
+/// subnet to find, a launch asking for `HttpTokens=optional` refused
+/// (`prevented`) or not, one asking for `required` and one without options
+/// allowed. Every launch must be a dry run, naming the newest image.
+fn launching(prevented: bool) -> World {
     use aws_sdk_ec2::operation::describe_images::DescribeImagesOutput;
     use aws_sdk_ec2::operation::describe_subnets::DescribeSubnetsOutput;
-    use aws_sdk_ec2::operation::get_instance_metadata_defaults::GetInstanceMetadataDefaultsOutput;
     use aws_sdk_ec2::operation::run_instances::RunInstancesError;
-    use aws_sdk_ec2::types::{Image, InstanceMetadataDefaultsResponse, Subnet};
+    use aws_sdk_ec2::types::{HttpTokensState, Image, Subnet};
     World::good()
         .with(mock!(aws_sdk_ec2::Client::describe_images).then_output(|| {
             let i = |id: &str, at: &str| Image::builder().image_id(id).creation_date(at).build();
@@ -449,23 +448,13 @@ fn launching(prevented: bool, default_required: bool) -> World {
             }),
         )
         .with(
-            mock!(aws_sdk_ec2::Client::get_instance_metadata_defaults).then_output(move || {
-                let mut l = InstanceMetadataDefaultsResponse::builder();
-                if default_required {
-                    l = l.http_tokens(aws_sdk_ec2::types::HttpTokensState::Required);
-                }
-                GetInstanceMetadataDefaultsOutput::builder()
-                    .account_level(l.build())
-                    .build()
-            }),
-        )
-        .with(
             mock!(aws_sdk_ec2::Client::run_instances)
                 .match_requests(|r| {
                     r.dry_run() == Some(true)
-                        && r.metadata_options().is_none()
                         && r.image_id() == Some("ami-0new")
                         && r.subnet_id() == Some("subnet-0default")
+                        && r.metadata_options().and_then(|m| m.http_tokens())
+                            == Some(&HttpTokensState::Optional)
                 })
                 .then_error(move || {
                     RunInstancesError::generic(code(if prevented {
@@ -479,8 +468,8 @@ fn launching(prevented: bool, default_required: bool) -> World {
             mock!(aws_sdk_ec2::Client::run_instances)
                 .match_requests(|r| {
                     r.dry_run() == Some(true)
-                        && r.metadata_options().and_then(|m| m.http_tokens())
-                            == Some(&aws_sdk_ec2::types::HttpTokensState::Required)
+                        && r.metadata_options()
+                            .is_none_or(|m| m.http_tokens() == Some(&HttpTokensState::Required))
                 })
                 .then_error(|| RunInstancesError::generic(code("DryRunOperation"))),
         )
@@ -498,25 +487,28 @@ fn probe() -> Option<LaunchProbe> {
 /// nothing is asserted. (AWS's own IAM is not evaluated here: mocked.)
 #[tokio::test]
 async fn prevention_is_what_aws_answered_the_persons_dry_run_launches() {
-    let (rows, _, _) = launching(true, false).run_with(false, probe()).await;
-    let r = status_of(&rows, "does not require IMDSv2 is refused to you");
+    let check = "a launch asking for IMDSv1 is refused to you";
+    let (rows, _, calls) = launching(true).run_with(false, probe()).await;
+    let r = status_of(&rows, check);
     assert_eq!(r.status, Status::Pass, "{r:?}");
     assert!(
         r.detail.contains("ami-0new") && r.detail.contains("subnet-0default"),
         "newest image, default subnet: {r:?}"
     );
+    assert!(
+        r.detail
+            .contains("one without metadata options would launch"),
+        "{r:?}"
+    );
+    assert!(calls.iter().any(|(_, op)| op == "RunInstances"));
 
-    let (rows, _, _) = launching(false, false).run_with(false, probe()).await;
-    let r = status_of(&rows, "does not require IMDSv2 is refused to you");
+    let (rows, _, _) = launching(false).run_with(false, probe()).await;
+    let r = status_of(&rows, check);
     assert_eq!(r.status, Status::Warn);
     assert!(r.detail.starts_with("no prevention binds you"), "{r:?}");
 
-    let (rows, _, _) = launching(false, true).run_with(false, probe()).await;
-    let r = status_of(&rows, "does not require IMDSv2 is refused to you");
-    assert!(r.detail.starts_with("not shown"), "{r:?}");
-
     // Without --prevention, nothing is launched, even as a dry run.
-    let (_, _, calls) = launching(true, false).run(false).await;
+    let (_, _, calls) = launching(true).run(false).await;
     assert!(
         !calls.iter().any(|(_, op)| op == "RunInstances"),
         "{calls:?}"
@@ -526,8 +518,8 @@ async fn prevention_is_what_aws_answered_the_persons_dry_run_launches() {
 /// `--print-policy --prevention` allows exactly what `--prevention` adds.
 #[tokio::test]
 async fn the_prevention_policy_and_the_calls_it_makes_are_the_same() {
-    let (_, _, base) = launching(true, false).run(false).await;
-    let (_, _, with) = launching(true, false).run_with(false, probe()).await;
+    let (_, _, base) = launching(true).run(false).await;
+    let (_, _, with) = launching(true).run_with(false, probe()).await;
     let added: std::collections::BTreeSet<String> = with
         .into_iter()
         .filter(|c| !base.contains(c))

@@ -293,6 +293,39 @@ fn the_operators_write_only_enforce_natives_records() {
     }
 }
 
+/// A wide operator pattern (`role/*`) that also matches the guard's and the
+/// break-glass roles restricts neither: the guard still writes its own
+/// records, the break-glass role its grants.
+#[test]
+fn a_wide_operator_pattern_never_locks_the_guard_out_of_its_memory() {
+    const WIDE: &str = "arn:aws:iam::123456789012:role/*";
+    const BREAK_GLASS: &str = "arn:aws:iam::123456789012:role/incident-responder";
+    let t = load("template.yaml");
+    let d = Deployment::with(&[
+        ("OperatorRoleArns", WIDE),
+        ("BreakGlassRoleArn", BREAK_GLASS),
+    ]);
+    let table = deployed(d.policy_statements(&t, "MemoryTable"));
+    let own = vec![json!({"Effect": "Allow", "Action": "dynamodb:*", "Resource": "*"})];
+    let put = |who: &str, partition: &str| {
+        let r = Request::new(
+            "dynamodb:BatchWriteItem",
+            "arn:aws:dynamodb:us-east-1:123456789012:table/imds-guard-memory",
+        )
+        .key("aws:PrincipalArn", who)
+        .multi("dynamodb:LeadingKeys", &[partition]);
+        evaluate_for(&own, &table, who, &r)
+    };
+    assert_eq!(put(GUARD_ROLE, "123456789012#us-east-1"), Decision::Allow);
+    assert_eq!(
+        put(BREAK_GLASS, "breakglass#123456789012#us-east-1"),
+        Decision::Allow
+    );
+    let ops = "arn:aws:iam::123456789012:role/ops";
+    assert_eq!(put(ops, "native#123456789012#us-east-1"), Decision::Allow);
+    assert_eq!(put(ops, "123456789012#us-east-1"), Decision::ExplicitDeny);
+}
+
 /// Who sends to the topic and the failed-events queue, each as IAM sees its
 /// request: the test names every sender the guard relies on, and fails
 /// when a policy drops one (or lets a stranger in).

@@ -565,17 +565,16 @@ pub fn operator_policy(stack: &str, partition: &str) -> serde_json::Value {
 }
 
 /// What `doctor --prevention` calls besides: the image and subnet it
-/// picks, the account default, and two launches, each with `DryRun=true`.
-pub const PREVENTION_ACTIONS: [&str; 4] = [
+/// picks, and three launches, each with `DryRun=true`.
+pub const PREVENTION_ACTIONS: [&str; 3] = [
     "ec2:DescribeImages",
     "ec2:DescribeSubnets",
-    "ec2:GetInstanceMetadataDefaults",
     "ec2:RunInstances",
 ];
 
 /// The operator's policy for `doctor --prevention`: the read-only one, and
-/// a statement for the dry-run launches. IAM cannot require `DryRun`: the
-/// launch it allows is one the person may already make.
+/// a statement for the dry-run launches. IAM cannot require `DryRun`: this
+/// allows real launches too, so give it only to someone who may launch.
 pub fn prevention_policy(stack: &str, partition: &str) -> serde_json::Value {
     let mut p = operator_policy(stack, partition);
     if let Some(st) = p["Statement"].as_array_mut() {

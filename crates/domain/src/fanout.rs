@@ -544,8 +544,9 @@ impl OrgSummary {
             modes: &'a BTreeMap<String, u64>,
             #[serde(skip_serializing_if = "BTreeMap::is_empty")]
             accounts_not_in_the_default_mode: &'a BTreeMap<String, String>,
-            /// The rollout per unit, whole units ready first (each
-            /// account-region's step is in its shard's record).
+            /// The rollout per unit, whole units ready first, at most
+            /// `UNITS_SHOWN` (each account-region's step is in its shard's
+            /// record).
             native_enforcement: &'a [crate::rollout::UnitPlan],
             #[serde(skip_serializing_if = "is_zero")]
             omitted_units: usize,
@@ -592,8 +593,8 @@ impl OrgSummary {
                 no_member_stack: &self.no_member_stack[..self.no_member_stack.len().min(100)],
                 modes: &self.modes,
                 accounts_not_in_the_default_mode: &self.not_default,
-                native_enforcement: &units[..units.len().min(100)],
-                omitted_units: units.len().saturating_sub(100),
+                native_enforcement: &units[..units.len().min(UNITS_SHOWN)],
+                omitted_units: units.len().saturating_sub(UNITS_SHOWN),
                 instances: &self.instances[..shown[0]],
                 omitted_instances: self.omitted_instances
                     + (self.instances.len() - shown[0]) as u64,
@@ -631,6 +632,10 @@ impl OrgSummary {
         }
     }
 }
+
+/// Units the summary message lists (whole units that are ready first):
+/// a few hundred bytes each, within the message whatever else it holds.
+const UNITS_SHOWN: usize = 25;
 
 fn is_zero(n: &usize) -> bool {
     *n == 0

@@ -156,9 +156,6 @@ pub fn decide(
     }
 }
 
-/// The record's id in the account-region's partition.
-const ID: &str = "native";
-
 /// The partition a switch's record lives in: its own prefix, so the
 /// operators who may write it write nothing else (the table's policy).
 pub fn partition(account: &str, region: &str) -> String {
@@ -166,12 +163,14 @@ pub fn partition(account: &str, region: &str) -> String {
 }
 
 /// The record of the values before enforcement was switched on, and who
-/// did it: what `--undo` puts back. Kept until an undo replaces it.
+/// did it: what `--undo` puts back. One per switch, by its time, never
+/// overwritten: the latest is what an undo restores, the earlier ones stay
+/// as the history.
 pub fn record(account: &str, region: &str, before: &Values, by: &str, now: u64) -> Record {
     let mut r = Record::new(
         Kind::Native,
         &partition(account, region),
-        ID,
+        &format!("{now:020}"),
         None,
         now,
         std::time::Duration::ZERO,
@@ -186,15 +185,31 @@ pub fn record(account: &str, region: &str, before: &Values, by: &str, now: u64) 
     r
 }
 
-/// The prior values a record holds.
-pub fn recorded(records: &[Record]) -> Option<Values> {
-    let r = records
+/// The prior values the latest switch recorded, who switched and when.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Recorded {
+    pub values: Values,
+    pub by: String,
+    pub at: u64,
+}
+
+/// The latest record of a switch among `records` (an unreadable one is
+/// skipped: an undo from it could not be exact).
+pub fn recorded(records: &[Record]) -> Option<Recorded> {
+    records
         .iter()
-        .find(|r| r.is_kind(Kind::Native) && r.id() == ID)?;
-    Some(Values {
-        http_tokens: r.data.get("http_tokens")?.clone(),
-        http_tokens_enforced: r.data.get("http_tokens_enforced")?.clone(),
-    })
+        .filter(|r| r.is_kind(Kind::Native))
+        .filter_map(|r| {
+            Some(Recorded {
+                values: Values {
+                    http_tokens: r.data.get("http_tokens")?.clone(),
+                    http_tokens_enforced: r.data.get("http_tokens_enforced")?.clone(),
+                },
+                by: r.data.get("by").cloned().unwrap_or_default(),
+                at: r.at,
+            })
+        })
+        .max_by_key(|r| r.at)
 }
 
 #[cfg(test)]
@@ -308,7 +323,15 @@ mod tests {
             100,
         );
         assert_eq!(r.pk, "native#111122223333#eu-west-1");
-        let back = recorded(&[r]).unwrap();
+        assert_eq!(r.sk, "native#00000000000000000100");
+        let earlier = record("111122223333", "eu-west-1", &Values::enforced(), "x", 50);
+        let back = recorded(&[r, earlier]).unwrap();
+        assert_eq!(
+            (back.by.as_str(), back.at),
+            ("arn:aws:iam::111122223333:role/Ops", 100),
+            "the latest"
+        );
+        let back = back.values;
         assert_eq!(
             decide(&undo, &on, None, Some(&back)),
             Decision::Change {

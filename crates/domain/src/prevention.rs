@@ -500,36 +500,38 @@ pub enum Launch {
     Other(String),
 }
 
-/// `doctor --prevention`'s row for one account-region, from two dry-run
-/// launches as the person running it: one without metadata options, one
-/// with `HttpTokens=required`. The guard's roles cannot launch at all, so
-/// only a person's own launch shows whether prevention binds them. Where
-/// the account default already requires tokens, a launch without options
-/// may be judged with it: nothing is asserted there.
+/// `doctor --prevention`'s row for one account-region, from dry-run
+/// launches as the person running it: one asking for `HttpTokens=optional`
+/// (what an SCP and `HttpTokensEnforced` must refuse), one asking for
+/// `required`, and one without metadata options (said, not judged: the
+/// image's `ImdsSupport` and the account default decide what it gets). The
+/// guard's roles cannot launch at all, so only a person's own launch shows
+/// whether prevention binds them.
 pub fn dry_run_row(
     place: &str,
-    without: &Launch,
+    optional: &Launch,
     required: &Launch,
-    default_requires: Option<bool>,
+    without: &Launch,
 ) -> crate::doctor::Row {
     use crate::doctor::{Row, Section};
     use crate::probe::Status;
-    let check = "a launch that does not require IMDSv2 is refused to you";
+    let check = "a launch asking for IMDSv1 is refused to you";
+    let also = match without {
+        Launch::Would => "; one without metadata options would launch (with what its image and the account default give it)".to_string(),
+        Launch::Refused => "; one without metadata options was refused too".to_string(),
+        Launch::Other(e) => format!("; one without metadata options: {e}"),
+    };
     let row = |status, detail: String| Row::new(Section::Prevention, status, check, place, detail);
-    match (without, required) {
+    match (optional, required) {
         (Launch::Refused, Launch::Would) => row(
             Status::Pass,
-            "in force for you: a launch without metadata options was refused (UnauthorizedOperation), one with HttpTokens=required would launch (DryRunOperation)".into(),
-        ),
-        (Launch::Would, Launch::Would) if default_requires == Some(true) => row(
-            Status::Warn,
-            "not shown: a launch without metadata options would launch, and the account default requires tokens, so it would launch with IMDSv2; whether a launch asking for optional is refused is not asked".into(),
+            format!("in force for you: a launch asking for HttpTokens=optional was refused (UnauthorizedOperation), one with HttpTokens=required would launch (DryRunOperation){also}"),
         ),
         (Launch::Would, Launch::Would) => row(
             Status::Warn,
-            "no prevention binds you here: a launch without metadata options would launch, with IMDSv1 open unless its image says otherwise".into(),
+            format!("no prevention binds you here: a launch asking for HttpTokens=optional would launch{also}"),
         )
-        .fix("attach the policy `imds-guard policy --kind scp` prints (or `--kind iam` outside an organization), and set the account default (SET_ACCOUNT_DEFAULT)"),
+        .fix("attach the policy `imds-guard policy --kind scp` prints (or `--kind iam` outside an organization), then `imds-guard enforce-native` where `imds-guard plan` says ready"),
         (_, Launch::Refused) => row(
             Status::Warn,
             "inconclusive: even a launch with HttpTokens=required was refused to you (UnauthorizedOperation): you may not launch this image, type or subnet here at all".into(),
@@ -550,10 +552,14 @@ mod tests {
     #[test]
     fn a_dry_run_launch_says_whether_prevention_binds_the_person() {
         use crate::probe::Status;
-        let r = |a, b, d| dry_run_row("111122223333 us-east-1", &a, &b, d).status;
-        assert_eq!(r(Launch::Refused, Launch::Would, Some(false)), Status::Pass);
-        assert_eq!(r(Launch::Refused, Launch::Would, Some(true)), Status::Pass);
-        let open = dry_run_row("p", &Launch::Would, &Launch::Would, Some(false));
+        let (w, r) = (Launch::Would, Launch::Refused);
+        let row =
+            |a: &Launch, b: &Launch, c: &Launch| dry_run_row("111122223333 us-east-1", a, b, c);
+        assert_eq!(row(&r, &w, &w).status, Status::Pass);
+        assert!(row(&r, &w, &w)
+            .detail
+            .contains("one without metadata options would launch"));
+        let open = row(&w, &w, &w);
         assert_eq!(open.status, Status::Warn);
         assert!(
             open.detail.starts_with("no prevention binds you"),
@@ -561,22 +567,9 @@ mod tests {
             open.detail
         );
         assert!(open.fix.unwrap().contains("imds-guard policy --kind scp"));
-        let by_default = dry_run_row("p", &Launch::Would, &Launch::Would, Some(true));
-        assert!(
-            by_default.detail.starts_with("not shown"),
-            "nothing asserted: {}",
-            by_default.detail
-        );
-        assert_eq!(r(Launch::Refused, Launch::Refused, None), Status::Warn);
-        assert!(dry_run_row("p", &Launch::Refused, &Launch::Refused, None)
-            .detail
-            .starts_with("inconclusive"));
-        let other = dry_run_row(
-            "p",
-            &Launch::Other("InvalidAMIID.NotFound".into()),
-            &Launch::Would,
-            None,
-        );
+        assert!(row(&r, &r, &r).detail.starts_with("inconclusive"));
+        let other = row(&Launch::Other("InvalidAMIID.NotFound".into()), &w, &w);
+        assert_eq!(other.status, Status::Warn);
         assert!(other.detail.contains("InvalidAMIID.NotFound"));
     }
 }

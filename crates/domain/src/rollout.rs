@@ -28,8 +28,13 @@ pub struct Facts {
     /// Of those, by the source that launched them (label, instances); the
     /// rest were launched outside any template or group the sweep read.
     pub by_source: Vec<(String, u64)>,
-    /// Sources that would launch at `optional` (labels).
+    /// Sources that would launch at `optional` (labels), exempt ones too:
+    /// under `HttpTokensEnforced` their launches fail all the same.
     pub sources_optional: Vec<String>,
+    /// The exemptions the guard is configured with (`EXEMPT_*`), each
+    /// named: AWS's enforcement has none, so a launch one would exempt
+    /// fails once it is on, whether or not such an instance runs today.
+    pub exemptions_configured: Vec<String>,
     pub sources_read: bool,
     /// Instances left at `optional` because an exemption applies.
     pub exempt: u64,
@@ -111,7 +116,8 @@ pub struct Blocking {
     #[serde(default)]
     pub count: u64,
     /// What it is, in a sentence, naming the instances' sources, the
-    /// software or the setting.
+    /// software or the setting (left out in a compact step).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub detail: String,
 }
 
@@ -125,7 +131,9 @@ pub struct Step {
     pub unit: Option<String>,
     pub status: Status,
     /// The exact next step: the command for a ready one, the first
-    /// blocker's fix for a blocked one.
+    /// blocker's fix for a blocked one (left out where the record must be
+    /// small: a fan-out shard's, `compact`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub next: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub blockers: Vec<Blocking>,
@@ -150,10 +158,10 @@ fn named(items: &[String]) -> String {
 /// The command that switches AWS's enforcement on here (run by a person,
 /// with their own credentials: the guard's roles cannot).
 pub fn command(account: Option<&str>, region: &str) -> String {
-    match account {
-        Some(a) => format!("imds-guard enforce-native --account {a} --region {region}"),
-        None => format!("imds-guard enforce-native --region {region}"),
-    }
+    format!(
+        "imds-guard enforce-native --account {} --region {region}",
+        account.unwrap_or("<account id>")
+    )
 }
 
 /// Where one account-region stands, and why.
@@ -254,6 +262,15 @@ pub fn step(f: &Facts) -> Step {
             format!(
                 "{} exempt instance(s) at HttpTokens=optional: HttpTokensEnforced has no exemptions, so end each exemption (or the workload) first",
                 f.exempt
+            ),
+        );
+    } else if !f.exemptions_configured.is_empty() {
+        add(
+            Blocker::Exemptions,
+            0,
+            format!(
+                "exemptions are configured ({}): HttpTokensEnforced has none, so a launch one would exempt fails once it is on; remove them first",
+                named(&f.exemptions_configured)
             ),
         );
     }
@@ -427,16 +444,24 @@ impl Rollout {
                 .then(a.blocked.cmp(&b.blocked))
                 .then(a.unit.cmp(&b.unit))
         });
-        let order: Vec<String> = units.iter().map(|u| u.unit.clone()).collect();
+        let order: std::collections::HashMap<&str, usize> = units
+            .iter()
+            .enumerate()
+            .map(|(i, u)| (u.unit.as_str(), i))
+            .collect();
         let mut steps = steps;
-        steps.sort_by(|a, b| {
-            let pos = |s: &Step| order.iter().position(|u| *u == unit_of(s));
-            pos(a)
-                .cmp(&pos(b))
-                .then(rank(a.status).cmp(&rank(b.status)))
-                .then(a.blockers.len().cmp(&b.blockers.len()))
-                .then(a.account.cmp(&b.account))
-                .then(a.region.cmp(&b.region))
+        // Keyed once per step: an organization's thousands sort fast.
+        steps.sort_by_cached_key(|s| {
+            (
+                order
+                    .get(unit_of(s).as_str())
+                    .copied()
+                    .unwrap_or(usize::MAX),
+                rank(s.status),
+                s.blockers.len(),
+                s.account.clone(),
+                s.region.clone(),
+            )
         });
         let omitted = steps.len().saturating_sub(MAX_LISTED) as u64;
         steps.truncate(MAX_LISTED);
@@ -444,6 +469,32 @@ impl Rollout {
             units,
             account_regions: steps,
             omitted,
+        }
+    }
+
+    /// The same plan without its sentences (each step's status and
+    /// blocker kinds and counts): what a fan-out shard records, within its
+    /// record's size, for the summary to roll up.
+    pub fn compact(&self) -> Rollout {
+        Rollout {
+            units: Vec::new(),
+            account_regions: self
+                .account_regions
+                .iter()
+                .map(|s| Step {
+                    next: String::new(),
+                    blockers: s
+                        .blockers
+                        .iter()
+                        .map(|b| Blocking {
+                            detail: String::new(),
+                            ..b.clone()
+                        })
+                        .collect(),
+                    ..s.clone()
+                })
+                .collect(),
+            omitted: self.omitted,
         }
     }
 
@@ -596,6 +647,30 @@ mod tests {
             instances.detail
         );
         assert!(s.next.contains("aws-cli/1.18"), "the worst blocker first");
+    }
+
+    #[test]
+    fn exemptions_configured_block_even_with_no_exempt_instance_running() {
+        let mut f = ready_facts("111122223333", "eu-west-1");
+        f.exemptions_configured = vec!["EXEMPT_PRINCIPAL_ARNS (2 glob(s))".into()];
+        let s = step(&f);
+        assert_eq!(s.status, Status::Blocked);
+        assert_eq!(s.blockers[0].kind, Blocker::Exemptions);
+        assert!(
+            s.next.contains("EXEMPT_PRINCIPAL_ARNS (2 glob(s))"),
+            "{}",
+            s.next
+        );
+        // A compact step keeps what the roll-up needs, and nothing else.
+        let r = Rollout::of(vec![s]);
+        let c = r.compact();
+        let json = serde_json::to_string(&c).unwrap();
+        assert!(
+            !json.contains("EXEMPT_PRINCIPAL_ARNS") && !json.contains("\"next\""),
+            "{json}"
+        );
+        let back: Rollout = serde_json::from_str(&json).unwrap();
+        assert_eq!(Rollout::of(back.account_regions).units, r.units);
     }
 
     #[test]

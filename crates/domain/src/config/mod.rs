@@ -415,6 +415,29 @@ impl Config {
         self.member_role.is_some() && self.sweep_accounts == SweepAccounts::Organization
     }
 
+    /// The exemptions configured, each named (the rollout's blocker: AWS's
+    /// enforcement has none).
+    pub fn exemptions_configured(&self) -> Vec<String> {
+        let e = &self.exemptions;
+        let mut out = Vec::new();
+        if let Some(k) = &e.tag_key {
+            out.push(format!("EXEMPT_TAG_KEY={k}"));
+        }
+        if !e.principals.is_empty() {
+            out.push(format!(
+                "EXEMPT_PRINCIPAL_ARNS ({} glob(s))",
+                e.principals.len()
+            ));
+        }
+        if !e.image_ids.is_empty() {
+            out.push(format!("EXEMPT_IMAGE_IDS ({} AMI(s))", e.image_ids.len()));
+        }
+        if self.legacy_exempt_before.is_some() {
+            out.push("LEGACY_EXEMPT_BEFORE".into());
+        }
+        out
+    }
+
     /// The mildest mode, and whether to fix sources, that the default and
     /// the settings `among` could give: for an account whose own place is
     /// not known.

@@ -54,6 +54,10 @@ pub struct RegionSweep {
     /// not all be read (the reason is among `errors`).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub sources_unread: bool,
+    /// Sources here left at `optional` because an exemption applies
+    /// (labels, at most 20): under AWS's enforcement their launches fail.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub sources_exempt: Vec<String>,
     /// Instances the circuit breaker held back this run (each listed,
     /// with the change it would have made).
     #[serde(skip_serializing_if = "is_zero")]
@@ -132,6 +136,7 @@ impl RegionSweep {
             break_glass: Vec::new(),
             sources: 0,
             sources_unread: false,
+            sources_exempt: Vec::new(),
             account_defaults: None,
             account_default_action: DefaultsAction::None,
             readiness: Readiness::unknown(),
@@ -178,7 +183,10 @@ impl RegionSweep {
                 .iter()
                 .filter(|s| s.asks_for_optional())
                 .map(|s| s.label())
+                .chain(self.sources_exempt.iter().map(|l| format!("{l} (exempt)")))
                 .collect(),
+            // Set by the sweep, which knows the settings.
+            exemptions_configured: Vec::new(),
             sources_read: !self.sources_unread,
             exempt: self.count(Outcome::Exempt).saturating_sub(self.managed),
             managed: self.managed,
