@@ -454,7 +454,11 @@ impl<'a, C: Clients> Sweep<'a, C> {
         }
         let memory = self.clients.memory()?;
         match memory.policy(arn).await {
-            Ok(p) => crate::memory::policy_problem(p.as_deref(), &self.cfg.memory_writers),
+            Ok(p) => crate::memory::policy_problem(
+                p.as_deref(),
+                &self.cfg.memory_writers,
+                &self.cfg.memory_operators,
+            ),
             Err(e) => Some(format!(
                 "its resource policy could not be read to check it is the stack's ({e})"
             )),

@@ -430,7 +430,11 @@ pub const GUARDED_WRITES: [&str; 7] = [
 /// break-glass roles while the stack names them). `None` when it holds.
 /// Anyone who may change the policy could forge exemption records; this
 /// makes such a change loud, it does not prevent it.
-pub fn policy_problem(policy: Option<&str>, writers: &[String]) -> Option<String> {
+pub fn policy_problem(
+    policy: Option<&str>,
+    writers: &[String],
+    operators: &[String],
+) -> Option<String> {
     let Some(policy) = policy else {
         return Some("the table has no resource policy: anyone the account lets write to DynamoDB can write exemption records".into());
     };
@@ -483,6 +487,63 @@ pub fn policy_problem(policy: Option<&str>, writers: &[String]) -> Option<String
         return Some(format!(
             "the table's OnlyTheGuardWrites statement is not the stack's (it must deny {} to every principal but {})",
             GUARDED_WRITES.join(", "),
+            expected.join(", ")
+        ));
+    }
+    operators_problem(&statements, operators)
+}
+
+/// The operators write only enforce-native's partitions: the two
+/// statements that keep them there must be the stack's, or an operator
+/// could write exemption records.
+fn operators_problem(statements: &[&serde_json::Value], operators: &[String]) -> Option<String> {
+    if operators.is_empty() {
+        return None;
+    }
+    let strings = |v: &serde_json::Value| -> Vec<String> {
+        let mut out: Vec<String> = match v {
+            serde_json::Value::String(s) => vec![s.clone()],
+            serde_json::Value::Array(a) => a
+                .iter()
+                .filter_map(|x| x.as_str().map(str::to_string))
+                .collect(),
+            _ => Vec::new(),
+        };
+        out.sort();
+        out
+    };
+    let mut expected = operators.to_vec();
+    expected.sort();
+    let holds = |sid: &str, key: &str, op: &str, value: &str| {
+        statements.iter().any(|st| {
+            st["Sid"] == sid
+                && st["Effect"] == "Deny"
+                && strings(&st["Resource"]) == ["*"]
+                && [
+                    "dynamodb:PutItem",
+                    "dynamodb:BatchWriteItem",
+                    "dynamodb:UpdateItem",
+                    "dynamodb:DeleteItem",
+                ]
+                .iter()
+                .all(|a| strings(&st["Action"]).iter().any(|x| x == a))
+                && strings(&st["Condition"]["ArnLike"]["aws:PrincipalArn"]) == expected
+                && strings(&st["Condition"][op][key]) == [value]
+        })
+    };
+    if !holds(
+        "OperatorsWriteNativeRecordsOnly",
+        "dynamodb:LeadingKeys",
+        "ForAnyValue:StringNotLike",
+        "native#*",
+    ) || !holds(
+        "OperatorsWritesNameTheirPartition",
+        "dynamodb:LeadingKeys",
+        "Null",
+        "true",
+    ) {
+        return Some(format!(
+            "the table's policy no longer keeps the operators ({}) to enforce-native's partitions (statements OperatorsWriteNativeRecordsOnly and OperatorsWritesNameTheirPartition)",
             expected.join(", ")
         ));
     }
@@ -557,16 +618,16 @@ mod tests {
             "Condition": {"ArnNotEquals": {"aws:PrincipalArn": [guard]}}
         });
         assert_eq!(
-            policy_problem(Some(&policy(stacks.clone())), &writers),
+            policy_problem(Some(&policy(stacks.clone())), &writers, &[]),
             None
         );
-        assert!(policy_problem(None, &writers)
+        assert!(policy_problem(None, &writers, &[])
             .unwrap()
             .contains("no resource policy"));
         let tampered = |f: &dyn Fn(&mut serde_json::Value)| {
             let mut st = stacks.clone();
             f(&mut st);
-            policy_problem(Some(&policy(st)), &writers)
+            policy_problem(Some(&policy(st)), &writers, &[])
         };
         // Another writer added, a write left out, an Allow, a narrower
         // principal, a condition that disarms it: each named.
@@ -589,5 +650,56 @@ mod tests {
         assert!(tampered(&|s| s["Sid"] = "Renamed".into())
             .unwrap()
             .contains("no OnlyTheGuardWrites"));
+    }
+
+    #[test]
+    fn with_operators_the_policy_must_keep_them_to_their_partitions() {
+        let guard = "arn:aws:iam::111122223333:role/imds-guard-GuardRole-X".to_string();
+        let ops = "arn:aws:iam::111122223333:role/ops-*".to_string();
+        let writers = vec![guard.clone(), ops.clone()];
+        let only = serde_json::json!({
+            "Sid": "OnlyTheGuardWrites", "Effect": "Deny", "Principal": "*",
+            "Action": GUARDED_WRITES, "Resource": "*",
+            "Condition": {"ArnNotLike": {"aws:PrincipalArn": [guard, ops.clone()]}}
+        });
+        let op = |sid: &str, cond: serde_json::Value| {
+            let mut c = serde_json::json!({"ArnLike": {"aws:PrincipalArn": [ops.clone()]}});
+            c.as_object_mut()
+                .unwrap()
+                .extend(cond.as_object().unwrap().clone());
+            serde_json::json!({"Sid": sid, "Effect": "Deny", "Principal": "*",
+                "Action": ["dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem"],
+                "Resource": "*", "Condition": c})
+        };
+        let native = op(
+            "OperatorsWriteNativeRecordsOnly",
+            serde_json::json!({"ForAnyValue:StringNotLike": {"dynamodb:LeadingKeys": "native#*"}}),
+        );
+        let named = op(
+            "OperatorsWritesNameTheirPartition",
+            serde_json::json!({"Null": {"dynamodb:LeadingKeys": "true"}}),
+        );
+        let doc = |sts: Vec<&serde_json::Value>| serde_json::json!({"Statement": sts}).to_string();
+        let ops_list = [ops.clone()];
+        assert_eq!(
+            policy_problem(
+                Some(&doc(vec![&only, &native, &named])),
+                &writers,
+                &ops_list
+            ),
+            None
+        );
+        // Without the statement that keeps them to their partitions, an
+        // operator could write exemption records: named.
+        assert!(
+            policy_problem(Some(&doc(vec![&only, &named])), &writers, &ops_list)
+                .unwrap()
+                .contains("no longer keeps the operators")
+        );
+        let mut wider = native.clone();
+        wider["Condition"]["ForAnyValue:StringNotLike"]["dynamodb:LeadingKeys"] = "*".into();
+        assert!(
+            policy_problem(Some(&doc(vec![&only, &wider, &named])), &writers, &ops_list).is_some()
+        );
     }
 }

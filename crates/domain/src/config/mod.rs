@@ -230,6 +230,10 @@ pub struct Config {
     /// the policy is still the stack's (`memory::policy_problem`).
     pub memory_table_arn: Option<String>,
     pub memory_writers: Vec<String>,
+    /// Of those, the operators' patterns (`MEMORY_OPERATORS`, the stack's
+    /// `OperatorRoleArns`): the policy must also keep them to
+    /// enforce-native's partitions.
+    pub memory_operators: Vec<String>,
     /// Set by `for_account` when the account's units are not known and it
     /// runs in the mildest mode a unit gives: said in its notification.
     pub fallback_units: Option<String>,
@@ -387,6 +391,7 @@ impl Default for Config {
             sweep_schedule: None,
             memory_table_arn: None,
             memory_writers: Vec::new(),
+            memory_operators: Vec::new(),
             fallback_units: None,
             chat_notifications: false,
         }

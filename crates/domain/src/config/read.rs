@@ -501,6 +501,18 @@ impl Config {
                 cfg.memory_writers.push(arn.to_string());
             }
         }
+        if let Some(v) = get("MEMORY_OPERATORS") {
+            for arn in list(&v) {
+                if !arn.starts_with("arn:") {
+                    return Err(err(
+                        "MEMORY_OPERATORS",
+                        &v,
+                        "expected IAM role ARN patterns, comma-separated",
+                    ));
+                }
+                cfg.memory_operators.push(arn.to_string());
+            }
+        }
         cfg.outputs_senders = senders(&get, "OUTPUTS_SENDERS")?;
         cfg.first_boot_senders = senders(&get, "FIRST_BOOT_SENDERS")?;
         if let Some(n) = whole(
