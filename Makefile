@@ -6,8 +6,13 @@ VENV := .venv
 SAM_VENV := .venv-sam
 CHECKOV_VENV := .venv-checkov
 BENCH_VENV := .venv-bench
+DIST_VENV := .venv-dist
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
+DIST := dist/imds-guard-$(VERSION)
+# Where the Serverless Application Repository's template points its code.
+ARTIFACT_BUCKET ?= imds-guard-releases
 
-.PHONY: smoke-aws report-screenshot test demo lint unit venv sam-venv checkov-venv bench-venv template fuzz fuzz-check load bench bench-function bench-sweep bench-triggers bench-memory bench-org clean
+.PHONY: smoke-aws report-screenshot test demo lint unit venv sam-venv checkov-venv bench-venv dist-venv dist dist-check dist-lint template fuzz fuzz-check load bench bench-function bench-sweep bench-triggers bench-memory bench-org clean
 
 # Every test: format, lints, unit tests, the fault matrix on mocked AWS, the
 # end-to-end tests against the local emulator, and the CLI.
@@ -159,6 +164,43 @@ template: venv sam-venv checkov-venv
 	tools/sam.sh sam validate --lint --region us-east-1 --template member/template.yaml
 	tools/sam.sh sam build --beta-features --region us-east-1
 
+# A release (docs/releasing.md): `make template`'s bootstraps as three Lambda
+# zips, the packaged templates (local zips; the Serverless Application
+# Repository's, in s3://$(ARTIFACT_BUCKET)/imds-guard/$(VERSION)/), the member
+# template, the command line for x86_64 Linux (static), the SBOM, LICENSE, README,
+# CHANGELOG and SHA256SUMS, in $(DIST); then `dist-check`'s checks.
+# The command line is static (musl, linked by cargo-lambda's zig): it runs
+# on any x86_64 Linux.
+dist: template dist-venv
+	rustup target add x86_64-unknown-linux-musl
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" cargo lambda build --release --locked --target x86_64-unknown-linux-musl --bin imds-guard
+	$(DIST_VENV)/bin/python tools/sbom.py target/sbom.cdx.json
+	$(DIST_VENV)/bin/python tools/dist.py build $(DIST) --cli target/lambda/imds-guard/bootstrap --sbom target/sbom.cdx.json --bucket $(ARTIFACT_BUCKET)
+	$(MAKE) --no-print-directory dist-lint
+
+# What CI checks of a release, from the bootstraps `make template` already
+# built (no second build; the command line is left out): the zips (one
+# aarch64 ELF bootstrap each, the same bytes zipped twice), the templates
+# (only files that exist; cfn-lint, sam validate --lint, checkov), the SBOM
+# (CycloneDX 1.6, validated) and the checksums.
+dist-check: dist-venv checkov-venv sam-venv
+	$(DIST_VENV)/bin/python tools/sbom.py target/sbom.cdx.json
+	$(DIST_VENV)/bin/python tools/dist.py build $(DIST) --sbom target/sbom.cdx.json --bucket $(ARTIFACT_BUCKET)
+	$(MAKE) --no-print-directory dist-lint
+
+dist-lint:
+	$(DIST_VENV)/bin/python tools/dist.py check $(DIST)
+	tools/sam.sh cfn-lint $(DIST)/template.packaged.yaml $(DIST)/template.sar.yaml $(DIST)/member-template.yaml
+	tools/sam.sh sam validate --lint --region us-east-1 --template $(DIST)/template.packaged.yaml
+	tools/sam.sh sam validate --lint --region us-east-1 --template $(DIST)/template.sar.yaml
+	$(CHECKOV_VENV)/bin/checkov --framework cloudformation --skip-download --quiet --compact -f $(DIST)/template.packaged.yaml -f $(DIST)/template.sar.yaml
+
+dist-venv: $(DIST_VENV)/.installed
+$(DIST_VENV)/.installed: tools/requirements-dist.txt
+	$(PYTHON) -m venv $(DIST_VENV)
+	$(DIST_VENV)/bin/pip install --quiet --disable-pip-version-check -r tools/requirements-dist.txt
+	touch $@
+
 # SAM CLI and cfn-lint, in a virtualenv of their own (their pins clash with moto's).
 sam-venv: $(SAM_VENV)/.installed
 $(SAM_VENV)/.installed: tools/requirements-sam.txt
@@ -173,4 +215,4 @@ $(CHECKOV_VENV)/.installed: tools/requirements-checkov.txt
 	touch $@
 
 clean:
-	rm -rf target fuzz/target .aws-sam $(VENV) $(SAM_VENV) $(CHECKOV_VENV) $(BENCH_VENV)
+	rm -rf target fuzz/target .aws-sam dist $(VENV) $(SAM_VENV) $(CHECKOV_VENV) $(BENCH_VENV) $(DIST_VENV)

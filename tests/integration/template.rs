@@ -2187,3 +2187,30 @@ fn the_break_glass_role_may_write_grants_only() {
         assert!(!other.starts_with("breakglass#"), "{other}");
     }
 }
+
+/// One version everywhere: the crate's, the Serverless Application
+/// Repository's (a literal there), and what `imds-guard --version` says.
+#[test]
+fn the_version_is_the_crates_everywhere() {
+    let crate_version = env!("CARGO_PKG_VERSION");
+    let t = load("template.yaml");
+    let sar = get(
+        &t,
+        &[
+            "Metadata",
+            "AWS::ServerlessRepo::Application",
+            "SemanticVersion",
+        ],
+    )
+    .and_then(Value::as_str)
+    .expect("the SAR metadata's SemanticVersion, a string");
+    assert_eq!(sar, crate_version);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_imds-guard"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("imds-guard {crate_version}")
+    );
+}
