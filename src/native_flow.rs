@@ -74,7 +74,8 @@ pub async fn enforce<C: Clients>(
         step.as_ref(),
         recorded.as_ref().map(|r| &r.values),
     );
-    let Decision::Change { from, to, forced } = &decision else {
+    // Refused, nothing to change, or only said (no --apply): done.
+    let (Decision::Change { from, to, forced }, true) = (&decision, apply) else {
         return Ok(Done {
             decision,
             recorded,
@@ -83,15 +84,6 @@ pub async fn enforce<C: Clients>(
             notification: None,
         });
     };
-    if !apply {
-        return Ok(Done {
-            decision,
-            recorded,
-            step,
-            applied: false,
-            notification: None,
-        });
-    }
     let by = clients
         .caller()
         .await

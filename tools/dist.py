@@ -23,7 +23,8 @@ function; the functions share three binaries) and writes OUT_DIR:
     SHA256SUMS                            of every file above
 
 A zip is the same bytes every time it is made from the same binary: one
-entry, a fixed timestamp (1980-01-01), mode 0755, deflate level 9.
+entry, a fixed timestamp (1980-01-01), mode 0755, deflate level 9 (with
+the same zlib: another deflate implementation may pick other bytes).
 
 `check` verifies a release as CI does: each zip holds one executable aarch64
 ELF `bootstrap` and zips again to the same bytes; each packaged template
@@ -101,26 +102,49 @@ def sha256(path):
     return h.hexdigest()
 
 
-def packaged(built_template, code_uri):
-    """The built template with each function's CodeUri (the build
-    directory sam build named after it) replaced by `code_uri(function)`."""
-    with open(built_template, encoding="utf-8") as f:
-        text = f.read()
+def built_code_uris(built_template):
+    """Each function's CodeUri in the built template: the directory under
+    .aws-sam/build that holds its bootstrap. Usually the function's own
+    name; a build SAM shares between functions with the same settings is
+    `<First>-Shared`, so it is read, never assumed."""
     names = dict(functions())
-    seen = set()
-
-    def swap(m):
-        fn = m.group(2)
-        if fn not in names:
-            return m.group(0)
-        seen.add(fn)
-        return f"{m.group(1)}CodeUri: {code_uri(fn)}"
-
-    text = re.sub(r"^(\s+)CodeUri:\s*(\S+)\s*$", swap, text, flags=re.M)
-    missing = set(names) - seen
+    out = {}
+    resource = None
+    with open(built_template, encoding="utf-8") as f:
+        for line in f:
+            m = re.match(r"^  ([A-Za-z0-9]+):\s*$", line)
+            if m:
+                resource = m.group(1)
+                continue
+            m = re.match(r"^\s+CodeUri:\s*['\"]?([^'\"\s]+)['\"]?\s*$", line)
+            if m and resource in names:
+                out[resource] = m.group(1)
+    missing = set(names) - set(out)
     if missing:
         sys.exit(f"dist: no CodeUri for {sorted(missing)} in {built_template}")
-    return text
+    return out
+
+
+def packaged(built_template, code_uri, readme, licence):
+    """The built template with each function's CodeUri replaced by
+    `code_uri(function)`, and the SAR entry's ReadmeUrl and LicenseUrl (which
+    sam build rewrote relative to .aws-sam/build) by `readme`, `licence`."""
+    with open(built_template, encoding="utf-8") as f:
+        lines = f.read().splitlines(keepends=True)
+    names = dict(functions())
+    resource = None
+    out = []
+    for line in lines:
+        m = re.match(r"^  ([A-Za-z0-9]+):\s*$", line)
+        if m:
+            resource = m.group(1)
+        m = re.match(r"^(\s+)CodeUri:\s*\S+\s*$", line)
+        if m and resource in names:
+            line = f"{m.group(1)}CodeUri: {code_uri(resource)}\n"
+        line = re.sub(r"^(\s+ReadmeUrl:\s*)\S+\s*$", lambda m: f"{m.group(1)}{readme}\n", line)
+        line = re.sub(r"^(\s+LicenseUrl:\s*)\S+\s*$", lambda m: f"{m.group(1)}{licence}\n", line)
+        out.append(line)
+    return "".join(out)
 
 
 def build(out, cli=None, sbom=None, bucket="imds-guard-releases"):
@@ -131,9 +155,13 @@ def build(out, cli=None, sbom=None, bucket="imds-guard-releases"):
     fns = functions()
     if not fns:
         sys.exit("dist: template.yaml names no function binary")
+    built = os.path.join(BUILD, "template.yaml")
+    if not os.path.exists(built):
+        sys.exit(f"dist: {built} is missing: run `make template` (sam build) first")
+    dirs = built_code_uris(built)
     made = {}
     for fn, binary in fns:
-        path = os.path.join(BUILD, fn, "bootstrap")
+        path = os.path.join(BUILD, dirs[fn], "bootstrap")
         if not os.path.exists(path):
             sys.exit(f"dist: {path} is missing: run `make template` (sam build) first")
         with open(path, "rb") as f:
@@ -149,14 +177,13 @@ def build(out, cli=None, sbom=None, bucket="imds-guard-releases"):
         with open(os.path.join(out, "functions", name), "wb") as f:
             f.write(zip_bytes(data))
     by_fn = {fn: ZIPS[b] for fn, b in fns}
-    built = os.path.join(BUILD, "template.yaml")
-    local = packaged(built, lambda fn: f"functions/{by_fn[fn]}")
+    # The release's own copies, beside the template: it deploys from
+    # wherever the directory is copied to.
+    local = packaged(built, lambda fn: f"functions/{by_fn[fn]}", "README.md", "LICENSE")
     with open(os.path.join(out, "template.packaged.yaml"), "w", encoding="utf-8") as f:
         f.write(local)
     prefix = f"s3://{bucket}/imds-guard/{v}"
-    sar = packaged(built, lambda fn: f"{prefix}/{by_fn[fn]}")
-    sar = re.sub(r"^(\s+ReadmeUrl:\s*)\S+\s*$", rf"\g<1>{prefix}/README.md", sar, flags=re.M)
-    sar = re.sub(r"^(\s+LicenseUrl:\s*)\S+\s*$", rf"\g<1>{prefix}/LICENSE", sar, flags=re.M)
+    sar = packaged(built, lambda fn: f"{prefix}/{by_fn[fn]}", f"{prefix}/README.md", f"{prefix}/LICENSE")
     with open(os.path.join(out, "template.sar.yaml"), "w", encoding="utf-8") as f:
         f.write(sar)
     shutil.copyfile(os.path.join(ROOT, "member", "template.yaml"), os.path.join(out, "member-template.yaml"))
@@ -250,12 +277,16 @@ def check(out):
             problems.append(f"{os.path.basename(path)} is missing")
     if os.path.exists(local):
         with open(local, encoding="utf-8") as f:
-            uris = re.findall(r"^\s+CodeUri:\s*(\S+)\s*$", f.read(), re.M)
+            text = f.read()
+        uris = re.findall(r"^\s+CodeUri:\s*(\S+)\s*$", text, re.M)
         if len(uris) != len(functions()):
             problems.append(f"template.packaged.yaml has {len(uris)} CodeUri, the stack {len(functions())} functions")
-        for u in uris:
-            if not os.path.exists(os.path.join(out, u)):
-                problems.append(f"template.packaged.yaml names {u}, which is not in the release")
+        # Every local path it names is in the release, below it: the
+        # directory deploys from wherever it is copied.
+        for u in uris + re.findall(r"^\s+(?:ReadmeUrl|LicenseUrl):\s*(\S+)\s*$", text, re.M):
+            inside = os.path.normpath(os.path.join(out, u))
+            if u.startswith("/") or ".." in u.split("/") or not os.path.isfile(inside):
+                problems.append(f"template.packaged.yaml names {u}, which is not a file in the release")
     if os.path.exists(sar):
         with open(sar, encoding="utf-8") as f:
             text = f.read()

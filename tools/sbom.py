@@ -3,8 +3,10 @@
 
 Usage: tools/sbom.py OUT.json
 
-Reads `cargo metadata --locked` (no network: Cargo.lock decides) and lists
-every crate the workspace's binaries are built from: the workspace's own
+Reads `cargo metadata --locked --filter-platform` (no network: Cargo.lock
+decides) for each platform the release is built for (the functions'
+aarch64 Linux, the command line's x86_64 musl) and lists every crate the
+workspace's binaries are built from there: the workspace's own
 packages and everything they reach through normal and build dependencies
 (dev-dependencies, which only the tests use, are left out), each with its
 version, package URL (pkg:cargo/...), licence expression and, for crates
@@ -31,9 +33,14 @@ from cyclonedx.validation.json import JsonStrictValidator
 from packageurl import PackageURL
 
 
-def metadata():
+# The platforms the release's binaries are built for: the functions and the
+# command line. A crate only another platform pulls in is not in them.
+PLATFORMS = ("aarch64-unknown-linux-gnu", "x86_64-unknown-linux-musl")
+
+
+def metadata(platform):
     out = subprocess.run(
-        ["cargo", "metadata", "--format-version", "1", "--locked"],
+        ["cargo", "metadata", "--format-version", "1", "--locked", "--filter-platform", platform],
         check=True,
         capture_output=True,
         text=True,
@@ -65,20 +72,28 @@ def main(argv):
     if len(argv) != 2:
         print(__doc__, file=sys.stderr)
         return 2
-    meta = metadata()
-    packages = {p["id"]: p for p in meta["packages"]}
-    nodes = {n["id"]: n for n in meta["resolve"]["nodes"]}
-    members = set(meta["workspace_members"])
-    # What the binaries are built from: normal and build edges only.
-    reached, todo = set(), list(members)
-    while todo:
-        pid = todo.pop()
-        if pid in reached:
-            continue
-        reached.add(pid)
-        for dep in nodes[pid]["deps"]:
-            if any(k.get("kind") in (None, "build") for k in dep["dep_kinds"]):
-                todo.append(dep["pkg"])
+    # What the binaries are built from, on each platform they are built
+    # for: normal and build edges only (a `null` kind is a normal one).
+    packages, nodes, reached = {}, {}, set()
+    for platform in PLATFORMS:
+        meta = metadata(platform)
+        packages.update({p["id"]: p for p in meta["packages"]})
+        here = {n["id"]: n for n in meta["resolve"]["nodes"]}
+        members = set(meta["workspace_members"])
+        todo, seen = list(members), set()
+        while todo:
+            pid = todo.pop()
+            if pid in seen:
+                continue
+            seen.add(pid)
+            reached.add(pid)
+            node = here[pid]
+            known = nodes.setdefault(pid, {"id": pid, "deps": []})
+            for dep in node["deps"]:
+                if any(k.get("kind") in (None, "build") for k in dep["dep_kinds"]):
+                    if dep not in known["deps"]:
+                        known["deps"].append(dep)
+                    todo.append(dep["pkg"])
     sums = checksums()
     root_pkg = next(p for p in meta["packages"] if p["id"] in members and p["name"] == "imds-guard")
 

@@ -98,7 +98,11 @@ pub fn plan(args: PlanArgs) -> Result<ExitCode, String> {
                     .is_some_and(|e| !e.is_empty())
             })
         });
-    if unfinished {
+    let unreadable = report
+        .get("unreadable")
+        .and_then(serde_json::Value::as_array)
+        .is_some_and(|u| !u.is_empty());
+    if unfinished || unreadable {
         eprintln!(
             "imds-guard plan: a region of {} was not swept to the end: its step is not known",
             path.display()

@@ -124,7 +124,11 @@ impl Doctor {
                         let e = AwsError::classify(e, "ec2", "ec2:RunInstances");
                         match e.code() {
                             Some("DryRunOperation") => Launch::Would,
-                            Some("UnauthorizedOperation") => Launch::Refused,
+                            // A policy's refusal, or AWS's own enforcement's
+                            // (HttpTokensEnforced answers UnsupportedOperation).
+                            Some("UnauthorizedOperation" | "UnsupportedOperation") => {
+                                Launch::Refused
+                            }
                             _ => Launch::Other(e.to_string()),
                         }
                     }

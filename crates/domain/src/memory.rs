@@ -449,16 +449,6 @@ pub fn policy_problem(
     let Some(st) = statements.iter().find(|s| s["Sid"] == "OnlyTheGuardWrites") else {
         return Some("the table's resource policy has no OnlyTheGuardWrites statement".into());
     };
-    let strings = |v: &serde_json::Value| -> Vec<String> {
-        match v {
-            serde_json::Value::String(s) => vec![s.clone()],
-            serde_json::Value::Array(a) => a
-                .iter()
-                .filter_map(|x| x.as_str().map(str::to_string))
-                .collect(),
-            _ => Vec::new(),
-        }
-    };
     let actions = strings(&st["Action"]);
     let everyone = st["Principal"] == "*" || st["Principal"]["AWS"] == "*";
     // `ArnNotLike` since the operators (who may be named with wildcards)
@@ -468,8 +458,7 @@ pub fn policy_problem(
     } else {
         "ArnNotEquals"
     };
-    let mut excepted = strings(&st["Condition"][operator]["aws:PrincipalArn"]);
-    excepted.sort();
+    let excepted = strings(&st["Condition"][operator]["aws:PrincipalArn"]);
     let mut expected = writers.to_vec();
     expected.sort();
     let other_conditions = st["Condition"]
@@ -490,60 +479,100 @@ pub fn policy_problem(
             expected.join(", ")
         ));
     }
-    operators_problem(&statements, operators)
+    operators_problem(&statements, writers, operators)
 }
 
-/// The operators write only enforce-native's partitions: the two
-/// statements that keep them there must be the stack's, or an operator
-/// could write exemption records.
-fn operators_problem(statements: &[&serde_json::Value], operators: &[String]) -> Option<String> {
+/// A policy element's strings (one string, or a list of them), sorted:
+/// IAM reads the order of neither.
+fn strings(v: &serde_json::Value) -> Vec<String> {
+    let mut out: Vec<String> = match v {
+        serde_json::Value::String(s) => vec![s.clone()],
+        serde_json::Value::Array(a) => a
+            .iter()
+            .filter_map(|x| x.as_str().map(str::to_string))
+            .collect(),
+        _ => Vec::new(),
+    };
+    out.sort();
+    out
+}
+
+/// The operators write only enforce-native's partitions: the three
+/// statements that keep them there must be the stack's, whole (everyone,
+/// the writes, the operators, nothing else excepted, no other condition),
+/// or an operator could write exemption records.
+fn operators_problem(
+    statements: &[&serde_json::Value],
+    writers: &[String],
+    operators: &[String],
+) -> Option<String> {
     if operators.is_empty() {
         return None;
     }
-    let strings = |v: &serde_json::Value| -> Vec<String> {
-        let mut out: Vec<String> = match v {
-            serde_json::Value::String(s) => vec![s.clone()],
-            serde_json::Value::Array(a) => a
-                .iter()
-                .filter_map(|x| x.as_str().map(str::to_string))
-                .collect(),
-            _ => Vec::new(),
-        };
-        out.sort();
-        out
-    };
     let mut expected = operators.to_vec();
     expected.sort();
-    let holds = |sid: &str, key: &str, op: &str, value: &str| {
+    // The writers the statements leave out by name: all but the operators.
+    let mut others: Vec<String> = writers
+        .iter()
+        .filter(|w| !operators.contains(w))
+        .cloned()
+        .collect();
+    others.sort();
+    const WRITES: [&str; 4] = [
+        "dynamodb:PutItem",
+        "dynamodb:BatchWriteItem",
+        "dynamodb:UpdateItem",
+        "dynamodb:DeleteItem",
+    ];
+    const PARTIQL: [&str; 3] = [
+        "dynamodb:PartiQLInsert",
+        "dynamodb:PartiQLUpdate",
+        "dynamodb:PartiQLDelete",
+    ];
+    // `own`: the statement's own condition (operator, key, value), if any.
+    let holds = |sid: &str, actions: &[&str], own: Option<(&str, &str, &str)>| {
         statements.iter().any(|st| {
+            let c = &st["Condition"];
+            let keys: Vec<&str> = c
+                .as_object()
+                .map(|o| o.keys().map(String::as_str).collect())
+                .unwrap_or_default();
+            let mut wanted = vec!["ArnLike", "ArnNotEquals"];
+            wanted.extend(own.map(|(op, ..)| op));
             st["Sid"] == sid
                 && st["Effect"] == "Deny"
+                && (st["Principal"] == "*" || st["Principal"]["AWS"] == "*")
                 && strings(&st["Resource"]) == ["*"]
-                && [
-                    "dynamodb:PutItem",
-                    "dynamodb:BatchWriteItem",
-                    "dynamodb:UpdateItem",
-                    "dynamodb:DeleteItem",
-                ]
-                .iter()
-                .all(|a| strings(&st["Action"]).iter().any(|x| x == a))
-                && strings(&st["Condition"]["ArnLike"]["aws:PrincipalArn"]) == expected
-                && strings(&st["Condition"][op][key]) == [value]
+                && actions
+                    .iter()
+                    .all(|a| strings(&st["Action"]).iter().any(|x| x == a))
+                && keys.len() == wanted.len()
+                && wanted.iter().all(|k| keys.contains(k))
+                && strings(&c["ArnLike"]["aws:PrincipalArn"]) == expected
+                && strings(&c["ArnNotEquals"]["aws:PrincipalArn"]) == others
+                && own.is_none_or(|(op, key, value)| {
+                    // `Null`'s value may come back a JSON boolean.
+                    strings(&c[op][key]) == [value]
+                        || (value == "true" && c[op][key] == serde_json::Value::Bool(true))
+                })
         })
     };
     if !holds(
         "OperatorsWriteNativeRecordsOnly",
-        "dynamodb:LeadingKeys",
-        "ForAnyValue:StringNotLike",
-        "native#*",
+        &WRITES,
+        Some((
+            "ForAnyValue:StringNotLike",
+            "dynamodb:LeadingKeys",
+            "native#*",
+        )),
     ) || !holds(
         "OperatorsWritesNameTheirPartition",
-        "dynamodb:LeadingKeys",
-        "Null",
-        "true",
-    ) {
+        &WRITES,
+        Some(("Null", "dynamodb:LeadingKeys", "true")),
+    ) || !holds("OperatorsNoPartiQLWrites", &PARTIQL, None)
+    {
         return Some(format!(
-            "the table's policy no longer keeps the operators ({}) to enforce-native's partitions (statements OperatorsWriteNativeRecordsOnly and OperatorsWritesNameTheirPartition)",
+            "the table's policy no longer keeps the operators ({}) to enforce-native's partitions (statements OperatorsWriteNativeRecordsOnly, OperatorsWritesNameTheirPartition, OperatorsNoPartiQLWrites)",
             expected.join(", ")
         ));
     }
@@ -660,46 +689,81 @@ mod tests {
         let only = serde_json::json!({
             "Sid": "OnlyTheGuardWrites", "Effect": "Deny", "Principal": "*",
             "Action": GUARDED_WRITES, "Resource": "*",
-            "Condition": {"ArnNotLike": {"aws:PrincipalArn": [guard, ops.clone()]}}
+            "Condition": {"ArnNotLike": {"aws:PrincipalArn": [guard.clone(), ops.clone()]}}
         });
-        let op = |sid: &str, cond: serde_json::Value| {
-            let mut c = serde_json::json!({"ArnLike": {"aws:PrincipalArn": [ops.clone()]}});
+        // As CloudFormation renders the stack's: each names the operators,
+        // and leaves out the other writers by name.
+        let op = |sid: &str, actions: &[&str], own: serde_json::Value| {
+            let mut c = serde_json::json!({
+                "ArnLike": {"aws:PrincipalArn": [ops.clone()]},
+                "ArnNotEquals": {"aws:PrincipalArn": [guard.clone()]}
+            });
             c.as_object_mut()
                 .unwrap()
-                .extend(cond.as_object().unwrap().clone());
+                .extend(own.as_object().unwrap().clone());
             serde_json::json!({"Sid": sid, "Effect": "Deny", "Principal": "*",
-                "Action": ["dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem"],
-                "Resource": "*", "Condition": c})
+                "Action": actions, "Resource": "*", "Condition": c})
         };
+        let writes = [
+            "dynamodb:PutItem",
+            "dynamodb:UpdateItem",
+            "dynamodb:DeleteItem",
+            "dynamodb:BatchWriteItem",
+        ];
         let native = op(
             "OperatorsWriteNativeRecordsOnly",
+            &writes,
             serde_json::json!({"ForAnyValue:StringNotLike": {"dynamodb:LeadingKeys": "native#*"}}),
         );
         let named = op(
             "OperatorsWritesNameTheirPartition",
+            &writes,
             serde_json::json!({"Null": {"dynamodb:LeadingKeys": "true"}}),
         );
-        let doc = |sts: Vec<&serde_json::Value>| serde_json::json!({"Statement": sts}).to_string();
+        let partiql = op(
+            "OperatorsNoPartiQLWrites",
+            &[
+                "dynamodb:PartiQLInsert",
+                "dynamodb:PartiQLUpdate",
+                "dynamodb:PartiQLDelete",
+            ],
+            serde_json::json!({}),
+        );
         let ops_list = [ops.clone()];
-        assert_eq!(
-            policy_problem(
-                Some(&doc(vec![&only, &native, &named])),
-                &writers,
-                &ops_list
-            ),
-            None
-        );
-        // Without the statement that keeps them to their partitions, an
-        // operator could write exemption records: named.
+        let check = |sts: Vec<&serde_json::Value>| {
+            let doc = serde_json::json!({"Statement": sts}).to_string();
+            policy_problem(Some(&doc), &writers, &ops_list)
+        };
+        assert_eq!(check(vec![&only, &native, &named, &partiql]), None);
+        // `Null`'s value given back as a boolean is the same statement.
+        let mut as_bool = named.clone();
+        as_bool["Condition"]["Null"]["dynamodb:LeadingKeys"] = true.into();
+        assert_eq!(check(vec![&only, &native, &as_bool, &partiql]), None);
+        // Each way an operator could come to write exemption records: named.
+        assert!(check(vec![&only, &named, &partiql])
+            .unwrap()
+            .contains("no longer keeps the operators"));
+        assert!(check(vec![&only, &native, &named]).is_some(), "PartiQL");
+        let tampered = |f: &dyn Fn(&mut serde_json::Value)| {
+            let mut st = native.clone();
+            f(&mut st);
+            check(vec![&only, &st, &named, &partiql])
+        };
+        assert!(tampered(
+            &|s| s["Condition"]["ForAnyValue:StringNotLike"]["dynamodb:LeadingKeys"] = "*".into()
+        )
+        .is_some());
         assert!(
-            policy_problem(Some(&doc(vec![&only, &named])), &writers, &ops_list)
-                .unwrap()
-                .contains("no longer keeps the operators")
+            tampered(&|s| s["Condition"]["ArnNotEquals"]["aws:PrincipalArn"] =
+                serde_json::json!([guard.clone(), "arn:aws:iam::*:role/*"]))
+            .is_some()
         );
-        let mut wider = native.clone();
-        wider["Condition"]["ForAnyValue:StringNotLike"]["dynamodb:LeadingKeys"] = "*".into();
+        assert!(tampered(&|s| s["Condition"]["StringEquals"] =
+            serde_json::json!({"aws:PrincipalTag/x": "never"}))
+        .is_some());
         assert!(
-            policy_problem(Some(&doc(vec![&only, &wider, &named])), &writers, &ops_list).is_some()
+            tampered(&|s| s["Principal"] = serde_json::json!({"AWS": "arn:aws:iam::1:root"}))
+                .is_some()
         );
     }
 }

@@ -494,7 +494,8 @@ pub fn role_delivery_evidence(report: &Value) -> Result<Vec<String>, String> {
 pub enum Launch {
     /// `DryRunOperation`: it would have launched.
     Would,
-    /// `UnauthorizedOperation`: a policy refused it.
+    /// `UnauthorizedOperation` (a policy refused it) or
+    /// `UnsupportedOperation` (`HttpTokensEnforced` did).
     Refused,
     /// Anything else (a bad image or subnet, throttling, ...), said.
     Other(String),
@@ -525,7 +526,7 @@ pub fn dry_run_row(
     match (optional, required) {
         (Launch::Refused, Launch::Would) => row(
             Status::Pass,
-            format!("in force for you: a launch asking for HttpTokens=optional was refused (UnauthorizedOperation), one with HttpTokens=required would launch (DryRunOperation){also}"),
+            format!("in force for you: a launch asking for HttpTokens=optional was refused, one with HttpTokens=required would launch (DryRunOperation){also}"),
         ),
         (Launch::Would, Launch::Would) => row(
             Status::Warn,
