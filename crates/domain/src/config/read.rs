@@ -489,30 +489,16 @@ impl Config {
             }
             cfg.memory_table_arn = Some(v.clone());
         }
-        if let Some(v) = get("MEMORY_WRITERS") {
-            for arn in list(&v) {
-                if !arn.starts_with("arn:") {
-                    return Err(err(
-                        "MEMORY_WRITERS",
-                        &v,
-                        "expected IAM role ARNs, comma-separated",
-                    ));
-                }
-                cfg.memory_writers.push(arn.to_string());
-            }
-        }
-        if let Some(v) = get("MEMORY_OPERATORS") {
-            for arn in list(&v) {
-                if !arn.starts_with("arn:") {
-                    return Err(err(
-                        "MEMORY_OPERATORS",
-                        &v,
-                        "expected IAM role ARN patterns, comma-separated",
-                    ));
-                }
-                cfg.memory_operators.push(arn.to_string());
-            }
-        }
+        cfg.memory_writers = arns(
+            &get,
+            "MEMORY_WRITERS",
+            "expected IAM role ARNs, comma-separated",
+        )?;
+        cfg.memory_operators = arns(
+            &get,
+            "MEMORY_OPERATORS",
+            "expected IAM role ARN patterns, comma-separated",
+        )?;
         cfg.outputs_senders = senders(&get, "OUTPUTS_SENDERS")?;
         cfg.first_boot_senders = senders(&get, "FIRST_BOOT_SENDERS")?;
         if let Some(n) = whole(
@@ -681,6 +667,28 @@ pub(super) fn valid_tag_key(value: &str) -> Result<String, &'static str> {
 /// else is an error naming the variable and what was `expected`.
 /// IAM unique ids (a role's `AROA...`), comma-separated: whom a queue's
 /// messages are taken from, as SQS's `SenderId` names them.
+/// A comma-separated list of ARNs (or ARN patterns); unset, none.
+fn arns(
+    get: &impl Fn(&str) -> Option<String>,
+    name: &'static str,
+    reason: &str,
+) -> Result<Vec<String>, ConfigError> {
+    let Some(v) = get(name) else {
+        return Ok(Vec::new());
+    };
+    list(&v)
+        .map(|arn| {
+            arn.starts_with("arn:")
+                .then(|| arn.to_string())
+                .ok_or_else(|| ConfigError {
+                    variable: name,
+                    value: v.clone(),
+                    reason: reason.into(),
+                })
+        })
+        .collect()
+}
+
 fn senders(
     get: &impl Fn(&str) -> Option<String>,
     name: &'static str,
