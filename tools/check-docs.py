@@ -233,7 +233,7 @@ def variables_read(config_rs):
     name = r'"([A-Z][A-Z0-9_]*)"'
     read = set(re.findall(r"\b(?:get|lookup|std::env::var|env::var|var_os|flag_of)\(\s*" + name + r"\s*\)", src))
     # The typed helpers: whole(&get, "NAME", ...).
-    read |= set(re.findall(r"\b(?:whole|senders)\(\s*&get,\s*" + name, src))
+    read |= set(re.findall(r"\b(?:whole|senders|arns)\(\s*&get,\s*" + name, src))
     # for (name, ...) in [("NAME", ...), ...] { ... get(name) ... }
     for m in re.finditer(r"\bfor\s*\(\s*([a-z_][a-z0-9_]*)[^)]*\)\s*in\s*\[", src):
         ident = m.group(1)

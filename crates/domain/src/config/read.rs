@@ -663,10 +663,6 @@ pub(super) fn valid_tag_key(value: &str) -> Result<String, &'static str> {
     Ok(key.to_string())
 }
 
-/// A whole number in `range`, read from `name` (unset: `None`); anything
-/// else is an error naming the variable and what was `expected`.
-/// IAM unique ids (a role's `AROA...`), comma-separated: whom a queue's
-/// messages are taken from, as SQS's `SenderId` names them.
 /// A comma-separated list of ARNs (or ARN patterns); unset, none.
 fn arns(
     get: &impl Fn(&str) -> Option<String>,
@@ -689,6 +685,8 @@ fn arns(
         .collect()
 }
 
+/// IAM unique ids (a role's `AROA...`), comma-separated: whom a queue's
+/// messages are taken from, as SQS's `SenderId` names them.
 fn senders(
     get: &impl Fn(&str) -> Option<String>,
     name: &'static str,
@@ -711,6 +709,8 @@ fn senders(
         .collect()
 }
 
+/// A whole number in `range`, read from `name` (unset: `None`); anything
+/// else is an error naming the variable and what was `expected`.
 fn whole<T: std::str::FromStr + PartialOrd>(
     get: &impl Fn(&str) -> Option<String>,
     name: &'static str,
