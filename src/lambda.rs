@@ -115,6 +115,13 @@ fn logs() {
 /// Runs the Lambda runtime loop until the runtime stops.
 pub fn run<F: Function>() -> ExitCode {
     logs();
+    // The first line says which guard this is (docs/releasing.md).
+    tracing::info!(
+        version = crate::release::VERSION,
+        commit = crate::release::COMMIT,
+        "imds-guard {} starting",
+        crate::release::LINE
+    );
     // Read and check the configuration once; a bad value fails init, naming
     // the variable, before any event is taken.
     let cfg = match Config::from_env().and_then(|cfg| {

@@ -15,8 +15,8 @@
 pub use imds_guard_domain::{
     break_glass, breaker, cap, config, confirm, delivery, doctor, event, fanout, finding,
     first_boot, glob, handoff, launch_template, launcher, memory, message, metrics, native, notify,
-    plan, policy, prevention, probe, report, rollout, routing, source, time, v1_callers, validate,
-    watch,
+    plan, policy, prevention, probe, release, report, rollout, routing, source, time, v1_callers,
+    validate, watch,
 };
 
 pub mod account_region;

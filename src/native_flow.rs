@@ -186,6 +186,7 @@ async fn tell<C: Clients>(
     let body = serde_json::json!({
         "summary": format!("{what} in {}/{} by {by}: {from} -> {to} ({outcome})", ask.account, ask.region),
         "source": "imds-guard",
+        "release": crate::release::Release::THIS,
         "command": "enforce-native",
         "account": ask.account,
         "region": ask.region,

@@ -106,6 +106,7 @@ fuzz_target!(|data: &[u8]| {
         routed: None,
         breaker: None,
         fallback: None,
+        release: imds_guard_domain::release::Release::THIS,
     };
     let _ = Mode::Audit;
     let n = notify::build(&report);

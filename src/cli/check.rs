@@ -159,6 +159,7 @@ pub fn evaluate(cfg: &Config, payload: &serde_json::Value) -> Result<Report, eve
                 routed: None,
                 breaker: None,
                 fallback: None,
+                release: crate::release::Release::THIS,
             }
         }
     })

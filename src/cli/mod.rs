@@ -34,7 +34,7 @@ use crate::config::Mode;
 #[derive(Debug, Parser)]
 #[command(
     name = "imds-guard",
-    version,
+    version = crate::release::LINE,
     about = "Keeps EC2 instances on IMDSv2 (HttpTokens=required)",
     long_about = "Keeps EC2 instances on IMDSv2 (HttpTokens=required).\n\n\
         The command line (the stack's functions run their own binaries). \

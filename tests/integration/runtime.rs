@@ -389,6 +389,12 @@ fn each_function_takes_its_own_events() {
         "{}",
         answers[0].body
     );
+    // The report says which guard wrote it.
+    let report: serde_json::Value = serde_json::from_str(&answers[0].body).unwrap();
+    assert_eq!(
+        report["release"],
+        serde_json::json!({"version": env!("CARGO_PKG_VERSION"), "commit": imds_guard::release::COMMIT})
+    );
 
     let api = RuntimeApi::start(scheduled());
     let function = start_sweep_function(&api, &[("RETRY_BUDGET_SECONDS", "1")]);
@@ -428,6 +434,35 @@ fn each_function_takes_its_own_events() {
         answer,
         serde_json::json!({"batchItemFailures": [{"itemIdentifier": "m-unreadable"}]})
     );
+}
+
+#[test]
+fn each_function_first_logs_its_version_and_commit() {
+    // Before the configuration is read: even a function that cannot start
+    // says which build it is.
+    for start in [start_function, start_sweep_function, start_outputs_function] {
+        let api = RuntimeApi::start(vec![]);
+        let (status, log) = start(&api, &[("MAX_HOP_LIMIT", "99")]).finish();
+        assert!(!status.success());
+        let first: serde_json::Value =
+            serde_json::from_str(log.lines().next().unwrap_or("")).expect("a JSON log line");
+        assert_eq!(first["level"], "INFO", "{log}");
+        assert_eq!(
+            first["fields"]["version"],
+            env!("CARGO_PKG_VERSION"),
+            "{log}"
+        );
+        assert_eq!(
+            first["fields"]["commit"],
+            imds_guard::release::COMMIT,
+            "{log}"
+        );
+        assert_eq!(
+            first["fields"]["message"],
+            format!("imds-guard {} starting", imds_guard::release::LINE),
+            "{log}"
+        );
+    }
 }
 
 #[test]

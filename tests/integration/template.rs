@@ -2209,8 +2209,13 @@ fn the_version_is_the_crates_everywhere() {
         .arg("--version")
         .output()
         .unwrap();
+    // The version, then the commit built from (the domain crate's).
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
-        format!("imds-guard {crate_version}")
+        format!(
+            "imds-guard {crate_version} (commit {})",
+            imds_guard::release::COMMIT
+        )
     );
+    assert_eq!(imds_guard::release::VERSION, crate_version);
 }

@@ -509,6 +509,7 @@ impl OrgSummary {
         struct Body<'a> {
             summary: &'a str,
             source: &'static str,
+            release: crate::release::Release,
             run: &'a str,
             mode: &'a str,
             planned: u64,
@@ -570,6 +571,7 @@ impl OrgSummary {
             serde_json::to_string_pretty(&Body {
                 summary: &summary,
                 source: "imds-guard",
+                release: crate::release::Release::THIS,
                 run: &self.run,
                 mode: &self.mode,
                 planned: self.planned,
@@ -606,6 +608,7 @@ impl OrgSummary {
             .filter(|t| !t.is_empty())
             .unwrap_or_else(|| {
                 serde_json::json!({"summary": summary, "source": "imds-guard",
+                    "release": crate::release::Release::THIS,
                     "error": "the full message was too large to send; see the function's log"})
                 .to_string()
             });

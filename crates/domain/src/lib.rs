@@ -28,6 +28,7 @@ pub mod plan;
 pub mod policy;
 pub mod prevention;
 pub mod probe;
+pub mod release;
 pub mod report;
 pub mod rollout;
 pub mod routing;

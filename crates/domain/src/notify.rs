@@ -30,6 +30,8 @@ pub const BREAKER_TRIPPED: &str = "breaker_tripped";
 struct Body<'a> {
     summary: String,
     source: &'static str,
+    /// Which guard sent it: version and commit.
+    release: crate::release::Release,
     mode: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     account: Option<&'a str>,
@@ -381,6 +383,7 @@ pub fn build(report: &Report) -> Notification {
         let b = Body {
             summary: summary.clone(),
             source: "imds-guard",
+            release: crate::release::Release::THIS,
             mode,
             account,
             region: &ctx.region,
@@ -429,6 +432,7 @@ pub fn build(report: &Report) -> Notification {
         _ => serde_json::json!({
             "summary": crate::validate::clean(&summary, 2048),
             "source": "imds-guard",
+            "release": crate::release::Release::THIS,
             "error": "the full message was too large to send; see the function's log",
         })
         .to_string(),
@@ -564,6 +568,7 @@ mod tests {
             routed: None,
             breaker: None,
             fallback: None,
+            release: crate::release::Release::THIS,
         }
     }
 
@@ -577,6 +582,9 @@ mod tests {
         assert_eq!(v["principal"], "arn:aws:iam::111122223333:user/alice");
         assert_eq!(v["source_ip"], "198.51.100.7");
         assert_eq!(v["mode"], "enforce");
+        // Which guard sent it.
+        assert_eq!(v["release"]["version"], crate::release::VERSION);
+        assert_eq!(v["release"]["commit"], crate::release::COMMIT);
         assert_eq!(v["counts"]["remediated"], 2);
         assert_eq!(v["instances"][1]["instance_id"], "i-00000000000000001");
         assert_eq!(v["instances"][1]["outcome"], "remediated");

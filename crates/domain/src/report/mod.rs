@@ -480,6 +480,8 @@ pub struct Report {
     /// not known (`Config::fallback_units`). Said in the notification.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fallback: Option<String>,
+    /// Which guard wrote this: version and commit.
+    pub release: crate::release::Release,
 }
 
 /// What was put on the EventBridge bus.
@@ -516,6 +518,7 @@ impl Report {
             routed: None,
             breaker: None,
             fallback: None,
+            release: crate::release::Release::THIS,
         }
     }
 
