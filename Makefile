@@ -7,12 +7,13 @@ SAM_VENV := .venv-sam
 CHECKOV_VENV := .venv-checkov
 BENCH_VENV := .venv-bench
 DIST_VENV := .venv-dist
+WORKFLOWS_VENV := .venv-workflows
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
 DIST := dist/imds-guard-$(VERSION)
 # Where the Serverless Application Repository's template points its code.
 ARTIFACT_BUCKET ?= imds-guard-releases
 
-.PHONY: smoke-aws report-screenshot test demo lint unit venv sam-venv checkov-venv bench-venv dist-venv dist dist-check dist-lint template fuzz fuzz-check load bench bench-function bench-sweep bench-triggers bench-memory bench-org clean
+.PHONY: smoke-aws report-screenshot test demo lint unit venv sam-venv checkov-venv bench-venv dist-venv workflows-venv dist dist-check dist-lint publish template fuzz fuzz-check load bench bench-function bench-sweep bench-triggers bench-memory bench-org clean
 
 # Every test: format, lints, unit tests, the fault matrix on mocked AWS, the
 # end-to-end tests against the local emulator, and the CLI.
@@ -22,13 +23,19 @@ ARTIFACT_BUCKET ?= imds-guard-releases
 # queueing for the build-dir lock. Clippy runs niced: the tests' build is
 # the longer path (the build, then minutes of tests waiting on the
 # single-threaded emulator), so clippy takes the cycles it leaves idle.
-test: venv
+test: venv workflows-venv
 	cargo fmt --all -- --check
 	# The docs' links and anchors, docs/configuration.md against crates/domain/src/config/,
 	# the README's size.
 	$(PYTHON) tools/check-docs.py
 	# No import circle in src/ or in the domain crate (ARCHITECTURE.md).
 	$(PYTHON) tools/modgraph.py
+	# The GitHub workflows: zizmor's security audits (offline: pinning,
+	# permissions, injection), then GitHub's workflow schema.
+	$(WORKFLOWS_VENV)/bin/zizmor --offline --persona auditor --quiet .github/workflows/
+	$(WORKFLOWS_VENV)/bin/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
+	# The release tooling's tests (publish.py's refusals, dist.py's compare).
+	$(VENV)/bin/python -m unittest discover -s tools -p 'test_*.py'
 	mkdir -p target
 	{ { CARGO_TARGET_DIR=target/lint nice -n 19 cargo clippy --workspace --all-targets -- -D warnings && \
 	    echo "== the fuzz target builds" && \
@@ -194,6 +201,19 @@ dist-lint:
 	tools/sam.sh sam validate --lint --region us-east-1 --template $(DIST)/template.packaged.yaml
 	tools/sam.sh sam validate --lint --region us-east-1 --template $(DIST)/template.sar.yaml
 	$(CHECKOV_VENV)/bin/checkov --framework cloudformation --skip-download --quiet --compact -f $(DIST)/template.packaged.yaml -f $(DIST)/template.sar.yaml
+
+# Publishes $(DIST), as `make dist` made it, to the Serverless Application
+# Repository, privately (docs/releasing.md): refuses without CONFIRM=yes,
+# explicit credentials and a region, or when the bucket's policy does not
+# limit SAR's reads to this account (aws:SourceAccount). Builds nothing.
+publish: sam-venv
+	CONFIRM="$(CONFIRM)" $(SAM_VENV)/bin/python tools/publish.py $(DIST) $(ARTIFACT_BUCKET)
+
+workflows-venv: $(WORKFLOWS_VENV)/.installed
+$(WORKFLOWS_VENV)/.installed: tools/requirements-workflows.txt
+	$(PYTHON) -m venv $(WORKFLOWS_VENV)
+	$(WORKFLOWS_VENV)/bin/pip install --quiet --disable-pip-version-check --only-binary=:all: -r tools/requirements-workflows.txt
+	touch $@
 
 dist-venv: $(DIST_VENV)/.installed
 $(DIST_VENV)/.installed: tools/requirements-dist.txt

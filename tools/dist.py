@@ -4,6 +4,7 @@
 Usage:
     tools/dist.py build OUT_DIR [--cli PATH] [--sbom PATH] [--bucket NAME]
     tools/dist.py check OUT_DIR
+    tools/dist.py compare OUT_DIR OTHER_DIR
 
 `build` reads the bootstraps `sam build` left in .aws-sam/build (one per
 function; the functions share three binaries) and writes OUT_DIR:
@@ -17,6 +18,9 @@ function; the functions share three binaries) and writes OUT_DIR:
                                           README and LICENSE at S3 locations
                                           under s3://BUCKET/imds-guard/VERSION/
     member-template.yaml                  the member stack (StackSets)
+    samconfig.toml                        the repository's first-deploy
+                                          settings, deploying
+                                          template.packaged.yaml
     imds-guard-x86_64-linux               the command line (with --cli)
     sbom.cdx.json                         the Rust dependencies (with --sbom)
     LICENSE, README.md, CHANGELOG.md
@@ -32,6 +36,11 @@ names only files that exist (the local one) or the release's S3 prefix (the
 SAR one, whose SemanticVersion is the crate's); the SBOM validates as
 CycloneDX 1.6 and lists the crates the functions cannot run without (tokio,
 aws-sdk-ec2, lambda_runtime); SHA256SUMS verifies. Exit 0 good, 1 a problem (each printed), 2 usage.
+
+`compare` is the release workflow's reproducibility check: two releases
+built in two directories list the same files with the same SHA-256 (their
+SHA256SUMS are equal); each file that differs is named. Exit 0 the same,
+1 different.
 """
 
 import hashlib
@@ -189,6 +198,15 @@ def build(out, cli=None, sbom=None, bucket="imds-guard-releases"):
     shutil.copyfile(os.path.join(ROOT, "member", "template.yaml"), os.path.join(out, "member-template.yaml"))
     for doc in ("LICENSE", "README.md", "CHANGELOG.md"):
         shutil.copyfile(os.path.join(ROOT, doc), os.path.join(out, doc))
+    with open(os.path.join(ROOT, "samconfig.toml"), encoding="utf-8") as f:
+        config = f.read()
+    # In the release, `sam deploy` deploys the packaged template: no build.
+    header = "[default.deploy.parameters]\n"
+    if header not in config:
+        sys.exit(f"dist: samconfig.toml has no {header.strip()} table")
+    config = config.replace(header, header + 'template_file = "template.packaged.yaml"\n', 1)
+    with open(os.path.join(out, "samconfig.toml"), "w", encoding="utf-8") as f:
+        f.write(config)
     if cli:
         dest = os.path.join(out, "imds-guard-x86_64-linux")
         shutil.copyfile(cli, dest)
@@ -240,6 +258,41 @@ def static_x86_64(data: bytes) -> bool:
         if int.from_bytes(data[at : at + 4], "little") == 3:
             return False
     return True
+
+
+def samconfig_problems(out):
+    """The release's samconfig.toml deploys its packaged template and sets
+    only parameters that template has."""
+    import shlex
+    import tomllib
+
+    path = os.path.join(out, "samconfig.toml")
+    if not os.path.exists(path):
+        return ["samconfig.toml is missing"]
+    try:
+        with open(path, "rb") as f:
+            deploy = tomllib.load(f)["default"]["deploy"]["parameters"]
+    except (ValueError, KeyError) as e:
+        return [f"samconfig.toml has no readable [default.deploy.parameters]: {e}"]
+    problems = []
+    if deploy.get("template_file") != "template.packaged.yaml":
+        problems.append(f"samconfig.toml deploys {deploy.get('template_file')!r}, not template.packaged.yaml")
+    template = os.path.join(out, "template.packaged.yaml")
+    if os.path.exists(template):
+        with open(template, encoding="utf-8") as f:
+            text = f.read()
+        # The Parameters section: up to the next top-level key.
+        m = re.search(r"^Parameters:\n((?:[ #].*\n|\n)*)", text, re.M)
+        params = m.group(1) if m else ""
+        known = set(re.findall(r"^  ([A-Za-z0-9]+):\s*$", params, re.M))
+        overrides = deploy.get("parameter_overrides", "")
+        if isinstance(overrides, list):
+            overrides = " ".join(overrides)
+        for pair in shlex.split(overrides):
+            name = pair.split("=", 1)[0]
+            if name not in known:
+                problems.append(f"samconfig.toml sets {name}, which template.packaged.yaml does not have")
+    return problems
 
 
 def check(out):
@@ -299,6 +352,7 @@ def check(out):
         m = re.search(r"^\s+SemanticVersion:\s*['\"]?([^'\"\s]+)", text, re.M)
         if not m or m.group(1) != v:
             problems.append(f"template.sar.yaml's SemanticVersion is {m.group(1) if m else 'missing'}, the crate's {v}")
+    problems += samconfig_problems(out)
     sbom = os.path.join(out, "sbom.cdx.json")
     if os.path.exists(sbom):
         try:
@@ -347,13 +401,39 @@ def check(out):
     return 1 if problems else 0
 
 
+def sums_of(out):
+    """SHA256SUMS as {file: digest}."""
+    sums = {}
+    with open(os.path.join(out, "SHA256SUMS"), encoding="utf-8") as f:
+        for line in f:
+            digest, _, rel = line.rstrip("\n").partition("  ")
+            sums[rel] = digest
+    return sums
+
+
+def compare(one, other):
+    a, b = sums_of(one), sums_of(other)
+    differ = sorted(rel for rel in a.keys() | b.keys() if a.get(rel) != b.get(rel))
+    for rel in differ:
+        print(f"dist compare: {rel}: {a.get(rel, 'missing')} in {one}, {b.get(rel, 'missing')} in {other}", file=sys.stderr)
+    if differ:
+        return 1
+    print(f"dist compare: the same {len(a)} files, byte for byte: {one} and {other}")
+    return 0
+
+
 def main(argv):
-    if len(argv) < 3 or argv[1] not in ("build", "check"):
+    if len(argv) < 3 or argv[1] not in ("build", "check", "compare"):
         print(__doc__, file=sys.stderr)
         return 2
     out = argv[2]
     if argv[1] == "check":
         return check(out)
+    if argv[1] == "compare":
+        if len(argv) != 4:
+            print(__doc__, file=sys.stderr)
+            return 2
+        return compare(out, argv[3])
     opts = dict(zip(argv[3::2], argv[4::2]))
     build(out, cli=opts.get("--cli"), sbom=opts.get("--sbom"), bucket=opts.get("--bucket", "imds-guard-releases"))
     print(f"dist: {out}")
