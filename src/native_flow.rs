@@ -62,7 +62,12 @@ pub async fn enforce<C: Clients>(
         .map_err(|e| {
             format!("the recorded prior values could not be read from the guard's memory: {e}")
         })?;
-    let recorded = native::recorded(&records);
+    // Only an undo needs the record; a switch on shows it when it reads.
+    let recorded = match native::recorded(&records) {
+        Ok(r) => r,
+        Err(why) if ask.undo => return Err(why),
+        Err(_) => None,
+    };
     let step = if ask.undo || !live.settable() {
         None
     } else {

@@ -193,23 +193,35 @@ pub struct Recorded {
     pub at: u64,
 }
 
-/// The latest record of a switch among `records` (an unreadable one is
-/// skipped: an undo from it could not be exact).
-pub fn recorded(records: &[Record]) -> Option<Recorded> {
-    records
+/// The latest record of a switch among `records`, or why an undo cannot
+/// trust it. An unreadable latest record is refused, never skipped: an
+/// older record holds what was there before an earlier switch, and putting
+/// that back would not undo the latest one.
+pub fn recorded(records: &[Record]) -> Result<Option<Recorded>, String> {
+    let Some(latest) = records
         .iter()
         .filter(|r| r.is_kind(Kind::Native))
-        .filter_map(|r| {
-            Some(Recorded {
-                values: Values {
-                    http_tokens: r.data.get("http_tokens")?.clone(),
-                    http_tokens_enforced: r.data.get("http_tokens_enforced")?.clone(),
-                },
-                by: r.data.get("by").cloned().unwrap_or_default(),
-                at: r.at,
-            })
-        })
         .max_by_key(|r| r.at)
+    else {
+        return Ok(None);
+    };
+    let value = |key: &str| {
+        latest.data.get(key).cloned().ok_or_else(|| {
+            format!(
+                "the latest recorded switch ({} at {}) has no {key}: an undo from an older record would not put back what that switch replaced; set the defaults by hand (aws ec2 modify-instance-metadata-defaults)",
+                latest.sk,
+                crate::time::iso8601(latest.at)
+            )
+        })
+    };
+    Ok(Some(Recorded {
+        values: Values {
+            http_tokens: value("http_tokens")?,
+            http_tokens_enforced: value("http_tokens_enforced")?,
+        },
+        by: latest.data.get("by").cloned().unwrap_or_default(),
+        at: latest.at,
+    }))
 }
 
 #[cfg(test)]
@@ -325,7 +337,19 @@ mod tests {
         assert_eq!(r.pk, "native#111122223333#eu-west-1");
         assert_eq!(r.sk, "native#00000000000000000100");
         let earlier = record("111122223333", "eu-west-1", &Values::enforced(), "x", 50);
-        let back = recorded(&[r, earlier]).unwrap();
+        // The latest unreadable: refused, not the older one restored.
+        let mut torn = r.clone();
+        torn.at = 200;
+        torn.sk = "native#00000000000000000200".into();
+        torn.data.remove("http_tokens_enforced");
+        let refused = recorded(&[r.clone(), torn, earlier.clone()]).unwrap_err();
+        assert!(
+            refused.contains("native#00000000000000000200")
+                && refused.contains("http_tokens_enforced"),
+            "{refused}"
+        );
+        assert_eq!(recorded(&[]), Ok(None));
+        let back = recorded(&[r, earlier]).unwrap().unwrap();
         assert_eq!(
             (back.by.as_str(), back.at),
             ("arn:aws:iam::111122223333:role/Ops", 100),
