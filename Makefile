@@ -206,7 +206,10 @@ dist-lint:
 # Repository, privately (docs/releasing.md): refuses without CONFIRM=yes,
 # explicit credentials and a region, or when the bucket's policy does not
 # limit SAR's reads to this account (aws:SourceAccount). Builds nothing.
+# The bucket is named, never the default: bucket names are global, and the
+# default is a name anyone may own (publish.py also sends ExpectedBucketOwner).
 publish: sam-venv
+	$(if $(filter file,$(origin ARTIFACT_BUCKET)),$(error make publish: name your bucket, ARTIFACT_BUCKET=..., the same as make dist's))
 	CONFIRM="$(CONFIRM)" $(SAM_VENV)/bin/python tools/publish.py $(DIST) $(ARTIFACT_BUCKET)
 
 workflows-venv: $(WORKFLOWS_VENV)/.installed

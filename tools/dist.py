@@ -31,7 +31,8 @@ entry, a fixed timestamp (1980-01-01), mode 0755, deflate level 9 (with
 the same zlib: another deflate implementation may pick other bytes).
 
 `check` verifies a release as CI does: each zip holds one executable aarch64
-ELF `bootstrap` and zips again to the same bytes; each packaged template
+ELF `bootstrap` and zips again to the same bytes; every binary names the
+same commit after its version (not `unknown`); each packaged template
 names only files that exist (the local one) or the release's S3 prefix (the
 SAR one, whose SemanticVersion is the crate's); the SBOM validates as
 CycloneDX 1.6 and lists the crates the functions cannot run without (tokio,
@@ -295,14 +296,24 @@ def samconfig_problems(out):
     return problems
 
 
+def built_from(binary: bytes, version: str):
+    """The commit a binary names after its version (release.rs's LINE),
+    `unknown`, or None when it carries no such line."""
+    m = re.search(re.escape(version.encode()) + rb" \(commit ([0-9a-f]{12}|unknown)\)", binary)
+    return m.group(1).decode() if m else None
+
+
 def check(out):
     problems = []
     v = version()
+    commits = {}
     cli = os.path.join(out, "imds-guard-x86_64-linux")
     if os.path.exists(cli):
         with open(cli, "rb") as f:
-            if not static_x86_64(f.read()):
-                problems.append("imds-guard-x86_64-linux is not a statically linked x86-64 ELF")
+            data = f.read()
+        if not static_x86_64(data):
+            problems.append("imds-guard-x86_64-linux is not a statically linked x86-64 ELF")
+        commits["imds-guard-x86_64-linux"] = built_from(data, v)
     for name in ZIPS.values():
         path = os.path.join(out, "functions", name)
         if not os.path.exists(path):
@@ -321,8 +332,17 @@ def check(out):
             data = z.read("bootstrap")
         if not elf_aarch64(data):
             problems.append(f"{name}: bootstrap is not a 64-bit aarch64 ELF")
+        commits[name] = built_from(data, v)
         if zip_bytes(data) != raw:
             problems.append(f"{name}: zipping the same bootstrap again gives other bytes")
+    # Every binary says which commit it is, and it is the same one.
+    for name, commit in sorted(commits.items()):
+        if commit is None:
+            problems.append(f"{name} does not carry \"{v} (commit ...)\": not built from this version")
+        elif commit == "unknown":
+            problems.append(f"{name} was built outside git without IMDS_GUARD_COMMIT: its logs could not say which code it is")
+    if len({c for c in commits.values() if c}) > 1:
+        problems.append(f"the binaries name different commits: {commits}")
     local = os.path.join(out, "template.packaged.yaml")
     sar = os.path.join(out, "template.sar.yaml")
     for path in (local, sar):
@@ -397,7 +417,8 @@ def check(out):
         sizes = ", ".join(
             f"{rel} {os.path.getsize(os.path.join(out, rel)):,} B" for rel in files_of(out)
         )
-        print(f"dist check: ok, {v}: {sizes}")
+        built = ", ".join(sorted({c for c in commits.values() if c})) or "no binary"
+        print(f"dist check: ok, {v} (commit {built}): {sizes}")
     return 1 if problems else 0
 
 

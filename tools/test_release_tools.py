@@ -11,7 +11,10 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import types
 import unittest
+import unittest.mock
+import json
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -79,6 +82,7 @@ class Refusals(unittest.TestCase):
             (self.env(AWS_PROFILE=None, AWS_ACCESS_KEY_ID="AKIA"), "no explicit credentials"),
             (self.env(AWS_REGION=None), "no region"),
             (self.env(AWS_ENDPOINT_URL="http://127.0.0.1:5000"), "goes to AWS itself"),
+            (self.env(AWS_ENDPOINT_URL_S3="http://127.0.0.1:5000"), "AWS_ENDPOINT_URL_S3 is set"),
         ]
         for env, says in cases:
             why = publish.credentials_problem(env)
@@ -92,8 +96,8 @@ class Refusals(unittest.TestCase):
             self.assertIsNone(publish.credentials_problem(ok))
 
     def test_the_command_refuses_before_any_aws_call(self):
-        # Without CONFIRM the script stops before importing boto3: it runs
-        # with a Python that has none.
+        # Without CONFIRM the script stops before it imports boto3 or
+        # reads AWS settings: no AWS_* in its environment at all.
         env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_") and k != "CONFIRM"}
         with tempfile.TemporaryDirectory() as d:
             fake_release(d)
@@ -116,6 +120,25 @@ class Release(unittest.TestCase):
         self.assertEqual(uploads[f"imds-guard/{VERSION}/LICENSE"], "LICENSE")
         self.assertEqual(len(uploads), 5)
 
+    def test_a_template_naming_fewer_than_the_five_files_is_refused(self):
+        with tempfile.TemporaryDirectory() as d:
+            fake_release(d)
+            path = os.path.join(d, "template.sar.yaml")
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+            text = "".join(l for l in text.splitlines(True) if "outputs.zip" not in l)
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(text)
+            # SHA256SUMS again, for the edited template.
+            with open(os.path.join(d, "SHA256SUMS"), encoding="utf-8") as f:
+                sums = f.read().splitlines()
+            digest = hashlib.sha256(text.encode()).hexdigest()
+            sums = [f"{digest}  template.sar.yaml" if l.endswith("template.sar.yaml") else l for l in sums]
+            with open(os.path.join(d, "SHA256SUMS"), "w", encoding="utf-8") as f:
+                f.write("\n".join(sums) + "\n")
+            why, _ = publish.release_problem(d, BUCKET)
+        self.assertIn("does not name functions/outputs.zip", why)
+
     def test_another_bucket_or_changed_bytes_are_refused(self):
         with tempfile.TemporaryDirectory() as d:
             fake_release(d)
@@ -132,13 +155,49 @@ class BucketPolicy(unittest.TestCase):
         self.assertIsNone(publish.policy_problem(good_policy(), BUCKET, VERSION, ACCOUNT))
 
     def test_without_the_source_account_or_with_another_it_is_refused(self):
-        for cond, says in (
-            ({}, "not at all"),
-            ({"StringEquals": {"aws:SourceAccount": "444455556666"}}, "444455556666"),
-            ({"StringEquals": {"aws:SourceAccount": [ACCOUNT, "444455556666"]}}, "not only"),
+        for cond in (
+            {},
+            {"StringEquals": {"aws:SourceAccount": "444455556666"}},
+            {"StringEquals": {"aws:SourceAccount": [ACCOUNT, "444455556666"]}},
+            {"StringNotEquals": {"aws:SourceAccount": "444455556666"}},
         ):
             why = publish.policy_problem(good_policy(Condition=cond), BUCKET, VERSION, ACCOUNT)
-            self.assertIn(says, why)
+            self.assertIn("without aws:SourceAccount 111122223333", why, cond)
+
+    def test_a_source_arn_of_this_accounts_applications_or_any_key_case_passes(self):
+        for cond in (
+            {"ArnLike": {"aws:SourceArn": f"arn:aws:serverlessrepo:us-east-1:{ACCOUNT}:applications/imds-guard"}},
+            {"StringEquals": {"AWS:SourceAccount": ACCOUNT}},
+        ):
+            self.assertIsNone(publish.policy_problem(good_policy(Condition=cond), BUCKET, VERSION, ACCOUNT), cond)
+        other = {"ArnLike": {"aws:SourceArn": "arn:aws:serverlessrepo:us-east-1:444455556666:applications/x"}}
+        self.assertIsNotNone(publish.policy_problem(good_policy(Condition=other), BUCKET, VERSION, ACCOUNT))
+
+    def test_any_other_statement_that_could_let_sar_read_must_be_kept_too(self):
+        loose = [
+            {"Sid": "Wide", "Effect": "Allow", "Principal": {"Service": publish.SAR}, "Action": "s3:GetObject",
+             "Resource": f"arn:aws:s3:::{BUCKET}/*"},
+            {"Sid": "Star", "Effect": "Allow", "Principal": "*", "Action": "s3:Get*", "Resource": f"arn:aws:s3:::{BUCKET}/*"},
+            {"Sid": "Case", "Effect": "Allow", "Principal": {"AWS": "*"}, "Action": "S3:GETOBJECT",
+             "Resource": f"arn:aws:s3:::{BUCKET}/imds-guard/*"},
+            {"Sid": "Not", "Effect": "Allow", "NotPrincipal": {"AWS": "arn:aws:iam::1:root"}, "Action": "s3:*",
+             "Resource": "*"},
+            {"Sid": "NotAction", "Effect": "Allow", "Principal": {"Service": publish.SAR}, "NotAction": "s3:PutObject",
+             "Resource": "*"},
+        ]
+        for st in loose:
+            policy = good_policy()
+            policy["Statement"].append(st)
+            why = publish.policy_problem(policy, BUCKET, VERSION, ACCOUNT)
+            self.assertIsNotNone(why, st["Sid"])
+            self.assertIn(st["Sid"], why)
+        # A statement for someone else, or a Deny, changes nothing.
+        policy = good_policy()
+        policy["Statement"] += [
+            {"Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT}:root"}, "Action": "s3:*", "Resource": "*"},
+            {"Effect": "Deny", "Principal": "*", "Action": "s3:DeleteObject", "Resource": "*"},
+        ]
+        self.assertIsNone(publish.policy_problem(policy, BUCKET, VERSION, ACCOUNT))
 
     def test_a_statement_for_another_principal_prefix_or_effect_does_not_count(self):
         for changes in (
@@ -152,6 +211,98 @@ class BucketPolicy(unittest.TestCase):
         self.assertIn("no statement", publish.policy_problem({}, BUCKET, VERSION, ACCOUNT))
 
 
+class FakeAws:
+    """boto3 as publish() uses it: STS, S3 (a bucket policy and objects,
+    with S3's conditional write) and SAR, each at an AWS endpoint."""
+
+    class ClientError(Exception):
+        def __init__(self, code):
+            super().__init__(code)
+            self.response = {"Error": {"Code": code}}
+
+    def __init__(self, policy, objects=None, endpoint="https://{}.us-east-1.amazonaws.com"):
+        self.policy, self.objects, self.endpoint, self.calls = policy, dict(objects or {}), endpoint, []
+
+    def Session(self):
+        aws = self
+
+        class Client:
+            def __init__(self, name):
+                self.name = name
+                self.meta = types.SimpleNamespace(
+                    endpoint_url=aws.endpoint.format(name),
+                    service_model=types.SimpleNamespace(service_name=name),
+                )
+                self.exceptions = types.SimpleNamespace(ClientError=FakeAws.ClientError)
+
+            def get_caller_identity(self):
+                return {"Account": ACCOUNT, "Arn": f"arn:aws:sts::{ACCOUNT}:assumed-role/release/x"}
+
+            def get_bucket_policy(self, Bucket, ExpectedBucketOwner):
+                aws.calls.append(("get_bucket_policy", Bucket, ExpectedBucketOwner))
+                if aws.policy is None:
+                    raise FakeAws.ClientError("NoSuchBucketPolicy")
+                return {"Policy": json.dumps(aws.policy)}
+
+            def put_object(self, Bucket, Key, Body, IfNoneMatch, ExpectedBucketOwner):
+                aws.calls.append(("put_object", Key, IfNoneMatch, ExpectedBucketOwner))
+                if Key in aws.objects:
+                    raise FakeAws.ClientError("PreconditionFailed")
+                aws.objects[Key] = Body
+
+            def get_object(self, Bucket, Key, ExpectedBucketOwner):
+                return {"Body": io.BytesIO(aws.objects[Key])}
+
+        return types.SimpleNamespace(region_name="us-east-1", client=Client)
+
+
+class Publish(unittest.TestCase):
+    def run_publish(self, aws, env=None):
+        env = env or {"CONFIRM": "yes", "AWS_PROFILE": "release", "AWS_REGION": "us-east-1"}
+        ran = []
+        with tempfile.TemporaryDirectory() as d, \
+                unittest.mock.patch.dict(os.environ, env, clear=True), \
+                unittest.mock.patch.dict(sys.modules, {"boto3": aws}), \
+                unittest.mock.patch.object(publish.subprocess, "call", lambda argv: ran.append(argv) or 0), \
+                contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()) as err:
+            fake_release(d)
+            code = publish.publish(d, BUCKET)
+        return code, ran, err.getvalue()
+
+    def test_a_release_is_uploaded_if_absent_then_sam_publish_refuses_a_version_twice(self):
+        aws = FakeAws(good_policy())
+        code, ran, err = self.run_publish(aws)
+        self.assertEqual(code, 0, err)
+        self.assertEqual(len(aws.objects), 5)
+        self.assertTrue(all(c[-1] == ACCOUNT for c in aws.calls), aws.calls)
+        self.assertTrue(all(c[2] == "*" for c in aws.calls if c[0] == "put_object"))
+        self.assertEqual(len(ran), 1)
+        self.assertEqual(ran[0][1:3], ["publish", "--template"])
+        self.assertIn("--fail-on-same-version", ran[0])
+        self.assertEqual(ran[0][ran[0].index("--semantic-version") + 1], VERSION)
+        # The same release again: the same bytes are there, nothing rewritten.
+        code, ran, err = self.run_publish(aws)
+        self.assertEqual(code, 0, err)
+
+    def test_other_bytes_under_the_prefix_or_a_loose_policy_stop_it_before_sam(self):
+        aws = FakeAws(good_policy(), {f"imds-guard/{VERSION}/sweep.zip": b"not the release"})
+        code, ran, err = self.run_publish(aws)
+        self.assertEqual((code, ran), (1, []))
+        self.assertIn("holds other bytes", err)
+        self.assertEqual(aws.objects[f"imds-guard/{VERSION}/sweep.zip"], b"not the release")
+        for policy in (None, good_policy(Condition={})):
+            aws = FakeAws(policy)
+            code, ran, err = self.run_publish(aws)
+            self.assertEqual((code, ran, aws.objects), (1, [], {}))
+            self.assertIn('"aws:SourceAccount": "111122223333"', err, "the statement to add is printed")
+
+    def test_an_endpoint_that_is_not_aws_stops_it_before_any_call(self):
+        aws = FakeAws(good_policy(), endpoint="http://127.0.0.1:4566")
+        code, ran, err = self.run_publish(aws)
+        self.assertEqual((code, ran, aws.calls), (1, [], []))
+        self.assertIn("not AWS", err)
+
+
 class Dist(unittest.TestCase):
     def test_compare_names_each_file_that_differs(self):
         with tempfile.TemporaryDirectory() as a, tempfile.TemporaryDirectory() as b:
@@ -161,12 +312,25 @@ class Dist(unittest.TestCase):
             shutil.copytree(one, other)
             with contextlib.redirect_stdout(io.StringIO()):
                 self.assertEqual(dist.compare(one, other), 0)
-            with open(os.path.join(other, "SHA256SUMS"), "a", encoding="utf-8") as f:
-                f.write(f"{'0' * 64}  imds-guard-x86_64-linux\n")
+            with open(os.path.join(other, "SHA256SUMS"), encoding="utf-8") as f:
+                sums = f.read()
+            # One file's bytes differ, and one file is only in the other.
+            zip_line = next(l for l in sums.splitlines() if l.endswith("functions/event.zip"))
+            sums = sums.replace(zip_line, f"{'0' * 64}  functions/event.zip")
+            with open(os.path.join(other, "SHA256SUMS"), "w", encoding="utf-8") as f:
+                f.write(sums + f"{'0' * 64}  imds-guard-x86_64-linux\n")
             err = io.StringIO()
             with contextlib.redirect_stderr(err):
                 self.assertEqual(dist.compare(one, other), 1)
             self.assertIn("imds-guard-x86_64-linux: missing in", err.getvalue())
+            self.assertIn(f"functions/event.zip: {zip_line.split()[0]} in", err.getvalue())
+            self.assertNotIn("functions/sweep.zip", err.getvalue())
+
+    def test_a_binary_names_its_commit_after_its_version(self):
+        self.assertEqual(dist.built_from(b"\0imds-guard 0.1.0 (commit 0123456789ab) starting", "0.1.0"), "0123456789ab")
+        self.assertEqual(dist.built_from(b"0.1.0 (commit unknown)", "0.1.0"), "unknown")
+        self.assertIsNone(dist.built_from(b"0.2.0 (commit 0123456789ab)", "0.1.0"))
+        self.assertIsNone(dist.built_from(b"0.1.0 (commit 0123)", "0.1.0"))
 
     def test_the_release_samconfig_deploys_the_packaged_template_with_known_parameters(self):
         with tempfile.TemporaryDirectory() as d:

@@ -3,7 +3,7 @@
 //! wrote them. Set `IMDS_GUARD_COMMIT` to name it where there is no git
 //! checkout (a source tarball); with neither, the commit is `unknown`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn git(args: &[&str]) -> Option<String> {
@@ -12,25 +12,52 @@ fn git(args: &[&str]) -> Option<String> {
     (out.status.success() && !text.trim().is_empty()).then(|| text.trim().to_string())
 }
 
+/// Whether git's work tree is this workspace's (crates/domain is two below
+/// it): a source tarball unpacked inside some other repository (a home
+/// directory kept in git, say) must not take that repository's commit.
+fn ours() -> bool {
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let top = git(&["rev-parse", "--show-toplevel"]).map(PathBuf::from);
+    match (
+        top.and_then(|t| t.canonicalize().ok()),
+        workspace.canonicalize(),
+    ) {
+        (Some(top), Ok(workspace)) => top == workspace,
+        _ => false,
+    }
+}
+
 fn main() {
     println!("cargo:rerun-if-env-changed=IMDS_GUARD_COMMIT");
-    let commit = std::env::var("IMDS_GUARD_COMMIT")
+    let told = std::env::var("IMDS_GUARD_COMMIT")
         .ok()
-        .filter(|c| !c.trim().is_empty())
-        .or_else(|| git(&["rev-parse", "--short=12", "HEAD"]))
+        .map(|c| c.trim().to_string())
+        .filter(|c| !c.is_empty());
+    let ours = ours();
+    // The full hash cut to 12: `--short` may lengthen it when a prefix is
+    // ambiguous, and the same commit must read the same everywhere.
+    let commit = told
+        .or_else(|| ours.then(|| git(&["rev-parse", "HEAD"])).flatten())
+        .map(|c| c.chars().take(12).collect::<String>())
         .unwrap_or_else(|| "unknown".into());
     println!("cargo:rustc-env=IMDS_GUARD_COMMIT={commit}");
-    // Built again when HEAD moves: HEAD itself, the branch it names and the
-    // packed refs. Only paths that exist (Cargo reruns for a missing one on
-    // every build).
-    if let Some(dir) = git(&["rev-parse", "--git-dir"]) {
-        let dir = Path::new(&dir);
-        let mut watched = vec![dir.join("HEAD"), dir.join("packed-refs")];
-        if let Some(branch) = git(&["symbolic-ref", "-q", "HEAD"]) {
-            watched.push(dir.join(branch));
-        }
-        for path in watched.iter().filter(|p| p.exists()) {
-            println!("cargo:rerun-if-changed={}", path.display());
+    if !ours {
+        return;
+    }
+    // Built again when HEAD moves: HEAD, its reflog (written on every
+    // commit, checkout and reset), the branch HEAD names and the packed
+    // refs, each where git keeps it (a worktree's branch lives in the
+    // common directory). Only paths that exist: Cargo reruns for a missing
+    // one on every build.
+    let mut watched = vec!["HEAD".to_string(), "logs/HEAD".into(), "packed-refs".into()];
+    if let Some(branch) = git(&["symbolic-ref", "-q", "HEAD"]) {
+        watched.push(branch);
+    }
+    for name in &watched {
+        if let Some(path) = git(&["rev-parse", "--git-path", name]) {
+            if Path::new(&path).exists() {
+                println!("cargo:rerun-if-changed={path}");
+            }
         }
     }
 }
