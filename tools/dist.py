@@ -75,21 +75,29 @@ def version():
     return m.group(1)
 
 
-def functions():
-    """(logical id, cargo binary) of each function in template.yaml, read
-    from its Metadata's BuildProperties.Binary."""
-    out = []
-    name = None
-    with open(os.path.join(ROOT, "template.yaml"), encoding="utf-8") as f:
+def per_resource(template, pattern):
+    """(resource, match) for each line of `template` matching `pattern`,
+    with the top-level resource (a two-space key) it sits under: both
+    templates are read the same way, line by line."""
+    resource = None
+    with open(template, encoding="utf-8") as f:
         for line in f:
             m = re.match(r"^  ([A-Za-z0-9]+):\s*$", line)
             if m:
-                name = m.group(1)
+                resource = m.group(1)
                 continue
-            m = re.match(r"^\s+Binary:\s*(\S+)\s*$", line)
-            if m and name:
-                out.append((name, m.group(1)))
-    return out
+            m = re.match(pattern, line)
+            if m and resource:
+                yield resource, m
+
+
+def functions():
+    """(logical id, cargo binary) of each function in template.yaml, read
+    from its Metadata's BuildProperties.Binary."""
+    return [
+        (name, m.group(1))
+        for name, m in per_resource(os.path.join(ROOT, "template.yaml"), r"^\s+Binary:\s*(\S+)\s*$")
+    ]
 
 
 def zip_bytes(binary: bytes) -> bytes:
@@ -118,21 +126,11 @@ def built_code_uris(built_template):
     name; a build SAM shares between functions with the same settings is
     `<First>-Shared`, so it is read, never assumed."""
     names = dict(functions())
-    out = {}
-    resource = None
-    with open(built_template, encoding="utf-8") as f:
-        for line in f:
-            m = re.match(r"^  ([A-Za-z0-9]+):\s*$", line)
-            if m:
-                resource = m.group(1)
-                continue
-            m = re.match(r"^\s+CodeUri:\s*['\"]?([^'\"\s]+)['\"]?\s*$", line)
-            if m and resource in names:
-                out[resource] = m.group(1)
-    missing = set(names) - set(out)
-    if missing:
-        sys.exit(f"dist: no CodeUri for {sorted(missing)} in {built_template}")
-    return out
+    return {
+        resource: m.group(1)
+        for resource, m in per_resource(built_template, r"^\s+CodeUri:\s*['\"]?([^'\"\s]+)['\"]?\s*$")
+        if resource in names
+    }
 
 
 def packaged(built_template, code_uri, readme, licence):
